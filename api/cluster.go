@@ -1,0 +1,43 @@
+package api
+
+import (
+	"net/http"
+)
+
+// ClusterView is the body of GET /v1/cluster (API.md).
+type ClusterView struct {
+	Nodes           []NodeView  `json:"nodes"`
+	Shards          []ShardView `json:"shards"`
+	PlacementLeader string      `json:"placement_leader"`
+}
+
+// NodeView describes one node.
+type NodeView struct {
+	ID       string `json:"id"`
+	HTTPAddr string `json:"http_addr"`
+	RaftAddr string `json:"raft_addr"`
+	State    string `json:"state"` // alive, suspect or dead (gossip)
+	Shards   int    `json:"shards"`
+	Leaders  int    `json:"leaders"`
+}
+
+// ShardView describes one shard. Leader, size and applied index come from the
+// answering node's replica when it hosts one.
+type ShardView struct {
+	ID           uint64   `json:"id"`
+	Start        string   `json:"start"`
+	End          string   `json:"end"`
+	Epoch        uint64   `json:"epoch"`
+	Replicas     []string `json:"replicas"`
+	Leader       string   `json:"leader"`
+	SizeBytes    int64    `json:"size_bytes"`
+	AppliedIndex uint64   `json:"applied_index"`
+}
+
+func (s *Server) cluster(w http.ResponseWriter, r *http.Request) error {
+	if !s.be.Ready() {
+		return errNotReady
+	}
+	writeJSON(w, http.StatusOK, s.be.Cluster())
+	return nil
+}

@@ -1,0 +1,230 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cairndb/cairn/fsm"
+)
+
+// maxBody bounds every request body: the largest value plus JSON overhead
+// (a value may need up to 6 bytes per byte when escaped).
+const maxBody = 6*fsm.MaxValueSize + 64<<10
+
+// keyFromPath recovers the key after /v1/kv/ from the escaped path, so a key
+// may contain '/' sent as %2F.
+func keyFromPath(r *http.Request) ([]byte, error) {
+	p := r.URL.EscapedPath()
+	const prefix = "/v1/kv/"
+	if !strings.HasPrefix(p, prefix) {
+		return nil, invalidf("key path must start with %s", prefix)
+	}
+	k, err := url.PathUnescape(p[len(prefix):])
+	if err != nil {
+		return nil, invalidf("bad key escaping: %v", err)
+	}
+	return []byte(k), validateKey([]byte(k))
+}
+
+func validateKey(k []byte) error {
+	switch {
+	case len(k) == 0:
+		return invalidf("key must not be empty")
+	case len(k) > fsm.MaxKeySize:
+		return invalidf("key is %d bytes; the limit is %d", len(k), fsm.MaxKeySize)
+	case !utf8.Valid(k):
+		return invalidf("key must be valid UTF-8")
+	}
+	return nil
+}
+
+// readBody reads a bounded request body.
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, fmt.Errorf("%w: over %d bytes", errTooLarge, maxBody)
+	}
+	return b, err
+}
+
+// decodeStrict returns a JSON decoder that rejects unknown fields.
+func decodeStrict(r io.Reader) *json.Decoder {
+	d := json.NewDecoder(r)
+	d.DisallowUnknownFields()
+	return d
+}
+
+// unmarshalStrict decodes exactly one JSON value with no unknown fields.
+func unmarshalStrict(b []byte, v any) error {
+	d := decodeStrict(strings.NewReader(string(b)))
+	if err := d.Decode(v); err != nil {
+		return invalidf("malformed JSON body: %v", err)
+	}
+	if d.More() {
+		return invalidf("malformed JSON body: trailing data")
+	}
+	return nil
+}
+
+type putRequest struct {
+	Value     *string      `json:"value"`
+	TTL       string       `json:"ttl"`
+	If        *ifClause    `json:"if"`
+	Fence     *fenceClause `json:"fence"`
+	RequestID string       `json:"request_id"`
+}
+
+type ifClause struct {
+	ModIndex *uint64 `json:"mod_index"`
+	Absent   *bool   `json:"absent"`
+	Value    *string `json:"value"`
+}
+
+type fenceClause struct {
+	Lock  string `json:"lock"`
+	Token uint64 `json:"token"`
+}
+
+// parsePut builds the put command from the body: JSON, or the raw value with
+// Content-Type application/octet-stream (options then come from the query).
+func parsePut(r *http.Request, key, body []byte) (*fsm.Command, error) {
+	cmd := &fsm.Command{Op: fsm.OpPut, Key: key, Time: time.Now().UnixNano()}
+	q := r.URL.Query()
+	cmd.Prev = q.Get("prev") == "1" || q.Get("prev") == "true"
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/octet-stream") {
+		cmd.Value = body
+		cmd.RequestID = q.Get("request_id")
+		if t := q.Get("ttl"); t != "" {
+			d, err := parseTTL(t)
+			if err != nil {
+				return nil, err
+			}
+			cmd.TTL = d
+		}
+		return cmd, validateCommand(cmd)
+	}
+	var req putRequest
+	if err := unmarshalStrict(body, &req); err != nil {
+		return nil, err
+	}
+	if req.Value == nil {
+		return nil, invalidf(`"value" is required`)
+	}
+	cmd.Value = []byte(*req.Value)
+	cmd.RequestID = req.RequestID
+	if req.TTL != "" {
+		d, err := parseTTL(req.TTL)
+		if err != nil {
+			return nil, err
+		}
+		cmd.TTL = d
+	}
+	if req.If != nil {
+		c, err := req.If.condition()
+		if err != nil {
+			return nil, err
+		}
+		cmd.Cond = c
+	}
+	if req.Fence != nil {
+		if req.Fence.Lock == "" || req.Fence.Token == 0 {
+			return nil, invalidf(`"fence" needs a lock name and a positive token`)
+		}
+		cmd.Fence = &fsm.Fence{Lock: req.Fence.Lock, Token: req.Fence.Token}
+	}
+	return cmd, validateCommand(cmd)
+}
+
+func (c *ifClause) condition() (*fsm.Condition, error) {
+	n := 0
+	var cond fsm.Condition
+	if c.ModIndex != nil {
+		n++
+		cond = fsm.Condition{Kind: fsm.CondModIndex, ModIndex: *c.ModIndex}
+	}
+	if c.Absent != nil {
+		if !*c.Absent {
+			return nil, invalidf(`"if": {"absent": false} is not a condition; use mod_index or value`)
+		}
+		n++
+		cond = fsm.Condition{Kind: fsm.CondAbsent}
+	}
+	if c.Value != nil {
+		n++
+		cond = fsm.Condition{Kind: fsm.CondValue, Value: []byte(*c.Value)}
+	}
+	if n != 1 {
+		return nil, invalidf(`"if" takes exactly one of mod_index, absent, value`)
+	}
+	return &cond, nil
+}
+
+func parseTTL(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, invalidf("bad ttl %q: %v", s, err)
+	}
+	if d < time.Second || d > 365*24*time.Hour {
+		return 0, invalidf("ttl %s out of range 1s..8760h", d)
+	}
+	return d, nil
+}
+
+func validateCommand(c *fsm.Command) error {
+	if len(c.Value) > fsm.MaxValueSize {
+		return fmt.Errorf("%w: value is %d bytes; the limit is %d", errTooLarge, len(c.Value), fsm.MaxValueSize)
+	}
+	if len(c.RequestID) > 256 {
+		return invalidf("request_id is %d bytes; the limit is 256", len(c.RequestID))
+	}
+	return nil
+}
+
+// parseDelete builds a delete command from the query.
+func parseDelete(r *http.Request, key []byte) (*fsm.Command, error) {
+	q := r.URL.Query()
+	cmd := &fsm.Command{Op: fsm.OpDelete, Key: key, Time: time.Now().UnixNano(), RequestID: q.Get("request_id")}
+	cmd.Prev = q.Get("prev") == "1"
+	if s := q.Get("if_mod_index"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return nil, invalidf("bad if_mod_index %q", s)
+		}
+		cmd.Cond = &fsm.Condition{Kind: fsm.CondModIndex, ModIndex: n}
+	}
+	return cmd, validateCommand(cmd)
+}
+
+// readOptions are the query options of a read.
+type readOptions struct {
+	consistency  string
+	maxStaleness time.Duration
+}
+
+func parseReadOptions(q url.Values) (readOptions, error) {
+	o := readOptions{consistency: q.Get("consistency"), maxStaleness: 5 * time.Second}
+	switch o.consistency {
+	case "":
+		o.consistency = "linearizable"
+	case "linearizable", "session", "stale":
+	default:
+		return o, invalidf("consistency %q: want linearizable, session or stale", o.consistency)
+	}
+	if s := q.Get("max_staleness"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return o, invalidf("bad max_staleness %q", s)
+		}
+		o.maxStaleness = d
+	}
+	return o, nil
+}

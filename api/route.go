@@ -1,0 +1,151 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+)
+
+// target is where one shard's part of a request runs: on a local replica, or
+// on another node the request is forwarded to.
+type target struct {
+	rep  *shard.Replica
+	addr string
+}
+
+// leaderTarget finds the shard's leader, waiting up to RouteWait for one to
+// be elected, so a client rarely sees an election.
+func (s *Server) leaderTarget(ctx context.Context, rng fsm.Range) (target, error) {
+	deadline := time.Now().Add(s.cfg.RouteWait)
+	for {
+		rep, ok := s.be.Replica(rng.ID)
+		if !ok {
+			return s.remoteReplica(rng)
+		}
+		if rep.IsLeader() {
+			return target{rep: rep}, nil
+		}
+		if id, _ := rep.Leader(); id != "" && id != s.be.NodeID() {
+			if addr, ok := s.be.NodeHTTPAddr(id); ok {
+				return target{addr: addr}, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return target{}, fmt.Errorf("shard %d has no leader: %w", rng.ID, shard.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return target{}, fmt.Errorf("shard %d has no leader: %w: %w", rng.ID, shard.ErrUnavailable, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// replicaTarget prefers a local replica (session and stale reads).
+func (s *Server) replicaTarget(rng fsm.Range) (target, error) {
+	if rep, ok := s.be.Replica(rng.ID); ok {
+		return target{rep: rep}, nil
+	}
+	return s.remoteReplica(rng)
+}
+
+// remoteReplica picks a node that hosts the shard; it routes onward.
+func (s *Server) remoteReplica(rng fsm.Range) (target, error) {
+	for _, id := range rng.Replicas {
+		if id == s.be.NodeID() {
+			continue
+		}
+		if addr, ok := s.be.NodeHTTPAddr(id); ok {
+			return target{addr: addr}, nil
+		}
+	}
+	return target{}, fmt.Errorf("shard %d: %w", rng.ID, errNoRoute)
+}
+
+// forward proxies the request to another node and copies its answer back.
+// A write that fails after the connection was made may have been applied:
+// that is outcome_unknown, never a plain failure.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, addr string) error {
+	hops, _ := strconv.Atoi(r.Header.Get(hdrHops))
+	if hops >= maxHops {
+		return errTooManyHops
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	for _, h := range []string{"Content-Type", hdrSession} {
+		if v := r.Header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
+	}
+	req.Header.Set(hdrHops, strconv.Itoa(hops+1))
+	resp, err := s.peers.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if r.Method == http.MethodGet || (errors.As(err, &op) && op.Op == "dial") {
+			return fmt.Errorf("forward to %s: %w: %w", addr, shard.ErrUnavailable, err)
+		}
+		return fmt.Errorf("forward to %s: %w: %w", addr, errForwardFailed, err)
+	}
+	defer resp.Body.Close()
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+	return nil
+}
+
+// fetchJSON performs an internal GET against another node (a scan's part on
+// a shard this node cannot serve) and decodes the JSON answer.
+func (s *Server) fetchJSON(ctx context.Context, r *http.Request, addr, uri string, out any) (http.Header, error) {
+	hops, _ := strconv.Atoi(r.Header.Get(hdrHops))
+	if hops >= maxHops {
+		return nil, errTooManyHops
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+uri, nil)
+	if err != nil {
+		return nil, err
+	}
+	if v := r.Header.Get(hdrSession); v != "" {
+		req.Header.Set(hdrSession, v)
+	}
+	req.Header.Set(hdrHops, strconv.Itoa(hops+1))
+	resp, err := s.peers.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scan part on %s: %w: %w", addr, shard.ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	dec := decodeStrict(io.LimitReader(resp.Body, 256<<20))
+	if resp.StatusCode != http.StatusOK {
+		var eb errorBody
+		_ = dec.Decode(&eb)
+		return nil, remoteError(resp.StatusCode, eb.Error)
+	}
+	return resp.Header, dec.Decode(out)
+}
+
+// remoteError turns another node's error answer back into a typed error so
+// the error table maps it to the same code.
+func remoteError(status int, d errorDetail) error {
+	msg := d.Message
+	switch d.Code {
+	case "invalid_argument":
+		return invalidf("%s", msg)
+	case "not_found":
+		return fmt.Errorf("%w: %s", errNotFound, msg)
+	case "outcome_unknown":
+		return fmt.Errorf("%w: %s", shard.ErrOutcomeUnknown, msg)
+	}
+	return fmt.Errorf("%w: remote answered %d %s: %s", shard.ErrUnavailable, status, d.Code, msg)
+}

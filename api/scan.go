@@ -1,0 +1,216 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+)
+
+const (
+	defaultScanLimit = 1000
+	maxScanLimit     = 10000
+)
+
+type scanResponse struct {
+	KVs  []kvJSON `json:"kvs"`
+	More bool     `json:"more"`
+	Next string   `json:"next,omitempty"`
+}
+
+type scanRequest struct {
+	start, end []byte // [start, end); empty end = +infinity
+	limit      int
+	keysOnly   bool
+	read       readOptions
+}
+
+func parseScan(q url.Values) (scanRequest, error) {
+	var req scanRequest
+	var err error
+	if req.read, err = parseReadOptions(q); err != nil {
+		return req, err
+	}
+	if p := q.Get("prefix"); p != "" {
+		if q.Get("start") != "" || q.Get("end") != "" {
+			return req, invalidf("prefix cannot be combined with start or end")
+		}
+		req.start, req.end = []byte(p), prefixEnd([]byte(p))
+	} else {
+		req.start, req.end = []byte(q.Get("start")), []byte(q.Get("end"))
+	}
+	if len(req.end) > 0 && bytes.Compare(req.start, req.end) >= 0 {
+		return req, invalidf("start must sort before end")
+	}
+	req.limit = defaultScanLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return req, invalidf("bad limit %q", s)
+		}
+		req.limit = min(n, maxScanLimit)
+	}
+	req.keysOnly = q.Get("keys_only") == "1" || q.Get("keys_only") == "true"
+	return req, nil
+}
+
+// prefixEnd is the first key after every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil // all 0xff: to the end of the keyspace
+}
+
+// scan returns keys in byte order across shards. Each shard's part is read
+// at the requested consistency; the whole is not one snapshot.
+func (s *Server) scan(w http.ResponseWriter, r *http.Request) error {
+	sess, err := parseSession(r.Header.Get(hdrSession))
+	if err != nil {
+		return err
+	}
+	setHeaders(w, 0, 0, sess.String())
+	req, err := parseScan(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	if !s.be.Ready() {
+		return errNotReady
+	}
+	out := scanResponse{KVs: []kvJSON{}}
+	var lastShard, lastIndex uint64
+	for _, rng := range s.be.Ranges() {
+		if !overlaps(rng, req.start, req.end) {
+			continue
+		}
+		if len(out.KVs) >= req.limit {
+			out.More, out.Next = true, string(maxKey(req.start, rng.Start))
+			break
+		}
+		part := req
+		part.start, part.end = maxKey(req.start, rng.Start), minEnd(req.end, rng.End)
+		part.limit = req.limit - len(out.KVs)
+		res, idx, err := s.scanPart(r, rng, part, sess)
+		if err != nil {
+			return err
+		}
+		sess.observe(rng.ID, idx)
+		lastShard, lastIndex = rng.ID, idx
+		out.KVs = append(out.KVs, res.KVs...)
+		if res.More {
+			out.More = true
+			out.Next = out.KVs[len(out.KVs)-1].Key + "\x00"
+			break
+		}
+	}
+	setHeaders(w, lastShard, lastIndex, sess.String())
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// scanPart reads [part.start, part.end), which lies within rng, from a local
+// replica or from another node.
+func (s *Server) scanPart(r *http.Request, rng fsm.Range, part scanRequest, sess session) (*scanResponse, uint64, error) {
+	ctx := r.Context()
+	for attempt := 0; ; attempt++ {
+		var t target
+		var err error
+		if part.read.consistency == "linearizable" {
+			t, err = s.leaderTarget(ctx, rng)
+		} else {
+			t, err = s.replicaTarget(rng)
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		if t.rep == nil {
+			return s.remoteScan(ctx, r, t.addr, part)
+		}
+		idx, err := s.admit(ctx, t.rep, rng, part.read, sess)
+		var nl *shard.NotLeaderError
+		if errors.As(err, &nl) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		kvs, more, err := t.rep.FSM().Scan(part.start, part.end, part.limit, part.keysOnly)
+		if err != nil {
+			return nil, 0, err
+		}
+		res := &scanResponse{KVs: make([]kvJSON, 0, len(kvs)), More: more}
+		for _, kv := range kvs {
+			res.KVs = append(res.KVs, toKVJSON(kv, part.keysOnly))
+		}
+		return res, idx, nil
+	}
+}
+
+// admit waits until a local read at the requested consistency is allowed and
+// returns the index it reflects.
+func (s *Server) admit(ctx context.Context, rep *shard.Replica, rng fsm.Range, o readOptions, sess session) (uint64, error) {
+	switch o.consistency {
+	case "session":
+		return rep.SessionRead(ctx, sess[rng.ID], s.cfg.SessionWait)
+	case "stale":
+		return rep.StaleRead(o.maxStaleness)
+	}
+	return rep.LinearizableRead(ctx)
+}
+
+func (s *Server) remoteScan(ctx context.Context, r *http.Request, addr string, part scanRequest) (*scanResponse, uint64, error) {
+	q := url.Values{}
+	q.Set("start", string(part.start))
+	if len(part.end) > 0 {
+		q.Set("end", string(part.end))
+	}
+	q.Set("limit", strconv.Itoa(part.limit))
+	q.Set("consistency", part.read.consistency)
+	q.Set("max_staleness", part.read.maxStaleness.String())
+	if part.keysOnly {
+		q.Set("keys_only", "1")
+	}
+	var res scanResponse
+	h, err := s.fetchJSON(ctx, r, addr, "/v1/kv?"+q.Encode(), &res)
+	if err != nil {
+		return nil, 0, err
+	}
+	idx, _ := strconv.ParseUint(h.Get(hdrIndex), 10, 64)
+	return &res, idx, nil
+}
+
+func overlaps(rng fsm.Range, start, end []byte) bool {
+	if len(rng.End) > 0 && bytes.Compare(rng.End, start) <= 0 {
+		return false
+	}
+	return len(end) == 0 || bytes.Compare(rng.Start, end) < 0
+}
+
+func maxKey(a, b []byte) []byte {
+	if bytes.Compare(a, b) >= 0 {
+		return a
+	}
+	return b
+}
+
+// minEnd returns the smaller of two exclusive ends, where empty is +infinity.
+func minEnd(a, b []byte) []byte {
+	switch {
+	case len(a) == 0:
+		return b
+	case len(b) == 0:
+		return a
+	case bytes.Compare(a, b) <= 0:
+		return a
+	}
+	return b
+}

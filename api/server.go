@@ -1,0 +1,181 @@
+// Package api is cairn's HTTP JSON server: one route table, request parsing,
+// routing to the owning shard's leader, and one table from errors to codes.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+)
+
+// Backend is what the API needs from the node. Implementations must be safe
+// for concurrent use.
+type Backend interface {
+	NodeID() string
+	// Ready reports whether the node can route requests.
+	Ready() bool
+	// Lookup returns the range owning key in the node's range map.
+	Lookup(key []byte) (fsm.Range, bool)
+	// Ranges returns the range map sorted by start key.
+	Ranges() []fsm.Range
+	// Replica returns this node's replica of a shard, if it hosts one.
+	Replica(id uint64) (*shard.Replica, bool)
+	// NodeHTTPAddr returns a node's API address.
+	NodeHTTPAddr(id string) (string, bool)
+	// Cluster describes the cluster for GET /v1/cluster.
+	Cluster() ClusterView
+}
+
+// Config configures the API server.
+type Config struct {
+	Backend Backend
+	Logger  *slog.Logger
+	// Dial connects to other nodes for forwarding; nil = net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// RouteWait bounds how long a request waits for a shard leader to appear
+	// before answering unavailable. Default 3s.
+	RouteWait time.Duration
+	// SessionWait bounds how long a session read waits for a replica to catch
+	// up to the session's index. Default 2s.
+	SessionWait time.Duration
+	Registry *prometheus.Registry // nil = a new registry
+}
+
+// Server serves the HTTP API.
+type Server struct {
+	cfg     Config
+	be      Backend
+	log     *slog.Logger
+	mux     *http.ServeMux
+	peers   *http.Client
+	metrics *metrics
+}
+
+// headers of API.md.
+const (
+	hdrShard   = "X-Cairn-Shard"
+	hdrIndex   = "X-Cairn-Index"
+	hdrSession = "X-Cairn-Session"
+	hdrHops    = "X-Cairn-Hops"
+	maxHops    = 3
+)
+
+// NewServer returns the API handler.
+func NewServer(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RouteWait <= 0 {
+		cfg.RouteWait = 3 * time.Second
+	}
+	if cfg.SessionWait <= 0 {
+		cfg.SessionWait = 2 * time.Second
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	dial := cfg.Dial
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 2 * time.Second}).DialContext
+	}
+	s := &Server{
+		cfg: cfg, be: cfg.Backend, log: cfg.Logger, mux: http.NewServeMux(),
+		peers: &http.Client{Transport: &http.Transport{
+			DialContext: dial, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+		}},
+		metrics: newMetrics(cfg.Registry),
+	}
+	s.routes()
+	return s
+}
+
+// routes is the route table.
+func (s *Server) routes() {
+	s.handle("GET /healthz", "healthz", s.healthz)
+	s.handle("GET /readyz", "readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	s.handle("GET /v1/kv", "kv_scan", s.scan)
+	s.handle("GET /v1/kv/", "kv_get", s.get)
+	s.handle("PUT /v1/kv/", "kv_put", s.put)
+	s.handle("POST /v1/kv/", "kv_put", s.put)
+	s.handle("DELETE /v1/kv/", "kv_delete", s.del)
+	s.handle("GET /v1/cluster", "cluster", s.cluster)
+	s.handle("/", "unknown", s.notFound)
+}
+
+// handlerFunc is an API handler: it writes its success itself and returns an
+// error for the error table.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) handle(pattern, route string, h handlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		if err := h(rw, r); err != nil {
+			writeError(rw, err)
+		}
+		s.metrics.observe(route, r.Method, rw.status, time.Since(start))
+	})
+}
+
+// ServeHTTP implements http.Handler. A wrong method on a known path answers
+// 405 with the error envelope rather than the mux's plain text.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	_, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		setHeaders(w, 0, 0, r.Header.Get(hdrSession))
+		writeError(w, errMethod)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// Close releases idle peer connections.
+func (s *Server) Close() { s.peers.CloseIdleConnections() }
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "node": s.be.NodeID()})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if !s.be.Ready() {
+		return errNotReady
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ready": true, "node": s.be.NodeID()})
+	return nil
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
+	return invalidf("no route for %s %s", r.Method, r.URL.Path)
+}
+
+// setHeaders sets the headers API.md promises on every response.
+func setHeaders(w http.ResponseWriter, shardID, index uint64, sess string) {
+	h := w.Header()
+	h.Set(hdrShard, strconv.FormatUint(shardID, 10))
+	h.Set(hdrIndex, strconv.FormatUint(index, 10))
+	if sess == "" {
+		sess = session{}.String()
+	}
+	h.Set(hdrSession, sess)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}

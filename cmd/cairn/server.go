@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairndb/cairn/internal/node"
+)
+
+type serverFlags struct {
+	id, dataDir, httpAddr, raftAddr, gossipAddr string
+	join, initialSplits                         []string
+	bootstrapExpect                             int
+	logLevel                                    string
+	heartbeat                                   time.Duration
+}
+
+func newServerCmd() *cobra.Command {
+	var f serverFlags
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a cairn node",
+		Long: `Run a cairn node. The cluster forms once --bootstrap-expect nodes have met
+through gossip; later nodes join with --join. A restarted node with an existing
+--data-dir rejoins with its data.`,
+		Example: `  cairn server --id n1 --data-dir /var/lib/cairn \
+    --http-addr 127.0.0.1:7070 --raft-addr 127.0.0.1:7071 --gossip-addr 127.0.0.1:7072 \
+    --bootstrap-expect 3 --join 127.0.0.1:7082,127.0.0.1:7092`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return usageError{err}
+			}
+			return serve(cfg)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.id, "id", "", "node id, unique in the cluster and fixed for the data dir (required)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for raft logs, snapshots and shard state (required)")
+	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:7070", "HTTP API listen address")
+	fl.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7071", "raft listen and advertise address (fixed for the data dir)")
+	fl.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7072", "gossip (memberlist) bind address")
+	fl.StringSliceVar(&f.join, "join", nil, "gossip addresses of existing nodes, HOST:PORT,...")
+	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many nodes have met")
+	fl.StringSliceVar(&f.initialSplits, "initial-splits", nil, "keys at which to pre-split the keyspace when the cluster forms, e.g. g,n,t")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.DurationVar(&f.heartbeat, "raft-heartbeat", time.Second, "raft heartbeat and election timeout of data shards")
+	return cmd
+}
+
+func (f *serverFlags) config() (node.Config, error) {
+	cfg := node.DefaultConfig()
+	cfg.ID, cfg.DataDir = f.id, f.dataDir
+	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = f.httpAddr, f.raftAddr, f.gossipAddr
+	cfg.Join, cfg.BootstrapExpect, cfg.InitialSplits = f.join, f.bootstrapExpect, f.initialSplits
+	cfg.Tuning.HeartbeatTimeout, cfg.Tuning.ElectionTimeout = f.heartbeat, f.heartbeat
+	cfg.Tuning.LeaderLeaseTimeout = f.heartbeat / 2
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return cfg, fmt.Errorf("--log-level %q: %w", f.logLevel, err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return cfg, cfg.Validate()
+}
+
+// serve runs nodes until SIGINT or SIGTERM, then stops them gracefully.
+func serve(cfgs ...node.Config) error {
+	var nodes []*node.Node
+	defer func() {
+		for _, n := range nodes {
+			_ = n.Close()
+		}
+	}()
+	for _, cfg := range cfgs {
+		n, err := node.Start(cfg)
+		if err != nil {
+			return err
+		}
+		nodes = append(nodes, n)
+		cfg.Logger.Info("node started", "id", cfg.ID, "http", n.HTTPAddr(), "raft", cfg.RaftAddr,
+			"gossip", cfg.GossipAddr, "join", strings.Join(cfg.Join, ","))
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	return nil
+}
+
+// usageError marks bad flags: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }

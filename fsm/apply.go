@@ -1,0 +1,146 @@
+package fsm
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
+)
+
+var (
+	_ raft.BatchingFSM = (*FSM)(nil)
+)
+
+// buckets are the open buckets of one write transaction.
+type buckets struct {
+	data, meta, ttl, fence, dedup, dedupTime *bbolt.Bucket
+}
+
+func txBuckets(tx *bbolt.Tx) buckets {
+	return buckets{
+		data:      tx.Bucket(bucketData),
+		meta:      tx.Bucket(bucketMeta),
+		ttl:       tx.Bucket(bucketTTL),
+		fence:     tx.Bucket(bucketFence),
+		dedup:     tx.Bucket(bucketDedup),
+		dedupTime: tx.Bucket(bucketDedupTime),
+	}
+}
+
+// applyCtx is the state of one ApplyBatch transaction.
+type applyCtx struct {
+	b      buckets
+	rng    Range
+	window int64 // dedup window, nanoseconds
+	ttls   []TTLEntry
+}
+
+// Apply applies one entry. It is ApplyBatch of one, so both paths produce
+// identical state and results.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed entries in one bbolt transaction, so a batch
+// costs one fsync. The applied index is written in that same transaction
+// (invariant I4): after a crash either the whole batch and its index are on
+// disk or neither is, and raft replays what is missing. Entries at or below
+// the applied index are replays and are skipped (result nil).
+//
+// Each result is a *Result for a LogCommand entry, nil for anything else.
+// A failure to commit panics: the replica cannot advance deterministically,
+// and restarting replays the batch from the log.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	start := f.applied.Load()
+	if len(logs) == 0 || logs[len(logs)-1].Index <= start {
+		return out
+	}
+	ctx := &applyCtx{rng: f.Range(), window: int64(f.cfg.DedupWindow)}
+	applied := start
+	f.dbMu.RLock()
+	if f.db == nil {
+		f.dbMu.RUnlock()
+		panic("fsm: apply after Close")
+	}
+	err := f.db.Update(func(tx *bbolt.Tx) error {
+		ctx.b = txBuckets(tx)
+		for i, l := range logs {
+			if l.Index <= applied {
+				continue
+			}
+			if l.Type == raft.LogCommand {
+				r, err := ctx.applyCommand(l)
+				if err != nil {
+					return fmt.Errorf("index %d: %w", l.Index, err)
+				}
+				out[i] = r
+			}
+			// Configuration, noop, barrier and future types only advance
+			// the index: they carry no state of ours.
+			applied = l.Index
+		}
+		return ctx.b.meta.Put(metaApplied, u64(applied))
+	})
+	f.dbMu.RUnlock()
+	if err != nil {
+		panic(fmt.Sprintf("fsm: cannot commit entries %d..%d, state cannot advance: %v",
+			logs[0].Index, logs[len(logs)-1].Index, err))
+	}
+	f.setApplied(applied)
+	if f.cfg.OnTTL != nil {
+		for _, e := range ctx.ttls {
+			f.cfg.OnTTL(e)
+		}
+	}
+	return out
+}
+
+// applyCommand applies one command entry. A returned error is a storage
+// failure (fatal); command outcomes, including invalid bytes, go in Result.
+func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
+	cmd, err := DecodeCommand(l.Data)
+	if err != nil {
+		return &Result{Index: l.Index, Err: err}, nil
+	}
+	if cmd.Time > 0 {
+		if err := c.pruneDedup(cmd.Time - c.window); err != nil {
+			return nil, err
+		}
+	}
+	if cmd.RequestID != "" {
+		if r, err := c.lookupDedup(cmd.RequestID); r != nil || err != nil {
+			return r, err
+		}
+	}
+	if !c.rng.Contains(cmd.Key) {
+		return &Result{Index: l.Index, Err: &WrongShardError{Key: cloneBytes(cmd.Key), Range: cloneRange(c.rng)}}, nil
+	}
+	var r *Result
+	switch cmd.Op {
+	case OpPut:
+		r, err = c.put(cmd, l.Index)
+	case OpDelete:
+		r, err = c.del(cmd, l.Index)
+	case OpExpire:
+		r, err = c.expire(cmd, l.Index)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cmd.RequestID != "" && dedupable(r) {
+		if err := c.storeDedup(cmd, r); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// setApplied publishes a new applied index and wakes WaitApplied callers.
+func (f *FSM) setApplied(index uint64) {
+	f.applied.Store(index)
+	f.waitMu.Lock()
+	close(f.waitCh)
+	f.waitCh = make(chan struct{})
+	f.waitMu.Unlock()
+}

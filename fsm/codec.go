@@ -1,0 +1,222 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+)
+
+// commandFormat is the first byte of every encoded command. A replica that
+// meets a version it does not know rejects the entry (deterministically, on
+// every replica) rather than guessing at its meaning.
+const commandFormat = 1
+
+// Limits on fields that types.go does not pin. They bound what a crafted
+// entry can make a replica allocate or store.
+const (
+	maxRequestIDSize = 256
+	maxLockNameSize  = 256
+)
+
+// Field numbers of Command. Part of the log format: never renumber or reuse.
+const (
+	cmdOp        = 1
+	cmdRequestID = 2
+	cmdEpoch     = 3
+	cmdTime      = 4
+	cmdKey       = 5
+	cmdValue     = 6
+	cmdTTL       = 7
+	cmdCond      = 8
+	cmdFence     = 9
+	cmdPrev      = 10
+	cmdModIndex  = 11
+
+	condKind     = 1
+	condModIndex = 2
+	condValue    = 3
+
+	fenceLock  = 1
+	fenceToken = 2
+)
+
+// EncodeCommand validates c against the limits and encodes it for the Raft
+// log. Errors wrap ErrInvalidCommand.
+func EncodeCommand(c *Command) ([]byte, error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: nil command", ErrInvalidCommand)
+	}
+	if err := validateCommand(c); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, 32+len(c.Key)+len(c.Value)+len(c.RequestID))
+	b = append(b, commandFormat)
+	b = appendUintField(b, cmdOp, uint64(c.Op))
+	b = appendBytesField(b, cmdRequestID, []byte(c.RequestID))
+	b = appendUintField(b, cmdEpoch, c.Epoch)
+	b = appendIntField(b, cmdTime, c.Time)
+	b = appendBytesField(b, cmdKey, c.Key)
+	b = appendBytesField(b, cmdValue, c.Value)
+	b = appendIntField(b, cmdTTL, int64(c.TTL))
+	if c.Cond != nil {
+		var cb []byte
+		cb = appendUintField(cb, condKind, uint64(c.Cond.Kind))
+		cb = appendUintField(cb, condModIndex, c.Cond.ModIndex)
+		cb = appendBytesField(cb, condValue, c.Cond.Value)
+		b = appendBytesAlways(b, cmdCond, cb)
+	}
+	if c.Fence != nil {
+		var fb []byte
+		fb = appendBytesField(fb, fenceLock, []byte(c.Fence.Lock))
+		fb = appendUintField(fb, fenceToken, c.Fence.Token)
+		b = appendBytesAlways(b, cmdFence, fb)
+	}
+	if c.Prev {
+		b = appendUintField(b, cmdPrev, 1)
+	}
+	b = appendUintField(b, cmdModIndex, c.ModIndex)
+	return b, nil
+}
+
+// validateCommand is shared by both directions so that anything DecodeCommand
+// accepts, EncodeCommand accepts too.
+func validateCommand(c *Command) error {
+	switch c.Op {
+	case OpPut, OpDelete, OpExpire:
+	default:
+		return fmt.Errorf("%w: unknown op %v", ErrInvalidCommand, c.Op)
+	}
+	if len(c.Key) == 0 || len(c.Key) > MaxKeySize {
+		return fmt.Errorf("%w: key size %d not in [1, %d]", ErrInvalidCommand, len(c.Key), MaxKeySize)
+	}
+	if len(c.Value) > MaxValueSize {
+		return fmt.Errorf("%w: value size %d exceeds %d", ErrInvalidCommand, len(c.Value), MaxValueSize)
+	}
+	if len(c.RequestID) > maxRequestIDSize {
+		return fmt.Errorf("%w: request id size %d exceeds %d", ErrInvalidCommand, len(c.RequestID), maxRequestIDSize)
+	}
+	if c.TTL < 0 {
+		return fmt.Errorf("%w: negative ttl %v", ErrInvalidCommand, c.TTL)
+	}
+	if c.Cond != nil {
+		if c.Cond.Kind > CondValue {
+			return fmt.Errorf("%w: unknown condition kind %d", ErrInvalidCommand, c.Cond.Kind)
+		}
+		if len(c.Cond.Value) > MaxValueSize {
+			return fmt.Errorf("%w: condition value size %d exceeds %d",
+				ErrInvalidCommand, len(c.Cond.Value), MaxValueSize)
+		}
+	}
+	if c.Fence != nil {
+		// The fence bucket key is lock+0x00+key: a NUL inside the lock name
+		// would let two (lock, key) pairs collide.
+		if len(c.Fence.Lock) == 0 || len(c.Fence.Lock) > maxLockNameSize ||
+			bytes.IndexByte([]byte(c.Fence.Lock), 0) >= 0 {
+			return fmt.Errorf("%w: fence lock name must be 1..%d bytes without NUL",
+				ErrInvalidCommand, maxLockNameSize)
+		}
+	}
+	return nil
+}
+
+// DecodeCommand decodes an entry written by EncodeCommand. It never panics;
+// every error wraps ErrInvalidCommand. Unknown fields are skipped so that
+// newer proposers can add fields; an unknown format version or op is an error.
+// The returned command does not alias b.
+func DecodeCommand(b []byte) (*Command, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty entry", ErrInvalidCommand)
+	}
+	if b[0] != commandFormat {
+		return nil, fmt.Errorf("%w: unknown format version %d", ErrInvalidCommand, b[0])
+	}
+	c := &Command{}
+	if err := walkFields(b[1:], c.decodeField); err != nil {
+		return nil, err
+	}
+	if err := validateCommand(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Command) decodeField(field, wt, v uint64, p []byte) error {
+	var err error
+	switch field {
+	case cmdOp, cmdEpoch, cmdTime, cmdTTL, cmdPrev, cmdModIndex:
+		err = wantType(field, wt, wireVarint)
+	case cmdRequestID, cmdKey, cmdValue, cmdCond, cmdFence:
+		err = wantType(field, wt, wireBytes)
+	default:
+		return nil // forward compatibility: a field from a newer proposer
+	}
+	if err != nil {
+		return err
+	}
+	switch field {
+	case cmdOp:
+		if v > 255 {
+			return fmt.Errorf("%w: unknown op %d", ErrInvalidCommand, v)
+		}
+		c.Op = Op(v)
+	case cmdRequestID:
+		c.RequestID = string(p)
+	case cmdEpoch:
+		c.Epoch = v
+	case cmdTime:
+		c.Time = unzigzag(v)
+	case cmdKey:
+		c.Key = cloneBytes(p)
+	case cmdValue:
+		c.Value = cloneBytes(p)
+	case cmdTTL:
+		c.TTL = time.Duration(unzigzag(v))
+	case cmdCond:
+		c.Cond, err = decodeCondition(p)
+	case cmdFence:
+		c.Fence, err = decodeFence(p)
+	case cmdPrev:
+		c.Prev = v != 0
+	case cmdModIndex:
+		c.ModIndex = v
+	}
+	return err
+}
+
+func decodeCondition(b []byte) (*Condition, error) {
+	cond := &Condition{}
+	err := walkFields(b, func(field, wt, v uint64, p []byte) error {
+		switch field {
+		case condKind:
+			if v > 255 {
+				return fmt.Errorf("%w: unknown condition kind %d", ErrInvalidCommand, v)
+			}
+			cond.Kind = CondKind(v)
+			return wantType(field, wt, wireVarint)
+		case condModIndex:
+			cond.ModIndex = v
+			return wantType(field, wt, wireVarint)
+		case condValue:
+			cond.Value = cloneBytes(p)
+			return wantType(field, wt, wireBytes)
+		}
+		return nil
+	})
+	return cond, err
+}
+
+func decodeFence(b []byte) (*Fence, error) {
+	f := &Fence{}
+	err := walkFields(b, func(field, wt, v uint64, p []byte) error {
+		switch field {
+		case fenceLock:
+			f.Lock = string(p)
+			return wantType(field, wt, wireBytes)
+		case fenceToken:
+			f.Token = v
+			return wantType(field, wt, wireVarint)
+		}
+		return nil
+	})
+	return f, err
+}

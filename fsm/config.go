@@ -1,0 +1,61 @@
+package fsm
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// Defaults applied by Open to zero Config fields.
+const (
+	DefaultDedupWindow = 10 * time.Minute
+	DefaultMmapSize    = 64 << 20
+)
+
+// Config configures an FSM.
+//
+// DedupWindow decides when dedup entries are pruned, which changes replicated
+// state: it must be the same on every replica of a group (invariant I3 bans
+// local configuration from apply; this is a cluster-wide constant, not a
+// per-node knob).
+type Config struct {
+	Path        string        // bbolt file; created if missing
+	Initial     Range         // descriptor stored when the file is new (every replica gets the same one)
+	Logger      *slog.Logger  // nil = slog.Default()
+	DedupWindow time.Duration // request-id dedup window, default 10*time.Minute
+	MmapSize    int           // bbolt InitialMmapSize, default 64 MiB
+	// OnTTL is called after a batch commits, once per applied OpPut with
+	// TTL>0, on the apply goroutine; it must not block.
+	OnTTL func(TTLEntry)
+}
+
+// withDefaults returns a copy of c with zero fields defaulted.
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = DefaultDedupWindow
+	}
+	if c.MmapSize == 0 {
+		c.MmapSize = DefaultMmapSize
+	}
+	return c
+}
+
+// Validate reports a configuration Open cannot use.
+func (c Config) Validate() error {
+	if c.Path == "" {
+		return errors.New("fsm: Config.Path is required")
+	}
+	if c.DedupWindow < 0 {
+		return errors.New("fsm: Config.DedupWindow must not be negative")
+	}
+	if c.MmapSize < 0 {
+		return errors.New("fsm: Config.MmapSize must not be negative")
+	}
+	if len(c.Initial.End) > 0 && string(c.Initial.Start) >= string(c.Initial.End) {
+		return errors.New("fsm: Config.Initial range is empty (Start >= End)")
+	}
+	return nil
+}

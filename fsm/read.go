@@ -1,0 +1,179 @@
+package fsm
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"hash"
+
+	"go.etcd.io/bbolt"
+)
+
+// DefaultScanLimit caps a Scan called with limit <= 0, so a read transaction
+// (which pins bbolt pages) never walks an unbounded range.
+const DefaultScanLimit = 1000
+
+// Applied returns the index of the last entry applied (commands,
+// configuration and all other entry types).
+func (f *FSM) Applied() uint64 { return f.applied.Load() }
+
+// WaitApplied returns nil once Applied() >= index, ctx.Err() if ctx ends
+// first, or ErrClosed if the FSM is closed first.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		// Take the channel before reading the index: a commit in between
+		// closes this channel, so the wake-up cannot be missed.
+		f.waitMu.Lock()
+		ch := f.waitCh
+		f.waitMu.Unlock()
+		if f.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-f.closed:
+			return ErrClosed
+		}
+	}
+}
+
+// Range returns a copy of the shard's current range descriptor.
+func (f *FSM) Range() Range {
+	f.rngMu.RLock()
+	defer f.rngMu.RUnlock()
+	return cloneRange(f.rng)
+}
+
+// Get returns the key with its value, or nil, nil when absent. A key outside
+// the range returns a *WrongShardError: this replica's data for it, if any,
+// is not authoritative.
+func (f *FSM) Get(key []byte) (*KV, error) {
+	if rng := f.Range(); !rng.Contains(key) {
+		return nil, &WrongShardError{Key: cloneBytes(key), Range: rng}
+	}
+	var kv *KV
+	err := f.view(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketData).Get(key)
+		if v == nil {
+			return nil
+		}
+		var err error
+		kv, err = decodeStored(key, v, true)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: get: %w", err)
+	}
+	return kv, nil
+}
+
+// Scan returns keys in [start, end) clipped to the shard's range, in byte
+// order; an empty end means the range's end. At most limit keys are returned
+// (DefaultScanLimit if limit <= 0); more reports that keys remain, and the
+// caller pages by scanning again from the last key + 0x00.
+func (f *FSM) Scan(start, end []byte, limit int, keysOnly bool) (kvs []*KV, more bool, err error) {
+	if limit <= 0 {
+		limit = DefaultScanLimit
+	}
+	rng := f.Range()
+	if bytes.Compare(start, rng.Start) < 0 {
+		start = rng.Start
+	}
+	if len(end) == 0 || (len(rng.End) > 0 && bytes.Compare(end, rng.End) > 0) {
+		end = rng.End
+	}
+	err = f.view(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketData).Cursor()
+		for k, v := c.Seek(start); k != nil; k, v = c.Next() {
+			if len(end) > 0 && bytes.Compare(k, end) >= 0 {
+				return nil
+			}
+			if len(kvs) == limit {
+				more = true
+				return nil
+			}
+			kv, err := decodeStored(k, v, !keysOnly)
+			if err != nil {
+				return err
+			}
+			kvs = append(kvs, kv)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("fsm: scan: %w", err)
+	}
+	return kvs, more, nil
+}
+
+// TTLKeys returns every key that currently has a TTL, with the mod_index an
+// OpExpire for it must carry. The leader calls it when it takes over to
+// restart every countdown (invariant I10).
+func (f *FSM) TTLKeys() ([]TTLEntry, error) {
+	var out []TTLEntry
+	err := f.view(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketTTL).ForEach(func(k, v []byte) error {
+			e, err := decodeTTL(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: ttl keys: %w", err)
+	}
+	return out, nil
+}
+
+// Hash returns the applied index and a sha256 over the whole replicated
+// state (every bucket, including meta with the range and applied index),
+// read in one transaction so the two agree. Replicas at the same applied
+// index must return the same sum.
+func (f *FSM) Hash() (applied uint64, sum []byte, err error) {
+	err = f.view(func(tx *bbolt.Tx) error {
+		var err error
+		if applied, _, err = readMeta(tx); err != nil {
+			return err
+		}
+		h := sha256.New()
+		for _, name := range allBuckets {
+			writeLenPrefixed(h, name)
+			err := tx.Bucket(name).ForEach(func(k, v []byte) error {
+				writeLenPrefixed(h, k)
+				writeLenPrefixed(h, v)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		sum = h.Sum(nil)
+		return nil
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("fsm: hash: %w", err)
+	}
+	return applied, sum, nil
+}
+
+// writeLenPrefixed keeps ("ab","c") and ("a","bc") from hashing the same.
+func writeLenPrefixed(h hash.Hash, p []byte) {
+	h.Write(binary.AppendUvarint(nil, uint64(len(p))))
+	h.Write(p)
+}
+
+// SizeBytes approximates the bytes of user data by the bbolt file size.
+func (f *FSM) SizeBytes() int64 {
+	var n int64
+	_ = f.view(func(tx *bbolt.Tx) error {
+		n = tx.Size()
+		return nil
+	})
+	return n
+}

@@ -1,0 +1,171 @@
+// Package fsm is the replicated state machine of one shard: command encoding,
+// deterministic apply over bbolt, snapshots and the key-range check.
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Limits enforced on every command, by the API edge and again by the decoder.
+const (
+	MaxKeySize   = 4 << 10 // 4 KiB
+	MaxValueSize = 1 << 20 // 1 MiB
+)
+
+// Op is the type of a replicated command. Values are part of the on-disk log
+// format: never renumber, only append.
+type Op uint8
+
+const (
+	OpPut    Op = 1 // write Key=Value, optionally conditional, fenced, with a TTL
+	OpDelete Op = 2 // delete Key, optionally conditional on ModIndex
+	OpExpire Op = 3 // leader-proposed TTL expiry: delete Key iff its mod_index == ModIndex
+	OpNoop   Op = 4 // changes nothing; a new leader commits one so its term has an applied entry (ReadIndex)
+	// 5..15 reserved for single-shard transactions (txn/).
+	// 16..31 reserved for range changes (split, merge) issued by placement/.
+	// 32..47 reserved for locks and leases (lock/).
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpPut:
+		return "put"
+	case OpDelete:
+		return "delete"
+	case OpExpire:
+		return "expire"
+	case OpNoop:
+		return "noop"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// CondKind selects what a Condition compares.
+type CondKind uint8
+
+const (
+	CondNone     CondKind = 0
+	CondModIndex CondKind = 1 // the key's mod_index equals ModIndex (0 means the key is absent)
+	CondAbsent   CondKind = 2 // the key does not exist
+	CondValue    CondKind = 3 // the key exists and its value equals Value
+)
+
+// Condition is the `if` of a compare-and-set.
+type Condition struct {
+	Kind     CondKind
+	ModIndex uint64
+	Value    []byte
+}
+
+// Fence names the lock and fencing token a write is made under (invariant I11).
+type Fence struct {
+	Lock  string
+	Token uint64
+}
+
+// Command is one replicated operation. Everything apply needs is inside it:
+// the proposer chooses Time and TTLs so apply never reads a clock (invariant I3).
+type Command struct {
+	Op        Op
+	RequestID string // optional idempotency key (invariant I7)
+	Epoch     uint64 // range epoch the proposer routed with (invariant I5); 0 for internal commands
+	Time      int64  // proposer's wall clock, unix nanoseconds; used only for the dedup window
+	Key       []byte
+	Value     []byte
+	TTL       time.Duration // OpPut: the key is expired by the leader after this long; 0 = no TTL
+	Cond      *Condition    // OpPut, OpDelete
+	Fence     *Fence        // OpPut, OpDelete
+	Prev      bool          // return the previous kv in Result.Prev
+	ModIndex  uint64        // OpExpire: expected mod_index
+}
+
+// KV is a stored key with its metadata.
+type KV struct {
+	Key         []byte
+	Value       []byte
+	CreateIndex uint64
+	ModIndex    uint64
+	Version     uint64
+	TTL         time.Duration
+	Lease       string
+}
+
+// Result is what Apply returns for a command (as interface{} through raft).
+type Result struct {
+	Index   uint64 // log index of the command that produced this result (the original one for a dedup hit)
+	KV      *KV    // OpPut: the written key's metadata (Value omitted)
+	Prev    *KV    // previous kv when Command.Prev was set and the key existed
+	Deleted int    // OpDelete, OpExpire: 1 if a key was removed
+	Err     error  // nil, *ConditionError, *WrongShardError, *StaleTokenError, ErrInvalidCommand
+}
+
+// Range is a shard's key range: [Start, End). An empty End means +infinity.
+type Range struct {
+	ID       uint64
+	Start    []byte
+	End      []byte
+	Epoch    uint64
+	Replicas []string // node ids, informational for the FSM
+}
+
+// Contains reports whether key falls inside the range.
+func (r Range) Contains(key []byte) bool {
+	if bytes.Compare(key, r.Start) < 0 {
+		return false
+	}
+	return len(r.End) == 0 || bytes.Compare(key, r.End) < 0
+}
+
+// ErrInvalidCommand is returned for a command that cannot be decoded or is
+// malformed (unknown op, oversized key). It is deterministic: every replica
+// rejects the same entry the same way.
+var ErrInvalidCommand = errors.New("invalid command")
+
+// WrongShardError rejects a key outside the shard's current range (invariant I5).
+type WrongShardError struct {
+	Key   []byte
+	Range Range
+}
+
+func (e *WrongShardError) Error() string {
+	return fmt.Sprintf("key %q is outside shard %d range [%q, %q) at epoch %d",
+		e.Key, e.Range.ID, e.Range.Start, e.Range.End, e.Range.Epoch)
+}
+
+// ConditionError reports that a compare-and-set condition did not hold.
+// Current is the key's current state, nil when absent.
+type ConditionError struct {
+	Key     []byte
+	Current *KV
+}
+
+func (e *ConditionError) Error() string {
+	if e.Current == nil {
+		return fmt.Sprintf("condition failed on key %q: key is absent", e.Key)
+	}
+	return fmt.Sprintf("condition failed on key %q: mod_index is %d", e.Key, e.Current.ModIndex)
+}
+
+// StaleTokenError rejects a fenced write whose token is below one already
+// accepted for the same lock on the same key (invariant I11).
+type StaleTokenError struct {
+	Key      []byte
+	Lock     string
+	Token    uint64
+	Accepted uint64
+}
+
+func (e *StaleTokenError) Error() string {
+	return fmt.Sprintf("stale fencing token %d for lock %q on key %q: token %d already accepted",
+		e.Token, e.Lock, e.Key, e.Accepted)
+}
+
+// TTLEntry is a key with a time to live, as the leader's expiry timer needs it.
+type TTLEntry struct {
+	Key      []byte
+	ModIndex uint64
+	TTL      time.Duration
+}

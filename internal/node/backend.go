@@ -1,0 +1,75 @@
+package node
+
+import (
+	"github.com/cairndb/cairn/api"
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+)
+
+// The node is the API's Backend.
+var _ api.Backend = (*Node)(nil)
+
+// NodeID returns this node's id.
+func (n *Node) NodeID() string { return n.cfg.ID }
+
+// Ready reports whether the cluster is formed and this node is registered in
+// the range map it holds.
+func (n *Node) Ready() bool {
+	st, _ := n.meta.State()
+	_, registered := st.Nodes[n.cfg.ID]
+	return st.Formed() && registered && len(st.Ranges) > 0
+}
+
+// Lookup returns the range owning key.
+func (n *Node) Lookup(key []byte) (fsm.Range, bool) {
+	st, _ := n.meta.State()
+	return st.Lookup(key)
+}
+
+// Ranges returns the range map sorted by start key.
+func (n *Node) Ranges() []fsm.Range {
+	st, _ := n.meta.State()
+	return st.Ranges
+}
+
+// Replica returns this node's replica of shard id.
+func (n *Node) Replica(id uint64) (*shard.Replica, bool) { return n.host.Replica(id) }
+
+// NodeHTTPAddr returns a registered node's API address.
+func (n *Node) NodeHTTPAddr(id string) (string, bool) {
+	st, _ := n.meta.State()
+	ni, ok := st.Nodes[id]
+	return ni.HTTPAddr, ok && ni.HTTPAddr != ""
+}
+
+// Cluster describes nodes and shards as this node sees them.
+func (n *Node) Cluster() api.ClusterView {
+	st, _ := n.meta.State()
+	v := api.ClusterView{PlacementLeader: n.meta.Leader(), Nodes: []api.NodeView{}, Shards: []api.ShardView{}}
+	perNode := map[string]*api.NodeView{}
+	for _, ni := range st.Nodes {
+		v.Nodes = append(v.Nodes, api.NodeView{ID: ni.ID, HTTPAddr: ni.HTTPAddr, RaftAddr: ni.RaftAddr,
+			State: n.gossip.state(ni.ID)})
+	}
+	for i := range v.Nodes {
+		perNode[v.Nodes[i].ID] = &v.Nodes[i]
+	}
+	for _, r := range st.Ranges {
+		sv := api.ShardView{ID: r.ID, Start: string(r.Start), End: string(r.End), Epoch: r.Epoch, Replicas: r.Replicas}
+		if rep, ok := n.host.Replica(r.ID); ok {
+			sv.Leader, _ = rep.Leader()
+			sv.AppliedIndex = rep.FSM().Applied()
+			sv.SizeBytes = rep.FSM().SizeBytes()
+		}
+		for _, id := range r.Replicas {
+			if nv := perNode[id]; nv != nil {
+				nv.Shards++
+				if id == sv.Leader {
+					nv.Leaders++
+				}
+			}
+		}
+		v.Shards = append(v.Shards, sv)
+	}
+	return v
+}

@@ -1,0 +1,142 @@
+package node
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/cairndb/cairn/placement"
+)
+
+// gossip wraps memberlist: which nodes exist and how to reach them. It feeds
+// formation and registration only; it never decides safety (invariant I12).
+type gossip struct {
+	ml     *memberlist.Memberlist
+	events chan struct{}
+	log    *slog.Logger
+}
+
+// gossipMeta is what a node advertises about itself.
+type gossipMeta struct {
+	HTTPAddr string `json:"http"`
+	RaftAddr string `json:"raft"`
+}
+
+type gossipDelegate struct {
+	meta   []byte
+	events chan struct{}
+}
+
+func (d *gossipDelegate) NodeMeta(limit int) []byte                  { return d.meta }
+func (d *gossipDelegate) NotifyMsg([]byte)                           {}
+func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
+func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
+func (d *gossipDelegate) NotifyJoin(*memberlist.Node)                { d.poke() }
+func (d *gossipDelegate) NotifyLeave(*memberlist.Node)               { d.poke() }
+func (d *gossipDelegate) NotifyUpdate(*memberlist.Node)              { d.poke() }
+func (d *gossipDelegate) poke() {
+	select {
+	case d.events <- struct{}{}:
+	default:
+	}
+}
+
+func startGossip(cfg Config, logger *slog.Logger) (*gossip, error) {
+	host, portStr, err := net.SplitHostPort(cfg.GossipAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-addr: %w", err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-addr port: %w", err)
+	}
+	httpAddr := cfg.HTTPAddr
+	if cfg.HTTPListener != nil {
+		httpAddr = cfg.HTTPListener.Addr().String()
+	}
+	meta, _ := json.Marshal(gossipMeta{HTTPAddr: httpAddr, RaftAddr: cfg.RaftAddr})
+	g := &gossip{events: make(chan struct{}, 1), log: logger}
+	d := &gossipDelegate{meta: meta, events: g.events}
+
+	mc := memberlist.DefaultLANConfig()
+	if isLoopback(host) {
+		mc = memberlist.DefaultLocalConfig()
+	}
+	mc.Name = cfg.ID
+	mc.BindAddr = host
+	mc.BindPort = port
+	mc.AdvertiseAddr = host
+	mc.AdvertisePort = port
+	mc.Delegate = d
+	mc.Events = d
+	mc.Logger = log.New(io.Discard, "", 0)
+	if host == "0.0.0.0" || host == "" {
+		mc.AdvertiseAddr = ""
+	}
+	g.ml, err = memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	if len(cfg.Join) > 0 {
+		go g.joinLoop(cfg.Join)
+	}
+	return g, nil
+}
+
+// joinLoop keeps trying the --join addresses until one answers: peers may
+// start in any order.
+func (g *gossip) joinLoop(addrs []string) {
+	for attempt := 0; attempt < 300; attempt++ {
+		if _, err := g.ml.Join(addrs); err == nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	g.log.Error("gossip: could not join any of", "addrs", addrs)
+}
+
+// members returns the live members, sorted by id.
+func (g *gossip) members() []placement.NodeInfo {
+	var out []placement.NodeInfo
+	for _, m := range g.ml.Members() {
+		var gm gossipMeta
+		if err := json.Unmarshal(m.Meta, &gm); err != nil {
+			continue
+		}
+		out = append(out, placement.NodeInfo{ID: m.Name, HTTPAddr: gm.HTTPAddr, RaftAddr: gm.RaftAddr})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// state reports a member's gossip liveness: alive, suspect or dead.
+func (g *gossip) state(id string) string {
+	for _, m := range g.ml.Members() {
+		if m.Name == id {
+			if m.State == memberlist.StateSuspect {
+				return "suspect"
+			}
+			return "alive"
+		}
+	}
+	return "dead"
+}
+
+func (g *gossip) leave() error {
+	_ = g.ml.Leave(500 * time.Millisecond)
+	return g.ml.Shutdown()
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}

@@ -1,0 +1,431 @@
+// Package node assembles one cairn server: raft transport, shard host, meta
+// group, gossip and the HTTP API.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cairndb/cairn/api"
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/placement"
+	"github.com/cairndb/cairn/shard"
+)
+
+// Config is one node's configuration. Flags map onto it one to one.
+type Config struct {
+	ID              string
+	DataDir         string
+	HTTPAddr        string // listen address for the API
+	RaftAddr        string // listen and advertise address for raft traffic
+	GossipAddr      string // memberlist bind address
+	Join            []string
+	BootstrapExpect int
+	InitialSplits   []string // keys at which the first range map is cut when the cluster forms
+	Replication     int      // replicas per shard, default 3
+	Tuning          shard.RaftTuning
+	MetaTuning      shard.RaftTuning
+	ApplyTimeout    time.Duration
+	Logger          *slog.Logger
+	Knobs           *Knobs
+
+	// Listeners already bound (tests bind port 0); when nil the node listens
+	// on the addresses above.
+	HTTPListener net.Listener
+	RaftListener net.Listener
+}
+
+// Knobs are test hooks; nil in production.
+type Knobs struct {
+	// Blocked reports whether traffic from node raft address from to node raft
+	// address to is dropped (raft and node-to-node HTTP forwarding alike).
+	Blocked func(from, to string) bool
+}
+
+// DefaultConfig returns a config with production defaults; the caller fills
+// in the identity and addresses.
+func DefaultConfig() Config {
+	return Config{
+		Replication:  3,
+		Tuning:       shard.DefaultRaftTuning(),
+		MetaTuning:   shard.DefaultRaftTuning(),
+		ApplyTimeout: 5 * time.Second,
+	}
+}
+
+// Validate reports a configuration that cannot start.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.ID == "" || strings.ContainsAny(c.ID, " /\t\n") {
+		errs = append(errs, fmt.Errorf("--id %q must be non-empty without spaces or slashes", c.ID))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	for name, a := range map[string]string{"--http-addr": c.HTTPAddr, "--raft-addr": c.RaftAddr, "--gossip-addr": c.GossipAddr} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", name, a, err))
+		}
+	}
+	if c.BootstrapExpect < 0 {
+		errs = append(errs, fmt.Errorf("--bootstrap-expect %d must not be negative", c.BootstrapExpect))
+	}
+	if c.Replication < 1 {
+		errs = append(errs, fmt.Errorf("replication %d must be at least 1", c.Replication))
+	}
+	if _, err := placement.InitialRanges(c.InitialSplits, nil); err != nil {
+		errs = append(errs, fmt.Errorf("--initial-splits: %w", err))
+	}
+	errs = append(errs, c.Tuning.Validate(), c.MetaTuning.Validate())
+	return errors.Join(errs...)
+}
+
+// Node is a running cairn server.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	mux    *shard.Mux
+	host   *shard.Host
+	meta   *placement.Meta
+	gossip *gossip
+	http   *http.Server
+	httpLn net.Listener
+	api    *api.Server
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Start opens the node's data, starts every service and returns. The node
+// forms or rejoins its cluster in the background; Ready reports when it can
+// route requests.
+func Start(cfg Config) (n *Node, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkIdentity(cfg.DataDir, cfg.ID, cfg.RaftAddr); err != nil {
+		return nil, err
+	}
+	n = &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), stop: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			n.shutdown()
+		}
+	}()
+	if err := n.startRaft(); err != nil {
+		return nil, err
+	}
+	if n.gossip, err = startGossip(cfg, n.log); err != nil {
+		return nil, err
+	}
+	if err := n.startHTTP(); err != nil {
+		return nil, err
+	}
+	n.wg.Add(1)
+	go n.run()
+	return n, nil
+}
+
+func (n *Node) startRaft() error {
+	ln := n.cfg.RaftListener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", n.cfg.RaftAddr); err != nil {
+			return fmt.Errorf("raft listener: %w", err)
+		}
+	}
+	var tk *shard.TransportKnobs
+	if n.cfg.Knobs != nil && n.cfg.Knobs.Blocked != nil {
+		tk = &shard.TransportKnobs{Blocked: n.cfg.Knobs.Blocked}
+	}
+	var err error
+	n.mux, err = shard.NewMux(shard.MuxConfig{Listener: ln, AdvertiseAddr: n.cfg.RaftAddr, Logger: n.log, Knobs: tk})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	n.host, err = shard.NewHost(shard.HostConfig{
+		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Tuning: n.cfg.Tuning,
+		ApplyTimeout: n.cfg.ApplyTimeout, Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	n.meta, err = placement.OpenMeta(placement.MetaConfig{
+		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Tuning: n.cfg.MetaTuning, Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	// Reopen every replica found on disk at once, so shards elect leaders
+	// without waiting for the meta group (rolling restarts, S22).
+	ids, err := n.host.ExistingShards()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if _, err := n.host.OpenReplica(fsm.Range{ID: id}, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) startHTTP() error {
+	ln := n.cfg.HTTPListener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("http listener: %w", err)
+		}
+	}
+	n.httpLn = ln
+	n.api = api.NewServer(api.Config{Backend: n, Logger: n.log, Dial: n.dialPeer})
+	n.http = &http.Server{Handler: n.api, ReadHeaderTimeout: 10 * time.Second}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server", "err", err)
+		}
+	}()
+	return nil
+}
+
+// dialPeer dials another node's HTTP address for forwarding, honouring the
+// partition knob so a test partition cuts forwarding as it cuts raft.
+func (n *Node) dialPeer(ctx context.Context, network, addr string) (net.Conn, error) {
+	if k := n.cfg.Knobs; k != nil && k.Blocked != nil {
+		st, _ := n.meta.State()
+		for _, ni := range st.Nodes {
+			if ni.HTTPAddr == addr && k.Blocked(n.cfg.RaftAddr, ni.RaftAddr) {
+				return nil, fmt.Errorf("dial %s: blocked by test partition", addr)
+			}
+		}
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+// HTTPAddr returns the address the API listens on.
+func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// Host returns the node's shard host (tests).
+func (n *Node) Host() *shard.Host { return n.host }
+
+// Meta returns the node's meta replica (tests).
+func (n *Node) Meta() *placement.Meta { return n.meta }
+
+// Close stops the node gracefully: HTTP first, then gossip, then raft.
+func (n *Node) Close() error {
+	return n.shutdown()
+}
+
+func (n *Node) shutdown() error {
+	select {
+	case <-n.stop:
+		return nil
+	default:
+		close(n.stop)
+	}
+	var errs []error
+	if n.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		errs = append(errs, n.http.Shutdown(ctx))
+		cancel()
+	}
+	if n.api != nil {
+		n.api.Close()
+	}
+	if n.gossip != nil {
+		errs = append(errs, n.gossip.leave())
+	}
+	n.wg.Wait()
+	if n.host != nil {
+		errs = append(errs, n.host.Close())
+	}
+	if n.meta != nil {
+		errs = append(errs, n.meta.Close())
+	}
+	if n.mux != nil {
+		errs = append(errs, n.mux.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// run forms the cluster, registers nodes and opens this node's replicas,
+// reacting to meta changes and gossip events, with a periodic safety tick.
+func (n *Node) run() {
+	defer n.wg.Done()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, changed := n.meta.State()
+		if err := n.reconcile(st); err != nil {
+			n.log.Debug("reconcile", "err", err)
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-changed:
+		case <-n.gossip.events:
+		case <-tick.C:
+		}
+	}
+}
+
+func (n *Node) reconcile(st *placement.State) error {
+	if !st.Formed() {
+		return n.form(st)
+	}
+	if n.meta.IsLeader() {
+		if err := n.registerMembers(st); err != nil {
+			return err
+		}
+	}
+	return n.openReplicas(st)
+}
+
+// form bootstraps the meta group once BootstrapExpect nodes have met (only the
+// lowest id among them does it), then the meta leader writes the range map.
+func (n *Node) form(st *placement.State) error {
+	if !n.meta.HasConfiguration() {
+		members := n.gossip.members()
+		if n.cfg.BootstrapExpect == 0 || len(members) < n.cfg.BootstrapExpect {
+			return nil
+		}
+		first := members[:n.cfg.BootstrapExpect]
+		if first[0].ID != n.cfg.ID {
+			return nil
+		}
+		servers := make([]raft.Server, 0, len(first))
+		for _, m := range first {
+			servers = append(servers, raft.Server{ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr)})
+		}
+		n.log.Info("bootstrapping meta group", "servers", len(servers))
+		return n.meta.Bootstrap(servers)
+	}
+	if !n.meta.IsLeader() {
+		return nil
+	}
+	cfgf := n.meta.Raft().GetConfiguration()
+	if err := cfgf.Error(); err != nil {
+		return err
+	}
+	var ids []string
+	for _, s := range cfgf.Configuration().Servers {
+		ids = append(ids, string(s.ID))
+	}
+	sort.Strings(ids)
+	if len(ids) > n.cfg.Replication {
+		ids = ids[:n.cfg.Replication]
+	}
+	ranges, err := placement.InitialRanges(n.cfg.InitialSplits, ids)
+	if err != nil {
+		return err
+	}
+	if err := n.registerMembers(st); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = n.meta.Init(ctx, newClusterID(), ranges)
+	if errors.Is(err, placement.ErrAlreadyFormed) {
+		return nil
+	}
+	if err == nil {
+		n.log.Info("cluster formed", "ranges", len(ranges), "replicas", ids)
+	}
+	return err
+}
+
+// registerMembers records every gossip member's addresses in the meta group
+// and adds unknown nodes to it as non-voters, so every node holds a copy of
+// the range map. Gossip only proposes; raft decides (invariant I12).
+func (n *Node) registerMembers(st *placement.State) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, m := range n.gossip.members() {
+		if cur, ok := st.Nodes[m.ID]; !ok || cur != m {
+			if err := n.meta.RegisterNode(ctx, m); err != nil {
+				return err
+			}
+		}
+	}
+	if !st.Formed() {
+		return nil
+	}
+	cfgf := n.meta.Raft().GetConfiguration()
+	if err := cfgf.Error(); err != nil {
+		return err
+	}
+	inConfig := map[string]bool{}
+	for _, s := range cfgf.Configuration().Servers {
+		inConfig[string(s.ID)] = true
+	}
+	for id, ni := range st.Nodes {
+		if !inConfig[id] {
+			f := n.meta.Raft().AddNonvoter(raft.ServerID(id), raft.ServerAddress(ni.RaftAddr), 0, 5*time.Second)
+			if err := f.Error(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// openReplicas starts a local replica for every range that lists this node.
+func (n *Node) openReplicas(st *placement.State) error {
+	for _, r := range st.Ranges {
+		if !contains(r.Replicas, n.cfg.ID) {
+			continue
+		}
+		if _, ok := n.host.Replica(r.ID); ok {
+			continue
+		}
+		var servers []raft.Server
+		if r.Epoch == 1 {
+			for _, id := range r.Replicas {
+				ni, ok := st.Nodes[id]
+				if !ok {
+					return fmt.Errorf("range %d: replica node %s not registered yet", r.ID, id)
+				}
+				servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(ni.RaftAddr)})
+			}
+		}
+		if _, err := n.host.OpenReplica(r, servers); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func newClusterID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,302 @@
+// Package placement is the placement driver: the range map and node registry
+// kept in their own raft group (the meta group), and the decisions about
+// where replicas and leaders live.
+package placement
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+)
+
+// MetaGroupID is the raft group id of the meta group on the shared transport.
+// Shard ids start at 1.
+const MetaGroupID = 0
+
+// NodeInfo is a registered node. Addresses come from gossip and are hints.
+type NodeInfo struct {
+	ID       string `json:"id"`
+	HTTPAddr string `json:"http_addr"`
+	RaftAddr string `json:"raft_addr"`
+}
+
+// State is the replicated placement state.
+type State struct {
+	ClusterID   string              `json:"cluster_id"`
+	Nodes       map[string]NodeInfo `json:"nodes"`
+	Ranges      []fsm.Range         `json:"ranges"` // sorted by Start, covering the keyspace
+	NextRangeID uint64              `json:"next_range_id"`
+}
+
+// Formed reports whether the cluster has been initialised.
+func (s *State) Formed() bool { return s.ClusterID != "" }
+
+// Lookup returns the range that owns key.
+func (s *State) Lookup(key []byte) (fsm.Range, bool) {
+	i := sort.Search(len(s.Ranges), func(i int) bool {
+		return bytes.Compare(s.Ranges[i].Start, key) > 0
+	})
+	if i == 0 {
+		return fsm.Range{}, false
+	}
+	r := s.Ranges[i-1]
+	return r, r.Contains(key)
+}
+
+// Range returns the range with id.
+func (s *State) Range(id uint64) (fsm.Range, bool) {
+	for _, r := range s.Ranges {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return fsm.Range{}, false
+}
+
+func (s *State) clone() *State {
+	c := &State{ClusterID: s.ClusterID, NextRangeID: s.NextRangeID, Nodes: make(map[string]NodeInfo, len(s.Nodes))}
+	for k, v := range s.Nodes {
+		c.Nodes[k] = v
+	}
+	c.Ranges = append([]fsm.Range(nil), s.Ranges...)
+	return c
+}
+
+// metaCommand is one meta-group log entry. JSON: the meta group carries few,
+// small entries, and readable logs help operators; V allows later changes.
+type metaCommand struct {
+	V       int         `json:"v"`
+	Op      string      `json:"op"`
+	Cluster string      `json:"cluster_id,omitempty"`
+	Ranges  []fsm.Range `json:"ranges,omitempty"`
+	Node    *NodeInfo   `json:"node,omitempty"`
+}
+
+const (
+	opInit         = "init"
+	opRegisterNode = "register_node"
+)
+
+// ErrAlreadyFormed is returned by an init proposal on a formed cluster.
+var ErrAlreadyFormed = errors.New("cluster already formed")
+
+// InitialRanges cuts the keyspace at splits into ranges with ids 1..n, all
+// replicated on replicas, at epoch 1.
+func InitialRanges(splits []string, replicas []string) ([]fsm.Range, error) {
+	keys := append([]string(nil), splits...)
+	sort.Strings(keys)
+	var out []fsm.Range
+	var start []byte
+	for i, k := range keys {
+		if k == "" || (i > 0 && k == keys[i-1]) {
+			return nil, fmt.Errorf("initial splits must be distinct, non-empty keys: %q", splits)
+		}
+		out = append(out, fsm.Range{ID: uint64(len(out) + 1), Start: start, End: []byte(k), Epoch: 1, Replicas: replicas})
+		start = []byte(k)
+	}
+	out = append(out, fsm.Range{ID: uint64(len(out) + 1), Start: start, Epoch: 1, Replicas: replicas})
+	return out, nil
+}
+
+// metaFSM is the in-memory state machine of the meta group. Snapshots are the
+// whole state as JSON; it is small (descriptors and nodes only).
+type metaFSM struct {
+	mu      sync.RWMutex
+	state   *State
+	changed chan struct{}
+}
+
+func newMetaFSM() *metaFSM {
+	return &metaFSM{state: &State{Nodes: map[string]NodeInfo{}}, changed: make(chan struct{})}
+}
+
+func (f *metaFSM) Apply(l *raft.Log) interface{} {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	var c metaCommand
+	if err := json.Unmarshal(l.Data, &c); err != nil {
+		return fmt.Errorf("meta: decode entry %d: %w", l.Index, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.apply(&c)
+	f.notifyLocked()
+	return err
+}
+
+func (f *metaFSM) apply(c *metaCommand) error {
+	switch c.Op {
+	case opInit:
+		if f.state.Formed() {
+			return ErrAlreadyFormed
+		}
+		f.state.ClusterID = c.Cluster
+		f.state.Ranges = c.Ranges
+		for _, r := range c.Ranges {
+			if r.ID >= f.state.NextRangeID {
+				f.state.NextRangeID = r.ID + 1
+			}
+		}
+		return nil
+	case opRegisterNode:
+		if c.Node == nil || c.Node.ID == "" {
+			return errors.New("meta: register_node without node")
+		}
+		f.state.Nodes[c.Node.ID] = *c.Node
+		return nil
+	}
+	return fmt.Errorf("meta: unknown op %q", c.Op)
+}
+
+func (f *metaFSM) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func (f *metaFSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, err := json.Marshal(f.state)
+	if err != nil {
+		return nil, err
+	}
+	return metaSnapshot(b), nil
+}
+
+func (f *metaFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var s State
+	if err := json.NewDecoder(rc).Decode(&s); err != nil {
+		return fmt.Errorf("meta: restore: %w", err)
+	}
+	if s.Nodes == nil {
+		s.Nodes = map[string]NodeInfo{}
+	}
+	f.mu.Lock()
+	f.state = &s
+	f.notifyLocked()
+	f.mu.Unlock()
+	return nil
+}
+
+type metaSnapshot []byte
+
+func (s metaSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (metaSnapshot) Release() {}
+
+// MetaConfig configures this node's replica of the meta group.
+type MetaConfig struct {
+	NodeID  string
+	DataDir string // the group lives in DataDir/meta
+	Mux     *shard.Mux
+	Tuning  shard.RaftTuning
+	Logger  *slog.Logger
+}
+
+// Meta is this node's replica of the meta group (voter or non-voter).
+type Meta struct {
+	g   *shard.Group
+	fsm *metaFSM
+}
+
+// OpenMeta starts this node's meta replica. A new node starts without a
+// configuration and waits to be bootstrapped or added.
+func OpenMeta(cfg MetaConfig) (*Meta, error) {
+	f := newMetaFSM()
+	g, err := shard.StartGroup(shard.GroupConfig{
+		ID: MetaGroupID, Dir: filepath.Join(cfg.DataDir, "meta"), NodeID: cfg.NodeID,
+		FSM: f, Mux: cfg.Mux, Tuning: cfg.Tuning, Logger: cfg.Logger.With("group", "meta"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Meta{g: g, fsm: f}, nil
+}
+
+// State returns a copy of the applied state and a channel closed at the next change.
+func (m *Meta) State() (*State, <-chan struct{}) {
+	m.fsm.mu.RLock()
+	defer m.fsm.mu.RUnlock()
+	return m.fsm.state.clone(), m.fsm.changed
+}
+
+// HasConfiguration reports whether this replica knows any meta membership
+// (it was bootstrapped or added).
+func (m *Meta) HasConfiguration() bool {
+	f := m.g.Raft().GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 0
+}
+
+// Bootstrap forms the meta group with servers. Only one node calls it.
+func (m *Meta) Bootstrap(servers []raft.Server) error {
+	err := m.g.Raft().BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+	if errors.Is(err, raft.ErrCantBootstrap) {
+		return nil
+	}
+	return err
+}
+
+// IsLeader reports whether this replica leads the meta group.
+func (m *Meta) IsLeader() bool { return m.g.Raft().State() == raft.Leader }
+
+// Leader returns the meta leader's node id, empty when unknown.
+func (m *Meta) Leader() string {
+	id, _ := m.g.Leader()
+	return id
+}
+
+// Raft exposes the meta raft instance (membership changes, tests).
+func (m *Meta) Raft() *raft.Raft { return m.g.Raft() }
+
+// Init proposes the cluster's initial range map. Leader only.
+func (m *Meta) Init(ctx context.Context, clusterID string, ranges []fsm.Range) error {
+	return m.propose(ctx, &metaCommand{V: 1, Op: opInit, Cluster: clusterID, Ranges: ranges})
+}
+
+// RegisterNode records or updates a node's addresses. Leader only.
+func (m *Meta) RegisterNode(ctx context.Context, n NodeInfo) error {
+	return m.propose(ctx, &metaCommand{V: 1, Op: opRegisterNode, Node: &n})
+}
+
+func (m *Meta) propose(ctx context.Context, c *metaCommand) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	f := m.g.Raft().Apply(b, timeout)
+	if err := f.Error(); err != nil {
+		return err
+	}
+	if err, ok := f.Response().(error); ok {
+		return err
+	}
+	return nil
+}
+
+// Close stops the meta replica.
+func (m *Meta) Close() error { return m.g.Shutdown() }

@@ -1,0 +1,34 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+)
+
+// NotLeaderError is returned when a request that needs the leader reaches a
+// follower. LeaderID and LeaderAddr (raft address) are hints, possibly empty.
+// The request never entered the log, so retrying it elsewhere is safe.
+type NotLeaderError struct {
+	Group      uint64
+	LeaderID   string
+	LeaderAddr string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderID == "" {
+		return fmt.Sprintf("shard %d: not the leader, leader unknown", e.Group)
+	}
+	return fmt.Sprintf("shard %d: not the leader, leader is %s", e.Group, e.LeaderID)
+}
+
+var (
+	// ErrUnavailable means the replica cannot serve now (no leader yet, not
+	// caught up, shutting down); nothing was written. Retryable.
+	ErrUnavailable = errors.New("shard unavailable")
+	// ErrOutcomeUnknown means a write may or may not have committed (timeout,
+	// leadership lost after the entry was appended). Retry only with the same
+	// request id (invariant I7).
+	ErrOutcomeUnknown = errors.New("write outcome unknown")
+	// ErrClosed is returned by a replica or host that has been shut down.
+	ErrClosed = errors.New("shard closed")
+)

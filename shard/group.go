@@ -1,0 +1,203 @@
+// Package shard hosts many Raft groups on one node: raft configuration, log
+// stores, the multiplexed transport, the read paths and the replica write path.
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// RaftTuning is the subset of raft.Config that cairn exposes. Data groups and
+// the meta group may use different tunings.
+type RaftTuning struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	MaxAppendEntries   int
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	LogCacheSize       int
+}
+
+// DefaultRaftTuning returns the production timeouts: a second-scale failure
+// detector, as Raft recommends, with batched appends for throughput.
+func DefaultRaftTuning() RaftTuning {
+	return RaftTuning{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		MaxAppendEntries:   1024,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   60 * time.Second,
+		TrailingLogs:       10240,
+		LogCacheSize:       512,
+	}
+}
+
+// FastRaftTuning returns timeouts suited to loopback test clusters.
+func FastRaftTuning() RaftTuning {
+	t := DefaultRaftTuning()
+	t.HeartbeatTimeout = 300 * time.Millisecond
+	t.ElectionTimeout = 300 * time.Millisecond
+	t.LeaderLeaseTimeout = 150 * time.Millisecond
+	t.SnapshotInterval = 5 * time.Second
+	return t
+}
+
+// Validate reports a tuning that hashicorp/raft would reject or that cannot work.
+func (t RaftTuning) Validate() error {
+	switch {
+	case t.HeartbeatTimeout < 5*time.Millisecond:
+		return fmt.Errorf("heartbeat timeout %s is too low", t.HeartbeatTimeout)
+	case t.ElectionTimeout < t.HeartbeatTimeout:
+		return fmt.Errorf("election timeout %s below heartbeat timeout %s", t.ElectionTimeout, t.HeartbeatTimeout)
+	case t.LeaderLeaseTimeout > t.HeartbeatTimeout:
+		return fmt.Errorf("leader lease timeout %s above heartbeat timeout %s", t.LeaderLeaseTimeout, t.HeartbeatTimeout)
+	case t.MaxAppendEntries <= 0 || t.MaxAppendEntries > 1024:
+		return fmt.Errorf("max append entries %d out of range 1..1024", t.MaxAppendEntries)
+	case t.LogCacheSize <= 0:
+		return fmt.Errorf("log cache size %d must be positive", t.LogCacheSize)
+	}
+	return nil
+}
+
+// GroupConfig describes one raft group to start on this node.
+type GroupConfig struct {
+	ID        uint64
+	Dir       string // the group's own directory: raft.db, snapshots/
+	NodeID    string
+	FSM       raft.FSM
+	Mux       *Mux
+	Tuning    RaftTuning
+	Logger    *slog.Logger
+	Bootstrap []raft.Server // non-empty: bootstrap with this configuration if the group has no state
+	// NoSnapshotRestoreOnStart is set for FSMs that persist their own state
+	// (the shard FSM); raft then only replays entries after the snapshot.
+	NoSnapshotRestoreOnStart bool
+}
+
+// Group is a running raft instance with the stores it owns: a shard replica's
+// or the placement meta group's.
+type Group struct {
+	id        uint64
+	raft      *raft.Raft
+	logs      *raftboltdb.BoltStore
+	snaps     raft.SnapshotStore
+	transport *raft.NetworkTransport
+	mux       *Mux
+}
+
+// StartGroup opens the group's stores and starts raft. On error everything it
+// opened is closed again.
+func StartGroup(cfg GroupConfig) (g *Group, err error) {
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("group %d: %w", cfg.ID, err)
+	}
+	g = &Group{id: cfg.ID, mux: cfg.Mux}
+	defer func() {
+		if err != nil {
+			g.closeStores()
+		}
+	}()
+	g.logs, err = raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(cfg.Dir, "raft.db"),
+		BoltOptions: &bbolt.Options{
+			Timeout:        time.Second,
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("group %d: open log store: %w", cfg.ID, err)
+	}
+	cached, err := raft.NewLogCache(cfg.Tuning.LogCacheSize, g.logs)
+	if err != nil {
+		return nil, fmt.Errorf("group %d: log cache: %w", cfg.ID, err)
+	}
+	hlog := newRaftLogger(cfg.Logger.With("group", cfg.ID))
+	g.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
+	if err != nil {
+		return nil, fmt.Errorf("group %d: snapshot store: %w", cfg.ID, err)
+	}
+	g.transport, err = cfg.Mux.Transport(cfg.ID, 3, 10*time.Second, hlog)
+	if err != nil {
+		return nil, fmt.Errorf("group %d: transport: %w", cfg.ID, err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.Tuning.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Tuning.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Tuning.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.Tuning.CommitTimeout
+	rc.MaxAppendEntries = cfg.Tuning.MaxAppendEntries
+	rc.SnapshotThreshold = cfg.Tuning.SnapshotThreshold
+	rc.SnapshotInterval = cfg.Tuning.SnapshotInterval
+	rc.TrailingLogs = cfg.Tuning.TrailingLogs
+	rc.NoSnapshotRestoreOnStart = cfg.NoSnapshotRestoreOnStart
+	rc.Logger = hlog
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("group %d: %w", cfg.ID, err)
+	}
+
+	if len(cfg.Bootstrap) > 0 {
+		has, err := raft.HasExistingState(cached, g.logs, g.snaps)
+		if err != nil {
+			return nil, fmt.Errorf("group %d: %w", cfg.ID, err)
+		}
+		if !has {
+			err := raft.BootstrapCluster(rc, cached, g.logs, g.snaps, g.transport,
+				raft.Configuration{Servers: cfg.Bootstrap})
+			if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+				return nil, fmt.Errorf("group %d: bootstrap: %w", cfg.ID, err)
+			}
+		}
+	}
+	g.raft, err = raft.NewRaft(rc, cfg.FSM, cached, g.logs, g.snaps, g.transport)
+	if err != nil {
+		return nil, fmt.Errorf("group %d: start raft: %w", cfg.ID, err)
+	}
+	return g, nil
+}
+
+// Shutdown stops raft and closes the stores. Safe to call once.
+func (g *Group) Shutdown() error {
+	var err error
+	if g.raft != nil {
+		err = g.raft.Shutdown().Error()
+	}
+	return errors.Join(err, g.closeStores())
+}
+
+func (g *Group) closeStores() error {
+	var errs []error
+	if g.transport != nil {
+		errs = append(errs, g.transport.Close())
+		g.mux.Unregister(g.id)
+	}
+	if g.logs != nil {
+		errs = append(errs, g.logs.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Leader returns the node id and raft address of the group's leader as this
+// replica knows it; empty when unknown.
+func (g *Group) Leader() (id, addr string) {
+	a, i := g.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// Raft returns the group's raft instance.
+func (g *Group) Raft() *raft.Raft { return g.raft }

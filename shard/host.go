@@ -1,0 +1,216 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cairndb/cairn/fsm"
+)
+
+// HostConfig configures the set of shard replicas on one node.
+type HostConfig struct {
+	NodeID       string
+	DataDir      string // replicas live in DataDir/shards/<id>/
+	Mux          *Mux
+	Tuning       RaftTuning
+	ApplyTimeout time.Duration // bound on one proposal; default 5s
+	Logger       *slog.Logger
+	Clock        Clock // nil = the real clock
+}
+
+// Host owns every shard replica on this node.
+type Host struct {
+	cfg HostConfig
+	log *slog.Logger
+
+	mu       sync.RWMutex
+	replicas map[uint64]*Replica
+	closed   bool
+}
+
+// NewHost validates cfg and returns an empty host. Call OpenReplica for each
+// shard this node hosts (ExistingShards lists those found on disk).
+func NewHost(cfg HostConfig) (*Host, error) {
+	if cfg.NodeID == "" || cfg.DataDir == "" || cfg.Mux == nil {
+		return nil, errors.New("shard host: NodeID, DataDir and Mux are required")
+	}
+	if err := cfg.Tuning.Validate(); err != nil {
+		return nil, fmt.Errorf("shard host: %w", err)
+	}
+	if cfg.ApplyTimeout <= 0 {
+		cfg.ApplyTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
+	}
+	return &Host{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}}, nil
+}
+
+func (h *Host) shardDir(id uint64) string {
+	return filepath.Join(h.cfg.DataDir, "shards", strconv.FormatUint(id, 10))
+}
+
+// ExistingShards lists the shard ids that have state on disk.
+func (h *Host) ExistingShards() ([]uint64, error) {
+	ents, err := os.ReadDir(filepath.Join(h.cfg.DataDir, "shards"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ids []uint64
+	for _, e := range ents {
+		if id, err := strconv.ParseUint(e.Name(), 10, 64); err == nil && e.IsDir() {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
+// OpenReplica starts this node's replica of shard desc.ID, or returns the
+// running one. desc is stored as the shard's range only when the replica is
+// new; afterwards the range changes through the shard's own log. When
+// bootstrap is non-empty and the replica has no raft state, the group is
+// bootstrapped with that configuration (every initial member does the same,
+// which hashicorp/raft documents as safe).
+func (h *Host) OpenReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	if r, ok := h.replicas[desc.ID]; ok {
+		return r, nil
+	}
+	r, err := h.openReplica(desc, bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	h.replicas[desc.ID] = r
+	return r, nil
+}
+
+func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, error) {
+	dir := h.shardDir(desc.ID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	log := h.log.With("shard", desc.ID)
+	r := &Replica{
+		id: desc.ID, nodeID: h.cfg.NodeID, log: log, clock: h.cfg.Clock,
+		applyTimeout: h.cfg.ApplyTimeout, ttl: newTTLManager(),
+		readyCh: make(chan struct{}), stop: make(chan struct{}),
+	}
+	f, err := fsm.Open(fsm.Config{
+		Path:    filepath.Join(dir, "fsm.db"),
+		Initial: desc,
+		Logger:  log,
+		OnTTL: func(e fsm.TTLEntry) {
+			r.ttl.add(r.clock.Now().Add(e.TTL), e)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("shard %d: open fsm: %w", desc.ID, err)
+	}
+	r.fsm = f
+	if err := catchUpFromSnapshot(dir, f, log); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("shard %d: %w", desc.ID, err)
+	}
+	r.g, err = StartGroup(GroupConfig{
+		ID: desc.ID, Dir: dir, NodeID: h.cfg.NodeID, FSM: f, Mux: h.cfg.Mux,
+		Tuning: h.cfg.Tuning, Logger: log, Bootstrap: bootstrap,
+		NoSnapshotRestoreOnStart: true,
+	})
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	r.wg.Add(1)
+	go r.watchLeadership()
+	return r, nil
+}
+
+// catchUpFromSnapshot restores the newest raft snapshot into the FSM when the
+// FSM is behind it. The FSM persists its own state, so raft is told not to
+// restore on start (it would throw away newer local state); but a crash after
+// raft installed a snapshot from the leader and before the FSM swapped its
+// file would otherwise lose the entries the snapshot covers.
+func catchUpFromSnapshot(dir string, f *fsm.FSM, log *slog.Logger) error {
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, newRaftLogger(log))
+	if err != nil {
+		return err
+	}
+	metas, err := snaps.List()
+	if err != nil || len(metas) == 0 {
+		return err
+	}
+	newest := metas[0]
+	if newest.Index <= f.Applied() {
+		return nil
+	}
+	log.Info("fsm behind newest snapshot; restoring", "fsm_applied", f.Applied(), "snapshot", newest.Index)
+	_, rc, err := snaps.Open(newest.ID)
+	if err != nil {
+		return err
+	}
+	return f.Restore(rc)
+}
+
+// Replica returns the running replica of shard id.
+func (h *Host) Replica(id uint64) (*Replica, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	r, ok := h.replicas[id]
+	return r, ok
+}
+
+// Replicas returns the running replicas ordered by shard id.
+func (h *Host) Replicas() []*Replica {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]*Replica, 0, len(h.replicas))
+	for _, r := range h.replicas {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+// Close shuts every replica down. Data stays on disk.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	rs := h.replicas
+	h.replicas = map[uint64]*Replica{}
+	h.mu.Unlock()
+	var errs []error
+	for _, r := range rs {
+		errs = append(errs, r.close())
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Replica) close() error {
+	if !r.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(r.stop)
+	err := r.g.Shutdown()
+	r.wg.Wait()
+	return errors.Join(err, r.fsm.Close())
+}

@@ -1,0 +1,262 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cairndb/cairn/fsm"
+)
+
+// Replica is this node's member of one shard's raft group.
+//
+// Concurrency: every exported method is safe for concurrent use. Propose and
+// the read methods may block until their context ends.
+type Replica struct {
+	id     uint64
+	nodeID string
+	g      *Group
+	fsm    *fsm.FSM
+	log    *slog.Logger
+	clock  Clock
+
+	applyTimeout time.Duration
+	verifier     verifier
+	ttl          *ttlManager
+
+	// readiness: a leader serves linearizable reads only after an entry of
+	// its own term has been applied (the raft paper's ReadIndex precondition).
+	// gen changes on every leadership change so a read that straddles one is
+	// retried rather than served from a stale read index.
+	mu      sync.Mutex
+	gen     uint64
+	ready   bool
+	readyCh chan struct{} // closed when ready becomes true for gen
+
+	closed atomic.Bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// ID returns the shard id.
+func (r *Replica) ID() uint64 { return r.id }
+
+// FSM returns the replica's state machine, for local reads and tests.
+func (r *Replica) FSM() *fsm.FSM { return r.fsm }
+
+// Raft returns the underlying raft instance (membership changes, tests).
+func (r *Replica) Raft() *raft.Raft { return r.g.raft }
+
+// Range returns the shard's current key range as applied locally.
+func (r *Replica) Range() fsm.Range { return r.fsm.Range() }
+
+// IsLeader reports whether this replica currently believes it leads.
+func (r *Replica) IsLeader() bool { return r.g.raft.State() == raft.Leader }
+
+// Leader returns the leader's node id and raft address as this replica knows
+// them; empty when unknown.
+func (r *Replica) Leader() (id, addr string) { return r.g.Leader() }
+
+// Propose replicates cmd and returns its result once applied locally.
+// Errors: *NotLeaderError (nothing written), ErrUnavailable (nothing
+// written), ErrOutcomeUnknown (may have been written), or an encoding error
+// wrapping fsm.ErrInvalidCommand. A command-level failure (condition, wrong
+// shard, stale token) is in Result.Err, not in the returned error.
+func (r *Replica) Propose(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
+	b, err := fsm.EncodeCommand(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return r.propose(ctx, b)
+}
+
+func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
+	if r.closed.Load() {
+		return nil, fmt.Errorf("shard %d: %w", r.id, ErrUnavailable)
+	}
+	if r.g.raft.State() != raft.Leader {
+		return nil, r.notLeader()
+	}
+	timeout := r.applyTimeout
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+		timeout = time.Until(d)
+	}
+	if timeout <= 0 {
+		return nil, fmt.Errorf("shard %d: %w", r.id, context.DeadlineExceeded)
+	}
+	f := r.g.raft.Apply(b, timeout)
+	var err error
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("shard %d: %w: %w", r.id, ErrOutcomeUnknown, ctx.Err())
+	}
+	if err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			// Refused before the entry was appended.
+			return nil, r.notLeader()
+		}
+		return nil, fmt.Errorf("shard %d: %w: %w", r.id, ErrOutcomeUnknown, err)
+	}
+	res, ok := f.Response().(*fsm.Result)
+	if !ok || res == nil {
+		return nil, fmt.Errorf("shard %d: %w: no result from apply", r.id, ErrOutcomeUnknown)
+	}
+	return res, nil
+}
+
+func (r *Replica) notLeader() error {
+	id, addr := r.g.Leader()
+	return &NotLeaderError{Group: r.id, LeaderID: id, LeaderAddr: addr}
+}
+
+// LinearizableRead returns once a local read reflects every write committed
+// before the call (invariant I2): the ReadIndex recipe. It takes the commit
+// index, confirms leadership with a quorum round (shared by concurrent
+// readers), and waits for the local FSM to apply up to that index. The
+// returned index is the applied index the read reflects.
+func (r *Replica) LinearizableRead(ctx context.Context) (uint64, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		if r.g.raft.State() != raft.Leader {
+			return 0, r.notLeader()
+		}
+		gen, err := r.waitReady(ctx)
+		if err != nil {
+			return 0, err
+		}
+		readIndex := r.g.raft.CommitIndex()
+		if err := r.verifier.verify(ctx, r.g.raft); err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+				return 0, r.notLeader()
+			}
+			return 0, fmt.Errorf("shard %d: verify leader: %w: %w", r.id, ErrUnavailable, err)
+		}
+		if !r.stillReady(gen) {
+			continue // leadership changed while we verified: take a fresh read index
+		}
+		if err := r.fsm.WaitApplied(ctx, readIndex); err != nil {
+			return 0, fmt.Errorf("shard %d: waiting for apply: %w: %w", r.id, ErrUnavailable, err)
+		}
+		return r.fsm.Applied(), nil
+	}
+	return 0, fmt.Errorf("shard %d: leadership keeps changing: %w", r.id, ErrUnavailable)
+}
+
+// SessionRead waits until this replica has applied at least index (from the
+// client's session token), bounded by wait. Any replica may serve it.
+func (r *Replica) SessionRead(ctx context.Context, index uint64, wait time.Duration) (uint64, error) {
+	if r.fsm.Applied() >= index {
+		return r.fsm.Applied(), nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := r.fsm.WaitApplied(wctx, index); err != nil {
+		return 0, fmt.Errorf("shard %d: replica has not applied index %d within %s: %w",
+			r.id, index, wait, ErrUnavailable)
+	}
+	return r.fsm.Applied(), nil
+}
+
+// StaleRead admits a read from this replica if it heard from a leader within
+// maxStaleness (or is the leader).
+func (r *Replica) StaleRead(maxStaleness time.Duration) (uint64, error) {
+	if r.g.raft.State() == raft.Leader {
+		return r.fsm.Applied(), nil
+	}
+	last := r.g.raft.LastContact()
+	if last.IsZero() || time.Since(last) > maxStaleness {
+		return 0, fmt.Errorf("shard %d: replica last heard from a leader more than %s ago: %w",
+			r.id, maxStaleness, ErrUnavailable)
+	}
+	return r.fsm.Applied(), nil
+}
+
+// waitReady blocks until this leader has applied an entry of its own term.
+func (r *Replica) waitReady(ctx context.Context) (uint64, error) {
+	r.mu.Lock()
+	gen, ready, ch := r.gen, r.ready, r.readyCh
+	r.mu.Unlock()
+	if ready {
+		return gen, nil
+	}
+	t := time.NewTimer(r.applyTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return r.waitReadyAgain(gen)
+	case <-ctx.Done():
+		return 0, fmt.Errorf("shard %d: leader not ready: %w: %w", r.id, ErrUnavailable, ctx.Err())
+	case <-t.C:
+		return 0, fmt.Errorf("shard %d: leader not ready: %w", r.id, ErrUnavailable)
+	case <-r.stop:
+		return 0, fmt.Errorf("shard %d: %w", r.id, ErrUnavailable)
+	}
+}
+
+func (r *Replica) waitReadyAgain(gen uint64) (uint64, error) {
+	if !r.stillReady(gen) {
+		return 0, fmt.Errorf("shard %d: leadership changed: %w", r.id, ErrUnavailable)
+	}
+	return gen, nil
+}
+
+func (r *Replica) stillReady(gen uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ready && r.gen == gen
+}
+
+// Hash returns the replica's state hash at its applied index (tests, S5/S6).
+func (r *Replica) Hash() (uint64, []byte, error) { return r.fsm.Hash() }
+
+// verifier coalesces concurrent VerifyLeader calls: readers that arrive while
+// a round is in flight share the next one. A reader joins a round that starts
+// after it took its read index, which is what ReadIndex needs.
+type verifier struct {
+	mu      sync.Mutex
+	waiting []chan error
+	running bool
+}
+
+func (v *verifier) verify(ctx context.Context, rf *raft.Raft) error {
+	ch := make(chan error, 1)
+	v.mu.Lock()
+	v.waiting = append(v.waiting, ch)
+	if !v.running {
+		v.running = true
+		go v.loop(rf)
+	}
+	v.mu.Unlock()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (v *verifier) loop(rf *raft.Raft) {
+	for {
+		v.mu.Lock()
+		batch := v.waiting
+		v.waiting = nil
+		if len(batch) == 0 {
+			v.running = false
+			v.mu.Unlock()
+			return
+		}
+		v.mu.Unlock()
+		err := rf.VerifyLeader().Error()
+		for _, ch := range batch {
+			ch <- err
+		}
+	}
+}

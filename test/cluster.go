@@ -1,0 +1,367 @@
+// Package test is cairn's test harness: in-process clusters of real nodes on
+// loopback with fault injection, linearizability models and workloads.
+// Ordinary (non-_test) files, so every package's tests can use it.
+package test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/internal/node"
+	"github.com/cairndb/cairn/shard"
+)
+
+// ClusterConfig configures an in-process cluster.
+type ClusterConfig struct {
+	Nodes         int      // default 3
+	InitialSplits []string // pre-split keys
+	Tuning        shard.RaftTuning
+	ApplyTimeout  time.Duration
+	// Verbose logs node output at info level to stderr (CAIRN_TEST_LOG=1 too).
+	Verbose bool
+}
+
+// Cluster is a set of real cairn nodes in this process, each with its own
+// data dir and loopback ports, and a network that the test can partition.
+type Cluster struct {
+	t     testing.TB
+	cfg   ClusterConfig
+	Net   *Network
+	mu    sync.Mutex
+	nodes []*NodeHandle
+}
+
+// NodeHandle is one node of a Cluster. Node is nil while the node is down.
+type NodeHandle struct {
+	ID         string
+	DataDir    string
+	HTTPAddr   string
+	RaftAddr   string
+	GossipAddr string
+	Node       *node.Node
+	cfg        node.Config
+}
+
+// Network is the test's view of connectivity between nodes, keyed by raft
+// address. It is consulted by the raft transport and by node-to-node HTTP
+// forwarding (node.Knobs.Blocked).
+type Network struct {
+	mu      sync.RWMutex
+	blocked map[[2]string]bool
+}
+
+// Blocked reports whether traffic from a to b is dropped.
+func (n *Network) Blocked(a, b string) bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.blocked[[2]string{a, b}]
+}
+
+func (n *Network) set(a, b string, v bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if v {
+		n.blocked[[2]string{a, b}] = true
+	} else {
+		delete(n.blocked, [2]string{a, b})
+	}
+}
+
+// StartCluster starts cfg.Nodes nodes that form a cluster, and waits until
+// every node is ready and every shard has a leader. Nodes are closed when
+// the test ends.
+func StartCluster(t testing.TB, cfg ClusterConfig) *Cluster {
+	t.Helper()
+	if cfg.Nodes == 0 {
+		cfg.Nodes = 3
+	}
+	if cfg.Tuning.HeartbeatTimeout == 0 {
+		cfg.Tuning = shard.FastRaftTuning()
+	}
+	if cfg.ApplyTimeout == 0 {
+		cfg.ApplyTimeout = 5 * time.Second
+	}
+	c := &Cluster{t: t, cfg: cfg, Net: &Network{blocked: map[[2]string]bool{}}}
+	root := t.TempDir()
+	var firstGossip string
+	for i := 1; i <= cfg.Nodes; i++ {
+		h := &NodeHandle{ID: fmt.Sprintf("n%d", i), DataDir: filepath.Join(root, fmt.Sprintf("n%d", i))}
+		httpLn, raftLn := mustListen(t), mustListen(t)
+		h.HTTPAddr, h.RaftAddr, h.GossipAddr = httpLn.Addr().String(), raftLn.Addr().String(), freeGossipAddr(t)
+		h.cfg = c.nodeConfig(h, cfg)
+		if i == 1 {
+			firstGossip = h.GossipAddr
+		} else {
+			h.cfg.Join = []string{firstGossip}
+		}
+		h.cfg.HTTPListener, h.cfg.RaftListener = httpLn, raftLn
+		c.nodes = append(c.nodes, h)
+	}
+	for _, h := range c.nodes {
+		n, err := node.Start(h.cfg)
+		if err != nil {
+			t.Fatalf("start %s: %v", h.ID, err)
+		}
+		h.Node = n
+	}
+	t.Cleanup(c.Close)
+	c.WaitReady(30 * time.Second)
+	return c
+}
+
+func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
+	nc := node.DefaultConfig()
+	nc.ID, nc.DataDir = h.ID, h.DataDir
+	nc.HTTPAddr, nc.RaftAddr, nc.GossipAddr = h.HTTPAddr, h.RaftAddr, h.GossipAddr
+	nc.BootstrapExpect = cfg.Nodes
+	nc.InitialSplits = cfg.InitialSplits
+	nc.Replication = min(3, cfg.Nodes)
+	nc.Tuning, nc.MetaTuning = cfg.Tuning, shard.FastRaftTuning()
+	nc.ApplyTimeout = cfg.ApplyTimeout
+	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked}
+	level := slog.LevelError
+	var out io.Writer = io.Discard
+	if cfg.Verbose || os.Getenv("CAIRN_TEST_LOG") != "" {
+		level, out = slog.LevelInfo, os.Stderr
+	}
+	nc.Logger = slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("node", h.ID)
+	return nc
+}
+
+// Nodes returns the node handles (index 0 is n1).
+func (c *Cluster) Nodes() []*NodeHandle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*NodeHandle(nil), c.nodes...)
+}
+
+// Node returns the handle of node i (0-based).
+func (c *Cluster) Node(i int) *NodeHandle { return c.Nodes()[i] }
+
+// HTTPAddrs returns every node's API address.
+func (c *Cluster) HTTPAddrs() []string {
+	var out []string
+	for _, h := range c.Nodes() {
+		out = append(out, h.HTTPAddr)
+	}
+	return out
+}
+
+// WaitReady waits until every running node is ready and every shard has a
+// leader that all running replicas agree on.
+func (c *Cluster) WaitReady(timeout time.Duration) {
+	c.t.Helper()
+	WaitFor(c.t, timeout, "cluster ready", func() error {
+		for _, h := range c.Nodes() {
+			if h.Node == nil {
+				continue
+			}
+			if !h.Node.Ready() {
+				return fmt.Errorf("%s not ready", h.ID)
+			}
+		}
+		for _, r := range c.running()[0].Node.Ranges() {
+			if _, err := c.Leader(r.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (c *Cluster) running() []*NodeHandle {
+	var out []*NodeHandle
+	for _, h := range c.Nodes() {
+		if h.Node != nil {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// Leader returns the index of the node leading shard id, as agreed by the
+// running replicas that can reach it.
+func (c *Cluster) Leader(id uint64) (int, error) {
+	for i, h := range c.Nodes() {
+		if h.Node == nil {
+			continue
+		}
+		if rep, ok := h.Node.Host().Replica(id); ok && rep.IsLeader() {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("shard %d has no leader", id)
+}
+
+// WaitLeader waits for shard id to have a leader other than the excluded nodes.
+func (c *Cluster) WaitLeader(id uint64, timeout time.Duration, exclude ...int) int {
+	c.t.Helper()
+	leader := -1
+	WaitFor(c.t, timeout, fmt.Sprintf("leader of shard %d", id), func() error {
+		i, err := c.Leader(id)
+		if err != nil {
+			return err
+		}
+		for _, x := range exclude {
+			if i == x {
+				return fmt.Errorf("leader is still excluded node %d", i)
+			}
+		}
+		leader = i
+		return nil
+	})
+	return leader
+}
+
+// Kill stops node i abruptly from the cluster's point of view: its API,
+// gossip and raft stop; its data dir stays.
+func (c *Cluster) Kill(i int) {
+	c.t.Helper()
+	h := c.Node(i)
+	if h.Node == nil {
+		return
+	}
+	_ = h.Node.Close()
+	c.mu.Lock()
+	h.Node = nil
+	c.mu.Unlock()
+}
+
+// Restart starts node i again on the same data dir and addresses.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	h := c.Node(i)
+	if h.Node != nil {
+		return
+	}
+	cfg := h.cfg
+	cfg.HTTPListener, cfg.RaftListener = nil, nil
+	cfg.Join = nil
+	for _, o := range c.Nodes() {
+		if o != h && o.Node != nil {
+			cfg.Join = append(cfg.Join, o.GossipAddr)
+		}
+	}
+	var n *node.Node
+	WaitFor(c.t, 10*time.Second, "restart "+h.ID, func() error {
+		var err error
+		n, err = node.Start(cfg)
+		return err
+	})
+	c.mu.Lock()
+	h.Node = n
+	c.mu.Unlock()
+}
+
+// Isolate cuts node i off from every other node, both directions.
+func (c *Cluster) Isolate(i int) {
+	nodes := c.Nodes()
+	for j := range nodes {
+		if j != i {
+			c.Net.set(nodes[i].RaftAddr, nodes[j].RaftAddr, true)
+			c.Net.set(nodes[j].RaftAddr, nodes[i].RaftAddr, true)
+		}
+	}
+}
+
+// Partition splits the nodes into the given groups; traffic crosses no
+// group boundary. Nodes not named form no group of their own: name them all.
+func (c *Cluster) Partition(groups ...[]int) {
+	nodes := c.Nodes()
+	group := map[int]int{}
+	for g, members := range groups {
+		for _, m := range members {
+			group[m] = g
+		}
+	}
+	for i := range nodes {
+		for j := range nodes {
+			if i != j && group[i] != group[j] {
+				c.Net.set(nodes[i].RaftAddr, nodes[j].RaftAddr, true)
+			}
+		}
+	}
+}
+
+// Heal removes every partition.
+func (c *Cluster) Heal() {
+	c.Net.mu.Lock()
+	c.Net.blocked = map[[2]string]bool{}
+	c.Net.mu.Unlock()
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	var wg sync.WaitGroup
+	for i := range c.Nodes() {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c.Kill(i)
+		}(i)
+	}
+	wg.Wait()
+}
+
+// WaitFor polls cond until it returns nil or timeout passes, then fails the
+// test with the last error.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Context returns a context that ends with the test or after d.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustListen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	return ln
+}
+
+// freeGossipAddr finds a loopback port free for both TCP and UDP (memberlist
+// binds both).
+func freeGossipAddr(t testing.TB) string {
+	t.Helper()
+	for attempt := 0; attempt < 50; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			continue
+		}
+		addr := ln.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return addr
+	}
+	t.Fatalf("no free gossip port")
+	return ""
+}
