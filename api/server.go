@@ -4,10 +4,12 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,7 +49,7 @@ type Config struct {
 	// SessionWait bounds how long a session read waits for a replica to catch
 	// up to the session's index. Default 2s.
 	SessionWait time.Duration
-	Registry *prometheus.Registry // nil = a new registry
+	Registry    *prometheus.Registry // nil = a new registry
 }
 
 // Server serves the HTTP API.
@@ -127,15 +129,8 @@ func (s *Server) handle(pattern, route string, h handlerFunc) {
 	})
 }
 
-// ServeHTTP implements http.Handler. A wrong method on a known path answers
-// 405 with the error envelope rather than the mux's plain text.
+// ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	_, pattern := s.mux.Handler(r)
-	if pattern == "" {
-		setHeaders(w, 0, 0, r.Header.Get(hdrSession))
-		writeError(w, errMethod)
-		return
-	}
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -155,8 +150,16 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// notFound answers every request no route matched: a known path with the
+// wrong method is 405, anything else 404, both in the error envelope.
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
-	return invalidf("no route for %s %s", r.Method, r.URL.Path)
+	setHeaders(w, 0, 0, r.Header.Get(hdrSession))
+	for _, p := range []string{"/v1/kv", "/v1/cluster", "/healthz", "/readyz", "/metrics"} {
+		if strings.HasPrefix(r.URL.Path, p) {
+			return fmt.Errorf("%w: %s %s", errMethod, r.Method, r.URL.Path)
+		}
+	}
+	return fmt.Errorf("%w: no route for %s %s", errNotFound, r.Method, r.URL.Path)
 }
 
 // setHeaders sets the headers API.md promises on every response.

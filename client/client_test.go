@@ -182,6 +182,29 @@ func del(ctx context.Context, c *Client) error {
 	return err
 }
 
+// A write whose context ends after it was sent has an unknown outcome.
+func TestOutcomeUnknownOnContextEnd(t *testing.T) {
+	f, c := newFake(t)
+	f.InjectFaults(clienttest.FaultHangAfterApply)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := c.Put(ctx, "k", "v")
+	if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want outcome unknown and deadline exceeded", err)
+	}
+	if n := f.Applied(requestIDs(f)[0]); n != 1 {
+		t.Errorf("applied %d, want 1", n)
+	}
+	// A read cut short the same way is just a deadline.
+	f.InjectFaults(clienttest.FaultHangAfterApply)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	_, err = c.Get(ctx2, "k")
+	if errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("read err = %v, want deadline exceeded only", err)
+	}
+}
+
 func TestReadsRetryFreely(t *testing.T) {
 	f, c := newFake(t)
 	f.Set("a", "1")

@@ -60,6 +60,9 @@ type Meta struct {
 // failure after the request was sent, in a 5xx other than 503, or in the
 // caller's context ending after the request was sent.
 func (c *Client) Do(ctx context.Context, req Request, out any) (*Meta, error) {
+	if req.Method == "" {
+		req.Method = http.MethodGet
+	}
 	var body []byte
 	if req.Body != nil {
 		var err error
@@ -78,8 +81,9 @@ func (c *Client) Do(ctx context.Context, req Request, out any) (*Meta, error) {
 			return meta, nil
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
+			// The attempt was cut short by the context; its own error says
+			// no more than ctxErr, so r.last keeps the previous attempt's.
 			r.ambiguous = r.ambiguous || (r.write && sent)
-			r.last = err
 			return nil, r.contextError(ctxErr)
 		}
 		next, final := r.judge(i, sent, err)

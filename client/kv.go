@@ -280,6 +280,9 @@ func (c *Client) ScanAll(ctx context.Context, opts ScanOptions, fn func(KV) erro
 			opts.Prefix = ""
 		}
 		opts.Start = next
+		if opts.End != "" && opts.Start >= opts.End {
+			return nil // nothing left in range; the server would refuse start >= end
+		}
 	}
 }
 

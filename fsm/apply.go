@@ -103,6 +103,11 @@ func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
 	if err != nil {
 		return &Result{Index: l.Index, Err: err}, nil
 	}
+	if cmd.Op == OpNoop {
+		// Only advances the applied index: a new leader's ReadIndex barrier.
+		// It has no key to route and nothing worth deduplicating.
+		return &Result{Index: l.Index}, nil
+	}
 	if cmd.Time > 0 {
 		if err := c.pruneDedup(cmd.Time - c.window); err != nil {
 			return nil, err

@@ -325,6 +325,21 @@ func TestNonCommandEntries(t *testing.T) {
 	}
 }
 
+// OpNoop (a new leader's first entry) changes nothing but the applied index.
+func TestNoop(t *testing.T) {
+	f, g := newFSM(t), newFSM(t)
+	r := mustApply(t, f, 1, &Command{Op: OpNoop})
+	if r.Err != nil || r.Index != 1 || r.KV != nil || f.Applied() != 1 {
+		t.Fatalf("noop result %+v, applied %d", r, f.Applied())
+	}
+	g.Apply(&raft.Log{Index: 1, Type: raft.LogNoop})
+	_, h1 := mustHash(t, f)
+	_, h2 := mustHash(t, g)
+	if string(h1) != string(h2) {
+		t.Fatal("OpNoop changed state beyond the applied index")
+	}
+}
+
 func TestInvalidEntry(t *testing.T) {
 	f := newFSM(t)
 	for i, data := range [][]byte{nil, {0xff}, {commandFormat, 0xff}} {
@@ -363,6 +378,10 @@ func workload(t testing.TB, n int) []*raft.Log {
 		case 6:
 			c = &Command{Op: OpPut, Key: []byte("zz"), Value: []byte("out of range")}
 		case 7:
+			if i%2 == 0 {
+				c = &Command{Op: OpNoop}
+				break
+			}
 			logs = append(logs, &raft.Log{Index: uint64(i), Type: raft.LogCommand, Data: []byte{9, 9}})
 			continue
 		default:

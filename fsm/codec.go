@@ -81,13 +81,16 @@ func EncodeCommand(c *Command) ([]byte, error) {
 // validateCommand is shared by both directions so that anything DecodeCommand
 // accepts, EncodeCommand accepts too.
 func validateCommand(c *Command) error {
+	minKey := 1
 	switch c.Op {
 	case OpPut, OpDelete, OpExpire:
+	case OpNoop:
+		minKey = 0 // a noop touches no key
 	default:
 		return fmt.Errorf("%w: unknown op %v", ErrInvalidCommand, c.Op)
 	}
-	if len(c.Key) == 0 || len(c.Key) > MaxKeySize {
-		return fmt.Errorf("%w: key size %d not in [1, %d]", ErrInvalidCommand, len(c.Key), MaxKeySize)
+	if len(c.Key) < minKey || len(c.Key) > MaxKeySize {
+		return fmt.Errorf("%w: key size %d not in [%d, %d]", ErrInvalidCommand, len(c.Key), minKey, MaxKeySize)
 	}
 	if len(c.Value) > MaxValueSize {
 		return fmt.Errorf("%w: value size %d exceeds %d", ErrInvalidCommand, len(c.Value), MaxValueSize)

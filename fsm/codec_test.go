@@ -30,6 +30,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		{"delete", Command{Op: OpDelete, Key: key, Prev: true, Cond: &Condition{Kind: CondModIndex, ModIndex: 3}}},
 		{"fenced delete", Command{Op: OpDelete, Key: key, Fence: &Fence{Lock: "l", Token: 0}}},
 		{"expire", Command{Op: OpExpire, Key: key, ModIndex: 42, Time: 1}},
+		{"noop", Command{Op: OpNoop}},
 		{"max sizes", Command{Op: OpPut, Key: bytes.Repeat([]byte("k"), MaxKeySize),
 			Value: bytes.Repeat([]byte("v"), MaxValueSize), RequestID: strings.Repeat("r", maxRequestIDSize)}},
 	}

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"hash/crc32"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ var testRange = Range{ID: 7, Start: []byte("b"), End: []byte("y"), Epoch: 3, Rep
 
 func mustOpen(t testing.TB, path string, mods ...func(*Config)) *FSM {
 	t.Helper()
-	cfg := Config{Path: path, Initial: testRange}
+	cfg := Config{Path: path, Initial: testRange, Logger: slog.New(slog.DiscardHandler)}
 	for _, m := range mods {
 		m(&cfg)
 	}

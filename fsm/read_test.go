@@ -179,3 +179,16 @@ func TestOpenValidates(t *testing.T) {
 		}
 	}
 }
+
+// A shard with an unbounded range (the first shard of a cluster) scans from
+// the very first key.
+func TestScanFullRange(t *testing.T) {
+	f := newFSM(t, func(c *Config) { c.Initial = Range{ID: 1} })
+	for i, k := range []string{"\x00", "a", "zz"} {
+		mustApply(t, f, uint64(i+1), put(k, "v"))
+	}
+	kvs, more, err := f.Scan(nil, nil, 0, true)
+	if err != nil || more || fmt.Sprint(keysOf(kvs)) != fmt.Sprint([]string{"\x00", "a", "zz"}) {
+		t.Fatalf("Scan = %q more=%v err=%v", keysOf(kvs), more, err)
+	}
+}

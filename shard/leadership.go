@@ -27,21 +27,17 @@ func (r *Replica) watchLeadership() {
 	defer tick.Stop()
 
 	leading := false
-	var cancel context.CancelFunc = func() {}
-	defer func() { cancel() }()
+	stopLeading := func() {}
+	defer func() { stopLeading() }()
 	for {
 		isLeader := r.g.raft.State() == raft.Leader
 		if isLeader != leading {
 			leading = isLeader
-			cancel()
+			stopLeading()
+			stopLeading = func() {}
 			r.resetReadiness()
 			if leading {
-				var ctx context.Context
-				ctx, cancel = context.WithCancel(context.Background())
-				r.wg.Add(1)
-				go r.becomeLeader(ctx)
-			} else {
-				cancel = func() {}
+				stopLeading = r.startLeading()
 			}
 		}
 		select {
@@ -51,6 +47,14 @@ func (r *Replica) watchLeadership() {
 			return
 		}
 	}
+}
+
+// startLeading runs becomeLeader until the returned func is called.
+func (r *Replica) startLeading() func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.wg.Add(1)
+	go r.becomeLeader(ctx)
+	return cancel
 }
 
 // resetReadiness starts a new leadership generation that is not yet ready.

@@ -296,7 +296,11 @@ func (m *Mux) acceptLoop() {
 	for {
 		c, err := m.ln.Accept()
 		if err != nil {
-			if m.isClosed() || errors.Is(err, net.ErrClosed) {
+			if m.isClosed() {
+				return
+			}
+			if errors.Is(err, net.ErrClosed) {
+				m.log.Warn("raft listener closed outside Mux.Close; no longer accepting", "error", err)
 				return
 			}
 			// Typically EMFILE: back off instead of spinning.

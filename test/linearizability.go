@@ -1,6 +1,6 @@
-// Package test is cairn's test harness: the in-process cluster, fault injection, linearizability models
-// (porcupine) and workloads. Its files are ordinary (non-_test) Go files so that every package's tests can
-// import them.
+// Linearizability checking (Scenario S25): a porcupine model of cairn's single-key operations, a history
+// recorder for concurrent clients, and the check that reports violations with a visualization.
+
 package test
 
 import (

@@ -17,39 +17,39 @@ import (
 
 // ---- hand-built histories -------------------------------------------------------------------------------
 
-// open marks an indeterminate operation's return in hand-built histories; fixOpen replaces it with one past
-// the end of the history, as Recorder.Operations does.
-const open = -1
+// openReturn marks an indeterminate operation's return in hand-built histories; closeOpenReturns replaces
+// it with one past the end of the history, as Recorder.Operations does.
+const openReturn = -1
 
-func op(client int, call, ret int64, in KVInput, out KVOutput) porcupine.Operation {
+func hop(client int, call, ret int64, in KVInput, out KVOutput) porcupine.Operation {
 	return porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret}
 }
 
-func get(k string) KVInput         { return KVInput{Op: OpGet, Key: k} }
-func put(k, v string) KVInput      { return KVInput{Op: OpPut, Key: k, Value: v} }
-func cas(k, exp, v string) KVInput { return KVInput{Op: OpCAS, Key: k, Expect: exp, Value: v} }
-func casAbsent(k, v string) KVInput {
+func inGet(k string) KVInput         { return KVInput{Op: OpGet, Key: k} }
+func inPut(k, v string) KVInput      { return KVInput{Op: OpPut, Key: k, Value: v} }
+func inCAS(k, exp, v string) KVInput { return KVInput{Op: OpCAS, Key: k, Expect: exp, Value: v} }
+func inCASAbsent(k, v string) KVInput {
 	return KVInput{Op: OpCAS, Key: k, ExpectAbsent: true, Value: v}
 }
 
 var (
-	done    = KVOutput{}
-	absent  = KVOutput{Found: false}
-	casOK   = KVOutput{OK: true}
-	casFail = KVOutput{OK: false}
-	unknown = KVOutput{Unknown: true}
+	outDone    = KVOutput{}
+	outAbsent  = KVOutput{Found: false}
+	outCASOK   = KVOutput{OK: true}
+	outCASFail = KVOutput{OK: false}
+	outUnknown = KVOutput{Unknown: true}
 )
 
-func found(v string) KVOutput { return KVOutput{Value: v, Found: true} }
+func outFound(v string) KVOutput { return KVOutput{Value: v, Found: true} }
 
-func fixOpen(ops []porcupine.Operation) []porcupine.Operation {
+func closeOpenReturns(ops []porcupine.Operation) []porcupine.Operation {
 	var end int64
 	for _, o := range ops {
 		end = max(end, o.Call, o.Return)
 	}
 	out := make([]porcupine.Operation, len(ops))
 	for i, o := range ops {
-		if o.Return == open {
+		if o.Return == openReturn {
 			o.Return = end + 1
 		}
 		out[i] = o
@@ -66,81 +66,81 @@ func TestModelHandBuiltHistories(t *testing.T) {
 		// Linearizable.
 		{"empty", nil, true},
 		{"read of a key never written is absent", []porcupine.Operation{
-			op(0, 0, 10, get("x"), absent),
+			hop(0, 0, 10, inGet("x"), outAbsent),
 		}, true},
 		{"sequential put then get", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 20, 30, get("x"), found("a")),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 20, 30, inGet("x"), outFound("a")),
 		}, true},
 		{"reads concurrent with a put may see old then new", []porcupine.Operation{
-			op(0, 0, 100, put("x", "b"), done),
-			op(1, 10, 20, get("x"), absent),
-			op(2, 30, 40, get("x"), found("b")),
+			hop(0, 0, 100, inPut("x", "b"), outDone),
+			hop(1, 10, 20, inGet("x"), outAbsent),
+			hop(2, 30, 40, inGet("x"), outFound("b")),
 		}, true},
 		{"cas chain with a definite condition failure", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 20, 30, cas("x", "a", "b"), casOK),
-			op(2, 40, 50, cas("x", "a", "c"), casFail),
-			op(0, 60, 70, get("x"), found("b")),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 20, 30, inCAS("x", "a", "b"), outCASOK),
+			hop(2, 40, 50, inCAS("x", "a", "c"), outCASFail),
+			hop(0, 60, 70, inGet("x"), outFound("b")),
 		}, true},
 		{"cas expecting absence", []porcupine.Operation{
-			op(0, 0, 10, casAbsent("x", "a"), casOK),
-			op(1, 20, 30, casAbsent("x", "b"), casFail),
-			op(2, 40, 50, get("x"), found("a")),
+			hop(0, 0, 10, inCASAbsent("x", "a"), outCASOK),
+			hop(1, 20, 30, inCASAbsent("x", "b"), outCASFail),
+			hop(2, 40, 50, inGet("x"), outFound("a")),
 		}, true},
 		{"two concurrent cas from the same value: one wins", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 20, 40, cas("x", "a", "b"), casOK),
-			op(2, 25, 45, cas("x", "a", "c"), casFail),
-			op(0, 50, 60, get("x"), found("b")),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 20, 40, inCAS("x", "a", "b"), outCASOK),
+			hop(2, 25, 45, inCAS("x", "a", "c"), outCASFail),
+			hop(0, 50, 60, inGet("x"), outFound("b")),
 		}, true},
 		{"keys are independent", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 20, 30, get("y"), absent),
-			op(1, 40, 50, get("x"), found("a")),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 20, 30, inGet("y"), outAbsent),
+			hop(1, 40, 50, inGet("x"), outFound("a")),
 		}, true},
 
 		// Not linearizable.
 		{"stale read after a completed put", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(0, 20, 30, put("x", "b"), done),
-			op(1, 40, 50, get("x"), found("a")),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(0, 20, 30, inPut("x", "b"), outDone),
+			hop(1, 40, 50, inGet("x"), outFound("a")),
 		}, false},
 		{"completed put then absent", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 20, 30, get("x"), absent),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 20, 30, inGet("x"), outAbsent),
 		}, false},
 		{"cas succeeds against a value that was overwritten", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 20, 30, put("x", "b"), done),
-			op(2, 40, 50, cas("x", "a", "c"), casOK),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 20, 30, inPut("x", "b"), outDone),
+			hop(2, 40, 50, inCAS("x", "a", "c"), outCASOK),
 		}, false},
 		{"two concurrent cas from the same value both succeed", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 20, 40, cas("x", "a", "b"), casOK),
-			op(2, 25, 45, cas("x", "a", "c"), casOK),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 20, 40, inCAS("x", "a", "b"), outCASOK),
+			hop(2, 25, 45, inCAS("x", "a", "c"), outCASOK),
 		}, false},
 		{"cas reports condition failed although it held", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 20, 30, cas("x", "a", "b"), casFail),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 20, 30, inCAS("x", "a", "b"), outCASFail),
 		}, false},
 		{"two cas expecting absence both succeed", []porcupine.Operation{
-			op(0, 0, 20, casAbsent("x", "a"), casOK),
-			op(1, 5, 25, casAbsent("x", "b"), casOK),
+			hop(0, 0, 20, inCASAbsent("x", "a"), outCASOK),
+			hop(1, 5, 25, inCASAbsent("x", "b"), outCASOK),
 		}, false},
 		{"read of a value never written", []porcupine.Operation{
-			op(0, 0, 10, get("x"), found("z")),
+			hop(0, 0, 10, inGet("x"), outFound("z")),
 		}, false},
 		{"new value then old value while a put is in flight", []porcupine.Operation{
-			op(0, 0, 100, put("x", "b"), done),
-			op(1, 10, 20, get("x"), found("b")),
-			op(2, 30, 40, get("x"), absent),
+			hop(0, 0, 100, inPut("x", "b"), outDone),
+			hop(1, 10, 20, inGet("x"), outFound("b")),
+			hop(2, 30, 40, inGet("x"), outAbsent),
 		}, false},
 		{"a violation on one key among healthy ones", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 0, 10, put("y", "a"), done),
-			op(2, 20, 30, get("y"), absent),
-			op(0, 20, 30, get("x"), found("a")),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 0, 10, inPut("y", "a"), outDone),
+			hop(2, 20, 30, inGet("y"), outAbsent),
+			hop(0, 20, 30, inGet("x"), outFound("a")),
 		}, false},
 	}
 	for _, tc := range tests {
@@ -159,55 +159,55 @@ func TestModelIndeterminateOperations(t *testing.T) {
 		want bool
 	}{
 		{"indeterminate put that later shows up", []porcupine.Operation{
-			op(0, 0, open, put("x", "a"), unknown),
-			op(1, 50, 60, get("x"), found("a")),
+			hop(0, 0, openReturn, inPut("x", "a"), outUnknown),
+			hop(1, 50, 60, inGet("x"), outFound("a")),
 		}, true},
 		{"indeterminate put that never shows up", []porcupine.Operation{
-			op(0, 0, open, put("x", "a"), unknown),
-			op(1, 50, 60, get("x"), absent),
-			op(1, 70, 80, get("x"), absent),
+			hop(0, 0, openReturn, inPut("x", "a"), outUnknown),
+			hop(1, 50, 60, inGet("x"), outAbsent),
+			hop(1, 70, 80, inGet("x"), outAbsent),
 		}, true},
 		{"indeterminate put that shows up long after it was overwritten (a delayed apply)", []porcupine.Operation{
-			op(0, 0, open, put("x", "a"), unknown),
-			op(1, 10, 20, put("x", "b"), done),
-			op(2, 30, 40, get("x"), found("b")),
-			op(2, 50, 60, get("x"), found("a")),
+			hop(0, 0, openReturn, inPut("x", "a"), outUnknown),
+			hop(1, 10, 20, inPut("x", "b"), outDone),
+			hop(2, 30, 40, inGet("x"), outFound("b")),
+			hop(2, 50, 60, inGet("x"), outFound("a")),
 		}, true},
 		{"indeterminate put seen, then the old value again", []porcupine.Operation{
-			op(0, 0, open, put("x", "a"), unknown),
-			op(1, 50, 60, get("x"), found("a")),
-			op(1, 70, 80, get("x"), absent),
+			hop(0, 0, openReturn, inPut("x", "a"), outUnknown),
+			hop(1, 50, 60, inGet("x"), outFound("a")),
+			hop(1, 70, 80, inGet("x"), outAbsent),
 		}, false},
 		{"indeterminate put seen before it was called", []porcupine.Operation{
-			op(1, 0, 10, get("x"), found("a")),
-			op(0, 20, open, put("x", "a"), unknown),
+			hop(1, 0, 10, inGet("x"), outFound("a")),
+			hop(0, 20, openReturn, inPut("x", "a"), outUnknown),
 		}, false},
 		{"indeterminate cas that took effect", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 20, open, cas("x", "a", "b"), unknown),
-			op(2, 30, 40, get("x"), found("b")),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 20, openReturn, inCAS("x", "a", "b"), outUnknown),
+			hop(2, 30, 40, inGet("x"), outFound("b")),
 		}, true},
 		{"indeterminate cas that did not take effect", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 20, open, cas("x", "a", "b"), unknown),
-			op(2, 30, 40, get("x"), found("a")),
-			op(2, 50, 60, put("x", "c"), done),
-			op(2, 70, 80, get("x"), found("c")),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 20, openReturn, inCAS("x", "a", "b"), outUnknown),
+			hop(2, 30, 40, inGet("x"), outFound("a")),
+			hop(2, 50, 60, inPut("x", "c"), outDone),
+			hop(2, 70, 80, inGet("x"), outFound("c")),
 		}, true},
 		{"indeterminate cas whose condition never held shows up", []porcupine.Operation{
-			op(0, 0, 10, put("x", "a"), done),
-			op(1, 20, open, cas("x", "z", "b"), unknown),
-			op(2, 30, 40, get("x"), found("b")),
+			hop(0, 0, 10, inPut("x", "a"), outDone),
+			hop(1, 20, openReturn, inCAS("x", "z", "b"), outUnknown),
+			hop(2, 30, 40, inGet("x"), outFound("b")),
 		}, false},
 		{"indeterminate put does not excuse a lost acknowledged put", []porcupine.Operation{
-			op(0, 0, open, put("x", "a"), unknown),
-			op(1, 10, 20, put("x", "b"), done),
-			op(2, 30, 40, get("x"), absent),
+			hop(0, 0, openReturn, inPut("x", "a"), outUnknown),
+			hop(1, 10, 20, inPut("x", "b"), outDone),
+			hop(2, 30, 40, inGet("x"), outAbsent),
 		}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := porcupine.CheckOperations(KVModel(), fixOpen(tc.ops)); got != tc.want {
+			if got := porcupine.CheckOperations(KVModel(), closeOpenReturns(tc.ops)); got != tc.want {
 				t.Errorf("linearizable = %v, want %v", got, tc.want)
 			}
 		})
@@ -216,9 +216,9 @@ func TestModelIndeterminateOperations(t *testing.T) {
 
 func TestModelPartitionsByKey(t *testing.T) {
 	ops := []porcupine.Operation{
-		op(0, 0, 10, put("b", "1"), done),
-		op(1, 0, 10, put("a", "2"), done),
-		op(0, 20, 30, get("b"), found("1")),
+		hop(0, 0, 10, inPut("b", "1"), outDone),
+		hop(1, 0, 10, inPut("a", "2"), outDone),
+		hop(0, 20, 30, inGet("b"), outFound("1")),
 	}
 	parts := KVModel().Partition(ops)
 	if len(parts) != 2 || len(parts[0]) != 1 || len(parts[1]) != 2 {
@@ -230,12 +230,12 @@ func TestModelPartitionsByKey(t *testing.T) {
 
 	// The event form: a violation on "y" only.
 	events := []porcupine.Event{
-		{ClientId: 0, Kind: porcupine.CallEvent, Value: put("x", "1"), Id: 0},
-		{ClientId: 1, Kind: porcupine.CallEvent, Value: put("y", "1"), Id: 1},
-		{ClientId: 0, Kind: porcupine.ReturnEvent, Value: done, Id: 0},
-		{ClientId: 1, Kind: porcupine.ReturnEvent, Value: done, Id: 1},
-		{ClientId: 0, Kind: porcupine.CallEvent, Value: get("x"), Id: 2},
-		{ClientId: 0, Kind: porcupine.ReturnEvent, Value: found("1"), Id: 2},
+		{ClientId: 0, Kind: porcupine.CallEvent, Value: inPut("x", "1"), Id: 0},
+		{ClientId: 1, Kind: porcupine.CallEvent, Value: inPut("y", "1"), Id: 1},
+		{ClientId: 0, Kind: porcupine.ReturnEvent, Value: outDone, Id: 0},
+		{ClientId: 1, Kind: porcupine.ReturnEvent, Value: outDone, Id: 1},
+		{ClientId: 0, Kind: porcupine.CallEvent, Value: inGet("x"), Id: 2},
+		{ClientId: 0, Kind: porcupine.ReturnEvent, Value: outFound("1"), Id: 2},
 	}
 	if got := len(KVModel().PartitionEvent(events)); got != 2 {
 		t.Fatalf("event partitions = %d, want 2", got)
@@ -244,8 +244,8 @@ func TestModelPartitionsByKey(t *testing.T) {
 		t.Errorf("linearizable event history rejected")
 	}
 	bad := append(events[:len(events):len(events)],
-		porcupine.Event{ClientId: 1, Kind: porcupine.CallEvent, Value: get("y"), Id: 3},
-		porcupine.Event{ClientId: 1, Kind: porcupine.ReturnEvent, Value: absent, Id: 3},
+		porcupine.Event{ClientId: 1, Kind: porcupine.CallEvent, Value: inGet("y"), Id: 3},
+		porcupine.Event{ClientId: 1, Kind: porcupine.ReturnEvent, Value: outAbsent, Id: 3},
 	)
 	if porcupine.CheckEvents(KVModel(), bad) {
 		t.Errorf("non-linearizable event history accepted")
@@ -259,11 +259,11 @@ func TestModelDescribeOperation(t *testing.T) {
 		out  KVOutput
 		want string
 	}{
-		{get("x"), found("a"), `get("x") -> "a"`},
-		{get("x"), absent, `get("x") -> <absent>`},
-		{put("x", "a"), unknown, `put("x", "a") -> ?`},
-		{cas("x", "a", "b"), casOK, `cas("x", "a" -> "b") -> ok`},
-		{casAbsent("x", "b"), casFail, `cas("x", <absent> -> "b") -> failed`},
+		{inGet("x"), outFound("a"), `get("x") -> "a"`},
+		{inGet("x"), outAbsent, `get("x") -> <absent>`},
+		{inPut("x", "a"), outUnknown, `put("x", "a") -> ?`},
+		{inCAS("x", "a", "b"), outCASOK, `cas("x", "a" -> "b") -> ok`},
+		{inCASAbsent("x", "b"), outCASFail, `cas("x", <absent> -> "b") -> failed`},
 	}
 	for _, tc := range tests {
 		if got := m.DescribeOperation(tc.in, tc.out); got != tc.want {
@@ -275,16 +275,16 @@ func TestModelDescribeOperation(t *testing.T) {
 // ---- recorder -------------------------------------------------------------------------------------------
 
 var (
-	errTimeout   = errors.New("fake: outcome unknown")
-	errRejected  = errors.New("fake: rejected, not applied")
-	errCondition = errors.New("fake: condition failed")
+	errFakeTimeout   = errors.New("fake: outcome unknown")
+	errFakeRejected  = errors.New("fake: rejected, not applied")
+	errFakeCondition = errors.New("fake: condition failed")
 )
 
-func classifyFake(err error) Outcome {
+func classifyFakeErr(err error) Outcome {
 	switch {
-	case errors.Is(err, errRejected):
+	case errors.Is(err, errFakeRejected):
 		return OutcomeFailed
-	case errors.Is(err, errCondition):
+	case errors.Is(err, errFakeCondition):
 		return OutcomeConditionFailed
 	default:
 		return OutcomeUnknown
@@ -292,16 +292,16 @@ func classifyFake(err error) Outcome {
 }
 
 func TestRecorderClassifiesOutcomes(t *testing.T) {
-	rec := NewRecorderWithConfig(RecorderConfig{Classify: classifyFake})
-	rec.Call(0, put("x", "a"))(KVOutput{}, nil)
-	rec.Call(0, get("x"))(KVOutput{}, errTimeout)                     // dropped
-	rec.Call(0, get("x"))(KVOutput{}, errRejected)                    // dropped
-	rec.Call(0, put("x", "b"))(KVOutput{}, errRejected)               // dropped
-	rec.Call(0, cas("x", "z", "c"))(KVOutput{OK: true}, errCondition) // observation: failed
-	rec.Call(1, put("x", "d"))(KVOutput{}, errTimeout)                // indeterminate
-	rec.Call(1, cas("x", "d", "e"))(KVOutput{}, nil)
-	rec.Call(2, put("x", "f")) // never finished: indeterminate
-	rec.Call(2, get("x"))      // never finished: left out
+	rec := NewRecorderWithConfig(RecorderConfig{Classify: classifyFakeErr})
+	rec.Call(0, inPut("x", "a"))(KVOutput{}, nil)
+	rec.Call(0, inGet("x"))(KVOutput{}, errFakeTimeout)                     // dropped
+	rec.Call(0, inGet("x"))(KVOutput{}, errFakeRejected)                    // dropped
+	rec.Call(0, inPut("x", "b"))(KVOutput{}, errFakeRejected)               // dropped
+	rec.Call(0, inCAS("x", "z", "c"))(KVOutput{OK: true}, errFakeCondition) // observation: failed
+	rec.Call(1, inPut("x", "d"))(KVOutput{}, errFakeTimeout)                // indeterminate
+	rec.Call(1, inCAS("x", "d", "e"))(KVOutput{}, nil)
+	rec.Call(2, inPut("x", "f")) // never finished: indeterminate
+	rec.Call(2, inGet("x"))      // never finished: left out
 
 	s := rec.Stats()
 	want := RecorderStats{Calls: 9, OK: 3, Failed: 1, Indeterminate: 1, DroppedReads: 2, Pending: 2}
@@ -326,11 +326,11 @@ func TestRecorderClassifiesOutcomes(t *testing.T) {
 		got = append(got, seen{o.Input.(KVInput), o.Output.(KVOutput)})
 	}
 	wantOps := []seen{
-		{put("x", "a"), done},
-		{cas("x", "z", "c"), casFail},
-		{cas("x", "d", "e"), casFail},
-		{put("x", "d"), unknown},
-		{put("x", "f"), unknown},
+		{inPut("x", "a"), outDone},
+		{inCAS("x", "z", "c"), outCASFail},
+		{inCAS("x", "d", "e"), outCASFail},
+		{inPut("x", "d"), outUnknown},
+		{inPut("x", "f"), outUnknown},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(wantOps) {
 		t.Fatalf("Operations() = %+v\nwant %+v", got, wantOps)
@@ -343,8 +343,8 @@ func TestRecorderClassifiesOutcomes(t *testing.T) {
 			t.Errorf("unexpected stamps: %+v", o)
 		}
 	}
-	// put a; cas z->c fails (rightly); put d maybe; cas d->e fails; put f maybe: linearizable with the
-	// indeterminate puts placed after the last cas.
+	// inPut a; inCAS z->c fails (rightly); inPut d maybe; inCAS d->e fails; inPut f maybe: linearizable with the
+	// indeterminate puts placed after the last inCAS.
 	if res := CheckHistory(t, ops, 10*time.Second); res != porcupine.Ok {
 		t.Errorf("CheckHistory = %v, want Ok", res)
 	}
@@ -352,9 +352,9 @@ func TestRecorderClassifiesOutcomes(t *testing.T) {
 
 func TestRecorderFinishTwiceIsIgnored(t *testing.T) {
 	rec := NewRecorder()
-	finish := rec.Call(0, put("x", "a"))
+	finish := rec.Call(0, inPut("x", "a"))
 	finish(KVOutput{}, nil)
-	finish(KVOutput{}, errTimeout)
+	finish(KVOutput{}, errFakeTimeout)
 	if s := rec.Stats(); s.OK != 1 || s.Indeterminate != 0 {
 		t.Errorf("Stats() = %+v, want one ok operation", s)
 	}
@@ -367,7 +367,7 @@ func TestRecorderConcurrentClients(t *testing.T) {
 	for c := range 16 {
 		wg.Go(func() {
 			for i := range 200 {
-				rec.Call(c, put(fmt.Sprint("k", i%4), fmt.Sprintf("c%d-%d", c, i)))(KVOutput{}, nil)
+				rec.Call(c, inPut(fmt.Sprint("k", i%4), fmt.Sprintf("c%d-%d", c, i)))(KVOutput{}, nil)
 				_ = rec.Stats()
 			}
 		})
@@ -383,23 +383,23 @@ func TestRecorderConcurrentClients(t *testing.T) {
 	}
 }
 
-// captureTB records Errorf and Logf so a test can check what Check reports without failing itself.
-type captureTB struct {
+// checkCaptureTB records Errorf and Logf so a test can check what Check reports without failing itself.
+type checkCaptureTB struct {
 	testing.TB
 	mu     sync.Mutex
 	errors []string
 	logs   []string
 }
 
-func (c *captureTB) Helper() {}
+func (c *checkCaptureTB) Helper() {}
 
-func (c *captureTB) Errorf(format string, args ...any) {
+func (c *checkCaptureTB) Errorf(format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.errors = append(c.errors, fmt.Sprintf(format, args...))
 }
 
-func (c *captureTB) Logf(format string, args ...any) {
+func (c *checkCaptureTB) Logf(format string, args ...any) {
 	c.mu.Lock()
 	c.logs = append(c.logs, fmt.Sprintf(format, args...))
 	c.mu.Unlock()
@@ -410,12 +410,12 @@ func TestRecorderCheckWritesVisualizationOnIllegal(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv(ArtifactsEnv, dir)
 	rec := NewRecorder()
-	rec.Call(0, put("x", "a"))(KVOutput{}, nil)
-	rec.Call(0, put("y", "a"))(KVOutput{}, nil)
-	rec.Call(1, get("x"))(absent, nil) // stale: the put completed before
-	rec.Call(1, get("y"))(found("a"), nil)
+	rec.Call(0, inPut("x", "a"))(KVOutput{}, nil)
+	rec.Call(0, inPut("y", "a"))(KVOutput{}, nil)
+	rec.Call(1, inGet("x"))(outAbsent, nil) // stale: the inPut completed before
+	rec.Call(1, inGet("y"))(outFound("a"), nil)
 
-	ct := &captureTB{TB: t}
+	ct := &checkCaptureTB{TB: t}
 	if res := rec.Check(ct, 10*time.Second); res != porcupine.Illegal {
 		t.Fatalf("Check = %v, want Illegal", res)
 	}
@@ -443,9 +443,9 @@ func TestRecorderCheckWritesVisualizationOnIllegal(t *testing.T) {
 
 func TestRecorderCheckOK(t *testing.T) {
 	rec := NewRecorder()
-	rec.Call(0, put("x", "a"))(KVOutput{}, nil)
-	rec.Call(1, get("x"))(found("a"), nil)
-	ct := &captureTB{TB: t}
+	rec.Call(0, inPut("x", "a"))(KVOutput{}, nil)
+	rec.Call(1, inGet("x"))(outFound("a"), nil)
+	ct := &checkCaptureTB{TB: t}
 	if res := rec.Check(ct, 10*time.Second); res != porcupine.Ok || len(ct.errors) != 0 {
 		t.Errorf("Check = %v, errors %q; want Ok and none", res, ct.errors)
 	}
@@ -457,12 +457,12 @@ func TestLinearizabilityCheckTimeoutIsInconclusive(t *testing.T) {
 	// the timeout.
 	var ops []porcupine.Operation
 	for i := range 40 {
-		ops = append(ops, op(i, 0, 1000, put("x", fmt.Sprint(i)), done))
-		ops = append(ops, op(100+i, 0, 1000, get("x"), found(fmt.Sprint(i*7%40))))
+		ops = append(ops, hop(i, 0, 1000, inPut("x", fmt.Sprint(i)), outDone))
+		ops = append(ops, hop(100+i, 0, 1000, inGet("x"), outFound(fmt.Sprint(i*7%40))))
 	}
-	ops = append(ops, op(200, 2000, 2010, get("x"), found("never")))
+	ops = append(ops, hop(200, 2000, 2010, inGet("x"), outFound("never")))
 
-	ct := &captureTB{TB: t}
+	ct := &checkCaptureTB{TB: t}
 	if res := CheckHistory(ct, ops, 50*time.Millisecond); res != porcupine.Unknown {
 		t.Fatalf("CheckHistory = %v, want Unknown", res)
 	}
@@ -479,37 +479,37 @@ func TestLinearizabilityCheckTimeoutIsInconclusive(t *testing.T) {
 // These fakes are test doubles for the checker, not for cairn: a store that is linearizable by
 // construction must pass, and stores with the classic replication bugs must be caught.
 
-// memStore is linearizable: every operation takes effect atomically under one mutex. With a non-zero
+// fakeMemStore is linearizable: every operation takes effect atomically under one mutex. With a non-zero
 // faultRate it also misbehaves the way a real cluster may, without breaking linearizability: an operation
-// may be rejected without effect (errRejected), or report errTimeout after having taken effect or not.
-type memStore struct {
+// may be rejected without effect (errFakeRejected), or report errFakeTimeout after having taken effect or not.
+type fakeMemStore struct {
 	mu        sync.Mutex
 	data      map[string]string
 	faultRate float64
 	rng       *rand.Rand
 }
 
-func newMemStore(seed uint64, faultRate float64) *memStore {
-	return &memStore{data: make(map[string]string), faultRate: faultRate, rng: rand.New(rand.NewPCG(seed, 1))}
+func newFakeMemStore(seed uint64, faultRate float64) *fakeMemStore {
+	return &fakeMemStore{data: make(map[string]string), faultRate: faultRate, rng: rand.New(rand.NewPCG(seed, 1))}
 }
 
 // fault, called with mu held, picks a misbehaviour: applied reports whether the operation takes effect,
 // err what the client is told.
-func (s *memStore) fault() (apply bool, err error) {
+func (s *fakeMemStore) fault() (apply bool, err error) {
 	if s.faultRate == 0 || s.rng.Float64() >= s.faultRate {
 		return true, nil
 	}
 	switch s.rng.IntN(3) {
 	case 0:
-		return false, errRejected
+		return false, errFakeRejected
 	case 1:
-		return false, errTimeout
+		return false, errFakeTimeout
 	default:
-		return true, errTimeout
+		return true, errFakeTimeout
 	}
 }
 
-func (s *memStore) Get(ctx context.Context, key string) (string, bool, error) {
+func (s *fakeMemStore) Get(ctx context.Context, key string) (string, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, err := s.fault(); err != nil {
@@ -519,7 +519,7 @@ func (s *memStore) Get(ctx context.Context, key string) (string, bool, error) {
 	return v, ok, nil
 }
 
-func (s *memStore) Put(ctx context.Context, key, value string) error {
+func (s *fakeMemStore) Put(ctx context.Context, key, value string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	apply, err := s.fault()
@@ -529,7 +529,7 @@ func (s *memStore) Put(ctx context.Context, key, value string) error {
 	return err
 }
 
-func (s *memStore) CAS(ctx context.Context, key, expect string, expectAbsent bool, value string) (bool, error) {
+func (s *fakeMemStore) CAS(ctx context.Context, key, expect string, expectAbsent bool, value string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	apply, err := s.fault()
@@ -544,15 +544,15 @@ func (s *memStore) CAS(ctx context.Context, key, expect string, expectAbsent boo
 	return holds, nil
 }
 
-// staleStore serves every third read from a copy that is refreshed only every tenth write: the lagging
+// fakeStaleStore serves every third read from a copy that is refreshed only every tenth write: the lagging
 // follower read of a system that skips ReadIndex.
-type staleStore struct {
-	*memStore
+type fakeStaleStore struct {
+	*fakeMemStore
 	lagging      map[string]string
 	reads, write int
 }
 
-func (s *staleStore) Get(ctx context.Context, key string) (string, bool, error) {
+func (s *fakeStaleStore) Get(ctx context.Context, key string) (string, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reads++
@@ -564,7 +564,7 @@ func (s *staleStore) Get(ctx context.Context, key string) (string, bool, error) 
 	return v, ok, nil
 }
 
-func (s *staleStore) wrote() {
+func (s *fakeStaleStore) wrote() {
 	if s.write++; s.write%10 == 0 {
 		s.lagging = make(map[string]string, len(s.data))
 		for k, v := range s.data {
@@ -573,7 +573,7 @@ func (s *staleStore) wrote() {
 	}
 }
 
-func (s *staleStore) Put(ctx context.Context, key, value string) error {
+func (s *fakeStaleStore) Put(ctx context.Context, key, value string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.data[key] = value
@@ -581,7 +581,7 @@ func (s *staleStore) Put(ctx context.Context, key, value string) error {
 	return nil
 }
 
-func (s *staleStore) CAS(ctx context.Context, key, expect string, expectAbsent bool, value string) (bool, error) {
+func (s *fakeStaleStore) CAS(ctx context.Context, key, expect string, expectAbsent bool, value string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur, present := s.data[key]
@@ -593,13 +593,13 @@ func (s *staleStore) CAS(ctx context.Context, key, expect string, expectAbsent b
 	return true, nil
 }
 
-// lostWriteStore acknowledges every seventh put without applying it: the write lost in a failover.
-type lostWriteStore struct {
-	*memStore
+// fakeLostWriteStore acknowledges every seventh inPut without applying it: the write lost in a failover.
+type fakeLostWriteStore struct {
+	*fakeMemStore
 	puts int
 }
 
-func (s *lostWriteStore) Put(ctx context.Context, key, value string) error {
+func (s *fakeLostWriteStore) Put(ctx context.Context, key, value string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.puts++; s.puts%7 != 0 {
@@ -608,15 +608,15 @@ func (s *lostWriteStore) Put(ctx context.Context, key, value string) error {
 	return nil
 }
 
-// splitBrainCASStore evaluates every fifth cas against a snapshot taken at the previous cas, as two leaders
-// would: two cas from the same expected value can both succeed.
-type splitBrainCASStore struct {
-	*memStore
+// fakeSplitBrainCASStore evaluates every fifth inCAS against a snapshot taken at the previous inCAS, as two leaders
+// would: two inCAS from the same expected value can both succeed.
+type fakeSplitBrainCASStore struct {
+	*fakeMemStore
 	old map[string]string
 	n   int
 }
 
-func (s *splitBrainCASStore) CAS(ctx context.Context, key, expect string, expectAbsent bool, value string) (bool, error) {
+func (s *fakeSplitBrainCASStore) CAS(ctx context.Context, key, expect string, expectAbsent bool, value string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.n++
@@ -636,7 +636,7 @@ func (s *splitBrainCASStore) CAS(ctx context.Context, key, expect string, expect
 	return true, nil
 }
 
-func workloadConfig(seed int64, store KVStore) WorkloadConfig {
+func fakeWorkloadConfig(seed int64, store KVStore) WorkloadConfig {
 	cfg := DefaultWorkloadConfig()
 	cfg.Seed = seed
 	cfg.Clients = 6
@@ -644,7 +644,7 @@ func workloadConfig(seed int64, store KVStore) WorkloadConfig {
 	cfg.Ops = 3000
 	cfg.Duration = 20 * time.Second
 	cfg.Stores = func(int) KVStore { return store }
-	cfg.Classify = classifyFake
+	cfg.Classify = classifyFakeErr
 	return cfg
 }
 
@@ -661,8 +661,8 @@ func TestWorkloadLinearizableFakePasses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const seed = 1
 			t.Logf("seed %d", seed)
-			store := newMemStore(seed, tc.faultRate)
-			rec := RunRegisterWorkload(context.Background(), t, workloadConfig(seed, store))
+			store := newFakeMemStore(seed, tc.faultRate)
+			rec := RunRegisterWorkload(context.Background(), t, fakeWorkloadConfig(seed, store))
 			s := rec.Stats()
 			if s.Calls != 3000 || s.Pending != 0 {
 				t.Errorf("stats %+v: want 3000 calls, none pending", s)
@@ -684,13 +684,13 @@ func TestWorkloadBrokenFakesAreCaught(t *testing.T) {
 		store func() KVStore
 	}{
 		{"stale reads from a lagging copy", func() KVStore {
-			return &staleStore{memStore: newMemStore(1, 0), lagging: map[string]string{}}
+			return &fakeStaleStore{fakeMemStore: newFakeMemStore(1, 0), lagging: map[string]string{}}
 		}},
 		{"acknowledged puts lost", func() KVStore {
-			return &lostWriteStore{memStore: newMemStore(1, 0)}
+			return &fakeLostWriteStore{fakeMemStore: newFakeMemStore(1, 0)}
 		}},
 		{"cas decided on an old view", func() KVStore {
-			return &splitBrainCASStore{memStore: newMemStore(1, 0)}
+			return &fakeSplitBrainCASStore{fakeMemStore: newFakeMemStore(1, 0)}
 		}},
 	}
 	for _, tc := range tests {
@@ -699,10 +699,10 @@ func TestWorkloadBrokenFakesAreCaught(t *testing.T) {
 			t.Setenv(ArtifactsEnv, dir)
 			const seed = 7
 			t.Logf("seed %d", seed)
-			cfg := workloadConfig(seed, tc.store())
+			cfg := fakeWorkloadConfig(seed, tc.store())
 			cfg.Ops = 1000
 			rec := RunRegisterWorkload(context.Background(), t, cfg)
-			ct := &captureTB{TB: t}
+			ct := &checkCaptureTB{TB: t}
 			if res := rec.Check(ct, 30*time.Second); res != porcupine.Illegal {
 				t.Fatalf("Check = %v, want Illegal: the checker missed a broken store", res)
 			}
@@ -714,55 +714,57 @@ func TestWorkloadBrokenFakesAreCaught(t *testing.T) {
 	}
 }
 
-// slowStore answers after delay or when ctx ends, whichever is first; a cut-short write is errTimeout.
-type slowStore struct {
-	*memStore
+// fakeSlowStore answers after delay or when ctx ends, whichever is first; a cut-short write is errFakeTimeout.
+type fakeSlowStore struct {
+	*fakeMemStore
 	delay time.Duration
 }
 
-func (s *slowStore) wait(ctx context.Context) error {
+func (s *fakeSlowStore) wait(ctx context.Context) error {
 	select {
 	case <-time.After(s.delay):
 		return nil
 	case <-ctx.Done():
-		return errTimeout
+		return errFakeTimeout
 	}
 }
 
-func (s *slowStore) Get(ctx context.Context, key string) (string, bool, error) {
+func (s *fakeSlowStore) Get(ctx context.Context, key string) (string, bool, error) {
 	if err := s.wait(ctx); err != nil {
 		return "", false, err
 	}
-	return s.memStore.Get(ctx, key)
+	return s.fakeMemStore.Get(ctx, key)
 }
 
-func (s *slowStore) Put(ctx context.Context, key, value string) error {
+func (s *fakeSlowStore) Put(ctx context.Context, key, value string) error {
 	if err := s.wait(ctx); err != nil {
 		return err
 	}
-	return s.memStore.Put(ctx, key, value)
+	return s.fakeMemStore.Put(ctx, key, value)
 }
 
-func (s *slowStore) CAS(ctx context.Context, key, expect string, expectAbsent bool, value string) (bool, error) {
+func (s *fakeSlowStore) CAS(ctx context.Context, key, expect string, expectAbsent bool, value string) (bool, error) {
 	if err := s.wait(ctx); err != nil {
 		return false, err
 	}
-	return s.memStore.CAS(ctx, key, expect, expectAbsent, value)
+	return s.fakeMemStore.CAS(ctx, key, expect, expectAbsent, value)
 }
 
 func TestWorkloadIsBounded(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	newSlow := func(d time.Duration) *slowStore { return &slowStore{memStore: newMemStore(1, 0), delay: d} }
+	newSlow := func(d time.Duration) *fakeSlowStore {
+		return &fakeSlowStore{fakeMemStore: newFakeMemStore(1, 0), delay: d}
+	}
 
 	t.Run("by ops", func(t *testing.T) {
-		cfg := workloadConfig(3, newMemStore(3, 0))
+		cfg := fakeWorkloadConfig(3, newFakeMemStore(3, 0))
 		cfg.Ops, cfg.Duration = 123, 0
 		if s := RunRegisterWorkload(context.Background(), t, cfg).Stats(); s.Calls != 123 {
 			t.Errorf("%d calls, want 123", s.Calls)
 		}
 	})
 	t.Run("by duration", func(t *testing.T) {
-		cfg := workloadConfig(4, newSlow(time.Millisecond))
+		cfg := fakeWorkloadConfig(4, newSlow(time.Millisecond))
 		cfg.Ops, cfg.Duration = 0, 200*time.Millisecond
 		begin := time.Now()
 		rec := RunRegisterWorkload(context.Background(), t, cfg)
@@ -777,7 +779,7 @@ func TestWorkloadIsBounded(t *testing.T) {
 		}
 	})
 	t.Run("by ctx", func(t *testing.T) {
-		cfg := workloadConfig(5, newSlow(time.Hour))
+		cfg := fakeWorkloadConfig(5, newSlow(time.Hour))
 		cfg.Ops, cfg.Duration, cfg.OpTimeout = 0, time.Hour, time.Hour
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
@@ -794,7 +796,7 @@ func TestWorkloadIsBounded(t *testing.T) {
 		}
 	})
 	t.Run("by op timeout", func(t *testing.T) {
-		cfg := workloadConfig(6, newSlow(time.Hour))
+		cfg := fakeWorkloadConfig(6, newSlow(time.Hour))
 		cfg.Ops, cfg.Duration, cfg.OpTimeout = 12, time.Hour, 20*time.Millisecond
 		rec := RunRegisterWorkload(context.Background(), t, cfg)
 		if s := rec.Stats(); s.Calls != 12 || s.OK != 0 || s.Indeterminate+s.DroppedReads != 12 {
@@ -804,7 +806,7 @@ func TestWorkloadIsBounded(t *testing.T) {
 }
 
 func TestWorkloadConfigValidate(t *testing.T) {
-	ok := workloadConfig(1, newMemStore(1, 0))
+	ok := fakeWorkloadConfig(1, newFakeMemStore(1, 0))
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("valid config rejected: %v", err)
 	}
@@ -832,7 +834,7 @@ func TestWorkloadConfigValidate(t *testing.T) {
 
 func TestWorkloadValuesAreUniqueAndSeedDeterminesOps(t *testing.T) {
 	run := func() []porcupine.Operation {
-		cfg := workloadConfig(42, newMemStore(42, 0))
+		cfg := fakeWorkloadConfig(42, newFakeMemStore(42, 0))
 		cfg.Clients, cfg.Ops = 1, 300 // one client: the run is fully determined by the seed
 		return RunRegisterWorkload(context.Background(), t, cfg).Operations()
 	}
@@ -855,13 +857,13 @@ func TestWorkloadValuesAreUniqueAndSeedDeterminesOps(t *testing.T) {
 	if kinds[OpGet] == 0 || kinds[OpPut] == 0 || kinds[OpCAS] == 0 {
 		t.Errorf("operation mix %v: want gets, puts and cas", kinds)
 	}
-	var casOK int
+	var outCASOK int
 	for _, o := range a {
 		if o.Input.(KVInput).Op == OpCAS && o.Output.(KVOutput).OK {
-			casOK++
+			outCASOK++
 		}
 	}
-	if casOK == 0 {
+	if outCASOK == 0 {
 		t.Errorf("no cas succeeded: the workload never exercises successful cas")
 	}
 }

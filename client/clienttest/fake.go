@@ -31,6 +31,7 @@ const (
 	FaultTimeoutAfterApply        // the request is served, then 504 outcome_unknown
 	FaultResetBeforeApply         // the connection is reset after the request was read
 	FaultResetAfterApply          // the request is served, then the connection is reset
+	FaultHangAfterApply           // the request is served, then no answer until the client gives up
 )
 
 // Recorded is what the fake saw of one request.
@@ -165,6 +166,8 @@ func (f *Server) serve(w http.ResponseWriter, r *http.Request) {
 		f.reply(w, r, http.StatusGatewayTimeout, errBody("outcome_unknown", "leadership lost", true))
 	case FaultResetAfterApply:
 		reset(w)
+	case FaultHangAfterApply:
+		<-r.Context().Done()
 	default:
 		f.reply(w, r, status, out)
 	}

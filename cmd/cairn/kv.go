@@ -1,0 +1,334 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairndb/cairn/client"
+)
+
+// newKVCmd is "cairn kv": get, put, del and scan over the HTTP API.
+//
+// Its commands return errors for main to print ("error: %v") and map with
+// exitCode; for bad usage (wrong arguments, bad flags) they print the usage
+// text to stderr first. Cobra's own error and usage printing is silenced.
+func newKVCmd(opts *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "kv",
+		Short: "Read and write keys",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErrorf("missing subcommand (get, put, del, scan)")
+			}
+			return usageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
+		},
+	}
+	cmd.AddCommand(newKVGetCmd(opts), newKVPutCmd(opts), newKVDelCmd(opts), newKVScanCmd(opts))
+	reportErrors(cmd)
+	flagErrors(cmd)
+	return cmd
+}
+
+// reportErrors silences cobra's printing on cmd and its subcommands and turns
+// argument errors into usage errors.
+func reportErrors(cmd *cobra.Command) {
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	if run := cmd.RunE; run != nil {
+		cmd.RunE = func(c *cobra.Command, args []string) error { return report(c, run(c, args)) }
+	}
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				return report(c, usageError{err})
+			}
+			return nil
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		reportErrors(sub)
+	}
+}
+
+// report prints the usage text to stderr for a usage error; main prints the
+// error itself.
+func report(cmd *cobra.Command, err error) error {
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
+	}
+	return err
+}
+
+// flagErrors reports flag parse errors as usage errors. Cobra parses flags
+// before RunE runs, so they are printed here.
+func flagErrors(cmd *cobra.Command) {
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return report(c, usageError{err})
+	})
+}
+
+// readFlags are the consistency flags of get and scan.
+type readFlags struct {
+	consistency  string
+	maxStaleness time.Duration
+}
+
+func (r *readFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&r.consistency, "consistency", "", "read level: linearizable (default), session or stale")
+	cmd.Flags().DurationVar(&r.maxStaleness, "max-staleness", 0, "with --consistency stale: how old the replica's view may be (server default 5s)")
+}
+
+func (r *readFlags) level() (client.Consistency, error) {
+	var c client.Consistency
+	switch r.consistency {
+	case "":
+	case "linearizable":
+		c = client.ConsistencyLinearizable
+	case "session":
+		c = client.ConsistencySession
+	case "stale":
+		c = client.ConsistencyStale
+	default:
+		return "", usageErrorf("--consistency must be linearizable, session or stale, not %q", r.consistency)
+	}
+	if r.maxStaleness != 0 && c != client.ConsistencyStale {
+		return "", usageErrorf("--max-staleness needs --consistency stale")
+	}
+	if r.maxStaleness < 0 {
+		return "", usageErrorf("--max-staleness must not be negative")
+	}
+	return c, nil
+}
+
+func newKVGetCmd(opts *globalOptions) *cobra.Command {
+	var rf readFlags
+	cmd := &cobra.Command{
+		Use:   "get KEY",
+		Short: "Print a key's value (-o json: the key with its metadata)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			level, err := rf.level()
+			if err != nil {
+				return err
+			}
+			var ro []client.ReadOption
+			switch level {
+			case client.ConsistencyLinearizable:
+				ro = append(ro, client.Linearizable())
+			case client.ConsistencySession:
+				ro = append(ro, client.Session())
+			case client.ConsistencyStale:
+				ro = append(ro, client.Stale(rf.maxStaleness))
+			}
+			c, ctx, done, err := opts.newClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			kv, err := c.Get(ctx, args[0], ro...)
+			if err != nil {
+				return err
+			}
+			if opts.Output == outputJSON {
+				return writeJSON(cmd.OutOrStdout(), kv)
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), kv.Value)
+			return err
+		},
+	}
+	rf.register(cmd)
+	flagErrors(cmd)
+	return cmd
+}
+
+func newKVPutCmd(opts *globalOptions) *cobra.Command {
+	var (
+		ttl        time.Duration
+		ifModIndex uint64
+		ifAbsent   bool
+		ifValue    string
+	)
+	cmd := &cobra.Command{
+		Use:   "put KEY VALUE",
+		Short: "Write a key; prints its new mod_index",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var po []client.PutOption
+			conds := 0
+			if cmd.Flags().Changed("ttl") {
+				if ttl <= 0 {
+					return usageErrorf("--ttl must be positive")
+				}
+				po = append(po, client.WithTTL(ttl))
+			}
+			if cmd.Flags().Changed("if-mod-index") {
+				conds++
+				po = append(po, client.IfModIndex(ifModIndex))
+			}
+			if ifAbsent {
+				conds++
+				po = append(po, client.IfAbsent())
+			}
+			if cmd.Flags().Changed("if-value") {
+				conds++
+				po = append(po, client.IfValue(ifValue))
+			}
+			if conds > 1 {
+				return usageErrorf("--if-mod-index, --if-absent and --if-value are mutually exclusive")
+			}
+			c, ctx, done, err := opts.newClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.Put(ctx, args[0], args[1], po...)
+			if err != nil {
+				return err
+			}
+			if opts.Output == outputJSON {
+				return writeJSON(cmd.OutOrStdout(), res)
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), res.ModIndex)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&ttl, "ttl", 0, "the key disappears after this long")
+	f.Uint64Var(&ifModIndex, "if-mod-index", 0, "write only if the key's mod_index is N (0: the key is absent)")
+	f.BoolVar(&ifAbsent, "if-absent", false, "write only if the key does not exist")
+	f.StringVar(&ifValue, "if-value", "", "write only if the key's value is V")
+	flagErrors(cmd)
+	return cmd
+}
+
+func newKVDelCmd(opts *globalOptions) *cobra.Command {
+	var ifModIndex uint64
+	cmd := &cobra.Command{
+		Use:     "del KEY",
+		Aliases: []string{"delete"},
+		Short:   "Delete a key; prints how many keys were deleted (0 or 1)",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var do []client.DeleteOption
+			if cmd.Flags().Changed("if-mod-index") {
+				do = append(do, client.IfModIndex(ifModIndex))
+			}
+			c, ctx, done, err := opts.newClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			n, err := c.Delete(ctx, args[0], do...)
+			if err != nil {
+				return err
+			}
+			if opts.Output == outputJSON {
+				return writeJSON(cmd.OutOrStdout(), map[string]int{"deleted": n})
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), n)
+			return err
+		},
+	}
+	cmd.Flags().Uint64Var(&ifModIndex, "if-mod-index", 0, "delete only if the key's mod_index is N")
+	flagErrors(cmd)
+	return cmd
+}
+
+// maxScanPage is the page size asked of the server (API.md's default).
+const maxScanPage = 1000
+
+func newKVScanCmd(opts *globalOptions) *cobra.Command {
+	var (
+		so    client.ScanOptions
+		limit int
+		rf    readFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "scan [--prefix P | --start A --end B]",
+		Short: "List keys in byte order (table: KEY<TAB>VALUE lines)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if so.Prefix != "" && (so.Start != "" || so.End != "") {
+				return usageErrorf("--prefix cannot be combined with --start/--end")
+			}
+			if limit < 0 {
+				return usageErrorf("--limit must not be negative")
+			}
+			level, err := rf.level()
+			if err != nil {
+				return err
+			}
+			so.Consistency, so.MaxStaleness = level, rf.maxStaleness
+			so.Limit = maxScanPage
+			if limit > 0 && limit < maxScanPage {
+				so.Limit = limit + 1 // one more, to know whether the limit cut the scan
+			}
+			c, ctx, done, err := opts.newClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			kvs := []client.KV{}
+			more := false
+			err = c.ScanAll(ctx, so, func(kv client.KV) error {
+				if limit > 0 && len(kvs) == limit {
+					more = true
+					return client.ErrStopScan
+				}
+				kvs = append(kvs, kv)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if opts.Output == outputJSON {
+				return writeJSON(cmd.OutOrStdout(), struct {
+					KVs  []client.KV `json:"kvs"`
+					More bool        `json:"more"`
+				}{kvs, more})
+			}
+			return writeScanTable(cmd.OutOrStdout(), kvs, so.KeysOnly)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&so.Prefix, "prefix", "", "keys starting with P")
+	f.StringVar(&so.Start, "start", "", "first key of the range (inclusive)")
+	f.StringVar(&so.End, "end", "", "end of the range (exclusive; default the end of the keyspace)")
+	f.IntVar(&limit, "limit", 0, "print at most N keys (0: all)")
+	f.BoolVar(&so.KeysOnly, "keys-only", false, "print keys without values")
+	rf.register(cmd)
+	flagErrors(cmd)
+	return cmd
+}
+
+// writeScanTable prints KEY<TAB>VALUE lines, the tabs aligned for a
+// terminal (a long key can be followed by several tabs). A key or value with
+// control characters (a newline or tab would break the lines) is printed
+// Go-quoted.
+func writeScanTable(w io.Writer, kvs []client.KV, keysOnly bool) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 1, '\t', 0)
+	for _, kv := range kvs {
+		if keysOnly {
+			fmt.Fprintln(tw, printable(kv.Key))
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", printable(kv.Key), printable(kv.Value))
+	}
+	return tw.Flush()
+}
+
+func printable(s string) string {
+	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairndb/cairn/client"
+)
+
+// globalOptions are the flags every command takes (API.md, "Command lines").
+type globalOptions struct {
+	Endpoints []string
+	Output    string // "table" or "json"
+	Timeout   time.Duration
+}
+
+const (
+	outputTable = "table"
+	outputJSON  = "json"
+)
+
+// addGlobalFlags registers the global flags on cmd as persistent flags.
+func addGlobalFlags(cmd *cobra.Command, o *globalOptions) {
+	def := []string{"127.0.0.1:7070"}
+	if env := os.Getenv("CAIRN_ENDPOINTS"); strings.TrimSpace(env) != "" {
+		def = splitList(env)
+	}
+	f := cmd.PersistentFlags()
+	f.StringSliceVar(&o.Endpoints, "endpoints", def, "cairn nodes, host:port,... ($CAIRN_ENDPOINTS sets the default)")
+	f.StringVarP(&o.Output, "output", "o", outputTable, "output format: table or json")
+	f.DurationVar(&o.Timeout, "timeout", 10*time.Second, "give up after this long")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// validate checks the global options after parsing.
+func (o *globalOptions) validate() error {
+	switch o.Output {
+	case outputTable, outputJSON:
+	default:
+		return usageErrorf("--output must be table or json, not %q", o.Output)
+	}
+	var eps []string
+	for _, e := range o.Endpoints {
+		eps = append(eps, splitList(e)...)
+	}
+	if len(eps) == 0 {
+		return usageErrorf("--endpoints is empty")
+	}
+	o.Endpoints = eps
+	if o.Timeout <= 0 {
+		return usageErrorf("--timeout must be positive")
+	}
+	return nil
+}
+
+// newClient returns a client for the global options and a context bounded by
+// --timeout. Call the returned function when done.
+func (o *globalOptions) newClient(cmd *cobra.Command) (*client.Client, context.Context, func(), error) {
+	if err := o.validate(); err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := client.New(client.Config{Endpoints: o.Endpoints})
+	if err != nil {
+		return nil, nil, nil, usageErrorf("%v", err)
+	}
+	parent := cmd.Context()
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(parent, o.Timeout)
+	return c, ctx, func() { cancel(); _ = c.Close() }, nil
+}
+
+// usageErrorf returns a usage error (exit code 2). The usageError type is
+// declared next to the server command.
+func usageErrorf(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// exitCode maps a command's error to the process exit status of API.md:
+// 0 success, 1 a failed operation, 2 bad usage, 3 the cluster unreachable
+// or unable to say whether a write happened (outcome unknown after retries).
+// Errors of the client package print as "<code>: <message>", so main's
+// "error: %v" gives the "error: <code>: <message>" line of the command lines.
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		return 2
+	case errors.Is(err, client.ErrOutcomeUnknown),
+		errors.Is(err, client.ErrUnreachable),
+		errors.Is(err, client.ErrUnavailable),
+		errors.Is(err, client.ErrOverloaded),
+		errors.Is(err, context.DeadlineExceeded):
+		return 3
+	case errors.Is(err, client.ErrInvalidArgument), errors.Is(err, client.ErrTooLarge):
+		return 2
+	case errors.Is(err, client.ErrConditionFailed),
+		errors.Is(err, client.ErrNotFound),
+		errors.Is(err, client.ErrLockHeld),
+		errors.Is(err, client.ErrStaleToken),
+		errors.Is(err, client.ErrTxnAborted),
+		errors.Is(err, client.ErrLockLost):
+		return 1
+	}
+	return 1
+}
+
+// writeJSON prints v as one line of JSON, HTML characters unescaped.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}

@@ -1,0 +1,364 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// cairnBinary builds cmd/cairn once per test process.
+func cairnBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "cairn-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "cairn")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/cairndb/cairn/cmd/cairn").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// proc is one cairn server process.
+type proc struct {
+	id, dataDir, http, raft, gossip string
+	cmd                             *exec.Cmd
+	log                             *bytes.Buffer
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	return freeGossipAddr(t) // free for TCP and UDP alike
+}
+
+func (p *proc) start(t *testing.T, bin string, join string, extra ...string) {
+	t.Helper()
+	args := []string{"server", "--id", p.id, "--data-dir", p.dataDir, "--http-addr", p.http,
+		"--raft-addr", p.raft, "--gossip-addr", p.gossip, "--bootstrap-expect", "3",
+		"--initial-splits", "g,n,t", "--raft-heartbeat", "500ms", "--log-level", "warn"}
+	if join != "" {
+		args = append(args, "--join", join)
+	}
+	args = append(args, extra...)
+	p.log = &bytes.Buffer{}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", p.id, err)
+	}
+}
+
+func (p *proc) kill() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		_ = p.cmd.Wait()
+	}
+}
+
+// The built binary as three `cairn server` processes, driven over HTTP with
+// the API.md calls and error cases, a SIGKILL and a restart.
+func TestEndToEndBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := cairnBinary(t)
+	root := t.TempDir()
+	var procs []*proc
+	for i := 1; i <= 3; i++ {
+		procs = append(procs, &proc{id: fmt.Sprintf("n%d", i), dataDir: filepath.Join(root, fmt.Sprintf("n%d", i)),
+			http: freePort(t), raft: freePort(t), gossip: freePort(t)})
+	}
+	for i, p := range procs {
+		join := ""
+		if i > 0 {
+			join = procs[0].gossip
+		}
+		p.start(t, bin, join)
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			p.kill()
+			if t.Failed() {
+				t.Logf("%s log:\n%s", p.id, p.log.String())
+			}
+		}
+	})
+	ctx := Context(t, 3*time.Minute)
+	for _, p := range procs {
+		waitReadyz(t, ctx, p.http)
+	}
+	a := procs[0].http
+
+	t.Run("kv", func(t *testing.T) { e2eKV(t, ctx, procs) })
+	t.Run("errors", func(t *testing.T) { e2eErrors(t, ctx, a) })
+	t.Run("scan", func(t *testing.T) { e2eScan(t, ctx, procs) })
+	t.Run("observability", func(t *testing.T) { e2eObservability(t, ctx, a) })
+
+	// SIGKILL a node: the others carry on; restarted, it rejoins with its data.
+	procs[2].kill()
+	expectStatus(t, ctx, "PUT", a, KVPath("after-kill"), `{"value":"1"}`, 200)
+	procs[2].start(t, bin, procs[0].gossip)
+	waitReadyz(t, ctx, procs[2].http)
+	WaitFor(t, 30*time.Second, "restarted node serves the write made while it was down", func() error {
+		res, err := Do(ctx, "GET", procs[2].http, KVPath("after-kill"), nil)
+		if err != nil || res.Status != 200 {
+			return fmt.Errorf("%v %v", res, err)
+		}
+		return nil
+	})
+
+	// A data dir refuses to start under another identity.
+	bad := &proc{id: "other", dataDir: procs[1].dataDir, http: freePort(t), raft: procs[1].raft, gossip: freePort(t)}
+	out, err := exec.Command(bin, "server", "--id", bad.id, "--data-dir", bad.dataDir, "--http-addr", bad.http,
+		"--raft-addr", bad.raft, "--gossip-addr", bad.gossip).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "belongs to node") {
+		t.Fatalf("conflicting --id against stored identity: err=%v output=%s", err, out)
+	}
+}
+
+func waitReadyz(t *testing.T, ctx context.Context, addr string) {
+	t.Helper()
+	WaitFor(t, 60*time.Second, addr+" ready", func() error {
+		res, err := Do(ctx, "GET", addr, "/readyz", nil)
+		if err != nil {
+			return err
+		}
+		if res.Status != 200 {
+			return fmt.Errorf("readyz: %s", res)
+		}
+		return nil
+	})
+}
+
+func expectStatus(t *testing.T, ctx context.Context, method, addr, path string, body any, status int) *HTTPResult {
+	t.Helper()
+	res, err := Do(ctx, method, addr, path, body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if res.Status != status {
+		t.Fatalf("%s %s: got %s, want status %d", method, path, res, status)
+	}
+	for _, h := range []string{"X-Cairn-Shard", "X-Cairn-Index", "X-Cairn-Session"} {
+		if res.Header.Get(h) == "" {
+			t.Fatalf("%s %s: response lacks header %s", method, path, h)
+		}
+	}
+	return res
+}
+
+func expectCode(t *testing.T, ctx context.Context, method, addr, path string, body any, status int, code string) {
+	t.Helper()
+	res := expectStatus(t, ctx, method, addr, path, body, status)
+	if res.Code() != code {
+		t.Fatalf("%s %s: code %q, want %q (%s)", method, path, res.Code(), code, res)
+	}
+}
+
+func e2eKV(t *testing.T, ctx context.Context, procs []*proc) {
+	a, b := procs[0].http, procs[1].http
+	res := expectStatus(t, ctx, "PUT", a, KVPath("a"), `{"value":"1"}`, 200)
+	var p putAnswer
+	if err := res.JSON(&p); err != nil || p.Version != 1 {
+		t.Fatalf("put answer: %s", res)
+	}
+	// Any node answers; a key may contain '/'.
+	res = expectStatus(t, ctx, "GET", b, KVPath("a"), nil, 200)
+	var g getAnswer
+	if err := res.JSON(&g); err != nil || g.Value != "1" || g.ModIndex != p.ModIndex {
+		t.Fatalf("get answer: %s", res)
+	}
+	expectStatus(t, ctx, "PUT", b, KVPath("dir/sub/key"), `{"value":"slash"}`, 200)
+	res = expectStatus(t, ctx, "GET", a, KVPath("dir/sub/key"), nil, 200)
+	if !strings.Contains(string(res.Body), `"slash"`) {
+		t.Fatalf("slash key: %s", res)
+	}
+	// Compare-and-set on mod_index, absent and value.
+	expectStatus(t, ctx, "PUT", a, KVPath("a"), fmt.Sprintf(`{"value":"2","if":{"mod_index":%d}}`, p.ModIndex), 200)
+	stale := fmt.Sprintf(`{"value":"3","if":{"mod_index":%d}}`, p.ModIndex)
+	res = expectStatus(t, ctx, "PUT", a, KVPath("a"), stale, 409)
+	if res.Code() != "condition_failed" || !strings.Contains(string(res.Body), `"current"`) {
+		t.Fatalf("failed CAS must carry the current kv: %s", res)
+	}
+	expectCode(t, ctx, "PUT", a, KVPath("a"), `{"value":"x","if":{"absent":true}}`, 409, "condition_failed")
+	expectStatus(t, ctx, "PUT", a, KVPath("a"), `{"value":"3","if":{"value":"2"}}`, 200)
+	expectStatus(t, ctx, "PUT", a, KVPath("new"), `{"value":"n","if":{"absent":true}}`, 200)
+	// prev=1 returns the previous kv.
+	res = expectStatus(t, ctx, "PUT", b, KVPath("a")+"?prev=1", `{"value":"4"}`, 200)
+	if !strings.Contains(string(res.Body), `"prev"`) {
+		t.Fatalf("prev missing: %s", res)
+	}
+	// Delete, then 404; deleting again reports 0.
+	res = expectStatus(t, ctx, "DELETE", b, KVPath("a"), nil, 200)
+	if !strings.Contains(string(res.Body), `"deleted":1`) {
+		t.Fatalf("delete: %s", res)
+	}
+	expectCode(t, ctx, "GET", a, KVPath("a"), nil, 404, "not_found")
+	res = expectStatus(t, ctx, "DELETE", a, KVPath("a"), nil, 200)
+	if !strings.Contains(string(res.Body), `"deleted":0`) {
+		t.Fatalf("second delete: %s", res)
+	}
+	// Session and stale reads on any node.
+	res = expectStatus(t, ctx, "PUT", a, KVPath("sess"), `{"value":"s"}`, 200)
+	tok := res.Header.Get("X-Cairn-Session")
+	for _, pr := range procs {
+		r := doWithSession(t, ctx, pr.http, KVPath("sess")+"?consistency=session", tok)
+		if r.Status != 200 || !strings.Contains(string(r.Body), `"s"`) {
+			t.Fatalf("session read on %s: %s", pr.id, r)
+		}
+	}
+	expectStatus(t, ctx, "GET", b, KVPath("sess")+"?consistency=stale&max_staleness=10s", nil, 200)
+	// Binary values round-trip through octet-stream and raw=1.
+	bin := []byte{0, 1, 2, 0xff, 0xfe}
+	req, _ := newRawPut(ctx, a, KVPath("bin"), bin)
+	if resp, err := testHTTP.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("binary put: %v %v", resp, err)
+	}
+	res = expectStatus(t, ctx, "GET", b, KVPath("bin")+"?raw=1", nil, 200)
+	if !bytes.Equal(res.Body, bin) {
+		t.Fatalf("raw get: %x, want %x", res.Body, bin)
+	}
+}
+
+func e2eErrors(t *testing.T, ctx context.Context, a string) {
+	cases := []struct {
+		name, method, path string
+		body               any
+		status             int
+		code               string
+	}{
+		{"bad json", "PUT", KVPath("e"), `{"value":`, 400, "invalid_argument"},
+		{"unknown field", "PUT", KVPath("e"), `{"value":"1","colour":"red"}`, 400, "invalid_argument"},
+		{"missing value", "PUT", KVPath("e"), `{}`, 400, "invalid_argument"},
+		{"empty key", "PUT", "/v1/kv/", `{"value":"1"}`, 400, "invalid_argument"},
+		{"key too large", "PUT", KVPath(strings.Repeat("k", 5000)), `{"value":"1"}`, 400, "invalid_argument"},
+		{"value too large", "PUT", KVPath("e"), fmt.Sprintf(`{"value":%q}`, strings.Repeat("v", 1<<20+1)), 413, "too_large"},
+		{"bad ttl", "PUT", KVPath("e"), `{"value":"1","ttl":"soon"}`, 400, "invalid_argument"},
+		{"two conditions", "PUT", KVPath("e"), `{"value":"1","if":{"absent":true,"mod_index":3}}`, 400, "invalid_argument"},
+		{"bad consistency", "GET", KVPath("e") + "?consistency=eventual", nil, 400, "invalid_argument"},
+		{"bad if_mod_index", "DELETE", KVPath("e") + "?if_mod_index=x", nil, 400, "invalid_argument"},
+		{"wrong method", "PATCH", KVPath("e"), nil, 405, "method_not_allowed"},
+		{"bad scan range", "GET", "/v1/kv?start=b&end=a", nil, 400, "invalid_argument"},
+		{"bad limit", "GET", "/v1/kv?limit=-1", nil, 400, "invalid_argument"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			expectCode(t, ctx, tc.method, a, tc.path, tc.body, tc.status, tc.code)
+		})
+	}
+	// A malformed session token is a client error too.
+	if r := doWithSession(t, ctx, a, KVPath("e"), "garbage"); r.Status != 400 {
+		t.Fatalf("bad session token: %s", r)
+	}
+	// And the node keeps serving.
+	expectStatus(t, ctx, "PUT", a, KVPath("still-serving"), `{"value":"yes"}`, 200)
+}
+
+func e2eScan(t *testing.T, ctx context.Context, procs []*proc) {
+	a := procs[0].http
+	keys := []string{"scan/a", "scan/h", "scan/o", "scan/u", "scan0", "b", "h", "o", "u", "z"}
+	for _, k := range keys {
+		expectStatus(t, ctx, "PUT", procs[len(k)%3].http, KVPath(k), `{"value":"v"}`, 200)
+	}
+	// A full scan in pages of 3 returns every key once, in byte order, across shards.
+	var got []string
+	start := ""
+	for page := 0; page < 100; page++ {
+		res := expectStatus(t, ctx, "GET", a, "/v1/kv?limit=3&keys_only=1&start="+start, nil, 200)
+		var sr struct {
+			KVs []struct {
+				Key string `json:"key"`
+			} `json:"kvs"`
+			More bool   `json:"more"`
+			Next string `json:"next"`
+		}
+		if err := res.JSON(&sr); err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range sr.KVs {
+			got = append(got, kv.Key)
+		}
+		if !sr.More {
+			break
+		}
+		start = urlQueryEscape(sr.Next)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i-1] >= got[i] {
+			t.Fatalf("scan out of order or duplicated at %d: %q", i, got)
+		}
+	}
+	for _, k := range keys {
+		if !containsStr(got, k) {
+			t.Fatalf("scan lost %q: %q", k, got)
+		}
+	}
+	res := expectStatus(t, ctx, "GET", procs[1].http, "/v1/kv?prefix=scan/", nil, 200)
+	for _, k := range []string{"scan/a", "scan/h", "scan/o", "scan/u"} {
+		if !strings.Contains(string(res.Body), `"`+k+`"`) {
+			t.Fatalf("prefix scan lacks %q: %s", k, res)
+		}
+	}
+	if strings.Contains(string(res.Body), `"scan0"`) {
+		t.Fatalf("prefix scan returned a key outside the prefix: %s", res)
+	}
+}
+
+func e2eObservability(t *testing.T, ctx context.Context, a string) {
+	expectStatus(t, ctx, "GET", a, "/healthz", nil, 200)
+	res, err := Do(ctx, "GET", a, "/metrics", nil)
+	if err != nil || res.Status != 200 || !strings.Contains(string(res.Body), "cairn_http_request_duration_seconds") {
+		t.Fatalf("metrics: %v %v", res, err)
+	}
+	res = expectStatus(t, ctx, "GET", a, "/v1/cluster", nil, 200)
+	var cv struct {
+		Nodes  []map[string]any `json:"nodes"`
+		Shards []map[string]any `json:"shards"`
+	}
+	if err := res.JSON(&cv); err != nil || len(cv.Nodes) != 3 || len(cv.Shards) != 4 {
+		t.Fatalf("cluster: %s", res)
+	}
+}
+
+func doWithSession(t *testing.T, ctx context.Context, addr, path, tok string) *HTTPResult {
+	t.Helper()
+	req, _ := newRequest(ctx, "GET", addr, path, nil)
+	req.Header.Set("X-Cairn-Session", tok)
+	res, err := doRequest(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func containsStr(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+

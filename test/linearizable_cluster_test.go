@@ -1,0 +1,72 @@
+package test
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testSeed returns $CAIRN_SEED or a fresh seed, logged so a failing run can
+// be replayed.
+func testSeed(t *testing.T) uint64 {
+	if s := os.Getenv("CAIRN_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("CAIRN_SEED: %v", err)
+		}
+		return v
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d (replay with CAIRN_SEED=%d)", seed, seed)
+	return seed
+}
+
+// Scenario S25, Invariants I1, I2, I5: concurrent get/put/CAS from many
+// clients over several keys and shards, while the nemesis kills, restarts and
+// isolates nodes at random; porcupine must find the history linearizable.
+func TestLinearizableUnderFaults(t *testing.T) {
+	seed := testSeed(t)
+	prefix := "lin/"
+	// Split inside the workload's key space so its keys span four shards.
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{prefix + "k2", prefix + "k4", prefix + "k6"}})
+	duration := 15 * time.Second
+	if os.Getenv("CAIRN_CHAOS") != "" {
+		duration = 2 * time.Minute
+	}
+	clients := NewClients(t, c, 6)
+	ctx, cancel := context.WithTimeout(context.Background(), duration+time.Minute)
+	defer cancel()
+
+	nemCtx, stopNemesis := context.WithTimeout(ctx, duration)
+	defer stopNemesis()
+	nem := &Nemesis{C: c, Seed: seed, Shards: []uint64{1, 2, 3, 4}}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		nem.Run(nemCtx)
+	}()
+
+	cfg := DefaultWorkloadConfig()
+	cfg.Seed = int64(seed)
+	cfg.Clients = len(clients)
+	cfg.Keys = 8
+	cfg.KeyPrefix = prefix
+	cfg.Ops = 100000
+	cfg.Duration = duration
+	cfg.OpTimeout = 5 * time.Second
+	cfg.Stores = func(i int) KVStore { return ClientStore{C: clients[i]} }
+	cfg.Classify = ClassifyClientError
+	rec := RunRegisterWorkload(ctx, t, cfg)
+	wg.Wait()
+	st := rec.Stats()
+	t.Logf("faults: %s", nem.Summary())
+	t.Logf("operations: %+v", st)
+	if st.OK < 100 {
+		t.Fatalf("only %d operations succeeded: the cluster was unavailable for most of the run", st.OK)
+	}
+	rec.Check(t, 60*time.Second)
+}
