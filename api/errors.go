@@ -21,6 +21,9 @@ var (
 	errMethod        = errors.New("method not allowed")
 	errTooLarge      = errors.New("request body too large")
 	errForwardFailed = errors.New("forwarding to the shard leader failed")
+	// errPeerUnreachable: the node a request was forwarded to could not be
+	// dialed, so nothing was sent; the request may be routed again.
+	errPeerUnreachable = errors.New("peer unreachable")
 )
 
 // invalidArgument is a client error with a message meant for the user.
@@ -70,7 +73,7 @@ func errorStatus(err error) (status int, code string, retryable bool) {
 	case errors.Is(err, shard.ErrOutcomeUnknown), errors.Is(err, errForwardFailed):
 		return http.StatusGatewayTimeout, "outcome_unknown", true
 	case errors.As(err, &ws), errors.As(err, &nl), errors.Is(err, shard.ErrUnavailable),
-		errors.Is(err, errNotReady), errors.Is(err, errTooManyHops), errors.Is(err, errNoRoute),
+		errors.Is(err, errNotReady), errors.Is(err, errTooManyHops), errors.Is(err, errNoRoute), errors.Is(err, errPeerUnreachable),
 		errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "unavailable", true
 	}

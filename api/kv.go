@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -104,7 +103,8 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 // elsewhere it forwards the request and returns a nil replica.
 func (s *Server) readReplica(w http.ResponseWriter, r *http.Request, rng fsm.Range, o readOptions, sess session) (*shard.Replica, uint64, error) {
 	ctx := r.Context()
-	for attempt := 0; ; attempt++ {
+	deadline := time.Now().Add(s.cfg.RouteWait)
+	for {
 		var t target
 		var err error
 		if o.consistency == "linearizable" {
@@ -116,11 +116,14 @@ func (s *Server) readReplica(w http.ResponseWriter, r *http.Request, rng fsm.Ran
 			return nil, 0, err
 		}
 		if t.rep == nil {
-			return nil, 0, s.forward(w, r, nil, t.addr)
+			err = s.forward(w, r, nil, t.addr)
+			if s.retryRoute(ctx, deadline, err) {
+				continue
+			}
+			return nil, 0, err
 		}
 		idx, err := s.admit(ctx, t.rep, rng, o, sess)
-		var nl *shard.NotLeaderError
-		if errors.As(err, &nl) && attempt < 3 {
+		if s.retryRoute(ctx, deadline, err) {
 			continue // lost leadership between routing and reading: route again
 		}
 		return t.rep, idx, err
@@ -188,17 +191,21 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, cmd 
 	cmd.Epoch = rng.Epoch
 	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 	defer cancel()
-	for attempt := 0; ; attempt++ {
+	deadline := time.Now().Add(s.cfg.RouteWait)
+	for {
 		t, err := s.leaderTarget(ctx, rng)
 		if err != nil {
 			return err
 		}
 		if t.rep == nil {
-			return s.forward(w, r, body, t.addr)
+			err = s.forward(w, r, body, t.addr)
+			if s.retryRoute(ctx, deadline, err) {
+				continue // the leader we knew is down: nothing was sent
+			}
+			return err
 		}
 		res, err := t.rep.Propose(ctx, cmd)
-		var nl *shard.NotLeaderError
-		if errors.As(err, &nl) && attempt < 3 {
+		if s.retryRoute(ctx, deadline, err) {
 			continue // refused before it entered the log: safe to route again
 		}
 		if err != nil {

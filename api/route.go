@@ -50,6 +50,25 @@ func (s *Server) leaderTarget(ctx context.Context, rng fsm.Range) (target, error
 	}
 }
 
+// retryRoute reports whether a request that failed with err before anything
+// was sent may be routed again: leadership moved, or the node we forwarded to
+// is down and the shard is electing a new leader. It sleeps briefly first.
+func (s *Server) retryRoute(ctx context.Context, deadline time.Time, err error) bool {
+	var nl *shard.NotLeaderError
+	if !errors.As(err, &nl) && !errors.Is(err, errPeerUnreachable) {
+		return false
+	}
+	if time.Now().After(deadline) {
+		return false
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(25 * time.Millisecond):
+		return true
+	}
+}
+
 // replicaTarget prefers a local replica (session and stale reads).
 func (s *Server) replicaTarget(rng fsm.Range) (target, error) {
 	if rep, ok := s.be.Replica(rng.ID); ok {
@@ -92,7 +111,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ad
 	resp, err := s.peers.Do(req)
 	if err != nil {
 		var op *net.OpError
-		if r.Method == http.MethodGet || (errors.As(err, &op) && op.Op == "dial") {
+		if errors.As(err, &op) && op.Op == "dial" {
+			return fmt.Errorf("forward to %s: %w: %w", addr, errPeerUnreachable, err)
+		}
+		if r.Method == http.MethodGet {
 			return fmt.Errorf("forward to %s: %w: %w", addr, shard.ErrUnavailable, err)
 		}
 		return fmt.Errorf("forward to %s: %w: %w", addr, errForwardFailed, err)
@@ -123,6 +145,10 @@ func (s *Server) fetchJSON(ctx context.Context, r *http.Request, addr, uri strin
 	req.Header.Set(hdrHops, strconv.Itoa(hops+1))
 	resp, err := s.peers.Do(req)
 	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return nil, fmt.Errorf("scan part on %s: %w: %w", addr, errPeerUnreachable, err)
+		}
 		return nil, fmt.Errorf("scan part on %s: %w: %w", addr, shard.ErrUnavailable, err)
 	}
 	defer resp.Body.Close()

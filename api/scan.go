@@ -3,10 +3,10 @@ package api
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
@@ -121,7 +121,8 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) error {
 // replica or from another node.
 func (s *Server) scanPart(r *http.Request, rng fsm.Range, part scanRequest, sess session) (*scanResponse, uint64, error) {
 	ctx := r.Context()
-	for attempt := 0; ; attempt++ {
+	deadline := time.Now().Add(s.cfg.RouteWait)
+	for {
 		var t target
 		var err error
 		if part.read.consistency == "linearizable" {
@@ -133,11 +134,14 @@ func (s *Server) scanPart(r *http.Request, rng fsm.Range, part scanRequest, sess
 			return nil, 0, err
 		}
 		if t.rep == nil {
-			return s.remoteScan(ctx, r, t.addr, part)
+			res, idx, err := s.remoteScan(ctx, r, t.addr, part)
+			if s.retryRoute(ctx, deadline, err) {
+				continue
+			}
+			return res, idx, err
 		}
 		idx, err := s.admit(ctx, t.rep, rng, part.read, sess)
-		var nl *shard.NotLeaderError
-		if errors.As(err, &nl) && attempt < 3 {
+		if s.retryRoute(ctx, deadline, err) {
 			continue
 		}
 		if err != nil {

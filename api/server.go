@@ -122,6 +122,7 @@ func (s *Server) handle(pattern, route string, h handlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		setHeaders(rw, 0, 0, r.Header.Get(hdrSession)) // handlers that know better overwrite them
 		if err := h(rw, r); err != nil {
 			writeError(rw, err)
 		}

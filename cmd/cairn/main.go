@@ -42,6 +42,7 @@ Exit codes: 0 success, 1 failed operation (condition, not found, lock held),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	addGlobalFlags(root, opts)
 	root.AddCommand(newServerCmd(), newDevCmd(), newKVCmd(opts))
 	return root
