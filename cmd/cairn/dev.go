@@ -54,12 +54,14 @@ Ctrl-C ends it and removes the data unless --keep.`,
 				}
 				cfgs = append(cfgs, cfg)
 			}
-			fmt.Printf("cairn dev: %d nodes, data in %s\n", nodes, dir)
-			fmt.Println("  try: curl -X PUT -d '{\"value\":\"hello\"}' http://127.0.0.1:7070/v1/kv/greeting")
-			fmt.Println("       curl http://127.0.0.1:7070/v1/kv/greeting")
-			fmt.Println("       curl http://127.0.0.1:7070/v1/cluster")
-			fmt.Println("  Ctrl-C to stop")
-			return serve(cfgs...)
+			return serve(func() {
+				fmt.Printf("cairn dev: %d nodes, data in %s\n", nodes, dir)
+				fmt.Println("  try: curl -X PUT -d '{\"value\":\"hello\"}' http://127.0.0.1:7070/v1/kv/greeting")
+				fmt.Println("       curl http://127.0.0.1:7070/v1/kv/greeting")
+				fmt.Println("       curl http://127.0.0.1:7070/v1/cluster")
+				fmt.Println("       ./bin/cairn kv get greeting")
+				fmt.Println("  Ctrl-C to stop")
+			}, cfgs...)
 		},
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes")

@@ -39,7 +39,7 @@ through gossip; later nodes join with --join. A restarted node with an existing
 			if err != nil {
 				return usageError{err}
 			}
-			return serve(cfg)
+			return serve(nil, cfg)
 		},
 	}
 	fl := cmd.Flags()
@@ -72,7 +72,8 @@ func (f *serverFlags) config() (node.Config, error) {
 }
 
 // serve runs nodes until SIGINT or SIGTERM, then stops them gracefully.
-func serve(cfgs ...node.Config) error {
+// started, if set, runs once every node is up.
+func serve(started func(), cfgs ...node.Config) error {
 	var nodes []*node.Node
 	defer func() {
 		for _, n := range nodes {
@@ -87,6 +88,9 @@ func serve(cfgs ...node.Config) error {
 		nodes = append(nodes, n)
 		cfg.Logger.Info("node started", "id", cfg.ID, "http", n.HTTPAddr(), "raft", cfg.RaftAddr,
 			"gossip", cfg.GossipAddr, "join", strings.Join(cfg.Join, ","))
+	}
+	if started != nil {
+		started()
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

@@ -111,7 +111,7 @@ type Node struct {
 // Start opens the node's data, starts every service and returns. The node
 // forms or rejoins its cluster in the background; Ready reports when it can
 // route requests.
-func Start(cfg Config) (n *Node, err error) {
+func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -121,24 +121,28 @@ func Start(cfg Config) (n *Node, err error) {
 	if err := checkIdentity(cfg.DataDir, cfg.ID, cfg.RaftAddr); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), stop: make(chan struct{})}
-	defer func() {
-		if err != nil {
-			n.shutdown()
-		}
-	}()
-	if err := n.startRaft(); err != nil {
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), stop: make(chan struct{})}
+	if err := n.start(); err != nil {
+		_ = n.shutdown()
 		return nil, err
 	}
-	if n.gossip, err = startGossip(cfg, n.log); err != nil {
-		return nil, err
+	return n, nil
+}
+
+func (n *Node) start() error {
+	if err := n.startRaft(); err != nil {
+		return err
+	}
+	var err error
+	if n.gossip, err = startGossip(n.cfg, n.log); err != nil {
+		return err
 	}
 	if err := n.startHTTP(); err != nil {
-		return nil, err
+		return err
 	}
 	n.wg.Add(1)
 	go n.run()
-	return n, nil
+	return nil
 }
 
 func (n *Node) startRaft() error {
