@@ -218,7 +218,8 @@ func (n *Node) dialPeer(ctx context.Context, network, addr string) (net.Conn, er
 		st, _ := n.meta.State()
 		for _, ni := range st.Nodes {
 			if ni.HTTPAddr == addr && k.Blocked(n.cfg.RaftAddr, ni.RaftAddr) {
-				return nil, fmt.Errorf("dial %s: blocked by test partition", addr)
+				// Fail like a refused dial: nothing was sent.
+				return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("blocked by test partition")}
 			}
 		}
 	}
