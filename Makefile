@@ -33,7 +33,7 @@ fuzz: ## run every fuzz target for FUZZTIME each
 verify: ## gofmt, go vet, staticcheck, go mod tidy check
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 	$(GO) vet $(PKGS)
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 	$(GO) mod tidy -diff
 
 docker: ## static binary and a FROM scratch image

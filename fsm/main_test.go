@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
@@ -95,18 +94,6 @@ type memSink struct {
 func (s *memSink) ID() string    { return "mem" }
 func (s *memSink) Close() error  { s.closed = true; return nil }
 func (s *memSink) Cancel() error { s.cancelled = true; return nil }
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met before deadline")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 func lookupDedupT(t testing.TB, f *FSM, id string) (*Result, bool) {
 	t.Helper()

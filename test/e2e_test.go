@@ -361,4 +361,3 @@ func containsStr(xs []string, x string) bool {
 	}
 	return false
 }
-
