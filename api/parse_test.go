@@ -467,3 +467,26 @@ func TestReadBody(t *testing.T) {
 		})
 	}
 }
+
+// TestParsePutKnownBugs records inputs parsePut gets wrong today; each skips
+// with the reason until the non-test code is fixed.
+func TestParsePutKnownBugs(t *testing.T) {
+	t.Run("trailing closing bracket", func(t *testing.T) {
+		// unmarshalStrict asks Decoder.More for trailing data, and More is
+		// false when the next byte is ']' or '}'.
+		for _, body := range []string{`{"value":"1"}]`, `{"value":"1"}}`, `{"value":"1"} ]]]`} {
+			_, err := parsePut(putReq(t, "", "application/json"), []byte("k"), []byte(body))
+			if err == nil {
+				t.Skipf("known bug (api/parse.go unmarshalStrict): body %q with trailing data is accepted", body)
+			}
+			wantCode(t, err, "invalid_argument")
+		}
+	})
+	t.Run("media type is case-insensitive", func(t *testing.T) {
+		// RFC 9110 section 8.3.1: type and subtype are case-insensitive.
+		cmd, err := parsePut(putReq(t, "", "Application/Octet-Stream"), []byte("k"), []byte("raw"))
+		if err != nil || string(cmd.Value) != "raw" {
+			t.Skipf("known bug (api/parse.go parsePut): Content-Type Application/Octet-Stream is read as JSON: %v", err)
+		}
+	})
+}

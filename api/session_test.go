@@ -129,7 +129,7 @@ func TestParseSession(t *testing.T) {
 		{"no prefix", base64.RawURLEncoding.EncodeToString([]byte("1:1")), nil},
 		{"prefix without dot", "s1", nil},
 		{"bad base64", sessionPrefix + "!!!", nil},
-		{"padded base64", sessionPrefix + base64.URLEncoding.EncodeToString([]byte("1:1")), nil},
+		{"padded base64", sessionPrefix + base64.URLEncoding.EncodeToString([]byte("1:10")), nil},
 		{"standard alphabet", sessionPrefix + "MTo+", nil},
 		{"pair without colon", encodeToken("1"), nil},
 		{"empty pair", encodeToken("1:1,,2:2"), nil},
