@@ -93,7 +93,7 @@ func TestRemoteErrorKeepsCode(t *testing.T) {
 		{"not_found", "not_found", false},
 		{"outcome_unknown", "outcome_unknown", true},
 		{"unavailable", "unavailable", true},
-		{"internal", "unavailable", true},
+		{"internal", "internal", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {

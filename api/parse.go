@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -69,8 +70,8 @@ func unmarshalStrict(b []byte, v any) error {
 	if err := d.Decode(v); err != nil {
 		return invalidf("malformed JSON body: %v", err)
 	}
-	if d.More() {
-		return invalidf("malformed JSON body: trailing data")
+	if _, err := d.Token(); !errors.Is(err, io.EOF) {
+		return invalidf("malformed JSON body: trailing data after the JSON value")
 	}
 	return nil
 }
@@ -99,8 +100,8 @@ type fenceClause struct {
 func parsePut(r *http.Request, key, body []byte) (*fsm.Command, error) {
 	cmd := &fsm.Command{Op: fsm.OpPut, Key: key, Time: time.Now().UnixNano()}
 	q := r.URL.Query()
-	cmd.Prev = q.Get("prev") == "1" || q.Get("prev") == "true"
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/octet-stream") {
+	cmd.Prev = isTrue(q.Get("prev"))
+	if isOctetStream(r.Header.Get("Content-Type")) {
 		cmd.Value = body
 		cmd.RequestID = q.Get("request_id")
 		if t := q.Get("ttl"); t != "" {
@@ -136,12 +137,19 @@ func parsePut(r *http.Request, key, body []byte) (*fsm.Command, error) {
 		cmd.Cond = c
 	}
 	if req.Fence != nil {
-		if req.Fence.Lock == "" || req.Fence.Token == 0 {
-			return nil, invalidf(`"fence" needs a lock name and a positive token`)
+		f := req.Fence
+		if f.Lock == "" || len(f.Lock) > 256 || strings.ContainsRune(f.Lock, 0) || f.Token == 0 {
+			return nil, invalidf(`"fence" needs a lock name of 1..256 bytes without NUL and a positive token`)
 		}
 		cmd.Fence = &fsm.Fence{Lock: req.Fence.Lock, Token: req.Fence.Token}
 	}
 	return cmd, validateCommand(cmd)
+}
+
+// isOctetStream reports a binary body; media types compare case-insensitively.
+func isOctetStream(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/octet-stream"
 }
 
 func (c *ifClause) condition() (*fsm.Condition, error) {
@@ -181,7 +189,10 @@ func parseTTL(s string) (time.Duration, error) {
 
 func validateCommand(c *fsm.Command) error {
 	if len(c.Value) > fsm.MaxValueSize {
-		return fmt.Errorf("%w: value is %d bytes; the limit is %d", errTooLarge, len(c.Value), fsm.MaxValueSize)
+		return invalidf("value is %d bytes; the limit is %d", len(c.Value), fsm.MaxValueSize)
+	}
+	if c.Cond != nil && len(c.Cond.Value) > fsm.MaxValueSize {
+		return invalidf("if.value is %d bytes; the limit is %d", len(c.Cond.Value), fsm.MaxValueSize)
 	}
 	if len(c.RequestID) > 256 {
 		return invalidf("request_id is %d bytes; the limit is 256", len(c.RequestID))
@@ -193,7 +204,7 @@ func validateCommand(c *fsm.Command) error {
 func parseDelete(r *http.Request, key []byte) (*fsm.Command, error) {
 	q := r.URL.Query()
 	cmd := &fsm.Command{Op: fsm.OpDelete, Key: key, Time: time.Now().UnixNano(), RequestID: q.Get("request_id")}
-	cmd.Prev = q.Get("prev") == "1"
+	cmd.Prev = isTrue(q.Get("prev"))
 	if s := q.Get("if_mod_index"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
@@ -203,6 +214,8 @@ func parseDelete(r *http.Request, key []byte) (*fsm.Command, error) {
 	}
 	return cmd, validateCommand(cmd)
 }
+
+func isTrue(s string) bool { return s == "1" || s == "true" }
 
 // readOptions are the query options of a read.
 type readOptions struct {

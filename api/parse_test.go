@@ -72,7 +72,7 @@ func TestParsePutJSON(t *testing.T) {
 				t.Errorf("value is %d bytes; want %d", len(c.Value), fsm.MaxValueSize)
 			}
 		}},
-		{name: "value over the limit", body: bigValue, code: "too_large"},
+		{name: "value over the limit", body: bigValue, code: "invalid_argument"}, // API.md: value too large is 400
 		{name: "value missing", body: `{}`, code: "invalid_argument"},
 		{name: "value null", body: `{"value":null}`, code: "invalid_argument"},
 		{name: "value not a string", body: `{"value":1}`, code: "invalid_argument"},
@@ -236,7 +236,7 @@ func TestParsePutOctetStream(t *testing.T) {
 		{name: "request_id over the limit", query: "request_id=" + strings.Repeat("r", 257), body: []byte("x"),
 			code: "invalid_argument"},
 		{name: "value at the limit", body: bytes.Repeat([]byte{0xfe}, fsm.MaxValueSize)},
-		{name: "value over the limit", body: bytes.Repeat([]byte{0xfe}, fsm.MaxValueSize+1), code: "too_large"},
+		{name: "value over the limit", body: bytes.Repeat([]byte{0xfe}, fsm.MaxValueSize+1), code: "invalid_argument"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -468,16 +468,16 @@ func TestReadBody(t *testing.T) {
 	}
 }
 
-// TestParsePutKnownBugs records inputs parsePut gets wrong today; each skips
-// with the reason until the non-test code is fixed.
-func TestParsePutKnownBugs(t *testing.T) {
+// TestParsePutStrictness: trailing data after the JSON body is rejected and
+// media types compare case-insensitively.
+func TestParsePutStrictness(t *testing.T) {
 	t.Run("trailing closing bracket", func(t *testing.T) {
 		// unmarshalStrict asks Decoder.More for trailing data, and More is
 		// false when the next byte is ']' or '}'.
 		for _, body := range []string{`{"value":"1"}]`, `{"value":"1"}}`, `{"value":"1"} ]]]`} {
 			_, err := parsePut(putReq(t, "", "application/json"), []byte("k"), []byte(body))
 			if err == nil {
-				t.Skipf("known bug (api/parse.go unmarshalStrict): body %q with trailing data is accepted", body)
+				t.Fatalf("body %q with trailing data is accepted", body)
 			}
 			wantCode(t, err, "invalid_argument")
 		}
@@ -486,7 +486,7 @@ func TestParsePutKnownBugs(t *testing.T) {
 		// RFC 9110 section 8.3.1: type and subtype are case-insensitive.
 		cmd, err := parsePut(putReq(t, "", "Application/Octet-Stream"), []byte("k"), []byte("raw"))
 		if err != nil || string(cmd.Value) != "raw" {
-			t.Skipf("known bug (api/parse.go parsePut): Content-Type Application/Octet-Stream is read as JSON: %v", err)
+			t.Fatalf("Content-Type Application/Octet-Stream is read as JSON: %v", err)
 		}
 	})
 }

@@ -172,6 +172,8 @@ func remoteError(status int, d errorDetail) error {
 		return fmt.Errorf("%w: %s", errNotFound, msg)
 	case "outcome_unknown":
 		return fmt.Errorf("%w: %s", shard.ErrOutcomeUnknown, msg)
+	case "internal":
+		return fmt.Errorf("remote node: %s", msg)
 	}
 	return fmt.Errorf("%w: remote answered %d %s: %s", shard.ErrUnavailable, status, d.Code, msg)
 }

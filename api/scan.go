@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -49,11 +50,11 @@ func parseScan(q url.Values) (scanRequest, error) {
 	}
 	req.limit = defaultScanLimit
 	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n <= 0 {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) || n == 0 {
 			return req, invalidf("bad limit %q", s)
 		}
-		req.limit = min(n, maxScanLimit)
+		req.limit = int(min(n, maxScanLimit)) // an out-of-range number is capped too
 	}
 	req.keysOnly = q.Get("keys_only") == "1" || q.Get("keys_only") == "true"
 	return req, nil
@@ -106,7 +107,7 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) error {
 		sess.observe(rng.ID, idx)
 		lastShard, lastIndex = rng.ID, idx
 		out.KVs = append(out.KVs, res.KVs...)
-		if res.More {
+		if res.More && len(res.KVs) > 0 {
 			out.More = true
 			out.Next = out.KVs[len(out.KVs)-1].Key + "\x00"
 			break

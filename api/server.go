@@ -104,13 +104,18 @@ func NewServer(cfg Config) *Server {
 func (s *Server) routes() {
 	s.handle("GET /healthz", "healthz", s.healthz)
 	s.handle("GET /readyz", "readyz", s.readyz)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	prom := promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})
+	s.handle("GET /metrics", "metrics", func(w http.ResponseWriter, r *http.Request) error {
+		prom.ServeHTTP(w, r)
+		return nil
+	})
 	s.handle("GET /v1/kv", "kv_scan", s.scan)
 	s.handle("GET /v1/kv/", "kv_get", s.get)
 	s.handle("PUT /v1/kv/", "kv_put", s.put)
 	s.handle("POST /v1/kv/", "kv_put", s.put)
 	s.handle("DELETE /v1/kv/", "kv_delete", s.del)
 	s.handle("GET /v1/cluster", "cluster", s.cluster)
+	s.handle("/v1/kv", "unknown", s.notFound) // other methods on the scan path: 405, not a redirect
 	s.handle("/", "unknown", s.notFound)
 }
 
@@ -155,10 +160,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 // wrong method is 405, anything else 404, both in the error envelope.
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	setHeaders(w, 0, 0, r.Header.Get(hdrSession))
-	for _, p := range []string{"/v1/kv", "/v1/cluster", "/healthz", "/readyz", "/metrics"} {
-		if strings.HasPrefix(r.URL.Path, p) {
-			return fmt.Errorf("%w: %s %s", errMethod, r.Method, r.URL.Path)
-		}
+	p := r.URL.Path
+	switch {
+	case p == "/v1/kv", strings.HasPrefix(p, "/v1/kv/"),
+		p == "/v1/cluster", p == "/healthz", p == "/readyz", p == "/metrics":
+		return fmt.Errorf("%w: %s %s", errMethod, r.Method, p)
 	}
 	return fmt.Errorf("%w: no route for %s %s", errNotFound, r.Method, r.URL.Path)
 }

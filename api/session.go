@@ -15,12 +15,17 @@ type session map[uint64]uint64
 
 const sessionPrefix = "s1."
 
+// maxSessionToken bounds a token we accept. Each shard costs about 30 bytes,
+// so this admits sessions over ~15,000 shards; tokens we hand out stay below
+// it unless a client touches more shards than that in one session.
+const maxSessionToken = 512 << 10
+
 func parseSession(tok string) (session, error) {
 	s := session{}
 	if tok == "" {
 		return s, nil
 	}
-	if !strings.HasPrefix(tok, sessionPrefix) || len(tok) > 64<<10 {
+	if !strings.HasPrefix(tok, sessionPrefix) || len(tok) > maxSessionToken {
 		return nil, invalidf("malformed session token")
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(tok[len(sessionPrefix):])
