@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
@@ -29,10 +30,13 @@ func txBuckets(tx *bbolt.Tx) buckets {
 
 // applyCtx is the state of one ApplyBatch transaction.
 type applyCtx struct {
-	b      buckets
-	rng    Range
-	window int64 // dedup window, nanoseconds
-	ttls   []TTLEntry
+	b          buckets
+	rng        Range
+	rngChanged bool  // a split or membership change rewrote rng in this batch
+	window     int64 // dedup window, nanoseconds
+	ttls       []TTLEntry
+	children   []Range // ranges split off in this batch
+	onSplit    func(child Range, servers []Server, export func(w io.Writer) error) error
 }
 
 // Apply applies one entry. It is ApplyBatch of one, so both paths produce
@@ -56,7 +60,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if len(logs) == 0 || logs[len(logs)-1].Index <= start {
 		return out
 	}
-	ctx := &applyCtx{rng: f.Range(), window: int64(f.cfg.DedupWindow)}
+	ctx := &applyCtx{rng: f.Range(), window: int64(f.cfg.DedupWindow), onSplit: f.cfg.OnSplit}
 	applied := start
 	f.dbMu.RLock()
 	if f.db == nil {
@@ -69,12 +73,17 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			if l.Index <= applied {
 				continue
 			}
-			if l.Type == raft.LogCommand {
+			switch l.Type {
+			case raft.LogCommand:
 				r, err := ctx.applyCommand(l)
 				if err != nil {
 					return fmt.Errorf("index %d: %w", l.Index, err)
 				}
 				out[i] = r
+			case raft.LogConfiguration:
+				if err := ctx.applyConfiguration(l); err != nil {
+					return fmt.Errorf("index %d: %w", l.Index, err)
+				}
 			}
 			// Configuration, noop, barrier and future types only advance
 			// the index: they carry no state of ours.
@@ -87,7 +96,17 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		panic(fmt.Sprintf("fsm: cannot commit entries %d..%d, state cannot advance: %v",
 			logs[0].Index, logs[len(logs)-1].Index, err))
 	}
+	if ctx.rngChanged {
+		f.rngMu.Lock()
+		f.rng = ctx.rng
+		f.rngMu.Unlock()
+	}
 	f.setApplied(applied)
+	if f.cfg.AfterSplit != nil {
+		for _, child := range ctx.children {
+			f.cfg.AfterSplit(child)
+		}
+	}
 	if f.cfg.OnTTL != nil {
 		for _, e := range ctx.ttls {
 			f.cfg.OnTTL(e)
@@ -107,6 +126,9 @@ func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
 		// Only advances the applied index: a new leader's ReadIndex barrier.
 		// It has no key to route and nothing worth deduplicating.
 		return &Result{Index: l.Index}, nil
+	}
+	if cmd.Op == OpSplit {
+		return c.split(cmd, l.Index)
 	}
 	if cmd.Time > 0 {
 		if err := c.pruneDedup(cmd.Time - c.window); err != nil {

@@ -31,6 +31,8 @@ const (
 	cmdFence     = 9
 	cmdPrev      = 10
 	cmdModIndex  = 11
+	cmdChildID   = 12
+	cmdServer    = 13 // repeated: id 0x00 address 0x00 voter-byte
 
 	condKind     = 1
 	condModIndex = 2
@@ -75,7 +77,31 @@ func EncodeCommand(c *Command) ([]byte, error) {
 		b = appendUintField(b, cmdPrev, 1)
 	}
 	b = appendUintField(b, cmdModIndex, c.ModIndex)
+	b = appendUintField(b, cmdChildID, c.ChildID)
+	for _, srv := range c.Servers {
+		b = appendBytesAlways(b, cmdServer, encodeServer(srv))
+	}
 	return b, nil
+}
+
+// maxServers bounds a configuration carried in a command.
+const maxServers = 16
+
+func encodeServer(s Server) []byte {
+	b := append([]byte(s.ID), 0)
+	b = append(append(b, s.Address...), 0)
+	if s.Voter {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func decodeServer(p []byte) (Server, error) {
+	parts := bytes.SplitN(p, []byte{0}, 3)
+	if len(parts) != 3 || len(parts[0]) == 0 || len(parts[0]) > 256 || len(parts[1]) > 256 || len(parts[2]) != 1 {
+		return Server{}, fmt.Errorf("%w: malformed server", ErrInvalidCommand)
+	}
+	return Server{ID: string(parts[0]), Address: string(parts[1]), Voter: parts[2][0] == 1}, nil
 }
 
 // validateCommand is shared by both directions so that anything DecodeCommand
@@ -86,6 +112,16 @@ func validateCommand(c *Command) error {
 	case OpPut, OpDelete, OpExpire:
 	case OpNoop:
 		minKey = 0 // a noop touches no key
+	case OpSplit:
+		if c.ChildID == 0 || len(c.Servers) == 0 || len(c.Servers) > maxServers {
+			return fmt.Errorf("%w: split needs a child id and 1..%d servers", ErrInvalidCommand, maxServers)
+		}
+		for _, srv := range c.Servers {
+			if srv.ID == "" || len(srv.ID) > 256 || len(srv.Address) > 256 ||
+				bytes.IndexByte([]byte(srv.ID+srv.Address), 0) >= 0 {
+				return fmt.Errorf("%w: split server %q invalid", ErrInvalidCommand, srv.ID)
+			}
+		}
 	default:
 		return fmt.Errorf("%w: unknown op %v", ErrInvalidCommand, c.Op)
 	}
@@ -146,9 +182,9 @@ func DecodeCommand(b []byte) (*Command, error) {
 func (c *Command) decodeField(field, wt, v uint64, p []byte) error {
 	var err error
 	switch field {
-	case cmdOp, cmdEpoch, cmdTime, cmdTTL, cmdPrev, cmdModIndex:
+	case cmdOp, cmdEpoch, cmdTime, cmdTTL, cmdPrev, cmdModIndex, cmdChildID:
 		err = wantType(field, wt, wireVarint)
-	case cmdRequestID, cmdKey, cmdValue, cmdCond, cmdFence:
+	case cmdRequestID, cmdKey, cmdValue, cmdCond, cmdFence, cmdServer:
 		err = wantType(field, wt, wireBytes)
 	default:
 		return nil // forward compatibility: a field from a newer proposer
@@ -182,6 +218,15 @@ func (c *Command) decodeField(field, wt, v uint64, p []byte) error {
 		c.Prev = v != 0
 	case cmdModIndex:
 		c.ModIndex = v
+	case cmdChildID:
+		c.ChildID = v
+	case cmdServer:
+		var srv Server
+		srv, err = decodeServer(p)
+		if err == nil && len(c.Servers) >= maxServers {
+			err = fmt.Errorf("%w: more than %d servers", ErrInvalidCommand, maxServers)
+		}
+		c.Servers = append(c.Servers, srv)
 	}
 	return err
 }

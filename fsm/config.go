@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"time"
 )
@@ -27,6 +28,15 @@ type Config struct {
 	// OnTTL is called after a batch commits, once per applied OpPut with
 	// TTL>0, on the apply goroutine; it must not block.
 	OnTTL func(TTLEntry)
+	// OnSplit is called while an OpSplit is applied, inside the batch's
+	// transaction, before the parent drops the child's half. export writes
+	// the child's initial state in the snapshot stream format (applied index
+	// 1, the child's range). It must make the child durable before
+	// returning; an error is a storage failure and stops the replica.
+	OnSplit func(child Range, servers []Server, export func(w io.Writer) error) error
+	// AfterSplit is called after the batch holding an OpSplit commits, on the
+	// apply goroutine; it must not block (start the child group elsewhere).
+	AfterSplit func(child Range)
 }
 
 // withDefaults returns a copy of c with zero fields defaulted.

@@ -25,7 +25,12 @@ const (
 	OpExpire Op = 3 // leader-proposed TTL expiry: delete Key iff its mod_index == ModIndex
 	OpNoop   Op = 4 // changes nothing; a new leader commits one so its term has an applied entry (ReadIndex)
 	// 5..15 reserved for single-shard transactions (txn/).
-	// 16..31 reserved for range changes (split, merge) issued by placement/.
+	// OpSplit splits the range at Key: this replica keeps [Start, Key) and
+	// hands [Key, End) to a new range ChildID whose replicas are Servers.
+	// Every replica applies it at the same index from the same data, so every
+	// replica builds the same child (DESIGN.md "Splits").
+	OpSplit Op = 16
+	// 17..31 reserved for range changes (merge) issued by placement/.
 	// 32..47 reserved for locks and leases (lock/).
 )
 
@@ -39,6 +44,8 @@ func (o Op) String() string {
 		return "expire"
 	case OpNoop:
 		return "noop"
+	case OpSplit:
+		return "split"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -80,6 +87,15 @@ type Command struct {
 	Fence     *Fence        // OpPut, OpDelete
 	Prev      bool          // return the previous kv in Result.Prev
 	ModIndex  uint64        // OpExpire: expected mod_index
+	ChildID   uint64        // OpSplit: the new range's id
+	Servers   []Server      // OpSplit: the child group's raft configuration (the parent's)
+}
+
+// Server is one member of a raft configuration, as a split hands it on.
+type Server struct {
+	ID      string
+	Address string
+	Voter   bool
 }
 
 // KV is a stored key with its metadata.
@@ -161,6 +177,17 @@ type StaleTokenError struct {
 func (e *StaleTokenError) Error() string {
 	return fmt.Sprintf("stale fencing token %d for lock %q on key %q: token %d already accepted",
 		e.Token, e.Lock, e.Key, e.Accepted)
+}
+
+// StaleEpochError rejects a range change decided at an epoch the range has
+// since left (another split or membership change came first).
+type StaleEpochError struct {
+	Epoch uint64 // the epoch the command was decided at
+	Range Range  // the range now
+}
+
+func (e *StaleEpochError) Error() string {
+	return fmt.Sprintf("range %d is at epoch %d, the change was decided at epoch %d", e.Range.ID, e.Range.Epoch, e.Epoch)
 }
 
 // TTLEntry is a key with a time to live, as the leader's expiry timer needs it.
