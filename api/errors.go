@@ -74,6 +74,7 @@ func errorStatus(err error) (status int, code string, retryable bool) {
 		return http.StatusGatewayTimeout, "outcome_unknown", true
 	case errors.As(err, &ws), errors.As(err, &nl), errors.Is(err, shard.ErrUnavailable),
 		errors.Is(err, errNotReady), errors.Is(err, errTooManyHops), errors.Is(err, errNoRoute), errors.Is(err, errPeerUnreachable),
+		errors.Is(err, errStaleRangeMap),
 		errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "unavailable", true
 	}

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -50,7 +51,8 @@ func (s *Server) lookup(key []byte) (fsm.Range, error) {
 	}
 	rng, ok := s.be.Lookup(key)
 	if !ok {
-		return fsm.Range{}, errNotReady
+		// A gap: the map holds a split's parent update but not yet its child.
+		return fsm.Range{}, fmt.Errorf("no range holds key %q: %w", key, errStaleRangeMap)
 	}
 	return rng, nil
 }
@@ -69,16 +71,9 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rng, err := s.lookup(key)
-	if err != nil {
-		return err
-	}
-	rep, index, err := s.readReplica(w, r, rng, opts, sess)
+	rep, rng, index, err := s.readReplica(w, r, key, opts, sess)
 	if err != nil || rep == nil {
 		return err // rep == nil: forwarded, answer written
-	}
-	if !rep.Range().Contains(key) {
-		return &fsm.WrongShardError{Key: key, Range: rep.Range()}
 	}
 	kv, err := rep.FSM().Get(key)
 	if err != nil {
@@ -98,35 +93,45 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// readReplica admits a read at the requested consistency on a local replica
-// and returns it with the index the read reflects. When the read must run
-// elsewhere it forwards the request and returns a nil replica.
-func (s *Server) readReplica(w http.ResponseWriter, r *http.Request, rng fsm.Range, o readOptions, sess session) (*shard.Replica, uint64, error) {
+// readReplica finds the replica that may serve a read of key at the
+// requested consistency, admits the read there and returns it with the index
+// the read reflects. When the read must run elsewhere it forwards the request
+// and returns a nil replica. A range map that lags a split is waited out.
+func (s *Server) readReplica(w http.ResponseWriter, r *http.Request, key []byte, o readOptions, sess session) (*shard.Replica, fsm.Range, uint64, error) {
 	ctx := r.Context()
 	deadline := time.Now().Add(s.cfg.RouteWait)
 	for {
+		rng, err := s.lookup(key)
+		if err != nil {
+			if s.retryRoute(ctx, deadline, err) {
+				continue
+			}
+			return nil, rng, 0, err
+		}
 		var t target
-		var err error
 		if o.consistency == "linearizable" {
 			t, err = s.leaderTarget(ctx, rng)
 		} else {
 			t, err = s.replicaTarget(rng)
 		}
 		if err != nil {
-			return nil, 0, err
+			return nil, rng, 0, err
 		}
 		if t.rep == nil {
 			err = s.forward(w, r, nil, t.addr)
 			if s.retryRoute(ctx, deadline, err) {
 				continue
 			}
-			return nil, 0, err
+			return nil, rng, 0, err
 		}
 		idx, err := s.admit(ctx, t.rep, rng, o, sess)
-		if s.retryRoute(ctx, deadline, err) {
-			continue // lost leadership between routing and reading: route again
+		if err == nil && !t.rep.Range().Contains(key) {
+			err = fmt.Errorf("key %q: %w", key, errStaleRangeMap)
 		}
-		return t.rep, idx, err
+		if s.retryRoute(ctx, deadline, err) {
+			continue // leadership moved or the range split: route again
+		}
+		return t.rep, rng, idx, err
 	}
 }
 
@@ -178,21 +183,25 @@ func (s *Server) del(w http.ResponseWriter, r *http.Request) error {
 }
 
 // write routes cmd to its shard's leader (locally or by forwarding) and
-// answers with render(result).
+// answers with render(result). A command refused before it entered the log
+// (not the leader, the key's range split off) is routed again.
 func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, cmd *fsm.Command, render func(*fsm.Result) any) error {
 	sess, err := parseSession(r.Header.Get(hdrSession))
 	if err != nil {
 		return err
 	}
-	rng, err := s.lookup(cmd.Key)
-	if err != nil {
-		return err
-	}
-	cmd.Epoch = rng.Epoch
 	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 	defer cancel()
 	deadline := time.Now().Add(s.cfg.RouteWait)
 	for {
+		rng, err := s.lookup(cmd.Key)
+		if err != nil {
+			if s.retryRoute(ctx, deadline, err) {
+				continue
+			}
+			return err
+		}
+		cmd.Epoch = rng.Epoch
 		t, err := s.leaderTarget(ctx, rng)
 		if err != nil {
 			return err
@@ -205,8 +214,14 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, cmd 
 			return err
 		}
 		res, err := t.rep.Propose(ctx, cmd)
+		if err == nil && res.Err != nil {
+			var ws *fsm.WrongShardError
+			if errors.As(res.Err, &ws) {
+				err = res.Err // applied as a no-op: the key left this range
+			}
+		}
 		if s.retryRoute(ctx, deadline, err) {
-			continue // refused before it entered the log: safe to route again
+			continue
 		}
 		if err != nil {
 			return err

@@ -55,7 +55,9 @@ func (s *Server) leaderTarget(ctx context.Context, rng fsm.Range) (target, error
 // is down and the shard is electing a new leader. It sleeps briefly first.
 func (s *Server) retryRoute(ctx context.Context, deadline time.Time, err error) bool {
 	var nl *shard.NotLeaderError
-	if !errors.As(err, &nl) && !errors.Is(err, errPeerUnreachable) {
+	var ws *fsm.WrongShardError
+	if !errors.As(err, &nl) && !errors.Is(err, errPeerUnreachable) && !errors.As(err, &ws) &&
+		!errors.Is(err, errStaleRangeMap) {
 		return false
 	}
 	if time.Now().After(deadline) {
@@ -89,6 +91,8 @@ func (s *Server) remoteReplica(rng fsm.Range) (target, error) {
 	}
 	return target{}, fmt.Errorf("shard %d: %w", rng.ID, errNoRoute)
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // forward proxies the request to another node and copies its answer back.
 // A write that fails after the connection was made may have been applied:

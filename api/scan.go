@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -72,8 +73,10 @@ func prefixEnd(p []byte) []byte {
 	return nil // all 0xff: to the end of the keyspace
 }
 
-// scan returns keys in byte order across shards. Each shard's part is read
-// at the requested consistency; the whole is not one snapshot.
+// scan returns keys in byte order across shards. It walks a cursor from
+// start: each step looks up the range holding the cursor, reads that range's
+// part at the requested consistency, and moves the cursor to the range's
+// end. Each part is consistent on its own; the whole is not one snapshot.
 func (s *Server) scan(w http.ResponseWriter, r *http.Request) error {
 	sess, err := parseSession(r.Header.Get(hdrSession))
 	if err != nil {
@@ -89,18 +92,15 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := scanResponse{KVs: []kvJSON{}}
 	var lastShard, lastIndex uint64
-	for _, rng := range s.be.Ranges() {
-		if !overlaps(rng, req.start, req.end) {
-			continue
-		}
+	cursor := req.start
+	for len(req.end) == 0 || bytes.Compare(cursor, req.end) < 0 {
 		if len(out.KVs) >= req.limit {
-			out.More, out.Next = true, string(maxKey(req.start, rng.Start))
+			out.More, out.Next = true, string(cursor)
 			break
 		}
 		part := req
-		part.start, part.end = maxKey(req.start, rng.Start), minEnd(req.end, rng.End)
-		part.limit = req.limit - len(out.KVs)
-		res, idx, err := s.scanPart(r, rng, part, sess)
+		part.start, part.limit = cursor, req.limit-len(out.KVs)
+		res, rng, idx, err := s.scanPart(r, part, sess)
 		if err != nil {
 			return err
 		}
@@ -112,52 +112,80 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) error {
 			out.Next = out.KVs[len(out.KVs)-1].Key + "\x00"
 			break
 		}
+		if len(rng.End) == 0 {
+			break // the last range: nothing after it
+		}
+		cursor = rng.End
 	}
 	setHeaders(w, lastShard, lastIndex, sess.String())
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
-// scanPart reads [part.start, part.end), which lies within rng, from a local
-// replica or from another node.
-func (s *Server) scanPart(r *http.Request, rng fsm.Range, part scanRequest, sess session) (*scanResponse, uint64, error) {
+// scanPart reads from part.start to the end of the range holding it (or
+// part.end if sooner), from a local replica or from another node. A local
+// replica whose own range no longer covers the part (the map lags a split)
+// makes it look the range up again.
+func (s *Server) scanPart(r *http.Request, part scanRequest, sess session) (*scanResponse, fsm.Range, uint64, error) {
 	ctx := r.Context()
 	deadline := time.Now().Add(s.cfg.RouteWait)
 	for {
+		rng, err := s.lookup(part.start)
+		if err != nil {
+			if s.retryRoute(ctx, deadline, err) {
+				continue
+			}
+			return nil, rng, 0, err
+		}
+		p := part
+		p.end = minEnd(part.end, rng.End)
 		var t target
-		var err error
-		if part.read.consistency == "linearizable" {
+		if p.read.consistency == "linearizable" {
 			t, err = s.leaderTarget(ctx, rng)
 		} else {
 			t, err = s.replicaTarget(rng)
 		}
 		if err != nil {
-			return nil, 0, err
+			return nil, rng, 0, err
 		}
 		if t.rep == nil {
-			res, idx, err := s.remoteScan(ctx, r, t.addr, part)
+			res, idx, err := s.remoteScan(ctx, r, t.addr, p)
 			if s.retryRoute(ctx, deadline, err) {
 				continue
 			}
-			return res, idx, err
+			return res, rng, idx, err
 		}
-		idx, err := s.admit(ctx, t.rep, rng, part.read, sess)
+		idx, err := s.admit(ctx, t.rep, rng, p.read, sess)
+		if err == nil && !covers(t.rep.Range(), p.start, p.end) {
+			err = fmt.Errorf("scan [%q, %q): %w", p.start, p.end, errStaleRangeMap)
+		}
 		if s.retryRoute(ctx, deadline, err) {
 			continue
 		}
 		if err != nil {
-			return nil, 0, err
+			return nil, rng, 0, err
 		}
-		kvs, more, err := t.rep.FSM().Scan(part.start, part.end, part.limit, part.keysOnly)
+		kvs, more, err := t.rep.FSM().Scan(p.start, p.end, p.limit, p.keysOnly)
 		if err != nil {
-			return nil, 0, err
+			return nil, rng, 0, err
 		}
 		res := &scanResponse{KVs: make([]kvJSON, 0, len(kvs)), More: more}
 		for _, kv := range kvs {
-			res.KVs = append(res.KVs, toKVJSON(kv, part.keysOnly))
+			res.KVs = append(res.KVs, toKVJSON(kv, p.keysOnly))
 		}
-		return res, idx, nil
+		return res, rng, idx, nil
 	}
+}
+
+// covers reports whether rng holds all of [start, end) (empty end = +inf).
+func covers(rng fsm.Range, start, end []byte) bool {
+	if !rng.Contains(start) {
+		return false
+	}
+	if len(rng.End) == 0 {
+		return true
+	}
+	return len(end) > 0 && bytes.Compare(end, rng.End) <= 0
 }
 
 // admit waits until a local read at the requested consistency is allowed and

@@ -35,6 +35,8 @@ type Backend interface {
 	NodeHTTPAddr(id string) (string, bool)
 	// Cluster describes the cluster for GET /v1/cluster.
 	Cluster() ClusterView
+	// Meta is this node's meta-group replica.
+	Meta() MetaBackend
 }
 
 // Config configures the API server.
@@ -115,6 +117,9 @@ func (s *Server) routes() {
 	s.handle("POST /v1/kv/", "kv_put", s.put)
 	s.handle("DELETE /v1/kv/", "kv_delete", s.del)
 	s.handle("GET /v1/cluster", "cluster", s.cluster)
+	s.handle("POST /v1/cluster/shards/{id}/split", "cluster_split", s.splitShard)
+	s.handle("POST "+pathAllocRangeID, "internal", s.internalAllocRangeID)
+	s.handle("POST "+pathReportRanges, "internal", s.internalReportRanges)
 	s.handle("/v1/kv", "unknown", s.notFound) // other methods on the scan path: 405, not a redirect
 	s.handle("/", "unknown", s.notFound)
 }

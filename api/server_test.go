@@ -39,6 +39,11 @@ func (b notReadyBackend) Cluster() ClusterView {
 	return ClusterView{}
 }
 
+func (b notReadyBackend) Meta() MetaBackend {
+	b.t.Error("Meta called on a node that is not ready")
+	return nil
+}
+
 func TestRoutesNotReady(t *testing.T) {
 	tok := session{3: 41}.String()
 	tests := []struct {

@@ -88,6 +88,8 @@ type metaCommand struct {
 const (
 	opInit         = "init"
 	opRegisterNode = "register_node"
+	opReportRanges = "report_ranges"
+	opAllocRangeID = "alloc_range_id"
 )
 
 // ErrAlreadyFormed is returned by an init proposal on a formed cluster.
@@ -109,6 +111,59 @@ func InitialRanges(splits []string, replicas []string) ([]fsm.Range, error) {
 	}
 	out = append(out, fsm.Range{ID: uint64(len(out) + 1), Start: start, Epoch: 1, Replicas: replicas})
 	return out, nil
+}
+
+// report merges one range descriptor reported by its shard's leader. The
+// shard's own log is authoritative; the range map follows it by epoch:
+//   - a report older than what the map holds for that id is ignored;
+//   - a report that overlaps another id at an equal or higher epoch is stale
+//     and ignored;
+//   - otherwise it replaces its id, and other ranges it overlaps (older
+//     views of a parent that split) are trimmed to what lies outside it.
+//
+// Reports may arrive in any order (a split's child before its parent); the
+// map never holds overlapping ranges, at worst a short gap that the router
+// waits out.
+func (s *State) report(r fsm.Range) {
+	for _, e := range s.Ranges {
+		if e.ID == r.ID && e.Epoch >= r.Epoch {
+			return
+		}
+		if e.ID != r.ID && overlap(e, r) && e.Epoch >= r.Epoch {
+			return
+		}
+	}
+	out := make([]fsm.Range, 0, len(s.Ranges)+1)
+	for _, e := range s.Ranges {
+		if e.ID == r.ID {
+			continue
+		}
+		if !overlap(e, r) {
+			out = append(out, e)
+			continue
+		}
+		if bytes.Compare(e.Start, r.Start) < 0 {
+			left := e
+			left.End = r.Start
+			out = append(out, left)
+		} else if len(r.End) > 0 && (len(e.End) == 0 || bytes.Compare(e.End, r.End) > 0) {
+			right := e
+			right.Start = r.End
+			out = append(out, right)
+		}
+	}
+	out = append(out, r)
+	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].Start, out[j].Start) < 0 })
+	s.Ranges = out
+	if r.ID >= s.NextRangeID {
+		s.NextRangeID = r.ID + 1
+	}
+}
+
+func overlap(a, b fsm.Range) bool {
+	aEndsBeforeB := len(a.End) > 0 && bytes.Compare(a.End, b.Start) <= 0
+	bEndsBeforeA := len(b.End) > 0 && bytes.Compare(b.End, a.Start) <= 0
+	return !aEndsBeforeB && !bEndsBeforeA
 }
 
 // metaFSM is the in-memory state machine of the meta group. Snapshots are the
@@ -133,12 +188,13 @@ func (f *metaFSM) Apply(l *raft.Log) interface{} {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	err := f.apply(&c)
+	res := f.apply(&c)
 	f.notifyLocked()
-	return err
+	return res
 }
 
-func (f *metaFSM) apply(c *metaCommand) error {
+// apply returns nil, an error, or a value (alloc_range_id's id).
+func (f *metaFSM) apply(c *metaCommand) interface{} {
 	switch c.Op {
 	case opInit:
 		if f.state.Formed() {
@@ -158,6 +214,15 @@ func (f *metaFSM) apply(c *metaCommand) error {
 		}
 		f.state.Nodes[c.Node.ID] = *c.Node
 		return nil
+	case opReportRanges:
+		for _, r := range c.Ranges {
+			f.state.report(r)
+		}
+		return nil
+	case opAllocRangeID:
+		id := f.state.NextRangeID
+		f.state.NextRangeID++
+		return id
 	}
 	return fmt.Errorf("meta: unknown op %q", c.Op)
 }
@@ -296,6 +361,29 @@ func (m *Meta) propose(ctx context.Context, c *metaCommand) error {
 		return err
 	}
 	return nil
+}
+
+// ReportRanges merges descriptors reported by shard leaders into the range
+// map (see State.report). Leader only.
+func (m *Meta) ReportRanges(ctx context.Context, ranges []fsm.Range) error {
+	return m.propose(ctx, &metaCommand{V: 1, Op: opReportRanges, Ranges: ranges})
+}
+
+// AllocRangeID reserves a new, never used range id. Leader only.
+func (m *Meta) AllocRangeID(ctx context.Context) (uint64, error) {
+	b, err := json.Marshal(&metaCommand{V: 1, Op: opAllocRangeID})
+	if err != nil {
+		return 0, err
+	}
+	f := m.g.Raft().Apply(b, 5*time.Second)
+	if err := f.Error(); err != nil {
+		return 0, err
+	}
+	id, ok := f.Response().(uint64)
+	if !ok {
+		return 0, fmt.Errorf("meta: alloc_range_id answered %v", f.Response())
+	}
+	return id, nil
 }
 
 // Close stops the meta replica.

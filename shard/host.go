@@ -122,6 +122,8 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		OnTTL: func(e fsm.TTLEntry) {
 			r.ttl.add(r.clock.Now().Add(e.TTL), e)
 		},
+		OnSplit:    h.prepareChild,
+		AfterSplit: h.startChild,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("shard %d: open fsm: %w", desc.ID, err)

@@ -71,6 +71,11 @@ func startGossip(cfg Config, logger *slog.Logger) (*gossip, error) {
 	if isLoopback(host) {
 		mc = memberlist.DefaultLocalConfig()
 	}
+	// memberlist binds and advertises IP literals only; a host name (a
+	// container's service name, say) is resolved once, here.
+	if host, err = resolveGossipHost(host); err != nil {
+		return nil, err
+	}
 	mc.Name = cfg.ID
 	mc.BindAddr = host
 	mc.BindPort = port
@@ -139,4 +144,26 @@ func (g *gossip) leave() error {
 func isLoopback(host string) bool {
 	ip := net.ParseIP(host)
 	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// resolveGossipHost returns host unchanged when it is empty or an IP literal,
+// else the first IPv4 address it resolves to (the first address when it has
+// none).
+func resolveGossipHost(host string) (string, error) {
+	if host == "" || net.ParseIP(host) != nil {
+		return host, nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return "", fmt.Errorf("--gossip-addr host %q: %w", host, err)
+	}
+	for _, ip := range ips {
+		if v4 := ip.To4(); v4 != nil {
+			return v4.String(), nil
+		}
+	}
+	if len(ips) == 0 {
+		return "", fmt.Errorf("--gossip-addr host %q resolves to no address", host)
+	}
+	return ips[0].String(), nil
 }

@@ -140,8 +140,9 @@ func (n *Node) start() error {
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.run()
+	go n.reportLoop()
 	return nil
 }
 
@@ -233,8 +234,8 @@ func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
 // Host returns the node's shard host (tests).
 func (n *Node) Host() *shard.Host { return n.host }
 
-// Meta returns the node's meta replica (tests).
-func (n *Node) Meta() *placement.Meta { return n.meta }
+// MetaGroup returns the node's meta replica (tests).
+func (n *Node) MetaGroup() *placement.Meta { return n.meta }
 
 // Close stops the node gracefully: HTTP first, then gossip, then raft.
 func (n *Node) Close() error {

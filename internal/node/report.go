@@ -1,0 +1,59 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/cairndb/cairn/api"
+	"github.com/cairndb/cairn/fsm"
+)
+
+// Meta returns the node's meta replica for the API.
+func (n *Node) Meta() api.MetaBackend { return n.meta }
+
+// reportLoop sends the meta group the descriptor of every shard this node
+// leads whose id and epoch the range map does not show yet: after a split or
+// a membership change the shard's own log is ahead of the map, and this is
+// how the map catches up (invariant I6: it changes only through the meta
+// group's log).
+func (n *Node) reportLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		if stale := n.staleDescriptors(); len(stale) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := n.api.ReportRanges(ctx, stale); err != nil {
+				n.log.Debug("report ranges", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+func (n *Node) staleDescriptors() []fsm.Range {
+	st, _ := n.meta.State()
+	if !st.Formed() {
+		return nil
+	}
+	known := make(map[uint64]uint64, len(st.Ranges))
+	for _, r := range st.Ranges {
+		known[r.ID] = r.Epoch
+	}
+	var out []fsm.Range
+	for _, rep := range n.host.Replicas() {
+		if !rep.IsLeader() {
+			continue
+		}
+		r := rep.Range()
+		if epoch, ok := known[r.ID]; !ok || epoch < r.Epoch {
+			out = append(out, r)
+		}
+	}
+	return out
+}

@@ -1,0 +1,310 @@
+package chaos
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/test"
+)
+
+// Environment of the suite.
+const (
+	envEnable   = "CAIRN_CHAOS_DOCKER"   // "1" runs the suite against the compose cluster
+	envDuration = "CAIRN_CHAOS_DURATION" // length of the fault phase, default 10m
+	envNodes    = "CAIRN_CHAOS_NODES"    // node ids, default n1,n2,n3
+	envNetwork  = "CAIRN_CHAOS_NETWORK"  // compose network, default cairn-net
+	envSeed     = "CAIRN_SEED"
+)
+
+// canaryPrefix puts the canary keys on the first shard; the -leader faults
+// strike that shard's leader.
+const canaryPrefix = "canary/"
+
+// Scenarios S1, S2, S3, S5, S22, S24, S25 against real processes and a real
+// network: while the nemesis kills, pauses, cuts off and restarts node
+// containers (one fault after another, with random combinations), a
+// register/CAS workload, a set workload and a canary writer run from the host.
+// Porcupine must find every register and canary history linearizable
+// (Invariants I1, I2), every acknowledged set add must survive and nothing
+// unacknowledged may appear, the cluster must recover after every fault and
+// the replicas must converge. The median time from a leader's death to the
+// next successful write is reported against the 2 s goal.
+func TestChaos(t *testing.T) {
+	if os.Getenv(envEnable) != "1" {
+		t.Skip("chaos suite skipped: it runs against the docker-compose cluster; use `make test-chaos`, " +
+			"or `make cluster-up` and " + envEnable + "=1")
+	}
+	duration := envDurationOr(t, envDuration, 10*time.Minute)
+	seed := chaosSeed(t)
+	d := Docker{}
+	ctx, cancel := context.WithTimeout(context.Background(), duration+10*time.Minute)
+	defer cancel()
+	if err := d.Available(ctx); err != nil {
+		t.Fatalf("%s=1 but docker does not answer: %v", envEnable, err)
+	}
+	c, err := Discover(ctx, d, envOr(envNetwork, "cairn-net"), strings.Split(envOr(envNodes, "n1,n2,n3"), ","))
+	if err != nil {
+		t.Fatalf("compose cluster not found (make cluster-up starts it): %v", err)
+	}
+	t.Cleanup(func() {
+		// Whatever happened, leave every node running and connected.
+		if err := HealAll(context.Background(), d, c); err != nil {
+			t.Logf("healing after the run: %v", err)
+		}
+	})
+	if _, err := c.WaitHealthy(ctx, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	v, err := c.View(ctx, c.Nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, _ := ShardOf(v, canaryPrefix)
+	var prefixes []string // one key prefix per shard, so every workload spans every shard
+	for _, s := range v.Shards {
+		p := fmt.Sprintf("%sx-%d/", cmp.Or(s.Start, "a"), seed)
+		if id, _ := ShardOf(v, p); id != s.ID {
+			t.Fatalf("key prefix %q falls on shard %d, not %d (%q..%q)", p, id, s.ID, s.Start, s.End)
+		}
+		prefixes = append(prefixes, p)
+	}
+	t.Logf("chaos: seed %d, %v of faults, nodes %v, %d shards, canary on shard %d", seed, duration, c.Endpoints(0), len(v.Shards), probe)
+
+	r := &Report{Seed: seed, Duration: duration}
+	until := time.Now().Add(duration)
+	canary := &Canary{
+		Rec:            test.NewRecorderWithConfig(test.RecorderConfig{Classify: test.ClassifyClientError}),
+		AttemptTimeout: time.Second,
+		Gap:            30 * time.Millisecond,
+		MaxOps:         int64(duration/time.Millisecond) * 3 / 30,
+	}
+	for i := range c.Nodes {
+		canary.Clients = append(canary.Clients, newClient(t, c, i, fmt.Sprintf("canary%d", i), -1, 800*time.Millisecond))
+		canary.Keys = append(canary.Keys, fmt.Sprintf("%s%d/w%d", canaryPrefix, seed, i))
+	}
+	set := &SetWorkload{Prefixes: prefixes, OpTimeout: 6 * time.Second, Gap: 20 * time.Millisecond, MaxOps: 200000}
+	for i := range 2 {
+		set.Clients = append(set.Clients, newClient(t, c, i, fmt.Sprintf("set%d", i), 8, 2500*time.Millisecond))
+	}
+	nem := &Nemesis{C: c, D: d, Seed: seed, ProbeShard: probe, OnLeaderFault: canary.Mark, Logf: t.Logf}
+
+	var wg sync.WaitGroup
+	wg.Go(func() { canary.Run(ctx, until) })
+	wg.Go(func() { set.Run(ctx, until) })
+	wg.Go(func() { nem.Run(ctx, until) })
+	rounds := runRegisterRounds(ctx, t, c, seed, prefixes, until)
+	wg.Wait()
+
+	// Heal, let the cluster settle, then check.
+	if err := HealAll(ctx, d, c); err != nil {
+		r.FinalHealth = err.Error()
+	}
+	if _, err := c.WaitHealthy(ctx, 2*time.Minute); err != nil {
+		r.FinalHealth = err.Error()
+	}
+	r.Convergence = waitConverged(ctx, c, time.Minute)
+	reader := newClient(t, c, 0, "reader", 8, 5*time.Second)
+	if res, err := set.Check(ctx, reader); err != nil {
+		r.SetErr = err.Error()
+	} else {
+		r.Set = res
+	}
+	for _, rd := range rounds {
+		st := rd.rec.Stats()
+		r.RegisterRounds++
+		r.Register = addStats(r.Register, st)
+		switch rd.rec.Check(t, 60*time.Second) {
+		case porcupine.Illegal:
+			r.NonLinearRound = append(r.NonLinearRound, rd.prefix)
+		case porcupine.Unknown:
+			r.Inconclusive = append(r.Inconclusive, rd.prefix)
+		}
+	}
+	r.CanaryOK, r.CanaryFailed = canary.Counts()
+	switch canary.Rec.Check(t, 60*time.Second) {
+	case porcupine.Ok:
+		r.CanaryLinear = "linearizable"
+	case porcupine.Illegal:
+		r.CanaryLinear = "NOT linearizable"
+	default:
+		r.CanaryLinear = "inconclusive"
+	}
+	r.Faults = nem.Faults()
+	r.Failovers = canary.Failovers()
+
+	var sb strings.Builder
+	r.Print(&sb)
+	fmt.Print(sb.String())
+	if dir := artifactsDir(t); dir != "" {
+		_ = os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(sb.String()), 0o644)
+	}
+	if an := r.Anomalies(); len(an) > 0 {
+		saveLogs(t, d, c)
+		t.Fatalf("%d anomalies (seed %d): %s", len(an), seed, strings.Join(an, "; "))
+	}
+}
+
+// round is one register workload round: its own keys, its own history.
+type round struct {
+	prefix string
+	rec    *test.Recorder
+}
+
+// runRegisterRounds runs the register/CAS workload in rounds of at most a
+// minute until until, each on fresh keys of the next shard, so every history
+// stays small enough for porcupine to decide.
+func runRegisterRounds(ctx context.Context, t *testing.T, c *Cluster, seed uint64, prefixes []string, until time.Time) []round {
+	const clients = 6
+	var cls []*client.Client
+	for i := range clients {
+		cls = append(cls, newClient(t, c, i, fmt.Sprintf("reg%d", i), 8, 2500*time.Millisecond))
+	}
+	var rounds []round
+	for n := 0; ctx.Err() == nil; n++ {
+		left := time.Until(until)
+		if left < 5*time.Second {
+			break
+		}
+		cfg := test.DefaultWorkloadConfig()
+		cfg.Seed = int64(seed) + int64(n)
+		cfg.Clients = clients
+		cfg.Keys = 6
+		cfg.KeyPrefix = fmt.Sprintf("%sreg-r%d/", prefixes[n%len(prefixes)], n)
+		cfg.Duration = min(left, time.Minute)
+		cfg.Ops = 20000
+		cfg.OpTimeout = 6 * time.Second
+		cfg.Stores = func(i int) test.KVStore { return test.ClientStore{C: cls[i]} }
+		cfg.Classify = test.ClassifyClientError
+		rounds = append(rounds, round{prefix: cfg.KeyPrefix, rec: test.RunRegisterWorkload(ctx, t, cfg)})
+	}
+	return rounds
+}
+
+// newClient returns a client that starts at node i and fails over to the
+// others. An attempt that gets no answer within headerTimeout ends as a
+// connection failure, so the client moves to the next node instead of
+// waiting on a paused one until the operation's deadline.
+func newClient(t *testing.T, c *Cluster, i int, id string, retries int, headerTimeout time.Duration) *client.Client {
+	tr := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: time.Second}).DialContext,
+		ResponseHeaderTimeout: headerTimeout,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       30 * time.Second,
+	}
+	cl, err := client.New(client.Config{
+		Endpoints:  c.Endpoints(i % len(c.Nodes)),
+		HTTPClient: &http.Client{Transport: tr},
+		MaxRetries: retries,
+		BackoffMin: 20 * time.Millisecond,
+		BackoffMax: 300 * time.Millisecond,
+		ClientID:   id,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return cl
+}
+
+func waitConverged(ctx context.Context, c *Cluster, timeout time.Duration) string {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := c.Converged(ctx)
+		if err == nil {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			return err.Error()
+		}
+		sleepCtx(ctx, 500*time.Millisecond)
+	}
+}
+
+func addStats(a, b test.RecorderStats) test.RecorderStats {
+	a.Calls += b.Calls
+	a.OK += b.OK
+	a.Failed += b.Failed
+	a.Indeterminate += b.Indeterminate
+	a.DroppedReads += b.DroppedReads
+	a.Pending += b.Pending
+	return a
+}
+
+func saveLogs(t *testing.T, d Docker, c *Cluster) {
+	dir := artifactsDir(t)
+	if dir == "" {
+		return
+	}
+	for _, n := range c.Nodes {
+		out, _ := d.Logs(context.Background(), n.Container, 20000)
+		_ = os.WriteFile(filepath.Join(dir, n.Container+".log"), []byte(out), 0o644)
+	}
+	t.Logf("node logs saved in %s", dir)
+}
+
+var (
+	artifactsOnce sync.Once
+	artifacts     string
+)
+
+// artifactsDir is $CAIRN_TEST_ARTIFACTS, or a fresh directory that outlives
+// the test.
+func artifactsDir(t *testing.T) string {
+	artifactsOnce.Do(func() {
+		artifacts = os.Getenv(test.ArtifactsEnv)
+		if artifacts == "" {
+			var err error
+			if artifacts, err = os.MkdirTemp("", "cairn-chaos-"); err != nil {
+				t.Logf("artifacts: %v", err)
+				artifacts = ""
+			}
+		} else if err := os.MkdirAll(artifacts, 0o755); err != nil {
+			t.Logf("artifacts: %v", err)
+			artifacts = ""
+		}
+	})
+	return artifacts
+}
+
+func chaosSeed(t *testing.T) uint64 {
+	if s := os.Getenv(envSeed); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", envSeed, err)
+		}
+		return v
+	}
+	return uint64(time.Now().UnixNano())
+}
+
+func envOr(name, def string) string {
+	if v := strings.TrimSpace(os.Getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func envDurationOr(t *testing.T, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		t.Fatalf("%s=%q: want a positive duration such as 10m", name, v)
+	}
+	return d
+}

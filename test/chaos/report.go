@@ -1,0 +1,161 @@
+package chaos
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cairndb/cairn/test"
+)
+
+// Report is what one chaos run found; Print writes the summary.
+type Report struct {
+	Seed     uint64
+	Duration time.Duration // of the fault phase
+
+	Register       test.RecorderStats // summed over rounds
+	RegisterRounds int
+	NonLinearRound []string // rounds (key prefixes) porcupine found not linearizable
+	Inconclusive   []string // rounds porcupine could not decide in time
+	CanaryOK       int
+	CanaryFailed   int
+	CanaryLinear   string // "linearizable", "NOT linearizable", "inconclusive"
+	Set            *SetResult
+	SetErr         string
+
+	Faults      []Fault
+	Failovers   []Failover
+	Convergence string // "" when every replica converged
+	FinalHealth string // "" when the cluster was healthy after the run
+}
+
+// Anomalies lists every anomaly found; the run fails on any.
+func (r *Report) Anomalies() []string {
+	var out []string
+	for _, p := range r.NonLinearRound {
+		out = append(out, "register history not linearizable: "+p)
+	}
+	for _, p := range r.Inconclusive {
+		out = append(out, "register history could not be checked in time (proves nothing): "+p)
+	}
+	if r.CanaryLinear != "linearizable" {
+		out = append(out, "canary history "+r.CanaryLinear)
+	}
+	if r.SetErr != "" {
+		out = append(out, "set workload could not be read back: "+r.SetErr)
+	}
+	if r.Set != nil {
+		for _, k := range r.Set.Lost {
+			out = append(out, "set: acknowledged add lost: "+k)
+		}
+		for _, k := range r.Set.Phantom {
+			out = append(out, "set: phantom element: "+k)
+		}
+		for _, k := range r.Set.FailedPresent {
+			out = append(out, "set: add reported failed is present: "+k)
+		}
+	}
+	for _, f := range r.Faults {
+		if f.Err != "" {
+			out = append(out, fmt.Sprintf("fault %s (%s) at %v: %s", f.Kind, f.What, f.Start, f.Err))
+		}
+	}
+	for _, f := range r.Failovers {
+		if !f.Recovered {
+			out = append(out, fmt.Sprintf("no canary write succeeded after %s of %s", f.Kind, f.Node))
+		}
+	}
+	if r.Convergence != "" {
+		out = append(out, "replicas did not converge: "+r.Convergence)
+	}
+	if r.FinalHealth != "" {
+		out = append(out, "cluster not healthy after the run: "+r.FinalHealth)
+	}
+	return out
+}
+
+// Print writes the summary of the run.
+func (r *Report) Print(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	p("==================== cairn chaos summary ====================")
+	p("seed %d (replay with CAIRN_SEED=%d), %v of faults", r.Seed, r.Seed, r.Duration)
+	p("operations:")
+	p("  register/cas  %d rounds; %s", r.RegisterRounds, r.Register)
+	p("  canary        %d ok, %d failed", r.CanaryOK, r.CanaryFailed)
+	if r.Set != nil {
+		p("  set           %d adds: %d acknowledged, %d unknown (%d took effect), %d failed; %d elements read back",
+			r.Set.Acked+r.Set.Unknown+r.Set.Failed, r.Set.Acked, r.Set.Unknown, r.Set.UnknownPresent, r.Set.Failed, r.Set.Present)
+	}
+	counts := map[FaultKind]int{}
+	var recov []time.Duration
+	for _, f := range r.Faults {
+		counts[f.Kind]++
+		recov = append(recov, f.Recovery)
+	}
+	var kinds []string
+	for k, n := range counts {
+		kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(kinds)
+	p("faults: %d (%s)", len(r.Faults), strings.Join(kinds, ", "))
+	p("  recovery (healed -> healthy): %s", stats(recov))
+	byKind := map[FaultKind][]time.Duration{}
+	for _, f := range r.Failovers {
+		if f.Recovered {
+			byKind[f.Kind] = append(byKind[f.Kind], f.Took)
+		}
+	}
+	p("failover (leader fault -> first successful write issued after it):")
+	for _, k := range []FaultKind{FaultKillLeader, FaultPauseLeader, FaultPartitionLeader} {
+		p("  %-17s %s", k, stats(byKind[k]))
+	}
+	if ds := byKind[FaultKillLeader]; len(ds) > 0 {
+		verdict := "met"
+		if percentile(ds, 50) >= 2*time.Second {
+			verdict = "NOT met"
+		}
+		p("  median failover after a leader kill: %v (goal < 2s: %s)", percentile(ds, 50).Round(time.Millisecond), verdict)
+	}
+	p("checks:")
+	p("  register histories: %d rounds, %d not linearizable, %d inconclusive", r.RegisterRounds, len(r.NonLinearRound), len(r.Inconclusive))
+	p("  canary history: %s", r.CanaryLinear)
+	if r.Set != nil {
+		p("  set: %d lost, %d phantom, %d failed-but-present", len(r.Set.Lost), len(r.Set.Phantom), len(r.Set.FailedPresent))
+	}
+	p("  replicas converged: %s", okOr(r.Convergence))
+	p("  healthy after the run: %s", okOr(r.FinalHealth))
+	an := r.Anomalies()
+	p("anomalies: %d", len(an))
+	for _, a := range an {
+		p("  - %s", a)
+	}
+	p("=============================================================")
+}
+
+func okOr(s string) string {
+	if s == "" {
+		return "yes"
+	}
+	return "NO: " + s
+}
+
+// stats formats n, median, p90 and max of ds.
+func stats(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "n=0"
+	}
+	return fmt.Sprintf("n=%d median %v p90 %v max %v", len(ds),
+		percentile(ds, 50).Round(time.Millisecond), percentile(ds, 90).Round(time.Millisecond),
+		percentile(ds, 100).Round(time.Millisecond))
+}
+
+// percentile is the nearest-rank percentile q (0 < q <= 100) of ds.
+func percentile(ds []time.Duration, q int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (q*len(s)+99)/100 - 1
+	return s[max(0, min(i, len(s)-1))]
+}

@@ -1,0 +1,52 @@
+package chaos
+
+import (
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	ds := []time.Duration{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
+	for _, tc := range []struct {
+		q    int
+		want time.Duration
+	}{{50, 5}, {90, 9}, {100, 10}, {1, 1}} {
+		if got := percentile(ds, tc.q); got != tc.want {
+			t.Errorf("percentile(%d) = %v, want %v", tc.q, got, tc.want)
+		}
+	}
+	if got := percentile([]time.Duration{7}, 50); got != 7 {
+		t.Errorf("percentile of one = %v", got)
+	}
+}
+
+func TestFailoversUseWritesIssuedAfterTheFault(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	c := &Canary{}
+	c.writes = []span{
+		{at(-50), at(20)},    // began before the fault: acknowledged by the old leader, maybe
+		{at(100), at(1900)},  // first issued after the fault, ends late
+		{at(1500), at(1600)}, // issued later, ends first
+		{at(3000), at(3010)},
+	}
+	c.Mark(FaultKillLeader, "n1", t0)
+	c.Mark(FaultKillLeader, "n2", at(5000))
+	fs := c.Failovers()
+	if !fs[0].Recovered || fs[0].Took != 1600*time.Millisecond {
+		t.Errorf("first failover = %+v, want 1.6s", fs[0])
+	}
+	if fs[1].Recovered {
+		t.Errorf("second failover recovered with no write after it: %+v", fs[1])
+	}
+}
+
+func TestSetCompare(t *testing.T) {
+	s := &SetWorkload{}
+	adds := map[string]addState{"a": addAcked, "b": addUnknown, "c": addFailed, "d": addUnknown, "e": addAcked}
+	present := map[string]string{"a": "a", "b": "b", "c": "c", "e": "x", "z": "z"}
+	r := s.compare(t.Context(), nil, adds, present)
+	if len(r.Lost) != 0 || r.UnknownPresent != 1 || len(r.FailedPresent) != 1 || len(r.Phantom) != 2 {
+		t.Errorf("compare = %+v", r)
+	}
+}

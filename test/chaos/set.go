@@ -1,0 +1,172 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairndb/cairn/client"
+)
+
+// addState is what a set add's client learned.
+type addState int
+
+const (
+	addAcked   addState = iota + 1 // the write was acknowledged
+	addUnknown                     // outcome unknown (timeout, outcome_unknown)
+	addFailed                      // a definite failure: the server refused it before it was applied
+)
+
+// SetWorkload adds unique elements to a set, one key per element spread over
+// every shard, and checks at the end that every acknowledged add is present
+// and that nothing is present that was not added (or whose add definitely
+// failed), with the value it was added with.
+type SetWorkload struct {
+	Clients   []*client.Client
+	Prefixes  []string // key prefixes, one per shard; an element cycles through them
+	OpTimeout time.Duration
+	Gap       time.Duration // pause between two adds of one client
+	MaxOps    int64
+
+	issued atomic.Int64
+	mu     sync.Mutex
+	adds   map[string]addState // key -> outcome; the value is the key
+}
+
+// Run adds elements until ctx ends, until passes or MaxOps adds were issued.
+func (s *SetWorkload) Run(ctx context.Context, until time.Time) {
+	s.adds = map[string]addState{}
+	var wg sync.WaitGroup
+	for i, c := range s.Clients {
+		wg.Go(func() {
+			for seq := 0; ctx.Err() == nil && time.Now().Before(until); seq++ {
+				if s.issued.Add(1) > s.MaxOps {
+					return
+				}
+				key := fmt.Sprintf("%sc%d-%06d", s.Prefixes[seq%len(s.Prefixes)], i, seq)
+				octx, cancel := context.WithTimeout(ctx, s.OpTimeout)
+				_, err := c.Put(octx, key, key)
+				cancel()
+				st := addAcked
+				switch {
+				case err == nil:
+				case errors.Is(err, client.ErrOutcomeUnknown), errors.Is(err, context.DeadlineExceeded),
+					errors.Is(err, context.Canceled):
+					st = addUnknown
+				default:
+					st = addFailed
+				}
+				s.mu.Lock()
+				s.adds[key] = st
+				s.mu.Unlock()
+				sleepCtx(ctx, s.Gap)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// SetResult is the outcome of the final read.
+type SetResult struct {
+	Acked, Unknown, Failed int // adds by outcome
+	Present                int // elements read back
+	UnknownPresent         int // unknown adds that took effect
+	// The anomalies.
+	Lost          []string // acknowledged, absent
+	Phantom       []string // present but never added, or with another value
+	FailedPresent []string // reported failed, present
+}
+
+// Anomalies counts the anomalies found.
+func (r *SetResult) Anomalies() int { return len(r.Lost) + len(r.Phantom) + len(r.FailedPresent) }
+
+// Check reads the whole set back with linearizable scans (retried while the
+// cluster settles) and compares it with what the clients were told. A missing
+// acknowledged element is confirmed with a point read before it is reported.
+func (s *SetWorkload) Check(ctx context.Context, c *client.Client) (*SetResult, error) {
+	s.mu.Lock()
+	adds := make(map[string]addState, len(s.adds))
+	for k, v := range s.adds {
+		adds[k] = v
+	}
+	s.mu.Unlock()
+	present := map[string]string{}
+	for _, p := range s.Prefixes {
+		part := map[string]string{}
+		var err error
+		for attempt := 0; attempt < 10; attempt++ {
+			clear(part) // a retried scan starts over
+			err = c.ScanAll(ctx, client.ScanOptions{Prefix: p}, func(kv client.KV) error {
+				part[kv.Key] = kv.Value
+				return nil
+			})
+			if err == nil {
+				break
+			}
+			sleepCtx(ctx, time.Second)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("set read of %q: %w", p, err)
+		}
+		for k, v := range part {
+			present[k] = v
+		}
+	}
+	return s.compare(ctx, c, adds, present), nil
+}
+
+func (s *SetWorkload) compare(ctx context.Context, c *client.Client, adds map[string]addState, present map[string]string) *SetResult {
+	r := &SetResult{Present: len(present)}
+	for k, st := range adds {
+		v, ok := present[k]
+		switch st {
+		case addAcked:
+			r.Acked++
+			if !ok {
+				r.Lost = append(r.Lost, k+" ("+confirmAbsent(ctx, c, k)+")")
+			}
+		case addUnknown:
+			r.Unknown++
+			if ok {
+				r.UnknownPresent++
+			}
+		case addFailed:
+			r.Failed++
+			if ok {
+				r.FailedPresent = append(r.FailedPresent, k)
+			}
+		}
+		if ok && v != k {
+			r.Phantom = append(r.Phantom, fmt.Sprintf("%s holds %q, added as %q", k, v, k))
+		}
+	}
+	for k := range present {
+		if _, ok := adds[k]; !ok {
+			r.Phantom = append(r.Phantom, k+" was never added")
+		}
+	}
+	sort.Strings(r.Lost)
+	sort.Strings(r.Phantom)
+	sort.Strings(r.FailedPresent)
+	return r
+}
+
+// confirmAbsent reads a key the scan did not return, to tell a lost write
+// from a scan that missed it.
+func confirmAbsent(ctx context.Context, c *client.Client, key string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	kv, err := c.Get(ctx, key)
+	switch {
+	case errors.Is(err, client.ErrNotFound):
+		return "a point read finds it absent too"
+	case err != nil:
+		return "point read failed: " + err.Error()
+	default:
+		return fmt.Sprintf("a point read finds it (mod_index %d): the scan missed it", kv.ModIndex)
+	}
+}
