@@ -207,3 +207,58 @@ func TestRepeatedSplitsThenScan(t *testing.T) {
 	t.Logf("%d acknowledged keys, %d scanned, 8 ranges", len(acked), len(keys))
 	assertOwnership(t, c, acked)
 }
+
+// Invariants I5, I6, Scenario S25: splits in the middle of a concurrent
+// get/put/CAS workload across the split keys; porcupine must find the
+// history linearizable, and every key must end in exactly the shard that
+// owns it, on every node.
+func TestSplitUnderLinearizableLoad(t *testing.T) {
+	seed := testSeed(t)
+	c := StartCluster(t, ClusterConfig{})
+	clients := NewClients(t, c, 6)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, key := range []string{"lin/k4", "lin/k2", "lin/k6", "lin/k1", "lin/k5"} {
+			time.Sleep(1500 * time.Millisecond)
+			var id uint64
+			for _, r := range c.Node(0).Node.Ranges() {
+				if r.Contains([]byte(key)) {
+					id = r.ID
+				}
+			}
+			splitShard(t, c, id, key)
+		}
+	}()
+	cfg := DefaultWorkloadConfig()
+	cfg.Seed = int64(seed)
+	cfg.Clients = len(clients)
+	cfg.Keys = 8
+	cfg.KeyPrefix = "lin/"
+	cfg.Ops = 100000
+	cfg.Duration = 10 * time.Second
+	cfg.Stores = func(i int) KVStore { return ClientStore{C: clients[i]} }
+	cfg.Classify = ClassifyClientError
+	rec := RunRegisterWorkload(ctx, t, cfg)
+	wg.Wait()
+	t.Logf("operations: %+v", rec.Stats())
+	if rec.Stats().OK < 100 {
+		t.Fatalf("only %d operations succeeded", rec.Stats().OK)
+	}
+	rec.Check(t, 60*time.Second)
+
+	final := map[string]string{}
+	for i := 0; i < cfg.Keys; i++ {
+		k := fmt.Sprintf("lin/k%d", i)
+		if v, res, err := getValue(ctx, c.Node(0).HTTPAddr, k); err == nil && res.Status == 200 {
+			final[k] = v
+		}
+	}
+	if n := len(c.Node(0).Node.Ranges()); n != 6 {
+		t.Fatalf("%d ranges after 5 splits, want 6", n)
+	}
+	assertOwnership(t, c, final)
+}
