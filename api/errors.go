@@ -24,6 +24,8 @@ var (
 	// errPeerUnreachable: the node a request was forwarded to could not be
 	// dialed, so nothing was sent; the request may be routed again.
 	errPeerUnreachable = errors.New("peer unreachable")
+	// errConflict: the request's precondition on cluster state does not hold.
+	errConflict = errors.New("precondition failed")
 )
 
 // invalidArgument is a client error with a message meant for the user.
@@ -62,7 +64,7 @@ func errorStatus(err error) (status int, code string, retryable bool) {
 		return http.StatusBadRequest, "invalid_argument", false
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound, "not_found", false
-	case errors.As(err, &cond):
+	case errors.As(err, &cond), errors.Is(err, errConflict):
 		return http.StatusConflict, "condition_failed", false
 	case errors.As(err, &st):
 		return http.StatusConflict, "stale_token", false

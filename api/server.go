@@ -42,7 +42,9 @@ type Backend interface {
 // Config configures the API server.
 type Config struct {
 	Backend Backend
-	Logger  *slog.Logger
+	// Placement serves the cluster operations; nil disables them (tests).
+	Placement PlacementBackend
+	Logger    *slog.Logger
 	// Dial connects to other nodes for forwarding; nil = net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// RouteWait bounds how long a request waits for a shard leader to appear
@@ -58,6 +60,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	be      Backend
+	pb      PlacementBackend
 	log     *slog.Logger
 	mux     *http.ServeMux
 	peers   *http.Client
@@ -92,7 +95,7 @@ func NewServer(cfg Config) *Server {
 		dial = (&net.Dialer{Timeout: 2 * time.Second}).DialContext
 	}
 	s := &Server{
-		cfg: cfg, be: cfg.Backend, log: cfg.Logger, mux: http.NewServeMux(),
+		cfg: cfg, be: cfg.Backend, pb: cfg.Placement, log: cfg.Logger, mux: http.NewServeMux(),
 		peers: &http.Client{Transport: &http.Transport{
 			DialContext: dial, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
 		}},
@@ -120,6 +123,9 @@ func (s *Server) routes() {
 	s.handle("POST /v1/cluster/shards/{id}/split", "cluster_split", s.splitShard)
 	s.handle("POST "+pathAllocRangeID, "internal", s.internalAllocRangeID)
 	s.handle("POST "+pathReportRanges, "internal", s.internalReportRanges)
+	if s.pb != nil {
+		s.placementRoutes()
+	}
 	s.handle("/v1/kv", "unknown", s.notFound) // other methods on the scan path: 405, not a redirect
 	s.handle("/", "unknown", s.notFound)
 }

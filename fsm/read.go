@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash"
+	"time"
 
 	"go.etcd.io/bbolt"
 )
@@ -168,12 +169,24 @@ func writeLenPrefixed(h hash.Hash, p []byte) {
 	h.Write(p)
 }
 
-// SizeBytes approximates the bytes of user data by the bbolt file size.
+// SizeBytes is the bytes of user data in use (pages of the data bucket),
+// refreshed at most every sizeCacheFor: the file size would never shrink
+// after a split moved half the data out.
 func (f *FSM) SizeBytes() int64 {
+	f.sizeMu.Lock()
+	defer f.sizeMu.Unlock()
+	if !f.sizeAt.IsZero() && time.Since(f.sizeAt) < sizeCacheFor {
+		return f.size
+	}
 	var n int64
 	_ = f.view(func(tx *bbolt.Tx) error {
-		n = tx.Size()
+		st := tx.Bucket(bucketData).Stats()
+		n = int64(st.LeafInuse + st.BranchInuse)
 		return nil
 	})
+	f.size, f.sizeAt = n, time.Now()
 	return n
 }
+
+// sizeCacheFor bounds how often SizeBytes walks the data bucket's pages.
+const sizeCacheFor = 5 * time.Second

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,8 +147,12 @@ func TestHashDistinguishesState(t *testing.T) {
 	if applied, _ := mustHash(t, b); applied != 2 {
 		t.Fatalf("Hash applied = %d, want 2", applied)
 	}
-	if f := newFSM(t); f.SizeBytes() <= 0 {
-		t.Fatal("SizeBytes of an open store is not positive")
+	f := newFSM(t)
+	for i := 0; i < 100; i++ {
+		mustApply(t, f, uint64(i+1), put(fmt.Sprintf("k%03d", i), strings.Repeat("v", 1024)))
+	}
+	if n := f.SizeBytes(); n < 100*1024 {
+		t.Fatalf("SizeBytes %d after 100 KiB of values", n)
 	}
 }
 

@@ -58,7 +58,11 @@ type FSM struct {
 	applied atomic.Uint64
 
 	rngMu sync.RWMutex
-	rng   Range
+
+	sizeMu sync.Mutex // SizeBytes cache: bytes in use by the data bucket
+	size   int64
+	sizeAt time.Time
+	rng    Range
 
 	// waitCh is closed and replaced after every commit that advances the
 	// applied index, waking WaitApplied callers without polling.

@@ -31,6 +31,8 @@ type NodeInfo struct {
 	ID       string `json:"id"`
 	HTTPAddr string `json:"http_addr"`
 	RaftAddr string `json:"raft_addr"`
+	Draining bool   `json:"draining,omitempty"` // operator asked to move everything off
+	Removed  bool   `json:"removed,omitempty"`  // operator removed the node for good
 }
 
 // State is the replicated placement state.
@@ -39,6 +41,9 @@ type State struct {
 	Nodes       map[string]NodeInfo `json:"nodes"`
 	Ranges      []fsm.Range         `json:"ranges"` // sorted by Start, covering the keyspace
 	NextRangeID uint64              `json:"next_range_id"`
+	// Ops are the placement operations in progress, at most one per range,
+	// recorded before they run so a new placement leader resumes them.
+	Ops map[uint64]Operation `json:"ops,omitempty"`
 }
 
 // Formed reports whether the cluster has been initialised.
@@ -72,17 +77,23 @@ func (s *State) clone() *State {
 		c.Nodes[k] = v
 	}
 	c.Ranges = append([]fsm.Range(nil), s.Ranges...)
+	c.Ops = make(map[uint64]Operation, len(s.Ops))
+	for k, v := range s.Ops {
+		c.Ops[k] = v
+	}
 	return c
 }
 
 // metaCommand is one meta-group log entry. JSON: the meta group carries few,
 // small entries, and readable logs help operators; V allows later changes.
 type metaCommand struct {
-	V       int         `json:"v"`
-	Op      string      `json:"op"`
-	Cluster string      `json:"cluster_id,omitempty"`
-	Ranges  []fsm.Range `json:"ranges,omitempty"`
-	Node    *NodeInfo   `json:"node,omitempty"`
+	V         int         `json:"v"`
+	Op        string      `json:"op"`
+	Cluster   string      `json:"cluster_id,omitempty"`
+	Ranges    []fsm.Range `json:"ranges,omitempty"`
+	Node      *NodeInfo   `json:"node,omitempty"`
+	Operation *Operation  `json:"operation,omitempty"`
+	RangeID   uint64      `json:"range_id,omitempty"`
 }
 
 const (
@@ -90,7 +101,13 @@ const (
 	opRegisterNode = "register_node"
 	opReportRanges = "report_ranges"
 	opAllocRangeID = "alloc_range_id"
+	opStartOp      = "op_start"
+	opFinishOp     = "op_done"
+	opNodeState    = "node_state"
 )
+
+// ErrOpInProgress is returned when a range already has an operation.
+var ErrOpInProgress = errors.New("an operation is already in progress for the range")
 
 // ErrAlreadyFormed is returned by an init proposal on a formed cluster.
 var ErrAlreadyFormed = errors.New("cluster already formed")
@@ -212,7 +229,35 @@ func (f *metaFSM) apply(c *metaCommand) interface{} {
 		if c.Node == nil || c.Node.ID == "" {
 			return errors.New("meta: register_node without node")
 		}
-		f.state.Nodes[c.Node.ID] = *c.Node
+		n := f.state.Nodes[c.Node.ID] // addresses change; operator flags stay
+		n.ID, n.HTTPAddr, n.RaftAddr = c.Node.ID, c.Node.HTTPAddr, c.Node.RaftAddr
+		f.state.Nodes[c.Node.ID] = n
+		return nil
+	case opNodeState:
+		if c.Node == nil {
+			return errors.New("meta: node_state without node")
+		}
+		n, ok := f.state.Nodes[c.Node.ID]
+		if !ok {
+			return fmt.Errorf("meta: node %s is not registered", c.Node.ID)
+		}
+		n.Draining, n.Removed = c.Node.Draining, c.Node.Removed
+		f.state.Nodes[c.Node.ID] = n
+		return nil
+	case opStartOp:
+		if c.Operation == nil {
+			return errors.New("meta: op_start without operation")
+		}
+		if f.state.Ops == nil {
+			f.state.Ops = map[uint64]Operation{}
+		}
+		if _, busy := f.state.Ops[c.Operation.RangeID]; busy {
+			return ErrOpInProgress
+		}
+		f.state.Ops[c.Operation.RangeID] = *c.Operation
+		return nil
+	case opFinishOp:
+		delete(f.state.Ops, c.RangeID)
 		return nil
 	case opReportRanges:
 		for _, r := range c.Ranges {
@@ -367,6 +412,21 @@ func (m *Meta) propose(ctx context.Context, c *metaCommand) error {
 // map (see State.report). Leader only.
 func (m *Meta) ReportRanges(ctx context.Context, ranges []fsm.Range) error {
 	return m.propose(ctx, &metaCommand{V: 1, Op: opReportRanges, Ranges: ranges})
+}
+
+// StartOp records a placement operation before it runs. Leader only.
+func (m *Meta) StartOp(ctx context.Context, op Operation) error {
+	return m.propose(ctx, &metaCommand{V: 1, Op: opStartOp, Operation: &op})
+}
+
+// FinishOp removes the operation of a range (done or rolled back). Leader only.
+func (m *Meta) FinishOp(ctx context.Context, rangeID uint64) error {
+	return m.propose(ctx, &metaCommand{V: 1, Op: opFinishOp, RangeID: rangeID})
+}
+
+// SetNodeState records an operator's drain or removal of a node. Leader only.
+func (m *Meta) SetNodeState(ctx context.Context, id string, draining, removed bool) error {
+	return m.propose(ctx, &metaCommand{V: 1, Op: opNodeState, Node: &NodeInfo{ID: id, Draining: draining, Removed: removed}})
 }
 
 // AllocRangeID reserves a new, never used range id. Leader only.

@@ -216,3 +216,19 @@ func (r *Replica) close() error {
 	r.wg.Wait()
 	return errors.Join(err, r.fsm.Close())
 }
+
+// RemoveReplica stops the replica of shard id and deletes its data. The
+// caller has established that the shard's configuration no longer includes
+// this node.
+func (h *Host) RemoveReplica(id uint64) error {
+	h.mu.Lock()
+	r, ok := h.replicas[id]
+	delete(h.replicas, id)
+	h.mu.Unlock()
+	if ok {
+		if err := r.close(); err != nil {
+			h.log.Warn("close removed replica", "shard", id, "err", err)
+		}
+	}
+	return os.RemoveAll(h.shardDir(id))
+}

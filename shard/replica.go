@@ -39,6 +39,8 @@ type Replica struct {
 	ready   bool
 	readyCh chan struct{} // closed when ready becomes true for gen
 
+	written atomic.Uint64 // bytes proposed by this replica as leader (write-rate statistics)
+
 	closed atomic.Bool
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -90,6 +92,7 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 	if timeout <= 0 {
 		return nil, fmt.Errorf("shard %d: %w", r.id, context.DeadlineExceeded)
 	}
+	r.written.Add(uint64(len(b)))
 	f := r.g.raft.Apply(b, timeout)
 	var err error
 	done := make(chan error, 1)
@@ -213,6 +216,9 @@ func (r *Replica) stillReady(gen uint64) bool {
 	defer r.mu.Unlock()
 	return r.ready && r.gen == gen
 }
+
+// WrittenBytes is the total size of the entries this replica proposed.
+func (r *Replica) WrittenBytes() uint64 { return r.written.Load() }
 
 // Hash returns the replica's state hash at its applied index (tests, S5/S6).
 func (r *Replica) Hash() (uint64, []byte, error) { return r.fsm.Hash() }

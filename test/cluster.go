@@ -27,6 +27,12 @@ type ClusterConfig struct {
 	ApplyTimeout  time.Duration
 	// Verbose logs node output at info level to stderr (CAIRN_TEST_LOG=1 too).
 	Verbose bool
+	// AutoPlacement lets the placement driver balance, split and repair on
+	// its own. Off by default so fault tests keep the layout they arrange.
+	AutoPlacement bool
+	// DeadAfter and SplitSize tune the placement driver (defaults: node's).
+	DeadAfter time.Duration
+	SplitSize int64
 }
 
 // Cluster is a set of real cairn nodes in this process, each with its own
@@ -127,6 +133,13 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	nc.Tuning, nc.MetaTuning = cfg.Tuning, shard.FastRaftTuning()
 	nc.ApplyTimeout = cfg.ApplyTimeout
 	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked}
+	nc.NoAutoPlacement = !cfg.AutoPlacement
+	if cfg.DeadAfter > 0 {
+		nc.DeadAfter = cfg.DeadAfter
+	}
+	if cfg.SplitSize > 0 {
+		nc.SplitSize = cfg.SplitSize
+	}
 	level := slog.LevelError
 	var out io.Writer = io.Discard
 	if cfg.Verbose || os.Getenv("CAIRN_TEST_LOG") != "" {

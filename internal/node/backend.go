@@ -1,8 +1,11 @@
 package node
 
 import (
+	"context"
+
 	"github.com/cairndb/cairn/api"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -73,3 +76,28 @@ func (n *Node) Cluster() api.ClusterView {
 	}
 	return v
 }
+
+// The node serves the placement endpoints.
+var _ api.PlacementBackend = (*Node)(nil)
+
+// Observe hands shard leaders' statistics to the placement driver.
+func (n *Node) Observe(hb []api.RangeHeartbeat) {
+	for _, h := range hb {
+		n.driver.Observe(h.ID, placement.RangeStats{Leader: h.Leader, SizeBytes: h.SizeBytes, WriteBytes: h.WriteBytes})
+	}
+}
+
+// NodeRaftAddr returns a registered node's raft address.
+func (n *Node) NodeRaftAddr(id string) (string, bool) {
+	st, _ := n.meta.State()
+	ni, ok := st.Nodes[id]
+	return ni.RaftAddr, ok && ni.RaftAddr != ""
+}
+
+// SetNodeState records a drain or removal in the meta group.
+func (n *Node) SetNodeState(ctx context.Context, id string, draining, removed bool) error {
+	return n.meta.SetNodeState(ctx, id, draining, removed)
+}
+
+// NodeAlive reports gossip liveness.
+func (n *Node) NodeAlive(id string) bool { return n.gossip.alive()[id] }

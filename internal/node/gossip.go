@@ -123,6 +123,15 @@ func (g *gossip) members() []placement.NodeInfo {
 	return out
 }
 
+// alive returns the ids gossip currently sees alive or suspect.
+func (g *gossip) alive() map[string]bool {
+	out := map[string]bool{}
+	for _, m := range g.ml.Members() {
+		out[m.Name] = true
+	}
+	return out
+}
+
 // state reports a member's gossip liveness: alive, suspect or dead.
 func (g *gossip) state(id string) string {
 	for _, m := range g.ml.Members() {

@@ -33,8 +33,13 @@ type Config struct {
 	GossipAddr      string // memberlist bind address
 	Join            []string
 	BootstrapExpect int
-	InitialSplits   []string // keys at which the first range map is cut when the cluster forms
-	Replication     int      // replicas per shard, default 3
+	InitialSplits   []string      // keys at which the first range map is cut when the cluster forms
+	Replication     int           // replicas per shard, default 3
+	SplitSize       int64         // split a range larger than this; default 64 MiB
+	DeadAfter       time.Duration // re-create replicas of a node gossip reports dead this long; default 30s
+	// NoAutoPlacement stops the placement driver from making decisions of its
+	// own (operator calls still work): tests that need a fixed layout.
+	NoAutoPlacement bool
 	Tuning          shard.RaftTuning
 	MetaTuning      shard.RaftTuning
 	ApplyTimeout    time.Duration
@@ -59,6 +64,8 @@ type Knobs struct {
 func DefaultConfig() Config {
 	return Config{
 		Replication:  3,
+		SplitSize:    64 << 20,
+		DeadAfter:    30 * time.Second,
 		Tuning:       shard.DefaultRaftTuning(),
 		MetaTuning:   shard.DefaultRaftTuning(),
 		ApplyTimeout: 5 * time.Second,
@@ -103,6 +110,10 @@ type Node struct {
 	http   *http.Server
 	httpLn net.Listener
 	api    *api.Server
+	driver *placement.Driver
+	// lastWritten remembers each leader replica's WrittenBytes at the last
+	// heartbeat, for write rates.
+	lastWritten map[uint64]uint64
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -140,9 +151,13 @@ func (n *Node) start() error {
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.run()
 	go n.reportLoop()
+	go func() {
+		defer n.wg.Done()
+		n.driver.Run(n.stop)
+	}()
 	return nil
 }
 
@@ -200,7 +215,13 @@ func (n *Node) startHTTP() error {
 		}
 	}
 	n.httpLn = ln
-	n.api = api.NewServer(api.Config{Backend: n, Logger: n.log, Dial: n.dialPeer})
+	n.api = api.NewServer(api.Config{Backend: n, Placement: n, Logger: n.log, Dial: n.dialPeer})
+	sc := placement.DefaultSchedulerConfig()
+	sc.Replication, sc.SplitSize, sc.DeadAfter = n.cfg.Replication, n.cfg.SplitSize, n.cfg.DeadAfter
+	n.driver = placement.NewDriver(placement.DriverConfig{
+		Meta: n.meta, Exec: n.api.NewExecutor(), Scheduler: sc, Alive: n.gossip.alive,
+		NoSchedule: n.cfg.NoAutoPlacement, Logger: n.log.With("component", "placement"),
+	})
 	n.http = &http.Server{Handler: n.api, ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(1)
 	go func() {
@@ -367,7 +388,7 @@ func (n *Node) registerMembers(st *placement.State) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, m := range n.gossip.members() {
-		if cur, ok := st.Nodes[m.ID]; !ok || cur != m {
+		if cur, ok := st.Nodes[m.ID]; !ok || cur.HTTPAddr != m.HTTPAddr || cur.RaftAddr != m.RaftAddr {
 			if err := n.meta.RegisterNode(ctx, m); err != nil {
 				return err
 			}
@@ -395,12 +416,17 @@ func (n *Node) registerMembers(st *placement.State) error {
 	return nil
 }
 
-// openReplicas starts a local replica for every range that lists this node.
+// openReplicas starts a local replica for every range that lists this node
+// or that an operation is moving to it, and removes replicas the range map
+// no longer assigns here.
 func (n *Node) openReplicas(st *placement.State) error {
+	want := map[uint64]bool{}
 	for _, r := range st.Ranges {
-		if !contains(r.Replicas, n.cfg.ID) {
+		op, hasOp := st.Ops[r.ID]
+		if !contains(r.Replicas, n.cfg.ID) && !(hasOp && op.To == n.cfg.ID) {
 			continue
 		}
+		want[r.ID] = true
 		if _, ok := n.host.Replica(r.ID); ok {
 			continue
 		}
@@ -415,6 +441,22 @@ func (n *Node) openReplicas(st *placement.State) error {
 			}
 		}
 		if _, err := n.host.OpenReplica(r, servers); err != nil {
+			return err
+		}
+	}
+	for _, rep := range n.host.Replicas() {
+		if want[rep.ID()] {
+			continue
+		}
+		mr, ok := st.Range(rep.ID())
+		// Remove only when the map knows the range at least as well as the
+		// replica does: a node whose meta copy lags (just restarted) must not
+		// delete a replica it was recently given.
+		if !ok || mr.Epoch < rep.Range().Epoch || contains(mr.Replicas, n.cfg.ID) {
+			continue
+		}
+		n.log.Info("removing replica moved off this node", "shard", rep.ID(), "epoch", mr.Epoch)
+		if err := n.host.RemoveReplica(rep.ID()); err != nil {
 			return err
 		}
 	}

@@ -26,13 +26,18 @@ func (n *Node) reportLoop() {
 			return
 		case <-tick.C:
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if stale := n.staleDescriptors(); len(stale) > 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := n.api.ReportRanges(ctx, stale); err != nil {
 				n.log.Debug("report ranges", "err", err)
 			}
-			cancel()
 		}
+		if hb := n.heartbeat(500 * time.Millisecond); len(hb) > 0 {
+			if err := n.api.SendHeartbeat(ctx, hb); err != nil {
+				n.log.Debug("heartbeat", "err", err)
+			}
+		}
+		cancel()
 	}
 }
 
@@ -56,4 +61,25 @@ func (n *Node) staleDescriptors() []fsm.Range {
 		}
 	}
 	return out
+}
+
+// heartbeat collects the statistics of the shards this node leads.
+func (n *Node) heartbeat(interval time.Duration) []api.RangeHeartbeat {
+	if n.lastWritten == nil {
+		n.lastWritten = map[uint64]uint64{}
+	}
+	var hb []api.RangeHeartbeat
+	for _, rep := range n.host.Replicas() {
+		if !rep.IsLeader() {
+			continue
+		}
+		w := rep.WrittenBytes()
+		rate := float64(w-n.lastWritten[rep.ID()]) / interval.Seconds()
+		if w < n.lastWritten[rep.ID()] {
+			rate = 0
+		}
+		n.lastWritten[rep.ID()] = w
+		hb = append(hb, api.RangeHeartbeat{ID: rep.ID(), Leader: n.cfg.ID, SizeBytes: rep.FSM().SizeBytes(), WriteBytes: rate})
+	}
+	return hb
 }

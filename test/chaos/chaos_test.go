@@ -95,7 +95,11 @@ func TestChaos(t *testing.T) {
 		canary.Clients = append(canary.Clients, newClient(t, c, i, fmt.Sprintf("canary%d", i), -1, 800*time.Millisecond))
 		canary.Keys = append(canary.Keys, fmt.Sprintf("%s%d/w%d", canaryPrefix, seed, i))
 	}
-	set := &SetWorkload{Prefixes: prefixes, OpTimeout: 6 * time.Second, Gap: 20 * time.Millisecond, MaxOps: 200000}
+	var setPrefixes []string
+	for _, p := range prefixes {
+		setPrefixes = append(setPrefixes, p+"set/")
+	}
+	set := &SetWorkload{Prefixes: setPrefixes, OpTimeout: 6 * time.Second, Gap: 20 * time.Millisecond, MaxOps: 200000}
 	for i := range 2 {
 		set.Clients = append(set.Clients, newClient(t, c, i, fmt.Sprintf("set%d", i), 8, 2500*time.Millisecond))
 	}
@@ -184,7 +188,7 @@ func runRegisterRounds(ctx context.Context, t *testing.T, c *Cluster, seed uint6
 		cfg.Keys = 6
 		cfg.KeyPrefix = fmt.Sprintf("%sreg-r%d/", prefixes[n%len(prefixes)], n)
 		cfg.Duration = min(left, time.Minute)
-		cfg.Ops = 20000
+		cfg.Ops = 50000
 		cfg.OpTimeout = 6 * time.Second
 		cfg.Stores = func(i int) test.KVStore { return test.ClientStore{C: cls[i]} }
 		cfg.Classify = test.ClassifyClientError

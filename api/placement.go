@@ -1,0 +1,353 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/cairndb/cairn/placement"
+	"github.com/cairndb/cairn/shard"
+)
+
+// Placement endpoints: the public cluster operations of API.md and the
+// internal calls the placement driver's executor makes.
+const (
+	pathHeartbeat = "/internal/v1/meta/heartbeat"
+	pathNodeState = "/internal/v1/meta/node-state"
+)
+
+// RangeHeartbeat is one shard leader's statistics in a heartbeat.
+type RangeHeartbeat struct {
+	ID         uint64  `json:"id"`
+	Leader     string  `json:"leader"`
+	SizeBytes  int64   `json:"size_bytes"`
+	WriteBytes float64 `json:"write_bytes_per_s"`
+}
+
+// PlacementBackend is what the placement endpoints need from the node.
+type PlacementBackend interface {
+	// Observe hands heartbeat statistics to the placement driver.
+	Observe(hb []RangeHeartbeat)
+	// NodeRaftAddr returns a registered node's raft address.
+	NodeRaftAddr(id string) (string, bool)
+	// SetNodeState records a drain or removal (meta leader only).
+	SetNodeState(ctx context.Context, id string, draining, removed bool) error
+	// NodeAlive reports gossip liveness (a hint).
+	NodeAlive(id string) bool
+}
+
+type membershipRequest struct {
+	Action string `json:"action"` // add_learner, promote, remove, transfer_leader
+	Node   string `json:"node"`
+}
+
+func (s *Server) placementRoutes() {
+	s.handle("POST /v1/cluster/shards/{id}/transfer-leader", "cluster_transfer", s.transferLeader)
+	s.handle("POST /v1/cluster/nodes/{id}/drain", "cluster_drain", s.drainNode)
+	s.handle("DELETE /v1/cluster/nodes/{id}", "cluster_remove_node", s.removeNode)
+	s.handle("GET /internal/v1/shards/{id}/status", "internal", s.shardStatus)
+	s.handle("POST /internal/v1/shards/{id}/membership", "internal", s.membership)
+	s.handle("POST "+pathHeartbeat, "internal", s.heartbeat)
+	s.handle("POST "+pathNodeState, "internal", s.nodeState)
+}
+
+func shardIDParam(r *http.Request) (uint64, error) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil {
+		return 0, invalidf("bad shard id %q", r.PathValue("id"))
+	}
+	return id, nil
+}
+
+// onLeader runs fn on the shard's leader replica: locally, or by forwarding
+// the request to the leader's node.
+func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, fn func(*shard.Replica) error) error {
+	id, err := shardIDParam(r)
+	if err != nil {
+		return err
+	}
+	if !s.be.Ready() {
+		return errNotReady
+	}
+	rng, ok := s.rangeByID(id)
+	if !ok {
+		return fmt.Errorf("shard %d: %w", id, errNotFound)
+	}
+	t, err := s.leaderTarget(r.Context(), rng)
+	if err != nil {
+		return err
+	}
+	if t.rep == nil {
+		return s.forward(w, r, body, t.addr)
+	}
+	return fn(t.rep)
+}
+
+func (s *Server) shardStatus(w http.ResponseWriter, r *http.Request) error {
+	reply := func(rep *shard.Replica) error {
+		writeJSON(w, http.StatusOK, rep.Status())
+		return nil
+	}
+	if r.URL.Query().Get("leader") == "1" {
+		return s.onLeader(w, r, nil, reply)
+	}
+	id, err := shardIDParam(r)
+	if err != nil {
+		return err
+	}
+	rep, ok := s.be.Replica(id)
+	if !ok {
+		return fmt.Errorf("node %s has no replica of shard %d: %w", s.be.NodeID(), id, errNotFound)
+	}
+	return reply(rep)
+}
+
+func (s *Server) membership(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var req membershipRequest
+	if err := unmarshalStrict(body, &req); err != nil {
+		return err
+	}
+	return s.onLeader(w, r, body, func(rep *shard.Replica) error {
+		if err := s.changeMembership(rep, req); err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, rep.Status())
+		return nil
+	})
+}
+
+func (s *Server) changeMembership(rep *shard.Replica, req membershipRequest) error {
+	addr, ok := s.pb.NodeRaftAddr(req.Node)
+	if !ok && req.Action != "remove" {
+		return fmt.Errorf("node %q is not registered: %w", req.Node, errNotFound)
+	}
+	switch req.Action {
+	case "add_learner":
+		return rep.AddLearner(req.Node, addr)
+	case "promote":
+		return rep.Promote(req.Node, addr)
+	case "remove":
+		return rep.RemoveMember(req.Node)
+	case "transfer_leader":
+		return rep.TransferLeader(req.Node, addr)
+	}
+	return invalidf("unknown membership action %q", req.Action)
+}
+
+// transferLeader: POST /v1/cluster/shards/{id}/transfer-leader {"to":"n3"}.
+func (s *Server) transferLeader(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		To string `json:"to"`
+	}
+	if err := unmarshalStrict(body, &req); err != nil {
+		return err
+	}
+	if req.To == "" {
+		return invalidf(`"to" names the node to hand leadership to`)
+	}
+	return s.onLeader(w, r, body, func(rep *shard.Replica) error {
+		if err := s.changeMembership(rep, membershipRequest{Action: "transfer_leader", Node: req.To}); err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"shard": rep.ID(), "leader": req.To})
+		return nil
+	})
+}
+
+// drainNode: POST /v1/cluster/nodes/{id}/drain. The placement driver then
+// moves every replica and leader off the node.
+func (s *Server) drainNode(w http.ResponseWriter, r *http.Request) error {
+	return s.setNodeState(w, r, true, false)
+}
+
+// removeNode: DELETE /v1/cluster/nodes/{id}, for a drained or dead node.
+func (s *Server) removeNode(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if s.pb.NodeAlive(id) {
+		for _, rng := range s.be.Ranges() {
+			for _, rep := range rng.Replicas {
+				if rep == id {
+					return fmt.Errorf("%w: node %s is alive and still holds replicas; drain it first", errConflict, id)
+				}
+			}
+		}
+	}
+	return s.setNodeState(w, r, true, true)
+}
+
+func (s *Server) setNodeState(w http.ResponseWriter, r *http.Request, draining, removed bool) error {
+	id := r.PathValue("id")
+	if _, ok := s.be.NodeHTTPAddr(id); !ok {
+		return fmt.Errorf("node %q: %w", id, errNotFound)
+	}
+	in := nodeStateRequest{Node: id, Draining: draining, Removed: removed}
+	if err := s.callMeta(r.Context(), pathNodeState, in, nil); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"node": id, "draining": draining, "removed": removed})
+	return nil
+}
+
+type nodeStateRequest struct {
+	Node     string `json:"node"`
+	Draining bool   `json:"draining"`
+	Removed  bool   `json:"removed"`
+}
+
+func (s *Server) nodeState(w http.ResponseWriter, r *http.Request) error {
+	var req nodeStateRequest
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	if err := unmarshalStrict(body, &req); err != nil {
+		return err
+	}
+	if err := s.pb.SetNodeState(r.Context(), req.Node, req.Draining, req.Removed); err != nil {
+		return fmt.Errorf("%w: %w", errNoRoute, err)
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	return nil
+}
+
+// callMeta runs an internal meta call here when this node leads the meta
+// group, else on the leader.
+func (s *Server) callMeta(ctx context.Context, path string, in, out any) error {
+	if s.be.Meta().IsLeader() {
+		addr, _ := s.be.NodeHTTPAddr(s.be.NodeID())
+		return s.callNode(ctx, addr, http.MethodPost, path, in, out)
+	}
+	return s.callMetaLeader(ctx, path, in, out)
+}
+
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
+	var hb []RangeHeartbeat
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, &hb); err != nil {
+		return invalidf("bad heartbeat: %v", err)
+	}
+	s.pb.Observe(hb)
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	return nil
+}
+
+// SendHeartbeat delivers this node's shard statistics to the meta leader.
+func (s *Server) SendHeartbeat(ctx context.Context, hb []RangeHeartbeat) error {
+	if s.be.Meta().IsLeader() {
+		s.pb.Observe(hb)
+		return nil
+	}
+	return s.callMetaLeader(ctx, pathHeartbeat, hb, nil)
+}
+
+// callNode makes one internal call to the node at addr.
+func (s *Server) callNode(ctx context.Context, addr, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.peers.Do(req)
+	if err != nil {
+		return fmt.Errorf("node %s: %w: %w", addr, errNoRoute, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var eb errorBody
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb)
+		return remoteError(resp.StatusCode, eb.Error)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Executor carries out placement steps through this node's API, which
+// routes each call to the shard's leader (placement.Executor).
+type Executor struct{ s *Server }
+
+// NewExecutor returns the placement executor backed by s.
+func (s *Server) NewExecutor() *Executor { return &Executor{s: s} }
+
+var _ placement.Executor = (*Executor)(nil)
+
+func (e *Executor) self() string {
+	addr, _ := e.s.be.NodeHTTPAddr(e.s.be.NodeID())
+	return addr
+}
+
+// ShardStatus asks the shard's leader.
+func (e *Executor) ShardStatus(ctx context.Context, id uint64) (shard.Status, error) {
+	var st shard.Status
+	err := e.s.callNode(ctx, e.self(), http.MethodGet, fmt.Sprintf("/internal/v1/shards/%d/status?leader=1", id), nil, &st)
+	return st, err
+}
+
+// ReplicaStatus asks node's own replica.
+func (e *Executor) ReplicaStatus(ctx context.Context, id uint64, node string) (shard.Status, error) {
+	var st shard.Status
+	addr, ok := e.s.be.NodeHTTPAddr(node)
+	if !ok {
+		return st, fmt.Errorf("node %q: %w", node, errNotFound)
+	}
+	err := e.s.callNode(ctx, addr, http.MethodGet, fmt.Sprintf("/internal/v1/shards/%d/status", id), nil, &st)
+	return st, err
+}
+
+func (e *Executor) member(ctx context.Context, id uint64, action, node string) error {
+	return e.s.callNode(ctx, e.self(), http.MethodPost, fmt.Sprintf("/internal/v1/shards/%d/membership", id),
+		membershipRequest{Action: action, Node: node}, nil)
+}
+
+// AddLearner adds node as a non-voter.
+func (e *Executor) AddLearner(ctx context.Context, id uint64, n placement.NodeInfo) error {
+	return e.member(ctx, id, "add_learner", n.ID)
+}
+
+// Promote makes node a voter.
+func (e *Executor) Promote(ctx context.Context, id uint64, n placement.NodeInfo) error {
+	return e.member(ctx, id, "promote", n.ID)
+}
+
+// RemoveMember removes node from the shard.
+func (e *Executor) RemoveMember(ctx context.Context, id uint64, node string) error {
+	return e.member(ctx, id, "remove", node)
+}
+
+// TransferLeader hands leadership to node.
+func (e *Executor) TransferLeader(ctx context.Context, id uint64, n placement.NodeInfo) error {
+	return e.member(ctx, id, "transfer_leader", n.ID)
+}
+
+// Split splits the range at key (nil = middle).
+func (e *Executor) Split(ctx context.Context, id uint64, key []byte) error {
+	body := map[string]any{}
+	if key != nil {
+		body["key"] = string(key)
+	}
+	return e.s.callNode(ctx, e.self(), http.MethodPost, fmt.Sprintf("/v1/cluster/shards/%d/split", id), body, nil)
+}

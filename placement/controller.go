@@ -1,0 +1,157 @@
+package placement
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cairndb/cairn/shard"
+)
+
+// Executor carries out single steps on the cluster for the controller. The
+// node implements it over the internal HTTP API; every call is routed to the
+// shard's current leader (or, for ReplicaApplied, to the named node).
+type Executor interface {
+	// ShardStatus is the shard leader's view: members, commit index, leader.
+	ShardStatus(ctx context.Context, rangeID uint64) (shard.Status, error)
+	// ReplicaStatus is node's own replica's view (its applied index).
+	ReplicaStatus(ctx context.Context, rangeID uint64, node string) (shard.Status, error)
+	AddLearner(ctx context.Context, rangeID uint64, node NodeInfo) error
+	Promote(ctx context.Context, rangeID uint64, node NodeInfo) error
+	RemoveMember(ctx context.Context, rangeID uint64, node string) error
+	TransferLeader(ctx context.Context, rangeID uint64, node NodeInfo) error
+	Split(ctx context.Context, rangeID uint64, key []byte) error
+}
+
+// CatchUpLag is how far (in log entries) a learner may trail the leader's
+// commit index and still be promoted: close enough that promotion does not
+// stall the quorum.
+const CatchUpLag = 64
+
+// errWaiting means the step is in progress; call Step again later.
+var errWaiting = errors.New("operation in progress")
+
+// Step advances op by at most one action and reports whether it is finished
+// (completed, or rolled back because it can no longer complete). Each call
+// derives where op stands from the shard's actual configuration, so steps
+// are idempotent and a new placement leader resumes an operation from the
+// record in the meta group: it completes or rolls back, never stays half done.
+func Step(ctx context.Context, ex Executor, st *State, op Operation) (done bool, err error) {
+	rng, ok := st.Range(op.RangeID)
+	if !ok {
+		return true, nil // the range is gone (never happens without merges)
+	}
+	switch op.Kind {
+	case OpSplitRange:
+		if rng.Epoch != op.Epoch {
+			return true, nil // split (or something else) happened: decision is spent
+		}
+		return false, ex.Split(ctx, op.RangeID, op.SplitKey)
+	case OpTransferLeader:
+		s, err := ex.ShardStatus(ctx, op.RangeID)
+		if err != nil {
+			return false, err
+		}
+		if s.Leader == op.To || !ctlIsVoter(s.Members, op.To) {
+			return true, nil
+		}
+		to, ok := st.Nodes[op.To]
+		if !ok {
+			return true, nil
+		}
+		return false, ex.TransferLeader(ctx, op.RangeID, to)
+	case OpMoveReplica, OpAddReplica, OpRemoveReplica:
+		return stepMembership(ctx, ex, st, op)
+	}
+	return true, fmt.Errorf("unknown operation kind %q", op.Kind)
+}
+
+// stepMembership moves a replica: add To as a learner, wait for it to catch
+// up, promote it, move leadership off From if needed, remove From, then wait
+// for the range map to show the result. A range never has fewer voters than
+// before the operation began.
+func stepMembership(ctx context.Context, ex Executor, st *State, op Operation) (bool, error) {
+	s, err := ex.ShardStatus(ctx, op.RangeID)
+	if err != nil {
+		return false, err
+	}
+	to, hasTo := st.Nodes[op.To]
+	if op.To != "" && (!hasTo || to.Removed) {
+		// The target is gone: roll back by removing whatever was added.
+		if ctlMember(s.Members, op.To) != nil {
+			return false, ex.RemoveMember(ctx, op.RangeID, op.To)
+		}
+		return true, nil
+	}
+	if op.To != "" {
+		m := ctlMember(s.Members, op.To)
+		if m == nil {
+			return false, ex.AddLearner(ctx, op.RangeID, to)
+		}
+		if !m.Voter {
+			rs, err := ex.ReplicaStatus(ctx, op.RangeID, op.To)
+			if err != nil {
+				return false, err
+			}
+			if rs.Applied+CatchUpLag < s.CommitIndex {
+				return false, errWaiting
+			}
+			return false, ex.Promote(ctx, op.RangeID, to)
+		}
+	}
+	if op.From != "" && ctlMember(s.Members, op.From) != nil {
+		if s.Leader == op.From {
+			next := ctlOtherVoter(s.Members, op.From, op.To)
+			if next == "" {
+				return false, errWaiting
+			}
+			return false, ex.TransferLeader(ctx, op.RangeID, st.Nodes[next])
+		}
+		return false, ex.RemoveMember(ctx, op.RangeID, op.From)
+	}
+	// The shard's configuration is final; finish once the range map agrees,
+	// so no node deletes a replica the map does not list yet.
+	rng, _ := st.Range(op.RangeID)
+	if (op.To == "" || ctlHas(rng.Replicas, op.To)) && (op.From == "" || !ctlHas(rng.Replicas, op.From)) {
+		return true, nil
+	}
+	return false, errWaiting
+}
+
+func ctlMember(ms []shard.Member, id string) *shard.Member {
+	for i := range ms {
+		if ms[i].ID == id {
+			return &ms[i]
+		}
+	}
+	return nil
+}
+
+func ctlIsVoter(ms []shard.Member, id string) bool {
+	m := ctlMember(ms, id)
+	return m != nil && m.Voter
+}
+
+func ctlOtherVoter(ms []shard.Member, not, prefer string) string {
+	if ctlIsVoter(ms, prefer) && prefer != not {
+		return prefer
+	}
+	for _, m := range ms {
+		if m.Voter && m.ID != not {
+			return m.ID
+		}
+	}
+	return ""
+}
+
+func ctlHas(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// IsWaiting reports whether a Step error only means "not yet".
+func IsWaiting(err error) bool { return errors.Is(err, errWaiting) }

@@ -1,0 +1,212 @@
+package placement
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+)
+
+// RangeStats is what a shard leader's heartbeat says about its range.
+type RangeStats struct {
+	Leader     string
+	SizeBytes  int64
+	WriteBytes float64 // bytes/s written recently
+	Updated    time.Time
+}
+
+// DriverConfig configures the placement driver.
+type DriverConfig struct {
+	Meta      *Meta
+	Exec      Executor
+	Scheduler SchedulerConfig
+	// Alive reports the nodes gossip currently sees alive (a hint, I12).
+	Alive func() map[string]bool
+	// Interval between scheduling rounds; default 1s.
+	Interval time.Duration
+	// MaxOps bounds the operations in progress at once; default 4.
+	MaxOps int
+	// NoSchedule disables new decisions (operations still run): a test knob
+	// and an operator's pause switch.
+	NoSchedule bool
+	Logger     *slog.Logger
+	Now        func() time.Time // nil = time.Now
+}
+
+// Driver runs on every node and acts while its node leads the meta group:
+// it schedules (decide), records operations in the meta log, and steps them
+// (execute). Statistics come from shard leaders' heartbeats.
+type Driver struct {
+	cfg DriverConfig
+
+	mu        sync.Mutex
+	stats     map[uint64]RangeStats
+	downSince map[string]time.Time
+	running   map[uint64]bool
+}
+
+// NewDriver returns a driver; call Run.
+func NewDriver(cfg DriverConfig) *Driver {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.MaxOps <= 0 {
+		cfg.MaxOps = 4
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Driver{cfg: cfg, stats: map[uint64]RangeStats{}, downSince: map[string]time.Time{}, running: map[uint64]bool{}}
+}
+
+// Observe records a heartbeat's statistics for a range.
+func (d *Driver) Observe(rangeID uint64, s RangeStats) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s.Updated = d.cfg.Now()
+	d.stats[rangeID] = s
+}
+
+// Run schedules and executes until stop is closed.
+func (d *Driver) Run(stop <-chan struct{}) {
+	t := time.NewTicker(d.cfg.Interval)
+	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if d.cfg.Meta.IsLeader() {
+			d.round(stop, &wg)
+		} else {
+			d.forget()
+		}
+	}
+}
+
+// forget drops leader-only memory when this node stops leading.
+func (d *Driver) forget() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.downSince = map[string]time.Time{}
+}
+
+func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
+	st, _ := d.cfg.Meta.State()
+	if !st.Formed() {
+		return
+	}
+	ids := make([]uint64, 0, len(st.Ops))
+	for id := range st.Ops {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		d.stepAsync(stop, wg, st, st.Ops[id])
+	}
+	if d.cfg.NoSchedule || len(st.Ops) >= d.cfg.MaxOps {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	started := len(st.Ops)
+	for _, op := range Schedule(d.cfg.Scheduler, d.view(st)) {
+		if started >= d.cfg.MaxOps {
+			break
+		}
+		if err := d.cfg.Meta.StartOp(ctx, op); err != nil {
+			if !errors.Is(err, ErrOpInProgress) {
+				d.cfg.Logger.Warn("record placement operation", "op", op.String(), "err", err)
+			}
+			continue
+		}
+		d.cfg.Logger.Info("placement operation", "op", op.String())
+		started++
+	}
+}
+
+// stepAsync advances one operation in the background, one step at a time
+// per range.
+func (d *Driver) stepAsync(stop <-chan struct{}, wg *sync.WaitGroup, st *State, op Operation) {
+	d.mu.Lock()
+	if d.running[op.RangeID] {
+		d.mu.Unlock()
+		return
+	}
+	d.running[op.RangeID] = true
+	d.mu.Unlock()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() {
+			d.mu.Lock()
+			delete(d.running, op.RangeID)
+			d.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		done, err := Step(ctx, d.cfg.Exec, st, op)
+		if err != nil && !IsWaiting(err) {
+			d.cfg.Logger.Debug("placement step", "op", op.String(), "err", err)
+		}
+		if done {
+			if err := d.cfg.Meta.FinishOp(ctx, op.RangeID); err != nil {
+				d.cfg.Logger.Warn("finish placement operation", "op", op.String(), "err", err)
+			}
+		}
+	}()
+}
+
+// view builds the scheduler's input from the meta state, heartbeats and
+// gossip liveness.
+func (d *Driver) view(st *State) ClusterView {
+	alive := d.cfg.Alive()
+	now := d.cfg.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var v ClusterView
+	ids := make([]string, 0, len(st.Nodes))
+	for id := range st.Nodes {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		n := st.Nodes[id]
+		nv := NodeView{ID: id, Alive: alive[id], Draining: n.Draining, Removed: n.Removed}
+		if nv.Alive {
+			delete(d.downSince, id)
+		} else {
+			since, ok := d.downSince[id]
+			if !ok {
+				since = now
+				d.downSince[id] = now
+			}
+			nv.DownFor = now.Sub(since)
+		}
+		v.Nodes = append(v.Nodes, nv)
+	}
+	for _, r := range st.Ranges {
+		rv := RangeView{ID: r.ID, Start: r.Start, End: r.End, Epoch: r.Epoch, Replicas: r.Replicas}
+		if s, ok := d.stats[r.ID]; ok && now.Sub(s.Updated) < 10*time.Second {
+			rv.Leader, rv.SizeBytes, rv.WriteBytes = s.Leader, s.SizeBytes, s.WriteBytes
+		}
+		_, rv.Busy = st.Ops[r.ID]
+		v.Ranges = append(v.Ranges, rv)
+	}
+	return v
+}

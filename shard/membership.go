@@ -1,0 +1,126 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Member is one server of a shard's raft configuration.
+type Member struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
+}
+
+// Status is a replica's view of its shard, for placement and operators.
+type Status struct {
+	Shard       uint64   `json:"shard"`
+	Leader      string   `json:"leader"`
+	IsLeader    bool     `json:"is_leader"`
+	Applied     uint64   `json:"applied"`
+	CommitIndex uint64   `json:"commit_index"`
+	Members     []Member `json:"members"`
+	SizeBytes   int64    `json:"size_bytes"`
+}
+
+// Status returns the replica's current view.
+func (r *Replica) Status() Status {
+	id, _ := r.g.Leader()
+	st := Status{Shard: r.id, Leader: id, IsLeader: r.IsLeader(), Applied: r.fsm.Applied(),
+		CommitIndex: r.g.raft.CommitIndex(), SizeBytes: r.fsm.SizeBytes()}
+	st.Members, _ = r.Members()
+	return st
+}
+
+// Members returns the latest raft configuration as this replica knows it.
+func (r *Replica) Members() ([]Member, error) {
+	f := r.g.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Member
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Member{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// membershipTimeout bounds one configuration change.
+const membershipTimeout = 10 * time.Second
+
+// AddLearner adds node id at raft address addr as a non-voter: it receives
+// the log (a snapshot first, when the log no longer reaches back) but does
+// not count toward quorum until promoted. Idempotent. Leader only.
+func (r *Replica) AddLearner(id, addr string) error {
+	if m, ok := r.member(id); ok && m.Address == addr {
+		return nil
+	}
+	return r.configChange(r.g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, membershipTimeout))
+}
+
+// Promote makes node id a voter. Idempotent. Leader only.
+func (r *Replica) Promote(id, addr string) error {
+	if m, ok := r.member(id); ok && m.Voter {
+		return nil
+	}
+	return r.configChange(r.g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, membershipTimeout))
+}
+
+// RemoveMember removes node id from the configuration. The leader does not
+// remove itself: transfer leadership first. Idempotent. Leader only.
+func (r *Replica) RemoveMember(id string) error {
+	if _, ok := r.member(id); !ok {
+		return nil
+	}
+	if id == r.nodeID {
+		return fmt.Errorf("shard %d: the leader cannot remove itself; transfer leadership first: %w", r.id, ErrUnavailable)
+	}
+	return r.configChange(r.g.raft.RemoveServer(raft.ServerID(id), 0, membershipTimeout))
+}
+
+// TransferLeader hands leadership to node id. Leader only.
+func (r *Replica) TransferLeader(id, addr string) error {
+	if !r.IsLeader() {
+		return r.notLeader()
+	}
+	if id == r.nodeID {
+		return nil
+	}
+	m, ok := r.member(id)
+	if !ok || !m.Voter {
+		return fmt.Errorf("shard %d: node %s is not a voter of this shard", r.id, id)
+	}
+	err := r.g.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error()
+	if err != nil {
+		return fmt.Errorf("shard %d: transfer leadership to %s: %w: %w", r.id, id, ErrUnavailable, err)
+	}
+	return nil
+}
+
+func (r *Replica) member(id string) (Member, bool) {
+	ms, err := r.Members()
+	if err != nil {
+		return Member{}, false
+	}
+	for _, m := range ms {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+func (r *Replica) configChange(f raft.IndexFuture) error {
+	err := f.Error()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader):
+		return r.notLeader()
+	default:
+		return fmt.Errorf("shard %d: membership change: %w: %w", r.id, ErrUnavailable, err)
+	}
+}
