@@ -28,7 +28,12 @@ func (s *Server) leaderTarget(ctx context.Context, rng fsm.Range) (target, error
 	deadline := time.Now().Add(s.cfg.RouteWait)
 	for {
 		rep, ok := s.be.Replica(rng.ID)
-		if !ok {
+		if !ok || !containsID(rng.Replicas, s.be.NodeID()) {
+			// No replica here, or one still joining (a learner knows no
+			// leader until the leader contacts it): ask the members.
+			if ok && rep.IsLeader() {
+				return target{rep: rep}, nil
+			}
 			return s.remoteReplica(rng)
 		}
 		if rep.IsLeader() {
@@ -180,4 +185,13 @@ func remoteError(status int, d errorDetail) error {
 		return fmt.Errorf("remote node: %s", msg)
 	}
 	return fmt.Errorf("%w: remote answered %d %s: %s", shard.ErrUnavailable, status, d.Code, msg)
+}
+
+func containsID(ids []string, id string) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
 }

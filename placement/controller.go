@@ -28,6 +28,15 @@ type Executor interface {
 // stall the quorum.
 const CatchUpLag = 64
 
+// caughtUp reports whether a learner that has applied `applied` is close
+// enough to the leader's commit index to be promoted. The allowed lag is
+// CatchUpLag, but never more than a quarter of the log, so on a short log
+// an empty learner is not promoted before it has anything.
+func caughtUp(applied, commit uint64) bool {
+	lag := min(uint64(CatchUpLag), commit/4)
+	return applied+lag >= commit
+}
+
 // errWaiting means the step is in progress; call Step again later.
 var errWaiting = errors.New("operation in progress")
 
@@ -93,7 +102,7 @@ func stepMembership(ctx context.Context, ex Executor, st *State, op Operation) (
 			if err != nil {
 				return false, err
 			}
-			if rs.Applied+CatchUpLag < s.CommitIndex {
+			if !caughtUp(rs.Applied, s.CommitIndex) {
 				return false, errWaiting
 			}
 			return false, ex.Promote(ctx, op.RangeID, to)

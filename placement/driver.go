@@ -205,8 +205,33 @@ func (d *Driver) view(st *State) ClusterView {
 		if s, ok := d.stats[r.ID]; ok && now.Sub(s.Updated) < 10*time.Second {
 			rv.Leader, rv.SizeBytes, rv.WriteBytes = s.Leader, s.SizeBytes, s.WriteBytes
 		}
-		_, rv.Busy = st.Ops[r.ID]
+		if op, busy := st.Ops[r.ID]; busy {
+			rv.Busy = true
+			applyInfluence(&rv, op)
+		}
 		v.Ranges = append(v.Ranges, rv)
 	}
 	return v
+}
+
+// applyInfluence shows an operation in progress as if it had completed, so
+// the scheduler counts replicas and leaders where they are going and does not
+// schedule the same correction again (TiKV PD's "operator influence").
+func applyInfluence(rv *RangeView, op Operation) {
+	replicas := make([]string, 0, len(rv.Replicas)+1)
+	for _, id := range rv.Replicas {
+		if id != op.From || (op.Kind != OpMoveReplica && op.Kind != OpRemoveReplica) {
+			replicas = append(replicas, id)
+		}
+	}
+	if (op.Kind == OpMoveReplica || op.Kind == OpAddReplica) && !ctlHas(replicas, op.To) {
+		replicas = append(replicas, op.To)
+	}
+	rv.Replicas = replicas
+	switch {
+	case op.Kind == OpTransferLeader:
+		rv.Leader = op.To
+	case op.Kind == OpMoveReplica && rv.Leader == op.From:
+		rv.Leader = op.To
+	}
 }

@@ -44,6 +44,12 @@ type State struct {
 	// Ops are the placement operations in progress, at most one per range,
 	// recorded before they run so a new placement leader resumes them.
 	Ops map[uint64]Operation `json:"ops,omitempty"`
+	// Genesis holds the descriptors the cluster was formed with. A replica
+	// that joins one of those ranges may be sent the log from index 1, so its
+	// state machine must start from exactly the descriptor the first replicas
+	// started from, not from today's. (Ranges made by splits start from a
+	// snapshot at index 1, so joiners always receive a snapshot there.)
+	Genesis map[uint64]fsm.Range `json:"genesis,omitempty"`
 }
 
 // Formed reports whether the cluster has been initialised.
@@ -81,6 +87,7 @@ func (s *State) clone() *State {
 	for k, v := range s.Ops {
 		c.Ops[k] = v
 	}
+	c.Genesis = s.Genesis // written once at init, never mutated
 	return c
 }
 
@@ -219,6 +226,10 @@ func (f *metaFSM) apply(c *metaCommand) interface{} {
 		}
 		f.state.ClusterID = c.Cluster
 		f.state.Ranges = c.Ranges
+		f.state.Genesis = make(map[uint64]fsm.Range, len(c.Ranges))
+		for _, r := range c.Ranges {
+			f.state.Genesis[r.ID] = r
+		}
 		for _, r := range c.Ranges {
 			if r.ID >= f.state.NextRangeID {
 				f.state.NextRangeID = r.ID + 1

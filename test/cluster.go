@@ -144,6 +144,9 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	var out io.Writer = io.Discard
 	if cfg.Verbose || os.Getenv("CAIRN_TEST_LOG") != "" {
 		level, out = slog.LevelInfo, os.Stderr
+		if os.Getenv("CAIRN_TEST_LOG") == "debug" {
+			level = slog.LevelDebug
+		}
 	}
 	nc.Logger = slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("node", h.ID)
 	return nc
@@ -377,4 +380,32 @@ func freeGossipAddr(t testing.TB) string {
 	}
 	t.Fatalf("no free gossip port")
 	return ""
+}
+
+// AddNode starts one more node that joins the running cluster through
+// gossip, as `cairn server --join` does, and returns its index.
+func (c *Cluster) AddNode() int {
+	c.t.Helper()
+	c.mu.Lock()
+	i := len(c.nodes)
+	c.mu.Unlock()
+	h := &NodeHandle{ID: fmt.Sprintf("n%d", i+1), DataDir: filepath.Join(c.t.TempDir(), fmt.Sprintf("n%d", i+1))}
+	httpLn, raftLn := mustListen(c.t), mustListen(c.t)
+	h.HTTPAddr, h.RaftAddr, h.GossipAddr = httpLn.Addr().String(), raftLn.Addr().String(), freeGossipAddr(c.t)
+	h.cfg = c.nodeConfig(h, c.cfg)
+	h.cfg.HTTPListener, h.cfg.RaftListener = httpLn, raftLn
+	for _, o := range c.Nodes() {
+		if o.Node != nil {
+			h.cfg.Join = append(h.cfg.Join, o.GossipAddr)
+		}
+	}
+	n, err := node.Start(h.cfg)
+	if err != nil {
+		c.t.Fatalf("start %s: %v", h.ID, err)
+	}
+	h.Node = n
+	c.mu.Lock()
+	c.nodes = append(c.nodes, h)
+	c.mu.Unlock()
+	return i
 }

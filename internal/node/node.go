@@ -430,8 +430,12 @@ func (n *Node) openReplicas(st *placement.State) error {
 		if _, ok := n.host.Replica(r.ID); ok {
 			continue
 		}
+		initial := r
+		if g, ok := st.Genesis[r.ID]; ok {
+			initial = g // a joiner may replay the log from index 1: start where the first replicas did
+		}
 		var servers []raft.Server
-		if r.Epoch == 1 {
+		if r.Epoch == 1 && contains(r.Replicas, n.cfg.ID) { // a formation member, not a joiner
 			for _, id := range r.Replicas {
 				ni, ok := st.Nodes[id]
 				if !ok {
@@ -440,7 +444,7 @@ func (n *Node) openReplicas(st *placement.State) error {
 				servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(ni.RaftAddr)})
 			}
 		}
-		if _, err := n.host.OpenReplica(r, servers); err != nil {
+		if _, err := n.host.OpenReplica(initial, servers); err != nil {
 			return err
 		}
 	}

@@ -4,36 +4,40 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cairndb/cairn/client"
-	"github.com/cairndb/cairn/test"
 )
 
-// Canary writes to keys of the probe shard without pause, one writer per
-// client, and measures for every leader fault how long writes stopped: from
-// the fault to the end of the first write issued after it that succeeded.
-// Every fourth operation reads its key back; all of them are recorded for
-// the linearizability check (Scenario S1: a write acknowledged just before
-// the leader died is still there after failover).
+// Canary issues a write to a fresh key of the probe shard every Every,
+// whether or not the earlier ones have answered, and measures for every
+// leader fault how long writes stopped: from the fault to the end of the
+// first write issued after it that succeeded. Issuing on a clock rather than
+// one after another keeps a hung write from hiding the moment writes work
+// again.
+//
+// Scenario S1: every write acknowledged, in particular just before a leader
+// died, must be readable at the end (Check).
 type Canary struct {
-	Clients []*client.Client // no retries of their own: the loop is the retry
-	Keys    []string         // one per client, all on the probe shard
-	Rec     *test.Recorder
-	// AttemptTimeout bounds one operation; Gap is the pause between two.
-	AttemptTimeout, Gap time.Duration
-	MaxOps              int64 // across writers
+	Clients        []*client.Client // used in turn; no retries of their own
+	Prefix         string           // key prefix on the probe shard
+	Every          time.Duration    // a write is issued this often
+	AttemptTimeout time.Duration
+	MaxInFlight    int   // a tick with this many writes unanswered issues none
+	MaxOps         int64 // writes issued at most
 
-	issued atomic.Int64
-	mu     sync.Mutex
-	writes []span // successful writes
-	marks  []mark
-	ok     int
-	failed int
+	errs    errorCounts
+	mu      sync.Mutex
+	writes  []probe
+	marks   []mark
+	skipped int
 }
 
-type span struct{ start, end time.Time }
+type probe struct {
+	key        string
+	start, end time.Time
+	state      addState
+}
 
 type mark struct {
 	kind FaultKind
@@ -52,55 +56,44 @@ type Failover struct {
 	Recovered bool
 }
 
-// Run writes until ctx ends, until passes or MaxOps operations were issued.
+// Run issues writes until ctx ends, until passes or MaxOps were issued, then
+// waits for the writes in flight.
 func (c *Canary) Run(ctx context.Context, until time.Time) {
 	var wg sync.WaitGroup
-	for i := range c.Clients {
-		wg.Go(func() {
-			// Stagger the writers so that some write starts soon after
-			// any moment.
-			sleepCtx(ctx, time.Duration(i)*c.Gap/time.Duration(len(c.Clients)))
-			c.writer(ctx, until, i)
-		})
-	}
-	wg.Wait()
-}
-
-func (c *Canary) writer(ctx context.Context, until time.Time, i int) {
-	store := test.ClientStore{C: c.Clients[i]}
-	key := c.Keys[i]
-	for seq := 0; ctx.Err() == nil && time.Now().Before(until); seq++ {
-		if c.issued.Add(1) > c.MaxOps {
+	defer wg.Wait()
+	slots := make(chan struct{}, c.MaxInFlight)
+	tick := time.NewTicker(c.Every)
+	defer tick.Stop()
+	for n := int64(0); n < c.MaxOps && time.Now().Before(until); n++ {
+		select {
+		case <-ctx.Done():
 			return
+		case <-tick.C:
 		}
-		in := test.KVInput{Op: test.OpPut, Key: key, Value: fmt.Sprintf("canary%d-%d", i, seq)}
-		if seq%4 == 3 {
-			in = test.KVInput{Op: test.OpGet, Key: key}
+		select {
+		case slots <- struct{}{}:
+		default:
+			c.mu.Lock()
+			c.skipped++
+			c.mu.Unlock()
+			continue
 		}
-		actx, cancel := context.WithTimeout(ctx, c.AttemptTimeout)
-		finish := c.Rec.Call(100+i, in)
-		start := time.Now()
-		var out test.KVOutput
-		var err error
-		if in.Op == test.OpGet {
-			out.Value, out.Found, err = store.Get(actx, key)
-		} else {
-			err = store.Put(actx, key, in.Value)
-		}
-		end := time.Now()
-		finish(out, err)
-		cancel()
-		c.mu.Lock()
-		if err == nil {
-			c.ok++
-			if in.Op == test.OpPut {
-				c.writes = append(c.writes, span{start, end})
+		cl := c.Clients[n%int64(len(c.Clients))]
+		key := fmt.Sprintf("%s%08d", c.Prefix, n)
+		wg.Go(func() {
+			defer func() { <-slots }()
+			actx, cancel := context.WithTimeout(ctx, c.AttemptTimeout)
+			defer cancel()
+			start := time.Now()
+			_, err := cl.Put(actx, key, key)
+			p := probe{key: key, start: start, end: time.Now(), state: classifyAdd(err)}
+			if err != nil {
+				c.errs.note(err)
 			}
-		} else {
-			c.failed++
-		}
-		c.mu.Unlock()
-		sleepCtx(ctx, c.Gap)
+			c.mu.Lock()
+			c.writes = append(c.writes, p)
+			c.mu.Unlock()
+		})
 	}
 }
 
@@ -111,8 +104,8 @@ func (c *Canary) Mark(kind FaultKind, node string, t time.Time) {
 	c.marks = append(c.marks, mark{kind, node, t})
 }
 
-// Failovers measures every marked fault: the first successful write that
-// started at or after the fault. Writes that began before it may have been
+// Failovers measures every marked fault by the first successful write that
+// started at or after it. Writes that began before it may have been
 // acknowledged by the dying leader and say nothing about the new one.
 func (c *Canary) Failovers() []Failover {
 	c.mu.Lock()
@@ -121,7 +114,7 @@ func (c *Canary) Failovers() []Failover {
 	for _, m := range c.marks {
 		f := Failover{Kind: m.kind, Node: m.node, At: m.at}
 		for _, w := range c.writes {
-			if w.start.Before(m.at) {
+			if w.state != addAcked || w.start.Before(m.at) {
 				continue
 			}
 			if d := w.end.Sub(m.at); !f.Recovered || d < f.Took {
@@ -133,9 +126,29 @@ func (c *Canary) Failovers() []Failover {
 	return out
 }
 
-// Counts returns the operations that succeeded and failed.
-func (c *Canary) Counts() (ok, failed int) {
+// Check reads the canary keys back: every acknowledged write must be there
+// (S1), and nothing that was not written.
+func (c *Canary) Check(ctx context.Context, reader *client.Client) (*SetResult, error) {
+	c.mu.Lock()
+	adds := make(map[string]addState, len(c.writes))
+	for _, w := range c.writes {
+		adds[w.key] = w.state
+	}
+	c.mu.Unlock()
+	present, err := readBack(ctx, reader, []string{c.Prefix})
+	if err != nil {
+		return nil, err
+	}
+	return compareSet(ctx, reader, adds, present), nil
+}
+
+// Errors returns how many writes ended with each error code.
+func (c *Canary) Errors() map[string]int { return c.errs.snapshot() }
+
+// Skipped returns how many ticks issued no write because MaxInFlight writes
+// were unanswered.
+func (c *Canary) Skipped() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.ok, c.failed
+	return c.skipped
 }

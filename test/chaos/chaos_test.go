@@ -86,14 +86,14 @@ func TestChaos(t *testing.T) {
 	r := &Report{Seed: seed, Duration: duration}
 	until := time.Now().Add(duration)
 	canary := &Canary{
-		Rec:            test.NewRecorderWithConfig(test.RecorderConfig{Classify: test.ClassifyClientError}),
-		AttemptTimeout: time.Second,
-		Gap:            30 * time.Millisecond,
-		MaxOps:         int64(duration/time.Millisecond) * 3 / 30,
+		Prefix:         fmt.Sprintf("%s%d/", canaryPrefix, seed),
+		Every:          50 * time.Millisecond,
+		AttemptTimeout: 3 * time.Second,
+		MaxInFlight:    100,
+		MaxOps:         int64(duration / (50 * time.Millisecond)),
 	}
 	for i := range c.Nodes {
-		canary.Clients = append(canary.Clients, newClient(t, c, i, fmt.Sprintf("canary%d", i), -1, 800*time.Millisecond))
-		canary.Keys = append(canary.Keys, fmt.Sprintf("%s%d/w%d", canaryPrefix, seed, i))
+		canary.Clients = append(canary.Clients, newClient(t, c, i, fmt.Sprintf("canary%d", i), -1, 2*time.Second))
 	}
 	var setPrefixes []string
 	for _, p := range prefixes {
@@ -137,15 +137,13 @@ func TestChaos(t *testing.T) {
 			r.Inconclusive = append(r.Inconclusive, rd.prefix)
 		}
 	}
-	r.CanaryOK, r.CanaryFailed = canary.Counts()
-	switch canary.Rec.Check(t, 60*time.Second) {
-	case porcupine.Ok:
-		r.CanaryLinear = "linearizable"
-	case porcupine.Illegal:
-		r.CanaryLinear = "NOT linearizable"
-	default:
-		r.CanaryLinear = "inconclusive"
+	if res, err := canary.Check(ctx, reader); err != nil {
+		r.CanaryErr = err.Error()
+	} else {
+		r.Canary = res
 	}
+	r.CanarySkipped = canary.Skipped()
+	r.CanaryErrors, r.SetErrors = canary.Errors(), set.Errors()
 	r.Faults = nem.Faults()
 	r.Failovers = canary.Failovers()
 

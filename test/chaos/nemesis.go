@@ -135,7 +135,16 @@ func (n *Nemesis) victim(ctx context.Context, leader bool) (*Node, error) {
 	if !leader {
 		return n.C.Nodes[n.rng.IntN(len(n.C.Nodes))], nil
 	}
-	return n.C.Leader(ctx, n.ProbeShard, n.C.Nodes)
+	// The cluster was healthy a moment ago; a leadership change since is
+	// given a few seconds to settle.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := n.C.Leader(ctx, n.ProbeShard, n.C.Nodes)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return v, err
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
 }
 
 func (n *Nemesis) struck(kind FaultKind, node *Node) {

@@ -20,9 +20,11 @@ type Report struct {
 	RegisterRounds int
 	NonLinearRound []string // rounds (key prefixes) porcupine found not linearizable
 	Inconclusive   []string // rounds porcupine could not decide in time
-	CanaryOK       int
-	CanaryFailed   int
-	CanaryLinear   string // "linearizable", "NOT linearizable", "inconclusive"
+	Canary         *SetResult
+	CanaryErr      string
+	CanarySkipped  int
+	CanaryErrors   map[string]int // error code -> count
+	SetErrors      map[string]int
 	Set            *SetResult
 	SetErr         string
 
@@ -41,23 +43,8 @@ func (r *Report) Anomalies() []string {
 	for _, p := range r.Inconclusive {
 		out = append(out, "register history could not be checked in time (proves nothing): "+p)
 	}
-	if r.CanaryLinear != "linearizable" {
-		out = append(out, "canary history "+r.CanaryLinear)
-	}
-	if r.SetErr != "" {
-		out = append(out, "set workload could not be read back: "+r.SetErr)
-	}
-	if r.Set != nil {
-		for _, k := range r.Set.Lost {
-			out = append(out, "set: acknowledged add lost: "+k)
-		}
-		for _, k := range r.Set.Phantom {
-			out = append(out, "set: phantom element: "+k)
-		}
-		for _, k := range r.Set.FailedPresent {
-			out = append(out, "set: add reported failed is present: "+k)
-		}
-	}
+	out = append(out, setAnomalies("canary", r.Canary, r.CanaryErr)...)
+	out = append(out, setAnomalies("set", r.Set, r.SetErr)...)
 	for _, f := range r.Faults {
 		if f.Err != "" {
 			out = append(out, fmt.Sprintf("fault %s (%s) at %v: %s", f.Kind, f.What, f.Start, f.Err))
@@ -77,6 +64,26 @@ func (r *Report) Anomalies() []string {
 	return out
 }
 
+func setAnomalies(name string, r *SetResult, readErr string) []string {
+	var out []string
+	if readErr != "" {
+		out = append(out, name+": could not be read back: "+readErr)
+	}
+	if r == nil {
+		return out
+	}
+	for _, k := range r.Lost {
+		out = append(out, name+": acknowledged write lost: "+k)
+	}
+	for _, k := range r.Phantom {
+		out = append(out, name+": phantom: "+k)
+	}
+	for _, k := range r.FailedPresent {
+		out = append(out, name+": write reported failed is present: "+k)
+	}
+	return out
+}
+
 // Print writes the summary of the run.
 func (r *Report) Print(w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
@@ -84,10 +91,19 @@ func (r *Report) Print(w io.Writer) {
 	p("seed %d (replay with CAIRN_SEED=%d), %v of faults", r.Seed, r.Seed, r.Duration)
 	p("operations:")
 	p("  register/cas  %d rounds; %s", r.RegisterRounds, r.Register)
-	p("  canary        %d ok, %d failed", r.CanaryOK, r.CanaryFailed)
-	if r.Set != nil {
-		p("  set           %d adds: %d acknowledged, %d unknown (%d took effect), %d failed; %d elements read back",
-			r.Set.Acked+r.Set.Unknown+r.Set.Failed, r.Set.Acked, r.Set.Unknown, r.Set.UnknownPresent, r.Set.Failed, r.Set.Present)
+	for _, x := range []struct {
+		name string
+		r    *SetResult
+		errs map[string]int
+	}{{"canary", r.Canary, r.CanaryErrors}, {"set", r.Set, r.SetErrors}} {
+		if x.r != nil {
+			p("  %-13s %d writes: %d acknowledged, %d unknown (%d took effect), %d failed; %d keys read back; errors: %s",
+				x.name, x.r.Acked+x.r.Unknown+x.r.Failed, x.r.Acked, x.r.Unknown, x.r.UnknownPresent, x.r.Failed, x.r.Present,
+				countsString(x.errs))
+		}
+	}
+	if r.CanarySkipped > 0 {
+		p("  canary ticks skipped (too many writes unanswered): %d", r.CanarySkipped)
 	}
 	counts := map[FaultKind]int{}
 	var recov []time.Duration
@@ -108,7 +124,7 @@ func (r *Report) Print(w io.Writer) {
 			byKind[f.Kind] = append(byKind[f.Kind], f.Took)
 		}
 	}
-	p("failover (leader fault -> first successful write issued after it):")
+	p("failover (leader fault, i.e. the docker command returned -> end of the first successful write issued after it):")
 	for _, k := range []FaultKind{FaultKillLeader, FaultPauseLeader, FaultPartitionLeader} {
 		p("  %-17s %s", k, stats(byKind[k]))
 	}
@@ -121,9 +137,13 @@ func (r *Report) Print(w io.Writer) {
 	}
 	p("checks:")
 	p("  register histories: %d rounds, %d not linearizable, %d inconclusive", r.RegisterRounds, len(r.NonLinearRound), len(r.Inconclusive))
-	p("  canary history: %s", r.CanaryLinear)
-	if r.Set != nil {
-		p("  set: %d lost, %d phantom, %d failed-but-present", len(r.Set.Lost), len(r.Set.Phantom), len(r.Set.FailedPresent))
+	for _, x := range []struct {
+		name string
+		r    *SetResult
+	}{{"canary (S1)", r.Canary}, {"set", r.Set}} {
+		if x.r != nil {
+			p("  %s: %d lost, %d phantom, %d failed-but-present", x.name, len(x.r.Lost), len(x.r.Phantom), len(x.r.FailedPresent))
+		}
 	}
 	p("  replicas converged: %s", okOr(r.Convergence))
 	p("  healthy after the run: %s", okOr(r.FinalHealth))
@@ -133,6 +153,18 @@ func (r *Report) Print(w io.Writer) {
 		p("  - %s", a)
 	}
 	p("=============================================================")
+}
+
+func countsString(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("%s %d", k, v))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
 }
 
 func okOr(s string) string {

@@ -24,11 +24,12 @@ func TestFailoversUseWritesIssuedAfterTheFault(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	c := &Canary{}
-	c.writes = []span{
-		{at(-50), at(20)},    // began before the fault: acknowledged by the old leader, maybe
-		{at(100), at(1900)},  // first issued after the fault, ends late
-		{at(1500), at(1600)}, // issued later, ends first
-		{at(3000), at(3010)},
+	c.writes = []probe{
+		{start: at(-50), end: at(20), state: addAcked},    // began before the fault: maybe acknowledged by the old leader
+		{start: at(50), end: at(900), state: addUnknown},  // issued after, no answer
+		{start: at(100), end: at(1900), state: addAcked},  // first issued after the fault, ends late
+		{start: at(1500), end: at(1600), state: addAcked}, // issued later, ends first
+		{start: at(3000), end: at(3010), state: addAcked},
 	}
 	c.Mark(FaultKillLeader, "n1", t0)
 	c.Mark(FaultKillLeader, "n2", at(5000))
@@ -42,10 +43,9 @@ func TestFailoversUseWritesIssuedAfterTheFault(t *testing.T) {
 }
 
 func TestSetCompare(t *testing.T) {
-	s := &SetWorkload{}
 	adds := map[string]addState{"a": addAcked, "b": addUnknown, "c": addFailed, "d": addUnknown, "e": addAcked}
 	present := map[string]string{"a": "a", "b": "b", "c": "c", "e": "x", "z": "z"}
-	r := s.compare(t.Context(), nil, adds, present)
+	r := compareSet(t.Context(), nil, adds, present)
 	if len(r.Lost) != 0 || r.UnknownPresent != 1 || len(r.FailedPresent) != 1 || len(r.Phantom) != 2 {
 		t.Errorf("compare = %+v", r)
 	}

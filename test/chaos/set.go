@@ -33,8 +33,57 @@ type SetWorkload struct {
 	MaxOps    int64
 
 	issued atomic.Int64
+	errs   errorCounts
 	mu     sync.Mutex
 	adds   map[string]addState // key -> outcome; the value is the key
+}
+
+// Errors returns how many adds ended with each error code.
+func (s *SetWorkload) Errors() map[string]int { return s.errs.snapshot() }
+
+// errorCounts counts errors by their client code, to tell in the summary
+// what the unknown and failed writes ran into.
+type errorCounts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (e *errorCounts) note(err error) {
+	code := "other"
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		code = ce.Code
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil {
+		e.m = map[string]int{}
+	}
+	e.m[code]++
+}
+
+func (e *errorCounts) snapshot() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range e.m {
+		out[k] = v
+	}
+	return out
+}
+
+// classifyAdd maps a write's error to its outcome. Only an error that says
+// the write cannot have been applied is a failure; a timeout is unknown.
+func classifyAdd(err error) addState {
+	switch {
+	case err == nil:
+		return addAcked
+	case errors.Is(err, client.ErrOutcomeUnknown), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, context.Canceled):
+		return addUnknown
+	default:
+		return addFailed
+	}
 }
 
 // Run adds elements until ctx ends, until passes or MaxOps adds were issued.
@@ -51,17 +100,12 @@ func (s *SetWorkload) Run(ctx context.Context, until time.Time) {
 				octx, cancel := context.WithTimeout(ctx, s.OpTimeout)
 				_, err := c.Put(octx, key, key)
 				cancel()
-				st := addAcked
-				switch {
-				case err == nil:
-				case errors.Is(err, client.ErrOutcomeUnknown), errors.Is(err, context.DeadlineExceeded),
-					errors.Is(err, context.Canceled):
-					st = addUnknown
-				default:
-					st = addFailed
-				}
+				st := classifyAdd(err)
 				s.mu.Lock()
 				s.adds[key] = st
+				if err != nil {
+					s.errs.note(err)
+				}
 				s.mu.Unlock()
 				sleepCtx(ctx, s.Gap)
 			}
@@ -94,8 +138,18 @@ func (s *SetWorkload) Check(ctx context.Context, c *client.Client) (*SetResult, 
 		adds[k] = v
 	}
 	s.mu.Unlock()
+	present, err := readBack(ctx, c, s.Prefixes)
+	if err != nil {
+		return nil, err
+	}
+	return compareSet(ctx, c, adds, present), nil
+}
+
+// readBack reads every key under prefixes with linearizable scans, retrying
+// a failed scan while the cluster settles.
+func readBack(ctx context.Context, c *client.Client, prefixes []string) (map[string]string, error) {
 	present := map[string]string{}
-	for _, p := range s.Prefixes {
+	for _, p := range prefixes {
 		part := map[string]string{}
 		var err error
 		for attempt := 0; attempt < 10; attempt++ {
@@ -110,16 +164,18 @@ func (s *SetWorkload) Check(ctx context.Context, c *client.Client) (*SetResult, 
 			sleepCtx(ctx, time.Second)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("set read of %q: %w", p, err)
+			return nil, fmt.Errorf("reading back %q: %w", p, err)
 		}
 		for k, v := range part {
 			present[k] = v
 		}
 	}
-	return s.compare(ctx, c, adds, present), nil
+	return present, nil
 }
 
-func (s *SetWorkload) compare(ctx context.Context, c *client.Client, adds map[string]addState, present map[string]string) *SetResult {
+// compareSet compares what was read back with what the writers were told;
+// every key was written with itself as the value.
+func compareSet(ctx context.Context, c *client.Client, adds map[string]addState, present map[string]string) *SetResult {
 	r := &SetResult{Present: len(present)}
 	for k, st := range adds {
 		v, ok := present[k]
