@@ -34,9 +34,8 @@ type Canary struct {
 }
 
 type probe struct {
-	key        string
-	start, end time.Time
-	state      addState
+	key string
+	addRecord
 }
 
 type mark struct {
@@ -85,8 +84,11 @@ func (c *Canary) Run(ctx context.Context, until time.Time) {
 			actx, cancel := context.WithTimeout(ctx, c.AttemptTimeout)
 			defer cancel()
 			start := time.Now()
-			_, err := cl.Put(actx, key, key)
-			p := probe{key: key, start: start, end: time.Now(), state: classifyAdd(err)}
+			res, err := cl.Put(actx, key, key)
+			p := probe{key: key, addRecord: addRecord{state: classifyAdd(err), start: start, end: time.Now()}}
+			if res != nil {
+				p.index = res.Index
+			}
 			if err != nil {
 				c.errs.note(err)
 			}
@@ -130,9 +132,9 @@ func (c *Canary) Failovers() []Failover {
 // (S1), and nothing that was not written.
 func (c *Canary) Check(ctx context.Context, reader *client.Client) (*SetResult, error) {
 	c.mu.Lock()
-	adds := make(map[string]addState, len(c.writes))
+	adds := make(map[string]addRecord, len(c.writes))
 	for _, w := range c.writes {
-		adds[w.key] = w.state
+		adds[w.key] = w.addRecord
 	}
 	c.mu.Unlock()
 	present, err := readBack(ctx, reader, []string{c.Prefix})

@@ -40,6 +40,7 @@ type Fault struct {
 	Kind     FaultKind
 	What     string        // what was done, e.g. "pause n2 + partition n3"
 	Start    time.Duration // since the run began
+	At       time.Time     // wall clock, to find the fault in the node logs
 	Held     time.Duration // from the fault to its healing
 	Recovery time.Duration // from healing to a healthy cluster
 	Err      string        // the fault could not be injected or the cluster did not recover
@@ -98,7 +99,7 @@ func (n *Nemesis) Run(ctx context.Context, until time.Time) {
 
 // one injects, holds and heals one fault, then waits for recovery.
 func (n *Nemesis) one(ctx context.Context, kind FaultKind) {
-	f := Fault{Kind: kind, Start: time.Since(n.begin).Round(time.Millisecond)}
+	f := Fault{Kind: kind, Start: time.Since(n.begin).Round(time.Millisecond), At: time.Now()}
 	heal := context.WithoutCancel(ctx) // healing must happen even when the run ends
 	var err error
 	switch kind {
@@ -123,7 +124,8 @@ func (n *Nemesis) one(ctx context.Context, kind FaultKind) {
 		f.Err = strings.TrimPrefix(f.Err+"; ", "; ") + "no recovery: " + rerr.Error()
 		n.HealAll(heal)
 	}
-	n.logf("fault %-16s %-40s held %-8v recovered in %v %s", f.Kind, f.What, f.Held, f.Recovery, f.Err)
+	n.logf("fault %-16s %-36s at %s UTC held %-8v recovered in %v %s", f.Kind, f.What,
+		f.At.UTC().Format("15:04:05.000"), f.Held, f.Recovery, f.Err)
 	n.mu.Lock()
 	n.faults = append(n.faults, f)
 	n.mu.Unlock()

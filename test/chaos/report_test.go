@@ -25,11 +25,11 @@ func TestFailoversUseWritesIssuedAfterTheFault(t *testing.T) {
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	c := &Canary{}
 	c.writes = []probe{
-		{start: at(-50), end: at(20), state: addAcked},    // began before the fault: maybe acknowledged by the old leader
-		{start: at(50), end: at(900), state: addUnknown},  // issued after, no answer
-		{start: at(100), end: at(1900), state: addAcked},  // first issued after the fault, ends late
-		{start: at(1500), end: at(1600), state: addAcked}, // issued later, ends first
-		{start: at(3000), end: at(3010), state: addAcked},
+		{addRecord: addRecord{start: at(-50), end: at(20), state: addAcked}},    // began before the fault: maybe acknowledged by the old leader
+		{addRecord: addRecord{start: at(50), end: at(900), state: addUnknown}},  // issued after, no answer
+		{addRecord: addRecord{start: at(100), end: at(1900), state: addAcked}},  // first issued after the fault, ends late
+		{addRecord: addRecord{start: at(1500), end: at(1600), state: addAcked}}, // issued later, ends first
+		{addRecord: addRecord{start: at(3000), end: at(3010), state: addAcked}},
 	}
 	c.Mark(FaultKillLeader, "n1", t0)
 	c.Mark(FaultKillLeader, "n2", at(5000))
@@ -43,7 +43,8 @@ func TestFailoversUseWritesIssuedAfterTheFault(t *testing.T) {
 }
 
 func TestSetCompare(t *testing.T) {
-	adds := map[string]addState{"a": addAcked, "b": addUnknown, "c": addFailed, "d": addUnknown, "e": addAcked}
+	adds := map[string]addRecord{"a": {state: addAcked}, "b": {state: addUnknown}, "c": {state: addFailed},
+		"d": {state: addUnknown}, "e": {state: addAcked}}
 	present := map[string]string{"a": "a", "b": "b", "c": "c", "e": "x", "z": "z"}
 	r := compareSet(t.Context(), nil, adds, present)
 	if len(r.Lost) != 0 || r.UnknownPresent != 1 || len(r.FailedPresent) != 1 || len(r.Phantom) != 2 {

@@ -35,7 +35,21 @@ type SetWorkload struct {
 	issued atomic.Int64
 	errs   errorCounts
 	mu     sync.Mutex
-	adds   map[string]addState // key -> outcome; the value is the key
+	adds   map[string]addRecord // key -> outcome; the value is the key
+}
+
+// addRecord is one write of a key with itself as value, as its client saw it.
+type addRecord struct {
+	state      addState
+	start, end time.Time
+	index      uint64 // the raft index the write was acknowledged at
+}
+
+// describe says when and where an acknowledged write happened, to find it in
+// the node logs.
+func (a addRecord) describe() string {
+	return fmt.Sprintf("acknowledged at index %d, written %s..%s UTC", a.index,
+		a.start.UTC().Format("15:04:05.000"), a.end.UTC().Format("15:04:05.000"))
 }
 
 // Errors returns how many adds ended with each error code.
@@ -88,7 +102,7 @@ func classifyAdd(err error) addState {
 
 // Run adds elements until ctx ends, until passes or MaxOps adds were issued.
 func (s *SetWorkload) Run(ctx context.Context, until time.Time) {
-	s.adds = map[string]addState{}
+	s.adds = map[string]addRecord{}
 	var wg sync.WaitGroup
 	for i, c := range s.Clients {
 		wg.Go(func() {
@@ -98,15 +112,19 @@ func (s *SetWorkload) Run(ctx context.Context, until time.Time) {
 				}
 				key := fmt.Sprintf("%sc%d-%06d", s.Prefixes[seq%len(s.Prefixes)], i, seq)
 				octx, cancel := context.WithTimeout(ctx, s.OpTimeout)
-				_, err := c.Put(octx, key, key)
+				start := time.Now()
+				res, err := c.Put(octx, key, key)
 				cancel()
-				st := classifyAdd(err)
+				rec := addRecord{state: classifyAdd(err), start: start, end: time.Now()}
+				if res != nil {
+					rec.index = res.Index
+				}
 				s.mu.Lock()
-				s.adds[key] = st
+				s.adds[key] = rec
+				s.mu.Unlock()
 				if err != nil {
 					s.errs.note(err)
 				}
-				s.mu.Unlock()
 				sleepCtx(ctx, s.Gap)
 			}
 		})
@@ -133,7 +151,7 @@ func (r *SetResult) Anomalies() int { return len(r.Lost) + len(r.Phantom) + len(
 // acknowledged element is confirmed with a point read before it is reported.
 func (s *SetWorkload) Check(ctx context.Context, c *client.Client) (*SetResult, error) {
 	s.mu.Lock()
-	adds := make(map[string]addState, len(s.adds))
+	adds := make(map[string]addRecord, len(s.adds))
 	for k, v := range s.adds {
 		adds[k] = v
 	}
@@ -175,15 +193,15 @@ func readBack(ctx context.Context, c *client.Client, prefixes []string) (map[str
 
 // compareSet compares what was read back with what the writers were told;
 // every key was written with itself as the value.
-func compareSet(ctx context.Context, c *client.Client, adds map[string]addState, present map[string]string) *SetResult {
+func compareSet(ctx context.Context, c *client.Client, adds map[string]addRecord, present map[string]string) *SetResult {
 	r := &SetResult{Present: len(present)}
-	for k, st := range adds {
+	for k, rec := range adds {
 		v, ok := present[k]
-		switch st {
+		switch rec.state {
 		case addAcked:
 			r.Acked++
 			if !ok {
-				r.Lost = append(r.Lost, k+" ("+confirmAbsent(ctx, c, k)+")")
+				r.Lost = append(r.Lost, k+" ("+rec.describe()+"; "+confirmAbsent(ctx, c, k)+")")
 			}
 		case addUnknown:
 			r.Unknown++
