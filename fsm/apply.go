@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
@@ -100,6 +101,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.rngMu.Lock()
 		f.rng = ctx.rng
 		f.rngMu.Unlock()
+		f.sizeMu.Lock()
+		f.sizeAt = time.Time{} // a split moved data out: measure again
+		f.sizeMu.Unlock()
 	}
 	f.setApplied(applied)
 	if f.cfg.AfterSplit != nil {

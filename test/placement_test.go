@@ -319,3 +319,33 @@ func TestPlacementLeaderKilledMidMove(t *testing.T) {
 	})
 	assertConfigsMatchMap(t, c)
 }
+
+// Splits by size: a range that grows past --split-size is split at its
+// middle by the placement driver, repeatedly, without losing or duplicating
+// a key.
+func TestAutoSplitBySize(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{AutoPlacement: true, SplitSize: 48 << 10})
+	value := strings.Repeat("x", 1024)
+	for i := 0; i < 300; i++ {
+		mustPut(t, c.Node(i%3).HTTPAddr, fmt.Sprintf("auto/%04d", i), value)
+	}
+	WaitFor(t, 90*time.Second, "the range split by size", func() error {
+		rs := c.Node(0).Node.Ranges()
+		if len(rs) < 4 {
+			return fmt.Errorf("%d ranges", len(rs))
+		}
+		return nil
+	})
+	res, err := Do(Context(t, 20*time.Second), "GET", c.Node(1).HTTPAddr, "/v1/kv?prefix=auto/&keys_only=1&limit=1000", nil)
+	if err != nil || res.Status != 200 {
+		t.Fatalf("scan: %v %v", res, err)
+	}
+	var sr struct {
+		KVs []struct{ Key string } `json:"kvs"`
+	}
+	if err := res.JSON(&sr); err != nil || len(sr.KVs) != 300 {
+		t.Fatalf("scan after auto splits: %d keys (want 300), %v", len(sr.KVs), err)
+	}
+	t.Logf("%d ranges after writing 300 KiB with a 48 KiB split size", len(c.Node(0).Node.Ranges()))
+	assertConfigsMatchMap(t, c)
+}

@@ -19,7 +19,8 @@ type serverFlags struct {
 	join, initialSplits                         []string
 	bootstrapExpect                             int
 	logLevel                                    string
-	heartbeat                                   time.Duration
+	heartbeat, deadAfter                        time.Duration
+	splitSize                                   int64
 }
 
 func newServerCmd() *cobra.Command {
@@ -53,6 +54,8 @@ through gossip; later nodes join with --join. A restarted node with an existing
 	fl.StringSliceVar(&f.initialSplits, "initial-splits", nil, "keys at which to pre-split the keyspace when the cluster forms, e.g. g,n,t")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.DurationVar(&f.heartbeat, "raft-heartbeat", time.Second, "raft heartbeat and election timeout of data shards")
+	fl.DurationVar(&f.deadAfter, "dead-after", 30*time.Second, "re-create the replicas of a node gossip reports dead this long")
+	fl.Int64Var(&f.splitSize, "split-size", 64<<20, "split a range whose data grows past this many bytes")
 	return cmd
 }
 
@@ -63,6 +66,7 @@ func (f *serverFlags) config() (node.Config, error) {
 	cfg.Join, cfg.BootstrapExpect, cfg.InitialSplits = f.join, f.bootstrapExpect, f.initialSplits
 	cfg.Tuning.HeartbeatTimeout, cfg.Tuning.ElectionTimeout = f.heartbeat, f.heartbeat
 	cfg.Tuning.LeaderLeaseTimeout = f.heartbeat / 2
+	cfg.DeadAfter, cfg.SplitSize = f.deadAfter, f.splitSize
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return cfg, fmt.Errorf("--log-level %q: %w", f.logLevel, err)

@@ -89,6 +89,12 @@ func (c *Config) Validate() error {
 	if c.BootstrapExpect < 0 {
 		errs = append(errs, fmt.Errorf("--bootstrap-expect %d must not be negative", c.BootstrapExpect))
 	}
+	if c.DeadAfter < time.Second {
+		errs = append(errs, fmt.Errorf("--dead-after %s must be at least 1s", c.DeadAfter))
+	}
+	if c.SplitSize < 4<<10 {
+		errs = append(errs, fmt.Errorf("--split-size %d must be at least 4096 bytes", c.SplitSize))
+	}
 	if c.Replication < 1 {
 		errs = append(errs, fmt.Errorf("replication %d must be at least 1", c.Replication))
 	}
