@@ -36,12 +36,16 @@ func DefaultRaftTuning() RaftTuning {
 		HeartbeatTimeout:   1000 * time.Millisecond,
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
-		CommitTimeout:      5 * time.Millisecond,
-		MaxAppendEntries:   1024,
-		SnapshotThreshold:  8192,
-		SnapshotInterval:   60 * time.Second,
-		TrailingLogs:       10240,
-		LogCacheSize:       512,
+		// CommitTimeout is how often an idle leader's pipeline pings each
+		// follower to carry the commit index. Writes do not wait on it (the
+		// leader answers on commit); only followers' knowledge of the commit
+		// index does. At 5ms it cost 200 RPCs/s per follower per group idle.
+		CommitTimeout:     250 * time.Millisecond,
+		MaxAppendEntries:  1024,
+		SnapshotThreshold: 8192,
+		SnapshotInterval:  60 * time.Second,
+		TrailingLogs:      10240,
+		LogCacheSize:      512,
 	}
 }
 

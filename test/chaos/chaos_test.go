@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"go.uber.org/goleak"
 
 	"github.com/cairndb/cairn/client"
 	"github.com/cairndb/cairn/test"
@@ -33,7 +34,7 @@ const (
 // strike that shard's leader.
 const canaryPrefix = "canary/"
 
-// Scenarios S1, S2, S3, S5, S22, S24, S25 against real processes and a real
+// Scenarios S1, S3, S5, S22 and S25 against real processes and a real
 // network: while the nemesis kills, pauses, cuts off and restarts node
 // containers (one fault after another, with random combinations), a
 // register/CAS workload, a set workload and a canary writer run from the host.
@@ -42,6 +43,10 @@ const canaryPrefix = "canary/"
 // unacknowledged may appear, the cluster must recover after every fault and
 // the replicas must converge. The median time from a leader's death to the
 // next successful write is reported against the 2 s goal.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreCurrent())
+}
+
 func TestChaos(t *testing.T) {
 	if os.Getenv(envEnable) != "1" {
 		t.Skip("chaos suite skipped: it runs against the docker-compose cluster; use `make test-chaos`, " +
@@ -59,6 +64,7 @@ func TestChaos(t *testing.T) {
 	if err != nil {
 		t.Fatalf("compose cluster not found (make cluster-up starts it): %v", err)
 	}
+	t.Cleanup(c.Close)
 	t.Cleanup(func() {
 		// Whatever happened, leave every node running and connected.
 		if err := HealAll(context.Background(), d, c); err != nil {

@@ -32,7 +32,8 @@ type Cluster struct {
 // Discover finds the containers of the nodes ids (container "cairn-<id>") on
 // network, their published HTTP ports and their fixed addresses.
 func Discover(ctx context.Context, d Docker, network string, ids []string) (*Cluster, error) {
-	c := &Cluster{Network: network, docker: d, http: &http.Client{Timeout: 3 * time.Second}}
+	c := &Cluster{Network: network, docker: d,
+		http: &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}}
 	for _, id := range ids {
 		n := &Node{ID: id, Container: "cairn-" + id}
 		st, err := d.Inspect(ctx, n.Container)
@@ -67,6 +68,9 @@ func Discover(ctx context.Context, d Docker, network string, ids []string) (*Clu
 	}
 	return c, nil
 }
+
+// Close releases the idle connections of the status client.
+func (c *Cluster) Close() { c.http.CloseIdleConnections() }
 
 // Endpoints returns every node's host endpoint, starting with node i's.
 func (c *Cluster) Endpoints(i int) []string {

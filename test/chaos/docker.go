@@ -1,7 +1,7 @@
 // Package chaos is cairn's chaos suite: it drives the docker-compose cluster
 // (docker-compose.yml) from the host through the HTTP API while it kills,
 // pauses, disconnects and restarts the node containers, and checks what the
-// clients saw (Scenarios S1, S2, S5, S22, S24, S25).
+// clients saw (Scenarios S1, S3, S5, S22, S25).
 //
 // The tests need the cluster running and CAIRN_CHAOS_DOCKER=1; "make
 // test-chaos" provides both. Without them they skip.
