@@ -34,9 +34,18 @@ type ShardView struct {
 	AppliedIndex uint64   `json:"applied_index"`
 }
 
+// cluster answers from the placement leader, which has every shard leader's
+// heartbeat; another node forwards there, or answers itself if it cannot.
 func (s *Server) cluster(w http.ResponseWriter, r *http.Request) error {
 	if !s.be.Ready() {
 		return errNotReady
+	}
+	if m := s.be.Meta(); !m.IsLeader() && r.Header.Get(hdrHops) == "" {
+		if addr, ok := s.be.NodeHTTPAddr(m.Leader()); ok && m.Leader() != "" {
+			if err := s.forward(w, r, nil, addr); err == nil {
+				return nil
+			}
+		}
 	}
 	writeJSON(w, http.StatusOK, s.be.Cluster())
 	return nil

@@ -72,6 +72,14 @@ func (d *Driver) Observe(rangeID uint64, s RangeStats) {
 	d.stats[rangeID] = s
 }
 
+// Stats returns the latest heartbeat statistics of range id (meta leader).
+func (d *Driver) Stats(id uint64) (RangeStats, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.stats[id]
+	return s, ok && d.cfg.Now().Sub(s.Updated) < 10*time.Second
+}
+
 // Run schedules and executes until stop is closed.
 func (d *Driver) Run(stop <-chan struct{}) {
 	t := time.NewTicker(d.cfg.Interval)

@@ -33,9 +33,12 @@ type RaftTuning struct {
 // detector, as Raft recommends, with batched appends for throughput.
 func DefaultRaftTuning() RaftTuning {
 	return RaftTuning{
-		HeartbeatTimeout:   1000 * time.Millisecond,
-		ElectionTimeout:    1000 * time.Millisecond,
-		LeaderLeaseTimeout: 500 * time.Millisecond,
+		// Raft heartbeats every HeartbeatTimeout/10 per follower per group,
+		// the dominant idle cost with many shards (see DESIGN.md "Scale").
+		// 1.5s keeps failover well under the 5s RTO target.
+		HeartbeatTimeout:   1500 * time.Millisecond,
+		ElectionTimeout:    1500 * time.Millisecond,
+		LeaderLeaseTimeout: 750 * time.Millisecond,
 		// CommitTimeout is how often an idle leader's pipeline pings each
 		// follower to carry the commit index. Writes do not wait on it (the
 		// leader answers on commit); only followers' knowledge of the commit
@@ -104,16 +107,20 @@ type Group struct {
 
 // StartGroup opens the group's stores and starts raft. On error everything it
 // opened is closed again.
-func StartGroup(cfg GroupConfig) (g *Group, err error) {
+func StartGroup(cfg GroupConfig) (*Group, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("group %d: %w", cfg.ID, err)
 	}
-	g = &Group{id: cfg.ID, mux: cfg.Mux}
-	defer func() {
-		if err != nil {
-			g.closeStores()
-		}
-	}()
+	g := &Group{id: cfg.ID, mux: cfg.Mux}
+	if err := g.start(cfg); err != nil {
+		_ = g.closeStores()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *Group) start(cfg GroupConfig) error {
+	var err error
 	g.logs, err = raftboltdb.New(raftboltdb.Options{
 		Path: filepath.Join(cfg.Dir, "raft.db"),
 		BoltOptions: &bbolt.Options{
@@ -123,20 +130,20 @@ func StartGroup(cfg GroupConfig) (g *Group, err error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("group %d: open log store: %w", cfg.ID, err)
+		return fmt.Errorf("group %d: open log store: %w", cfg.ID, err)
 	}
 	cached, err := raft.NewLogCache(cfg.Tuning.LogCacheSize, g.logs)
 	if err != nil {
-		return nil, fmt.Errorf("group %d: log cache: %w", cfg.ID, err)
+		return fmt.Errorf("group %d: log cache: %w", cfg.ID, err)
 	}
 	hlog := newRaftLogger(cfg.Logger.With("group", cfg.ID))
 	g.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
 	if err != nil {
-		return nil, fmt.Errorf("group %d: snapshot store: %w", cfg.ID, err)
+		return fmt.Errorf("group %d: snapshot store: %w", cfg.ID, err)
 	}
 	g.transport, err = cfg.Mux.Transport(cfg.ID, 3, 10*time.Second, hlog)
 	if err != nil {
-		return nil, fmt.Errorf("group %d: transport: %w", cfg.ID, err)
+		return fmt.Errorf("group %d: transport: %w", cfg.ID, err)
 	}
 
 	rc := raft.DefaultConfig()
@@ -152,27 +159,27 @@ func StartGroup(cfg GroupConfig) (g *Group, err error) {
 	rc.NoSnapshotRestoreOnStart = cfg.NoSnapshotRestoreOnStart
 	rc.Logger = hlog
 	if err := raft.ValidateConfig(rc); err != nil {
-		return nil, fmt.Errorf("group %d: %w", cfg.ID, err)
+		return fmt.Errorf("group %d: %w", cfg.ID, err)
 	}
 
 	if len(cfg.Bootstrap) > 0 {
 		has, err := raft.HasExistingState(cached, g.logs, g.snaps)
 		if err != nil {
-			return nil, fmt.Errorf("group %d: %w", cfg.ID, err)
+			return fmt.Errorf("group %d: %w", cfg.ID, err)
 		}
 		if !has {
 			err := raft.BootstrapCluster(rc, cached, g.logs, g.snaps, g.transport,
 				raft.Configuration{Servers: cfg.Bootstrap})
 			if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-				return nil, fmt.Errorf("group %d: bootstrap: %w", cfg.ID, err)
+				return fmt.Errorf("group %d: bootstrap: %w", cfg.ID, err)
 			}
 		}
 	}
 	g.raft, err = raft.NewRaft(rc, cfg.FSM, cached, g.logs, g.snaps, g.transport)
 	if err != nil {
-		return nil, fmt.Errorf("group %d: start raft: %w", cfg.ID, err)
+		return fmt.Errorf("group %d: start raft: %w", cfg.ID, err)
 	}
-	return g, nil
+	return nil
 }
 
 // Shutdown stops raft and closes the stores. Safe to call once.

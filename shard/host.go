@@ -34,6 +34,7 @@ type Host struct {
 
 	mu       sync.RWMutex
 	replicas map[uint64]*Replica
+	opening  map[uint64]chan struct{} // ids being opened; closed when done
 	closed   bool
 }
 
@@ -55,7 +56,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = realClock{}
 	}
-	return &Host{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}}, nil
+	return &Host{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}, opening: map[uint64]chan struct{}{}}, nil
 }
 
 func (h *Host) shardDir(id uint64) string {
@@ -88,27 +89,52 @@ func (h *Host) ExistingShards() ([]uint64, error) {
 // bootstrapped with that configuration (every initial member does the same,
 // which hashicorp/raft documents as safe).
 func (h *Host) OpenReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return nil, ErrClosed
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if r, ok := h.replicas[desc.ID]; ok {
+			h.mu.Unlock()
+			return r, nil
+		}
+		if ch, ok := h.opening[desc.ID]; ok {
+			h.mu.Unlock()
+			<-ch // someone else is opening it: wait, then look again
+			continue
+		}
+		// The directory is created under the lock so prepareChild (a split
+		// building this id's starting snapshot) sees it consistently.
+		if err := os.MkdirAll(h.shardDir(desc.ID), 0o755); err != nil {
+			h.mu.Unlock()
+			return nil, err
+		}
+		ch := make(chan struct{})
+		h.opening[desc.ID] = ch
+		h.mu.Unlock()
+
+		// Opening takes milliseconds (files, raft start): outside the lock,
+		// so a node reopens hundreds of replicas in parallel.
+		r, err := h.openReplica(desc, bootstrap)
+		h.mu.Lock()
+		delete(h.opening, desc.ID)
+		closed := h.closed
+		if err == nil && !closed {
+			h.replicas[desc.ID] = r
+		}
+		close(ch)
+		h.mu.Unlock()
+		if err == nil && closed {
+			_ = r.close()
+			return nil, ErrClosed
+		}
+		return r, err
 	}
-	if r, ok := h.replicas[desc.ID]; ok {
-		return r, nil
-	}
-	r, err := h.openReplica(desc, bootstrap)
-	if err != nil {
-		return nil, err
-	}
-	h.replicas[desc.ID] = r
-	return r, nil
 }
 
 func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, error) {
 	dir := h.shardDir(desc.ID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
 	log := h.log.With("shard", desc.ID)
 	r := &Replica{
 		id: desc.ID, nodeID: h.cfg.NodeID, log: log, clock: h.cfg.Clock,

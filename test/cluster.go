@@ -30,6 +30,8 @@ type ClusterConfig struct {
 	// AutoPlacement lets the placement driver balance, split and repair on
 	// its own. Off by default so fault tests keep the layout they arrange.
 	AutoPlacement bool
+	// ReadyTimeout bounds the wait for formation; default 30s.
+	ReadyTimeout time.Duration
 	// DeadAfter and SplitSize tune the placement driver (defaults: node's).
 	DeadAfter time.Duration
 	SplitSize int64
@@ -119,7 +121,10 @@ func StartCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 		h.Node = n
 	}
 	t.Cleanup(c.Close)
-	c.WaitReady(30 * time.Second)
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 30 * time.Second
+	}
+	c.WaitReady(cfg.ReadyTimeout)
 	return c
 }
 

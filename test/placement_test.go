@@ -349,3 +349,34 @@ func TestAutoSplitBySize(t *testing.T) {
 	t.Logf("%d ranges after writing 300 KiB with a 48 KiB split size", len(c.Node(0).Node.Ranges()))
 	assertConfigsMatchMap(t, c)
 }
+
+// The meta group grows from 3 to 5 voters once the cluster has 5 nodes, so
+// the range map survives two failures.
+func TestMetaGroupGrowsToFive(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{})
+	c.AddNode()
+	c.AddNode()
+	WaitFor(t, 60*time.Second, "five meta voters", func() error {
+		for _, h := range c.Nodes() {
+			m := h.Node.MetaGroup()
+			if !m.IsLeader() {
+				continue
+			}
+			f := m.Raft().GetConfiguration()
+			if err := f.Error(); err != nil {
+				return err
+			}
+			voters := 0
+			for _, s := range f.Configuration().Servers {
+				if s.Suffrage == 0 { // raft.Voter
+					voters++
+				}
+			}
+			if voters != 5 {
+				return fmt.Errorf("%d meta voters", voters)
+			}
+			return nil
+		}
+		return fmt.Errorf("no meta leader")
+	})
+}

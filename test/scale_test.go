@@ -35,7 +35,7 @@ func BenchmarkScaleShards(b *testing.B) {
 			var before runtime.MemStats
 			runtime.ReadMemStats(&before)
 			start := time.Now()
-			c := StartCluster(b, ClusterConfig{Tuning: tuning, InitialSplits: splits})
+			c := StartCluster(b, ClusterConfig{Tuning: tuning, InitialSplits: splits, ReadyTimeout: 10 * time.Minute})
 			formed := time.Since(start)
 
 			time.Sleep(3 * time.Second) // settle

@@ -53,7 +53,7 @@ through gossip; later nodes join with --join. A restarted node with an existing
 	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many nodes have met")
 	fl.StringSliceVar(&f.initialSplits, "initial-splits", nil, "keys at which to pre-split the keyspace when the cluster forms, e.g. g,n,t")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fl.DurationVar(&f.heartbeat, "raft-heartbeat", time.Second, "raft heartbeat and election timeout of data shards")
+	fl.DurationVar(&f.heartbeat, "raft-heartbeat", 1500*time.Millisecond, "raft heartbeat and election timeout of data shards")
 	fl.DurationVar(&f.deadAfter, "dead-after", 30*time.Second, "re-create the replicas of a node gossip reports dead this long")
 	fl.Int64Var(&f.splitSize, "split-size", 64<<20, "split a range whose data grows past this many bytes")
 	return cmd

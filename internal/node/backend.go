@@ -63,6 +63,8 @@ func (n *Node) Cluster() api.ClusterView {
 			sv.Leader, _ = rep.Leader()
 			sv.AppliedIndex = rep.FSM().Applied()
 			sv.SizeBytes = rep.FSM().SizeBytes()
+		} else if s, ok := n.driver.Stats(r.ID); ok {
+			sv.Leader, sv.SizeBytes = s.Leader, s.SizeBytes
 		}
 		for _, id := range r.Replicas {
 			if nv := perNode[id]; nv != nil {

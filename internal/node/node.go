@@ -204,8 +204,39 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return err
 	}
+	return openParallel(ids, 8, func(id uint64) error {
+		_, err := n.host.OpenReplica(fsm.Range{ID: id}, nil)
+		return err
+	})
+}
+
+// openParallel runs open for every id on up to workers goroutines and
+// returns the first error.
+func openParallel(ids []uint64, workers int, open func(uint64) error) error {
+	ch := make(chan uint64)
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var first error
+			for id := range ch {
+				if err := open(id); err != nil && first == nil {
+					first = err
+				}
+			}
+			errs <- first
+		}()
+	}
 	for _, id := range ids {
-		if _, err := n.host.OpenReplica(fsm.Range{ID: id}, nil); err != nil {
+		ch <- id
+	}
+	close(ch)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
 			return err
 		}
 	}
@@ -419,13 +450,50 @@ func (n *Node) registerMembers(st *placement.State) error {
 			}
 		}
 	}
-	return nil
+	return n.growMetaVoters(st, cfgf.Configuration())
+}
+
+// metaVoters is the meta group's size once the cluster has that many nodes:
+// five voters survive two failures; more would only slow its commits.
+const metaVoters = 5
+
+// growMetaVoters promotes one live, non-removed non-voter (lowest id first)
+// while the meta group has fewer than metaVoters voters and the cluster has
+// at least metaVoters live nodes.
+func (n *Node) growMetaVoters(st *placement.State, conf raft.Configuration) error {
+	alive := n.gossip.alive()
+	voters, live := 0, 0
+	var candidates []raft.Server
+	for _, s := range conf.Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		} else if ni, ok := st.Nodes[string(s.ID)]; ok && alive[ni.ID] && !ni.Removed {
+			candidates = append(candidates, s)
+		}
+	}
+	for id, ni := range st.Nodes {
+		if alive[id] && !ni.Removed {
+			live++
+		}
+	}
+	if voters >= metaVoters || live < metaVoters || len(candidates) == 0 {
+		return nil
+	}
+	sort.Slice(candidates, func(i, j int) bool { return candidates[i].ID < candidates[j].ID })
+	c := candidates[0]
+	n.log.Info("growing the meta group", "voter", c.ID, "voters", voters+1)
+	return n.meta.Raft().AddVoter(c.ID, c.Address, 0, 5*time.Second).Error()
 }
 
 // openReplicas starts a local replica for every range that lists this node
 // or that an operation is moving to it, and removes replicas the range map
 // no longer assigns here.
 func (n *Node) openReplicas(st *placement.State) error {
+	type opening struct {
+		desc    fsm.Range
+		servers []raft.Server
+	}
+	var toOpen []opening
 	want := map[uint64]bool{}
 	for _, r := range st.Ranges {
 		op, hasOp := st.Ops[r.ID]
@@ -450,9 +518,19 @@ func (n *Node) openReplicas(st *placement.State) error {
 				servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(ni.RaftAddr)})
 			}
 		}
-		if _, err := n.host.OpenReplica(initial, servers); err != nil {
-			return err
-		}
+		toOpen = append(toOpen, opening{initial, servers})
+	}
+	byID := make(map[uint64]opening, len(toOpen))
+	ids := make([]uint64, 0, len(toOpen))
+	for _, o := range toOpen {
+		byID[o.desc.ID] = o
+		ids = append(ids, o.desc.ID)
+	}
+	if err := openParallel(ids, 8, func(id uint64) error {
+		_, err := n.host.OpenReplica(byID[id].desc, byID[id].servers)
+		return err
+	}); err != nil {
+		return err
 	}
 	for _, rep := range n.host.Replicas() {
 		if want[rep.ID()] {
