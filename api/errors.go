@@ -24,6 +24,9 @@ var (
 	// errPeerUnreachable: the node a request was forwarded to could not be
 	// dialed, so nothing was sent; the request may be routed again.
 	errPeerUnreachable = errors.New("peer unreachable")
+	// errRemoteUnavailable: another node answered 503 — nothing was
+	// written there — so the request may be routed again.
+	errRemoteUnavailable = errors.New("remote node unavailable")
 	// errConflict: the request's precondition on cluster state does not hold.
 	errConflict = errors.New("precondition failed")
 )
@@ -76,7 +79,7 @@ func errorStatus(err error) (status int, code string, retryable bool) {
 		return http.StatusGatewayTimeout, "outcome_unknown", true
 	case errors.As(err, &ws), errors.As(err, &nl), errors.Is(err, shard.ErrUnavailable),
 		errors.Is(err, errNotReady), errors.Is(err, errTooManyHops), errors.Is(err, errNoRoute), errors.Is(err, errPeerUnreachable),
-		errors.Is(err, errStaleRangeMap),
+		errors.Is(err, errStaleRangeMap), errors.Is(err, errRemoteUnavailable),
 		errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "unavailable", true
 	}

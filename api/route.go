@@ -62,7 +62,7 @@ func (s *Server) retryRoute(ctx context.Context, deadline time.Time, err error) 
 	var nl *shard.NotLeaderError
 	var ws *fsm.WrongShardError
 	if !errors.As(err, &nl) && !errors.Is(err, errPeerUnreachable) && !errors.As(err, &ws) &&
-		!errors.Is(err, errStaleRangeMap) {
+		!errors.Is(err, errStaleRangeMap) && !errors.Is(err, errRemoteUnavailable) {
 		return false
 	}
 	if time.Now().After(deadline) {
@@ -129,6 +129,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ad
 		return fmt.Errorf("forward to %s: %w: %w", addr, errForwardFailed, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusServiceUnavailable && hops == 0 {
+		// The remote refused before doing anything (503 is never used for a
+		// write that may have happened): the entry node may route again.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return fmt.Errorf("forward to %s: %w", addr, errRemoteUnavailable)
+	}
 	for k, vs := range resp.Header {
 		w.Header()[k] = vs
 	}
@@ -183,6 +189,9 @@ func remoteError(status int, d errorDetail) error {
 		return fmt.Errorf("%w: %s", shard.ErrOutcomeUnknown, msg)
 	case "internal":
 		return fmt.Errorf("remote node: %s", msg)
+	}
+	if status == http.StatusServiceUnavailable {
+		return fmt.Errorf("%w: %s", errRemoteUnavailable, msg)
 	}
 	return fmt.Errorf("%w: remote answered %d %s: %s", shard.ErrUnavailable, status, d.Code, msg)
 }

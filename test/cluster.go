@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,26 +100,17 @@ func StartCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	}
 	c := &Cluster{t: t, cfg: cfg, Net: &Network{blocked: map[[2]string]bool{}}}
 	root := t.TempDir()
-	var firstGossip string
 	for i := 1; i <= cfg.Nodes; i++ {
 		h := &NodeHandle{ID: fmt.Sprintf("n%d", i), DataDir: filepath.Join(root, fmt.Sprintf("n%d", i))}
 		httpLn, raftLn := mustListen(t), mustListen(t)
-		h.HTTPAddr, h.RaftAddr, h.GossipAddr = httpLn.Addr().String(), raftLn.Addr().String(), freeGossipAddr(t)
+		h.HTTPAddr, h.RaftAddr = httpLn.Addr().String(), raftLn.Addr().String()
 		h.cfg = c.nodeConfig(h, cfg)
-		if i == 1 {
-			firstGossip = h.GossipAddr
-		} else {
-			h.cfg.Join = []string{firstGossip}
-		}
 		h.cfg.HTTPListener, h.cfg.RaftListener = httpLn, raftLn
-		c.nodes = append(c.nodes, h)
-	}
-	for _, h := range c.nodes {
-		n, err := node.Start(h.cfg)
-		if err != nil {
-			t.Fatalf("start %s: %v", h.ID, err)
+		for _, o := range c.nodes {
+			h.cfg.Join = append(h.cfg.Join, o.GossipAddr)
 		}
-		h.Node = n
+		h.Node = c.startWithGossipPort(h)
+		c.nodes = append(c.nodes, h)
 	}
 	t.Cleanup(c.Close)
 	if cfg.ReadyTimeout == 0 {
@@ -157,6 +149,35 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	return nc
 }
 
+// startWithGossipPort starts h's node on a free gossip port. memberlist
+// binds the port itself, so another process can take the port between our
+// probe and its bind: then it tries another one. The gossip address is not
+// part of a node's identity.
+func (c *Cluster) startWithGossipPort(h *NodeHandle) *node.Node {
+	c.t.Helper()
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		h.GossipAddr = freeGossipAddr(c.t)
+		h.cfg.GossipAddr = h.GossipAddr
+		var n *node.Node
+		if n, err = node.Start(h.cfg); err == nil {
+			return n
+		}
+		if !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), "gossip") {
+			break
+		}
+		// The failed start closed the listeners it was given: bind again.
+		if h.cfg.RaftListener, err = net.Listen("tcp", h.RaftAddr); err != nil {
+			break
+		}
+		if h.cfg.HTTPListener, err = net.Listen("tcp", h.HTTPAddr); err != nil {
+			break
+		}
+	}
+	c.t.Fatalf("start %s: %v", h.ID, err)
+	return nil
+}
+
 // Nodes returns the node handles (index 0 is n1).
 func (c *Cluster) Nodes() []*NodeHandle {
 	c.mu.Lock()
@@ -192,6 +213,14 @@ func (c *Cluster) WaitReady(timeout time.Duration) {
 		for _, r := range c.running()[0].Node.Ranges() {
 			if _, err := c.Leader(r.ID); err != nil {
 				return err
+			}
+			for _, h := range c.running() {
+				if !contains(r.Replicas, h.ID) {
+					continue
+				}
+				if _, ok := h.Node.Host().Replica(r.ID); !ok {
+					return fmt.Errorf("%s has not opened its replica of shard %d yet", h.ID, r.ID)
+				}
 			}
 		}
 		return nil
@@ -275,6 +304,10 @@ func (c *Cluster) Restart(i int) {
 	WaitFor(c.t, 10*time.Second, "restart "+h.ID, func() error {
 		var err error
 		n, err = node.Start(cfg)
+		if err != nil && strings.Contains(err.Error(), "gossip") {
+			h.GossipAddr = freeGossipAddr(c.t) // taken meanwhile: any free port will do
+			cfg.GossipAddr, h.cfg.GossipAddr = h.GossipAddr, h.GossipAddr
+		}
 		return err
 	})
 	c.mu.Lock()
@@ -396,7 +429,7 @@ func (c *Cluster) AddNode() int {
 	c.mu.Unlock()
 	h := &NodeHandle{ID: fmt.Sprintf("n%d", i+1), DataDir: filepath.Join(c.t.TempDir(), fmt.Sprintf("n%d", i+1))}
 	httpLn, raftLn := mustListen(c.t), mustListen(c.t)
-	h.HTTPAddr, h.RaftAddr, h.GossipAddr = httpLn.Addr().String(), raftLn.Addr().String(), freeGossipAddr(c.t)
+	h.HTTPAddr, h.RaftAddr = httpLn.Addr().String(), raftLn.Addr().String()
 	h.cfg = c.nodeConfig(h, c.cfg)
 	h.cfg.HTTPListener, h.cfg.RaftListener = httpLn, raftLn
 	for _, o := range c.Nodes() {
@@ -404,11 +437,7 @@ func (c *Cluster) AddNode() int {
 			h.cfg.Join = append(h.cfg.Join, o.GossipAddr)
 		}
 	}
-	n, err := node.Start(h.cfg)
-	if err != nil {
-		c.t.Fatalf("start %s: %v", h.ID, err)
-	}
-	h.Node = n
+	h.Node = c.startWithGossipPort(h)
 	c.mu.Lock()
 	c.nodes = append(c.nodes, h)
 	c.mu.Unlock()

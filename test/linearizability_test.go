@@ -788,8 +788,10 @@ func TestWorkloadIsBounded(t *testing.T) {
 		if took := time.Since(begin); took > 2*time.Second {
 			t.Errorf("took %v with ctx cancelled after 100ms", took)
 		}
-		if s := rec.Stats(); s.Calls != cfg.Clients || s.OK != 0 {
-			t.Errorf("stats %+v: want one cut-short call per client", s)
+		// At most one cut-short call per client: none starts after the end.
+		// (A starved client may not have started at all within 100ms.)
+		if s := rec.Stats(); s.Calls < 1 || s.Calls > cfg.Clients || s.OK != 0 {
+			t.Errorf("stats %+v: want at most one cut-short call per client", s)
 		}
 		if res := rec.Check(t, 30*time.Second); res != porcupine.Ok {
 			t.Errorf("Check = %v, want Ok", res)

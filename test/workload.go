@@ -155,7 +155,10 @@ type registerClient struct {
 }
 
 func (w *registerClient) run(ctx, runCtx context.Context) {
-	for seq := 0; runCtx.Err() == nil; seq++ {
+	// ctx is checked too: when it is cancelled, its children (this op's
+	// context, runCtx) are cancelled one after another, so an op can return
+	// before runCtx reports the end.
+	for seq := 0; runCtx.Err() == nil && ctx.Err() == nil; seq++ {
 		if w.cfg.Ops > 0 && w.issued.Add(1) > int64(w.cfg.Ops) {
 			return
 		}
