@@ -443,3 +443,12 @@ func (c *Cluster) AddNode() int {
 	c.mu.Unlock()
 	return i
 }
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}

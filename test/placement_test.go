@@ -209,14 +209,6 @@ func assertReplicasConvergeOn(t *testing.T, c *Cluster, id uint64, nodes []strin
 	})
 }
 
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
 
 // A fourth node joins: replicas and leaders spread to it within one of even.
 func TestFourthNodeJoinsAndBalances(t *testing.T) {
