@@ -6,7 +6,7 @@ BIN       := bin
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: build run test test-chaos bench fuzz verify docker clean
+.PHONY: build run test test-chaos bench bench-scale fuzz verify docker clean
 
 build: ## build cairn and lockctl into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cairn ./cmd/cairn
@@ -25,8 +25,12 @@ test-chaos: ## chaos suite (test/chaos) on a fresh docker-compose cluster: CAIRN
 	  $(GO) test -count=1 -v -timeout $(CHAOS_TIMEOUT) ./test/chaos/; \
 	  rc=$$?; $(MAKE) cluster-down; exit $$rc
 
-bench: ## micro and cluster benchmarks
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./fsm/ ./test/
+bench: ## FSM micro-benchmarks and 3-node cluster throughput (64 clients)
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./fsm/
+	$(GO) test -run '^$$' -bench 'Cluster' -benchtime 20000x ./test/
+
+bench-scale: ## idle CPU, memory and re-election time with 100/500/1000 shards (slow)
+	$(GO) test -run '^$$' -bench ScaleShards -benchtime 1x -timeout 40m ./test/
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@for pkg in $$($(GO) list ./...); do \
