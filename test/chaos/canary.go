@@ -25,6 +25,8 @@ type Canary struct {
 	AttemptTimeout time.Duration
 	MaxInFlight    int   // a tick with this many writes unanswered issues none
 	MaxOps         int64 // writes issued at most
+	// Explain, if set, adds to the report of a lost key.
+	Explain func(ctx context.Context, key string) string
 
 	errs    errorCounts
 	mu      sync.Mutex
@@ -141,7 +143,7 @@ func (c *Canary) Check(ctx context.Context, reader *client.Client) (*SetResult, 
 	if err != nil {
 		return nil, err
 	}
-	return compareSet(ctx, reader, adds, present), nil
+	return compareSet(adds, present, explainer(ctx, reader, c.Explain)), nil
 }
 
 // Errors returns how many writes ended with each error code.

@@ -91,6 +91,34 @@ func TestChaos(t *testing.T) {
 
 	r := &Report{Seed: seed, Duration: duration}
 	until := time.Now().Add(duration)
+	canary := newCanary(t, c, seed, duration)
+	set := newSetWorkload(t, c, prefixes)
+	canary.Explain, set.Explain = c.ReplicaReads, c.ReplicaReads
+	nem := &Nemesis{C: c, D: d, Seed: seed, ProbeShard: probe, OnLeaderFault: canary.Mark, Logf: t.Logf}
+	var wg sync.WaitGroup
+	wg.Go(func() { canary.Run(ctx, until) })
+	wg.Go(func() { set.Run(ctx, until) })
+	wg.Go(func() { nem.Run(ctx, until) })
+	rounds := runRegisterRounds(ctx, t, c, seed, prefixes, until)
+	wg.Wait()
+	r.Faults = nem.Faults()
+
+	check(ctx, t, c, d, r, rounds, canary, set)
+	var sb strings.Builder
+	r.Print(&sb)
+	fmt.Print(sb.String())
+	if dir := artifactsDir(t); dir != "" {
+		_ = os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(sb.String()), 0o644)
+	}
+	if an := r.Anomalies(); len(an) > 0 {
+		saveLogs(t, d, c)
+		t.Fatalf("%d anomalies (seed %d): %s", len(an), seed, strings.Join(an, "; "))
+	}
+}
+
+// newCanary returns the canary writer: a write every 50ms to the probe shard,
+// through clients that do not retry, so a write's end is when it worked.
+func newCanary(t *testing.T, c *Cluster, seed uint64, duration time.Duration) *Canary {
 	canary := &Canary{
 		Prefix:         fmt.Sprintf("%s%d/", canaryPrefix, seed),
 		Every:          50 * time.Millisecond,
@@ -101,24 +129,25 @@ func TestChaos(t *testing.T) {
 	for i := range c.Nodes {
 		canary.Clients = append(canary.Clients, newClient(t, c, i, fmt.Sprintf("canary%d", i), -1, 2*time.Second))
 	}
-	var setPrefixes []string
+	return canary
+}
+
+// newSetWorkload returns the set workload: two clients adding elements on
+// every shard.
+func newSetWorkload(t *testing.T, c *Cluster, prefixes []string) *SetWorkload {
+	set := &SetWorkload{OpTimeout: 6 * time.Second, Gap: 20 * time.Millisecond, MaxOps: 200000}
 	for _, p := range prefixes {
-		setPrefixes = append(setPrefixes, p+"set/")
+		set.Prefixes = append(set.Prefixes, p+"set/")
 	}
-	set := &SetWorkload{Prefixes: setPrefixes, OpTimeout: 6 * time.Second, Gap: 20 * time.Millisecond, MaxOps: 200000}
 	for i := range 2 {
 		set.Clients = append(set.Clients, newClient(t, c, i, fmt.Sprintf("set%d", i), 8, 2500*time.Millisecond))
 	}
-	nem := &Nemesis{C: c, D: d, Seed: seed, ProbeShard: probe, OnLeaderFault: canary.Mark, Logf: t.Logf}
+	return set
+}
 
-	var wg sync.WaitGroup
-	wg.Go(func() { canary.Run(ctx, until) })
-	wg.Go(func() { set.Run(ctx, until) })
-	wg.Go(func() { nem.Run(ctx, until) })
-	rounds := runRegisterRounds(ctx, t, c, seed, prefixes, until)
-	wg.Wait()
-
-	// Heal, let the cluster settle, then check.
+// check heals the cluster, lets it settle and fills r with what the
+// workloads and the cluster show.
+func check(ctx context.Context, t *testing.T, c *Cluster, d Docker, r *Report, rounds []round, canary *Canary, set *SetWorkload) {
 	if err := HealAll(ctx, d, c); err != nil {
 		r.FinalHealth = err.Error()
 	}
@@ -132,17 +161,6 @@ func TestChaos(t *testing.T) {
 	} else {
 		r.Set = res
 	}
-	for _, rd := range rounds {
-		st := rd.rec.Stats()
-		r.RegisterRounds++
-		r.Register = addStats(r.Register, st)
-		switch rd.rec.Check(t, 60*time.Second) {
-		case porcupine.Illegal:
-			r.NonLinearRound = append(r.NonLinearRound, rd.prefix)
-		case porcupine.Unknown:
-			r.Inconclusive = append(r.Inconclusive, rd.prefix)
-		}
-	}
 	if res, err := canary.Check(ctx, reader); err != nil {
 		r.CanaryErr = err.Error()
 	} else {
@@ -150,18 +168,16 @@ func TestChaos(t *testing.T) {
 	}
 	r.CanarySkipped = canary.Skipped()
 	r.CanaryErrors, r.SetErrors = canary.Errors(), set.Errors()
-	r.Faults = nem.Faults()
 	r.Failovers = canary.Failovers()
-
-	var sb strings.Builder
-	r.Print(&sb)
-	fmt.Print(sb.String())
-	if dir := artifactsDir(t); dir != "" {
-		_ = os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(sb.String()), 0o644)
-	}
-	if an := r.Anomalies(); len(an) > 0 {
-		saveLogs(t, d, c)
-		t.Fatalf("%d anomalies (seed %d): %s", len(an), seed, strings.Join(an, "; "))
+	for _, rd := range rounds {
+		r.RegisterRounds++
+		r.Register = addStats(r.Register, rd.rec.Stats())
+		switch rd.rec.Check(t, 60*time.Second) {
+		case porcupine.Illegal:
+			r.NonLinearRound = append(r.NonLinearRound, rd.prefix)
+		case porcupine.Unknown:
+			r.Inconclusive = append(r.Inconclusive, rd.prefix)
+		}
 	}
 }
 

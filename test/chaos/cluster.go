@@ -10,7 +10,13 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cairndb/cairn/client"
 )
+
+// hdrHops is the API's internal forwarding counter; a request carrying it is
+// answered by the node it reaches.
+const hdrHops = "X-Cairn-Hops"
 
 // Node is one node container of the compose cluster.
 type Node struct {
@@ -115,6 +121,10 @@ func (c *Cluster) get(ctx context.Context, n *Node, path string, out any) error 
 	if err != nil {
 		return err
 	}
+	// A node forwards GET /v1/cluster to the placement leader unless the
+	// request was already forwarded once. The suite needs each node's own
+	// view (its replicas' leader and applied index), so it says so.
+	req.Header.Set(hdrHops, "1")
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return err
@@ -235,6 +245,29 @@ func (c *Cluster) WaitHealthy(ctx context.Context, timeout time.Duration) (time.
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// ReplicaReads says what every node's own replica holds for key (a stale
+// read each node serves locally), to tell a write lost everywhere from one
+// missing on some replicas.
+func (c *Cluster) ReplicaReads(ctx context.Context, key string) string {
+	var parts []string
+	for _, n := range c.Nodes {
+		var kv struct {
+			Value    string `json:"value"`
+			ModIndex uint64 `json:"mod_index"`
+		}
+		err := c.get(ctx, n, "/v1/kv/"+client.EscapeKey(key)+"?consistency=stale&max_staleness=1h", &kv)
+		switch {
+		case err == nil:
+			parts = append(parts, fmt.Sprintf("%s has it (mod_index %d)", n.ID, kv.ModIndex))
+		case strings.Contains(err.Error(), " 404 "):
+			parts = append(parts, n.ID+" has not")
+		default:
+			parts = append(parts, fmt.Sprintf("%s: %v", n.ID, err))
+		}
+	}
+	return "replicas: " + strings.Join(parts, ", ")
 }
 
 // Converged reports nil when every replica of every shard has applied the

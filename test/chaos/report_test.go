@@ -46,7 +46,7 @@ func TestSetCompare(t *testing.T) {
 	adds := map[string]addRecord{"a": {state: addAcked}, "b": {state: addUnknown}, "c": {state: addFailed},
 		"d": {state: addUnknown}, "e": {state: addAcked}}
 	present := map[string]string{"a": "a", "b": "b", "c": "c", "e": "x", "z": "z"}
-	r := compareSet(t.Context(), nil, adds, present)
+	r := compareSet(adds, present, func(string) string { return "" })
 	if len(r.Lost) != 0 || r.UnknownPresent != 1 || len(r.FailedPresent) != 1 || len(r.Phantom) != 2 {
 		t.Errorf("compare = %+v", r)
 	}

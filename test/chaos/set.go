@@ -31,6 +31,9 @@ type SetWorkload struct {
 	OpTimeout time.Duration
 	Gap       time.Duration // pause between two adds of one client
 	MaxOps    int64
+	// Explain, if set, adds to the report of a lost key (what each replica
+	// holds, say).
+	Explain func(ctx context.Context, key string) string
 
 	issued atomic.Int64
 	errs   errorCounts
@@ -160,7 +163,19 @@ func (s *SetWorkload) Check(ctx context.Context, c *client.Client) (*SetResult, 
 	if err != nil {
 		return nil, err
 	}
-	return compareSet(ctx, c, adds, present), nil
+	return compareSet(adds, present, explainer(ctx, c, s.Explain)), nil
+}
+
+// explainer returns what compareSet says about a lost key: a point read of
+// it and then explain's findings.
+func explainer(ctx context.Context, c *client.Client, explain func(context.Context, string) string) func(string) string {
+	return func(key string) string {
+		out := confirmAbsent(ctx, c, key)
+		if explain != nil {
+			out += "; " + explain(ctx, key)
+		}
+		return out
+	}
 }
 
 // readBack reads every key under prefixes with linearizable scans, retrying
@@ -193,7 +208,7 @@ func readBack(ctx context.Context, c *client.Client, prefixes []string) (map[str
 
 // compareSet compares what was read back with what the writers were told;
 // every key was written with itself as the value.
-func compareSet(ctx context.Context, c *client.Client, adds map[string]addRecord, present map[string]string) *SetResult {
+func compareSet(adds map[string]addRecord, present map[string]string, explain func(key string) string) *SetResult {
 	r := &SetResult{Present: len(present)}
 	for k, rec := range adds {
 		v, ok := present[k]
@@ -201,7 +216,7 @@ func compareSet(ctx context.Context, c *client.Client, adds map[string]addRecord
 		case addAcked:
 			r.Acked++
 			if !ok {
-				r.Lost = append(r.Lost, k+" ("+rec.describe()+"; "+confirmAbsent(ctx, c, k)+")")
+				r.Lost = append(r.Lost, k+" ("+rec.describe()+"; "+explain(k)+")")
 			}
 		case addUnknown:
 			r.Unknown++
