@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -54,6 +55,8 @@ type Config struct {
 	// up to the session's index. Default 2s.
 	SessionWait time.Duration
 	Registry    *prometheus.Registry // nil = a new registry
+	// Pprof mounts net/http/pprof at /debug/pprof/ (the --pprof flag).
+	Pprof bool
 }
 
 // Server serves the HTTP API.
@@ -125,6 +128,13 @@ func (s *Server) routes() {
 	s.handle("POST "+pathReportRanges, "internal", s.internalReportRanges)
 	if s.pb != nil {
 		s.placementRoutes()
+	}
+	if s.cfg.Pprof {
+		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	s.handle("/v1/kv", "unknown", s.notFound) // other methods on the scan path: 405, not a redirect
 	s.handle("/", "unknown", s.notFound)

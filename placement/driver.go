@@ -3,6 +3,7 @@ package placement
 import (
 	"context"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"sort"
 	"sync"
@@ -33,6 +34,8 @@ type DriverConfig struct {
 	NoSchedule bool
 	Logger     *slog.Logger
 	Now        func() time.Time // nil = time.Now
+	// Metrics, if set, receives cairn_placement_operations_total.
+	Metrics prometheus.Registerer
 }
 
 // Driver runs on every node and acts while its node leads the meta group:
@@ -45,6 +48,7 @@ type Driver struct {
 	stats     map[uint64]RangeStats
 	downSince map[string]time.Time
 	running   map[uint64]bool
+	ops       *prometheus.CounterVec // by kind and event (started, finished)
 }
 
 // NewDriver returns a driver; call Run.
@@ -61,7 +65,15 @@ func NewDriver(cfg DriverConfig) *Driver {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Driver{cfg: cfg, stats: map[uint64]RangeStats{}, downSince: map[string]time.Time{}, running: map[uint64]bool{}}
+	d := &Driver{cfg: cfg, stats: map[uint64]RangeStats{}, downSince: map[string]time.Time{}, running: map[uint64]bool{}}
+	d.ops = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "cairn", Subsystem: "placement", Name: "operations_total",
+		Help: "Placement operations started and finished by this node as placement leader.",
+	}, []string{"kind", "event"})
+	if cfg.Metrics != nil {
+		cfg.Metrics.MustRegister(d.ops)
+	}
+	return d
 }
 
 // Observe records a heartbeat's statistics for a range.
@@ -137,6 +149,7 @@ func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
 			continue
 		}
 		d.cfg.Logger.Info("placement operation", "op", op.String())
+		d.ops.WithLabelValues(string(op.Kind), "started").Inc()
 		started++
 	}
 }
@@ -173,6 +186,7 @@ func (d *Driver) stepAsync(stop <-chan struct{}, wg *sync.WaitGroup, st *State, 
 			d.cfg.Logger.Debug("placement step", "op", op.String(), "err", err)
 		}
 		if done {
+			d.ops.WithLabelValues(string(op.Kind), "finished").Inc()
 			if err := d.cfg.Meta.FinishOp(ctx, op.RangeID); err != nil {
 				d.cfg.Logger.Warn("finish placement operation", "op", op.String(), "err", err)
 			}

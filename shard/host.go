@@ -3,6 +3,7 @@ package shard
 import (
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -36,6 +37,8 @@ type Host struct {
 	replicas map[uint64]*Replica
 	opening  map[uint64]chan struct{} // ids being opened; closed when done
 	closed   bool
+
+	leaderChanges *prometheus.CounterVec // nil until RegisterMetrics
 }
 
 // NewHost validates cfg and returns an empty host. Call OpenReplica for each
@@ -137,7 +140,7 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 	dir := h.shardDir(desc.ID)
 	log := h.log.With("shard", desc.ID)
 	r := &Replica{
-		id: desc.ID, nodeID: h.cfg.NodeID, log: log, clock: h.cfg.Clock,
+		id: desc.ID, nodeID: h.cfg.NodeID, log: log, clock: h.cfg.Clock, leaderChanges: h.leaderChanges,
 		applyTimeout: h.cfg.ApplyTimeout, ttl: newTTLManager(),
 		readyCh: make(chan struct{}), stop: make(chan struct{}),
 	}

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -33,6 +34,9 @@ func (r *Replica) watchLeadership() {
 		isLeader := r.g.raft.State() == raft.Leader
 		if isLeader != leading {
 			leading = isLeader
+			if r.leaderChanges != nil {
+				r.leaderChanges.WithLabelValues(strconv.FormatUint(r.id, 10)).Inc()
+			}
 			stopLeading()
 			stopLeading = func() {}
 			r.resetReadiness()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,8 @@ type Replica struct {
 	gen     uint64
 	ready   bool
 	readyCh chan struct{} // closed when ready becomes true for gen
+
+	leaderChanges *prometheus.CounterVec // nil without metrics
 
 	written atomic.Uint64 // bytes proposed by this replica as leader (write-rate statistics)
 

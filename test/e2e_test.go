@@ -330,8 +330,14 @@ func e2eScan(t *testing.T, ctx context.Context, procs []*proc) {
 func e2eObservability(t *testing.T, ctx context.Context, a string) {
 	expectStatus(t, ctx, "GET", a, "/healthz", nil, 200)
 	res, err := Do(ctx, "GET", a, "/metrics", nil)
-	if err != nil || res.Status != 200 || !strings.Contains(string(res.Body), "cairn_http_request_duration_seconds") {
+	if err != nil || res.Status != 200 {
 		t.Fatalf("metrics: %v %v", res, err)
+	}
+	for _, m := range []string{"cairn_http_request_duration_seconds", "cairn_shard_applied_index", "cairn_shard_is_leader",
+		"cairn_shard_term", "cairn_shard_last_contact_seconds", "cairn_shard_leader_changes_total", "go_goroutines"} {
+		if !strings.Contains(string(res.Body), m) {
+			t.Fatalf("metrics lack %s", m)
+		}
 	}
 	res = expectStatus(t, ctx, "GET", a, "/v1/cluster", nil, 200)
 	var cv struct {

@@ -21,6 +21,7 @@ type serverFlags struct {
 	logLevel                                    string
 	heartbeat, deadAfter                        time.Duration
 	splitSize                                   int64
+	pprof                                       bool
 }
 
 func newServerCmd() *cobra.Command {
@@ -56,6 +57,7 @@ through gossip; later nodes join with --join. A restarted node with an existing
 	fl.DurationVar(&f.heartbeat, "raft-heartbeat", 1500*time.Millisecond, "raft heartbeat and election timeout of data shards")
 	fl.DurationVar(&f.deadAfter, "dead-after", 30*time.Second, "re-create the replicas of a node gossip reports dead this long")
 	fl.Int64Var(&f.splitSize, "split-size", 64<<20, "split a range whose data grows past this many bytes")
+	fl.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP address")
 	return cmd
 }
 
@@ -66,7 +68,7 @@ func (f *serverFlags) config() (node.Config, error) {
 	cfg.Join, cfg.BootstrapExpect, cfg.InitialSplits = f.join, f.bootstrapExpect, f.initialSplits
 	cfg.Tuning.HeartbeatTimeout, cfg.Tuning.ElectionTimeout = f.heartbeat, f.heartbeat
 	cfg.Tuning.LeaderLeaseTimeout = f.heartbeat / 2
-	cfg.DeadAfter, cfg.SplitSize = f.deadAfter, f.splitSize
+	cfg.DeadAfter, cfg.SplitSize, cfg.Pprof = f.deadAfter, f.splitSize, f.pprof
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return cfg, fmt.Errorf("--log-level %q: %w", f.logLevel, err)

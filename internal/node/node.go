@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -45,6 +47,7 @@ type Config struct {
 	ApplyTimeout    time.Duration
 	Logger          *slog.Logger
 	Knobs           *Knobs
+	Pprof           bool // serve /debug/pprof on the HTTP address
 
 	// Listeners already bound (tests bind port 0); when nil the node listens
 	// on the addresses above.
@@ -117,6 +120,7 @@ type Node struct {
 	httpLn net.Listener
 	api    *api.Server
 	driver *placement.Driver
+	reg    *prometheus.Registry
 	// lastWritten remembers each leader replica's WrittenBytes at the last
 	// heartbeat, for write rates.
 	lastWritten map[uint64]uint64
@@ -192,6 +196,11 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return err
 	}
+	n.reg = prometheus.NewRegistry()
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := n.host.RegisterMetrics(n.reg); err != nil {
+		return err
+	}
 	n.meta, err = placement.OpenMeta(placement.MetaConfig{
 		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Tuning: n.cfg.MetaTuning, Logger: n.log,
 	})
@@ -252,12 +261,13 @@ func (n *Node) startHTTP() error {
 		}
 	}
 	n.httpLn = ln
-	n.api = api.NewServer(api.Config{Backend: n, Placement: n, Logger: n.log, Dial: n.dialPeer})
+	n.api = api.NewServer(api.Config{Backend: n, Placement: n, Logger: n.log, Dial: n.dialPeer,
+		Registry: n.reg, Pprof: n.cfg.Pprof})
 	sc := placement.DefaultSchedulerConfig()
 	sc.Replication, sc.SplitSize, sc.DeadAfter = n.cfg.Replication, n.cfg.SplitSize, n.cfg.DeadAfter
 	n.driver = placement.NewDriver(placement.DriverConfig{
 		Meta: n.meta, Exec: n.api.NewExecutor(), Scheduler: sc, Alive: n.gossip.alive,
-		NoSchedule: n.cfg.NoAutoPlacement, Logger: n.log.With("component", "placement"),
+		NoSchedule: n.cfg.NoAutoPlacement, Logger: n.log.With("component", "placement"), Metrics: n.reg,
 	})
 	n.http = &http.Server{Handler: n.api, ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(1)

@@ -1,0 +1,79 @@
+package shard
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// RegisterMetrics exposes the host's shards on reg: per-shard gauges read
+// from the replicas at scrape time (they cost nothing between scrapes) and
+// a leader-change counter. Call once, before replicas open.
+func (h *Host) RegisterMetrics(reg prometheus.Registerer) error {
+	h.leaderChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "cairn", Subsystem: "shard", Name: "leader_changes_total",
+		Help: "Times this node's replica of a shard gained or lost leadership.",
+	}, []string{"shard"})
+	if err := reg.Register(h.leaderChanges); err != nil {
+		return err
+	}
+	return reg.Register(&collector{h: h})
+}
+
+var (
+	descTerm    = shardDesc("term", "Current raft term of this node's replica.")
+	descCommit  = shardDesc("commit_index", "Raft commit index as this replica knows it.")
+	descApplied = shardDesc("applied_index", "Index the replica's state machine has applied.")
+	descLastLog = shardDesc("last_log_index", "Last index in this replica's raft log.")
+	descLeader  = shardDesc("is_leader", "1 if this replica leads its shard.")
+	descContact = shardDesc("last_contact_seconds", "Seconds since a follower last heard from its leader (0 on the leader).")
+	descSize    = shardDesc("size_bytes", "Bytes of user data in the shard.")
+)
+
+func shardDesc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc("cairn_shard_"+name, help, []string{"shard"}, nil)
+}
+
+// collector reads every replica of its host at scrape time.
+type collector struct{ h *Host }
+
+// Describe implements prometheus.Collector.
+func (*collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descTerm, descCommit, descApplied, descLastLog, descLeader, descContact, descSize} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range c.h.Replicas() {
+		r.collect(ch)
+	}
+}
+
+func (r *Replica) collect(ch chan<- prometheus.Metric) {
+	id := strconv.FormatUint(r.id, 10)
+	st := r.g.raft.Stats()
+	num := func(k string) float64 {
+		v, _ := strconv.ParseFloat(st[k], 64)
+		return v
+	}
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, id)
+	}
+	gauge(descTerm, num("term"))
+	gauge(descCommit, num("commit_index"))
+	gauge(descApplied, float64(r.fsm.Applied()))
+	gauge(descLastLog, num("last_log_index"))
+	leader, contact := 0.0, 0.0
+	if r.g.raft.State() == raft.Leader {
+		leader = 1
+	} else if lc := r.g.raft.LastContact(); !lc.IsZero() {
+		contact = time.Since(lc).Seconds()
+	}
+	gauge(descLeader, leader)
+	gauge(descContact, contact)
+	gauge(descSize, float64(r.fsm.SizeBytes()))
+}
