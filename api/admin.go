@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cairndb/cairn/shard"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
@@ -48,10 +48,6 @@ func toRangeJSON(r fsm.Range) rangeJSON {
 // the shard's leader: a new range id from the meta group, the OpSplit through
 // the shard's log, then both halves reported to the meta group.
 func (s *Server) splitShard(w http.ResponseWriter, r *http.Request) error {
-	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
-	if err != nil {
-		return invalidf("bad shard id %q", r.PathValue("id"))
-	}
 	body, err := readBody(r)
 	if err != nil {
 		return err
@@ -68,42 +64,30 @@ func (s *Server) splitShard(w http.ResponseWriter, r *http.Request) error {
 			return invalidf("bad split key: %v", validateKey(key))
 		}
 	}
-	if !s.be.Ready() {
-		return errNotReady
-	}
-	rng, ok := s.rangeByID(id)
-	if !ok {
-		return fmt.Errorf("shard %d: %w", id, errNotFound)
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
-	defer cancel()
-	t, err := s.leaderTarget(ctx, rng)
-	if err != nil {
-		return err
-	}
-	if t.rep == nil {
-		return s.forward(w, r, body, t.addr)
-	}
-	before := t.rep.Range()
-	childID, err := s.AllocRangeID(ctx)
-	if err != nil {
-		return err
-	}
-	res, err := t.rep.Split(ctx, key, childID)
-	if err != nil {
-		return err
-	}
-	if res.Err != nil {
-		return res.Err
-	}
-	parent := t.rep.Range()
-	child := fsm.Range{ID: childID, Start: parent.End, End: before.End, Epoch: parent.Epoch, Replicas: parent.Replicas}
-	if err := s.ReportRanges(ctx, []fsm.Range{parent, child}); err != nil {
-		s.log.Warn("report split to meta; heartbeats will", "shard", id, "err", err)
-	}
-	setHeaders(w, id, res.Index, r.Header.Get(hdrSession))
-	writeJSON(w, http.StatusOK, map[string]any{"parent": toRangeJSON(parent), "child": toRangeJSON(child)})
-	return nil
+	return s.onLeader(w, r, body, func(rep *shard.Replica) error {
+		ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
+		defer cancel()
+		before := rep.Range()
+		childID, err := s.AllocRangeID(ctx)
+		if err != nil {
+			return err
+		}
+		res, err := rep.Split(ctx, key, childID)
+		if err != nil {
+			return err
+		}
+		if res.Err != nil {
+			return res.Err
+		}
+		parent := rep.Range()
+		child := fsm.Range{ID: childID, Start: parent.End, End: before.End, Epoch: parent.Epoch, Replicas: parent.Replicas}
+		if err := s.ReportRanges(ctx, []fsm.Range{parent, child}); err != nil {
+			s.log.Warn("report split to meta; heartbeats will", "shard", rep.ID(), "err", err)
+		}
+		setHeaders(w, rep.ID(), res.Index, r.Header.Get(hdrSession))
+		writeJSON(w, http.StatusOK, map[string]any{"parent": toRangeJSON(parent), "child": toRangeJSON(child)})
+		return nil
+	})
 }
 
 func (s *Server) rangeByID(id uint64) (fsm.Range, bool) {

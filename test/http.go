@@ -54,23 +54,14 @@ func Do(ctx context.Context, method, addr, path string, body any) (*HTTPResult, 
 		}
 		rd = bytes.NewReader(j)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+	req, err := newRequest(ctx, method, addr, path, rd)
 	if err != nil {
 		return nil, err
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := testHTTP.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	return &HTTPResult{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+	return doRequest(req)
 }
 
 // KVPath is the API path of key, escaped so '/' survives.

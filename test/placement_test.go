@@ -209,7 +209,6 @@ func assertReplicasConvergeOn(t *testing.T, c *Cluster, id uint64, nodes []strin
 	})
 }
 
-
 // A fourth node joins: replicas and leaders spread to it within one of even.
 func TestFourthNodeJoinsAndBalances(t *testing.T) {
 	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"g", "n", "t"}, AutoPlacement: true})

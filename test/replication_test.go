@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -133,34 +132,13 @@ func TestIsolatedLeader(t *testing.T) {
 // the same applied index and state hash. Invariant I3, I4.
 func assertReplicasConverge(t *testing.T, c *Cluster, id uint64) {
 	t.Helper()
-	WaitFor(t, 30*time.Second, fmt.Sprintf("replicas of shard %d converge", id), func() error {
-		var first []byte
-		var firstIdx uint64
-		for _, h := range c.Nodes() {
-			if h.Node == nil {
-				continue
-			}
-			rep, ok := h.Node.Host().Replica(id)
-			if !ok {
-				return fmt.Errorf("%s has no replica of shard %d", h.ID, id)
-			}
-			idx, sum, err := rep.Hash()
-			if err != nil {
-				return err
-			}
-			if first == nil {
-				first, firstIdx = sum, idx
-				continue
-			}
-			if idx != firstIdx {
-				return fmt.Errorf("%s applied %d, first replica %d", h.ID, idx, firstIdx)
-			}
-			if !bytes.Equal(sum, first) {
-				t.Fatalf("Invariant I3 violated: %s state hash differs at equal applied index %d", h.ID, idx)
-			}
+	var ids []string
+	for _, h := range c.Nodes() {
+		if h.Node != nil {
+			ids = append(ids, h.ID)
 		}
-		return nil
-	})
+	}
+	assertReplicasConvergeOn(t, c, id, ids)
 }
 
 // Scenario S5: a follower that crashes and returns catches up from the log.
