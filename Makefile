@@ -25,9 +25,8 @@ test-chaos: ## chaos suite (test/chaos) on a fresh docker-compose cluster: CAIRN
 	  $(GO) test -count=1 -v -timeout $(CHAOS_TIMEOUT) ./test/chaos/; \
 	  rc=$$?; $(MAKE) cluster-down; exit $$rc
 
-bench: ## FSM micro-benchmarks and 3-node cluster throughput (64 clients)
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./fsm/
-	$(GO) test -run '^$$' -bench 'Cluster' -benchtime 20000x ./test/
+bench: ## cairn vs etcd, 3 nodes each on loopback (installs Debian's etcd-server if missing); writes bench/results/<date>.md and .json; ~10 min
+	GO='$(GO)' ./bench/run.sh
 
 bench-scale: ## idle CPU, memory and re-election time with 100/500/1000 shards (slow)
 	$(GO) test -run '^$$' -bench ScaleShards -benchtime 1x -timeout 40m ./test/

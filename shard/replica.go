@@ -110,6 +110,10 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 			// Refused before the entry was appended.
 			return nil, r.notLeader()
 		}
+		if errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			// Also refused before the entry was appended: nothing written.
+			return nil, fmt.Errorf("shard %d: leadership transfer in progress: %w", r.id, ErrUnavailable)
+		}
 		return nil, fmt.Errorf("shard %d: %w: %w", r.id, ErrOutcomeUnknown, err)
 	}
 	res, ok := f.Response().(*fsm.Result)

@@ -1,0 +1,202 @@
+package bench
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// LabelShards marks cairn runs that measure put throughput against the
+// number of shards; Summarize gives them a table of their own.
+const LabelShards = "shards"
+
+// Summary is the results of a benchmark session ("make bench"): the runs
+// and the environment they ran in.
+type Summary struct {
+	Title string     `json:"title"`
+	Env   []EnvEntry `json:"env"`
+	Runs  []*Result  `json:"runs"`
+}
+
+// EnvEntry is one fact about the environment (machine, versions, settings).
+type EnvEntry struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// WriteJSON writes the summary as indented JSON.
+func (s *Summary) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(s)
+}
+
+// rowKey identifies a row of the comparison: runs of different targets with
+// the same key are compared.
+type rowKey struct {
+	workload    Workload
+	consistency string
+	readRatio   float64
+	clients     int
+}
+
+func keyOf(r *Result) rowKey {
+	k := rowKey{workload: r.Workload, consistency: r.Consistency, clients: r.Clients}
+	if r.ReadRatio != nil {
+		k.readRatio = *r.ReadRatio
+	}
+	return k
+}
+
+func (k rowKey) name() string {
+	switch k.workload {
+	case WorkloadGet:
+		return "get (" + k.consistency + ")"
+	case WorkloadMixed:
+		reads := int(k.readRatio*100 + 0.5)
+		return fmt.Sprintf("mixed %d/%d (%s)", reads, 100-reads, k.consistency)
+	}
+	return string(k.workload)
+}
+
+func workloadOrder(w Workload) int {
+	return slices.Index([]Workload{WorkloadPut, WorkloadGet, WorkloadMixed}, w)
+}
+
+func compareKeys(a, b rowKey) int {
+	return cmp.Or(
+		cmp.Compare(workloadOrder(a.workload), workloadOrder(b.workload)),
+		strings.Compare(a.consistency, b.consistency),
+		cmp.Compare(a.readRatio, b.readRatio),
+		cmp.Compare(a.clients, b.clients),
+	)
+}
+
+// WriteMarkdown writes the summary's tables: cairn against etcd's JSON
+// gateway per workload and client count, with the cairn/etcd ratios (and
+// etcd's native client where it was measured); then cairn's put throughput
+// by shard count.
+func (s *Summary) WriteMarkdown(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %s\n\n", cmp.Or(s.Title, "cairn benchmark"))
+	if len(s.Env) > 0 {
+		b.WriteString("| | |\n|---|---|\n")
+		for _, e := range s.Env {
+			fmt.Fprintf(&b, "| %s | %s |\n", mdCell(e.Key), mdCell(e.Value))
+		}
+		b.WriteString("\n")
+	}
+
+	rows := map[rowKey]map[string]*Result{}
+	var shards []*Result
+	for _, r := range s.Runs {
+		if r.Label == LabelShards {
+			shards = append(shards, r)
+			continue
+		}
+		k := keyOf(r)
+		if rows[k] == nil {
+			rows[k] = map[string]*Result{}
+		}
+		rows[k][r.Target] = r // a later run of the same row replaces an earlier one
+	}
+	keys := make([]rowKey, 0, len(rows))
+	for k := range rows {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, compareKeys)
+	native := slices.ContainsFunc(s.Runs, func(r *Result) bool { return r.Target == "etcd-native" })
+
+	if len(keys) > 0 {
+		b.WriteString("## cairn and etcd, same runner and HTTP client\n\n")
+		b.WriteString("Throughput counts successful operations; latency is per successful operation. ")
+		b.WriteString("cairn/etcd above 1 means cairn is faster; p99 cairn/etcd below 1 means cairn's tail is lower.\n\n")
+		b.WriteString("| workload | clients | cairn ops/s | etcd ops/s | cairn/etcd | cairn p50 / p99 ms | etcd p50 / p99 ms | p99 cairn/etcd | errors cairn / etcd |")
+		if native {
+			b.WriteString(" etcd native ops/s | etcd native p50 / p99 ms | cairn/etcd native |")
+		}
+		b.WriteString("\n|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+		if native {
+			b.WriteString("--:|--:|--:|")
+		}
+		b.WriteString("\n")
+		for _, k := range keys {
+			c, e, n := rows[k]["cairn"], rows[k]["etcd"], rows[k]["etcd-native"]
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s / %s |", k.name(), k.clients,
+				opsCell(c), opsCell(e), ratioCell(c, e, func(r *Result) float64 { return r.OpsPerSec }),
+				latCell(c), latCell(e), ratioCell(c, e, func(r *Result) float64 { return r.Latency.P99 }),
+				errCell(c), errCell(e))
+			if native {
+				fmt.Fprintf(&b, " %s | %s | %s |", opsCell(n), latCell(n),
+					ratioCell(c, n, func(r *Result) float64 { return r.OpsPerSec }))
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("\n")
+	}
+
+	if len(shards) > 0 {
+		slices.SortStableFunc(shards, func(a, c *Result) int {
+			return cmp.Or(compareKeys(keyOf(a), keyOf(c)), cmp.Compare(shardCount(a), shardCount(c)))
+		})
+		b.WriteString("## cairn by shard count\n\n")
+		b.WriteString("| shards | workload | clients | ops/s | p50 / p99 ms | errors | vs fewest shards |\n|--:|---|--:|--:|--:|--:|--:|\n")
+		base := map[rowKey]*Result{}
+		for _, r := range shards {
+			k := keyOf(r)
+			if base[k] == nil {
+				base[k] = r
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s |\n", cmp.Or(r.System["shards"], "?"), k.name(), r.Clients,
+				opsCell(r), latCell(r), errCell(r), ratioCell(r, base[k], func(r *Result) float64 { return r.OpsPerSec }))
+		}
+		b.WriteString("\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func shardCount(r *Result) int {
+	n, _ := strconv.Atoi(r.System["shards"])
+	return n
+}
+
+func opsCell(r *Result) string {
+	if r == nil {
+		return "–"
+	}
+	return formatRate(r.OpsPerSec)
+}
+
+func latCell(r *Result) string {
+	if r == nil {
+		return "–"
+	}
+	return formatMillis(r.Latency.P50) + " / " + formatMillis(r.Latency.P99)
+}
+
+func errCell(r *Result) string {
+	if r == nil {
+		return "–"
+	}
+	return strconv.FormatInt(r.Errors, 10)
+}
+
+// ratioCell is f(a)/f(b) with two decimals, "–" when either is missing or
+// b's is zero.
+func ratioCell(a, b *Result, f func(*Result) float64) string {
+	if a == nil || b == nil || f(b) == 0 {
+		return "–"
+	}
+	return strconv.FormatFloat(f(a)/f(b), 'f', 2, 64) + "×"
+}
+
+// mdCell keeps a value inside its table cell.
+func mdCell(s string) string {
+	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}

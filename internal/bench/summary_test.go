@@ -1,0 +1,87 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func run(target string, w Workload, clients int, opsPerSec, p50, p99 float64, errs int64) *Result {
+	r := &Result{Workload: w, Target: target, Clients: clients, OpsPerSec: opsPerSec, Errors: errs,
+		Latency: Latency{P50: p50, P99: p99}}
+	if w != WorkloadPut {
+		r.Consistency = "linearizable"
+	}
+	if w == WorkloadMixed {
+		rr := 0.9
+		r.ReadRatio = &rr
+	}
+	return r
+}
+
+func TestSummaryMarkdown(t *testing.T) {
+	shard := func(n string, ops float64) *Result {
+		r := run("cairn", WorkloadPut, 64, ops, 10, 20, 0)
+		r.Label, r.System = LabelShards, map[string]string{"shards": n}
+		return r
+	}
+	s := &Summary{
+		Title: "cairn vs etcd, 2026-11-03",
+		Env:   []EnvEntry{{"machine", "2 cores | 8 GiB"}, {"etcd", "3.4.23"}},
+		Runs: []*Result{
+			run("etcd", WorkloadGet, 64, 7000, 8, 20, 0),
+			run("cairn", WorkloadPut, 64, 6000, 9.5, 24, 1),
+			run("etcd", WorkloadPut, 64, 5000, 11, 30, 0),
+			run("cairn", WorkloadGet, 64, 14000, 4, 10, 0),
+			run("etcd-native", WorkloadPut, 64, 8000, 7, 15, 0),
+			run("cairn", WorkloadPut, 1, 400, 2.5, 4, 0), // no etcd counterpart
+			run("cairn", WorkloadMixed, 16, 3000, 5, 9, 0),
+			run("etcd", WorkloadMixed, 16, 3000, 5, 18, 0),
+			shard("16", 12000), shard("1", 6000), shard("4", 9000),
+		},
+	}
+	var b bytes.Buffer
+	if err := s.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"# cairn vs etcd, 2026-11-03\n",
+		"| machine | 2 cores \\| 8 GiB |\n",
+		"| put | 1 | 400 | – | – | 2.50 / 4.00 | – | – | 0 / – | – | – | – |\n",
+		"| put | 64 | 6000 | 5000 | 1.20× | 9.50 / 24.0 | 11.0 / 30.0 | 0.80× | 1 / 0 | 8000 | 7.00 / 15.0 | 0.75× |\n",
+		"| get (linearizable) | 64 | 14000 | 7000 | 2.00× | 4.00 / 10.0 | 8.00 / 20.0 | 0.50× | 0 / 0 | – | – | – |\n",
+		"| mixed 90/10 (linearizable) | 16 | 3000 | 3000 | 1.00× | 5.00 / 9.00 | 5.00 / 18.0 | 0.50× | 0 / 0 |",
+		"| 1 | put | 64 | 6000 | 10.0 / 20.0 | 0 | 1.00× |\n| 4 | put | 64 | 9000 | 10.0 / 20.0 | 0 | 1.50× |\n| 16 | put | 64 | 12000 | 10.0 / 20.0 | 0 | 2.00× |\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	// Rows go put, get, mixed; within a workload by clients.
+	if i, j, k := strings.Index(out, "| put | 1 |"), strings.Index(out, "| put | 64 |"), strings.Index(out, "| get (linearizable) | 64"); !(i < j && j < k) {
+		t.Errorf("rows out of order:\n%s", out)
+	}
+
+	b.Reset()
+	if err := s.WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	var back Summary
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil || len(back.Runs) != len(s.Runs) || back.Env[1].Value != "3.4.23" {
+		t.Errorf("JSON round trip: %v %+v", err, back)
+	}
+}
+
+func TestSummaryWithoutNative(t *testing.T) {
+	s := &Summary{Runs: []*Result{run("cairn", WorkloadPut, 64, 6000, 9.5, 24, 0), run("etcd", WorkloadPut, 64, 5000, 11, 30, 0)}}
+	var b bytes.Buffer
+	_ = s.WriteMarkdown(&b)
+	if strings.Contains(b.String(), "native") || strings.Contains(b.String(), "shard count") {
+		t.Errorf("columns or sections without data:\n%s", b.String())
+	}
+	if !strings.Contains(b.String(), "# cairn benchmark\n") {
+		t.Errorf("default title missing:\n%s", b.String())
+	}
+}
