@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,8 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
-
 	"github.com/cairndb/cairn/internal/bench"
 )
 
@@ -23,19 +19,7 @@ import (
 // command, as runKV does for kv.
 func runBenchCmd(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	opts := &globalOptions{}
-	root := &cobra.Command{Use: "cairn", SilenceErrors: true, SilenceUsage: true}
-	addGlobalFlags(root, opts)
-	root.AddCommand(newBenchCmd(opts))
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	if err != nil {
-		fmt.Fprintf(&errOut, "error: %v\n", err)
-	}
-	return out.String(), errOut.String(), exitCode(err)
+	return runCommand(newBenchCmd, args...)
 }
 
 func TestBenchAgainstFake(t *testing.T) {

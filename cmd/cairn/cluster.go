@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -147,37 +148,24 @@ type nodeResult struct {
 }
 
 func newClusterDrainCmd(opts *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "drain NODE",
-		Short: "Move every replica and leader off NODE (returns once the drain is recorded)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			node, err := nodeArg(args[0])
-			if err != nil {
-				return err
-			}
-			c, ctx, done, err := opts.newClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if err := c.DrainNode(ctx, node); err != nil {
-				return err
-			}
-			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), nodeResult{Node: node, Draining: true})
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(),
-				"node %s: draining; its shards move off it in the background (watch \"cairn cluster status\")\n", printable(node))
-			return err
-		},
-	}
+	return newClusterNodeCmd(opts, "drain NODE",
+		"Move every replica and leader off NODE (returns once the drain is recorded)",
+		(*client.Client).DrainNode, nodeResult{Draining: true},
+		"node %s: draining; its shards move off it in the background (watch \"cairn cluster status\")\n")
 }
 
 func newClusterRemoveCmd(opts *globalOptions) *cobra.Command {
+	return newClusterNodeCmd(opts, "remove NODE", "Remove a drained or dead NODE from the cluster for good",
+		(*client.Client).RemoveNode, nodeResult{Draining: true, Removed: true}, "node %s: removed\n")
+}
+
+// newClusterNodeCmd builds a command that applies op to one node and prints
+// result (JSON) or message (table).
+func newClusterNodeCmd(opts *globalOptions, use, short string,
+	op func(*client.Client, context.Context, string) error, result nodeResult, message string) *cobra.Command {
 	return &cobra.Command{
-		Use:   "remove NODE",
-		Short: "Remove a drained or dead NODE from the cluster for good",
+		Use:   use,
+		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			node, err := nodeArg(args[0])
@@ -189,13 +177,14 @@ func newClusterRemoveCmd(opts *globalOptions) *cobra.Command {
 				return err
 			}
 			defer done()
-			if err := c.RemoveNode(ctx, node); err != nil {
+			if err := op(c, ctx, node); err != nil {
 				return err
 			}
 			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), nodeResult{Node: node, Draining: true, Removed: true})
+				result.Node = node
+				return writeJSON(cmd.OutOrStdout(), result)
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "node %s: removed\n", printable(node))
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), message, printable(node))
 			return err
 		},
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,8 +13,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/spf13/cobra"
-
 	"github.com/cairndb/cairn/client"
 )
 
@@ -24,19 +21,7 @@ import (
 // code.
 func runCluster(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	opts := &globalOptions{}
-	root := &cobra.Command{Use: "cairn", SilenceErrors: true, SilenceUsage: true}
-	addGlobalFlags(root, opts)
-	root.AddCommand(newClusterCmd(opts))
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	if err != nil {
-		fmt.Fprintf(&errOut, "error: %v\n", err)
-	}
-	return out.String(), errOut.String(), exitCode(err)
+	return runCommand(newClusterCmd, args...)
 }
 
 const stubClusterJSON = `{"nodes":[

@@ -26,10 +26,17 @@ func TestMain(m *testing.M) {
 // prints a returned error the way main does, and returns the exit code.
 func runKV(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runCommand(newKVCmd, args...)
+}
+
+// runCommand runs "cairn ARGS..." with only the global flags and the command
+// sub builds, prints a returned error the way main does, and returns the
+// output and exit code. Shared by every command's tests.
+func runCommand(sub func(*globalOptions) *cobra.Command, args ...string) (stdout, stderr string, code int) {
 	opts := &globalOptions{}
 	root := &cobra.Command{Use: "cairn", SilenceErrors: true, SilenceUsage: true}
 	addGlobalFlags(root, opts)
-	root.AddCommand(newKVCmd(opts))
+	root.AddCommand(sub(opts))
 	var out, errOut bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&errOut)
