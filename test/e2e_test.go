@@ -284,28 +284,7 @@ func e2eScan(t *testing.T, ctx context.Context, procs []*proc) {
 		expectStatus(t, ctx, "PUT", procs[len(k)%3].http, KVPath(k), `{"value":"v"}`, 200)
 	}
 	// A full scan in pages of 3 returns every key once, in byte order, across shards.
-	var got []string
-	start := ""
-	for page := 0; page < 100; page++ {
-		res := expectStatus(t, ctx, "GET", a, "/v1/kv?limit=3&keys_only=1&start="+start, nil, 200)
-		var sr struct {
-			KVs []struct {
-				Key string `json:"key"`
-			} `json:"kvs"`
-			More bool   `json:"more"`
-			Next string `json:"next"`
-		}
-		if err := res.JSON(&sr); err != nil {
-			t.Fatal(err)
-		}
-		for _, kv := range sr.KVs {
-			got = append(got, kv.Key)
-		}
-		if !sr.More {
-			break
-		}
-		start = urlQueryEscape(sr.Next)
-	}
+	got := ScanKeys(t, ctx, func(int) string { return a }, "keys_only=1", 3)
 	for i := 1; i < len(got); i++ {
 		if got[i-1] >= got[i] {
 			t.Fatalf("scan out of order or duplicated at %d: %q", i, got)

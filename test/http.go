@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"testing"
 	"time"
 )
 
@@ -94,4 +95,42 @@ func doRequest(req *http.Request) (*HTTPResult, error) {
 	return &HTTPResult{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
 }
 
-func urlQueryEscape(s string) string { return url.QueryEscape(s) }
+
+// ScanKeys pages through GET /v1/kv?QUERY&limit=LIMIT&start=..., following
+// "next" until "more" is false (at most 1000 pages), asking addr(page) for
+// each page, and returns the keys in the order received.
+func ScanKeys(t testing.TB, ctx context.Context, addr func(page int) string, query string, limit int) []string {
+	t.Helper()
+	var keys []string
+	next := ""
+	for page := 0; page < 1000; page++ {
+		res, err := Do(ctx, "GET", addr(page), fmt.Sprintf("/v1/kv?%s&limit=%d&start=%s", query, limit, url.QueryEscape(next)), nil)
+		if err != nil || res.Status != 200 {
+			t.Fatalf("scan page %d: %v %v", page, res, err)
+		}
+		for _, h := range []string{"X-Cairn-Shard", "X-Cairn-Index", "X-Cairn-Session"} {
+			if res.Header.Get(h) == "" {
+				t.Fatalf("scan page %d lacks header %s", page, h)
+			}
+		}
+		var sr struct {
+			KVs []struct {
+				Key string `json:"key"`
+			} `json:"kvs"`
+			More bool   `json:"more"`
+			Next string `json:"next"`
+		}
+		if err := res.JSON(&sr); err != nil {
+			t.Fatalf("scan page %d: %v", page, err)
+		}
+		for _, kv := range sr.KVs {
+			keys = append(keys, kv.Key)
+		}
+		if !sr.More {
+			return keys
+		}
+		next = sr.Next
+	}
+	t.Fatalf("scan did not end within 1000 pages")
+	return nil
+}

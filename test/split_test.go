@@ -162,31 +162,7 @@ func TestRepeatedSplitsThenScan(t *testing.T) {
 		}
 		return nil
 	})
-	var keys []string
-	next := ""
-	for page := 0; page < 1000; page++ {
-		res, err := Do(ctx, "GET", c.Node(page%3).HTTPAddr, "/v1/kv?limit=97&start="+urlQueryEscape(next), nil)
-		if err != nil || res.Status != 200 {
-			t.Fatalf("scan: %v %v", res, err)
-		}
-		var sr struct {
-			KVs []struct {
-				Key, Value string
-			} `json:"kvs"`
-			More bool   `json:"more"`
-			Next string `json:"next"`
-		}
-		if err := res.JSON(&sr); err != nil {
-			t.Fatal(err)
-		}
-		for _, kv := range sr.KVs {
-			keys = append(keys, kv.Key)
-		}
-		if !sr.More {
-			break
-		}
-		next = sr.Next
-	}
+	keys := ScanKeys(t, ctx, func(page int) string { return c.Node(page % 3).HTTPAddr }, "keys_only=0", 97)
 	if !sort.StringsAreSorted(keys) {
 		t.Fatalf("scan out of order")
 	}
