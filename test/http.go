@@ -95,7 +95,6 @@ func doRequest(req *http.Request) (*HTTPResult, error) {
 	return &HTTPResult{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
 }
 
-
 // ScanKeys pages through GET /v1/kv?QUERY&limit=LIMIT&start=..., following
 // "next" until "more" is false (at most 1000 pages), asking addr(page) for
 // each page, and returns the keys in the order received.
