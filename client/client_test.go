@@ -469,4 +469,11 @@ func TestConfig(t *testing.T) {
 	if c.NewRequestID() == c2.NewRequestID() {
 		t.Error("two clients generated the same request id")
 	}
+	// Ids sort by time across clients (the server's dedup tree stays
+	// append-ordered): an id made later never sorts before one made earlier.
+	first := c.NewRequestID()
+	time.Sleep(2 * time.Microsecond)
+	if second := c2.NewRequestID(); second <= first {
+		t.Errorf("request id %q made after %q sorts before it", second, first)
+	}
 }

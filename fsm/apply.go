@@ -19,7 +19,7 @@ type buckets struct {
 }
 
 func txBuckets(tx *bbolt.Tx) buckets {
-	return buckets{
+	b := buckets{
 		data:      tx.Bucket(bucketData),
 		meta:      tx.Bucket(bucketMeta),
 		ttl:       tx.Bucket(bucketTTL),
@@ -27,7 +27,17 @@ func txBuckets(tx *bbolt.Tx) buckets {
 		dedup:     tx.Bucket(bucketDedup),
 		dedupTime: tx.Bucket(bucketDedupTime),
 	}
+	// Both dedup buckets grow at their right edge (dedupTime by proposer
+	// time, dedup by request ids that cairn's client prefixes with the time)
+	// and shrink at their left: pages split at the default 50% would stay
+	// half empty for good.
+	b.dedup.FillPercent = appendFillPercent
+	b.dedupTime.FillPercent = appendFillPercent
+	return b
 }
+
+// appendFillPercent is how full bbolt packs pages of append-ordered buckets.
+const appendFillPercent = 0.9
 
 // applyCtx is the state of one ApplyBatch transaction.
 type applyCtx struct {
