@@ -68,6 +68,7 @@ type Server struct {
 	mux     *http.ServeMux
 	peers   *http.Client
 	metrics *metrics
+	node    string // this node's id
 }
 
 // headers of API.md.
@@ -76,6 +77,10 @@ const (
 	hdrIndex   = "X-Cairn-Index"
 	hdrSession = "X-Cairn-Session"
 	hdrHops    = "X-Cairn-Hops"
+	// hdrNode names the node that served the request. A forwarding node
+	// passes the serving node's headers on, so a client learns the shard
+	// leader from any answer (client/route.go).
+	hdrNode = "X-Cairn-Node"
 	maxHops    = 3
 )
 
@@ -103,6 +108,7 @@ func NewServer(cfg Config) *Server {
 			DialContext: dial, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
 		}},
 		metrics: newMetrics(cfg.Registry),
+		node:    cfg.Backend.NodeID(),
 	}
 	s.routes()
 	return s
@@ -148,6 +154,7 @@ func (s *Server) handle(pattern, route string, h handlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		rw.Header().Set(hdrNode, s.node)
 		setHeaders(rw, 0, 0, r.Header.Get(hdrSession)) // handlers that know better overwrite them
 		if err := h(rw, r); err != nil {
 			writeError(rw, err)

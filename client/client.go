@@ -1,6 +1,7 @@
 // Package client is the embedded Go client of cairn: it speaks the HTTP JSON
-// API of API.md with retries, endpoint rotation, idempotent writes and session
-// tokens.
+// API of API.md with retries, endpoint rotation, idempotent writes, session
+// tokens, and a range cache that sends writes and linearizable reads straight
+// to the shard leader (route.go).
 package client
 
 import (
@@ -44,6 +45,11 @@ type Config struct {
 	ClientID string
 	// Logger receives retry and rotation events at debug level. Nil discards.
 	Logger *slog.Logger
+	// DisableRouting sends every request to the configured endpoints, which
+	// forward it to the shard leader. By default writes and linearizable
+	// reads go straight to the leader, found in a cache of the range map
+	// (see route.go); the nodes it names need not be in Endpoints.
+	DisableRouting bool
 }
 
 // DefaultConfig is a Config for a node on this machine with the API.md defaults.
@@ -88,6 +94,8 @@ type Client struct {
 
 	mu      sync.Mutex
 	session string // latest X-Cairn-Session received
+
+	routes *routeCache // nil when routing is disabled
 }
 
 // New returns a Client. It does not contact the cluster.
@@ -134,6 +142,9 @@ func New(cfg Config) (*Client, error) {
 	} else {
 		c.idPrefix = cfg.ClientID + "." + nonce
 	}
+	if !cfg.DisableRouting {
+		c.routes = newRouteCache(c)
+	}
 	return c, nil
 }
 
@@ -154,6 +165,9 @@ func newTransport() *http.Transport {
 // Close releases the idle connections of a client-owned HTTP client. Calls
 // made after Close still work (they open new connections).
 func (c *Client) Close() error {
+	if c.routes != nil {
+		c.routes.close()
+	}
 	if c.ownsHTTP {
 		c.http.CloseIdleConnections()
 	}

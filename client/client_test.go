@@ -28,7 +28,10 @@ func newFake(t *testing.T, mod ...func(*Config)) (*clienttest.Server, *Client) {
 
 func mustClient(t *testing.T, endpoints []string, mod ...func(*Config)) *Client {
 	t.Helper()
-	cfg := Config{Endpoints: endpoints, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond, ClientID: "t"}
+	// Routing off: these tests script every answer of one endpoint and count
+	// requests; routing (route_test.go) would add range map fetches.
+	cfg := Config{Endpoints: endpoints, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond, ClientID: "t",
+		DisableRouting: true}
 	for _, m := range mod {
 		m(&cfg)
 	}

@@ -37,6 +37,10 @@ type Request struct {
 	// server. A write without it is retried only when no attempt can have been
 	// applied.
 	Idempotent bool
+	// RouteKey is the key a single-key write or linearizable read is about.
+	// When set, and routing is on, the request goes straight to the leader of
+	// the key's shard as the client's range cache knows it (route.go).
+	RouteKey string
 }
 
 // Meta describes the answer to a successful call.
@@ -71,13 +75,23 @@ func (c *Client) Do(ctx context.Context, req Request, out any) (*Meta, error) {
 		}
 	}
 	r := retrier{c: c, req: &req, write: req.Method != http.MethodGet && req.Method != http.MethodHead}
+	route := c.routes != nil && req.RouteKey != ""
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, r.contextError(err)
 		}
 		i, base := c.endpoint()
+		routed := false
+		if route {
+			if b := c.routes.lookup(req.RouteKey); b != "" {
+				base, routed = b, true
+			}
+		}
 		meta, sent, err := c.attempt(ctx, base, &req, body, out)
 		if err == nil {
+			if route {
+				c.routes.observe(req.RouteKey, meta.Header)
+			}
 			return meta, nil
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -86,7 +100,19 @@ func (c *Client) Do(ctx context.Context, req Request, out any) (*Meta, error) {
 			r.ambiguous = r.ambiguous || (r.write && sent)
 			return nil, r.contextError(ctxErr)
 		}
-		next, final := r.judge(i, sent, err)
+		if routed {
+			// The rest of this call goes through the configured endpoints,
+			// which route it themselves.
+			route = false
+			var apiErr *Error
+			if !errors.As(err, &apiErr) || apiErr.Status == 0 {
+				c.routes.unreachable(base)
+				if !sent {
+					continue // nothing reached the server: move on at once
+				}
+			}
+		}
+		next, final := r.judge(i, !routed, sent, err)
 		if final != nil {
 			return nil, final
 		}
@@ -128,15 +154,18 @@ type retrier struct {
 	down int
 }
 
-// judge classifies the failed attempt on endpoint i. It returns a non-nil
-// error when the call must end now.
-func (r *retrier) judge(i uint32, sent bool, err error) (verdict, error) {
+// judge classifies the failed attempt on endpoint i (configured: false when
+// the attempt went to a routed leader instead). It returns a non-nil error
+// when the call must end now.
+func (r *retrier) judge(i uint32, configured, sent bool, err error) (verdict, error) {
 	r.last = err
 	var apiErr *Error
 	if !errors.As(err, &apiErr) || apiErr.Status == 0 {
 		// No answer: a connection failure.
 		r.transport = true
-		r.c.rotate(i)
+		if configured {
+			r.c.rotate(i)
+		}
 		if !sent {
 			r.down++
 			if r.down < len(r.c.endpoints) {

@@ -89,12 +89,18 @@ func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (*KV, 
 	for _, o := range opts {
 		o(&rc)
 	}
-	var kv KV
-	meta, err := c.Do(ctx, Request{
+	req := Request{
 		Method: http.MethodGet,
 		Path:   kvPath(key),
 		Query:  readQuery(nil, rc.consistency, rc.maxStaleness),
-	}, &kv)
+	}
+	if rc.consistency == ConsistencyDefault || rc.consistency == ConsistencyLinearizable {
+		// Only the leader answers these; session and stale reads are
+		// served by whichever replica the request reaches.
+		req.RouteKey = key
+	}
+	var kv KV
+	meta, err := c.Do(ctx, req, &kv)
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +174,7 @@ func (c *Client) Put(ctx context.Context, key, value string, opts ...PutOption) 
 		Query:      q,
 		Body:       &pc.body,
 		Idempotent: true,
+		RouteKey:   key,
 	}, &res)
 	if err != nil {
 		return nil, err
@@ -196,7 +203,7 @@ func (c *Client) Delete(ctx context.Context, key string, opts ...DeleteOption) (
 	var res struct {
 		Deleted int `json:"deleted"`
 	}
-	if _, err := c.Do(ctx, Request{Method: http.MethodDelete, Path: kvPath(key), Query: q, Idempotent: true}, &res); err != nil {
+	if _, err := c.Do(ctx, Request{Method: http.MethodDelete, Path: kvPath(key), Query: q, Idempotent: true, RouteKey: key}, &res); err != nil {
 		return 0, err
 	}
 	return res.Deleted, nil
