@@ -81,7 +81,7 @@ const (
 	// passes the serving node's headers on, so a client learns the shard
 	// leader from any answer (client/route.go).
 	hdrNode = "X-Cairn-Node"
-	maxHops    = 3
+	maxHops = 3
 )
 
 // NewServer returns the API handler.
