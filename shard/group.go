@@ -101,7 +101,7 @@ type Group struct {
 	raft      *raft.Raft
 	logs      *raftboltdb.BoltStore
 	snaps     raft.SnapshotStore
-	transport *raft.NetworkTransport
+	transport *GroupTransport
 	mux       *Mux
 }
 

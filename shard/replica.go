@@ -143,7 +143,7 @@ func (r *Replica) LinearizableRead(ctx context.Context) (uint64, error) {
 			return 0, err
 		}
 		readIndex := r.g.raft.CommitIndex()
-		if err := r.verifier.verify(ctx, r.g.raft); err != nil {
+		if err := r.verifier.verify(ctx, r.g); err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 				return 0, r.notLeader()
 			}
@@ -239,13 +239,13 @@ type verifier struct {
 	running bool
 }
 
-func (v *verifier) verify(ctx context.Context, rf *raft.Raft) error {
+func (v *verifier) verify(ctx context.Context, g *Group) error {
 	ch := make(chan error, 1)
 	v.mu.Lock()
 	v.waiting = append(v.waiting, ch)
 	if !v.running {
 		v.running = true
-		go v.loop(rf)
+		go v.loop(g)
 	}
 	v.mu.Unlock()
 	select {
@@ -256,7 +256,7 @@ func (v *verifier) verify(ctx context.Context, rf *raft.Raft) error {
 	}
 }
 
-func (v *verifier) loop(rf *raft.Raft) {
+func (v *verifier) loop(g *Group) {
 	for {
 		v.mu.Lock()
 		batch := v.waiting
@@ -267,7 +267,10 @@ func (v *verifier) loop(rf *raft.Raft) {
 			return
 		}
 		v.mu.Unlock()
-		err := rf.VerifyLeader().Error()
+		// The quorum round is a round of heartbeats: send them at once
+		// rather than coalesced with other groups' (beats.go).
+		g.transport.Urgent()
+		err := g.raft.VerifyLeader().Error()
 		for _, ch := range batch {
 			ch <- err
 		}

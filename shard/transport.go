@@ -34,6 +34,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -133,6 +134,9 @@ type Mux struct {
 	closed     bool
 	groups     map[uint64]*muxLayer
 	handshakes map[net.Conn]struct{} // conns whose header is being read
+	tracked    map[net.Conn]struct{} // heartbeat conns, closed by Close
+
+	beats *beatClient
 }
 
 // NewMux validates cfg and starts serving cfg.Listener. On error the listener
@@ -161,7 +165,9 @@ func NewMux(cfg MuxConfig) (*Mux, error) {
 		cancel:     cancel,
 		groups:     make(map[uint64]*muxLayer),
 		handshakes: make(map[net.Conn]struct{}),
+		tracked:    make(map[net.Conn]struct{}),
 	}
+	m.beats = &beatClient{m: m, peers: make(map[string]*beatPeer)}
 	m.wg.Add(1)
 	go m.acceptLoop()
 	return m, nil
@@ -208,7 +214,9 @@ func (m *Mux) register(group uint64) (*muxLayer, error) {
 // Mux.Close) also closes the connections pooled for outbound RPCs, which
 // NetworkTransport.Close leaves open: otherwise every removed group would
 // keep a few sockets here and a goroutine per socket on each peer.
-func (m *Mux) Transport(group uint64, maxPool int, timeout time.Duration, logger hclog.Logger) (*raft.NetworkTransport, error) {
+//
+// Heartbeats do not use the group's connections: see beats.go.
+func (m *Mux) Transport(group uint64, maxPool int, timeout time.Duration, logger hclog.Logger) (*GroupTransport, error) {
 	l, err := m.register(group)
 	if err != nil {
 		return nil, err
@@ -230,7 +238,47 @@ func (m *Mux) Transport(group uint64, maxPool int, timeout time.Duration, logger
 		// Closed between register and here (Unregister or Mux.Close).
 		t.CloseStreams()
 	}
-	return t, nil
+	return &GroupTransport{NetworkTransport: t, layer: l, timeout: timeout}, nil
+}
+
+// Beats returns how many heartbeats went through the shared heartbeat
+// connections and in how many frames.
+func (m *Mux) Beats() BeatStats {
+	return BeatStats{Calls: m.beats.calls.Load(), Frames: m.beats.frames.Load()}
+}
+
+// goTracked runs f on a goroutine that Close waits for; false (f not run)
+// after Close.
+func (m *Mux) goTracked(f func()) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// track records a long-lived connection for Close to close; false after
+// Close.
+func (m *Mux) track(c net.Conn) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false
+	}
+	m.tracked[c] = struct{}{}
+	return true
+}
+
+func (m *Mux) untrack(c net.Conn) {
+	m.mu.Lock()
+	delete(m.tracked, c)
+	m.mu.Unlock()
 }
 
 // Unregister closes group's layer: its Accept returns ErrMuxGroupClosed, its
@@ -260,8 +308,11 @@ func (m *Mux) Close() error {
 	for _, l := range m.groups {
 		layers = append(layers, l)
 	}
-	pending := make([]net.Conn, 0, len(m.handshakes))
+	pending := make([]net.Conn, 0, len(m.handshakes)+len(m.tracked))
 	for c := range m.handshakes {
+		pending = append(pending, c)
+	}
+	for c := range m.tracked {
 		pending = append(pending, c)
 	}
 	m.mu.Unlock()
@@ -352,6 +403,19 @@ func (m *Mux) handshake(c net.Conn) {
 		m.log.Debug("raft connection refused: header", "remote", remote, "error", err)
 	case closed:
 		_ = c.Close()
+	case hdr.group == beatGroup:
+		if m.knobs.blocked(hdr.addr, m.addr) {
+			_ = c.Close()
+			return
+		}
+		wc := m.knobs.wrap(c, m.addr, hdr.addr)
+		if !m.track(c) {
+			_ = c.Close()
+			return
+		}
+		// This goroutine is already counted in wg: serve here.
+		m.serveBeats(wc, hdr.addr)
+		m.untrack(c)
 	case l == nil:
 		// Expected while a replica has not created the group yet.
 		_ = c.Close()
@@ -384,6 +448,9 @@ type muxLayer struct {
 	mux   *Mux
 	group uint64
 	queue chan net.Conn
+	// heartbeat is raft's heartbeat handler, for heartbeats arriving on the
+	// shared connections (beats.go).
+	heartbeat atomic.Pointer[func(raft.RPC)]
 
 	mu      sync.Mutex // orders enqueue against close
 	closed  bool
@@ -422,11 +489,14 @@ func (l *muxLayer) Addr() net.Addr { return muxAddr(l.mux.addr) }
 // Dial connects to address and writes the header for this group. It fails
 // at once if the layer or mux is closed, or if a test knob blocks the peer.
 func (l *muxLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	m := l.mux
-	target := string(address)
 	if l.isClosed() {
 		return nil, fmt.Errorf("%w: group %d", ErrMuxGroupClosed, l.group)
 	}
+	return l.mux.dial(l.group, string(address), timeout)
+}
+
+// dial connects to target and writes the header for group.
+func (m *Mux) dial(group uint64, target string, timeout time.Duration) (net.Conn, error) {
 	if m.knobs.blocked(m.addr, target) {
 		return nil, fmt.Errorf("dial %s: %w", target, ErrMuxConnBlocked)
 	}
@@ -438,7 +508,7 @@ func (l *muxLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.
 		}
 		return nil, err
 	}
-	hdr := appendMuxHeader(make([]byte, 0, muxFixedHeaderLen+len(m.addr)), l.group, m.addr)
+	hdr := appendMuxHeader(make([]byte, 0, muxFixedHeaderLen+len(m.addr)), group, m.addr)
 	if err := writeWithDeadline(c, hdr, m.hsTimeout); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("shard: write raft header to %s: %w", target, err)
