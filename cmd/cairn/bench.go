@@ -28,6 +28,7 @@ type benchFlags struct {
 	keyDist     string
 	consistency string
 	jsonOut     bool
+	noRouting   bool
 }
 
 const defaultEtcdEndpoint = "127.0.0.1:2379"
@@ -116,6 +117,7 @@ func (bf *benchFlags) register(cmd *cobra.Command) {
 	f.BoolVar(&bf.jsonOut, "json", false, "print the report as JSON (as -o json)")
 	f.Uint64Var(&c.Seed, "seed", 0, "seed of the key and operation choices (0: random; the report shows it)")
 	f.StringVar(&c.Label, "label", "", "free text carried into the report (groups runs in a summary)")
+	f.BoolVar(&bf.noRouting, "no-routing", false, "cairn: send every request to --endpoints and let the nodes forward it, instead of straight to the shard leader")
 }
 
 func newBenchUnavailableCmd(name, what string) *cobra.Command {
@@ -163,7 +165,8 @@ func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
 	if etcd {
 		target, err = bench.NewEtcd(bench.EtcdConfig{Endpoints: opts.Endpoints, Consistency: cfg.Consistency, HTTP: httpc})
 	} else {
-		target, err = bench.NewCairn(bench.CairnConfig{Endpoints: opts.Endpoints, Consistency: cfg.Consistency, HTTP: httpc})
+		target, err = bench.NewCairn(bench.CairnConfig{Endpoints: opts.Endpoints, Consistency: cfg.Consistency, HTTP: httpc,
+			DisableRouting: bf.noRouting})
 	}
 	if err != nil {
 		return usageError{err}

@@ -19,6 +19,9 @@ type CairnConfig struct {
 	Consistency string
 	// HTTP is shared by every connection; nil means NewHTTPClient(64).
 	HTTP *http.Client
+	// DisableRouting turns off the client's range cache: requests go to the
+	// endpoints given, which forward them to shard leaders.
+	DisableRouting bool
 }
 
 // Cairn drives cairn through its Go client (package client), one client per
@@ -58,10 +61,11 @@ func (t *Cairn) Conn(i int) (Conn, error) {
 	n := len(t.cfg.Endpoints)
 	eps := append(append([]string(nil), t.cfg.Endpoints[i%n:]...), t.cfg.Endpoints[:i%n]...)
 	c, err := client.New(client.Config{
-		Endpoints:  eps,
-		HTTPClient: t.cfg.HTTP,
-		MaxRetries: -1,
-		ClientID:   "bench" + strconv.Itoa(i),
+		Endpoints:      eps,
+		HTTPClient:     t.cfg.HTTP,
+		MaxRetries:     -1,
+		ClientID:       "bench" + strconv.Itoa(i),
+		DisableRouting: t.cfg.DisableRouting,
 	})
 	if err != nil {
 		return nil, err
@@ -80,7 +84,7 @@ func (t *Cairn) Close() error {
 func (t *Cairn) Describe(ctx context.Context) map[string]string {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	c, err := client.New(client.Config{Endpoints: t.cfg.Endpoints, HTTPClient: t.cfg.HTTP, MaxRetries: 2})
+	c, err := client.New(client.Config{Endpoints: t.cfg.Endpoints, HTTPClient: t.cfg.HTTP, MaxRetries: 2, DisableRouting: true})
 	if err != nil {
 		return nil
 	}

@@ -10,7 +10,7 @@ import (
 func TestCairnTarget(t *testing.T) {
 	f := clienttest.NewServer()
 	defer f.Close()
-	tgt, err := NewCairn(CairnConfig{Endpoints: []string{f.Addr()}, Consistency: "stale"})
+	tgt, err := NewCairn(CairnConfig{Endpoints: []string{f.Addr()}, Consistency: "stale", DisableRouting: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestCairnTarget(t *testing.T) {
 func TestCairnTargetNoRetry(t *testing.T) {
 	f := clienttest.NewServer()
 	defer f.Close()
-	tgt, _ := NewCairn(CairnConfig{Endpoints: []string{f.Addr()}})
+	tgt, _ := NewCairn(CairnConfig{Endpoints: []string{f.Addr()}, DisableRouting: true})
 	defer tgt.Close()
 	conn, _ := tgt.Conn(0)
 	f.InjectFaults(clienttest.FaultUnavailable)
@@ -50,7 +50,7 @@ func TestCairnTargetNoRetry(t *testing.T) {
 func TestCairnTargetRunAndDescribe(t *testing.T) {
 	f := clienttest.NewServer()
 	defer f.Close()
-	tgt, _ := NewCairn(CairnConfig{Endpoints: []string{f.Addr()}})
+	tgt, _ := NewCairn(CairnConfig{Endpoints: []string{f.Addr()}, DisableRouting: true})
 	defer tgt.Close()
 	cfg := testConfig(WorkloadMixed)
 	cfg.Count, cfg.Keys, cfg.Preload = 200, 50, true
@@ -71,7 +71,7 @@ func TestCairnTargetSpreadsConns(t *testing.T) {
 	a, b := clienttest.NewServer(), clienttest.NewServer()
 	defer a.Close()
 	defer b.Close()
-	tgt, _ := NewCairn(CairnConfig{Endpoints: []string{a.Addr(), b.Addr()}})
+	tgt, _ := NewCairn(CairnConfig{Endpoints: []string{a.Addr(), b.Addr()}, DisableRouting: true})
 	defer tgt.Close()
 	for i := range 4 {
 		conn, _ := tgt.Conn(i)
