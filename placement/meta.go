@@ -331,6 +331,7 @@ type MetaConfig struct {
 	NodeID  string
 	DataDir string // the group lives in DataDir/meta
 	Mux     *shard.Mux
+	Logs    *shard.NodeLogStore // the node's shared raft log store; nil: a raft.db of its own
 	Tuning  shard.RaftTuning
 	Logger  *slog.Logger
 }
@@ -347,7 +348,7 @@ func OpenMeta(cfg MetaConfig) (*Meta, error) {
 	f := newMetaFSM()
 	g, err := shard.StartGroup(shard.GroupConfig{
 		ID: MetaGroupID, Dir: filepath.Join(cfg.DataDir, "meta"), NodeID: cfg.NodeID,
-		FSM: f, Mux: cfg.Mux, Tuning: cfg.Tuning, Logger: cfg.Logger.With("group", "meta"),
+		FSM: f, Mux: cfg.Mux, Logs: cfg.Logs, Tuning: cfg.Tuning, Logger: cfg.Logger.With("group", "meta"),
 	})
 	if err != nil {
 		return nil, err

@@ -81,13 +81,17 @@ func (t RaftTuning) Validate() error {
 
 // GroupConfig describes one raft group to start on this node.
 type GroupConfig struct {
-	ID        uint64
-	Dir       string // the group's own directory: raft.db, snapshots/
-	NodeID    string
-	FSM       raft.FSM
-	Mux       *Mux
-	Tuning    RaftTuning
-	Logger    *slog.Logger
+	ID     uint64
+	Dir    string // the group's own directory: snapshots/ (and raft.db if it predates the shared log store)
+	NodeID string
+	FSM    raft.FSM
+	Mux    *Mux
+	Tuning RaftTuning
+	Logger *slog.Logger
+	// Logs is the node's shared log and stable store (logstore.go). Nil, or
+	// a Dir that already holds a raft.db from before the shared store, means
+	// a raft-boltdb file of the group's own.
+	Logs      *NodeLogStore
 	Bootstrap []raft.Server // non-empty: bootstrap with this configuration if the group has no state
 	// NoSnapshotRestoreOnStart is set for FSMs that persist their own state
 	// (the shard FSM); raft then only replays entries after the snapshot.
@@ -99,7 +103,7 @@ type GroupConfig struct {
 type Group struct {
 	id        uint64
 	raft      *raft.Raft
-	logs      *raftboltdb.BoltStore
+	own       *raftboltdb.BoltStore // the group's own raft.db, when it has one
 	snaps     raft.SnapshotStore
 	transport *GroupTransport
 	mux       *Mux
@@ -120,19 +124,29 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 }
 
 func (g *Group) start(cfg GroupConfig) error {
-	var err error
-	g.logs, err = raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(cfg.Dir, "raft.db"),
-		BoltOptions: &bbolt.Options{
-			Timeout:        time.Second,
-			NoFreelistSync: true,
-			FreelistType:   bbolt.FreelistMapType,
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("group %d: open log store: %w", cfg.ID, err)
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+	)
+	ownPath := filepath.Join(cfg.Dir, "raft.db")
+	if _, statErr := os.Stat(ownPath); cfg.Logs != nil && errors.Is(statErr, os.ErrNotExist) {
+		gs := cfg.Logs.Group(cfg.ID)
+		logs, stable = gs, gs
+	} else {
+		own, err := raftboltdb.New(raftboltdb.Options{
+			Path: ownPath,
+			BoltOptions: &bbolt.Options{
+				Timeout:        time.Second,
+				NoFreelistSync: true,
+				FreelistType:   bbolt.FreelistMapType,
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("group %d: open log store: %w", cfg.ID, err)
+		}
+		g.own, logs, stable = own, own, own
 	}
-	cached, err := raft.NewLogCache(cfg.Tuning.LogCacheSize, g.logs)
+	cached, err := raft.NewLogCache(cfg.Tuning.LogCacheSize, logs)
 	if err != nil {
 		return fmt.Errorf("group %d: log cache: %w", cfg.ID, err)
 	}
@@ -163,19 +177,19 @@ func (g *Group) start(cfg GroupConfig) error {
 	}
 
 	if len(cfg.Bootstrap) > 0 {
-		has, err := raft.HasExistingState(cached, g.logs, g.snaps)
+		has, err := raft.HasExistingState(cached, stable, g.snaps)
 		if err != nil {
 			return fmt.Errorf("group %d: %w", cfg.ID, err)
 		}
 		if !has {
-			err := raft.BootstrapCluster(rc, cached, g.logs, g.snaps, g.transport,
+			err := raft.BootstrapCluster(rc, cached, stable, g.snaps, g.transport,
 				raft.Configuration{Servers: cfg.Bootstrap})
 			if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 				return fmt.Errorf("group %d: bootstrap: %w", cfg.ID, err)
 			}
 		}
 	}
-	g.raft, err = raft.NewRaft(rc, cfg.FSM, cached, g.logs, g.snaps, g.transport)
+	g.raft, err = raft.NewRaft(rc, cfg.FSM, cached, stable, g.snaps, g.transport)
 	if err != nil {
 		return fmt.Errorf("group %d: start raft: %w", cfg.ID, err)
 	}
@@ -197,8 +211,8 @@ func (g *Group) closeStores() error {
 		errs = append(errs, g.transport.Close())
 		g.mux.Unregister(g.id)
 	}
-	if g.logs != nil {
-		errs = append(errs, g.logs.Close())
+	if g.own != nil {
+		errs = append(errs, g.own.Close())
 	}
 	return errors.Join(errs...)
 }

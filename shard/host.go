@@ -19,9 +19,12 @@ import (
 
 // HostConfig configures the set of shard replicas on one node.
 type HostConfig struct {
-	NodeID       string
-	DataDir      string // replicas live in DataDir/shards/<id>/
-	Mux          *Mux
+	NodeID  string
+	DataDir string // replicas live in DataDir/shards/<id>/
+	Mux     *Mux
+	// Logs is the node's shared raft log store; nil gives every replica a
+	// raft.db of its own.
+	Logs         *NodeLogStore
 	Tuning       RaftTuning
 	ApplyTimeout time.Duration // bound on one proposal; default 5s
 	Logger       *slog.Logger
@@ -144,6 +147,13 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		applyTimeout: h.cfg.ApplyTimeout, ttl: newTTLManager(),
 		readyCh: make(chan struct{}), stop: make(chan struct{}),
 	}
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && h.cfg.Logs != nil {
+		// A new replica: whatever an earlier replica of this shard left in
+		// the shared log store (a removal cut short by a crash) is not its.
+		if err := h.cfg.Logs.DropGroup(desc.ID); err != nil {
+			return nil, fmt.Errorf("shard %d: clear log: %w", desc.ID, err)
+		}
+	}
 	f, err := fsm.Open(fsm.Config{
 		Path:    filepath.Join(dir, "fsm.db"),
 		Initial: desc,
@@ -163,7 +173,7 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		return nil, fmt.Errorf("shard %d: %w", desc.ID, err)
 	}
 	r.g, err = StartGroup(GroupConfig{
-		ID: desc.ID, Dir: dir, NodeID: h.cfg.NodeID, FSM: f, Mux: h.cfg.Mux,
+		ID: desc.ID, Dir: dir, NodeID: h.cfg.NodeID, FSM: f, Mux: h.cfg.Mux, Logs: h.cfg.Logs,
 		Tuning: h.cfg.Tuning, Logger: log, Bootstrap: bootstrap,
 		NoSnapshotRestoreOnStart: true,
 	})
@@ -257,6 +267,11 @@ func (h *Host) RemoveReplica(id uint64) error {
 	if ok {
 		if err := r.close(); err != nil {
 			h.log.Warn("close removed replica", "shard", id, "err", err)
+		}
+	}
+	if h.cfg.Logs != nil {
+		if err := h.cfg.Logs.DropGroup(id); err != nil {
+			return fmt.Errorf("shard %d: drop log: %w", id, err)
 		}
 	}
 	return os.RemoveAll(h.shardDir(id))

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -114,6 +115,7 @@ type Node struct {
 	log    *slog.Logger
 	mux    *shard.Mux
 	host   *shard.Host
+	logs   *shard.NodeLogStore
 	meta   *placement.Meta
 	gossip *gossip
 	http   *http.Server
@@ -189,8 +191,14 @@ func (n *Node) startRaft() error {
 		ln.Close()
 		return err
 	}
+	// One log store for every group on the node: group commit across
+	// shards (shard/logstore.go).
+	n.logs, err = shard.OpenNodeLogStore(filepath.Join(n.cfg.DataDir, "raft-log.db"))
+	if err != nil {
+		return err
+	}
 	n.host, err = shard.NewHost(shard.HostConfig{
-		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Tuning: n.cfg.Tuning,
+		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Logs: n.logs, Tuning: n.cfg.Tuning,
 		ApplyTimeout: n.cfg.ApplyTimeout, Logger: n.log,
 	})
 	if err != nil {
@@ -202,7 +210,7 @@ func (n *Node) startRaft() error {
 		return err
 	}
 	n.meta, err = placement.OpenMeta(placement.MetaConfig{
-		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Tuning: n.cfg.MetaTuning, Logger: n.log,
+		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Logs: n.logs, Tuning: n.cfg.MetaTuning, Logger: n.log,
 	})
 	if err != nil {
 		return err
@@ -335,6 +343,9 @@ func (n *Node) shutdown() error {
 	}
 	if n.meta != nil {
 		errs = append(errs, n.meta.Close())
+	}
+	if n.logs != nil {
+		errs = append(errs, n.logs.Close())
 	}
 	if n.mux != nil {
 		errs = append(errs, n.mux.Close())

@@ -1,0 +1,199 @@
+package shard
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+func openLogStore(t *testing.T, path string) *NodeLogStore {
+	t.Helper()
+	s, err := OpenNodeLogStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func testEntry(i uint64) *raft.Log {
+	return &raft.Log{Index: i, Term: i/10 + 1, Type: raft.LogCommand, Data: fmt.Appendf(nil, "data-%d", i),
+		Extensions: []byte{byte(i)}, AppendedAt: time.Unix(1700000000, int64(i))}
+}
+
+func indexes(t *testing.T, g *GroupLogStore) (uint64, uint64) {
+	t.Helper()
+	first, err := g.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := g.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return first, last
+}
+
+// The raft.LogStore and raft.StableStore contracts, per group, across a
+// reopen.
+func TestNodeLogStoreContract(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "raft-log.db")
+	s := openLogStore(t, path)
+	g, other := s.Group(7), s.Group(8)
+	if f, l := indexes(t, g); f != 0 || l != 0 {
+		t.Fatalf("empty log: first %d last %d", f, l)
+	}
+	var out raft.Log
+	if err := g.GetLog(1, &out); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("GetLog on empty: %v", err)
+	}
+	if _, err := g.Get([]byte("CurrentTerm")); err == nil || err.Error() != "not found" {
+		t.Fatalf("Get missing: %v (raft needs exactly \"not found\")", err)
+	}
+	var batch []*raft.Log
+	for i := uint64(1); i <= 100; i++ {
+		batch = append(batch, testEntry(i))
+	}
+	if err := g.StoreLogs(batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.StoreLog(testEntry(500)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.SetUint64([]byte("CurrentTerm"), 9); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Set([]byte("LastVoteCand"), []byte("n2")); err != nil {
+		t.Fatal(err)
+	}
+	// Compaction from the front, then a conflicting suffix.
+	if err := g.DeleteRange(1, 40); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.DeleteRange(91, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openLogStore(t, path)
+	defer s.Close()
+	g, other = s.Group(7), s.Group(8)
+	if f, l := indexes(t, g); f != 41 || l != 90 {
+		t.Fatalf("after deletes and reopen: first %d last %d, want 41 90", f, l)
+	}
+	if f, l := indexes(t, other); f != 500 || l != 500 {
+		t.Fatalf("other group: first %d last %d", f, l)
+	}
+	for _, i := range []uint64{41, 77, 90} {
+		if err := g.GetLog(i, &out); err != nil {
+			t.Fatal(err)
+		}
+		want := testEntry(i)
+		if out.Index != i || out.Term != want.Term || out.Type != want.Type || !bytes.Equal(out.Data, want.Data) ||
+			!bytes.Equal(out.Extensions, want.Extensions) || !out.AppendedAt.Equal(want.AppendedAt) {
+			t.Errorf("entry %d = %+v, want %+v", i, out, want)
+		}
+	}
+	for _, i := range []uint64{40, 91} {
+		if err := g.GetLog(i, &out); !errors.Is(err, raft.ErrLogNotFound) {
+			t.Errorf("deleted entry %d: %v", i, err)
+		}
+	}
+	if v, err := g.GetUint64([]byte("CurrentTerm")); err != nil || v != 9 {
+		t.Errorf("CurrentTerm = %d, %v", v, err)
+	}
+	if v, err := g.Get([]byte("LastVoteCand")); err != nil || string(v) != "n2" {
+		t.Errorf("LastVoteCand = %q, %v", v, err)
+	}
+	// Dropping a group removes its log and stable state, and only its.
+	if err := s.DropGroup(7); err != nil {
+		t.Fatal(err)
+	}
+	if f, l := indexes(t, g); f != 0 || l != 0 {
+		t.Errorf("dropped group: first %d last %d", f, l)
+	}
+	if _, err := g.GetUint64([]byte("CurrentTerm")); err == nil {
+		t.Error("dropped group kept its term")
+	}
+	if has, _ := s.HasGroup(8); !has {
+		t.Error("dropping group 7 dropped group 8")
+	}
+	if err := s.DropGroup(7); err != nil {
+		t.Errorf("dropping twice: %v", err)
+	}
+}
+
+// Writes of many groups at once share commits (group commit), and each is
+// durable and visible when its call returns.
+func TestNodeLogStoreGroupCommit(t *testing.T) {
+	s := openLogStore(t, filepath.Join(t.TempDir(), "raft-log.db"))
+	defer s.Close()
+	const groups, perGroup = 32, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, groups)
+	for id := uint64(1); id <= groups; id++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g := s.Group(id)
+			for i := uint64(1); i <= perGroup; i++ {
+				if err := g.StoreLogs([]*raft.Log{testEntry(i)}); err != nil {
+					errs <- err
+					return
+				}
+				if last, err := g.LastIndex(); err != nil || last != i {
+					errs <- fmt.Errorf("group %d: last %d after storing %d (%v)", id, last, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st := s.Stats()
+	if st.Writes != groups*perGroup || st.Commits*2 > st.Writes {
+		t.Errorf("stats %+v: want %d writes in at most half as many commits", st, groups*perGroup)
+	}
+}
+
+func TestNodeLogStoreClosed(t *testing.T) {
+	s := openLogStore(t, filepath.Join(t.TempDir(), "raft-log.db"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Group(1).StoreLog(testEntry(1)); !errors.Is(err, ErrLogStoreClosed) {
+		t.Errorf("write after close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+}
+
+// FuzzLogEntry: decoding never panics, and what encodes decodes the same.
+func FuzzLogEntry(f *testing.F) {
+	f.Add(encodeLogEntry(testEntry(3)))
+	f.Add([]byte{1, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var l raft.Log
+		if decodeLogEntry(b, &l) != nil {
+			return
+		}
+		var again raft.Log
+		if err := decodeLogEntry(encodeLogEntry(&l), &again); err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if again.Index != l.Index || again.Term != l.Term || !bytes.Equal(again.Data, l.Data) {
+			t.Fatalf("round trip changed %+v to %+v", l, again)
+		}
+	})
+}
