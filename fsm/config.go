@@ -37,6 +37,12 @@ type Config struct {
 	// AfterSplit is called after the batch holding an OpSplit commits, on the
 	// apply goroutine; it must not block (start the child group elsewhere).
 	AfterSplit func(child Range)
+	// DeferSync commits batches without fsync, trusting raft's log for
+	// durability; see durability.go for how a machine crash is detected and
+	// recovered from. BootID identifies the machine's boot (default
+	// ReadBootID); without one, commits are synced.
+	DeferSync bool
+	BootID    func() (string, error)
 }
 
 // withDefaults returns a copy of c with zero fields defaulted.
@@ -49,6 +55,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MmapSize == 0 {
 		c.MmapSize = DefaultMmapSize
+	}
+	if c.BootID == nil {
+		c.BootID = ReadBootID
 	}
 	return c
 }

@@ -210,6 +210,7 @@ func (f *FSM) swapIn(tmp string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("fsm: reopen after restore: %w", errors.Join(renameErr, err))
 	}
+	db.NoSync = f.deferred
 	f.db = db
 	if err := f.load(db); err != nil {
 		return 0, err

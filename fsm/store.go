@@ -71,6 +71,9 @@ type FSM struct {
 
 	closed    chan struct{}
 	closeOnce sync.Once
+
+	deferred bool // commits skip fsync (durability.go)
+	rebuilt  bool // Open deleted a file a machine crash may have torn
 }
 
 // Open opens (or creates) the FSM state at cfg.Path.
@@ -93,11 +96,28 @@ func Open(cfg Config) (*FSM, error) {
 		waitCh: make(chan struct{}),
 		closed: make(chan struct{}),
 	}
+	initial := cfg.Initial
+	if cfg.DeferSync {
+		boot, err := cfg.BootID()
+		if err != nil {
+			f.log.Warn("no boot id: committing with fsync", "err", err)
+		} else {
+			if initial, f.rebuilt, err = prepareDeferred(cfg, boot); err != nil {
+				return nil, err
+			}
+			f.deferred = true
+			if f.rebuilt {
+				f.log.Warn("the machine restarted while this file had unsynced commits; " +
+					"starting again from the raft snapshot and log")
+			}
+		}
+	}
 	db, err := openDB(cfg.Path, cfg.MmapSize)
 	if err != nil {
 		return nil, err
 	}
-	if err := initDB(db, cfg.Initial); err != nil {
+	db.NoSync = f.deferred
+	if err := initDB(db, initial); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -202,7 +222,18 @@ func (f *FSM) Close() error {
 		f.dbMu.Lock()
 		defer f.dbMu.Unlock()
 		if f.db != nil {
-			err = f.db.Close()
+			if f.deferred {
+				// Synced and marked clean, so no later boot distrusts it.
+				if err = f.db.Sync(); err == nil {
+					if err = f.db.Close(); err == nil {
+						err = markClean(f.cfg.Path)
+					}
+				} else {
+					err = errors.Join(err, f.db.Close())
+				}
+			} else {
+				err = f.db.Close()
+			}
 			f.db = nil
 		}
 	})
@@ -210,6 +241,24 @@ func (f *FSM) Close() error {
 		return fmt.Errorf("fsm: close: %w", err)
 	}
 	return nil
+}
+
+// Rebuilt reports whether Open found the file untrustworthy (left open with
+// unsynced commits by an earlier boot of the machine) and started over from
+// the genesis range. The caller must then restore the newest raft snapshot,
+// and raft replays the log after it.
+func (f *FSM) Rebuilt() bool { return f.rebuilt }
+
+// crashClose closes the file as a killed process would leave it: no sync, no
+// clean mark (tests).
+func (f *FSM) crashClose() {
+	f.closeOnce.Do(func() {
+		close(f.closed)
+		f.dbMu.Lock()
+		defer f.dbMu.Unlock()
+		_ = f.db.Close()
+		f.db = nil
+	})
 }
 
 // view runs fn in a read transaction, excluding Close and Restore's swap.

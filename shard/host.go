@@ -24,7 +24,11 @@ type HostConfig struct {
 	Mux     *Mux
 	// Logs is the node's shared raft log store; nil gives every replica a
 	// raft.db of its own.
-	Logs         *NodeLogStore
+	Logs *NodeLogStore
+	// DeferFSMSync commits state machine batches without fsync, trusting
+	// the raft log (fsm/durability.go); BootID overrides the boot id (tests).
+	DeferFSMSync bool
+	BootID       func() (string, error)
 	Tuning       RaftTuning
 	ApplyTimeout time.Duration // bound on one proposal; default 5s
 	Logger       *slog.Logger
@@ -163,6 +167,8 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		},
 		OnSplit:    h.prepareChild,
 		AfterSplit: h.startChild,
+		DeferSync:  h.cfg.DeferFSMSync,
+		BootID:     h.cfg.BootID,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("shard %d: open fsm: %w", desc.ID, err)

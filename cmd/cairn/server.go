@@ -21,7 +21,7 @@ type serverFlags struct {
 	logLevel                                    string
 	heartbeat, deadAfter                        time.Duration
 	splitSize                                   int64
-	pprof                                       bool
+	pprof, fsmSync                              bool
 }
 
 func newServerCmd() *cobra.Command {
@@ -58,6 +58,7 @@ through gossip; later nodes join with --join. A restarted node with an existing
 	fl.DurationVar(&f.deadAfter, "dead-after", 30*time.Second, "re-create the replicas of a node gossip reports dead this long")
 	fl.Int64Var(&f.splitSize, "split-size", 64<<20, "split a range whose data grows past this many bytes")
 	fl.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP address")
+	fl.BoolVar(&f.fsmSync, "fsm-sync", false, "also fsync each shard's state machine file on every batch (by default only the raft log is synced, and a machine crash is recovered from the log)")
 	return cmd
 }
 
@@ -68,7 +69,12 @@ func (f *serverFlags) config() (node.Config, error) {
 	cfg.Join, cfg.BootstrapExpect, cfg.InitialSplits = f.join, f.bootstrapExpect, f.initialSplits
 	cfg.Tuning.HeartbeatTimeout, cfg.Tuning.ElectionTimeout = f.heartbeat, f.heartbeat
 	cfg.Tuning.LeaderLeaseTimeout = f.heartbeat / 2
-	cfg.DeadAfter, cfg.SplitSize, cfg.Pprof = f.deadAfter, f.splitSize, f.pprof
+	cfg.DeadAfter, cfg.SplitSize, cfg.Pprof, cfg.FSMSync = f.deadAfter, f.splitSize, f.pprof, f.fsmSync
+	if id := os.Getenv("CAIRN_TEST_BOOT_ID"); id != "" {
+		// Test hook: a SIGKILLed node restarted with another boot id
+		// recovers as after a machine crash (fsm/durability.go).
+		cfg.Knobs = &node.Knobs{BootID: func() (string, error) { return id, nil }}
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return cfg, fmt.Errorf("--log-level %q: %w", f.logLevel, err)

@@ -46,9 +46,12 @@ type Config struct {
 	Tuning          shard.RaftTuning
 	MetaTuning      shard.RaftTuning
 	ApplyTimeout    time.Duration
-	Logger          *slog.Logger
-	Knobs           *Knobs
-	Pprof           bool // serve /debug/pprof on the HTTP address
+	// FSMSync fsyncs each shard's state machine file on every batch, not
+	// only the raft log (fsm/durability.go explains the default).
+	FSMSync bool
+	Logger  *slog.Logger
+	Knobs   *Knobs
+	Pprof   bool // serve /debug/pprof on the HTTP address
 
 	// Listeners already bound (tests bind port 0); when nil the node listens
 	// on the addresses above.
@@ -61,6 +64,9 @@ type Knobs struct {
 	// Blocked reports whether traffic from node raft address from to node raft
 	// address to is dropped (raft and node-to-node HTTP forwarding alike).
 	Blocked func(from, to string) bool
+	// BootID stands in for the machine's boot id (fsm/durability.go): a
+	// different one after a SIGKILL looks like a machine crash.
+	BootID func() (string, error)
 }
 
 // DefaultConfig returns a config with production defaults; the caller fills
@@ -197,8 +203,13 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return err
 	}
+	var bootID func() (string, error)
+	if n.cfg.Knobs != nil {
+		bootID = n.cfg.Knobs.BootID
+	}
 	n.host, err = shard.NewHost(shard.HostConfig{
 		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Logs: n.logs, Tuning: n.cfg.Tuning,
+		DeferFSMSync: !n.cfg.FSMSync, BootID: bootID,
 		ApplyTimeout: n.cfg.ApplyTimeout, Logger: n.log,
 	})
 	if err != nil {
