@@ -292,11 +292,11 @@ MEM=$(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/n
   --env "machine=$(nproc) cores ($CPU), $MEM RAM, $(uname -sr)" \
   --env "disk=$(df -PT "$WORK" | awk 'NR == 2 {print $2 " on " $7}') (all data dirs)" \
   --env "load average (1/5/15 min) before / after=$LOAD_BEFORE / $LOAD_AFTER" \
-  --env "cairn=$VERSION, $($GO version | cut -d' ' -f3), 3 nodes, fsync on (raft-boltdb)" \
+  --env "cairn=$VERSION, $($GO version | cut -d' ' -f3), 3 nodes, fsync on (the raft log on every write; state machine files at close, fsm/DESIGN.md)" \
   --env "etcd=$ETCD_VERSION (Debian etcd-server), 3 members, default settings (fsync on)" \
   --env "etcd clients=JSON gateway (/v3/kv/...) through cairn bench; native: bench/etcdnative ($(sed -n 's/^[[:space:]]*go.etcd.io\/etcd\/client\/v3 //p' bench/etcdnative/go.mod))" \
   --env "runs=$DURATION each, closed loop, $KEYS keys uniform (preloaded), $VALUE_SIZE-byte values; cairn and etcd alternate run by run; both clusters up together during the comparison, loopback only" \
-  --env "client spread=client i uses endpoint i mod 3 (cairn forwards to the shard leader; etcd's members forward to the raft leader)" \
+  --env "client spread=client i starts at endpoint i mod 3; cairn's Go client then sends writes and linearizable reads to the shard leader it learned (client/route.go); etcd's members forward to the raft leader" \
   "$RUNS"/*.json
 log "wrote $base.md and $base.json in $(($(date +%s) - STARTED))s"
 cat "$base.md"
