@@ -83,6 +83,7 @@ type GroupTransport struct {
 	layer   *muxLayer
 	timeout time.Duration
 	urgent  atomic.Int64 // unix nanos until which heartbeats are sent at once
+	lastLog sync.Map     // follower address -> *atomic.Uint64: its last log index, from heartbeat answers
 }
 
 var _ raft.Transport = (*GroupTransport)(nil)
@@ -99,7 +100,22 @@ func (t *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 		return err
 	}
 	*resp = *out
+	v, ok := t.lastLog.Load(string(target))
+	if !ok {
+		v, _ = t.lastLog.LoadOrStore(string(target), new(atomic.Uint64))
+	}
+	v.(*atomic.Uint64).Store(out.LastLog)
 	return nil
+}
+
+// FollowerLastLog returns the last log index the follower at addr reported
+// in its latest heartbeat answer to this group; false before any.
+func (t *GroupTransport) FollowerLastLog(addr string) (uint64, bool) {
+	v, ok := t.lastLog.Load(addr)
+	if !ok {
+		return 0, false
+	}
+	return v.(*atomic.Uint64).Load(), true
 }
 
 // SetHeartbeatHandler installs raft's heartbeat handler for both paths.
@@ -599,12 +615,21 @@ func (d *wireDecoder) count() int {
 	return int(n)
 }
 
-func (d *wireDecoder) bytes() []byte {
+// bytes reads a length-prefixed id or address (at most beatMaxBytes).
+func (d *wireDecoder) bytes() []byte { return d.field(beatMaxBytes) }
+
+// blob reads length-prefixed data of any length that fits the input (a log
+// entry's data).
+func (d *wireDecoder) blob() []byte { return d.field(math.MaxUint64) }
+
+// field reads a uvarint length, at most max, and that many bytes, copied;
+// nil when empty.
+func (d *wireDecoder) field(max uint64) []byte {
 	n := d.uvarint()
 	if d.err != nil {
 		return nil
 	}
-	if n > beatMaxBytes || n > uint64(len(d.b)) {
+	if n > max || n > uint64(len(d.b)) {
 		d.err = fmt.Errorf("%w: field length %d", errWire, n)
 		return nil
 	}
@@ -625,25 +650,6 @@ func (d *wireDecoder) varint() int64 {
 		d.err = fmt.Errorf("%w: varint", errWire)
 		return 0
 	}
-	d.b = d.b[n:]
-	return v
-}
-
-// blob reads a length-prefixed byte string of any length that fits the
-// input (log entry data), copied; nil when empty.
-func (d *wireDecoder) blob() []byte {
-	n := d.uvarint()
-	if d.err != nil {
-		return nil
-	}
-	if n > uint64(len(d.b)) {
-		d.err = fmt.Errorf("%w: blob length %d", errWire, n)
-		return nil
-	}
-	if n == 0 {
-		return nil
-	}
-	v := append([]byte(nil), d.b[:n]...)
 	d.b = d.b[n:]
 	return v
 }

@@ -45,7 +45,8 @@ type Host struct {
 	opening  map[uint64]chan struct{} // ids being opened; closed when done
 	closed   bool
 
-	leaderChanges *prometheus.CounterVec // nil until RegisterMetrics
+	leaderChanges  *prometheus.CounterVec // nil until RegisterMetrics
+	proposeSeconds prometheus.Histogram   // nil until RegisterMetrics
 }
 
 // NewHost validates cfg and returns an empty host. Call OpenReplica for each
@@ -148,7 +149,8 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 	log := h.log.With("shard", desc.ID)
 	r := &Replica{
 		id: desc.ID, nodeID: h.cfg.NodeID, log: log, clock: h.cfg.Clock, leaderChanges: h.leaderChanges,
-		applyTimeout: h.cfg.ApplyTimeout, ttl: newTTLManager(),
+		proposeSeconds: h.proposeSeconds,
+		applyTimeout:   h.cfg.ApplyTimeout, ttl: newTTLManager(),
 		readyCh: make(chan struct{}), stop: make(chan struct{}),
 	}
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && h.cfg.Logs != nil {

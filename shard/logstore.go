@@ -54,6 +54,7 @@ type NodeLogStore struct {
 	reqs    chan *logWrite
 	writes  atomic.Uint64 // writes committed
 	commits atomic.Uint64 // transactions that committed them
+	metrics atomic.Pointer[logStoreMetrics]
 
 	mu     sync.RWMutex // orders writes against Close
 	closed bool
@@ -133,6 +134,7 @@ func (s *NodeLogStore) commitLoop() {
 }
 
 func (s *NodeLogStore) commit(batch []*logWrite) {
+	start := time.Now()
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		for _, w := range batch {
 			if err := w.fn(tx); err != nil {
@@ -144,6 +146,10 @@ func (s *NodeLogStore) commit(batch []*logWrite) {
 	if err == nil {
 		s.writes.Add(uint64(len(batch)))
 		s.commits.Add(1)
+		if m := s.metrics.Load(); m != nil {
+			m.commit.Observe(time.Since(start).Seconds())
+			m.batch.Observe(float64(len(batch)))
+		}
 	}
 	if err == nil || len(batch) == 1 {
 		for _, w := range batch {

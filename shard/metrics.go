@@ -19,7 +19,43 @@ func (h *Host) RegisterMetrics(reg prometheus.Registerer) error {
 	if err := reg.Register(h.leaderChanges); err != nil {
 		return err
 	}
+	h.proposeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "cairn", Subsystem: "shard", Name: "propose_seconds",
+		Help:    "Time from handing a command to raft on the leader to its applied result (commit by a majority and local apply).",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+	})
+	if err := reg.Register(h.proposeSeconds); err != nil {
+		return err
+	}
 	return reg.Register(&collector{h: h})
+}
+
+// RegisterMetrics exposes the log store's commits on reg: their latency
+// (two fdatasyncs each) and how many writes each carried (group commit).
+func (s *NodeLogStore) RegisterMetrics(reg prometheus.Registerer) error {
+	m := &logStoreMetrics{
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "cairn", Subsystem: "raft_log", Name: "commit_seconds",
+			Help:    "Duration of one commit of the node's raft log store, fsync included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "cairn", Subsystem: "raft_log", Name: "writes_per_commit",
+			Help:    "Log and stable-store writes (from any group) carried by one commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.commit, m.batch} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	s.metrics.Store(m)
+	return nil
+}
+
+type logStoreMetrics struct {
+	commit, batch prometheus.Histogram
 }
 
 var (
@@ -30,6 +66,9 @@ var (
 	descLeader  = shardDesc("is_leader", "1 if this replica leads its shard.")
 	descContact = shardDesc("last_contact_seconds", "Seconds since a follower last heard from its leader (0 on the leader).")
 	descSize    = shardDesc("size_bytes", "Bytes of user data in the shard.")
+	descLag     = prometheus.NewDesc("cairn_shard_follower_lag_entries",
+		"On the leader: entries in the leader's log that a follower's log lacks, as of the follower's latest heartbeat answer.",
+		[]string{"shard", "follower"}, nil)
 )
 
 func shardDesc(name, help string) *prometheus.Desc {
@@ -41,7 +80,7 @@ type collector struct{ h *Host }
 
 // Describe implements prometheus.Collector.
 func (*collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTerm, descCommit, descApplied, descLastLog, descLeader, descContact, descSize} {
+	for _, d := range []*prometheus.Desc{descTerm, descCommit, descApplied, descLastLog, descLeader, descContact, descSize, descLag} {
 		ch <- d
 	}
 }
@@ -70,10 +109,34 @@ func (r *Replica) collect(ch chan<- prometheus.Metric) {
 	leader, contact := 0.0, 0.0
 	if r.g.raft.State() == raft.Leader {
 		leader = 1
+		r.collectLag(ch, id, uint64(num("last_log_index")))
 	} else if lc := r.g.raft.LastContact(); !lc.IsZero() {
 		contact = time.Since(lc).Seconds()
 	}
 	gauge(descLeader, leader)
 	gauge(descContact, contact)
 	gauge(descSize, float64(r.fsm.SizeBytes()))
+}
+
+// collectLag reports, on the leader, how far each follower's log is behind,
+// from the last-log index in its latest heartbeat answer (beats.go).
+func (r *Replica) collectLag(ch chan<- prometheus.Metric, id string, last uint64) {
+	cf := r.g.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	for _, s := range cf.Configuration().Servers {
+		if string(s.ID) == r.nodeID {
+			continue
+		}
+		seen, ok := r.g.transport.FollowerLastLog(string(s.Address))
+		if !ok {
+			continue
+		}
+		lag := 0.0
+		if last > seen {
+			lag = float64(last - seen)
+		}
+		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag, id, string(s.ID))
+	}
 }

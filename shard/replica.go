@@ -40,7 +40,8 @@ type Replica struct {
 	ready   bool
 	readyCh chan struct{} // closed when ready becomes true for gen
 
-	leaderChanges *prometheus.CounterVec // nil without metrics
+	leaderChanges  *prometheus.CounterVec // nil without metrics
+	proposeSeconds prometheus.Histogram   // nil without metrics
 
 	written atomic.Uint64 // bytes proposed by this replica as leader (write-rate statistics)
 
@@ -96,6 +97,7 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 		return nil, fmt.Errorf("shard %d: %w", r.id, context.DeadlineExceeded)
 	}
 	r.written.Add(uint64(len(b)))
+	start := time.Now()
 	f := r.g.raft.Apply(b, timeout)
 	var err error
 	done := make(chan error, 1)
@@ -119,6 +121,9 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 	res, ok := f.Response().(*fsm.Result)
 	if !ok || res == nil {
 		return nil, fmt.Errorf("shard %d: %w: no result from apply", r.id, ErrOutcomeUnknown)
+	}
+	if r.proposeSeconds != nil {
+		r.proposeSeconds.Observe(time.Since(start).Seconds())
 	}
 	return res, nil
 }

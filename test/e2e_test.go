@@ -359,7 +359,8 @@ func e2eObservability(t *testing.T, ctx context.Context, a string) {
 		t.Fatalf("metrics: %v %v", res, err)
 	}
 	for _, m := range []string{"cairn_http_request_duration_seconds", "cairn_shard_applied_index", "cairn_shard_is_leader",
-		"cairn_shard_term", "cairn_shard_last_contact_seconds", "cairn_shard_leader_changes_total", "go_goroutines"} {
+		"cairn_shard_term", "cairn_shard_last_contact_seconds", "cairn_shard_leader_changes_total", "go_goroutines",
+		"cairn_shard_propose_seconds_bucket", "cairn_raft_log_commit_seconds_bucket", "cairn_raft_log_writes_per_commit_count"} {
 		if !strings.Contains(string(res.Body), m) {
 			t.Fatalf("metrics lack %s", m)
 		}

@@ -220,6 +220,9 @@ func (n *Node) startRaft() error {
 	if err := n.host.RegisterMetrics(n.reg); err != nil {
 		return err
 	}
+	if err := n.logs.RegisterMetrics(n.reg); err != nil {
+		return err
+	}
 	n.meta, err = placement.OpenMeta(placement.MetaConfig{
 		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Logs: n.logs, Tuning: n.cfg.MetaTuning, Logger: n.log,
 	})
