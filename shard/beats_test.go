@@ -17,7 +17,6 @@ func heartbeatReq(term uint64, from string) *raft.AppendEntriesRequest {
 	return &raft.AppendEntriesRequest{
 		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("a"), Addr: []byte(from)},
 		Term:      term,
-		Leader:    []byte(from),
 	}
 }
 
@@ -43,7 +42,7 @@ func TestBeatsCoalesceAndAnswer(t *testing.T) {
 			req := rpc.Command.(*raft.AppendEntriesRequest)
 			rpc.Respond(&raft.AppendEntriesResponse{
 				RPCHeader: raft.RPCHeader{ID: []byte("b"), Addr: []byte(b.Addr())},
-				Term:      req.Term, LastLog: g, Success: string(req.Leader) == a.Addr(),
+				Term:      req.Term, LastLog: g, Success: string(req.RPCHeader.Addr) == a.Addr(),
 			}, nil)
 		})
 		senders = append(senders, ta)
@@ -156,7 +155,7 @@ func TestBeatFrameRoundTrip(t *testing.T) {
 	defer m.Close()
 	calls := []*beatCall{
 		{id: 1, group: 5, req: heartbeatReq(3, "x:1")},
-		{id: 2, group: 1 << 60, req: &raft.AppendEntriesRequest{Term: 1, Leader: []byte("y")}},
+		{id: 2, group: 1 << 60, req: &raft.AppendEntriesRequest{Term: 1, RPCHeader: raft.RPCHeader{Addr: []byte("y")}}},
 	}
 	frame := encodeBeatRequests(calls)
 	body, err := readBeatFrame(bytes.NewReader(frame))

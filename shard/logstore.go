@@ -30,6 +30,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 const (
@@ -182,7 +183,7 @@ func (s *NodeLogStore) Group(id uint64) *GroupLogStore {
 func (s *NodeLogStore) DropGroup(id uint64) error {
 	return s.update(func(tx *bbolt.Tx) error {
 		for _, name := range [][]byte{groupBucket('l', id), groupBucket('s', id)} {
-			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bbolt.ErrBucketNotFound) {
+			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 				return err
 			}
 		}
