@@ -91,7 +91,7 @@ type GroupConfig struct {
 	// Logs is the node's shared log and stable store (logstore.go). Nil, or
 	// a Dir that already holds a raft.db from before the shared store, means
 	// a raft-boltdb file of the group's own.
-	Logs      *NodeLogStore
+	Logs      NodeLog
 	Bootstrap []raft.Server // non-empty: bootstrap with this configuration if the group has no state
 	// NoSnapshotRestoreOnStart is set for FSMs that persist their own state
 	// (the shard FSM); raft then only replays entries after the snapshot.

@@ -24,7 +24,7 @@ type HostConfig struct {
 	Mux     *Mux
 	// Logs is the node's shared raft log store; nil gives every replica a
 	// raft.db of its own.
-	Logs *NodeLogStore
+	Logs NodeLog
 	// DeferFSMSync commits state machine batches without fsync, trusting
 	// the raft log (fsm/durability.go); BootID overrides the boot id (tests).
 	DeferFSMSync bool

@@ -174,7 +174,7 @@ func (s *NodeLogStore) Stats() LogStoreStats {
 }
 
 // Group returns group id's log and stable store.
-func (s *NodeLogStore) Group(id uint64) *GroupLogStore {
+func (s *NodeLogStore) Group(id uint64) GroupLog {
 	return &GroupLogStore{s: s, logs: groupBucket('l', id), stable: groupBucket('s', id)}
 }
 

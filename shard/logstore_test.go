@@ -12,13 +12,44 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-func openLogStore(t *testing.T, path string) *NodeLogStore {
-	t.Helper()
-	s, err := OpenNodeLogStore(path)
-	if err != nil {
-		t.Fatal(err)
+// logImpls are the NodeLog implementations; each test runs on both.
+var logImpls = []struct {
+	name string
+	open func(path string) (NodeLog, error)
+}{
+	{"wal", func(path string) (NodeLog, error) { return OpenWAL(path) }},
+	{"bolt", func(path string) (NodeLog, error) { return OpenNodeLogStore(path) }},
+}
+
+func forEachLog(t *testing.T, test func(t *testing.T, open func(path string) NodeLog)) {
+	for _, impl := range logImpls {
+		t.Run(impl.name, func(t *testing.T) {
+			test(t, func(path string) NodeLog {
+				t.Helper()
+				s, err := impl.open(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			})
+		})
 	}
-	return s
+}
+
+func hasGroup(t *testing.T, s NodeLog, id uint64) bool {
+	t.Helper()
+	switch s := s.(type) {
+	case *WAL:
+		return s.HasGroup(id)
+	case *NodeLogStore:
+		has, err := s.HasGroup(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return has
+	}
+	t.Fatalf("unknown log %T", s)
+	return false
 }
 
 func testEntry(i uint64) *raft.Log {
@@ -26,7 +57,7 @@ func testEntry(i uint64) *raft.Log {
 		Extensions: []byte{byte(i)}, AppendedAt: time.Unix(1700000000, int64(i))}
 }
 
-func indexes(t *testing.T, g *GroupLogStore) (uint64, uint64) {
+func indexes(t *testing.T, g GroupLog) (uint64, uint64) {
 	t.Helper()
 	first, err := g.FirstIndex()
 	if err != nil {
@@ -41,9 +72,11 @@ func indexes(t *testing.T, g *GroupLogStore) (uint64, uint64) {
 
 // The raft.LogStore and raft.StableStore contracts, per group, across a
 // reopen.
-func TestNodeLogStoreContract(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "raft-log.db")
-	s := openLogStore(t, path)
+func TestNodeLogContract(t *testing.T) { forEachLog(t, testNodeLogContract) }
+
+func testNodeLogContract(t *testing.T, openLog func(string) NodeLog) {
+	path := filepath.Join(t.TempDir(), "raft-log")
+	s := openLog(path)
 	g, other := s.Group(7), s.Group(8)
 	if f, l := indexes(t, g); f != 0 || l != 0 {
 		t.Fatalf("empty log: first %d last %d", f, l)
@@ -82,7 +115,7 @@ func TestNodeLogStoreContract(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s = openLogStore(t, path)
+	s = openLog(path)
 	defer s.Close()
 	g, other = s.Group(7), s.Group(8)
 	if f, l := indexes(t, g); f != 41 || l != 90 {
@@ -122,7 +155,7 @@ func TestNodeLogStoreContract(t *testing.T) {
 	if _, err := g.GetUint64([]byte("CurrentTerm")); err == nil {
 		t.Error("dropped group kept its term")
 	}
-	if has, _ := s.HasGroup(8); !has {
+	if !hasGroup(t, s, 8) {
 		t.Error("dropping group 7 dropped group 8")
 	}
 	if err := s.DropGroup(7); err != nil {
@@ -132,8 +165,10 @@ func TestNodeLogStoreContract(t *testing.T) {
 
 // Writes of many groups at once share commits (group commit), and each is
 // durable and visible when its call returns.
-func TestNodeLogStoreGroupCommit(t *testing.T) {
-	s := openLogStore(t, filepath.Join(t.TempDir(), "raft-log.db"))
+func TestNodeLogGroupCommit(t *testing.T) { forEachLog(t, testNodeLogGroupCommit) }
+
+func testNodeLogGroupCommit(t *testing.T, openLog func(string) NodeLog) {
+	s := openLog(filepath.Join(t.TempDir(), "raft-log"))
 	defer s.Close()
 	const groups, perGroup = 32, 20
 	var wg sync.WaitGroup
@@ -166,8 +201,10 @@ func TestNodeLogStoreGroupCommit(t *testing.T) {
 	}
 }
 
-func TestNodeLogStoreClosed(t *testing.T) {
-	s := openLogStore(t, filepath.Join(t.TempDir(), "raft-log.db"))
+func TestNodeLogClosed(t *testing.T) { forEachLog(t, testNodeLogClosed) }
+
+func testNodeLogClosed(t *testing.T, openLog func(string) NodeLog) {
+	s := openLog(filepath.Join(t.TempDir(), "raft-log"))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

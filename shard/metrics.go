@@ -33,6 +33,15 @@ func (h *Host) RegisterMetrics(reg prometheus.Registerer) error {
 // RegisterMetrics exposes the log store's commits on reg: their latency
 // (two fdatasyncs each) and how many writes each carried (group commit).
 func (s *NodeLogStore) RegisterMetrics(reg prometheus.Registerer) error {
+	m, err := newLogStoreMetrics(reg)
+	if err != nil {
+		return err
+	}
+	s.metrics.Store(m)
+	return nil
+}
+
+func newLogStoreMetrics(reg prometheus.Registerer) (*logStoreMetrics, error) {
 	m := &logStoreMetrics{
 		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "cairn", Subsystem: "raft_log", Name: "commit_seconds",
@@ -47,11 +56,10 @@ func (s *NodeLogStore) RegisterMetrics(reg prometheus.Registerer) error {
 	}
 	for _, c := range []prometheus.Collector{m.commit, m.batch} {
 		if err := reg.Register(c); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	s.metrics.Store(m)
-	return nil
+	return m, nil
 }
 
 type logStoreMetrics struct {

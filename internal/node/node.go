@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -121,7 +120,7 @@ type Node struct {
 	log    *slog.Logger
 	mux    *shard.Mux
 	host   *shard.Host
-	logs   *shard.NodeLogStore
+	logs   shard.NodeLog
 	meta   *placement.Meta
 	gossip *gossip
 	http   *http.Server
@@ -199,7 +198,7 @@ func (n *Node) startRaft() error {
 	}
 	// One log store for every group on the node: group commit across
 	// shards (shard/logstore.go).
-	n.logs, err = shard.OpenNodeLogStore(filepath.Join(n.cfg.DataDir, "raft-log.db"))
+	n.logs, err = shard.OpenNodeLog(n.cfg.DataDir)
 	if err != nil {
 		return err
 	}

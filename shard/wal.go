@@ -1,0 +1,736 @@
+package shard
+
+// The node write-ahead log: every group's raft log and stable store as
+// records appended to one file at a time, with group commit. A commit is one
+// write and one fdatasync, where a bbolt commit is two fdatasyncs and a B+tree
+// update; writes of all groups queued meanwhile share it.
+//
+// Files: <dir>/<seq, 16 hex digits>.wal, each at most walSegmentSize plus one
+// commit. A record is
+//
+//	length uint32 LE (of body) | crc32c uint32 LE (of body) | body
+//	body = kind byte | payload
+//
+//	walHeader  seq uvarint                       first record of every file
+//	walEntry   group uvarint | log entry (encodeLogEntry)
+//	walDelete  group, min, max uvarint           DeleteRange(min, max)
+//	walStable  group uvarint | key | value       (length-prefixed)
+//	walDrop    group uvarint                     DropGroup
+//
+// Recovery replays every file in order; a record cut short at the end of the
+// last file (a crash mid-write) is cut off, anywhere else it is corruption.
+// Memory holds, per group, the location of each entry and the stable values.
+//
+// Files are deleted from the oldest while every entry they hold is below its
+// group's first index (compacted) or belongs to a dropped group; only from
+// the oldest, because a delete or drop record may be what makes an older
+// file's entries dead. Every new file starts with a copy of all stable values,
+// so no deleted file held the only copy of one.
+//
+// Entries must be stored in index order per group, as raft does. An entry that
+// does not follow the group's last (raft's log after installing a snapshot
+// starts past it) starts the group's log afresh at that index: the older
+// entries are all below the snapshot, and raft sends a snapshot to any peer
+// that would need them.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const (
+	walHeader byte = iota + 1
+	walEntry
+	walDelete
+	walStable
+	walDrop
+
+	walSegmentSize = 64 << 20
+	walMaxRecord   = 64 << 20 // bound on one record's body; raft entries are far smaller
+	walFrameHeader = 8
+)
+
+var (
+	walCRC     = crc32.MakeTable(crc32.Castagnoli)
+	errWALTorn = errors.New("shard: torn wal record")
+)
+
+// NodeLog is the node's shared raft log and stable store.
+type NodeLog interface {
+	// Group returns group id's raft.LogStore and raft.StableStore.
+	Group(id uint64) GroupLog
+	// DropGroup deletes everything group id stored.
+	DropGroup(id uint64) error
+	Stats() LogStoreStats
+	RegisterMetrics(reg prometheus.Registerer) error
+	Close() error
+}
+
+// GroupLog is one group's log and stable store.
+type GroupLog interface {
+	raft.LogStore
+	raft.StableStore
+}
+
+// OpenNodeLog opens the node's log in dataDir: the write-ahead log in
+// raft-wal/, or, for a data dir that already has one, the bbolt store in
+// raft-log.db that preceded it.
+func OpenNodeLog(dataDir string) (NodeLog, error) {
+	legacy := filepath.Join(dataDir, "raft-log.db")
+	if _, err := os.Stat(legacy); err == nil {
+		return OpenNodeLogStore(legacy)
+	}
+	return OpenWAL(filepath.Join(dataDir, "raft-wal"))
+}
+
+type walLoc struct {
+	seg uint64 // segment seq
+	off int64  // record start
+	n   uint32 // record length, frame header included
+}
+
+type walGroupState struct {
+	first  uint64   // index of locs[0]; meaningless when locs is empty
+	locs   []walLoc // entries first, first+1, ...
+	stable map[string][]byte
+}
+
+func (g *walGroupState) last() uint64 {
+	if len(g.locs) == 0 {
+		return 0
+	}
+	return g.first + uint64(len(g.locs)) - 1
+}
+
+type walSegment struct {
+	seq  uint64
+	f    *os.File
+	size int64
+	max  map[uint64]uint64 // group -> highest entry index written here
+}
+
+// WAL is the write-ahead NodeLog.
+type WAL struct {
+	dir     string
+	segSize int64 // start a new segment past this size (walSegmentSize; tests lower it)
+	reqs    chan *walWrite
+	writes  atomic.Uint64
+	commits atomic.Uint64
+	metrics atomic.Pointer[logStoreMetrics]
+
+	closeMu sync.RWMutex // orders writes against Close
+	closed  bool
+	done    chan struct{}
+
+	mu     sync.RWMutex // guards everything below
+	groups map[uint64]*walGroupState
+	segs   []*walSegment // oldest first; the last is active
+	failed error         // a write or sync failed: the log is unusable
+}
+
+type walOp struct {
+	kind     byte
+	group    uint64
+	log      *raft.Log
+	min, max uint64
+	key, val []byte
+}
+
+type walWrite struct {
+	ops []walOp
+	err chan error
+}
+
+// OpenWAL opens or creates the log in dir and replays it.
+func OpenWAL(dir string) (*WAL, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("shard: wal: %w", err)
+	}
+	w := &WAL{dir: dir, segSize: walSegmentSize, reqs: make(chan *walWrite, logCommitMax), done: make(chan struct{}),
+		groups: make(map[uint64]*walGroupState)}
+	if err := w.recover(); err != nil {
+		w.closeFiles()
+		return nil, err
+	}
+	if len(w.segs) == 0 {
+		if err := w.rotate(); err != nil {
+			w.closeFiles()
+			return nil, err
+		}
+	}
+	go w.commitLoop()
+	return w, nil
+}
+
+func (w *WAL) segPath(seq uint64) string {
+	return filepath.Join(w.dir, fmt.Sprintf("%016x.wal", seq))
+}
+
+// recover replays every segment in order.
+func (w *WAL) recover() error {
+	ents, err := os.ReadDir(w.dir)
+	if err != nil {
+		return fmt.Errorf("shard: wal: %w", err)
+	}
+	var seqs []uint64
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".wal")
+		if !ok {
+			if strings.HasSuffix(e.Name(), ".wal.tmp") {
+				_ = os.Remove(filepath.Join(w.dir, e.Name())) // a rotation cut short
+			}
+			continue
+		}
+		seq, err := strconv.ParseUint(name, 16, 64)
+		if err != nil {
+			continue
+		}
+		seqs = append(seqs, seq)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	for i, seq := range seqs {
+		f, err := os.OpenFile(w.segPath(seq), os.O_RDWR, 0o600)
+		if err != nil {
+			return fmt.Errorf("shard: wal: %w", err)
+		}
+		seg := &walSegment{seq: seq, f: f, max: make(map[uint64]uint64)}
+		w.segs = append(w.segs, seg)
+		good, err := w.replay(seg)
+		if err != nil {
+			if i != len(seqs)-1 || !errors.Is(err, errWALTorn) {
+				return fmt.Errorf("shard: wal %s at offset %d: %w", w.segPath(seq), good, err)
+			}
+			// The tail of the newest file: a write the crash cut short,
+			// never acknowledged. Cut it off.
+			if err := f.Truncate(good); err != nil {
+				return fmt.Errorf("shard: wal: cut torn tail: %w", err)
+			}
+			if err := f.Sync(); err != nil {
+				return fmt.Errorf("shard: wal: %w", err)
+			}
+		}
+		seg.size = good
+	}
+	return nil
+}
+
+// replay applies seg's records and returns the offset after the last good
+// one.
+func (w *WAL) replay(seg *walSegment) (int64, error) {
+	st, err := seg.f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := st.Size()
+	var off int64
+	hdr := make([]byte, walFrameHeader)
+	for off < size {
+		if size-off < walFrameHeader {
+			return off, errWALTorn
+		}
+		if _, err := seg.f.ReadAt(hdr, off); err != nil {
+			return off, fmt.Errorf("%w: %v", errWALTorn, err)
+		}
+		n := binary.LittleEndian.Uint32(hdr)
+		if n == 0 || n > walMaxRecord || int64(n) > size-off-walFrameHeader {
+			return off, errWALTorn
+		}
+		body := make([]byte, n)
+		if _, err := seg.f.ReadAt(body, off+walFrameHeader); err != nil {
+			return off, fmt.Errorf("%w: %v", errWALTorn, err)
+		}
+		if crc32.Checksum(body, walCRC) != binary.LittleEndian.Uint32(hdr[4:]) {
+			return off, errWALTorn
+		}
+		op, err := decodeWALOp(body)
+		if err != nil {
+			return off, err
+		}
+		loc := walLoc{seg: seg.seq, off: off, n: uint32(walFrameHeader + n)}
+		if op.kind == walHeader {
+			if op.min != seg.seq {
+				return off, fmt.Errorf("shard: wal: header says segment %d", op.min)
+			}
+		} else if err := w.apply(op, seg, loc); err != nil {
+			return off, err
+		}
+		off += walFrameHeader + int64(n)
+	}
+	return off, nil
+}
+
+// apply changes the in-memory state for one record. Callers hold mu (or are
+// recovering).
+func (w *WAL) apply(op walOp, seg *walSegment, loc walLoc) error {
+	g := w.groups[op.group]
+	switch op.kind {
+	case walEntry:
+		if g == nil {
+			g = &walGroupState{stable: map[string][]byte{}}
+			w.groups[op.group] = g
+		}
+		idx := op.log.Index
+		switch {
+		case len(g.locs) > 0 && idx == g.last()+1:
+			g.locs = append(g.locs, loc)
+		case len(g.locs) > 0 && idx >= g.first && idx <= g.last():
+			g.locs = append(g.locs[:idx-g.first], loc)
+		default:
+			g.first, g.locs = idx, []walLoc{loc}
+		}
+		if idx > seg.max[op.group] {
+			seg.max[op.group] = idx
+		}
+	case walDelete:
+		if g == nil || len(g.locs) == 0 {
+			return nil
+		}
+		lo, hi := max(op.min, g.first), min(op.max, g.last())
+		switch {
+		case lo > hi:
+		case lo == g.first && hi == g.last():
+			g.locs = nil
+		case lo == g.first:
+			g.locs = g.locs[hi-g.first+1:]
+			g.first = hi + 1
+		case hi == g.last():
+			g.locs = g.locs[:lo-g.first]
+		default:
+			return fmt.Errorf("shard: wal: group %d: delete %d..%d inside %d..%d", op.group, op.min, op.max, g.first, g.last())
+		}
+	case walStable:
+		if g == nil {
+			g = &walGroupState{stable: map[string][]byte{}}
+			w.groups[op.group] = g
+		}
+		g.stable[string(op.key)] = op.val
+	case walDrop:
+		delete(w.groups, op.group)
+	default:
+		return fmt.Errorf("shard: wal: record kind %d", op.kind)
+	}
+	return nil
+}
+
+func encodeWALOp(op walOp) []byte {
+	b := []byte{op.kind}
+	switch op.kind {
+	case walHeader:
+		b = binary.AppendUvarint(b, op.min)
+	case walEntry:
+		b = binary.AppendUvarint(b, op.group)
+		b = append(b, encodeLogEntry(op.log)...)
+	case walDelete:
+		b = binary.AppendUvarint(b, op.group)
+		b = binary.AppendUvarint(b, op.min)
+		b = binary.AppendUvarint(b, op.max)
+	case walStable:
+		b = binary.AppendUvarint(b, op.group)
+		b = appendBeatBytes(b, op.key)
+		b = appendBeatBytes(b, op.val)
+	case walDrop:
+		b = binary.AppendUvarint(b, op.group)
+	}
+	return b
+}
+
+func decodeWALOp(body []byte) (walOp, error) {
+	op := walOp{kind: body[0]}
+	d := wireDecoder{b: body[1:]}
+	switch op.kind {
+	case walHeader:
+		op.min = d.uvarint()
+	case walEntry:
+		op.group = d.uvarint()
+		if d.err != nil {
+			return op, d.err
+		}
+		op.log = &raft.Log{}
+		if err := decodeLogEntry(d.b, op.log); err != nil {
+			return op, err
+		}
+		d.b = nil
+	case walDelete:
+		op.group, op.min, op.max = d.uvarint(), d.uvarint(), d.uvarint()
+	case walStable:
+		op.group = d.uvarint()
+		op.key = d.blob()
+		op.val = d.blob()
+	case walDrop:
+		op.group = d.uvarint()
+	default:
+		return op, fmt.Errorf("shard: wal: record kind %d", op.kind)
+	}
+	return op, d.finish()
+}
+
+func appendWALRecord(buf []byte, body []byte) []byte {
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(body)))
+	buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(body, walCRC))
+	return append(buf, body...)
+}
+
+// rotate starts a new segment holding a header and a copy of every stable
+// value, made durable before it is used. Callers hold mu or are starting up.
+func (w *WAL) rotate() error {
+	var seq uint64 = 1
+	if n := len(w.segs); n > 0 {
+		seq = w.segs[n-1].seq + 1
+	}
+	buf := appendWALRecord(nil, encodeWALOp(walOp{kind: walHeader, min: seq}))
+	ids := make([]uint64, 0, len(w.groups))
+	for id := range w.groups {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		keys := make([]string, 0, len(w.groups[id].stable))
+		for k := range w.groups[id].stable {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			buf = appendWALRecord(buf, encodeWALOp(walOp{kind: walStable, group: id, key: []byte(k), val: w.groups[id].stable[k]}))
+		}
+	}
+	final := w.segPath(seq)
+	tmp := final + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("shard: wal: %w", err)
+	}
+	if _, err := f.Write(buf); err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = os.Rename(tmp, final)
+	}
+	if err == nil {
+		err = syncDir(w.dir)
+	}
+	if err != nil {
+		_ = f.Close()
+		return fmt.Errorf("shard: wal: new segment: %w", err)
+	}
+	w.segs = append(w.segs, &walSegment{seq: seq, f: f, size: int64(len(buf)), max: make(map[uint64]uint64)})
+	return nil
+}
+
+// collect deletes segments from the oldest while all they hold is dead.
+// Callers hold mu.
+func (w *WAL) collect() {
+	for len(w.segs) > 1 {
+		seg := w.segs[0]
+		for g, top := range seg.max {
+			st := w.groups[g]
+			if st != nil && len(st.locs) > 0 && top >= st.first {
+				return
+			}
+		}
+		_ = seg.f.Close()
+		if err := os.Remove(w.segPath(seg.seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		w.segs = w.segs[1:]
+	}
+}
+
+func (w *WAL) closeFiles() {
+	for _, s := range w.segs {
+		_ = s.f.Close()
+	}
+}
+
+// submit queues ops as one write and waits until they are durable.
+func (w *WAL) submit(ops ...walOp) error {
+	wr := &walWrite{ops: ops, err: make(chan error, 1)}
+	w.closeMu.RLock()
+	if w.closed {
+		w.closeMu.RUnlock()
+		return ErrLogStoreClosed
+	}
+	w.reqs <- wr
+	w.closeMu.RUnlock()
+	return <-wr.err
+}
+
+func (w *WAL) commitLoop() {
+	defer close(w.done)
+	for wr := range w.reqs {
+		batch := []*walWrite{wr}
+	drain:
+		for len(batch) < logCommitMax {
+			select {
+			case wr, ok := <-w.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, wr)
+			default:
+				break drain
+			}
+		}
+		w.commit(batch)
+	}
+}
+
+// commit appends every write of batch in one write and one fdatasync. The
+// in-memory state changes before the sync: only raft reads it, and raft
+// reads an entry only after StoreLogs returned. A failed write or sync makes
+// the log unusable (the node must restart and replay what is on disk).
+func (w *WAL) commit(batch []*walWrite) {
+	start := time.Now()
+	w.mu.Lock()
+	if w.failed == nil && w.segs[len(w.segs)-1].size >= w.segSize {
+		if err := w.rotate(); err != nil {
+			w.failed = err
+		}
+		w.collect()
+	}
+	if err := w.failed; err != nil {
+		w.mu.Unlock()
+		for _, wr := range batch {
+			wr.err <- err
+		}
+		return
+	}
+	seg := w.segs[len(w.segs)-1]
+	var buf []byte
+	errs := make([]error, len(batch))
+	for i, wr := range batch {
+		for _, op := range wr.ops {
+			if op.kind == walDelete {
+				if err := w.checkDelete(op); err != nil {
+					errs[i] = err
+					break
+				}
+			}
+			body := encodeWALOp(op)
+			loc := walLoc{seg: seg.seq, off: seg.size + int64(len(buf)), n: uint32(walFrameHeader + len(body))}
+			buf = appendWALRecord(buf, body)
+			if err := w.apply(op, seg, loc); err != nil {
+				errs[i] = err // checked above; cannot happen
+				break
+			}
+		}
+	}
+	off := seg.size
+	seg.size += int64(len(buf))
+	w.mu.Unlock()
+
+	// Readers go on meanwhile: this goroutine is the only writer.
+	_, err := seg.f.WriteAt(buf, off)
+	if err == nil {
+		err = fdatasync(seg.f)
+	}
+
+	w.mu.Lock()
+	if err != nil && w.failed == nil {
+		w.failed = fmt.Errorf("shard: wal: %w", err)
+	}
+	anyDelete := false
+	for _, wr := range batch {
+		for _, op := range wr.ops {
+			anyDelete = anyDelete || op.kind == walDelete || op.kind == walDrop
+		}
+	}
+	if err == nil && anyDelete {
+		w.collect()
+	}
+	failed := w.failed
+	w.mu.Unlock()
+
+	if failed == nil {
+		w.writes.Add(uint64(len(batch)))
+		w.commits.Add(1)
+		if m := w.metrics.Load(); m != nil {
+			m.commit.Observe(time.Since(start).Seconds())
+			m.batch.Observe(float64(len(batch)))
+		}
+	}
+	for i, wr := range batch {
+		if failed != nil {
+			wr.err <- failed
+		} else {
+			wr.err <- errs[i]
+		}
+	}
+}
+
+// checkDelete refuses a delete that would leave a hole. Callers hold mu.
+func (w *WAL) checkDelete(op walOp) error {
+	g := w.groups[op.group]
+	if g == nil || len(g.locs) == 0 {
+		return nil
+	}
+	lo, hi := max(op.min, g.first), min(op.max, g.last())
+	if lo <= hi && lo != g.first && hi != g.last() {
+		return fmt.Errorf("shard: wal: group %d: delete %d..%d inside %d..%d", op.group, op.min, op.max, g.first, g.last())
+	}
+	return nil
+}
+
+// Close stops the committer after the queued writes and closes the files.
+func (w *WAL) Close() error {
+	w.closeMu.Lock()
+	if w.closed {
+		w.closeMu.Unlock()
+		return nil
+	}
+	w.closed = true
+	close(w.reqs)
+	w.closeMu.Unlock()
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closeFiles()
+	return nil
+}
+
+// Stats returns how many writes committed in how many commits.
+func (w *WAL) Stats() LogStoreStats {
+	return LogStoreStats{Writes: w.writes.Load(), Commits: w.commits.Load()}
+}
+
+// RegisterMetrics exposes commit latency and batch sizes on reg.
+func (w *WAL) RegisterMetrics(reg prometheus.Registerer) error {
+	m, err := newLogStoreMetrics(reg)
+	if err != nil {
+		return err
+	}
+	w.metrics.Store(m)
+	return nil
+}
+
+// Group returns group id's log and stable store.
+func (w *WAL) Group(id uint64) GroupLog { return &walGroup{w: w, id: id} }
+
+// DropGroup deletes everything group id stored.
+func (w *WAL) DropGroup(id uint64) error {
+	return w.submit(walOp{kind: walDrop, group: id})
+}
+
+// HasGroup reports whether group id holds anything.
+func (w *WAL) HasGroup(id uint64) bool {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	_, ok := w.groups[id]
+	return ok
+}
+
+type walGroup struct {
+	w  *WAL
+	id uint64
+}
+
+func (g *walGroup) FirstIndex() (uint64, error) {
+	g.w.mu.RLock()
+	defer g.w.mu.RUnlock()
+	if st := g.w.groups[g.id]; st != nil && len(st.locs) > 0 {
+		return st.first, nil
+	}
+	return 0, nil
+}
+
+func (g *walGroup) LastIndex() (uint64, error) {
+	g.w.mu.RLock()
+	defer g.w.mu.RUnlock()
+	if st := g.w.groups[g.id]; st != nil {
+		return st.last(), nil
+	}
+	return 0, nil
+}
+
+func (g *walGroup) GetLog(index uint64, out *raft.Log) error {
+	g.w.mu.RLock()
+	defer g.w.mu.RUnlock()
+	st := g.w.groups[g.id]
+	if st == nil || len(st.locs) == 0 || index < st.first || index > st.last() {
+		return raft.ErrLogNotFound
+	}
+	loc := st.locs[index-st.first]
+	var seg *walSegment
+	for _, s := range g.w.segs {
+		if s.seq == loc.seg {
+			seg = s
+			break
+		}
+	}
+	if seg == nil {
+		return fmt.Errorf("shard: wal: group %d entry %d: segment %d is gone", g.id, index, loc.seg)
+	}
+	rec := make([]byte, loc.n)
+	if _, err := seg.f.ReadAt(rec, loc.off); err != nil && !(errors.Is(err, io.EOF) && len(rec) == int(loc.n)) {
+		return fmt.Errorf("shard: wal: read group %d entry %d: %w", g.id, index, err)
+	}
+	body := rec[walFrameHeader:]
+	if crc32.Checksum(body, walCRC) != binary.LittleEndian.Uint32(rec[4:]) {
+		return fmt.Errorf("shard: wal: group %d entry %d: checksum mismatch", g.id, index)
+	}
+	op, err := decodeWALOp(body)
+	if err != nil {
+		return err
+	}
+	if op.kind != walEntry || op.group != g.id || op.log.Index != index {
+		return fmt.Errorf("shard: wal: group %d entry %d: record holds something else", g.id, index)
+	}
+	*out = *op.log
+	return nil
+}
+
+func (g *walGroup) StoreLog(l *raft.Log) error { return g.StoreLogs([]*raft.Log{l}) }
+
+func (g *walGroup) StoreLogs(logs []*raft.Log) error {
+	ops := make([]walOp, len(logs))
+	for i, l := range logs {
+		ops[i] = walOp{kind: walEntry, group: g.id, log: l}
+	}
+	return g.w.submit(ops...)
+}
+
+func (g *walGroup) DeleteRange(min, max uint64) error {
+	return g.w.submit(walOp{kind: walDelete, group: g.id, min: min, max: max})
+}
+
+func (g *walGroup) Set(key, val []byte) error {
+	return g.w.submit(walOp{kind: walStable, group: g.id,
+		key: append([]byte(nil), key...), val: append([]byte(nil), val...)})
+}
+
+func (g *walGroup) Get(key []byte) ([]byte, error) {
+	g.w.mu.RLock()
+	defer g.w.mu.RUnlock()
+	if st := g.w.groups[g.id]; st != nil {
+		if v, ok := st.stable[string(key)]; ok {
+			return append([]byte(nil), v...), nil
+		}
+	}
+	return nil, errStableNotFound
+}
+
+func (g *walGroup) SetUint64(key []byte, val uint64) error { return g.Set(key, u64key(val)) }
+
+func (g *walGroup) GetUint64(key []byte) (uint64, error) {
+	v, err := g.Get(key)
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("shard: stable value %q is %d bytes, want 8", key, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
