@@ -31,7 +31,8 @@ package shard
 // does not follow the group's last (raft's log after installing a snapshot
 // starts past it) starts the group's log afresh at that index: the older
 // entries are all below the snapshot, and raft sends a snapshot to any peer
-// that would need them.
+// that would need them. A delete that starts after the first entry truncates
+// the log from there to its end (see apply): the log never has holes.
 
 import (
 	"encoding/binary"
@@ -307,10 +308,13 @@ func (w *WAL) apply(op walOp, seg *walSegment, loc walLoc) error {
 		case lo == g.first:
 			g.locs = g.locs[hi-g.first+1:]
 			g.first = hi + 1
-		case hi == g.last():
-			g.locs = g.locs[:lo-g.first]
 		default:
-			return fmt.Errorf("shard: wal: group %d: delete %d..%d inside %d..%d", op.group, op.min, op.max, g.first, g.last())
+			// A suffix from lo. Raft clears a conflicting suffix up to its
+			// own last index, which can be below the store's: entries a
+			// follower kept past a snapshot it then installed. Those are
+			// beyond anything raft will read, so they go too, rather than
+			// leave a hole (or refuse the delete and wedge the follower).
+			g.locs = g.locs[:lo-g.first]
 		}
 	case walStable:
 		if g == nil {
@@ -513,17 +517,11 @@ func (w *WAL) commit(batch []*walWrite) {
 	errs := make([]error, len(batch))
 	for i, wr := range batch {
 		for _, op := range wr.ops {
-			if op.kind == walDelete {
-				if err := w.checkDelete(op); err != nil {
-					errs[i] = err
-					break
-				}
-			}
 			body := encodeWALOp(op)
 			loc := walLoc{seg: seg.seq, off: seg.size + int64(len(buf)), n: uint32(walFrameHeader + len(body))}
 			buf = appendWALRecord(buf, body)
 			if err := w.apply(op, seg, loc); err != nil {
-				errs[i] = err // checked above; cannot happen
+				errs[i] = err // an unknown record kind: cannot happen
 				break
 			}
 		}
@@ -569,19 +567,6 @@ func (w *WAL) commit(batch []*walWrite) {
 			wr.err <- errs[i]
 		}
 	}
-}
-
-// checkDelete refuses a delete that would leave a hole. Callers hold mu.
-func (w *WAL) checkDelete(op walOp) error {
-	g := w.groups[op.group]
-	if g == nil || len(g.locs) == 0 {
-		return nil
-	}
-	lo, hi := max(op.min, g.first), min(op.max, g.last())
-	if lo <= hi && lo != g.first && hi != g.last() {
-		return fmt.Errorf("shard: wal: group %d: delete %d..%d inside %d..%d", op.group, op.min, op.max, g.first, g.last())
-	}
-	return nil
 }
 
 // Close stops the committer after the queued writes and closes the files.

@@ -182,9 +182,6 @@ func TestWALSuffixRewrite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := g.DeleteRange(3, 5); err == nil {
-		t.Error("a delete in the middle of the log was accepted")
-	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -200,6 +197,41 @@ func TestWALSuffixRewrite(t *testing.T) {
 	}
 	if err := g.GetLog(7, &out); err != nil || out.Term != testEntry(7).Term {
 		t.Errorf("kept entry 7: %v %+v", err, out)
+	}
+}
+
+// Raft clears a conflicting suffix up to its own last index, which can be
+// below the store's (a follower's entries past a snapshot it installed).
+// The delete must succeed, and it truncates to the end: a refused delete
+// would wedge the follower, a hole would break the index.
+func TestWALDeleteBelowStoreLast(t *testing.T) {
+	dir := t.TempDir()
+	w := mustWAL(t, dir)
+	g := w.Group(4)
+	storeRange(t, g, 1, 20)
+	if err := g.DeleteRange(12, 15); err != nil {
+		t.Fatalf("delete 12..15 of 1..20: %v", err)
+	}
+	if f, l := indexes(t, g); f != 1 || l != 11 {
+		t.Fatalf("after delete 12..15: first %d last %d, want 1 11", f, l)
+	}
+	e := testEntry(12)
+	e.Term = 50
+	if err := g.StoreLog(e); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w = mustWAL(t, dir)
+	defer w.Close()
+	g = w.Group(4)
+	var out raft.Log
+	if f, l := indexes(t, g); f != 1 || l != 12 {
+		t.Fatalf("after reopen: first %d last %d, want 1 12", f, l)
+	}
+	if err := g.GetLog(12, &out); err != nil || out.Term != 50 {
+		t.Errorf("entry 12: %v %+v", err, out)
 	}
 }
 
