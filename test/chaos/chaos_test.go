@@ -148,19 +148,26 @@ func newSetWorkload(t *testing.T, c *Cluster, prefixes []string) *SetWorkload {
 // check heals the cluster, lets it settle and fills r with what the
 // workloads and the cluster show.
 func check(ctx context.Context, t *testing.T, c *Cluster, d Docker, r *Report, rounds []round, canary *Canary, set *SetWorkload) {
+	start := time.Now()
+	step := func(what string) { t.Logf("check [%6.1fs]: %s", time.Since(start).Seconds(), what) }
+	step("healing every fault")
 	if err := HealAll(ctx, d, c); err != nil {
 		r.FinalHealth = err.Error()
 	}
+	step("waiting for every node to be healthy")
 	if _, err := c.WaitHealthy(ctx, 2*time.Minute); err != nil {
 		r.FinalHealth = err.Error()
 	}
+	step("waiting for replicas to converge")
 	r.Convergence = waitConverged(ctx, c, time.Minute)
 	reader := newClient(t, c, 0, "reader", 8, 5*time.Second)
+	step("reading back the set")
 	if res, err := set.Check(ctx, reader); err != nil {
 		r.SetErr = err.Error()
 	} else {
 		r.Set = res
 	}
+	step("reading back the canary")
 	if res, err := canary.Check(ctx, reader); err != nil {
 		r.CanaryErr = err.Error()
 	} else {
@@ -169,6 +176,7 @@ func check(ctx context.Context, t *testing.T, c *Cluster, d Docker, r *Report, r
 	r.CanarySkipped = canary.Skipped()
 	r.CanaryErrors, r.SetErrors = canary.Errors(), set.Errors()
 	r.Failovers = canary.Failovers()
+	step("checking register histories")
 	for _, rd := range rounds {
 		r.RegisterRounds++
 		r.Register = addStats(r.Register, rd.rec.Stats())
@@ -235,6 +243,10 @@ func newClient(t *testing.T, c *Cluster, i int, id string, retries int, headerTi
 		BackoffMin: 20 * time.Millisecond,
 		BackoffMax: 300 * time.Millisecond,
 		ClientID:   id,
+		// Nodes advertise container names (n1:7070) the host cannot dial,
+		// and each client here talks to the endpoint it was given on
+		// purpose: no leader routing.
+		DisableRouting: true,
 	})
 	if err != nil {
 		t.Fatal(err)
