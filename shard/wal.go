@@ -417,7 +417,8 @@ func (w *WAL) rotate() error {
 	if err != nil {
 		return fmt.Errorf("shard: wal: %w", err)
 	}
-	if _, err := f.Write(buf); err == nil {
+	_, err = f.Write(buf)
+	if err == nil {
 		err = f.Sync()
 	}
 	if err == nil {
