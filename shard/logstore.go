@@ -24,8 +24,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -51,20 +49,8 @@ var (
 
 // NodeLogStore is the node's shared raft log and stable store.
 type NodeLogStore struct {
-	db      *bbolt.DB
-	reqs    chan *logWrite
-	writes  atomic.Uint64 // writes committed
-	commits atomic.Uint64 // transactions that committed them
-	metrics atomic.Pointer[logStoreMetrics]
-
-	mu     sync.RWMutex // orders writes against Close
-	closed bool
-	done   chan struct{}
-}
-
-type logWrite struct {
-	fn  func(tx *bbolt.Tx) error
-	err chan error
+	db *bbolt.DB
+	gc *groupCommit[func(tx *bbolt.Tx) error]
 }
 
 // OpenNodeLogStore opens (or creates) the store at path.
@@ -77,101 +63,54 @@ func OpenNodeLogStore(path string) (*NodeLogStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shard: open log store %s: %w", path, err)
 	}
-	s := &NodeLogStore{db: db, reqs: make(chan *logWrite, logCommitMax), done: make(chan struct{})}
-	go s.commitLoop()
+	s := &NodeLogStore{db: db}
+	s.gc = startGroupCommit(s.commit)
 	return s, nil
 }
 
 // Close stops the committer after the writes already queued and closes the
 // file. Groups using the store must be shut down first.
 func (s *NodeLogStore) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	close(s.reqs)
-	s.mu.Unlock()
-	<-s.done
+	s.gc.close()
 	return s.db.Close()
 }
 
 // update runs fn in a transaction shared with whatever else is queued, and
 // returns once that transaction is durable.
 func (s *NodeLogStore) update(fn func(tx *bbolt.Tx) error) error {
-	w := &logWrite{fn: fn, err: make(chan error, 1)}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return ErrLogStoreClosed
-	}
-	s.reqs <- w
-	s.mu.RUnlock()
-	return <-w.err
+	return s.gc.submit(fn)
 }
 
-// commitLoop is group commit: take every queued write, run them in one
-// transaction, answer them all. While a commit is syncing, the next batch
-// queues up.
-func (s *NodeLogStore) commitLoop() {
-	defer close(s.done)
-	for w := range s.reqs {
-		batch := []*logWrite{w}
-	drain:
-		for len(batch) < logCommitMax {
-			select {
-			case w, ok := <-s.reqs:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, w)
-			default:
-				break drain
-			}
-		}
-		s.commit(batch)
-	}
-}
-
-func (s *NodeLogStore) commit(batch []*logWrite) {
-	start := time.Now()
+// commit runs a batch of writes in one transaction.
+func (s *NodeLogStore) commit(batch []func(tx *bbolt.Tx) error) []error {
+	errs := make([]error, len(batch))
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, w := range batch {
-			if err := w.fn(tx); err != nil {
+		for _, fn := range batch {
+			if err := fn(tx); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err == nil {
-		s.writes.Add(uint64(len(batch)))
-		s.commits.Add(1)
-		if m := s.metrics.Load(); m != nil {
-			m.commit.Observe(time.Since(start).Seconds())
-			m.batch.Observe(float64(len(batch)))
-		}
-	}
 	if err == nil || len(batch) == 1 {
-		for _, w := range batch {
-			w.err <- err
+		for i := range errs {
+			errs[i] = err
 		}
-		return
+		return errs
 	}
 	// One write failed and took the batch down with it: run each alone so
 	// the others are not failed for it (bbolt has no savepoints).
-	for _, w := range batch {
-		w.err <- s.db.Update(w.fn)
+	for i, fn := range batch {
+		errs[i] = s.db.Update(fn)
 	}
+	return errs
 }
 
 // LogStoreStats counts writes and the commits (fsyncs) that carried them.
 type LogStoreStats struct{ Writes, Commits uint64 }
 
 // Stats returns how many writes committed in how many transactions.
-func (s *NodeLogStore) Stats() LogStoreStats {
-	return LogStoreStats{Writes: s.writes.Load(), Commits: s.commits.Load()}
-}
+func (s *NodeLogStore) Stats() LogStoreStats { return s.gc.stats() }
 
 // Group returns group id's log and stable store.
 func (s *NodeLogStore) Group(id uint64) GroupLog {
@@ -350,8 +289,12 @@ func (g *GroupLogStore) SetUint64(key []byte, val uint64) error {
 }
 
 // GetUint64 returns a stable-store integer; 0 and "not found" when missing.
-func (g *GroupLogStore) GetUint64(key []byte) (uint64, error) {
-	v, err := g.Get(key)
+func (g *GroupLogStore) GetUint64(key []byte) (uint64, error) { return stableUint64(g, key) }
+
+// stableUint64 reads an integer stored by SetUint64 (8 bytes, big-endian)
+// from either node log store.
+func stableUint64(s raft.StableStore, key []byte) (uint64, error) {
+	v, err := s.Get(key)
 	if err != nil {
 		return 0, err
 	}

@@ -37,7 +37,7 @@ func (s *NodeLogStore) RegisterMetrics(reg prometheus.Registerer) error {
 	if err != nil {
 		return err
 	}
-	s.metrics.Store(m)
+	s.gc.metrics.Store(m)
 	return nil
 }
 

@@ -46,8 +46,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,15 +125,8 @@ type walSegment struct {
 // WAL is the write-ahead NodeLog.
 type WAL struct {
 	dir     string
-	segSize int64 // start a new segment past this size (walSegmentSize; tests lower it)
-	reqs    chan *walWrite
-	writes  atomic.Uint64
-	commits atomic.Uint64
-	metrics atomic.Pointer[logStoreMetrics]
-
-	closeMu sync.RWMutex // orders writes against Close
-	closed  bool
-	done    chan struct{}
+	segSize int64                 // start a new segment past this size (walSegmentSize; tests lower it)
+	gc      *groupCommit[[]walOp] // one write: the ops of one call, applied together
 
 	mu     sync.RWMutex // guards everything below
 	groups map[uint64]*walGroupState
@@ -151,18 +142,12 @@ type walOp struct {
 	key, val []byte
 }
 
-type walWrite struct {
-	ops []walOp
-	err chan error
-}
-
 // OpenWAL opens or creates the log in dir and replays it.
 func OpenWAL(dir string) (*WAL, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("shard: wal: %w", err)
 	}
-	w := &WAL{dir: dir, segSize: walSegmentSize, reqs: make(chan *walWrite, logCommitMax), done: make(chan struct{}),
-		groups: make(map[uint64]*walGroupState)}
+	w := &WAL{dir: dir, segSize: walSegmentSize, groups: make(map[uint64]*walGroupState)}
 	if err := w.recover(); err != nil {
 		w.closeFiles()
 		return nil, err
@@ -173,7 +158,7 @@ func OpenWAL(dir string) (*WAL, error) {
 			return nil, err
 		}
 	}
-	go w.commitLoop()
+	w.gc = startGroupCommit(w.commit)
 	return w, nil
 }
 
@@ -461,44 +446,14 @@ func (w *WAL) closeFiles() {
 }
 
 // submit queues ops as one write and waits until they are durable.
-func (w *WAL) submit(ops ...walOp) error {
-	wr := &walWrite{ops: ops, err: make(chan error, 1)}
-	w.closeMu.RLock()
-	if w.closed {
-		w.closeMu.RUnlock()
-		return ErrLogStoreClosed
-	}
-	w.reqs <- wr
-	w.closeMu.RUnlock()
-	return <-wr.err
-}
-
-func (w *WAL) commitLoop() {
-	defer close(w.done)
-	for wr := range w.reqs {
-		batch := []*walWrite{wr}
-	drain:
-		for len(batch) < logCommitMax {
-			select {
-			case wr, ok := <-w.reqs:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, wr)
-			default:
-				break drain
-			}
-		}
-		w.commit(batch)
-	}
-}
+func (w *WAL) submit(ops ...walOp) error { return w.gc.submit(ops) }
 
 // commit appends every write of batch in one write and one fdatasync. The
 // in-memory state changes before the sync: only raft reads it, and raft
 // reads an entry only after StoreLogs returned. A failed write or sync makes
 // the log unusable (the node must restart and replay what is on disk).
-func (w *WAL) commit(batch []*walWrite) {
-	start := time.Now()
+func (w *WAL) commit(batch [][]walOp) []error {
+	errs := make([]error, len(batch))
 	w.mu.Lock()
 	if w.failed == nil && w.segs[len(w.segs)-1].size >= w.segSize {
 		if err := w.rotate(); err != nil {
@@ -508,16 +463,17 @@ func (w *WAL) commit(batch []*walWrite) {
 	}
 	if err := w.failed; err != nil {
 		w.mu.Unlock()
-		for _, wr := range batch {
-			wr.err <- err
+		for i := range errs {
+			errs[i] = err
 		}
-		return
+		return errs
 	}
 	seg := w.segs[len(w.segs)-1]
 	var buf []byte
-	errs := make([]error, len(batch))
-	for i, wr := range batch {
-		for _, op := range wr.ops {
+	shrinks := false // a delete or drop: old segments may have died
+	for i, ops := range batch {
+		for _, op := range ops {
+			shrinks = shrinks || op.kind == walDelete || op.kind == walDrop
 			body := encodeWALOp(op)
 			loc := walLoc{seg: seg.seq, off: seg.size + int64(len(buf)), n: uint32(walFrameHeader + len(body))}
 			buf = appendWALRecord(buf, body)
@@ -541,46 +497,22 @@ func (w *WAL) commit(batch []*walWrite) {
 	if err != nil && w.failed == nil {
 		w.failed = fmt.Errorf("shard: wal: %w", err)
 	}
-	anyDelete := false
-	for _, wr := range batch {
-		for _, op := range wr.ops {
-			anyDelete = anyDelete || op.kind == walDelete || op.kind == walDrop
-		}
-	}
-	if err == nil && anyDelete {
+	if err == nil && shrinks {
 		w.collect()
 	}
 	failed := w.failed
 	w.mu.Unlock()
-
-	if failed == nil {
-		w.writes.Add(uint64(len(batch)))
-		w.commits.Add(1)
-		if m := w.metrics.Load(); m != nil {
-			m.commit.Observe(time.Since(start).Seconds())
-			m.batch.Observe(float64(len(batch)))
+	if failed != nil {
+		for i := range errs {
+			errs[i] = failed
 		}
 	}
-	for i, wr := range batch {
-		if failed != nil {
-			wr.err <- failed
-		} else {
-			wr.err <- errs[i]
-		}
-	}
+	return errs
 }
 
 // Close stops the committer after the queued writes and closes the files.
 func (w *WAL) Close() error {
-	w.closeMu.Lock()
-	if w.closed {
-		w.closeMu.Unlock()
-		return nil
-	}
-	w.closed = true
-	close(w.reqs)
-	w.closeMu.Unlock()
-	<-w.done
+	w.gc.close()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closeFiles()
@@ -588,9 +520,7 @@ func (w *WAL) Close() error {
 }
 
 // Stats returns how many writes committed in how many commits.
-func (w *WAL) Stats() LogStoreStats {
-	return LogStoreStats{Writes: w.writes.Load(), Commits: w.commits.Load()}
-}
+func (w *WAL) Stats() LogStoreStats { return w.gc.stats() }
 
 // RegisterMetrics exposes commit latency and batch sizes on reg.
 func (w *WAL) RegisterMetrics(reg prometheus.Registerer) error {
@@ -598,7 +528,7 @@ func (w *WAL) RegisterMetrics(reg prometheus.Registerer) error {
 	if err != nil {
 		return err
 	}
-	w.metrics.Store(m)
+	w.gc.metrics.Store(m)
 	return nil
 }
 
@@ -710,13 +640,4 @@ func (g *walGroup) Get(key []byte) ([]byte, error) {
 
 func (g *walGroup) SetUint64(key []byte, val uint64) error { return g.Set(key, u64key(val)) }
 
-func (g *walGroup) GetUint64(key []byte) (uint64, error) {
-	v, err := g.Get(key)
-	if err != nil {
-		return 0, err
-	}
-	if len(v) != 8 {
-		return 0, fmt.Errorf("shard: stable value %q is %d bytes, want 8", key, len(v))
-	}
-	return binary.BigEndian.Uint64(v), nil
-}
+func (g *walGroup) GetUint64(key []byte) (uint64, error) { return stableUint64(g, key) }
