@@ -21,6 +21,15 @@ package shard
 // last file (a crash mid-write) is cut off, anywhere else it is corruption.
 // Memory holds, per group, the location of each entry and the stable values.
 //
+// Space ahead of the active file's end is filled with zeros (and synced) by a
+// background goroutine, walFillChunk at a time, so a commit overwrites
+// allocated blocks and its fdatasync flushes data only: appending to the end
+// of a file makes every fdatasync also commit the new size through the file
+// system's journal, which measured 1.6x slower here with three logs syncing at
+// once (PostgreSQL zero-fills its WAL segments for the same reason). A file
+// therefore ends in zeros; a zero length where a record would start is its
+// end when everything after it is zero too, and otherwise a torn write.
+//
 // Files are deleted from the oldest while every entry they hold is below its
 // group's first index (compacted) or belongs to a dropped group; only from
 // the oldest, because a delete or drop record may be what makes an older
@@ -46,6 +55,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,6 +71,7 @@ const (
 	walSegmentSize = 64 << 20
 	walMaxRecord   = 64 << 20 // bound on one record's body; raft entries are far smaller
 	walFrameHeader = 8
+	walFillChunk   = 4 << 20 // zeros written ahead of the active file's end at a time
 )
 
 var (
@@ -118,15 +129,27 @@ func (g *walGroupState) last() uint64 {
 type walSegment struct {
 	seq  uint64
 	f    *os.File
-	size int64
+	size int64             // end of the last record; guarded by WAL.mu
 	max  map[uint64]uint64 // group -> highest entry index written here
+
+	// alloc is how far the file is allocated and synced (records or the
+	// filler's zeros). The committer writes below it freely; a write that
+	// reaches past it holds fillMu, which the filler holds while it
+	// extends the file, so the two never write the same bytes.
+	alloc  atomic.Int64
+	fillMu sync.Mutex
 }
 
 // WAL is the write-ahead NodeLog.
 type WAL struct {
 	dir     string
 	segSize int64                 // start a new segment past this size (walSegmentSize; tests lower it)
+	chunk   int64                 // zero-fill this far ahead of the end (walFillChunk; 0 turns the filler off)
 	gc      *groupCommit[[]walOp] // one write: the ops of one call, applied together
+
+	fill      chan struct{} // wakes the filler
+	fillDone  chan struct{} // closed when the filler has stopped
+	closeFill sync.Once
 
 	mu     sync.RWMutex // guards everything below
 	groups map[uint64]*walGroupState
@@ -147,7 +170,8 @@ func OpenWAL(dir string) (*WAL, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("shard: wal: %w", err)
 	}
-	w := &WAL{dir: dir, segSize: walSegmentSize, groups: make(map[uint64]*walGroupState)}
+	w := &WAL{dir: dir, segSize: walSegmentSize, chunk: walFillChunk, groups: make(map[uint64]*walGroupState),
+		fill: make(chan struct{}, 1), fillDone: make(chan struct{})}
 	if err := w.recover(); err != nil {
 		w.closeFiles()
 		return nil, err
@@ -159,6 +183,7 @@ func OpenWAL(dir string) (*WAL, error) {
 		}
 	}
 	w.gc = startGroupCommit(w.commit)
+	go w.filler() // woken by the first commit
 	return w, nil
 }
 
@@ -210,8 +235,31 @@ func (w *WAL) recover() error {
 			}
 		}
 		seg.size = good
+		st, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("shard: wal: %w", err)
+		}
+		seg.alloc.Store(st.Size())
 	}
 	return nil
+}
+
+// zeroFrom reports whether f holds only zero bytes from off to size.
+func zeroFrom(f *os.File, off, size int64) (bool, error) {
+	buf := make([]byte, 64<<10)
+	for off < size {
+		n := int(min(int64(len(buf)), size-off))
+		if _, err := f.ReadAt(buf[:n], off); err != nil {
+			return false, fmt.Errorf("shard: wal: %w", err)
+		}
+		for _, c := range buf[:n] {
+			if c != 0 {
+				return false, nil
+			}
+		}
+		off += int64(n)
+	}
+	return true, nil
 }
 
 // replay applies seg's records and returns the offset after the last good
@@ -225,14 +273,26 @@ func (w *WAL) replay(seg *walSegment) (int64, error) {
 	var off int64
 	hdr := make([]byte, walFrameHeader)
 	for off < size {
-		if size-off < walFrameHeader {
-			return off, errWALTorn
+		var n uint32
+		if size-off >= walFrameHeader {
+			if _, err := seg.f.ReadAt(hdr, off); err != nil {
+				return off, fmt.Errorf("%w: %v", errWALTorn, err)
+			}
+			n = binary.LittleEndian.Uint32(hdr)
 		}
-		if _, err := seg.f.ReadAt(hdr, off); err != nil {
-			return off, fmt.Errorf("%w: %v", errWALTorn, err)
+		if n == 0 {
+			// The zero-filled space past the last record, unless
+			// something was written there: a torn write.
+			zero, err := zeroFrom(seg.f, off, size)
+			if err != nil {
+				return off, err
+			}
+			if !zero {
+				return off, errWALTorn
+			}
+			return off, nil
 		}
-		n := binary.LittleEndian.Uint32(hdr)
-		if n == 0 || n > walMaxRecord || int64(n) > size-off-walFrameHeader {
+		if n > walMaxRecord || int64(n) > size-off-walFrameHeader {
 			return off, errWALTorn
 		}
 		body := make([]byte, n)
@@ -416,8 +476,48 @@ func (w *WAL) rotate() error {
 		_ = f.Close()
 		return fmt.Errorf("shard: wal: new segment: %w", err)
 	}
-	w.segs = append(w.segs, &walSegment{seq: seq, f: f, size: int64(len(buf)), max: make(map[uint64]uint64)})
+	seg := &walSegment{seq: seq, f: f, size: int64(len(buf)), max: make(map[uint64]uint64)}
+	seg.alloc.Store(seg.size)
+	w.segs = append(w.segs, seg)
 	return nil
+}
+
+// wakeFiller asks the filler to look at the active segment.
+func (w *WAL) wakeFiller() {
+	select {
+	case w.fill <- struct{}{}:
+	default:
+	}
+}
+
+// filler keeps the active segment zero-filled and synced at least half a
+// chunk past its end, up to the segment size, until Close.
+func (w *WAL) filler() {
+	defer close(w.fillDone)
+	zeros := make([]byte, 1<<20)
+	for range w.fill {
+		w.mu.RLock()
+		seg, end, failed := w.segs[len(w.segs)-1], w.segs[len(w.segs)-1].size, w.failed
+		w.mu.RUnlock()
+		if w.chunk <= 0 || failed != nil || seg.alloc.Load()-end >= w.chunk/2 || seg.alloc.Load() >= w.segSize {
+			continue
+		}
+		seg.fillMu.Lock()
+		from := seg.alloc.Load()
+		to := min(max(from, end)+w.chunk, w.segSize)
+		var err error
+		for off := from; off < to && err == nil; off += int64(len(zeros)) {
+			_, err = seg.f.WriteAt(zeros[:min(int64(len(zeros)), to-off)], off)
+		}
+		if err == nil {
+			err = fdatasync(seg.f)
+		}
+		if err == nil {
+			seg.alloc.Store(to)
+		}
+		// On an error the committer just goes on appending past alloc.
+		seg.fillMu.Unlock()
+	}
 }
 
 // collect deletes segments from the oldest while all they hold is dead.
@@ -487,10 +587,25 @@ func (w *WAL) commit(batch [][]walOp) []error {
 	seg.size += int64(len(buf))
 	w.mu.Unlock()
 
-	// Readers go on meanwhile: this goroutine is the only writer.
-	_, err := seg.f.WriteAt(buf, off)
+	// Readers go on meanwhile: this goroutine is the only writer of
+	// records, and the filler writes only past alloc.
+	var err error
+	end := off + int64(len(buf))
+	if end <= seg.alloc.Load() {
+		_, err = seg.f.WriteAt(buf, off)
+	} else {
+		seg.fillMu.Lock()
+		_, err = seg.f.WriteAt(buf, off)
+		if end > seg.alloc.Load() {
+			seg.alloc.Store(end)
+		}
+		seg.fillMu.Unlock()
+	}
 	if err == nil {
 		err = fdatasync(seg.f)
+	}
+	if err == nil && seg.alloc.Load()-end < w.chunk/2 {
+		w.wakeFiller()
 	}
 
 	w.mu.Lock()
@@ -513,6 +628,8 @@ func (w *WAL) commit(batch [][]walOp) []error {
 // Close stops the committer after the queued writes and closes the files.
 func (w *WAL) Close() error {
 	w.gc.close()
+	w.closeFill.Do(func() { close(w.fill) })
+	<-w.fillDone
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closeFiles()

@@ -39,36 +39,187 @@ func storeRange(t *testing.T, g GroupLog, from, to uint64) {
 	}
 }
 
+// lastRecords returns where the records of the newest segment end and
+// where each of its entry records starts (in write order).
+func lastRecords(t *testing.T, w *WAL) (end int64, starts []int64) {
+	t.Helper()
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	seg := w.segs[len(w.segs)-1]
+	for _, g := range w.groups {
+		for _, l := range g.locs {
+			if l.seg == seg.seq {
+				starts = append(starts, l.off)
+			}
+		}
+	}
+	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	return seg.size, starts
+}
+
+// patchFile overwrites b at off in path.
+func patchFile(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A crash mid-write leaves a cut-off record at the end of the newest file:
 // recovery cuts it off and keeps everything before it; the log goes on.
 func TestWALTornTail(t *testing.T) {
-	dir := t.TempDir()
-	w := mustWAL(t, dir)
-	storeRange(t, w.Group(1), 1, 10)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		tear func(t *testing.T, path string, end int64, starts []int64)
+	}{
+		// The file ended mid-record (no zero-filled space after it).
+		{"cut short", func(t *testing.T, path string, end int64, starts []int64) {
+			if err := os.Truncate(path, end-5); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		// The record's last bytes never reached the zero-filled space.
+		{"tail zeros", func(t *testing.T, path string, end int64, starts []int64) {
+			patchFile(t, path, end-5, make([]byte, 5))
+		}},
+		// Its header never did, but its body did (the disk wrote the
+		// sectors out of order): a zero length followed by data is not
+		// the clean end.
+		{"zero header", func(t *testing.T, path string, end int64, starts []int64) {
+			patchFile(t, path, starts[len(starts)-1], make([]byte, walFrameHeader))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			w := mustWAL(t, dir)
+			storeRange(t, w.Group(1), 1, 10)
+			end, starts := lastRecords(t, w)
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			files := segFiles(t, dir)
+			tc.tear(t, files[len(files)-1], end, starts) // entry 10 is torn
+			w = mustWAL(t, dir)
+			g := w.Group(1)
+			if f, l := indexes(t, g); f != 1 || l != 9 {
+				t.Fatalf("after a torn tail: first %d last %d, want 1 9", f, l)
+			}
+			storeRange(t, g, 10, 12)
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			w = mustWAL(t, dir)
+			defer w.Close()
+			var out raft.Log
+			if err := w.Group(1).GetLog(12, &out); err != nil || out.Term != testEntry(12).Term {
+				t.Fatalf("entry written after the repair: %v %+v", err, out)
+			}
+		})
 	}
-	files := segFiles(t, dir)
-	last := files[len(files)-1]
-	st, _ := os.Stat(last)
-	// Cut the last record (entry 10) in half.
-	if err := os.Truncate(last, st.Size()-5); err != nil {
-		t.Fatal(err)
+}
+
+// A torn record followed by intact ones (a crash mid-commit, sectors
+// written out of order) is cut off with everything after it: a rewrite of
+// the same size in its place later must not let the stale record after it
+// replay.
+func TestWALTornMiddleNotResurrected(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		patch func(start int64) (int64, []byte)
+	}{
+		{"bad checksum", func(start int64) (int64, []byte) { return start + walFrameHeader, []byte{0xff} }},
+		{"zero header", func(start int64) (int64, []byte) { return start, make([]byte, walFrameHeader) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			w := mustWAL(t, dir)
+			g := w.Group(1)
+			storeRange(t, g, 1, 8)
+			// 9 and 10 in one commit, as raft stores a batch.
+			if err := g.StoreLogs([]*raft.Log{testEntry(9), testEntry(10)}); err != nil {
+				t.Fatal(err)
+			}
+			_, starts := lastRecords(t, w)
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			files := segFiles(t, dir)
+			off, b := tc.patch(starts[len(starts)-2]) // 9 torn, 10 intact
+			patchFile(t, files[len(files)-1], off, b)
+			w = mustWAL(t, dir)
+			if f, l := indexes(t, w.Group(1)); f != 1 || l != 8 {
+				t.Fatalf("after a torn record: first %d last %d, want 1 8", f, l)
+			}
+			// A new leader's entry 9, the same size as the old one: the
+			// old 10 would start right after it if it were still on disk.
+			nine := testEntry(9)
+			nine.Term = 7
+			if err := w.Group(1).StoreLog(nine); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			w = mustWAL(t, dir)
+			defer w.Close()
+			if f, l := indexes(t, w.Group(1)); f != 1 || l != 9 {
+				t.Fatalf("after rewriting 9: first %d last %d, want 1 9 (a stale entry came back)", f, l)
+			}
+			var out raft.Log
+			if err := w.Group(1).GetLog(9, &out); err != nil || out.Term != 7 {
+				t.Fatalf("entry 9: %v %+v, want the rewritten one (term 7)", err, out)
+			}
+		})
 	}
-	w = mustWAL(t, dir)
-	g := w.Group(1)
-	if f, l := indexes(t, g); f != 1 || l != 9 {
-		t.Fatalf("after a torn tail: first %d last %d, want 1 9", f, l)
-	}
-	storeRange(t, g, 10, 12)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	w = mustWAL(t, dir)
-	defer w.Close()
-	var out raft.Log
-	if err := w.Group(1).GetLog(12, &out); err != nil || out.Term != testEntry(12).Term {
-		t.Fatalf("entry written after the repair: %v %+v", err, out)
+}
+
+// The active file is zero-filled ahead of its end, so commits overwrite
+// allocated space; commits that outrun the filler extend the file and
+// nothing is lost either way.
+func TestWALZeroFill(t *testing.T) {
+	for _, chunk := range []int64{walFillChunk, 512, 0} {
+		t.Run(fmt.Sprint(chunk), func(t *testing.T) {
+			dir := t.TempDir()
+			w := mustWAL(t, dir)
+			w.chunk = chunk
+			w.segSize = 4 << 10
+			g := w.Group(1)
+			storeRange(t, g, 1, 400) // several segments
+			end, _ := lastRecords(t, w)
+			if err := w.Close(); err != nil { // waits for the filler
+				t.Fatal(err)
+			}
+			files := segFiles(t, dir)
+			if len(files) < 3 {
+				t.Fatalf("want several segments, got %d", len(files))
+			}
+			st, err := os.Stat(files[len(files)-1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if chunk > 0 && st.Size() <= end {
+				t.Fatalf("chunk %d: active file is %d bytes, records end at %d: nothing filled ahead", chunk, st.Size(), end)
+			}
+			if chunk == 0 && st.Size() != end {
+				t.Fatalf("no filler: file is %d bytes, records end at %d", st.Size(), end)
+			}
+			w = mustWAL(t, dir)
+			defer w.Close()
+			if f, l := indexes(t, w.Group(1)); f != 1 || l != 400 {
+				t.Fatalf("reopened: first %d last %d, want 1 400", f, l)
+			}
+			for i := uint64(1); i <= 400; i++ {
+				var out raft.Log
+				if err := w.Group(1).GetLog(i, &out); err != nil || string(out.Data) != string(testEntry(i).Data) {
+					t.Fatalf("entry %d: %v %q", i, err, out.Data)
+				}
+			}
+		})
 	}
 }
 

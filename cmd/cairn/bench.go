@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -29,6 +30,7 @@ type benchFlags struct {
 	consistency string
 	jsonOut     bool
 	noRouting   bool
+	cpuProfile  string
 }
 
 const defaultEtcdEndpoint = "127.0.0.1:2379"
@@ -117,6 +119,7 @@ func (bf *benchFlags) register(cmd *cobra.Command) {
 	f.BoolVar(&bf.jsonOut, "json", false, "print the report as JSON (as -o json)")
 	f.Uint64Var(&c.Seed, "seed", 0, "seed of the key and operation choices (0: random; the report shows it)")
 	f.StringVar(&c.Label, "label", "", "free text carried into the report (groups runs in a summary)")
+	f.StringVar(&bf.cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark client (go tool pprof) to this file")
 	f.BoolVar(&bf.noRouting, "no-routing", false, "cairn: send every request to --endpoints and let the nodes forward it, instead of straight to the shard leader")
 }
 
@@ -183,6 +186,17 @@ func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if bf.cpuProfile != "" {
+		pf, err := os.Create(bf.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	res, err := bench.Run(ctx, cfg, target)
 	if err != nil {
 		return benchFailure(err)
