@@ -85,10 +85,11 @@ func (g *groupCommit[W]) loop() {
 		start := time.Now()
 		errs := g.commit(writes)
 		ok := true
-		for i, p := range batch {
-			ok = ok && errs[i] == nil
-			p.err <- errs[i]
+		for _, err := range errs {
+			ok = ok && err == nil
 		}
+		// Count before answering: a writer that returned sees its write
+		// in the statistics.
 		if ok {
 			g.writes.Add(uint64(len(batch)))
 			g.commits.Add(1)
@@ -96,6 +97,9 @@ func (g *groupCommit[W]) loop() {
 				m.commit.Observe(time.Since(start).Seconds())
 				m.batch.Observe(float64(len(batch)))
 			}
+		}
+		for i, p := range batch {
+			p.err <- errs[i]
 		}
 	}
 }
