@@ -36,11 +36,17 @@ type ShardView struct {
 
 // cluster answers from the placement leader, which has every shard leader's
 // heartbeat; another node forwards there, or answers itself if it cannot.
+// ?local=true answers from this node's own view (its replicas' leaders and
+// applied indexes, the range map as it knows it), without forwarding.
 func (s *Server) cluster(w http.ResponseWriter, r *http.Request) error {
 	if !s.be.Ready() {
 		return errNotReady
 	}
-	if m := s.be.Meta(); !m.IsLeader() && r.Header.Get(hdrHops) == "" {
+	local, err := boolParam(r, "local")
+	if err != nil {
+		return err
+	}
+	if m := s.be.Meta(); !local && !m.IsLeader() && r.Header.Get(hdrHops) == "" {
 		if addr, ok := s.be.NodeHTTPAddr(m.Leader()); ok && m.Leader() != "" {
 			if err := s.forward(w, r, nil, addr); err == nil {
 				return nil
@@ -49,4 +55,17 @@ func (s *Server) cluster(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, s.be.Cluster())
 	return nil
+}
+
+// boolParam reads query parameter name: absent, "", "0" and "false" are
+// false; "1" and "true" are true; anything else is invalid.
+func boolParam(r *http.Request, name string) (bool, error) {
+	switch v := r.URL.Query().Get(name); v {
+	case "", "0", "false":
+		return false, nil
+	case "1", "true":
+		return true, nil
+	default:
+		return false, invalidf("%s must be true or false, not %q", name, v)
+	}
 }

@@ -14,10 +14,6 @@ import (
 	"github.com/cairndb/cairn/client"
 )
 
-// hdrHops is the API's internal forwarding counter; a request carrying it is
-// answered by the node it reaches.
-const hdrHops = "X-Cairn-Hops"
-
 // Node is one node container of the compose cluster.
 type Node struct {
 	ID        string // cairn node id and compose service name: n1
@@ -121,10 +117,6 @@ func (c *Cluster) get(ctx context.Context, n *Node, path string, out any) error 
 	if err != nil {
 		return err
 	}
-	// A node forwards GET /v1/cluster to the placement leader unless the
-	// request was already forwarded once. The suite needs each node's own
-	// view (its replicas' leader and applied index), so it says so.
-	req.Header.Set(hdrHops, "1")
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return err
@@ -149,7 +141,9 @@ func (c *Cluster) Ready(ctx context.Context, n *Node) error { return c.get(ctx, 
 // View returns the cluster as node n sees it.
 func (c *Cluster) View(ctx context.Context, n *Node) (*View, error) {
 	var v View
-	if err := c.get(ctx, n, "/v1/cluster", &v); err != nil {
+	// A node forwards GET /v1/cluster to the placement leader; the suite
+	// needs each node's own view (its replicas' leader and applied index).
+	if err := c.get(ctx, n, "/v1/cluster?local=true", &v); err != nil {
 		return nil, err
 	}
 	return &v, nil
