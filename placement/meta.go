@@ -212,6 +212,10 @@ func (f *metaFSM) Apply(l *raft.Log) interface{} {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	// Copy on write: State hands out f.state itself, so a change goes to
+	// a copy that replaces it. Entries are rare (formation, membership,
+	// placement operations); reads are on every request's path.
+	f.state = f.state.clone()
 	res := f.apply(&c)
 	f.notifyLocked()
 	return res
@@ -356,11 +360,13 @@ func OpenMeta(cfg MetaConfig) (*Meta, error) {
 	return &Meta{g: g, fsm: f}, nil
 }
 
-// State returns a copy of the applied state and a channel closed at the next change.
+// State returns the applied state and a channel closed at the next change.
+// The state is shared and never changes (a change replaces it): callers
+// must not modify it.
 func (m *Meta) State() (*State, <-chan struct{}) {
 	m.fsm.mu.RLock()
 	defer m.fsm.mu.RUnlock()
-	return m.fsm.state.clone(), m.fsm.changed
+	return m.fsm.state, m.fsm.changed
 }
 
 // HasConfiguration reports whether this replica knows any meta membership
