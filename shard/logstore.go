@@ -309,7 +309,16 @@ func u64key(v uint64) []byte {
 }
 
 func encodeLogEntry(l *raft.Log) []byte {
-	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+1+len(l.Data)+len(l.Extensions)+2*binary.MaxVarintLen64)
+	return appendLogEntry(make([]byte, 0, logEntrySize(l)), l)
+}
+
+// logEntrySize bounds the encoded size of l.
+func logEntrySize(l *raft.Log) int {
+	return 1 + 3*binary.MaxVarintLen64 + 1 + len(l.Data) + len(l.Extensions) + 2*binary.MaxVarintLen64
+}
+
+// appendLogEntry appends l's encoding to b.
+func appendLogEntry(b []byte, l *raft.Log) []byte {
 	b = append(b, logEntryVersion)
 	b = binary.AppendUvarint(b, l.Index)
 	b = binary.AppendUvarint(b, l.Term)

@@ -375,14 +375,17 @@ func (w *WAL) apply(op walOp, seg *walSegment, loc walLoc) error {
 	return nil
 }
 
-func encodeWALOp(op walOp) []byte {
-	b := []byte{op.kind}
+func encodeWALOp(op walOp) []byte { return appendWALOp(nil, op) }
+
+// appendWALOp appends op's record body to b.
+func appendWALOp(b []byte, op walOp) []byte {
+	b = append(b, op.kind)
 	switch op.kind {
 	case walHeader:
 		b = binary.AppendUvarint(b, op.min)
 	case walEntry:
 		b = binary.AppendUvarint(b, op.group)
-		b = append(b, encodeLogEntry(op.log)...)
+		b = appendLogEntry(b, op.log)
 	case walDelete:
 		b = binary.AppendUvarint(b, op.group)
 		b = binary.AppendUvarint(b, op.min)
@@ -395,6 +398,18 @@ func encodeWALOp(op walOp) []byte {
 		b = binary.AppendUvarint(b, op.group)
 	}
 	return b
+}
+
+// walOpSize bounds the size of op's record, frame header included.
+func walOpSize(op walOp) int {
+	n := walFrameHeader + 1 + 3*binary.MaxVarintLen64
+	switch op.kind {
+	case walEntry:
+		n += logEntrySize(op.log)
+	case walStable:
+		n += 2*binary.MaxVarintLen64 + len(op.key) + len(op.val)
+	}
+	return n
 }
 
 func decodeWALOp(body []byte) (walOp, error) {
@@ -431,6 +446,18 @@ func appendWALRecord(buf []byte, body []byte) []byte {
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(body)))
 	buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(body, walCRC))
 	return append(buf, body...)
+}
+
+// appendWALOpRecord appends op as a framed record to buf, encoding it in
+// place.
+func appendWALOpRecord(buf []byte, op walOp) []byte {
+	start := len(buf)
+	buf = append(buf, make([]byte, walFrameHeader)...)
+	buf = appendWALOp(buf, op)
+	body := buf[start+walFrameHeader:]
+	binary.LittleEndian.PutUint32(buf[start:], uint32(len(body)))
+	binary.LittleEndian.PutUint32(buf[start+4:], crc32.Checksum(body, walCRC))
+	return buf
 }
 
 // rotate starts a new segment holding a header and a copy of every stable
@@ -569,14 +596,20 @@ func (w *WAL) commit(batch [][]walOp) []error {
 		return errs
 	}
 	seg := w.segs[len(w.segs)-1]
-	var buf []byte
+	size := 0
+	for _, ops := range batch {
+		for _, op := range ops {
+			size += walOpSize(op)
+		}
+	}
+	buf := make([]byte, 0, size)
 	shrinks := false // a delete or drop: old segments may have died
 	for i, ops := range batch {
 		for _, op := range ops {
 			shrinks = shrinks || op.kind == walDelete || op.kind == walDrop
-			body := encodeWALOp(op)
-			loc := walLoc{seg: seg.seq, off: seg.size + int64(len(buf)), n: uint32(walFrameHeader + len(body))}
-			buf = appendWALRecord(buf, body)
+			start := len(buf)
+			buf = appendWALOpRecord(buf, op)
+			loc := walLoc{seg: seg.seq, off: seg.size + int64(start), n: uint32(len(buf) - start)}
 			if err := w.apply(op, seg, loc); err != nil {
 				errs[i] = err // an unknown record kind: cannot happen
 				break
