@@ -48,7 +48,7 @@ Ctrl-C ends it and removes the data unless --keep.`,
 				cfg.Replication = min(3, nodes)
 				cfg.Tuning.HeartbeatTimeout, cfg.Tuning.ElectionTimeout = 500*time.Millisecond, 500*time.Millisecond
 				cfg.Tuning.LeaderLeaseTimeout = 250 * time.Millisecond
-				cfg.Logger = logger.With("node", cfg.ID)
+				cfg.Logger = logger // node.New adds node=<id>
 				if i > 1 {
 					cfg.Join = []string{"127.0.0.1:7072"}
 				}
