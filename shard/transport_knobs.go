@@ -2,7 +2,10 @@ package shard
 
 import (
 	"errors"
+	"io"
 	"net"
+	"sync"
+	"time"
 )
 
 // ErrMuxConnBlocked is returned by Dial, Read and Write when
@@ -20,19 +23,37 @@ type TransportKnobs struct {
 	// the connection closes itself and returns ErrMuxConnBlocked. It must be
 	// safe for concurrent use and fast; it runs on every Read and Write.
 	Blocked func(from, to string) bool
+
+	// Delay, when set, returns how long bytes written from raft address
+	// from to raft address to take to arrive (scenario S20). Writes return
+	// at once and a goroutine per connection sends each one when it is due,
+	// in order: the delay adds latency without limiting throughput, as a
+	// long link does. Consulted on every Write.
+	Delay func(from, to string) time.Duration
 }
 
 func (k *TransportKnobs) blocked(from, to string) bool {
 	return k != nil && k.Blocked != nil && k.Blocked(from, to)
 }
 
-// wrap returns c itself when there is no Blocked hook, so production pays
-// nothing; otherwise a conn that checks the hook on every Read and Write.
+// wrap returns c itself when there are no hooks, so production pays
+// nothing; otherwise a conn that consults them on every Read and Write.
 func (k *TransportKnobs) wrap(c net.Conn, local, remote string) net.Conn {
-	if k == nil || k.Blocked == nil {
+	if k == nil || (k.Blocked == nil && k.Delay == nil) {
 		return c
 	}
-	return &knobConn{Conn: c, local: local, remote: remote, blocked: k.Blocked}
+	blocked := k.Blocked
+	if blocked == nil {
+		blocked = func(string, string) bool { return false }
+	}
+	kc := &knobConn{Conn: c, local: local, remote: remote, blocked: blocked}
+	if k.Delay != nil {
+		kc.delay = k.Delay
+		kc.line = make(chan delayedWrite, 1024)
+		kc.done = make(chan struct{})
+		go kc.send()
+	}
+	return kc
 }
 
 // knobConn drops traffic that TransportKnobs.Blocked forbids by closing
@@ -42,26 +63,93 @@ type knobConn struct {
 	net.Conn
 	local, remote string
 	blocked       func(from, to string) bool
+
+	// With a Delay hook: writes queue on line until due.
+	delay     func(from, to string) time.Duration
+	line      chan delayedWrite
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
+	mu        sync.Mutex
+	err       error // the first failed delayed write
+}
+
+type delayedWrite struct {
+	due time.Time
+	b   []byte
 }
 
 func (c *knobConn) Read(p []byte) (int, error) {
 	if c.blocked(c.remote, c.local) {
-		_ = c.Conn.Close()
+		_ = c.Close()
 		return 0, ErrMuxConnBlocked
 	}
 	n, err := c.Conn.Read(p)
 	// A partition set while this Read was waiting drops what arrived.
 	if n > 0 && c.blocked(c.remote, c.local) {
-		_ = c.Conn.Close()
+		_ = c.Close()
 		return 0, ErrMuxConnBlocked
+	}
+	if c.done != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)) {
+		// Closed underneath (the mux closing its connections): stop
+		// the sender too.
+		c.closeOnce.Do(func() { close(c.done) })
 	}
 	return n, err
 }
 
 func (c *knobConn) Write(p []byte) (int, error) {
 	if c.blocked(c.local, c.remote) {
-		_ = c.Conn.Close()
+		_ = c.Close()
 		return 0, ErrMuxConnBlocked
 	}
-	return c.Conn.Write(p)
+	if c.delay == nil {
+		return c.Conn.Write(p)
+	}
+	c.mu.Lock()
+	err := c.err
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	w := delayedWrite{due: time.Now().Add(c.delay(c.local, c.remote)), b: append([]byte(nil), p...)}
+	select {
+	case c.line <- w:
+		return len(p), nil
+	case <-c.done:
+		return 0, net.ErrClosed
+	}
+}
+
+// send writes queued bytes when they are due, until Close or a failed write.
+func (c *knobConn) send() {
+	for {
+		select {
+		case <-c.done:
+			return
+		case w := <-c.line:
+			if d := time.Until(w.due); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-c.done:
+					t.Stop()
+					return
+				}
+			}
+			if _, err := c.Conn.Write(w.b); err != nil {
+				c.mu.Lock()
+				c.err = err
+				c.mu.Unlock()
+				_ = c.Close()
+				return
+			}
+		}
+	}
+}
+
+func (c *knobConn) Close() error {
+	if c.done != nil {
+		c.closeOnce.Do(func() { close(c.done) })
+	}
+	return c.Conn.Close()
 }

@@ -465,6 +465,60 @@ func TestMuxNoKnobsReturnsRawConn(t *testing.T) {
 	_ = b.Close()
 }
 
+// A Delay knob holds each write back for the delay and keeps the order,
+// without serializing writes behind one another (a long link, not a slow
+// one); closing either end stops the delay line's goroutine.
+func TestMuxKnobsDelay(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const delay = 150 * time.Millisecond
+	knobs := &TransportKnobs{Delay: func(from, to string) time.Duration { return delay }}
+	a, b := mustMux(t, knobs, 0), mustMux(t, knobs, 0)
+	a1, b1 := mustMuxLayer(t, a, 1), mustMuxLayer(t, b, 1)
+	ch := acceptAsync(b1)
+	c, err := a1.Dial(raft.ServerAddress(b.Addr()), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := recvConn(t, ch, 2*time.Second)
+
+	const n = 20
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > delay/2 {
+		t.Fatalf("%d delayed writes took %v to return: they should queue", n, d)
+	}
+	got := make([]byte, 0, n)
+	buf := make([]byte, n)
+	for len(got) < n {
+		k, err := s.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 {
+			if d := time.Since(start); d < delay {
+				t.Fatalf("first byte after %v, want at least %v", d, delay)
+			}
+		}
+		got = append(got, buf[:k]...)
+	}
+	if d := time.Since(start); d > 3*delay {
+		t.Fatalf("%d writes arrived after %v: the delays added up instead of overlapping", n, d)
+	}
+	for i, v := range got {
+		if v != byte(i) {
+			t.Fatalf("byte %d is %d: order lost", i, v)
+		}
+	}
+	_ = c.Close()
+	_ = s.Close()
+	_ = a.Close()
+	_ = b.Close()
+}
+
 // muxTestFSM counts applied entries and remembers the last index.
 type muxTestFSM struct {
 	mu   sync.Mutex

@@ -33,6 +33,10 @@ type ClusterConfig struct {
 	AutoPlacement bool
 	// ReadyTimeout bounds the wait for formation; default 30s.
 	ReadyTimeout time.Duration
+	// Delayable routes raft traffic through a delay line (Cluster.SetDelay,
+	// scenario S20). Off by default: it costs a goroutine and a copy per
+	// connection write.
+	Delayable bool
 	// DeadAfter and SplitSize tune the placement driver (defaults: node's).
 	DeadAfter time.Duration
 	SplitSize int64
@@ -65,6 +69,14 @@ type NodeHandle struct {
 type Network struct {
 	mu      sync.RWMutex
 	blocked map[[2]string]bool
+	delay   time.Duration // one way, every link (ClusterConfig.Delayable)
+}
+
+// Delay returns how long raft traffic from a to b takes to arrive.
+func (n *Network) Delay(a, b string) time.Duration {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.delay
 }
 
 // Blocked reports whether traffic from a to b is dropped.
@@ -130,6 +142,9 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	nc.Tuning, nc.MetaTuning = cfg.Tuning, shard.FastRaftTuning()
 	nc.ApplyTimeout = cfg.ApplyTimeout
 	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked}
+	if cfg.Delayable {
+		nc.Knobs.Delay = c.Net.Delay
+	}
 	nc.NoAutoPlacement = !cfg.AutoPlacement
 	if cfg.DeadAfter > 0 {
 		nc.DeadAfter = cfg.DeadAfter
@@ -343,6 +358,17 @@ func (c *Cluster) Partition(groups ...[]int) {
 			}
 		}
 	}
+}
+
+// SetDelay makes raft traffic on every link take d to arrive, one way (the
+// cluster must be Delayable); 0 removes the delay.
+func (c *Cluster) SetDelay(d time.Duration) {
+	if !c.cfg.Delayable {
+		c.t.Fatal("SetDelay on a cluster started without Delayable")
+	}
+	c.Net.mu.Lock()
+	c.Net.delay = d
+	c.Net.mu.Unlock()
 }
 
 // Heal removes every partition.

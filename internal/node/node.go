@@ -63,6 +63,9 @@ type Knobs struct {
 	// Blocked reports whether traffic from node raft address from to node raft
 	// address to is dropped (raft and node-to-node HTTP forwarding alike).
 	Blocked func(from, to string) bool
+	// Delay, when set, delays raft traffic from node raft address from to
+	// node raft address to by what it returns (shard.TransportKnobs.Delay).
+	Delay func(from, to string) time.Duration
 	// BootID stands in for the machine's boot id (fsm/durability.go): a
 	// different one after a SIGKILL looks like a machine crash.
 	BootID func() (string, error)
@@ -187,8 +190,8 @@ func (n *Node) startRaft() error {
 		}
 	}
 	var tk *shard.TransportKnobs
-	if n.cfg.Knobs != nil && n.cfg.Knobs.Blocked != nil {
-		tk = &shard.TransportKnobs{Blocked: n.cfg.Knobs.Blocked}
+	if k := n.cfg.Knobs; k != nil && (k.Blocked != nil || k.Delay != nil) {
+		tk = &shard.TransportKnobs{Blocked: k.Blocked, Delay: k.Delay}
 	}
 	var err error
 	n.mux, err = shard.NewMux(shard.MuxConfig{Listener: ln, AdvertiseAddr: n.cfg.RaftAddr, Logger: n.log, Knobs: tk})
