@@ -200,6 +200,20 @@ func (c *Cluster) Nodes() []*NodeHandle {
 	return append([]*NodeHandle(nil), c.nodes...)
 }
 
+// LiveNodes returns the running nodes, read under the lock Kill and
+// Restart take, for goroutines that watch the cluster while faults run.
+func (c *Cluster) LiveNodes() []*node.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*node.Node
+	for _, h := range c.nodes {
+		if h.Node != nil {
+			out = append(out, h.Node)
+		}
+	}
+	return out
+}
+
 // Node returns the handle of node i (0-based).
 func (c *Cluster) Node(i int) *NodeHandle { return c.Nodes()[i] }
 

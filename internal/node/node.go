@@ -329,6 +329,13 @@ func (n *Node) Host() *shard.Host { return n.host }
 // MetaGroup returns the node's meta replica (tests).
 func (n *Node) MetaGroup() *placement.Meta { return n.meta }
 
+// ID returns the node id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// RaftLog returns the node's raft log store, shared by all its groups (for
+// tests and tools that inspect the log).
+func (n *Node) RaftLog() shard.NodeLog { return n.logs }
+
 // Close stops the node gracefully: HTTP first, then gossip, then raft.
 func (n *Node) Close() error {
 	return n.shutdown()
