@@ -127,9 +127,12 @@ func startWriter(ctx context.Context, c *Cluster, wg *sync.WaitGroup) *writer {
 	return w
 }
 
-// A replica moved under load (a drain moves every replica and leader off a
-// node): no write pauses longer than about one election, and afterwards the
-// replicas agree and the map matches every shard's configuration.
+// Scenario S7: new replicas join under load. Draining n1 moves every
+// replica and leader off it onto the new n4, which catches up from the
+// leaders (log, or snapshot when the log is compacted: S6 covers that
+// path) while writes go on: no write pauses longer than about one
+// election, and afterwards the replicas agree, the map matches every
+// shard's configuration and acknowledged writes read back through n4.
 func TestReplicaMoveUnderLoad(t *testing.T) {
 	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"m"}, AutoPlacement: true})
 	four := c.AddNode()
