@@ -376,8 +376,15 @@ func TestPutOptions(t *testing.T) {
 	if n, err := c.Delete(ctxT(t), "a"); err != nil || n != 0 {
 		t.Errorf("delete again = %d, %v", n, err)
 	}
-	if _, err := c.Put(ctxT(t), "bin", "\xff\xfe"); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("binary value: err = %v", err)
+	// A value that is not UTF-8 goes raw, and the raw form has no condition
+	// or fence: refused before anything is sent (test/ round-trips binary
+	// values through the real server).
+	before := len(f.Requests())
+	if _, err := c.Put(ctxT(t), "bin", "\xff\xfe", IfValue("x")); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("binary value with a condition: err = %v", err)
+	}
+	if n := len(f.Requests()); n != before {
+		t.Errorf("a refused binary put sent %d requests", n-before)
 	}
 }
 

@@ -31,6 +31,9 @@ type Request struct {
 	Path  string
 	Query url.Values
 	Body  any // encoded as JSON when non-nil
+	// RawBody, when non-nil and Body is nil, is sent as is with Content-Type
+	// application/octet-stream (a put of a value that is not UTF-8).
+	RawBody []byte
 	// Idempotent marks a write that carries a request id (in its body or
 	// query), so that sending it again cannot apply it twice (invariant I7).
 	// Such a write is retried even when an attempt may have reached the
@@ -73,6 +76,8 @@ func (c *Client) Do(ctx context.Context, req Request, out any) (*Meta, error) {
 		if body, err = json.Marshal(req.Body); err != nil {
 			return nil, &Error{Code: CodeInvalidArgument, Message: "encode request: " + err.Error(), err: err}
 		}
+	} else if req.RawBody != nil {
+		body = req.RawBody
 	}
 	r := retrier{c: c, req: &req, write: req.Method != http.MethodGet && req.Method != http.MethodHead}
 	route := c.routes != nil && req.RouteKey != ""
@@ -289,7 +294,11 @@ func (c *Client) attempt(ctx context.Context, base string, req *Request, body []
 	}
 	hreq.Header.Set("Accept", "application/json")
 	if body != nil {
-		hreq.Header.Set("Content-Type", "application/json")
+		if req.Body == nil && req.RawBody != nil {
+			hreq.Header.Set("Content-Type", "application/octet-stream")
+		} else {
+			hreq.Header.Set("Content-Type", "application/json")
+		}
 	}
 	if tok := c.SessionToken(); tok != "" {
 		hreq.Header.Set(HeaderSession, tok)

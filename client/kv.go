@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -19,9 +21,32 @@ type KV struct {
 	ModIndex    uint64 `json:"mod_index"`
 	Version     uint64 `json:"version"`
 	Lease       string `json:"lease"`
+	TTL         string `json:"ttl,omitempty"` // the TTL the key was written with, if any
 	// Index is the Raft index the read reflects (X-Cairn-Index). Set by Get;
 	// zero in scan results and in PutResult.Prev.
 	Index uint64 `json:"-"`
+}
+
+// UnmarshalJSON reads a key-value answer; a value that is not UTF-8
+// arrives as value_base64 and is decoded into Value.
+func (kv *KV) UnmarshalJSON(b []byte) error {
+	type plain KV
+	var w struct {
+		plain
+		ValueBase64 *string `json:"value_base64"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*kv = KV(w.plain)
+	if w.ValueBase64 != nil {
+		v, err := base64.StdEncoding.DecodeString(*w.ValueBase64)
+		if err != nil {
+			return fmt.Errorf("client: value_base64 of %q: %w", kv.Key, err)
+		}
+		kv.Value = string(v)
+	}
+	return nil
 }
 
 // PutResult is the answer to a Put.
@@ -151,11 +176,6 @@ func (c *Client) Put(ctx context.Context, key, value string, opts ...PutOption) 
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
-	if !utf8.ValidString(value) {
-		// JSON would silently replace the invalid bytes.
-		return nil, &Error{Status: http.StatusBadRequest, Code: CodeInvalidArgument,
-			Message: "value is not valid UTF-8 (binary values are not supported by this client)"}
-	}
 	pc := putConfig{body: putBody{Value: value}}
 	for _, o := range opts {
 		o.applyPut(&pc)
@@ -167,15 +187,32 @@ func (c *Client) Put(ctx context.Context, key, value string, opts ...PutOption) 
 	if pc.prev {
 		q = url.Values{"prev": {"1"}}
 	}
-	var res PutResult
-	meta, err := c.Do(ctx, Request{
+	req := Request{
 		Method:     http.MethodPut,
 		Path:       kvPath(key),
 		Query:      q,
 		Body:       &pc.body,
 		Idempotent: true,
 		RouteKey:   key,
-	}, &res)
+	}
+	if !utf8.ValidString(value) {
+		// JSON would silently replace the invalid bytes: send the value
+		// raw, with the options API.md allows there in the query.
+		if pc.body.If != nil || pc.body.Fence != nil {
+			return nil, &Error{Status: http.StatusBadRequest, Code: CodeInvalidArgument,
+				Message: "a value that is not valid UTF-8 cannot carry a condition or a fence (the raw put form has neither)"}
+		}
+		if q == nil {
+			q = url.Values{}
+		}
+		q.Set("request_id", pc.body.RequestID)
+		if pc.body.TTL != "" {
+			q.Set("ttl", pc.body.TTL)
+		}
+		req.Query, req.Body, req.RawBody = q, nil, []byte(value)
+	}
+	var res PutResult
+	meta, err := c.Do(ctx, req, &res)
 	if err != nil {
 		return nil, err
 	}

@@ -45,6 +45,6 @@ Exit codes: 0 success, 1 failed operation (condition, not found, lock held),
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	addGlobalFlags(root, opts)
 	root.AddCommand(newServerCmd(), newDevCmd(), newKVCmd(opts), newHealthcheckCmd(opts), newClusterCmd(opts))
-	root.AddCommand(newBenchCmd(opts))
+	root.AddCommand(newBenchCmd(opts), newBackupCmd(opts), newRestoreCmd(opts))
 	return root
 }
