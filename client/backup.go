@@ -210,7 +210,7 @@ func readBackup(r io.Reader, each func(backupLine) error) (int, error) {
 		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&l); err != nil {
-			return 0, bad(line, "%v", err)
+			return 0, bad(line, "not a backup line: %v", err)
 		}
 		if l.End {
 			if l.Keys != keys {

@@ -110,6 +110,17 @@ func (f *Server) Applied(requestID string) int {
 	return f.applied[requestID]
 }
 
+// Value returns key's stored value and whether it exists.
+func (f *Server) Value(key string) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.data[key]
+	if !ok {
+		return "", false
+	}
+	return e.value, true
+}
+
 // Set stores key directly, as if written earlier.
 func (f *Server) Set(key, value string) {
 	f.mu.Lock()

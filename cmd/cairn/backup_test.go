@@ -1,0 +1,62 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// cairn backup writes the file only once it is complete; cairn restore
+// puts every key back and refuses a file that was cut short or is not a
+// backup, with exit code 2 and nothing written.
+func TestBackupRestoreCommands(t *testing.T) {
+	f, ep := fake(t)
+	f.Set("app/a", "1")
+	f.Set("app/b", "two words")
+	f.Set("other", "x")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "b.ndjson")
+
+	out, errOut, code := runCommand(newBackupCmd, "backup", path, "--prefix", "app/", ep)
+	if code != 0 || out != "backed up 2 keys to "+path+"\n" {
+		t.Fatalf("backup: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.tmp")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) != 4 ||
+		lines[1] != `{"key":"app/a","value":"1"}` || lines[3] != `{"end":true,"keys":2}` {
+		t.Fatalf("backup file:\n%s", b)
+	}
+
+	// The same backup, cut short: refused before anything is written.
+	cut := filepath.Join(dir, "cut.ndjson")
+	if err := os.WriteFile(cut, b[:len(b)-10], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.Set("app/a", "changed")
+	_, errOut, code = runCommand(newRestoreCmd, "restore", cut, ep)
+	if code != 2 || !strings.Contains(errOut, "invalid_argument") || !strings.Contains(errOut, "backup line 4") {
+		t.Fatalf("restore of a cut backup: exit %d, stderr %q", code, errOut)
+	}
+	if v, _ := f.Value("app/a"); v != "changed" {
+		t.Fatalf("a refused restore wrote app/a = %q", v)
+	}
+	_, errOut, code = runCommand(newRestoreCmd, "restore", filepath.Join(dir, "missing"), ep)
+	if code != 2 || !strings.Contains(errOut, "no such file") {
+		t.Fatalf("restore of a missing file: exit %d, stderr %q", code, errOut)
+	}
+
+	out, errOut, code = runCommand(newRestoreCmd, "restore", path, "-o", "json", ep)
+	if code != 0 || !strings.Contains(out, `"keys":2`) {
+		t.Fatalf("restore: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if v, _ := f.Value("app/a"); v != "1" {
+		t.Fatalf("app/a after the restore: %q, want 1", v)
+	}
+}
