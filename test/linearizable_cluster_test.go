@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cairndb/cairn/client"
 )
 
 // testSeed returns $CAIRN_SEED or a fresh seed, logged so a failing run can
@@ -50,6 +52,22 @@ func TestLinearizableUnderFaults(t *testing.T) {
 		nem.Run(nemCtx)
 	}()
 
+	cfg := clusterWorkload(seed, clients, prefix, duration)
+	rec := RunRegisterWorkload(ctx, t, cfg)
+	wg.Wait()
+	st := rec.Stats()
+	t.Logf("faults: %s", nem.Summary())
+	t.Logf("operations: %+v", st)
+	if st.OK < 100 {
+		t.Fatalf("only %d operations succeeded: the cluster was unavailable for most of the run", st.OK)
+	}
+	rec.Check(t, 60*time.Second)
+}
+
+// clusterWorkload is the register workload the fault tests run: a store per
+// client, eight keys under prefix, for duration, with client errors
+// classified by outcome.
+func clusterWorkload(seed uint64, clients []*client.Client, prefix string, duration time.Duration) WorkloadConfig {
 	cfg := DefaultWorkloadConfig()
 	cfg.Seed = int64(seed)
 	cfg.Clients = len(clients)
@@ -60,13 +78,5 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	cfg.OpTimeout = 5 * time.Second
 	cfg.Stores = func(i int) KVStore { return ClientStore{C: clients[i]} }
 	cfg.Classify = ClassifyClientError
-	rec := RunRegisterWorkload(ctx, t, cfg)
-	wg.Wait()
-	st := rec.Stats()
-	t.Logf("faults: %s", nem.Summary())
-	t.Logf("operations: %+v", st)
-	if st.OK < 100 {
-		t.Fatalf("only %d operations succeeded: the cluster was unavailable for most of the run", st.OK)
-	}
-	rec.Check(t, 60*time.Second)
+	return cfg
 }

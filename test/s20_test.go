@@ -91,16 +91,7 @@ func TestS20DelayNearElectionTimeout(t *testing.T) {
 		c.SetDelay(0)
 	}()
 
-	cfg := DefaultWorkloadConfig()
-	cfg.Seed = int64(seed)
-	cfg.Clients = len(clients)
-	cfg.Keys = 8
-	cfg.KeyPrefix = prefix
-	cfg.Ops = 100000
-	cfg.Duration = before + delayed + after
-	cfg.OpTimeout = 5 * time.Second
-	cfg.Stores = func(i int) KVStore { return ClientStore{C: clients[i]} }
-	cfg.Classify = ClassifyClientError
+	cfg := clusterWorkload(seed, clients, prefix, before+delayed+after)
 	rec := RunRegisterWorkload(ctx, t, cfg)
 	wg.Wait()
 	phases[3] = groupTerms(c)

@@ -97,16 +97,7 @@ func TestS24RaftSafetyUnderRandomFaults(t *testing.T) {
 		nem.Run(nemCtx)
 	}()
 
-	cfg := DefaultWorkloadConfig()
-	cfg.Seed = int64(seed)
-	cfg.Clients = len(clients)
-	cfg.Keys = 8
-	cfg.KeyPrefix = prefix
-	cfg.Ops = 100000
-	cfg.Duration = duration
-	cfg.OpTimeout = 5 * time.Second
-	cfg.Stores = func(i int) KVStore { return ClientStore{C: clients[i]} }
-	cfg.Classify = ClassifyClientError
+	cfg := clusterWorkload(seed, clients, prefix, duration)
 	rec := RunRegisterWorkload(ctx, t, cfg)
 	stopNemesis()
 	for len(c.LiveNodes()) < 3 && ctx.Err() == nil { // the nemesis restarts every node when it stops
