@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 	"unicode/utf8"
 )
@@ -67,9 +68,19 @@ type SplitResult struct {
 
 // Cluster returns the nodes and shards of the cluster as the answering node
 // sees them.
-func (c *Client) Cluster(ctx context.Context) (*ClusterStatus, error) {
+func (c *Client) Cluster(ctx context.Context) (*ClusterStatus, error) { return c.cluster(ctx, nil) }
+
+// ClusterLocal is Cluster as the answering node itself sees it
+// (?local=true): its replicas' leaders and applied indexes and the range map
+// as it knows it, where Cluster is forwarded to the placement leader. Give
+// the client one endpoint to know whose view it is.
+func (c *Client) ClusterLocal(ctx context.Context) (*ClusterStatus, error) {
+	return c.cluster(ctx, url.Values{"local": {"true"}})
+}
+
+func (c *Client) cluster(ctx context.Context, q url.Values) (*ClusterStatus, error) {
 	var st ClusterStatus
-	if _, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/cluster"}, &st); err != nil {
+	if _, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/cluster", Query: q}, &st); err != nil {
 		return nil, err
 	}
 	return &st, nil

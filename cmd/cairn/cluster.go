@@ -44,7 +44,8 @@ func newClusterCmd(opts *globalOptions) *cobra.Command {
 }
 
 func newClusterStatusCmd(opts *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	var local bool
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Print the nodes and shards (table: one table each; * marks the placement leader)",
 		Args:  cobra.NoArgs,
@@ -54,7 +55,11 @@ func newClusterStatusCmd(opts *globalOptions) *cobra.Command {
 				return err
 			}
 			defer done()
-			st, err := c.Cluster(ctx)
+			get := c.Cluster
+			if local {
+				get = c.ClusterLocal
+			}
+			st, err := get(ctx)
 			if err != nil {
 				return err
 			}
@@ -71,6 +76,8 @@ func newClusterStatusCmd(opts *globalOptions) *cobra.Command {
 			return writeClusterTables(cmd.OutOrStdout(), st)
 		},
 	}
+	cmd.Flags().BoolVar(&local, "local", false, "the view of the node answering (the first of --endpoints that answers), not the placement leader's")
+	return cmd
 }
 
 func newClusterSplitCmd(opts *globalOptions) *cobra.Command {

@@ -47,7 +47,11 @@ func newClusterStub(t *testing.T) (*clusterStub, string) {
 		return func(w http.ResponseWriter, r *http.Request) {
 			b, _ := io.ReadAll(r.Body)
 			s.mu.Lock()
-			s.seen = append(s.seen, strings.TrimSpace(r.Method+" "+r.URL.EscapedPath()+" "+string(b)))
+			path := r.URL.EscapedPath()
+			if r.URL.RawQuery != "" {
+				path += "?" + r.URL.RawQuery
+			}
+			s.seen = append(s.seen, strings.TrimSpace(r.Method+" "+path+" "+string(b)))
 			s.mu.Unlock()
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(status)
@@ -111,6 +115,20 @@ func TestClusterStatusTable(t *testing.T) {
 		if col < 0 || len(l) <= col || l[col-1] != ' ' || l[col] == ' ' {
 			t.Errorf("SIZE column not aligned at %d in %q", col, l)
 		}
+	}
+}
+
+// --local asks the node for its own view instead of the placement leader's.
+func TestClusterStatusLocal(t *testing.T) {
+	s, ep := newClusterStub(t)
+	if _, errOut, code := runCluster(t, "cluster", "status", ep); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := runCluster(t, "cluster", "status", "--local", ep); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if got := s.requests(); len(got) != 2 || got[0] != "GET /v1/cluster" || got[1] != "GET /v1/cluster?local=true" {
+		t.Fatalf("requests %q", got)
 	}
 }
 
