@@ -8,7 +8,7 @@ FUZZTIME  ?= 20s
 
 .PHONY: build run test test-chaos bench bench-scale fuzz verify docker clean
 
-build: ## build cairn and lockctl into ./bin
+build: ## build cairn into ./bin (lockctl arrives with the lock service)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cairn ./cmd/cairn
 
 run: build ## run a local 3-node cluster with data in a temp dir (Ctrl-C stops it)
