@@ -127,6 +127,16 @@ func TestS23RestoreAfterDeletingEverything(t *testing.T) {
 	if got[prefix+"ttl"].TTL != time.Hour.String() {
 		t.Fatalf("ttl after the restore: %q, want %q", got[prefix+"ttl"].TTL, time.Hour)
 	}
+	// Restoring again writes the same values: nothing doubles or changes.
+	if _, err := f.Seek(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := cl.Restore(ctx, f, client.RestoreOptions{Concurrency: 3}); err != nil || n != len(want) {
+		t.Fatalf("second restore: %d keys, %v", n, err)
+	}
+	if n := countKeys(t, cl, prefix); n != len(want) {
+		t.Fatalf("after a second restore %d keys, want %d", n, len(want))
+	}
 	for _, id := range []uint64{1, 2, 3} {
 		assertReplicasConverge(t, c, id)
 	}
