@@ -42,15 +42,10 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), duration+time.Minute)
 	defer cancel()
 
-	nemCtx, stopNemesis := context.WithTimeout(ctx, duration)
-	defer stopNemesis()
 	nem := &Nemesis{C: c, Seed: seed, Shards: []uint64{1, 2, 3, 4}}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		nem.Run(nemCtx)
-	}()
+	stopNemesis := nem.Start(ctx, duration, &wg)
+	defer stopNemesis()
 
 	cfg := clusterWorkload(seed, clients, prefix, duration)
 	rec := RunRegisterWorkload(ctx, t, cfg)

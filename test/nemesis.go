@@ -127,6 +127,18 @@ func (n *Nemesis) Run(ctx context.Context) {
 	}
 }
 
+// Start runs the nemesis in a goroutine counted by wg for d (or until stop
+// is called), after which it heals and restarts everything.
+func (n *Nemesis) Start(ctx context.Context, d time.Duration, wg *sync.WaitGroup) (stop func()) {
+	ctx, stop = context.WithTimeout(ctx, d)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.Run(ctx)
+	}()
+	return stop
+}
+
 func (n *Nemesis) note(format string, args ...any) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

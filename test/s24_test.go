@@ -88,14 +88,9 @@ func TestS24RaftSafetyUnderRandomFaults(t *testing.T) {
 		}
 	}()
 
-	nemCtx, stopNemesis := context.WithTimeout(ctx, duration)
-	defer stopNemesis()
 	nem := &Nemesis{C: c, Seed: seed, Shards: []uint64{1, 2}}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		nem.Run(nemCtx)
-	}()
+	stopNemesis := nem.Start(ctx, duration, &wg)
+	defer stopNemesis()
 
 	cfg := clusterWorkload(seed, clients, prefix, duration)
 	rec := RunRegisterWorkload(ctx, t, cfg)
