@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // groupCommit is the queue in front of a node log store (the WAL, or the
@@ -102,6 +104,16 @@ func (g *groupCommit[W]) loop() {
 			p.err <- errs[i]
 		}
 	}
+}
+
+// registerMetrics exposes commit latency and writes per commit on reg.
+func (g *groupCommit[W]) registerMetrics(reg prometheus.Registerer) error {
+	m, err := newLogStoreMetrics(reg)
+	if err != nil {
+		return err
+	}
+	g.metrics.Store(m)
+	return nil
 }
 
 // Stats returns how many writes committed in how many commits.

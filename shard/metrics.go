@@ -33,12 +33,7 @@ func (h *Host) RegisterMetrics(reg prometheus.Registerer) error {
 // RegisterMetrics exposes the log store's commits on reg: their latency
 // (two fdatasyncs each) and how many writes each carried (group commit).
 func (s *NodeLogStore) RegisterMetrics(reg prometheus.Registerer) error {
-	m, err := newLogStoreMetrics(reg)
-	if err != nil {
-		return err
-	}
-	s.gc.metrics.Store(m)
-	return nil
+	return s.gc.registerMetrics(reg)
 }
 
 func newLogStoreMetrics(reg prometheus.Registerer) (*logStoreMetrics, error) {

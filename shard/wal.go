@@ -442,12 +442,6 @@ func decodeWALOp(body []byte) (walOp, error) {
 	return op, d.finish()
 }
 
-func appendWALRecord(buf []byte, body []byte) []byte {
-	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(body)))
-	buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(body, walCRC))
-	return append(buf, body...)
-}
-
 // appendWALOpRecord appends op as a framed record to buf, encoding it in
 // place.
 func appendWALOpRecord(buf []byte, op walOp) []byte {
@@ -467,7 +461,7 @@ func (w *WAL) rotate() error {
 	if n := len(w.segs); n > 0 {
 		seq = w.segs[n-1].seq + 1
 	}
-	buf := appendWALRecord(nil, encodeWALOp(walOp{kind: walHeader, min: seq}))
+	buf := appendWALOpRecord(nil, walOp{kind: walHeader, min: seq})
 	ids := make([]uint64, 0, len(w.groups))
 	for id := range w.groups {
 		ids = append(ids, id)
@@ -480,7 +474,7 @@ func (w *WAL) rotate() error {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			buf = appendWALRecord(buf, encodeWALOp(walOp{kind: walStable, group: id, key: []byte(k), val: w.groups[id].stable[k]}))
+			buf = appendWALOpRecord(buf, walOp{kind: walStable, group: id, key: []byte(k), val: w.groups[id].stable[k]})
 		}
 	}
 	final := w.segPath(seq)
@@ -673,14 +667,7 @@ func (w *WAL) Close() error {
 func (w *WAL) Stats() LogStoreStats { return w.gc.stats() }
 
 // RegisterMetrics exposes commit latency and batch sizes on reg.
-func (w *WAL) RegisterMetrics(reg prometheus.Registerer) error {
-	m, err := newLogStoreMetrics(reg)
-	if err != nil {
-		return err
-	}
-	w.gc.metrics.Store(m)
-	return nil
-}
+func (w *WAL) RegisterMetrics(reg prometheus.Registerer) error { return w.gc.registerMetrics(reg) }
 
 // Group returns group id's log and stable store.
 func (w *WAL) Group(id uint64) GroupLog { return &walGroup{w: w, id: id} }
