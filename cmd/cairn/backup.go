@@ -1,35 +1,14 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cairndb/cairn/client"
 )
-
-// longClient is newClient for commands that make many calls and run as long
-// as they need (until Ctrl-C): routing on, no overall timeout.
-func (o *globalOptions) longClient(cmd *cobra.Command) (*client.Client, context.Context, func(), error) {
-	if err := o.validate(); err != nil {
-		return nil, nil, nil, err
-	}
-	c, err := client.New(client.Config{Endpoints: o.Endpoints})
-	if err != nil {
-		return nil, nil, nil, usageErrorf("%v", err)
-	}
-	parent := cmd.Context()
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	return c, ctx, func() { stop(); _ = c.Close() }, nil
-}
 
 func newBackupCmd(opts *globalOptions) *cobra.Command {
 	var prefix string

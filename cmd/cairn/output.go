@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -73,12 +75,25 @@ func (o *globalOptions) validate() error {
 // newClient returns a client for the global options and a context bounded by
 // --timeout. Call the returned function when done.
 func (o *globalOptions) newClient(cmd *cobra.Command) (*client.Client, context.Context, func(), error) {
+	// One command makes one call: a range map fetched for routing would cost
+	// more than the forwarding hop it saves.
+	return o.clientFor(cmd, client.Config{Endpoints: o.Endpoints, DisableRouting: true}, true)
+}
+
+// longClient is newClient for commands that make many calls and run as long
+// as they need (until Ctrl-C): routing on, no overall --timeout.
+func (o *globalOptions) longClient(cmd *cobra.Command) (*client.Client, context.Context, func(), error) {
+	return o.clientFor(cmd, client.Config{Endpoints: o.Endpoints}, false)
+}
+
+// clientFor validates the global flags and makes a client with cfg and the
+// command's context: bounded by --timeout when timed, else ended by Ctrl-C
+// or SIGTERM.
+func (o *globalOptions) clientFor(cmd *cobra.Command, cfg client.Config, timed bool) (*client.Client, context.Context, func(), error) {
 	if err := o.validate(); err != nil {
 		return nil, nil, nil, err
 	}
-	// One command makes one call: a range map fetched for routing would cost
-	// more than the forwarding hop it saves.
-	c, err := client.New(client.Config{Endpoints: o.Endpoints, DisableRouting: true})
+	c, err := client.New(cfg)
 	if err != nil {
 		return nil, nil, nil, usageErrorf("%v", err)
 	}
@@ -86,7 +101,13 @@ func (o *globalOptions) newClient(cmd *cobra.Command) (*client.Client, context.C
 	if parent == nil {
 		parent = context.Background()
 	}
-	ctx, cancel := context.WithTimeout(parent, o.Timeout)
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if timed {
+		ctx, cancel = context.WithTimeout(parent, o.Timeout)
+	} else {
+		ctx, cancel = signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	}
 	return c, ctx, func() { cancel(); _ = c.Close() }, nil
 }
 
