@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +17,7 @@ import (
 func groupTerms(c *Cluster) map[uint64]uint64 {
 	out := map[uint64]uint64{}
 	note := func(id uint64, r *raft.Raft) {
-		if v, err := strconv.ParseUint(r.Stats()["term"], 10, 64); err == nil && v > out[id] {
+		if v := r.CurrentTerm(); v > out[id] {
 			out[id] = v
 		}
 	}
