@@ -42,7 +42,7 @@ func (s *Server) cluster(w http.ResponseWriter, r *http.Request) error {
 	if !s.be.Ready() {
 		return errNotReady
 	}
-	local, err := boolParam(r, "local")
+	local, err := flagParam(r.URL.Query(), "local")
 	if err != nil {
 		return err
 	}
@@ -55,17 +55,4 @@ func (s *Server) cluster(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, s.be.Cluster())
 	return nil
-}
-
-// boolParam reads query parameter name: absent, "", "0" and "false" are
-// false; "1" and "true" are true; anything else is invalid.
-func boolParam(r *http.Request, name string) (bool, error) {
-	switch v := r.URL.Query().Get(name); v {
-	case "", "0", "false":
-		return false, nil
-	case "1", "true":
-		return true, nil
-	default:
-		return false, invalidf("%s must be true or false, not %q", name, v)
-	}
 }

@@ -84,7 +84,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	if kv == nil {
 		return fmt.Errorf("key %q: %w", key, errNotFound)
 	}
-	if q := r.URL.Query().Get("raw"); q == "1" || q == "true" {
+	if isTrue(r.URL.Query().Get("raw")) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_, _ = w.Write(kv.Value)
 		return nil

@@ -215,7 +215,23 @@ func parseDelete(r *http.Request, key []byte) (*fsm.Command, error) {
 	return cmd, validateCommand(cmd)
 }
 
+// isTrue reads the older yes-or-no query parameters (prev, raw, keys_only)
+// leniently: anything but "1" or "true" is false, as clients rely on.
 func isTrue(s string) bool { return s == "1" || s == "true" }
+
+// flagParam reads a newer yes-or-no query parameter strictly: absent, "",
+// "0" and "false" are false; "1" and "true" are true; anything else is
+// invalid_argument rather than a silent false.
+func flagParam(q url.Values, name string) (bool, error) {
+	switch v := q.Get(name); v {
+	case "", "0", "false":
+		return false, nil
+	case "1", "true":
+		return true, nil
+	default:
+		return false, invalidf("%s must be true or false, not %q", name, v)
+	}
+}
 
 // readOptions are the query options of a read.
 type readOptions struct {

@@ -57,7 +57,7 @@ func parseScan(q url.Values) (scanRequest, error) {
 		}
 		req.limit = int(min(n, maxScanLimit)) // an out-of-range number is capped too
 	}
-	req.keysOnly = q.Get("keys_only") == "1" || q.Get("keys_only") == "true"
+	req.keysOnly = isTrue(q.Get("keys_only"))
 	return req, nil
 }
 
