@@ -139,7 +139,9 @@ func (s *state) acquire(c Acquire) {
 		s.res.Err = invalid("limit %d does not match the lock's limit %d", c.Limit, r.Limit)
 		return
 	}
-	s.dropExpiredWaiters()
+	// Waiters whose time ran out leave first; that may let those behind
+	// them in, ahead of this newcomer.
+	s.serve()
 	if len(r.Waiters) == 0 && r.DelaySeq == 0 && s.admits(c.Mode) {
 		h := s.grant(c.Owner, c.Mode, c.TTL, c.LockDelay, c.WaiterID)
 		s.res.Status, s.res.Token, s.res.TTL = StatusGranted, h.Token, h.TTL

@@ -420,6 +420,18 @@ func TestApplyTransitions(t *testing.T) {
 				}
 			}},
 		}},
+		// Found by TestApplyProperties: an acquire that dropped a timed-out head
+		// left a grantable waiter behind it waiting.
+		{"an acquire that drops a timed-out head serves the waiters behind it first", []step{
+			{cmd: acq("r1").shared(), status: StatusGranted, at: 1000 * sec},
+			{cmd: acq("w").wait(2 * time.Second), status: StatusQueued},
+			{cmd: acq("r2").shared().wait(time.Minute), status: StatusQueued},
+			{cmd: acq("x").wait(time.Minute), status: StatusQueued, at: 1003 * sec, check: func(t *testing.T, r *Record, res Result) {
+				grantedTo("r2")(t, r, res)
+				holders(t, r, "r1", "r2")
+				waiters(t, r, "req-x")
+			}},
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { runSteps(t, tc.steps) })
