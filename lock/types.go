@@ -25,6 +25,9 @@ const (
 	MaxTTL          = 24 * time.Hour
 	MaxWait         = time.Hour
 	MaxLockDelay    = time.Minute
+	// MaxRecordSize bounds an encoded Record within the limits above
+	// (TestMaxRecordSize); fsm's snapshot reader accepts values to 4 MiB.
+	MaxRecordSize = 256 << 10
 )
 
 // Mode is how a holder holds the lock. The zero value is exclusive so the
