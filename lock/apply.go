@@ -34,7 +34,7 @@ func Apply(rec *Record, cmd Command, index, base uint64, now int64) (next *Recor
 	if index == 0 || base > math.MaxUint64-index {
 		return rec, Result{Err: invalid("index %d with base %d is not a valid sequence", index, base)}
 	}
-	st := &state{r: rec.Clone(), seq: base + index, now: now}
+	st := &state{r: rec.Clone(), orig: rec, seq: base + index, now: now}
 	if st.r == nil {
 		st.r = &Record{Name: name}
 	}
@@ -69,7 +69,9 @@ func Apply(rec *Record, cmd Command, index, base uint64, now int64) (next *Recor
 		st.res.Err = invalid("unknown lock command %T", cmd)
 	}
 	if st.res.Err != nil {
-		return rec, st.res
+		// Whatever the command did before it was refused (a serve that
+		// dropped or granted waiters) is discarded, and so is its report.
+		return rec, Result{Err: st.res.Err}
 	}
 	r := st.r
 	if len(r.Holders) == 0 && len(r.Waiters) == 0 && r.DelaySeq == 0 {
@@ -86,10 +88,11 @@ func Apply(rec *Record, cmd Command, index, base uint64, now int64) (next *Recor
 
 // state is one Apply in progress over a private copy of the record.
 type state struct {
-	r   *Record
-	seq uint64
-	now int64
-	res Result
+	r    *Record
+	orig *Record // the input, untouched: what a refusal describes
+	seq  uint64
+	now  int64
+	res  Result
 }
 
 func validAcquire(c Acquire) *Error {
@@ -164,8 +167,8 @@ func (s *state) acquire(c Acquire) {
 
 func (s *state) held(format string, args ...any) *Error {
 	e := &Error{Code: CodeLockHeld, Msg: fmt.Sprintf(format, args...)}
-	if len(s.r.Holders) > 0 {
-		e.Owner, e.Token = s.r.Holders[0].Owner, s.r.Holders[0].Token
+	if s.orig.Held() {
+		e.Owner, e.Token = s.orig.Holders[0].Owner, s.orig.Holders[0].Token
 	}
 	return e
 }

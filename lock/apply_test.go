@@ -432,6 +432,20 @@ func TestApplyTransitions(t *testing.T) {
 				waiters(t, r, "req-x")
 			}},
 		}},
+		// A refused command reports nothing it did not do: the serve it ran
+		// (dropping the timed-out head, granting r2) is discarded with it.
+		{"a refused try-acquire reports no grants and names the holder before the entry", []step{
+			{cmd: acq("r1").shared(), status: StatusGranted, at: 1000 * sec},
+			{cmd: acq("w").wait(2 * time.Second), status: StatusQueued},
+			{cmd: acq("r2").shared().wait(time.Minute), status: StatusQueued},
+			{cmd: acq("x"), code: CodeLockHeld, at: 1003 * sec, check: func(t *testing.T, r *Record, res Result) {
+				if len(res.Granted) != 0 || len(res.Removed) != 0 || res.Err.Owner != "r1" || res.Err.Token != 1 {
+					t.Fatalf("refused acquire reported %+v", res)
+				}
+				holders(t, r, "r1")
+				waiters(t, r, "req-w", "req-r2")
+			}},
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { runSteps(t, tc.steps) })

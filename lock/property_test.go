@@ -164,6 +164,9 @@ func (m *model) check(t *testing.T, step int, cmd Command, before *Record, r *ru
 	}
 	seq := r.base + r.index
 	if res.Err != nil {
+		if len(res.Granted) != 0 || len(res.Removed) != 0 || res.Status != StatusNone {
+			fail("a refused command reported effects")
+		}
 		switch c := cmd.(type) {
 		case Acquire:
 			inUse := before != nil && (len(before.Holders) > 0 || len(before.Waiters) > 0)
