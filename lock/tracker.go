@@ -184,3 +184,20 @@ func (t *Tracker) names() []string {
 	slices.SortFunc(names, cmp.Compare)
 	return names
 }
+
+// Remaining returns how long the lease of token on lock name has left on
+// this leader's countdown at monotonic time now (0 once due), and whether
+// the tracker knows the lease: a status answer's "expires_in". It is the
+// leader's view; a failover before then only lengthens it.
+func (t *Tracker) Remaining(name string, token uint64, now time.Duration) (time.Duration, bool) {
+	tr := t.locks[name]
+	if tr == nil {
+		return 0, false
+	}
+	for _, l := range tr.leases {
+		if l.token == token {
+			return max(l.deadline-now, 0), true
+		}
+	}
+	return 0, false
+}

@@ -28,6 +28,12 @@ func TestTrackerLeaseCountdown(t *testing.T) {
 	if next, ok := tr.Next(); !ok || next != 10*time.Second {
 		t.Fatalf("Next %v %v", next, ok)
 	}
+	if left, ok := tr.Remaining("L", 1, 3*time.Second); !ok || left != 7*time.Second {
+		t.Fatalf("Remaining %v %v", left, ok)
+	}
+	if _, ok := tr.Remaining("L", 2, 0); ok {
+		t.Fatal("Remaining of an unknown token")
+	}
 	// A renew applied at 4s moves the deadline to 14s; observing the same
 	// record again (another lock entry, say) does not restart it.
 	rec, _ = Apply(rec, Renew{Name: "L", Token: 1}, 2, 0, 0)
