@@ -25,7 +25,9 @@ import (
 // gen.sh) with today's code, and checks that the cluster serves what the old
 // binary wrote: every key with its value and metadata, the binary value, the
 // TTL keys (the long one kept, the short one expired by the new leader), the
-// range map after the split, and new writes. In the style of rqlite's
+// range map after the split, and new writes; then that the cluster restarts
+// from the meta snapshots today's code writes over the old log. In the
+// style of rqlite's
 // upgrade tests: a fixture is never regenerated, only added, so every
 // persisted format (fsm/DESIGN.md, placement/DESIGN.md "Persisted formats")
 // stays readable by every later binary.
@@ -142,12 +144,41 @@ func testUpgradeFixture(t *testing.T, archive string) {
 		return nil
 	})
 
-	// The cluster takes writes in every range, and a new split.
-	for _, k := range []string{"after/a", "after/h", "after/z", "b", "k", "x"} {
+	// The cluster takes writes in every range.
+	newKeys := []string{"after/a", "after/h", "after/z", "b", "k", "x"}
+	for _, k := range newKeys {
 		res, err := Do(ctx, http.MethodPut, addr, KVPath(k), map[string]any{"value": "new " + k})
 		if err != nil || res.Status != http.StatusOK {
 			t.Fatalf("PUT %s after upgrade: %v %v", k, err, res)
 		}
+		checkUpgradeKey(t, ctx, addr, k, upgradeKV{value: []byte("new " + k), version: 1})
+	}
+
+	// Today's encodings on top of the old ones: every node snapshots its
+	// meta replica (today's versioned snapshot format), then the whole
+	// cluster restarts from those snapshots and the logs after them.
+	for _, h := range c.Nodes() {
+		if err := h.Node.MetaGroup().Raft().Snapshot().Error(); err != nil {
+			t.Fatalf("%s: meta snapshot: %v", h.ID, err)
+		}
+	}
+	for i := range c.Nodes() {
+		c.Kill(i)
+	}
+	for i := range c.Nodes() {
+		c.Restart(i)
+	}
+	c.WaitReady(30 * time.Second)
+	addr = c.Node(1).HTTPAddr
+	for _, h := range c.Nodes() {
+		if got := h.Node.Ranges(); fmt.Sprint(got) != fmt.Sprint(upgradeRanges) {
+			t.Errorf("%s: ranges after the second restart\n got %v\nwant %v", h.ID, got, upgradeRanges)
+		}
+	}
+	for k, want := range upgradeKeys {
+		checkUpgradeKey(t, ctx, addr, k, want)
+	}
+	for _, k := range newKeys {
 		checkUpgradeKey(t, ctx, addr, k, upgradeKV{value: []byte("new " + k), version: 1})
 	}
 }
