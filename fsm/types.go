@@ -119,12 +119,17 @@ type Result struct {
 }
 
 // Range is a shard's key range: [Start, End). An empty End means +infinity.
+//
+// Its JSON is persisted (the meta group's log and snapshots, the durability
+// sidecar): the keys are explicit and are the Go names cf3dc0d wrote without
+// tags. Never change a key; a renamed field keeps its tag (DESIGN.md
+// "Persisted formats"). In bbolt and snapshots it is encodeRange instead.
 type Range struct {
-	ID       uint64
-	Start    []byte
-	End      []byte
-	Epoch    uint64
-	Replicas []string // node ids, informational for the FSM
+	ID       uint64   `json:"ID"`
+	Start    []byte   `json:"Start"`
+	End      []byte   `json:"End"`
+	Epoch    uint64   `json:"Epoch"`
+	Replicas []string `json:"Replicas"` // node ids, informational for the FSM
 }
 
 // Contains reports whether key falls inside the range.

@@ -6,7 +6,6 @@ package placement
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -92,7 +91,8 @@ func (s *State) clone() *State {
 }
 
 // metaCommand is one meta-group log entry. JSON: the meta group carries few,
-// small entries, and readable logs help operators; V allows later changes.
+// small entries, and readable logs help operators; V is the format version
+// (metacodec.go).
 type metaCommand struct {
 	V         int         `json:"v"`
 	Op        string      `json:"op"`
@@ -191,7 +191,8 @@ func overlap(a, b fsm.Range) bool {
 }
 
 // metaFSM is the in-memory state machine of the meta group. Snapshots are the
-// whole state as JSON; it is small (descriptors and nodes only).
+// whole state as versioned JSON (metacodec.go); it is small (descriptors and
+// nodes only).
 type metaFSM struct {
 	mu      sync.RWMutex
 	state   *State
@@ -206,8 +207,8 @@ func (f *metaFSM) Apply(l *raft.Log) interface{} {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	var c metaCommand
-	if err := json.Unmarshal(l.Data, &c); err != nil {
+	c, err := decodeMetaCommand(l.Data)
+	if err != nil {
 		return fmt.Errorf("meta: decode entry %d: %w", l.Index, err)
 	}
 	f.mu.Lock()
@@ -295,7 +296,7 @@ func (f *metaFSM) notifyLocked() {
 func (f *metaFSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	b, err := json.Marshal(f.state)
+	b, err := encodeMetaSnapshot(f.state)
 	if err != nil {
 		return nil, err
 	}
@@ -304,15 +305,12 @@ func (f *metaFSM) Snapshot() (raft.FSMSnapshot, error) {
 
 func (f *metaFSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	var s State
-	if err := json.NewDecoder(rc).Decode(&s); err != nil {
+	s, err := decodeMetaSnapshot(rc)
+	if err != nil {
 		return fmt.Errorf("meta: restore: %w", err)
 	}
-	if s.Nodes == nil {
-		s.Nodes = map[string]NodeInfo{}
-	}
 	f.mu.Lock()
-	f.state = &s
+	f.state = s
 	f.notifyLocked()
 	f.mu.Unlock()
 	return nil
@@ -408,7 +406,7 @@ func (m *Meta) RegisterNode(ctx context.Context, n NodeInfo) error {
 }
 
 func (m *Meta) propose(ctx context.Context, c *metaCommand) error {
-	b, err := json.Marshal(c)
+	b, err := encodeMetaCommand(c)
 	if err != nil {
 		return err
 	}
@@ -449,7 +447,7 @@ func (m *Meta) SetNodeState(ctx context.Context, id string, draining, removed bo
 
 // AllocRangeID reserves a new, never used range id. Leader only.
 func (m *Meta) AllocRangeID(ctx context.Context) (uint64, error) {
-	b, err := json.Marshal(&metaCommand{V: 1, Op: opAllocRangeID})
+	b, err := encodeMetaCommand(&metaCommand{V: 1, Op: opAllocRangeID})
 	if err != nil {
 		return 0, err
 	}

@@ -58,14 +58,18 @@ const (
 	OpTransferLeader OpKind = "transfer_leader"
 )
 
-// Operation is one scheduler decision.
+// Operation is one scheduler decision. It is persisted in the meta log and
+// snapshots (op_start, State.Ops): the JSON keys are explicit and are the Go
+// names cf3dc0d wrote without tags; never change one (DESIGN.md
+// "Persisted formats").
 type Operation struct {
-	Kind     OpKind
-	RangeID  uint64
-	Epoch    uint64 // the range epoch the decision was made at; stale ops are dropped
-	From, To string // node ids, as the kind needs
-	SplitKey []byte
-	Reason   string // for operators and logs: "size 70MiB > 64MiB", "node n4 dead for 31s", ...
+	Kind     OpKind `json:"Kind"`
+	RangeID  uint64 `json:"RangeID"`
+	Epoch    uint64 `json:"Epoch"` // the range epoch the decision was made at; stale ops are dropped
+	From     string `json:"From"`  // node ids, as the kind needs
+	To       string `json:"To"`
+	SplitKey []byte `json:"SplitKey"`
+	Reason   string `json:"Reason"` // for operators and logs: "size 70MiB > 64MiB", "node n4 dead for 31s", ...
 }
 
 func (o Operation) String() string {
