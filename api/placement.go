@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -81,10 +82,24 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 	if err != nil {
 		return err
 	}
-	if t.rep == nil {
-		return s.forward(w, r, body, t.addr)
+	if t.rep != nil {
+		return fn(t.rep)
 	}
-	return fn(t.rep)
+	err = s.forward(w, r, body, t.addr)
+	if !errors.Is(err, errPeerUnreachable) && !errors.Is(err, errRemoteUnavailable) {
+		return err
+	}
+	// Nothing was done there: try the shard's other members, which route
+	// onward to its leader (a dead member must not block placement).
+	for _, addr := range s.remoteReplicas(rng) {
+		if addr == t.addr {
+			continue
+		}
+		if err = s.forward(w, r, body, addr); !errors.Is(err, errPeerUnreachable) && !errors.Is(err, errRemoteUnavailable) {
+			return err
+		}
+	}
+	return err
 }
 
 func (s *Server) shardStatus(w http.ResponseWriter, r *http.Request) error {

@@ -63,7 +63,10 @@ func (n *Node) Cluster() api.ClusterView {
 			sv.Leader, _ = rep.Leader()
 			sv.AppliedIndex = rep.FSM().Applied()
 			sv.SizeBytes = rep.FSM().SizeBytes()
-		} else if s, ok := n.driver.Stats(r.ID); ok {
+		}
+		// A replica still joining (opened for a move, not yet a member)
+		// knows no leader: the leaders' heartbeats do (issue 10 item 6).
+		if s, ok := n.driver.Stats(r.ID); ok && sv.Leader == "" {
 			sv.Leader, sv.SizeBytes = s.Leader, s.SizeBytes
 		}
 		for _, id := range r.Replicas {
