@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -174,4 +176,145 @@ func TestRestartMidMoveKeepsVoter(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// moveProgress is where a move of a range from one node to another stands in
+// the shard's own configuration (read from its leader).
+func moveProgress(c *Cluster, id uint64, from, to string) string {
+	l, err := c.Leader(id)
+	if err != nil {
+		return "no leader"
+	}
+	rep, ok := c.Node(l).Node.Host().Replica(id)
+	if !ok {
+		return "no leader"
+	}
+	ms, err := rep.Members()
+	if err != nil {
+		return "no leader"
+	}
+	var hasFrom, toVoter, toLearner bool
+	for _, m := range ms {
+		switch {
+		case m.ID == from:
+			hasFrom = true
+		case m.ID == to && m.Voter:
+			toVoter = true
+		case m.ID == to:
+			toLearner = true
+		}
+	}
+	switch {
+	case toLearner:
+		return "learner added"
+	case toVoter && hasFrom:
+		return "promoted"
+	case toVoter:
+		return "old voter removed"
+	}
+	return "not started"
+}
+
+// Issue 10 items 3 and 8, invariants I1 and I12: nodes restarted in the
+// middle of replica moves (learner added, promoted, old voter removed), each
+// with a meta snapshot taken before the move began and, every other time,
+// after a simulated machine crash, while a writer goes on. Afterwards every
+// acknowledged write reads back, the replicas agree and every shard's
+// configuration matches the map.
+func TestRestartsDuringMoves(t *testing.T) {
+	seed := testSeed(t)
+	rnd := rand.New(rand.NewPCG(seed, seed))
+	c := StartCluster(t, ClusterConfig{})
+	four := c.AddNode()
+	WaitFor(t, 30*time.Second, "n4 ready", func() error {
+		if !c.Node(four).Node.Ready() {
+			return fmt.Errorf("n4 not ready")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	w := startWriter(ctx, c, &wg)
+	const id = 1
+	phases := []string{"learner added", "promoted", "old voter removed"}
+	moves := [][2]string{{"n1", "n4"}, {"n4", "n1"}, {"n2", "n4"}}
+	for round, mv := range moves {
+		from, to := mv[0], mv[1]
+		phase := phases[rnd.IntN(len(phases))]
+		victim := []string{from, to, "n3"}[rnd.IntN(3)]
+		vi := int(victim[1] - '1')
+		crash := round%2 == 0
+		if n := c.Node(vi).Node; n != nil {
+			_ = n.MetaGroup().Raft().Snapshot().Error() // an old meta snapshot for the restart
+		}
+		WaitFor(t, 30*time.Second, fmt.Sprintf("round %d: move %s -> %s recorded", round, from, to), func() error {
+			for _, h := range c.Nodes() {
+				if h.Node == nil || !h.Node.MetaGroup().IsLeader() {
+					continue
+				}
+				st, _ := h.Node.MetaGroup().State()
+				r, _ := st.Range(id)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				return h.Node.MetaGroup().StartOp(ctx, placement.Operation{Kind: placement.OpMoveReplica, RangeID: id,
+					Epoch: r.Epoch, From: from, To: to, Reason: "test"})
+			}
+			return fmt.Errorf("no meta leader")
+		})
+		deadline := time.Now().Add(20 * time.Second)
+		got := ""
+		for time.Now().Before(deadline) {
+			if got = moveProgress(c, id, from, to); got == phase {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("round %d: move %s -> %s at %q (wanted %q): restarting %s, machine crash %v",
+			round, from, to, got, phase, victim, crash)
+		c.Kill(vi)
+		if crash {
+			ents, _ := os.ReadDir(filepath.Join(c.Node(vi).DataDir, "shards"))
+			for _, e := range ents {
+				if sid, err := strconv.ParseUint(e.Name(), 10, 64); err == nil {
+					if _, err := os.Stat(filepath.Join(c.Node(vi).DataDir, "shards", e.Name(), "fsm.db.state")); err == nil {
+						simulateMachineCrash(t, c.Node(vi), sid)
+					}
+				}
+			}
+		}
+		c.Restart(vi)
+		WaitFor(t, 60*time.Second, fmt.Sprintf("round %d: move %s -> %s done", round, from, to), func() error {
+			for _, h := range c.Nodes() {
+				if h.Node == nil || !h.Node.MetaGroup().IsLeader() {
+					continue
+				}
+				st, _ := h.Node.MetaGroup().State()
+				r, _ := st.Range(id)
+				if _, busy := st.Ops[id]; busy || contains(r.Replicas, from) || !contains(r.Replicas, to) {
+					return fmt.Errorf("range %d replicas %v, operation in progress %v", id, r.Replicas, busy)
+				}
+				return nil
+			}
+			return fmt.Errorf("no meta leader")
+		})
+	}
+	cancel()
+	wg.Wait()
+	if w.n.Load() == 0 {
+		t.Fatal("no write was acknowledged")
+	}
+	assertConfigsMatchMap(t, c)
+	r, _ := c.Node(0).Node.MetaGroup().State()
+	rng, _ := r.Range(id)
+	assertReplicasConvergeOn(t, c, id, rng.Replicas)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, v := range w.acked {
+		got, res, err := getValue(Context(t, 10*time.Second), c.Node(int(rng.Replicas[0][1]-'1')).HTTPAddr, k)
+		if err != nil || res.Status != 200 || got != v {
+			t.Fatalf("Invariant I1: acknowledged %s lost: %q %v %v", k, got, res, err)
+		}
+	}
+	t.Logf("%d acknowledged writes read back", len(w.acked))
 }
