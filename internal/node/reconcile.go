@@ -158,6 +158,13 @@ func planReplicas(self string, st *placement.State, local []localReplica, auth m
 			plan.Keep[id] = "local range map older than the replica"
 			continue
 		}
+		if !removedIn(rep.Config) {
+			// Checked before any read: a voter left over after a removal
+			// it never received stays for good, and must not cost a meta
+			// barrier on every pass.
+			plan.Keep[id] = fmt.Sprintf("its own latest configuration lists this node as %s", rep.Config)
+			continue
+		}
 		a, ok := auth[id]
 		if !ok {
 			plan.Verify = append(plan.Verify, id)
@@ -172,9 +179,8 @@ func planReplicas(self string, st *placement.State, local []localReplica, auth m
 			plan.Keep[id] = "meta leader's map still assigns the range here"
 			continue
 		}
-		if !removedIn(rep.Config) || !removedIn(a.Shard) {
-			plan.Keep[id] = fmt.Sprintf("a configuration may still count this node as a voter "+
-				"(own latest: %s, shard leader's committed: %s)", rep.Config, a.Shard)
+		if !removedIn(a.Shard) {
+			plan.Keep[id] = fmt.Sprintf("the shard leader's committed configuration lists this node as %s", a.Shard)
 			continue
 		}
 		delete(plan.Keep, id)

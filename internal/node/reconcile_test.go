@@ -51,12 +51,14 @@ func TestPlanReplicas(t *testing.T) {
 		// The restart of item 3: an old meta snapshot (epoch 3 without n1)
 		// and a state machine rebuilt at the genesis epoch, while n1 is a
 		// voter again (epoch 5).
-		{name: "old meta snapshot, rebuilt state machine: meta leader still lists the node",
-			st: state(nil, rng(1, 3, moved...)), local: []localReplica{{ID: 1, Epoch: 1, Config: memberVoter}},
-			auth: map[uint64]authority{1: {Found: true, Epoch: 5, Replicas: []string{"n1", "n2", "n3"}}}},
-		{name: "own latest configuration lists the node as a voter: kept",
+		{name: "old meta snapshot, rebuilt state machine, own configuration lists the voter: kept, nothing read",
+			st: state(nil, rng(1, 3, moved...)), local: []localReplica{{ID: 1, Epoch: 1, Config: memberVoter}}},
+		{name: "own latest configuration lists the node as a voter: kept whatever the leaders say",
 			st: state(nil, rng(1, 3, moved...)), local: []localReplica{{ID: 1, Epoch: 1, Config: memberVoter}},
 			auth: map[uint64]authority{1: {Found: true, Epoch: 3, Replicas: moved, Shard: memberAbsent}}},
+		{name: "old meta snapshot: the meta leader lists the node again",
+			st: state(nil, rng(1, 3, moved...)), local: []localReplica{{ID: 1, Epoch: 1, Config: memberAbsent}},
+			auth: map[uint64]authority{1: {Found: true, Epoch: 5, Replicas: []string{"n1", "n2", "n3"}, Shard: memberAbsent}}},
 		{name: "own configuration unreadable: kept",
 			st: state(nil, rng(1, 3, moved...)), local: []localReplica{{ID: 1, Epoch: 3, Config: memberUnknown}},
 			auth: map[uint64]authority{1: {Found: true, Epoch: 3, Replicas: moved, Shard: memberAbsent}}},
