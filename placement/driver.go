@@ -58,6 +58,9 @@ type Driver struct {
 	tracked map[uint64]*opTrack
 	ops     *prometheus.CounterVec // by kind and event (started, finished, stalled, rolled_back)
 	stalled prometheus.Gauge
+	// underReplicated counts ranges with fewer live voters than the
+	// replication factor: one failure closer to losing their quorum.
+	underReplicated prometheus.Gauge
 }
 
 // opTrack is one operation as this placement leader has watched it.
@@ -95,8 +98,12 @@ func NewDriver(cfg DriverConfig) *Driver {
 		Namespace: "cairn", Subsystem: "placement", Name: "operations_stalled",
 		Help: "Operations in progress longer than the stall bound on this placement leader.",
 	})
+	d.underReplicated = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "cairn", Subsystem: "placement", Name: "ranges_under_replicated",
+		Help: "Ranges with fewer live voters than the replication factor, as this placement leader sees them.",
+	})
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(d.ops, d.stalled)
+		cfg.Metrics.MustRegister(d.ops, d.stalled, d.underReplicated)
 	}
 	return d
 }
@@ -215,6 +222,7 @@ func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
 	for _, id := range ids {
 		d.stepAsync(stop, wg, st, st.Ops[id])
 	}
+	d.underReplicated.Set(float64(underReplicated(st, d.cfg.Alive(), d.cfg.Scheduler.Replication)))
 	if d.cfg.NoSchedule || len(st.Ops) >= d.cfg.MaxOps {
 		return
 	}
@@ -306,6 +314,26 @@ func (d *Driver) step(ctx context.Context, st *State, op Operation) (done, rolle
 	}
 	d.noteErr(op, err)
 	return done, false, err
+}
+
+// underReplicated counts the ranges of the map with fewer voters on live,
+// not removed nodes than replication. It reads the map, not the scheduler's
+// view (which shows operations in progress as done): a range under repair
+// counts until the map shows the repair finished. An alarm, not a decision.
+func underReplicated(st *State, alive map[string]bool, replication int) int {
+	n := 0
+	for _, r := range st.Ranges {
+		live := 0
+		for _, id := range r.Replicas {
+			if alive[id] && !st.Nodes[id].Removed {
+				live++
+			}
+		}
+		if live < replication {
+			n++
+		}
+	}
+	return n
 }
 
 // view builds the scheduler's input from the meta state, heartbeats and

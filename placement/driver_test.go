@@ -114,3 +114,21 @@ func metricValue(t *testing.T, c prometheus.Metric) float64 {
 	}
 	return m.Counter.GetValue()
 }
+
+// Issue 10 item 6: a range one failure away from losing its quorum is
+// visible (cairn_placement_ranges_under_replicated), from the map itself,
+// until the map shows it repaired.
+func TestUnderReplicated(t *testing.T) {
+	st := &State{Nodes: map[string]NodeInfo{"n1": {ID: "n1"}, "n2": {ID: "n2"}, "n3": {ID: "n3"}, "n4": {ID: "n4", Removed: true}},
+		Ranges: []fsm.Range{
+			{ID: 1, Replicas: []string{"n1", "n2", "n3"}},
+			{ID: 2, Replicas: []string{"n2", "n3", "n4"}}, // n4 removed
+			{ID: 3, Replicas: []string{"n1", "n3", "n5"}}, // n5 dead
+		},
+		Ops: map[uint64]Operation{3: {Kind: OpMoveReplica, RangeID: 3, From: "n5", To: "n2"}}, // repair under way
+	}
+	alive := map[string]bool{"n1": true, "n2": true, "n3": true, "n4": true}
+	if got := underReplicated(st, alive, 3); got != 2 {
+		t.Fatalf("under-replicated ranges %d, want 2", got)
+	}
+}
