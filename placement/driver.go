@@ -151,6 +151,7 @@ func (d *Driver) forget() {
 	d.downSince = map[string]time.Time{}
 	d.tracked = map[uint64]*opTrack{}
 	d.stalled.Set(0)
+	d.underReplicated.Set(0) // only the placement leader reports it
 }
 
 // track records the operations in progress and returns how many have run

@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,6 +105,18 @@ func TestRepairOfMovedRange(t *testing.T) {
 		return nil
 	})
 	assertConfigsMatchMap(t, c)
+	WaitFor(t, 10*time.Second, "no range reported under-replicated", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		res, err := Do(ctx, "GET", c.Node(left).HTTPAddr, "/metrics", nil)
+		if err != nil || res.Status != 200 {
+			return fmt.Errorf("GET /metrics: %v %v", res, err)
+		}
+		if !strings.Contains(string(res.Body), "\ncairn_placement_ranges_under_replicated 0\n") {
+			return fmt.Errorf("cairn_placement_ranges_under_replicated is not 0")
+		}
+		return nil
+	})
 	for k, v := range acked {
 		got, res, err := getValue(Context(t, 10*time.Second), c.Node(four).HTTPAddr, k)
 		if err != nil || res.Status != 200 || got != v {
