@@ -105,6 +105,21 @@ func TestRepairOfMovedRange(t *testing.T) {
 		return nil
 	})
 	assertConfigsMatchMap(t, c)
+	// The suspected cause (a joiner's descriptor at an older epoch, its
+	// reports discarded) would leave the map behind its shard's leader.
+	WaitFor(t, 10*time.Second, "the map at every shard leader's epoch", func() error {
+		for _, r := range c.Node(left).Node.Ranges() {
+			l, err := c.Leader(r.ID)
+			if err != nil {
+				return err
+			}
+			rep, _ := c.Node(l).Node.Host().Replica(r.ID)
+			if e := rep.Range().Epoch; e != r.Epoch {
+				return fmt.Errorf("shard %d: map epoch %d, leader %s at %d", r.ID, r.Epoch, c.Node(l).ID, e)
+			}
+		}
+		return nil
+	})
 	WaitFor(t, 10*time.Second, "no range reported under-replicated", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
