@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,8 +17,9 @@ import (
 // Placement endpoints: the public cluster operations of API.md and the
 // internal calls the placement driver's executor makes.
 const (
-	pathHeartbeat = "/internal/v1/meta/heartbeat"
-	pathNodeState = "/internal/v1/meta/node-state"
+	pathHeartbeat  = "/internal/v1/meta/heartbeat"
+	pathNodeState  = "/internal/v1/meta/node-state"
+	pathMetaRanges = "/internal/v1/meta/read-ranges"
 )
 
 // RangeHeartbeat is one shard leader's statistics in a heartbeat.
@@ -38,6 +40,18 @@ type PlacementBackend interface {
 	SetNodeState(ctx context.Context, id string, draining, removed bool) error
 	// NodeAlive reports gossip liveness (a hint).
 	NodeAlive(id string) bool
+	// ReadMetaRanges reads ranges from the meta group linearizably (meta
+	// leader only): after a barrier, so it reflects every committed change.
+	ReadMetaRanges(ctx context.Context, ids []uint64) ([]MetaRange, error)
+}
+
+// MetaRange is one range as the meta leader knows it (ReadMetaRanges).
+type MetaRange struct {
+	ID       uint64   `json:"id"`
+	Found    bool     `json:"found"`
+	Epoch    uint64   `json:"epoch"`
+	Replicas []string `json:"replicas"`
+	OpTo     string   `json:"op_to,omitempty"` // target of an operation in progress
 }
 
 type membershipRequest struct {
@@ -53,6 +67,40 @@ func (s *Server) placementRoutes() {
 	s.handle("POST /internal/v1/shards/{id}/membership", "internal", s.membership)
 	s.handle("POST "+pathHeartbeat, "internal", s.heartbeat)
 	s.handle("POST "+pathNodeState, "internal", s.nodeState)
+	s.handle("POST "+pathMetaRanges, "internal", s.metaRanges)
+}
+
+// metaRanges answers a linearizable read of ranges on the meta leader.
+func (s *Server) metaRanges(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var ids []uint64
+	if err := unmarshalStrict(body, &ids); err != nil {
+		return err
+	}
+	if !s.be.Meta().IsLeader() {
+		return fmt.Errorf("%w: not the meta leader", errNoRoute)
+	}
+	out, err := s.pb.ReadMetaRanges(r.Context(), ids)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNoRoute, err)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// ReadMetaRanges reads ranges linearizably from the meta leader, wherever
+// it is (issue 10 item 3: a node decides to delete a replica only from a
+// map known to be current).
+func (s *Server) ReadMetaRanges(ctx context.Context, ids []uint64) ([]MetaRange, error) {
+	if s.be.Meta().IsLeader() {
+		return s.pb.ReadMetaRanges(ctx, ids)
+	}
+	var out []MetaRange
+	err := s.callMetaLeader(ctx, pathMetaRanges, ids, &out)
+	return out, err
 }
 
 func shardIDParam(r *http.Request) (uint64, error) {
@@ -81,16 +129,40 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 	if err != nil {
 		return err
 	}
-	if t.rep == nil {
-		return s.forward(w, r, body, t.addr)
+	if t.rep != nil {
+		return fn(t.rep)
 	}
-	return fn(t.rep)
+	err = s.forward(w, r, body, t.addr)
+	if !errors.Is(err, errPeerUnreachable) && !errors.Is(err, errRemoteUnavailable) {
+		return err
+	}
+	// Nothing was done there: try the shard's other members, which route
+	// onward to its leader (a dead member must not block placement).
+	for _, addr := range s.remoteReplicas(rng) {
+		if addr == t.addr {
+			continue
+		}
+		if err = s.forward(w, r, body, addr); !errors.Is(err, errPeerUnreachable) && !errors.Is(err, errRemoteUnavailable) {
+			return err
+		}
+	}
+	return err
 }
 
 func (s *Server) shardStatus(w http.ResponseWriter, r *http.Request) error {
 	reply := func(rep *shard.Replica) error {
 		writeJSON(w, http.StatusOK, rep.Status())
 		return nil
+	}
+	if r.URL.Query().Get("committed") == "1" {
+		return s.onLeader(w, r, nil, func(rep *shard.Replica) error {
+			st, err := rep.CommittedStatus(r.Context())
+			if err != nil {
+				return err
+			}
+			writeJSON(w, http.StatusOK, st)
+			return nil
+		})
 	}
 	if r.URL.Query().Get("leader") == "1" {
 		return s.onLeader(w, r, nil, reply)
@@ -304,6 +376,14 @@ func (e *Executor) self() string {
 func (e *Executor) ShardStatus(ctx context.Context, id uint64) (shard.Status, error) {
 	var st shard.Status
 	err := e.s.callNode(ctx, e.self(), http.MethodGet, fmt.Sprintf("/internal/v1/shards/%d/status?leader=1", id), nil, &st)
+	return st, err
+}
+
+// CommittedShardStatus asks the shard's leader for its status with a
+// committed configuration (shard.Replica.CommittedStatus).
+func (e *Executor) CommittedShardStatus(ctx context.Context, id uint64) (shard.Status, error) {
+	var st shard.Status
+	err := e.s.callNode(ctx, e.self(), http.MethodGet, fmt.Sprintf("/internal/v1/shards/%d/status?committed=1", id), nil, &st)
 	return st, err
 }
 

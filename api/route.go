@@ -86,15 +86,33 @@ func (s *Server) replicaTarget(rng fsm.Range) (target, error) {
 
 // remoteReplica picks a node that hosts the shard; it routes onward.
 func (s *Server) remoteReplica(rng fsm.Range) (target, error) {
+	if addrs := s.remoteReplicas(rng); len(addrs) > 0 {
+		return target{addr: addrs[0]}, nil
+	}
+	return target{}, fmt.Errorf("shard %d: %w", rng.ID, errNoRoute)
+}
+
+// remoteReplicas lists the API addresses of the other nodes that host the
+// shard, those gossip reports alive first: the first listed replica may be
+// a dead node, and a router that always tried it first would never get
+// past it (issue 10 item 6). Liveness only orders the candidates (I12).
+func (s *Server) remoteReplicas(rng fsm.Range) []string {
+	var alive, rest []string
 	for _, id := range rng.Replicas {
 		if id == s.be.NodeID() {
 			continue
 		}
-		if addr, ok := s.be.NodeHTTPAddr(id); ok {
-			return target{addr: addr}, nil
+		addr, ok := s.be.NodeHTTPAddr(id)
+		if !ok {
+			continue
+		}
+		if s.pb == nil || s.pb.NodeAlive(id) {
+			alive = append(alive, addr)
+		} else {
+			rest = append(rest, addr)
 		}
 	}
-	return target{}, fmt.Errorf("shard %d: %w", rng.ID, errNoRoute)
+	return append(alive, rest...)
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

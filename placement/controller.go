@@ -164,3 +164,44 @@ func ctlHas(xs []string, x string) bool {
 
 // IsWaiting reports whether a Step error only means "not yet".
 func IsWaiting(err error) bool { return errors.Is(err, errWaiting) }
+
+// Rollback undoes what a stalled operation did, where that is safe, and
+// reports whether the operation is over. A membership operation whose
+// target is not yet a voter is rolled back by removing the target (a
+// learner never counts toward quorum, so the range is as before); one whose
+// target already votes can only go forward (rolling back would remove a
+// voter the range may need): it stays, and the caller keeps stepping it and
+// reporting it. A split or leader transfer that stalled is simply dropped:
+// neither leaves anything half done (a split is one entry in the shard's
+// log), and the scheduler decides again from a fresh view.
+func Rollback(ctx context.Context, ex Executor, st *State, op Operation) (done bool, err error) {
+	switch op.Kind {
+	case OpSplitRange, OpTransferLeader:
+		return true, nil
+	case OpMoveReplica, OpAddReplica, OpRemoveReplica:
+	default:
+		return true, nil
+	}
+	if op.To == "" {
+		return false, errCannotRollBack // a removal: only forward
+	}
+	s, err := ex.ShardStatus(ctx, op.RangeID)
+	if err != nil {
+		return false, err
+	}
+	m := ctlMember(s.Members, op.To)
+	switch {
+	case m == nil:
+		return true, nil
+	case !m.Voter:
+		if err := ex.RemoveMember(ctx, op.RangeID, op.To); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+	return false, errCannotRollBack
+}
+
+// errCannotRollBack means a stalled operation's target already votes: it
+// can only complete.
+var errCannotRollBack = errors.New("operation cannot be rolled back: its target already votes")

@@ -34,8 +34,13 @@ type DriverConfig struct {
 	NoSchedule bool
 	Logger     *slog.Logger
 	Now        func() time.Time // nil = time.Now
-	// Metrics, if set, receives cairn_placement_operations_total.
+	// Metrics, if set, receives cairn_placement_operations_total and
+	// cairn_placement_operations_stalled.
 	Metrics prometheus.Registerer
+	// StallAfter is how long an operation may run on this placement leader
+	// before it counts as stalled: it is reported (a warning and the
+	// metrics) and rolled back where that is safe (Rollback). Default 60s.
+	StallAfter time.Duration
 }
 
 // Driver runs on every node and acts while its node leads the meta group:
@@ -48,7 +53,22 @@ type Driver struct {
 	stats     map[uint64]RangeStats
 	downSince map[string]time.Time
 	running   map[uint64]bool
-	ops       *prometheus.CounterVec // by kind and event (started, finished)
+	// tracked remembers when this leader first saw each operation in
+	// progress, to notice one that makes no progress.
+	tracked map[uint64]*opTrack
+	ops     *prometheus.CounterVec // by kind and event (started, finished, stalled, rolled_back)
+	stalled prometheus.Gauge
+	// underReplicated counts ranges with fewer live voters than the
+	// replication factor: one failure closer to losing their quorum.
+	underReplicated prometheus.Gauge
+}
+
+// opTrack is one operation as this placement leader has watched it.
+type opTrack struct {
+	op       Operation
+	since    time.Time
+	warnedAt time.Time // last stall warning; zero: not reported yet
+	lastErr  error
 }
 
 // NewDriver returns a driver; call Run.
@@ -65,13 +85,25 @@ func NewDriver(cfg DriverConfig) *Driver {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	d := &Driver{cfg: cfg, stats: map[uint64]RangeStats{}, downSince: map[string]time.Time{}, running: map[uint64]bool{}}
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = 60 * time.Second
+	}
+	d := &Driver{cfg: cfg, stats: map[uint64]RangeStats{}, downSince: map[string]time.Time{}, running: map[uint64]bool{},
+		tracked: map[uint64]*opTrack{}}
 	d.ops = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "cairn", Subsystem: "placement", Name: "operations_total",
 		Help: "Placement operations started and finished by this node as placement leader.",
 	}, []string{"kind", "event"})
+	d.stalled = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "cairn", Subsystem: "placement", Name: "operations_stalled",
+		Help: "Operations in progress longer than the stall bound on this placement leader.",
+	})
+	d.underReplicated = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "cairn", Subsystem: "placement", Name: "ranges_under_replicated",
+		Help: "Ranges with fewer live voters than the replication factor, as this placement leader sees them.",
+	})
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(d.ops)
+		cfg.Metrics.MustRegister(d.ops, d.stalled, d.underReplicated)
 	}
 	return d
 }
@@ -117,6 +149,64 @@ func (d *Driver) forget() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.downSince = map[string]time.Time{}
+	d.tracked = map[uint64]*opTrack{}
+	d.stalled.Set(0)
+	d.underReplicated.Set(0) // only the placement leader reports it
+}
+
+// track records the operations in progress and returns how many have run
+// longer than StallAfter. An operation replaced by another for the same
+// range starts its clock again.
+func (d *Driver) track(ops map[uint64]Operation, now time.Time) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, t := range d.tracked {
+		if op, ok := ops[id]; !ok || !sameOp(op, t.op) {
+			delete(d.tracked, id)
+		}
+	}
+	n := 0
+	for id, op := range ops {
+		t, ok := d.tracked[id]
+		if !ok {
+			t = &opTrack{op: op, since: now}
+			d.tracked[id] = t
+		}
+		if now.Sub(t.since) >= d.cfg.StallAfter {
+			n++
+		}
+	}
+	d.stalled.Set(float64(n))
+	return n
+}
+
+func sameOp(a, b Operation) bool {
+	return a.Kind == b.Kind && a.RangeID == b.RangeID && a.Epoch == b.Epoch && a.From == b.From && a.To == b.To &&
+		string(a.SplitKey) == string(b.SplitKey)
+}
+
+// isStalled reports whether op has run longer than StallAfter and, when it
+// has, whether a warning is due now (the first, then one per StallAfter).
+func (d *Driver) isStalled(op Operation, now time.Time) (stalled, warn bool, since time.Time, lastErr error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t, ok := d.tracked[op.RangeID]
+	if !ok || !sameOp(t.op, op) || now.Sub(t.since) < d.cfg.StallAfter {
+		return false, false, time.Time{}, nil
+	}
+	warn = t.warnedAt.IsZero() || now.Sub(t.warnedAt) >= d.cfg.StallAfter
+	if warn {
+		t.warnedAt = now
+	}
+	return true, warn, t.since, t.lastErr
+}
+
+func (d *Driver) noteErr(op Operation, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if t, ok := d.tracked[op.RangeID]; ok && sameOp(t.op, op) && err != nil {
+		t.lastErr = err
+	}
 }
 
 func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
@@ -129,9 +219,11 @@ func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	d.track(st.Ops, d.cfg.Now())
 	for _, id := range ids {
 		d.stepAsync(stop, wg, st, st.Ops[id])
 	}
+	d.underReplicated.Set(float64(underReplicated(st, d.cfg.Alive(), d.cfg.Scheduler.Replication)))
 	if d.cfg.NoSchedule || len(st.Ops) >= d.cfg.MaxOps {
 		return
 	}
@@ -181,17 +273,68 @@ func (d *Driver) stepAsync(stop <-chan struct{}, wg *sync.WaitGroup, st *State, 
 			case <-ctx.Done():
 			}
 		}()
-		done, err := Step(ctx, d.cfg.Exec, st, op)
-		if err != nil && !IsWaiting(err) {
-			d.cfg.Logger.Debug("placement step", "op", op.String(), "err", err)
-		}
+		done, rolledBack, _ := d.step(ctx, st, op)
 		if done {
-			d.ops.WithLabelValues(string(op.Kind), "finished").Inc()
+			event := "finished"
+			if rolledBack {
+				event = "rolled_back"
+			}
+			d.ops.WithLabelValues(string(op.Kind), event).Inc()
 			if err := d.cfg.Meta.FinishOp(ctx, op.RangeID); err != nil {
 				d.cfg.Logger.Warn("finish placement operation", "op", op.String(), "err", err)
 			}
 		}
 	}()
+}
+
+// step advances op one action, or, once it has stalled, rolls it back
+// where that is safe (Rollback) and reports it: an operation that cannot
+// make progress is never silently stuck (issue 10 item 6).
+func (d *Driver) step(ctx context.Context, st *State, op Operation) (done, rolledBack bool, err error) {
+	stalled, warn, since, lastErr := d.isStalled(op, d.cfg.Now())
+	if stalled {
+		if warn {
+			d.ops.WithLabelValues(string(op.Kind), "stalled").Inc()
+			d.cfg.Logger.Warn("placement operation stalled; rolling back where safe", "op", op.String(),
+				"running", d.cfg.Now().Sub(since).Round(time.Second), "last_err", lastErr)
+		}
+		done, err = Rollback(ctx, d.cfg.Exec, st, op)
+		if done {
+			d.cfg.Logger.Warn("placement operation rolled back", "op", op.String())
+			return true, true, nil
+		}
+		if !errors.Is(err, errCannotRollBack) {
+			d.noteErr(op, err)
+			return false, false, err
+		}
+		// The target votes already: the only way out is forward.
+	}
+	done, err = Step(ctx, d.cfg.Exec, st, op)
+	if err != nil && !IsWaiting(err) {
+		d.cfg.Logger.Debug("placement step", "op", op.String(), "err", err)
+	}
+	d.noteErr(op, err)
+	return done, false, err
+}
+
+// underReplicated counts the ranges of the map with fewer voters on live,
+// not removed nodes than replication. It reads the map, not the scheduler's
+// view (which shows operations in progress as done): a range under repair
+// counts until the map shows the repair finished. An alarm, not a decision.
+func underReplicated(st *State, alive map[string]bool, replication int) int {
+	n := 0
+	for _, r := range st.Ranges {
+		live := 0
+		for _, id := range r.Replicas {
+			if alive[id] && !st.Nodes[id].Removed {
+				live++
+			}
+		}
+		if live < replication {
+			n++
+		}
+	}
+	return n
 }
 
 // view builds the scheduler's input from the meta state, heartbeats and

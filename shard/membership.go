@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -23,7 +24,10 @@ type Status struct {
 	Applied     uint64   `json:"applied"`
 	CommitIndex uint64   `json:"commit_index"`
 	Members     []Member `json:"members"`
-	SizeBytes   int64    `json:"size_bytes"`
+	// MembersCommitted is set when Members is known committed (a leader's
+	// CommittedStatus), not merely the latest configuration in the log.
+	MembersCommitted bool  `json:"members_committed,omitempty"`
+	SizeBytes        int64 `json:"size_bytes"`
 }
 
 // Status returns the replica's current view.
@@ -33,6 +37,35 @@ func (r *Replica) Status() Status {
 		CommitIndex: r.g.raft.CommitIndex(), SizeBytes: r.fsm.SizeBytes()}
 	st.Members, _ = r.Members()
 	return st
+}
+
+// CommittedStatus is the leader's Status with a committed configuration:
+// the latest configuration is read, then a barrier commits an entry of this
+// leader's term after it, so that configuration is committed (hashicorp/raft
+// has no call that returns the committed configuration). A node decides
+// from it that a configuration change removing it has committed before it
+// deletes its replica (issue 10 item 3). Leader only.
+func (r *Replica) CommittedStatus(ctx context.Context) (Status, error) {
+	if !r.IsLeader() {
+		return Status{}, r.notLeader()
+	}
+	members, err := r.Members()
+	if err != nil {
+		return Status{}, err
+	}
+	timeout := membershipTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if err := r.g.raft.Barrier(timeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return Status{}, r.notLeader()
+		}
+		return Status{}, fmt.Errorf("shard %d: barrier: %w: %w", r.id, ErrUnavailable, err)
+	}
+	st := r.Status()
+	st.Members, st.MembersCommitted = members, true
+	return st, nil
 }
 
 // Members returns the latest raft configuration as this replica knows it.

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"time"
 
 	"github.com/cairndb/cairn/api"
 	"github.com/cairndb/cairn/fsm"
@@ -63,7 +64,10 @@ func (n *Node) Cluster() api.ClusterView {
 			sv.Leader, _ = rep.Leader()
 			sv.AppliedIndex = rep.FSM().Applied()
 			sv.SizeBytes = rep.FSM().SizeBytes()
-		} else if s, ok := n.driver.Stats(r.ID); ok {
+		}
+		// A replica still joining (opened for a move, not yet a member)
+		// knows no leader: the leaders' heartbeats do (issue 10 item 6).
+		if s, ok := n.driver.Stats(r.ID); ok && sv.Leader == "" {
 			sv.Leader, sv.SizeBytes = s.Leader, s.SizeBytes
 		}
 		for _, id := range r.Replicas {
@@ -103,3 +107,29 @@ func (n *Node) SetNodeState(ctx context.Context, id string, draining, removed bo
 
 // NodeAlive reports gossip liveness.
 func (n *Node) NodeAlive(id string) bool { return n.gossip.alive()[id] }
+
+// ReadMetaRanges reads ranges from the meta group after a barrier: the
+// barrier commits in this leader's term, so the state it leaves applied
+// holds every change committed before the read began (meta leader only).
+func (n *Node) ReadMetaRanges(ctx context.Context, ids []uint64) ([]api.MetaRange, error) {
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if err := n.meta.Raft().Barrier(timeout).Error(); err != nil {
+		return nil, err
+	}
+	st, _ := n.meta.State()
+	out := make([]api.MetaRange, 0, len(ids))
+	for _, id := range ids {
+		mr := api.MetaRange{ID: id}
+		if r, ok := st.Range(id); ok {
+			mr.Found, mr.Epoch, mr.Replicas = true, r.Epoch, r.Replicas
+		}
+		if op, ok := st.Ops[id]; ok {
+			mr.OpTo = op.To
+		}
+		out = append(out, mr)
+	}
+	return out, nil
+}

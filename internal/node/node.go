@@ -134,6 +134,9 @@ type Node struct {
 	// lastWritten remembers each leader replica's WrittenBytes at the last
 	// heartbeat, for write rates.
 	lastWritten map[uint64]uint64
+	// lastVerify is when openReplicas last ran the reads that prove a
+	// replica removable (run loop only).
+	lastVerify time.Time
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -531,42 +534,16 @@ func (n *Node) growMetaVoters(st *placement.State, conf raft.Configuration) erro
 
 // openReplicas starts a local replica for every range that lists this node
 // or that an operation is moving to it, and removes replicas the range map
-// no longer assigns here.
+// no longer assigns here, once that is proven safe (reconcile.go).
 func (n *Node) openReplicas(st *placement.State) error {
-	type opening struct {
-		desc    fsm.Range
-		servers []raft.Server
+	local := n.localReplicas()
+	plan, err := planReplicas(n.cfg.ID, st, local, nil)
+	if err != nil {
+		return err
 	}
-	var toOpen []opening
-	want := map[uint64]bool{}
-	for _, r := range st.Ranges {
-		op, hasOp := st.Ops[r.ID]
-		if !contains(r.Replicas, n.cfg.ID) && !(hasOp && op.To == n.cfg.ID) {
-			continue
-		}
-		want[r.ID] = true
-		if _, ok := n.host.Replica(r.ID); ok {
-			continue
-		}
-		initial := r
-		if g, ok := st.Genesis[r.ID]; ok {
-			initial = g // a joiner may replay the log from index 1: start where the first replicas did
-		}
-		var servers []raft.Server
-		if r.Epoch == 1 && contains(r.Replicas, n.cfg.ID) { // a formation member, not a joiner
-			for _, id := range r.Replicas {
-				ni, ok := st.Nodes[id]
-				if !ok {
-					return fmt.Errorf("range %d: replica node %s not registered yet", r.ID, id)
-				}
-				servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(ni.RaftAddr)})
-			}
-		}
-		toOpen = append(toOpen, opening{initial, servers})
-	}
-	byID := make(map[uint64]opening, len(toOpen))
-	ids := make([]uint64, 0, len(toOpen))
-	for _, o := range toOpen {
+	byID := make(map[uint64]opening, len(plan.Open))
+	ids := make([]uint64, 0, len(plan.Open))
+	for _, o := range plan.Open {
 		byID[o.desc.ID] = o
 		ids = append(ids, o.desc.ID)
 	}
@@ -576,23 +553,93 @@ func (n *Node) openReplicas(st *placement.State) error {
 	}); err != nil {
 		return err
 	}
-	for _, rep := range n.host.Replicas() {
-		if want[rep.ID()] {
-			continue
+	if len(plan.Verify) == 0 || time.Since(n.lastVerify) < verifyEvery {
+		return nil
+	}
+	n.lastVerify = time.Now()
+	auth, err := n.authority(plan.Verify, local)
+	if err != nil {
+		n.log.Debug("replica removal not verified", "shards", plan.Verify, "err", err)
+	}
+	if len(auth) == 0 {
+		return nil
+	}
+	// Decide again on fresh local facts, with the authoritative reads.
+	st, _ = n.meta.State()
+	if plan, err = planReplicas(n.cfg.ID, st, n.localReplicas(), auth); err != nil {
+		return err
+	}
+	for id, why := range plan.Keep {
+		if _, read := auth[id]; read {
+			n.log.Debug("keeping a replica the range map no longer assigns here", "shard", id, "why", why)
 		}
-		mr, ok := st.Range(rep.ID())
-		// Remove only when the map knows the range at least as well as the
-		// replica does: a node whose meta copy lags (just restarted) must not
-		// delete a replica it was recently given.
-		if !ok || mr.Epoch < rep.Range().Epoch || contains(mr.Replicas, n.cfg.ID) {
-			continue
-		}
-		n.log.Info("removing replica moved off this node", "shard", rep.ID(), "epoch", mr.Epoch)
-		if err := n.host.RemoveReplica(rep.ID()); err != nil {
+	}
+	for _, id := range plan.Remove {
+		n.log.Info("removing replica moved off this node", "shard", id, "epoch", auth[id].Epoch)
+		if err := n.host.RemoveReplica(id); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// verifyEvery bounds how often a node runs the reads that prove a replica
+// removable (a meta barrier each time).
+const verifyEvery = time.Second
+
+// localReplicas describes the replicas running here for planReplicas.
+func (n *Node) localReplicas() []localReplica {
+	reps := n.host.Replicas()
+	out := make([]localReplica, 0, len(reps))
+	for _, rep := range reps {
+		lr := localReplica{ID: rep.ID(), Epoch: rep.Range().Epoch}
+		if f := rep.Raft().GetConfiguration(); f.Error() == nil {
+			lr.Config = membershipIn(f.Configuration(), n.cfg.ID)
+		}
+		out = append(out, lr)
+	}
+	return out
+}
+
+// authority makes the linearizable reads that removing replicas ids needs:
+// the ranges from the meta leader and, for a replica whose own latest
+// configuration no longer lists this node as a voter, the shard leader's
+// committed configuration.
+func (n *Node) authority(ids []uint64, local []localReplica) (map[uint64]authority, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	mrs, err := n.api.ReadMetaRanges(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	own := map[uint64]membership{}
+	for _, lr := range local {
+		own[lr.ID] = lr.Config
+	}
+	auth := map[uint64]authority{}
+	var errs []error
+	for _, mr := range mrs {
+		a := authority{Found: mr.Found, Epoch: mr.Epoch, Replicas: mr.Replicas, OpTo: mr.OpTo}
+		if mr.Found && !contains(mr.Replicas, n.cfg.ID) && mr.OpTo != n.cfg.ID && removedIn(own[mr.ID]) {
+			s, err := n.api.NewExecutor().CommittedShardStatus(ctx, mr.ID)
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("shard %d leader: %w", mr.ID, err))
+			case s.MembersCommitted:
+				a.Shard = memberAbsent
+				for _, m := range s.Members {
+					if m.ID == n.cfg.ID {
+						a.Shard = memberNonVoter
+						if m.Voter {
+							a.Shard = memberVoter
+						}
+					}
+				}
+			}
+		}
+		auth[mr.ID] = a
+	}
+	return auth, errors.Join(errs...)
 }
 
 func contains(xs []string, x string) bool {
