@@ -98,13 +98,51 @@ type GroupLog interface {
 
 // OpenNodeLog opens the node's log in dataDir: the write-ahead log in
 // raft-wal/, or, for a data dir that already has one, the bbolt store in
-// raft-log.db that preceded it.
-func OpenNodeLog(dataDir string) (NodeLog, error) {
+// raft-log.db that preceded it. knobs (nil in production) reach the WAL.
+func OpenNodeLog(dataDir string, knobs *WALKnobs) (NodeLog, error) {
 	legacy := filepath.Join(dataDir, "raft-log.db")
 	if _, err := os.Stat(legacy); err == nil {
 		return OpenNodeLogStore(legacy)
 	}
-	return OpenWAL(filepath.Join(dataDir, "raft-wal"))
+	return OpenWALConfig(WALConfig{Dir: filepath.Join(dataDir, "raft-wal"), Knobs: knobs})
+}
+
+// WALConfig configures the write-ahead log.
+type WALConfig struct {
+	Dir   string
+	Knobs *WALKnobs // nil in production
+}
+
+// WALWriter names who writes or syncs a WAL file, for the knobs.
+type WALWriter uint8
+
+const (
+	WALCommitter WALWriter = iota + 1 // a group commit's records
+	WALFiller                         // the zeros ahead of the active file's end
+	WALRotator                        // a new segment's header and stable values
+)
+
+func (w WALWriter) String() string {
+	switch w {
+	case WALCommitter:
+		return "commit"
+	case WALFiller:
+		return "fill"
+	case WALRotator:
+		return "rotate"
+	}
+	return fmt.Sprintf("WALWriter(%d)", uint8(w))
+}
+
+// WALKnobs are test hooks on the WAL's file I/O; nil in production. Tests
+// use them to inject I/O errors (EIO) where a failing disk would.
+type WALKnobs struct {
+	// Sync, when set, replaces fdatasync of a WAL file (f.Sync() keeps
+	// it real).
+	Sync func(by WALWriter, f *os.File) error
+	// Write, when set, replaces the write of b at off in a WAL file
+	// (f.WriteAt keeps it real).
+	Write func(by WALWriter, f *os.File, b []byte, off int64) (int, error)
 }
 
 type walLoc struct {
@@ -143,6 +181,7 @@ type walSegment struct {
 // WAL is the write-ahead NodeLog.
 type WAL struct {
 	dir     string
+	knobs   *WALKnobs
 	segSize int64                 // start a new segment past this size (walSegmentSize; tests lower it)
 	chunk   int64                 // zero-fill this far ahead of the end (walFillChunk; 0 turns the filler off)
 	gc      *groupCommit[[]walOp] // one write: the ops of one call, applied together
@@ -166,11 +205,15 @@ type walOp struct {
 }
 
 // OpenWAL opens or creates the log in dir and replays it.
-func OpenWAL(dir string) (*WAL, error) {
+func OpenWAL(dir string) (*WAL, error) { return OpenWALConfig(WALConfig{Dir: dir}) }
+
+// OpenWALConfig opens or creates the log in cfg.Dir and replays it.
+func OpenWALConfig(cfg WALConfig) (*WAL, error) {
+	dir := cfg.Dir
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("shard: wal: %w", err)
 	}
-	w := &WAL{dir: dir, segSize: walSegmentSize, chunk: walFillChunk, groups: make(map[uint64]*walGroupState),
+	w := &WAL{dir: dir, knobs: cfg.Knobs, segSize: walSegmentSize, chunk: walFillChunk, groups: make(map[uint64]*walGroupState),
 		fill: make(chan struct{}, 1), fillDone: make(chan struct{})}
 	if err := w.recover(); err != nil {
 		w.closeFiles()
@@ -483,9 +526,9 @@ func (w *WAL) rotate() error {
 	if err != nil {
 		return fmt.Errorf("shard: wal: %w", err)
 	}
-	_, err = f.Write(buf)
+	_, err = w.writeAt(WALRotator, f, buf, 0)
 	if err == nil {
-		err = f.Sync()
+		err = w.sync(WALRotator, f)
 	}
 	if err == nil {
 		err = os.Rename(tmp, final)
@@ -501,6 +544,22 @@ func (w *WAL) rotate() error {
 	seg.alloc.Store(seg.size)
 	w.segs = append(w.segs, seg)
 	return nil
+}
+
+// sync makes f's data durable: fdatasync, or the Sync knob.
+func (w *WAL) sync(by WALWriter, f *os.File) error {
+	if w.knobs != nil && w.knobs.Sync != nil {
+		return w.knobs.Sync(by, f)
+	}
+	return fdatasync(f)
+}
+
+// writeAt writes b at off in f: WriteAt, or the Write knob.
+func (w *WAL) writeAt(by WALWriter, f *os.File, b []byte, off int64) (int, error) {
+	if w.knobs != nil && w.knobs.Write != nil {
+		return w.knobs.Write(by, f, b, off)
+	}
+	return f.WriteAt(b, off)
 }
 
 // wakeFiller asks the filler to look at the active segment.
@@ -528,10 +587,10 @@ func (w *WAL) filler() {
 		to := min(max(from, end)+w.chunk, w.segSize)
 		var err error
 		for off := from; off < to && err == nil; off += int64(len(zeros)) {
-			_, err = seg.f.WriteAt(zeros[:min(int64(len(zeros)), to-off)], off)
+			_, err = w.writeAt(WALFiller, seg.f, zeros[:min(int64(len(zeros)), to-off)], off)
 		}
 		if err == nil {
-			err = fdatasync(seg.f)
+			err = w.sync(WALFiller, seg.f)
 		}
 		if err == nil {
 			seg.alloc.Store(to)
@@ -619,17 +678,17 @@ func (w *WAL) commit(batch [][]walOp) []error {
 	var err error
 	end := off + int64(len(buf))
 	if end <= seg.alloc.Load() {
-		_, err = seg.f.WriteAt(buf, off)
+		_, err = w.writeAt(WALCommitter, seg.f, buf, off)
 	} else {
 		seg.fillMu.Lock()
-		_, err = seg.f.WriteAt(buf, off)
+		_, err = w.writeAt(WALCommitter, seg.f, buf, off)
 		if end > seg.alloc.Load() {
 			seg.alloc.Store(end)
 		}
 		seg.fillMu.Unlock()
 	}
 	if err == nil {
-		err = fdatasync(seg.f)
+		err = w.sync(WALCommitter, seg.f)
 	}
 	if err == nil && seg.alloc.Load()-end < w.chunk/2 {
 		w.wakeFiller()

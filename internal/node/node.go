@@ -69,6 +69,8 @@ type Knobs struct {
 	// BootID stands in for the machine's boot id (fsm/durability.go): a
 	// different one after a SIGKILL looks like a machine crash.
 	BootID func() (string, error)
+	// WAL injects I/O errors into the node's write-ahead log.
+	WAL *shard.WALKnobs
 }
 
 // DefaultConfig returns a config with production defaults; the caller fills
@@ -201,7 +203,11 @@ func (n *Node) startRaft() error {
 	}
 	// One log store for every group on the node: group commit across
 	// shards (shard/logstore.go).
-	n.logs, err = shard.OpenNodeLog(n.cfg.DataDir)
+	var walKnobs *shard.WALKnobs
+	if n.cfg.Knobs != nil {
+		walKnobs = n.cfg.Knobs.WAL
+	}
+	n.logs, err = shard.OpenNodeLog(n.cfg.DataDir, walKnobs)
 	if err != nil {
 		return err
 	}
