@@ -1,0 +1,268 @@
+package shard
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+func mustWALKnobs(t *testing.T, dir string, knobs *WALKnobs) *WAL {
+	t.Helper()
+	w, err := OpenWALConfig(WALConfig{Dir: dir, Knobs: knobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// waitClosed waits for ch to close, failing the test after d.
+func waitClosed(t *testing.T, ch <-chan struct{}, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(d):
+		t.Fatalf("timed out after %s waiting for %s", d, what)
+	}
+}
+
+// Invariant I1. The zero-filler syncs the same open file as the committer.
+// On Linux a writeback error is reported once per open file description, to
+// whichever fdatasync looks first: when the filler's sync flushes a commit's
+// pages and gets EIO, the committer's own fdatasync returns 0. The knob plays
+// that: the filler's sync (or write) fails while a commit is in flight, the
+// committer's succeeds. No commit may be acknowledged after it.
+func TestWALFillerErrorFailsCommits(t *testing.T) {
+	for _, fault := range []string{"sync", "write"} {
+		t.Run(fault, func(t *testing.T) {
+			filling, release := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			fail := func() error {
+				once.Do(func() { close(filling) })
+				<-release
+				return syscall.EIO
+			}
+			knobs := &WALKnobs{}
+			if fault == "sync" {
+				knobs.Sync = func(by WALWriter, f *os.File) error {
+					if by == WALFiller {
+						return fail()
+					}
+					return f.Sync()
+				}
+			} else {
+				knobs.Write = func(by WALWriter, f *os.File, b []byte, off int64) (int, error) {
+					if by == WALFiller {
+						return 0, fail()
+					}
+					return f.WriteAt(b, off)
+				}
+			}
+			w := mustWALKnobs(t, t.TempDir(), knobs)
+			defer w.Close()
+			g := w.Group(1)
+			if err := g.StoreLog(testEntry(1)); err != nil { // wakes the filler
+				t.Fatal(err)
+			}
+			waitClosed(t, filling, 10*time.Second, "the filler")
+			// Entry 2's commit runs while the filler's I/O is failing.
+			done := make(chan error, 1)
+			go func() { done <- g.StoreLog(testEntry(2)) }()
+			time.Sleep(10 * time.Millisecond) // let the commit reach the file; either order must fail it
+			close(release)
+			if err := <-done; err == nil {
+				t.Errorf("a commit overlapping the filler's failed %s was acknowledged", fault)
+			}
+			if err := g.StoreLog(testEntry(3)); !errors.Is(err, ErrLogFailed) {
+				t.Errorf("a commit after the filler's failed %s: %v, want ErrLogFailed", fault, err)
+			}
+		})
+	}
+}
+
+// Invariant I1. A commit whose write or fdatasync fails makes the log fatal:
+// the writes fail, the values they carried are never served (raft re-reads
+// LastVoteTerm/LastVoteCand on every vote request: a vote "remembered" only
+// in memory would be forgotten at restart, a double vote), and every later
+// call fails even when the disk seems to work again (a failed fsync is never
+// retried as if the data were safe).
+func TestWALCommitErrorIsFatal(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		write bool // fail the write instead of the sync
+		// do is the write that fails; check looks for its values.
+		do    func(g GroupLog) error
+		check func(t *testing.T, g GroupLog)
+	}{
+		{"vote sync", false, func(g GroupLog) error {
+			return errors.Join(g.SetUint64([]byte("LastVoteTerm"), 5), g.Set([]byte("LastVoteCand"), []byte("n2")))
+		}, checkVoteNotServed},
+		{"vote write", true, func(g GroupLog) error {
+			return errors.Join(g.SetUint64([]byte("LastVoteTerm"), 5), g.Set([]byte("LastVoteCand"), []byte("n2")))
+		}, checkVoteNotServed},
+		{"append sync", false, func(g GroupLog) error {
+			return g.StoreLogs([]*raft.Log{testEntry(4), testEntry(5)})
+		}, checkAppendNotServed},
+		{"append write", true, func(g GroupLog) error {
+			return g.StoreLogs([]*raft.Log{testEntry(4), testEntry(5)})
+		}, checkAppendNotServed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var armed atomic.Bool
+			knobs := &WALKnobs{
+				Sync: func(by WALWriter, f *os.File) error {
+					if armed.Load() && !tc.write && by == WALCommitter {
+						return syscall.EIO
+					}
+					return f.Sync()
+				},
+				Write: func(by WALWriter, f *os.File, b []byte, off int64) (int, error) {
+					if armed.Load() && tc.write && by == WALCommitter {
+						return 0, syscall.EIO
+					}
+					return f.WriteAt(b, off)
+				},
+			}
+			w := mustWALKnobs(t, t.TempDir(), knobs)
+			defer w.Close()
+			g := w.Group(1)
+			if err := g.SetUint64([]byte("LastVoteTerm"), 4); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Set([]byte("LastVoteCand"), []byte("n1")); err != nil {
+				t.Fatal(err)
+			}
+			storeRange(t, g, 1, 3)
+
+			armed.Store(true)
+			if err := tc.do(g); err == nil {
+				t.Fatal("the write whose commit failed returned success")
+			}
+			armed.Store(false) // the disk "works" again: the log must stay failed
+			tc.check(t, g)
+			checkAllCallsFail(t, w, g)
+		})
+	}
+}
+
+func checkVoteNotServed(t *testing.T, g GroupLog) {
+	t.Helper()
+	if v, err := g.GetUint64([]byte("LastVoteTerm")); err == nil && v == 5 {
+		t.Errorf("GetUint64(LastVoteTerm) = 5: a vote whose commit failed is served")
+	}
+	if v, err := g.Get([]byte("LastVoteCand")); err == nil && string(v) == "n2" {
+		t.Errorf("Get(LastVoteCand) = n2: a vote whose commit failed is served")
+	}
+}
+
+func checkAppendNotServed(t *testing.T, g GroupLog) {
+	t.Helper()
+	if last, err := g.LastIndex(); err == nil && last == 5 {
+		t.Errorf("LastIndex = 5: entries whose commit failed are served")
+	}
+	var out raft.Log
+	if err := g.GetLog(4, &out); err == nil {
+		t.Errorf("GetLog(4) = %+v: an entry whose commit failed is served", out)
+	}
+}
+
+// checkAllCallsFail: every call of the log refuses with ErrLogFailed.
+func checkAllCallsFail(t *testing.T, w *WAL, g GroupLog) {
+	t.Helper()
+	var out raft.Log
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"Set", func() error { return g.Set([]byte("k"), []byte("v")) }},
+		{"SetUint64", func() error { return g.SetUint64([]byte("CurrentTerm"), 9) }},
+		{"Get", func() error { _, err := g.Get([]byte("LastVoteCand")); return err }},
+		{"GetUint64", func() error { _, err := g.GetUint64([]byte("LastVoteTerm")); return err }},
+		{"StoreLog", func() error { return g.StoreLog(testEntry(4)) }},
+		{"StoreLogs", func() error { return g.StoreLogs([]*raft.Log{testEntry(4)}) }},
+		{"DeleteRange", func() error { return g.DeleteRange(1, 1) }},
+		{"GetLog", func() error { return g.GetLog(1, &out) }},
+		{"FirstIndex", func() error { _, err := g.FirstIndex(); return err }},
+		{"LastIndex", func() error { _, err := g.LastIndex(); return err }},
+		{"DropGroup", func() error { return w.DropGroup(2) }},
+	}
+	for _, c := range calls {
+		if err := c.call(); !errors.Is(err, ErrLogFailed) {
+			t.Errorf("%s after a failed commit: %v, want ErrLogFailed", c.name, err)
+		}
+	}
+}
+
+// applyFSM is the smallest raft.FSM: it counts entries.
+type applyFSM struct{ n atomic.Uint64 }
+
+func (f *applyFSM) Apply(*raft.Log) any                 { return f.n.Add(1) }
+func (f *applyFSM) Snapshot() (raft.FSMSnapshot, error) { return nopSnapshot{}, nil }
+func (f *applyFSM) Restore(rc io.ReadCloser) error      { return rc.Close() }
+
+type nopSnapshot struct{}
+
+func (nopSnapshot) Persist(s raft.SnapshotSink) error { return s.Close() }
+func (nopSnapshot) Release()                          {}
+
+// Invariant I1. hashicorp/raft panics when its stable store cannot save the
+// current term (setCurrentTerm) or its log store cannot read an entry it
+// applies (processLogs), on its own goroutine, where no caller can recover:
+// that would take down every group of the node. After the log fails, the
+// group must stop instead, without a panic, and refuse proposals. A single
+// voter: its failed append makes it step down, and its next election saves a
+// new term.
+func TestWALFailureStopsGroupWithoutPanic(t *testing.T) {
+	var armed atomic.Bool
+	w := mustWALKnobs(t, t.TempDir(), &WALKnobs{Sync: func(by WALWriter, f *os.File) error {
+		if armed.Load() {
+			return syscall.EIO
+		}
+		return f.Sync()
+	}})
+	defer w.Close()
+	m := mustMux(t, nil, 0)
+	tuning := FastRaftTuning()
+	g, err := StartGroup(GroupConfig{
+		ID: 1, Dir: t.TempDir(), NodeID: "n1", FSM: &applyFSM{}, Mux: m, Logs: w, Tuning: tuning,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Bootstrap: []raft.Server{{ID: "n1", Address: raft.ServerAddress(m.Addr())}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Shutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for g.Raft().State() != raft.Leader {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := g.Raft().Apply([]byte("x"), 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	if err := g.Raft().Apply([]byte("y"), 5*time.Second).Error(); err == nil {
+		t.Error("an entry whose commit failed was acknowledged")
+	}
+	armed.Store(false)
+	// Long enough for several elections (each saves a term first).
+	deadline = time.Now().Add(10 * time.Second)
+	for g.Raft().State() != raft.Shutdown {
+		if time.Now().After(deadline) {
+			t.Fatalf("group still %s 10s after its log failed; want it shut down", g.Raft().State())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := g.Raft().Apply([]byte("z"), time.Second).Error(); err == nil {
+		t.Error("a stopped group acknowledged a proposal")
+	}
+}
