@@ -174,8 +174,9 @@ type walSegment struct {
 	// filler's zeros). The committer writes below it freely; a write that
 	// reaches past it holds fillMu, which the filler holds while it
 	// extends the file, so the two never write the same bytes.
-	alloc  atomic.Int64
-	fillMu sync.Mutex
+	alloc   atomic.Int64
+	fillMu  sync.Mutex
+	fillErr error // the filler's failed write or sync; guarded by fillMu
 }
 
 // WAL is the write-ahead NodeLog.
@@ -190,10 +191,11 @@ type WAL struct {
 	fillDone  chan struct{} // closed when the filler has stopped
 	closeFill sync.Once
 
-	mu     sync.RWMutex // guards everything below
-	groups map[uint64]*walGroupState
-	segs   []*walSegment // oldest first; the last is active
-	failed error         // a write or sync failed: the log is unusable
+	mu       sync.RWMutex // guards everything below
+	groups   map[uint64]*walGroupState
+	segs     []*walSegment // oldest first; the last is active
+	failed   error         // a write or sync failed: the log is unusable (fail)
+	failedCh chan struct{} // closed when failed is set
 }
 
 type walOp struct {
@@ -214,7 +216,7 @@ func OpenWALConfig(cfg WALConfig) (*WAL, error) {
 		return nil, fmt.Errorf("shard: wal: %w", err)
 	}
 	w := &WAL{dir: dir, knobs: cfg.Knobs, segSize: walSegmentSize, chunk: walFillChunk, groups: make(map[uint64]*walGroupState),
-		fill: make(chan struct{}, 1), fillDone: make(chan struct{})}
+		fill: make(chan struct{}, 1), fillDone: make(chan struct{}), failedCh: make(chan struct{})}
 	if err := w.recover(); err != nil {
 		w.closeFiles()
 		return nil, err
@@ -594,8 +596,13 @@ func (w *WAL) filler() {
 		}
 		if err == nil {
 			seg.alloc.Store(to)
+		} else {
+			// Fatal like the committer's: the failed sync may have
+			// been the one told about a commit's lost pages. Recorded
+			// before fillMu is let go (see commit).
+			seg.fillErr = err
+			w.fail(WALFiller, err)
 		}
-		// On an error the committer just goes on appending past alloc.
 		seg.fillMu.Unlock()
 	}
 }
@@ -628,27 +635,33 @@ func (w *WAL) closeFiles() {
 // submit queues ops as one write and waits until they are durable.
 func (w *WAL) submit(ops ...walOp) error { return w.gc.submit(ops) }
 
-// commit appends every write of batch in one write and one fdatasync. The
-// in-memory state changes before the sync: only raft reads it, and raft
-// reads an entry only after StoreLogs returned. A failed write or sync makes
-// the log unusable (the node must restart and replay what is on disk).
+// commit appends every write of batch in one write and one fdatasync, and
+// only then publishes it: readers (raft's Get, GetLog, LastIndex, ...) never
+// see a record that is not durable. A failed write or sync fails the log for
+// good (fail); nothing of the failed commit is published.
 func (w *WAL) commit(batch [][]walOp) []error {
 	errs := make([]error, len(batch))
 	w.mu.Lock()
 	if w.failed == nil && w.segs[len(w.segs)-1].size >= w.segSize {
 		if err := w.rotate(); err != nil {
-			w.failed = err
+			w.failLocked(WALRotator, err)
+		} else {
+			w.collect()
 		}
-		w.collect()
 	}
-	if err := w.failed; err != nil {
-		w.mu.Unlock()
+	failed := w.failed
+	seg := w.segs[len(w.segs)-1]
+	w.mu.Unlock()
+	if failed != nil {
 		for i := range errs {
-			errs[i] = err
+			errs[i] = failed
 		}
 		return errs
 	}
-	seg := w.segs[len(w.segs)-1]
+
+	// Only this goroutine changes seg.size and the groups, so the records
+	// can be laid out against them without the lock.
+	off := seg.size
 	size := 0
 	for _, ops := range batch {
 		for _, op := range ops {
@@ -656,22 +669,24 @@ func (w *WAL) commit(batch [][]walOp) []error {
 		}
 	}
 	buf := make([]byte, 0, size)
+	type placed struct {
+		op  walOp
+		loc walLoc
+	}
+	recs := make([]placed, 0, len(batch))
 	shrinks := false // a delete or drop: old segments may have died
 	for i, ops := range batch {
+		if err := checkWALOps(ops); err != nil {
+			errs[i] = err // an unknown record kind: cannot happen
+			continue
+		}
 		for _, op := range ops {
 			shrinks = shrinks || op.kind == walDelete || op.kind == walDrop
 			start := len(buf)
 			buf = appendWALOpRecord(buf, op)
-			loc := walLoc{seg: seg.seq, off: seg.size + int64(start), n: uint32(len(buf) - start)}
-			if err := w.apply(op, seg, loc); err != nil {
-				errs[i] = err // an unknown record kind: cannot happen
-				break
-			}
+			recs = append(recs, placed{op, walLoc{seg: seg.seq, off: off + int64(start), n: uint32(len(buf) - start)}})
 		}
 	}
-	off := seg.size
-	seg.size += int64(len(buf))
-	w.mu.Unlock()
 
 	// Readers go on meanwhile: this goroutine is the only writer of
 	// records, and the filler writes only past alloc.
@@ -690,26 +705,88 @@ func (w *WAL) commit(batch [][]walOp) []error {
 	if err == nil {
 		err = w.sync(WALCommitter, seg.f)
 	}
-	if err == nil && seg.alloc.Load()-end < w.chunk/2 {
-		w.wakeFiller()
+	if err != nil {
+		w.fail(WALCommitter, err)
 	}
+	// The filler syncs the same open file, and Linux reports a writeback
+	// error once per open file: to whichever fdatasync looks first. If the
+	// filler's sync flushed these pages and got the error, ours returned 0.
+	// The filler holds fillMu through its sync and records a failure in
+	// fillErr before it lets go, so taking fillMu after our sync waits for
+	// a sync of the filler's that overlapped ours, and reads its verdict.
+	// (Our own fdatasync waits for the pages the filler has under writeback
+	// anyway, so this costs little more.)
+	seg.fillMu.Lock()
+	fillErr := seg.fillErr
+	seg.fillMu.Unlock()
 
 	w.mu.Lock()
-	if err != nil && w.failed == nil {
-		w.failed = fmt.Errorf("shard: wal: %w", err)
+	if fillErr != nil {
+		w.failLocked(WALFiller, fillErr)
 	}
-	if err == nil && shrinks {
-		w.collect()
+	if failed = w.failed; failed == nil {
+		for _, r := range recs {
+			_ = w.apply(r.op, seg, r.loc) // kinds checked above
+		}
+		seg.size = end
+		if shrinks {
+			w.collect()
+		}
 	}
-	failed := w.failed
 	w.mu.Unlock()
 	if failed != nil {
 		for i := range errs {
 			errs[i] = failed
 		}
+		return errs
+	}
+	if seg.alloc.Load()-end < w.chunk/2 {
+		w.wakeFiller()
 	}
 	return errs
 }
+
+// checkWALOps reports an op apply would refuse.
+func checkWALOps(ops []walOp) error {
+	for _, op := range ops {
+		switch op.kind {
+		case walEntry, walDelete, walStable, walDrop:
+		default:
+			return fmt.Errorf("shard: wal: record kind %d", op.kind)
+		}
+	}
+	return nil
+}
+
+// fail records that a write or sync by by failed: from now on every call of
+// the log returns the error (wrapping ErrLogFailed) and Failed is closed.
+// What the failed write left on disk is unknown, and a later fdatasync may
+// return 0 without having written it (the error was reported once), so the
+// log is never used again in this process: the node restarts and replays
+// what is on disk, as PostgreSQL does after a failed fsync.
+func (w *WAL) fail(by WALWriter, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failLocked(by, err)
+}
+
+func (w *WAL) failLocked(by WALWriter, err error) {
+	if w.failed != nil {
+		return
+	}
+	w.failed = fmt.Errorf("%w: wal %s: %w", ErrLogFailed, by, err)
+	close(w.failedCh)
+}
+
+// Err returns why the log failed (wrapping ErrLogFailed), or nil.
+func (w *WAL) Err() error {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.failed
+}
+
+// Failed returns a channel closed when the log fails.
+func (w *WAL) Failed() <-chan struct{} { return w.failedCh }
 
 // Close stops the committer after the queued writes and closes the files.
 func (w *WAL) Close() error {
@@ -752,6 +829,9 @@ type walGroup struct {
 func (g *walGroup) FirstIndex() (uint64, error) {
 	g.w.mu.RLock()
 	defer g.w.mu.RUnlock()
+	if err := g.w.failed; err != nil {
+		return 0, err
+	}
 	if st := g.w.groups[g.id]; st != nil && len(st.locs) > 0 {
 		return st.first, nil
 	}
@@ -761,6 +841,9 @@ func (g *walGroup) FirstIndex() (uint64, error) {
 func (g *walGroup) LastIndex() (uint64, error) {
 	g.w.mu.RLock()
 	defer g.w.mu.RUnlock()
+	if err := g.w.failed; err != nil {
+		return 0, err
+	}
 	if st := g.w.groups[g.id]; st != nil {
 		return st.last(), nil
 	}
@@ -770,6 +853,9 @@ func (g *walGroup) LastIndex() (uint64, error) {
 func (g *walGroup) GetLog(index uint64, out *raft.Log) error {
 	g.w.mu.RLock()
 	defer g.w.mu.RUnlock()
+	if err := g.w.failed; err != nil {
+		return err
+	}
 	st := g.w.groups[g.id]
 	if st == nil || len(st.locs) == 0 || index < st.first || index > st.last() {
 		return raft.ErrLogNotFound
@@ -826,6 +912,9 @@ func (g *walGroup) Set(key, val []byte) error {
 func (g *walGroup) Get(key []byte) ([]byte, error) {
 	g.w.mu.RLock()
 	defer g.w.mu.RUnlock()
+	if err := g.w.failed; err != nil {
+		return nil, err
+	}
 	if st := g.w.groups[g.id]; st != nil {
 		if v, ok := st.stable[string(key)]; ok {
 			return append([]byte(nil), v...), nil
