@@ -87,6 +87,11 @@ type NodeLog interface {
 	DropGroup(id uint64) error
 	Stats() LogStoreStats
 	RegisterMetrics(reg prometheus.Registerer) error
+	// Err returns why the log failed (it wraps ErrLogFailed), or nil. A
+	// failed log refuses every later call; the node must restart.
+	Err() error
+	// Failed returns a channel closed when the log fails.
+	Failed() <-chan struct{}
 	Close() error
 }
 

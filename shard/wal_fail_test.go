@@ -2,6 +2,7 @@ package shard
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -216,53 +217,119 @@ func (nopSnapshot) Release()                          {}
 // current term (setCurrentTerm) or its log store cannot read an entry it
 // applies (processLogs), on its own goroutine, where no caller can recover:
 // that would take down every group of the node. After the log fails, the
-// group must stop instead, without a panic, and refuse proposals. A single
-// voter: its failed append makes it step down, and its next election saves a
-// new term.
+// group must stop instead, without a panic, and acknowledge nothing.
+//
+// "leader": a single voter's append fails (raft steps down; its next
+// election would save a new term). "follower": an idle follower's log fails,
+// then the leader stops: the follower's first call to meet the failed log is
+// saving the term of the next election (its own or its peer's).
 func TestWALFailureStopsGroupWithoutPanic(t *testing.T) {
-	var armed atomic.Bool
+	t.Run("leader", func(t *testing.T) {
+		var armed atomic.Bool
+		g := startTestGroup(t, "n1", &armed, nil)
+		waitUntil(t, 10*time.Second, "a leader", func() bool { return g.Raft().State() == raft.Leader })
+		if err := g.Raft().Apply([]byte("x"), 5*time.Second).Error(); err != nil {
+			t.Fatal(err)
+		}
+		armed.Store(true)
+		if err := g.Raft().Apply([]byte("y"), 5*time.Second).Error(); err == nil {
+			t.Error("an entry whose commit failed was acknowledged")
+		}
+		armed.Store(false)
+		waitUntil(t, 10*time.Second, "the group to stop", g.logStopped)
+		shutdownWithin(t, g, 10*time.Second)
+	})
+	t.Run("follower", func(t *testing.T) {
+		armed := make([]*atomic.Bool, 3)
+		muxes := make([]*Mux, 3)
+		var servers []raft.Server
+		for i := range muxes {
+			armed[i], muxes[i] = new(atomic.Bool), mustMux(t, nil, 0)
+			servers = append(servers, raft.Server{ID: raft.ServerID(fmt.Sprint("n", i+1)), Address: raft.ServerAddress(muxes[i].Addr())})
+		}
+		groups := make([]*Group, 3)
+		for i := range groups {
+			groups[i] = startTestGroupOn(t, string(servers[i].ID), muxes[i], armed[i], servers)
+		}
+		var leader int
+		waitUntil(t, 10*time.Second, "a leader", func() bool {
+			for i, g := range groups {
+				if g.Raft().State() == raft.Leader {
+					leader = i
+					return true
+				}
+			}
+			return false
+		})
+		if err := groups[leader].Raft().Apply([]byte("x"), 5*time.Second).Error(); err != nil {
+			t.Fatal(err)
+		}
+		f := (leader + 1) % 3
+		last := groups[leader].Raft().LastIndex()
+		waitUntil(t, 10*time.Second, "the follower to apply everything", func() bool {
+			return groups[f].Raft().AppliedIndex() >= last
+		})
+		armed[f].Store(true)
+		shutdownWithin(t, groups[leader], 10*time.Second)
+		waitUntil(t, 10*time.Second, "the failed follower's group to stop", groups[f].logStopped)
+		for i, g := range groups {
+			if i != leader {
+				shutdownWithin(t, g, 10*time.Second)
+			}
+		}
+	})
+}
+
+func startTestGroup(t *testing.T, id string, armed *atomic.Bool, servers []raft.Server) *Group {
+	t.Helper()
+	m := mustMux(t, nil, 0)
+	return startTestGroupOn(t, id, m, armed, []raft.Server{{ID: raft.ServerID(id), Address: raft.ServerAddress(m.Addr())}})
+}
+
+// startTestGroupOn starts group 1 on a WAL of its own whose commits fail
+// with EIO while armed.
+func startTestGroupOn(t *testing.T, id string, m *Mux, armed *atomic.Bool, servers []raft.Server) *Group {
+	t.Helper()
 	w := mustWALKnobs(t, t.TempDir(), &WALKnobs{Sync: func(by WALWriter, f *os.File) error {
 		if armed.Load() {
 			return syscall.EIO
 		}
 		return f.Sync()
 	}})
-	defer w.Close()
-	m := mustMux(t, nil, 0)
-	tuning := FastRaftTuning()
 	g, err := StartGroup(GroupConfig{
-		ID: 1, Dir: t.TempDir(), NodeID: "n1", FSM: &applyFSM{}, Mux: m, Logs: w, Tuning: tuning,
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Bootstrap: []raft.Server{{ID: "n1", Address: raft.ServerAddress(m.Addr())}},
+		ID: 1, Dir: t.TempDir(), NodeID: id, FSM: &applyFSM{}, Mux: m, Logs: w, Tuning: FastRaftTuning(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Bootstrap: servers,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.Shutdown()
-	deadline := time.Now().Add(10 * time.Second)
-	for g.Raft().State() != raft.Leader {
+	t.Cleanup(func() {
+		_ = g.Shutdown()
+		_ = w.Close()
+	})
+	return g
+}
+
+// shutdownWithin shuts g down, failing the test if that takes longer than d.
+func shutdownWithin(t *testing.T, g *Group, d time.Duration) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- g.Shutdown() }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("Shutdown hangs after %s", d)
+	}
+}
+
+// waitUntil polls cond every 10ms until it holds or d passes.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("no leader")
+			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	if err := g.Raft().Apply([]byte("x"), 5*time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
-	armed.Store(true)
-	if err := g.Raft().Apply([]byte("y"), 5*time.Second).Error(); err == nil {
-		t.Error("an entry whose commit failed was acknowledged")
-	}
-	armed.Store(false)
-	// Long enough for several elections (each saves a term first).
-	deadline = time.Now().Add(10 * time.Second)
-	for g.Raft().State() != raft.Shutdown {
-		if time.Now().After(deadline) {
-			t.Fatalf("group still %s 10s after its log failed; want it shut down", g.Raft().State())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := g.Raft().Apply([]byte("z"), time.Second).Error(); err == nil {
-		t.Error("a stopped group acknowledged a proposal")
 	}
 }
