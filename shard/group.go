@@ -127,6 +127,10 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	g := &Group{id: cfg.ID, mux: cfg.Mux}
 	if err := g.start(cfg); err != nil {
 		_ = g.closeStores()
+		if cfg.Logs != nil && cfg.Logs.Err() != nil && !errors.Is(err, ErrLogFailed) {
+			// raft reports store errors with %v: keep the cause matchable.
+			err = fmt.Errorf("%w (%v)", cfg.Logs.Err(), err)
+		}
 		return nil, err
 	}
 	return g, nil

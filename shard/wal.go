@@ -36,6 +36,17 @@ package shard
 // file's entries dead. Every new file starts with a copy of all stable values,
 // so no deleted file held the only copy of one.
 //
+// A commit's records are published (visible to GetLog, Get, LastIndex, ...)
+// only after its fdatasync returned: raft never reads what is not durable.
+// Any failed write or sync, the committer's, the filler's or a rotation's,
+// fails the log for good (ErrLogFailed): every later call refuses, and the
+// node restarts to replay what is on disk. A failed fdatasync is never
+// retried: Linux reports a writeback error once per open file, so a retry
+// can return 0 for pages that never reached the disk (PostgreSQL's "fsyncgate").
+// For the same reason a commit is not answered while a sync of the filler's,
+// which flushes the same file and may be the one told of its error, is in
+// flight (see commit).
+//
 // Entries must be stored in index order per group, as raft does. An entry that
 // does not follow the group's last (raft's log after installing a snapshot
 // starts past it) starts the group's log afresh at that index: the older

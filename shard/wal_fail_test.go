@@ -333,3 +333,44 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A group started on a log that has already failed gets an error, whether
+// it bootstraps (raft.HasExistingState reads the log) or not (raft.NewRaft
+// does, and panics on some failures; StartGroup turns those into errors).
+func TestWALFailedStartGroupFails(t *testing.T) {
+	for _, bootstrap := range []bool{true, false} {
+		t.Run(fmt.Sprint("bootstrap=", bootstrap), func(t *testing.T) {
+			var armed atomic.Bool
+			w := mustWALKnobs(t, t.TempDir(), &WALKnobs{Sync: func(by WALWriter, f *os.File) error {
+				if armed.Load() {
+					return syscall.EIO
+				}
+				return f.Sync()
+			}})
+			defer w.Close()
+			if err := w.Group(1).SetUint64([]byte("CurrentTerm"), 1); err != nil {
+				t.Fatal(err)
+			}
+			armed.Store(true)
+			if err := w.Group(2).SetUint64([]byte("CurrentTerm"), 1); err == nil {
+				t.Fatal("a failed commit succeeded")
+			}
+			m := mustMux(t, nil, 0)
+			var servers []raft.Server
+			if bootstrap {
+				servers = []raft.Server{{ID: "n1", Address: raft.ServerAddress(m.Addr())}}
+			}
+			g, err := StartGroup(GroupConfig{
+				ID: 1, Dir: t.TempDir(), NodeID: "n1", FSM: &applyFSM{}, Mux: m, Logs: w, Tuning: FastRaftTuning(),
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Bootstrap: servers,
+			})
+			if err == nil {
+				_ = g.Shutdown()
+				t.Fatal("a group started on a failed log")
+			}
+			if !errors.Is(err, ErrLogFailed) {
+				t.Errorf("StartGroup: %v, want ErrLogFailed", err)
+			}
+		})
+	}
+}
