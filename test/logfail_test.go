@@ -43,6 +43,12 @@ func TestNodeLogFailureClusterGoesOn(t *testing.T) {
 		}
 		return fmt.Errorf("transferred to %s", h.ID)
 	})
+	WaitFor(t, 30*time.Second, h.ID+" ready", func() error {
+		if !h.Node.Ready() {
+			return fmt.Errorf("not ready")
+		}
+		return nil
+	})
 	acked := map[string]string{}
 	for i := 0; i < 5; i++ {
 		k, v := fmt.Sprintf("disk-%d", i), fmt.Sprintf("v%d", i)
