@@ -16,6 +16,7 @@ import (
 var (
 	errNotFound      = errors.New("not found")
 	errNotReady      = errors.New("node is not ready: cluster not formed or range map unknown")
+	errUnhealthy     = errors.New("node is unhealthy, restart it")
 	errTooManyHops   = errors.New("request forwarded too many times; the cluster is changing leaders")
 	errNoRoute       = errors.New("no reachable replica for the shard")
 	errMethod        = errors.New("method not allowed")
@@ -78,7 +79,7 @@ func errorStatus(err error) (status int, code string, retryable bool) {
 	case errors.Is(err, shard.ErrOutcomeUnknown), errors.Is(err, errForwardFailed):
 		return http.StatusGatewayTimeout, "outcome_unknown", true
 	case errors.As(err, &ws), errors.As(err, &nl), errors.Is(err, shard.ErrUnavailable),
-		errors.Is(err, errNotReady), errors.Is(err, errTooManyHops), errors.Is(err, errNoRoute), errors.Is(err, errPeerUnreachable),
+		errors.Is(err, errNotReady), errors.Is(err, errUnhealthy), errors.Is(err, errTooManyHops), errors.Is(err, errNoRoute), errors.Is(err, errPeerUnreachable),
 		errors.Is(err, errStaleRangeMap), errors.Is(err, errRemoteUnavailable),
 		errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "unavailable", true

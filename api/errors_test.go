@@ -56,6 +56,8 @@ func TestErrorStatus(t *testing.T) {
 		{"no leader, context canceled", fmt.Errorf("shard 1 has no leader: %w: %w", shard.ErrUnavailable, context.Canceled),
 			503, "unavailable", true},
 		{"not ready", errNotReady, 503, "unavailable", true},
+		// Another node can serve it: its raft log works.
+		{"unhealthy", fmt.Errorf("%w: %w", errUnhealthy, shard.ErrLogFailed), 503, "unavailable", true},
 		{"too many hops", errTooManyHops, 503, "unavailable", true},
 		{"no route", fmt.Errorf("shard 3: %w", errNoRoute), 503, "unavailable", true},
 		{"peer unreachable", fmt.Errorf("forward to n2: %w: %w", errPeerUnreachable, dialErr), 503, "unavailable", true},

@@ -40,6 +40,13 @@ type Backend interface {
 	Meta() MetaBackend
 }
 
+// HealthReporter is an optional Backend capability: Health returns why the
+// node cannot serve at all (its raft log failed), nil when it can. /readyz
+// fails and /healthz says why.
+type HealthReporter interface {
+	Health() error
+}
+
 // Config configures the API server.
 type Config struct {
 	Backend Backend
@@ -171,12 +178,29 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Close releases idle peer connections.
 func (s *Server) Close() { s.peers.CloseIdleConnections() }
 
+// healthz is 200 while the process serves (API.md); a node that cannot
+// serve at all says why with "ok": false.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	if err := s.health(); err != nil {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": false, "node": s.be.NodeID(), "error": err.Error()})
+		return nil
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "node": s.be.NodeID()})
 	return nil
 }
 
+// health is the backend's Health, nil when it does not report one.
+func (s *Server) health() error {
+	if h, ok := s.be.(HealthReporter); ok {
+		return h.Health()
+	}
+	return nil
+}
+
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if err := s.health(); err != nil {
+		return fmt.Errorf("%w: %w", errUnhealthy, err)
+	}
 	if !s.be.Ready() {
 		return errNotReady
 	}

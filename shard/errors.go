@@ -31,4 +31,9 @@ var (
 	ErrOutcomeUnknown = errors.New("write outcome unknown")
 	// ErrClosed is returned by a replica or host that has been shut down.
 	ErrClosed = errors.New("shard closed")
+	// ErrLogFailed means a write or sync of the node's raft log failed. What
+	// the failed writes left on disk is unknown, so the log refuses every
+	// later call, and the node's groups stop, until the node restarts and
+	// replays what is on disk. Never retryable on this node.
+	ErrLogFailed = errors.New("node raft log failed")
 )

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -103,10 +105,17 @@ type GroupConfig struct {
 type Group struct {
 	id        uint64
 	raft      *raft.Raft
+	guard     *logGuard             // raft's view of the node log, when the group uses it
 	own       *raftboltdb.BoltStore // the group's own raft.db, when it has one
 	snaps     raft.SnapshotStore
 	transport *GroupTransport
 	mux       *Mux
+
+	logStop      atomic.Bool // stopped by logFailed
+	stopOnce     sync.Once
+	stopped      raft.Future
+	shutdownOnce sync.Once
+	shutdownErr  error
 }
 
 // StartGroup opens the group's stores and starts raft. On error everything it
@@ -118,6 +127,10 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	g := &Group{id: cfg.ID, mux: cfg.Mux}
 	if err := g.start(cfg); err != nil {
 		_ = g.closeStores()
+		if cfg.Logs != nil && cfg.Logs.Err() != nil && !errors.Is(err, ErrLogFailed) {
+			// raft reports store errors with %v: keep the cause matchable.
+			err = fmt.Errorf("%w (%v)", cfg.Logs.Err(), err)
+		}
 		return nil, err
 	}
 	return g, nil
@@ -130,8 +143,8 @@ func (g *Group) start(cfg GroupConfig) error {
 	)
 	ownPath := filepath.Join(cfg.Dir, "raft.db")
 	if _, statErr := os.Stat(ownPath); cfg.Logs != nil && errors.Is(statErr, os.ErrNotExist) {
-		gs := cfg.Logs.Group(cfg.ID)
-		logs, stable = gs, gs
+		g.guard = &logGuard{GroupLog: cfg.Logs.Group(cfg.ID), onFail: g.logFailed}
+		logs, stable = g.guard, g.guard
 	} else {
 		own, err := raftboltdb.New(raftboltdb.Options{
 			Path: ownPath,
@@ -196,20 +209,61 @@ func (g *Group) start(cfg GroupConfig) error {
 			}
 		}
 	}
-	g.raft, err = raft.NewRaft(rc, cfg.FSM, cached, stable, g.snaps, g.transport)
+	g.raft, err = newRaft(cfg.Logs, func() (*raft.Raft, error) {
+		return raft.NewRaft(rc, cfg.FSM, cached, stable, g.snaps, g.transport)
+	})
 	if err != nil {
 		return fmt.Errorf("group %d: start raft: %w", cfg.ID, err)
+	}
+	if g.guard != nil {
+		g.guard.started.Store(true)
 	}
 	return nil
 }
 
-// Shutdown stops raft and closes the stores. Safe to call once.
-func (g *Group) Shutdown() error {
-	var err error
-	if g.raft != nil {
-		err = g.raft.Shutdown().Error()
+// newRaft runs start (raft.NewRaft), turning the panic it raises when the
+// node log fails under it (it saves the current term and reads the log's
+// configuration entries, and panics on an error of either) into an error.
+func newRaft(logs NodeLog, start func() (*raft.Raft, error)) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if logs == nil || logs.Err() == nil {
+				panic(p)
+			}
+			r, err = nil, fmt.Errorf("%w (raft: %v)", logs.Err(), p)
+		}
+	}()
+	return start()
+}
+
+// logFailed stops raft once the node log has failed (logGuard): the group
+// can no longer make anything durable. Shutdown completes the stop.
+func (g *Group) logFailed() {
+	if g.guard.started.Load() {
+		g.stopRaft()
+		g.logStop.Store(true)
 	}
-	return errors.Join(err, g.closeStores())
+}
+
+// logStopped reports whether the group stopped because its log failed.
+func (g *Group) logStopped() bool { return g.logStop.Load() }
+
+// stopRaft starts raft's shutdown, once.
+func (g *Group) stopRaft() raft.Future {
+	g.stopOnce.Do(func() { g.stopped = g.raft.Shutdown() })
+	return g.stopped
+}
+
+// Shutdown stops raft and closes the stores. Safe to call more than once.
+func (g *Group) Shutdown() error {
+	g.shutdownOnce.Do(func() {
+		var err error
+		if g.raft != nil {
+			err = g.stopRaft().Error()
+		}
+		g.shutdownErr = errors.Join(err, g.closeStores())
+	})
+	return g.shutdownErr
 }
 
 func (g *Group) closeStores() error {

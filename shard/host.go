@@ -44,6 +44,9 @@ type Host struct {
 	replicas map[uint64]*Replica
 	opening  map[uint64]chan struct{} // ids being opened; closed when done
 	closed   bool
+	failed   error         // the node log failed: every replica is stopped (Fail)
+	stop     chan struct{} // closed by Close: ends watchLog
+	wg       sync.WaitGroup
 
 	leaderChanges  *prometheus.CounterVec // nil until RegisterMetrics
 	proposeSeconds prometheus.Histogram   // nil until RegisterMetrics
@@ -67,7 +70,53 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = realClock{}
 	}
-	return &Host{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}, opening: map[uint64]chan struct{}{}}, nil
+	h := &Host{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}, opening: map[uint64]chan struct{}{},
+		stop: make(chan struct{})}
+	if cfg.Logs != nil {
+		h.wg.Add(1)
+		go h.watchLog()
+	}
+	return h, nil
+}
+
+// watchLog fails the host when the node log fails.
+func (h *Host) watchLog() {
+	defer h.wg.Done()
+	select {
+	case <-h.cfg.Logs.Failed():
+		h.Fail(h.cfg.Logs.Err())
+	case <-h.stop:
+	}
+}
+
+// Fail stops every replica and refuses to open more, with err: the node log
+// they all write to failed (ErrLogFailed), so none of them can make a vote
+// or an entry durable, and what they already acknowledged is safe only on
+// disk, which the node reads again when it restarts. Data stays on disk.
+func (h *Host) Fail(err error) {
+	h.mu.Lock()
+	if h.failed != nil {
+		h.mu.Unlock()
+		return
+	}
+	h.failed = err
+	rs := h.replicas
+	h.replicas = map[uint64]*Replica{}
+	h.mu.Unlock()
+	h.log.Error("node raft log failed: stopping every replica; restart the node to recover", "err", err,
+		"replicas", len(rs))
+	for _, r := range rs {
+		if cerr := r.close(); cerr != nil {
+			h.log.Warn("close replica after log failure", "shard", r.id, "err", cerr)
+		}
+	}
+}
+
+// Err returns why the host stopped its replicas (Fail), or nil.
+func (h *Host) Err() error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.failed
 }
 
 func (h *Host) shardDir(id uint64) string {
@@ -106,6 +155,10 @@ func (h *Host) OpenReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 			h.mu.Unlock()
 			return nil, ErrClosed
 		}
+		if h.failed != nil {
+			h.mu.Unlock()
+			return nil, h.failed
+		}
 		if r, ok := h.replicas[desc.ID]; ok {
 			h.mu.Unlock()
 			return r, nil
@@ -130,14 +183,17 @@ func (h *Host) OpenReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		r, err := h.openReplica(desc, bootstrap)
 		h.mu.Lock()
 		delete(h.opening, desc.ID)
-		closed := h.closed
-		if err == nil && !closed {
+		closed, failed := h.closed, h.failed
+		if err == nil && !closed && failed == nil {
 			h.replicas[desc.ID] = r
 		}
 		close(ch)
 		h.mu.Unlock()
-		if err == nil && closed {
+		if err == nil && (closed || failed != nil) {
 			_ = r.close()
+			if failed != nil {
+				return nil, failed
+			}
 			return nil, ErrClosed
 		}
 		return r, err
@@ -243,10 +299,14 @@ func (h *Host) Replicas() []*Replica {
 // Close shuts every replica down. Data stays on disk.
 func (h *Host) Close() error {
 	h.mu.Lock()
+	if !h.closed {
+		close(h.stop)
+	}
 	h.closed = true
 	rs := h.replicas
 	h.replicas = map[uint64]*Replica{}
 	h.mu.Unlock()
+	h.wg.Wait()
 	var errs []error
 	for _, r := range rs {
 		errs = append(errs, r.close())

@@ -24,6 +24,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -51,6 +53,10 @@ var (
 type NodeLogStore struct {
 	db *bbolt.DB
 	gc *groupCommit[func(tx *bbolt.Tx) error]
+
+	failOnce sync.Once
+	failed   atomic.Pointer[error] // a commit failed: the store is unusable
+	failedCh chan struct{}
 }
 
 // OpenNodeLogStore opens (or creates) the store at path.
@@ -63,7 +69,7 @@ func OpenNodeLogStore(path string) (*NodeLogStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shard: open log store %s: %w", path, err)
 	}
-	s := &NodeLogStore{db: db}
+	s := &NodeLogStore{db: db, failedCh: make(chan struct{})}
 	s.gc = startGroupCommit(s.commit)
 	return s, nil
 }
@@ -84,15 +90,11 @@ func (s *NodeLogStore) update(fn func(tx *bbolt.Tx) error) error {
 // commit runs a batch of writes in one transaction.
 func (s *NodeLogStore) commit(batch []func(tx *bbolt.Tx) error) []error {
 	errs := make([]error, len(batch))
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, fn := range batch {
-			if err := fn(tx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err == nil || len(batch) == 1 {
+	err := s.Err()
+	if err == nil {
+		err = s.updateAll(batch)
+	}
+	if err == nil || len(batch) == 1 || s.Err() != nil {
 		for i := range errs {
 			errs[i] = err
 		}
@@ -100,11 +102,50 @@ func (s *NodeLogStore) commit(batch []func(tx *bbolt.Tx) error) []error {
 	}
 	// One write failed and took the batch down with it: run each alone so
 	// the others are not failed for it (bbolt has no savepoints).
-	for i, fn := range batch {
-		errs[i] = s.db.Update(fn)
+	for i := range batch {
+		if errs[i] = s.Err(); errs[i] == nil {
+			errs[i] = s.updateAll(batch[i : i+1])
+		}
 	}
 	return errs
 }
+
+// updateAll runs fns in one transaction. A failure of the commit itself
+// (a write or fdatasync of the file), not of a write's own checks, fails the
+// store for good: bbolt reads its newest meta page from the page cache, so
+// after a failed sync it could serve what never reached the disk.
+func (s *NodeLogStore) updateAll(fns []func(tx *bbolt.Tx) error) error {
+	fnFailed := false
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		for _, fn := range fns {
+			if err := fn(tx); err != nil {
+				fnFailed = true
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil && !fnFailed {
+		s.failOnce.Do(func() {
+			e := fmt.Errorf("%w: bolt commit: %w", ErrLogFailed, err)
+			s.failed.Store(&e)
+			close(s.failedCh)
+		})
+		return s.Err()
+	}
+	return err
+}
+
+// Err returns why the store failed (wrapping ErrLogFailed), or nil.
+func (s *NodeLogStore) Err() error {
+	if e := s.failed.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// Failed returns a channel closed when the store fails.
+func (s *NodeLogStore) Failed() <-chan struct{} { return s.failedCh }
 
 // LogStoreStats counts writes and the commits (fsyncs) that carried them.
 type LogStoreStats struct{ Writes, Commits uint64 }
@@ -161,6 +202,9 @@ var (
 
 // FirstIndex returns the first index written, 0 for an empty log.
 func (g *GroupLogStore) FirstIndex() (uint64, error) {
+	if err := g.s.Err(); err != nil {
+		return 0, err
+	}
 	var idx uint64
 	err := g.s.db.View(func(tx *bbolt.Tx) error {
 		if b := tx.Bucket(g.logs); b != nil {
@@ -175,6 +219,9 @@ func (g *GroupLogStore) FirstIndex() (uint64, error) {
 
 // LastIndex returns the last index written, 0 for an empty log.
 func (g *GroupLogStore) LastIndex() (uint64, error) {
+	if err := g.s.Err(); err != nil {
+		return 0, err
+	}
 	var idx uint64
 	err := g.s.db.View(func(tx *bbolt.Tx) error {
 		if b := tx.Bucket(g.logs); b != nil {
@@ -189,6 +236,9 @@ func (g *GroupLogStore) LastIndex() (uint64, error) {
 
 // GetLog reads the entry at index into out.
 func (g *GroupLogStore) GetLog(index uint64, out *raft.Log) error {
+	if err := g.s.Err(); err != nil {
+		return err
+	}
 	return g.s.db.View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(g.logs)
 		if b == nil {
@@ -267,6 +317,9 @@ func (g *GroupLogStore) Set(key, val []byte) error {
 
 // Get returns a stable-store value, or an error reading "not found".
 func (g *GroupLogStore) Get(key []byte) ([]byte, error) {
+	if err := g.s.Err(); err != nil {
+		return nil, err
+	}
 	var out []byte
 	err := g.s.db.View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(g.stable)

@@ -36,6 +36,17 @@ package shard
 // file's entries dead. Every new file starts with a copy of all stable values,
 // so no deleted file held the only copy of one.
 //
+// A commit's records are published (visible to GetLog, Get, LastIndex, ...)
+// only after its fdatasync returned: raft never reads what is not durable.
+// Any failed write or sync, the committer's, the filler's or a rotation's,
+// fails the log for good (ErrLogFailed): every later call refuses, and the
+// node restarts to replay what is on disk. A failed fdatasync is never
+// retried: Linux reports a writeback error once per open file, so a retry
+// can return 0 for pages that never reached the disk (PostgreSQL's "fsyncgate").
+// For the same reason a commit is not answered while a sync of the filler's,
+// which flushes the same file and may be the one told of its error, is in
+// flight (see commit).
+//
 // Entries must be stored in index order per group, as raft does. An entry that
 // does not follow the group's last (raft's log after installing a snapshot
 // starts past it) starts the group's log afresh at that index: the older
@@ -87,6 +98,11 @@ type NodeLog interface {
 	DropGroup(id uint64) error
 	Stats() LogStoreStats
 	RegisterMetrics(reg prometheus.Registerer) error
+	// Err returns why the log failed (it wraps ErrLogFailed), or nil. A
+	// failed log refuses every later call; the node must restart.
+	Err() error
+	// Failed returns a channel closed when the log fails.
+	Failed() <-chan struct{}
 	Close() error
 }
 
@@ -98,13 +114,51 @@ type GroupLog interface {
 
 // OpenNodeLog opens the node's log in dataDir: the write-ahead log in
 // raft-wal/, or, for a data dir that already has one, the bbolt store in
-// raft-log.db that preceded it.
-func OpenNodeLog(dataDir string) (NodeLog, error) {
+// raft-log.db that preceded it. knobs (nil in production) reach the WAL.
+func OpenNodeLog(dataDir string, knobs *WALKnobs) (NodeLog, error) {
 	legacy := filepath.Join(dataDir, "raft-log.db")
 	if _, err := os.Stat(legacy); err == nil {
 		return OpenNodeLogStore(legacy)
 	}
-	return OpenWAL(filepath.Join(dataDir, "raft-wal"))
+	return OpenWALConfig(WALConfig{Dir: filepath.Join(dataDir, "raft-wal"), Knobs: knobs})
+}
+
+// WALConfig configures the write-ahead log.
+type WALConfig struct {
+	Dir   string
+	Knobs *WALKnobs // nil in production
+}
+
+// WALWriter names who writes or syncs a WAL file, for the knobs.
+type WALWriter uint8
+
+const (
+	WALCommitter WALWriter = iota + 1 // a group commit's records
+	WALFiller                         // the zeros ahead of the active file's end
+	WALRotator                        // a new segment's header and stable values
+)
+
+func (w WALWriter) String() string {
+	switch w {
+	case WALCommitter:
+		return "commit"
+	case WALFiller:
+		return "fill"
+	case WALRotator:
+		return "rotate"
+	}
+	return fmt.Sprintf("WALWriter(%d)", uint8(w))
+}
+
+// WALKnobs are test hooks on the WAL's file I/O; nil in production. Tests
+// use them to inject I/O errors (EIO) where a failing disk would.
+type WALKnobs struct {
+	// Sync, when set, replaces fdatasync of a WAL file (f.Sync() keeps
+	// it real).
+	Sync func(by WALWriter, f *os.File) error
+	// Write, when set, replaces the write of b at off in a WAL file
+	// (f.WriteAt keeps it real).
+	Write func(by WALWriter, f *os.File, b []byte, off int64) (int, error)
 }
 
 type walLoc struct {
@@ -136,13 +190,15 @@ type walSegment struct {
 	// filler's zeros). The committer writes below it freely; a write that
 	// reaches past it holds fillMu, which the filler holds while it
 	// extends the file, so the two never write the same bytes.
-	alloc  atomic.Int64
-	fillMu sync.Mutex
+	alloc   atomic.Int64
+	fillMu  sync.Mutex
+	fillErr error // the filler's failed write or sync; guarded by fillMu
 }
 
 // WAL is the write-ahead NodeLog.
 type WAL struct {
 	dir     string
+	knobs   *WALKnobs
 	segSize int64                 // start a new segment past this size (walSegmentSize; tests lower it)
 	chunk   int64                 // zero-fill this far ahead of the end (walFillChunk; 0 turns the filler off)
 	gc      *groupCommit[[]walOp] // one write: the ops of one call, applied together
@@ -151,10 +207,11 @@ type WAL struct {
 	fillDone  chan struct{} // closed when the filler has stopped
 	closeFill sync.Once
 
-	mu     sync.RWMutex // guards everything below
-	groups map[uint64]*walGroupState
-	segs   []*walSegment // oldest first; the last is active
-	failed error         // a write or sync failed: the log is unusable
+	mu       sync.RWMutex // guards everything below
+	groups   map[uint64]*walGroupState
+	segs     []*walSegment // oldest first; the last is active
+	failed   error         // a write or sync failed: the log is unusable (fail)
+	failedCh chan struct{} // closed when failed is set
 }
 
 type walOp struct {
@@ -166,12 +223,16 @@ type walOp struct {
 }
 
 // OpenWAL opens or creates the log in dir and replays it.
-func OpenWAL(dir string) (*WAL, error) {
+func OpenWAL(dir string) (*WAL, error) { return OpenWALConfig(WALConfig{Dir: dir}) }
+
+// OpenWALConfig opens or creates the log in cfg.Dir and replays it.
+func OpenWALConfig(cfg WALConfig) (*WAL, error) {
+	dir := cfg.Dir
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("shard: wal: %w", err)
 	}
-	w := &WAL{dir: dir, segSize: walSegmentSize, chunk: walFillChunk, groups: make(map[uint64]*walGroupState),
-		fill: make(chan struct{}, 1), fillDone: make(chan struct{})}
+	w := &WAL{dir: dir, knobs: cfg.Knobs, segSize: walSegmentSize, chunk: walFillChunk, groups: make(map[uint64]*walGroupState),
+		fill: make(chan struct{}, 1), fillDone: make(chan struct{}), failedCh: make(chan struct{})}
 	if err := w.recover(); err != nil {
 		w.closeFiles()
 		return nil, err
@@ -483,9 +544,9 @@ func (w *WAL) rotate() error {
 	if err != nil {
 		return fmt.Errorf("shard: wal: %w", err)
 	}
-	_, err = f.Write(buf)
+	_, err = w.writeAt(WALRotator, f, buf, 0)
 	if err == nil {
-		err = f.Sync()
+		err = w.sync(WALRotator, f)
 	}
 	if err == nil {
 		err = os.Rename(tmp, final)
@@ -501,6 +562,22 @@ func (w *WAL) rotate() error {
 	seg.alloc.Store(seg.size)
 	w.segs = append(w.segs, seg)
 	return nil
+}
+
+// sync makes f's data durable: fdatasync, or the Sync knob.
+func (w *WAL) sync(by WALWriter, f *os.File) error {
+	if w.knobs != nil && w.knobs.Sync != nil {
+		return w.knobs.Sync(by, f)
+	}
+	return fdatasync(f)
+}
+
+// writeAt writes b at off in f: WriteAt, or the Write knob.
+func (w *WAL) writeAt(by WALWriter, f *os.File, b []byte, off int64) (int, error) {
+	if w.knobs != nil && w.knobs.Write != nil {
+		return w.knobs.Write(by, f, b, off)
+	}
+	return f.WriteAt(b, off)
 }
 
 // wakeFiller asks the filler to look at the active segment.
@@ -528,15 +605,20 @@ func (w *WAL) filler() {
 		to := min(max(from, end)+w.chunk, w.segSize)
 		var err error
 		for off := from; off < to && err == nil; off += int64(len(zeros)) {
-			_, err = seg.f.WriteAt(zeros[:min(int64(len(zeros)), to-off)], off)
+			_, err = w.writeAt(WALFiller, seg.f, zeros[:min(int64(len(zeros)), to-off)], off)
 		}
 		if err == nil {
-			err = fdatasync(seg.f)
+			err = w.sync(WALFiller, seg.f)
 		}
 		if err == nil {
 			seg.alloc.Store(to)
+		} else {
+			// Fatal like the committer's: the failed sync may have
+			// been the one told about a commit's lost pages. Recorded
+			// before fillMu is let go (see commit).
+			seg.fillErr = err
+			w.fail(WALFiller, err)
 		}
-		// On an error the committer just goes on appending past alloc.
 		seg.fillMu.Unlock()
 	}
 }
@@ -569,27 +651,33 @@ func (w *WAL) closeFiles() {
 // submit queues ops as one write and waits until they are durable.
 func (w *WAL) submit(ops ...walOp) error { return w.gc.submit(ops) }
 
-// commit appends every write of batch in one write and one fdatasync. The
-// in-memory state changes before the sync: only raft reads it, and raft
-// reads an entry only after StoreLogs returned. A failed write or sync makes
-// the log unusable (the node must restart and replay what is on disk).
+// commit appends every write of batch in one write and one fdatasync, and
+// only then publishes it: readers (raft's Get, GetLog, LastIndex, ...) never
+// see a record that is not durable. A failed write or sync fails the log for
+// good (fail); nothing of the failed commit is published.
 func (w *WAL) commit(batch [][]walOp) []error {
 	errs := make([]error, len(batch))
 	w.mu.Lock()
 	if w.failed == nil && w.segs[len(w.segs)-1].size >= w.segSize {
 		if err := w.rotate(); err != nil {
-			w.failed = err
+			w.failLocked(WALRotator, err)
+		} else {
+			w.collect()
 		}
-		w.collect()
 	}
-	if err := w.failed; err != nil {
-		w.mu.Unlock()
+	failed := w.failed
+	seg := w.segs[len(w.segs)-1]
+	w.mu.Unlock()
+	if failed != nil {
 		for i := range errs {
-			errs[i] = err
+			errs[i] = failed
 		}
 		return errs
 	}
-	seg := w.segs[len(w.segs)-1]
+
+	// Only this goroutine changes seg.size and the groups, so the records
+	// can be laid out against them without the lock.
+	off := seg.size
 	size := 0
 	for _, ops := range batch {
 		for _, op := range ops {
@@ -597,60 +685,124 @@ func (w *WAL) commit(batch [][]walOp) []error {
 		}
 	}
 	buf := make([]byte, 0, size)
+	type placed struct {
+		op  walOp
+		loc walLoc
+	}
+	recs := make([]placed, 0, len(batch))
 	shrinks := false // a delete or drop: old segments may have died
 	for i, ops := range batch {
+		if err := checkWALOps(ops); err != nil {
+			errs[i] = err // an unknown record kind: cannot happen
+			continue
+		}
 		for _, op := range ops {
 			shrinks = shrinks || op.kind == walDelete || op.kind == walDrop
 			start := len(buf)
 			buf = appendWALOpRecord(buf, op)
-			loc := walLoc{seg: seg.seq, off: seg.size + int64(start), n: uint32(len(buf) - start)}
-			if err := w.apply(op, seg, loc); err != nil {
-				errs[i] = err // an unknown record kind: cannot happen
-				break
-			}
+			recs = append(recs, placed{op, walLoc{seg: seg.seq, off: off + int64(start), n: uint32(len(buf) - start)}})
 		}
 	}
-	off := seg.size
-	seg.size += int64(len(buf))
-	w.mu.Unlock()
 
 	// Readers go on meanwhile: this goroutine is the only writer of
 	// records, and the filler writes only past alloc.
 	var err error
 	end := off + int64(len(buf))
 	if end <= seg.alloc.Load() {
-		_, err = seg.f.WriteAt(buf, off)
+		_, err = w.writeAt(WALCommitter, seg.f, buf, off)
 	} else {
 		seg.fillMu.Lock()
-		_, err = seg.f.WriteAt(buf, off)
+		_, err = w.writeAt(WALCommitter, seg.f, buf, off)
 		if end > seg.alloc.Load() {
 			seg.alloc.Store(end)
 		}
 		seg.fillMu.Unlock()
 	}
 	if err == nil {
-		err = fdatasync(seg.f)
+		err = w.sync(WALCommitter, seg.f)
 	}
-	if err == nil && seg.alloc.Load()-end < w.chunk/2 {
-		w.wakeFiller()
+	if err != nil {
+		w.fail(WALCommitter, err)
 	}
+	// The filler syncs the same open file, and Linux reports a writeback
+	// error once per open file: to whichever fdatasync looks first. If the
+	// filler's sync flushed these pages and got the error, ours returned 0.
+	// The filler holds fillMu through its sync and records a failure in
+	// fillErr before it lets go, so taking fillMu after our sync waits for
+	// a sync of the filler's that overlapped ours, and reads its verdict.
+	// (Our own fdatasync waits for the pages the filler has under writeback
+	// anyway, so this costs little more.)
+	seg.fillMu.Lock()
+	fillErr := seg.fillErr
+	seg.fillMu.Unlock()
 
 	w.mu.Lock()
-	if err != nil && w.failed == nil {
-		w.failed = fmt.Errorf("shard: wal: %w", err)
+	if fillErr != nil {
+		w.failLocked(WALFiller, fillErr)
 	}
-	if err == nil && shrinks {
-		w.collect()
+	if failed = w.failed; failed == nil {
+		for _, r := range recs {
+			_ = w.apply(r.op, seg, r.loc) // kinds checked above
+		}
+		seg.size = end
+		if shrinks {
+			w.collect()
+		}
 	}
-	failed := w.failed
 	w.mu.Unlock()
 	if failed != nil {
 		for i := range errs {
 			errs[i] = failed
 		}
+		return errs
+	}
+	if seg.alloc.Load()-end < w.chunk/2 {
+		w.wakeFiller()
 	}
 	return errs
 }
+
+// checkWALOps reports an op apply would refuse.
+func checkWALOps(ops []walOp) error {
+	for _, op := range ops {
+		switch op.kind {
+		case walEntry, walDelete, walStable, walDrop:
+		default:
+			return fmt.Errorf("shard: wal: record kind %d", op.kind)
+		}
+	}
+	return nil
+}
+
+// fail records that a write or sync by by failed: from now on every call of
+// the log returns the error (wrapping ErrLogFailed) and Failed is closed.
+// What the failed write left on disk is unknown, and a later fdatasync may
+// return 0 without having written it (the error was reported once), so the
+// log is never used again in this process: the node restarts and replays
+// what is on disk, as PostgreSQL does after a failed fsync.
+func (w *WAL) fail(by WALWriter, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failLocked(by, err)
+}
+
+func (w *WAL) failLocked(by WALWriter, err error) {
+	if w.failed != nil {
+		return
+	}
+	w.failed = fmt.Errorf("%w: wal %s: %w", ErrLogFailed, by, err)
+	close(w.failedCh)
+}
+
+// Err returns why the log failed (wrapping ErrLogFailed), or nil.
+func (w *WAL) Err() error {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.failed
+}
+
+// Failed returns a channel closed when the log fails.
+func (w *WAL) Failed() <-chan struct{} { return w.failedCh }
 
 // Close stops the committer after the queued writes and closes the files.
 func (w *WAL) Close() error {
@@ -693,6 +845,9 @@ type walGroup struct {
 func (g *walGroup) FirstIndex() (uint64, error) {
 	g.w.mu.RLock()
 	defer g.w.mu.RUnlock()
+	if err := g.w.failed; err != nil {
+		return 0, err
+	}
 	if st := g.w.groups[g.id]; st != nil && len(st.locs) > 0 {
 		return st.first, nil
 	}
@@ -702,6 +857,9 @@ func (g *walGroup) FirstIndex() (uint64, error) {
 func (g *walGroup) LastIndex() (uint64, error) {
 	g.w.mu.RLock()
 	defer g.w.mu.RUnlock()
+	if err := g.w.failed; err != nil {
+		return 0, err
+	}
 	if st := g.w.groups[g.id]; st != nil {
 		return st.last(), nil
 	}
@@ -711,6 +869,9 @@ func (g *walGroup) LastIndex() (uint64, error) {
 func (g *walGroup) GetLog(index uint64, out *raft.Log) error {
 	g.w.mu.RLock()
 	defer g.w.mu.RUnlock()
+	if err := g.w.failed; err != nil {
+		return err
+	}
 	st := g.w.groups[g.id]
 	if st == nil || len(st.locs) == 0 || index < st.first || index > st.last() {
 		return raft.ErrLogNotFound
@@ -767,6 +928,9 @@ func (g *walGroup) Set(key, val []byte) error {
 func (g *walGroup) Get(key []byte) ([]byte, error) {
 	g.w.mu.RLock()
 	defer g.w.mu.RUnlock()
+	if err := g.w.failed; err != nil {
+		return nil, err
+	}
 	if st := g.w.groups[g.id]; st != nil {
 		if v, ok := st.stable[string(key)]; ok {
 			return append([]byte(nil), v...), nil

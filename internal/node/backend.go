@@ -10,15 +10,21 @@ import (
 	"github.com/cairndb/cairn/shard"
 )
 
-// The node is the API's Backend.
-var _ api.Backend = (*Node)(nil)
+// The node is the API's Backend, and reports its health.
+var (
+	_ api.Backend        = (*Node)(nil)
+	_ api.HealthReporter = (*Node)(nil)
+)
 
 // NodeID returns this node's id.
 func (n *Node) NodeID() string { return n.cfg.ID }
 
-// Ready reports whether the cluster is formed and this node is registered in
-// the range map it holds.
+// Ready reports whether the cluster is formed, this node is registered in
+// the range map it holds, and its raft log works (Health).
 func (n *Node) Ready() bool {
+	if n.Health() != nil {
+		return false
+	}
 	st, _ := n.meta.State()
 	_, registered := st.Nodes[n.cfg.ID]
 	return st.Formed() && registered && len(st.Ranges) > 0

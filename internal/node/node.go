@@ -69,6 +69,8 @@ type Knobs struct {
 	// BootID stands in for the machine's boot id (fsm/durability.go): a
 	// different one after a SIGKILL looks like a machine crash.
 	BootID func() (string, error)
+	// WAL injects I/O errors into the node's write-ahead log.
+	WAL *shard.WALKnobs
 }
 
 // DefaultConfig returns a config with production defaults; the caller fills
@@ -174,7 +176,8 @@ func (n *Node) start() error {
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
+	go n.watchLog()
 	go n.run()
 	go n.reportLoop()
 	go func() {
@@ -204,7 +207,11 @@ func (n *Node) startRaft() error {
 	}
 	// One log store for every group on the node: group commit across
 	// shards (shard/logstore.go).
-	n.logs, err = shard.OpenNodeLog(n.cfg.DataDir)
+	var walKnobs *shard.WALKnobs
+	if n.cfg.Knobs != nil {
+		walKnobs = n.cfg.Knobs.WAL
+	}
+	n.logs, err = shard.OpenNodeLog(n.cfg.DataDir, walKnobs)
 	if err != nil {
 		return err
 	}
@@ -226,6 +233,17 @@ func (n *Node) startRaft() error {
 		return err
 	}
 	if err := n.logs.RegisterMetrics(n.reg); err != nil {
+		return err
+	}
+	if err := n.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "cairn", Subsystem: "node", Name: "log_failed",
+		Help: "1 when a write or sync of the node's raft log failed: the node serves nothing until it restarts.",
+	}, func() float64 {
+		if n.logs.Err() != nil {
+			return 1
+		}
+		return 0
+	})); err != nil {
 		return err
 	}
 	n.meta, err = placement.OpenMeta(placement.MetaConfig{
@@ -378,6 +396,27 @@ func (n *Node) shutdown() error {
 	}
 	return errors.Join(errs...)
 }
+
+// watchLog stops the meta group when the node's raft log fails (the host
+// stops the shard replicas itself): no group may go on without a log that
+// can make its votes and entries durable. The node stays up, unready, so
+// /readyz, /healthz and cairn_node_log_failed say why; a restart replays
+// what is on disk.
+func (n *Node) watchLog() {
+	defer n.wg.Done()
+	select {
+	case <-n.logs.Failed():
+		n.log.Error("raft log failed: this node serves nothing until it restarts", "err", n.logs.Err())
+		if err := n.meta.Close(); err != nil {
+			n.log.Warn("stop meta group after log failure", "err", err)
+		}
+	case <-n.stop:
+	}
+}
+
+// Health returns why the node cannot serve at all (its raft log failed), or
+// nil.
+func (n *Node) Health() error { return n.logs.Err() }
 
 // run forms the cluster, registers nodes and opens this node's replicas,
 // reacting to meta changes and gossip events, with a periodic safety tick.
