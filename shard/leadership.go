@@ -31,6 +31,7 @@ func (r *Replica) watchLeadership() {
 	stopLeading := func() {}
 	defer func() { stopLeading() }()
 	for {
+		r.knobs.beforeLeadershipLook(r.id)
 		isLeader := r.g.raft.State() == raft.Leader
 		if isLeader != leading {
 			leading = isLeader
