@@ -31,4 +31,11 @@ var (
 	ErrOutcomeUnknown = errors.New("write outcome unknown")
 	// ErrClosed is returned by a replica or host that has been shut down.
 	ErrClosed = errors.New("shard closed")
+	// ErrNoState means the replica has applied nothing yet (an empty
+	// replica waiting for its first snapshot) and cannot serve reads. It
+	// wraps ErrUnavailable: retryable, on this replica later or elsewhere.
+	ErrNoState = fmt.Errorf("replica has no state yet: %w", ErrUnavailable)
+	// ErrTooStale means the replica cannot show that its data is within the
+	// read's max_staleness. It wraps ErrUnavailable: retryable.
+	ErrTooStale = fmt.Errorf("replica too stale for the requested max_staleness: %w", ErrUnavailable)
 )

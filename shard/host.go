@@ -153,7 +153,8 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		id: desc.ID, nodeID: h.cfg.NodeID, log: log, clock: h.cfg.Clock, leaderChanges: h.leaderChanges,
 		proposeSeconds: h.proposeSeconds,
 		applyTimeout:   h.cfg.ApplyTimeout, ttl: newTTLManager(), knobs: h.cfg.Knobs,
-		readyCh: make(chan struct{}), stop: make(chan struct{}),
+		readyCh: make(chan struct{}), genCh: make(chan struct{}), kick: make(chan struct{}, 1),
+		stop: make(chan struct{}),
 	}
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && h.cfg.Logs != nil {
 		// A new replica: whatever an earlier replica of this shard left in
@@ -186,6 +187,7 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		ID: desc.ID, Dir: dir, NodeID: h.cfg.NodeID, FSM: h.cfg.Knobs.raftFSM(desc.ID, f), Mux: h.cfg.Mux, Logs: h.cfg.Logs,
 		Tuning: h.cfg.Tuning, Logger: log, Bootstrap: bootstrap,
 		NoSnapshotRestoreOnStart: true,
+		OnAppendEntries:          r.observeAppend,
 	})
 	if err != nil {
 		f.Close()
