@@ -315,8 +315,10 @@ func TestVerifyIgnoresAnswersSentBeforeIt(t *testing.T) {
 			// down on its own before the stale answers arrive (a paused
 			// process does not run its lease check either); its commit
 			// pings keep B and C following it until the cut.
-			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 8*time.Second, 8*time.Second, 8*time.Second
-			tu.CommitTimeout = 20 * time.Millisecond
+			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 4*time.Second, 4*time.Second, 4*time.Second
+			tu.CommitTimeout = 100 * time.Millisecond
+		} else {
+			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 600*time.Millisecond, 600*time.Millisecond, 300*time.Millisecond
 		}
 		return tu
 	}, tk)
@@ -332,8 +334,10 @@ func TestVerifyIgnoresAnswersSentBeforeIt(t *testing.T) {
 	delays.set(cc, a, answerDelay)
 	time.Sleep(300 * time.Millisecond) // B and C answer A's pings meanwhile: those answers are on their way
 	cut := time.Now()
-	delays.set(a, b, time.Hour) // A's messages stop reaching B and C
-	delays.set(a, cc, time.Hour)
+	// A's messages stop reaching B and C until after the stale answers
+	// reached A (and A then learns of the new term and steps down).
+	delays.set(a, b, answerDelay+500*time.Millisecond)
+	delays.set(a, cc, answerDelay+500*time.Millisecond)
 
 	var newLeader int
 	readWaitFor(t, answerDelay/2, "B or C to lead a later term", func() error {
@@ -362,8 +366,8 @@ func TestVerifyIgnoresAnswersSentBeforeIt(t *testing.T) {
 		}
 	}
 	t.Logf("read on the deposed leader after %v: %v", time.Since(cut).Round(time.Millisecond), err)
-	// Closing A then waits up to the transport timeout (10 s) for its
-	// replication RPCs on the links delayed by an hour.
+	// Closing A waits for its pipelined appends (at most two in flight),
+	// whose answers take answerDelay plus the cut to come back.
 }
 
 // Scenario: the range map lists a split's child before this node's replica of
