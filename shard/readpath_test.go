@@ -238,44 +238,102 @@ func linearizable(r *Replica, d time.Duration) (uint64, error) {
 // Invariant I2, precondition (a): readiness belongs to the term whose no-op
 // this replica committed. Leader(T) → follower → Leader(T+2) while the
 // leadership watcher does not look (starved, as after SIGCONT) must not leave
-// the replica ready: the commit index of a fresh leader may not yet cover
-// writes acknowledged in T+1.
+// the replica ready: a fresh leader's commit index may not yet cover writes
+// acknowledged in T+1. Here A has the write of T+1 in its log but has not
+// learned that it committed (B's commit pings are far apart), and the answers
+// that would let A commit an entry of T+2 are slowed down: a read in that
+// window must wait, not answer from the old commit index.
 func TestLinearizableReadNeedsNoopOfItsTerm(t *testing.T) {
-	c := startReadCluster(t, 3, nil, nil)
+	delays := &linkDelays{d: map[[2]string]time.Duration{}}
+	c := startReadCluster(t, 3, func(i int) RaftTuning {
+		tu := FastRaftTuning()
+		switch i {
+		case 0:
+			// A's election must outlast the slowed answers to its votes;
+			// its commit pings keep B and C following while it leads.
+			// Its lease outlasts them too.
+			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 4*time.Second, 4*time.Second, 4*time.Second
+			tu.CommitTimeout = 50 * time.Millisecond
+		case 1:
+			tu.CommitTimeout = 10 * time.Second // B, leading T+1, tells A of commits only on appends
+		}
+		if i > 0 {
+			// B and C keep following A while A waits for their slowed
+			// answers (A's heartbeats come every 0.4-0.8 s).
+			tu.HeartbeatTimeout, tu.ElectionTimeout = 1500*time.Millisecond, 1500*time.Millisecond
+		}
+		return tu
+	}, &TransportKnobs{Delay: delays.delay})
 	reps := c.open(1)
 	c.transferLeader(reps, 0)
-	readWaitFor(t, 10*time.Second, "node 0 ready", func() error { _, err := linearizable(reps[0], time.Second); return err })
+	readWaitFor(t, 10*time.Second, "A ready", func() error { _, err := linearizable(reps[0], time.Second); return err })
 	put(t, reps[0], "k", "v0")
 	term := reps[0].Raft().CurrentTerm()
 
-	c.gates.hold("look", 0, 1)
+	c.gates.hold("look", 0, 1) // A's watcher stops looking
 	c.gates.waitParked(t, "look", 0, 1, 5*time.Second)
 	c.transferLeader(reps, 1)
-	put(t, reps[1], "k", "v1") // acknowledged in a later term
-	c.transferLeader(reps, 0)
-	now := reps[0].Raft().CurrentTerm()
-	if now < term+2 {
-		t.Fatalf("term went from %d to %d, want at least two elections", term, now)
+	readWaitFor(t, 10*time.Second, "B ready", func() error { _, err := linearizable(reps[1], time.Second); return err })
+	idx := put(t, reps[1], "k", "v1") // acknowledged in T+1
+	readWaitFor(t, 10*time.Second, "A to hold v1 in its log and apply what it knows committed", func() error {
+		if last := reps[0].Raft().LastIndex(); last < idx {
+			return fmt.Errorf("A's last index %d < %d", last, idx)
+		}
+		if ci, a := reps[0].Raft().CommitIndex(), reps[0].FSM().Applied(); a < ci {
+			return fmt.Errorf("A applied %d < its commit index %d", a, ci)
+		}
+		return nil
+	})
+	if ci := reps[0].Raft().CommitIndex(); ci >= idx {
+		t.Skipf("A learned that v1 committed (commit index %d >= %d): no window to test", ci, idx)
+	}
+	c.gates.hold("fsm", 0, 1) // and applies nothing more
+	const slow = time.Second  // B's and C's answers to A
+	delays.set(c.nodes[1].addr, c.nodes[0].addr, slow)
+	delays.set(c.nodes[2].addr, c.nodes[0].addr, slow)
+	n := c.nodes[0]
+	// B's transfer future times out (its TimeoutNow reaches A late), but A
+	// starts its election when it arrives.
+	_ = reps[1].Raft().LeadershipTransferToServer(raft.ServerID(n.id), raft.ServerAddress(n.addr)).Error()
+	readWaitFor(t, 5*time.Second, "A to lead again", func() error {
+		if !reps[0].IsLeader() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if now := reps[0].Raft().CurrentTerm(); now < term+2 {
+		t.Fatalf("term went from %d to %d, want two elections", term, now)
+	}
+	if ci := reps[0].Raft().CommitIndex(); ci >= idx {
+		t.Skipf("A's commit index %d already covers v1 (%d): no window to test", ci, idx)
 	}
 
-	idx, err := linearizable(reps[0], time.Second)
+	got, err := linearizable(reps[0], 3*slow)
 	if err == nil {
-		t.Fatalf("LinearizableRead in term %d answered (applied index %d, k=%s) on readiness from term %d: "+
-			"no no-op of term %d was applied, so its read index may miss writes acknowledged in between",
-			now, idx, value(t, reps[0], "k"), term, now)
+		t.Fatalf("LinearizableRead in term %d answered k=%s at applied index %d on readiness from term %d; "+
+			"v1 (index %d) was acknowledged in between", reps[0].Raft().CurrentTerm(), value(t, reps[0], "k"), got, term, idx)
 	}
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("LinearizableRead before readiness: %v, want ErrUnavailable", err)
 	}
 
+	delays.set(c.nodes[1].addr, c.nodes[0].addr, 0)
+	delays.set(c.nodes[2].addr, c.nodes[0].addr, 0)
+	c.gates.release("fsm", 0, 1)
 	c.gates.release("look", 0, 1)
-	readWaitFor(t, 10*time.Second, "a linearizable read after the watcher caught up", func() error {
-		_, err := linearizable(reps[0], time.Second)
-		return err
+	readWaitFor(t, 10*time.Second, "a linearizable read that sees v1 once A's watcher caught up", func() error {
+		l := leaderIndex(reps)
+		if l < 0 {
+			return errors.New("no leader")
+		}
+		if _, err := linearizable(reps[l], time.Second); err != nil {
+			return err
+		}
+		if v := value(t, reps[l], "k"); v != "v1" {
+			t.Fatalf("linearizable read on node %d sees k=%s, want v1", l, v)
+		}
+		return nil
 	})
-	if v := value(t, reps[0], "k"); v != "v1" {
-		t.Fatalf("linearizable read sees k=%s, want v1", v)
-	}
 }
 
 // linkDelays is a TransportKnobs.Delay table, changed while the test runs.
