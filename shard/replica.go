@@ -251,7 +251,6 @@ func (r *Replica) waitReady(ctx context.Context) (gen, term uint64, err error) {
 		r.mu.Lock()
 		gen, ready, term, readyCh, genCh := r.gen, r.ready, r.readyTerm, r.readyCh, r.genCh
 		r.mu.Unlock()
-		wait := readyCh
 		if ready {
 			if term == r.g.raft.CurrentTerm() {
 				return gen, term, nil
@@ -259,10 +258,11 @@ func (r *Replica) waitReady(ctx context.Context) (gen, term uint64, err error) {
 			// Ready in an earlier term: leadership changed under the
 			// watcher. Have it look, and wait for the new generation.
 			r.kickWatcher()
-			wait = genCh
+			readyCh = nil
 		}
 		select {
-		case <-wait:
+		case <-readyCh:
+		case <-genCh:
 		case <-ctx.Done():
 			return 0, 0, fmt.Errorf("shard %d: leader not ready: %w: %w", r.id, ErrUnavailable, ctx.Err())
 		case <-t.C:
