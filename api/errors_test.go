@@ -53,6 +53,8 @@ func TestErrorStatus(t *testing.T) {
 			503, "unavailable", true},
 		{"not leader", &shard.NotLeaderError{Group: 1, LeaderID: "n2"}, 503, "unavailable", true},
 		{"shard unavailable", shard.ErrUnavailable, 503, "unavailable", true},
+		{"replica has no state yet", fmt.Errorf("shard 2: %w", shard.ErrNoState), 503, "unavailable", true},
+		{"replica too stale", fmt.Errorf("shard 1: lagging: %w", shard.ErrTooStale), 503, "unavailable", true},
 		{"no leader, context canceled", fmt.Errorf("shard 1 has no leader: %w: %w", shard.ErrUnavailable, context.Canceled),
 			503, "unavailable", true},
 		{"not ready", errNotReady, 503, "unavailable", true},

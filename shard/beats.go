@@ -12,10 +12,11 @@ package shard
 // A heartbeat is exactly what NetworkTransport itself treats as one (the same
 // predicate, isHeartbeat), and the receiving side hands it to the same raft
 // heartbeat handler NetworkTransport would have called, so raft sees no
-// difference but latency. Latency matters for one caller only: VerifyLeader,
-// which linearizable reads wait on, rides on heartbeats. A replica marks its
-// transport urgent before verifying leadership, and an urgent call is sent at
-// once instead of lingering.
+// difference but latency. Latency matters for one caller only: the quorum
+// round of a linearizable read (verify.go) sends heartbeats of its own on
+// these connections, urgent, and an urgent call is sent at once instead of
+// lingering. Each answer is matched to its own request, so that round counts
+// only answers to the heartbeats it sent.
 //
 // Heartbeat connections are mux connections with the reserved group id
 // beatGroup. After the mux header, both directions carry frames:
@@ -125,8 +126,9 @@ func (t *GroupTransport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 	t.layer.heartbeat.Store(&cb)
 }
 
-// Urgent makes the group's heartbeats skip the linger for a while: call it
-// before VerifyLeader, whose quorum round is a round of heartbeats.
+// Urgent makes raft's own heartbeats of the group skip the linger for a
+// while. (Linearizable reads no longer need it: their quorum round sends its
+// own urgent heartbeats.)
 func (t *GroupTransport) Urgent() {
 	t.urgent.Store(time.Now().Add(beatUrgentFor).UnixNano())
 }

@@ -36,4 +36,11 @@ var (
 	// later call, and the node's groups stop, until the node restarts and
 	// replays what is on disk. Never retryable on this node.
 	ErrLogFailed = errors.New("node raft log failed")
+	// ErrNoState means the replica has applied nothing yet (an empty
+	// replica waiting for its first snapshot) and cannot serve reads. It
+	// wraps ErrUnavailable: retryable, on this replica later or elsewhere.
+	ErrNoState = fmt.Errorf("replica has no state yet: %w", ErrUnavailable)
+	// ErrTooStale means the replica cannot show that its data is within the
+	// read's max_staleness. It wraps ErrUnavailable: retryable.
+	ErrTooStale = fmt.Errorf("replica too stale for the requested max_staleness: %w", ErrUnavailable)
 )

@@ -98,6 +98,10 @@ type GroupConfig struct {
 	// NoSnapshotRestoreOnStart is set for FSMs that persist their own state
 	// (the shard FSM); raft then only replays entries after the snapshot.
 	NoSnapshotRestoreOnStart bool
+	// OnAppendEntries, when set, sees every AppendEntries request this
+	// replica receives (heartbeats aside) before raft handles it; it must be
+	// fast and must not keep or change the request (staleness.go).
+	OnAppendEntries func(*raft.AppendEntriesRequest)
 }
 
 // Group is a running raft instance with the stores it owns: a shard replica's
@@ -109,6 +113,7 @@ type Group struct {
 	own       *raftboltdb.BoltStore // the group's own raft.db, when it has one
 	snaps     raft.SnapshotStore
 	transport *GroupTransport
+	observed  *observedTransport // the transport raft runs on when OnAppendEntries is set
 	mux       *Mux
 
 	logStop      atomic.Bool // stopped by logFailed
@@ -209,8 +214,13 @@ func (g *Group) start(cfg GroupConfig) error {
 			}
 		}
 	}
+	var trans raft.Transport = g.transport
+	if cfg.OnAppendEntries != nil {
+		g.observed = newObservedTransport(g.transport, cfg.OnAppendEntries)
+		trans = g.observed
+	}
 	g.raft, err = newRaft(cfg.Logs, func() (*raft.Raft, error) {
-		return raft.NewRaft(rc, cfg.FSM, cached, stable, g.snaps, g.transport)
+		return raft.NewRaft(rc, cfg.FSM, cached, stable, g.snaps, trans)
 	})
 	if err != nil {
 		return fmt.Errorf("group %d: start raft: %w", cfg.ID, err)
@@ -268,6 +278,9 @@ func (g *Group) Shutdown() error {
 
 func (g *Group) closeStores() error {
 	var errs []error
+	if g.observed != nil {
+		g.observed.close()
+	}
 	if g.transport != nil {
 		errs = append(errs, g.transport.Close())
 		g.mux.Unregister(g.id)

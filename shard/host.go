@@ -33,6 +33,8 @@ type HostConfig struct {
 	ApplyTimeout time.Duration // bound on one proposal; default 5s
 	Logger       *slog.Logger
 	Clock        Clock // nil = the real clock
+	// Knobs are test hooks; nil in production.
+	Knobs *ReplicaKnobs
 }
 
 // Host owns every shard replica on this node.
@@ -206,8 +208,9 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 	r := &Replica{
 		id: desc.ID, nodeID: h.cfg.NodeID, log: log, clock: h.cfg.Clock, leaderChanges: h.leaderChanges,
 		proposeSeconds: h.proposeSeconds,
-		applyTimeout:   h.cfg.ApplyTimeout, ttl: newTTLManager(),
-		readyCh: make(chan struct{}), stop: make(chan struct{}),
+		applyTimeout:   h.cfg.ApplyTimeout, ttl: newTTLManager(), knobs: h.cfg.Knobs,
+		readyCh: make(chan struct{}), genCh: make(chan struct{}), kick: make(chan struct{}, 1),
+		stop: make(chan struct{}),
 	}
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && h.cfg.Logs != nil {
 		// A new replica: whatever an earlier replica of this shard left in
@@ -237,9 +240,10 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		return nil, fmt.Errorf("shard %d: %w", desc.ID, err)
 	}
 	r.g, err = StartGroup(GroupConfig{
-		ID: desc.ID, Dir: dir, NodeID: h.cfg.NodeID, FSM: f, Mux: h.cfg.Mux, Logs: h.cfg.Logs,
+		ID: desc.ID, Dir: dir, NodeID: h.cfg.NodeID, FSM: h.cfg.Knobs.raftFSM(desc.ID, f), Mux: h.cfg.Mux, Logs: h.cfg.Logs,
 		Tuning: h.cfg.Tuning, Logger: log, Bootstrap: bootstrap,
 		NoSnapshotRestoreOnStart: true,
+		OnAppendEntries:          r.observeAppend,
 	})
 	if err != nil {
 		f.Close()

@@ -30,15 +30,25 @@ type Replica struct {
 	applyTimeout time.Duration
 	verifier     verifier
 	ttl          *ttlManager
+	knobs        *ReplicaKnobs // nil in production
 
 	// readiness: a leader serves linearizable reads only after an entry of
-	// its own term has been applied (the raft paper's ReadIndex precondition).
-	// gen changes on every leadership change so a read that straddles one is
-	// retried rather than served from a stale read index.
-	mu      sync.Mutex
-	gen     uint64
-	ready   bool
-	readyCh chan struct{} // closed when ready becomes true for gen
+	// its own term has been applied (the raft paper's ReadIndex precondition),
+	// and only while raft's current term is still that term (readyTerm): a
+	// readiness left over from an earlier term is no readiness. gen changes
+	// on every leadership change so a read that straddles one is retried
+	// rather than served from a stale read index.
+	mu        sync.Mutex
+	gen       uint64
+	ready     bool
+	readyTerm uint64        // the term of the no-op that made this generation ready
+	readyCh   chan struct{} // closed when ready becomes true for gen
+	genCh     chan struct{} // closed when gen changes
+	kick      chan struct{} // cap 1: a reader asks the watcher to look now
+
+	// commits is what this replica learned, as a follower, about its
+	// leaders' commit indexes and when (stale reads; staleness.go).
+	commits commitTracker
 
 	leaderChanges  *prometheus.CounterVec // nil without metrics
 	proposeSeconds prometheus.Histogram   // nil without metrics
@@ -134,27 +144,30 @@ func (r *Replica) notLeader() error {
 }
 
 // LinearizableRead returns once a local read reflects every write committed
-// before the call (invariant I2): the ReadIndex recipe. It takes the commit
-// index, confirms leadership with a quorum round (shared by concurrent
-// readers), and waits for the local FSM to apply up to that index. The
-// returned index is the applied index the read reflects.
+// before the call (invariant I2): the ReadIndex recipe. It needs this replica
+// ready in raft's current term (its own no-op of that term applied), takes
+// the commit index, confirms leadership in that term with a quorum round of
+// fresh heartbeats (shared by concurrent readers; verify.go), checks the term
+// has not moved, and waits for the local FSM to apply up to the read index.
+// The returned index is the applied index the read reflects.
 func (r *Replica) LinearizableRead(ctx context.Context) (uint64, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		if r.g.raft.State() != raft.Leader {
 			return 0, r.notLeader()
 		}
-		gen, err := r.waitReady(ctx)
+		gen, term, err := r.waitReady(ctx)
 		if err != nil {
 			return 0, err
 		}
 		readIndex := r.g.raft.CommitIndex()
-		if err := r.verifier.verify(ctx, r.g); err != nil {
+		verified, err := r.verifier.verify(ctx, r.leadershipRound)
+		if err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 				return 0, r.notLeader()
 			}
 			return 0, fmt.Errorf("shard %d: verify leader: %w: %w", r.id, ErrUnavailable, err)
 		}
-		if !r.stillReady(gen) {
+		if verified != term || !r.stillReady(gen) || r.g.raft.CurrentTerm() != term {
 			continue // leadership changed while we verified: take a fresh read index
 		}
 		if err := r.fsm.WaitApplied(ctx, readIndex); err != nil {
@@ -166,61 +179,101 @@ func (r *Replica) LinearizableRead(ctx context.Context) (uint64, error) {
 }
 
 // SessionRead waits until this replica has applied at least index (from the
-// client's session token), bounded by wait. Any replica may serve it.
+// client's session token), bounded by wait. Any replica may serve it, once it
+// has state: a replica that has applied nothing yet (an empty replica waiting
+// for its first snapshot, such as a split's child opened before the local
+// parent applied the split) refuses with ErrNoState, whatever the index.
 func (r *Replica) SessionRead(ctx context.Context, index uint64, wait time.Duration) (uint64, error) {
-	if r.fsm.Applied() >= index {
-		return r.fsm.Applied(), nil
+	need := max(index, 1)
+	if a := r.fsm.Applied(); a >= need {
+		return a, nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if err := r.fsm.WaitApplied(wctx, index); err != nil {
+	if err := r.fsm.WaitApplied(wctx, need); err != nil {
+		if r.fsm.Applied() == 0 {
+			return 0, fmt.Errorf("shard %d: %w", r.id, ErrNoState)
+		}
 		return 0, fmt.Errorf("shard %d: replica has not applied index %d within %s: %w",
 			r.id, index, wait, ErrUnavailable)
 	}
 	return r.fsm.Applied(), nil
 }
 
-// StaleRead admits a read from this replica if it heard from a leader within
-// maxStaleness (or is the leader).
+// StaleRead admits a read from this replica if its data is at most
+// maxStaleness old (API.md, consistency=stale): it has applied an index that
+// was its leader's commit index at a moment within maxStaleness. A leader
+// ready in its current term knows its commit index now and waits (at most
+// maxStaleness) for its FSM to reach it. A follower uses what it learned from
+// its leaders' AppendEntries (staleness.go) and must also have heard from a
+// leader within maxStaleness. Refusals are ErrTooStale or ErrNoState.
 func (r *Replica) StaleRead(maxStaleness time.Duration) (uint64, error) {
-	if r.g.raft.State() == raft.Leader {
+	applied := r.fsm.Applied()
+	if applied == 0 {
+		return 0, fmt.Errorf("shard %d: %w", r.id, ErrNoState)
+	}
+	if term := r.g.raft.CurrentTerm(); r.g.raft.State() == raft.Leader && r.readyIn(term) {
+		commit := r.g.raft.CommitIndex()
+		if applied >= commit {
+			return applied, nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), min(maxStaleness, r.applyTimeout))
+		defer cancel()
+		if err := r.fsm.WaitApplied(ctx, commit); err != nil {
+			return 0, fmt.Errorf("shard %d: leader has not applied its commit index %d within %s: %w",
+				r.id, commit, maxStaleness, ErrTooStale)
+		}
 		return r.fsm.Applied(), nil
 	}
-	last := r.g.raft.LastContact()
-	if last.IsZero() || time.Since(last) > maxStaleness {
+	now := r.clock.Now()
+	if last := r.g.raft.LastContact(); last.IsZero() || time.Since(last) > maxStaleness {
 		return 0, fmt.Errorf("shard %d: replica last heard from a leader more than %s ago: %w",
-			r.id, maxStaleness, ErrUnavailable)
+			r.id, maxStaleness, ErrTooStale)
 	}
-	return r.fsm.Applied(), nil
+	fresh := r.commits.freshAt(applied)
+	if fresh.IsZero() || now.Sub(fresh) > maxStaleness {
+		age := "never"
+		if !fresh.IsZero() {
+			age = now.Sub(fresh).Round(time.Millisecond).String() + " ago"
+		}
+		return 0, fmt.Errorf("shard %d: applied index %d covers a leader commit index learned %s, more than %s: %w",
+			r.id, applied, age, maxStaleness, ErrTooStale)
+	}
+	return applied, nil
 }
 
-// waitReady blocks until this leader has applied an entry of its own term.
-func (r *Replica) waitReady(ctx context.Context) (uint64, error) {
-	r.mu.Lock()
-	gen, ready, ch := r.gen, r.ready, r.readyCh
-	r.mu.Unlock()
-	if ready {
-		return gen, nil
-	}
+// waitReady blocks until this leader has applied an entry of raft's current
+// term, and returns the generation and that term.
+func (r *Replica) waitReady(ctx context.Context) (gen, term uint64, err error) {
 	t := time.NewTimer(r.applyTimeout)
 	defer t.Stop()
-	select {
-	case <-ch:
-		return r.waitReadyAgain(gen)
-	case <-ctx.Done():
-		return 0, fmt.Errorf("shard %d: leader not ready: %w: %w", r.id, ErrUnavailable, ctx.Err())
-	case <-t.C:
-		return 0, fmt.Errorf("shard %d: leader not ready: %w", r.id, ErrUnavailable)
-	case <-r.stop:
-		return 0, fmt.Errorf("shard %d: %w", r.id, ErrUnavailable)
+	for {
+		r.mu.Lock()
+		gen, ready, term, readyCh, genCh := r.gen, r.ready, r.readyTerm, r.readyCh, r.genCh
+		r.mu.Unlock()
+		if ready {
+			if term == r.g.raft.CurrentTerm() {
+				return gen, term, nil
+			}
+			// Ready in an earlier term: leadership changed under the
+			// watcher. Have it look, and wait for the new generation.
+			r.kickWatcher()
+			readyCh = nil
+		}
+		select {
+		case <-readyCh:
+		case <-genCh:
+		case <-ctx.Done():
+			return 0, 0, fmt.Errorf("shard %d: leader not ready: %w: %w", r.id, ErrUnavailable, ctx.Err())
+		case <-t.C:
+			return 0, 0, fmt.Errorf("shard %d: leader not ready: %w", r.id, ErrUnavailable)
+		case <-r.stop:
+			return 0, 0, fmt.Errorf("shard %d: %w", r.id, ErrUnavailable)
+		}
+		if r.g.raft.State() != raft.Leader {
+			return 0, 0, r.notLeader()
+		}
 	}
-}
-
-func (r *Replica) waitReadyAgain(gen uint64) (uint64, error) {
-	if !r.stillReady(gen) {
-		return 0, fmt.Errorf("shard %d: leadership changed: %w", r.id, ErrUnavailable)
-	}
-	return gen, nil
 }
 
 func (r *Replica) stillReady(gen uint64) bool {
@@ -229,55 +282,15 @@ func (r *Replica) stillReady(gen uint64) bool {
 	return r.ready && r.gen == gen
 }
 
+// readyIn reports whether this replica is ready as the leader of term.
+func (r *Replica) readyIn(term uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ready && r.readyTerm == term
+}
+
 // WrittenBytes is the total size of the entries this replica proposed.
 func (r *Replica) WrittenBytes() uint64 { return r.written.Load() }
 
 // Hash returns the replica's state hash at its applied index (tests, S5/S6).
 func (r *Replica) Hash() (uint64, []byte, error) { return r.fsm.Hash() }
-
-// verifier coalesces concurrent VerifyLeader calls: readers that arrive while
-// a round is in flight share the next one. A reader joins a round that starts
-// after it took its read index, which is what ReadIndex needs.
-type verifier struct {
-	mu      sync.Mutex
-	waiting []chan error
-	running bool
-}
-
-func (v *verifier) verify(ctx context.Context, g *Group) error {
-	ch := make(chan error, 1)
-	v.mu.Lock()
-	v.waiting = append(v.waiting, ch)
-	if !v.running {
-		v.running = true
-		go v.loop(g)
-	}
-	v.mu.Unlock()
-	select {
-	case err := <-ch:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (v *verifier) loop(g *Group) {
-	for {
-		v.mu.Lock()
-		batch := v.waiting
-		v.waiting = nil
-		if len(batch) == 0 {
-			v.running = false
-			v.mu.Unlock()
-			return
-		}
-		v.mu.Unlock()
-		// The quorum round is a round of heartbeats: send them at once
-		// rather than coalesced with other groups' (beats.go).
-		g.transport.Urgent()
-		err := g.raft.VerifyLeader().Error()
-		for _, ch := range batch {
-			ch <- err
-		}
-	}
-}
