@@ -25,6 +25,14 @@ type DriverConfig struct {
 	Scheduler SchedulerConfig
 	// Alive reports the nodes gossip currently sees alive (a hint, I12).
 	Alive func() map[string]bool
+	// Suspect reports the nodes gossip lists but suspects (missed probes);
+	// nil: none. They receive nothing until they answer again.
+	Suspect func() map[string]bool
+	// ReportTimeout: a node whose last report (ObserveNode) is older than
+	// this, or that has not reported since this node became placement
+	// leader, is Unresponsive: it may have died a moment ago, before gossip
+	// says so. Nodes report every 500ms. Default 2s.
+	ReportTimeout time.Duration
 	// Interval between scheduling rounds; default 1s.
 	Interval time.Duration
 	// MaxOps bounds the operations in progress at once; default 4.
@@ -44,11 +52,12 @@ type DriverConfig struct {
 type Driver struct {
 	cfg DriverConfig
 
-	mu        sync.Mutex
-	stats     map[uint64]RangeStats
-	downSince map[string]time.Time
-	running   map[uint64]bool
-	ops       *prometheus.CounterVec // by kind and event (started, finished)
+	mu         sync.Mutex
+	stats      map[uint64]RangeStats
+	downSince  map[string]time.Time
+	lastReport map[string]time.Time // by node, since this node leads the meta group
+	running    map[uint64]bool
+	ops        *prometheus.CounterVec // by kind and event (started, finished)
 }
 
 // NewDriver returns a driver; call Run.
@@ -62,10 +71,14 @@ func NewDriver(cfg DriverConfig) *Driver {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ReportTimeout <= 0 {
+		cfg.ReportTimeout = 2 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	d := &Driver{cfg: cfg, stats: map[uint64]RangeStats{}, downSince: map[string]time.Time{}, running: map[uint64]bool{}}
+	d := &Driver{cfg: cfg, stats: map[uint64]RangeStats{}, downSince: map[string]time.Time{},
+		lastReport: map[string]time.Time{}, running: map[uint64]bool{}}
 	d.ops = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "cairn", Subsystem: "placement", Name: "operations_total",
 		Help: "Placement operations started and finished by this node as placement leader.",
@@ -82,6 +95,13 @@ func (d *Driver) Observe(rangeID uint64, s RangeStats) {
 	defer d.mu.Unlock()
 	s.Updated = d.cfg.Now()
 	d.stats[rangeID] = s
+}
+
+// ObserveNode records that node id has reported (its heartbeat arrived).
+func (d *Driver) ObserveNode(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.lastReport[id] = d.cfg.Now()
 }
 
 // Stats returns the latest heartbeat statistics of range id (meta leader).
@@ -117,6 +137,7 @@ func (d *Driver) forget() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.downSince = map[string]time.Time{}
+	d.lastReport = map[string]time.Time{}
 }
 
 func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
@@ -124,21 +145,28 @@ func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
 	if !st.Formed() {
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	view := d.view(st)
 	ids := make([]uint64, 0, len(st.Ops))
 	for id := range st.Ops {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	abandoned := 0
 	for _, id := range ids {
+		if d.abandonTransfer(ctx, view, st.Ops[id]) {
+			abandoned++
+			continue
+		}
 		d.stepAsync(stop, wg, st, st.Ops[id])
 	}
-	if d.cfg.NoSchedule || len(st.Ops) >= d.cfg.MaxOps {
+	d.clearVoidPrefs(ctx, view, st)
+	if d.cfg.NoSchedule || len(st.Ops)-abandoned >= d.cfg.MaxOps {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	started := len(st.Ops)
-	for _, op := range Schedule(d.cfg.Scheduler, d.view(st)) {
+	started := len(st.Ops) - abandoned
+	for _, op := range Schedule(d.cfg.Scheduler, view) {
 		if started >= d.cfg.MaxOps {
 			break
 		}
@@ -207,9 +235,15 @@ func (d *Driver) view(st *State) ClusterView {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	var suspect map[string]bool
+	if d.cfg.Suspect != nil {
+		suspect = d.cfg.Suspect()
+	}
 	for _, id := range ids {
 		n := st.Nodes[id]
 		nv := NodeView{ID: id, Alive: alive[id], Draining: n.Draining, Removed: n.Removed}
+		last, reported := d.lastReport[id]
+		nv.Unresponsive = suspect[id] || !reported || now.Sub(last) > d.cfg.ReportTimeout
 		if nv.Alive {
 			delete(d.downSince, id)
 		} else {
@@ -223,7 +257,8 @@ func (d *Driver) view(st *State) ClusterView {
 		v.Nodes = append(v.Nodes, nv)
 	}
 	for _, r := range st.Ranges {
-		rv := RangeView{ID: r.ID, Start: r.Start, End: r.End, Epoch: r.Epoch, Replicas: r.Replicas}
+		rv := RangeView{ID: r.ID, Start: r.Start, End: r.End, Epoch: r.Epoch, Replicas: r.Replicas,
+			PreferredLeader: st.LeaderPrefs[r.ID]}
 		if s, ok := d.stats[r.ID]; ok && now.Sub(s.Updated) < 10*time.Second {
 			rv.Leader, rv.SizeBytes, rv.WriteBytes = s.Leader, s.SizeBytes, s.WriteBytes
 		}

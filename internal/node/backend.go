@@ -89,6 +89,14 @@ func (n *Node) Observe(hb []api.RangeHeartbeat) {
 	}
 }
 
+// ObserveNode tells the placement driver that node id reported.
+func (n *Node) ObserveNode(id string) { n.driver.ObserveNode(id) }
+
+// SetLeaderPref records an operator's preferred leader for a range.
+func (n *Node) SetLeaderPref(ctx context.Context, rangeID uint64, node string) error {
+	return n.meta.SetLeaderPref(ctx, rangeID, node)
+}
+
 // NodeRaftAddr returns a registered node's raft address.
 func (n *Node) NodeRaftAddr(id string) (string, bool) {
 	st, _ := n.meta.State()

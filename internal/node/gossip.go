@@ -132,6 +132,17 @@ func (g *gossip) alive() map[string]bool {
 	return out
 }
 
+// suspect returns the ids gossip lists but currently suspects.
+func (g *gossip) suspect() map[string]bool {
+	out := map[string]bool{}
+	for _, m := range g.ml.Members() {
+		if m.State == memberlist.StateSuspect {
+			out[m.Name] = true
+		}
+	}
+	return out
+}
+
 // state reports a member's gossip liveness: alive, suspect or dead.
 func (g *gossip) state(id string) string {
 	for _, m := range g.ml.Members() {

@@ -290,7 +290,7 @@ func (n *Node) startHTTP() error {
 	sc := placement.DefaultSchedulerConfig()
 	sc.Replication, sc.SplitSize, sc.DeadAfter = n.cfg.Replication, n.cfg.SplitSize, n.cfg.DeadAfter
 	n.driver = placement.NewDriver(placement.DriverConfig{
-		Meta: n.meta, Exec: n.api.NewExecutor(), Scheduler: sc, Alive: n.gossip.alive,
+		Meta: n.meta, Exec: n.api.NewExecutor(), Scheduler: sc, Alive: n.gossip.alive, Suspect: n.gossip.suspect,
 		NoSchedule: n.cfg.NoAutoPlacement, Logger: n.log.With("component", "placement"), Metrics: n.reg,
 	})
 	n.http = &http.Server{Handler: n.api, ReadHeaderTimeout: 10 * time.Second}

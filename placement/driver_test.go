@@ -1,0 +1,152 @@
+package placement
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+)
+
+// driverAt is a driver whose clock the test moves, with gossip saying every
+// node is alive unless suspect lists it.
+func driverAt(now *time.Time, suspect map[string]bool) *Driver {
+	return NewDriver(DriverConfig{
+		Now:     func() time.Time { return *now },
+		Alive:   func() map[string]bool { return map[string]bool{"n1": true, "n2": true, "n3": true} },
+		Suspect: func() map[string]bool { return suspect },
+	})
+}
+
+// skewedState: three nodes, four ranges on all three; heartbeats say n1
+// leads ranges 1-3 and n2 range 4, so n3 leads nothing, as after it died.
+func skewedState() *State {
+	st := &State{ClusterID: "c", Nodes: map[string]NodeInfo{"n1": {ID: "n1"}, "n2": {ID: "n2"}, "n3": {ID: "n3"}}}
+	for id := uint64(1); id <= 4; id++ {
+		st.Ranges = append(st.Ranges, fsm.Range{ID: id, Epoch: 3, Replicas: []string{"n1", "n2", "n3"}})
+	}
+	return st
+}
+
+func observeSkewed(d *Driver) {
+	for id := uint64(1); id <= 3; id++ {
+		d.Observe(id, RangeStats{Leader: "n1"})
+	}
+	d.Observe(4, RangeStats{Leader: "n2"})
+}
+
+// TestDriverViewJustDied: issue 10 item 7. n3 was killed 1.5s ago: gossip
+// still lists it alive, its leaderships have moved away (it leads nothing),
+// and it has stopped reporting. The driver's view marks it Unresponsive, so
+// the leader balance does not pick it as the emptiest target.
+func TestDriverViewJustDied(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := driverAt(&now, nil)
+	st := skewedState()
+	for _, id := range []string{"n1", "n2", "n3"} {
+		d.ObserveNode(id)
+	}
+	now = now.Add(500 * time.Millisecond)
+	d.ObserveNode("n1")
+	d.ObserveNode("n2")
+	// n3 dies here; n1 and n2 go on reporting every 500ms.
+	for range 5 {
+		now = now.Add(500 * time.Millisecond)
+		d.ObserveNode("n1")
+		d.ObserveNode("n2")
+	}
+	observeSkewed(d)
+	v := d.view(st)
+	for _, n := range v.Nodes {
+		if want := n.ID == "n3"; n.Unresponsive != want {
+			t.Errorf("node %s: Unresponsive %v, want %v (2.5s since n3's last report)", n.ID, n.Unresponsive, want)
+		}
+	}
+	ops := Schedule(d.cfg.Scheduler, v)
+	for _, o := range ops {
+		if o.To == "n3" {
+			t.Errorf("%v: targets n3, which stopped reporting 2.5s ago", o)
+		}
+	}
+	if got := shorts(ops); !slices.Equal(got, []string{"transfer_leader 1 n1>n2"}) {
+		t.Errorf("ops %q, want a transfer from n1 to n2 only", got)
+	}
+
+	// n3 comes back: eligible again.
+	d.ObserveNode("n3")
+	if v := d.view(st); v.Nodes[2].Unresponsive {
+		t.Errorf("n3 reported again but is still Unresponsive")
+	}
+}
+
+// TestDriverViewSuspect: a node gossip suspects is Unresponsive even while
+// its reports are recent (they may be queued behind a dying link).
+func TestDriverViewSuspect(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := driverAt(&now, map[string]bool{"n3": true})
+	for _, id := range []string{"n1", "n2", "n3"} {
+		d.ObserveNode(id)
+	}
+	v := d.view(skewedState())
+	if !v.Nodes[2].Unresponsive || v.Nodes[0].Unresponsive || v.Nodes[1].Unresponsive {
+		t.Fatalf("view nodes %+v, want only n3 Unresponsive", v.Nodes)
+	}
+}
+
+// TestDriverViewNoReportYet: a node that has not reported since this node
+// became placement leader is not a target until it does.
+func TestDriverViewNoReportYet(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := driverAt(&now, nil)
+	d.ObserveNode("n1")
+	d.ObserveNode("n2")
+	v := d.view(skewedState())
+	if !v.Nodes[2].Unresponsive {
+		t.Fatalf("n3 never reported but is not Unresponsive: %+v", v.Nodes)
+	}
+}
+
+// TestDriverViewPreferredLeader: the meta state's leader preferences reach
+// the scheduler's view.
+func TestDriverViewPreferredLeader(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := driverAt(&now, nil)
+	st := skewedState()
+	st.LeaderPrefs = map[uint64]string{2: "n3"}
+	v := d.view(st)
+	for _, r := range v.Ranges {
+		if want := map[uint64]string{2: "n3"}[r.ID]; r.PreferredLeader != want {
+			t.Errorf("range %d: PreferredLeader %q, want %q", r.ID, r.PreferredLeader, want)
+		}
+	}
+}
+
+// failingTransferExec is a scriptExec whose leadership transfers fail, as a
+// transfer to a node that died does after raft's election-timeout wait.
+type failingTransferExec struct{ scriptExec }
+
+func (e *failingTransferExec) TransferLeader(_ context.Context, _ uint64, n NodeInfo) error {
+	e.calls = append(e.calls, "transfer "+n.ID)
+	return errors.New("leadership transfer timeout")
+}
+
+// TestStepTransferAbandonedAfterFailure: a transfer_leader that failed is
+// finished, not retried every round (issue 10 item 7: retrying a transfer to
+// a dead node refused the range's writes for 20-36s); the scheduler decides
+// again from a fresh view.
+func TestStepTransferAbandonedAfterFailure(t *testing.T) {
+	st := &State{Nodes: map[string]NodeInfo{"n1": {ID: "n1"}, "n2": {ID: "n2"}, "n3": {ID: "n3"}},
+		Ranges: []fsm.Range{{ID: 1, Epoch: 1, Replicas: []string{"n1", "n2", "n3"}}}}
+	op := Operation{Kind: OpTransferLeader, RangeID: 1, Epoch: 1, From: "n1", To: "n3"}
+	ex := &failingTransferExec{scriptExec{status: shard.Status{Leader: "n1", Members: []shard.Member{voter("n1"), voter("n2"), voter("n3")}}}}
+	done, err := Step(context.Background(), ex, st, op)
+	if err == nil || !done {
+		t.Fatalf("Step after a failed transfer: done %v err %v, want done with the error", done, err)
+	}
+	if !slices.Equal(ex.calls, []string{"transfer n3"}) {
+		t.Fatalf("calls %v", ex.calls)
+	}
+}
