@@ -155,7 +155,7 @@ func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	abandoned := 0
 	for _, id := range ids {
-		if d.abandonTransfer(ctx, view, st.Ops[id]) {
+		if d.abandonTransfer(ctx, view, st, st.Ops[id]) {
 			abandoned++
 			continue
 		}

@@ -68,24 +68,30 @@ func (d *Driver) clearVoidPrefs(ctx context.Context, view ClusterView, st *State
 	}
 }
 
-// abandonTransfer finishes a recorded leadership transfer whose target is no
-// longer eligible (it stopped answering, is suspect, draining or gone)
-// without stepping it: a transfer to an unreachable node would stall the
-// range's writes for an election timeout on every attempt.
-func (d *Driver) abandonTransfer(ctx context.Context, view ClusterView, op Operation) bool {
+// abandonTransfer finishes a recorded leadership transfer without stepping
+// it when its target is no longer eligible (it stopped answering, is suspect,
+// draining or gone: a transfer to an unreachable node would stall the range's
+// writes for an election timeout on every attempt), or when an operator has
+// since placed the range's leadership elsewhere.
+func (d *Driver) abandonTransfer(ctx context.Context, view ClusterView, st *State, op Operation) bool {
 	if op.Kind != OpTransferLeader {
 		return false
 	}
-	for _, n := range view.Nodes {
-		if n.ID == op.To && n.Alive && !n.Unresponsive && !n.Draining && !n.Removed {
-			return false
+	reason := "target not answering"
+	if pref := st.LeaderPrefs[op.RangeID]; pref != "" && pref != op.To {
+		reason = "operator placed the leader on " + pref
+	} else {
+		for _, n := range view.Nodes {
+			if n.ID == op.To && n.Alive && !n.Unresponsive && !n.Draining && !n.Removed {
+				return false
+			}
 		}
 	}
 	if err := d.cfg.Meta.FinishOp(ctx, op.RangeID); err != nil {
 		d.cfg.Logger.Warn("abandon placement operation", "op", op.String(), "err", err)
 		return false
 	}
-	d.cfg.Logger.Info("placement operation abandoned: target not answering", "op", op.String())
+	d.cfg.Logger.Info("placement operation abandoned", "op", op.String(), "reason", reason)
 	d.ops.WithLabelValues(string(op.Kind), "abandoned").Inc()
 	return true
 }
