@@ -57,3 +57,52 @@ func TestTransferLeaderSticks(t *testing.T) {
 		}
 	}
 }
+
+// Issue 10 item 7: the first write forwarded to a shard leader that had just
+// died blocked 10s resolving the dead node's name and came back as a 503
+// carrying the resolver's error. Here every dial to the killed leader hangs
+// (node.Knobs.HangDial, as docker's DNS does for a dead container's name):
+// a write through a surviving node must fail over fast, never wait out the
+// lookup, and any refusal on the way must be quick, 503 and retryable.
+func TestForwardToDeadLeaderFailsFast(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{})
+	ctx := Context(t, time.Minute)
+	leader := c.WaitLeader(1, 10*time.Second)
+	via := c.Node((leader + 1) % 3).HTTPAddr
+	mustPut(t, via, "ff-warm", "v") // the entry node has dialed the leader before
+
+	c.Net.HangDials(c.Node(leader).RaftAddr, true)
+	c.Kill(leader)
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		t0 := time.Now()
+		res, err := Do(ctx, "PUT", via, KVPath("ff-key"), map[string]string{"value": fmt.Sprint(attempt)})
+		took := time.Since(t0)
+		if err != nil {
+			t.Fatalf("attempt %d: %v", attempt, err)
+		}
+		if res.Status == 200 {
+			t.Logf("first successful write %v after the kill (%d attempts)", time.Since(start), attempt+1)
+			break
+		}
+		var eb struct {
+			Error struct {
+				Code      string `json:"code"`
+				Retryable bool   `json:"retryable"`
+			} `json:"error"`
+		}
+		_ = res.JSON(&eb)
+		if res.Status != 503 || eb.Error.Code != "unavailable" || !eb.Error.Retryable {
+			t.Fatalf("attempt %d after %v: %s, want 200 or a retryable 503 unavailable", attempt, took, res)
+		}
+		if took > 4*time.Second {
+			t.Fatalf("attempt %d: refused after %v: a dead peer must cost a fast failure: %s", attempt, took, res)
+		}
+		if time.Since(start) > 8*time.Second {
+			t.Fatalf("no write succeeded %v after the leader was killed (last: %s)", time.Since(start), res)
+		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("first successful write %v after the kill, want a fast failover", took)
+	}
+}

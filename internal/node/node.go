@@ -66,6 +66,10 @@ type Knobs struct {
 	// Delay, when set, delays raft traffic from node raft address from to
 	// node raft address to by what it returns (shard.TransportKnobs.Delay).
 	Delay func(from, to string) time.Duration
+	// HangDial, when it returns true, makes a node-to-node HTTP dial from node
+	// raft address from to node raft address to hang until the dial's context
+	// ends, as resolving a dead peer's name does under docker's DNS.
+	HangDial func(from, to string) bool
 	// BootID stands in for the machine's boot id (fsm/durability.go): a
 	// different one after a SIGKILL looks like a machine crash.
 	BootID func() (string, error)
@@ -307,12 +311,19 @@ func (n *Node) startHTTP() error {
 // dialPeer dials another node's HTTP address for forwarding, honouring the
 // partition knob so a test partition cuts forwarding as it cuts raft.
 func (n *Node) dialPeer(ctx context.Context, network, addr string) (net.Conn, error) {
-	if k := n.cfg.Knobs; k != nil && k.Blocked != nil {
+	if k := n.cfg.Knobs; k != nil && (k.Blocked != nil || k.HangDial != nil) {
 		st, _ := n.meta.State()
 		for _, ni := range st.Nodes {
-			if ni.HTTPAddr == addr && k.Blocked(n.cfg.RaftAddr, ni.RaftAddr) {
+			if ni.HTTPAddr != addr {
+				continue
+			}
+			if k.Blocked != nil && k.Blocked(n.cfg.RaftAddr, ni.RaftAddr) {
 				// Fail like a refused dial: nothing was sent.
 				return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("blocked by test partition")}
+			}
+			if k.HangDial != nil && k.HangDial(n.cfg.RaftAddr, ni.RaftAddr) {
+				<-ctx.Done()
+				return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("lookup %s: hung (test knob): %w", addr, ctx.Err())}
 			}
 		}
 	}
