@@ -121,7 +121,7 @@ func NewServer(cfg Config) *Server {
 		peers: &http.Client{Transport: &http.Transport{
 			DialContext: boundedDial(dial, cfg.DialTimeout, down), MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
 		}},
-		down: down,
+		down:    down,
 		metrics: newMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}
