@@ -18,6 +18,9 @@ func (n *Node) NodeID() string { return n.cfg.ID }
 // Ready reports whether the cluster is formed and this node is registered in
 // the range map it holds.
 func (n *Node) Ready() bool {
+	if n.leaving.Load() {
+		return false // handing off before a graceful stop (Leave)
+	}
 	st, _ := n.meta.State()
 	_, registered := st.Nodes[n.cfg.ID]
 	return st.Formed() && registered && len(st.Ranges) > 0

@@ -9,6 +9,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -22,6 +23,9 @@ type gossip struct {
 	ml     *memberlist.Memberlist
 	events chan struct{}
 	log    *slog.Logger
+
+	leaveOnce sync.Once
+	leaveErr  error
 }
 
 // gossipMeta is what a node advertises about itself.
@@ -156,9 +160,13 @@ func (g *gossip) state(id string) string {
 	return "dead"
 }
 
+// leave announces this node's departure and stops gossip; once.
 func (g *gossip) leave() error {
-	_ = g.ml.Leave(500 * time.Millisecond)
-	return g.ml.Shutdown()
+	g.leaveOnce.Do(func() {
+		_ = g.ml.Leave(500 * time.Millisecond)
+		g.leaveErr = g.ml.Shutdown()
+	})
+	return g.leaveErr
 }
 
 func isLoopback(host string) bool {

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -138,6 +139,9 @@ type Node struct {
 	// lastWritten remembers each leader replica's WrittenBytes at the last
 	// heartbeat, for write rates.
 	lastWritten map[uint64]uint64
+
+	// leaving is set by Leave: the node refuses requests while it hands off.
+	leaving atomic.Bool
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -372,6 +376,13 @@ func (n *Node) shutdown() error {
 		errs = append(errs, n.gossip.leave())
 	}
 	n.wg.Wait()
+	// The network goes before the groups: raft's shutdown waits for its
+	// replication goroutines, and one stuck dialing a dead peer (its name
+	// hanging in DNS, up to the transport's 10s timeout) would hold the
+	// whole stop past a container's grace period.
+	if n.mux != nil {
+		errs = append(errs, n.mux.Close())
+	}
 	if n.host != nil {
 		errs = append(errs, n.host.Close())
 	}
@@ -380,9 +391,6 @@ func (n *Node) shutdown() error {
 	}
 	if n.logs != nil {
 		errs = append(errs, n.logs.Close())
-	}
-	if n.mux != nil {
-		errs = append(errs, n.mux.Close())
 	}
 	return errors.Join(errs...)
 }
