@@ -106,3 +106,29 @@ func TestForwardToDeadLeaderFailsFast(t *testing.T) {
 		t.Fatalf("first successful write %v after the kill, want a fast failover", took)
 	}
 }
+
+// Issue 10 item 7: `docker compose stop` killed two of three nodes after the
+// 10s grace. Once a peer is dead and its name hangs in DNS, raft's replication
+// goroutines sit in dials to it for the transport's 10s timeout, and raft's
+// shutdown waits for them. A node's stop must not: here every dial to a
+// killed node hangs, and a survivor must still stop within a few seconds.
+func TestStopWhileDialsToDeadPeerHang(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"m"}})
+	mustPut(t, c.Node(0).HTTPAddr, "a-stop", "v")
+	mustPut(t, c.Node(0).HTTPAddr, "z-stop", "v")
+	dead := 2
+	c.Net.HangDials(c.Node(dead).RaftAddr, true)
+	c.Kill(dead)
+	// The survivors' leaders keep redialing the dead node; let them start.
+	mustPut(t, c.Node(0).HTTPAddr, "a-stop", "w")
+	time.Sleep(time.Second)
+	for i := range 2 {
+		start := time.Now()
+		c.Kill(i)
+		if took := time.Since(start); took > 4*time.Second {
+			t.Errorf("%s took %v to stop while its dials to the dead %s hang", c.Node(i).ID, took, c.Node(dead).ID)
+		} else {
+			t.Logf("%s stopped in %v", c.Node(i).ID, took)
+		}
+	}
+}

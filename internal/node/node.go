@@ -67,9 +67,10 @@ type Knobs struct {
 	// Delay, when set, delays raft traffic from node raft address from to
 	// node raft address to by what it returns (shard.TransportKnobs.Delay).
 	Delay func(from, to string) time.Duration
-	// HangDial, when it returns true, makes a node-to-node HTTP dial from node
-	// raft address from to node raft address to hang until the dial's context
-	// ends, as resolving a dead peer's name does under docker's DNS.
+	// HangDial, when it returns true, makes a node-to-node dial (HTTP and
+	// raft alike) from node raft address from to node raft address to hang
+	// until the dial gives up, as resolving a dead peer's name does under
+	// docker's DNS.
 	HangDial func(from, to string) bool
 	// BootID stands in for the machine's boot id (fsm/durability.go): a
 	// different one after a SIGKILL looks like a machine crash.
@@ -198,8 +199,8 @@ func (n *Node) startRaft() error {
 		}
 	}
 	var tk *shard.TransportKnobs
-	if k := n.cfg.Knobs; k != nil && (k.Blocked != nil || k.Delay != nil) {
-		tk = &shard.TransportKnobs{Blocked: k.Blocked, Delay: k.Delay}
+	if k := n.cfg.Knobs; k != nil && (k.Blocked != nil || k.Delay != nil || k.HangDial != nil) {
+		tk = &shard.TransportKnobs{Blocked: k.Blocked, Delay: k.Delay, HangDial: k.HangDial}
 	}
 	var err error
 	n.mux, err = shard.NewMux(shard.MuxConfig{Listener: ln, AdvertiseAddr: n.cfg.RaftAddr, Logger: n.log, Knobs: tk})
