@@ -56,6 +56,11 @@ type Driver struct {
 	stats      map[uint64]RangeStats
 	downSince  map[string]time.Time
 	lastReport map[string]time.Time // by node, since this node leads the meta group
+	// lostLead is when a node was last seen to lose a range's leadership to
+	// another node: until it reports again it may be dead (a dead leader's
+	// ranges are taken over after an election timeout, maybe before
+	// ReportTimeout has passed).
+	lostLead map[string]time.Time
 	running    map[uint64]bool
 	ops        *prometheus.CounterVec // by kind and event (started, finished)
 }
@@ -78,7 +83,7 @@ func NewDriver(cfg DriverConfig) *Driver {
 		cfg.Logger = slog.Default()
 	}
 	d := &Driver{cfg: cfg, stats: map[uint64]RangeStats{}, downSince: map[string]time.Time{},
-		lastReport: map[string]time.Time{}, running: map[uint64]bool{}}
+		lastReport: map[string]time.Time{}, lostLead: map[string]time.Time{}, running: map[uint64]bool{}}
 	d.ops = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "cairn", Subsystem: "placement", Name: "operations_total",
 		Help: "Placement operations started and finished by this node as placement leader.",
@@ -94,6 +99,9 @@ func (d *Driver) Observe(rangeID uint64, s RangeStats) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s.Updated = d.cfg.Now()
+	if prev, ok := d.stats[rangeID]; ok && prev.Leader != "" && prev.Leader != s.Leader {
+		d.lostLead[prev.Leader] = s.Updated
+	}
 	d.stats[rangeID] = s
 }
 
@@ -138,6 +146,7 @@ func (d *Driver) forget() {
 	defer d.mu.Unlock()
 	d.downSince = map[string]time.Time{}
 	d.lastReport = map[string]time.Time{}
+	d.lostLead = map[string]time.Time{}
 }
 
 func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
@@ -243,7 +252,9 @@ func (d *Driver) view(st *State) ClusterView {
 		n := st.Nodes[id]
 		nv := NodeView{ID: id, Alive: alive[id], Draining: n.Draining, Removed: n.Removed}
 		last, reported := d.lastReport[id]
-		nv.Unresponsive = suspect[id] || !reported || now.Sub(last) > d.cfg.ReportTimeout
+		lost, lostLead := d.lostLead[id]
+		nv.Unresponsive = suspect[id] || !reported || now.Sub(last) > d.cfg.ReportTimeout ||
+			lostLead && !last.After(lost)
 		if nv.Alive {
 			delete(d.downSince, id)
 		} else {

@@ -150,3 +150,37 @@ func TestStepTransferAbandonedAfterFailure(t *testing.T) {
 		t.Fatalf("calls %v", ex.calls)
 	}
 }
+
+// TestDriverViewLostLeadership: a node whose leadership of a range passed to
+// another node is Unresponsive until it reports again. A leader that died is
+// replaced after an election timeout, which can be shorter than
+// ReportTimeout; without this, the dead node would lead nothing, look like
+// the emptiest target and get leadership back (issue 10 item 7).
+func TestDriverViewLostLeadership(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := driverAt(&now, nil)
+	st := skewedState()
+	for _, id := range []string{"n1", "n2", "n3"} {
+		d.ObserveNode(id)
+	}
+	d.Observe(1, RangeStats{Leader: "n3"})
+	// n3 dies; 600ms later range 1 has a new leader, which reports it.
+	now = now.Add(600 * time.Millisecond)
+	d.ObserveNode("n1")
+	d.ObserveNode("n2")
+	observeSkewed(d)
+	v := d.view(st)
+	if !v.Nodes[2].Unresponsive {
+		t.Fatalf("n3 lost range 1's leadership and has not reported since, but is not Unresponsive: %+v", v.Nodes)
+	}
+	for _, o := range Schedule(d.cfg.Scheduler, v) {
+		if o.To == "n3" {
+			t.Errorf("%v: targets n3, which lost its leadership and has not reported since", o)
+		}
+	}
+	now = now.Add(100 * time.Millisecond)
+	d.ObserveNode("n3")
+	if v := d.view(st); v.Nodes[2].Unresponsive {
+		t.Errorf("n3 reported after losing the leadership but is still Unresponsive")
+	}
+}
