@@ -61,8 +61,8 @@ type Driver struct {
 	// ranges are taken over after an election timeout, maybe before
 	// ReportTimeout has passed).
 	lostLead map[string]time.Time
-	running    map[uint64]bool
-	ops        *prometheus.CounterVec // by kind and event (started, finished)
+	running  map[uint64]bool
+	ops      *prometheus.CounterVec // by kind and event (started, finished)
 }
 
 // NewDriver returns a driver; call Run.
