@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/cairndb/cairn/placement"
@@ -20,6 +21,7 @@ const (
 	pathHeartbeat  = "/internal/v1/meta/heartbeat"
 	pathNodeState  = "/internal/v1/meta/node-state"
 	pathMetaRanges = "/internal/v1/meta/read-ranges"
+	pathLeaderPref = "/internal/v1/meta/leader-pref"
 )
 
 // RangeHeartbeat is one shard leader's statistics in a heartbeat.
@@ -34,6 +36,12 @@ type RangeHeartbeat struct {
 type PlacementBackend interface {
 	// Observe hands heartbeat statistics to the placement driver.
 	Observe(hb []RangeHeartbeat)
+	// ObserveNode tells the placement driver that node id reported: it is
+	// answering (placement.Driver.ObserveNode).
+	ObserveNode(id string)
+	// SetLeaderPref records an operator's preferred leader for a range, ""
+	// to clear it (meta leader only).
+	SetLeaderPref(ctx context.Context, rangeID uint64, node string) error
 	// NodeRaftAddr returns a registered node's raft address.
 	NodeRaftAddr(id string) (string, bool)
 	// SetNodeState records a drain or removal (meta leader only).
@@ -68,6 +76,7 @@ func (s *Server) placementRoutes() {
 	s.handle("POST "+pathHeartbeat, "internal", s.heartbeat)
 	s.handle("POST "+pathNodeState, "internal", s.nodeState)
 	s.handle("POST "+pathMetaRanges, "internal", s.metaRanges)
+	s.handle("POST "+pathLeaderPref, "internal", s.leaderPref)
 }
 
 // metaRanges answers a linearizable read of ranges on the meta leader.
@@ -233,9 +242,40 @@ func (s *Server) transferLeader(w http.ResponseWriter, r *http.Request) error {
 		if err := s.changeMembership(rep, membershipRequest{Action: "transfer_leader", Node: req.To}); err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"shard": rep.ID(), "leader": req.To})
+		// The placement driver keeps leadership where the operator put it
+		// (placement/prefs.go). Recorded after the transfer, so the driver
+		// does not race the operator's own transfer; if recording fails the
+		// call fails retryably, and a retry is a no-op transfer and a record.
+		pref := leaderPrefRequest{Range: rep.ID(), Node: req.To}
+		if err := s.callMeta(r.Context(), pathLeaderPref, pref, nil); err != nil {
+			return fmt.Errorf("shard %d: leader is now %s, but the preference that keeps it there was not recorded: %w",
+				rep.ID(), req.To, err)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"shard": rep.ID(), "leader": req.To, "preferred": true})
 		return nil
 	})
+}
+
+type leaderPrefRequest struct {
+	Range uint64 `json:"range"`
+	Node  string `json:"node"`
+}
+
+// leaderPref records a range's preferred leader (meta leader only).
+func (s *Server) leaderPref(w http.ResponseWriter, r *http.Request) error {
+	var req leaderPrefRequest
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	if err := unmarshalStrict(body, &req); err != nil {
+		return err
+	}
+	if err := s.pb.SetLeaderPref(r.Context(), req.Range, req.Node); err != nil {
+		return fmt.Errorf("%w: %w", errNoRoute, err)
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	return nil
 }
 
 // drainNode: POST /v1/cluster/nodes/{id}/drain. The placement driver then
@@ -313,18 +353,27 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	if err := json.Unmarshal(body, &hb); err != nil {
 		return invalidf("bad heartbeat: %v", err)
 	}
+	if id := r.URL.Query().Get("node"); id != "" {
+		s.pb.ObserveNode(id)
+	}
 	s.pb.Observe(hb)
 	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 	return nil
 }
 
-// SendHeartbeat delivers this node's shard statistics to the meta leader.
+// SendHeartbeat delivers this node's shard statistics to the meta leader,
+// and with them the news that this node is answering: every node sends one
+// every tick, with or without statistics.
 func (s *Server) SendHeartbeat(ctx context.Context, hb []RangeHeartbeat) error {
 	if s.be.Meta().IsLeader() {
+		s.pb.ObserveNode(s.node)
 		s.pb.Observe(hb)
 		return nil
 	}
-	return s.callMetaLeader(ctx, pathHeartbeat, hb, nil)
+	if hb == nil {
+		hb = []RangeHeartbeat{}
+	}
+	return s.callMetaLeader(ctx, pathHeartbeat+"?node="+url.QueryEscape(s.node), hb, nil)
 }
 
 // callNode makes one internal call to the node at addr.

@@ -39,12 +39,22 @@ func (s *Server) leaderTarget(ctx context.Context, rng fsm.Range) (target, error
 		if rep.IsLeader() {
 			return target{rep: rep}, nil
 		}
+		unreachable := ""
 		if id, _ := rep.Leader(); id != "" && id != s.be.NodeID() {
 			if addr, ok := s.be.NodeHTTPAddr(id); ok {
-				return target{addr: addr}, nil
+				if !s.down.down(addr) {
+					return target{addr: addr}, nil
+				}
+				// Its node could not be dialed a moment ago: it is most
+				// likely dead, and the group is about to elect another.
+				unreachable = id
 			}
 		}
 		if time.Now().After(deadline) {
+			if unreachable != "" {
+				return target{}, fmt.Errorf("shard %d: leader %s is unreachable and no other has been elected yet: %w",
+					rng.ID, unreachable, shard.ErrUnavailable)
+			}
 			return target{}, fmt.Errorf("shard %d has no leader: %w", rng.ID, shard.ErrUnavailable)
 		}
 		select {
@@ -57,12 +67,12 @@ func (s *Server) leaderTarget(ctx context.Context, rng fsm.Range) (target, error
 
 // retryRoute reports whether a request that failed with err before anything
 // was sent may be routed again: leadership moved, or the node we forwarded to
-// is down and the shard is electing a new leader. It sleeps briefly first.
+// (or every other replica) is down and the shard is electing a new leader. It sleeps briefly first.
 func (s *Server) retryRoute(ctx context.Context, deadline time.Time, err error) bool {
 	var nl *shard.NotLeaderError
 	var ws *fsm.WrongShardError
 	if !errors.As(err, &nl) && !errors.Is(err, errPeerUnreachable) && !errors.As(err, &ws) &&
-		!errors.Is(err, errStaleRangeMap) && !errors.Is(err, errRemoteUnavailable) {
+		!errors.Is(err, errStaleRangeMap) && !errors.Is(err, errRemoteUnavailable) && !errors.Is(err, errNoRoute) {
 		return false
 	}
 	if time.Now().After(deadline) {
@@ -84,7 +94,8 @@ func (s *Server) replicaTarget(rng fsm.Range) (target, error) {
 	return s.remoteReplica(rng)
 }
 
-// remoteReplica picks a node that hosts the shard; it routes onward.
+// remoteReplica picks a node that hosts the shard, skipping nodes that could
+// not be dialed a moment ago; it routes onward.
 func (s *Server) remoteReplica(rng fsm.Range) (target, error) {
 	if addrs := s.remoteReplicas(rng); len(addrs) > 0 {
 		return target{addr: addrs[0]}, nil
@@ -93,7 +104,8 @@ func (s *Server) remoteReplica(rng fsm.Range) (target, error) {
 }
 
 // remoteReplicas lists the API addresses of the other nodes that host the
-// shard, those gossip reports alive first: the first listed replica may be
+// shard, leaving out those a dial failed to a moment ago, and those gossip
+// reports alive first: the first listed replica may be
 // a dead node, and a router that always tried it first would never get
 // past it (issue 10 item 6). Liveness only orders the candidates (I12).
 func (s *Server) remoteReplicas(rng fsm.Range) []string {
@@ -106,9 +118,12 @@ func (s *Server) remoteReplicas(rng fsm.Range) []string {
 		if !ok {
 			continue
 		}
-		if s.pb == nil || s.pb.NodeAlive(id) {
+		switch {
+		case s.down.down(addr):
+			continue // a dial failed a moment ago: skipped until UnreachableFor passes
+		case s.pb == nil || s.pb.NodeAlive(id):
 			alive = append(alive, addr)
-		} else {
+		default:
 			rest = append(rest, addr)
 		}
 	}

@@ -55,6 +55,12 @@ type Config struct {
 	Logger    *slog.Logger
 	// Dial connects to other nodes for forwarding; nil = net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// DialTimeout bounds each node-to-node dial, name resolution included
+	// (peers.go). Default 1s.
+	DialTimeout time.Duration
+	// UnreachableFor is how long a peer that could not be dialed is skipped
+	// by routing before it is dialed again. Default 1s.
+	UnreachableFor time.Duration
 	// RouteWait bounds how long a request waits for a shard leader to appear
 	// before answering unavailable. Default 3s.
 	RouteWait time.Duration
@@ -74,6 +80,7 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	peers   *http.Client
+	down    *unreachable // peers whose last dial failed (peers.go)
 	metrics *metrics
 	node    string // this node's id
 }
@@ -105,15 +112,23 @@ func NewServer(cfg Config) *Server {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = time.Second
+	}
+	if cfg.UnreachableFor <= 0 {
+		cfg.UnreachableFor = time.Second
+	}
 	dial := cfg.Dial
 	if dial == nil {
-		dial = (&net.Dialer{Timeout: 2 * time.Second}).DialContext
+		dial = (&net.Dialer{}).DialContext
 	}
+	down := newUnreachable(cfg.UnreachableFor)
 	s := &Server{
 		cfg: cfg, be: cfg.Backend, pb: cfg.Placement, log: cfg.Logger, mux: http.NewServeMux(),
 		peers: &http.Client{Transport: &http.Transport{
-			DialContext: dial, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+			DialContext: boundedDial(dial, cfg.DialTimeout, down), MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
 		}},
+		down:    down,
 		metrics: newMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}

@@ -68,7 +68,13 @@ func Step(ctx context.Context, ex Executor, st *State, op Operation) (done bool,
 		if !ok {
 			return true, nil
 		}
-		return false, ex.TransferLeader(ctx, op.RangeID, to)
+		if err := ex.TransferLeader(ctx, op.RangeID, to); err != nil {
+			// Spent, not retried: raft gave up after an election timeout
+			// in which the range refused writes, and the target may be
+			// gone. The scheduler decides again from a fresh view.
+			return true, err
+		}
+		return false, nil
 	case OpMoveReplica, OpAddReplica, OpRemoveReplica:
 		return stepMembership(ctx, ex, st, op)
 	}

@@ -25,6 +25,14 @@ type DriverConfig struct {
 	Scheduler SchedulerConfig
 	// Alive reports the nodes gossip currently sees alive (a hint, I12).
 	Alive func() map[string]bool
+	// Suspect reports the nodes gossip lists but suspects (missed probes);
+	// nil: none. They receive nothing until they answer again.
+	Suspect func() map[string]bool
+	// ReportTimeout: a node whose last report (ObserveNode) is older than
+	// this, or that has not reported since this node became placement
+	// leader, is Unresponsive: it may have died a moment ago, before gossip
+	// says so. Nodes report every 500ms. Default 2s.
+	ReportTimeout time.Duration
 	// Interval between scheduling rounds; default 1s.
 	Interval time.Duration
 	// MaxOps bounds the operations in progress at once; default 4.
@@ -49,10 +57,16 @@ type DriverConfig struct {
 type Driver struct {
 	cfg DriverConfig
 
-	mu        sync.Mutex
-	stats     map[uint64]RangeStats
-	downSince map[string]time.Time
-	running   map[uint64]bool
+	mu         sync.Mutex
+	stats      map[uint64]RangeStats
+	downSince  map[string]time.Time
+	lastReport map[string]time.Time // by node, since this node leads the meta group
+	// lostLead is when a node was last seen to lose a range's leadership to
+	// another node: until it reports again it may be dead (a dead leader's
+	// ranges are taken over after an election timeout, maybe before
+	// ReportTimeout has passed).
+	lostLead map[string]time.Time
+	running  map[uint64]bool
 	// tracked remembers when this leader first saw each operation in
 	// progress, to notice one that makes no progress.
 	tracked map[uint64]*opTrack
@@ -82,6 +96,9 @@ func NewDriver(cfg DriverConfig) *Driver {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ReportTimeout <= 0 {
+		cfg.ReportTimeout = 2 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -89,7 +106,7 @@ func NewDriver(cfg DriverConfig) *Driver {
 		cfg.StallAfter = 60 * time.Second
 	}
 	d := &Driver{cfg: cfg, stats: map[uint64]RangeStats{}, downSince: map[string]time.Time{}, running: map[uint64]bool{},
-		tracked: map[uint64]*opTrack{}}
+		tracked: map[uint64]*opTrack{}, lastReport: map[string]time.Time{}, lostLead: map[string]time.Time{}}
 	d.ops = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "cairn", Subsystem: "placement", Name: "operations_total",
 		Help: "Placement operations started and finished by this node as placement leader.",
@@ -113,7 +130,17 @@ func (d *Driver) Observe(rangeID uint64, s RangeStats) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s.Updated = d.cfg.Now()
+	if prev, ok := d.stats[rangeID]; ok && prev.Leader != "" && prev.Leader != s.Leader {
+		d.lostLead[prev.Leader] = s.Updated
+	}
 	d.stats[rangeID] = s
+}
+
+// ObserveNode records that node id has reported (its heartbeat arrived).
+func (d *Driver) ObserveNode(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.lastReport[id] = d.cfg.Now()
 }
 
 // Stats returns the latest heartbeat statistics of range id (meta leader).
@@ -150,6 +177,8 @@ func (d *Driver) forget() {
 	defer d.mu.Unlock()
 	d.downSince = map[string]time.Time{}
 	d.tracked = map[uint64]*opTrack{}
+	d.lastReport = map[string]time.Time{}
+	d.lostLead = map[string]time.Time{}
 	d.stalled.Set(0)
 	d.underReplicated.Set(0) // only the placement leader reports it
 }
@@ -214,23 +243,30 @@ func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
 	if !st.Formed() {
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	view := d.view(st)
 	ids := make([]uint64, 0, len(st.Ops))
 	for id := range st.Ops {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	d.track(st.Ops, d.cfg.Now())
+	abandoned := 0
 	for _, id := range ids {
+		if d.abandonTransfer(ctx, view, st, st.Ops[id]) {
+			abandoned++
+			continue
+		}
 		d.stepAsync(stop, wg, st, st.Ops[id])
 	}
 	d.underReplicated.Set(float64(underReplicated(st, d.cfg.Alive(), d.cfg.Scheduler.Replication)))
-	if d.cfg.NoSchedule || len(st.Ops) >= d.cfg.MaxOps {
+	d.clearVoidPrefs(ctx, view, st)
+	if d.cfg.NoSchedule || len(st.Ops)-abandoned >= d.cfg.MaxOps {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	started := len(st.Ops)
-	for _, op := range Schedule(d.cfg.Scheduler, d.view(st)) {
+	started := len(st.Ops) - abandoned
+	for _, op := range Schedule(d.cfg.Scheduler, view) {
 		if started >= d.cfg.MaxOps {
 			break
 		}
@@ -350,9 +386,17 @@ func (d *Driver) view(st *State) ClusterView {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	var suspect map[string]bool
+	if d.cfg.Suspect != nil {
+		suspect = d.cfg.Suspect()
+	}
 	for _, id := range ids {
 		n := st.Nodes[id]
 		nv := NodeView{ID: id, Alive: alive[id], Draining: n.Draining, Removed: n.Removed}
+		last, reported := d.lastReport[id]
+		lost, lostLead := d.lostLead[id]
+		nv.Unresponsive = suspect[id] || !reported || now.Sub(last) > d.cfg.ReportTimeout ||
+			lostLead && !last.After(lost)
 		if nv.Alive {
 			delete(d.downSince, id)
 		} else {
@@ -366,7 +410,8 @@ func (d *Driver) view(st *State) ClusterView {
 		v.Nodes = append(v.Nodes, nv)
 	}
 	for _, r := range st.Ranges {
-		rv := RangeView{ID: r.ID, Start: r.Start, End: r.End, Epoch: r.Epoch, Replicas: r.Replicas}
+		rv := RangeView{ID: r.ID, Start: r.Start, End: r.End, Epoch: r.Epoch, Replicas: r.Replicas,
+			PreferredLeader: st.LeaderPrefs[r.ID]}
 		if s, ok := d.stats[r.ID]; ok && now.Sub(s.Updated) < 10*time.Second {
 			rv.Leader, rv.SizeBytes, rv.WriteBytes = s.Leader, s.SizeBytes, s.WriteBytes
 		}

@@ -3,132 +3,184 @@ package placement
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
 )
 
-// failingExec is a scriptExec whose shard status cannot be had (every
-// member unreachable).
-type failingExec struct{ scriptExec }
-
-func (e *failingExec) ShardStatus(context.Context, uint64) (shard.Status, error) {
-	return shard.Status{}, errors.New("no route")
+// driverAt is a driver whose clock the test moves, with gossip saying every
+// node is alive unless suspect lists it.
+func driverAt(now *time.Time, suspect map[string]bool) *Driver {
+	return NewDriver(DriverConfig{
+		Now:     func() time.Time { return *now },
+		Alive:   func() map[string]bool { return map[string]bool{"n1": true, "n2": true, "n3": true} },
+		Suspect: func() map[string]bool { return suspect },
+	})
 }
 
-// Issue 10 item 6: an operation that cannot make progress is reported (a
-// warning and cairn_placement_operations_stalled / _total{event="stalled"})
-// once it has run StallAfter, and rolled back where that is safe: a
-// learner that never catches up is removed and the operation ends; a target
-// that already votes can only go forward.
-func TestDriverStalledOperation(t *testing.T) {
-	nodes := map[string]NodeInfo{"n1": {ID: "n1"}, "n2": {ID: "n2"}, "n3": {ID: "n3"}, "n4": {ID: "n4"}}
-	move := Operation{Kind: OpMoveReplica, RangeID: 1, Epoch: 1, From: "n1", To: "n4", Reason: "test"}
-	st := &State{Nodes: nodes, Ranges: []fsm.Range{{ID: 1, Epoch: 1, Replicas: []string{"n1", "n2", "n3"}}},
-		Ops: map[uint64]Operation{1: move}}
-	cases := []struct {
-		name         string
-		members      []shard.Member
-		fail         bool
-		wantCall     string
-		wantDone     bool
-		wantRollback bool
-	}{
-		{"learner never catches up: removed", []shard.Member{voter("n1"), voter("n2"), voter("n3"), learner("n4")},
-			false, "remove n4", true, true},
-		{"target never added: dropped", []shard.Member{voter("n1"), voter("n2"), voter("n3")},
-			false, "", true, true},
-		{"target votes: only forward", []shard.Member{voter("n1"), voter("n2"), voter("n3"), voter("n4")},
-			false, "remove n1", false, false},
-		{"leader unreachable: reported, kept", nil, true, "", false, false},
+// skewedState: three nodes, four ranges on all three; heartbeats say n1
+// leads ranges 1-3 and n2 range 4, so n3 leads nothing, as after it died.
+func skewedState() *State {
+	st := &State{ClusterID: "c", Nodes: map[string]NodeInfo{"n1": {ID: "n1"}, "n2": {ID: "n2"}, "n3": {ID: "n3"}}}
+	for id := uint64(1); id <= 4; id++ {
+		st.Ranges = append(st.Ranges, fsm.Range{ID: id, Epoch: 3, Replicas: []string{"n1", "n2", "n3"}})
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			now := time.Unix(1000, 0)
-			reg := prometheus.NewRegistry()
-			var ex Executor = &scriptExec{status: shard.Status{Leader: "n2", CommitIndex: 100, Members: tc.members}}
-			if tc.fail {
-				ex = &failingExec{}
-			}
-			d := NewDriver(DriverConfig{Exec: ex, StallAfter: 10 * time.Second, Metrics: reg,
-				Now: func() time.Time { return now }})
-			calls := func() []string {
-				if f, ok := ex.(*failingExec); ok {
-					return f.calls
-				}
-				return ex.(*scriptExec).calls
-			}
-			if n := d.track(st.Ops, now); n != 0 {
-				t.Fatalf("%d stalled at start", n)
-			}
-			// Before the bound: an ordinary step (a learner behind waits).
-			if tc.members != nil && !tc.members[len(tc.members)-1].Voter {
-				if done, _, _ := d.step(context.Background(), st, move); done || len(calls()) > 1 {
-					t.Fatalf("step before the bound: done %v calls %v", done, calls())
-				}
-			}
-			now = now.Add(11 * time.Second)
-			if n := d.track(st.Ops, now); n != 1 {
-				t.Fatalf("stalled operations %d, want 1", n)
-			}
-			before := len(calls())
-			done, rolledBack, _ := d.step(context.Background(), st, move)
-			call := ""
-			if got := calls()[before:]; len(got) == 1 {
-				call = got[0]
-			} else if len(got) > 1 {
-				t.Fatalf("one step took %d actions: %v", len(got), got)
-			}
-			if call != tc.wantCall || done != tc.wantDone || rolledBack != tc.wantRollback {
-				t.Fatalf("stalled step: action %q done %v rolled back %v, want %q %v %v",
-					call, done, rolledBack, tc.wantCall, tc.wantDone, tc.wantRollback)
-			}
-			if got := metricValue(t, d.stalled); got != 1 {
-				t.Fatalf("cairn_placement_operations_stalled = %v, want 1", got)
-			}
-			if got := metricValue(t, d.ops.WithLabelValues(string(OpMoveReplica), "stalled")); got != 1 {
-				t.Fatalf(`operations_total{event="stalled"} = %v, want 1`, got)
-			}
-			// Reported once per StallAfter, not on every step.
-			d.step(context.Background(), st, move)
-			if got := metricValue(t, d.ops.WithLabelValues(string(OpMoveReplica), "stalled")); got != 1 {
-				t.Fatalf(`operations_total{event="stalled"} = %v after a second step, want 1`, got)
-			}
-		})
+	return st
+}
+
+func observeSkewed(d *Driver) {
+	for id := uint64(1); id <= 3; id++ {
+		d.Observe(id, RangeStats{Leader: "n1"})
+	}
+	d.Observe(4, RangeStats{Leader: "n2"})
+}
+
+// TestDriverViewJustDied: issue 10 item 7. n3 was killed 1.5s ago: gossip
+// still lists it alive, its leaderships have moved away (it leads nothing),
+// and it has stopped reporting. The driver's view marks it Unresponsive, so
+// the leader balance does not pick it as the emptiest target.
+func TestDriverViewJustDied(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := driverAt(&now, nil)
+	st := skewedState()
+	for _, id := range []string{"n1", "n2", "n3"} {
+		d.ObserveNode(id)
+	}
+	now = now.Add(500 * time.Millisecond)
+	d.ObserveNode("n1")
+	d.ObserveNode("n2")
+	// n3 dies here; n1 and n2 go on reporting every 500ms.
+	for range 5 {
+		now = now.Add(500 * time.Millisecond)
+		d.ObserveNode("n1")
+		d.ObserveNode("n2")
+	}
+	observeSkewed(d)
+	v := d.view(st)
+	for _, n := range v.Nodes {
+		if want := n.ID == "n3"; n.Unresponsive != want {
+			t.Errorf("node %s: Unresponsive %v, want %v (2.5s since n3's last report)", n.ID, n.Unresponsive, want)
+		}
+	}
+	ops := Schedule(d.cfg.Scheduler, v)
+	for _, o := range ops {
+		if o.To == "n3" {
+			t.Errorf("%v: targets n3, which stopped reporting 2.5s ago", o)
+		}
+	}
+	if got := shorts(ops); !slices.Equal(got, []string{"transfer_leader 1 n1>n2"}) {
+		t.Errorf("ops %q, want a transfer from n1 to n2 only", got)
+	}
+
+	// n3 comes back: eligible again.
+	d.ObserveNode("n3")
+	if v := d.view(st); v.Nodes[2].Unresponsive {
+		t.Errorf("n3 reported again but is still Unresponsive")
 	}
 }
 
-func metricValue(t *testing.T, c prometheus.Metric) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
+// TestDriverViewSuspect: a node gossip suspects is Unresponsive even while
+// its reports are recent (they may be queued behind a dying link).
+func TestDriverViewSuspect(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := driverAt(&now, map[string]bool{"n3": true})
+	for _, id := range []string{"n1", "n2", "n3"} {
+		d.ObserveNode(id)
 	}
-	if m.Gauge != nil {
-		return m.Gauge.GetValue()
+	v := d.view(skewedState())
+	if !v.Nodes[2].Unresponsive || v.Nodes[0].Unresponsive || v.Nodes[1].Unresponsive {
+		t.Fatalf("view nodes %+v, want only n3 Unresponsive", v.Nodes)
 	}
-	return m.Counter.GetValue()
 }
 
-// Issue 10 item 6: a range one failure away from losing its quorum is
-// visible (cairn_placement_ranges_under_replicated), from the map itself,
-// until the map shows it repaired.
-func TestUnderReplicated(t *testing.T) {
-	st := &State{Nodes: map[string]NodeInfo{"n1": {ID: "n1"}, "n2": {ID: "n2"}, "n3": {ID: "n3"}, "n4": {ID: "n4", Removed: true}},
-		Ranges: []fsm.Range{
-			{ID: 1, Replicas: []string{"n1", "n2", "n3"}},
-			{ID: 2, Replicas: []string{"n2", "n3", "n4"}}, // n4 removed
-			{ID: 3, Replicas: []string{"n1", "n3", "n5"}}, // n5 dead
-		},
-		Ops: map[uint64]Operation{3: {Kind: OpMoveReplica, RangeID: 3, From: "n5", To: "n2"}}, // repair under way
+// TestDriverViewNoReportYet: a node that has not reported since this node
+// became placement leader is not a target until it does.
+func TestDriverViewNoReportYet(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := driverAt(&now, nil)
+	d.ObserveNode("n1")
+	d.ObserveNode("n2")
+	v := d.view(skewedState())
+	if !v.Nodes[2].Unresponsive {
+		t.Fatalf("n3 never reported but is not Unresponsive: %+v", v.Nodes)
 	}
-	alive := map[string]bool{"n1": true, "n2": true, "n3": true, "n4": true}
-	if got := underReplicated(st, alive, 3); got != 2 {
-		t.Fatalf("under-replicated ranges %d, want 2", got)
+}
+
+// TestDriverViewPreferredLeader: the meta state's leader preferences reach
+// the scheduler's view.
+func TestDriverViewPreferredLeader(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := driverAt(&now, nil)
+	st := skewedState()
+	st.LeaderPrefs = map[uint64]string{2: "n3"}
+	v := d.view(st)
+	for _, r := range v.Ranges {
+		if want := map[uint64]string{2: "n3"}[r.ID]; r.PreferredLeader != want {
+			t.Errorf("range %d: PreferredLeader %q, want %q", r.ID, r.PreferredLeader, want)
+		}
+	}
+}
+
+// failingTransferExec is a scriptExec whose leadership transfers fail, as a
+// transfer to a node that died does after raft's election-timeout wait.
+type failingTransferExec struct{ scriptExec }
+
+func (e *failingTransferExec) TransferLeader(_ context.Context, _ uint64, n NodeInfo) error {
+	e.calls = append(e.calls, "transfer "+n.ID)
+	return errors.New("leadership transfer timeout")
+}
+
+// TestStepTransferAbandonedAfterFailure: a transfer_leader that failed is
+// finished, not retried every round (issue 10 item 7: retrying a transfer to
+// a dead node refused the range's writes for 20-36s); the scheduler decides
+// again from a fresh view.
+func TestStepTransferAbandonedAfterFailure(t *testing.T) {
+	st := &State{Nodes: map[string]NodeInfo{"n1": {ID: "n1"}, "n2": {ID: "n2"}, "n3": {ID: "n3"}},
+		Ranges: []fsm.Range{{ID: 1, Epoch: 1, Replicas: []string{"n1", "n2", "n3"}}}}
+	op := Operation{Kind: OpTransferLeader, RangeID: 1, Epoch: 1, From: "n1", To: "n3"}
+	ex := &failingTransferExec{scriptExec{status: shard.Status{Leader: "n1", Members: []shard.Member{voter("n1"), voter("n2"), voter("n3")}}}}
+	done, err := Step(context.Background(), ex, st, op)
+	if err == nil || !done {
+		t.Fatalf("Step after a failed transfer: done %v err %v, want done with the error", done, err)
+	}
+	if !slices.Equal(ex.calls, []string{"transfer n3"}) {
+		t.Fatalf("calls %v", ex.calls)
+	}
+}
+
+// TestDriverViewLostLeadership: a node whose leadership of a range passed to
+// another node is Unresponsive until it reports again. A leader that died is
+// replaced after an election timeout, which can be shorter than
+// ReportTimeout; without this, the dead node would lead nothing, look like
+// the emptiest target and get leadership back (issue 10 item 7).
+func TestDriverViewLostLeadership(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := driverAt(&now, nil)
+	st := skewedState()
+	for _, id := range []string{"n1", "n2", "n3"} {
+		d.ObserveNode(id)
+	}
+	d.Observe(1, RangeStats{Leader: "n3"})
+	// n3 dies; 600ms later range 1 has a new leader, which reports it.
+	now = now.Add(600 * time.Millisecond)
+	d.ObserveNode("n1")
+	d.ObserveNode("n2")
+	observeSkewed(d)
+	v := d.view(st)
+	if !v.Nodes[2].Unresponsive {
+		t.Fatalf("n3 lost range 1's leadership and has not reported since, but is not Unresponsive: %+v", v.Nodes)
+	}
+	for _, o := range Schedule(d.cfg.Scheduler, v) {
+		if o.To == "n3" {
+			t.Errorf("%v: targets n3, which lost its leadership and has not reported since", o)
+		}
+	}
+	now = now.Add(100 * time.Millisecond)
+	d.ObserveNode("n3")
+	if v := d.view(st); v.Nodes[2].Unresponsive {
+		t.Errorf("n3 reported after losing the leadership but is still Unresponsive")
 	}
 }

@@ -49,6 +49,10 @@ type State struct {
 	// started from, not from today's. (Ranges made by splits start from a
 	// snapshot at index 1, so joiners always receive a snapshot there.)
 	Genesis map[uint64]fsm.Range `json:"genesis,omitempty"`
+	// LeaderPrefs maps a range id to the node an operator asked to lead it
+	// (cairn cluster transfer-leader); the scheduler keeps leadership there
+	// while that node is an eligible replica (prefs.go).
+	LeaderPrefs map[uint64]string `json:"leader_prefs,omitempty"`
 }
 
 // Formed reports whether the cluster has been initialised.
@@ -87,6 +91,12 @@ func (s *State) clone() *State {
 		c.Ops[k] = v
 	}
 	c.Genesis = s.Genesis // written once at init, never mutated
+	if len(s.LeaderPrefs) > 0 {
+		c.LeaderPrefs = make(map[uint64]string, len(s.LeaderPrefs))
+		for k, v := range s.LeaderPrefs {
+			c.LeaderPrefs[k] = v
+		}
+	}
 	return c
 }
 
@@ -280,6 +290,8 @@ func (f *metaFSM) apply(c *metaCommand) interface{} {
 			f.state.report(r)
 		}
 		return nil
+	case opLeaderPref:
+		return f.state.setLeaderPref(c)
 	case opAllocRangeID:
 		id := f.state.NextRangeID
 		f.state.NextRangeID++

@@ -16,6 +16,10 @@ type NodeView struct {
 	DownFor  time.Duration // how long gossip has reported it dead; 0 when alive
 	Draining bool          // operator asked to move everything off it
 	Removed  bool          // operator removed it for good
+	// Unresponsive: gossip suspects it, or it has not reported to the
+	// placement driver recently (DriverConfig.ReportTimeout). A node that has
+	// just died looks like this for seconds before gossip declares it dead.
+	Unresponsive bool
 }
 
 // RangeView is one range as the scheduler sees it.
@@ -27,6 +31,9 @@ type RangeView struct {
 	Leader     string   // "" when unknown
 	SizeBytes  int64
 	WriteBytes float64 // bytes written per second, recent average
+	// PreferredLeader is the node an operator asked to lead the range
+	// (cairn cluster transfer-leader); "" when none.
+	PreferredLeader string
 	// Busy is set when an operation is already in progress for the range; the
 	// scheduler must not propose another for it.
 	Busy bool

@@ -14,19 +14,31 @@ import (
 //     least DeadAfter) is moved to a live node; an under-replicated range gets
 //     a replica added; an over-replicated range loses one (never the leader's,
 //     preferring replicas on dead, then draining, then the most loaded nodes).
-//  2. Drain: leadership on a draining node is transferred to another replica,
-//     then replicas on draining nodes are moved off.
+//  2. Drain: leadership on a draining node is transferred to another replica
+//     (the range's preferred leader when it is eligible), then replicas on
+//     draining nodes are moved off.
+//     2b. Preference: a range whose PreferredLeader (an operator's
+//     transfer-leader) is an eligible replica but not the leader gets its
+//     leadership moved back there.
 //  3. Split: ranges over SplitSize or SplitWriteRate are split at their middle.
 //  4. Replica balance: replicas move from the fullest to the emptiest eligible
 //     node until every eligible node is within one of the mean.
 //  5. Leader balance: leadership moves between replicas of a range until every
 //     eligible node leads within one of the mean.
 //
+// The balance rules never move leadership off a range's preferred leader, nor
+// that node's replica of the range, while the node is eligible: an operator's
+// placement sticks until the node fails, drains or is removed, or the
+// operator places the range elsewhere.
+//
 // A node is eligible (a target for replicas and leadership, and counted by the
-// balance rules) when it is alive, not draining and not removed. A node that is
-// down for less than DeadAfter is left alone: its replicas are neither repaired
-// nor balanced, and ranges with a replica on it are not moved for balance, so a
-// restart does not cost a snapshot and a failure does not cost two moves.
+// balance rules) when it is alive, answering (not Unresponsive), not draining
+// and not removed. A node that is down for less than DeadAfter, or alive but
+// Unresponsive, is left alone: its replicas are neither repaired nor balanced,
+// it receives nothing, and ranges with a replica on it are not moved for
+// balance, so a restart does not cost a snapshot, a failure does not cost two
+// moves, and a node that died a moment ago (before gossip says so) is never
+// chosen as the emptiest target.
 //
 // Schedule is pure and deterministic: it reads no clock and no randomness, does
 // not modify view, and its output does not depend on the order of view.Nodes,
@@ -41,6 +53,7 @@ func Schedule(cfg SchedulerConfig, view ClusterView) []Operation {
 	p := newSchedPlan(cfg.withDefaults(), view)
 	p.repair()
 	p.drain()
+	p.prefer()
 	p.split()
 	p.balanceReplicas()
 	p.balanceLeaders()
@@ -92,7 +105,7 @@ type schedHealth uint8
 const (
 	healthGone    schedHealth = iota // removed by the operator, or not registered
 	healthDead                       // down for at least DeadAfter
-	healthSuspect                    // down for less than DeadAfter
+	healthSuspect                    // down for less than DeadAfter, or unresponsive
 	healthUp
 )
 
@@ -114,8 +127,11 @@ func (n *schedNode) eligible() bool { return n.health == healthUp && !n.draining
 type schedRange struct {
 	off    int32 // the range's replicas are repIdx[off:next range's off]
 	leader int32 // node index of the leader; noNode when unknown or not a replica
-	busy   bool
-	used   bool // the range has an operation in this call
+	// pref is the node index of the range's preferred leader while that node
+	// is an eligible replica; noNode otherwise (no preference, or void).
+	pref int32
+	busy bool
+	used bool // the range has an operation in this call
 	// balanceable: not busy, fully replicated, every replica on an eligible
 	// node, not due to split.
 	balanceable bool
@@ -134,7 +150,7 @@ type schedPlan struct {
 	ranges []schedRange // per view.Ranges[i], and one past the end for its off
 	repIdx []int32      // node index per replica, or noNode
 
-	repairCands, drainCands, splitCands []int32
+	repairCands, drainCands, splitCands, prefCands []int32
 
 	// Built on first use by the balance rules.
 	nodeRanges [][]int32 // ranges with a replica on node
@@ -161,7 +177,7 @@ func newSchedPlan(cfg SchedulerConfig, view ClusterView) *schedPlan {
 			sn.health = healthGone
 		case !n.Alive && n.DownFor >= cfg.DeadAfter:
 			sn.health = healthDead
-		case !n.Alive:
+		case !n.Alive, n.Unresponsive:
 			sn.health = healthSuspect
 		}
 		p.nodes[i] = sn
@@ -181,7 +197,7 @@ func newSchedPlan(cfg SchedulerConfig, view ClusterView) *schedPlan {
 // may apply to it.
 func (p *schedPlan) scan(i int) {
 	r, sr := &p.view.Ranges[i], &p.ranges[i]
-	sr.off, sr.leader, sr.busy = int32(len(p.repIdx)), noNode, r.Busy
+	sr.off, sr.leader, sr.pref, sr.busy = int32(len(p.repIdx)), noNode, noNode, r.Busy
 	lost, draining, eligible := false, false, 0
 	for _, id := range r.Replicas {
 		ni, ok := p.byID[id]
@@ -198,6 +214,9 @@ func (p *schedPlan) scan(i int) {
 		if id == r.Leader {
 			sr.leader = ni
 			n.leaders++
+		}
+		if id == r.PreferredLeader && n.eligible() {
+			sr.pref = ni
 		}
 		switch {
 		case n.health <= healthDead:
@@ -224,6 +243,9 @@ func (p *schedPlan) scan(i int) {
 	}
 	if splitting {
 		p.splitCands = append(p.splitCands, int32(i))
+	}
+	if sr.pref != noNode && sr.leader != noNode && sr.leader != sr.pref {
+		p.prefCands = append(p.prefCands, int32(i))
 	}
 }
 
@@ -439,7 +461,11 @@ func (p *schedPlan) drain() {
 			return
 		}
 		if l := p.ranges[ri].leader; l != noNode && p.nodes[l].draining {
-			if to := p.leastLeading(ri, l); to != noNode {
+			to := p.ranges[ri].pref
+			if to == noNode {
+				to = p.leastLeading(ri, l)
+			}
+			if to != noNode {
 				p.emit(ri, OpTransferLeader, l, to, fmt.Sprintf("node %s draining", p.nodes[l].id))
 				continue
 			}
@@ -469,6 +495,24 @@ func (p *schedPlan) drain() {
 		if to := p.bestTarget(ri); to != noNode {
 			p.emit(ri, OpMoveReplica, from, to, fmt.Sprintf("node %s draining", p.nodes[from].id))
 		}
+	}
+}
+
+// prefer moves leadership back to ranges' preferred leaders, range by range
+// in id order. A leader that is itself unhealthy is left to the election the
+// group is about to hold.
+func (p *schedPlan) prefer() {
+	p.sortRanges(p.prefCands, func(int32) int { return 0 })
+	for _, ri := range p.prefCands {
+		if p.full() {
+			return
+		}
+		sr := &p.ranges[ri]
+		if sr.used || p.nodes[sr.leader].health != healthUp {
+			continue
+		}
+		p.emit(ri, OpTransferLeader, sr.leader, sr.pref,
+			fmt.Sprintf("operator placed the leader on %s", p.nodes[sr.pref].id))
 	}
 }
 

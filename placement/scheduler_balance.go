@@ -153,14 +153,15 @@ func (p *schedPlan) extremes(count func(*schedNode) int) (hi, lo int32) {
 }
 
 // pickMovable is the range to move from node s to node d: balanceable, not
-// yet used and not on d; followers before leaders (no leadership transfer
+// yet used, not on d and not the range's preferred leader's replica on s;
+// followers before leaders (no leadership transfer
 // needed), then the smallest (cheapest snapshot), then the lowest id. With d
 // noNode it is the range s would move to a node holding none of them.
 func (p *schedPlan) pickMovable(s, d int32) int32 {
 	best := int32(noNode)
 	var bestLeads bool
 	for _, ri := range p.nodeRanges[s] {
-		if !p.ranges[ri].balanceable || p.ranges[ri].used || p.holds(ri, d) {
+		if !p.ranges[ri].balanceable || p.ranges[ri].used || p.holds(ri, d) || p.ranges[ri].pref == s {
 			continue
 		}
 		leads := p.ranges[ri].leader == s
@@ -225,8 +226,8 @@ func (p *schedPlan) balanceLeaderOnce() bool {
 func (p *schedPlan) transferFrom(s int32) bool {
 	bestR, bestD := int32(noNode), int32(noNode)
 	for _, ri := range p.nodeLeads[s] {
-		if p.ranges[ri].busy || p.ranges[ri].used {
-			continue
+		if p.ranges[ri].busy || p.ranges[ri].used || p.ranges[ri].pref != noNode {
+			continue // an operator's placement is not balanced away
 		}
 		d := p.leastLeading(ri, s)
 		if d == noNode || p.nodes[s].leaders-p.nodes[d].leaders < 2 {

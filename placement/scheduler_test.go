@@ -21,6 +21,12 @@ func draining(id string) NodeView { return NodeView{ID: id, Alive: true, Drainin
 
 func removed(id string) NodeView { return NodeView{ID: id, Alive: true, Removed: true} }
 
+// justDied is a node that has stopped answering moments ago: gossip still
+// lists it alive, but it has not reported to the driver (or gossip suspects it).
+func justDied(id string) NodeView { return NodeView{ID: id, Alive: true, Unresponsive: true} }
+
+func preferring(r RangeView, node string) RangeView { r.PreferredLeader = node; return r }
+
 // rv is a range at epoch 7 (so tests see the epoch copied), led by replicas[0].
 func rv(id uint64, replicas ...string) RangeView {
 	r := RangeView{ID: id, Epoch: 7, Replicas: replicas, SizeBytes: 1 << 20}
@@ -85,10 +91,13 @@ func checkOps(t testing.TB, cfg SchedulerConfig, view ClusterView, ops []Operati
 		holds := func(id string) bool { return slices.Contains(r.Replicas, id) }
 		eligible := func(id string) bool {
 			n, ok := nodes[id]
-			return ok && n.Alive && !n.Draining && !n.Removed
+			return ok && n.Alive && !n.Unresponsive && !n.Draining && !n.Removed
 		}
 		switch o.Kind {
 		case OpMoveReplica, OpAddReplica:
+			if p := r.PreferredLeader; o.Kind == OpMoveReplica && o.From == p && r.Leader == p && eligible(p) {
+				t.Fatalf("%v: moves the operator's preferred leader away (replicas %v)", o, r.Replicas)
+			}
 			if o.Kind == OpMoveReplica && !holds(o.From) {
 				t.Fatalf("%v: source does not hold the range %v", o, r.Replicas)
 			}
@@ -105,6 +114,11 @@ func checkOps(t testing.TB, cfg SchedulerConfig, view ClusterView, ops []Operati
 		case OpTransferLeader:
 			if !holds(o.To) || o.From != r.Leader || !eligible(o.To) {
 				t.Fatalf("%v: bad transfer (replicas %v, leader %q)", o, r.Replicas, r.Leader)
+			}
+			// An operator's preferred leader stays while it is eligible,
+			// and is the only target while it is an eligible replica.
+			if p := r.PreferredLeader; p != "" && holds(p) && eligible(p) && o.To != p {
+				t.Fatalf("%v: moves leadership off or past the operator's preferred leader %s", o, p)
 			}
 		case OpSplitRange:
 		default:
@@ -450,6 +464,8 @@ func randomView(rnd *rand.Rand, nodes, ranges int) ClusterView {
 			n.Draining = true
 		case 2:
 			n.Removed = rnd.IntN(2) == 0
+		case 3:
+			n.Unresponsive = true
 		}
 		v.Nodes = append(v.Nodes, n)
 	}
@@ -475,6 +491,9 @@ func randomView(rnd *rand.Rand, nodes, ranges int) ClusterView {
 		}
 		if rnd.IntN(10) == 0 {
 			r.Leader = ""
+		}
+		if rnd.IntN(8) == 0 {
+			r.PreferredLeader = reps[rnd.IntN(k)]
 		}
 		v.Ranges = append(v.Ranges, r)
 	}
@@ -508,5 +527,195 @@ func TestHumanBytes(t *testing.T) {
 		if got := humanBytes(n); got != want {
 			t.Errorf("humanBytes(%v) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// TestScheduleNeverTargetsJustDied: a node that stopped answering moments ago
+// (gossip has not declared it dead yet, but it has not reported to the driver,
+// or gossip suspects it) is never the target of any decision. Issue 10 item 7:
+// the balancer moved a shard's leadership onto a node killed 1.5s before,
+// because the dead node led nothing and so looked like the emptiest target.
+func TestScheduleNeverTargetsJustDied(t *testing.T) {
+	dead := 31 * time.Second
+	cfg := DefaultSchedulerConfig()
+	tests := []struct {
+		name  string
+		nodes []NodeView
+		rs    []RangeView
+		want  []string
+	}{
+		{
+			// The reported failure: n3's leaderships moved away when it died,
+			// so it leads 0 and n1 leads 3.
+			name:  "leader balance skips the just-died node",
+			nodes: []NodeView{up("n1"), up("n2"), justDied("n3")},
+			rs: []RangeView{
+				withLeader(rv(1, "n1", "n2", "n3"), "n1"), withLeader(rv(2, "n1", "n2", "n3"), "n1"),
+				withLeader(rv(3, "n1", "n2", "n3"), "n1"), withLeader(rv(4, "n2", "n1", "n3"), "n2"),
+			},
+			// Between n1 (3) and n2 (1) only: n3 is not counted.
+			want: []string{"transfer_leader 1 n1>n2"},
+		},
+		{
+			name:  "leader balance: gossip suspect (down for less than DeadAfter) is no target either",
+			nodes: []NodeView{up("n1"), up("n2"), down("n3", time.Second)},
+			rs: []RangeView{
+				withLeader(rv(1, "n1", "n2", "n3"), "n1"), withLeader(rv(2, "n1", "n2", "n3"), "n1"),
+				withLeader(rv(3, "n1", "n2", "n3"), "n1"), withLeader(rv(4, "n2", "n1", "n3"), "n2"),
+			},
+			want: []string{"transfer_leader 1 n1>n2"},
+		},
+		{
+			name:  "replica balance skips an empty node that stopped answering",
+			nodes: []NodeView{up("n1"), up("n2"), up("n3"), justDied("n4")},
+			rs:    []RangeView{rv(1, "n1", "n2", "n3"), rv(2, "n2", "n3", "n1"), rv(3, "n3", "n1", "n2")},
+		},
+		{
+			name:  "repair moves a dead node's replica past the just-died empty node",
+			nodes: []NodeView{up("n1"), up("n2"), up("n3"), down("n4", dead), justDied("n5"), up("n6")},
+			rs:    []RangeView{rv(1, "n1", "n2", "n4"), rv(2, "n2", "n3", "n6"), rv(3, "n3", "n1", "n6")},
+			want:  []string{"move_replica 1 n4>n3"}, // n3 and n6 hold 2 each: by id
+		},
+		{
+			name:  "under-replicated range is not added to the just-died node",
+			nodes: []NodeView{up("n1"), up("n2"), justDied("n3"), up("n4")},
+			rs:    []RangeView{rv(1, "n1", "n2"), rv(2, "n4", "n1", "n2")},
+			want:  []string{"add_replica 1 >n4"},
+		},
+		{
+			name:  "drain hands leadership to a live replica, not the just-died one",
+			nodes: []NodeView{draining("n1"), up("n2"), justDied("n3")},
+			rs:    []RangeView{withLeader(rv(1, "n1", "n3", "n2"), "n1"), withLeader(rv(2, "n2", "n3", "n1"), "n2")},
+			want:  []string{"transfer_leader 1 n1>n2"},
+		},
+		{
+			name:  "a range with a replica on the just-died node is not moved for balance",
+			nodes: []NodeView{up("n1"), up("n2"), justDied("n3"), up("n4")},
+			rs: []RangeView{
+				rv(1, "n1", "n2", "n3"), rv(2, "n2", "n1", "n3"), rv(3, "n1", "n2", "n3"),
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			view := ClusterView{Nodes: tc.nodes, Ranges: tc.rs}
+			ops := Schedule(cfg, view)
+			checkOps(t, cfg, view, ops)
+			for _, o := range ops {
+				for _, n := range tc.nodes {
+					if n.ID == o.To && (n.Unresponsive || !n.Alive) {
+						t.Errorf("%v targets %s, which has stopped answering", o, o.To)
+					}
+				}
+			}
+			if got := shorts(ops); !slices.Equal(got, tc.want) {
+				t.Errorf("got  %q\nwant %q\nops:\n%s", got, tc.want, opsText(ops))
+			}
+		})
+	}
+}
+
+// TestSchedulePreferredLeader: an operator's transfer-leader is recorded as
+// the range's preferred leader, and the scheduler keeps leadership there while
+// the node is an eligible replica (issue 10 item 7: the balancer undid
+// `cairn cluster transfer-leader` within two seconds).
+func TestSchedulePreferredLeader(t *testing.T) {
+	dead := 31 * time.Second
+	cfg := DefaultSchedulerConfig()
+	three := []NodeView{up("n1"), up("n2"), up("n3")}
+	// n1 leads 3 of 4 ranges: leader balance wants to move one away.
+	skewed := func(pref uint64, node string) []RangeView {
+		rs := []RangeView{
+			withLeader(rv(1, "n1", "n2", "n3"), "n1"), withLeader(rv(2, "n1", "n2", "n3"), "n1"),
+			withLeader(rv(3, "n1", "n2", "n3"), "n1"), withLeader(rv(4, "n2", "n1", "n3"), "n2"),
+		}
+		for i := range rs {
+			if rs[i].ID == pref {
+				rs[i] = preferring(rs[i], node)
+			}
+		}
+		return rs
+	}
+	tests := []struct {
+		name  string
+		nodes []NodeView
+		rs    []RangeView
+		want  []string
+	}{
+		{
+			name:  "without a preference the balancer moves range 1 off n1",
+			nodes: three,
+			rs:    skewed(0, ""),
+			want:  []string{"transfer_leader 1 n1>n3"},
+		},
+		{
+			name:  "the operator's placement of range 1 on n1 stays; another range moves instead",
+			nodes: three,
+			rs:    skewed(1, "n1"),
+			want:  []string{"transfer_leader 2 n1>n3"},
+		},
+		{
+			name:  "every range n1 leads is preferred there: nothing moves",
+			nodes: three,
+			rs: []RangeView{
+				preferring(withLeader(rv(1, "n1", "n2", "n3"), "n1"), "n1"),
+				preferring(withLeader(rv(2, "n1", "n2", "n3"), "n1"), "n1"),
+				preferring(withLeader(rv(3, "n1", "n2", "n3"), "n1"), "n1"),
+				withLeader(rv(4, "n2", "n1", "n3"), "n2"),
+			},
+		},
+		{
+			name:  "leadership that drifted off the preferred node goes back",
+			nodes: three,
+			rs:    []RangeView{preferring(withLeader(rv(1, "n1", "n2", "n3"), "n2"), "n1"), withLeader(rv(2, "n3", "n1", "n2"), "n3")},
+			want:  []string{"transfer_leader 1 n2>n1"},
+		},
+		{
+			name:  "a preferred node that stopped answering is not a target",
+			nodes: []NodeView{justDied("n1"), up("n2"), up("n3")},
+			rs:    []RangeView{preferring(withLeader(rv(1, "n1", "n2", "n3"), "n2"), "n1")},
+		},
+		{
+			name:  "a draining preferred node loses leadership anyway",
+			nodes: []NodeView{draining("n1"), up("n2"), up("n3")},
+			rs:    []RangeView{preferring(withLeader(rv(1, "n1", "n2", "n3"), "n1"), "n1"), withLeader(rv(2, "n3", "n2", "n1"), "n3")},
+			want:  []string{"transfer_leader 1 n1>n2"},
+		},
+		{
+			name:  "a preference for a node that holds no replica is void",
+			nodes: []NodeView{up("n1"), up("n2"), up("n3"), up("n4")},
+			rs: []RangeView{
+				preferring(withLeader(rv(1, "n1", "n2", "n3"), "n1"), "n4"),
+				withLeader(rv(2, "n2", "n3", "n4"), "n2"), withLeader(rv(3, "n3", "n4", "n1"), "n3"),
+				withLeader(rv(4, "n4", "n1", "n2"), "n4"),
+			},
+		},
+		{
+			name:  "a dead preferred node's replica is still repaired",
+			nodes: []NodeView{down("n1", dead), up("n2"), up("n3"), up("n4")},
+			rs:    []RangeView{preferring(withLeader(rv(1, "n1", "n2", "n3"), "n2"), "n1")},
+			want:  []string{"move_replica 1 n1>n4"},
+		},
+		{
+			name:  "replica balance does not move the preferred leader's replica",
+			nodes: []NodeView{up("n1"), up("n2"), up("n3"), up("n4")},
+			rs: []RangeView{
+				preferring(withLeader(rv(1, "n1", "n2", "n3"), "n1"), "n1"),
+				preferring(withLeader(rv(2, "n1", "n2", "n3"), "n1"), "n1"),
+			},
+			// n4 is empty: a replica moves there, a follower's, not the
+			// preferred leader's.
+			want: []string{"move_replica 1 n2>n4"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			view := ClusterView{Nodes: tc.nodes, Ranges: tc.rs}
+			ops := Schedule(cfg, view)
+			checkOps(t, cfg, view, ops)
+			if got := shorts(ops); !slices.Equal(got, tc.want) {
+				t.Errorf("got  %q\nwant %q\nops:\n%s", got, tc.want, opsText(ops))
+			}
+		})
 	}
 }

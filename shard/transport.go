@@ -500,6 +500,16 @@ func (m *Mux) dial(group uint64, target string, timeout time.Duration) (net.Conn
 	if m.knobs.blocked(m.addr, target) {
 		return nil, fmt.Errorf("dial %s: %w", target, ErrMuxConnBlocked)
 	}
+	if m.knobs.hangDial(m.addr, target) {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil, fmt.Errorf("dial %s: lookup timed out after %v (test knob)", target, timeout)
+		case <-m.ctx.Done():
+			return nil, ErrMuxClosed
+		}
+	}
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.DialContext(m.ctx, "tcp", target)
 	if err != nil {

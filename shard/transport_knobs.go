@@ -30,10 +30,19 @@ type TransportKnobs struct {
 	// in order: the delay adds latency without limiting throughput, as a
 	// long link does. Consulted on every Write.
 	Delay func(from, to string) time.Duration
+
+	// HangDial, when it returns true, makes a dial from raft address from to
+	// raft address to hang for its whole timeout (or until the mux closes),
+	// as resolving a dead container's name does under docker's DNS.
+	HangDial func(from, to string) bool
 }
 
 func (k *TransportKnobs) blocked(from, to string) bool {
 	return k != nil && k.Blocked != nil && k.Blocked(from, to)
+}
+
+func (k *TransportKnobs) hangDial(from, to string) bool {
+	return k != nil && k.HangDial != nil && k.HangDial(from, to)
 }
 
 // wrap returns c itself when there are no hooks, so production pays

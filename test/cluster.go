@@ -69,7 +69,26 @@ type NodeHandle struct {
 type Network struct {
 	mu      sync.RWMutex
 	blocked map[[2]string]bool
-	delay   time.Duration // one way, every link (ClusterConfig.Delayable)
+	delay   time.Duration   // one way, every link (ClusterConfig.Delayable)
+	hung    map[string]bool // raft addresses whose HTTP dials hang (HangDials)
+}
+
+// HangDials makes every node-to-node HTTP dial to the node with raft address
+// to hang until the dialer gives up, as resolving a dead container's name
+// does under docker's DNS (node.Knobs.HangDial); false undoes it.
+func (n *Network) HangDials(to string, hang bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.hung == nil {
+		n.hung = map[string]bool{}
+	}
+	n.hung[to] = hang
+}
+
+func (n *Network) hangDial(from, to string) bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.hung[to]
 }
 
 // Delay returns how long raft traffic from a to b takes to arrive.
@@ -141,7 +160,7 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	nc.Replication = min(3, cfg.Nodes)
 	nc.Tuning, nc.MetaTuning = cfg.Tuning, shard.FastRaftTuning()
 	nc.ApplyTimeout = cfg.ApplyTimeout
-	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked}
+	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked, HangDial: c.Net.hangDial}
 	if cfg.Delayable {
 		nc.Knobs.Delay = c.Net.Delay
 	}

@@ -117,7 +117,12 @@ func newClusterTransferCmd(opts *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "transfer-leader SHARD NODE",
 		Short: "Hand a shard's leadership to NODE, which must hold one of its replicas",
-		Args:  cobra.ExactArgs(2),
+		Long: `Hand a shard's leadership to NODE, which must hold one of its replicas.
+The placement driver records NODE as the shard's preferred leader and keeps
+leadership there (the leader balancer does not move it away, and moves it back
+if an election does) until NODE stops answering, drains or is removed, no
+longer holds a replica, or another transfer-leader places the shard elsewhere.`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := parseShardID(args[0])
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -104,11 +105,34 @@ func serve(started func(), cfgs ...node.Config) error {
 	if started != nil {
 		started()
 	}
-	sig := make(chan os.Signal, 1)
+	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
+	go func() {
+		<-sig
+		os.Exit(1) // a second signal: stop now
+	}()
+	// Hand leaderships off before stopping, so the cluster does not wait
+	// out an election timeout per shard; bounded, well inside docker's
+	// default 10s grace. Not when this process runs the whole cluster
+	// (cairn dev): there is nobody to hand off to.
+	if len(nodes) > 1 {
+		return nil
+	}
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.Leave(leaveTimeout)
+		}()
+	}
+	wg.Wait()
 	return nil
 }
+
+// leaveTimeout bounds the leadership handoff on SIGTERM.
+const leaveTimeout = 3 * time.Second
 
 // usageError marks bad flags: exit code 2.
 type usageError struct{ err error }

@@ -25,6 +25,9 @@ func (n *Node) Ready() bool {
 	if n.Health() != nil {
 		return false
 	}
+	if n.leaving.Load() {
+		return false // handing off before a graceful stop (Leave)
+	}
 	st, _ := n.meta.State()
 	_, registered := st.Nodes[n.cfg.ID]
 	return st.Formed() && registered && len(st.Ranges) > 0
@@ -97,6 +100,14 @@ func (n *Node) Observe(hb []api.RangeHeartbeat) {
 	for _, h := range hb {
 		n.driver.Observe(h.ID, placement.RangeStats{Leader: h.Leader, SizeBytes: h.SizeBytes, WriteBytes: h.WriteBytes})
 	}
+}
+
+// ObserveNode tells the placement driver that node id reported.
+func (n *Node) ObserveNode(id string) { n.driver.ObserveNode(id) }
+
+// SetLeaderPref records an operator's preferred leader for a range.
+func (n *Node) SetLeaderPref(ctx context.Context, rangeID uint64, node string) error {
+	return n.meta.SetLeaderPref(ctx, rangeID, node)
 }
 
 // NodeRaftAddr returns a registered node's raft address.

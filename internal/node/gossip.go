@@ -9,6 +9,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -22,6 +23,9 @@ type gossip struct {
 	ml     *memberlist.Memberlist
 	events chan struct{}
 	log    *slog.Logger
+
+	leaveOnce sync.Once
+	leaveErr  error
 }
 
 // gossipMeta is what a node advertises about itself.
@@ -132,6 +136,17 @@ func (g *gossip) alive() map[string]bool {
 	return out
 }
 
+// suspect returns the ids gossip lists but currently suspects.
+func (g *gossip) suspect() map[string]bool {
+	out := map[string]bool{}
+	for _, m := range g.ml.Members() {
+		if m.State == memberlist.StateSuspect {
+			out[m.Name] = true
+		}
+	}
+	return out
+}
+
 // state reports a member's gossip liveness: alive, suspect or dead.
 func (g *gossip) state(id string) string {
 	for _, m := range g.ml.Members() {
@@ -145,9 +160,13 @@ func (g *gossip) state(id string) string {
 	return "dead"
 }
 
+// leave announces this node's departure and stops gossip; once.
 func (g *gossip) leave() error {
-	_ = g.ml.Leave(500 * time.Millisecond)
-	return g.ml.Shutdown()
+	g.leaveOnce.Do(func() {
+		_ = g.ml.Leave(500 * time.Millisecond)
+		g.leaveErr = g.ml.Shutdown()
+	})
+	return g.leaveErr
 }
 
 func isLoopback(host string) bool {

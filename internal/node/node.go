@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -66,6 +67,11 @@ type Knobs struct {
 	// Delay, when set, delays raft traffic from node raft address from to
 	// node raft address to by what it returns (shard.TransportKnobs.Delay).
 	Delay func(from, to string) time.Duration
+	// HangDial, when it returns true, makes a node-to-node dial (HTTP and
+	// raft alike) from node raft address from to node raft address to hang
+	// until the dial gives up, as resolving a dead peer's name does under
+	// docker's DNS.
+	HangDial func(from, to string) bool
 	// BootID stands in for the machine's boot id (fsm/durability.go): a
 	// different one after a SIGKILL looks like a machine crash.
 	BootID func() (string, error)
@@ -140,6 +146,9 @@ type Node struct {
 	// replica removable (run loop only).
 	lastVerify time.Time
 
+	// leaving is set by Leave: the node refuses requests while it hands off.
+	leaving atomic.Bool
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -196,8 +205,8 @@ func (n *Node) startRaft() error {
 		}
 	}
 	var tk *shard.TransportKnobs
-	if k := n.cfg.Knobs; k != nil && (k.Blocked != nil || k.Delay != nil) {
-		tk = &shard.TransportKnobs{Blocked: k.Blocked, Delay: k.Delay}
+	if k := n.cfg.Knobs; k != nil && (k.Blocked != nil || k.Delay != nil || k.HangDial != nil) {
+		tk = &shard.TransportKnobs{Blocked: k.Blocked, Delay: k.Delay, HangDial: k.HangDial}
 	}
 	var err error
 	n.mux, err = shard.NewMux(shard.MuxConfig{Listener: ln, AdvertiseAddr: n.cfg.RaftAddr, Logger: n.log, Knobs: tk})
@@ -311,7 +320,7 @@ func (n *Node) startHTTP() error {
 	sc := placement.DefaultSchedulerConfig()
 	sc.Replication, sc.SplitSize, sc.DeadAfter = n.cfg.Replication, n.cfg.SplitSize, n.cfg.DeadAfter
 	n.driver = placement.NewDriver(placement.DriverConfig{
-		Meta: n.meta, Exec: n.api.NewExecutor(), Scheduler: sc, Alive: n.gossip.alive,
+		Meta: n.meta, Exec: n.api.NewExecutor(), Scheduler: sc, Alive: n.gossip.alive, Suspect: n.gossip.suspect,
 		NoSchedule: n.cfg.NoAutoPlacement, Logger: n.log.With("component", "placement"), Metrics: n.reg,
 	})
 	n.http = &http.Server{Handler: n.api, ReadHeaderTimeout: 10 * time.Second}
@@ -328,12 +337,19 @@ func (n *Node) startHTTP() error {
 // dialPeer dials another node's HTTP address for forwarding, honouring the
 // partition knob so a test partition cuts forwarding as it cuts raft.
 func (n *Node) dialPeer(ctx context.Context, network, addr string) (net.Conn, error) {
-	if k := n.cfg.Knobs; k != nil && k.Blocked != nil {
+	if k := n.cfg.Knobs; k != nil && (k.Blocked != nil || k.HangDial != nil) {
 		st, _ := n.meta.State()
 		for _, ni := range st.Nodes {
-			if ni.HTTPAddr == addr && k.Blocked(n.cfg.RaftAddr, ni.RaftAddr) {
+			if ni.HTTPAddr != addr {
+				continue
+			}
+			if k.Blocked != nil && k.Blocked(n.cfg.RaftAddr, ni.RaftAddr) {
 				// Fail like a refused dial: nothing was sent.
 				return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("blocked by test partition")}
+			}
+			if k.HangDial != nil && k.HangDial(n.cfg.RaftAddr, ni.RaftAddr) {
+				<-ctx.Done()
+				return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("lookup %s: hung (test knob): %w", addr, ctx.Err())}
 			}
 		}
 	}
@@ -382,6 +398,13 @@ func (n *Node) shutdown() error {
 		errs = append(errs, n.gossip.leave())
 	}
 	n.wg.Wait()
+	// The network goes before the groups: raft's shutdown waits for its
+	// replication goroutines, and one stuck dialing a dead peer (its name
+	// hanging in DNS, up to the transport's 10s timeout) would hold the
+	// whole stop past a container's grace period.
+	if n.mux != nil {
+		errs = append(errs, n.mux.Close())
+	}
 	if n.host != nil {
 		errs = append(errs, n.host.Close())
 	}
@@ -390,9 +413,6 @@ func (n *Node) shutdown() error {
 	}
 	if n.logs != nil {
 		errs = append(errs, n.logs.Close())
-	}
-	if n.mux != nil {
-		errs = append(errs, n.mux.Close())
 	}
 	return errors.Join(errs...)
 }

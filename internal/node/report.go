@@ -32,10 +32,13 @@ func (n *Node) reportLoop() {
 				n.log.Debug("report ranges", "err", err)
 			}
 		}
-		if hb := n.heartbeat(500 * time.Millisecond); len(hb) > 0 {
-			if err := n.api.SendHeartbeat(ctx, hb); err != nil {
-				n.log.Debug("heartbeat", "err", err)
-			}
+		cancel()
+		// Sent even when this node leads nothing: the placement driver
+		// treats a node that has not reported for a while as possibly dead
+		// and never places anything on it (placement.DriverConfig.ReportTimeout).
+		ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+		if err := n.api.SendHeartbeat(ctx, n.heartbeat(500*time.Millisecond)); err != nil {
+			n.log.Debug("heartbeat", "err", err)
 		}
 		cancel()
 	}

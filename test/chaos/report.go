@@ -125,15 +125,12 @@ func (r *Report) Print(w io.Writer) {
 		}
 	}
 	p("failover (leader fault, i.e. the docker command returned -> end of the first successful write issued after it):")
-	for _, k := range []FaultKind{FaultKillLeader, FaultPauseLeader, FaultPartitionLeader} {
-		p("  %-17s %s", k, stats(byKind[k]))
-	}
-	if ds := byKind[FaultKillLeader]; len(ds) > 0 {
-		verdict := "met"
-		if percentile(ds, 50) >= 2*time.Second {
-			verdict = "NOT met"
+	for _, k := range failoverKinds(r.Failovers) {
+		line := fmt.Sprintf("  %-18s %s", k, stats(byKind[k]))
+		if ds := byKind[k]; len(ds) > 0 {
+			line += "; goal median < 2s, p99 < 5s: " + failoverGoal(ds)
 		}
-		p("  median failover after a leader kill: %v (goal < 2s: %s)", percentile(ds, 50).Round(time.Millisecond), verdict)
+		p("%s", line)
 	}
 	p("checks:")
 	p("  register histories: %d rounds, %d not linearizable, %d inconclusive", r.RegisterRounds, len(r.NonLinearRound), len(r.Inconclusive))
@@ -174,14 +171,44 @@ func okOr(s string) string {
 	return "NO: " + s
 }
 
-// stats formats n, median, p90 and max of ds.
+// The failover goal (issue 10): a client writing through any node to a key
+// whose leader failed succeeds again within 2s at the median and 5s at p99.
+const (
+	failoverGoalMedian = 2 * time.Second
+	failoverGoalP99    = 5 * time.Second
+)
+
+// failoverGoal says whether ds meets the failover goal.
+func failoverGoal(ds []time.Duration) string {
+	if percentile(ds, 50) < failoverGoalMedian && percentile(ds, 99) < failoverGoalP99 {
+		return "met"
+	}
+	return "NOT met"
+}
+
+// failoverKinds is every leader fault kind measured, the standard three
+// first (listed even when none struck), then any other the nemesis marked,
+// by name.
+func failoverKinds(fs []Failover) []FaultKind {
+	kinds := []FaultKind{FaultKillLeader, FaultPauseLeader, FaultPartitionLeader}
+	var more []FaultKind
+	for _, f := range fs {
+		if !slices.Contains(kinds, f.Kind) && !slices.Contains(more, f.Kind) {
+			more = append(more, f.Kind)
+		}
+	}
+	slices.Sort(more)
+	return append(kinds, more...)
+}
+
+// stats formats n, median, p90, p99 and max of ds.
 func stats(ds []time.Duration) string {
 	if len(ds) == 0 {
 		return "n=0"
 	}
-	return fmt.Sprintf("n=%d median %v p90 %v max %v", len(ds),
+	return fmt.Sprintf("n=%d median %v p90 %v p99 %v max %v", len(ds),
 		percentile(ds, 50).Round(time.Millisecond), percentile(ds, 90).Round(time.Millisecond),
-		percentile(ds, 100).Round(time.Millisecond))
+		percentile(ds, 99).Round(time.Millisecond), percentile(ds, 100).Round(time.Millisecond))
 }
 
 // percentile is the nearest-rank percentile q (0 < q <= 100) of ds.

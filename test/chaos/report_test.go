@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -49,5 +50,31 @@ func TestSetCompare(t *testing.T) {
 	r := compareSet(adds, present, func(string) string { return "" })
 	if len(r.Lost) != 0 || r.UnknownPresent != 1 || len(r.FailedPresent) != 1 || len(r.Phantom) != 2 {
 		t.Errorf("compare = %+v", r)
+	}
+}
+
+// Issue 10 item 7: failover is reported per fault kind, every leader fault
+// kind the nemesis marked (the new ones too), with median and p99 against the
+// goal (median under 2s, p99 under 5s).
+func TestReportFailoverGoalsPerKind(t *testing.T) {
+	r := &Report{}
+	for i := range 10 {
+		r.Failovers = append(r.Failovers,
+			Failover{Kind: FaultKillLeader, Node: "n1", Took: time.Duration(500+100*i) * time.Millisecond, Recovered: true},
+			Failover{Kind: FaultPauseLeader, Node: "n2", Took: time.Duration(1+i) * time.Second, Recovered: true})
+	}
+	r.Failovers = append(r.Failovers, Failover{Kind: FaultKind("transfer-to-paused"), Node: "n3", Took: 3 * time.Second, Recovered: true})
+	var b strings.Builder
+	r.Print(&b)
+	out := b.String()
+	for _, want := range []string{
+		"kill-leader        n=10 median 900ms p90 1.3s p99 1.4s max 1.4s; goal median < 2s, p99 < 5s: met",
+		"pause-leader       n=10 median 5s p90 9s p99 10s max 10s; goal median < 2s, p99 < 5s: NOT met",
+		"transfer-to-paused n=1 median 3s p90 3s p99 3s max 3s; goal median < 2s, p99 < 5s: NOT met",
+		"partition-leader   n=0",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
 	}
 }
