@@ -58,6 +58,9 @@ type FSM struct {
 	applied atomic.Uint64
 
 	rngMu sync.RWMutex
+	// rngCache is the range descriptor last decoded inside a read
+	// transaction (txRange).
+	rngCache atomic.Pointer[rangeCache]
 
 	sizeMu sync.Mutex // SizeBytes cache: bytes in use by the data bucket
 	size   int64
