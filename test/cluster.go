@@ -40,6 +40,9 @@ type ClusterConfig struct {
 	// DeadAfter and SplitSize tune the placement driver (defaults: node's).
 	DeadAfter time.Duration
 	SplitSize int64
+	// FSMSync fsyncs every state machine commit (node.Config.FSMSync,
+	// --fsm-sync) instead of deferring it to the raft log.
+	FSMSync bool
 }
 
 // Cluster is a set of real cairn nodes in this process, each with its own
@@ -152,6 +155,7 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	if cfg.SplitSize > 0 {
 		nc.SplitSize = cfg.SplitSize
 	}
+	nc.FSMSync = cfg.FSMSync
 	level := slog.LevelError
 	var out io.Writer = io.Discard
 	if cfg.Verbose || os.Getenv("CAIRN_TEST_LOG") != "" {
