@@ -43,6 +43,10 @@ type Config struct {
 	// ReadBootID); without one, commits are synced.
 	DeferSync bool
 	BootID    func() (string, error)
+	// HasSnapshot tells Open that a raft snapshot of the group exists, which
+	// the caller restores after a rebuild (shard.Host does): a rebuild then
+	// does not depend on the recorded genesis range (durability.go).
+	HasSnapshot bool
 }
 
 // withDefaults returns a copy of c with zero fields defaulted.

@@ -160,10 +160,15 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 			return nil, fmt.Errorf("shard %d: clear log: %w", desc.ID, err)
 		}
 	}
+	hasSnap, err := hasSnapshot(dir, log)
+	if err != nil {
+		return nil, fmt.Errorf("shard %d: %w", desc.ID, err)
+	}
 	f, err := fsm.Open(fsm.Config{
-		Path:    filepath.Join(dir, "fsm.db"),
-		Initial: desc,
-		Logger:  log,
+		Path:        filepath.Join(dir, "fsm.db"),
+		Initial:     desc,
+		HasSnapshot: hasSnap, // catchUpFromSnapshot restores it after a rebuild
+		Logger:      log,
 		OnTTL: func(e fsm.TTLEntry) {
 			r.ttl.add(r.clock.Now().Add(e.TTL), e)
 		},
@@ -218,6 +223,16 @@ func catchUpFromSnapshot(dir string, f *fsm.FSM, log *slog.Logger) error {
 		return err
 	}
 	return f.Restore(rc)
+}
+
+// hasSnapshot reports whether the group's directory holds a raft snapshot.
+func hasSnapshot(dir string, log *slog.Logger) (bool, error) {
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, newRaftLogger(log))
+	if err != nil {
+		return false, err
+	}
+	metas, err := snaps.List()
+	return len(metas) > 0, err
 }
 
 // Replica returns the running replica of shard id.
