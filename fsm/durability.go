@@ -22,6 +22,10 @@ package fsm
 // newest raft snapshot and raft replays the log after it (shard.Host does
 // both), exactly as for a replica that lost its disk. Every other case keeps
 // the file. Without a boot id (not Linux), DeferSync is ignored.
+//
+// The genesis range is recorded in <path>.genesis when the group's file or
+// directory is made (prepare, WriteGenesis); see prepare for a file whose
+// genesis was never recorded.
 
 import (
 	"encoding/binary"
