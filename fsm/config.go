@@ -47,6 +47,11 @@ type Config struct {
 	// the caller restores after a rebuild (shard.Host does): a rebuild then
 	// does not depend on the recorded genesis range (durability.go).
 	HasSnapshot bool
+	// BeforeRangePublish (test knob) runs after a batch that changed the
+	// range has committed and before Range() returns the new range: tests
+	// widen the moment in which committed data and the in-memory range
+	// disagree, which reads must not depend on (read.go txRange).
+	BeforeRangePublish func()
 }
 
 // withDefaults returns a copy of c with zero fields defaulted.

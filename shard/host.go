@@ -33,6 +33,9 @@ type HostConfig struct {
 	ApplyTimeout time.Duration // bound on one proposal; default 5s
 	Logger       *slog.Logger
 	Clock        Clock // nil = the real clock
+
+	// BeforeRangePublish is fsm.Config.BeforeRangePublish (test knob).
+	BeforeRangePublish func()
 }
 
 // Host owns every shard replica on this node.
@@ -176,6 +179,8 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		AfterSplit: h.startChild,
 		DeferSync:  h.cfg.DeferFSMSync,
 		BootID:     h.cfg.BootID,
+
+		BeforeRangePublish: h.cfg.BeforeRangePublish,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("shard %d: open fsm: %w", desc.ID, err)

@@ -43,6 +43,8 @@ type ClusterConfig struct {
 	// FSMSync fsyncs every state machine commit (node.Config.FSMSync,
 	// --fsm-sync) instead of deferring it to the raft log.
 	FSMSync bool
+	// BeforeRangePublish is node.Knobs.BeforeRangePublish on every node.
+	BeforeRangePublish func()
 }
 
 // Cluster is a set of real cairn nodes in this process, each with its own
@@ -144,7 +146,7 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	nc.Replication = min(3, cfg.Nodes)
 	nc.Tuning, nc.MetaTuning = cfg.Tuning, shard.FastRaftTuning()
 	nc.ApplyTimeout = cfg.ApplyTimeout
-	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked}
+	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked, BeforeRangePublish: cfg.BeforeRangePublish}
 	if cfg.Delayable {
 		nc.Knobs.Delay = c.Net.Delay
 	}
