@@ -24,14 +24,18 @@ func TestReadsRacingSplit(t *testing.T) {
 	const rounds = 5
 	for round := 0; round < rounds; round++ {
 		fx := newSplitFixture(t)
+		// The committed split reaches Range() 2 ms late: reads that check
+		// Range() meet the committed data under the old range every time.
+		fx.parent.cfg.BeforeRangePublish = func() { time.Sleep(2 * time.Millisecond) }
 		all := []string{"c", "k", "m", "p", "q", "r", "x"} // every key of the fixture
 		var stop atomic.Bool
-		var afterGet, afterScan atomic.Int64 // reads that saw the split
+		var reads, afterGet, afterScan atomic.Int64 // all reads; reads that saw the split
 		var wg sync.WaitGroup
 		for _, key := range []string{"m", "p", "x"} { // the child's half
 			wg.Go(func() {
 				for !stop.Load() {
 					kv, err := fx.parent.Get([]byte(key))
+					reads.Add(1)
 					var ws *WrongShardError
 					switch {
 					case errors.As(err, &ws):
@@ -49,6 +53,7 @@ func TestReadsRacingSplit(t *testing.T) {
 		wg.Go(func() {
 			for !stop.Load() {
 				kvs, more, rng, err := scanWithRange(fx.parent)
+				reads.Add(1)
 				if err != nil {
 					t.Errorf("scan: %v", err)
 					return
@@ -69,7 +74,9 @@ func TestReadsRacingSplit(t *testing.T) {
 				}
 			}
 		})
-		time.Sleep(time.Millisecond) // let the readers start; the race needs no more
+		for deadline := time.Now().Add(5 * time.Second); reads.Load() < 100 && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Microsecond) // the readers are running before the split
+		}
 		r := mustApply(t, fx.parent, 10, &Command{Op: OpSplit, Key: []byte("m"), Epoch: testRange.Epoch,
 			ChildID: 42, Servers: testServers})
 		if r.Err != nil {
