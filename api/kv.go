@@ -71,13 +71,26 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rep, rng, index, err := s.readReplica(w, r, key, opts, sess)
-	if err != nil || rep == nil {
-		return err // rep == nil: forwarded, answer written
-	}
-	kv, err := rep.FSM().Get(key)
-	if err != nil {
-		return err
+	var kv *fsm.KV
+	var rng fsm.Range
+	var index uint64
+	deadline := time.Now().Add(s.cfg.RouteWait)
+	for {
+		var rep *shard.Replica
+		rep, rng, index, err = s.readReplica(w, r, key, opts, sess)
+		if err != nil || rep == nil {
+			return err // rep == nil: forwarded, answer written
+		}
+		// The FSM checks the key against the range stored with the data it
+		// reads: a split that committed after readReplica's check answers
+		// wrong_shard here, and the key is looked up again (invariant I2).
+		kv, err = rep.FSM().Get(key)
+		if err == nil {
+			break
+		}
+		if !s.retryRoute(r.Context(), deadline, err) {
+			return err
+		}
 	}
 	sess.observe(rng.ID, index)
 	setHeaders(w, rng.ID, index, sess.String())

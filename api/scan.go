@@ -156,16 +156,23 @@ func (s *Server) scanPart(r *http.Request, part scanRequest, sess session) (*sca
 			return res, rng, idx, err
 		}
 		idx, err := s.admit(ctx, t.rep, rng, p.read, sess)
-		if err == nil && !covers(t.rep.Range(), p.start, p.end) {
-			err = fmt.Errorf("scan [%q, %q): %w", p.start, p.end, errStaleRangeMap)
+		var kvs []*fsm.KV
+		var more bool
+		if err == nil {
+			// The part answers for all of [p.start, p.end) — the caller moves
+			// its cursor to rng.End — only if the range stored with the keys
+			// read still covers it. A split that committed after the lookup
+			// moved some of it to the child: look the range up again
+			// (invariants I2, I5).
+			var held fsm.Range
+			kvs, more, held, err = t.rep.FSM().ScanRange(p.start, p.end, p.limit, p.keysOnly)
+			if err == nil && !covers(held, p.start, p.end) {
+				err = fmt.Errorf("scan [%q, %q): %w", p.start, p.end, errStaleRangeMap)
+			}
 		}
 		if s.retryRoute(ctx, deadline, err) {
 			continue
 		}
-		if err != nil {
-			return nil, rng, 0, err
-		}
-		kvs, more, err := t.rep.FSM().Scan(p.start, p.end, p.limit, p.keysOnly)
 		if err != nil {
 			return nil, rng, 0, err
 		}

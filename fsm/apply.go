@@ -108,6 +108,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			logs[0].Index, logs[len(logs)-1].Index, err))
 	}
 	if ctx.rngChanged {
+		if f.cfg.BeforeRangePublish != nil {
+			f.cfg.BeforeRangePublish()
+		}
 		f.rngMu.Lock()
 		f.rng = ctx.rng
 		f.rngMu.Unlock()

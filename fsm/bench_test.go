@@ -74,3 +74,17 @@ func BenchmarkApplyBatchDedup(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGet: point reads of present keys, the hot read path (each one a
+// read transaction that also checks the key against the stored range).
+func BenchmarkGet(b *testing.B) {
+	f := newFSM(b)
+	logs := benchLogs(b, 1000)
+	f.ApplyBatch(logs)
+	b.ResetTimer()
+	for i := range b.N {
+		if kv, err := f.Get(fmt.Appendf(nil, "key-%06d", i%1000)); err != nil || kv == nil {
+			b.Fatalf("Get: %v %v", kv, err)
+		}
+	}
+}

@@ -43,6 +43,15 @@ type Config struct {
 	// ReadBootID); without one, commits are synced.
 	DeferSync bool
 	BootID    func() (string, error)
+	// HasSnapshot tells Open that a raft snapshot of the group exists, which
+	// the caller restores after a rebuild (shard.Host does): a rebuild then
+	// does not depend on the recorded genesis range (durability.go).
+	HasSnapshot bool
+	// BeforeRangePublish (test knob) runs after a batch that changed the
+	// range has committed and before Range() returns the new range: tests
+	// widen the moment in which committed data and the in-memory range
+	// disagree, which reads must not depend on (read.go txRange).
+	BeforeRangePublish func()
 }
 
 // withDefaults returns a copy of c with zero fields defaulted.

@@ -22,11 +22,17 @@ package fsm
 // newest raft snapshot and raft replays the log after it (shard.Host does
 // both), exactly as for a replica that lost its disk. Every other case keeps
 // the file. Without a boot id (not Linux), DeferSync is ignored.
+//
+// The genesis range is recorded in <path>.genesis when the group's file or
+// directory is made (prepare, WriteGenesis); see prepare for a file whose
+// genesis was never recorded.
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +43,11 @@ const (
 	sidecarClean = "clean"
 	bootIDPath   = "/proc/sys/kernel/random/boot_id"
 )
+
+// ErrGenesisUnknown: Open found a file it cannot trust, and neither the
+// range the group started from nor a raft snapshot is there to rebuild it
+// from. The file is kept; the replica must be restored from a peer.
+var ErrGenesisUnknown = errors.New("fsm: cannot rebuild the state machine: its genesis range is unknown")
 
 type sidecar struct {
 	State   string `json:"state"`
@@ -76,14 +87,18 @@ func readSidecar(path string) (sidecar, bool, error) {
 	return sc, true, nil
 }
 
-// writeSidecar replaces the sidecar durably: temp file, fsync, rename, fsync
-// of the directory.
+// writeSidecar replaces the sidecar durably.
 func writeSidecar(path string, sc sidecar) error {
 	b, err := json.Marshal(sc)
 	if err != nil {
 		return err
 	}
-	final := sidecarPath(path)
+	return writeDurably(sidecarPath(path), b)
+}
+
+// writeDurably replaces the file at final with b: temp file, fsync, rename,
+// fsync of the directory.
+func writeDurably(final string, b []byte) error {
 	tmp := final + ".tmp"
 	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -101,39 +116,135 @@ func writeSidecar(path string, sc sidecar) error {
 	return syncDir(filepath.Dir(final))
 }
 
-// prepareDeferred decides, before the bbolt file is opened, whether it can
-// be trusted, deletes it if not, and records this boot as the file's owner.
-// It returns the range the FSM starts from when the file is new or deleted,
-// and whether the file was deleted.
-func prepareDeferred(cfg Config, boot string) (initial Range, rebuilt bool, err error) {
-	initial = cfg.Initial
+// opening is what prepare decided before the bbolt file is opened.
+type opening struct {
+	initial  Range // stored if the file is new (or was deleted)
+	rebuilt  bool  // the file was deleted as untrustworthy
+	deferred bool  // commits skip fsync
+	// syncClean: commits are synced but the sidecar does not say "clean"
+	// (an earlier run deferred): sync the file once open, then mark it.
+	syncClean bool
+}
+
+// prepare decides, before the bbolt file is opened, whether it can be
+// trusted (deleting it if not), where a new or deleted file starts, and
+// whether commits may skip fsync. It runs in every mode: a file left open
+// with unsynced commits is distrusted after a machine crash even if the node
+// now runs with synced commits.
+//
+// The starting point of a deleted or new file is the group's genesis range,
+// recorded when the group's directory was made (genesis file, or the
+// sidecar of the binary before it) and never the caller's Initial when a
+// genesis is recorded: a node reopening a replica found on disk knows only
+// its id. A rebuild with no recorded genesis is refused (ErrGenesisUnknown)
+// unless a raft snapshot will replace the state; and a file with no recorded
+// genesis is never deferred, so a crash cannot make it need one.
+func prepare(cfg Config, boot string, bootErr error) (opening, error) {
+	op := opening{initial: cfg.Initial}
+	genesis, known, err := readGenesis(cfg.Path)
+	if err != nil {
+		return op, err
+	}
 	sc, found, err := readSidecar(cfg.Path)
 	if err != nil {
-		return initial, false, fmt.Errorf("fsm: read sidecar: %w", err)
+		return op, fmt.Errorf("fsm: read sidecar: %w", err)
+	}
+	if !known && sc.Genesis != nil {
+		genesis, known = cloneRange(*sc.Genesis), true
 	}
 	_, statErr := os.Stat(cfg.Path)
 	exists := statErr == nil
-	if !exists {
-		// A new file: its genesis is the range it starts with.
-		g := cloneRange(cfg.Initial)
-		sc = sidecar{Genesis: &g}
-	} else if found && sc.State != sidecarClean && sc.Boot != boot {
+	if exists && found && sc.State != sidecarClean && bootErr == nil && sc.Boot != boot {
 		// Left open under another boot: unsynced commits may be torn.
+		if !known && !cfg.HasSnapshot {
+			return op, fmt.Errorf("%w: %s was left open with unsynced commits by another boot, "+
+				"and no raft snapshot of the group exists to start from", ErrGenesisUnknown, cfg.Path)
+		}
 		if err := os.Remove(cfg.Path); err != nil {
-			return initial, false, fmt.Errorf("fsm: remove untrusted file: %w", err)
+			return op, fmt.Errorf("fsm: remove untrusted file: %w", err)
 		}
-		rebuilt = true
-		if sc.Genesis != nil {
-			initial = cloneRange(*sc.Genesis)
+		op.rebuilt, exists = true, false
+	}
+	if !exists {
+		if known {
+			op.initial = cloneRange(genesis) // a rebuild, or one cut short before the file was made
+		} else if !op.rebuilt {
+			// A new group's file: its genesis is the range it starts with.
+			genesis, known = cloneRange(cfg.Initial), true
 		}
 	}
-	// (found == false with an existing file: written by a version that
-	// synced every commit, so it is consistent; its genesis is unknown.)
-	sc.State, sc.Boot = sidecarOpen, boot
-	if err := writeSidecar(cfg.Path, sc); err != nil {
-		return initial, false, err
+	if known {
+		if err := recordGenesis(cfg.Path, genesis); err != nil {
+			return op, err
+		}
 	}
-	return initial, rebuilt, nil
+	op.deferred = cfg.DeferSync && bootErr == nil && (known || cfg.HasSnapshot)
+	switch {
+	case op.deferred:
+		sc.State, sc.Boot = sidecarOpen, boot
+		if known {
+			sc.Genesis = &genesis
+		}
+		if err := writeSidecar(cfg.Path, sc); err != nil {
+			return op, err
+		}
+	case found && sc.State != sidecarClean && bootErr == nil:
+		op.syncClean = true
+	}
+	return op, nil
+}
+
+// genesisMagic begins the genesis file; the byte after it is the version.
+const (
+	genesisMagic   = "cairn-genesis"
+	genesisVersion = 1
+)
+
+// genesisPath is the group's genesis range, written once when the group's
+// directory is made: magic, version, encodeRange, crc32c of all before it.
+func genesisPath(path string) string { return path + ".genesis" }
+
+// WriteGenesis records r as the range the group whose state machine lives at
+// path started from, if nothing is recorded yet. A split writes it into the
+// child's directory with the child's starting snapshot; Open writes it for a
+// new file. It is what a rebuild after a machine crash starts from.
+func WriteGenesis(path string, r Range) error {
+	return recordGenesis(path, r)
+}
+
+func recordGenesis(path string, r Range) error {
+	if _, err := os.Stat(genesisPath(path)); err == nil {
+		return nil
+	}
+	b := append([]byte(genesisMagic), genesisVersion)
+	b = append(b, encodeRange(r)...)
+	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	if err := writeDurably(genesisPath(path), b); err != nil {
+		return fmt.Errorf("fsm: record genesis: %w", err)
+	}
+	return nil
+}
+
+// readGenesis returns the recorded genesis range. A file that does not
+// decode (which writeDurably's rename rules out) counts as none.
+func readGenesis(path string) (Range, bool, error) {
+	b, err := os.ReadFile(genesisPath(path))
+	if errors.Is(err, os.ErrNotExist) {
+		return Range{}, false, nil
+	}
+	if err != nil {
+		return Range{}, false, fmt.Errorf("fsm: read genesis: %w", err)
+	}
+	n := len(genesisMagic) + 1
+	if len(b) < n+4 || string(b[:len(genesisMagic)]) != genesisMagic || b[n-1] != genesisVersion ||
+		crc32.Checksum(b[:len(b)-4], castagnoli) != binary.BigEndian.Uint32(b[len(b)-4:]) {
+		return Range{}, false, nil
+	}
+	r, err := decodeRange(b[n : len(b)-4])
+	if err != nil {
+		return Range{}, false, nil
+	}
+	return r, true, nil
 }
 
 // markClean records that the file was synced and closed.

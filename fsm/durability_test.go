@@ -101,3 +101,139 @@ func TestDeferredSyncSidecarCases(t *testing.T) {
 		t.Fatal("a torn sidecar was trusted")
 	}
 }
+
+// placeholder is the range a node passes when it reopens a replica found on
+// disk (internal/node: fsm.Range{ID: id}): it knows only the id, so a
+// rebuild must not start from it.
+var placeholder = Range{ID: testRange.ID}
+
+func sameRange(a, b Range) bool {
+	return a.ID == b.ID && string(a.Start) == string(b.Start) && string(a.End) == string(b.End) &&
+		a.Epoch == b.Epoch && equalStrings(a.Replicas, b.Replicas)
+}
+
+// mustCrashRebuild leaves f open with unsynced commits (crashClose) and
+// reopens it under another boot, as after a machine crash.
+func reopenAfterMachineCrash(t *testing.T, f *FSM, path string, mods ...func(*Config)) *FSM {
+	t.Helper()
+	f.crashClose()
+	return mustOpen(t, path, append([]func(*Config){deferredOn("boot-B"), func(c *Config) { c.Initial = placeholder }}, mods...)...)
+}
+
+// Invariants I5, I6: a file written with fsync on every commit (--fsm-sync,
+// or a binary from before deferred sync: no sidecar, no snapshot yet) and
+// then run with deferred sync is rebuilt after a machine crash from the
+// range the group was created with, not from the id-only range a node
+// reopens replicas with (whole keyspace, epoch 0), which would accept every
+// key and diverge from the other replicas' epochs.
+func TestRebuildStartsFromGenesis(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f := mustOpen(t, path) // synced mode, created with its genesis range
+	mustApply(t, f, 1, put("c", "v"))
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f = mustOpen(t, path, deferredOn("boot-A"), func(c *Config) { c.Initial = placeholder }) // restart
+	mustApply(t, f, 2, put("d", "v"))
+	f = reopenAfterMachineCrash(t, f, path)
+	if f.Rebuilt() {
+		if got := f.Range(); !sameRange(got, testRange) || f.Applied() != 0 {
+			t.Fatalf("rebuilt at applied %d from range %+v, want the genesis %+v at 0", f.Applied(), got, testRange)
+		}
+	} else if f.Applied() != 2 {
+		t.Fatalf("kept the file at applied %d, want 2", f.Applied())
+	}
+}
+
+// A rebuild interrupted after it deleted the file and before it rewrote the
+// sidecar starts again from the recorded genesis, not from the range the
+// caller passes.
+func TestRebuildInterruptedKeepsGenesis(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f := mustOpen(t, path, deferredOn("boot-A"))
+	mustApply(t, f, 1, put("c", "v"))
+	f.crashClose()
+	if err := os.Remove(path); err != nil { // the rebuild's first step, then the machine dies again
+		t.Fatal(err)
+	}
+	f = mustOpen(t, path, deferredOn("boot-B"), func(c *Config) { c.Initial = placeholder })
+	if got := f.Range(); !sameRange(got, testRange) {
+		t.Fatalf("started from range %+v, want the genesis %+v", got, testRange)
+	}
+}
+
+// A sidecar that says "open" under another boot but records no genesis (as
+// the binary before this one wrote after switching from --fsm-sync) cannot
+// be rebuilt correctly from the log alone: Open refuses, keeping the file,
+// unless a raft snapshot will replace the state anyway.
+func TestRebuildWithoutGenesis(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f := mustOpen(t, path, deferredOn("boot-A"))
+	mustApply(t, f, 1, put("c", "v"))
+	f.crashClose()
+	for _, p := range []string{sidecarPath(path), genesisPath(path)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	if err := writeSidecar(path, sidecar{State: sidecarOpen, Boot: "boot-A"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Path: path, Initial: placeholder, DeferSync: true, BootID: func() (string, error) { return "boot-B", nil }}
+	if g, err := Open(cfg); !errors.Is(err, ErrGenesisUnknown) {
+		if err == nil {
+			t.Errorf("Open rebuilt=%v from range %+v, want ErrGenesisUnknown", g.Rebuilt(), g.Range())
+			g.Close()
+		}
+		t.Fatalf("Open: %v, want ErrGenesisUnknown", err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the refused file was not kept: %v", err)
+	}
+	cfg.HasSnapshot = true
+	g, err := Open(cfg)
+	if err != nil || !g.Rebuilt() {
+		t.Fatalf("with a snapshot to restore: Open %v rebuilt %v", err, err == nil && g.Rebuilt())
+	}
+	g.Close()
+}
+
+// A file whose genesis is unknown (from before genesis records) is not
+// deferred: its commits stay synced, so a machine crash never makes it
+// rebuild.
+func TestUnknownGenesisStaysSynced(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f := mustOpen(t, path) // synced mode
+	mustApply(t, f, 1, put("c", "v"))
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(genesisPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	f = mustOpen(t, path, deferredOn("boot-A"), func(c *Config) { c.Initial = placeholder })
+	if f.deferred {
+		t.Fatal("a file with an unknown genesis runs deferred")
+	}
+	mustApply(t, f, 2, put("d", "v"))
+	f = reopenAfterMachineCrash(t, f, path)
+	if f.Rebuilt() || f.Applied() != 2 || !sameRange(f.Range(), testRange) {
+		t.Fatalf("after a machine crash: rebuilt %v applied %d range %+v, want the synced file kept", f.Rebuilt(), f.Applied(), f.Range())
+	}
+}
+
+// A file left open with unsynced commits is distrusted after a machine
+// crash even when the node now runs with --fsm-sync.
+func TestSyncedModeChecksSidecar(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f := mustOpen(t, path, deferredOn("boot-A"))
+	mustApply(t, f, 1, put("c", "v"))
+	f.crashClose()
+	f = mustOpen(t, path, func(c *Config) {
+		c.Initial = placeholder
+		c.BootID = func() (string, error) { return "boot-B", nil }
+	})
+	if !f.Rebuilt() || !sameRange(f.Range(), testRange) {
+		t.Fatalf("synced mode after a machine crash: rebuilt %v range %+v, want rebuilt from the genesis", f.Rebuilt(), f.Range())
+	}
+}

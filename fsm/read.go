@@ -42,32 +42,73 @@ func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 	}
 }
 
-// Range returns a copy of the shard's current range descriptor.
+// Range returns a copy of the shard's current range descriptor, as of the
+// last committed batch. It can lag a commit by a moment: a read must check
+// keys against the range stored with the data it reads (Get, ScanRange do).
 func (f *FSM) Range() Range {
 	f.rngMu.RLock()
 	defer f.rngMu.RUnlock()
 	return cloneRange(f.rng)
 }
 
-// Get returns the key with its value, or nil, nil when absent. A key outside
-// the range returns a *WrongShardError: this replica's data for it, if any,
-// is not authoritative.
-func (f *FSM) Get(key []byte) (*KV, error) {
-	if rng := f.Range(); !rng.Contains(key) {
-		return nil, &WrongShardError{Key: cloneBytes(key), Range: rng}
+// rangeCache is the last range descriptor decoded by a read: the encoded
+// bytes it came from and the decoded value, which is shared and never
+// modified.
+type rangeCache struct {
+	enc []byte
+	rng Range
+}
+
+// txRange returns the range descriptor stored in tx, the one the data read in
+// the same tx belongs to (a split writes the parent's new range in the
+// transaction that drops the child's half). Reads check keys against it,
+// never against the in-memory copy, which is published only after the commit
+// (invariants I2, I5). The descriptor changes rarely, so the decoded value is
+// cached under its encoded bytes: a read costs a lookup in the meta bucket
+// and a compare of a few dozen bytes. The result is shared: clone it before
+// handing it out.
+func (f *FSM) txRange(tx *bbolt.Tx) (Range, error) {
+	enc := tx.Bucket(bucketMeta).Get(metaRange)
+	if c := f.rngCache.Load(); c != nil && bytes.Equal(c.enc, enc) {
+		return c.rng, nil
 	}
+	rng, err := decodeRange(enc)
+	if err != nil {
+		return Range{}, err
+	}
+	// enc lives only as long as tx: keep a copy.
+	f.rngCache.Store(&rangeCache{enc: cloneBytes(enc), rng: rng})
+	return rng, nil
+}
+
+// Get returns the key with its value, or nil, nil when absent. A key outside
+// the range stored with the data returns a *WrongShardError: this replica's
+// data for it, if any, is not authoritative, and a caller that looked the
+// key up in an older range (a split just committed) must route again.
+func (f *FSM) Get(key []byte) (*KV, error) {
 	var kv *KV
+	var wrong *WrongShardError
 	err := f.view(func(tx *bbolt.Tx) error {
+		rng, err := f.txRange(tx)
+		if err != nil {
+			return err
+		}
+		if !rng.Contains(key) {
+			wrong = &WrongShardError{Key: cloneBytes(key), Range: cloneRange(rng)}
+			return nil
+		}
 		v := tx.Bucket(bucketData).Get(key)
 		if v == nil {
 			return nil
 		}
-		var err error
 		kv, err = decodeStored(key, v, true)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fsm: get: %w", err)
+	}
+	if wrong != nil {
+		return nil, wrong
 	}
 	return kv, nil
 }
@@ -75,19 +116,34 @@ func (f *FSM) Get(key []byte) (*KV, error) {
 // Scan returns keys in [start, end) clipped to the shard's range, in byte
 // order; an empty end means the range's end. At most limit keys are returned
 // (DefaultScanLimit if limit <= 0); more reports that keys remain, and the
-// caller pages by scanning again from the last key + 0x00.
+// caller pages by scanning again from the last key + 0x00. A caller that
+// needs to know which window the answer covers uses ScanRange.
 func (f *FSM) Scan(start, end []byte, limit int, keysOnly bool) (kvs []*KV, more bool, err error) {
+	kvs, more, _, err = f.ScanRange(start, end, limit, keysOnly)
+	return kvs, more, err
+}
+
+// ScanRange is Scan that also returns the range the answer was read under,
+// from the same read transaction as the keys: the keys returned are every
+// key of [start, end) ∩ rng up to limit, whatever split commits meanwhile.
+// A caller that planned the scan with an older range (api/scan.go moves its
+// cursor to the range's end) checks that rng still covers its window.
+func (f *FSM) ScanRange(start, end []byte, limit int, keysOnly bool) (kvs []*KV, more bool, rng Range, err error) {
 	if limit <= 0 {
 		limit = DefaultScanLimit
 	}
-	rng := f.Range()
-	if bytes.Compare(start, rng.Start) < 0 {
-		start = rng.Start
-	}
-	if len(end) == 0 || (len(rng.End) > 0 && bytes.Compare(end, rng.End) > 0) {
-		end = rng.End
-	}
 	err = f.view(func(tx *bbolt.Tx) error {
+		var err error
+		if rng, err = f.txRange(tx); err != nil {
+			return err
+		}
+		rng = cloneRange(rng)
+		if bytes.Compare(start, rng.Start) < 0 {
+			start = rng.Start
+		}
+		if len(end) == 0 || (len(rng.End) > 0 && bytes.Compare(end, rng.End) > 0) {
+			end = rng.End
+		}
 		c := tx.Bucket(bucketData).Cursor()
 		for k, v := c.Seek(start); k != nil; k, v = c.Next() {
 			if len(end) > 0 && bytes.Compare(k, end) >= 0 {
@@ -106,9 +162,9 @@ func (f *FSM) Scan(start, end []byte, limit int, keysOnly bool) (kvs []*KV, more
 		return nil
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("fsm: scan: %w", err)
+		return nil, false, Range{}, fmt.Errorf("fsm: scan: %w", err)
 	}
-	return kvs, more, nil
+	return kvs, more, rng, nil
 }
 
 // TTLKeys returns every key that currently has a TTL, with the mod_index an

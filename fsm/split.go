@@ -238,9 +238,13 @@ var ErrNoSplitKey = errors.New("fsm: range has no key to split at")
 // SplitKey returns the key at which the range's data divides roughly in half
 // by size. It never returns the range's start key.
 func (f *FSM) SplitKey() ([]byte, error) {
-	rng := f.Range()
+	var rng Range
 	var key []byte
 	err := f.view(func(tx *bbolt.Tx) error {
+		var err error
+		if rng, err = f.txRange(tx); err != nil {
+			return err
+		}
 		b := tx.Bucket(bucketData)
 		var total int64
 		_ = b.ForEach(func(k, v []byte) error { total += int64(len(k) + len(v)); return nil })

@@ -58,6 +58,9 @@ type FSM struct {
 	applied atomic.Uint64
 
 	rngMu sync.RWMutex
+	// rngCache is the range descriptor last decoded inside a read
+	// transaction (txRange).
+	rngCache atomic.Pointer[rangeCache]
 
 	sizeMu sync.Mutex // SizeBytes cache: bytes in use by the data bucket
 	size   int64
@@ -96,30 +99,43 @@ func Open(cfg Config) (*FSM, error) {
 		waitCh: make(chan struct{}),
 		closed: make(chan struct{}),
 	}
-	initial := cfg.Initial
-	if cfg.DeferSync {
-		boot, err := cfg.BootID()
-		if err != nil {
-			f.log.Warn("no boot id: committing with fsync", "err", err)
-		} else {
-			if initial, f.rebuilt, err = prepareDeferred(cfg, boot); err != nil {
-				return nil, err
-			}
-			f.deferred = true
-			if f.rebuilt {
-				f.log.Warn("the machine restarted while this file had unsynced commits; " +
-					"starting again from the raft snapshot and log")
-			}
-		}
+	boot, bootErr := cfg.BootID()
+	if bootErr != nil && cfg.DeferSync {
+		f.log.Warn("no boot id: committing with fsync", "err", bootErr)
+	}
+	op, err := prepare(cfg, boot, bootErr)
+	if err != nil {
+		return nil, err
+	}
+	f.deferred, f.rebuilt = op.deferred, op.rebuilt
+	if f.rebuilt {
+		f.log.Warn("the machine restarted while this file had unsynced commits; " +
+			"starting again from the raft snapshot and log")
+	}
+	if cfg.DeferSync && bootErr == nil && !f.deferred {
+		f.log.Warn("the range this group started from is not recorded: committing with fsync, " +
+			"so a machine crash never needs a rebuild from it")
 	}
 	db, err := openDB(cfg.Path, cfg.MmapSize)
 	if err != nil {
 		return nil, err
 	}
 	db.NoSync = f.deferred
-	if err := initDB(db, initial); err != nil {
+	if err := initDB(db, op.initial); err != nil {
 		_ = db.Close()
 		return nil, err
+	}
+	if op.syncClean {
+		// An earlier run of this boot deferred its commits: make them
+		// durable before the sidecar stops saying so.
+		err := db.Sync()
+		if err == nil {
+			err = markClean(cfg.Path)
+		}
+		if err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("fsm: sync file left by deferred commits: %w", err)
+		}
 	}
 	if err := f.load(db); err != nil {
 		_ = db.Close()

@@ -35,6 +35,8 @@ type HostConfig struct {
 	Clock        Clock // nil = the real clock
 	// Knobs are test hooks; nil in production.
 	Knobs *ReplicaKnobs
+	// BeforeRangePublish is fsm.Config.BeforeRangePublish (test knob).
+	BeforeRangePublish func()
 }
 
 // Host owns every shard replica on this node.
@@ -219,10 +221,15 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 			return nil, fmt.Errorf("shard %d: clear log: %w", desc.ID, err)
 		}
 	}
+	hasSnap, err := hasSnapshot(dir, log)
+	if err != nil {
+		return nil, fmt.Errorf("shard %d: %w", desc.ID, err)
+	}
 	f, err := fsm.Open(fsm.Config{
-		Path:    filepath.Join(dir, "fsm.db"),
-		Initial: desc,
-		Logger:  log,
+		Path:        filepath.Join(dir, "fsm.db"),
+		Initial:     desc,
+		HasSnapshot: hasSnap, // catchUpFromSnapshot restores it after a rebuild
+		Logger:      log,
 		OnTTL: func(e fsm.TTLEntry) {
 			r.ttl.add(r.clock.Now().Add(e.TTL), e)
 		},
@@ -230,6 +237,8 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		AfterSplit: h.startChild,
 		DeferSync:  h.cfg.DeferFSMSync,
 		BootID:     h.cfg.BootID,
+
+		BeforeRangePublish: h.cfg.BeforeRangePublish,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("shard %d: open fsm: %w", desc.ID, err)
@@ -278,6 +287,16 @@ func catchUpFromSnapshot(dir string, f *fsm.FSM, log *slog.Logger) error {
 		return err
 	}
 	return f.Restore(rc)
+}
+
+// hasSnapshot reports whether the group's directory holds a raft snapshot.
+func hasSnapshot(dir string, log *slog.Logger) (bool, error) {
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, newRaftLogger(log))
+	if err != nil {
+		return false, err
+	}
+	metas, err := snaps.List()
+	return len(metas) > 0, err
 }
 
 // Replica returns the running replica of shard id.

@@ -94,6 +94,11 @@ func (h *Host) prepareChild(child fsm.Range, servers []fsm.Server, export func(i
 	if err := sink.Close(); err != nil {
 		return err
 	}
+	// The child's genesis range, for a rebuild after a machine crash: a
+	// node that restarts before it opened the child knows only its id.
+	if err := fsm.WriteGenesis(filepath.Join(tmp, "fsm.db"), child); err != nil {
+		return err
+	}
 	// Under the host lock, so OpenReplica (which creates an empty replica
 	// when the range map lists the child first) and this rename exclude
 	// each other. If the empty replica won, it receives a snapshot instead.

@@ -40,6 +40,11 @@ type ClusterConfig struct {
 	// DeadAfter and SplitSize tune the placement driver (defaults: node's).
 	DeadAfter time.Duration
 	SplitSize int64
+	// FSMSync fsyncs every state machine commit (node.Config.FSMSync,
+	// --fsm-sync) instead of deferring it to the raft log.
+	FSMSync bool
+	// BeforeRangePublish is node.Knobs.BeforeRangePublish on every node.
+	BeforeRangePublish func()
 }
 
 // Cluster is a set of real cairn nodes in this process, each with its own
@@ -160,7 +165,7 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	nc.Replication = min(3, cfg.Nodes)
 	nc.Tuning, nc.MetaTuning = cfg.Tuning, shard.FastRaftTuning()
 	nc.ApplyTimeout = cfg.ApplyTimeout
-	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked, HangDial: c.Net.hangDial}
+	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked, HangDial: c.Net.hangDial, BeforeRangePublish: cfg.BeforeRangePublish}
 	if cfg.Delayable {
 		nc.Knobs.Delay = c.Net.Delay
 	}
@@ -171,6 +176,7 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	if cfg.SplitSize > 0 {
 		nc.SplitSize = cfg.SplitSize
 	}
+	nc.FSMSync = cfg.FSMSync
 	level := slog.LevelError
 	var out io.Writer = io.Discard
 	if cfg.Verbose || os.Getenv("CAIRN_TEST_LOG") != "" {

@@ -77,6 +77,8 @@ type Knobs struct {
 	BootID func() (string, error)
 	// WAL injects I/O errors into the node's write-ahead log.
 	WAL *shard.WALKnobs
+	// BeforeRangePublish is fsm.Config.BeforeRangePublish, for every shard.
+	BeforeRangePublish func()
 }
 
 // DefaultConfig returns a config with production defaults; the caller fills
@@ -225,12 +227,13 @@ func (n *Node) startRaft() error {
 		return err
 	}
 	var bootID func() (string, error)
+	var beforeRangePublish func()
 	if n.cfg.Knobs != nil {
-		bootID = n.cfg.Knobs.BootID
+		bootID, beforeRangePublish = n.cfg.Knobs.BootID, n.cfg.Knobs.BeforeRangePublish
 	}
 	n.host, err = shard.NewHost(shard.HostConfig{
 		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Logs: n.logs, Tuning: n.cfg.Tuning,
-		DeferFSMSync: !n.cfg.FSMSync, BootID: bootID,
+		DeferFSMSync: !n.cfg.FSMSync, BootID: bootID, BeforeRangePublish: beforeRangePublish,
 		ApplyTimeout: n.cfg.ApplyTimeout, Logger: n.log,
 	})
 	if err != nil {
