@@ -70,13 +70,16 @@ type Network struct {
 	mu      sync.RWMutex
 	blocked map[[2]string]bool
 	delay   time.Duration // one way, every link (ClusterConfig.Delayable)
+	// pausedUntil holds, per raft address, when a pause of that node ends
+	// (Cluster.Pause): traffic to or from it is held until then.
+	pausedUntil map[string]time.Time
 }
 
 // Delay returns how long raft traffic from a to b takes to arrive.
 func (n *Network) Delay(a, b string) time.Duration {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	return n.delay
+	return max(n.delay, n.pauseLeft(a), n.pauseLeft(b))
 }
 
 // Blocked reports whether traffic from a to b is dropped.
