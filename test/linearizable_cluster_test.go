@@ -33,7 +33,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	seed := testSeed(t)
 	prefix := "lin/"
 	// Split inside the workload's key space so its keys span four shards.
-	c := StartCluster(t, ClusterConfig{InitialSplits: []string{prefix + "k2", prefix + "k4", prefix + "k6"}})
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{prefix + "k2", prefix + "k4", prefix + "k6"}, Delayable: true}) // Delayable: the nemesis pauses nodes
 	duration := 15 * time.Second
 	if os.Getenv("CAIRN_CHAOS") != "" {
 		duration = 2 * time.Minute

@@ -60,7 +60,7 @@ func (w *leaderWatch) sample(id string, n *node.Node) {
 func TestS24RaftSafetyUnderRandomFaults(t *testing.T) {
 	seed := testSeed(t)
 	prefix := "s24/"
-	c := StartCluster(t, ClusterConfig{InitialSplits: []string{prefix + "k4"}})
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{prefix + "k4"}, Delayable: true}) // Delayable: the nemesis pauses nodes
 	clients := NewClients(t, c, 4)
 	const duration = 12 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), duration+time.Minute)

@@ -21,6 +21,21 @@ import (
 // period before it kills, so it needs more than the rest.
 const dockerTimeout = 60 * time.Second
 
+// Containers is what the nemesis does to the node containers. Docker does
+// it with the docker CLI; the suite's own tests use a fake.
+type Containers interface {
+	Kill(ctx context.Context, container string) error
+	Start(ctx context.Context, container string) error
+	Restart(ctx context.Context, container string, grace time.Duration) error
+	Pause(ctx context.Context, container string) error
+	Unpause(ctx context.Context, container string) error
+	Disconnect(ctx context.Context, network, container string) error
+	Connect(ctx context.Context, network, container, ip string, aliases []string) error
+	Inspect(ctx context.Context, container string) (*ContainerState, error)
+}
+
+var _ Containers = Docker{}
+
 // Docker runs docker CLI commands against the node containers. It only ever
 // names the containers and the network it was given.
 type Docker struct{}
