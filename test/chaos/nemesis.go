@@ -77,6 +77,10 @@ type Nemesis struct {
 	// RecoverTimeout bounds the wait for a healthy cluster after healing.
 	RecoverTimeout time.Duration
 	Logf           func(format string, args ...any)
+	// TimeScale multiplies every hold and pause between faults; 0 means 1.
+	// A test knob: the suite's own tests run faults against a fake in
+	// milliseconds.
+	TimeScale float64
 
 	begin   time.Time
 	rng     *rand.Rand
@@ -111,7 +115,7 @@ func (n *Nemesis) Run(ctx context.Context, until time.Time) {
 			continue // too long for the time left: draw the next card
 		}
 		n.one(ctx, kind)
-		sleepCtx(ctx, 2*time.Second+n.jitter(2*time.Second))
+		n.hold(ctx, 2*time.Second, 2*time.Second)
 	}
 	n.HealAll(context.WithoutCancel(ctx))
 }
@@ -206,7 +210,7 @@ func (n *Nemesis) kill(ctx, heal context.Context, f *Fault) error {
 	}
 	n.struck(f.Kind, v)
 	start := time.Now()
-	sleepCtx(ctx, 3*time.Second+n.jitter(5*time.Second))
+	n.hold(ctx, 3*time.Second, 5*time.Second)
 	err = n.D.Start(heal, v.Container)
 	f.Held = time.Since(start).Round(time.Millisecond)
 	return err
@@ -223,7 +227,7 @@ func (n *Nemesis) pause(ctx, heal context.Context, f *Fault) error {
 	}
 	n.struck(f.Kind, v)
 	start := time.Now()
-	sleepCtx(ctx, 3*time.Second+n.jitter(4*time.Second))
+	n.hold(ctx, 3*time.Second, 4*time.Second)
 	err = n.D.Unpause(heal, v.Container)
 	f.Held = time.Since(start).Round(time.Millisecond)
 	return err
@@ -240,7 +244,7 @@ func (n *Nemesis) partition(ctx, heal context.Context, f *Fault) error {
 	}
 	n.struck(f.Kind, v)
 	start := time.Now()
-	sleepCtx(ctx, 4*time.Second+n.jitter(6*time.Second))
+	n.hold(ctx, 4*time.Second, 6*time.Second)
 	err = n.D.Connect(heal, n.C.Network, v.Container, v.IP, v.Aliases)
 	f.Held = time.Since(start).Round(time.Millisecond)
 	return err
@@ -289,7 +293,7 @@ func (n *Nemesis) transferPause(ctx, heal context.Context, f *Fault) error {
 		f.What += " (not yet leading)"
 	}
 	start := time.Now()
-	sleepCtx(ctx, 3*time.Second+n.jitter(4*time.Second))
+	n.hold(ctx, 3*time.Second, 4*time.Second)
 	err = n.D.Unpause(heal, to.Container)
 	f.Held = time.Since(start).Round(time.Millisecond)
 	if err != nil || n.rng.IntN(2) == 0 {
@@ -352,7 +356,7 @@ func (n *Nemesis) killAll(ctx, heal context.Context, f *Fault) error {
 		return err
 	}
 	start := time.Now()
-	sleepCtx(ctx, 2*time.Second+n.jitter(3*time.Second))
+	n.hold(ctx, 2*time.Second, 3*time.Second)
 	err := n.each(func(v *Node) error { return n.D.Start(heal, v.Container) })
 	f.Held = time.Since(start).Round(time.Millisecond)
 	return err
@@ -455,7 +459,7 @@ func (n *Nemesis) restartMidMove(ctx, heal context.Context, f *Fault) error {
 		return err
 	}
 	start := time.Now()
-	sleepCtx(ctx, 2*time.Second+n.jitter(3*time.Second))
+	n.hold(ctx, 2*time.Second, 3*time.Second)
 	err = n.D.Start(heal, victim.Container)
 	f.Held = time.Since(start).Round(time.Millisecond)
 	if err != nil {
@@ -519,9 +523,9 @@ func (n *Nemesis) waitStep(ctx context.Context, via *Node, shard uint64, replica
 // a placement call fails while the shard or meta group changes leader.
 func retry(ctx context.Context, fn func() error) error {
 	var err error
-	for i := 0; i < 3 && ctx.Err() == nil; i++ {
-		if err = fn(); err == nil {
-			return nil
+	for i := 0; i < 3; i++ {
+		if err = fn(); err == nil || ctx.Err() != nil {
+			return err
 		}
 		sleepCtx(ctx, 500*time.Millisecond)
 	}
@@ -614,7 +618,7 @@ func (n *Nemesis) combo(ctx, heal context.Context, f *Fault) error {
 	}
 	start := time.Now()
 	if len(errs) == 0 {
-		sleepCtx(ctx, 2*time.Second+n.jitter(3*time.Second))
+		n.hold(ctx, 2*time.Second, 3*time.Second)
 		for _, fns := range undo {
 			for _, fn := range fns {
 				errs = append(errs, fn())
@@ -673,6 +677,16 @@ func (n *Nemesis) Faults() []Fault {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return append([]Fault(nil), n.faults...)
+}
+
+// hold sleeps base plus up to jitter more (scaled by TimeScale), or until
+// ctx ends.
+func (n *Nemesis) hold(ctx context.Context, base, jitter time.Duration) {
+	d := base + n.jitter(jitter)
+	if n.TimeScale > 0 {
+		d = time.Duration(float64(d) * n.TimeScale)
+	}
+	sleepCtx(ctx, d)
 }
 
 func (n *Nemesis) jitter(max time.Duration) time.Duration {
