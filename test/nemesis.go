@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -340,38 +341,52 @@ func (s moveStep) String() string { return moveStepNames[s] }
 
 // restartMidMove: FaultRestartMidMove.
 func (n *Nemesis) restartMidMove(ctx context.Context, rng *rand.Rand, hold time.Duration) {
-	id := n.pickShard(rng)
 	nodes := n.C.Nodes()
 	meta := -1
-	var rng0 fsm.Range
+	var st *placement.State
 	WaitForCtx(ctx, 5*time.Second, func() error {
 		for i, h := range nodes {
 			if h.Node != nil && h.Node.MetaGroup().IsLeader() {
 				meta = i
-				st, _ := h.Node.MetaGroup().State()
-				if r, ok := st.Range(id); ok {
-					rng0 = r
-					return nil
-				}
-				return fmt.Errorf("shard %d not in the range map", id)
+				st, _ = h.Node.MetaGroup().State()
+				return nil
 			}
 		}
 		return errors.New("no meta leader")
 	})
-	if meta < 0 || rng0.ID == 0 {
-		n.note("%s: no meta leader or no shard %d, nothing done", FaultRestartMidMove, id)
+	if meta < 0 || st == nil {
+		n.note("%s: no meta leader, nothing done", FaultRestartMidMove)
 		return
 	}
+	// A shard with no operation in progress and a live node without a
+	// replica of it, among Shards (any shard when Shards is nil).
+	var cands []fsm.Range
+	for _, r := range st.Ranges {
+		if _, busy := st.Ops[r.ID]; busy || (len(n.Shards) > 0 && !slices.Contains(n.Shards, r.ID)) {
+			continue
+		}
+		cands = append(cands, r)
+	}
+	rng.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	var rng0 fsm.Range
 	var spare []string
-	for _, h := range nodes {
-		if h.Node != nil && !contains(rng0.Replicas, h.ID) {
-			spare = append(spare, h.ID)
+	for _, r := range cands {
+		spare = spare[:0]
+		for _, h := range nodes {
+			if h.Node != nil && !contains(r.Replicas, h.ID) {
+				spare = append(spare, h.ID)
+			}
+		}
+		if len(spare) > 0 && len(r.Replicas) > 0 {
+			rng0 = r
+			break
 		}
 	}
-	if len(spare) == 0 || len(rng0.Replicas) == 0 {
-		n.note("%s: shard %d has no node to move a replica to, nothing done", FaultRestartMidMove, id)
+	if rng0.ID == 0 {
+		n.note("%s: no idle shard with a node to move a replica to, nothing done", FaultRestartMidMove)
 		return
 	}
+	id := rng0.ID
 	op := placement.Operation{Kind: placement.OpMoveReplica, RangeID: id, Epoch: rng0.Epoch,
 		From: rng0.Replicas[rng.IntN(len(rng0.Replicas))], To: spare[rng.IntN(len(spare))],
 		Reason: "nemesis " + string(FaultRestartMidMove)}
