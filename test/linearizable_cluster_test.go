@@ -27,8 +27,9 @@ func testSeed(t *testing.T) uint64 {
 }
 
 // Scenario S25, Invariants I1, I2, I5: concurrent get/put/CAS from many
-// clients over several keys and shards, while the nemesis kills, restarts and
-// isolates nodes at random; porcupine must find the history linearizable.
+// clients over several keys and shards, while the nemesis kills, restarts,
+// isolates and pauses nodes at random (DefaultFaults); porcupine must find
+// the history linearizable.
 func TestLinearizableUnderFaults(t *testing.T) {
 	seed := testSeed(t)
 	prefix := "lin/"

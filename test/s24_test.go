@@ -51,7 +51,8 @@ func (w *leaderWatch) sample(id string, n *node.Node) {
 }
 
 // Scenario S24: raft safety under random faults. While the nemesis kills,
-// restarts and isolates nodes under a register workload, a watcher samples
+// restarts, isolates and pauses nodes (DefaultFaults: kill-all and
+// transfer-pause too) under a register workload, a watcher samples
 // every group on every live node every few milliseconds: no term may have
 // two leaders (Election Safety). Afterwards every shard's replicas converge
 // on one applied index and state hash (every replica applied the same entry

@@ -1,10 +1,14 @@
 // Package chaos is cairn's chaos suite: it drives the docker-compose cluster
 // (docker-compose.yml) from the host through the HTTP API while it kills,
 // pauses, disconnects and restarts the node containers, and checks what the
-// clients saw (Scenarios S1, S3, S5, S22, S25).
+// clients saw (Scenarios S1, S3, S5, S22, S25). Besides single faults and
+// combinations, the nemesis (nemesis.go) hands leadership to a node and
+// pauses it (transfer-pause), kills every node at once (kill-all) and
+// restarts a node in the middle of a replica move (restart-mid-move).
 //
-// The tests need the cluster running and CAIRN_CHAOS_DOCKER=1; "make
-// test-chaos" provides both. Without them they skip.
+// TestChaos needs the cluster running and CAIRN_CHAOS_DOCKER=1; "make
+// test-chaos" provides both. Without them it skips. The nemesis's own tests
+// (nemesis_test.go) run against fake containers and always run.
 package chaos
 
 import (
