@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -80,11 +81,14 @@ func TestLostCanaryNemeses(t *testing.T) {
 	prefix := "lc/"
 	c := StartCluster(t, ClusterConfig{Nodes: 4, Delayable: true, InitialSplits: []string{prefix + "k4"}})
 	shards := []uint64{shardOf(c, prefix+"k0"), shardOf(c, prefix+"k4")}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
 	nem := &Nemesis{C: c, Seed: seed, Shards: shards, Interval: 1200 * time.Millisecond, Max: 6,
 		Faults: []Fault{FaultTransferPause, FaultKillAll, FaultRestartMidMove}}
+	if os.Getenv("CAIRN_CHAOS") != "" {
+		nem.Max = 45 // each fault 15 times, a few minutes
+	}
 	// The workloads run until the nemesis has healed everything and a
 	// little after; the nemesis stops after Max faults.
 	wctx, stopLoad := context.WithCancel(ctx)
@@ -99,7 +103,7 @@ func TestLostCanaryNemeses(t *testing.T) {
 	canaryClients := NewClients(t, c, 2)
 	wg.Go(func() { canary.run(wctx, canaryClients, 10*time.Millisecond, 20000) })
 
-	cfg := clusterWorkload(seed, NewClients(t, c, 4), prefix, 2*time.Minute)
+	cfg := clusterWorkload(seed, NewClients(t, c, 4), prefix, 9*time.Minute)
 	rec := RunRegisterWorkload(wctx, t, cfg)
 	wg.Wait()
 	t.Logf("faults (seed %d): %s", seed, nem.Summary())
