@@ -265,6 +265,7 @@ func (n *Nemesis) transferPause(ctx context.Context, rng *rand.Rand, hold time.D
 	n.note("%s: shard %d n%d -> n%d (transfer err %v, leads %v), %s n%d for %v",
 		FaultTransferPause, id, l+1, to+1, terr, led, how, to+1, hold.Round(time.Millisecond))
 	sleepCtx(ctx, hold)
+	n.note("%s: shard %d leaders as the pause ends: %s", FaultTransferPause, id, n.leaders(id))
 	n.C.Unpause(to)
 	if rng.IntN(2) == 0 || ctx.Err() != nil {
 		return
@@ -289,6 +290,24 @@ func (n *Nemesis) transferPause(ctx context.Context, rng *rand.Rand, hold time.D
 	})
 	n.note("%s: shard %d leadership back to thawed n%d (err %v, leads %v)",
 		FaultTransferPause, id, to+1, back, n.waitLeads(ctx, to, id, time.Second))
+}
+
+// leaders names every live node that says it leads shard id: during a
+// pause, the paused node (until its lease runs out) and its successor.
+func (n *Nemesis) leaders(id uint64) string {
+	var out []string
+	for _, h := range n.C.Nodes() {
+		if h.Node == nil {
+			continue
+		}
+		if r, ok := h.Node.Host().Replica(id); ok && r.IsLeader() {
+			out = append(out, fmt.Sprintf("%s (term %d)", h.ID, r.Raft().CurrentTerm()))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
 }
 
 // waitLeads waits up to d for node i to lead shard id.
