@@ -195,3 +195,21 @@ func replicaReads(t *testing.T, c *Cluster, key string) string {
 	}
 	return "replicas: " + strings.Join(parts, ", ")
 }
+
+// Cluster.Pause holds a node's raft traffic both ways until the pause ends,
+// and no other link's.
+func TestNetworkPauseHoldsTraffic(t *testing.T) {
+	n := &Network{blocked: map[[2]string]bool{}, pausedUntil: map[string]time.Time{"p": time.Now().Add(time.Hour)}}
+	for _, link := range [][2]string{{"p", "q"}, {"q", "p"}} {
+		if d := n.Delay(link[0], link[1]); d < 59*time.Minute {
+			t.Errorf("%s -> %s delayed %v during the pause, want the rest of the pause", link[0], link[1], d)
+		}
+	}
+	if d := n.Delay("q", "r"); d != 0 {
+		t.Errorf("q -> r delayed %v: only the paused node's links are held", d)
+	}
+	n.pausedUntil["p"] = time.Now().Add(-time.Second)
+	if d := n.Delay("p", "q"); d != 0 {
+		t.Errorf("p -> q delayed %v after the pause ended", d)
+	}
+}
