@@ -229,6 +229,12 @@ func (m *Mux) Transport(group uint64, maxPool int, timeout time.Duration, logger
 		MaxPool: maxPool,
 		Timeout: timeout,
 		Logger:  logger,
+		// 1 turns raft's pipelined replication off. In raft v1.7.3 a
+		// follower's Success=false can leave the pipeline's sender parked
+		// on an unbuffered channel nobody reads: the leader never sends
+		// that follower another entry, and Shutdown never returns
+		// (pipeline_test.go; hashicorp/raft#612).
+		MaxRPCsInFlight: 1,
 	})
 	// CloseStreams runs from inside NetworkTransport.Close (which calls
 	// stream.Close while holding its shutdownLock). In raft v1.7.3

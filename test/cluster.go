@@ -76,6 +76,9 @@ type Network struct {
 	blocked map[[2]string]bool
 	delay   time.Duration   // one way, every link (ClusterConfig.Delayable)
 	hung    map[string]bool // raft addresses whose HTTP dials hang (HangDials)
+	// pausedUntil holds, per raft address, when a pause of that node ends
+	// (Cluster.Pause): traffic to or from it is held until then.
+	pausedUntil map[string]time.Time
 }
 
 // HangDials makes every node-to-node HTTP dial to the node with raft address
@@ -100,7 +103,7 @@ func (n *Network) hangDial(from, to string) bool {
 func (n *Network) Delay(a, b string) time.Duration {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	return n.delay
+	return max(n.delay, n.pauseLeft(a), n.pauseLeft(b))
 }
 
 // Blocked reports whether traffic from a to b is dropped.

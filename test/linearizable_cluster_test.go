@@ -27,13 +27,14 @@ func testSeed(t *testing.T) uint64 {
 }
 
 // Scenario S25, Invariants I1, I2, I5: concurrent get/put/CAS from many
-// clients over several keys and shards, while the nemesis kills, restarts and
-// isolates nodes at random; porcupine must find the history linearizable.
+// clients over several keys and shards, while the nemesis kills, restarts,
+// isolates and pauses nodes at random (DefaultFaults); porcupine must find
+// the history linearizable.
 func TestLinearizableUnderFaults(t *testing.T) {
 	seed := testSeed(t)
 	prefix := "lin/"
 	// Split inside the workload's key space so its keys span four shards.
-	c := StartCluster(t, ClusterConfig{InitialSplits: []string{prefix + "k2", prefix + "k4", prefix + "k6"}})
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{prefix + "k2", prefix + "k4", prefix + "k6"}, Delayable: true}) // Delayable: the nemesis pauses nodes
 	duration := 15 * time.Second
 	if os.Getenv("CAIRN_CHAOS") != "" {
 		duration = 2 * time.Minute

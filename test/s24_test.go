@@ -51,7 +51,8 @@ func (w *leaderWatch) sample(id string, n *node.Node) {
 }
 
 // Scenario S24: raft safety under random faults. While the nemesis kills,
-// restarts and isolates nodes under a register workload, a watcher samples
+// restarts, isolates and pauses nodes (DefaultFaults: kill-all and
+// transfer-pause too) under a register workload, a watcher samples
 // every group on every live node every few milliseconds: no term may have
 // two leaders (Election Safety). Afterwards every shard's replicas converge
 // on one applied index and state hash (every replica applied the same entry
@@ -60,7 +61,7 @@ func (w *leaderWatch) sample(id string, n *node.Node) {
 func TestS24RaftSafetyUnderRandomFaults(t *testing.T) {
 	seed := testSeed(t)
 	prefix := "s24/"
-	c := StartCluster(t, ClusterConfig{InitialSplits: []string{prefix + "k4"}})
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{prefix + "k4"}, Delayable: true}) // Delayable: the nemesis pauses nodes
 	clients := NewClients(t, c, 4)
 	const duration = 12 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), duration+time.Minute)

@@ -1,10 +1,14 @@
 // Package chaos is cairn's chaos suite: it drives the docker-compose cluster
 // (docker-compose.yml) from the host through the HTTP API while it kills,
 // pauses, disconnects and restarts the node containers, and checks what the
-// clients saw (Scenarios S1, S3, S5, S22, S25).
+// clients saw (Scenarios S1, S3, S5, S22, S25). Besides single faults and
+// combinations, the nemesis (nemesis.go) hands leadership to a node and
+// pauses it (transfer-pause), kills every node at once (kill-all) and
+// restarts a node in the middle of a replica move (restart-mid-move).
 //
-// The tests need the cluster running and CAIRN_CHAOS_DOCKER=1; "make
-// test-chaos" provides both. Without them they skip.
+// TestChaos needs the cluster running and CAIRN_CHAOS_DOCKER=1; "make
+// test-chaos" provides both. Without them it skips. The nemesis's own tests
+// (nemesis_test.go) run against fake containers and always run.
 package chaos
 
 import (
@@ -20,6 +24,21 @@ import (
 // dockerTimeout bounds one docker command. docker stop waits up to the grace
 // period before it kills, so it needs more than the rest.
 const dockerTimeout = 60 * time.Second
+
+// Containers is what the nemesis does to the node containers. Docker does
+// it with the docker CLI; the suite's own tests use a fake.
+type Containers interface {
+	Kill(ctx context.Context, container string) error
+	Start(ctx context.Context, container string) error
+	Restart(ctx context.Context, container string, grace time.Duration) error
+	Pause(ctx context.Context, container string) error
+	Unpause(ctx context.Context, container string) error
+	Disconnect(ctx context.Context, network, container string) error
+	Connect(ctx context.Context, network, container, ip string, aliases []string) error
+	Inspect(ctx context.Context, container string) (*ContainerState, error)
+}
+
+var _ Containers = Docker{}
 
 // Docker runs docker CLI commands against the node containers. It only ever
 // names the containers and the network it was given.
