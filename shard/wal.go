@@ -70,6 +70,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairndb/cairn/internal/durable"
 )
 
 const (
@@ -552,7 +554,7 @@ func (w *WAL) rotate() error {
 		err = os.Rename(tmp, final)
 	}
 	if err == nil {
-		err = syncDir(w.dir)
+		err = durable.SyncDir(w.dir)
 	}
 	if err != nil {
 		_ = f.Close()
