@@ -237,3 +237,15 @@ func TestSyncedModeChecksSidecar(t *testing.T) {
 		t.Fatalf("synced mode after a machine crash: rebuilt %v range %+v, want rebuilt from the genesis", f.Rebuilt(), f.Range())
 	}
 }
+
+// crashClose closes the file as a killed process would leave it: no sync, no
+// clean mark (tests).
+func (f *FSM) crashClose() {
+	f.closeOnce.Do(func() {
+		close(f.closed)
+		f.dbMu.Lock()
+		defer f.dbMu.Unlock()
+		_ = f.db.Close()
+		f.db = nil
+	})
+}

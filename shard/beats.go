@@ -133,10 +133,6 @@ func (t *GroupTransport) Urgent() {
 	t.urgent.Store(time.Now().Add(beatUrgentFor).UnixNano())
 }
 
-// BeatStats counts heartbeats sent through the shared connections and the
-// frames that carried them.
-type BeatStats struct{ Calls, Frames uint64 }
-
 // beatClient holds this node's outbound heartbeat connections, one per peer.
 type beatClient struct {
 	m      *Mux

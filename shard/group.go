@@ -255,9 +255,6 @@ func (g *Group) logFailed() {
 	}
 }
 
-// logStopped reports whether the group stopped because its log failed.
-func (g *Group) logStopped() bool { return g.logStop.Load() }
-
 // stopRaft starts raft's shutdown, once.
 func (g *Group) stopRaft() raft.Future {
 	g.stopOnce.Do(func() { g.stopped = g.raft.Shutdown() })

@@ -224,9 +224,6 @@ type walOp struct {
 	key, val []byte
 }
 
-// OpenWAL opens or creates the log in dir and replays it.
-func OpenWAL(dir string) (*WAL, error) { return OpenWALConfig(WALConfig{Dir: dir}) }
-
 // OpenWALConfig opens or creates the log in cfg.Dir and replays it.
 func OpenWALConfig(cfg WALConfig) (*WAL, error) {
 	dir := cfg.Dir
@@ -437,8 +434,6 @@ func (w *WAL) apply(op walOp, seg *walSegment, loc walLoc) error {
 	}
 	return nil
 }
-
-func encodeWALOp(op walOp) []byte { return appendWALOp(nil, op) }
 
 // appendWALOp appends op's record body to b.
 func appendWALOp(b []byte, op walOp) []byte {
@@ -829,14 +824,6 @@ func (w *WAL) Group(id uint64) GroupLog { return &walGroup{w: w, id: id} }
 // DropGroup deletes everything group id stored.
 func (w *WAL) DropGroup(id uint64) error {
 	return w.submit(walOp{kind: walDrop, group: id})
-}
-
-// HasGroup reports whether group id holds anything.
-func (w *WAL) HasGroup(id uint64) bool {
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	_, ok := w.groups[id]
-	return ok
 }
 
 type walGroup struct {
