@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -109,7 +110,7 @@ var placeholder = Range{ID: testRange.ID}
 
 func sameRange(a, b Range) bool {
 	return a.ID == b.ID && string(a.Start) == string(b.Start) && string(a.End) == string(b.End) &&
-		a.Epoch == b.Epoch && equalStrings(a.Replicas, b.Replicas)
+		a.Epoch == b.Epoch && slices.Equal(a.Replicas, b.Replicas)
 }
 
 // mustCrashRebuild leaves f open with unsynced commits (crashClose) and
