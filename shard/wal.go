@@ -72,6 +72,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairndb/cairn/internal/durable"
+	"github.com/cairndb/cairn/internal/wire"
 )
 
 const (
@@ -450,8 +451,8 @@ func appendWALOp(b []byte, op walOp) []byte {
 		b = binary.AppendUvarint(b, op.max)
 	case walStable:
 		b = binary.AppendUvarint(b, op.group)
-		b = appendBeatBytes(b, op.key)
-		b = appendBeatBytes(b, op.val)
+		b = wire.AppendLenBytes(b, op.key)
+		b = wire.AppendLenBytes(b, op.val)
 	case walDrop:
 		b = binary.AppendUvarint(b, op.group)
 	}
@@ -472,32 +473,31 @@ func walOpSize(op walOp) int {
 
 func decodeWALOp(body []byte) (walOp, error) {
 	op := walOp{kind: body[0]}
-	d := wireDecoder{b: body[1:]}
+	d := wire.NewReader(body[1:])
 	switch op.kind {
 	case walHeader:
-		op.min = d.uvarint()
+		op.min = d.Uvarint()
 	case walEntry:
-		op.group = d.uvarint()
-		if d.err != nil {
-			return op, d.err
-		}
-		op.log = &raft.Log{}
-		if err := decodeLogEntry(d.b, op.log); err != nil {
+		op.group = d.Uvarint()
+		if err := d.Err(); err != nil {
 			return op, err
 		}
-		d.b = nil
+		op.log = &raft.Log{}
+		if err := decodeLogEntry(d.Rest(), op.log); err != nil {
+			return op, err
+		}
 	case walDelete:
-		op.group, op.min, op.max = d.uvarint(), d.uvarint(), d.uvarint()
+		op.group, op.min, op.max = d.Uvarint(), d.Uvarint(), d.Uvarint()
 	case walStable:
-		op.group = d.uvarint()
-		op.key = d.blob()
-		op.val = d.blob()
+		op.group = d.Uvarint()
+		op.key = d.Blob()
+		op.val = d.Blob()
 	case walDrop:
-		op.group = d.uvarint()
+		op.group = d.Uvarint()
 	default:
 		return op, fmt.Errorf("shard: wal: record kind %d", op.kind)
 	}
-	return op, d.finish()
+	return op, d.Finish()
 }
 
 // appendWALOpRecord appends op as a framed record to buf, encoding it in
