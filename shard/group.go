@@ -36,7 +36,7 @@ type RaftTuning struct {
 func DefaultRaftTuning() RaftTuning {
 	return RaftTuning{
 		// Raft heartbeats every HeartbeatTimeout/10 per follower per group,
-		// the dominant idle cost with many shards (see DESIGN.md "Scale").
+		// the dominant idle cost with many shards (see shard/DESIGN.md "Scale").
 		// 1.5s keeps failover well under the 5s RTO target.
 		HeartbeatTimeout:   1500 * time.Millisecond,
 		ElectionTimeout:    1500 * time.Millisecond,

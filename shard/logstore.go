@@ -47,7 +47,7 @@ var (
 	ErrLogStoreClosed = errors.New("shard: log store closed")
 	errLogEntry       = errors.New("shard: corrupt log entry")
 	// errStableNotFound must read exactly "not found": hashicorp/raft
-	// compares the message (DESIGN.md, known hazards).
+	// compares the message (docs/architecture.md, "Known hazards").
 	errStableNotFound = errors.New("not found")
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/cairndb/cairn/internal/durable"
 )
 
-// Splits (see DESIGN.md): a split is an OpSplit in the parent's log. While
+// Splits (see shard/DESIGN.md): a split is an OpSplit in the parent's log. While
 // applying it, every replica writes the child group's starting point — a raft
 // snapshot at index 1, term 1, holding the child's half and the parent's
 // configuration — into a new shard directory, atomically. The child group

@@ -100,7 +100,7 @@ func (p *proc) kill() {
 }
 
 // The built binary as three `cairn server` processes, driven over HTTP with
-// the API.md calls and error cases, a SIGKILL and a restart.
+// the docs/api.md calls and error cases, a SIGKILL and a restart.
 func TestEndToEndBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
