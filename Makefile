@@ -38,8 +38,9 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	  done; \
 	done
 
-verify: ## gofmt, go vet, staticcheck, go mod tidy check
+verify: ## gofmt, go vet, staticcheck, go mod tidy check; docs and comments cite only files in the repository
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
+	$(GO) test -count=1 ./docs
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 	$(GO) mod tidy -diff

@@ -4,7 +4,7 @@ import (
 	"net/http"
 )
 
-// ClusterView is the body of GET /v1/cluster (API.md).
+// ClusterView is the body of GET /v1/cluster (docs/api.md, "Cluster").
 type ClusterView struct {
 	Nodes           []NodeView  `json:"nodes"`
 	Shards          []ShardView `json:"shards"`

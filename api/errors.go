@@ -41,7 +41,7 @@ func invalidf(format string, args ...any) error {
 	return &invalidArgument{msg: fmt.Sprintf(format, args...)}
 }
 
-// errorBody is the JSON error envelope of API.md.
+// errorBody is the JSON error envelope of docs/api.md ("Conventions").
 type errorBody struct {
 	Error errorDetail `json:"error"`
 }
@@ -87,7 +87,7 @@ func errorStatus(err error) (status int, code string, retryable bool) {
 	return http.StatusInternalServerError, "internal", false
 }
 
-// writeError writes err in the API.md envelope.
+// writeError writes err in the envelope of docs/api.md.
 func writeError(w http.ResponseWriter, err error) {
 	status, code, retryable := errorStatus(err)
 	body := errorBody{Error: errorDetail{Code: code, Message: err.Error(), Retryable: retryable}}

@@ -17,7 +17,7 @@ import (
 )
 
 // TestErrorStatus checks the one table from error to HTTP status and code
-// (API.md, "Errors"), for each error the server can produce today, bare and
+// (docs/api.md, "Conventions"), for each error the server can produce today, bare and
 // wrapped on the way up with %w.
 func TestErrorStatus(t *testing.T) {
 	dialErr := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
@@ -113,7 +113,7 @@ func TestRemoteErrorKeepsCode(t *testing.T) {
 	}
 }
 
-// TestWriteError checks the envelope of API.md:
+// TestWriteError checks the envelope of docs/api.md:
 // {"error":{"code","message","retryable"}}, plus "current" for a failed
 // condition on a key that exists.
 func TestWriteError(t *testing.T) {
@@ -164,7 +164,7 @@ func TestWriteError(t *testing.T) {
 }
 
 // decodeEnvelope decodes an error body and checks it has exactly the fields
-// of API.md's envelope; it returns the inner "error" object.
+// of docs/api.md's envelope; it returns the inner "error" object.
 func decodeEnvelope(t *testing.T, body []byte) map[string]any {
 	t.Helper()
 	var env map[string]any

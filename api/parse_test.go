@@ -72,7 +72,7 @@ func TestParsePutJSON(t *testing.T) {
 				t.Errorf("value is %d bytes; want %d", len(c.Value), fsm.MaxValueSize)
 			}
 		}},
-		{name: "value over the limit", body: bigValue, code: "invalid_argument"}, // API.md: value too large is 400
+		{name: "value over the limit", body: bigValue, code: "invalid_argument"}, // docs/api.md: value too large is 400
 		{name: "value missing", body: `{}`, code: "invalid_argument"},
 		{name: "value null", body: `{"value":null}`, code: "invalid_argument"},
 		{name: "value not a string", body: `{"value":1}`, code: "invalid_argument"},

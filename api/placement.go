@@ -15,7 +15,7 @@ import (
 	"github.com/cairndb/cairn/shard"
 )
 
-// Placement endpoints: the public cluster operations of API.md and the
+// Placement endpoints: the public cluster operations of docs/api.md and the
 // internal calls the placement driver's executor makes.
 const (
 	pathHeartbeat  = "/internal/v1/meta/heartbeat"

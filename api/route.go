@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -28,7 +29,7 @@ func (s *Server) leaderTarget(ctx context.Context, rng fsm.Range) (target, error
 	deadline := time.Now().Add(s.cfg.RouteWait)
 	for {
 		rep, ok := s.be.Replica(rng.ID)
-		if !ok || !containsID(rng.Replicas, s.be.NodeID()) {
+		if !ok || !slices.Contains(rng.Replicas, s.be.NodeID()) {
 			// No replica here, or one still joining (a learner knows no
 			// leader until the leader contacts it): ask the members.
 			if ok && rep.IsLeader() {
@@ -227,13 +228,4 @@ func remoteError(status int, d errorDetail) error {
 		return fmt.Errorf("%w: %s", errRemoteUnavailable, msg)
 	}
 	return fmt.Errorf("%w: remote answered %d %s: %s", shard.ErrUnavailable, status, d.Code, msg)
-}
-
-func containsID(ids []string, id string) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }

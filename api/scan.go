@@ -228,20 +228,6 @@ func (s *Server) remoteScan(ctx context.Context, r *http.Request, addr string, p
 	return &res, idx, nil
 }
 
-func overlaps(rng fsm.Range, start, end []byte) bool {
-	if len(rng.End) > 0 && bytes.Compare(rng.End, start) <= 0 {
-		return false
-	}
-	return len(end) == 0 || bytes.Compare(rng.Start, end) < 0
-}
-
-func maxKey(a, b []byte) []byte {
-	if bytes.Compare(a, b) >= 0 {
-		return a
-	}
-	return b
-}
-
 // minEnd returns the smaller of two exclusive ends, where empty is +infinity.
 func minEnd(a, b []byte) []byte {
 	switch {

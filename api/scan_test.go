@@ -221,3 +221,17 @@ func TestScanPartsTileTheRange(t *testing.T) {
 		}
 	}
 }
+
+func overlaps(rng fsm.Range, start, end []byte) bool {
+	if len(rng.End) > 0 && bytes.Compare(rng.End, start) <= 0 {
+		return false
+	}
+	return len(end) == 0 || bytes.Compare(rng.Start, end) < 0
+}
+
+func maxKey(a, b []byte) []byte {
+	if bytes.Compare(a, b) >= 0 {
+		return a
+	}
+	return b
+}

@@ -85,7 +85,7 @@ type Server struct {
 	node    string // this node's id
 }
 
-// headers of API.md.
+// headers of docs/api.md.
 const (
 	hdrShard   = "X-Cairn-Shard"
 	hdrIndex   = "X-Cairn-Index"
@@ -193,7 +193,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Close releases idle peer connections.
 func (s *Server) Close() { s.peers.CloseIdleConnections() }
 
-// healthz is 200 while the process serves (API.md); a node that cannot
+// healthz is 200 while the process serves (docs/api.md, "Server"); a node that cannot
 // serve at all says why with "ok": false.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 	if err := s.health(); err != nil {
@@ -236,7 +236,7 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	return fmt.Errorf("%w: no route for %s %s", errNotFound, r.Method, r.URL.Path)
 }
 
-// setHeaders sets the headers API.md promises on every response.
+// setHeaders sets the headers docs/api.md promises on every response.
 func setHeaders(w http.ResponseWriter, shardID, index uint64, sess string) {
 	h := w.Header()
 	h.Set(hdrShard, strconv.FormatUint(shardID, 10))

@@ -1,5 +1,5 @@
 // Package client is the embedded Go client of cairn: it speaks the HTTP JSON
-// API of API.md with retries, endpoint rotation, idempotent writes, session
+// API of docs/api.md with retries, endpoint rotation, idempotent writes, session
 // tokens, and a range cache that sends writes and linearizable reads straight
 // to the shard leader (route.go).
 package client
@@ -52,7 +52,7 @@ type Config struct {
 	DisableRouting bool
 }
 
-// DefaultConfig is a Config for a node on this machine with the API.md defaults.
+// DefaultConfig is a Config for a node on this machine with the docs/api.md defaults.
 func DefaultConfig() Config {
 	return Config{
 		Endpoints:  []string{"127.0.0.1:7070"},

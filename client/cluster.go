@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 )
 
-// ClusterStatus is the answer to GET /v1/cluster (API.md, "Cluster").
+// ClusterStatus is the answer to GET /v1/cluster (docs/api.md, "Cluster").
 type ClusterStatus struct {
 	Nodes  []NodeStatus  `json:"nodes"`
 	Shards []ShardStatus `json:"shards"`

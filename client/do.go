@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Response headers of API.md.
+// Response headers of docs/api.md.
 const (
 	HeaderShard   = "X-Cairn-Shard"
 	HeaderIndex   = "X-Cairn-Index"

@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 )
 
-// Stable error codes of the HTTP API (API.md, "Conventions").
+// Stable error codes of the HTTP API (docs/api.md, "Conventions").
 const (
 	CodeInvalidArgument = "invalid_argument"
 	CodeNotFound        = "not_found"
@@ -118,7 +118,7 @@ func decodeError(status int, body []byte) *Error {
 		_ = json.Unmarshal(fields["retryable"], &e.Retryable)
 		e.Current = env.Current
 		// Where the server puts the current kv of a condition_failed is not
-		// pinned down by API.md; accept it inside or beside the error object.
+		// pinned down by docs/api.md; accept it inside or beside the error object.
 		for _, name := range []string{"current", "kv"} {
 			var kv KV
 			if raw, ok := fields[name]; ok && json.Unmarshal(raw, &kv) == nil && kv.Key != "" {

@@ -13,7 +13,7 @@ import (
 	"unicode/utf8"
 )
 
-// KV is a key and its value with metadata, as API.md returns it.
+// KV is a key and its value with metadata, as docs/api.md describes it.
 type KV struct {
 	Key         string `json:"key"`
 	Value       string `json:"value"`
@@ -155,7 +155,7 @@ type putBody struct {
 	RequestID string `json:"request_id,omitempty"`
 }
 
-// putIf is exactly one of the three forms of API.md.
+// putIf is exactly one of the three forms of docs/api.md.
 type putIf struct {
 	ModIndex *uint64 `json:"mod_index,omitempty"`
 	Absent   bool    `json:"absent,omitempty"`
@@ -197,7 +197,7 @@ func (c *Client) Put(ctx context.Context, key, value string, opts ...PutOption) 
 	}
 	if !utf8.ValidString(value) {
 		// JSON would silently replace the invalid bytes: send the value
-		// raw, with the options API.md allows there in the query.
+		// raw, with the options docs/api.md allows there in the query.
 		if pc.body.If != nil || pc.body.Fence != nil {
 			return nil, &Error{Status: http.StatusBadRequest, Code: CodeInvalidArgument,
 				Message: "a value that is not valid UTF-8 cannot carry a condition or a fence (the raw put form has neither)"}
@@ -281,7 +281,7 @@ var ErrStopScan = errors.New("client: stop scan")
 // ScanAll calls fn for every key selected by opts, in byte order, following
 // ScanPage.Next until the last page. An error from fn ends the scan and is
 // returned (except ErrStopScan). Each page is read on its own: the scan as a
-// whole is not a snapshot (DESIGN.md, "Consistency offered").
+// whole is not a snapshot (docs/architecture.md, "Consistency offered").
 func (c *Client) ScanAll(ctx context.Context, opts ScanOptions, fn func(KV) error) error {
 	var last string // greatest key delivered
 	delivered := false
@@ -316,7 +316,7 @@ func (c *Client) ScanAll(ctx context.Context, opts ScanOptions, fn func(KV) erro
 			return &Error{Code: CodeUnknown, Message: fmt.Sprintf("scan makes no progress at %q", next)}
 		}
 		// Continue as a plain range: "prefix" together with "start" is not
-		// pinned down by API.md, "start" and "end" are.
+		// pinned down by docs/api.md, "start" and "end" are.
 		if opts.Prefix != "" {
 			if end := prefixEnd(opts.Prefix); opts.End == "" || (end != "" && end < opts.End) {
 				opts.End = end

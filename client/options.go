@@ -2,7 +2,7 @@ package client
 
 import "time"
 
-// Consistency is the read level of API.md "Reads".
+// Consistency is the read level of docs/api.md, "Reads".
 type Consistency string
 
 const (

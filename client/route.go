@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// HeaderNode names the node that served a request (API.md extension): the
+// HeaderNode names the node that served a request (docs/api.md, "Extensions"): the
 // shard leader for a write or a linearizable read, even when another node
 // forwarded it there.
 const HeaderNode = "X-Cairn-Node"

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"time"
+
+	"github.com/cairndb/cairn/internal/wire"
 )
 
 // commandFormat is the first byte of every encoded command. A replica that
@@ -53,33 +55,33 @@ func EncodeCommand(c *Command) ([]byte, error) {
 	}
 	b := make([]byte, 0, 32+len(c.Key)+len(c.Value)+len(c.RequestID))
 	b = append(b, commandFormat)
-	b = appendUintField(b, cmdOp, uint64(c.Op))
-	b = appendBytesField(b, cmdRequestID, []byte(c.RequestID))
-	b = appendUintField(b, cmdEpoch, c.Epoch)
-	b = appendIntField(b, cmdTime, c.Time)
-	b = appendBytesField(b, cmdKey, c.Key)
-	b = appendBytesField(b, cmdValue, c.Value)
-	b = appendIntField(b, cmdTTL, int64(c.TTL))
+	b = wire.AppendUint(b, cmdOp, uint64(c.Op))
+	b = wire.AppendBytes(b, cmdRequestID, []byte(c.RequestID))
+	b = wire.AppendUint(b, cmdEpoch, c.Epoch)
+	b = wire.AppendInt(b, cmdTime, c.Time)
+	b = wire.AppendBytes(b, cmdKey, c.Key)
+	b = wire.AppendBytes(b, cmdValue, c.Value)
+	b = wire.AppendInt(b, cmdTTL, int64(c.TTL))
 	if c.Cond != nil {
 		var cb []byte
-		cb = appendUintField(cb, condKind, uint64(c.Cond.Kind))
-		cb = appendUintField(cb, condModIndex, c.Cond.ModIndex)
-		cb = appendBytesField(cb, condValue, c.Cond.Value)
-		b = appendBytesAlways(b, cmdCond, cb)
+		cb = wire.AppendUint(cb, condKind, uint64(c.Cond.Kind))
+		cb = wire.AppendUint(cb, condModIndex, c.Cond.ModIndex)
+		cb = wire.AppendBytes(cb, condValue, c.Cond.Value)
+		b = wire.AppendBytesAlways(b, cmdCond, cb)
 	}
 	if c.Fence != nil {
 		var fb []byte
-		fb = appendBytesField(fb, fenceLock, []byte(c.Fence.Lock))
-		fb = appendUintField(fb, fenceToken, c.Fence.Token)
-		b = appendBytesAlways(b, cmdFence, fb)
+		fb = wire.AppendBytes(fb, fenceLock, []byte(c.Fence.Lock))
+		fb = wire.AppendUint(fb, fenceToken, c.Fence.Token)
+		b = wire.AppendBytesAlways(b, cmdFence, fb)
 	}
 	if c.Prev {
-		b = appendUintField(b, cmdPrev, 1)
+		b = wire.AppendUint(b, cmdPrev, 1)
 	}
-	b = appendUintField(b, cmdModIndex, c.ModIndex)
-	b = appendUintField(b, cmdChildID, c.ChildID)
+	b = wire.AppendUint(b, cmdModIndex, c.ModIndex)
+	b = wire.AppendUint(b, cmdChildID, c.ChildID)
 	for _, srv := range c.Servers {
-		b = appendBytesAlways(b, cmdServer, encodeServer(srv))
+		b = wire.AppendBytesAlways(b, cmdServer, encodeServer(srv))
 	}
 	return b, nil
 }
@@ -183,9 +185,9 @@ func (c *Command) decodeField(field, wt, v uint64, p []byte) error {
 	var err error
 	switch field {
 	case cmdOp, cmdEpoch, cmdTime, cmdTTL, cmdPrev, cmdModIndex, cmdChildID:
-		err = wantType(field, wt, wireVarint)
+		err = wantType(field, wt, wire.TypeVarint)
 	case cmdRequestID, cmdKey, cmdValue, cmdCond, cmdFence, cmdServer:
-		err = wantType(field, wt, wireBytes)
+		err = wantType(field, wt, wire.TypeBytes)
 	default:
 		return nil // forward compatibility: a field from a newer proposer
 	}
@@ -203,13 +205,13 @@ func (c *Command) decodeField(field, wt, v uint64, p []byte) error {
 	case cmdEpoch:
 		c.Epoch = v
 	case cmdTime:
-		c.Time = unzigzag(v)
+		c.Time = wire.Unzigzag(v)
 	case cmdKey:
 		c.Key = cloneBytes(p)
 	case cmdValue:
 		c.Value = cloneBytes(p)
 	case cmdTTL:
-		c.TTL = time.Duration(unzigzag(v))
+		c.TTL = time.Duration(wire.Unzigzag(v))
 	case cmdCond:
 		c.Cond, err = decodeCondition(p)
 	case cmdFence:
@@ -240,13 +242,13 @@ func decodeCondition(b []byte) (*Condition, error) {
 				return fmt.Errorf("%w: unknown condition kind %d", ErrInvalidCommand, v)
 			}
 			cond.Kind = CondKind(v)
-			return wantType(field, wt, wireVarint)
+			return wantType(field, wt, wire.TypeVarint)
 		case condModIndex:
 			cond.ModIndex = v
-			return wantType(field, wt, wireVarint)
+			return wantType(field, wt, wire.TypeVarint)
 		case condValue:
 			cond.Value = cloneBytes(p)
-			return wantType(field, wt, wireBytes)
+			return wantType(field, wt, wire.TypeBytes)
 		}
 		return nil
 	})
@@ -259,10 +261,10 @@ func decodeFence(b []byte) (*Fence, error) {
 		switch field {
 		case fenceLock:
 			f.Lock = string(p)
-			return wantType(field, wt, wireBytes)
+			return wantType(field, wt, wire.TypeBytes)
 		case fenceToken:
 			f.Token = v
-			return wantType(field, wt, wireVarint)
+			return wantType(field, wt, wire.TypeVarint)
 		}
 		return nil
 	})

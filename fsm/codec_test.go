@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairndb/cairn/internal/wire"
 )
 
 func TestCommandRoundTrip(t *testing.T) {
@@ -86,11 +88,11 @@ func TestDecodeCommandRejects(t *testing.T) {
 		{"empty", nil},
 		{"unknown version", append([]byte{2}, valid[1:]...)},
 		{"truncated", valid[:len(valid)-1]},
-		{"unknown op", []byte{commandFormat, cmdOp << 3, 9, cmdKey<<3 | wireBytes, 1, 'k'}},
-		{"op too large", []byte{commandFormat, cmdOp << 3, 0x80, 0x02, cmdKey<<3 | wireBytes, 1, 'k'}},
+		{"unknown op", []byte{commandFormat, cmdOp << 3, 9, cmdKey<<3 | wire.TypeBytes, 1, 'k'}},
+		{"op too large", []byte{commandFormat, cmdOp << 3, 0x80, 0x02, cmdKey<<3 | wire.TypeBytes, 1, 'k'}},
 		{"unknown wire type", append(append([]byte{}, valid...), 12<<3|5, 0)},
 		{"key as varint", []byte{commandFormat, cmdOp << 3, 1, cmdKey << 3, 1}},
-		{"length past end", []byte{commandFormat, cmdOp << 3, 1, cmdKey<<3 | wireBytes, 0xff, 0xff, 0xff, 0xff, 0x0f, 'k'}},
+		{"length past end", []byte{commandFormat, cmdOp << 3, 1, cmdKey<<3 | wire.TypeBytes, 0xff, 0xff, 0xff, 0xff, 0x0f, 'k'}},
 		{"varint overflow", []byte{commandFormat, cmdOp << 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
 	}
 	for _, tc := range cases {
@@ -107,8 +109,8 @@ func TestDecodeCommandRejects(t *testing.T) {
 func TestDecodeCommandSkipsUnknownFields(t *testing.T) {
 	want := put("k", "v")
 	b := mustEncode(t, want)
-	b = appendUintField(b, 100, 12345)
-	b = appendBytesField(b, 101, []byte("future"))
+	b = wire.AppendUint(b, 100, 12345)
+	b = wire.AppendBytes(b, 101, []byte("future"))
 	got, err := DecodeCommand(b)
 	if err != nil {
 		t.Fatalf("DecodeCommand: %v", err)

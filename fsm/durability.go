@@ -36,6 +36,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cairndb/cairn/internal/durable"
 )
 
 const (
@@ -113,7 +115,7 @@ func writeDurably(final string, b []byte) error {
 	if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(final))
+	return durable.SyncDir(filepath.Dir(final))
 }
 
 // opening is what prepare decided before the bbolt file is opened.

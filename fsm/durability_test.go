@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -109,7 +110,7 @@ var placeholder = Range{ID: testRange.ID}
 
 func sameRange(a, b Range) bool {
 	return a.ID == b.ID && string(a.Start) == string(b.Start) && string(a.End) == string(b.End) &&
-		a.Epoch == b.Epoch && equalStrings(a.Replicas, b.Replicas)
+		a.Epoch == b.Epoch && slices.Equal(a.Replicas, b.Replicas)
 }
 
 // mustCrashRebuild leaves f open with unsynced commits (crashClose) and
@@ -236,4 +237,16 @@ func TestSyncedModeChecksSidecar(t *testing.T) {
 	if !f.Rebuilt() || !sameRange(f.Range(), testRange) {
 		t.Fatalf("synced mode after a machine crash: rebuilt %v range %+v, want rebuilt from the genesis", f.Rebuilt(), f.Range())
 	}
+}
+
+// crashClose closes the file as a killed process would leave it: no sync, no
+// clean mark (tests).
+func (f *FSM) crashClose() {
+	f.closeOnce.Do(func() {
+		close(f.closed)
+		f.dbMu.Lock()
+		defer f.dbMu.Unlock()
+		_ = f.db.Close()
+		f.db = nil
+	})
 }

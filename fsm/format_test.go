@@ -18,7 +18,7 @@ var persistedJSONTypes = []any{Range{}, sidecar{}}
 
 // Every field of a persisted JSON type names its key explicitly: a Go
 // rename must not change, silently, what is written to disk or what old
-// files decode into (DESIGN.md "Persisted formats").
+// files decode into (fsm/DESIGN.md "Persisted formats").
 func TestPersistedJSONTypesHaveExplicitTags(t *testing.T) {
 	for _, p := range untaggedJSONFields(persistedJSONTypes...) {
 		t.Errorf("persisted field %s has no explicit json key", p)
@@ -58,7 +58,7 @@ func TestRangeJSONIsCf3dc0dEncoding(t *testing.T) {
 }
 
 // The binary encodings of the log and of bbolt, byte for byte as cf3dc0d
-// wrote them (DESIGN.md "Persisted formats"): each starts with its format
+// wrote them (fsm/DESIGN.md "Persisted formats"): each starts with its format
 // byte and numbers its fields, so a change that alters these bytes is a
 // format change and needs a new version, not an edit of this test.
 func TestBinaryEncodingsAreCf3dc0ds(t *testing.T) {

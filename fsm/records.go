@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cairndb/cairn/internal/wire"
 )
 
 // Encodings of the values stored in bbolt. They are part of the on-disk and
@@ -29,13 +31,13 @@ const (
 )
 
 func appendKV(b []byte, kv *KV) []byte {
-	b = appendBytesField(b, kvKey, kv.Key)
-	b = appendBytesField(b, kvValue, kv.Value)
-	b = appendUintField(b, kvCreateIndex, kv.CreateIndex)
-	b = appendUintField(b, kvModIndex, kv.ModIndex)
-	b = appendUintField(b, kvVersion, kv.Version)
-	b = appendIntField(b, kvTTL, int64(kv.TTL))
-	return appendBytesField(b, kvLease, []byte(kv.Lease))
+	b = wire.AppendBytes(b, kvKey, kv.Key)
+	b = wire.AppendBytes(b, kvValue, kv.Value)
+	b = wire.AppendUint(b, kvCreateIndex, kv.CreateIndex)
+	b = wire.AppendUint(b, kvModIndex, kv.ModIndex)
+	b = wire.AppendUint(b, kvVersion, kv.Version)
+	b = wire.AppendInt(b, kvTTL, int64(kv.TTL))
+	return wire.AppendBytes(b, kvLease, []byte(kv.Lease))
 }
 
 func decodeKV(b []byte) (*KV, error) {
@@ -53,7 +55,7 @@ func decodeKV(b []byte) (*KV, error) {
 		case kvVersion:
 			kv.Version = v
 		case kvTTL:
-			kv.TTL = time.Duration(unzigzag(v))
+			kv.TTL = time.Duration(wire.Unzigzag(v))
 		case kvLease:
 			kv.Lease = string(p)
 		}
@@ -117,12 +119,12 @@ const (
 
 func encodeRange(r Range) []byte {
 	b := []byte{recordFormat}
-	b = appendUintField(b, rangeID, r.ID)
-	b = appendBytesField(b, rangeStart, r.Start)
-	b = appendBytesField(b, rangeEnd, r.End)
-	b = appendUintField(b, rangeEpoch, r.Epoch)
+	b = wire.AppendUint(b, rangeID, r.ID)
+	b = wire.AppendBytes(b, rangeStart, r.Start)
+	b = wire.AppendBytes(b, rangeEnd, r.End)
+	b = wire.AppendUint(b, rangeEpoch, r.Epoch)
 	for _, id := range r.Replicas {
-		b = appendBytesAlways(b, rangeReplica, []byte(id))
+		b = wire.AppendBytesAlways(b, rangeReplica, []byte(id))
 	}
 	return b
 }

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/cairndb/cairn/internal/durable"
 )
 
 // Bounds on snapshot records, checked before reading a record's bytes.
@@ -199,7 +201,7 @@ func (f *FSM) swapIn(tmp string) (uint64, error) {
 	path := f.cfg.Path
 	renameErr := os.Rename(tmp, path)
 	if renameErr == nil {
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := durable.SyncDir(filepath.Dir(path)); err != nil {
 			// The new file is in place and in use; only the durability of
 			// the rename is in doubt. If a crash brings the old file back,
 			// it is still a consistent earlier state that raft moves forward.
@@ -220,14 +222,4 @@ func (f *FSM) swapIn(tmp string) (uint64, error) {
 		return 0, fmt.Errorf("fsm: restore: install snapshot: %w", renameErr)
 	}
 	return f.applied.Load(), nil
-}
-
-// syncDir makes a rename durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -3,6 +3,8 @@ package fsm
 import (
 	"errors"
 	"fmt"
+
+	"github.com/cairndb/cairn/internal/wire"
 )
 
 // Results are stored in the dedup bucket so that a retried request gets the
@@ -41,31 +43,31 @@ func dedupable(r *Result) bool {
 
 func encodeResult(r *Result) []byte {
 	b := []byte{recordFormat}
-	b = appendUintField(b, resIndex, r.Index)
+	b = wire.AppendUint(b, resIndex, r.Index)
 	if r.KV != nil {
-		b = appendBytesAlways(b, resKV, appendKV(nil, r.KV))
+		b = wire.AppendBytesAlways(b, resKV, appendKV(nil, r.KV))
 	}
 	if r.Prev != nil {
-		b = appendBytesAlways(b, resPrev, appendKV(nil, r.Prev))
+		b = wire.AppendBytesAlways(b, resPrev, appendKV(nil, r.Prev))
 	}
-	b = appendUintField(b, resDeleted, uint64(r.Deleted))
+	b = wire.AppendUint(b, resDeleted, uint64(r.Deleted))
 	var ce *ConditionError
 	var se *StaleTokenError
 	switch {
 	case errors.As(r.Err, &ce):
 		var eb []byte
-		eb = appendBytesField(eb, condErrKey, ce.Key)
+		eb = wire.AppendBytes(eb, condErrKey, ce.Key)
 		if ce.Current != nil {
-			eb = appendBytesAlways(eb, condErrCurrent, appendKV(nil, ce.Current))
+			eb = wire.AppendBytesAlways(eb, condErrCurrent, appendKV(nil, ce.Current))
 		}
-		b = appendBytesAlways(b, resCondErr, eb)
+		b = wire.AppendBytesAlways(b, resCondErr, eb)
 	case errors.As(r.Err, &se):
 		var eb []byte
-		eb = appendBytesField(eb, staleKey, se.Key)
-		eb = appendBytesField(eb, staleLock, []byte(se.Lock))
-		eb = appendUintField(eb, staleToken, se.Token)
-		eb = appendUintField(eb, staleAccepted, se.Accepted)
-		b = appendBytesAlways(b, resStaleErr, eb)
+		eb = wire.AppendBytes(eb, staleKey, se.Key)
+		eb = wire.AppendBytes(eb, staleLock, []byte(se.Lock))
+		eb = wire.AppendUint(eb, staleToken, se.Token)
+		eb = wire.AppendUint(eb, staleAccepted, se.Accepted)
+		b = wire.AppendBytesAlways(b, resStaleErr, eb)
 	}
 	return b
 }

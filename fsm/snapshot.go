@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"sync"
@@ -70,30 +71,51 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *snapshot) writeTo(w io.Writer) error {
-	crc := crc32.New(castagnoli)
-	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 64<<10)
-	bw.WriteString(snapMagic)
-	bw.WriteByte(snapFormat)
-	var hdr []byte
+	sw := newSnapWriter(w)
 	for i, name := range allBuckets {
-		err := s.tx.Bucket(name).ForEach(func(k, v []byte) error {
-			hdr = append(hdr[:0], byte(i+1))
-			hdr = binary.AppendUvarint(hdr, uint64(len(k)))
-			bw.Write(hdr)
-			bw.Write(k)
-			bw.Write(binary.AppendUvarint(hdr[:0], uint64(len(v))))
-			_, err := bw.Write(v) // bufio keeps the first error: checking the last write suffices
-			return err
-		})
-		if err != nil {
+		if err := s.tx.Bucket(name).ForEach(func(k, v []byte) error { return sw.record(i, k, v) }); err != nil {
 			return err
 		}
 	}
-	bw.WriteByte(snapEnd)
-	if err := bw.Flush(); err != nil {
+	return sw.finish()
+}
+
+// snapWriter writes the snapshot stream format above: Persist writes a whole
+// store with it, a split the child's half (exportChild). restore.go reads it.
+type snapWriter struct {
+	w   io.Writer
+	crc hash.Hash32
+	bw  *bufio.Writer
+	hdr []byte
+}
+
+// newSnapWriter starts a stream on w: magic and version.
+func newSnapWriter(w io.Writer) *snapWriter {
+	crc := crc32.New(castagnoli)
+	sw := &snapWriter{w: w, crc: crc, bw: bufio.NewWriterSize(io.MultiWriter(w, crc), 64<<10)}
+	sw.bw.WriteString(snapMagic)
+	sw.bw.WriteByte(snapFormat)
+	return sw
+}
+
+// record writes one key/value of bucket allBuckets[bucket].
+func (sw *snapWriter) record(bucket int, k, v []byte) error {
+	sw.hdr = append(sw.hdr[:0], byte(bucket+1))
+	sw.hdr = binary.AppendUvarint(sw.hdr, uint64(len(k)))
+	sw.bw.Write(sw.hdr)
+	sw.bw.Write(k)
+	sw.bw.Write(binary.AppendUvarint(sw.hdr[:0], uint64(len(v))))
+	_, err := sw.bw.Write(v) // bufio keeps the first error: checking the last write suffices
+	return err
+}
+
+// finish writes the end record and the checksum of everything before it.
+func (sw *snapWriter) finish() error {
+	sw.bw.WriteByte(snapEnd)
+	if err := sw.bw.Flush(); err != nil {
 		return err
 	}
-	_, err := w.Write(binary.BigEndian.AppendUint32(nil, crc.Sum32()))
+	_, err := sw.w.Write(binary.BigEndian.AppendUint32(nil, sw.crc.Sum32()))
 	return err
 }
 

@@ -1,13 +1,11 @@
 package fsm
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
+	"slices"
 	"sort"
 
 	"github.com/hashicorp/raft"
@@ -69,7 +67,7 @@ func (c *applyCtx) applyConfiguration(l *raft.Log) error {
 	sort.Strings(ids)
 	cur := append([]string(nil), c.rng.Replicas...)
 	sort.Strings(cur)
-	if equalStrings(ids, cur) {
+	if slices.Equal(ids, cur) {
 		return nil
 	}
 	next := cloneRange(c.rng)
@@ -142,31 +140,13 @@ func fenceKeyOf(k []byte) []byte {
 // must still be recognised after the split, I7), its range and applied
 // index ChildAppliedIndex.
 func (c *applyCtx) exportChild(w io.Writer, child Range) error {
-	crc := crc32.New(castagnoli)
-	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 64<<10)
-	bw.WriteString(snapMagic)
-	bw.WriteByte(snapFormat)
-	var hdr []byte
-	emit := func(bucket int, k, v []byte) error {
-		hdr = append(hdr[:0], byte(bucket+1))
-		hdr = binary.AppendUvarint(hdr, uint64(len(k)))
-		bw.Write(hdr)
-		bw.Write(k)
-		bw.Write(binary.AppendUvarint(hdr[:0], uint64(len(v))))
-		_, err := bw.Write(v)
-		return err
-	}
+	sw := newSnapWriter(w)
 	for i, name := range allBuckets {
-		if err := c.exportBucket(name, i, child, emit); err != nil {
+		if err := c.exportBucket(name, i, child, sw.record); err != nil {
 			return err
 		}
 	}
-	bw.WriteByte(snapEnd)
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	_, err := w.Write(binary.BigEndian.AppendUint32(nil, crc.Sum32()))
-	return err
+	return sw.finish()
 }
 
 func (c *applyCtx) exportBucket(name []byte, idx int, child Range, emit func(int, []byte, []byte) error) error {
@@ -218,18 +198,6 @@ func voters(servers []Server) []string {
 	}
 	sort.Strings(ids)
 	return ids
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // ErrNoSplitKey means the range holds too little data to split.

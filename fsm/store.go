@@ -265,18 +265,6 @@ func (f *FSM) Close() error {
 // and raft replays the log after it.
 func (f *FSM) Rebuilt() bool { return f.rebuilt }
 
-// crashClose closes the file as a killed process would leave it: no sync, no
-// clean mark (tests).
-func (f *FSM) crashClose() {
-	f.closeOnce.Do(func() {
-		close(f.closed)
-		f.dbMu.Lock()
-		defer f.dbMu.Unlock()
-		_ = f.db.Close()
-		f.db = nil
-	})
-}
-
 // view runs fn in a read transaction, excluding Close and Restore's swap.
 func (f *FSM) view(fn func(tx *bbolt.Tx) error) error {
 	f.dbMu.RLock()

@@ -28,7 +28,7 @@ const (
 	// OpSplit splits the range at Key: this replica keeps [Start, Key) and
 	// hands [Key, End) to a new range ChildID whose replicas are Servers.
 	// Every replica applies it at the same index from the same data, so every
-	// replica builds the same child (DESIGN.md "Splits").
+	// replica builds the same child (shard/DESIGN.md "Splits").
 	OpSplit Op = 16
 	// 17..31 reserved for range changes (merge) issued by placement/.
 	// 32..47 reserved for locks and leases (lock/).
@@ -122,7 +122,7 @@ type Result struct {
 //
 // Its JSON is persisted (the meta group's log and snapshots, the durability
 // sidecar): the keys are explicit and are the Go names cf3dc0d wrote without
-// tags. Never change a key; a renamed field keeps its tag (DESIGN.md
+// tags. Never change a key; a renamed field keeps its tag (fsm/DESIGN.md
 // "Persisted formats"). In bbolt and snapshots it is encodeRange instead.
 type Range struct {
 	ID       uint64   `json:"ID"`

@@ -19,7 +19,7 @@ import (
 //
 // Sequence numbers are seq = base+index. Within a group indices increase;
 // a split's child starts with base = parent base + split index, so seq
-// never goes back for a name wherever its record lives (DESIGN.md "Tokens").
+// never goes back for a name wherever its record lives (lock/DESIGN.md "Sequence numbers and tokens").
 func Apply(rec *Record, cmd Command, index, base uint64, now int64) (next *Record, res Result) {
 	if cmd == nil {
 		return rec, Result{Err: invalid("nil command")}
@@ -191,7 +191,7 @@ func (s *state) admits(m Mode) bool {
 
 // grant adds a holder with the next token: max(last+1, seq). Several grants
 // in one entry (shared waiters served together) take seq, seq+1, ...;
-// DESIGN.md shows why the next entry's seq still cannot fall behind.
+// lock/DESIGN.md shows why the next entry's seq still cannot fall behind.
 func (s *state) grant(owner string, m Mode, ttl, delay time.Duration, waiterID string) Holder {
 	r := s.r
 	token := max(r.LastToken+1, s.seq)

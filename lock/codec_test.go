@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairndb/cairn/internal/wire"
 )
 
 func sampleRecord() *Record {
@@ -47,7 +49,7 @@ func TestRecordRoundTrip(t *testing.T) {
 // truncated record or a record breaking the bounds is refused as corrupt.
 func TestRecordDecodeRejects(t *testing.T) {
 	good := EncodeRecord(sampleRecord())
-	withExtra := append(append([]byte(nil), good...), appendUintField(nil, 99, 7)...)
+	withExtra := append(append([]byte(nil), good...), wire.AppendUint(nil, 99, 7)...)
 	if r, err := DecodeRecord(withExtra); err != nil || !reflect.DeepEqual(r, sampleRecord()) {
 		t.Fatalf("unknown field not skipped: %v", err)
 	}
@@ -61,7 +63,7 @@ func TestRecordDecodeRejects(t *testing.T) {
 		"bad mode":       EncodeRecord(&Record{Name: "a", Limit: 1, Holders: []Holder{{Token: 1, Mode: 3}}}),
 		"limit too big":  EncodeRecord(&Record{Name: "a", Limit: MaxLimit + 1}),
 		"owner too long": EncodeRecord(&Record{Name: "a", Limit: 1, Waiters: []Waiter{{ID: "w", Owner: strings.Repeat("o", MaxOwnerSize+1)}}}),
-		"name as varint": {recordFormat, recName<<3 | wireVarint, 1},
+		"name as varint": {recordFormat, recName<<3 | wire.TypeVarint, 1},
 	}
 	for name, b := range bad {
 		if _, err := DecodeRecord(b); !errors.Is(err, ErrCorrupt) {
@@ -116,8 +118,8 @@ func TestCommandCodecRejects(t *testing.T) {
 	for name, b := range map[string][]byte{
 		"empty":        nil,
 		"version 2":    append([]byte{2}, good[1:]...),
-		"unknown kind": append([]byte{commandFormat}, appendBytesField(appendUintField(nil, cmdKind, 99), cmdName, []byte("a"))...),
-		"no kind":      append([]byte{commandFormat}, appendBytesField(nil, cmdName, []byte("a"))...),
+		"unknown kind": append([]byte{commandFormat}, wire.AppendBytes(wire.AppendUint(nil, cmdKind, 99), cmdName, []byte("a"))...),
+		"no kind":      append([]byte{commandFormat}, wire.AppendBytes(nil, cmdName, []byte("a"))...),
 		"truncated":    good[:len(good)-1],
 	} {
 		if _, err := DecodeCommand(b); !errors.Is(err, ErrCorrupt) {

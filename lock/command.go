@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/cairndb/cairn/internal/wire"
 )
 
 // commandFormat is the first byte of an encoded Command. fsm carries the
@@ -41,18 +43,18 @@ func EncodeCommand(c Command) ([]byte, error) {
 	}
 	b := make([]byte, 0, 24+len(f.name)+len(f.owner)+len(f.waiterID))
 	b = append(b, commandFormat)
-	b = appendUintField(b, cmdKind, uint64(f.kind))
-	b = appendBytesField(b, cmdName, []byte(f.name))
-	b = appendBytesField(b, cmdOwner, []byte(f.owner))
-	b = appendIntField(b, cmdTTL, int64(f.ttl))
-	b = appendIntField(b, cmdWait, int64(f.wait))
-	b = appendUintField(b, cmdMode, uint64(f.mode))
-	b = appendIntField(b, cmdLimit, f.limit)
-	b = appendIntField(b, cmdLockDelay, int64(f.lockDelay))
-	b = appendBytesField(b, cmdWaiterID, []byte(f.waiterID))
-	b = appendUintField(b, cmdToken, f.token)
-	b = appendUintField(b, cmdRenewSeq, f.renewSeq)
-	return appendUintField(b, cmdDelaySeq, f.delaySeq), nil
+	b = wire.AppendUint(b, cmdKind, uint64(f.kind))
+	b = wire.AppendBytes(b, cmdName, []byte(f.name))
+	b = wire.AppendBytes(b, cmdOwner, []byte(f.owner))
+	b = wire.AppendInt(b, cmdTTL, int64(f.ttl))
+	b = wire.AppendInt(b, cmdWait, int64(f.wait))
+	b = wire.AppendUint(b, cmdMode, uint64(f.mode))
+	b = wire.AppendInt(b, cmdLimit, f.limit)
+	b = wire.AppendInt(b, cmdLockDelay, int64(f.lockDelay))
+	b = wire.AppendBytes(b, cmdWaiterID, []byte(f.waiterID))
+	b = wire.AppendUint(b, cmdToken, f.token)
+	b = wire.AppendUint(b, cmdRenewSeq, f.renewSeq)
+	return wire.AppendUint(b, cmdDelaySeq, f.delaySeq), nil
 }
 
 // DecodeCommand decodes an entry written by EncodeCommand into one of the
@@ -67,11 +69,11 @@ func DecodeCommand(b []byte) (Command, error) {
 	err := walkFields(b[1:], func(field, wt, v uint64, p []byte) error {
 		switch field {
 		case cmdName, cmdOwner, cmdWaiterID:
-			if err := wantType(field, wt, wireBytes); err != nil {
+			if err := wantType(field, wt, wire.TypeBytes); err != nil {
 				return err
 			}
 		case cmdKind, cmdTTL, cmdWait, cmdMode, cmdLimit, cmdLockDelay, cmdToken, cmdRenewSeq, cmdDelaySeq:
-			if err := wantType(field, wt, wireVarint); err != nil {
+			if err := wantType(field, wt, wire.TypeVarint); err != nil {
 				return err
 			}
 		}
@@ -83,15 +85,15 @@ func DecodeCommand(b []byte) (Command, error) {
 		case cmdOwner:
 			f.owner = string(p)
 		case cmdTTL:
-			f.ttl = time.Duration(unzigzag(v))
+			f.ttl = time.Duration(wire.Unzigzag(v))
 		case cmdWait:
-			f.wait = time.Duration(unzigzag(v))
+			f.wait = time.Duration(wire.Unzigzag(v))
 		case cmdMode:
 			f.mode = Mode(min(v, math.MaxUint8))
 		case cmdLimit:
-			f.limit = unzigzag(v)
+			f.limit = wire.Unzigzag(v)
 		case cmdLockDelay:
-			f.lockDelay = time.Duration(unzigzag(v))
+			f.lockDelay = time.Duration(wire.Unzigzag(v))
 		case cmdWaiterID:
 			f.waiterID = string(p)
 		case cmdToken:

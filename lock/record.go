@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/cairndb/cairn/internal/wire"
 )
 
 // recordFormat is the first byte of an encoded Record (the value of a lock's
@@ -46,36 +48,36 @@ const (
 func EncodeRecord(r *Record) []byte {
 	b := make([]byte, 0, 32+len(r.Name)+48*(len(r.Holders)+len(r.Waiters)))
 	b = append(b, recordFormat)
-	b = appendBytesField(b, recName, []byte(r.Name))
-	b = appendUintField(b, recLimit, uint64(r.Limit))
+	b = wire.AppendBytes(b, recName, []byte(r.Name))
+	b = wire.AppendUint(b, recLimit, uint64(r.Limit))
 	var nb []byte
 	for i := range r.Holders {
 		h := &r.Holders[i]
-		nb = appendUintField(nb[:0], holderToken, h.Token)
-		nb = appendBytesField(nb, holderOwner, []byte(h.Owner))
-		nb = appendUintField(nb, holderMode, uint64(h.Mode))
-		nb = appendIntField(nb, holderTTL, int64(h.TTL))
-		nb = appendIntField(nb, holderLockDelay, int64(h.LockDelay))
-		nb = appendBytesField(nb, holderWaiterID, []byte(h.WaiterID))
-		nb = appendUintField(nb, holderGrantSeq, h.GrantSeq)
-		nb = appendUintField(nb, holderRenewSeq, h.RenewSeq)
-		b = appendBytesAlways(b, recHolder, nb)
+		nb = wire.AppendUint(nb[:0], holderToken, h.Token)
+		nb = wire.AppendBytes(nb, holderOwner, []byte(h.Owner))
+		nb = wire.AppendUint(nb, holderMode, uint64(h.Mode))
+		nb = wire.AppendInt(nb, holderTTL, int64(h.TTL))
+		nb = wire.AppendInt(nb, holderLockDelay, int64(h.LockDelay))
+		nb = wire.AppendBytes(nb, holderWaiterID, []byte(h.WaiterID))
+		nb = wire.AppendUint(nb, holderGrantSeq, h.GrantSeq)
+		nb = wire.AppendUint(nb, holderRenewSeq, h.RenewSeq)
+		b = wire.AppendBytesAlways(b, recHolder, nb)
 	}
 	for i := range r.Waiters {
 		w := &r.Waiters[i]
-		nb = appendBytesField(nb[:0], waiterID, []byte(w.ID))
-		nb = appendBytesField(nb, waiterOwner, []byte(w.Owner))
-		nb = appendUintField(nb, waiterMode, uint64(w.Mode))
-		nb = appendIntField(nb, waiterTTL, int64(w.TTL))
-		nb = appendIntField(nb, waiterLockDelay, int64(w.LockDelay))
-		nb = appendIntField(nb, waiterDeadline, w.Deadline)
-		nb = appendUintField(nb, waiterSeq, w.Seq)
-		b = appendBytesAlways(b, recWaiter, nb)
+		nb = wire.AppendBytes(nb[:0], waiterID, []byte(w.ID))
+		nb = wire.AppendBytes(nb, waiterOwner, []byte(w.Owner))
+		nb = wire.AppendUint(nb, waiterMode, uint64(w.Mode))
+		nb = wire.AppendInt(nb, waiterTTL, int64(w.TTL))
+		nb = wire.AppendInt(nb, waiterLockDelay, int64(w.LockDelay))
+		nb = wire.AppendInt(nb, waiterDeadline, w.Deadline)
+		nb = wire.AppendUint(nb, waiterSeq, w.Seq)
+		b = wire.AppendBytesAlways(b, recWaiter, nb)
 	}
-	b = appendUintField(b, recLastToken, r.LastToken)
-	b = appendUintField(b, recDelaySeq, r.DelaySeq)
-	b = appendIntField(b, recDelay, int64(r.Delay))
-	return appendUintField(b, recChangeSeq, r.ChangeSeq)
+	b = wire.AppendUint(b, recLastToken, r.LastToken)
+	b = wire.AppendUint(b, recDelaySeq, r.DelaySeq)
+	b = wire.AppendInt(b, recDelay, int64(r.Delay))
+	return wire.AppendUint(b, recChangeSeq, r.ChangeSeq)
 }
 
 // DecodeRecord decodes a stored record. It never panics and never returns
@@ -89,12 +91,12 @@ func DecodeRecord(b []byte) (*Record, error) {
 	err := walkFields(b[1:], func(field, wt, v uint64, p []byte) error {
 		switch field {
 		case recName:
-			if err := wantType(field, wt, wireBytes); err != nil {
+			if err := wantType(field, wt, wire.TypeBytes); err != nil {
 				return err
 			}
 			r.Name = string(p)
 		case recLimit:
-			if err := wantType(field, wt, wireVarint); err != nil {
+			if err := wantType(field, wt, wire.TypeVarint); err != nil {
 				return err
 			}
 			if v > MaxLimit {
@@ -102,7 +104,7 @@ func DecodeRecord(b []byte) (*Record, error) {
 			}
 			r.Limit = int(v)
 		case recHolder:
-			if err := wantType(field, wt, wireBytes); err != nil {
+			if err := wantType(field, wt, wire.TypeBytes); err != nil {
 				return err
 			}
 			if len(r.Holders) >= MaxHolders {
@@ -114,7 +116,7 @@ func DecodeRecord(b []byte) (*Record, error) {
 			}
 			r.Holders = append(r.Holders, h)
 		case recWaiter:
-			if err := wantType(field, wt, wireBytes); err != nil {
+			if err := wantType(field, wt, wire.TypeBytes); err != nil {
 				return err
 			}
 			if len(r.Waiters) >= MaxWaiters {
@@ -126,7 +128,7 @@ func DecodeRecord(b []byte) (*Record, error) {
 			}
 			r.Waiters = append(r.Waiters, w)
 		case recLastToken, recDelaySeq, recDelay, recChangeSeq:
-			if err := wantType(field, wt, wireVarint); err != nil {
+			if err := wantType(field, wt, wire.TypeVarint); err != nil {
 				return err
 			}
 			switch field {
@@ -135,7 +137,7 @@ func DecodeRecord(b []byte) (*Record, error) {
 			case recDelaySeq:
 				r.DelaySeq = v
 			case recDelay:
-				r.Delay = time.Duration(unzigzag(v))
+				r.Delay = time.Duration(wire.Unzigzag(v))
 			case recChangeSeq:
 				r.ChangeSeq = v
 			}
@@ -157,9 +159,9 @@ func DecodeRecord(b []byte) (*Record, error) {
 func decodeHolder(b []byte) (Holder, error) {
 	var h Holder
 	err := walkFields(b, func(field, wt, v uint64, p []byte) error {
-		want := uint64(wireVarint)
+		want := uint64(wire.TypeVarint)
 		if field == holderOwner || field == holderWaiterID {
-			want = wireBytes
+			want = wire.TypeBytes
 		}
 		if field >= holderToken && field <= holderRenewSeq {
 			if err := wantType(field, wt, want); err != nil {
@@ -174,9 +176,9 @@ func decodeHolder(b []byte) (Holder, error) {
 		case holderMode:
 			h.Mode = Mode(min(v, math.MaxUint8))
 		case holderTTL:
-			h.TTL = time.Duration(unzigzag(v))
+			h.TTL = time.Duration(wire.Unzigzag(v))
 		case holderLockDelay:
-			h.LockDelay = time.Duration(unzigzag(v))
+			h.LockDelay = time.Duration(wire.Unzigzag(v))
 		case holderWaiterID:
 			h.WaiterID = string(p)
 		case holderGrantSeq:
@@ -199,9 +201,9 @@ func decodeHolder(b []byte) (Holder, error) {
 func decodeWaiter(b []byte) (Waiter, error) {
 	var w Waiter
 	err := walkFields(b, func(field, wt, v uint64, p []byte) error {
-		want := uint64(wireVarint)
+		want := uint64(wire.TypeVarint)
 		if field == waiterID || field == waiterOwner {
-			want = wireBytes
+			want = wire.TypeBytes
 		}
 		if field >= waiterID && field <= waiterSeq {
 			if err := wantType(field, wt, want); err != nil {
@@ -216,11 +218,11 @@ func decodeWaiter(b []byte) (Waiter, error) {
 		case waiterMode:
 			w.Mode = Mode(min(v, math.MaxUint8))
 		case waiterTTL:
-			w.TTL = time.Duration(unzigzag(v))
+			w.TTL = time.Duration(wire.Unzigzag(v))
 		case waiterLockDelay:
-			w.LockDelay = time.Duration(unzigzag(v))
+			w.LockDelay = time.Duration(wire.Unzigzag(v))
 		case waiterDeadline:
-			w.Deadline = unzigzag(v)
+			w.Deadline = wire.Unzigzag(v)
 		case waiterSeq:
 			w.Seq = v
 		}

@@ -81,7 +81,7 @@ type Waiter struct {
 // Record is the replicated state of one lock name. A name with no record
 // is free and has never been granted since its record was last dropped;
 // Apply returns a nil record when nothing needs remembering, and the token
-// rule keeps tokens increasing across that (DESIGN.md "Tokens").
+// rule keeps tokens increasing across that (lock/DESIGN.md "Sequence numbers and tokens").
 type Record struct {
 	Name      string
 	Limit     int      // exclusive holders allowed together; fixed while the record has holders or waiters
@@ -281,7 +281,7 @@ type Result struct {
 	Err      *Error        // nil on success
 }
 
-// Code is the stable machine-readable code of an error (API.md's table).
+// Code is the stable machine-readable code of an error (docs/api.md's table).
 type Code string
 
 const (

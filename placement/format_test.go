@@ -22,7 +22,7 @@ var persistedJSONTypes = []any{metaCommand{}, metaSnapshotJSON{}}
 
 // Every field of a persisted JSON type names its key explicitly: a Go
 // rename must not change, silently, what is written to disk or what old
-// logs decode into (placement/DESIGN.md "Persisted formats").
+// logs decode into (fsm/DESIGN.md "Persisted formats", placement/DESIGN.md "Encoding").
 func TestPersistedMetaTypesHaveExplicitJSONTags(t *testing.T) {
 	for _, p := range untaggedJSONFields(persistedJSONTypes...) {
 		t.Errorf("persisted field %s has no explicit json key", p)

@@ -7,7 +7,7 @@ import (
 	"io"
 )
 
-// The meta group's persisted encodings (DESIGN.md "Persisted formats"):
+// The meta group's persisted encodings (fsm/DESIGN.md "Persisted formats"):
 // log entries are a metaCommand as JSON, snapshots the State as JSON, both
 // with a format version "v" and explicit keys on every field, fsm.Range and
 // Operation included (placement/format_test.go guards that). The keys are

@@ -67,7 +67,7 @@ const (
 
 // Operation is one scheduler decision. It is persisted in the meta log and
 // snapshots (op_start, State.Ops): the JSON keys are explicit and are the Go
-// names cf3dc0d wrote without tags; never change one (DESIGN.md
+// names cf3dc0d wrote without tags; never change one (fsm/DESIGN.md
 // "Persisted formats").
 type Operation struct {
 	Kind     OpKind `json:"Kind"`

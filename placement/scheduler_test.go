@@ -11,7 +11,7 @@ import (
 )
 
 // Tests of the scheduler's decision rules on small views: the scheduler is a
-// pure function (STYLE.md, "Placement is decide-then-execute"), so no cluster.
+// pure function (decide, then execute: placement/DESIGN.md, "Flow"), so no cluster.
 
 func up(id string) NodeView { return NodeView{ID: id, Alive: true} }
 

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// A scheduler simulation at the scale of DESIGN.md's scale plan, with no
+// A scheduler simulation at the scale of docs/architecture.md's "Scale plan", with no
 // cluster and no goroutines: a model of the range map applies each round's
 // operations at once (as a controller that never fails would), and time
 // advances one tick per round.

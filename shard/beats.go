@@ -45,6 +45,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/cairndb/cairn/internal/wire"
 )
 
 const (
@@ -63,7 +65,7 @@ const (
 	beatMaxBytes = 1024
 )
 
-var errWire = errors.New("shard: malformed heartbeat frame or log entry")
+var errWire = errors.New("shard: malformed heartbeat frame")
 
 // isHeartbeat is NetworkTransport's own test for its heartbeat fast path
 // (raft v1.7.3 net_transport.go, handleCommand).
@@ -132,10 +134,6 @@ func (t *GroupTransport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 func (t *GroupTransport) Urgent() {
 	t.urgent.Store(time.Now().Add(beatUrgentFor).UnixNano())
 }
-
-// BeatStats counts heartbeats sent through the shared connections and the
-// frames that carried them.
-type BeatStats struct{ Calls, Frames uint64 }
 
 // beatClient holds this node's outbound heartbeat connections, one per peer.
 type beatClient struct {
@@ -400,27 +398,27 @@ func (bc *beatConn) readLoop(target string) {
 
 // deliver decodes one response frame and answers the oldest pending calls.
 func (bc *beatConn) deliver(body []byte) error {
-	d := wireDecoder{b: body}
-	n := d.count()
+	d := wire.NewReader(body)
+	n := d.Count()
 	for range n {
-		id := d.uvarint()
+		id := d.Uvarint()
 		var res beatResult
-		switch d.byte() {
+		switch d.Byte() {
 		case 0:
 			resp := &raft.AppendEntriesResponse{}
-			resp.RPCHeader = d.header()
-			resp.Term = d.uvarint()
-			resp.LastLog = d.uvarint()
-			resp.Success = d.byte() == 1
-			resp.NoRetryBackoff = d.byte() == 1
+			resp.RPCHeader = readBeatHeader(d)
+			resp.Term = d.Uvarint()
+			resp.LastLog = d.Uvarint()
+			resp.Success = d.Byte() == 1
+			resp.NoRetryBackoff = d.Byte() == 1
 			res.resp = resp
 		case 1:
-			res.err = errors.New(string(d.bytes()))
+			res.err = errors.New(string(d.Bytes(beatMaxBytes)))
 		default:
-			d.err = fmt.Errorf("%w: response kind", errWire)
+			return fmt.Errorf("%w: response kind", errWire)
 		}
-		if d.err != nil {
-			return d.err
+		if err := d.Err(); err != nil {
+			return fmt.Errorf("%w: %w", errWire, err)
 		}
 		bc.mu.Lock()
 		if len(bc.pending) == 0 || bc.pending[0].id != id {
@@ -432,7 +430,10 @@ func (bc *beatConn) deliver(body []byte) error {
 		bc.mu.Unlock()
 		c.done <- res
 	}
-	return d.finish()
+	if err := d.Finish(); err != nil {
+		return fmt.Errorf("%w: %w", errWire, err)
+	}
+	return nil
 }
 
 // serveBeats answers heartbeat frames from peer on c until c fails.
@@ -461,25 +462,25 @@ func (m *Mux) serveBeats(c net.Conn, peer string) {
 // answerBeats runs every heartbeat of a request frame through its group's
 // raft heartbeat handler and returns the response frame.
 func (m *Mux) answerBeats(body []byte) ([]byte, error) {
-	d := wireDecoder{b: body}
-	n := d.count()
+	d := wire.NewReader(body)
+	n := d.Count()
 	out := make([]byte, 4, 16+n*48)
 	out = binary.AppendUvarint(out, uint64(n))
 	for range n {
-		id, group := d.uvarint(), d.uvarint()
+		id, group := d.Uvarint(), d.Uvarint()
 		req := &raft.AppendEntriesRequest{}
-		req.RPCHeader = d.header()
-		req.Term = d.uvarint()
+		req.RPCHeader = readBeatHeader(d)
+		req.Term = d.Uvarint()
 		//lint:ignore SA1019 raft still sends and reads it; carried unchanged
-		req.Leader = d.bytes()
-		if d.err != nil {
-			return nil, d.err
+		req.Leader = d.Bytes(beatMaxBytes)
+		if err := d.Err(); err != nil {
+			return nil, fmt.Errorf("%w: %w", errWire, err)
 		}
 		out = binary.AppendUvarint(out, id)
 		resp, err := m.heartbeat(group, req)
 		if err != nil {
 			out = append(out, 1)
-			out = appendBeatBytes(out, []byte(err.Error()))
+			out = wire.AppendLenBytes(out, []byte(err.Error()))
 			continue
 		}
 		out = append(out, 0)
@@ -488,8 +489,8 @@ func (m *Mux) answerBeats(body []byte) ([]byte, error) {
 		out = binary.AppendUvarint(out, resp.LastLog)
 		out = append(out, boolByte(resp.Success), boolByte(resp.NoRetryBackoff))
 	}
-	if err := d.finish(); err != nil {
-		return nil, err
+	if err := d.Finish(); err != nil {
+		return nil, fmt.Errorf("%w: %w", errWire, err)
 	}
 	binary.BigEndian.PutUint32(out, uint32(len(out)-4))
 	return out, nil
@@ -535,7 +536,7 @@ func encodeBeatRequests(calls []*beatCall) []byte {
 		out = appendBeatHeader(out, c.req.RPCHeader)
 		out = binary.AppendUvarint(out, c.req.Term)
 		//lint:ignore SA1019 raft still sends and reads it; carried unchanged
-		out = appendBeatBytes(out, c.req.Leader)
+		out = wire.AppendLenBytes(out, c.req.Leader)
 	}
 	binary.BigEndian.PutUint32(out, uint32(len(out)-4))
 	return out
@@ -543,13 +544,17 @@ func encodeBeatRequests(calls []*beatCall) []byte {
 
 func appendBeatHeader(b []byte, h raft.RPCHeader) []byte {
 	b = binary.AppendUvarint(b, uint64(h.ProtocolVersion))
-	b = appendBeatBytes(b, h.ID)
-	return appendBeatBytes(b, h.Addr)
+	b = wire.AppendLenBytes(b, h.ID)
+	return wire.AppendLenBytes(b, h.Addr)
 }
 
-func appendBeatBytes(b, p []byte) []byte {
-	b = binary.AppendUvarint(b, uint64(len(p)))
-	return append(b, p...)
+// readBeatHeader reads what appendBeatHeader wrote.
+func readBeatHeader(d *wire.Reader) raft.RPCHeader {
+	var h raft.RPCHeader
+	h.ProtocolVersion = raft.ProtocolVersion(d.Uvarint())
+	h.ID = d.Bytes(beatMaxBytes)
+	h.Addr = d.Bytes(beatMaxBytes)
+	return h
 }
 
 func boolByte(v bool) byte {
@@ -575,102 +580,4 @@ func readBeatFrame(r io.Reader) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", errWire, err)
 	}
 	return body, nil
-}
-
-// wireDecoder reads a heartbeat frame body or a log entry; the first error
-// sticks and later reads return zero values.
-type wireDecoder struct {
-	b   []byte
-	err error
-}
-
-func (d *wireDecoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = fmt.Errorf("%w: varint", errWire)
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *wireDecoder) byte() byte {
-	if d.err != nil {
-		return 0
-	}
-	if len(d.b) == 0 {
-		d.err = fmt.Errorf("%w: truncated", errWire)
-		return 0
-	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
-}
-
-// count reads an item count, bounded by what the rest of the body could hold.
-func (d *wireDecoder) count() int {
-	n := d.uvarint()
-	if d.err == nil && n > uint64(len(d.b)) {
-		d.err = fmt.Errorf("%w: count %d", errWire, n)
-		return 0
-	}
-	return int(n)
-}
-
-// bytes reads a length-prefixed id or address (at most beatMaxBytes).
-func (d *wireDecoder) bytes() []byte { return d.field(beatMaxBytes) }
-
-// blob reads length-prefixed data of any length that fits the input (a log
-// entry's data).
-func (d *wireDecoder) blob() []byte { return d.field(math.MaxUint64) }
-
-// field reads a uvarint length, at most max, and that many bytes, copied;
-// nil when empty.
-func (d *wireDecoder) field(max uint64) []byte {
-	n := d.uvarint()
-	if d.err != nil {
-		return nil
-	}
-	if n > max || n > uint64(len(d.b)) {
-		d.err = fmt.Errorf("%w: field length %d", errWire, n)
-		return nil
-	}
-	if n == 0 {
-		return nil
-	}
-	v := append([]byte(nil), d.b[:n]...)
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *wireDecoder) varint() int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.err = fmt.Errorf("%w: varint", errWire)
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *wireDecoder) header() raft.RPCHeader {
-	var h raft.RPCHeader
-	h.ProtocolVersion = raft.ProtocolVersion(d.uvarint())
-	h.ID = d.bytes()
-	h.Addr = d.bytes()
-	return h
-}
-
-// finish reports the first error, or trailing bytes.
-func (d *wireDecoder) finish() error {
-	if d.err == nil && len(d.b) != 0 {
-		d.err = fmt.Errorf("%w: %d trailing bytes", errWire, len(d.b))
-	}
-	return d.err
 }

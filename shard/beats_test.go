@@ -215,3 +215,13 @@ func FuzzBeatFrame(f *testing.F) {
 		_ = conn.deliver(body) // a request body read as answers: must not panic
 	})
 }
+
+// Beats returns how many heartbeats went through the shared heartbeat
+// connections and in how many frames.
+func (m *Mux) Beats() BeatStats {
+	return BeatStats{Calls: m.beats.calls.Load(), Frames: m.beats.frames.Load()}
+}
+
+// BeatStats counts heartbeats sent through the shared connections and the
+// frames that carried them.
+type BeatStats struct{ Calls, Frames uint64 }

@@ -36,7 +36,7 @@ type RaftTuning struct {
 func DefaultRaftTuning() RaftTuning {
 	return RaftTuning{
 		// Raft heartbeats every HeartbeatTimeout/10 per follower per group,
-		// the dominant idle cost with many shards (see DESIGN.md "Scale").
+		// the dominant idle cost with many shards (see shard/DESIGN.md "Scale").
 		// 1.5s keeps failover well under the 5s RTO target.
 		HeartbeatTimeout:   1500 * time.Millisecond,
 		ElectionTimeout:    1500 * time.Millisecond,
@@ -254,9 +254,6 @@ func (g *Group) logFailed() {
 		g.logStop.Store(true)
 	}
 }
-
-// logStopped reports whether the group stopped because its log failed.
-func (g *Group) logStopped() bool { return g.logStop.Load() }
 
 // stopRaft starts raft's shutdown, once.
 func (g *Group) stopRaft() raft.Future {

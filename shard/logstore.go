@@ -31,6 +31,8 @@ import (
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/cairndb/cairn/internal/wire"
 )
 
 const (
@@ -45,7 +47,7 @@ var (
 	ErrLogStoreClosed = errors.New("shard: log store closed")
 	errLogEntry       = errors.New("shard: corrupt log entry")
 	// errStableNotFound must read exactly "not found": hashicorp/raft
-	// compares the message (DESIGN.md, known hazards).
+	// compares the message (docs/architecture.md, "Known hazards").
 	errStableNotFound = errors.New("not found")
 )
 
@@ -393,14 +395,14 @@ func decodeLogEntry(v []byte, out *raft.Log) error {
 	if len(v) < 1 || v[0] != logEntryVersion {
 		return fmt.Errorf("%w: version", errLogEntry)
 	}
-	d := wireDecoder{b: v[1:]}
-	out.Index = d.uvarint()
-	out.Term = d.uvarint()
-	out.Type = raft.LogType(d.byte())
-	out.Data = d.blob()
-	out.Extensions = d.blob()
-	at := d.varint()
-	if err := d.finish(); err != nil {
+	d := wire.NewReader(v[1:])
+	out.Index = d.Uvarint()
+	out.Term = d.Uvarint()
+	out.Type = raft.LogType(d.Byte())
+	out.Data = d.Blob()
+	out.Extensions = d.Blob()
+	at := d.Varint()
+	if err := d.Finish(); err != nil {
 		return fmt.Errorf("%w: %w", errLogEntry, err)
 	}
 	out.AppendedAt = time.Time{}

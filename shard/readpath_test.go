@@ -496,7 +496,7 @@ func TestEmptyChildReplicaRefusesReads(t *testing.T) {
 	})
 }
 
-// API.md, consistency=stale: "data at most max_staleness old". A follower
+// docs/api.md, consistency=stale: "data at most max_staleness old". A follower
 // that hears its leader but has not applied what the leader committed serves
 // data older than its leader contact suggests: the stale bound must cover how
 // far the replica has applied, not only when it last heard a leader.

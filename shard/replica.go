@@ -201,7 +201,7 @@ func (r *Replica) SessionRead(ctx context.Context, index uint64, wait time.Durat
 }
 
 // StaleRead admits a read from this replica if its data is at most
-// maxStaleness old (API.md, consistency=stale): it has applied an index that
+// maxStaleness old (docs/api.md, consistency=stale): it has applied an index that
 // was its leader's commit index at a moment within maxStaleness. A leader
 // ready in its current term knows its commit index now and waits (at most
 // maxStaleness) for its FSM to reach it. A follower uses what it learned from

@@ -11,9 +11,10 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/durable"
 )
 
-// Splits (see DESIGN.md): a split is an OpSplit in the parent's log. While
+// Splits (see shard/DESIGN.md): a split is an OpSplit in the parent's log. While
 // applying it, every replica writes the child group's starting point — a raft
 // snapshot at index 1, term 1, holding the child's half and the parent's
 // configuration — into a new shard directory, atomically. The child group
@@ -110,7 +111,7 @@ func (h *Host) prepareChild(child fsm.Range, servers []fsm.Server, export func(i
 	if err := os.Rename(tmp, dir); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(dir))
+	return durable.SyncDir(filepath.Dir(dir))
 }
 
 // startChild is the FSM's AfterSplit hook: the parent has committed the
@@ -121,13 +122,4 @@ func (h *Host) startChild(child fsm.Range) {
 			h.log.Error("start child range after split", "shard", child.ID, "err", err)
 		}
 	}()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

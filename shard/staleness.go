@@ -7,7 +7,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Bounded staleness on followers (API.md, consistency=stale: data at most
+// Bounded staleness on followers (docs/api.md, consistency=stale: data at most
 // max_staleness old).
 //
 // Hearing from a leader recently says nothing about how far this replica has

@@ -7,7 +7,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// The stale-read bound (API.md, consistency=stale): which leader commit
+// The stale-read bound (docs/api.md, consistency=stale): which leader commit
 // indexes a follower trusts, and when its data counts as fresh.
 func TestCommitTracker(t *testing.T) {
 	t0 := time.Unix(1000, 0)

@@ -176,18 +176,6 @@ func NewMux(cfg MuxConfig) (*Mux, error) {
 // Addr returns this node's advertised Raft address.
 func (m *Mux) Addr() string { return m.addr }
 
-// Layer registers group and returns its stream layer. It fails with
-// ErrMuxGroupRegistered if the group already has an open layer, and with
-// ErrMuxClosed after Close. Closing the layer unregisters the group, so the
-// same group may be registered again afterwards (a replica re-created).
-func (m *Mux) Layer(group uint64) (raft.StreamLayer, error) {
-	l, err := m.register(group)
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
-}
-
 func (m *Mux) register(group uint64) (*muxLayer, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -245,12 +233,6 @@ func (m *Mux) Transport(group uint64, maxPool int, timeout time.Duration, logger
 		t.CloseStreams()
 	}
 	return &GroupTransport{NetworkTransport: t, layer: l, timeout: timeout}, nil
-}
-
-// Beats returns how many heartbeats went through the shared heartbeat
-// connections and in how many frames.
-func (m *Mux) Beats() BeatStats {
-	return BeatStats{Calls: m.beats.calls.Load(), Frames: m.beats.frames.Load()}
 }
 
 // goTracked runs f on a goroutine that Close waits for; false (f not run)

@@ -802,3 +802,15 @@ func FuzzReadHeader(f *testing.F) {
 		}
 	})
 }
+
+// Layer registers group and returns its stream layer. It fails with
+// ErrMuxGroupRegistered if the group already has an open layer, and with
+// ErrMuxClosed after Close. Closing the layer unregisters the group, so the
+// same group may be registered again afterwards (a replica re-created).
+func (m *Mux) Layer(group uint64) (raft.StreamLayer, error) {
+	l, err := m.register(group)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}

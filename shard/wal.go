@@ -70,6 +70,9 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairndb/cairn/internal/durable"
+	"github.com/cairndb/cairn/internal/wire"
 )
 
 const (
@@ -221,9 +224,6 @@ type walOp struct {
 	min, max uint64
 	key, val []byte
 }
-
-// OpenWAL opens or creates the log in dir and replays it.
-func OpenWAL(dir string) (*WAL, error) { return OpenWALConfig(WALConfig{Dir: dir}) }
 
 // OpenWALConfig opens or creates the log in cfg.Dir and replays it.
 func OpenWALConfig(cfg WALConfig) (*WAL, error) {
@@ -436,8 +436,6 @@ func (w *WAL) apply(op walOp, seg *walSegment, loc walLoc) error {
 	return nil
 }
 
-func encodeWALOp(op walOp) []byte { return appendWALOp(nil, op) }
-
 // appendWALOp appends op's record body to b.
 func appendWALOp(b []byte, op walOp) []byte {
 	b = append(b, op.kind)
@@ -453,8 +451,8 @@ func appendWALOp(b []byte, op walOp) []byte {
 		b = binary.AppendUvarint(b, op.max)
 	case walStable:
 		b = binary.AppendUvarint(b, op.group)
-		b = appendBeatBytes(b, op.key)
-		b = appendBeatBytes(b, op.val)
+		b = wire.AppendLenBytes(b, op.key)
+		b = wire.AppendLenBytes(b, op.val)
 	case walDrop:
 		b = binary.AppendUvarint(b, op.group)
 	}
@@ -475,32 +473,31 @@ func walOpSize(op walOp) int {
 
 func decodeWALOp(body []byte) (walOp, error) {
 	op := walOp{kind: body[0]}
-	d := wireDecoder{b: body[1:]}
+	d := wire.NewReader(body[1:])
 	switch op.kind {
 	case walHeader:
-		op.min = d.uvarint()
+		op.min = d.Uvarint()
 	case walEntry:
-		op.group = d.uvarint()
-		if d.err != nil {
-			return op, d.err
-		}
-		op.log = &raft.Log{}
-		if err := decodeLogEntry(d.b, op.log); err != nil {
+		op.group = d.Uvarint()
+		if err := d.Err(); err != nil {
 			return op, err
 		}
-		d.b = nil
+		op.log = &raft.Log{}
+		if err := decodeLogEntry(d.Rest(), op.log); err != nil {
+			return op, err
+		}
 	case walDelete:
-		op.group, op.min, op.max = d.uvarint(), d.uvarint(), d.uvarint()
+		op.group, op.min, op.max = d.Uvarint(), d.Uvarint(), d.Uvarint()
 	case walStable:
-		op.group = d.uvarint()
-		op.key = d.blob()
-		op.val = d.blob()
+		op.group = d.Uvarint()
+		op.key = d.Blob()
+		op.val = d.Blob()
 	case walDrop:
-		op.group = d.uvarint()
+		op.group = d.Uvarint()
 	default:
 		return op, fmt.Errorf("shard: wal: record kind %d", op.kind)
 	}
-	return op, d.finish()
+	return op, d.Finish()
 }
 
 // appendWALOpRecord appends op as a framed record to buf, encoding it in
@@ -552,7 +549,7 @@ func (w *WAL) rotate() error {
 		err = os.Rename(tmp, final)
 	}
 	if err == nil {
-		err = syncDir(w.dir)
+		err = durable.SyncDir(w.dir)
 	}
 	if err != nil {
 		_ = f.Close()
@@ -827,14 +824,6 @@ func (w *WAL) Group(id uint64) GroupLog { return &walGroup{w: w, id: id} }
 // DropGroup deletes everything group id stored.
 func (w *WAL) DropGroup(id uint64) error {
 	return w.submit(walOp{kind: walDrop, group: id})
-}
-
-// HasGroup reports whether group id holds anything.
-func (w *WAL) HasGroup(id uint64) bool {
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	_, ok := w.groups[id]
-	return ok
 }
 
 type walGroup struct {

@@ -374,3 +374,6 @@ func TestWALFailedStartGroupFails(t *testing.T) {
 		})
 	}
 }
+
+// logStopped reports whether the group stopped because its log failed.
+func (g *Group) logStopped() bool { return g.logStop.Load() }

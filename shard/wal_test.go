@@ -443,3 +443,16 @@ func BenchmarkFdatasync(b *testing.B) {
 		})
 	}
 }
+
+// OpenWAL opens or creates the log in dir and replays it.
+func OpenWAL(dir string) (*WAL, error) { return OpenWALConfig(WALConfig{Dir: dir}) }
+
+func encodeWALOp(op walOp) []byte { return appendWALOp(nil, op) }
+
+// HasGroup reports whether group id holds anything.
+func (w *WAL) HasGroup(id uint64) bool {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	_, ok := w.groups[id]
+	return ok
+}

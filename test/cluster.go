@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -272,7 +273,7 @@ func (c *Cluster) WaitReady(timeout time.Duration) {
 				return err
 			}
 			for _, h := range c.running() {
-				if !contains(r.Replicas, h.ID) {
+				if !slices.Contains(r.Replicas, h.ID) {
 					continue
 				}
 				if _, ok := h.Node.Host().Replica(r.ID); !ok {
@@ -510,13 +511,4 @@ func (c *Cluster) AddNode() int {
 	c.nodes = append(c.nodes, h)
 	c.mu.Unlock()
 	return i
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -99,7 +100,7 @@ func (p *proc) kill() {
 }
 
 // The built binary as three `cairn server` processes, driven over HTTP with
-// the API.md calls and error cases, a SIGKILL and a restart.
+// the docs/api.md calls and error cases, a SIGKILL and a restart.
 func TestEndToEndBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -337,7 +338,7 @@ func e2eScan(t *testing.T, ctx context.Context, procs []*proc) {
 		}
 	}
 	for _, k := range keys {
-		if !containsStr(got, k) {
+		if !slices.Contains(got, k) {
 			t.Fatalf("scan lost %q: %q", k, got)
 		}
 	}
@@ -384,13 +385,4 @@ func doWithSession(t *testing.T, ctx context.Context, addr, path, tok string) *H
 		t.Fatal(err)
 	}
 	return res
-}
-
-func containsStr(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }

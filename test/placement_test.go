@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -186,7 +187,7 @@ func assertReplicasConvergeOn(t *testing.T, c *Cluster, id uint64, nodes []strin
 		var first []byte
 		var firstIdx uint64
 		for _, h := range c.Nodes() {
-			if h.Node == nil || !contains(nodes, h.ID) {
+			if h.Node == nil || !slices.Contains(nodes, h.ID) {
 				continue
 			}
 			rep, ok := h.Node.Host().Replica(id)
@@ -246,7 +247,7 @@ func TestDeadNodeRepaired(t *testing.T) {
 	c.Kill(2) // n3, never to return
 	WaitFor(t, 90*time.Second, "every range fully replicated on live nodes", func() error {
 		for _, r := range c.Node(0).Node.Ranges() {
-			if len(r.Replicas) != 3 || contains(r.Replicas, "n3") {
+			if len(r.Replicas) != 3 || slices.Contains(r.Replicas, "n3") {
 				return fmt.Errorf("range %d replicas %v", r.ID, r.Replicas)
 			}
 		}

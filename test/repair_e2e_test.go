@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -109,7 +110,7 @@ func TestEndToEndRepairOfMovedRange(t *testing.T) {
 			for _, id := range s.Replicas {
 				count[id]++
 			}
-			if containsStr(s.Replicas, "n4") && !found {
+			if slices.Contains(s.Replicas, "n4") && !found {
 				moved, found = s, true
 			}
 		}
@@ -133,7 +134,7 @@ func TestEndToEndRepairOfMovedRange(t *testing.T) {
 		}
 	}
 	t.Logf("shard %d replicas %v, placement leader %s (the issue's layout: %v); killing %s",
-		moved.ID, reps, leader, !containsStr(reps, leader), victim)
+		moved.ID, reps, leader, !slices.Contains(reps, leader), victim)
 	var live []*proc
 	for _, p := range procs {
 		if p.id == victim {
@@ -149,7 +150,7 @@ func TestEndToEndRepairOfMovedRange(t *testing.T) {
 				return err
 			}
 			for _, s := range v.Shards {
-				if len(s.Replicas) != 3 || containsStr(s.Replicas, victim) {
+				if len(s.Replicas) != 3 || slices.Contains(s.Replicas, victim) {
 					return fmt.Errorf("via %s: shard %d replicas %v", p.id, s.ID, s.Replicas)
 				}
 				if s.Leader == "" {

@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func TestRepairOfMovedRange(t *testing.T) {
 			return fmt.Errorf("%d operations in progress", len(st.Ops))
 		}
 		for _, r := range st.Ranges {
-			if contains(r.Replicas, "n4") && len(r.Replicas) == 3 {
+			if slices.Contains(r.Replicas, "n4") && len(r.Replicas) == 3 {
 				moved = r.ID
 				return nil
 			}
@@ -50,7 +51,7 @@ func TestRepairOfMovedRange(t *testing.T) {
 	// first listed replica (the one a router not in R tries first).
 	left, victim := -1, -1
 	for i := 0; i < 3; i++ {
-		if !contains(r.Replicas, c.Node(i).ID) {
+		if !slices.Contains(r.Replicas, c.Node(i).ID) {
 			left = i
 		}
 	}
@@ -95,7 +96,7 @@ func TestRepairOfMovedRange(t *testing.T) {
 			return err
 		}
 		for _, s := range v.Shards {
-			if len(s.Replicas) != 3 || contains(s.Replicas, dead) {
+			if len(s.Replicas) != 3 || slices.Contains(s.Replicas, dead) {
 				return fmt.Errorf("shard %d replicas %v (leader %q)", s.ID, s.Replicas, s.Leader)
 			}
 			if s.Leader == "" {

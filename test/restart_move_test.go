@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -41,7 +42,7 @@ func moveReplica(t *testing.T, c *Cluster, id uint64, from, to string) {
 			}
 			st, _ := h.Node.MetaGroup().State()
 			r, _ := st.Range(id)
-			if _, busy := st.Ops[id]; busy || contains(r.Replicas, from) || !contains(r.Replicas, to) {
+			if _, busy := st.Ops[id]; busy || slices.Contains(r.Replicas, from) || !slices.Contains(r.Replicas, to) {
 				return fmt.Errorf("range %d replicas %v epoch %d, operation in progress %v", id, r.Replicas, r.Epoch, busy)
 			}
 			return nil
@@ -104,7 +105,7 @@ func TestRestartMidMoveKeepsVoter(t *testing.T) {
 	WaitFor(t, 30*time.Second, "n1 has the map without it and no replica", func() error {
 		st, _ := c.Node(0).Node.MetaGroup().State()
 		r, _ := st.Range(id)
-		if contains(r.Replicas, "n1") {
+		if slices.Contains(r.Replicas, "n1") {
 			return fmt.Errorf("n1's map still lists n1: %v", r.Replicas)
 		}
 		if _, ok := c.Node(0).Node.Host().Replica(id); ok {
@@ -291,7 +292,7 @@ func TestRestartsDuringMoves(t *testing.T) {
 				}
 				st, _ := h.Node.MetaGroup().State()
 				r, _ := st.Range(id)
-				if _, busy := st.Ops[id]; busy || contains(r.Replicas, from) || !contains(r.Replicas, to) {
+				if _, busy := st.Ops[id]; busy || slices.Contains(r.Replicas, from) || !slices.Contains(r.Replicas, to) {
 					return fmt.Errorf("range %d replicas %v, operation in progress %v", id, r.Replicas, busy)
 				}
 				return nil

@@ -29,7 +29,7 @@ import (
 // from the meta snapshots today's code writes over the old log. In the
 // style of rqlite's
 // upgrade tests: a fixture is never regenerated, only added, so every
-// persisted format (fsm/DESIGN.md, placement/DESIGN.md "Persisted formats")
+// persisted format (fsm/DESIGN.md "Persisted formats", placement/DESIGN.md "Encoding")
 // stays readable by every later binary.
 func TestUpgradeOpensOldDataDir(t *testing.T) {
 	fixtures, err := filepath.Glob(filepath.Join("testdata", "upgrade", "v*", "data.tar.gz"))

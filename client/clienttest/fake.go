@@ -1,5 +1,5 @@
 // Package clienttest is test scaffolding for the client and the command
-// lines: an in-memory fake of the key-value part of the HTTP API (API.md) with
+// lines: an in-memory fake of the key-value part of the HTTP API (docs/api.md) with
 // fault injection. It is not the server and checks nothing about it; the real
 // server is tested in api/ and test/.
 package clienttest

@@ -216,7 +216,7 @@ func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
 	return nil
 }
 
-// benchFailure maps a failed run to the exit codes of API.md: 3 when the
+// benchFailure maps a failed run to the exit codes of docs/api.md: 3 when the
 // system was unreachable or unavailable, else 1.
 func benchFailure(err error) error {
 	switch bench.ErrorCode(err) {

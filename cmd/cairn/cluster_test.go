@@ -32,7 +32,7 @@ const stubClusterJSON = `{"nodes":[
   {"id":1,"start":"","end":"m","epoch":3,"replicas":["n1","n2"],"leader":"n1","size_bytes":1572864,"applied_index":42}],
  "placement_leader":"n1"}`
 
-// clusterStub serves the cluster endpoints of API.md with canned answers
+// clusterStub serves the cluster endpoints of docs/api.md with canned answers
 // and records "METHOD PATH BODY" of each request.
 type clusterStub struct {
 	mu   sync.Mutex

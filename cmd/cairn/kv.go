@@ -243,7 +243,7 @@ func newKVDelCmd(opts *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// maxScanPage is the page size asked of the server (API.md's default).
+// maxScanPage is the page size asked of the server (docs/api.md's default).
 const maxScanPage = 1000
 
 func newKVScanCmd(opts *globalOptions) *cobra.Command {

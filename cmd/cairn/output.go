@@ -17,7 +17,7 @@ import (
 	"github.com/cairndb/cairn/client"
 )
 
-// globalOptions are the flags every command takes (API.md, "Command lines").
+// globalOptions are the flags every command takes (docs/api.md, "Command lines").
 type globalOptions struct {
 	Endpoints []string
 	Output    string // "table" or "json"
@@ -117,7 +117,7 @@ func usageErrorf(format string, args ...any) error {
 	return usageError{fmt.Errorf(format, args...)}
 }
 
-// exitCode maps a command's error to the process exit status of API.md:
+// exitCode maps a command's error to the process exit status of docs/api.md:
 // 0 success, 1 a failed operation, 2 bad usage, 3 the cluster unreachable
 // or unable to say whether a write happened (outcome unknown after retries).
 // Errors of the client package print as "<code>: <message>", so main's

@@ -69,7 +69,7 @@ type Config struct {
 	Label       string // free text that groups runs in a summary
 }
 
-// DefaultConfig is the configuration of API.md's "cairn bench" defaults.
+// DefaultConfig is the configuration of docs/api.md's "cairn bench" defaults.
 func DefaultConfig() Config {
 	return Config{
 		Workload:         WorkloadPut,

@@ -68,7 +68,7 @@ const (
 )
 
 // ErrorCode returns the code err is reported under: the stable API code for
-// cairn's errors (API.md), the gRPC code name for etcd's, or one of the codes
+// cairn's errors (docs/api.md), the gRPC code name for etcd's, or one of the codes
 // above.
 func ErrorCode(err error) string {
 	var oe *OpError

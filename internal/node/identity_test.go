@@ -9,7 +9,7 @@ import (
 
 // node.json as cf3dc0d wrote it (test/testdata/upgrade/vcf3dc0d, n1) is
 // read by today's code; a new file carries its format version; a file of a
-// newer version is refused (DESIGN.md "Persisted formats").
+// newer version is refused (fsm/DESIGN.md "Persisted formats").
 func TestIdentityFileFormats(t *testing.T) {
 	old := t.TempDir()
 	if err := os.WriteFile(filepath.Join(old, "node.json"), []byte(`{"id":"n1","raft_addr":"127.0.0.1:27181"}`), 0o644); err != nil {

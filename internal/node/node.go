@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -682,7 +683,7 @@ func (n *Node) authority(ids []uint64, local []localReplica) (map[uint64]authori
 	var errs []error
 	for _, mr := range mrs {
 		a := authority{Found: mr.Found, Epoch: mr.Epoch, Replicas: mr.Replicas, OpTo: mr.OpTo}
-		if mr.Found && !contains(mr.Replicas, n.cfg.ID) && mr.OpTo != n.cfg.ID && removedIn(own[mr.ID]) {
+		if mr.Found && !slices.Contains(mr.Replicas, n.cfg.ID) && mr.OpTo != n.cfg.ID && removedIn(own[mr.ID]) {
 			s, err := n.api.NewExecutor().CommittedShardStatus(ctx, mr.ID)
 			switch {
 			case err != nil:
@@ -702,15 +703,6 @@ func (n *Node) authority(ids []uint64, local []localReplica) (map[uint64]authori
 		auth[mr.ID] = a
 	}
 	return auth, errors.Join(errs...)
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 func newClusterID() string {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/hashicorp/raft"
@@ -118,7 +119,7 @@ func planReplicas(self string, st *placement.State, local []localReplica, auth m
 	want := map[uint64]bool{}
 	for _, r := range st.Ranges {
 		op, hasOp := st.Ops[r.ID]
-		if !contains(r.Replicas, self) && !(hasOp && op.To == self) {
+		if !slices.Contains(r.Replicas, self) && !(hasOp && op.To == self) {
 			continue
 		}
 		want[r.ID] = true
@@ -130,7 +131,7 @@ func planReplicas(self string, st *placement.State, local []localReplica, auth m
 			initial = g // a joiner may replay the log from index 1: start where the first replicas did
 		}
 		var servers []raft.Server
-		if r.Epoch == 1 && contains(r.Replicas, self) { // a formation member, not a joiner
+		if r.Epoch == 1 && slices.Contains(r.Replicas, self) { // a formation member, not a joiner
 			for _, id := range r.Replicas {
 				ni, ok := st.Nodes[id]
 				if !ok {
@@ -175,7 +176,7 @@ func planReplicas(self string, st *placement.State, local []localReplica, auth m
 		case !a.Found || a.Epoch < rep.Epoch:
 			plan.Keep[id] = "meta leader's map does not know the range at the replica's epoch"
 			continue
-		case contains(a.Replicas, self) || a.OpTo == self:
+		case slices.Contains(a.Replicas, self) || a.OpTo == self:
 			plan.Keep[id] = "meta leader's map still assigns the range here"
 			continue
 		}
