@@ -392,7 +392,7 @@ func (n *Nemesis) restartMidMove(ctx context.Context, rng *rand.Rand, hold time.
 	for _, r := range cands {
 		spare = spare[:0]
 		for _, h := range nodes {
-			if h.Node != nil && !contains(r.Replicas, h.ID) {
+			if h.Node != nil && !slices.Contains(r.Replicas, h.ID) {
 				spare = append(spare, h.ID)
 			}
 		}

@@ -11,7 +11,7 @@ import (
 )
 
 // Placement calls the nemesis makes through the nodes' HTTP API: the public
-// cluster operations of API.md and the internal ones the placement driver's
+// cluster operations of docs/api.md and the internal ones the placement driver's
 // executor uses.
 
 // ShardStatus is a shard leader's view of its shard
