@@ -25,9 +25,9 @@ var logImpls = []struct {
 // testLog is a log store under test in a data dir of its own, with its
 // groups' directories under it.
 type testLog struct {
-	t      *testing.T
-	kind   LogStoreKind
-	dir    string
+	t    *testing.T
+	kind LogStoreKind
+	dir  string
 	NodeLog
 	mu     sync.Mutex
 	groups []GroupLog
