@@ -49,13 +49,14 @@ type Config struct {
 	// FSMSync fsyncs each shard's state machine file on every batch, not
 	// only the raft log (fsm/durability.go explains the default).
 	FSMSync bool
+	Logger  *slog.Logger
+	Knobs   *Knobs
+	Pprof   bool // serve /debug/pprof on the HTTP address
+
 	// LogStore is the raft log store (--log-store): the node WAL (wal, the
 	// default; empty means wal) or raft-boltdb, one raft.db per group
 	// (boltdb). A data dir written with one refuses to start with the other.
 	LogStore shard.LogStoreKind
-	Logger   *slog.Logger
-	Knobs    *Knobs
-	Pprof    bool // serve /debug/pprof on the HTTP address
 
 	// Listeners already bound (tests bind port 0); when nil the node listens
 	// on the addresses above.
