@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -288,6 +290,88 @@ func FuzzLogEntry(f *testing.F) {
 		}
 		if again.Index != l.Index || again.Term != l.Term || !bytes.Equal(again.Data, l.Data) {
 			t.Fatalf("round trip changed %+v to %+v", l, again)
+		}
+	})
+}
+
+// Invariant I1: a data dir written with one log store refuses to open with
+// the other, with an error naming the store it needs. Opening it on an empty
+// log would forget every term and vote the node gave and every entry it
+// acknowledged. An empty data dir opens with either.
+func TestOpenNodeLogRefusesOtherStore(t *testing.T) {
+	mustClose := func(s io.Closer) {
+		t.Helper()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(t *testing.T, kind LogStoreKind, dir string, groupDir string) {
+		t.Helper()
+		s := openTestLog(t, kind, dir)
+		g, err := s.OpenGroup(1, filepath.Join(dir, groupDir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.SetUint64([]byte("CurrentTerm"), 3); err != nil {
+			t.Fatal(err)
+		}
+		mustClose(g)
+		mustClose(s)
+	}
+	for _, tc := range []struct {
+		name           string
+		written, other LogStoreKind
+		groupDir       string
+	}{
+		{"wal then boltdb", LogStoreWAL, LogStoreBoltDB, "meta"},
+		{"boltdb meta then wal", LogStoreBoltDB, LogStoreWAL, "meta"},
+		{"boltdb shard then wal", LogStoreBoltDB, LogStoreWAL, filepath.Join("shards", "5")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, tc.written, dir, tc.groupDir)
+			_, err := OpenNodeLog(dir, tc.other, nil)
+			if !errors.Is(err, ErrLogStoreMismatch) {
+				t.Fatalf("open a %s data dir with %s: %v, want ErrLogStoreMismatch", tc.written, tc.other, err)
+			}
+			if want := "start with --log-store " + string(tc.written); !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
+			// The store that wrote it still opens it, with what it wrote.
+			s := openTestLog(t, tc.written, dir)
+			g, err := s.OpenGroup(1, filepath.Join(dir, tc.groupDir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v, err := g.GetUint64([]byte("CurrentTerm")); err != nil || v != 3 {
+				t.Errorf("CurrentTerm after reopen = %d, %v", v, err)
+			}
+			mustClose(g)
+			mustClose(s)
+		})
+	}
+	t.Run("removed bbolt node store", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "raft-log.db"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, kind := range LogStoreKinds {
+			if _, err := OpenNodeLog(dir, kind, nil); !errors.Is(err, ErrLogStoreMismatch) ||
+				!strings.Contains(err.Error(), "raft-log.db") {
+				t.Errorf("open with %s a data dir with raft-log.db: %v, want ErrLogStoreMismatch naming it", kind, err)
+			}
+		}
+	})
+	t.Run("empty", func(t *testing.T) {
+		for _, kind := range append(LogStoreKinds, "") {
+			s, err := OpenNodeLog(t.TempDir(), kind, nil)
+			if err != nil {
+				t.Fatalf("open an empty data dir with %q: %v", kind, err)
+			}
+			mustClose(s)
+		}
+		if _, err := OpenNodeLog(t.TempDir(), "bolt", nil); err == nil {
+			t.Error("an unknown store opened")
 		}
 	})
 }
