@@ -7,73 +7,35 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/cairndb/cairn/internal/faultfs"
 )
 
-// boltFault opens the boltdb store's files for real and can put /dev/full
-// under them: every write bbolt makes then fails with ENOSPC, as on a full
-// or failing disk, and its fdatasync fails too. bbolt's mmap (reads) is
-// left as it was.
+// boltFault puts /dev/full under the boltdb store's files (faultfs).
 type boltFault struct {
-	t     *testing.T
-	mu    sync.Mutex
-	files []*os.File
-	saved []int // the real descriptors while armed
+	t *testing.T
+	faultfs.Files
 }
 
-func (f *boltFault) knobs() *BoltKnobs {
-	return &BoltKnobs{OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
-		file, err := os.OpenFile(name, flag, perm)
-		if err == nil {
-			f.mu.Lock()
-			f.files = append(f.files, file)
-			f.mu.Unlock()
-		}
-		return file, err
-	}}
-}
+func (f *boltFault) knobs() *BoltKnobs { return &BoltKnobs{OpenFile: f.OpenFile} }
 
-// arm makes every write and sync of every file opened so far fail.
 func (f *boltFault) arm() {
 	f.t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	full, err := os.OpenFile("/dev/full", os.O_RDWR, 0)
-	if err != nil {
+	if err := f.Arm(); err != nil {
 		f.t.Fatal(err)
-	}
-	defer full.Close()
-	for _, file := range f.files {
-		saved, err := syscall.Dup(int(file.Fd()))
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		f.saved = append(f.saved, saved)
-		if err := syscall.Dup3(int(full.Fd()), int(file.Fd()), syscall.O_CLOEXEC); err != nil {
-			f.t.Fatal(err)
-		}
 	}
 }
 
-// disarm puts the real files back: the disk "works" again.
 func (f *boltFault) disarm() {
 	f.t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i, saved := range f.saved {
-		if err := syscall.Dup3(saved, int(f.files[i].Fd()), syscall.O_CLOEXEC); err != nil {
-			f.t.Fatal(err)
-		}
-		_ = syscall.Close(saved)
+	if err := f.Disarm(); err != nil {
+		f.t.Fatal(err)
 	}
-	f.saved = nil
 }
 
 // Invariant I1, issue 10's rule on the boltdb store: a write whose bbolt
