@@ -6,7 +6,7 @@ BIN       := bin
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: build run test test-chaos bench bench-scale fuzz verify docker clean
+.PHONY: build run test test-chaos bench bench-logstore bench-scale fuzz verify docker clean
 
 build: ## build cairn into ./bin (lockctl arrives with the lock service)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cairn ./cmd/cairn
@@ -27,6 +27,9 @@ test-chaos: ## chaos suite (test/chaos) on a fresh docker-compose cluster: CAIRN
 
 bench: ## cairn vs etcd, 3 nodes each on loopback (installs Debian's etcd-server if missing); writes bench/results/<date>.md and .json; ~10 min
 	GO='$(GO)' ./bench/run.sh
+
+bench-logstore: ## only make bench's raft log store rows: put on --log-store wal and boltdb, a fresh 3-node cluster each; ~2 min
+	BENCH_PARTS=stores GO='$(GO)' ./bench/run.sh
 
 bench-scale: ## idle CPU, memory and re-election time with 100/500/1000 shards (slow)
 	$(GO) test -run '^$$' -bench ScaleShards -benchtime 1x -timeout 40m ./test/

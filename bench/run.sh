@@ -6,13 +6,19 @@
 # dirs, fsync on for both), and runs put, linearizable get and a 90/10 mix at
 # 1, 16, 64 and 256 clients against each with "cairn bench", alternating the
 # two systems run by run; then etcd through its native Go client
-# (bench/etcdnative) and cairn's put throughput with 1, 4 and 16 shards.
-# Writes bench/results/<date>.md (tables, cairn/etcd ratios) and <date>.json
-# (every run). About 10 minutes; every process it starts is stopped on exit.
+# (bench/etcdnative), cairn's put throughput with 1, 4 and 16 shards, and
+# cairn's put on each raft log store (--log-store wal and boltdb, a fresh
+# one-shard cluster per store).
+# Writes bench/results/<date>.md (tables, cairn/etcd and boltdb/wal ratios)
+# and <date>.json (every run). About 11 minutes; every process it starts is
+# stopped on exit.
 #
 # Knobs (environment): BENCH_DURATION (10s per run), BENCH_CLIENTS
 # ("1 16 64 256"), BENCH_KEYS (100000), BENCH_VALUE_SIZE (256), BENCH_SHARDS
-# ("1 4 16"), BENCH_SHARD_CLIENTS ("64 256"), BENCH_NATIVE (1; 0 skips the
+# ("1 4 16"), BENCH_SHARD_CLIENTS ("64 256"), BENCH_STORES ("wal boltdb"; ""
+# skips the log-store runs), BENCH_STORE_CLIENTS ("1 16 64"), BENCH_PARTS
+# ("compare shards stores": which parts run; without compare, etcd is
+# neither installed nor started), BENCH_NATIVE (1; 0 skips the
 # native etcd client), BENCH_CAIRN_PORT (17070: node i listens on
 # base+10(i-1), +1 raft, +2 gossip), BENCH_ETCD_PORT (12379: member i on
 # base+10000(i-1), +1 peer), BENCH_KEEP (1 keeps the temp dir), GO (go).
@@ -27,6 +33,9 @@ KEYS=${BENCH_KEYS:-100000}
 VALUE_SIZE=${BENCH_VALUE_SIZE:-256}
 SHARDS=${BENCH_SHARDS:-"1 4 16"}
 SHARD_CLIENTS=${BENCH_SHARD_CLIENTS:-"64 256"}
+STORES=${BENCH_STORES-"wal boltdb"}
+STORE_CLIENTS=${BENCH_STORE_CLIENTS:-"1 16 64"}
+PARTS=${BENCH_PARTS:-"compare shards stores"}
 NATIVE=${BENCH_NATIVE:-1}
 CAIRN_PORT=${BENCH_CAIRN_PORT:-17070}
 ETCD_PORT=${BENCH_ETCD_PORT:-12379}
@@ -40,6 +49,7 @@ CAIRN_PIDS=()
 ETCD_PIDS=()
 STARTED=$(date +%s)
 
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 log() { printf '[bench %4ds] %s\n' "$(($(date +%s) - STARTED))" "$*" >&2; }
 
 # stop PID...: SIGTERM, up to 10s for them to end, then SIGKILL.
@@ -89,7 +99,9 @@ check_ports() {
 }
 
 # --- etcd: install -----------------------------------------------------------
-if ! command -v etcd >/dev/null 2>&1; then
+if ! part compare; then
+  NATIVE=0
+elif ! command -v etcd >/dev/null 2>&1; then
   SUDO=
   if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
   log "installing Debian's etcd-server and etcd-client"
@@ -98,7 +110,7 @@ if ! command -v etcd >/dev/null 2>&1; then
     { cat "$LOGS/apt.log" >&2; exit 1; }
 fi
 case "$(uname -m)" in x86_64 | amd64) ;; *) export ETCD_UNSUPPORTED_ARCH=${ETCD_UNSUPPORTED_ARCH:-$(dpkg --print-architecture 2>/dev/null || uname -m)} ;; esac
-ETCD_VERSION=$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')
+ETCD_VERSION=$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p' || true)
 
 # --- build ------------------------------------------------------------------
 log "building cairn"
@@ -142,11 +154,15 @@ ready() {
   exit 1
 }
 
-# start_cairn SHARDS: a fresh 3-node cluster with the keyspace pre-split into
-# SHARDS equal ranges; waits until it serves writes and the shard leaders are
-# spread over the nodes (within one of even, at most 30s).
+# start_cairn SHARDS [STORE]: a fresh 3-node cluster with the keyspace
+# pre-split into SHARDS equal ranges, on raft log store STORE (default wal);
+# waits until it serves writes and the shard leaders are spread over the
+# nodes (within one of even, at most 30s).
+CLUSTERS=0
 start_cairn() {
-  local shards=$1 dir=$WORK/cairn-$1 i p join splits=
+  local shards=$1 store=${2:-wal} dir i p join splits=
+  CLUSTERS=$((CLUSTERS + 1))
+  dir=$WORK/cairn-$CLUSTERS-$shards-$store
   if [ "$shards" -gt 1 ]; then splits=$("$CAIRN" bench split-keys --shards "$shards" --keys "$KEYS"); fi
   for i in 1 2 3; do
     p=$((CAIRN_PORT + 10 * (i - 1)))
@@ -161,7 +177,7 @@ start_cairn() {
     "$CAIRN" server --id "n$i" --data-dir "$dir/n$i" --http-addr "127.0.0.1:$p" \
       --raft-addr "127.0.0.1:$((p + 1))" --gossip-addr "127.0.0.1:$((p + 2))" \
       --bootstrap-expect 3 --join "$join" ${splits:+--initial-splits "$splits"} --log-level warn \
-      >"$LOGS/cairn-$shards-n$i.log" 2>&1 &
+      --log-store "$store" >"$LOGS/cairn-$CLUSTERS-$shards-$store-n$i.log" 2>&1 &
     CAIRN_PIDS+=($!)
   done
   ready cairn
@@ -188,7 +204,7 @@ start_cairn() {
     sleep 0.5
   done
   if [ $stable -lt 6 ]; then log "warning: cairn's shard leaders did not settle in 45s"; fi
-  log "cairn up: $shards shard(s), leaders per node: $(tr '\n' ' ' <<<"${leaders:-?}")"
+  log "cairn up: $shards shard(s) on $store, leaders per node: $(tr '\n' ' ' <<<"${leaders:-?}")"
 }
 
 stop_cairn() {
@@ -253,30 +269,44 @@ preload() {
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo ?)
 log "temp dir $WORK; $DURATION per run"
-start_cairn 1
-start_etcd
-preload cairn
-preload etcd
+if part compare; then
+  start_cairn 1
+  start_etcd
+  preload cairn
+  preload etcd
 
-row=0
-for wl in put get mixed; do
-  extra=()
-  if [ "$wl" != put ]; then extra=(--preload=false); fi
-  for n in $CLIENTS; do
-    if [ $((row % 2)) = 0 ]; then order="cairn etcd"; else order="etcd cairn"; fi
-    for sys in $order; do bench "$sys" "$wl" "$n" "${extra[@]}"; done
-    if [ -n "$NATIVE_BIN" ]; then bench etcd-native "$wl" "$n" "${extra[@]}"; fi
-    row=$((row + 1))
+  row=0
+  for wl in put get mixed; do
+    extra=()
+    if [ "$wl" != put ]; then extra=(--preload=false); fi
+    for n in $CLIENTS; do
+      if [ $((row % 2)) = 0 ]; then order="cairn etcd"; else order="etcd cairn"; fi
+      for sys in $order; do bench "$sys" "$wl" "$n" "${extra[@]}"; done
+      if [ -n "$NATIVE_BIN" ]; then bench etcd-native "$wl" "$n" "${extra[@]}"; fi
+      row=$((row + 1))
+    done
   done
-done
-stop_etcd
-stop_cairn
-
-for s in $SHARDS; do
-  start_cairn "$s"
-  for n in $SHARD_CLIENTS; do bench cairn put "$n" --label shards; done
+  stop_etcd
   stop_cairn
-done
+fi
+
+if part shards; then
+  for s in $SHARDS; do
+    start_cairn "$s"
+    for n in $SHARD_CLIENTS; do bench cairn put "$n" --label shards; done
+    stop_cairn
+  done
+fi
+
+# The raft log stores, one fresh cluster each, in turn: puts, where the
+# store is on the path of every write (reads do not touch it).
+if part stores; then
+  for store in $STORES; do
+    start_cairn 1 "$store"
+    for n in $STORE_CLIENTS; do bench cairn put "$n" --label "log-store=$store"; done
+    stop_cairn
+  done
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo ?)
 
 # --- results ----------------------------------------------------------------
@@ -292,7 +322,7 @@ MEM=$(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/n
   --env "machine=$(nproc) cores ($CPU), $MEM RAM, $(uname -sr)" \
   --env "disk=$(df -PT "$WORK" | awk 'NR == 2 {print $2 " on " $7}') (all data dirs)" \
   --env "load average (1/5/15 min) before / after=$LOAD_BEFORE / $LOAD_AFTER" \
-  --env "cairn=$VERSION, $($GO version | cut -d' ' -f3), 3 nodes, fsync on (the raft log on every write; state machine files at close, fsm/DESIGN.md)" \
+  --env "cairn=$VERSION, $($GO version | cut -d' ' -f3), 3 nodes, fsync on (the raft log on every write; state machine files at close, fsm/DESIGN.md), --log-store wal except in the log-store table" \
   --env "etcd=$ETCD_VERSION (Debian etcd-server), 3 members, default settings (fsync on)" \
   --env "etcd clients=JSON gateway (/v3/kv/...) through cairn bench; native: bench/etcdnative ($(sed -n 's/^[[:space:]]*go.etcd.io\/etcd\/client\/v3 //p' bench/etcdnative/go.mod))" \
   --env "runs=$DURATION each, closed loop, $KEYS keys uniform (preloaded), $VALUE_SIZE-byte values; cairn and etcd alternate run by run; both clusters up together during the comparison, loopback only" \

@@ -345,7 +345,7 @@ type MetaConfig struct {
 	NodeID  string
 	DataDir string // the group lives in DataDir/meta
 	Mux     *shard.Mux
-	Logs    shard.NodeLog // the node's shared raft log store; nil: a raft.db of its own
+	Logs    shard.NodeLog // the node's raft log store (required)
 	Tuning  shard.RaftTuning
 	Logger  *slog.Logger
 }

@@ -7,14 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 )
 
 // RaftTuning is the subset of raft.Config that cairn exposes. Data groups and
@@ -84,15 +81,14 @@ func (t RaftTuning) Validate() error {
 // GroupConfig describes one raft group to start on this node.
 type GroupConfig struct {
 	ID     uint64
-	Dir    string // the group's own directory: snapshots/ (and raft.db if it predates the shared log store)
+	Dir    string // the group's own directory: snapshots/ (and raft.db with the boltdb log store)
 	NodeID string
 	FSM    raft.FSM
 	Mux    *Mux
 	Tuning RaftTuning
 	Logger *slog.Logger
-	// Logs is the node's shared log and stable store (logstore.go). Nil, or
-	// a Dir that already holds a raft.db from before the shared store, means
-	// a raft-boltdb file of the group's own.
+	// Logs is the node's log store (logstore.go), the WAL or boltdb;
+	// required.
 	Logs      NodeLog
 	Bootstrap []raft.Server // non-empty: bootstrap with this configuration if the group has no state
 	// NoSnapshotRestoreOnStart is set for FSMs that persist their own state
@@ -109,8 +105,7 @@ type GroupConfig struct {
 type Group struct {
 	id        uint64
 	raft      *raft.Raft
-	guard     *logGuard             // raft's view of the node log, when the group uses it
-	own       *raftboltdb.BoltStore // the group's own raft.db, when it has one
+	guard     *logGuard // raft's view of the group's log
 	snaps     raft.SnapshotStore
 	transport *GroupTransport
 	observed  *observedTransport // the transport raft runs on when OnAppendEntries is set
@@ -126,13 +121,16 @@ type Group struct {
 // StartGroup opens the group's stores and starts raft. On error everything it
 // opened is closed again.
 func StartGroup(cfg GroupConfig) (*Group, error) {
+	if cfg.Logs == nil {
+		return nil, fmt.Errorf("group %d: no log store (GroupConfig.Logs)", cfg.ID)
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("group %d: %w", cfg.ID, err)
 	}
 	g := &Group{id: cfg.ID, mux: cfg.Mux}
 	if err := g.start(cfg); err != nil {
 		_ = g.closeStores()
-		if cfg.Logs != nil && cfg.Logs.Err() != nil && !errors.Is(err, ErrLogFailed) {
+		if cfg.Logs.Err() != nil && !errors.Is(err, ErrLogFailed) {
 			// raft reports store errors with %v: keep the cause matchable.
 			err = fmt.Errorf("%w (%v)", cfg.Logs.Err(), err)
 		}
@@ -142,29 +140,13 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 }
 
 func (g *Group) start(cfg GroupConfig) error {
-	var (
-		logs   raft.LogStore
-		stable raft.StableStore
-	)
-	ownPath := filepath.Join(cfg.Dir, "raft.db")
-	if _, statErr := os.Stat(ownPath); cfg.Logs != nil && errors.Is(statErr, os.ErrNotExist) {
-		g.guard = &logGuard{GroupLog: cfg.Logs.Group(cfg.ID), onFail: g.logFailed}
-		logs, stable = g.guard, g.guard
-	} else {
-		own, err := raftboltdb.New(raftboltdb.Options{
-			Path: ownPath,
-			BoltOptions: &bbolt.Options{
-				Timeout:        time.Second,
-				NoFreelistSync: true,
-				FreelistType:   bbolt.FreelistMapType,
-			},
-		})
-		if err != nil {
-			return fmt.Errorf("group %d: open log store: %w", cfg.ID, err)
-		}
-		g.own, logs, stable = own, own, own
+	gl, err := cfg.Logs.OpenGroup(cfg.ID, cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("group %d: open log store: %w", cfg.ID, err)
 	}
-	cached, err := raft.NewLogCache(cfg.Tuning.LogCacheSize, logs)
+	g.guard = &logGuard{GroupLog: gl, onFail: g.logFailed}
+	var stable raft.StableStore = g.guard
+	cached, err := raft.NewLogCache(cfg.Tuning.LogCacheSize, g.guard)
 	if err != nil {
 		return fmt.Errorf("group %d: log cache: %w", cfg.ID, err)
 	}
@@ -225,9 +207,7 @@ func (g *Group) start(cfg GroupConfig) error {
 	if err != nil {
 		return fmt.Errorf("group %d: start raft: %w", cfg.ID, err)
 	}
-	if g.guard != nil {
-		g.guard.started.Store(true)
-	}
+	g.guard.started.Store(true)
 	return nil
 }
 
@@ -237,7 +217,7 @@ func (g *Group) start(cfg GroupConfig) error {
 func newRaft(logs NodeLog, start func() (*raft.Raft, error)) (r *raft.Raft, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			if logs == nil || logs.Err() == nil {
+			if logs.Err() == nil {
 				panic(p)
 			}
 			r, err = nil, fmt.Errorf("%w (raft: %v)", logs.Err(), p)
@@ -282,8 +262,8 @@ func (g *Group) closeStores() error {
 		errs = append(errs, g.transport.Close())
 		g.mux.Unregister(g.id)
 	}
-	if g.own != nil {
-		errs = append(errs, g.own.Close())
+	if g.guard != nil {
+		errs = append(errs, g.guard.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -8,11 +8,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// groupCommit is the queue in front of a node log store (the WAL, or the
-// bbolt store before it): writers from every group submit and wait; one
-// committer goroutine takes everything queued (at most logCommitMax) and
-// makes it durable in one commit, so while one commit syncs the next batch
-// gathers. It also keeps the stores' statistics and metrics.
+// groupCommit is the queue in front of the WAL: writers from every group
+// submit and wait; one committer goroutine takes everything queued (at most
+// logCommitMax) and makes it durable in one commit, so while one commit
+// syncs the next batch gathers. It also keeps the WAL's statistics and metrics.
 type groupCommit[W any] struct {
 	reqs    chan pendingWrite[W]
 	commit  func(batch []W) []error // one error per write, nil for success

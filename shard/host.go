@@ -22,8 +22,7 @@ type HostConfig struct {
 	NodeID  string
 	DataDir string // replicas live in DataDir/shards/<id>/
 	Mux     *Mux
-	// Logs is the node's shared raft log store; nil gives every replica a
-	// raft.db of its own.
+	// Logs is the node's raft log store (logstore.go); required.
 	Logs NodeLog
 	// DeferFSMSync commits state machine batches without fsync, trusting
 	// the raft log (fsm/durability.go); BootID overrides the boot id (tests).
@@ -59,8 +58,8 @@ type Host struct {
 // NewHost validates cfg and returns an empty host. Call OpenReplica for each
 // shard this node hosts (ExistingShards lists those found on disk).
 func NewHost(cfg HostConfig) (*Host, error) {
-	if cfg.NodeID == "" || cfg.DataDir == "" || cfg.Mux == nil {
-		return nil, errors.New("shard host: NodeID, DataDir and Mux are required")
+	if cfg.NodeID == "" || cfg.DataDir == "" || cfg.Mux == nil || cfg.Logs == nil {
+		return nil, errors.New("shard host: NodeID, DataDir, Mux and Logs are required")
 	}
 	if err := cfg.Tuning.Validate(); err != nil {
 		return nil, fmt.Errorf("shard host: %w", err)
@@ -76,10 +75,8 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}, opening: map[uint64]chan struct{}{},
 		stop: make(chan struct{})}
-	if cfg.Logs != nil {
-		h.wg.Add(1)
-		go h.watchLog()
-	}
+	h.wg.Add(1)
+	go h.watchLog()
 	return h, nil
 }
 
@@ -214,9 +211,9 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		readyCh: make(chan struct{}), genCh: make(chan struct{}), kick: make(chan struct{}, 1),
 		stop: make(chan struct{}),
 	}
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && h.cfg.Logs != nil {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		// A new replica: whatever an earlier replica of this shard left in
-		// the shared log store (a removal cut short by a crash) is not its.
+		// the WAL (a removal cut short by a crash) is not its.
 		if err := h.cfg.Logs.DropGroup(desc.ID); err != nil {
 			return nil, fmt.Errorf("shard %d: clear log: %w", desc.ID, err)
 		}
@@ -360,10 +357,8 @@ func (h *Host) RemoveReplica(id uint64) error {
 			h.log.Warn("close removed replica", "shard", id, "err", err)
 		}
 	}
-	if h.cfg.Logs != nil {
-		if err := h.cfg.Logs.DropGroup(id); err != nil {
-			return fmt.Errorf("shard %d: drop log: %w", id, err)
-		}
+	if err := h.cfg.Logs.DropGroup(id); err != nil {
+		return fmt.Errorf("shard %d: drop log: %w", id, err)
 	}
 	return os.RemoveAll(h.shardDir(id))
 }

@@ -30,12 +30,6 @@ func (h *Host) RegisterMetrics(reg prometheus.Registerer) error {
 	return reg.Register(&collector{h: h})
 }
 
-// RegisterMetrics exposes the log store's commits on reg: their latency
-// (two fdatasyncs each) and how many writes each carried (group commit).
-func (s *NodeLogStore) RegisterMetrics(reg prometheus.Registerer) error {
-	return s.gc.registerMetrics(reg)
-}
-
 func newLogStoreMetrics(reg prometheus.Registerer) (*logStoreMetrics, error) {
 	m := &logStoreMetrics{
 		commit: prometheus.NewHistogram(prometheus.HistogramOpts{

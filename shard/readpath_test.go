@@ -117,7 +117,7 @@ func startReadCluster(t *testing.T, n int, tuning func(i int) RaftTuning, tk *Tr
 		}
 		i := i
 		h, err := NewHost(HostConfig{
-			NodeID: fmt.Sprintf("n%d", i+1), DataDir: t.TempDir(), Mux: m, Tuning: tu,
+			NodeID: fmt.Sprintf("n%d", i+1), DataDir: t.TempDir(), Mux: m, Tuning: tu, Logs: OpenBoltLogs(BoltConfig{}),
 			Logger: slog.New(slog.DiscardHandler),
 			Knobs: &ReplicaKnobs{
 				BeforeLeadershipLook: func(shard uint64) { c.gates.wait("look", i, shard) },

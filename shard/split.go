@@ -57,12 +57,10 @@ func (h *Host) prepareChild(child fsm.Range, servers []fsm.Server, export func(i
 	if _, err := os.Stat(dir); err == nil {
 		return nil
 	}
-	if h.cfg.Logs != nil {
-		// The child starts from its snapshot alone: no log of an earlier
-		// replica with this id may survive in the shared store.
-		if err := h.cfg.Logs.DropGroup(child.ID); err != nil {
-			return err
-		}
+	// The child starts from its snapshot alone: no log of an earlier
+	// replica with this id may survive in the WAL.
+	if err := h.cfg.Logs.DropGroup(child.ID); err != nil {
+		return err
 	}
 	tmp := dir + ".split-tmp"
 	if err := os.RemoveAll(tmp); err != nil {

@@ -93,39 +93,6 @@ var (
 	errWALTorn = errors.New("shard: torn wal record")
 )
 
-// NodeLog is the node's shared raft log and stable store.
-type NodeLog interface {
-	// Group returns group id's raft.LogStore and raft.StableStore.
-	Group(id uint64) GroupLog
-	// DropGroup deletes everything group id stored.
-	DropGroup(id uint64) error
-	Stats() LogStoreStats
-	RegisterMetrics(reg prometheus.Registerer) error
-	// Err returns why the log failed (it wraps ErrLogFailed), or nil. A
-	// failed log refuses every later call; the node must restart.
-	Err() error
-	// Failed returns a channel closed when the log fails.
-	Failed() <-chan struct{}
-	Close() error
-}
-
-// GroupLog is one group's log and stable store.
-type GroupLog interface {
-	raft.LogStore
-	raft.StableStore
-}
-
-// OpenNodeLog opens the node's log in dataDir: the write-ahead log in
-// raft-wal/, or, for a data dir that already has one, the bbolt store in
-// raft-log.db that preceded it. knobs (nil in production) reach the WAL.
-func OpenNodeLog(dataDir string, knobs *WALKnobs) (NodeLog, error) {
-	legacy := filepath.Join(dataDir, "raft-log.db")
-	if _, err := os.Stat(legacy); err == nil {
-		return OpenNodeLogStore(legacy)
-	}
-	return OpenWALConfig(WALConfig{Dir: filepath.Join(dataDir, "raft-wal"), Knobs: knobs})
-}
-
 // WALConfig configures the write-ahead log.
 type WALConfig struct {
 	Dir   string

@@ -175,7 +175,7 @@ func checkAppendNotServed(t *testing.T, g GroupLog) {
 }
 
 // checkAllCallsFail: every call of the log refuses with ErrLogFailed.
-func checkAllCallsFail(t *testing.T, w *WAL, g GroupLog) {
+func checkAllCallsFail(t *testing.T, w NodeLog, g GroupLog) {
 	t.Helper()
 	var out raft.Log
 	calls := []struct {

@@ -46,6 +46,10 @@ type ClusterConfig struct {
 	FSMSync bool
 	// BeforeRangePublish is node.Knobs.BeforeRangePublish on every node.
 	BeforeRangePublish func()
+	// LogStore is every node's raft log store (node.Config.LogStore,
+	// --log-store). Empty: $CAIRN_TEST_LOG_STORE, else the WAL; so
+	// CAIRN_TEST_LOG_STORE=boltdb runs every cluster test on raft-boltdb.
+	LogStore shard.LogStoreKind
 }
 
 // Cluster is a set of real cairn nodes in this process, each with its own
@@ -181,6 +185,10 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 		nc.SplitSize = cfg.SplitSize
 	}
 	nc.FSMSync = cfg.FSMSync
+	nc.LogStore = cfg.LogStore
+	if nc.LogStore == "" {
+		nc.LogStore = shard.LogStoreKind(os.Getenv("CAIRN_TEST_LOG_STORE"))
+	}
 	level := slog.LevelError
 	var out io.Writer = io.Discard
 	if cfg.Verbose || os.Getenv("CAIRN_TEST_LOG") != "" {

@@ -16,7 +16,7 @@ import (
 // take over, every acknowledged write stays readable, and the failed node's
 // /readyz answers 503.
 func TestNodeLogFailureClusterGoesOn(t *testing.T) {
-	c := StartCluster(t, ClusterConfig{})
+	c := StartCluster(t, ClusterConfig{LogStore: shard.LogStoreWAL}) // the knob below is the WAL's
 	id := shardOf(c, "disk")
 	doomed := c.WaitLeader(id, 15*time.Second)
 	h := c.Node(doomed)

@@ -75,7 +75,8 @@ func testUpgradeFixture(t *testing.T, archive string) {
 	if err := untarSparse(archive, root); err != nil {
 		t.Fatalf("unpack %s: %v", archive, err)
 	}
-	cfg := ClusterConfig{Nodes: 3, ApplyTimeout: 5 * time.Second, Tuning: shard.FastRaftTuning()}
+	// The fixtures were written on the WAL (a data dir keeps its log store).
+	cfg := ClusterConfig{Nodes: 3, ApplyTimeout: 5 * time.Second, Tuning: shard.FastRaftTuning(), LogStore: shard.LogStoreWAL}
 	c := &Cluster{t: t, cfg: cfg, Net: &Network{blocked: map[[2]string]bool{}}}
 	t.Cleanup(c.Close)
 	for i := 1; i <= 3; i++ {

@@ -9,12 +9,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairndb/cairn/internal/node"
+	"github.com/cairndb/cairn/shard"
 )
 
 func newDevCmd() *cobra.Command {
 	var nodes int
 	var splits []string
 	var keep bool
+	var logStore string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a throw-away local cluster in one process (data in a temp dir)",
@@ -25,6 +27,9 @@ Ctrl-C ends it and removes the data unless --keep.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if nodes < 1 || nodes > 9 {
 				return usageError{fmt.Errorf("--nodes %d out of range 1..9", nodes)}
+			}
+			if err := shard.LogStoreKind(logStore).Validate(); err != nil {
+				return usageError{fmt.Errorf("--log-store: %w", err)}
 			}
 			dir, err := os.MkdirTemp("", "cairn-dev-")
 			if err != nil {
@@ -46,6 +51,7 @@ Ctrl-C ends it and removes the data unless --keep.`,
 				cfg.BootstrapExpect = nodes
 				cfg.InitialSplits = splits
 				cfg.Replication = min(3, nodes)
+				cfg.LogStore = shard.LogStoreKind(logStore)
 				cfg.Tuning.HeartbeatTimeout, cfg.Tuning.ElectionTimeout = 500*time.Millisecond, 500*time.Millisecond
 				cfg.Tuning.LeaderLeaseTimeout = 250 * time.Millisecond
 				cfg.Logger = logger // node.New adds node=<id>
@@ -67,5 +73,6 @@ Ctrl-C ends it and removes the data unless --keep.`,
 	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes")
 	cmd.Flags().StringSliceVar(&splits, "initial-splits", []string{"g", "n", "t"}, "keys at which to pre-split the keyspace")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the data dir on exit")
+	cmd.Flags().StringVar(&logStore, "log-store", string(shard.LogStoreWAL), logStoreUsage)
 	return cmd
 }

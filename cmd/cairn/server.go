@@ -13,13 +13,18 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairndb/cairn/internal/node"
+	"github.com/cairndb/cairn/shard"
 )
+
+// logStoreUsage documents --log-store for cairn server and cairn dev.
+const logStoreUsage = "raft log store: wal (the node write-ahead log, one for all groups) or boltdb " +
+	"(hashicorp/raft-boltdb, a raft.db per group); fixed for the data dir"
 
 type serverFlags struct {
 	id, dataDir, httpAddr, raftAddr, gossipAddr string
 	join, initialSplits                         []string
 	bootstrapExpect                             int
-	logLevel                                    string
+	logLevel, logStore                          string
 	heartbeat, deadAfter                        time.Duration
 	splitSize                                   int64
 	pprof, fsmSync                              bool
@@ -59,6 +64,7 @@ through gossip; later nodes join with --join. A restarted node with an existing
 	fl.DurationVar(&f.deadAfter, "dead-after", 30*time.Second, "re-create the replicas of a node gossip reports dead this long")
 	fl.Int64Var(&f.splitSize, "split-size", 64<<20, "split a range whose data grows past this many bytes")
 	fl.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP address")
+	fl.StringVar(&f.logStore, "log-store", string(shard.LogStoreWAL), logStoreUsage)
 	fl.BoolVar(&f.fsmSync, "fsm-sync", false, "also fsync each shard's state machine file on every batch (by default only the raft log is synced, and a machine crash is recovered from the log)")
 	return cmd
 }
@@ -71,6 +77,7 @@ func (f *serverFlags) config() (node.Config, error) {
 	cfg.Tuning.HeartbeatTimeout, cfg.Tuning.ElectionTimeout = f.heartbeat, f.heartbeat
 	cfg.Tuning.LeaderLeaseTimeout = f.heartbeat / 2
 	cfg.DeadAfter, cfg.SplitSize, cfg.Pprof, cfg.FSMSync = f.deadAfter, f.splitSize, f.pprof, f.fsmSync
+	cfg.LogStore = shard.LogStoreKind(f.logStore)
 	if id := os.Getenv("CAIRN_TEST_BOOT_ID"); id != "" {
 		// Test hook: a SIGKILLed node restarted with another boot id
 		// recovers as after a machine crash (fsm/durability.go).

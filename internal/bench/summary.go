@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +14,11 @@ import (
 // LabelShards marks cairn runs that measure put throughput against the
 // number of shards; Summarize gives them a table of their own.
 const LabelShards = "shards"
+
+// LabelLogStore prefixes the label of cairn runs that compare the raft log
+// stores ("log-store=wal", "log-store=boltdb": cairn server --log-store);
+// Summarize gives them a table of their own.
+const LabelLogStore = "log-store="
 
 // Summary is the results of a benchmark session ("make bench"): the runs
 // and the environment they ran in.
@@ -80,7 +86,7 @@ func compareKeys(a, b rowKey) int {
 // WriteMarkdown writes the summary's tables: cairn against etcd's JSON
 // gateway per workload and client count, with the cairn/etcd ratios (and
 // etcd's native client where it was measured); then cairn's put throughput
-// by shard count.
+// by shard count; then cairn on each raft log store.
 func (s *Summary) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s\n\n", cmp.Or(s.Title, "cairn benchmark"))
@@ -94,9 +100,18 @@ func (s *Summary) WriteMarkdown(w io.Writer) error {
 
 	rows := map[rowKey]map[string]*Result{}
 	var shards []*Result
+	stores := map[rowKey]map[string]*Result{}
 	for _, r := range s.Runs {
 		if r.Label == LabelShards {
 			shards = append(shards, r)
+			continue
+		}
+		if store, ok := strings.CutPrefix(r.Label, LabelLogStore); ok {
+			k := keyOf(r)
+			if stores[k] == nil {
+				stores[k] = map[string]*Result{}
+			}
+			stores[k][store] = r
 			continue
 		}
 		k := keyOf(r)
@@ -154,6 +169,22 @@ func (s *Summary) WriteMarkdown(w io.Writer) error {
 			}
 			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s |\n", cmp.Or(r.System["shards"], "?"), k.name(), r.Clients,
 				opsCell(r), latCell(r), errCell(r), ratioCell(r, base[k], func(r *Result) float64 { return r.OpsPerSec }))
+		}
+		b.WriteString("\n")
+	}
+
+	if len(stores) > 0 {
+		keys := slices.SortedFunc(maps.Keys(stores), compareKeys)
+		b.WriteString("## cairn by raft log store (--log-store)\n\n")
+		b.WriteString("Puts on one shard, a fresh cluster per store, run in turn. boltdb/wal above 1 means boltdb is faster.\n\n")
+		b.WriteString("| workload | clients | wal ops/s | boltdb ops/s | boltdb/wal | wal p50 / p99 ms | boltdb p50 / p99 ms | p99 boltdb/wal | errors wal / boltdb |\n")
+		b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, k := range keys {
+			wal, bolt := stores[k]["wal"], stores[k]["boltdb"]
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s / %s |\n", k.name(), k.clients,
+				opsCell(wal), opsCell(bolt), ratioCell(bolt, wal, func(r *Result) float64 { return r.OpsPerSec }),
+				latCell(wal), latCell(bolt), ratioCell(bolt, wal, func(r *Result) float64 { return r.Latency.P99 }),
+				errCell(wal), errCell(bolt))
 		}
 		b.WriteString("\n")
 	}

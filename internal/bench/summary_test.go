@@ -85,3 +85,39 @@ func TestSummaryWithoutNative(t *testing.T) {
 		t.Errorf("default title missing:\n%s", b.String())
 	}
 }
+
+// The log-store runs (make bench, BENCH_STORES) get a table of their own,
+// wal against boltdb, and stay out of the cairn/etcd comparison.
+func TestSummaryLogStores(t *testing.T) {
+	store := func(name string, w Workload, clients int, ops, p99 float64) *Result {
+		r := run("cairn", w, clients, ops, 2, p99, 0)
+		r.Label = LabelLogStore + name
+		return r
+	}
+	s := &Summary{Runs: []*Result{
+		run("cairn", WorkloadPut, 64, 6000, 9.5, 24, 0), run("etcd", WorkloadPut, 64, 5000, 11, 30, 0),
+		store("boltdb", WorkloadPut, 16, 1000, 40), store("wal", WorkloadPut, 16, 2000, 20),
+		store("wal", WorkloadGet, 16, 8000, 5), // no boltdb counterpart
+	}}
+	var b bytes.Buffer
+	if err := s.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"## cairn by raft log store (--log-store)\n",
+		"| put | 16 | 2000 | 1000 | 0.50× | 2.00 / 20.0 | 2.00 / 40.0 | 2.00× | 0 / 0 |\n",
+		"| get (linearizable) | 16 | 8000 | – | – | 2.00 / 5.00 | – | – | 0 / – |\n",
+		"| put | 64 | 6000 | 5000 | 1.20× |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "| put | 16 | 2000 | – |") {
+		t.Errorf("a log-store run landed in the cairn/etcd table:\n%s", out)
+	}
+	if i, j := strings.Index(out, "| put | 16 | 2000"), strings.Index(out, "| get (linearizable) | 16"); i > j {
+		t.Errorf("rows out of order:\n%s", out)
+	}
+}

@@ -94,6 +94,18 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // node restarts and replays what is on disk.
 func TestNodeLogFailureStopsServing(t *testing.T) {
 	var armed atomic.Bool
+	knobs := &Knobs{WAL: &shard.WALKnobs{Sync: func(by shard.WALWriter, f *os.File) error {
+		if armed.Load() {
+			return syscall.EIO
+		}
+		return f.Sync()
+	}}}
+	testNodeLogFailure(t, shard.LogStoreWAL, knobs, func() { armed.Store(true) }, func() { armed.Store(false) })
+}
+
+// testNodeLogFailure runs TestNodeLogFailureStopsServing on store; arm makes
+// the disk fail under it, disarm makes it work again.
+func testNodeLogFailure(t *testing.T, store shard.LogStoreKind, knobs *Knobs, arm, disarm func()) {
 	cfg := DefaultConfig()
 	cfg.ID, cfg.DataDir = "n1", t.TempDir()
 	httpLn, raftLn := listen(t), listen(t)
@@ -102,12 +114,7 @@ func TestNodeLogFailureStopsServing(t *testing.T) {
 	cfg.BootstrapExpect, cfg.Replication, cfg.NoAutoPlacement = 1, 1, true
 	cfg.Tuning, cfg.MetaTuning = shard.FastRaftTuning(), shard.FastRaftTuning()
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.Knobs = &Knobs{WAL: &shard.WALKnobs{Sync: func(by shard.WALWriter, f *os.File) error {
-		if armed.Load() {
-			return syscall.EIO
-		}
-		return f.Sync()
-	}}}
+	cfg.Knobs, cfg.LogStore = knobs, store
 	n, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -120,11 +127,11 @@ func TestNodeLogFailureStopsServing(t *testing.T) {
 		t.Fatal("no replica on the node")
 	}
 
-	armed.Store(true)
+	arm()
 	if s, body := put(t, base+"/v1/kv/b", `{"value":"2"}`); s == http.StatusOK {
 		t.Errorf("a write whose log commit failed was acknowledged: %s", body)
 	}
-	armed.Store(false) // the disk "works" again: the node must stay down
+	disarm() // the disk "works" again: the node must stay down
 	waitFor(t, 10*time.Second, "readyz to fail", func() bool { s, _ := get(t, base+"/readyz"); return s == http.StatusServiceUnavailable })
 	if _, body := get(t, base+"/readyz"); !strings.Contains(body, "log failed") {
 		t.Errorf("readyz does not say why: %s", body)

@@ -54,6 +54,11 @@ type Config struct {
 	Knobs   *Knobs
 	Pprof   bool // serve /debug/pprof on the HTTP address
 
+	// LogStore is the raft log store (--log-store): the node WAL (wal, the
+	// default; empty means wal) or raft-boltdb, one raft.db per group
+	// (boltdb). A data dir written with one refuses to start with the other.
+	LogStore shard.LogStoreKind
+
 	// Listeners already bound (tests bind port 0); when nil the node listens
 	// on the addresses above.
 	HTTPListener net.Listener
@@ -78,6 +83,8 @@ type Knobs struct {
 	BootID func() (string, error)
 	// WAL injects I/O errors into the node's write-ahead log.
 	WAL *shard.WALKnobs
+	// Bolt reaches the boltdb log store's files (to inject I/O errors).
+	Bolt *shard.BoltKnobs
 	// BeforeRangePublish is fsm.Config.BeforeRangePublish, for every shard.
 	BeforeRangePublish func()
 }
@@ -92,6 +99,7 @@ func DefaultConfig() Config {
 		Tuning:       shard.DefaultRaftTuning(),
 		MetaTuning:   shard.DefaultRaftTuning(),
 		ApplyTimeout: 5 * time.Second,
+		LogStore:     shard.LogStoreWAL,
 	}
 }
 
@@ -123,6 +131,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := placement.InitialRanges(c.InitialSplits, nil); err != nil {
 		errs = append(errs, fmt.Errorf("--initial-splits: %w", err))
+	}
+	if err := c.LogStore.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--log-store: %w", err))
 	}
 	errs = append(errs, c.Tuning.Validate(), c.MetaTuning.Validate())
 	return errors.Join(errs...)
@@ -217,13 +228,12 @@ func (n *Node) startRaft() error {
 		ln.Close()
 		return err
 	}
-	// One log store for every group on the node: group commit across
-	// shards (shard/logstore.go).
-	var walKnobs *shard.WALKnobs
-	if n.cfg.Knobs != nil {
-		walKnobs = n.cfg.Knobs.WAL
+	// The raft log store of every group on the node (shard/logstore.go).
+	var logKnobs *shard.LogKnobs
+	if k := n.cfg.Knobs; k != nil {
+		logKnobs = &shard.LogKnobs{WAL: k.WAL, Bolt: k.Bolt}
 	}
-	n.logs, err = shard.OpenNodeLog(n.cfg.DataDir, walKnobs)
+	n.logs, err = shard.OpenNodeLog(n.cfg.DataDir, n.cfg.LogStore, logKnobs)
 	if err != nil {
 		return err
 	}
