@@ -57,12 +57,9 @@ func testLinearizableUnderFaults(t *testing.T, store shard.LogStoreKind, duratio
 	seed := testSeed(t)
 	prefix := "lin/"
 	// Split inside the workload's key space so its keys span four shards.
-// clients over several keys and shards, while the nemesis kills, restarts,
-// isolates and pauses nodes at random (DefaultFaults); porcupine must find
-// the history linearizable. On both raft log stores: the WAL (the default)
-// for 15s, raft-boltdb for a shorter run that still restarts nodes on their
-// raft.db files (make test stays within its budget); CAIRN_CHAOS=1 runs each
-// for two minutes.
+	// Delayable: the nemesis pauses nodes.
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{prefix + "k2", prefix + "k4", prefix + "k6"},
+		LogStore: store, Delayable: true})
 	clients := NewClients(t, c, 6)
 	ctx, cancel := context.WithTimeout(context.Background(), duration+time.Minute)
 	defer cancel()
