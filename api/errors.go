@@ -14,13 +14,14 @@ import (
 // Errors owned by the API edge. Errors from lower layers are mapped in
 // errorStatus, the one table from error to HTTP status and stable code.
 var (
-	errNotFound      = errors.New("not found")
-	errNotReady      = errors.New("node is not ready: cluster not formed or range map unknown")
-	errUnhealthy     = errors.New("node is unhealthy, restart it")
-	errTooManyHops   = errors.New("request forwarded too many times; the cluster is changing leaders")
-	errNoRoute       = errors.New("no reachable replica for the shard")
-	errMethod        = errors.New("method not allowed")
-	errTooLarge      = errors.New("request body too large")
+	errNotFound    = errors.New("not found")
+	errNotReady    = errors.New("node is not ready: cluster not formed or range map unknown")
+	errUnhealthy   = errors.New("node is unhealthy, restart it")
+	errTooManyHops = errors.New("request forwarded too many times; the cluster is changing leaders")
+	errNoRoute     = errors.New("no reachable replica for the shard")
+	errMethod      = errors.New("method not allowed")
+	// errTooLarge: a value or a request body over its size limit.
+	errTooLarge      = errors.New("too large")
 	errForwardFailed = errors.New("forwarding to the shard leader failed")
 	// errPeerUnreachable: the node a request was forwarded to could not be
 	// dialed, so nothing was sent; the request may be routed again.

@@ -144,7 +144,7 @@ func FuzzParseSession(f *testing.F) {
 func FuzzParseScan(f *testing.F) {
 	for _, q := range []string{
 		"", "prefix=jobs/", "prefix=%FF%FF", "prefix=a%FF&limit=5", "start=a&end=b", "start=b&end=a", "start=a&end=a",
-		"end=m&keys_only=1", "limit=0", "limit=10001", "limit=-3", "prefix=p&start=a",
+		"end=m&keys_only=1", "limit=0", "limit=10001", "limit=-3", "prefix=p&start=a", "prefix=p&start=pq",
 		"consistency=stale&max_staleness=250ms", "consistency=x", "start=%ZZ", "a;b=c",
 	} {
 		f.Add(q, "probe")
@@ -165,10 +165,13 @@ func FuzzParseScan(f *testing.F) {
 			t.Fatalf("parseScan(%q): empty range [%q, %q)", rawQuery, req.start, req.end)
 		}
 		if p := q.Get("prefix"); p != "" {
+			// Without start: exactly the keys with the prefix. With start
+			// (a continuation): exactly those from start on.
 			k := []byte(probe)
 			in := bytes.Compare(k, req.start) >= 0 && (len(req.end) == 0 || bytes.Compare(k, req.end) < 0)
-			if in != strings.HasPrefix(probe, p) {
-				t.Fatalf("prefix %q: key %q in [%q, %q) is %v", p, probe, req.start, req.end, in)
+			want := strings.HasPrefix(probe, p) && probe >= q.Get("start")
+			if in != want {
+				t.Fatalf("prefix %q start %q: key %q in [%q, %q) is %v", p, q.Get("start"), probe, req.start, req.end, in)
 			}
 		}
 	})

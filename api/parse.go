@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,14 +49,19 @@ func validateKey(k []byte) error {
 	return nil
 }
 
-// readBody reads a bounded request body.
+// readBody reads a bounded request body. A body that stops before its end
+// (cut short, malformed chunking, or not received within the body bound,
+// see Server.ServeHTTP) is the client's error, never an internal one.
 func readBody(r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return nil, fmt.Errorf("%w: over %d bytes", errTooLarge, maxBody)
+	switch {
+	case err == nil:
+		return b, nil
+	case errors.As(err, &mbe):
+		return nil, fmt.Errorf("%w: the request body is over the limit of %d bytes", errTooLarge, maxBody)
 	}
-	return b, err
+	return nil, invalidf("incomplete request body (%d bytes read): %v", len(b), err)
 }
 
 // decodeStrict returns a JSON decoder that rejects unknown fields.
@@ -112,6 +119,13 @@ func parsePut(r *http.Request, key, body []byte) (*fsm.Command, error) {
 			cmd.TTL = d
 		}
 		return cmd, validateCommand(cmd)
+	}
+	for _, name := range []string{"ttl", "request_id"} {
+		if q.Has(name) {
+			// Not applied from the query to a JSON put: refused rather than
+			// silently ignored.
+			return nil, invalidf("query parameter %q applies to a binary put (Content-Type application/octet-stream); a JSON put carries it in the body", name)
+		}
 	}
 	var req putRequest
 	if err := unmarshalStrict(body, &req); err != nil {
@@ -188,11 +202,14 @@ func parseTTL(s string) (time.Duration, error) {
 }
 
 func validateCommand(c *fsm.Command) error {
+	// A value over its limit is too_large, as a body over its limit is
+	// (docs/api.md, "Conventions"); names (keys, request ids) over theirs
+	// are invalid_argument.
 	if len(c.Value) > fsm.MaxValueSize {
-		return invalidf("value is %d bytes; the limit is %d", len(c.Value), fsm.MaxValueSize)
+		return fmt.Errorf("%w: value is %d bytes; the limit is %d", errTooLarge, len(c.Value), fsm.MaxValueSize)
 	}
 	if c.Cond != nil && len(c.Cond.Value) > fsm.MaxValueSize {
-		return invalidf("if.value is %d bytes; the limit is %d", len(c.Cond.Value), fsm.MaxValueSize)
+		return fmt.Errorf("%w: if.value is %d bytes; the limit is %d", errTooLarge, len(c.Cond.Value), fsm.MaxValueSize)
 	}
 	if len(c.RequestID) > 256 {
 		return invalidf("request_id is %d bytes; the limit is 256", len(c.RequestID))
@@ -237,6 +254,30 @@ func flagParam(q url.Values, name string) (bool, error) {
 type readOptions struct {
 	consistency  string
 	maxStaleness time.Duration
+}
+
+// checkQuery parses the raw query and refuses a parameter that is not in
+// accepted, given twice, or a query that does not parse, so a misspelt
+// parameter (?prefx=) is an error rather than silently ignored, as unknown
+// JSON fields are.
+func checkQuery(rawQuery string, accepted []string, route string) error {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return invalidf("malformed query %q: %v", rawQuery, err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(q)) { // the same message every time
+		vs := q[name]
+		if !slices.Contains(accepted, name) {
+			if len(accepted) == 0 {
+				return invalidf("unknown query parameter %q: %s takes none", name, route)
+			}
+			return invalidf("unknown query parameter %q: %s takes %s", name, route, strings.Join(accepted, ", "))
+		}
+		if len(vs) > 1 {
+			return invalidf("query parameter %q given %d times", name, len(vs))
+		}
+	}
+	return nil
 }
 
 func parseReadOptions(q url.Values) (readOptions, error) {

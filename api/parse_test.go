@@ -72,7 +72,9 @@ func TestParsePutJSON(t *testing.T) {
 				t.Errorf("value is %d bytes; want %d", len(c.Value), fsm.MaxValueSize)
 			}
 		}},
-		{name: "value over the limit", body: bigValue, code: "invalid_argument"}, // docs/api.md: value too large is 400
+		// docs/api.md: a value over its limit is 413 too_large, as a body over
+		// the limit is (issue 11 item 9: one code for "too large"; it was 400).
+		{name: "value over the limit", body: bigValue, code: "too_large"},
 		{name: "value missing", body: `{}`, code: "invalid_argument"},
 		{name: "value null", body: `{"value":null}`, code: "invalid_argument"},
 		{name: "value not a string", body: `{"value":1}`, code: "invalid_argument"},
@@ -236,7 +238,7 @@ func TestParsePutOctetStream(t *testing.T) {
 		{name: "request_id over the limit", query: "request_id=" + strings.Repeat("r", 257), body: []byte("x"),
 			code: "invalid_argument"},
 		{name: "value at the limit", body: bytes.Repeat([]byte{0xfe}, fsm.MaxValueSize)},
-		{name: "value over the limit", body: bytes.Repeat([]byte{0xfe}, fsm.MaxValueSize+1), code: "invalid_argument"},
+		{name: "value over the limit", body: bytes.Repeat([]byte{0xfe}, fsm.MaxValueSize+1), code: "too_large"}, // was 400, see TestParsePutJSON
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
@@ -39,10 +40,20 @@ func parseScan(q url.Values) (scanRequest, error) {
 		return req, err
 	}
 	if p := q.Get("prefix"); p != "" {
-		if q.Get("start") != "" || q.Get("end") != "" {
-			return req, invalidf("prefix cannot be combined with start or end")
+		// start continues a prefix scan from its "next", which always
+		// lies inside the prefix: every key in [p, prefixEnd(p)) starts
+		// with p. A start outside would widen or empty the scan.
+		start := q.Get("start")
+		if q.Get("end") != "" {
+			return req, invalidf("prefix cannot be combined with end")
+		}
+		if start != "" && !strings.HasPrefix(start, p) {
+			return req, invalidf("start %q does not begin with prefix %q: with a prefix, start continues the scan from a page's next", start, p)
 		}
 		req.start, req.end = []byte(p), prefixEnd([]byte(p))
+		if start != "" {
+			req.start = []byte(start)
+		}
 	} else {
 		req.start, req.end = []byte(q.Get("start")), []byte(q.Get("end"))
 	}

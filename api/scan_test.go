@@ -28,6 +28,12 @@ func TestParseScan(t *testing.T) {
 		{name: "end only", query: "end=m", start: "", end: "m", limit: defaultScanLimit, read: "linearizable"},
 		{name: "end just after start", query: "start=a&end=a%00", start: "a", end: "a\x00", limit: defaultScanLimit, read: "linearizable"},
 		{name: "prefix with start", query: "prefix=p&start=a", code: "invalid_argument"},
+		// A prefix scan continues from its next, which lies inside the prefix.
+		{name: "prefix continued from next", query: "prefix=p/&start=p/k%00", start: "p/k\x00", end: "p0", limit: defaultScanLimit, read: "linearizable"},
+		{name: "prefix continued from the prefix", query: "prefix=p/&start=p/", start: "p/", end: "p0", limit: defaultScanLimit, read: "linearizable"},
+		{name: "prefix all 0xff continued", query: "prefix=%FF&start=%FF%FF", start: "\xff\xff", end: "", limit: defaultScanLimit, read: "linearizable"},
+		{name: "prefix with start after it", query: "prefix=p/&start=q", code: "invalid_argument"},
+		{name: "prefix with start just before it", query: "prefix=p/&start=p", code: "invalid_argument"},
 		{name: "prefix with end", query: "prefix=p&end=z", code: "invalid_argument"},
 		{name: "start equals end", query: "start=a&end=a", code: "invalid_argument"},
 		{name: "start after end", query: "start=b&end=a", code: "invalid_argument"},

@@ -4,11 +4,14 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +70,11 @@ type Config struct {
 	// SessionWait bounds how long a session read waits for a replica to catch
 	// up to the session's index. Default 2s.
 	SessionWait time.Duration
+	// BodyTimeout bounds how long a request body may take to arrive,
+	// counted from the moment the handler starts; a body still incomplete
+	// then is answered 400 and its connection closed, so slow or stalled
+	// clients cannot hold a node's connections. Default 30s.
+	BodyTimeout time.Duration
 	Registry    *prometheus.Registry // nil = a new registry
 	// Pprof mounts net/http/pprof at /debug/pprof/ (the --pprof flag).
 	Pprof bool
@@ -83,6 +91,8 @@ type Server struct {
 	down    *unreachable // peers whose last dial failed (peers.go)
 	metrics *metrics
 	node    string // this node's id
+	// kv holds the key routes by method, served outside the mux (ServeHTTP).
+	kv map[string]http.HandlerFunc
 }
 
 // headers of docs/api.md.
@@ -118,6 +128,9 @@ func NewServer(cfg Config) *Server {
 	if cfg.UnreachableFor <= 0 {
 		cfg.UnreachableFor = time.Second
 	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 30 * time.Second
+	}
 	dial := cfg.Dial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
@@ -146,10 +159,15 @@ func (s *Server) routes() {
 		return nil
 	})
 	s.handle("GET /v1/kv", "kv_scan", s.scan)
-	s.handle("GET /v1/kv/", "kv_get", s.get)
-	s.handle("PUT /v1/kv/", "kv_put", s.put)
-	s.handle("POST /v1/kv/", "kv_put", s.put)
-	s.handle("DELETE /v1/kv/", "kv_delete", s.del)
+	get := s.wrap("GET /v1/kv/", "kv_get", s.get)
+	s.kv = map[string]http.HandlerFunc{
+		http.MethodGet:    get,
+		http.MethodHead:   get,
+		http.MethodPut:    s.wrap("PUT /v1/kv/", "kv_put", s.put),
+		http.MethodPost:   s.wrap("POST /v1/kv/", "kv_put", s.put),
+		http.MethodDelete: s.wrap("DELETE /v1/kv/", "kv_delete", s.del),
+		"":                s.wrap(kvPrefix, "unknown", s.notFound), // any other method: 405
+	}
 	s.handle("GET /v1/cluster", "cluster", s.cluster)
 	s.handle("POST /v1/cluster/shards/{id}/split", "cluster_split", s.splitShard)
 	s.handle("POST "+pathAllocRangeID, "internal", s.internalAllocRangeID)
@@ -168,26 +186,114 @@ func (s *Server) routes() {
 	s.handle("/", "unknown", s.notFound)
 }
 
+// kvPrefix starts every key route; the key is the rest of the path.
+const kvPrefix = "/v1/kv/"
+
+// queryParams lists the query parameters each public route takes
+// (docs/api.md). A public route (under /v1/) refuses any other parameter;
+// one missing here takes none. Probes, /metrics and the internal
+// node-to-node routes are not checked.
+var queryParams = map[string][]string{
+	"GET /v1/kv":      {"prefix", "start", "end", "limit", "keys_only", "consistency", "max_staleness"},
+	"GET /v1/kv/":     {"consistency", "max_staleness", "raw"},
+	"PUT /v1/kv/":     {"prev", "ttl", "request_id"}, // ttl and request_id with a binary body only (parsePut)
+	"POST /v1/kv/":    {"prev", "ttl", "request_id"},
+	"DELETE /v1/kv/":  {"if_mod_index", "request_id", "prev"},
+	"GET /v1/cluster": {"local"},
+}
+
 // handlerFunc is an API handler: it writes its success itself and returns an
 // error for the error table.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) handle(pattern, route string, h handlerFunc) {
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+	s.mux.HandleFunc(pattern, s.wrap(pattern, route, h))
+}
+
+// wrap makes h an http.HandlerFunc: the headers every answer carries, the
+// query check of a public route, the error table and the metrics.
+func (s *Server) wrap(pattern, route string, h handlerFunc) http.HandlerFunc {
+	_, path, _ := strings.Cut(pattern, " ")
+	checked := strings.HasPrefix(path, "/v1/") && route != "unknown"
+	accepted := queryParams[pattern]
+	name := strings.Replace(pattern, kvPrefix, kvPrefix+"{key}", 1) // for messages
+	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		rw.Header().Set(hdrNode, s.node)
 		setHeaders(rw, 0, 0, r.Header.Get(hdrSession)) // handlers that know better overwrite them
-		if err := h(rw, r); err != nil {
+		var err error
+		if checked {
+			err = checkQuery(r.URL.RawQuery, accepted, name)
+		}
+		if err == nil {
+			err = h(rw, r)
+		}
+		if err != nil {
 			writeError(rw, err)
 		}
 		s.metrics.observe(route, r.Method, rw.status, time.Since(start))
-	})
+	}
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. Key routes are served here rather than
+// by the mux: ServeMux cleans a path ("//", "." and ".." segments) and
+// redirects to the cleaned one, which for /v1/kv/ is another key, and a
+// client that follows the redirect writes there. The key is exactly the
+// percent-decoded path after /v1/kv/ (keyFromPath).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.boundBody(w, r)
+	if strings.HasPrefix(r.URL.Path, kvPrefix) {
+		h, ok := s.kv[r.Method]
+		if !ok {
+			h = s.kv[""]
+		}
+		h(w, r)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// boundBody gives the request body BodyTimeout to arrive. The server's
+// ReadHeaderTimeout bounds only the headers, and ReadTimeout would bound
+// every request, long waits included; this is a deadline on the
+// connection's reads set per request, lifted once the body has been read
+// to its end, so it never cuts the wait for an answer. A body not in by then
+// fails its read (readBody answers 400) and the server closes the
+// connection. Writers that cannot set deadlines (test recorders) are left
+// unbounded.
+func (s *Server) boundBody(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) != nil {
+		return
+	}
+	r.Body = &boundedBody{ReadCloser: r.Body, rc: rc, timeout: s.cfg.BodyTimeout}
+}
+
+// boundedBody is a request body under boundBody's deadline.
+type boundedBody struct {
+	io.ReadCloser
+	rc      *http.ResponseController
+	timeout time.Duration
+	done    bool
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF && !b.done:
+		// The whole body is in: lift the deadline, or the server's
+		// background read would time out and cancel the request while the
+		// handler waits for its answer.
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		err = fmt.Errorf("not received within %s: %w", b.timeout, err)
+	}
+	return n, err
 }
 
 // Close releases idle peer connections.

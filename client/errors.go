@@ -85,9 +85,12 @@ var (
 	ErrLockHeld        = &Error{Status: http.StatusConflict, Code: CodeLockHeld}
 	ErrTxnAborted      = &Error{Status: http.StatusConflict, Code: CodeTxnAborted}
 	ErrLockLost        = &Error{Status: http.StatusGone, Code: CodeLockLost}
-	ErrTooLarge        = &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge}
-	ErrOverloaded      = &Error{Status: http.StatusTooManyRequests, Code: CodeOverloaded, Retryable: true}
-	ErrUnavailable     = &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Retryable: true}
+	// ErrTooLarge: a value (over 1 MiB) or a request body over the server's
+	// limit; the message names the limit. A key that is too long is
+	// ErrInvalidArgument (docs/api.md, "Conventions").
+	ErrTooLarge    = &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge}
+	ErrOverloaded  = &Error{Status: http.StatusTooManyRequests, Code: CodeOverloaded, Retryable: true}
+	ErrUnavailable = &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Retryable: true}
 	// ErrOutcomeUnknown: a write may or may not have been applied. Retrying it
 	// with the same request id is safe (invariant I7); reporting it as failed is not.
 	ErrOutcomeUnknown = &Error{Status: http.StatusGatewayTimeout, Code: CodeOutcomeUnknown, Retryable: true}

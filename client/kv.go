@@ -84,8 +84,8 @@ type ScanPage struct {
 // (url.PathEscape: '/' becomes %2F, ' ' %20, '%' %25). The server must recover
 // the key from r.URL.EscapedPath() (or RawPath) and unescape it, not from the
 // decoded r.URL.Path, where "a%2Fb" and "a/b" look alike. The keys "." and
-// ".." are escaped too (%2E), or they would be removed by path cleaning on
-// the way (http.ServeMux redirects such paths).
+// ".." are escaped too (%2E), so that no proxy on the way takes them for
+// dot segments; cairn itself never cleans a key's path (docs/api.md).
 func EscapeKey(key string) string {
 	switch key {
 	case ".":
@@ -315,8 +315,9 @@ func (c *Client) ScanAll(ctx context.Context, opts ScanOptions, fn func(KV) erro
 		if !progressed && next <= opts.Start {
 			return &Error{Code: CodeUnknown, Message: fmt.Sprintf("scan makes no progress at %q", next)}
 		}
-		// Continue as a plain range: "prefix" together with "start" is not
-		// pinned down by docs/api.md, "start" and "end" are.
+		// Continue as a plain range [next, end of the prefix). The server
+		// also takes ?prefix=P&start=next (docs/api.md); the range form
+		// works with older servers too.
 		if opts.Prefix != "" {
 			if end := prefixEnd(opts.Prefix); opts.End == "" || (end != "" && end < opts.End) {
 				opts.End = end

@@ -301,7 +301,8 @@ func e2eErrors(t *testing.T, ctx context.Context, a string) {
 		{"missing value", "PUT", KVPath("e"), `{}`, 400, "invalid_argument"},
 		{"empty key", "PUT", "/v1/kv/", `{"value":"1"}`, 400, "invalid_argument"},
 		{"key too large", "PUT", KVPath(strings.Repeat("k", 5000)), `{"value":"1"}`, 400, "invalid_argument"},
-		{"value too large", "PUT", KVPath("e"), fmt.Sprintf(`{"value":%q}`, strings.Repeat("v", 1<<20+1)), 400, "invalid_argument"},
+		// One code for "too large", value or body (issue 11 item 9; it was 400 invalid_argument).
+		{"value too large", "PUT", KVPath("e"), fmt.Sprintf(`{"value":%q}`, strings.Repeat("v", 1<<20+1)), 413, "too_large"},
 		{"body too large", "PUT", KVPath("e"), fmt.Sprintf(`{"value":%q}`, strings.Repeat("v", 7<<20)), 413, "too_large"},
 		{"bad ttl", "PUT", KVPath("e"), `{"value":"1","ttl":"soon"}`, 400, "invalid_argument"},
 		{"two conditions", "PUT", KVPath("e"), `{"value":"1","if":{"absent":true,"mod_index":3}}`, 400, "invalid_argument"},
