@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cairndb/cairn/shard"
 	"net/http"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/cluster"
+	"github.com/cairndb/cairn/shard"
 )
 
 // MetaBackend is what the API needs from this node's meta-group replica.
@@ -22,10 +23,11 @@ type MetaBackend interface {
 	ReportRanges(ctx context.Context, ranges []fsm.Range) error
 }
 
-// internal routes: node-to-node calls, not part of the public API.
+// internal routes: node-to-node calls, not part of the public API
+// (internal/cluster makes them).
 const (
-	pathAllocRangeID = "/internal/v1/meta/alloc-range-id"
-	pathReportRanges = "/internal/v1/meta/report-ranges"
+	pathAllocRangeID = cluster.PathAllocRangeID
+	pathReportRanges = cluster.PathReportRanges
 )
 
 type splitRequest struct {
@@ -105,13 +107,7 @@ func (s *Server) AllocRangeID(ctx context.Context) (uint64, error) {
 	if m.IsLeader() {
 		return m.AllocRangeID(ctx)
 	}
-	var out struct {
-		ID uint64 `json:"id"`
-	}
-	if err := s.callMetaLeader(ctx, pathAllocRangeID, nil, &out); err != nil {
-		return 0, err
-	}
-	return out.ID, nil
+	return s.peers.AllocRangeID(ctx, directory{s})
 }
 
 // ReportRanges sends shard leaders' descriptors to the meta leader.
@@ -120,39 +116,15 @@ func (s *Server) ReportRanges(ctx context.Context, ranges []fsm.Range) error {
 	if m.IsLeader() {
 		return m.ReportRanges(ctx, ranges)
 	}
-	return s.callMetaLeader(ctx, pathReportRanges, ranges, nil)
+	return s.peers.ReportRanges(ctx, directory{s}, ranges)
 }
 
-func (s *Server) callMetaLeader(ctx context.Context, path string, in, out any) error {
-	leader := s.be.Meta().Leader()
-	addr, ok := s.be.NodeHTTPAddr(leader)
-	if leader == "" || !ok {
-		return fmt.Errorf("meta group has no known leader: %w", errNoRoute)
-	}
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytesReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set(hdrHops, "1")
-	resp, err := s.peers.Do(req)
-	if err != nil {
-		return fmt.Errorf("meta leader %s: %w: %w", leader, errNoRoute, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var eb errorBody
-		_ = json.NewDecoder(resp.Body).Decode(&eb)
-		return remoteError(resp.StatusCode, eb.Error)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
-}
+// directory resolves the meta leader and node addresses for the cluster
+// client.
+type directory struct{ s *Server }
+
+func (d directory) MetaLeader() string                    { return d.s.be.Meta().Leader() }
+func (d directory) NodeHTTPAddr(id string) (string, bool) { return d.s.be.NodeHTTPAddr(id) }
 
 func (s *Server) internalAllocRangeID(w http.ResponseWriter, r *http.Request) error {
 	if !s.be.Meta().IsLeader() {

@@ -1,16 +1,14 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 
+	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
 )
@@ -18,19 +16,14 @@ import (
 // Placement endpoints: the public cluster operations of API.md and the
 // internal calls the placement driver's executor makes.
 const (
-	pathHeartbeat  = "/internal/v1/meta/heartbeat"
-	pathNodeState  = "/internal/v1/meta/node-state"
-	pathMetaRanges = "/internal/v1/meta/read-ranges"
-	pathLeaderPref = "/internal/v1/meta/leader-pref"
+	pathHeartbeat  = cluster.PathHeartbeat
+	pathNodeState  = cluster.PathNodeState
+	pathMetaRanges = cluster.PathMetaRanges
+	pathLeaderPref = cluster.PathLeaderPref
 )
 
 // RangeHeartbeat is one shard leader's statistics in a heartbeat.
-type RangeHeartbeat struct {
-	ID         uint64  `json:"id"`
-	Leader     string  `json:"leader"`
-	SizeBytes  int64   `json:"size_bytes"`
-	WriteBytes float64 `json:"write_bytes_per_s"`
-}
+type RangeHeartbeat = cluster.RangeHeartbeat
 
 // PlacementBackend is what the placement endpoints need from the node.
 type PlacementBackend interface {
@@ -54,13 +47,7 @@ type PlacementBackend interface {
 }
 
 // MetaRange is one range as the meta leader knows it (ReadMetaRanges).
-type MetaRange struct {
-	ID       uint64   `json:"id"`
-	Found    bool     `json:"found"`
-	Epoch    uint64   `json:"epoch"`
-	Replicas []string `json:"replicas"`
-	OpTo     string   `json:"op_to,omitempty"` // target of an operation in progress
-}
+type MetaRange = cluster.MetaRange
 
 type membershipRequest struct {
 	Action string `json:"action"` // add_learner, promote, remove, transfer_leader
@@ -107,9 +94,7 @@ func (s *Server) ReadMetaRanges(ctx context.Context, ids []uint64) ([]MetaRange,
 	if s.be.Meta().IsLeader() {
 		return s.pb.ReadMetaRanges(ctx, ids)
 	}
-	var out []MetaRange
-	err := s.callMetaLeader(ctx, pathMetaRanges, ids, &out)
-	return out, err
+	return s.peers.ReadMetaRanges(ctx, directory{s}, ids)
 }
 
 func shardIDParam(r *http.Request) (uint64, error) {
@@ -256,10 +241,7 @@ func (s *Server) transferLeader(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-type leaderPrefRequest struct {
-	Range uint64 `json:"range"`
-	Node  string `json:"node"`
-}
+type leaderPrefRequest = cluster.LeaderPrefRequest
 
 // leaderPref records a range's preferred leader (meta leader only).
 func (s *Server) leaderPref(w http.ResponseWriter, r *http.Request) error {
@@ -312,11 +294,7 @@ func (s *Server) setNodeState(w http.ResponseWriter, r *http.Request, draining, 
 	return nil
 }
 
-type nodeStateRequest struct {
-	Node     string `json:"node"`
-	Draining bool   `json:"draining"`
-	Removed  bool   `json:"removed"`
-}
+type nodeStateRequest = cluster.NodeStateRequest
 
 func (s *Server) nodeState(w http.ResponseWriter, r *http.Request) error {
 	var req nodeStateRequest
@@ -341,7 +319,7 @@ func (s *Server) callMeta(ctx context.Context, path string, in, out any) error {
 		addr, _ := s.be.NodeHTTPAddr(s.be.NodeID())
 		return s.callNode(ctx, addr, http.MethodPost, path, in, out)
 	}
-	return s.callMetaLeader(ctx, path, in, out)
+	return s.peers.CallMeta(ctx, directory{s}, path, in, out)
 }
 
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
@@ -370,41 +348,12 @@ func (s *Server) SendHeartbeat(ctx context.Context, hb []RangeHeartbeat) error {
 		s.pb.Observe(hb)
 		return nil
 	}
-	if hb == nil {
-		hb = []RangeHeartbeat{}
-	}
-	return s.callMetaLeader(ctx, pathHeartbeat+"?node="+url.QueryEscape(s.node), hb, nil)
+	return s.peers.Heartbeat(ctx, directory{s}, s.node, hb)
 }
 
 // callNode makes one internal call to the node at addr.
 func (s *Server) callNode(ctx context.Context, addr, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.peers.Do(req)
-	if err != nil {
-		return fmt.Errorf("node %s: %w: %w", addr, errNoRoute, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var eb errorBody
-		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb)
-		return remoteError(resp.StatusCode, eb.Error)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return s.peers.Call(ctx, addr, method, path, in, out)
 }
 
 // Executor carries out placement steps through this node's API, which

@@ -1,14 +1,11 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
@@ -42,7 +39,7 @@ func (s *Server) leaderTarget(ctx context.Context, rng fsm.Range) (target, error
 		unreachable := ""
 		if id, _ := rep.Leader(); id != "" && id != s.be.NodeID() {
 			if addr, ok := s.be.NodeHTTPAddr(id); ok {
-				if !s.down.down(addr) {
+				if !s.peers.Down(addr) {
 					return target{addr: addr}, nil
 				}
 				// Its node could not be dialed a moment ago: it is most
@@ -119,7 +116,7 @@ func (s *Server) remoteReplicas(rng fsm.Range) []string {
 			continue
 		}
 		switch {
-		case s.down.down(addr):
+		case s.peers.Down(addr):
 			continue // a dial failed a moment ago: skipped until UnreachableFor passes
 		case s.pb == nil || s.pb.NodeAlive(id):
 			alive = append(alive, addr)
@@ -130,103 +127,20 @@ func (s *Server) remoteReplicas(rng fsm.Range) []string {
 	return append(alive, rest...)
 }
 
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
-
-// forward proxies the request to another node and copies its answer back.
-// A write that fails after the connection was made may have been applied:
-// that is outcome_unknown, never a plain failure.
+// forward proxies the request to another node and copies its answer back
+// (internal/cluster.Client.Forward: hops, dial failures, outcome unknown).
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, addr string) error {
-	hops, _ := strconv.Atoi(r.Header.Get(hdrHops))
-	if hops >= maxHops {
-		return errTooManyHops
-	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
+	resp, err := s.peers.Forward(r, body, addr, "Content-Type", hdrSession)
 	if err != nil {
 		return err
 	}
-	for _, h := range []string{"Content-Type", hdrSession} {
-		if v := r.Header.Get(h); v != "" {
-			req.Header.Set(h, v)
-		}
-	}
-	req.Header.Set(hdrHops, strconv.Itoa(hops+1))
-	resp, err := s.peers.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return fmt.Errorf("forward to %s: %w: %w", addr, errPeerUnreachable, err)
-		}
-		if r.Method == http.MethodGet {
-			return fmt.Errorf("forward to %s: %w: %w", addr, shard.ErrUnavailable, err)
-		}
-		return fmt.Errorf("forward to %s: %w: %w", addr, errForwardFailed, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusServiceUnavailable && hops == 0 {
-		// The remote refused before doing anything (503 is never used for a
-		// write that may have happened): the entry node may route again.
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-		return fmt.Errorf("forward to %s: %w", addr, errRemoteUnavailable)
-	}
 	for k, vs := range resp.Header {
 		w.Header()[k] = vs
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, resp.Body)
 	return nil
-}
-
-// fetchJSON performs an internal GET against another node (a scan's part on
-// a shard this node cannot serve) and decodes the JSON answer.
-func (s *Server) fetchJSON(ctx context.Context, r *http.Request, addr, uri string, out any) (http.Header, error) {
-	hops, _ := strconv.Atoi(r.Header.Get(hdrHops))
-	if hops >= maxHops {
-		return nil, errTooManyHops
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+uri, nil)
-	if err != nil {
-		return nil, err
-	}
-	if v := r.Header.Get(hdrSession); v != "" {
-		req.Header.Set(hdrSession, v)
-	}
-	req.Header.Set(hdrHops, strconv.Itoa(hops+1))
-	resp, err := s.peers.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return nil, fmt.Errorf("scan part on %s: %w: %w", addr, errPeerUnreachable, err)
-		}
-		return nil, fmt.Errorf("scan part on %s: %w: %w", addr, shard.ErrUnavailable, err)
-	}
-	defer resp.Body.Close()
-	dec := decodeStrict(io.LimitReader(resp.Body, 256<<20))
-	if resp.StatusCode != http.StatusOK {
-		var eb errorBody
-		_ = dec.Decode(&eb)
-		return nil, remoteError(resp.StatusCode, eb.Error)
-	}
-	return resp.Header, dec.Decode(out)
-}
-
-// remoteError turns another node's error answer back into a typed error so
-// the error table maps it to the same code.
-func remoteError(status int, d errorDetail) error {
-	msg := d.Message
-	switch d.Code {
-	case "invalid_argument":
-		return invalidf("%s", msg)
-	case "not_found":
-		return fmt.Errorf("%w: %s", errNotFound, msg)
-	case "outcome_unknown":
-		return fmt.Errorf("%w: %s", shard.ErrOutcomeUnknown, msg)
-	case "internal":
-		return fmt.Errorf("remote node: %s", msg)
-	}
-	if status == http.StatusServiceUnavailable {
-		return fmt.Errorf("%w: %s", errRemoteUnavailable, msg)
-	}
-	return fmt.Errorf("%w: remote answered %d %s: %s", shard.ErrUnavailable, status, d.Code, msg)
 }
 
 func containsID(ids []string, id string) bool {

@@ -220,7 +220,7 @@ func (s *Server) remoteScan(ctx context.Context, r *http.Request, addr string, p
 		q.Set("keys_only", "1")
 	}
 	var res scanResponse
-	h, err := s.fetchJSON(ctx, r, addr, "/v1/kv?"+q.Encode(), &res)
+	h, err := s.peers.Get(ctx, r, addr, "/v1/kv?"+q.Encode(), &res, hdrSession)
 	if err != nil {
 		return nil, 0, err
 	}

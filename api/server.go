@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -56,7 +57,7 @@ type Config struct {
 	// Dial connects to other nodes for forwarding; nil = net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// DialTimeout bounds each node-to-node dial, name resolution included
-	// (peers.go). Default 1s.
+	// (internal/cluster). Default 1s.
 	DialTimeout time.Duration
 	// UnreachableFor is how long a peer that could not be dialed is skipped
 	// by routing before it is dialed again. Default 1s.
@@ -79,8 +80,7 @@ type Server struct {
 	pb      PlacementBackend
 	log     *slog.Logger
 	mux     *http.ServeMux
-	peers   *http.Client
-	down    *unreachable // peers whose last dial failed (peers.go)
+	peers   *cluster.Client // every node-to-node call (internal/cluster)
 	metrics *metrics
 	node    string // this node's id
 }
@@ -90,12 +90,10 @@ const (
 	hdrShard   = "X-Cairn-Shard"
 	hdrIndex   = "X-Cairn-Index"
 	hdrSession = "X-Cairn-Session"
-	hdrHops    = "X-Cairn-Hops"
 	// hdrNode names the node that served the request. A forwarding node
 	// passes the serving node's headers on, so a client learns the shard
 	// leader from any answer (client/route.go).
 	hdrNode = "X-Cairn-Node"
-	maxHops = 3
 )
 
 // NewServer returns the API handler.
@@ -112,23 +110,9 @@ func NewServer(cfg Config) *Server {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = time.Second
-	}
-	if cfg.UnreachableFor <= 0 {
-		cfg.UnreachableFor = time.Second
-	}
-	dial := cfg.Dial
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
-	}
-	down := newUnreachable(cfg.UnreachableFor)
 	s := &Server{
 		cfg: cfg, be: cfg.Backend, pb: cfg.Placement, log: cfg.Logger, mux: http.NewServeMux(),
-		peers: &http.Client{Transport: &http.Transport{
-			DialContext: boundedDial(dial, cfg.DialTimeout, down), MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
-		}},
-		down:    down,
+		peers:   cluster.New(cluster.Config{Dial: cfg.Dial, DialTimeout: cfg.DialTimeout, UnreachableFor: cfg.UnreachableFor}),
 		metrics: newMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}
@@ -191,7 +175,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Close releases idle peer connections.
-func (s *Server) Close() { s.peers.CloseIdleConnections() }
+func (s *Server) Close() { s.peers.Close() }
 
 // healthz is 200 while the process serves (API.md); a node that cannot
 // serve at all says why with "ok": false.
