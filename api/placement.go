@@ -3,11 +3,11 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 
+	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
@@ -115,32 +115,18 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 	if !s.be.Ready() {
 		return errNotReady
 	}
-	rng, ok := s.rangeByID(id)
-	if !ok {
-		return fmt.Errorf("shard %d: %w", id, errNotFound)
-	}
-	t, err := s.leaderTarget(r.Context(), rng)
-	if err != nil {
-		return err
-	}
-	if t.rep != nil {
-		return fn(t.rep)
-	}
-	err = s.forward(w, r, body, t.addr)
-	if !errors.Is(err, errPeerUnreachable) && !errors.Is(err, errRemoteUnavailable) {
-		return err
-	}
-	// Nothing was done there: try the shard's other members, which route
-	// onward to its leader (a dead member must not block placement).
-	for _, addr := range s.remoteReplicas(rng) {
-		if addr == t.addr {
-			continue
-		}
-		if err = s.forward(w, r, body, addr); !errors.Is(err, errPeerUnreachable) && !errors.Is(err, errRemoteUnavailable) {
-			return err
-		}
-	}
-	return err
+	return s.route(r.Context(), routeReq[*shard.Replica]{
+		rng: func() (fsm.Range, error) {
+			if rng, ok := s.rangeByID(id); ok {
+				return rng, nil
+			}
+			return fsm.Range{}, fmt.Errorf("shard %d: %w", id, errNotFound)
+		},
+		leader:   true,
+		fallback: true,
+		local:    func(rep *shard.Replica, _ fsm.Range) error { return fn(rep) },
+		remote:   func(addr string, _ fsm.Range) error { return s.forward(w, r, body, addr) },
+	})
 }
 
 func (s *Server) shardStatus(w http.ResponseWriter, r *http.Request) error {

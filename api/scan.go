@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
@@ -128,60 +127,54 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) error {
 // makes it look the range up again.
 func (s *Server) scanPart(r *http.Request, part scanRequest, sess session) (*scanResponse, fsm.Range, uint64, error) {
 	ctx := r.Context()
-	deadline := time.Now().Add(s.cfg.RouteWait)
-	for {
-		rng, err := s.lookup(part.start)
-		if err != nil {
-			if s.retryRoute(ctx, deadline, err) {
-				continue
-			}
-			return nil, rng, 0, err
-		}
+	var res *scanResponse
+	var rng fsm.Range
+	var idx uint64
+	within := func(rg fsm.Range) scanRequest {
 		p := part
-		p.end = minEnd(part.end, rng.End)
-		var t target
-		if p.read.consistency == "linearizable" {
-			t, err = s.leaderTarget(ctx, rng)
-		} else {
-			t, err = s.replicaTarget(rng)
-		}
-		if err != nil {
-			return nil, rng, 0, err
-		}
-		if t.rep == nil {
-			res, idx, err := s.remoteScan(ctx, r, t.addr, p)
-			if s.retryRoute(ctx, deadline, err) {
-				continue
+		p.end = minEnd(part.end, rg.End)
+		return p
+	}
+	err := s.route(ctx, routeReq[*shard.Replica]{
+		rng:    func() (fsm.Range, error) { return s.lookup(part.start) },
+		leader: part.read.consistency == "linearizable",
+		remote: func(addr string, rg fsm.Range) error {
+			out, i, err := s.remoteScan(ctx, r, addr, within(rg))
+			if err == nil {
+				res, rng, idx = out, rg, i
 			}
-			return res, rng, idx, err
-		}
-		idx, err := s.admit(ctx, t.rep, rng, p.read, sess)
-		var kvs []*fsm.KV
-		var more bool
-		if err == nil {
+			return err
+		},
+		local: func(rep *shard.Replica, rg fsm.Range) error {
+			p := within(rg)
+			i, err := s.admit(ctx, rep, rg, p.read, sess)
+			if err != nil {
+				return err
+			}
 			// The part answers for all of [p.start, p.end) — the caller moves
 			// its cursor to rng.End — only if the range stored with the keys
 			// read still covers it. A split that committed after the lookup
 			// moved some of it to the child: look the range up again
 			// (invariants I2, I5).
-			var held fsm.Range
-			kvs, more, held, err = t.rep.FSM().ScanRange(p.start, p.end, p.limit, p.keysOnly)
+			kvs, more, held, err := rep.FSM().ScanRange(p.start, p.end, p.limit, p.keysOnly)
 			if err == nil && !covers(held, p.start, p.end) {
 				err = fmt.Errorf("scan [%q, %q): %w", p.start, p.end, errStaleRangeMap)
 			}
-		}
-		if s.retryRoute(ctx, deadline, err) {
-			continue
-		}
-		if err != nil {
-			return nil, rng, 0, err
-		}
-		res := &scanResponse{KVs: make([]kvJSON, 0, len(kvs)), More: more}
-		for _, kv := range kvs {
-			res.KVs = append(res.KVs, toKVJSON(kv, p.keysOnly))
-		}
-		return res, rng, idx, nil
+			if err != nil {
+				return err
+			}
+			out := &scanResponse{KVs: make([]kvJSON, 0, len(kvs)), More: more}
+			for _, kv := range kvs {
+				out.KVs = append(out.KVs, toKVJSON(kv, p.keysOnly))
+			}
+			res, rng, idx = out, rg, i
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, rng, 0, err
 	}
+	return res, rng, idx, nil
 }
 
 // covers reports whether rng holds all of [start, end) (empty end = +inf).

@@ -81,6 +81,7 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	peers   *cluster.Client // every node-to-node call (internal/cluster)
+	rt      *router[*shard.Replica]
 	metrics *metrics
 	node    string // this node's id
 }
@@ -116,8 +117,21 @@ func NewServer(cfg Config) *Server {
 		metrics: newMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}
+	s.rt = &router[*shard.Replica]{
+		self: s.node, replica: cfg.Backend.Replica, addr: cfg.Backend.NodeHTTPAddr, down: s.peers.Down,
+		wait: cfg.RouteWait, pause: 25 * time.Millisecond,
+	}
+	if s.pb != nil {
+		s.rt.alive = s.pb.NodeAlive
+	}
 	s.routes()
 	return s
+}
+
+// route runs one shard's part of a request through the routing loop
+// (route.go).
+func (s *Server) route(ctx context.Context, q routeReq[*shard.Replica]) error {
+	return s.rt.route(ctx, q)
 }
 
 // routes is the route table.
