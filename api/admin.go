@@ -10,6 +10,7 @@ import (
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/cluster"
+	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -47,8 +48,9 @@ func toRangeJSON(r fsm.Range) rangeJSON {
 }
 
 // splitShard: POST /v1/cluster/shards/{id}/split {"key":"m"}. It runs on
-// the shard's leader: a new range id from the meta group, the OpSplit through
-// the shard's log, then both halves reported to the meta group.
+// the shard's leader: placement.SplitShard allocates a range id on the meta
+// group, proposes the OpSplit through the shard's log, then reports both
+// halves to the meta group.
 func (s *Server) splitShard(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(r)
 	if err != nil {
@@ -69,25 +71,15 @@ func (s *Server) splitShard(w http.ResponseWriter, r *http.Request) error {
 	return s.onLeader(w, r, body, func(rep *shard.Replica) error {
 		ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 		defer cancel()
-		before := rep.Range()
-		childID, err := s.AllocRangeID(ctx)
+		res, err := placement.SplitShard(ctx, rep, key, s)
 		if err != nil {
 			return err
 		}
-		res, err := rep.Split(ctx, key, childID)
-		if err != nil {
-			return err
-		}
-		if res.Err != nil {
-			return res.Err
-		}
-		parent := rep.Range()
-		child := fsm.Range{ID: childID, Start: parent.End, End: before.End, Epoch: parent.Epoch, Replicas: parent.Replicas}
-		if err := s.ReportRanges(ctx, []fsm.Range{parent, child}); err != nil {
-			s.log.Warn("report split to meta; heartbeats will", "shard", rep.ID(), "err", err)
+		if res.ReportErr != nil {
+			s.log.Warn("report split to meta; heartbeats will", "shard", rep.ID(), "err", res.ReportErr)
 		}
 		setHeaders(w, rep.ID(), res.Index, r.Header.Get(hdrSession))
-		writeJSON(w, http.StatusOK, map[string]any{"parent": toRangeJSON(parent), "child": toRangeJSON(child)})
+		writeJSON(w, http.StatusOK, map[string]any{"parent": toRangeJSON(res.Parent), "child": toRangeJSON(res.Child)})
 		return nil
 	})
 }

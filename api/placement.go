@@ -49,10 +49,7 @@ type PlacementBackend interface {
 // MetaRange is one range as the meta leader knows it (ReadMetaRanges).
 type MetaRange = cluster.MetaRange
 
-type membershipRequest struct {
-	Action string `json:"action"` // add_learner, promote, remove, transfer_leader
-	Node   string `json:"node"`
-}
+type membershipRequest = cluster.MembershipRequest
 
 func (s *Server) placementRoutes() {
 	s.handle("POST /v1/cluster/shards/{id}/transfer-leader", "cluster_transfer", s.transferLeader)
@@ -342,76 +339,9 @@ func (s *Server) callNode(ctx context.Context, addr, method, path string, in, ou
 	return s.peers.Call(ctx, addr, method, path, in, out)
 }
 
-// Executor carries out placement steps through this node's API, which
-// routes each call to the shard's leader (placement.Executor).
-type Executor struct{ s *Server }
-
-// NewExecutor returns the placement executor backed by s.
-func (s *Server) NewExecutor() *Executor { return &Executor{s: s} }
-
-var _ placement.Executor = (*Executor)(nil)
-
-func (e *Executor) self() string {
-	addr, _ := e.s.be.NodeHTTPAddr(e.s.be.NodeID())
-	return addr
-}
-
-// ShardStatus asks the shard's leader.
-func (e *Executor) ShardStatus(ctx context.Context, id uint64) (shard.Status, error) {
-	var st shard.Status
-	err := e.s.callNode(ctx, e.self(), http.MethodGet, fmt.Sprintf("/internal/v1/shards/%d/status?leader=1", id), nil, &st)
-	return st, err
-}
-
-// CommittedShardStatus asks the shard's leader for its status with a
-// committed configuration (shard.Replica.CommittedStatus).
-func (e *Executor) CommittedShardStatus(ctx context.Context, id uint64) (shard.Status, error) {
-	var st shard.Status
-	err := e.s.callNode(ctx, e.self(), http.MethodGet, fmt.Sprintf("/internal/v1/shards/%d/status?committed=1", id), nil, &st)
-	return st, err
-}
-
-// ReplicaStatus asks node's own replica.
-func (e *Executor) ReplicaStatus(ctx context.Context, id uint64, node string) (shard.Status, error) {
-	var st shard.Status
-	addr, ok := e.s.be.NodeHTTPAddr(node)
-	if !ok {
-		return st, fmt.Errorf("node %q: %w", node, errNotFound)
-	}
-	err := e.s.callNode(ctx, addr, http.MethodGet, fmt.Sprintf("/internal/v1/shards/%d/status", id), nil, &st)
-	return st, err
-}
-
-func (e *Executor) member(ctx context.Context, id uint64, action, node string) error {
-	return e.s.callNode(ctx, e.self(), http.MethodPost, fmt.Sprintf("/internal/v1/shards/%d/membership", id),
-		membershipRequest{Action: action, Node: node}, nil)
-}
-
-// AddLearner adds node as a non-voter.
-func (e *Executor) AddLearner(ctx context.Context, id uint64, n placement.NodeInfo) error {
-	return e.member(ctx, id, "add_learner", n.ID)
-}
-
-// Promote makes node a voter.
-func (e *Executor) Promote(ctx context.Context, id uint64, n placement.NodeInfo) error {
-	return e.member(ctx, id, "promote", n.ID)
-}
-
-// RemoveMember removes node from the shard.
-func (e *Executor) RemoveMember(ctx context.Context, id uint64, node string) error {
-	return e.member(ctx, id, "remove", node)
-}
-
-// TransferLeader hands leadership to node.
-func (e *Executor) TransferLeader(ctx context.Context, id uint64, n placement.NodeInfo) error {
-	return e.member(ctx, id, "transfer_leader", n.ID)
-}
-
-// Split splits the range at key (nil = middle).
-func (e *Executor) Split(ctx context.Context, id uint64, key []byte) error {
-	body := map[string]any{}
-	if key != nil {
-		body["key"] = string(key)
-	}
-	return e.s.callNode(ctx, e.self(), http.MethodPost, fmt.Sprintf("/v1/cluster/shards/%d/split", id), body, nil)
+// NewExecutor returns the placement executor backed by this node's API
+// (placement.NodeExecutor), making its calls with this node's client.
+func (s *Server) NewExecutor() *placement.NodeExecutor {
+	self, _ := s.be.NodeHTTPAddr(s.be.NodeID())
+	return placement.NewNodeExecutor(s.peers, self, s.be.NodeHTTPAddr)
 }

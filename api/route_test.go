@@ -60,8 +60,13 @@ type steps struct {
 	log []string
 }
 
-func (s *steps) add(x string) int { s.mu.Lock(); defer s.mu.Unlock(); s.log = append(s.log, x); return len(s.log) }
-func (s *steps) String() string  { s.mu.Lock(); defer s.mu.Unlock(); return fmt.Sprint(s.log) }
+func (s *steps) add(x string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log = append(s.log, x)
+	return len(s.log)
+}
+func (s *steps) String() string { s.mu.Lock(); defer s.mu.Unlock(); return fmt.Sprint(s.log) }
 
 func TestRouteLoop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -102,3 +102,27 @@ func (c *Client) ReadMetaRanges(ctx context.Context, dir Directory, ids []uint64
 	err := c.CallMeta(ctx, dir, PathMetaRanges, ids, &out)
 	return out, err
 }
+
+// Shard routes, served by every node's API (which routes each to the
+// shard's leader) and called by the placement executor.
+const (
+	pathShardStatus = "/internal/v1/shards/%d/status"
+	pathMembership  = "/internal/v1/shards/%d/membership"
+	pathSplit       = "/v1/cluster/shards/%d/split"
+)
+
+// PathShardStatus is a shard's status route; query leader=1 asks the
+// leader, committed=1 the leader with a committed configuration.
+func PathShardStatus(id uint64) string { return fmt.Sprintf(pathShardStatus, id) }
+
+// PathMembership is a shard's membership-change route.
+func PathMembership(id uint64) string { return fmt.Sprintf(pathMembership, id) }
+
+// PathSplit is a shard's split route.
+func PathSplit(id uint64) string { return fmt.Sprintf(pathSplit, id) }
+
+// MembershipRequest is one membership change.
+type MembershipRequest struct {
+	Action string `json:"action"` // add_learner, promote, remove, transfer_leader
+	Node   string `json:"node"`
+}
