@@ -10,7 +10,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/cairndb/cairn/fsm"
-	"github.com/cairndb/cairn/shard"
 )
 
 // writeTimeout bounds one write end to end, forwarding included.
@@ -75,11 +74,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	var rng fsm.Range
 	var index uint64
 	served := false // false: forwarded, the answer is written
-	err = s.route(r.Context(), routeReq[*shard.Replica]{
+	err = s.route(r.Context(), routeReq[Replica]{
 		rng:    func() (fsm.Range, error) { return s.lookup(key) },
 		leader: opts.consistency == "linearizable",
 		remote: func(addr string, _ fsm.Range) error { return s.forward(w, r, nil, addr) },
-		local: func(rep *shard.Replica, rg fsm.Range) error {
+		local: func(rep Replica, rg fsm.Range) error {
 			idx, err := s.admit(r.Context(), rep, rg, opts, sess)
 			if err == nil && !rep.Range().Contains(key) {
 				err = fmt.Errorf("key %q: %w", key, errStaleRangeMap)
@@ -174,11 +173,11 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, cmd 
 	defer cancel()
 	var res *fsm.Result
 	var rng fsm.Range
-	err = s.route(ctx, routeReq[*shard.Replica]{
+	err = s.route(ctx, routeReq[Replica]{
 		rng:    func() (fsm.Range, error) { return s.lookup(cmd.Key) },
 		leader: true,
 		remote: func(addr string, _ fsm.Range) error { return s.forward(w, r, body, addr) },
-		local: func(rep *shard.Replica, rg fsm.Range) error {
+		local: func(rep Replica, rg fsm.Range) error {
 			cmd.Epoch = rg.Epoch
 			out, err := rep.Propose(ctx, cmd)
 			if err != nil {

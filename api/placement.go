@@ -112,7 +112,7 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 	if !s.be.Ready() {
 		return errNotReady
 	}
-	return s.route(r.Context(), routeReq[*shard.Replica]{
+	return s.prt.route(r.Context(), routeReq[*shard.Replica]{
 		rng: func() (fsm.Range, error) {
 			if rng, ok := s.rangeByID(id); ok {
 				return rng, nil

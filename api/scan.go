@@ -10,7 +10,6 @@ import (
 	"strconv"
 
 	"github.com/cairndb/cairn/fsm"
-	"github.com/cairndb/cairn/shard"
 )
 
 const (
@@ -135,7 +134,7 @@ func (s *Server) scanPart(r *http.Request, part scanRequest, sess session) (*sca
 		p.end = minEnd(part.end, rg.End)
 		return p
 	}
-	err := s.route(ctx, routeReq[*shard.Replica]{
+	err := s.route(ctx, routeReq[Replica]{
 		rng:    func() (fsm.Range, error) { return s.lookup(part.start) },
 		leader: part.read.consistency == "linearizable",
 		remote: func(addr string, rg fsm.Range) error {
@@ -145,7 +144,7 @@ func (s *Server) scanPart(r *http.Request, part scanRequest, sess session) (*sca
 			}
 			return err
 		},
-		local: func(rep *shard.Replica, rg fsm.Range) error {
+		local: func(rep Replica, rg fsm.Range) error {
 			p := within(rg)
 			i, err := s.admit(ctx, rep, rg, p.read, sess)
 			if err != nil {
@@ -190,7 +189,7 @@ func covers(rng fsm.Range, start, end []byte) bool {
 
 // admit waits until a local read at the requested consistency is allowed and
 // returns the index it reflects.
-func (s *Server) admit(ctx context.Context, rep *shard.Replica, rng fsm.Range, o readOptions, sess session) (uint64, error) {
+func (s *Server) admit(ctx context.Context, rep Replica, rng fsm.Range, o readOptions, sess session) (uint64, error) {
 	switch o.consistency {
 	case "session":
 		return rep.SessionRead(ctx, sess[rng.ID], s.cfg.SessionWait)

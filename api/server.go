@@ -80,8 +80,9 @@ type Server struct {
 	pb      PlacementBackend
 	log     *slog.Logger
 	mux     *http.ServeMux
-	peers   *cluster.Client // every node-to-node call (internal/cluster)
-	rt      *router[*shard.Replica]
+	peers   *cluster.Client         // every node-to-node call (internal/cluster)
+	rt      *router[Replica]        // the routing loop for key-value requests
+	prt     *router[*shard.Replica] // the same loop for placement calls, which need the whole replica
 	metrics *metrics
 	node    string // this node's id
 }
@@ -117,20 +118,29 @@ func NewServer(cfg Config) *Server {
 		metrics: newMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}
-	s.rt = &router[*shard.Replica]{
+	s.prt = &router[*shard.Replica]{
 		self: s.node, replica: cfg.Backend.Replica, addr: cfg.Backend.NodeHTTPAddr, down: s.peers.Down,
 		wait: cfg.RouteWait, pause: 25 * time.Millisecond,
 	}
 	if s.pb != nil {
-		s.rt.alive = s.pb.NodeAlive
+		s.prt.alive = s.pb.NodeAlive
+	}
+	s.rt = &router[Replica]{
+		self: s.prt.self, addr: s.prt.addr, down: s.prt.down, alive: s.prt.alive, wait: s.prt.wait, pause: s.prt.pause,
+		replica: func(id uint64) (Replica, bool) {
+			if rep, ok := cfg.Backend.Replica(id); ok {
+				return rep, true
+			}
+			return nil, false // never a nil *shard.Replica in a non-nil interface
+		},
 	}
 	s.routes()
 	return s
 }
 
-// route runs one shard's part of a request through the routing loop
-// (route.go).
-func (s *Server) route(ctx context.Context, q routeReq[*shard.Replica]) error {
+// route runs one shard's part of a key-value request through the routing
+// loop (route.go).
+func (s *Server) route(ctx context.Context, q routeReq[Replica]) error {
 	return s.rt.route(ctx, q)
 }
 
