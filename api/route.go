@@ -52,9 +52,12 @@ type routeReq[R routable] struct {
 	// linearizable reads, placement calls); else any replica, this node's
 	// own first (session and stale reads).
 	leader bool
-	// fallback: when the node picked cannot be reached, ask the shard's
-	// other members at once, which route onward to the leader (placement
-	// calls: a dead member must not block a repair).
+	// fallback: when the node picked did nothing (could not be dialed, or
+	// answered 503), ask the shard's other members at once, which route
+	// onward to the leader (placement calls: a dead member must not block a
+	// repair). A part any replica may serve always falls back: a member that
+	// keeps answering 503 (no state yet, too stale) must not hide the others
+	// until RouteWait passes.
 	fallback bool
 	// local runs the part on this node's replica.
 	local func(rep R, rng fsm.Range) error
@@ -95,7 +98,7 @@ func (rt *router[R]) route(ctx context.Context, q routeReq[R]) error {
 // when addr did nothing.
 func (rt *router[R]) remote(q routeReq[R], rng fsm.Range, addr string) error {
 	err := q.remote(addr, rng)
-	if !q.fallback || !nothingDone(err) {
+	if !(q.fallback || !q.leader) || !nothingDone(err) {
 		return err
 	}
 	for _, other := range rt.remoteReplicas(rng) {

@@ -205,4 +205,20 @@ func TestRouteLoop(t *testing.T) {
 			t.Fatalf("err %v; want no route when every member is down", err)
 		}
 	})
+
+	t.Run("replica reads try the next member when one did nothing", func(t *testing.T) {
+		rt := newRouter(&fakePeers{})
+		var st steps
+		err := rt.route(ctx, routeReq[*fakeReplica]{rng: byKey,
+			remote: func(addr string, _ fsm.Range) error {
+				if st.add(addr) == 1 {
+					return errRemoteUnavailable // n2 has no state yet
+				}
+				return nil
+			},
+		})
+		if err != nil || st.String() != "[n2:7070 n3:7070]" {
+			t.Fatalf("err %v, steps %v; want n2 then n3 at once", err, st.String())
+		}
+	})
 }
