@@ -342,6 +342,5 @@ func (s *Server) callNode(ctx context.Context, addr, method, path string, in, ou
 // NewExecutor returns the placement executor backed by this node's API
 // (placement.NodeExecutor), making its calls with this node's client.
 func (s *Server) NewExecutor() *placement.NodeExecutor {
-	self, _ := s.be.NodeHTTPAddr(s.be.NodeID())
-	return placement.NewNodeExecutor(s.peers, self, s.be.NodeHTTPAddr)
+	return placement.NewNodeExecutor(s.peers, s.be.NodeID(), s.be.NodeHTTPAddr)
 }

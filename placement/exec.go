@@ -17,22 +17,29 @@ import (
 // either way.
 type NodeExecutor struct {
 	c    *cluster.Client
-	self string                           // this node's API address
+	self string                           // this node's id
 	addr func(node string) (string, bool) // a node's API address
 }
 
 var _ Executor = (*NodeExecutor)(nil)
 
-// NewNodeExecutor returns an executor that calls the API at self, and a
-// node's own API for ReplicaStatus.
+// NewNodeExecutor returns an executor that calls the API of node self, and
+// a node's own API for ReplicaStatus. Addresses are looked up at each call:
+// a node learns its own address only once it is registered.
 func NewNodeExecutor(c *cluster.Client, self string, addr func(node string) (string, bool)) *NodeExecutor {
 	return &NodeExecutor{c: c, self: self, addr: addr}
+}
+
+// local is this node's API address.
+func (e *NodeExecutor) local() string {
+	a, _ := e.addr(e.self)
+	return a
 }
 
 // ShardStatus asks the shard's leader.
 func (e *NodeExecutor) ShardStatus(ctx context.Context, id uint64) (shard.Status, error) {
 	var st shard.Status
-	err := e.c.Call(ctx, e.self, http.MethodGet, cluster.PathShardStatus(id)+"?leader=1", nil, &st)
+	err := e.c.Call(ctx, e.local(), http.MethodGet, cluster.PathShardStatus(id)+"?leader=1", nil, &st)
 	return st, err
 }
 
@@ -40,7 +47,7 @@ func (e *NodeExecutor) ShardStatus(ctx context.Context, id uint64) (shard.Status
 // committed configuration (shard.Replica.CommittedStatus).
 func (e *NodeExecutor) CommittedShardStatus(ctx context.Context, id uint64) (shard.Status, error) {
 	var st shard.Status
-	err := e.c.Call(ctx, e.self, http.MethodGet, cluster.PathShardStatus(id)+"?committed=1", nil, &st)
+	err := e.c.Call(ctx, e.local(), http.MethodGet, cluster.PathShardStatus(id)+"?committed=1", nil, &st)
 	return st, err
 }
 
@@ -56,7 +63,7 @@ func (e *NodeExecutor) ReplicaStatus(ctx context.Context, id uint64, node string
 }
 
 func (e *NodeExecutor) member(ctx context.Context, id uint64, action, node string) error {
-	return e.c.Call(ctx, e.self, http.MethodPost, cluster.PathMembership(id),
+	return e.c.Call(ctx, e.local(), http.MethodPost, cluster.PathMembership(id),
 		cluster.MembershipRequest{Action: action, Node: node}, nil)
 }
 
@@ -86,5 +93,5 @@ func (e *NodeExecutor) Split(ctx context.Context, id uint64, key []byte) error {
 	if key != nil {
 		body["key"] = string(key)
 	}
-	return e.c.Call(ctx, e.self, http.MethodPost, cluster.PathSplit(id), body, nil)
+	return e.c.Call(ctx, e.local(), http.MethodPost, cluster.PathSplit(id), body, nil)
 }
