@@ -39,12 +39,18 @@ type Config struct {
 	// UnreachableFor is how long a peer that could not be dialed is
 	// reported Down. Default 1s.
 	UnreachableFor time.Duration
+	// CallTimeout bounds a call whose context has no deadline, the answer's
+	// body included, so a peer that accepts and never answers cannot hold a
+	// caller forever. Default 30s (longer than any server-side bound: a
+	// write's 10s, RouteWait's 3s).
+	CallTimeout time.Duration
 }
 
 // Client makes node-to-node calls. It is safe for concurrent use.
 type Client struct {
-	http *http.Client
-	down *unreachable
+	http        *http.Client
+	down        *unreachable
+	callTimeout time.Duration
 }
 
 // New returns a client.
@@ -55,6 +61,9 @@ func New(cfg Config) *Client {
 	if cfg.UnreachableFor <= 0 {
 		cfg.UnreachableFor = time.Second
 	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 30 * time.Second
+	}
 	dial := cfg.Dial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
@@ -64,8 +73,29 @@ func New(cfg Config) *Client {
 		http: &http.Client{Transport: &http.Transport{
 			DialContext: boundedDial(dial, cfg.DialTimeout, down), MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
 		}},
-		down: down,
+		down:        down,
+		callTimeout: cfg.CallTimeout,
 	}
+}
+
+// bound gives ctx the client's CallTimeout when it has no deadline.
+func (c *Client) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.callTimeout)
+}
+
+// cancelOnClose cancels the call's context once its answer is read.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // Down reports whether a dial to addr failed within the last UnreachableFor:
@@ -116,8 +146,10 @@ func (c *Client) Forward(r *http.Request, body []byte, addr string, headers ...s
 	if hops >= MaxHops {
 		return nil, ErrTooManyHops
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
+	ctx, cancel := c.bound(r.Context())
+	req, err := http.NewRequestWithContext(ctx, r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	for _, h := range headers {
@@ -128,8 +160,10 @@ func (c *Client) Forward(r *http.Request, body []byte, addr string, headers ...s
 	req.Header.Set(HeaderHops, strconv.Itoa(hops+1))
 	resp, err := c.do(req, "forward to "+addr)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
+	resp.Body = cancelOnClose{resp.Body, cancel}
 	if resp.StatusCode == http.StatusServiceUnavailable && hops == 0 {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxErrorBody))
 		resp.Body.Close()
@@ -146,6 +180,8 @@ func (c *Client) Get(ctx context.Context, r *http.Request, addr, uri string, out
 	if hops >= MaxHops {
 		return nil, ErrTooManyHops
 	}
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+uri, nil)
 	if err != nil {
 		return nil, err
@@ -180,6 +216,8 @@ func (c *Client) Call(ctx context.Context, addr, method, path string, in, out an
 		}
 		body = bytes.NewReader(b)
 	}
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
 	if err != nil {
 		return err

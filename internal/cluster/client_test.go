@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,5 +115,49 @@ func TestForwardHops(t *testing.T) {
 	}
 	if len(gotHops) != 2 || gotHops[0] != "1" || gotHops[1] != "2" {
 		t.Errorf("hops seen by the peer %v; want [1 2]", gotHops)
+	}
+}
+
+// A peer that accepts a call and never answers holds no caller past
+// CallTimeout when the caller set no deadline; the write's outcome is unknown
+// (it was sent), a read's answer unavailable.
+func TestCallTimeoutBoundsSilentPeer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	c := New(Config{CallTimeout: 200 * time.Millisecond})
+	defer c.Close()
+	start := time.Now()
+	err = c.Call(context.Background(), ln.Addr().String(), http.MethodPost, "/internal/v1/shards/1/membership", nil, nil)
+	if took := time.Since(start); took > 5*time.Second || !errors.Is(err, shard.ErrOutcomeUnknown) {
+		t.Fatalf("silent peer: %v after %v; want outcome unknown within about 200ms", err, took)
+	}
+	r := httptest.NewRequest(http.MethodGet, "/v1/kv?start=a", nil)
+	start = time.Now()
+	if _, err := c.Get(context.Background(), r, ln.Addr().String(), "/v1/kv?start=a", nil); time.Since(start) > 5*time.Second ||
+		!errors.Is(err, shard.ErrUnavailable) {
+		t.Fatalf("silent peer, read: %v after %v; want unavailable within about 200ms", err, time.Since(start))
 	}
 }

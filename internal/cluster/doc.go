@@ -11,6 +11,8 @@
 //   - Dials are bounded by Config.DialTimeout, name resolution included, and
 //     a peer whose dial failed is reported Down for Config.UnreachableFor, so
 //     routing skips it instead of paying the timeout again (dial.go).
+//   - A call whose context has no deadline is bounded by Config.CallTimeout,
+//     its answer's body included.
 //   - A request is forwarded at most MaxHops times (HeaderHops counts them);
 //     the next hop is refused with ErrTooManyHops before anything is sent.
 //   - Error answers are read up to MaxErrorBody bytes, JSON answers up to
