@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cairndb/cairn/shard"
 	"net/http"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/cluster"
+	"github.com/cairndb/cairn/placement"
+	"github.com/cairndb/cairn/shard"
 )
 
 // MetaBackend is what the API needs from this node's meta-group replica.
@@ -22,10 +24,11 @@ type MetaBackend interface {
 	ReportRanges(ctx context.Context, ranges []fsm.Range) error
 }
 
-// internal routes: node-to-node calls, not part of the public API.
+// internal routes: node-to-node calls, not part of the public API
+// (internal/cluster makes them).
 const (
-	pathAllocRangeID = "/internal/v1/meta/alloc-range-id"
-	pathReportRanges = "/internal/v1/meta/report-ranges"
+	pathAllocRangeID = cluster.PathAllocRangeID
+	pathReportRanges = cluster.PathReportRanges
 )
 
 type splitRequest struct {
@@ -45,8 +48,9 @@ func toRangeJSON(r fsm.Range) rangeJSON {
 }
 
 // splitShard: POST /v1/cluster/shards/{id}/split {"key":"m"}. It runs on
-// the shard's leader: a new range id from the meta group, the OpSplit through
-// the shard's log, then both halves reported to the meta group.
+// the shard's leader: placement.SplitShard allocates a range id on the meta
+// group, proposes the OpSplit through the shard's log, then reports both
+// halves to the meta group.
 func (s *Server) splitShard(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(r)
 	if err != nil {
@@ -67,25 +71,15 @@ func (s *Server) splitShard(w http.ResponseWriter, r *http.Request) error {
 	return s.onLeader(w, r, body, func(rep *shard.Replica) error {
 		ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 		defer cancel()
-		before := rep.Range()
-		childID, err := s.AllocRangeID(ctx)
+		res, err := placement.SplitShard(ctx, rep, key, s)
 		if err != nil {
 			return err
 		}
-		res, err := rep.Split(ctx, key, childID)
-		if err != nil {
-			return err
-		}
-		if res.Err != nil {
-			return res.Err
-		}
-		parent := rep.Range()
-		child := fsm.Range{ID: childID, Start: parent.End, End: before.End, Epoch: parent.Epoch, Replicas: parent.Replicas}
-		if err := s.ReportRanges(ctx, []fsm.Range{parent, child}); err != nil {
-			s.log.Warn("report split to meta; heartbeats will", "shard", rep.ID(), "err", err)
+		if res.ReportErr != nil {
+			s.log.Warn("report split to meta; heartbeats will", "shard", rep.ID(), "err", res.ReportErr)
 		}
 		setHeaders(w, rep.ID(), res.Index, r.Header.Get(hdrSession))
-		writeJSON(w, http.StatusOK, map[string]any{"parent": toRangeJSON(parent), "child": toRangeJSON(child)})
+		writeJSON(w, http.StatusOK, map[string]any{"parent": toRangeJSON(res.Parent), "child": toRangeJSON(res.Child)})
 		return nil
 	})
 }
@@ -105,13 +99,7 @@ func (s *Server) AllocRangeID(ctx context.Context) (uint64, error) {
 	if m.IsLeader() {
 		return m.AllocRangeID(ctx)
 	}
-	var out struct {
-		ID uint64 `json:"id"`
-	}
-	if err := s.callMetaLeader(ctx, pathAllocRangeID, nil, &out); err != nil {
-		return 0, err
-	}
-	return out.ID, nil
+	return s.peers.AllocRangeID(ctx, directory{s})
 }
 
 // ReportRanges sends shard leaders' descriptors to the meta leader.
@@ -120,39 +108,15 @@ func (s *Server) ReportRanges(ctx context.Context, ranges []fsm.Range) error {
 	if m.IsLeader() {
 		return m.ReportRanges(ctx, ranges)
 	}
-	return s.callMetaLeader(ctx, pathReportRanges, ranges, nil)
+	return s.peers.ReportRanges(ctx, directory{s}, ranges)
 }
 
-func (s *Server) callMetaLeader(ctx context.Context, path string, in, out any) error {
-	leader := s.be.Meta().Leader()
-	addr, ok := s.be.NodeHTTPAddr(leader)
-	if leader == "" || !ok {
-		return fmt.Errorf("meta group has no known leader: %w", errNoRoute)
-	}
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytesReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set(hdrHops, "1")
-	resp, err := s.peers.Do(req)
-	if err != nil {
-		return fmt.Errorf("meta leader %s: %w: %w", leader, errNoRoute, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var eb errorBody
-		_ = json.NewDecoder(resp.Body).Decode(&eb)
-		return remoteError(resp.StatusCode, eb.Error)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
-}
+// directory resolves the meta leader and node addresses for the cluster
+// client.
+type directory struct{ s *Server }
+
+func (d directory) MetaLeader() string                    { return d.s.be.Meta().Leader() }
+func (d directory) NodeHTTPAddr(id string) (string, bool) { return d.s.be.NodeHTTPAddr(id) }
 
 func (s *Server) internalAllocRangeID(w http.ResponseWriter, r *http.Request) error {
 	if !s.be.Meta().IsLeader() {

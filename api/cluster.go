@@ -1,6 +1,7 @@
 package api
 
 import (
+	"github.com/cairndb/cairn/internal/cluster"
 	"net/http"
 )
 
@@ -46,7 +47,7 @@ func (s *Server) cluster(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if m := s.be.Meta(); !local && !m.IsLeader() && r.Header.Get(hdrHops) == "" {
+	if m := s.be.Meta(); !local && !m.IsLeader() && cluster.Hops(r.Header) == 0 {
 		if addr, ok := s.be.NodeHTTPAddr(m.Leader()); ok && m.Leader() != "" {
 			if err := s.forward(w, r, nil, addr); err == nil {
 				return nil

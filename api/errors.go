@@ -8,29 +8,33 @@ import (
 	"net/http"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/shard"
 )
 
 // Errors owned by the API edge. Errors from lower layers are mapped in
 // errorStatus, the one table from error to HTTP status and stable code.
 var (
-	errNotFound    = errors.New("not found")
-	errNotReady    = errors.New("node is not ready: cluster not formed or range map unknown")
-	errUnhealthy   = errors.New("node is unhealthy, restart it")
-	errTooManyHops = errors.New("request forwarded too many times; the cluster is changing leaders")
-	errNoRoute     = errors.New("no reachable replica for the shard")
-	errMethod      = errors.New("method not allowed")
-	// errTooLarge: a value or a request body over its size limit.
-	errTooLarge      = errors.New("too large")
-	errForwardFailed = errors.New("forwarding to the shard leader failed")
+	errNotReady  = errors.New("node is not ready: cluster not formed or range map unknown")
+	errUnhealthy = errors.New("node is unhealthy, restart it")
+	// Errors that cross the wire are defined once, in internal/cluster,
+	// which decodes another node's answer back into them.
+	errNotFound    = cluster.ErrNotFound
+	errTooManyHops = cluster.ErrTooManyHops
+	errNoRoute     = cluster.ErrNoRoute
+	errMethod      = cluster.ErrMethod
+	errTooLarge    = cluster.ErrTooLarge
+	// errForwardFailed: a forwarded request was sent and its connection
+	// failed before the answer: outcome unknown (wraps shard.ErrOutcomeUnknown).
+	errForwardFailed = cluster.ErrForwardFailed
 	// errPeerUnreachable: the node a request was forwarded to could not be
 	// dialed, so nothing was sent; the request may be routed again.
-	errPeerUnreachable = errors.New("peer unreachable")
+	errPeerUnreachable = cluster.ErrPeerUnreachable
 	// errRemoteUnavailable: another node answered 503 — nothing was
 	// written there — so the request may be routed again.
-	errRemoteUnavailable = errors.New("remote node unavailable")
+	errRemoteUnavailable = cluster.ErrRemoteUnavailable
 	// errConflict: the request's precondition on cluster state does not hold.
-	errConflict = errors.New("precondition failed")
+	errConflict = cluster.ErrConditionFailed
 )
 
 // invalidArgument is a client error with a message meant for the user.
@@ -54,36 +58,60 @@ type errorDetail struct {
 	Current   *kvJSON `json:"current,omitempty"`
 }
 
-// errorStatus is the single table from error to HTTP status and code.
+// errorRow is one row of the error table: the errors it matches, and the
+// status, stable code and retryable flag they answer with.
+type errorRow struct {
+	status    int
+	code      string
+	retryable bool
+	match     func(error) bool
+}
+
+// errorTable is the single table from error to HTTP status and code, first
+// match wins. internal/cluster.Decode is its inverse: an error answer from
+// another node decodes to an error that maps to the same row
+// (TestErrorTableRoundTrip). An error no row matches is 500 internal.
+var errorTable = []errorRow{
+	{http.StatusBadRequest, "invalid_argument", false, func(err error) bool {
+		var inv *invalidArgument
+		return errors.As(err, &inv) || errors.Is(err, fsm.ErrInvalidCommand) || errors.Is(err, cluster.ErrInvalidArgument)
+	}},
+	{http.StatusNotFound, "not_found", false, func(err error) bool { return errors.Is(err, errNotFound) }},
+	{http.StatusConflict, "condition_failed", false, func(err error) bool {
+		var cond *fsm.ConditionError
+		return errors.As(err, &cond) || errors.Is(err, errConflict)
+	}},
+	{http.StatusConflict, "stale_token", false, func(err error) bool {
+		var st *fsm.StaleTokenError
+		return errors.As(err, &st) || errors.Is(err, cluster.ErrStaleToken)
+	}},
+	{http.StatusRequestEntityTooLarge, "too_large", false, func(err error) bool {
+		var mbe *http.MaxBytesError
+		return errors.Is(err, errTooLarge) || errors.As(err, &mbe)
+	}},
+	{http.StatusMethodNotAllowed, "method_not_allowed", false, func(err error) bool { return errors.Is(err, errMethod) }},
+	// errForwardFailed wraps shard.ErrOutcomeUnknown. This row comes before
+	// unavailable: Propose wraps the context's error next to it.
+	{http.StatusGatewayTimeout, "outcome_unknown", true, func(err error) bool { return errors.Is(err, shard.ErrOutcomeUnknown) }},
+	{http.StatusServiceUnavailable, "unavailable", true, func(err error) bool {
+		var (
+			ws *fsm.WrongShardError
+			nl *shard.NotLeaderError
+		)
+		return errors.As(err, &ws) || errors.As(err, &nl) || errors.Is(err, shard.ErrUnavailable) ||
+			errors.Is(err, errNotReady) || errors.Is(err, errUnhealthy) || errors.Is(err, errTooManyHops) ||
+			errors.Is(err, errNoRoute) || errors.Is(err, errPeerUnreachable) ||
+			errors.Is(err, errStaleRangeMap) || errors.Is(err, errRemoteUnavailable) ||
+			errors.Is(err, context.DeadlineExceeded)
+	}},
+}
+
+// errorStatus maps err through errorTable.
 func errorStatus(err error) (status int, code string, retryable bool) {
-	var (
-		inv  *invalidArgument
-		cond *fsm.ConditionError
-		st   *fsm.StaleTokenError
-		ws   *fsm.WrongShardError
-		nl   *shard.NotLeaderError
-		mbe  *http.MaxBytesError
-	)
-	switch {
-	case errors.As(err, &inv), errors.Is(err, fsm.ErrInvalidCommand):
-		return http.StatusBadRequest, "invalid_argument", false
-	case errors.Is(err, errNotFound):
-		return http.StatusNotFound, "not_found", false
-	case errors.As(err, &cond), errors.Is(err, errConflict):
-		return http.StatusConflict, "condition_failed", false
-	case errors.As(err, &st):
-		return http.StatusConflict, "stale_token", false
-	case errors.Is(err, errTooLarge), errors.As(err, &mbe):
-		return http.StatusRequestEntityTooLarge, "too_large", false
-	case errors.Is(err, errMethod):
-		return http.StatusMethodNotAllowed, "method_not_allowed", false
-	case errors.Is(err, shard.ErrOutcomeUnknown), errors.Is(err, errForwardFailed):
-		return http.StatusGatewayTimeout, "outcome_unknown", true
-	case errors.As(err, &ws), errors.As(err, &nl), errors.Is(err, shard.ErrUnavailable),
-		errors.Is(err, errNotReady), errors.Is(err, errUnhealthy), errors.Is(err, errTooManyHops), errors.Is(err, errNoRoute), errors.Is(err, errPeerUnreachable),
-		errors.Is(err, errStaleRangeMap), errors.Is(err, errRemoteUnavailable),
-		errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, "unavailable", true
+	for _, row := range errorTable {
+		if row.match(err) {
+			return row.status, row.code, row.retryable
+		}
 	}
 	return http.StatusInternalServerError, "internal", false
 }
@@ -96,6 +124,13 @@ func writeError(w http.ResponseWriter, err error) {
 	if errors.As(err, &cond) && cond.Current != nil {
 		kv := toKVJSON(cond.Current, false)
 		body.Error.Current = &kv
+	}
+	var re *cluster.RemoteError
+	if errors.As(err, &re) && len(re.Current) > 0 {
+		var kv kvJSON
+		if json.Unmarshal(re.Current, &kv) == nil {
+			body.Error.Current = &kv // another node's failed condition, passed on
+		}
 	}
 	writeJSON(w, status, body)
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -85,7 +86,7 @@ func TestErrorStatus(t *testing.T) {
 }
 
 // TestRemoteErrorKeepsCode checks that another node's error answer, turned
-// back into an error by remoteError, maps to the code the remote sent (or to
+// back into an error by cluster.Decode, maps to the code the remote sent (or to
 // unavailable for codes a scan part cannot carry back).
 func TestRemoteErrorKeepsCode(t *testing.T) {
 	tests := []struct {
@@ -101,7 +102,7 @@ func TestRemoteErrorKeepsCode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
-			err := remoteError(599, errorDetail{Code: tt.code, Message: "remote says no"})
+			err := cluster.Decode(599, cluster.ErrorDetail{Code: tt.code, Message: "remote says no"})
 			_, code, retryable := errorStatus(err)
 			if code != tt.wantCode || retryable != tt.retryable {
 				t.Errorf("remote %s -> %s retryable=%v; want %s retryable=%v", tt.code, code, retryable, tt.wantCode, tt.retryable)

@@ -10,7 +10,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/cairndb/cairn/fsm"
-	"github.com/cairndb/cairn/shard"
 )
 
 // writeTimeout bounds one write end to end, forwarding included.
@@ -74,23 +73,32 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	var kv *fsm.KV
 	var rng fsm.Range
 	var index uint64
-	deadline := time.Now().Add(s.cfg.RouteWait)
-	for {
-		var rep *shard.Replica
-		rep, rng, index, err = s.readReplica(w, r, key, opts, sess)
-		if err != nil || rep == nil {
-			return err // rep == nil: forwarded, answer written
-		}
-		// The FSM checks the key against the range stored with the data it
-		// reads: a split that committed after readReplica's check answers
-		// wrong_shard here, and the key is looked up again (invariant I2).
-		kv, err = rep.FSM().Get(key)
-		if err == nil {
-			break
-		}
-		if !s.retryRoute(r.Context(), deadline, err) {
-			return err
-		}
+	served := false // false: forwarded, the answer is written
+	err = s.route(r.Context(), routeReq[Replica]{
+		rng:    func() (fsm.Range, error) { return s.lookup(key) },
+		leader: opts.consistency == "linearizable",
+		remote: func(addr string, _ fsm.Range) error { return s.forward(w, r, nil, addr) },
+		local: func(rep Replica, rg fsm.Range) error {
+			idx, err := s.admit(r.Context(), rep, rg, opts, sess)
+			if err == nil && !rep.Range().Contains(key) {
+				err = fmt.Errorf("key %q: %w", key, errStaleRangeMap)
+			}
+			if err != nil {
+				return err
+			}
+			// The FSM checks the key against the range stored with the
+			// data it reads: a split that committed after the check above
+			// answers wrong_shard here, and the key is routed again
+			// (invariant I2).
+			if kv, err = rep.FSM().Get(key); err != nil {
+				return err
+			}
+			rng, index, served = rg, idx, true
+			return nil
+		},
+	})
+	if err != nil || !served {
+		return err
 	}
 	sess.observe(rng.ID, index)
 	setHeaders(w, rng.ID, index, sess.String())
@@ -104,48 +112,6 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, toKVJSON(kv, false))
 	return nil
-}
-
-// readReplica finds the replica that may serve a read of key at the
-// requested consistency, admits the read there and returns it with the index
-// the read reflects. When the read must run elsewhere it forwards the request
-// and returns a nil replica. A range map that lags a split is waited out.
-func (s *Server) readReplica(w http.ResponseWriter, r *http.Request, key []byte, o readOptions, sess session) (*shard.Replica, fsm.Range, uint64, error) {
-	ctx := r.Context()
-	deadline := time.Now().Add(s.cfg.RouteWait)
-	for {
-		rng, err := s.lookup(key)
-		if err != nil {
-			if s.retryRoute(ctx, deadline, err) {
-				continue
-			}
-			return nil, rng, 0, err
-		}
-		var t target
-		if o.consistency == "linearizable" {
-			t, err = s.leaderTarget(ctx, rng)
-		} else {
-			t, err = s.replicaTarget(rng)
-		}
-		if err != nil {
-			return nil, rng, 0, err
-		}
-		if t.rep == nil {
-			err = s.forward(w, r, nil, t.addr)
-			if s.retryRoute(ctx, deadline, err) {
-				continue
-			}
-			return nil, rng, 0, err
-		}
-		idx, err := s.admit(ctx, t.rep, rng, o, sess)
-		if err == nil && !t.rep.Range().Contains(key) {
-			err = fmt.Errorf("key %q: %w", key, errStaleRangeMap)
-		}
-		if s.retryRoute(ctx, deadline, err) {
-			continue // leadership moved or the range split: route again
-		}
-		return t.rep, rng, idx, err
-	}
 }
 
 func (s *Server) put(w http.ResponseWriter, r *http.Request) error {
@@ -205,46 +171,34 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, cmd 
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 	defer cancel()
-	deadline := time.Now().Add(s.cfg.RouteWait)
-	for {
-		rng, err := s.lookup(cmd.Key)
-		if err != nil {
-			if s.retryRoute(ctx, deadline, err) {
-				continue
+	var res *fsm.Result
+	var rng fsm.Range
+	err = s.route(ctx, routeReq[Replica]{
+		rng:    func() (fsm.Range, error) { return s.lookup(cmd.Key) },
+		leader: true,
+		remote: func(addr string, _ fsm.Range) error { return s.forward(w, r, body, addr) },
+		local: func(rep Replica, rg fsm.Range) error {
+			cmd.Epoch = rg.Epoch
+			out, err := rep.Propose(ctx, cmd)
+			if err != nil {
+				return err
 			}
-			return err
-		}
-		cmd.Epoch = rng.Epoch
-		t, err := s.leaderTarget(ctx, rng)
-		if err != nil {
-			return err
-		}
-		if t.rep == nil {
-			err = s.forward(w, r, body, t.addr)
-			if s.retryRoute(ctx, deadline, err) {
-				continue // the leader we knew is down: nothing was sent
-			}
-			return err
-		}
-		res, err := t.rep.Propose(ctx, cmd)
-		if err == nil && res.Err != nil {
 			var ws *fsm.WrongShardError
-			if errors.As(res.Err, &ws) {
-				err = res.Err // applied as a no-op: the key left this range
+			if errors.As(out.Err, &ws) {
+				return out.Err // applied as a no-op: the key left this range
 			}
-		}
-		if s.retryRoute(ctx, deadline, err) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		sess.observe(rng.ID, res.Index)
-		setHeaders(w, rng.ID, res.Index, sess.String())
-		if res.Err != nil {
-			return res.Err
-		}
-		writeJSON(w, http.StatusOK, render(res))
-		return nil
+			res, rng = out, rg
+			return nil
+		},
+	})
+	if err != nil || res == nil {
+		return err // res == nil: forwarded, the answer is written
 	}
+	sess.observe(rng.ID, res.Index)
+	setHeaders(w, rng.ID, res.Index, sess.String())
+	if res.Err != nil {
+		return res.Err
+	}
+	writeJSON(w, http.StatusOK, render(res))
+	return nil
 }

@@ -1,16 +1,14 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
 )
@@ -18,19 +16,14 @@ import (
 // Placement endpoints: the public cluster operations of docs/api.md and the
 // internal calls the placement driver's executor makes.
 const (
-	pathHeartbeat  = "/internal/v1/meta/heartbeat"
-	pathNodeState  = "/internal/v1/meta/node-state"
-	pathMetaRanges = "/internal/v1/meta/read-ranges"
-	pathLeaderPref = "/internal/v1/meta/leader-pref"
+	pathHeartbeat  = cluster.PathHeartbeat
+	pathNodeState  = cluster.PathNodeState
+	pathMetaRanges = cluster.PathMetaRanges
+	pathLeaderPref = cluster.PathLeaderPref
 )
 
 // RangeHeartbeat is one shard leader's statistics in a heartbeat.
-type RangeHeartbeat struct {
-	ID         uint64  `json:"id"`
-	Leader     string  `json:"leader"`
-	SizeBytes  int64   `json:"size_bytes"`
-	WriteBytes float64 `json:"write_bytes_per_s"`
-}
+type RangeHeartbeat = cluster.RangeHeartbeat
 
 // PlacementBackend is what the placement endpoints need from the node.
 type PlacementBackend interface {
@@ -54,18 +47,9 @@ type PlacementBackend interface {
 }
 
 // MetaRange is one range as the meta leader knows it (ReadMetaRanges).
-type MetaRange struct {
-	ID       uint64   `json:"id"`
-	Found    bool     `json:"found"`
-	Epoch    uint64   `json:"epoch"`
-	Replicas []string `json:"replicas"`
-	OpTo     string   `json:"op_to,omitempty"` // target of an operation in progress
-}
+type MetaRange = cluster.MetaRange
 
-type membershipRequest struct {
-	Action string `json:"action"` // add_learner, promote, remove, transfer_leader
-	Node   string `json:"node"`
-}
+type membershipRequest = cluster.MembershipRequest
 
 func (s *Server) placementRoutes() {
 	s.handle("POST /v1/cluster/shards/{id}/transfer-leader", "cluster_transfer", s.transferLeader)
@@ -107,9 +91,7 @@ func (s *Server) ReadMetaRanges(ctx context.Context, ids []uint64) ([]MetaRange,
 	if s.be.Meta().IsLeader() {
 		return s.pb.ReadMetaRanges(ctx, ids)
 	}
-	var out []MetaRange
-	err := s.callMetaLeader(ctx, pathMetaRanges, ids, &out)
-	return out, err
+	return s.peers.ReadMetaRanges(ctx, directory{s}, ids)
 }
 
 func shardIDParam(r *http.Request) (uint64, error) {
@@ -130,32 +112,18 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 	if !s.be.Ready() {
 		return errNotReady
 	}
-	rng, ok := s.rangeByID(id)
-	if !ok {
-		return fmt.Errorf("shard %d: %w", id, errNotFound)
-	}
-	t, err := s.leaderTarget(r.Context(), rng)
-	if err != nil {
-		return err
-	}
-	if t.rep != nil {
-		return fn(t.rep)
-	}
-	err = s.forward(w, r, body, t.addr)
-	if !errors.Is(err, errPeerUnreachable) && !errors.Is(err, errRemoteUnavailable) {
-		return err
-	}
-	// Nothing was done there: try the shard's other members, which route
-	// onward to its leader (a dead member must not block placement).
-	for _, addr := range s.remoteReplicas(rng) {
-		if addr == t.addr {
-			continue
-		}
-		if err = s.forward(w, r, body, addr); !errors.Is(err, errPeerUnreachable) && !errors.Is(err, errRemoteUnavailable) {
-			return err
-		}
-	}
-	return err
+	return s.prt.route(r.Context(), routeReq[*shard.Replica]{
+		rng: func() (fsm.Range, error) {
+			if rng, ok := s.rangeByID(id); ok {
+				return rng, nil
+			}
+			return fsm.Range{}, fmt.Errorf("shard %d: %w", id, errNotFound)
+		},
+		leader:   true,
+		fallback: true,
+		local:    func(rep *shard.Replica, _ fsm.Range) error { return fn(rep) },
+		remote:   func(addr string, _ fsm.Range) error { return s.forward(w, r, body, addr) },
+	})
 }
 
 func (s *Server) shardStatus(w http.ResponseWriter, r *http.Request) error {
@@ -256,10 +224,7 @@ func (s *Server) transferLeader(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-type leaderPrefRequest struct {
-	Range uint64 `json:"range"`
-	Node  string `json:"node"`
-}
+type leaderPrefRequest = cluster.LeaderPrefRequest
 
 // leaderPref records a range's preferred leader (meta leader only).
 func (s *Server) leaderPref(w http.ResponseWriter, r *http.Request) error {
@@ -312,11 +277,7 @@ func (s *Server) setNodeState(w http.ResponseWriter, r *http.Request, draining, 
 	return nil
 }
 
-type nodeStateRequest struct {
-	Node     string `json:"node"`
-	Draining bool   `json:"draining"`
-	Removed  bool   `json:"removed"`
-}
+type nodeStateRequest = cluster.NodeStateRequest
 
 func (s *Server) nodeState(w http.ResponseWriter, r *http.Request) error {
 	var req nodeStateRequest
@@ -341,7 +302,7 @@ func (s *Server) callMeta(ctx context.Context, path string, in, out any) error {
 		addr, _ := s.be.NodeHTTPAddr(s.be.NodeID())
 		return s.callNode(ctx, addr, http.MethodPost, path, in, out)
 	}
-	return s.callMetaLeader(ctx, path, in, out)
+	return s.peers.CallMeta(ctx, directory{s}, path, in, out)
 }
 
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
@@ -370,113 +331,16 @@ func (s *Server) SendHeartbeat(ctx context.Context, hb []RangeHeartbeat) error {
 		s.pb.Observe(hb)
 		return nil
 	}
-	if hb == nil {
-		hb = []RangeHeartbeat{}
-	}
-	return s.callMetaLeader(ctx, pathHeartbeat+"?node="+url.QueryEscape(s.node), hb, nil)
+	return s.peers.Heartbeat(ctx, directory{s}, s.node, hb)
 }
 
 // callNode makes one internal call to the node at addr.
 func (s *Server) callNode(ctx context.Context, addr, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.peers.Do(req)
-	if err != nil {
-		return fmt.Errorf("node %s: %w: %w", addr, errNoRoute, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var eb errorBody
-		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb)
-		return remoteError(resp.StatusCode, eb.Error)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return s.peers.Call(ctx, addr, method, path, in, out)
 }
 
-// Executor carries out placement steps through this node's API, which
-// routes each call to the shard's leader (placement.Executor).
-type Executor struct{ s *Server }
-
-// NewExecutor returns the placement executor backed by s.
-func (s *Server) NewExecutor() *Executor { return &Executor{s: s} }
-
-var _ placement.Executor = (*Executor)(nil)
-
-func (e *Executor) self() string {
-	addr, _ := e.s.be.NodeHTTPAddr(e.s.be.NodeID())
-	return addr
-}
-
-// ShardStatus asks the shard's leader.
-func (e *Executor) ShardStatus(ctx context.Context, id uint64) (shard.Status, error) {
-	var st shard.Status
-	err := e.s.callNode(ctx, e.self(), http.MethodGet, fmt.Sprintf("/internal/v1/shards/%d/status?leader=1", id), nil, &st)
-	return st, err
-}
-
-// CommittedShardStatus asks the shard's leader for its status with a
-// committed configuration (shard.Replica.CommittedStatus).
-func (e *Executor) CommittedShardStatus(ctx context.Context, id uint64) (shard.Status, error) {
-	var st shard.Status
-	err := e.s.callNode(ctx, e.self(), http.MethodGet, fmt.Sprintf("/internal/v1/shards/%d/status?committed=1", id), nil, &st)
-	return st, err
-}
-
-// ReplicaStatus asks node's own replica.
-func (e *Executor) ReplicaStatus(ctx context.Context, id uint64, node string) (shard.Status, error) {
-	var st shard.Status
-	addr, ok := e.s.be.NodeHTTPAddr(node)
-	if !ok {
-		return st, fmt.Errorf("node %q: %w", node, errNotFound)
-	}
-	err := e.s.callNode(ctx, addr, http.MethodGet, fmt.Sprintf("/internal/v1/shards/%d/status", id), nil, &st)
-	return st, err
-}
-
-func (e *Executor) member(ctx context.Context, id uint64, action, node string) error {
-	return e.s.callNode(ctx, e.self(), http.MethodPost, fmt.Sprintf("/internal/v1/shards/%d/membership", id),
-		membershipRequest{Action: action, Node: node}, nil)
-}
-
-// AddLearner adds node as a non-voter.
-func (e *Executor) AddLearner(ctx context.Context, id uint64, n placement.NodeInfo) error {
-	return e.member(ctx, id, "add_learner", n.ID)
-}
-
-// Promote makes node a voter.
-func (e *Executor) Promote(ctx context.Context, id uint64, n placement.NodeInfo) error {
-	return e.member(ctx, id, "promote", n.ID)
-}
-
-// RemoveMember removes node from the shard.
-func (e *Executor) RemoveMember(ctx context.Context, id uint64, node string) error {
-	return e.member(ctx, id, "remove", node)
-}
-
-// TransferLeader hands leadership to node.
-func (e *Executor) TransferLeader(ctx context.Context, id uint64, n placement.NodeInfo) error {
-	return e.member(ctx, id, "transfer_leader", n.ID)
-}
-
-// Split splits the range at key (nil = middle).
-func (e *Executor) Split(ctx context.Context, id uint64, key []byte) error {
-	body := map[string]any{}
-	if key != nil {
-		body["key"] = string(key)
-	}
-	return e.s.callNode(ctx, e.self(), http.MethodPost, fmt.Sprintf("/v1/cluster/shards/%d/split", id), body, nil)
+// NewExecutor returns the placement executor backed by this node's API
+// (placement.NodeExecutor), making its calls with this node's client.
+func (s *Server) NewExecutor() *placement.NodeExecutor {
+	return placement.NewNodeExecutor(s.peers, s.be.NodeID(), s.be.NodeHTTPAddr)
 }

@@ -1,107 +1,213 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
 )
 
-// target is where one shard's part of a request runs: on a local replica, or
-// on another node the request is forwarded to.
-type target struct {
-	rep  *shard.Replica
-	addr string
+// routable is what the routing loop needs from a shard's replica on this
+// node (*shard.Replica; a fake in route_test.go). Both methods may be called
+// concurrently with anything, and neither writes anything: they only say who
+// leads.
+type routable interface {
+	// IsLeader reports whether this replica leads its group now.
+	IsLeader() bool
+	// Leader is the group's leader as this replica knows it ("" unknown).
+	Leader() (id, addr string)
 }
 
-// leaderTarget finds the shard's leader, waiting up to RouteWait for one to
-// be elected, so a client rarely sees an election.
-func (s *Server) leaderTarget(ctx context.Context, rng fsm.Range) (target, error) {
-	deadline := time.Now().Add(s.cfg.RouteWait)
+// router is THE routing and retry loop: every request that runs on one
+// shard — a write, a point read, a scan's part, a placement call — goes
+// through route. It finds the range, picks where the part runs (this node's
+// replica or another node), runs it there, and routes again, until RouteWait
+// passes, when the failure proves nothing was done: leadership moved, the
+// range split, the node we forwarded to could not be dialed or answered 503.
+// A failure that may have done something (outcome unknown) is never routed
+// again. It is generic only so that it can be tested without a cluster.
+type router[R routable] struct {
+	self    string                           // this node's id
+	replica func(id uint64) (R, bool)        // this node's replica of a shard
+	addr    func(node string) (string, bool) // a node's API address
+	down    func(addr string) bool           // a dial to addr failed a moment ago
+	alive   func(node string) bool           // gossip liveness, a hint (nil: all alive)
+	wait    time.Duration                    // RouteWait
+	pause   time.Duration                    // between two attempts
+	now     func() time.Time                 // nil: time.Now
+}
+
+// routeReq is one shard's part of a request.
+type routeReq[R routable] struct {
+	// rng finds the range the part runs on: by key in the range map (which
+	// may lag a split: errStaleRangeMap is routed again), or by id.
+	rng func() (fsm.Range, error)
+	// leader: only the shard's leader may serve the part (writes,
+	// linearizable reads, placement calls); else any replica, this node's
+	// own first (session and stale reads).
+	leader bool
+	// fallback: when the node picked did nothing (could not be dialed, or
+	// answered 503), ask the shard's other members at once, which route
+	// onward to the leader (placement calls: a dead member must not block a
+	// repair). A part any replica may serve always falls back: a member that
+	// keeps answering 503 (no state yet, too stale) must not hide the others
+	// until RouteWait passes.
+	fallback bool
+	// local runs the part on this node's replica.
+	local func(rep R, rng fsm.Range) error
+	// remote runs the part on the node at addr (forwarding).
+	remote func(addr string, rng fsm.Range) error
+}
+
+func (rt *router[R]) clock() time.Time {
+	if rt.now != nil {
+		return rt.now()
+	}
+	return time.Now()
+}
+
+// route runs q, routing again while the failure proves nothing was done.
+func (rt *router[R]) route(ctx context.Context, q routeReq[R]) error {
+	deadline := rt.clock().Add(rt.wait)
 	for {
-		rep, ok := s.be.Replica(rng.ID)
-		if !ok || !slices.Contains(rng.Replicas, s.be.NodeID()) {
-			// No replica here, or one still joining (a learner knows no
-			// leader until the leader contacts it): ask the members.
-			if ok && rep.IsLeader() {
-				return target{rep: rep}, nil
+		rng, err := q.rng()
+		if err == nil {
+			var t target[R]
+			if t, err = rt.pick(ctx, rng, q.leader); err != nil {
+				return err // pick waited for a leader already
 			}
-			return s.remoteReplica(rng)
-		}
-		if rep.IsLeader() {
-			return target{rep: rep}, nil
-		}
-		unreachable := ""
-		if id, _ := rep.Leader(); id != "" && id != s.be.NodeID() {
-			if addr, ok := s.be.NodeHTTPAddr(id); ok {
-				if !s.down.down(addr) {
-					return target{addr: addr}, nil
-				}
-				// Its node could not be dialed a moment ago: it is most
-				// likely dead, and the group is about to elect another.
-				unreachable = id
+			if t.local {
+				err = q.local(t.rep, rng)
+			} else {
+				err = rt.remote(q, rng, t.addr)
 			}
 		}
-		if time.Now().After(deadline) {
-			if unreachable != "" {
-				return target{}, fmt.Errorf("shard %d: leader %s is unreachable and no other has been elected yet: %w",
-					rng.ID, unreachable, shard.ErrUnavailable)
-			}
-			return target{}, fmt.Errorf("shard %d has no leader: %w", rng.ID, shard.ErrUnavailable)
-		}
-		select {
-		case <-ctx.Done():
-			return target{}, fmt.Errorf("shard %d has no leader: %w: %w", rng.ID, shard.ErrUnavailable, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+		if err == nil || !rt.again(ctx, deadline, err) {
+			return err
 		}
 	}
 }
 
-// retryRoute reports whether a request that failed with err before anything
-// was sent may be routed again: leadership moved, or the node we forwarded to
-// (or every other replica) is down and the shard is electing a new leader. It sleeps briefly first.
-func (s *Server) retryRoute(ctx context.Context, deadline time.Time, err error) bool {
+// remote runs q on addr; with fallback, on the shard's other members next
+// when addr did nothing.
+func (rt *router[R]) remote(q routeReq[R], rng fsm.Range, addr string) error {
+	err := q.remote(addr, rng)
+	if !(q.fallback || !q.leader) || !nothingDone(err) {
+		return err
+	}
+	for _, other := range rt.remoteReplicas(rng) {
+		if other == addr {
+			continue
+		}
+		if err = q.remote(other, rng); !nothingDone(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// nothingDone: the node asked could not be reached or refused before doing
+// anything.
+func nothingDone(err error) bool {
+	return errors.Is(err, errPeerUnreachable) || errors.Is(err, errRemoteUnavailable)
+}
+
+// again reports whether a request that failed with err may be routed again:
+// leadership moved, the range split, or the node we forwarded to (or every
+// other replica) is down and the shard is electing a new leader. It pauses
+// first.
+func (rt *router[R]) again(ctx context.Context, deadline time.Time, err error) bool {
 	var nl *shard.NotLeaderError
 	var ws *fsm.WrongShardError
 	if !errors.As(err, &nl) && !errors.Is(err, errPeerUnreachable) && !errors.As(err, &ws) &&
 		!errors.Is(err, errStaleRangeMap) && !errors.Is(err, errRemoteUnavailable) && !errors.Is(err, errNoRoute) {
 		return false
 	}
-	if time.Now().After(deadline) {
+	if rt.clock().After(deadline) {
 		return false
 	}
 	select {
 	case <-ctx.Done():
 		return false
-	case <-time.After(25 * time.Millisecond):
+	case <-time.After(rt.pause):
 		return true
 	}
 }
 
-// replicaTarget prefers a local replica (session and stale reads).
-func (s *Server) replicaTarget(rng fsm.Range) (target, error) {
-	if rep, ok := s.be.Replica(rng.ID); ok {
-		return target{rep: rep}, nil
+// target is where one shard's part of a request runs: on a local replica, or
+// on another node the request is forwarded to.
+type target[R routable] struct {
+	local bool
+	rep   R
+	addr  string
+}
+
+func (rt *router[R]) pick(ctx context.Context, rng fsm.Range, leader bool) (target[R], error) {
+	if leader {
+		return rt.leaderTarget(ctx, rng)
 	}
-	return s.remoteReplica(rng)
+	if rep, ok := rt.replica(rng.ID); ok {
+		return target[R]{local: true, rep: rep}, nil
+	}
+	return rt.remoteReplica(rng)
+}
+
+// leaderTarget finds the shard's leader, waiting up to RouteWait for one to
+// be elected, so a client rarely sees an election.
+func (rt *router[R]) leaderTarget(ctx context.Context, rng fsm.Range) (target[R], error) {
+	deadline := rt.clock().Add(rt.wait)
+	for {
+		rep, ok := rt.replica(rng.ID)
+		if !ok || !slices.Contains(rng.Replicas, rt.self) {
+			// No replica here, or one still joining (a learner knows no
+			// leader until the leader contacts it): ask the members.
+			if ok && rep.IsLeader() {
+				return target[R]{local: true, rep: rep}, nil
+			}
+			return rt.remoteReplica(rng)
+		}
+		if rep.IsLeader() {
+			return target[R]{local: true, rep: rep}, nil
+		}
+		unreachable := ""
+		if id, _ := rep.Leader(); id != "" && id != rt.self {
+			if addr, ok := rt.addr(id); ok {
+				if !rt.down(addr) {
+					return target[R]{addr: addr}, nil
+				}
+				// Its node could not be dialed a moment ago: it is most
+				// likely dead, and the group is about to elect another.
+				unreachable = id
+			}
+		}
+		if rt.clock().After(deadline) {
+			if unreachable != "" {
+				return target[R]{}, fmt.Errorf("shard %d: leader %s is unreachable and no other has been elected yet: %w",
+					rng.ID, unreachable, shard.ErrUnavailable)
+			}
+			return target[R]{}, fmt.Errorf("shard %d has no leader: %w", rng.ID, shard.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return target[R]{}, fmt.Errorf("shard %d has no leader: %w: %w", rng.ID, shard.ErrUnavailable, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // remoteReplica picks a node that hosts the shard, skipping nodes that could
 // not be dialed a moment ago; it routes onward.
-func (s *Server) remoteReplica(rng fsm.Range) (target, error) {
-	if addrs := s.remoteReplicas(rng); len(addrs) > 0 {
-		return target{addr: addrs[0]}, nil
+func (rt *router[R]) remoteReplica(rng fsm.Range) (target[R], error) {
+	if addrs := rt.remoteReplicas(rng); len(addrs) > 0 {
+		return target[R]{addr: addrs[0]}, nil
 	}
-	return target{}, fmt.Errorf("shard %d: %w", rng.ID, errNoRoute)
+	return target[R]{}, fmt.Errorf("shard %d: %w", rng.ID, errNoRoute)
 }
 
 // remoteReplicas lists the API addresses of the other nodes that host the
@@ -109,20 +215,20 @@ func (s *Server) remoteReplica(rng fsm.Range) (target, error) {
 // reports alive first: the first listed replica may be
 // a dead node, and a router that always tried it first would never get
 // past it (issue 10 item 6). Liveness only orders the candidates (I12).
-func (s *Server) remoteReplicas(rng fsm.Range) []string {
+func (rt *router[R]) remoteReplicas(rng fsm.Range) []string {
 	var alive, rest []string
 	for _, id := range rng.Replicas {
-		if id == s.be.NodeID() {
+		if id == rt.self {
 			continue
 		}
-		addr, ok := s.be.NodeHTTPAddr(id)
+		addr, ok := rt.addr(id)
 		if !ok {
 			continue
 		}
 		switch {
-		case s.down.down(addr):
+		case rt.down(addr):
 			continue // a dial failed a moment ago: skipped until UnreachableFor passes
-		case s.pb == nil || s.pb.NodeAlive(id):
+		case rt.alive == nil || rt.alive(id):
 			alive = append(alive, addr)
 		default:
 			rest = append(rest, addr)
@@ -131,101 +237,18 @@ func (s *Server) remoteReplicas(rng fsm.Range) []string {
 	return append(alive, rest...)
 }
 
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
-
-// forward proxies the request to another node and copies its answer back.
-// A write that fails after the connection was made may have been applied:
-// that is outcome_unknown, never a plain failure.
+// forward proxies the request to another node and copies its answer back
+// (internal/cluster.Client.Forward: hops, dial failures, outcome unknown).
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, addr string) error {
-	hops, _ := strconv.Atoi(r.Header.Get(hdrHops))
-	if hops >= maxHops {
-		return errTooManyHops
-	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
+	resp, err := s.peers.Forward(r, body, addr, "Content-Type", hdrSession)
 	if err != nil {
 		return err
 	}
-	for _, h := range []string{"Content-Type", hdrSession} {
-		if v := r.Header.Get(h); v != "" {
-			req.Header.Set(h, v)
-		}
-	}
-	req.Header.Set(hdrHops, strconv.Itoa(hops+1))
-	resp, err := s.peers.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return fmt.Errorf("forward to %s: %w: %w", addr, errPeerUnreachable, err)
-		}
-		if r.Method == http.MethodGet {
-			return fmt.Errorf("forward to %s: %w: %w", addr, shard.ErrUnavailable, err)
-		}
-		return fmt.Errorf("forward to %s: %w: %w", addr, errForwardFailed, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusServiceUnavailable && hops == 0 {
-		// The remote refused before doing anything (503 is never used for a
-		// write that may have happened): the entry node may route again.
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-		return fmt.Errorf("forward to %s: %w", addr, errRemoteUnavailable)
-	}
 	for k, vs := range resp.Header {
 		w.Header()[k] = vs
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, resp.Body)
 	return nil
-}
-
-// fetchJSON performs an internal GET against another node (a scan's part on
-// a shard this node cannot serve) and decodes the JSON answer.
-func (s *Server) fetchJSON(ctx context.Context, r *http.Request, addr, uri string, out any) (http.Header, error) {
-	hops, _ := strconv.Atoi(r.Header.Get(hdrHops))
-	if hops >= maxHops {
-		return nil, errTooManyHops
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+uri, nil)
-	if err != nil {
-		return nil, err
-	}
-	if v := r.Header.Get(hdrSession); v != "" {
-		req.Header.Set(hdrSession, v)
-	}
-	req.Header.Set(hdrHops, strconv.Itoa(hops+1))
-	resp, err := s.peers.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return nil, fmt.Errorf("scan part on %s: %w: %w", addr, errPeerUnreachable, err)
-		}
-		return nil, fmt.Errorf("scan part on %s: %w: %w", addr, shard.ErrUnavailable, err)
-	}
-	defer resp.Body.Close()
-	dec := decodeStrict(io.LimitReader(resp.Body, 256<<20))
-	if resp.StatusCode != http.StatusOK {
-		var eb errorBody
-		_ = dec.Decode(&eb)
-		return nil, remoteError(resp.StatusCode, eb.Error)
-	}
-	return resp.Header, dec.Decode(out)
-}
-
-// remoteError turns another node's error answer back into a typed error so
-// the error table maps it to the same code.
-func remoteError(status int, d errorDetail) error {
-	msg := d.Message
-	switch d.Code {
-	case "invalid_argument":
-		return invalidf("%s", msg)
-	case "not_found":
-		return fmt.Errorf("%w: %s", errNotFound, msg)
-	case "outcome_unknown":
-		return fmt.Errorf("%w: %s", shard.ErrOutcomeUnknown, msg)
-	case "internal":
-		return fmt.Errorf("remote node: %s", msg)
-	}
-	if status == http.StatusServiceUnavailable {
-		return fmt.Errorf("%w: %s", errRemoteUnavailable, msg)
-	}
-	return fmt.Errorf("%w: remote answered %d %s: %s", shard.ErrUnavailable, status, d.Code, msg)
 }

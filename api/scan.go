@@ -9,10 +9,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/cairndb/cairn/fsm"
-	"github.com/cairndb/cairn/shard"
 )
 
 const (
@@ -139,60 +137,54 @@ func (s *Server) scan(w http.ResponseWriter, r *http.Request) error {
 // makes it look the range up again.
 func (s *Server) scanPart(r *http.Request, part scanRequest, sess session) (*scanResponse, fsm.Range, uint64, error) {
 	ctx := r.Context()
-	deadline := time.Now().Add(s.cfg.RouteWait)
-	for {
-		rng, err := s.lookup(part.start)
-		if err != nil {
-			if s.retryRoute(ctx, deadline, err) {
-				continue
-			}
-			return nil, rng, 0, err
-		}
+	var res *scanResponse
+	var rng fsm.Range
+	var idx uint64
+	within := func(rg fsm.Range) scanRequest {
 		p := part
-		p.end = minEnd(part.end, rng.End)
-		var t target
-		if p.read.consistency == "linearizable" {
-			t, err = s.leaderTarget(ctx, rng)
-		} else {
-			t, err = s.replicaTarget(rng)
-		}
-		if err != nil {
-			return nil, rng, 0, err
-		}
-		if t.rep == nil {
-			res, idx, err := s.remoteScan(ctx, r, t.addr, p)
-			if s.retryRoute(ctx, deadline, err) {
-				continue
+		p.end = minEnd(part.end, rg.End)
+		return p
+	}
+	err := s.route(ctx, routeReq[Replica]{
+		rng:    func() (fsm.Range, error) { return s.lookup(part.start) },
+		leader: part.read.consistency == "linearizable",
+		remote: func(addr string, rg fsm.Range) error {
+			out, i, err := s.remoteScan(ctx, r, addr, within(rg))
+			if err == nil {
+				res, rng, idx = out, rg, i
 			}
-			return res, rng, idx, err
-		}
-		idx, err := s.admit(ctx, t.rep, rng, p.read, sess)
-		var kvs []*fsm.KV
-		var more bool
-		if err == nil {
+			return err
+		},
+		local: func(rep Replica, rg fsm.Range) error {
+			p := within(rg)
+			i, err := s.admit(ctx, rep, rg, p.read, sess)
+			if err != nil {
+				return err
+			}
 			// The part answers for all of [p.start, p.end) — the caller moves
 			// its cursor to rng.End — only if the range stored with the keys
 			// read still covers it. A split that committed after the lookup
 			// moved some of it to the child: look the range up again
 			// (invariants I2, I5).
-			var held fsm.Range
-			kvs, more, held, err = t.rep.FSM().ScanRange(p.start, p.end, p.limit, p.keysOnly)
+			kvs, more, held, err := rep.FSM().ScanRange(p.start, p.end, p.limit, p.keysOnly)
 			if err == nil && !covers(held, p.start, p.end) {
 				err = fmt.Errorf("scan [%q, %q): %w", p.start, p.end, errStaleRangeMap)
 			}
-		}
-		if s.retryRoute(ctx, deadline, err) {
-			continue
-		}
-		if err != nil {
-			return nil, rng, 0, err
-		}
-		res := &scanResponse{KVs: make([]kvJSON, 0, len(kvs)), More: more}
-		for _, kv := range kvs {
-			res.KVs = append(res.KVs, toKVJSON(kv, p.keysOnly))
-		}
-		return res, rng, idx, nil
+			if err != nil {
+				return err
+			}
+			out := &scanResponse{KVs: make([]kvJSON, 0, len(kvs)), More: more}
+			for _, kv := range kvs {
+				out.KVs = append(out.KVs, toKVJSON(kv, p.keysOnly))
+			}
+			res, rng, idx = out, rg, i
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, rng, 0, err
 	}
+	return res, rng, idx, nil
 }
 
 // covers reports whether rng holds all of [start, end) (empty end = +inf).
@@ -208,7 +200,7 @@ func covers(rng fsm.Range, start, end []byte) bool {
 
 // admit waits until a local read at the requested consistency is allowed and
 // returns the index it reflects.
-func (s *Server) admit(ctx context.Context, rep *shard.Replica, rng fsm.Range, o readOptions, sess session) (uint64, error) {
+func (s *Server) admit(ctx context.Context, rep Replica, rng fsm.Range, o readOptions, sess session) (uint64, error) {
 	switch o.consistency {
 	case "session":
 		return rep.SessionRead(ctx, sess[rng.ID], s.cfg.SessionWait)
@@ -231,7 +223,7 @@ func (s *Server) remoteScan(ctx context.Context, r *http.Request, addr string, p
 		q.Set("keys_only", "1")
 	}
 	var res scanResponse
-	h, err := s.fetchJSON(ctx, r, addr, "/v1/kv?"+q.Encode(), &res)
+	h, err := s.peers.Get(ctx, r, addr, "/v1/kv?"+q.Encode(), &res, hdrSession)
 	if err != nil {
 		return nil, 0, err
 	}

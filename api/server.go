@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -59,7 +60,7 @@ type Config struct {
 	// Dial connects to other nodes for forwarding; nil = net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// DialTimeout bounds each node-to-node dial, name resolution included
-	// (peers.go). Default 1s.
+	// (internal/cluster). Default 1s.
 	DialTimeout time.Duration
 	// UnreachableFor is how long a peer that could not be dialed is skipped
 	// by routing before it is dialed again. Default 1s.
@@ -87,8 +88,9 @@ type Server struct {
 	pb      PlacementBackend
 	log     *slog.Logger
 	mux     *http.ServeMux
-	peers   *http.Client
-	down    *unreachable // peers whose last dial failed (peers.go)
+	peers   *cluster.Client         // every node-to-node call (internal/cluster)
+	rt      *router[Replica]        // the routing loop for key-value requests
+	prt     *router[*shard.Replica] // the same loop for placement calls, which need the whole replica
 	metrics *metrics
 	node    string // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
@@ -100,12 +102,10 @@ const (
 	hdrShard   = "X-Cairn-Shard"
 	hdrIndex   = "X-Cairn-Index"
 	hdrSession = "X-Cairn-Session"
-	hdrHops    = "X-Cairn-Hops"
 	// hdrNode names the node that served the request. A forwarding node
 	// passes the serving node's headers on, so a client learns the shard
 	// leader from any answer (client/route.go).
 	hdrNode = "X-Cairn-Node"
-	maxHops = 3
 )
 
 // NewServer returns the API handler.
@@ -122,31 +122,39 @@ func NewServer(cfg Config) *Server {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = time.Second
-	}
-	if cfg.UnreachableFor <= 0 {
-		cfg.UnreachableFor = time.Second
-	}
 	if cfg.BodyTimeout <= 0 {
 		cfg.BodyTimeout = 30 * time.Second
 	}
-	dial := cfg.Dial
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
-	}
-	down := newUnreachable(cfg.UnreachableFor)
 	s := &Server{
 		cfg: cfg, be: cfg.Backend, pb: cfg.Placement, log: cfg.Logger, mux: http.NewServeMux(),
-		peers: &http.Client{Transport: &http.Transport{
-			DialContext: boundedDial(dial, cfg.DialTimeout, down), MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
-		}},
-		down:    down,
+		peers:   cluster.New(cluster.Config{Dial: cfg.Dial, DialTimeout: cfg.DialTimeout, UnreachableFor: cfg.UnreachableFor}),
 		metrics: newMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}
+	s.prt = &router[*shard.Replica]{
+		self: s.node, replica: cfg.Backend.Replica, addr: cfg.Backend.NodeHTTPAddr, down: s.peers.Down,
+		wait: cfg.RouteWait, pause: 25 * time.Millisecond,
+	}
+	if s.pb != nil {
+		s.prt.alive = s.pb.NodeAlive
+	}
+	s.rt = &router[Replica]{
+		self: s.prt.self, addr: s.prt.addr, down: s.prt.down, alive: s.prt.alive, wait: s.prt.wait, pause: s.prt.pause,
+		replica: func(id uint64) (Replica, bool) {
+			if rep, ok := cfg.Backend.Replica(id); ok {
+				return rep, true
+			}
+			return nil, false // never a nil *shard.Replica in a non-nil interface
+		},
+	}
 	s.routes()
 	return s
+}
+
+// route runs one shard's part of a key-value request through the routing
+// loop (route.go).
+func (s *Server) route(ctx context.Context, q routeReq[Replica]) error {
+	return s.rt.route(ctx, q)
 }
 
 // routes is the route table.
@@ -297,7 +305,7 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 }
 
 // Close releases idle peer connections.
-func (s *Server) Close() { s.peers.CloseIdleConnections() }
+func (s *Server) Close() { s.peers.Close() }
 
 // healthz is 200 while the process serves (docs/api.md, "Server"); a node that cannot
 // serve at all says why with "ok": false.

@@ -1,4 +1,4 @@
-package api
+package cluster
 
 import (
 	"context"
@@ -17,8 +17,8 @@ import (
 // docker's DNS, resolving a dead container's name hangs for the resolver's
 // whole timeout (10s): that was the first forwarded write after a kill.
 
-// errDialTimeout: the dial did not complete within Config.DialTimeout.
-var errDialTimeout = errors.New("dial timed out")
+// ErrDialTimeout: the dial did not complete within Config.DialTimeout.
+var ErrDialTimeout = errors.New("dial timed out")
 
 // unreachable remembers peers whose last dial failed.
 type unreachable struct {
@@ -74,7 +74,7 @@ func boundedDial(dial func(ctx context.Context, network, addr string) (net.Conn,
 			u.mark(addr)
 		}
 		if dctx.Err() != nil && ctx.Err() == nil {
-			err = fmt.Errorf("%w after %v: %w", errDialTimeout, timeout, err)
+			err = fmt.Errorf("%w after %v: %w", ErrDialTimeout, timeout, err)
 		}
 		var op *net.OpError
 		if !errors.As(err, &op) || op.Op != "dial" {

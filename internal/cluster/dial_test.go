@@ -1,4 +1,4 @@
-package api
+package cluster
 
 import (
 	"context"
@@ -25,8 +25,8 @@ func TestBoundedDial(t *testing.T) {
 		t.Fatalf("hanging dial returned after %v, want about the 50ms bound", took)
 	}
 	var op *net.OpError
-	if !errors.As(err, &op) || op.Op != "dial" || !errors.Is(err, errDialTimeout) {
-		t.Fatalf("error %v (%T): want a dial *net.OpError wrapping errDialTimeout", err, err)
+	if !errors.As(err, &op) || op.Op != "dial" || !errors.Is(err, ErrDialTimeout) {
+		t.Fatalf("error %v (%T): want a dial *net.OpError wrapping ErrDialTimeout", err, err)
 	}
 	if !u.down("n3:7070") || u.down("n1:7070") {
 		t.Fatalf("down(n3)=%v down(n1)=%v, want only the failed peer skipped", u.down("n3:7070"), u.down("n1:7070"))
