@@ -40,8 +40,8 @@ func newRaftLogger(l *slog.Logger) hclog.Logger {
 //     few milliseconds while it is down: DEBUG. raft's own "failed to
 //     contact" WARN says once that a follower is out of reach, and "failed to
 //     contact quorum of nodes, stepping down" that a leader lost its quorum;
-//   - the transport's accept loop seeing its group's layer closed: this node
-//     is stopping the group: DEBUG.
+//   - the transport's accept loop seeing its group's layer closed, or a
+//     connection cut by its shutdown: this node is stopping the group: DEBUG.
 //
 // Everything else keeps raft's level: a log store that fails, a snapshot
 // that cannot be written or restored, a follower out of contact.
@@ -71,6 +71,10 @@ func raftLevel(level hclog.Level, msg string, args []any) slog.Level {
 		}
 	case "failed to accept connection":
 		if argErrIs(args, net.ErrClosed) {
+			return slog.LevelDebug
+		}
+	case "failed to decode incoming command":
+		if argErrIs(args, raft.ErrTransportShutdown) {
 			return slog.LevelDebug
 		}
 	}
@@ -127,8 +131,18 @@ func (r *raftLogger) Log(level hclog.Level, msg string, args ...any) {
 	r.l.Log(ctx, lvl, msg, attrs(args)...)
 }
 
+// reservedKeys are attribute names slog's handlers or the node's loggers
+// already use: raft's "time" (since the last contact) and "node" (its own
+// description) are renamed raft-time and raft-node, so no line names a key
+// twice.
+var reservedKeys = map[string]bool{
+	slog.TimeKey: true, slog.LevelKey: true, slog.MessageKey: true, slog.SourceKey: true,
+	"node": true, "shard": true, "group": true, "component": true,
+}
+
 // attrs turns hclog's key/value pairs into slog's, formatting hclog.Fmt
-// values; a value without a key is kept under "extra".
+// values and renaming reservedKeys; a value without a key is kept under
+// "extra".
 func attrs(args []any) []any {
 	out := make([]any, 0, len(args))
 	for i := 0; i < len(args); i += 2 {
@@ -137,6 +151,9 @@ func attrs(args []any) []any {
 			break
 		}
 		key := fmt.Sprint(args[i])
+		if reservedKeys[key] {
+			key = "raft-" + key
+		}
 		v := args[i+1]
 		if f, ok := v.(hclog.Format); ok && len(f) > 0 {
 			if s, ok := f[0].(string); ok {
