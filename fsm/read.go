@@ -225,7 +225,8 @@ func writeLenPrefixed(h hash.Hash, p []byte) {
 	h.Write(p)
 }
 
-// SizeBytes is the bytes of user data in use (pages of the data bucket),
+// SizeBytes is the bytes of user data in use (the data bucket's pages, or
+// its bytes inline in the root page while it is small),
 // refreshed at most every sizeCacheFor: the file size would never shrink
 // after a split moved half the data out.
 func (f *FSM) SizeBytes() int64 {
@@ -237,7 +238,9 @@ func (f *FSM) SizeBytes() int64 {
 	var n int64
 	_ = f.view(func(tx *bbolt.Tx) error {
 		st := tx.Bucket(bucketData).Stats()
-		n = int64(st.LeafInuse + st.BranchInuse)
+		// A small bucket lives inline in its parent's page and has no
+		// pages of its own: its bytes are InlineBucketInuse.
+		n = int64(st.LeafInuse + st.BranchInuse + st.InlineBucketInuse)
 		return nil
 	})
 	f.size, f.sizeAt = n, time.Now()
