@@ -105,8 +105,12 @@ func startGossip(cfg Config, logger *slog.Logger) (*gossip, error) {
 // start in any order.
 func (g *gossip) joinLoop(addrs []string) {
 	for attempt := 0; attempt < 300; attempt++ {
-		if _, err := g.ml.Join(addrs); err == nil {
+		_, err := g.ml.Join(addrs)
+		if err == nil {
 			return
+		}
+		if attempt%10 == 0 { // at once, then every 10s
+			g.log.Info("gossip: no --join address answered yet; retrying", "addrs", addrs, "attempt", attempt+1, "err", err)
 		}
 		time.Sleep(time.Second)
 	}

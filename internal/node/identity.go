@@ -23,6 +23,13 @@ type identity struct {
 
 const identityFormat = 1
 
+// hasIdentity reports whether dir holds a node identity: whether a node
+// has started with it before.
+func hasIdentity(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "node.json"))
+	return err == nil
+}
+
 // checkIdentity records the identity in a new data dir, or verifies that the
 // flags match the one stored there.
 func checkIdentity(dir, id, raftAddr string) error {
