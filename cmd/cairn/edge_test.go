@@ -169,3 +169,23 @@ func TestKVScanTableOneTab(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, want %q; stderr %q", code, out, want, errOut)
 	}
 }
+
+// "cairn server" on a new data dir with neither --bootstrap-expect nor
+// --join exits 2 at once and says which flag to set, rather than waiting
+// silently forever.
+func TestServerWithoutFormationFlags(t *testing.T) {
+	errFile, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errFile.Close()
+	stderr := os.Stderr
+	os.Stderr = errFile
+	code := run([]string{"server", "--id", "n1", "--data-dir", t.TempDir(), "--log-level", "error",
+		"--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0"})
+	os.Stderr = stderr
+	out, _ := os.ReadFile(errFile.Name())
+	if code != 2 || !strings.Contains(string(out), "--bootstrap-expect") || !strings.Contains(string(out), "--join") {
+		t.Errorf("exit %d, stderr %q", code, out)
+	}
+}
