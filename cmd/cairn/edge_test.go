@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -187,5 +188,23 @@ func TestServerWithoutFormationFlags(t *testing.T) {
 	out, _ := os.ReadFile(errFile.Name())
 	if code != 2 || !strings.Contains(string(out), "--bootstrap-expect") || !strings.Contains(string(out), "--join") {
 		t.Errorf("exit %d, stderr %q", code, out)
+	}
+}
+
+// "kv scan --limit N -o json" says where the rest starts: "next" is the
+// first key not printed, so --start NEXT continues the scan.
+func TestKVScanJSONNext(t *testing.T) {
+	f, ep := fake(t)
+	for i := range 8 {
+		f.Set(fmt.Sprintf("p/%d", i), fmt.Sprint(i))
+	}
+	out, errOut, code := runKV(t, "kv", "scan", "--start", "p/", "--limit", "5", "-o", "json", ep)
+	if code != 0 || !strings.Contains(out, `"more":true`) || !strings.Contains(out, `"next":"p/5"`) {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out, _, code = runKV(t, "kv", "scan", "--start", "p/5", "--limit", "5", "-o", "json", ep)
+	if code != 0 || !strings.Contains(out, `"more":false`) || strings.Contains(out, `"next"`) ||
+		!strings.Contains(out, `"key":"p/7"`) {
+		t.Fatalf("continued scan: exit %d, stdout %q", code, out)
 	}
 }

@@ -277,7 +277,7 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "scan [--prefix P | --start A --end B]",
-		Short: "List keys in byte order (table: KEY<TAB>VALUE lines)",
+		Short: "List keys in byte order (table: KEY<TAB>VALUE lines; -o json with --limit: next, where the rest starts)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if so.Prefix != "" && (so.Start != "" || so.End != "") {
@@ -301,10 +301,10 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 			}
 			defer done()
 			kvs := []client.KV{}
-			more := false
+			more, next := false, ""
 			err = c.ScanAll(ctx, so, func(kv client.KV) error {
 				if limit > 0 && len(kvs) == limit {
-					more = true
+					more, next = true, kv.Key
 					return client.ErrStopScan
 				}
 				kvs = append(kvs, kv)
@@ -314,10 +314,12 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 				return err
 			}
 			if opts.Output == outputJSON {
+				// next: the first key not printed; --start NEXT continues.
 				return writeJSON(cmd.OutOrStdout(), struct {
 					KVs  []client.KV `json:"kvs"`
 					More bool        `json:"more"`
-				}{kvs, more})
+					Next string      `json:"next,omitempty"`
+				}{kvs, more, next})
 			}
 			return writeScanTable(cmd.OutOrStdout(), kvs, so.KeysOnly)
 		},
