@@ -239,13 +239,18 @@ func (f *FSM) SizeBytes() int64 {
 	_ = f.view(func(tx *bbolt.Tx) error {
 		st := tx.Bucket(bucketData).Stats()
 		// A small bucket lives inline in its parent's page and has no
-		// pages of its own: its bytes are InlineBucketInuse.
-		n = int64(st.LeafInuse + st.BranchInuse + st.InlineBucketInuse)
+		// pages of its own: its bytes are InlineBucketInuse, which counts
+		// the inline page's header too (an empty shard is 0 B, not 16).
+		n = int64(st.LeafInuse + st.BranchInuse + st.InlineBucketInuse - st.InlineBucketN*inlinePageHeader)
 		return nil
 	})
 	f.size, f.sizeAt = n, time.Now()
 	return n
 }
+
+// inlinePageHeader is the page header bbolt counts in InlineBucketInuse for
+// each inline bucket (its pageHeaderSize).
+const inlinePageHeader = 16
 
 // sizeCacheFor bounds how often SizeBytes walks the data bucket's pages.
 const sizeCacheFor = 5 * time.Second

@@ -7,6 +7,9 @@ import "testing"
 // SizeBytes counts those bytes too ("cairn cluster status" showed 0 B,
 // issue 11 item 9).
 func TestSizeBytesSmallShard(t *testing.T) {
+	if n := newFSM(t).SizeBytes(); n != 0 {
+		t.Errorf("SizeBytes %d of an empty shard", n)
+	}
 	f := newFSM(t)
 	mustApply(t, f, 1, put("greeting", "hello"))
 	if n := f.SizeBytes(); n < int64(len("greeting")+len("hello")) {
