@@ -23,11 +23,11 @@ type identity struct {
 
 const identityFormat = 1
 
-// hasIdentity reports whether dir holds a node identity: whether a node
-// has started with it before.
-func hasIdentity(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, "node.json"))
-	return err == nil
+// isNewDataDir reports whether dir is missing or empty: no node has used
+// it yet.
+func isNewDataDir(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	return errors.Is(err, os.ErrNotExist) || err == nil && len(entries) == 0
 }
 
 // checkIdentity records the identity in a new data dir, or verifies that the

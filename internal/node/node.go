@@ -176,7 +176,7 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.BootstrapExpect == 0 && len(cfg.Join) == 0 && !hasIdentity(cfg.DataDir) {
+	if cfg.BootstrapExpect == 0 && len(cfg.Join) == 0 && isNewDataDir(cfg.DataDir) {
 		// A new data dir: refuse before writing anything in it (start
 		// checks again once the meta group is open).
 		return nil, noFormation(cfg.DataDir)
