@@ -66,6 +66,30 @@ func TestStartWithoutFormationFlags(t *testing.T) {
 		t.Errorf("the refused start left %d files in the data dir", len(entries))
 	}
 
+	// A data dir used before but never added to a cluster (a --join that
+	// reached nobody) is refused too, once its meta group is open.
+	used := t.TempDir()
+	ucfg := soloConfig(t, used, &logs)
+	ucfg.Join = []string{"127.0.0.1:1"}
+	un, err := Start(ucfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := un.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ucfg = soloConfig(t, used, &logs)
+	ucfg.RaftAddr = un.cfg.RaftAddr // the data dir's identity
+	ucfg.RaftListener.Close()
+	ucfg.HTTPListener.Close()
+	ucfg.HTTPListener, ucfg.RaftListener = nil, nil
+	if un, err = Start(ucfg); !errors.Is(err, ErrNoFormation) {
+		if err == nil {
+			un.Close()
+		}
+		t.Fatalf("a used data dir that never joined a cluster, restarted with neither flag: %v", err)
+	}
+
 	// Form a one-node cluster in dir, stop it, restart without the flags
 	// (on the same addresses: the node listens on them itself).
 	cfg.HTTPListener.Close()
