@@ -225,7 +225,8 @@ func writeLenPrefixed(h hash.Hash, p []byte) {
 	h.Write(p)
 }
 
-// SizeBytes is the bytes of user data in use (pages of the data bucket),
+// SizeBytes is the bytes of user data in use (the data bucket's pages, or
+// its bytes inline in the root page while it is small),
 // refreshed at most every sizeCacheFor: the file size would never shrink
 // after a split moved half the data out.
 func (f *FSM) SizeBytes() int64 {
@@ -237,12 +238,19 @@ func (f *FSM) SizeBytes() int64 {
 	var n int64
 	_ = f.view(func(tx *bbolt.Tx) error {
 		st := tx.Bucket(bucketData).Stats()
-		n = int64(st.LeafInuse + st.BranchInuse)
+		// A small bucket lives inline in its parent's page and has no
+		// pages of its own: its bytes are InlineBucketInuse, which counts
+		// the inline page's header too (an empty shard is 0 B, not 16).
+		n = int64(st.LeafInuse + st.BranchInuse + st.InlineBucketInuse - st.InlineBucketN*inlinePageHeader)
 		return nil
 	})
 	f.size, f.sizeAt = n, time.Now()
 	return n
 }
+
+// inlinePageHeader is the page header bbolt counts in InlineBucketInuse for
+// each inline bucket (its pageHeaderSize).
+const inlinePageHeader = 16
 
 // sizeCacheFor bounds how often SizeBytes walks the data bucket's pages.
 const sizeCacheFor = 5 * time.Second

@@ -12,10 +12,11 @@ import (
 
 // RangeStats is what a shard leader's heartbeat says about its range.
 type RangeStats struct {
-	Leader     string
-	SizeBytes  int64
-	WriteBytes float64 // bytes/s written recently
-	Updated    time.Time
+	Leader       string
+	SizeBytes    int64
+	WriteBytes   float64 // bytes/s written recently
+	AppliedIndex uint64  // the leader's applied index (shown by GET /v1/cluster)
+	Updated      time.Time
 }
 
 // DriverConfig configures the placement driver.

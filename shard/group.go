@@ -86,6 +86,10 @@ type GroupConfig struct {
 	FSM    raft.FSM
 	Mux    *Mux
 	Tuning RaftTuning
+	// Logger receives the group's logs, raft's included (raftlog.go). It
+	// should name the group already (the host adds shard=N, the meta group
+	// group=meta): StartGroup adds no label of its own, so that a line does
+	// not carry the group twice.
 	Logger *slog.Logger
 	// Logs is the node's log store (logstore.go), the WAL or boltdb;
 	// required.
@@ -150,7 +154,7 @@ func (g *Group) start(cfg GroupConfig) error {
 	if err != nil {
 		return fmt.Errorf("group %d: log cache: %w", cfg.ID, err)
 	}
-	hlog := newRaftLogger(cfg.Logger.With("group", cfg.ID))
+	hlog := newRaftLogger(cfg.Logger)
 	g.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
 	if err != nil {
 		return fmt.Errorf("group %d: snapshot store: %w", cfg.ID, err)

@@ -50,6 +50,9 @@ type ClusterConfig struct {
 	// --log-store). Empty: $CAIRN_TEST_LOG_STORE, else the WAL; so
 	// CAIRN_TEST_LOG_STORE=boltdb runs every cluster test on raft-boltdb.
 	LogStore shard.LogStoreKind
+	// LogOutput, when set, receives every node's log as text at info level,
+	// the server's default (tests of what a healthy cluster logs).
+	LogOutput io.Writer
 }
 
 // Cluster is a set of real cairn nodes in this process, each with its own
@@ -197,7 +200,10 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 			level = slog.LevelDebug
 		}
 	}
-	nc.Logger = slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("node", h.ID)
+	if cfg.LogOutput != nil {
+		level, out = slog.LevelInfo, cfg.LogOutput
+	}
+	nc.Logger = slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})) // node.Start adds node=<id>
 	return nc
 }
 

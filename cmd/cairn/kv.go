@@ -1,14 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -110,11 +112,18 @@ func (r *readFlags) level() (client.Consistency, error) {
 }
 
 func newKVGetCmd(opts *globalOptions) *cobra.Command {
-	var rf readFlags
+	var (
+		rf  readFlags
+		raw bool
+	)
 	cmd := &cobra.Command{
 		Use:   "get KEY",
 		Short: "Print a key's value (-o json: the key with its metadata)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Print a key's value. A text value (UTF-8, no NUL byte) is followed by a
+newline unless it ends with one; any other value is written as its exact
+bytes, and so is every value with --raw. -o json prints the key with its
+metadata, a value that is not UTF-8 as value_base64.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			level, err := rf.level()
 			if err != nil {
@@ -139,13 +148,13 @@ func newKVGetCmd(opts *globalOptions) *cobra.Command {
 				return err
 			}
 			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), kv)
+				return writeJSON(cmd.OutOrStdout(), jsonKV(kv))
 			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), kv.Value)
-			return err
+			return writeValue(cmd.OutOrStdout(), kv.Value, raw)
 		},
 	}
 	rf.register(cmd)
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the value's exact bytes, without a newline after text")
 	flagErrors(cmd)
 	return cmd
 }
@@ -158,10 +167,24 @@ func newKVPutCmd(opts *globalOptions) *cobra.Command {
 		ifValue    string
 	)
 	cmd := &cobra.Command{
-		Use:   "put KEY VALUE",
-		Short: "Write a key; prints its new mod_index",
-		Args:  cobra.ExactArgs(2),
+		Use:   "put KEY VALUE|-",
+		Short: "Write a key (VALUE - reads it from stdin); prints its new mod_index",
+		Long: `Write a key; prints its new mod_index. VALUE "-" reads the value from
+stdin, byte for byte (to store the one-character value "-", pipe it in:
+printf %s - | cairn kv put KEY -).`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			value := args[1]
+			if value == "-" {
+				b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), maxStdinValue+1))
+				if err != nil {
+					return fmt.Errorf("read the value from stdin: %w", err)
+				}
+				if len(b) > maxStdinValue {
+					return usageErrorf("the value on stdin is larger than %d bytes", maxStdinValue)
+				}
+				value = string(b)
+			}
 			var po []client.PutOption
 			conds := 0
 			if cmd.Flags().Changed("ttl") {
@@ -190,7 +213,7 @@ func newKVPutCmd(opts *globalOptions) *cobra.Command {
 				return err
 			}
 			defer done()
-			res, err := c.Put(ctx, args[0], args[1], po...)
+			res, err := c.Put(ctx, args[0], value, po...)
 			if err != nil {
 				return err
 			}
@@ -254,7 +277,7 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "scan [--prefix P | --start A --end B]",
-		Short: "List keys in byte order (table: KEY<TAB>VALUE lines)",
+		Short: "List keys in byte order (table: KEY<TAB>VALUE lines; -o json with --limit: next, where the rest starts)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if so.Prefix != "" && (so.Start != "" || so.End != "") {
@@ -278,10 +301,10 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 			}
 			defer done()
 			kvs := []client.KV{}
-			more := false
+			more, next := false, ""
 			err = c.ScanAll(ctx, so, func(kv client.KV) error {
 				if limit > 0 && len(kvs) == limit {
-					more = true
+					more, next = true, kv.Key
 					return client.ErrStopScan
 				}
 				kvs = append(kvs, kv)
@@ -291,10 +314,12 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 				return err
 			}
 			if opts.Output == outputJSON {
+				// next: the first key not printed; --start NEXT continues.
 				return writeJSON(cmd.OutOrStdout(), struct {
 					KVs  []client.KV `json:"kvs"`
 					More bool        `json:"more"`
-				}{kvs, more})
+					Next string      `json:"next,omitempty"`
+				}{kvs, more, next})
 			}
 			return writeScanTable(cmd.OutOrStdout(), kvs, so.KeysOnly)
 		},
@@ -310,20 +335,53 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// writeScanTable prints KEY<TAB>VALUE lines, the tabs aligned for a
-// terminal (a long key can be followed by several tabs). A key or value with
-// control characters (a newline or tab would break the lines) is printed
-// Go-quoted.
+// writeScanTable prints KEY<TAB>VALUE lines with exactly one tab, for cut
+// and awk (not aligned: a tabwriter padding with tabs put several after a
+// short key). A key or value with control characters (a newline or tab
+// would break the lines) is printed Go-quoted.
 func writeScanTable(w io.Writer, kvs []client.KV, keysOnly bool) error {
-	tw := tabwriter.NewWriter(w, 0, 8, 1, '\t', 0)
+	bw := bufio.NewWriter(w)
 	for _, kv := range kvs {
 		if keysOnly {
-			fmt.Fprintln(tw, printable(kv.Key))
+			fmt.Fprintln(bw, printable(kv.Key))
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\n", printable(kv.Key), printable(kv.Value))
+		fmt.Fprintf(bw, "%s\t%s\n", printable(kv.Key), printable(kv.Value))
 	}
-	return tw.Flush()
+	return bw.Flush()
+}
+
+// maxStdinValue bounds a value read from stdin: a little over the server's
+// largest value, so the server's own error reports a value just too large.
+const maxStdinValue = 8 << 20
+
+// isText reports whether a value prints as text: valid UTF-8 without NUL.
+func isText(v string) bool {
+	return utf8.ValidString(v) && !strings.ContainsRune(v, 0)
+}
+
+// writeValue prints a value for "kv get": its exact bytes when raw or when
+// it is not text, else the text and a newline unless it ends with one.
+func writeValue(w io.Writer, v string, raw bool) error {
+	if !raw && isText(v) && !strings.HasSuffix(v, "\n") {
+		v += "\n"
+	}
+	_, err := io.WriteString(w, v)
+	return err
+}
+
+// jsonKV is a KV as "kv get -o json" prints it: a value that is not UTF-8
+// as value_base64, as the HTTP API sends it (JSON strings cannot hold it).
+func jsonKV(kv *client.KV) any {
+	if utf8.ValidString(kv.Value) {
+		return kv
+	}
+	type plain client.KV // without KV's own JSON methods
+	return struct {
+		plain
+		Value       string `json:"value,omitempty"`
+		ValueBase64 string `json:"value_base64"`
+	}{plain: plain(*kv), ValueBase64: base64.StdEncoding.EncodeToString([]byte(kv.Value))}
 }
 
 func printable(s string) string {

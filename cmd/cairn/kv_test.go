@@ -41,7 +41,7 @@ func runCommand(sub func(*globalOptions) *cobra.Command, args ...string) (stdout
 	root.SetOut(&out)
 	root.SetErr(&errOut)
 	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
+	err := finalError(root.ExecuteContext(context.Background()))
 	if err != nil {
 		fmt.Fprintf(&errOut, "error: %v\n", err)
 	}
@@ -180,12 +180,14 @@ func TestKVEndpointsFromEnv(t *testing.T) {
 // Invariant I7: an unknown outcome is not reported as a failure.
 func TestKVOutcomeUnknown(t *testing.T) {
 	f, ep := fake(t)
-	faults := make([]clienttest.Fault, 10)
+	// Every answer until --timeout is outcome_unknown (the command retries
+	// until --timeout, not a fixed number of times).
+	faults := make([]clienttest.Fault, 1000)
 	for i := range faults {
 		faults[i] = clienttest.FaultTimeoutAfterApply
 	}
 	f.InjectFaults(faults...)
-	_, errOut, code := runKV(t, "kv", "put", "k", "v", ep)
+	_, errOut, code := runKV(t, "kv", "put", "k", "v", "--timeout", "2s", ep)
 	if code != 3 || !strings.Contains(errOut, "error: outcome_unknown: ") {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"strings"
@@ -76,9 +77,15 @@ func (o *globalOptions) validate() error {
 // --timeout. Call the returned function when done.
 func (o *globalOptions) newClient(cmd *cobra.Command) (*client.Client, context.Context, func(), error) {
 	// One command makes one call: a range map fetched for routing would cost
-	// more than the forwarding hop it saves.
-	return o.clientFor(cmd, client.Config{Endpoints: o.Endpoints, DisableRouting: true}, true)
+	// more than the forwarding hop it saves. Retries are bounded by
+	// --timeout, not by a count: during a failover the cluster answers
+	// "unavailable" for an election timeout or more, and a fixed count of
+	// quick retries would give up long before --timeout.
+	return o.clientFor(cmd, client.Config{Endpoints: o.Endpoints, DisableRouting: true, MaxRetries: untilTimeout}, true)
 }
+
+// untilTimeout as client.Config.MaxRetries: retry until the context ends.
+const untilTimeout = math.MaxInt32
 
 // longClient is newClient for commands that make many calls and run as long
 // as they need (until Ctrl-C): routing on, no overall --timeout.
@@ -118,8 +125,9 @@ func usageErrorf(format string, args ...any) error {
 }
 
 // exitCode maps a command's error to the process exit status of docs/api.md:
-// 0 success, 1 a failed operation, 2 bad usage, 3 the cluster unreachable
-// or unable to say whether a write happened (outcome unknown after retries).
+// 0 success, 1 a failed operation, 2 bad usage, 3 no definite answer within
+// --timeout (no node reachable, the cluster still unavailable or
+// overloaded, or a write's outcome unknown).
 // Errors of the client package print as "<code>: <message>", so main's
 // "error: %v" gives the "error: <code>: <message>" line of the command lines.
 func exitCode(err error) int {
@@ -146,6 +154,36 @@ func exitCode(err error) int {
 		return 1
 	}
 	return 1
+}
+
+// finalError is the error a command reports, main prints and exitCode maps.
+// When --timeout ended retries, it names what the cluster last did instead
+// of the bare deadline: it kept answering (the answer's code, such as
+// unavailable), or no node could be reached at all (unreachable). Both exit
+// 3; a write whose outcome is unknown stays outcome_unknown.
+func finalError(err error) error {
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Code != client.CodeDeadlineExceeded {
+		return err
+	}
+	var last error
+	if j, ok := ce.Unwrap().(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !errors.Is(e, context.DeadlineExceeded) {
+				last = e
+			}
+		}
+	}
+	if last == nil {
+		return err // no attempt ended before the deadline
+	}
+	var answer *client.Error
+	if errors.As(last, &answer) && answer.Status != 0 {
+		return &client.Error{Status: answer.Status, Code: answer.Code, Retryable: answer.Retryable,
+			Message: answer.Message + " (still so when --timeout ran out)"}
+	}
+	return &client.Error{Code: client.CodeUnreachable, Retryable: true,
+		Message: "no endpoint answered before --timeout ran out: " + last.Error()}
 }
 
 // writeJSON prints v as one line of JSON, HTML characters unescaped.

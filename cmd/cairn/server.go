@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -36,8 +37,10 @@ func newServerCmd() *cobra.Command {
 		Use:   "server",
 		Short: "Run a cairn node",
 		Long: `Run a cairn node. The cluster forms once --bootstrap-expect nodes have met
-through gossip; later nodes join with --join. A restarted node with an existing
---data-dir rejoins with its data.`,
+through gossip; later nodes join with --join. A new node needs one of the two
+(without either it exits 2: it could never form or join a cluster); a
+restarted node with an existing --data-dir rejoins with its data. Until the
+cluster forms, the node logs what it waits for every 10s.`,
 		Example: `  cairn server --id n1 --data-dir /var/lib/cairn \
     --http-addr 127.0.0.1:7070 --raft-addr 127.0.0.1:7071 --gossip-addr 127.0.0.1:7072 \
     --bootstrap-expect 3 --join 127.0.0.1:7082,127.0.0.1:7092`,
@@ -102,6 +105,9 @@ func serve(started func(), cfgs ...node.Config) error {
 	}()
 	for _, cfg := range cfgs {
 		n, err := node.Start(cfg)
+		if errors.Is(err, node.ErrNoFormation) {
+			return usageError{err}
+		}
 		if err != nil {
 			return err
 		}

@@ -30,10 +30,11 @@ type Directory interface {
 
 // RangeHeartbeat is one shard leader's statistics in a heartbeat.
 type RangeHeartbeat struct {
-	ID         uint64  `json:"id"`
-	Leader     string  `json:"leader"`
-	SizeBytes  int64   `json:"size_bytes"`
-	WriteBytes float64 `json:"write_bytes_per_s"`
+	ID           uint64  `json:"id"`
+	Leader       string  `json:"leader"`
+	SizeBytes    int64   `json:"size_bytes"`
+	WriteBytes   float64 `json:"write_bytes_per_s"`
+	AppliedIndex uint64  `json:"applied_index"`
 }
 
 // MetaRange is one range as the meta leader knows it (ReadMetaRanges).

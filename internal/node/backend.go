@@ -69,15 +69,21 @@ func (n *Node) Cluster() api.ClusterView {
 	}
 	for _, r := range st.Ranges {
 		sv := api.ShardView{ID: r.ID, Start: string(r.Start), End: string(r.End), Epoch: r.Epoch, Replicas: r.Replicas}
-		if rep, ok := n.host.Replica(r.ID); ok {
+		rep, local := n.host.Replica(r.ID)
+		if local {
 			sv.Leader, _ = rep.Leader()
 			sv.AppliedIndex = rep.FSM().Applied()
 			sv.SizeBytes = rep.FSM().SizeBytes()
 		}
 		// A replica still joining (opened for a move, not yet a member)
 		// knows no leader: the leaders' heartbeats do (issue 10 item 6).
+		// Without a replica here (the placement leader need not hold one),
+		// the applied index is the leader's too (issue 11 item 9).
 		if s, ok := n.driver.Stats(r.ID); ok && sv.Leader == "" {
 			sv.Leader, sv.SizeBytes = s.Leader, s.SizeBytes
+			if !local {
+				sv.AppliedIndex = s.AppliedIndex
+			}
 		}
 		for _, id := range r.Replicas {
 			if nv := perNode[id]; nv != nil {
@@ -98,7 +104,8 @@ var _ api.PlacementBackend = (*Node)(nil)
 // Observe hands shard leaders' statistics to the placement driver.
 func (n *Node) Observe(hb []api.RangeHeartbeat) {
 	for _, h := range hb {
-		n.driver.Observe(h.ID, placement.RangeStats{Leader: h.Leader, SizeBytes: h.SizeBytes, WriteBytes: h.WriteBytes})
+		n.driver.Observe(h.ID, placement.RangeStats{Leader: h.Leader, SizeBytes: h.SizeBytes, WriteBytes: h.WriteBytes,
+			AppliedIndex: h.AppliedIndex})
 	}
 }
 

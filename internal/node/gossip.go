@@ -3,12 +3,12 @@ package node
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,7 +87,7 @@ func startGossip(cfg Config, logger *slog.Logger) (*gossip, error) {
 	mc.AdvertisePort = port
 	mc.Delegate = d
 	mc.Events = d
-	mc.Logger = log.New(io.Discard, "", 0)
+	mc.Logger = log.New(memberlistWriter{logger}, "", 0)
 	if host == "0.0.0.0" || host == "" {
 		mc.AdvertiseAddr = ""
 	}
@@ -101,12 +101,35 @@ func startGossip(cfg Config, logger *slog.Logger) (*gossip, error) {
 	return g, nil
 }
 
+// memberlistWriter takes memberlist's log lines ("[WARN] memberlist: ...")
+// at DEBUG, whatever their level: it reports every probe a stopped or
+// restarting peer misses, which gossip's own membership states (alive,
+// suspect, dead: "cairn cluster status") and the placement driver already
+// account for; --log-level debug shows them.
+type memberlistWriter struct{ l *slog.Logger }
+
+func (w memberlistWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := ""
+	if strings.HasPrefix(line, "[") {
+		if end := strings.IndexByte(line, ']'); end > 0 {
+			level, line = line[1:end], strings.TrimSpace(line[end+1:])
+		}
+	}
+	w.l.Debug("gossip: "+strings.TrimPrefix(line, "memberlist: "), "memberlist_level", level)
+	return len(p), nil
+}
+
 // joinLoop keeps trying the --join addresses until one answers: peers may
 // start in any order.
 func (g *gossip) joinLoop(addrs []string) {
 	for attempt := 0; attempt < 300; attempt++ {
-		if _, err := g.ml.Join(addrs); err == nil {
+		_, err := g.ml.Join(addrs)
+		if err == nil {
 			return
+		}
+		if attempt%10 == 0 { // at once, then every 10s
+			g.log.Info("gossip: no --join address answered yet; retrying", "addrs", addrs, "attempt", attempt+1, "err", err)
 		}
 		time.Sleep(time.Second)
 	}

@@ -23,6 +23,13 @@ type identity struct {
 
 const identityFormat = 1
 
+// isNewDataDir reports whether dir is missing or empty: no node has used
+// it yet.
+func isNewDataDir(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	return errors.Is(err, os.ErrNotExist) || err == nil && len(entries) == 0
+}
+
 // checkIdentity records the identity in a new data dir, or verifies that the
 // flags match the one stored there.
 func checkIdentity(dir, id, raftAddr string) error {

@@ -37,10 +37,14 @@ func (n *Node) Leave(timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if n.meta != nil && n.meta.IsLeader() && len(alive) > 0 {
-		// raft picks the most up-to-date voter; wait for it so the next
-		// placement leader, not this one, runs the driver from here on.
-		if err := waitFuture(ctx, n.meta.Raft().LeadershipTransfer()); err != nil {
-			n.log.Warn("leave: hand off meta leadership", "err", err)
+		// To a live voter (lowest id first): raft's own choice, the most
+		// up-to-date voter, may be a node that has just stopped. Wait for it
+		// so the next placement leader, not this one, runs the driver from
+		// here on.
+		if to, ok := liveMetaVoter(n.meta.Raft(), n.cfg.ID, alive); ok {
+			if err := waitFuture(ctx, n.meta.Raft().LeadershipTransferToServer(to.ID, to.Address)); err != nil {
+				n.log.Warn("leave: hand off meta leadership", "to", to.ID, "err", err)
+			}
 		}
 	}
 	var led []*shard.Replica
@@ -101,6 +105,23 @@ func handOff(ctx context.Context, reps []*shard.Replica, self string, alive map[
 	}
 	wg.Wait()
 	return moved
+}
+
+// liveMetaVoter returns the meta group's voter with the lowest id that is
+// not self and that gossip sees alive.
+func liveMetaVoter(r *raft.Raft, self string, alive map[string]bool) (raft.Server, bool) {
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return raft.Server{}, false
+	}
+	servers := f.Configuration().Servers
+	sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != self && alive[string(s.ID)] {
+			return s, true
+		}
+	}
+	return raft.Server{}, false
 }
 
 // waitFuture waits for f or ctx.

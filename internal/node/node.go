@@ -87,7 +87,15 @@ type Knobs struct {
 	Bolt *shard.BoltKnobs
 	// BeforeRangePublish is fsm.Config.BeforeRangePublish, for every shard.
 	BeforeRangePublish func()
+	// FormationLogEvery is how often a node waiting for its cluster to form
+	// says so again; zero means every 10s.
+	FormationLogEvery time.Duration
 }
+
+// ErrNoFormation: a node whose data dir belongs to no cluster yet, started
+// with neither BootstrapExpect (--bootstrap-expect) nor Join (--join), could
+// never form or join one.
+var ErrNoFormation = errors.New("neither --bootstrap-expect nor --join is set")
 
 // DefaultConfig returns a config with production defaults; the caller fills
 // in the identity and addresses.
@@ -160,6 +168,9 @@ type Node struct {
 	// replica removable (run loop only).
 	lastVerify time.Time
 
+	// lastWaitLog is when the run loop last said what formation waits for.
+	lastWaitLog time.Time
+
 	// leaving is set by Leave: the node refuses requests while it hands off.
 	leaving atomic.Bool
 
@@ -177,6 +188,11 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.BootstrapExpect == 0 && len(cfg.Join) == 0 && isNewDataDir(cfg.DataDir) {
+		// A new data dir: refuse before writing anything in it (start
+		// checks again once the meta group is open).
+		return nil, noFormation(cfg.DataDir)
+	}
 	if err := checkIdentity(cfg.DataDir, cfg.ID, cfg.RaftAddr); err != nil {
 		return nil, err
 	}
@@ -191,6 +207,12 @@ func Start(cfg Config) (*Node, error) {
 func (n *Node) start() error {
 	if err := n.startRaft(); err != nil {
 		return err
+	}
+	// A node never added to a cluster's meta group has no configuration
+	// there. Without either flag it would wait forever: nothing forms a
+	// cluster with it, and it knows no node to join.
+	if n.cfg.BootstrapExpect == 0 && len(n.cfg.Join) == 0 && !n.meta.HasConfiguration() {
+		return noFormation(n.cfg.DataDir)
 	}
 	var err error
 	if n.gossip, err = startGossip(n.cfg, n.log); err != nil {
@@ -490,11 +512,25 @@ func (n *Node) reconcile(st *placement.State) error {
 func (n *Node) form(st *placement.State) error {
 	if !n.meta.HasConfiguration() {
 		members := n.gossip.members()
-		if n.cfg.BootstrapExpect == 0 || len(members) < n.cfg.BootstrapExpect {
+		ids := make([]string, len(members))
+		for i, m := range members {
+			ids[i] = m.ID
+		}
+		join := strings.Join(n.cfg.Join, ",")
+		if n.cfg.BootstrapExpect == 0 {
+			n.logWaiting("to be added to an existing cluster, whose placement leader adds the nodes gossip reports",
+				"join", join, "met", len(members), "members", ids)
+			return nil
+		}
+		if len(members) < n.cfg.BootstrapExpect {
+			n.logWaiting(fmt.Sprintf("%d of %d nodes have met through gossip", len(members), n.cfg.BootstrapExpect),
+				"bootstrap_expect", n.cfg.BootstrapExpect, "met", len(members), "members", ids, "join", join)
 			return nil
 		}
 		first := members[:n.cfg.BootstrapExpect]
 		if first[0].ID != n.cfg.ID {
+			n.logWaiting(first[0].ID+", the lowest id, bootstraps the meta group",
+				"bootstrap_expect", n.cfg.BootstrapExpect, "met", len(members), "members", ids)
 			return nil
 		}
 		servers := make([]raft.Server, 0, len(first))
@@ -505,6 +541,7 @@ func (n *Node) form(st *placement.State) error {
 		return n.meta.Bootstrap(servers)
 	}
 	if !n.meta.IsLeader() {
+		n.logWaiting("the meta group's leader writes the first range map", "meta_leader", n.meta.Leader())
 		return nil
 	}
 	cfgf := n.meta.Raft().GetConfiguration()
@@ -536,6 +573,25 @@ func (n *Node) form(st *placement.State) error {
 		n.log.Info("cluster formed", "ranges", len(ranges), "replicas", ids)
 	}
 	return err
+}
+
+func noFormation(dir string) error {
+	return fmt.Errorf("data dir %s belongs to no cluster yet and %w: set --bootstrap-expect N to form a new "+
+		"cluster once N nodes have met, or --join HOST:GOSSIPPORT to join an existing one", dir, ErrNoFormation)
+}
+
+// logWaiting says what formation waits for (INFO): at once, then every
+// Knobs.FormationLogEvery (10s), so a node that cannot form is never silent.
+// Run loop only.
+func (n *Node) logWaiting(what string, args ...any) {
+	every := 10 * time.Second
+	if k := n.cfg.Knobs; k != nil && k.FormationLogEvery > 0 {
+		every = k.FormationLogEvery
+	}
+	if now := time.Now(); n.lastWaitLog.IsZero() || now.Sub(n.lastWaitLog) >= every {
+		n.lastWaitLog = now
+		n.log.Info("waiting for the cluster to form: "+what, args...)
+	}
 }
 
 // registerMembers records every gossip member's addresses in the meta group

@@ -82,7 +82,8 @@ func (n *Node) heartbeat(interval time.Duration) []api.RangeHeartbeat {
 			rate = 0
 		}
 		n.lastWritten[rep.ID()] = w
-		hb = append(hb, api.RangeHeartbeat{ID: rep.ID(), Leader: n.cfg.ID, SizeBytes: rep.FSM().SizeBytes(), WriteBytes: rate})
+		hb = append(hb, api.RangeHeartbeat{ID: rep.ID(), Leader: n.cfg.ID, SizeBytes: rep.FSM().SizeBytes(), WriteBytes: rate,
+			AppliedIndex: rep.FSM().Applied()})
 	}
 	return hb
 }
