@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/cairndb/cairn/fsm"
 )
 
 // Member is one server of a shard's raft configuration.
@@ -40,11 +42,17 @@ func (r *Replica) Status() Status {
 }
 
 // CommittedStatus is the leader's Status with a committed configuration:
-// the latest configuration is read, then a barrier commits an entry of this
-// leader's term after it, so that configuration is committed (hashicorp/raft
+// the latest configuration is read, then a no-op of this leader's term is
+// committed after it, so that configuration is committed (hashicorp/raft
 // has no call that returns the committed configuration). A node decides
 // from it that a configuration change removing it has committed before it
 // deletes its replica (issue 10 item 3). Leader only.
+//
+// The no-op is cairn's OpNoop, which the FSM applies, not a raft Barrier:
+// raft never hands a LogBarrier entry to the FSM, so a linearizable read
+// taking the commit index after a barrier would wait for an applied index
+// the FSM does not reach until the next write
+// (TestLinearizableReadAfterCommittedStatus).
 func (r *Replica) CommittedStatus(ctx context.Context) (Status, error) {
 	if !r.IsLeader() {
 		return Status{}, r.notLeader()
@@ -53,15 +61,12 @@ func (r *Replica) CommittedStatus(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	timeout := membershipTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+	noop, err := fsm.EncodeCommand(&fsm.Command{Op: fsm.OpNoop})
+	if err != nil {
+		return Status{}, err
 	}
-	if err := r.g.raft.Barrier(timeout).Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return Status{}, r.notLeader()
-		}
-		return Status{}, fmt.Errorf("shard %d: barrier: %w: %w", r.id, ErrUnavailable, err)
+	if _, err := r.propose(ctx, noop); err != nil {
+		return Status{}, fmt.Errorf("shard %d: commit a no-op after the configuration: %w", r.id, err)
 	}
 	st := r.Status()
 	st.Members, st.MembersCommitted = members, true
