@@ -53,14 +53,13 @@ func (r *Replica) CommittedStatus(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	timeout := membershipTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
-	}
-	if err := r.g.raft.Barrier(timeout).Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+	if err := r.g.Barrier(ctx, membershipTimeout); err != nil {
+		var nl *NotLeaderError
+		if errors.As(err, &nl) || errors.Is(err, raft.ErrLeadershipLost) {
 			return Status{}, r.notLeader()
 		}
+		// A barrier writes nothing: whatever ended it, the caller learned
+		// nothing and may ask again.
 		return Status{}, fmt.Errorf("shard %d: barrier: %w: %w", r.id, ErrUnavailable, err)
 	}
 	st := r.Status()
@@ -91,7 +90,9 @@ func (r *Replica) AddLearner(id, addr string) error {
 	if m, ok := r.member(id); ok && m.Address == addr {
 		return nil
 	}
-	return r.configChange(r.g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, membershipTimeout))
+	return r.configChange(func(rf *raft.Raft, timeout time.Duration) raft.IndexFuture {
+		return rf.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)
+	})
 }
 
 // Promote makes node id a voter. Idempotent. Leader only.
@@ -99,7 +100,9 @@ func (r *Replica) Promote(id, addr string) error {
 	if m, ok := r.member(id); ok && m.Voter {
 		return nil
 	}
-	return r.configChange(r.g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, membershipTimeout))
+	return r.configChange(func(rf *raft.Raft, timeout time.Duration) raft.IndexFuture {
+		return rf.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)
+	})
 }
 
 // RemoveMember removes node id from the configuration. The leader does not
@@ -111,7 +114,9 @@ func (r *Replica) RemoveMember(id string) error {
 	if id == r.nodeID {
 		return fmt.Errorf("shard %d: the leader cannot remove itself; transfer leadership first: %w", r.id, ErrUnavailable)
 	}
-	return r.configChange(r.g.raft.RemoveServer(raft.ServerID(id), 0, membershipTimeout))
+	return r.configChange(func(rf *raft.Raft, timeout time.Duration) raft.IndexFuture {
+		return rf.RemoveServer(raft.ServerID(id), 0, timeout)
+	})
 }
 
 // TransferLeader hands leadership to node id. Leader only.
@@ -146,14 +151,14 @@ func (r *Replica) member(id string) (Member, bool) {
 	return Member{}, false
 }
 
-func (r *Replica) configChange(f raft.IndexFuture) error {
-	err := f.Error()
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, raft.ErrNotLeader):
-		return r.notLeader()
-	default:
-		return fmt.Errorf("shard %d: membership change: %w: %w", r.id, ErrUnavailable, err)
+// configChange runs one membership change, bounded and classified as a
+// proposal is (propose.go): appended but not known committed is
+// ErrOutcomeUnknown (invariant I7).
+func (r *Replica) configChange(change func(*raft.Raft, time.Duration) raft.IndexFuture) error {
+	err := r.g.ChangeMembership(context.Background(), membershipTimeout, change)
+	var nl *NotLeaderError
+	if err == nil || errors.As(err, &nl) {
+		return err
 	}
+	return fmt.Errorf("shard %d: membership change: %w", r.id, err)
 }

@@ -99,41 +99,22 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 	if r.g.raft.State() != raft.Leader {
 		return nil, r.notLeader()
 	}
-	timeout := r.applyTimeout
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
-		timeout = time.Until(d)
-	}
-	if timeout <= 0 {
-		return nil, fmt.Errorf("shard %d: %w", r.id, context.DeadlineExceeded)
-	}
 	r.written.Add(uint64(len(b)))
-	start := time.Now()
-	f := r.g.raft.Apply(b, timeout)
-	var err error
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("shard %d: %w: %w", r.id, ErrOutcomeUnknown, ctx.Err())
-	}
+	start := r.clock.Now()
+	resp, err := r.g.Apply(ctx, b, r.applyTimeout) // bounded and classified (propose.go)
 	if err != nil {
-		if errors.Is(err, raft.ErrNotLeader) {
-			// Refused before the entry was appended.
-			return nil, r.notLeader()
+		var nl *NotLeaderError
+		if errors.As(err, &nl) {
+			return nil, err
 		}
-		if errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-			// Also refused before the entry was appended: nothing written.
-			return nil, fmt.Errorf("shard %d: leadership transfer in progress: %w", r.id, ErrUnavailable)
-		}
-		return nil, fmt.Errorf("shard %d: %w: %w", r.id, ErrOutcomeUnknown, err)
+		return nil, fmt.Errorf("shard %d: %w", r.id, err)
 	}
-	res, ok := f.Response().(*fsm.Result)
+	res, ok := resp.(*fsm.Result)
 	if !ok || res == nil {
 		return nil, fmt.Errorf("shard %d: %w: no result from apply", r.id, ErrOutcomeUnknown)
 	}
 	if r.proposeSeconds != nil {
-		r.proposeSeconds.Observe(time.Since(start).Seconds())
+		r.proposeSeconds.Observe(r.clock.Now().Sub(start).Seconds())
 	}
 	return res, nil
 }

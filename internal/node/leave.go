@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -39,7 +37,7 @@ func (n *Node) Leave(timeout time.Duration) {
 	if n.meta != nil && n.meta.IsLeader() && len(alive) > 0 {
 		// raft picks the most up-to-date voter; wait for it so the next
 		// placement leader, not this one, runs the driver from here on.
-		if err := waitFuture(ctx, n.meta.Raft().LeadershipTransfer()); err != nil {
+		if err := n.meta.TransferLeadership(ctx); err != nil {
 			n.log.Warn("leave: hand off meta leadership", "err", err)
 		}
 	}
@@ -101,16 +99,4 @@ func handOff(ctx context.Context, reps []*shard.Replica, self string, alive map[
 	}
 	wg.Wait()
 	return moved
-}
-
-// waitFuture waits for f or ctx.
-func waitFuture(ctx context.Context, f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
