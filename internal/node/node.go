@@ -13,13 +13,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/raft"
 
 	"github.com/cairndb/cairn/api"
 	"github.com/cairndb/cairn/fsm"
@@ -147,6 +144,9 @@ type Node struct {
 	// lastVerify is when openReplicas last ran the reads that prove a
 	// replica removable (run loop only).
 	lastVerify time.Time
+	// waiting is why the cluster is not formed yet, as last logged (run
+	// loop only).
+	waiting string
 
 	// leaving is set by Leave: the node refuses requests while it hands off.
 	leaving atomic.Bool
@@ -474,41 +474,32 @@ func (n *Node) reconcile(st *placement.State) error {
 	return n.openReplicas(st)
 }
 
-// form bootstraps the meta group once BootstrapExpect nodes have met (only the
-// lowest id among them does it), then the meta leader writes the range map.
+// form carries out planFormation (formation.go): bootstrap the meta group,
+// or, on the meta leader, register the members and write the range map.
 func (n *Node) form(st *placement.State) error {
-	if !n.meta.HasConfiguration() {
-		members := n.gossip.members()
-		if n.cfg.BootstrapExpect == 0 || len(members) < n.cfg.BootstrapExpect {
-			return nil
+	v := formationView{Self: n.cfg.ID, BootstrapExpect: n.cfg.BootstrapExpect, Replication: n.cfg.Replication,
+		HasConfig: n.meta.HasConfiguration(), MetaLeader: n.meta.IsLeader()}
+	if !v.HasConfig {
+		v.Gossip = n.gossip.members()
+	} else if v.MetaLeader {
+		var err error
+		if v.MetaServers, err = n.meta.Members(); err != nil {
+			return err
 		}
-		first := members[:n.cfg.BootstrapExpect]
-		if first[0].ID != n.cfg.ID {
-			return nil
-		}
-		servers := make([]raft.Server, 0, len(first))
-		for _, m := range first {
-			servers = append(servers, raft.Server{ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr)})
-		}
-		n.log.Info("bootstrapping meta group", "servers", len(servers))
-		return n.meta.Bootstrap(servers)
 	}
-	if !n.meta.IsLeader() {
+	plan := planFormation(v)
+	switch {
+	case plan.Bootstrap != nil:
+		n.log.Info("bootstrapping meta group", "servers", len(plan.Bootstrap))
+		return n.meta.Bootstrap(plan.Bootstrap)
+	case plan.InitReplicas == nil:
+		if plan.Waiting != n.waiting {
+			n.waiting = plan.Waiting
+			n.log.Debug("cluster not formed", "why", plan.Waiting)
+		}
 		return nil
 	}
-	cfgf := n.meta.Raft().GetConfiguration()
-	if err := cfgf.Error(); err != nil {
-		return err
-	}
-	var ids []string
-	for _, s := range cfgf.Configuration().Servers {
-		ids = append(ids, string(s.ID))
-	}
-	sort.Strings(ids)
-	if len(ids) > n.cfg.Replication {
-		ids = ids[:n.cfg.Replication]
-	}
-	ranges, err := placement.InitialRanges(n.cfg.InitialSplits, ids)
+	ranges, err := placement.InitialRanges(n.cfg.InitialSplits, plan.InitReplicas)
 	if err != nil {
 		return err
 	}
@@ -522,76 +513,38 @@ func (n *Node) form(st *placement.State) error {
 		return nil
 	}
 	if err == nil {
-		n.log.Info("cluster formed", "ranges", len(ranges), "replicas", ids)
+		n.log.Info("cluster formed", "ranges", len(ranges), "replicas", plan.InitReplicas)
 	}
 	return err
 }
 
-// registerMembers records every gossip member's addresses in the meta group
-// and adds unknown nodes to it as non-voters, so every node holds a copy of
-// the range map. Gossip only proposes; raft decides (invariant I12).
+// registerMembers carries out planMeta (formation.go) on the meta leader:
+// register gossip members' addresses, add unknown nodes to the meta group
+// as non-voters, and grow its voters. Every change goes through
+// placement.Meta, bounded and classified as a proposal is.
 func (n *Node) registerMembers(st *placement.State) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, m := range n.gossip.members() {
-		if cur, ok := st.Nodes[m.ID]; !ok || cur.HTTPAddr != m.HTTPAddr || cur.RaftAddr != m.RaftAddr {
-			if err := n.meta.RegisterNode(ctx, m); err != nil {
-				return err
-			}
-		}
-	}
-	if !st.Formed() {
-		return nil
-	}
-	cfgf := n.meta.Raft().GetConfiguration()
-	if err := cfgf.Error(); err != nil {
+	conf, err := n.meta.Members()
+	if err != nil {
 		return err
 	}
-	inConfig := map[string]bool{}
-	for _, s := range cfgf.Configuration().Servers {
-		inConfig[string(s.ID)] = true
-	}
-	for id, ni := range st.Nodes {
-		if !inConfig[id] {
-			f := n.meta.Raft().AddNonvoter(raft.ServerID(id), raft.ServerAddress(ni.RaftAddr), 0, 5*time.Second)
-			if err := f.Error(); err != nil {
-				return err
-			}
+	plan := planMeta(metaView{State: st, Gossip: n.gossip.members(), Alive: n.gossip.alive(), Config: conf})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, m := range plan.Register {
+		if err := n.meta.RegisterNode(ctx, m); err != nil {
+			return err
 		}
 	}
-	return n.growMetaVoters(st, cfgf.Configuration())
-}
-
-// metaVoters is the meta group's size once the cluster has that many nodes:
-// five voters survive two failures; more would only slow its commits.
-const metaVoters = 5
-
-// growMetaVoters promotes one live, non-removed non-voter (lowest id first)
-// while the meta group has fewer than metaVoters voters and the cluster has
-// at least metaVoters live nodes.
-func (n *Node) growMetaVoters(st *placement.State, conf raft.Configuration) error {
-	alive := n.gossip.alive()
-	voters, live := 0, 0
-	var candidates []raft.Server
-	for _, s := range conf.Servers {
-		if s.Suffrage == raft.Voter {
-			voters++
-		} else if ni, ok := st.Nodes[string(s.ID)]; ok && alive[ni.ID] && !ni.Removed {
-			candidates = append(candidates, s)
+	for _, ni := range plan.AddNonvoters {
+		if err := n.meta.AddNonvoter(ctx, ni.ID, ni.RaftAddr); err != nil {
+			return err
 		}
 	}
-	for id, ni := range st.Nodes {
-		if alive[id] && !ni.Removed {
-			live++
-		}
+	if c := plan.Promote; c != nil {
+		n.log.Info("growing the meta group", "voter", c.ID)
+		return n.meta.AddVoter(ctx, c.ID, c.Address)
 	}
-	if voters >= metaVoters || live < metaVoters || len(candidates) == 0 {
-		return nil
-	}
-	sort.Slice(candidates, func(i, j int) bool { return candidates[i].ID < candidates[j].ID })
-	c := candidates[0]
-	n.log.Info("growing the meta group", "voter", c.ID, "voters", voters+1)
-	return n.meta.Raft().AddVoter(c.ID, c.Address, 0, 5*time.Second).Error()
+	return nil
 }
 
 // openReplicas starts a local replica for every range that lists this node
