@@ -100,7 +100,7 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 		return nil, r.notLeader()
 	}
 	r.written.Add(uint64(len(b)))
-	start := r.clock.Now()
+	start := time.Now() // a latency, not a decision: the monotonic clock
 	resp, err := r.g.Apply(ctx, b, r.applyTimeout) // bounded and classified (propose.go)
 	if err != nil {
 		var nl *NotLeaderError
@@ -114,7 +114,7 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 		return nil, fmt.Errorf("shard %d: %w: no result from apply", r.id, ErrOutcomeUnknown)
 	}
 	if r.proposeSeconds != nil {
-		r.proposeSeconds.Observe(r.clock.Now().Sub(start).Seconds())
+		r.proposeSeconds.Observe(time.Since(start).Seconds())
 	}
 	return res, nil
 }
@@ -206,8 +206,11 @@ func (r *Replica) StaleRead(maxStaleness time.Duration) (uint64, error) {
 		}
 		return r.fsm.Applied(), nil
 	}
+	// Every age in this decision is measured on the host's clock
+	// (HostConfig.Clock; raft stamps LastContact with the wall clock, which
+	// is what the real clock reads).
 	now := r.clock.Now()
-	if last := r.g.raft.LastContact(); last.IsZero() || time.Since(last) > maxStaleness {
+	if last := r.g.raft.LastContact(); last.IsZero() || now.Sub(last) > maxStaleness {
 		return 0, fmt.Errorf("shard %d: replica last heard from a leader more than %s ago: %w",
 			r.id, maxStaleness, ErrTooStale)
 	}
