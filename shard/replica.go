@@ -100,7 +100,7 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 		return nil, r.notLeader()
 	}
 	r.written.Add(uint64(len(b)))
-	start := time.Now() // a latency, not a decision: the monotonic clock
+	start := time.Now()                            // a latency, not a decision: the monotonic clock
 	resp, err := r.g.Apply(ctx, b, r.applyTimeout) // bounded and classified (propose.go)
 	if err != nil {
 		var nl *NotLeaderError
