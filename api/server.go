@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -70,6 +72,33 @@ type Config struct {
 	Registry    *prometheus.Registry // nil = a new registry
 	// Pprof mounts net/http/pprof at /debug/pprof/ (the --pprof flag).
 	Pprof bool
+	// Clock stamps proposals (a command's Time, from which TTLs count) and
+	// times how long an unreachable peer is skipped; nil = the real clock.
+	// Waits (RouteWait, SessionWait) run on real timers.
+	Clock clock.Clock
+}
+
+// DefaultConfig returns the API's production settings; the caller fills in
+// Backend (and Placement, Logger, Registry, Dial as needed).
+func DefaultConfig() Config {
+	return Config{DialTimeout: time.Second, UnreachableFor: time.Second, RouteWait: 3 * time.Second,
+		SessionWait: 2 * time.Second, Clock: clock.Real()}
+}
+
+// Validate reports a configuration the server cannot run with. Zero
+// durations take their defaults in NewServer; negative ones are refused.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Backend == nil {
+		errs = append(errs, errors.New("api: Backend is required"))
+	}
+	for name, d := range map[string]time.Duration{"dial timeout": c.DialTimeout, "unreachable-for": c.UnreachableFor,
+		"route wait": c.RouteWait, "session wait": c.SessionWait} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("api: %s %s is negative", name, d))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Server serves the HTTP API.
@@ -98,7 +127,8 @@ const (
 	maxHops = 3
 )
 
-// NewServer returns the API handler.
+// NewServer returns the API handler. cfg must pass Validate (internal/node
+// checks it at start); zero values take DefaultConfig's.
 func NewServer(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -118,11 +148,14 @@ func NewServer(cfg Config) *Server {
 	if cfg.UnreachableFor <= 0 {
 		cfg.UnreachableFor = time.Second
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
+	}
 	dial := cfg.Dial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	down := newUnreachable(cfg.UnreachableFor)
+	down := newUnreachable(cfg.UnreachableFor, cfg.Clock)
 	s := &Server{
 		cfg: cfg, be: cfg.Backend, pb: cfg.Placement, log: cfg.Logger, mux: http.NewServeMux(),
 		peers: &http.Client{Transport: &http.Transport{

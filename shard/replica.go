@@ -100,7 +100,8 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 		return nil, r.notLeader()
 	}
 	r.written.Add(uint64(len(b)))
-	start := time.Now()                            // a latency, not a decision: the monotonic clock
+	// A latency, not a decision: the monotonic clock, not r.clock.
+	start := time.Now()
 	resp, err := r.g.Apply(ctx, b, r.applyTimeout) // bounded and classified (propose.go)
 	if err != nil {
 		var nl *NotLeaderError

@@ -21,6 +21,12 @@ type realClock struct{}
 
 func (realClock) Now() time.Time { return time.Now() }
 
+// Func adapts a function to a Clock (tests that keep the time in a variable).
+type Func func() time.Time
+
+// Now calls f.
+func (f Func) Now() time.Time { return f() }
+
 // Fake is a clock that moves only when told (tests).
 type Fake struct {
 	mu  sync.Mutex

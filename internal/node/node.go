@@ -20,6 +20,7 @@ import (
 
 	"github.com/cairndb/cairn/api"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
 )
@@ -49,6 +50,12 @@ type Config struct {
 	Logger  *slog.Logger
 	Knobs   *Knobs
 	Pprof   bool // serve /debug/pprof on the HTTP address
+	// Clock is the time every decision of the node's packages reads (TTLs,
+	// stale reads, proposal times, placement timeouts); nil = the real clock.
+	Clock clock.Clock
+	// Metrics receives every metric of the node and is what /metrics
+	// serves; nil = a new registry of the node's own (never the global one).
+	Metrics *prometheus.Registry
 
 	// Listeners already bound (tests bind port 0); when nil the node listens
 	// on the addresses above.
@@ -88,6 +95,7 @@ func DefaultConfig() Config {
 		Tuning:       shard.DefaultRaftTuning(),
 		MetaTuning:   shard.DefaultRaftTuning(),
 		ApplyTimeout: 5 * time.Second,
+		Clock:        clock.Real(),
 	}
 }
 
@@ -119,6 +127,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := placement.InitialRanges(c.InitialSplits, nil); err != nil {
 		errs = append(errs, fmt.Errorf("--initial-splits: %w", err))
+	}
+	if c.ApplyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("apply timeout %s must not be negative", c.ApplyTimeout))
 	}
 	errs = append(errs, c.Tuning.Validate(), c.MetaTuning.Validate())
 	return errors.Join(errs...)
@@ -161,6 +172,9 @@ type Node struct {
 func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -231,17 +245,20 @@ func (n *Node) startRaft() error {
 	if n.cfg.Knobs != nil {
 		bootID, beforeRangePublish = n.cfg.Knobs.BootID, n.cfg.Knobs.BeforeRangePublish
 	}
+	n.reg = n.cfg.Metrics
+	if n.reg == nil {
+		n.reg = prometheus.NewRegistry()
+	}
+	if err := errors.Join(n.reg.Register(collectors.NewGoCollector()),
+		n.reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))); err != nil {
+		return err
+	}
 	n.host, err = shard.NewHost(shard.HostConfig{
 		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Logs: n.logs, Tuning: n.cfg.Tuning,
 		DeferFSMSync: !n.cfg.FSMSync, BootID: bootID, BeforeRangePublish: beforeRangePublish,
-		ApplyTimeout: n.cfg.ApplyTimeout, Logger: n.log,
+		ApplyTimeout: n.cfg.ApplyTimeout, Logger: n.log, Clock: n.cfg.Clock, Metrics: n.reg,
 	})
 	if err != nil {
-		return err
-	}
-	n.reg = prometheus.NewRegistry()
-	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := n.host.RegisterMetrics(n.reg); err != nil {
 		return err
 	}
 	if err := n.logs.RegisterMetrics(n.reg); err != nil {
@@ -318,14 +335,21 @@ func (n *Node) startHTTP() error {
 		}
 	}
 	n.httpLn = ln
-	n.api = api.NewServer(api.Config{Backend: n, Placement: n, Logger: n.log, Dial: n.dialPeer,
-		Registry: n.reg, Pprof: n.cfg.Pprof})
-	sc := placement.DefaultSchedulerConfig()
-	sc.Replication, sc.SplitSize, sc.DeadAfter = n.cfg.Replication, n.cfg.SplitSize, n.cfg.DeadAfter
-	n.driver = placement.NewDriver(placement.DriverConfig{
-		Meta: n.meta, Exec: n.api.NewExecutor(), Scheduler: sc, Alive: n.gossip.alive, Suspect: n.gossip.suspect,
-		NoSchedule: n.cfg.NoAutoPlacement, Logger: n.log.With("component", "placement"), Metrics: n.reg,
-	})
+	ac := api.DefaultConfig()
+	ac.Backend, ac.Placement, ac.Logger, ac.Dial = n, n, n.log, n.dialPeer
+	ac.Registry, ac.Pprof, ac.Clock = n.reg, n.cfg.Pprof, n.cfg.Clock
+	if err := ac.Validate(); err != nil {
+		return err
+	}
+	n.api = api.NewServer(ac)
+	dc := placement.DefaultDriverConfig()
+	dc.Scheduler.Replication, dc.Scheduler.SplitSize, dc.Scheduler.DeadAfter = n.cfg.Replication, n.cfg.SplitSize, n.cfg.DeadAfter
+	dc.Meta, dc.Exec, dc.Alive, dc.Suspect = n.meta, n.api.NewExecutor(), n.gossip.alive, n.gossip.suspect
+	dc.NoSchedule, dc.Logger, dc.Metrics, dc.Clock = n.cfg.NoAutoPlacement, n.log.With("component", "placement"), n.reg, n.cfg.Clock
+	var err error
+	if n.driver, err = placement.NewDriver(dc); err != nil {
+		return err
+	}
 	n.http = &http.Server{Handler: n.api, ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(1)
 	go func() {
@@ -568,10 +592,10 @@ func (n *Node) openReplicas(st *placement.State) error {
 	}); err != nil {
 		return err
 	}
-	if len(plan.Verify) == 0 || time.Since(n.lastVerify) < verifyEvery {
+	if len(plan.Verify) == 0 || n.cfg.Clock.Now().Sub(n.lastVerify) < verifyEvery {
 		return nil
 	}
-	n.lastVerify = time.Now()
+	n.lastVerify = n.cfg.Clock.Now()
 	auth, err := n.authority(plan.Verify, local)
 	if err != nil {
 		n.log.Debug("replica removal not verified", "shards", plan.Verify, "err", err)
