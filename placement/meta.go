@@ -535,17 +535,10 @@ func (m *Meta) Barrier(ctx context.Context) error {
 }
 
 // TransferLeadership hands the meta group's leadership to the most
-// up-to-date voter and waits for that, at most until ctx ends.
+// up-to-date voter and waits for that, at most until ctx ends (or
+// metaApplyTimeout). Failures are shard.ErrUnavailable.
 func (m *Meta) TransferLeadership(ctx context.Context) error {
-	f := m.g.Raft().LeadershipTransfer()
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return m.g.TransferLeadership(ctx, metaApplyTimeout, "", "")
 }
 
 // Close stops the meta replica.

@@ -131,9 +131,8 @@ func (r *Replica) TransferLeader(id, addr string) error {
 	if !ok || !m.Voter {
 		return fmt.Errorf("shard %d: node %s is not a voter of this shard", r.id, id)
 	}
-	err := r.g.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error()
-	if err != nil {
-		return fmt.Errorf("shard %d: transfer leadership to %s: %w: %w", r.id, id, ErrUnavailable, err)
+	if err := r.g.TransferLeadership(context.Background(), membershipTimeout, id, addr); err != nil {
+		return fmt.Errorf("shard %d: transfer leadership to %s: %w", r.id, id, err)
 	}
 	return nil
 }
