@@ -404,7 +404,9 @@ func (m *Meta) Leader() string {
 	return id
 }
 
-// Raft exposes the meta raft instance (membership changes, tests).
+// Raft exposes the meta raft instance, for tests that inspect or snapshot
+// it. Membership changes, barriers and leadership transfers go through the
+// methods of Meta, which bound and classify them.
 func (m *Meta) Raft() *raft.Raft { return m.g.Raft() }
 
 // Init proposes the cluster's initial range map. Leader only.

@@ -118,3 +118,50 @@ func TestApplyQueueVisible(t *testing.T) {
 		t.Fatal("raft's apply channel is not visible: awaitApplyQueueEmpty cannot wait for it")
 	}
 }
+
+// Linearizable reads racing the replica's shutdown return promptly: the
+// quorum round (verify.go) waits on no raft future, only on its own
+// heartbeats, a deadline and the replica's stop. Invariant I7.
+func TestLinearizableReadRacingShutdown(t *testing.T) {
+	c := startReadCluster(t, 3, nil, nil)
+	reps := c.open(1)
+	var leader int
+	readWaitFor(t, 10*time.Second, "a ready leader", func() error {
+		if leader = leaderIndex(reps); leader < 0 {
+			return errors.New("no leader")
+		}
+		_, err := reps[leader].LinearizableRead(context.Background())
+		return err
+	})
+	const readers = 16
+	errs := make(chan error, readers)
+	var wg sync.WaitGroup
+	for i := 0; i < readers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if _, err := reps[leader].LinearizableRead(context.Background()); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	_ = c.nodes[leader].host.Close()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("linearizable reads still waiting 10s after the replica was shut down")
+	}
+	close(errs)
+	for err := range errs {
+		var nl *NotLeaderError
+		if !errors.As(err, &nl) && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) {
+			t.Errorf("a read racing shutdown returned %v: want not leader, unavailable or closed", err)
+		}
+	}
+}
