@@ -128,6 +128,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	cmd.Time = s.cfg.Clock.Now().UnixNano() // the proposer's time: TTLs count from it
 	return s.write(w, r, body, cmd, func(res *fsm.Result) any {
 		out := map[string]any{"key": string(key), "mod_index": res.Index}
 		if res.KV != nil {
@@ -152,6 +153,7 @@ func (s *Server) del(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	cmd.Time = s.cfg.Clock.Now().UnixNano() // the proposer's time
 	return s.write(w, r, nil, cmd, func(res *fsm.Result) any {
 		out := map[string]any{"deleted": res.Deleted}
 		if res.Prev != nil {

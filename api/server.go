@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/shard"
 )
@@ -79,6 +80,33 @@ type Config struct {
 	Registry    *prometheus.Registry // nil = a new registry
 	// Pprof mounts net/http/pprof at /debug/pprof/ (the --pprof flag).
 	Pprof bool
+	// Clock stamps proposals (a command's Time, from which TTLs count) and
+	// times how long an unreachable peer is skipped; nil = the real clock.
+	// Waits (RouteWait, SessionWait) run on real timers.
+	Clock clock.Clock
+}
+
+// DefaultConfig returns the API's production settings; the caller fills in
+// Backend (and Placement, Logger, Registry, Dial as needed).
+func DefaultConfig() Config {
+	return Config{DialTimeout: time.Second, UnreachableFor: time.Second, RouteWait: 3 * time.Second,
+		SessionWait: 2 * time.Second, Clock: clock.Real()}
+}
+
+// Validate reports a configuration the server cannot run with. Zero
+// durations take their defaults in NewServer; negative ones are refused.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Backend == nil {
+		errs = append(errs, errors.New("api: Backend is required"))
+	}
+	for name, d := range map[string]time.Duration{"dial timeout": c.DialTimeout, "unreachable-for": c.UnreachableFor,
+		"route wait": c.RouteWait, "session wait": c.SessionWait} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("api: %s %s is negative", name, d))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Server serves the HTTP API.
@@ -108,7 +136,8 @@ const (
 	hdrNode = "X-Cairn-Node"
 )
 
-// NewServer returns the API handler.
+// NewServer returns the API handler. cfg must pass Validate (internal/node
+// checks it at start); zero values take DefaultConfig's.
 func NewServer(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -125,9 +154,13 @@ func NewServer(cfg Config) *Server {
 	if cfg.BodyTimeout <= 0 {
 		cfg.BodyTimeout = 30 * time.Second
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
+	}
 	s := &Server{
 		cfg: cfg, be: cfg.Backend, pb: cfg.Placement, log: cfg.Logger, mux: http.NewServeMux(),
-		peers:   cluster.New(cluster.Config{Dial: cfg.Dial, DialTimeout: cfg.DialTimeout, UnreachableFor: cfg.UnreachableFor}),
+		peers: cluster.New(cluster.Config{Dial: cfg.Dial, DialTimeout: cfg.DialTimeout, UnreachableFor: cfg.UnreachableFor,
+			Clock: cfg.Clock}),
 		metrics: newMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}

@@ -3,11 +3,15 @@ package placement
 import (
 	"context"
 	"errors"
-	"github.com/prometheus/client_golang/prometheus"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairndb/cairn/internal/clock"
 )
 
 // RangeStats is what a shard leader's heartbeat says about its range.
@@ -42,7 +46,9 @@ type DriverConfig struct {
 	// and an operator's pause switch.
 	NoSchedule bool
 	Logger     *slog.Logger
-	Now        func() time.Time // nil = time.Now
+	// Clock is the time every timeout above is decided on; nil = the real
+	// clock.
+	Clock clock.Clock
 	// Metrics, if set, receives cairn_placement_operations_total and
 	// cairn_placement_operations_stalled.
 	Metrics prometheus.Registerer
@@ -86,24 +92,50 @@ type opTrack struct {
 	lastErr  error
 }
 
-// NewDriver returns a driver; call Run.
-func NewDriver(cfg DriverConfig) *Driver {
-	if cfg.Interval <= 0 {
+// DefaultDriverConfig returns the driver's production settings; the caller
+// fills in Meta, Exec, Alive and, to export them, Metrics.
+func DefaultDriverConfig() DriverConfig {
+	return DriverConfig{Scheduler: DefaultSchedulerConfig(), ReportTimeout: 2 * time.Second, Interval: time.Second,
+		MaxOps: 4, StallAfter: 60 * time.Second, Clock: clock.Real()}
+}
+
+// Validate reports settings the driver cannot run with. Zero values that
+// have a default are valid; negative ones are not. (Meta, Exec and Alive are
+// what Run needs; unit tests of the decisions run without them.)
+func (c DriverConfig) Validate() error {
+	var errs []error
+	for name, d := range map[string]time.Duration{"report timeout": c.ReportTimeout, "interval": c.Interval, "stall bound": c.StallAfter} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("placement driver: %s %s is negative", name, d))
+		}
+	}
+	if c.MaxOps < 0 {
+		errs = append(errs, fmt.Errorf("placement driver: max ops %d is negative", c.MaxOps))
+	}
+	return errors.Join(errs...)
+}
+
+// NewDriver validates cfg and returns a driver; call Run.
+func NewDriver(cfg DriverConfig) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Interval == 0 {
 		cfg.Interval = time.Second
 	}
-	if cfg.MaxOps <= 0 {
+	if cfg.MaxOps == 0 {
 		cfg.MaxOps = 4
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
 	}
-	if cfg.ReportTimeout <= 0 {
+	if cfg.ReportTimeout == 0 {
 		cfg.ReportTimeout = 2 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.StallAfter <= 0 {
+	if cfg.StallAfter == 0 {
 		cfg.StallAfter = 60 * time.Second
 	}
 	d := &Driver{cfg: cfg, stats: map[uint64]RangeStats{}, downSince: map[string]time.Time{}, running: map[uint64]bool{},
@@ -121,16 +153,20 @@ func NewDriver(cfg DriverConfig) *Driver {
 		Help: "Ranges with fewer live voters than the replication factor, as this placement leader sees them.",
 	})
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(d.ops, d.stalled, d.underReplicated)
+		for _, c := range []prometheus.Collector{d.ops, d.stalled, d.underReplicated} {
+			if err := cfg.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("placement driver metrics: %w", err)
+			}
+		}
 	}
-	return d
+	return d, nil
 }
 
 // Observe records a heartbeat's statistics for a range.
 func (d *Driver) Observe(rangeID uint64, s RangeStats) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s.Updated = d.cfg.Now()
+	s.Updated = d.cfg.Clock.Now()
 	if prev, ok := d.stats[rangeID]; ok && prev.Leader != "" && prev.Leader != s.Leader {
 		d.lostLead[prev.Leader] = s.Updated
 	}
@@ -141,7 +177,7 @@ func (d *Driver) Observe(rangeID uint64, s RangeStats) {
 func (d *Driver) ObserveNode(id string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.lastReport[id] = d.cfg.Now()
+	d.lastReport[id] = d.cfg.Clock.Now()
 }
 
 // Stats returns the latest heartbeat statistics of range id (meta leader).
@@ -149,7 +185,7 @@ func (d *Driver) Stats(id uint64) (RangeStats, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s, ok := d.stats[id]
-	return s, ok && d.cfg.Now().Sub(s.Updated) < 10*time.Second
+	return s, ok && d.cfg.Clock.Now().Sub(s.Updated) < 10*time.Second
 }
 
 // Run schedules and executes until stop is closed.
@@ -252,7 +288,7 @@ func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	d.track(st.Ops, d.cfg.Now())
+	d.track(st.Ops, d.cfg.Clock.Now())
 	abandoned := 0
 	for _, id := range ids {
 		if d.abandonTransfer(ctx, view, st, st.Ops[id]) {
@@ -328,12 +364,12 @@ func (d *Driver) stepAsync(stop <-chan struct{}, wg *sync.WaitGroup, st *State, 
 // where that is safe (Rollback) and reports it: an operation that cannot
 // make progress is never silently stuck (issue 10 item 6).
 func (d *Driver) step(ctx context.Context, st *State, op Operation) (done, rolledBack bool, err error) {
-	stalled, warn, since, lastErr := d.isStalled(op, d.cfg.Now())
+	stalled, warn, since, lastErr := d.isStalled(op, d.cfg.Clock.Now())
 	if stalled {
 		if warn {
 			d.ops.WithLabelValues(string(op.Kind), "stalled").Inc()
 			d.cfg.Logger.Warn("placement operation stalled; rolling back where safe", "op", op.String(),
-				"running", d.cfg.Now().Sub(since).Round(time.Second), "last_err", lastErr)
+				"running", d.cfg.Clock.Now().Sub(since).Round(time.Second), "last_err", lastErr)
 		}
 		done, err = Rollback(ctx, d.cfg.Exec, st, op)
 		if done {
@@ -378,7 +414,7 @@ func underReplicated(st *State, alive map[string]bool, replication int) int {
 // gossip liveness.
 func (d *Driver) view(st *State) ClusterView {
 	alive := d.cfg.Alive()
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var v ClusterView

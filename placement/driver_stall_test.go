@@ -10,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -55,8 +56,11 @@ func TestDriverStalledOperation(t *testing.T) {
 			if tc.fail {
 				ex = &failingExec{}
 			}
-			d := NewDriver(DriverConfig{Exec: ex, StallAfter: 10 * time.Second, Metrics: reg,
-				Now: func() time.Time { return now }})
+			d, err := NewDriver(DriverConfig{Exec: ex, StallAfter: 10 * time.Second, Metrics: reg,
+				Clock: clock.Func(func() time.Time { return now })})
+			if err != nil {
+				t.Fatal(err)
+			}
 			calls := func() []string {
 				if f, ok := ex.(*failingExec); ok {
 					return f.calls

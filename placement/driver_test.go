@@ -8,17 +8,22 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/shard"
 )
 
 // driverAt is a driver whose clock the test moves, with gossip saying every
 // node is alive unless suspect lists it.
 func driverAt(now *time.Time, suspect map[string]bool) *Driver {
-	return NewDriver(DriverConfig{
-		Now:     func() time.Time { return *now },
+	d, err := NewDriver(DriverConfig{
+		Clock:   clock.Func(func() time.Time { return *now }),
 		Alive:   func() map[string]bool { return map[string]bool{"n1": true, "n2": true, "n3": true} },
 		Suspect: func() map[string]bool { return suspect },
 	})
+	if err != nil {
+		panic(err)
+	}
+	return d
 }
 
 // skewedState: three nodes, four ranges on all three; heartbeats say n1

@@ -404,74 +404,144 @@ func (m *Meta) Leader() string {
 	return id
 }
 
-// Raft exposes the meta raft instance (membership changes, tests).
+// Raft exposes the meta raft instance, for tests that inspect or snapshot
+// it. Membership changes, barriers and leadership transfers go through the
+// methods of Meta, which bound and classify them.
 func (m *Meta) Raft() *raft.Raft { return m.g.Raft() }
 
 // Init proposes the cluster's initial range map. Leader only.
 func (m *Meta) Init(ctx context.Context, clusterID string, ranges []fsm.Range) error {
-	return m.propose(ctx, &metaCommand{V: 1, Op: opInit, Cluster: clusterID, Ranges: ranges})
+	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opInit, Cluster: clusterID, Ranges: ranges})
 }
 
 // RegisterNode records or updates a node's addresses. Leader only.
 func (m *Meta) RegisterNode(ctx context.Context, n NodeInfo) error {
-	return m.propose(ctx, &metaCommand{V: 1, Op: opRegisterNode, Node: &n})
+	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opRegisterNode, Node: &n})
 }
 
-func (m *Meta) propose(ctx context.Context, c *metaCommand) error {
+// propose appends c to the meta log and returns the FSM's answer to it.
+// Errors are classified as a shard replica's proposals are (shard's
+// propose.go, invariant I7): *shard.NotLeaderError or shard.ErrUnavailable
+// (nothing written), shard.ErrOutcomeUnknown (may have been written); an
+// entry the FSM refused returns the FSM's error (ErrAlreadyFormed,
+// ErrOpInProgress, ...). It never waits past ctx, metaApplyTimeout, or the
+// meta replica's shutdown.
+func (m *Meta) propose(ctx context.Context, c *metaCommand) (interface{}, error) {
 	b, err := encodeMetaCommand(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	timeout := 5 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+	resp, err := m.g.Apply(ctx, b, metaApplyTimeout)
+	if err != nil {
+		var nl *shard.NotLeaderError
+		if errors.As(err, &nl) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("meta %s: %w", c.Op, err)
 	}
-	f := m.g.Raft().Apply(b, timeout)
-	if err := f.Error(); err != nil {
-		return err
+	if err, ok := resp.(error); ok {
+		return nil, err
 	}
-	if err, ok := f.Response().(error); ok {
-		return err
-	}
-	return nil
+	return resp, nil
+}
+
+// metaApplyTimeout bounds one meta proposal or membership change when the
+// caller's context allows longer.
+const metaApplyTimeout = 5 * time.Second
+
+func (m *Meta) proposeErr(ctx context.Context, c *metaCommand) error {
+	_, err := m.propose(ctx, c)
+	return err
 }
 
 // ReportRanges merges descriptors reported by shard leaders into the range
 // map (see State.report). Leader only.
 func (m *Meta) ReportRanges(ctx context.Context, ranges []fsm.Range) error {
-	return m.propose(ctx, &metaCommand{V: 1, Op: opReportRanges, Ranges: ranges})
+	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opReportRanges, Ranges: ranges})
 }
 
 // StartOp records a placement operation before it runs. Leader only.
 func (m *Meta) StartOp(ctx context.Context, op Operation) error {
-	return m.propose(ctx, &metaCommand{V: 1, Op: opStartOp, Operation: &op})
+	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opStartOp, Operation: &op})
 }
 
 // FinishOp removes the operation of a range (done or rolled back). Leader only.
 func (m *Meta) FinishOp(ctx context.Context, rangeID uint64) error {
-	return m.propose(ctx, &metaCommand{V: 1, Op: opFinishOp, RangeID: rangeID})
+	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opFinishOp, RangeID: rangeID})
 }
 
 // SetNodeState records an operator's drain or removal of a node. Leader only.
 func (m *Meta) SetNodeState(ctx context.Context, id string, draining, removed bool) error {
-	return m.propose(ctx, &metaCommand{V: 1, Op: opNodeState, Node: &NodeInfo{ID: id, Draining: draining, Removed: removed}})
+	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opNodeState, Node: &NodeInfo{ID: id, Draining: draining, Removed: removed}})
 }
 
-// AllocRangeID reserves a new, never used range id. Leader only.
+// AllocRangeID reserves a new, never used range id. Leader only. Errors as
+// propose's.
 func (m *Meta) AllocRangeID(ctx context.Context) (uint64, error) {
-	b, err := encodeMetaCommand(&metaCommand{V: 1, Op: opAllocRangeID})
+	resp, err := m.propose(ctx, &metaCommand{V: 1, Op: opAllocRangeID})
 	if err != nil {
 		return 0, err
 	}
-	f := m.g.Raft().Apply(b, 5*time.Second)
-	if err := f.Error(); err != nil {
-		return 0, err
-	}
-	id, ok := f.Response().(uint64)
+	id, ok := resp.(uint64)
 	if !ok {
-		return 0, fmt.Errorf("meta: alloc_range_id answered %v", f.Response())
+		return 0, fmt.Errorf("meta: alloc_range_id answered %v", resp)
 	}
 	return id, nil
+}
+
+// AddNonvoter adds node id at raft address addr to the meta group as a
+// non-voter (it receives the range map). Leader only. Errors are classified
+// as propose's: a change appended but not known committed within ctx (or
+// metaApplyTimeout) is shard.ErrOutcomeUnknown.
+func (m *Meta) AddNonvoter(ctx context.Context, id, addr string) error {
+	return m.changeMembership(ctx, func(r *raft.Raft, timeout time.Duration) raft.IndexFuture {
+		return r.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)
+	})
+}
+
+// AddVoter makes node id a voter of the meta group. Leader only. Errors as
+// AddNonvoter's.
+func (m *Meta) AddVoter(ctx context.Context, id, addr string) error {
+	return m.changeMembership(ctx, func(r *raft.Raft, timeout time.Duration) raft.IndexFuture {
+		return r.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)
+	})
+}
+
+func (m *Meta) changeMembership(ctx context.Context, change func(*raft.Raft, time.Duration) raft.IndexFuture) error {
+	err := m.g.ChangeMembership(ctx, metaApplyTimeout, change)
+	var nl *shard.NotLeaderError
+	if err == nil || errors.As(err, &nl) {
+		return err
+	}
+	return fmt.Errorf("meta membership change: %w", err)
+}
+
+// Members returns the meta group's latest configuration as this replica
+// knows it (uncommitted changes included).
+func (m *Meta) Members() ([]shard.Member, error) {
+	f := m.g.Raft().GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []shard.Member
+	for _, s := range f.Configuration().Servers {
+		out = append(out, shard.Member{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// Barrier returns once every entry committed before the call is applied to
+// this replica's state, which must lead. Errors as propose's.
+func (m *Meta) Barrier(ctx context.Context) error {
+	return m.g.Barrier(ctx, metaApplyTimeout)
+}
+
+// TransferLeadership hands the meta group's leadership to the voter id at
+// addr, or to the most up-to-date voter when id is "", and waits for that,
+// at most until ctx ends (or metaApplyTimeout). Failures are
+// shard.ErrUnavailable.
+func (m *Meta) TransferLeadership(ctx context.Context, id, addr string) error {
+	return m.g.TransferLeadership(ctx, metaApplyTimeout, id, addr)
 }
 
 // Close stops the meta replica.

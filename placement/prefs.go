@@ -37,7 +37,7 @@ func (s *State) setLeaderPref(c *metaCommand) error {
 // SetLeaderPref records node as the preferred leader of range id ("" clears
 // it). Leader only.
 func (m *Meta) SetLeaderPref(ctx context.Context, id uint64, node string) error {
-	return m.propose(ctx, &metaCommand{V: 1, Op: opLeaderPref, RangeID: id, Node: &NodeInfo{ID: node}})
+	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opLeaderPref, RangeID: id, Node: &NodeInfo{ID: node}})
 }
 
 // clearVoidPrefs drops preferences whose node is removed, dead (down for

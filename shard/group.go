@@ -115,7 +115,12 @@ type Group struct {
 	observed  *observedTransport // the transport raft runs on when OnAppendEntries is set
 	mux       *Mux
 
-	logStop      atomic.Bool // stopped by logFailed
+	logStop atomic.Bool // stopped by logFailed
+	// gate and stopping keep calls that queue on raft's apply channel from
+	// racing its shutdown; stopCh ends every wait on a future (propose.go).
+	gate         sync.RWMutex
+	stopping     atomic.Bool
+	stopCh       chan struct{}
 	stopOnce     sync.Once
 	stopped      raft.Future
 	shutdownOnce sync.Once
@@ -131,7 +136,7 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("group %d: %w", cfg.ID, err)
 	}
-	g := &Group{id: cfg.ID, mux: cfg.Mux}
+	g := &Group{id: cfg.ID, mux: cfg.Mux, stopCh: make(chan struct{})}
 	if err := g.start(cfg); err != nil {
 		_ = g.closeStores()
 		if cfg.Logs.Err() != nil && !errors.Is(err, ErrLogFailed) {
@@ -234,14 +239,38 @@ func newRaft(logs NodeLog, start func() (*raft.Raft, error)) (r *raft.Raft, err 
 // can no longer make anything durable. Shutdown completes the stop.
 func (g *Group) logFailed() {
 	if g.guard.started.Load() {
-		g.stopRaft()
+		g.stopRaftNow()
 		g.logStop.Store(true)
 	}
 }
 
-// stopRaft starts raft's shutdown, once.
+// stopRaft starts raft's shutdown, once. It first closes the gate of the
+// calls that queue futures on raft's apply channel, waits for the calls in
+// progress, and lets raft's main loop take what they queued, so every future
+// the group handed out is answered (propose.go).
 func (g *Group) stopRaft() raft.Future {
-	g.stopOnce.Do(func() { g.stopped = g.raft.Shutdown() })
+	g.stopOnce.Do(func() {
+		g.stopping.Store(true)
+		g.gate.Lock() // waits for calls queueing right now
+		//lint:ignore SA2001 an empty critical section: the wait is the point
+		g.gate.Unlock()
+		awaitApplyQueueEmpty(g.raft)
+		close(g.stopCh)
+		g.stopped = g.raft.Shutdown()
+	})
+	return g.stopped
+}
+
+// stopRaftNow is stopRaft from inside raft's own goroutines (the log store
+// failed under a call of raft's): raft's main loop may be the caller, so it
+// neither waits for the gate nor for the apply queue. Waiters return at once
+// (stopCh); futures still queued stay unanswered, their readers behind.
+func (g *Group) stopRaftNow() raft.Future {
+	g.stopOnce.Do(func() {
+		g.stopping.Store(true)
+		close(g.stopCh)
+		g.stopped = g.raft.Shutdown()
+	})
 	return g.stopped
 }
 

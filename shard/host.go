@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/clock"
 )
 
 // HostConfig configures the set of shard replicas on one node.
@@ -32,6 +33,9 @@ type HostConfig struct {
 	ApplyTimeout time.Duration // bound on one proposal; default 5s
 	Logger       *slog.Logger
 	Clock        Clock // nil = the real clock
+	// Metrics, when set, receives the host's metrics at NewHost (the same
+	// as calling RegisterMetrics); nil: none registered.
+	Metrics prometheus.Registerer
 	// Knobs are test hooks; nil in production.
 	Knobs *ReplicaKnobs
 	// BeforeRangePublish is fsm.Config.BeforeRangePublish (test knob).
@@ -55,28 +59,54 @@ type Host struct {
 	proposeSeconds prometheus.Histogram   // nil until RegisterMetrics
 }
 
+// DefaultHostConfig returns a host configuration with production defaults;
+// the caller fills in NodeID, DataDir and Mux.
+func DefaultHostConfig() HostConfig {
+	return HostConfig{Tuning: DefaultRaftTuning(), ApplyTimeout: 5 * time.Second, Clock: clock.Real()}
+}
+
+// Validate reports a configuration NewHost cannot start with. Zero values
+// that have a default (ApplyTimeout, Logger, Clock) are valid.
+func (c HostConfig) Validate() error {
+	var errs []error
+	if c.NodeID == "" || c.DataDir == "" || c.Mux == nil || c.Logs == nil {
+		errs = append(errs, errors.New("shard host: NodeID, DataDir, Mux and Logs are required"))
+	}
+	if err := c.Tuning.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("shard host: %w", err))
+	}
+	if c.ApplyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("shard host: apply timeout %s is negative", c.ApplyTimeout))
+	}
+	return errors.Join(errs...)
+}
+
 // NewHost validates cfg and returns an empty host. Call OpenReplica for each
 // shard this node hosts (ExistingShards lists those found on disk).
 func NewHost(cfg HostConfig) (*Host, error) {
-	if cfg.NodeID == "" || cfg.DataDir == "" || cfg.Mux == nil || cfg.Logs == nil {
-		return nil, errors.New("shard host: NodeID, DataDir, Mux and Logs are required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if err := cfg.Tuning.Validate(); err != nil {
-		return nil, fmt.Errorf("shard host: %w", err)
-	}
-	if cfg.ApplyTimeout <= 0 {
+	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = realClock{}
+		cfg.Clock = clock.Real()
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}, opening: map[uint64]chan struct{}{},
 		stop: make(chan struct{})}
-	h.wg.Add(1)
-	go h.watchLog()
+	if cfg.Metrics != nil {
+		if err := h.RegisterMetrics(cfg.Metrics); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Logs != nil {
+		h.wg.Add(1)
+		go h.watchLog()
+	}
 	return h, nil
 }
 

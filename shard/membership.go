@@ -96,7 +96,9 @@ func (r *Replica) AddLearner(id, addr string) error {
 	if m, ok := r.member(id); ok && m.Address == addr {
 		return nil
 	}
-	return r.configChange(r.g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, membershipTimeout))
+	return r.configChange(func(rf *raft.Raft, timeout time.Duration) raft.IndexFuture {
+		return rf.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)
+	})
 }
 
 // Promote makes node id a voter. Idempotent. Leader only.
@@ -104,7 +106,9 @@ func (r *Replica) Promote(id, addr string) error {
 	if m, ok := r.member(id); ok && m.Voter {
 		return nil
 	}
-	return r.configChange(r.g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, membershipTimeout))
+	return r.configChange(func(rf *raft.Raft, timeout time.Duration) raft.IndexFuture {
+		return rf.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)
+	})
 }
 
 // RemoveMember removes node id from the configuration. The leader does not
@@ -116,7 +120,9 @@ func (r *Replica) RemoveMember(id string) error {
 	if id == r.nodeID {
 		return fmt.Errorf("shard %d: the leader cannot remove itself; transfer leadership first: %w", r.id, ErrUnavailable)
 	}
-	return r.configChange(r.g.raft.RemoveServer(raft.ServerID(id), 0, membershipTimeout))
+	return r.configChange(func(rf *raft.Raft, timeout time.Duration) raft.IndexFuture {
+		return rf.RemoveServer(raft.ServerID(id), 0, timeout)
+	})
 }
 
 // TransferLeader hands leadership to node id. Leader only.
@@ -131,9 +137,8 @@ func (r *Replica) TransferLeader(id, addr string) error {
 	if !ok || !m.Voter {
 		return fmt.Errorf("shard %d: node %s is not a voter of this shard", r.id, id)
 	}
-	err := r.g.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error()
-	if err != nil {
-		return fmt.Errorf("shard %d: transfer leadership to %s: %w: %w", r.id, id, ErrUnavailable, err)
+	if err := r.g.TransferLeadership(context.Background(), membershipTimeout, id, addr); err != nil {
+		return fmt.Errorf("shard %d: transfer leadership to %s: %w", r.id, id, err)
 	}
 	return nil
 }
@@ -151,14 +156,14 @@ func (r *Replica) member(id string) (Member, bool) {
 	return Member{}, false
 }
 
-func (r *Replica) configChange(f raft.IndexFuture) error {
-	err := f.Error()
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, raft.ErrNotLeader):
-		return r.notLeader()
-	default:
-		return fmt.Errorf("shard %d: membership change: %w: %w", r.id, ErrUnavailable, err)
+// configChange runs one membership change, bounded and classified as a
+// proposal is (propose.go): appended but not known committed is
+// ErrOutcomeUnknown (invariant I7).
+func (r *Replica) configChange(change func(*raft.Raft, time.Duration) raft.IndexFuture) error {
+	err := r.g.ChangeMembership(context.Background(), membershipTimeout, change)
+	var nl *NotLeaderError
+	if err == nil || errors.As(err, &nl) {
+		return err
 	}
+	return fmt.Errorf("shard %d: membership change: %w", r.id, err)
 }

@@ -99,36 +99,18 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 	if r.g.raft.State() != raft.Leader {
 		return nil, r.notLeader()
 	}
-	timeout := r.applyTimeout
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
-		timeout = time.Until(d)
-	}
-	if timeout <= 0 {
-		return nil, fmt.Errorf("shard %d: %w", r.id, context.DeadlineExceeded)
-	}
 	r.written.Add(uint64(len(b)))
+	// A latency, not a decision: the monotonic clock, not r.clock.
 	start := time.Now()
-	f := r.g.raft.Apply(b, timeout)
-	var err error
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("shard %d: %w: %w", r.id, ErrOutcomeUnknown, ctx.Err())
-	}
+	resp, err := r.g.Apply(ctx, b, r.applyTimeout) // bounded and classified (propose.go)
 	if err != nil {
-		if errors.Is(err, raft.ErrNotLeader) {
-			// Refused before the entry was appended.
-			return nil, r.notLeader()
+		var nl *NotLeaderError
+		if errors.As(err, &nl) {
+			return nil, err
 		}
-		if errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-			// Also refused before the entry was appended: nothing written.
-			return nil, fmt.Errorf("shard %d: leadership transfer in progress: %w", r.id, ErrUnavailable)
-		}
-		return nil, fmt.Errorf("shard %d: %w: %w", r.id, ErrOutcomeUnknown, err)
+		return nil, fmt.Errorf("shard %d: %w", r.id, err)
 	}
-	res, ok := f.Response().(*fsm.Result)
+	res, ok := resp.(*fsm.Result)
 	if !ok || res == nil {
 		return nil, fmt.Errorf("shard %d: %w: no result from apply", r.id, ErrOutcomeUnknown)
 	}
@@ -225,8 +207,11 @@ func (r *Replica) StaleRead(maxStaleness time.Duration) (uint64, error) {
 		}
 		return r.fsm.Applied(), nil
 	}
+	// Every age in this decision is measured on the host's clock
+	// (HostConfig.Clock; raft stamps LastContact with the wall clock, which
+	// is what the real clock reads).
 	now := r.clock.Now()
-	if last := r.g.raft.LastContact(); last.IsZero() || time.Since(last) > maxStaleness {
+	if last := r.g.raft.LastContact(); last.IsZero() || now.Sub(last) > maxStaleness {
 		return 0, fmt.Errorf("shard %d: replica last heard from a leader more than %s ago: %w",
 			r.id, maxStaleness, ErrTooStale)
 	}

@@ -7,17 +7,14 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/clock"
 )
 
-// Clock is the time source for every deadline the leader decides (TTL expiry,
-// later lock leases). Only durations between two Now calls matter.
-type Clock interface {
-	Now() time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
+// Clock is the time source for every deadline and bound the replica decides
+// (TTL expiry, stale-read bounds, proposal times; later lock leases). Only
+// durations between two Now calls matter. It is internal/clock's, shared by
+// every deciding package.
+type Clock = clock.Clock
 
 // ttlManager runs TTL countdowns on the leader only. A key's countdown starts
 // when this replica learns of it as leader, so a key may outlive its TTL

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"github.com/cairndb/cairn/internal/clock"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -44,6 +46,9 @@ type Config struct {
 	// caller forever. Default 30s (longer than any server-side bound: a
 	// write's 10s, RouteWait's 3s).
 	CallTimeout time.Duration
+	// Clock decides how long a peer stays reported Down; nil = the real
+	// clock.
+	Clock clock.Clock
 }
 
 // Client makes node-to-node calls. It is safe for concurrent use.
@@ -68,7 +73,10 @@ func New(cfg Config) *Client {
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	down := newUnreachable(cfg.UnreachableFor)
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
+	}
+	down := newUnreachable(cfg.UnreachableFor, cfg.Clock)
 	return &Client{
 		http: &http.Client{Transport: &http.Transport{
 			DialContext: boundedDial(dial, cfg.DialTimeout, down), MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/cairndb/cairn/internal/clock"
 )
 
 // Forwarding dial policy. A request must never wait out a dead peer: every
@@ -22,20 +24,21 @@ var ErrDialTimeout = errors.New("dial timed out")
 
 // unreachable remembers peers whose last dial failed.
 type unreachable struct {
-	ttl time.Duration
+	ttl   time.Duration
+	clock clock.Clock
 
 	mu    sync.Mutex
 	until map[string]time.Time
 }
 
-func newUnreachable(ttl time.Duration) *unreachable {
-	return &unreachable{ttl: ttl, until: map[string]time.Time{}}
+func newUnreachable(ttl time.Duration, c clock.Clock) *unreachable {
+	return &unreachable{ttl: ttl, clock: c, until: map[string]time.Time{}}
 }
 
 func (u *unreachable) mark(addr string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.until[addr] = time.Now().Add(u.ttl)
+	u.until[addr] = u.clock.Now().Add(u.ttl)
 }
 
 func (u *unreachable) clear(addr string) {
@@ -49,7 +52,7 @@ func (u *unreachable) down(addr string) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	t, ok := u.until[addr]
-	if ok && time.Now().After(t) {
+	if ok && u.clock.Now().After(t) {
 		delete(u.until, addr)
 		return false
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/cairndb/cairn/internal/clock"
 )
 
 // A dial that hangs (a dead peer's name under docker's DNS) fails within the
@@ -13,7 +15,7 @@ import (
 // again; the peer is then skipped until UnreachableFor passes, and a
 // successful dial clears it at once (issue 10 item 7).
 func TestBoundedDial(t *testing.T) {
-	u := newUnreachable(time.Hour)
+	u := newUnreachable(time.Hour, clock.Real())
 	hang := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		<-ctx.Done()
 		return nil, ctx.Err() // not a *net.OpError, as a custom dialer may answer
@@ -33,7 +35,7 @@ func TestBoundedDial(t *testing.T) {
 	}
 
 	// The caller giving up is not the peer's fault: not marked.
-	u2 := newUnreachable(time.Hour)
+	u2 := newUnreachable(time.Hour, clock.Real())
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, _ = boundedDial(hang, time.Second, u2)(ctx, "tcp", "n2:7070")
@@ -53,10 +55,14 @@ func TestBoundedDial(t *testing.T) {
 		t.Fatalf("a successful dial did not clear the peer")
 	}
 
-	// Marks expire.
-	u3 := newUnreachable(10 * time.Millisecond)
+	// Marks expire, by Config.Clock.
+	fake := clock.NewFake(time.Unix(1000, 0))
+	u3 := newUnreachable(10*time.Millisecond, fake)
 	u3.mark("n4:7070")
-	time.Sleep(20 * time.Millisecond)
+	if !u3.down("n4:7070") {
+		t.Fatalf("mark expired before the clock moved")
+	}
+	fake.Advance(20 * time.Millisecond)
 	if u3.down("n4:7070") {
 		t.Fatalf("mark did not expire")
 	}

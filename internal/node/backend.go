@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"time"
 
 	"github.com/cairndb/cairn/api"
 	"github.com/cairndb/cairn/fsm"
@@ -136,11 +135,7 @@ func (n *Node) NodeAlive(id string) bool { return n.gossip.alive()[id] }
 // barrier commits in this leader's term, so the state it leaves applied
 // holds every change committed before the read began (meta leader only).
 func (n *Node) ReadMetaRanges(ctx context.Context, ids []uint64) ([]api.MetaRange, error) {
-	timeout := 5 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
-	}
-	if err := n.meta.Raft().Barrier(timeout).Error(); err != nil {
+	if err := n.meta.Barrier(ctx); err != nil {
 		return nil, err
 	}
 	st, _ := n.meta.State()

@@ -6,8 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
-
+	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -41,8 +40,8 @@ func (n *Node) Leave(timeout time.Duration) {
 		// up-to-date voter, may be a node that has just stopped. Wait for it
 		// so the next placement leader, not this one, runs the driver from
 		// here on.
-		if to, ok := liveMetaVoter(n.meta.Raft(), n.cfg.ID, alive); ok {
-			if err := waitFuture(ctx, n.meta.Raft().LeadershipTransferToServer(to.ID, to.Address)); err != nil {
+		if to, ok := liveMetaVoter(n.meta, n.cfg.ID, alive); ok {
+			if err := n.meta.TransferLeadership(ctx, to.ID, to.Address); err != nil {
 				n.log.Warn("leave: hand off meta leadership", "to", to.ID, "err", err)
 			}
 		}
@@ -109,29 +108,16 @@ func handOff(ctx context.Context, reps []*shard.Replica, self string, alive map[
 
 // liveMetaVoter returns the meta group's voter with the lowest id that is
 // not self and that gossip sees alive.
-func liveMetaVoter(r *raft.Raft, self string, alive map[string]bool) (raft.Server, bool) {
-	f := r.GetConfiguration()
-	if f.Error() != nil {
-		return raft.Server{}, false
+func liveMetaVoter(meta *placement.Meta, self string, alive map[string]bool) (shard.Member, bool) {
+	members, err := meta.Members()
+	if err != nil {
+		return shard.Member{}, false
 	}
-	servers := f.Configuration().Servers
-	sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
-	for _, s := range servers {
-		if s.Suffrage == raft.Voter && string(s.ID) != self && alive[string(s.ID)] {
-			return s, true
+	sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
+	for _, m := range members {
+		if m.Voter && m.ID != self && alive[m.ID] {
+			return m, true
 		}
 	}
-	return raft.Server{}, false
-}
-
-// waitFuture waits for f or ctx.
-func waitFuture(ctx context.Context, f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return shard.Member{}, false
 }

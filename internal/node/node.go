@@ -14,16 +14,14 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/cairndb/cairn/api"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
 )
@@ -53,6 +51,12 @@ type Config struct {
 	Logger  *slog.Logger
 	Knobs   *Knobs
 	Pprof   bool // serve /debug/pprof on the HTTP address
+	// Clock is the time every decision of the node's packages reads (TTLs,
+	// stale reads, proposal times, placement timeouts); nil = the real clock.
+	Clock clock.Clock
+	// Metrics receives every metric of the node and is what /metrics
+	// serves; nil = a new registry of the node's own (never the global one).
+	Metrics *prometheus.Registry
 
 	// LogStore is the raft log store (--log-store): the node WAL (wal, the
 	// default; empty means wal) or raft-boltdb, one raft.db per group
@@ -108,6 +112,7 @@ func DefaultConfig() Config {
 		MetaTuning:   shard.DefaultRaftTuning(),
 		ApplyTimeout: 5 * time.Second,
 		LogStore:     shard.LogStoreWAL,
+		Clock:        clock.Real(),
 	}
 }
 
@@ -142,6 +147,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.LogStore.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("--log-store: %w", err))
+	}
+	if c.ApplyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("apply timeout %s must not be negative", c.ApplyTimeout))
 	}
 	errs = append(errs, c.Tuning.Validate(), c.MetaTuning.Validate())
 	return errors.Join(errs...)
@@ -184,6 +192,9 @@ type Node struct {
 func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -264,17 +275,20 @@ func (n *Node) startRaft() error {
 	if n.cfg.Knobs != nil {
 		bootID, beforeRangePublish = n.cfg.Knobs.BootID, n.cfg.Knobs.BeforeRangePublish
 	}
+	n.reg = n.cfg.Metrics
+	if n.reg == nil {
+		n.reg = prometheus.NewRegistry()
+	}
+	if err := errors.Join(n.reg.Register(collectors.NewGoCollector()),
+		n.reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))); err != nil {
+		return err
+	}
 	n.host, err = shard.NewHost(shard.HostConfig{
 		NodeID: n.cfg.ID, DataDir: n.cfg.DataDir, Mux: n.mux, Logs: n.logs, Tuning: n.cfg.Tuning,
 		DeferFSMSync: !n.cfg.FSMSync, BootID: bootID, BeforeRangePublish: beforeRangePublish,
-		ApplyTimeout: n.cfg.ApplyTimeout, Logger: n.log,
+		ApplyTimeout: n.cfg.ApplyTimeout, Logger: n.log, Clock: n.cfg.Clock, Metrics: n.reg,
 	})
 	if err != nil {
-		return err
-	}
-	n.reg = prometheus.NewRegistry()
-	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := n.host.RegisterMetrics(n.reg); err != nil {
 		return err
 	}
 	if err := n.logs.RegisterMetrics(n.reg); err != nil {
@@ -351,14 +365,21 @@ func (n *Node) startHTTP() error {
 		}
 	}
 	n.httpLn = ln
-	n.api = api.NewServer(api.Config{Backend: n, Placement: n, Logger: n.log, Dial: n.dialPeer,
-		Registry: n.reg, Pprof: n.cfg.Pprof})
-	sc := placement.DefaultSchedulerConfig()
-	sc.Replication, sc.SplitSize, sc.DeadAfter = n.cfg.Replication, n.cfg.SplitSize, n.cfg.DeadAfter
-	n.driver = placement.NewDriver(placement.DriverConfig{
-		Meta: n.meta, Exec: n.api.NewExecutor(), Scheduler: sc, Alive: n.gossip.alive, Suspect: n.gossip.suspect,
-		NoSchedule: n.cfg.NoAutoPlacement, Logger: n.log.With("component", "placement"), Metrics: n.reg,
-	})
+	ac := api.DefaultConfig()
+	ac.Backend, ac.Placement, ac.Logger, ac.Dial = n, n, n.log, n.dialPeer
+	ac.Registry, ac.Pprof, ac.Clock = n.reg, n.cfg.Pprof, n.cfg.Clock
+	if err := ac.Validate(); err != nil {
+		return err
+	}
+	n.api = api.NewServer(ac)
+	dc := placement.DefaultDriverConfig()
+	dc.Scheduler.Replication, dc.Scheduler.SplitSize, dc.Scheduler.DeadAfter = n.cfg.Replication, n.cfg.SplitSize, n.cfg.DeadAfter
+	dc.Meta, dc.Exec, dc.Alive, dc.Suspect = n.meta, n.api.NewExecutor(), n.gossip.alive, n.gossip.suspect
+	dc.NoSchedule, dc.Logger, dc.Metrics, dc.Clock = n.cfg.NoAutoPlacement, n.log.With("component", "placement"), n.reg, n.cfg.Clock
+	var err error
+	if n.driver, err = placement.NewDriver(dc); err != nil {
+		return err
+	}
 	n.http = &http.Server{Handler: n.api, ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(1)
 	go func() {
@@ -507,56 +528,34 @@ func (n *Node) reconcile(st *placement.State) error {
 	return n.openReplicas(st)
 }
 
-// form bootstraps the meta group once BootstrapExpect nodes have met (only the
-// lowest id among them does it), then the meta leader writes the range map.
+// form carries out planFormation (formation.go): bootstrap the meta group,
+// or, on the meta leader, register the members and write the range map.
 func (n *Node) form(st *placement.State) error {
-	if !n.meta.HasConfiguration() {
-		members := n.gossip.members()
-		ids := make([]string, len(members))
-		for i, m := range members {
+	v := formationView{Self: n.cfg.ID, BootstrapExpect: n.cfg.BootstrapExpect, Replication: n.cfg.Replication,
+		HasConfig: n.meta.HasConfiguration(), MetaLeader: n.meta.IsLeader()}
+	if !v.HasConfig {
+		v.Gossip = n.gossip.members()
+	} else if v.MetaLeader {
+		var err error
+		if v.MetaServers, err = n.meta.Members(); err != nil {
+			return err
+		}
+	}
+	plan := planFormation(v)
+	switch {
+	case plan.Bootstrap != nil:
+		n.log.Info("bootstrapping meta group", "servers", len(plan.Bootstrap))
+		return n.meta.Bootstrap(plan.Bootstrap)
+	case plan.InitReplicas == nil:
+		ids := make([]string, len(v.Gossip))
+		for i, m := range v.Gossip {
 			ids[i] = m.ID
 		}
-		join := strings.Join(n.cfg.Join, ",")
-		if n.cfg.BootstrapExpect == 0 {
-			n.logWaiting("to be added to an existing cluster, whose placement leader adds the nodes gossip reports",
-				"join", join, "met", len(members), "members", ids)
-			return nil
-		}
-		if len(members) < n.cfg.BootstrapExpect {
-			n.logWaiting(fmt.Sprintf("%d of %d nodes have met through gossip", len(members), n.cfg.BootstrapExpect),
-				"bootstrap_expect", n.cfg.BootstrapExpect, "met", len(members), "members", ids, "join", join)
-			return nil
-		}
-		first := members[:n.cfg.BootstrapExpect]
-		if first[0].ID != n.cfg.ID {
-			n.logWaiting(first[0].ID+", the lowest id, bootstraps the meta group",
-				"bootstrap_expect", n.cfg.BootstrapExpect, "met", len(members), "members", ids)
-			return nil
-		}
-		servers := make([]raft.Server, 0, len(first))
-		for _, m := range first {
-			servers = append(servers, raft.Server{ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr)})
-		}
-		n.log.Info("bootstrapping meta group", "servers", len(servers))
-		return n.meta.Bootstrap(servers)
-	}
-	if !n.meta.IsLeader() {
-		n.logWaiting("the meta group's leader writes the first range map", "meta_leader", n.meta.Leader())
+		n.logWaiting(plan.Waiting, "bootstrap_expect", n.cfg.BootstrapExpect, "met", len(ids), "members", ids,
+			"join", strings.Join(n.cfg.Join, ","), "meta_leader", n.meta.Leader())
 		return nil
 	}
-	cfgf := n.meta.Raft().GetConfiguration()
-	if err := cfgf.Error(); err != nil {
-		return err
-	}
-	var ids []string
-	for _, s := range cfgf.Configuration().Servers {
-		ids = append(ids, string(s.ID))
-	}
-	sort.Strings(ids)
-	if len(ids) > n.cfg.Replication {
-		ids = ids[:n.cfg.Replication]
-	}
-	ranges, err := placement.InitialRanges(n.cfg.InitialSplits, ids)
+	ranges, err := placement.InitialRanges(n.cfg.InitialSplits, plan.InitReplicas)
 	if err != nil {
 		return err
 	}
@@ -570,7 +569,7 @@ func (n *Node) form(st *placement.State) error {
 		return nil
 	}
 	if err == nil {
-		n.log.Info("cluster formed", "ranges", len(ranges), "replicas", ids)
+		n.log.Info("cluster formed", "ranges", len(ranges), "replicas", plan.InitReplicas)
 	}
 	return err
 }
@@ -594,71 +593,33 @@ func (n *Node) logWaiting(what string, args ...any) {
 	}
 }
 
-// registerMembers records every gossip member's addresses in the meta group
-// and adds unknown nodes to it as non-voters, so every node holds a copy of
-// the range map. Gossip only proposes; raft decides (invariant I12).
+// registerMembers carries out planMeta (formation.go) on the meta leader:
+// register gossip members' addresses, add unknown nodes to the meta group
+// as non-voters, and grow its voters. Every change goes through
+// placement.Meta, bounded and classified as a proposal is.
 func (n *Node) registerMembers(st *placement.State) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, m := range n.gossip.members() {
-		if cur, ok := st.Nodes[m.ID]; !ok || cur.HTTPAddr != m.HTTPAddr || cur.RaftAddr != m.RaftAddr {
-			if err := n.meta.RegisterNode(ctx, m); err != nil {
-				return err
-			}
-		}
-	}
-	if !st.Formed() {
-		return nil
-	}
-	cfgf := n.meta.Raft().GetConfiguration()
-	if err := cfgf.Error(); err != nil {
+	conf, err := n.meta.Members()
+	if err != nil {
 		return err
 	}
-	inConfig := map[string]bool{}
-	for _, s := range cfgf.Configuration().Servers {
-		inConfig[string(s.ID)] = true
-	}
-	for id, ni := range st.Nodes {
-		if !inConfig[id] {
-			f := n.meta.Raft().AddNonvoter(raft.ServerID(id), raft.ServerAddress(ni.RaftAddr), 0, 5*time.Second)
-			if err := f.Error(); err != nil {
-				return err
-			}
+	plan := planMeta(metaView{State: st, Gossip: n.gossip.members(), Alive: n.gossip.alive(), Config: conf})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, m := range plan.Register {
+		if err := n.meta.RegisterNode(ctx, m); err != nil {
+			return err
 		}
 	}
-	return n.growMetaVoters(st, cfgf.Configuration())
-}
-
-// metaVoters is the meta group's size once the cluster has that many nodes:
-// five voters survive two failures; more would only slow its commits.
-const metaVoters = 5
-
-// growMetaVoters promotes one live, non-removed non-voter (lowest id first)
-// while the meta group has fewer than metaVoters voters and the cluster has
-// at least metaVoters live nodes.
-func (n *Node) growMetaVoters(st *placement.State, conf raft.Configuration) error {
-	alive := n.gossip.alive()
-	voters, live := 0, 0
-	var candidates []raft.Server
-	for _, s := range conf.Servers {
-		if s.Suffrage == raft.Voter {
-			voters++
-		} else if ni, ok := st.Nodes[string(s.ID)]; ok && alive[ni.ID] && !ni.Removed {
-			candidates = append(candidates, s)
+	for _, ni := range plan.AddNonvoters {
+		if err := n.meta.AddNonvoter(ctx, ni.ID, ni.RaftAddr); err != nil {
+			return err
 		}
 	}
-	for id, ni := range st.Nodes {
-		if alive[id] && !ni.Removed {
-			live++
-		}
+	if c := plan.Promote; c != nil {
+		n.log.Info("growing the meta group", "voter", c.ID)
+		return n.meta.AddVoter(ctx, c.ID, c.Address)
 	}
-	if voters >= metaVoters || live < metaVoters || len(candidates) == 0 {
-		return nil
-	}
-	sort.Slice(candidates, func(i, j int) bool { return candidates[i].ID < candidates[j].ID })
-	c := candidates[0]
-	n.log.Info("growing the meta group", "voter", c.ID, "voters", voters+1)
-	return n.meta.Raft().AddVoter(c.ID, c.Address, 0, 5*time.Second).Error()
+	return nil
 }
 
 // openReplicas starts a local replica for every range that lists this node
@@ -682,10 +643,10 @@ func (n *Node) openReplicas(st *placement.State) error {
 	}); err != nil {
 		return err
 	}
-	if len(plan.Verify) == 0 || time.Since(n.lastVerify) < verifyEvery {
+	if len(plan.Verify) == 0 || n.cfg.Clock.Now().Sub(n.lastVerify) < verifyEvery {
 		return nil
 	}
-	n.lastVerify = time.Now()
+	n.lastVerify = n.cfg.Clock.Now()
 	auth, err := n.authority(plan.Verify, local)
 	if err != nil {
 		n.log.Debug("replica removal not verified", "shards", plan.Verify, "err", err)
