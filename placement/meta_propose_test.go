@@ -29,8 +29,10 @@ func openLoneMeta(t *testing.T) (*Meta, *shard.Mux) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = mux.Close() })
+	logs := shard.OpenBoltLogs(shard.BoltConfig{})
+	t.Cleanup(func() { _ = logs.Close() })
 	m, err := OpenMeta(MetaConfig{NodeID: "n1", DataDir: t.TempDir(), Mux: mux, Tuning: shard.FastRaftTuning(),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logs: logs, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

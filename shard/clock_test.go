@@ -17,7 +17,7 @@ import (
 func TestHostConfigValidate(t *testing.T) {
 	mux := mustMux(t, nil, 0)
 	good := DefaultHostConfig()
-	good.NodeID, good.DataDir, good.Mux = "n1", t.TempDir(), mux
+	good.NodeID, good.DataDir, good.Mux, good.Logs = "n1", t.TempDir(), mux, OpenBoltLogs(BoltConfig{})
 	if err := good.Validate(); err != nil {
 		t.Fatalf("a default config with identity: %v", err)
 	}
@@ -25,6 +25,7 @@ func TestHostConfigValidate(t *testing.T) {
 		"no node id":        func(c *HostConfig) { c.NodeID = "" },
 		"no data dir":       func(c *HostConfig) { c.DataDir = "" },
 		"no mux":            func(c *HostConfig) { c.Mux = nil },
+		"no log store":      func(c *HostConfig) { c.Logs = nil },
 		"zero tuning":       func(c *HostConfig) { c.Tuning = RaftTuning{} },
 		"negative timeout":  func(c *HostConfig) { c.ApplyTimeout = -time.Second },
 		"lease above beats": func(c *HostConfig) { c.Tuning.LeaderLeaseTimeout = 2 * c.Tuning.HeartbeatTimeout },
@@ -56,7 +57,7 @@ func TestStaleReadDecidedByClock(t *testing.T) {
 	for i := 0; i < n; i++ {
 		m := mustMux(t, nil, 0)
 		h, err := NewHost(HostConfig{NodeID: fmt.Sprintf("n%d", i+1), DataDir: t.TempDir(), Mux: m,
-			Tuning: FastRaftTuning(), Logger: slog.New(slog.DiscardHandler), Clock: fake})
+			Tuning: FastRaftTuning(), Logs: OpenBoltLogs(BoltConfig{}), Logger: slog.New(slog.DiscardHandler), Clock: fake})
 		if err != nil {
 			t.Fatal(err)
 		}
