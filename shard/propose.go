@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"time"
+	"unsafe"
 
 	"github.com/hashicorp/raft"
 )
@@ -152,6 +153,7 @@ func (g *Group) enqueue(call func() raft.Future) bool {
 // the group stops first. The goroutine that reads f ends when f is answered, which every
 // future the group handed out is (see above).
 func (g *Group) wait(ctx context.Context, f raft.Future, timeout time.Duration) error {
+	bindShutdown(f, g.stopCh)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	t := time.NewTimer(timeout)
@@ -165,6 +167,30 @@ func (g *Group) wait(ctx context.Context, f raft.Future, timeout time.Duration) 
 		return fmt.Errorf("%w: no outcome within %v", errWaitEnded, timeout)
 	case <-g.stopCh:
 		return fmt.Errorf("%w: %w", errWaitEnded, errGroupStopping)
+	}
+}
+
+// bindShutdown makes f.Error return raft.ErrRaftShutdown once stop is
+// closed, as raft's own restore futures do through their ShutdownCh: raft
+// leaves that field nil on the futures Apply hands out, and a future still
+// in raft's apply queue when it shuts down is never answered, so the
+// goroutine reading it would wait forever (TestProposeRacingShutdown). Set
+// before any goroutine reads the future; raft itself never reads the field.
+// Futures of other shapes (raft's errorFuture) are left alone.
+func bindShutdown(f raft.Future, stop chan struct{}) {
+	v := reflect.ValueOf(f)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return
+	}
+	fld := v.Elem().FieldByName("ShutdownCh")
+	if !fld.IsValid() || fld.Type() != reflect.TypeOf(stop) {
+		return
+	}
+	if !fld.CanSet() {
+		fld = reflect.NewAt(fld.Type(), unsafe.Pointer(fld.UnsafeAddr())).Elem()
+	}
+	if fld.IsNil() {
+		fld.Set(reflect.ValueOf(stop))
 	}
 }
 

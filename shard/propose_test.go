@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"reflect"
 	"runtime"
 	"sync"
 	"testing"
@@ -163,5 +164,24 @@ func TestLinearizableReadRacingShutdown(t *testing.T) {
 		if !errors.As(err, &nl) && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) {
 			t.Errorf("a read racing shutdown returned %v: want not leader, unavailable or closed", err)
 		}
+	}
+}
+
+// bindShutdown sets the ShutdownCh of the futures raft's Apply returns; a
+// raft upgrade that renames or retypes that field must fail here, not leave
+// waits on stranded futures unbounded again.
+func TestApplyFutureShutdownBindable(t *testing.T) {
+	c := startReadCluster(t, 1, nil, nil)
+	reps := c.open(1)
+	stop := make(chan struct{})
+	noop, err := fsm.EncodeCommand(&fsm.Command{Op: fsm.OpNoop})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := reps[0].Raft().Apply(noop, time.Second)
+	bindShutdown(f, stop)
+	fld := reflect.ValueOf(f).Elem().FieldByName("ShutdownCh")
+	if !fld.IsValid() || fld.Pointer() != reflect.ValueOf(stop).Pointer() {
+		t.Fatal("the ShutdownCh of raft's apply future was not set: bindShutdown cannot bound waits on it")
 	}
 }
