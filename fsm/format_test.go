@@ -1,12 +1,12 @@
 package fsm
 
 import (
+	"github.com/cairndb/cairn/internal/jsontag"
+
 	"bytes"
-	"encoding"
 	"encoding/hex"
 	"encoding/json"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
 )
@@ -20,7 +20,7 @@ var persistedJSONTypes = []any{Range{}, sidecar{}}
 // rename must not change, silently, what is written to disk or what old
 // files decode into (fsm/DESIGN.md "Persisted formats").
 func TestPersistedJSONTypesHaveExplicitTags(t *testing.T) {
-	for _, p := range untaggedJSONFields(persistedJSONTypes...) {
+	for _, p := range jsontag.Untagged(persistedJSONTypes...) {
 		t.Errorf("persisted field %s has no explicit json key", p)
 	}
 }
@@ -159,52 +159,4 @@ func TestBinaryEncodingsAreCf3dc0ds(t *testing.T) {
 			t.Errorf("%s: cf3dc0d's bytes decode to\n%#v\nwant\n%#v", c.name, got, c.want)
 		}
 	}
-}
-
-var (
-	jsonMarshalerType = reflect.TypeFor[json.Marshaler]()
-	textMarshalerType = reflect.TypeFor[encoding.TextMarshaler]()
-)
-
-// untaggedJSONFields returns the exported struct fields reachable from the
-// types of values whose json tag does not name the key.
-func untaggedJSONFields(values ...any) []string {
-	var out []string
-	seen := map[reflect.Type]bool{}
-	var walk func(t reflect.Type)
-	walk = func(t reflect.Type) {
-		if seen[t] {
-			return
-		}
-		seen[t] = true
-		if t.Implements(jsonMarshalerType) || t.Implements(textMarshalerType) {
-			return // encodes itself
-		}
-		switch t.Kind() {
-		case reflect.Pointer, reflect.Slice, reflect.Array:
-			walk(t.Elem())
-		case reflect.Map:
-			walk(t.Key())
-			walk(t.Elem())
-		case reflect.Struct:
-			for i := 0; i < t.NumField(); i++ {
-				f := t.Field(i)
-				if !f.IsExported() && !f.Anonymous {
-					continue // encoding/json skips it
-				}
-				tag := f.Tag.Get("json")
-				if tag == "-" {
-					continue
-				}
-				if name, _, _ := strings.Cut(tag, ","); name == "" && !f.Anonymous {
-					out = append(out, t.PkgPath()+"."+t.Name()+"."+f.Name)
-				}
-				walk(f.Type)
-			}
-		}
-	}
-	for _, v := range values {
-		walk(reflect.TypeOf(v))
-	}
-	return out
 }

@@ -1,9 +1,9 @@
 package placement
 
 import (
+	"github.com/cairndb/cairn/internal/jsontag"
+
 	"bytes"
-	"encoding"
-	"encoding/json"
 	"errors"
 	"os"
 	"reflect"
@@ -24,57 +24,9 @@ var persistedJSONTypes = []any{metaCommand{}, metaSnapshotJSON{}}
 // rename must not change, silently, what is written to disk or what old
 // logs decode into (fsm/DESIGN.md "Persisted formats", placement/DESIGN.md "Encoding").
 func TestPersistedMetaTypesHaveExplicitJSONTags(t *testing.T) {
-	for _, p := range untaggedJSONFields(persistedJSONTypes...) {
+	for _, p := range jsontag.Untagged(persistedJSONTypes...) {
 		t.Errorf("persisted field %s has no explicit json key", p)
 	}
-}
-
-var (
-	jsonMarshalerType = reflect.TypeFor[json.Marshaler]()
-	textMarshalerType = reflect.TypeFor[encoding.TextMarshaler]()
-)
-
-// untaggedJSONFields returns the exported struct fields reachable from the
-// types of values whose json tag does not name the key.
-func untaggedJSONFields(values ...any) []string {
-	var out []string
-	seen := map[reflect.Type]bool{}
-	var walk func(t reflect.Type)
-	walk = func(t reflect.Type) {
-		if seen[t] {
-			return
-		}
-		seen[t] = true
-		if t.Implements(jsonMarshalerType) || t.Implements(textMarshalerType) {
-			return // encodes itself
-		}
-		switch t.Kind() {
-		case reflect.Pointer, reflect.Slice, reflect.Array:
-			walk(t.Elem())
-		case reflect.Map:
-			walk(t.Key())
-			walk(t.Elem())
-		case reflect.Struct:
-			for i := 0; i < t.NumField(); i++ {
-				f := t.Field(i)
-				if !f.IsExported() && !f.Anonymous {
-					continue // encoding/json skips it
-				}
-				tag := f.Tag.Get("json")
-				if tag == "-" {
-					continue
-				}
-				if name, _, _ := strings.Cut(tag, ","); name == "" && !f.Anonymous {
-					out = append(out, t.PkgPath()+"."+t.Name()+"."+f.Name)
-				}
-				walk(f.Type)
-			}
-		}
-	}
-	for _, v := range values {
-		walk(reflect.TypeOf(v))
-	}
-	return out
 }
 
 func readGoldenLines(t testing.TB, path string) [][]byte {
