@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/internal/cli"
 )
 
 // newKVCmd is "cairn kv": get, put, del and scan over the HTTP API.
@@ -22,60 +22,22 @@ import (
 // Its commands return errors for main to print ("error: %v") and map with
 // exitCode; for bad usage (wrong arguments, bad flags) they print the usage
 // text to stderr first. Cobra's own error and usage printing is silenced.
-func newKVCmd(opts *globalOptions) *cobra.Command {
+func newKVCmd(opts *cli.GlobalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "kv",
 		Short: "Read and write keys",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usageErrorf("missing subcommand (get, put, del, scan)")
+				return cli.UsageErrorf("missing subcommand (get, put, del, scan)")
 			}
-			return usageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
+			return cli.UsageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
 		},
 	}
 	cmd.AddCommand(newKVGetCmd(opts), newKVPutCmd(opts), newKVDelCmd(opts), newKVScanCmd(opts))
-	reportErrors(cmd)
-	flagErrors(cmd)
+	cli.ReportErrors(cmd)
+	cli.FlagErrors(cmd)
 	return cmd
-}
-
-// reportErrors silences cobra's printing on cmd and its subcommands and turns
-// argument errors into usage errors.
-func reportErrors(cmd *cobra.Command) {
-	cmd.SilenceErrors, cmd.SilenceUsage = true, true
-	if run := cmd.RunE; run != nil {
-		cmd.RunE = func(c *cobra.Command, args []string) error { return report(c, run(c, args)) }
-	}
-	if check := cmd.Args; check != nil {
-		cmd.Args = func(c *cobra.Command, args []string) error {
-			if err := check(c, args); err != nil {
-				return report(c, usageError{err})
-			}
-			return nil
-		}
-	}
-	for _, sub := range cmd.Commands() {
-		reportErrors(sub)
-	}
-}
-
-// report prints the usage text to stderr for a usage error; main prints the
-// error itself.
-func report(cmd *cobra.Command, err error) error {
-	var ue usageError
-	if errors.As(err, &ue) {
-		fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
-	}
-	return err
-}
-
-// flagErrors reports flag parse errors as usage errors. Cobra parses flags
-// before RunE runs, so they are printed here.
-func flagErrors(cmd *cobra.Command) {
-	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return report(c, usageError{err})
-	})
 }
 
 // readFlags are the consistency flags of get and scan.
@@ -100,18 +62,18 @@ func (r *readFlags) level() (client.Consistency, error) {
 	case "stale":
 		c = client.ConsistencyStale
 	default:
-		return "", usageErrorf("--consistency must be linearizable, session or stale, not %q", r.consistency)
+		return "", cli.UsageErrorf("--consistency must be linearizable, session or stale, not %q", r.consistency)
 	}
 	if r.maxStaleness != 0 && c != client.ConsistencyStale {
-		return "", usageErrorf("--max-staleness needs --consistency stale")
+		return "", cli.UsageErrorf("--max-staleness needs --consistency stale")
 	}
 	if r.maxStaleness < 0 {
-		return "", usageErrorf("--max-staleness must not be negative")
+		return "", cli.UsageErrorf("--max-staleness must not be negative")
 	}
 	return c, nil
 }
 
-func newKVGetCmd(opts *globalOptions) *cobra.Command {
+func newKVGetCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var (
 		rf  readFlags
 		raw bool
@@ -138,7 +100,7 @@ metadata, a value that is not UTF-8 as value_base64.`,
 			case client.ConsistencyStale:
 				ro = append(ro, client.Stale(rf.maxStaleness))
 			}
-			c, ctx, done, err := opts.newClient(cmd)
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -147,19 +109,19 @@ metadata, a value that is not UTF-8 as value_base64.`,
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), jsonKV(kv))
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), jsonKV(kv))
 			}
 			return writeValue(cmd.OutOrStdout(), kv.Value, raw)
 		},
 	}
 	rf.register(cmd)
 	cmd.Flags().BoolVar(&raw, "raw", false, "print the value's exact bytes, without a newline after text")
-	flagErrors(cmd)
+	cli.FlagErrors(cmd)
 	return cmd
 }
 
-func newKVPutCmd(opts *globalOptions) *cobra.Command {
+func newKVPutCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var (
 		ttl        time.Duration
 		ifModIndex uint64
@@ -181,7 +143,7 @@ printf %s - | cairn kv put KEY -).`,
 					return fmt.Errorf("read the value from stdin: %w", err)
 				}
 				if len(b) > maxStdinValue {
-					return usageErrorf("the value on stdin is larger than %d bytes", maxStdinValue)
+					return cli.UsageErrorf("the value on stdin is larger than %d bytes", maxStdinValue)
 				}
 				value = string(b)
 			}
@@ -189,7 +151,7 @@ printf %s - | cairn kv put KEY -).`,
 			conds := 0
 			if cmd.Flags().Changed("ttl") {
 				if ttl <= 0 {
-					return usageErrorf("--ttl must be positive")
+					return cli.UsageErrorf("--ttl must be positive")
 				}
 				po = append(po, client.WithTTL(ttl))
 			}
@@ -206,9 +168,9 @@ printf %s - | cairn kv put KEY -).`,
 				po = append(po, client.IfValue(ifValue))
 			}
 			if conds > 1 {
-				return usageErrorf("--if-mod-index, --if-absent and --if-value are mutually exclusive")
+				return cli.UsageErrorf("--if-mod-index, --if-absent and --if-value are mutually exclusive")
 			}
-			c, ctx, done, err := opts.newClient(cmd)
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -217,8 +179,8 @@ printf %s - | cairn kv put KEY -).`,
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), res)
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), res)
 			}
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), res.ModIndex)
 			return err
@@ -229,11 +191,11 @@ printf %s - | cairn kv put KEY -).`,
 	f.Uint64Var(&ifModIndex, "if-mod-index", 0, "write only if the key's mod_index is N (0: the key is absent)")
 	f.BoolVar(&ifAbsent, "if-absent", false, "write only if the key does not exist")
 	f.StringVar(&ifValue, "if-value", "", "write only if the key's value is V")
-	flagErrors(cmd)
+	cli.FlagErrors(cmd)
 	return cmd
 }
 
-func newKVDelCmd(opts *globalOptions) *cobra.Command {
+func newKVDelCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var ifModIndex uint64
 	cmd := &cobra.Command{
 		Use:     "del KEY",
@@ -245,7 +207,7 @@ func newKVDelCmd(opts *globalOptions) *cobra.Command {
 			if cmd.Flags().Changed("if-mod-index") {
 				do = append(do, client.IfModIndex(ifModIndex))
 			}
-			c, ctx, done, err := opts.newClient(cmd)
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -254,22 +216,22 @@ func newKVDelCmd(opts *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), map[string]int{"deleted": n})
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), map[string]int{"deleted": n})
 			}
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), n)
 			return err
 		},
 	}
 	cmd.Flags().Uint64Var(&ifModIndex, "if-mod-index", 0, "delete only if the key's mod_index is N")
-	flagErrors(cmd)
+	cli.FlagErrors(cmd)
 	return cmd
 }
 
 // maxScanPage is the page size asked of the server (docs/api.md's default).
 const maxScanPage = 1000
 
-func newKVScanCmd(opts *globalOptions) *cobra.Command {
+func newKVScanCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var (
 		so    client.ScanOptions
 		limit int
@@ -281,10 +243,10 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if so.Prefix != "" && (so.Start != "" || so.End != "") {
-				return usageErrorf("--prefix cannot be combined with --start/--end")
+				return cli.UsageErrorf("--prefix cannot be combined with --start/--end")
 			}
 			if limit < 0 {
-				return usageErrorf("--limit must not be negative")
+				return cli.UsageErrorf("--limit must not be negative")
 			}
 			level, err := rf.level()
 			if err != nil {
@@ -295,7 +257,7 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 			if limit > 0 && limit < maxScanPage {
 				so.Limit = limit + 1 // one more, to know whether the limit cut the scan
 			}
-			c, ctx, done, err := opts.newClient(cmd)
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -313,9 +275,9 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
+			if opts.Output == cli.OutputJSON {
 				// next: the first key not printed; --start NEXT continues.
-				return writeJSON(cmd.OutOrStdout(), struct {
+				return cli.WriteJSON(cmd.OutOrStdout(), struct {
 					KVs  []client.KV `json:"kvs"`
 					More bool        `json:"more"`
 					Next string      `json:"next,omitempty"`
@@ -331,7 +293,7 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 	f.IntVar(&limit, "limit", 0, "print at most N keys (0: all)")
 	f.BoolVar(&so.KeysOnly, "keys-only", false, "print keys without values")
 	rf.register(cmd)
-	flagErrors(cmd)
+	cli.FlagErrors(cmd)
 	return cmd
 }
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cairndb/cairn/internal/cli"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -17,18 +19,11 @@ func main() {
 }
 
 func run(args []string) int {
-	root := newRootCmd()
-	root.SetArgs(args)
-	if err := root.Execute(); err != nil {
-		err = finalError(err)
-		fmt.Fprintf(os.Stderr, "error: %v\n", err)
-		return exitCode(err)
-	}
-	return 0
+	return cli.Execute(newRootCmd(), args, os.Stderr)
 }
 
 func newRootCmd() *cobra.Command {
-	opts := &globalOptions{}
+	opts := &cli.GlobalOptions{}
 	root := &cobra.Command{
 		Use:   "cairn",
 		Short: "cairn: a strongly consistent, sharded key-value store with a lock service",
@@ -61,11 +56,11 @@ no node could be reached ("unreachable"), the cluster kept answering
 				msg += "; did you mean " + strings.Join(s, " or ") + "?"
 			}
 			fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
-			return usageErrorf("%s", msg)
+			return cli.UsageErrorf("%s", msg)
 		},
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	addGlobalFlags(root, opts)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cli.Usage(err) })
+	cli.AddGlobalFlags(root, opts)
 	root.AddCommand(newServerCmd(), newDevCmd(), newKVCmd(opts), newHealthcheckCmd(opts), newClusterCmd(opts))
 	root.AddCommand(newBenchCmd(opts), newBackupCmd(opts), newRestoreCmd(opts))
 	return root
