@@ -58,7 +58,7 @@ can route requests; /healthz once the process serves.`,
 	return cmd
 }
 
-// probe GETs u once. Its errors never wrap the context's, so exitCode maps
+// probe GETs u once. Its errors never wrap the context's, so cli.ExitCode maps
 // every failure to 1, the one unhealthy status a container runtime knows.
 func probe(ctx context.Context, u string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)

@@ -20,7 +20,7 @@ import (
 // newKVCmd is "cairn kv": get, put, del and scan over the HTTP API.
 //
 // Its commands return errors for main to print ("error: %v") and map with
-// exitCode; for bad usage (wrong arguments, bad flags) they print the usage
+// cli.ExitCode; for bad usage (wrong arguments, bad flags) they print the usage
 // text to stderr first. Cobra's own error and usage printing is silenced.
 func newKVCmd(opts *cli.GlobalOptions) *cobra.Command {
 	cmd := &cobra.Command{
