@@ -306,19 +306,16 @@ func (c *Client) LockStatus(ctx context.Context, name string) (*LockInfo, error)
 }
 
 // WatchLock is a blocking status query: it returns when the lock's holders
-// change after index (a LockInfo.Index from an earlier answer) or when wait
-// runs out (then with the unchanged state). index 0 returns at once. wait 0
-// means the server's default.
+// change after index (a LockInfo.Index from an earlier answer; 0 for a lock
+// never used) or when wait runs out (then with the unchanged state). wait 0
+// is a plain status query that returns at once.
 func (c *Client) WatchLock(ctx context.Context, name string, index uint64, wait time.Duration) (*LockInfo, error) {
 	if err := checkLockName(name); err != nil {
 		return nil, err
 	}
 	var q url.Values
-	if index > 0 {
-		q = url.Values{"wait_index": {strconv.FormatUint(index, 10)}}
-		if wait > 0 {
-			q.Set("wait", wait.String())
-		}
+	if wait > 0 {
+		q = url.Values{"wait_index": {strconv.FormatUint(index, 10)}, "wait": {wait.String()}}
 	}
 	var li LockInfo
 	if _, err := c.Do(ctx, Request{Method: http.MethodGet, Path: lockPath(name, ""), Query: q, RouteKey: name}, &li); err != nil {

@@ -147,7 +147,7 @@ longer holds a replica, or another transfer-leader places the shard elsewhere.`,
 					Leader string `json:"leader"`
 				}{id, node})
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "shard %d: leader is now %s\n", id, printable(node))
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "shard %d: leader is now %s\n", id, cli.Printable(node))
 			return err
 		},
 	}
@@ -197,7 +197,7 @@ func newClusterNodeCmd(opts *cli.GlobalOptions, use, short string,
 				result.Node = node
 				return cli.WriteJSON(cmd.OutOrStdout(), result)
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), message, printable(node))
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), message, cli.Printable(node))
 			return err
 		},
 	}
@@ -226,7 +226,7 @@ func writeClusterTables(w io.Writer, st *client.ClusterStatus) error {
 	fmt.Fprintln(tw, "ID\tHTTP\tSTATE\tSHARDS\tLEADERS")
 	leaderListed := false
 	for _, n := range nodes {
-		id := printable(n.ID)
+		id := cli.Printable(n.ID)
 		if n.ID != "" && n.ID == st.PlacementLeader {
 			id += "*"
 			leaderListed = true
@@ -242,7 +242,7 @@ func writeClusterTables(w io.Writer, st *client.ClusterStatus) error {
 	case leaderListed:
 		fmt.Fprintln(w, "* placement leader")
 	default:
-		fmt.Fprintf(w, "placement leader: %s (not in the node list)\n", printable(st.PlacementLeader))
+		fmt.Fprintf(w, "placement leader: %s (not in the node list)\n", cli.Printable(st.PlacementLeader))
 	}
 	fmt.Fprintln(w)
 
@@ -284,7 +284,7 @@ func boundKey(k, open string) string {
 	case k == "-inf" || k == "+inf" || k == "-" || strings.ContainsAny(k, " \t"):
 		return strconv.Quote(k)
 	}
-	return printable(k)
+	return cli.Printable(k)
 }
 
 func replicaList(rs []string) string {
@@ -293,7 +293,7 @@ func replicaList(rs []string) string {
 	}
 	out := make([]string, len(rs))
 	for i, r := range rs {
-		out[i] = printable(r)
+		out[i] = cli.Printable(r)
 	}
 	return strings.Join(out, ",")
 }
@@ -302,7 +302,7 @@ func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return printable(s)
+	return cli.Printable(s)
 }
 
 // humanBytes formats n bytes in binary units with at most one decimal:

@@ -5,10 +5,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
@@ -305,10 +303,10 @@ func writeScanTable(w io.Writer, kvs []client.KV, keysOnly bool) error {
 	bw := bufio.NewWriter(w)
 	for _, kv := range kvs {
 		if keysOnly {
-			fmt.Fprintln(bw, printable(kv.Key))
+			fmt.Fprintln(bw, cli.Printable(kv.Key))
 			continue
 		}
-		fmt.Fprintf(bw, "%s\t%s\n", printable(kv.Key), printable(kv.Value))
+		fmt.Fprintf(bw, "%s\t%s\n", cli.Printable(kv.Key), cli.Printable(kv.Value))
 	}
 	return bw.Flush()
 }
@@ -344,11 +342,4 @@ func jsonKV(kv *client.KV) any {
 		Value       string `json:"value,omitempty"`
 		ValueBase64 string `json:"value_base64"`
 	}{plain: plain(*kv), ValueBase64: base64.StdEncoding.EncodeToString([]byte(kv.Value))}
-}
-
-func printable(s string) string {
-	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
-		return strconv.Quote(s)
-	}
-	return s
 }

@@ -13,9 +13,11 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -287,4 +289,14 @@ func FlagErrors(cmd *cobra.Command) {
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return Report(c, UsageError{err})
 	})
+}
+
+// Printable returns s as is, or Go-quoted when it has control characters
+// (a newline or tab in a key or name would break table lines; an escape
+// sequence would reach the terminal).
+func Printable(s string) string {
+	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
 }
