@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -71,10 +72,37 @@ func (r *readFlags) level() (client.Consistency, error) {
 	return c, nil
 }
 
+// fenceFlag is --fence NAME:TOKEN of put, del and get: a fenced write or
+// read under a lock grant (invariant I11), e.g. the CAIRN_LOCK_NAME and
+// CAIRN_LOCK_TOKEN that lockctl exec gives its command.
+type fenceFlag struct{ spec string }
+
+func (f *fenceFlag) register(cmd *cobra.Command, what string) {
+	cmd.Flags().StringVar(&f.spec, "fence", "", "NAME:TOKEN: "+what+" under lock NAME with fencing token TOKEN")
+}
+
+// parse returns the lock and token; ok is false when --fence was not given.
+// The token follows the last ':', so a lock name may contain ':'.
+func (f *fenceFlag) parse() (lock string, token uint64, ok bool, err error) {
+	if f.spec == "" {
+		return "", 0, false, nil
+	}
+	i := strings.LastIndexByte(f.spec, ':')
+	if i <= 0 {
+		return "", 0, false, cli.UsageErrorf("--fence must be NAME:TOKEN, not %q", f.spec)
+	}
+	token, err = strconv.ParseUint(f.spec[i+1:], 10, 64)
+	if err != nil || token == 0 {
+		return "", 0, false, cli.UsageErrorf("--fence %q: the token must be a positive integer", f.spec)
+	}
+	return f.spec[:i], token, true, nil
+}
+
 func newKVGetCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var (
-		rf  readFlags
-		raw bool
+		rf    readFlags
+		raw   bool
+		fence fenceFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "get KEY",
@@ -98,6 +126,14 @@ metadata, a value that is not UTF-8 as value_base64.`,
 			case client.ConsistencyStale:
 				ro = append(ro, client.Stale(rf.maxStaleness))
 			}
+			if lock, token, ok, err := fence.parse(); err != nil {
+				return err
+			} else if ok {
+				if level == client.ConsistencySession || level == client.ConsistencyStale {
+					return cli.UsageErrorf("--fence is a read through Raft: it cannot be combined with --consistency %s", level)
+				}
+				ro = append(ro, client.FencedRead(lock, token))
+			}
 			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
@@ -115,6 +151,7 @@ metadata, a value that is not UTF-8 as value_base64.`,
 	}
 	rf.register(cmd)
 	cmd.Flags().BoolVar(&raw, "raw", false, "print the value's exact bytes, without a newline after text")
+	fence.register(cmd, "a fenced read (through Raft; registers TOKEN on the key, refused with stale_token if a higher one is there)")
 	cli.FlagErrors(cmd)
 	return cmd
 }
@@ -125,6 +162,7 @@ func newKVPutCmd(opts *cli.GlobalOptions) *cobra.Command {
 		ifModIndex uint64
 		ifAbsent   bool
 		ifValue    string
+		fence      fenceFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "put KEY VALUE|-",
@@ -168,6 +206,11 @@ printf %s - | cairn kv put KEY -).`,
 			if conds > 1 {
 				return cli.UsageErrorf("--if-mod-index, --if-absent and --if-value are mutually exclusive")
 			}
+			if lock, token, ok, err := fence.parse(); err != nil {
+				return err
+			} else if ok {
+				po = append(po, client.WithFence(lock, token))
+			}
 			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
@@ -189,12 +232,16 @@ printf %s - | cairn kv put KEY -).`,
 	f.Uint64Var(&ifModIndex, "if-mod-index", 0, "write only if the key's mod_index is N (0: the key is absent)")
 	f.BoolVar(&ifAbsent, "if-absent", false, "write only if the key does not exist")
 	f.StringVar(&ifValue, "if-value", "", "write only if the key's value is V")
+	fence.register(cmd, "a fenced write (refused with stale_token once a higher token of the lock reached the key)")
 	cli.FlagErrors(cmd)
 	return cmd
 }
 
 func newKVDelCmd(opts *cli.GlobalOptions) *cobra.Command {
-	var ifModIndex uint64
+	var (
+		ifModIndex uint64
+		fence      fenceFlag
+	)
 	cmd := &cobra.Command{
 		Use:     "del KEY",
 		Aliases: []string{"delete"},
@@ -204,6 +251,11 @@ func newKVDelCmd(opts *cli.GlobalOptions) *cobra.Command {
 			var do []client.DeleteOption
 			if cmd.Flags().Changed("if-mod-index") {
 				do = append(do, client.IfModIndex(ifModIndex))
+			}
+			if lock, token, ok, err := fence.parse(); err != nil {
+				return err
+			} else if ok {
+				do = append(do, client.WithFence(lock, token))
 			}
 			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
@@ -222,6 +274,7 @@ func newKVDelCmd(opts *cli.GlobalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().Uint64Var(&ifModIndex, "if-mod-index", 0, "delete only if the key's mod_index is N")
+	fence.register(cmd, "a fenced delete (refused with stale_token once a higher token of the lock reached the key)")
 	cli.FlagErrors(cmd)
 	return cmd
 }
