@@ -96,7 +96,7 @@ func (s *Server) lockListPart(r *http.Request, part lockListRequest) (*lockListJ
 			if err != nil {
 				return err
 			}
-			recs, more, held, err := rep.FSM().ScanLocks(p.start, p.end, p.limit)
+			recs, more, held, _, err := rep.FSM().ScanLocksRange(p.start, p.end, p.limit)
 			if err == nil && !covers(held, p.start, p.end) {
 				// A split committed after the lookup: look the range up
 				// again (invariants I2, I5).
