@@ -86,7 +86,8 @@ type lockManager struct {
 	metrics *lockMetrics // nil without metrics
 
 	mu      sync.Mutex
-	active  bool // this replica leads and run is going
+	active  bool   // this replica leads and run is going
+	runs    uint64 // run generations: a run ending late must not stop the next one
 	tracker *lock.Tracker
 	origin  time.Time // the tracker's monotonic origin (the replica's clock)
 	now     func() time.Time
@@ -436,6 +437,8 @@ func (r *Replica) LockRemaining(name string, token uint64) (time.Duration, bool)
 // tracker finds due until ctx ends (leadership lost or shutdown).
 func (m *lockManager) run(ctx context.Context, r *Replica) {
 	m.mu.Lock()
+	m.runs++
+	gen := m.runs
 	m.tracker = lock.NewTracker(lockRetry)
 	m.origin = m.now()
 	m.active = true
@@ -457,10 +460,12 @@ func (m *lockManager) run(ctx context.Context, r *Replica) {
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
-		m.active = false
-		m.tracker = nil
-		if m.metrics != nil {
-			m.metrics.waiters.WithLabelValues(m.shard).Set(0)
+		if m.runs == gen {
+			m.active = false
+			m.tracker = nil
+			if m.metrics != nil {
+				m.metrics.waiters.WithLabelValues(m.shard).Set(0)
+			}
 		}
 		m.mu.Unlock()
 	}()
@@ -468,6 +473,10 @@ func (m *lockManager) run(ctx context.Context, r *Replica) {
 	defer timer.Stop()
 	for ctx.Err() == nil {
 		m.mu.Lock()
+		if m.runs != gen {
+			m.mu.Unlock()
+			return
+		}
 		mono, wall := m.mono(), m.now().UnixNano()
 		due := m.tracker.Due(mono, wall)
 		next, ok := m.tracker.Next()
