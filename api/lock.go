@@ -376,21 +376,23 @@ func (s *Server) lockStatus(w http.ResponseWriter, r *http.Request) error {
 		leader: true,
 		remote: func(addr string, _ fsm.Range) error { return s.forward(w, r.WithContext(ctx), nil, addr) },
 		local: func(rep Replica, rg fsm.Range) error {
-			cur, err := s.readLockStatus(ctx, rep, name)
-			if err != nil {
-				return err
-			}
-			if r.URL.Query().Has("wait_index") && cur.Index <= req.waitIndex {
+			if r.URL.Query().Has("wait_index") {
+				// Returns at once when the holders changed after wait_index
+				// (the replica knows when a free lock's record was dropped);
+				// otherwise at the next change or when the wait ends.
+				if _, err := rep.LinearizableRead(ctx); err != nil {
+					return err
+				}
 				wctx, wcancel := context.WithDeadline(ctx, start.Add(req.wait))
 				werr := rep.WaitLockChange(wctx, name, req.waitIndex)
 				wcancel()
 				if werr != nil && wctx.Err() == nil {
 					return werr
 				}
-				// Changed, or the wait ran out: answer what holds now.
-				if cur, err = s.readLockStatus(ctx, rep, name); err != nil {
-					return err
-				}
+			}
+			cur, err := s.readLockStatus(ctx, rep, name)
+			if err != nil {
+				return err
 			}
 			st, rng, served = cur, rg, true
 			return nil
