@@ -235,4 +235,3 @@ func lockClientWatchList(t *testing.T, addrs []string) {
 		t.Fatalf("ListLocks(lc/list/) = %q, want %q", listed, want)
 	}
 }
-
