@@ -2,6 +2,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -19,7 +20,7 @@ func main() {
 }
 
 func run(args []string) int {
-	return cli.Execute(newRootCmd(), args, os.Stderr)
+	return cli.Execute(context.Background(), newRootCmd(), args, os.Stderr)
 }
 
 func newRootCmd() *cobra.Command {

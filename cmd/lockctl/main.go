@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +25,7 @@ func main() {
 }
 
 func run(args []string) int {
-	return cli.Execute(newRootCmd(), args, os.Stderr)
+	return cli.Execute(context.Background(), newRootCmd(), args, os.Stderr)
 }
 
 func newRootCmd() *cobra.Command {

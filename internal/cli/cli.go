@@ -231,11 +231,11 @@ func FinalError(err error) error {
 		Message: "no endpoint answered before --timeout ran out: " + last.Error()}
 }
 
-// Execute runs root with args, prints its error as "error: ..." on stderr
-// and returns the exit code: what main passes to os.Exit.
-func Execute(root *cobra.Command, args []string, stderr io.Writer) int {
+// Execute runs root with args and ctx, prints its error as "error: ..." on
+// stderr and returns the exit code: what main passes to os.Exit.
+func Execute(ctx context.Context, root *cobra.Command, args []string, stderr io.Writer) int {
 	root.SetArgs(args)
-	err := FinalError(root.Execute())
+	err := FinalError(root.ExecuteContext(ctx))
 	if err == nil {
 		return ExitOK
 	}
