@@ -46,7 +46,8 @@ func runLockctl(ctx context.Context, args ...string) (stdout, stderr string, cod
 func lockctlProcess(t *testing.T, endpoints []string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), asMain+"=1", "CAIRN_ENDPOINTS="+strings.Join(endpoints, ","))
+	// atexit_sleep_ms: a -race binary otherwise sleeps 1s when it exits 0.
+	cmd.Env = append(os.Environ(), asMain+"=1", "CAIRN_ENDPOINTS="+strings.Join(endpoints, ","), "GORACE=atexit_sleep_ms=0")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	return cmd, &out, &errOut

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/test"
+)
+
+// TestLockctlExec runs lockctl exec as a process of its own against a real
+// in-process cluster (issue 12 item 6): the command sees its lock and token,
+// a lost lock stops the command and its children, and every exit code of
+// "lockctl exec --help".
+func TestLockctlExec(t *testing.T) {
+	c := test.StartCluster(t, test.ClusterConfig{})
+	addrs := c.HTTPAddrs()
+	cl := newClient(t, addrs)
+	t.Run("ChildSeesToken", func(t *testing.T) { execSeesToken(t, addrs, cl) })
+	t.Run("ExitCodes", func(t *testing.T) { execExitCodes(t, addrs, cl) })
+	t.Run("LostByReleaseKillsGroup", func(t *testing.T) { execLostByRelease(t, addrs, cl) })
+	t.Run("S15LostByPauseKillsGroup", func(t *testing.T) { execLostByPause(t, addrs, cl) })
+	t.Run("SignalForwarded", func(t *testing.T) { execSignalForwarded(t, addrs, cl) })
+}
+
+// waitFile waits for path to exist with content and returns it.
+func waitFile(t *testing.T, path string, done <-chan error) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(path); err == nil && len(b) > 0 && b[len(b)-1] == '\n' {
+			return string(b)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("lockctl exited (%v) before %s was written", err, path)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("%s not written within 15s", path)
+	return ""
+}
+
+// start runs cmd and returns a channel with its Wait result.
+func start(t *testing.T, cmd *exec.Cmd) <-chan error {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	return done
+}
+
+func waitExit(t *testing.T, done <-chan error, within time.Duration) int {
+	t.Helper()
+	select {
+	case err := <-done:
+		return exitCodeOf(t, err)
+	case <-time.After(within):
+		t.Fatalf("lockctl did not exit within %v", within)
+		return -1
+	}
+}
+
+// The command's environment names the lock and the token that holds it; the
+// token fences a write; the lock is released when the command exits.
+func execSeesToken(t *testing.T, addrs []string, cl *client.Client) {
+	ctx := test.Context(t, 30*time.Second)
+	dir := t.TempDir()
+	envFile, goFile := filepath.Join(dir, "env"), filepath.Join(dir, "go")
+	script := fmt.Sprintf(`env > %[1]s.tmp && mv %[1]s.tmp %[1]s; i=0; while [ ! -e %[2]s ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done`, envFile, goFile)
+	cmd, _, errOut := lockctlProcess(t, addrs, "exec", "exec/token", "--ttl", "5s", "--", "sh", "-c", script)
+	done := start(t, cmd)
+	env := map[string]string{}
+	for _, line := range strings.Split(waitFile(t, envFile, done), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			env[k] = v
+		}
+	}
+	st, err := cl.LockStatus(ctx, "exec/token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, _ := strconv.ParseUint(env["CAIRN_LOCK_TOKEN"], 10, 64)
+	if env["CAIRN_LOCK_NAME"] != "exec/token" || !st.Held || token != st.Token {
+		t.Fatalf("child env name %q token %q; the lock's holder is %d (held %v)", env["CAIRN_LOCK_NAME"], env["CAIRN_LOCK_TOKEN"], st.Token, st.Held)
+	}
+	if env["CAIRN_ENDPOINTS"] != strings.Join(addrs, ",") {
+		t.Errorf("CAIRN_ENDPOINTS %q, want %q", env["CAIRN_ENDPOINTS"], strings.Join(addrs, ","))
+	}
+	if _, err := cl.Put(ctx, "exec/token/k", "v", client.WithFence("exec/token", token)); err != nil {
+		t.Fatalf("fenced put with the child's token: %v", err)
+	}
+	if err := os.WriteFile(goFile, []byte("go\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, done, 15*time.Second); code != 0 {
+		t.Fatalf("exit %d, want 0: %s", code, errOut)
+	}
+	if st, err := cl.LockStatus(ctx, "exec/token"); err != nil || st.Held {
+		t.Fatalf("after the command exited the lock should be released: %+v, %v", st, err)
+	}
+}
+
+// Exit codes: the command's own, 1 lock held, 2 usage, 3 unreachable, 127
+// command not found.
+func execExitCodes(t *testing.T, addrs []string, cl *client.Client) {
+	ctx := test.Context(t, 30*time.Second)
+	held, err := cl.TryLock(ctx, "exec/held", client.LockOptions{TTL: 10 * time.Second, Owner: "someone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = held.Unlock(ctx) }()
+	marker := filepath.Join(t.TempDir(), "ran")
+	cases := []struct {
+		name  string
+		args  []string
+		code  int
+		inErr string
+	}{
+		{"command's own code", []string{"exec", "exec/code", "--", "sh", "-c", "exit 7"}, 7, ""},
+		{"killed by a signal", []string{"exec", "exec/code", "--", "sh", "-c", "kill -KILL $$"}, 128 + 9, ""},
+		{"success", []string{"exec", "exec/code", "--", "true"}, 0, ""},
+		{"lock held", []string{"exec", "exec/held", "--wait", "0s", "--", "touch", marker}, 1, "lock_held"},
+		{"lock held past the wait", []string{"exec", "exec/held", "--wait", "300ms", "--", "touch", marker}, 1, "lock_held"},
+		{"no --", []string{"exec", "exec/code", "true"}, 2, "NAME -- COMMAND"},
+		{"no command", []string{"exec", "exec/code", "--"}, 2, "NAME -- COMMAND"},
+		{"bad ttl", []string{"exec", "exec/code", "--ttl", "-1s", "--", "true"}, 2, "--ttl"},
+		{"unreachable", []string{"exec", "exec/code", "--endpoints", closedAddr(t), "--timeout", "500ms", "--wait", "0s", "--", "touch", marker}, 3, "unreachable"},
+		{"command not found", []string{"exec", "exec/code", "--", "/nonexistent/cmd"}, 127, "start"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, _, errOut := lockctlProcess(t, addrs, tc.args...)
+			code := exitCodeOf(t, cmd.Run())
+			if code != tc.code || !strings.Contains(errOut.String(), tc.inErr) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, errOut, tc.code, tc.inErr)
+			}
+		})
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a command ran without its lock: %v", err)
+	}
+	if st, err := cl.LockStatus(ctx, "exec/code"); err != nil || st.Held {
+		t.Fatalf("exec/code still held after every exec ended: %+v, %v", st, err)
+	}
+}
+
+// groupScript starts a grandchild and writes "childPID grandchildPID". Both
+// ignore SIGTERM, so only the SIGKILL after the grace stops them.
+func groupScript(pidFile string) string {
+	return fmt.Sprintf(`trap "" TERM; sleep 1000 & echo $$ $! > %[1]s.tmp && mv %[1]s.tmp %[1]s; wait`, pidFile)
+}
+
+func readPids(t *testing.T, s string) []int {
+	t.Helper()
+	var pids []int
+	for _, f := range strings.Fields(s) {
+		p, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("pid file %q", s)
+		}
+		pids = append(pids, p)
+	}
+	if len(pids) != 2 {
+		t.Fatalf("pid file %q: want child and grandchild", s)
+	}
+	return pids
+}
+
+func assertGone(t *testing.T, pids []int) {
+	t.Helper()
+	test.WaitFor(t, 5*time.Second, "the command and its grandchild to be gone", func() error {
+		for _, p := range pids {
+			if !processGone(p) {
+				return fmt.Errorf("pid %d still runs", p)
+			}
+		}
+		return nil
+	})
+}
+
+// A renew answered lock_lost (the grant was released behind lockctl's
+// back): lockctl stops the command's whole group, children that ignore
+// SIGTERM included, and exits 4.
+func execLostByRelease(t *testing.T, addrs []string, cl *client.Client) {
+	ctx := test.Context(t, 30*time.Second)
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	cmd, _, errOut := lockctlProcess(t, addrs, "exec", "exec/lost", "--ttl", "2s", "--", "sh", "-c", groupScript(pidFile))
+	done := start(t, cmd)
+	pids := readPids(t, waitFile(t, pidFile, done))
+	st, err := cl.LockStatus(ctx, "exec/lost")
+	if err != nil || !st.Held {
+		t.Fatalf("status: %+v, %v", st, err)
+	}
+	if err := cl.ReleaseLock(ctx, "exec/lost", st.Token); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, done, 10*time.Second); code != ExitLockLost {
+		t.Fatalf("exit %d, want %d: %s", code, ExitLockLost, errOut)
+	}
+	if !strings.Contains(errOut.String(), "lock_lost") {
+		t.Errorf("stderr %q does not say lock_lost", errOut)
+	}
+	assertGone(t, pids)
+}
+
+// Scenario S15 for exec: lockctl itself is paused (SIGSTOP) past its lease;
+// the lease expires and another client takes the lock with a higher token.
+// Resumed, lockctl finds its lease over on its own clock, stops the
+// command's group and exits 4. The command ran unprotected only while its
+// supervisor was paused, which is what fencing is for.
+func execLostByPause(t *testing.T, addrs []string, cl *client.Client) {
+	ctx := test.Context(t, 30*time.Second)
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	cmd, _, errOut := lockctlProcess(t, addrs, "exec", "exec/paused", "--ttl", "1s", "--", "sh", "-c", groupScript(pidFile))
+	done := start(t, cmd)
+	pids := readPids(t, waitFile(t, pidFile, done))
+	st, err := cl.LockStatus(ctx, "exec/paused")
+	if err != nil || !st.Held {
+		t.Fatalf("status: %+v, %v", st, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	l, err := cl.Lock(ctx, "exec/paused", client.LockOptions{TTL: 5 * time.Second, Wait: 10 * time.Second, Owner: "B"})
+	_ = cmd.Process.Signal(syscall.SIGCONT)
+	if err != nil {
+		t.Fatalf("take over the paused holder's lock: %v", err)
+	}
+	defer func() { _ = l.Unlock(ctx) }()
+	if l.Token() <= st.Token {
+		t.Fatalf("takeover token %d not above %d (I9)", l.Token(), st.Token)
+	}
+	if code := waitExit(t, done, 10*time.Second); code != ExitLockLost {
+		t.Fatalf("exit %d, want %d: %s", code, ExitLockLost, errOut)
+	}
+	assertGone(t, pids)
+	// The takeover is untouched: lockctl released nothing.
+	if st, err := cl.LockStatus(ctx, "exec/paused"); err != nil || st.Token != l.Token() {
+		t.Fatalf("after lockctl exited: %+v, %v; want holder %d", st, err, l.Token())
+	}
+}
+
+// SIGTERM to lockctl goes to the command's group; lockctl exits with the
+// command's code and releases the lock.
+func execSignalForwarded(t *testing.T, addrs []string, cl *client.Client) {
+	ctx := test.Context(t, 30*time.Second)
+	dir := t.TempDir()
+	ready, got := filepath.Join(dir, "ready"), filepath.Join(dir, "got")
+	script := fmt.Sprintf(`trap 'echo term > %[2]s; exit 9' TERM; echo ready > %[1]s; i=0; while [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done`, ready, got)
+	cmd, _, errOut := lockctlProcess(t, addrs, "exec", "exec/signal", "--ttl", "5s", "--", "sh", "-c", script)
+	done := start(t, cmd)
+	waitFile(t, ready, done)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, done, 10*time.Second); code != 9 {
+		t.Fatalf("exit %d, want the command's 9: %s", code, errOut)
+	}
+	if b, err := os.ReadFile(got); err != nil || string(b) != "term\n" {
+		t.Fatalf("the command did not get SIGTERM: %q, %v", b, err)
+	}
+	if st, err := cl.LockStatus(ctx, "exec/signal"); err != nil || st.Held {
+		t.Fatalf("lock not released after the command exited: %+v, %v", st, err)
+	}
+}
