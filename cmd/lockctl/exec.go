@@ -144,17 +144,17 @@ func runExec(cmd *cobra.Command, opts *cli.GlobalOptions, lo client.LockOptions,
 		unlock(l, opts.Timeout, stderr)
 		return &cli.ExitError{Code: ExitCannotRun, Err: fmt.Errorf("start %q: %w", argv[0], err)}
 	}
-	pgid := child.Process.Pid
+	g := group{pgid: child.Process.Pid}
 	exited := make(chan error, 1)
 	go func() { exited <- child.Wait() }()
 
-	lost, waitErr := supervise(pgid, exited, l.Lost(), sigs, grace, stderr)
+	lost, waitErr := g.supervise(exited, l.Lost(), sigs, grace, stderr)
 	if lost {
 		return &cli.ExitError{Code: ExitLockLost, Err: fmt.Errorf("lock %q (token %d) lost while the command ran; the command was stopped: %w",
 			name, l.Token(), l.Err())}
 	}
 	// COMMAND is done; nothing of its group may run on without the lock.
-	stopGroup(pgid, grace)
+	g.stop(grace)
 	unlock(l, opts.Timeout, stderr)
 	if code := exitStatus(waitErr); code != 0 {
 		return &cli.ExitError{Code: code} // passed through silently
@@ -203,10 +203,49 @@ func acquireInterruptible(ctx context.Context, c *client.Client, name string, lo
 	}
 }
 
-// supervise waits for COMMAND (pgid) to exit, forwarding signals to its
+// group is COMMAND's process group: COMMAND's pid is its id.
+type group struct {
+	pgid int
+	// leaderOnly is a test knob: signal COMMAND alone instead of its group,
+	// which leaves its children running (the negative control of the tests
+	// that check that a lost lock stops them).
+	leaderOnly bool
+}
+
+func (g group) signal(sig syscall.Signal) error {
+	if g.leaderOnly {
+		return syscall.Kill(g.pgid, sig)
+	}
+	return syscall.Kill(-g.pgid, sig)
+}
+
+// alive reports whether any process is left in the group.
+func (g group) alive() bool {
+	err := g.signal(0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// stop ends every process left in the group: SIGTERM, and SIGKILL if any is
+// left after grace.
+func (g group) stop(grace time.Duration) {
+	if !g.alive() {
+		return
+	}
+	_ = g.signal(syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !g.alive() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = g.signal(syscall.SIGKILL)
+}
+
+// supervise waits for COMMAND to exit (exited), forwarding signals to its
 // group, and stops the group when the lock is lost: SIGTERM, then SIGKILL
 // after grace. It returns whether the lock was lost and Wait's error.
-func supervise(pgid int, exited <-chan error, lostCh <-chan struct{}, sigs <-chan os.Signal, grace time.Duration, stderr io.Writer) (bool, error) {
+func (g group) supervise(exited <-chan error, lostCh <-chan struct{}, sigs <-chan os.Signal, grace time.Duration, stderr io.Writer) (bool, error) {
 	var (
 		lost  bool
 		kill  <-chan time.Time
@@ -218,46 +257,23 @@ func supervise(pgid int, exited <-chan error, lostCh <-chan struct{}, sigs <-cha
 			if lost {
 				// COMMAND itself is gone; its children may not be. They get
 				// the rest of the grace, then SIGKILL.
-				stopGroup(pgid, time.Until(until))
+				g.stop(time.Until(until))
 			}
 			return lost, err
 		case s := <-sigs:
-			_ = syscall.Kill(-pgid, s.(syscall.Signal))
+			_ = g.signal(s.(syscall.Signal))
 		case <-lostCh:
 			lostCh = nil
 			lost = true
 			fmt.Fprintf(stderr, "lockctl: lock lost; stopping the command (SIGTERM, SIGKILL after %v)\n", grace)
-			_ = syscall.Kill(-pgid, syscall.SIGTERM)
+			_ = g.signal(syscall.SIGTERM)
 			until = time.Now().Add(grace)
 			kill = time.After(grace)
 		case <-kill:
 			kill = nil
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			_ = g.signal(syscall.SIGKILL)
 		}
 	}
-}
-
-// groupAlive reports whether any process is left in the process group.
-func groupAlive(pgid int) bool {
-	err := syscall.Kill(-pgid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// stopGroup ends every process left in the group: SIGTERM, and SIGKILL if
-// any is left after grace.
-func stopGroup(pgid int, grace time.Duration) {
-	if !groupAlive(pgid) {
-		return
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		if !groupAlive(pgid) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
 // unlock releases the lock, bounded by timeout; a failure is only reported:

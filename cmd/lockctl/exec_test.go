@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -277,5 +278,38 @@ func execSignalForwarded(t *testing.T, addrs []string, cl *client.Client) {
 	}
 	if st, err := cl.LockStatus(ctx, "exec/signal"); err != nil || st.Held {
 		t.Fatalf("lock not released after the command exited: %+v, %v", st, err)
+	}
+}
+
+// TestSuperviseGroupNegativeControl is the negative control of assertGone,
+// the check that a lost lock stops the command's children: with the
+// leaderOnly knob the supervisor signals the command alone, and the
+// grandchild the check looks for survives; without it, both are gone. The
+// supervisor runs in this process on a real process group.
+func TestSuperviseGroupNegativeControl(t *testing.T) {
+	for _, leaderOnly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("leaderOnly=%v", leaderOnly), func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "pids")
+			child := exec.Command("sh", "-c", groupScript(pidFile))
+			child.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			exited := start(t, child)
+			pgid := child.Process.Pid
+			t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+			pids := readPids(t, waitFile(t, pidFile, exited))
+			lost := make(chan struct{})
+			close(lost)
+			g := group{pgid: pgid, leaderOnly: leaderOnly}
+			if wasLost, _ := g.supervise(exited, lost, nil, 200*time.Millisecond, io.Discard); !wasLost {
+				t.Fatal("supervise did not report the loss")
+			}
+			if !leaderOnly {
+				assertGone(t, pids)
+				return
+			}
+			time.Sleep(300 * time.Millisecond)
+			if processGone(pids[1]) {
+				t.Fatal("negative control: signalling the command alone should leave its grandchild running")
+			}
+		})
 	}
 }
