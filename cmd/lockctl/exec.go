@@ -121,7 +121,7 @@ func runExec(cmd *cobra.Command, opts *cli.GlobalOptions, lo client.LockOptions,
 	defer done()
 	l, err := acquireInterruptible(ctx, c, name, lo, sigs)
 	if err != nil {
-		return err
+		return withHolder(err)
 	}
 
 	child := exec.Command(argv[0], argv[1:]...)

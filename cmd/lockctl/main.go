@@ -134,7 +134,7 @@ func newAcquireCmd(opts *cli.GlobalOptions) *cobra.Command {
 			defer done()
 			g, err := c.AcquireLock(ctx, args[0], lo)
 			if err != nil {
-				return err
+				return withHolder(err)
 			}
 			if opts.Output == cli.OutputJSON {
 				return cli.WriteJSON(cmd.OutOrStdout(), map[string]any{
@@ -350,4 +350,17 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// withHolder adds the holder that a lock_held error names to its message,
+// keeping the error (and so its exit code) as it is.
+func withHolder(err error) error {
+	owner, token, ok := client.LockHolderOf(err)
+	if !ok {
+		return err
+	}
+	if owner == "" {
+		owner = "-"
+	}
+	return fmt.Errorf("%w (held by owner %s, token %d)", err, cli.Printable(owner), token)
 }
