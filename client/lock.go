@@ -103,15 +103,14 @@ type LockHolder struct {
 }
 
 // LockInfo is a lock's state: the answer to LockStatus, WatchLock and
-// ListLocks. Token, Owner and ExpiresIn are those of the first holder.
+// ListLocks. Token and Owner are those of the oldest holder.
 type LockInfo struct {
-	Name      string        `json:"name"`
-	Held      bool          `json:"held"`
-	Token     uint64        `json:"token,omitempty"`
-	Owner     string        `json:"owner,omitempty"`
-	ExpiresIn time.Duration `json:"-"`
-	Waiters   int           `json:"waiters"`
-	Holders   []LockHolder  `json:"holders"`
+	Name    string       `json:"name"`
+	Held    bool         `json:"held"`
+	Token   uint64       `json:"token,omitempty"`
+	Owner   string       `json:"owner,omitempty"`
+	Waiters int          `json:"waiters"`
+	Holders []LockHolder `json:"holders"` // in grant order
 	// Index is the lock's change sequence: pass it to WatchLock to wait for
 	// the next change of holders.
 	Index uint64 `json:"index"`
@@ -119,33 +118,16 @@ type LockInfo struct {
 	Mode  string `json:"mode,omitempty"`
 }
 
-// UnmarshalJSON reads the durations, which the API sends as Go duration
-// strings ("11.2s").
-func (li *LockInfo) UnmarshalJSON(b []byte) error {
-	type plain LockInfo
-	var w struct {
-		plain
-		ExpiresIn string `json:"expires_in"`
+// ExpiresIn is the oldest holder's remaining lease on the leader, 0 when
+// the lock is free.
+func (li *LockInfo) ExpiresIn() time.Duration {
+	if len(li.Holders) == 0 {
+		return 0
 	}
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	*li = LockInfo(w.plain)
-	d, err := parseDurationField("expires_in", w.ExpiresIn)
-	li.ExpiresIn = d
-	return err
+	return li.Holders[0].ExpiresIn
 }
 
-// MarshalJSON writes the durations as Go duration strings, as the API does.
-func (li LockInfo) MarshalJSON() ([]byte, error) {
-	type plain LockInfo
-	return json.Marshal(struct {
-		plain
-		ExpiresIn string `json:"expires_in,omitempty"`
-	}{plain(li), durationField(li.ExpiresIn)})
-}
-
-// UnmarshalJSON reads expires_in.
+// UnmarshalJSON reads expires_in, a Go duration string ("11.2s").
 func (h *LockHolder) UnmarshalJSON(b []byte) error {
 	type plain LockHolder
 	var w struct {
@@ -161,7 +143,7 @@ func (h *LockHolder) UnmarshalJSON(b []byte) error {
 	return err
 }
 
-// MarshalJSON writes expires_in as a Go duration string.
+// MarshalJSON writes expires_in as a Go duration string, as the API does.
 func (h LockHolder) MarshalJSON() ([]byte, error) {
 	type plain LockHolder
 	return json.Marshal(struct {

@@ -51,7 +51,7 @@ func lockClientBasics(t *testing.T, addrs []string) {
 		t.Fatalf("lock_held names owner %q token %d (%v), want A %d", owner, tok, ok, la.Token())
 	}
 	st, err := b.LockStatus(ctx, name)
-	if err != nil || !st.Held || st.Token != la.Token() || st.Owner != "A" || st.ExpiresIn <= 0 || len(st.Holders) != 1 {
+	if err != nil || !st.Held || st.Token != la.Token() || st.Owner != "A" || st.ExpiresIn() <= 0 || len(st.Holders) != 1 {
 		t.Fatalf("status: %+v, %v", st, err)
 	}
 	if _, err := a.Put(ctx, "lc/basic/k", "a1", la.Fence()); err != nil {

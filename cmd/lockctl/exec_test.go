@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -183,6 +185,32 @@ func readPids(t *testing.T, s string) []int {
 	return pids
 }
 
+// groupExec is a running "lockctl exec NAME -- sh -c groupScript".
+type groupExec struct {
+	cmd    *exec.Cmd
+	done   <-chan error
+	errOut *bytes.Buffer
+	pids   []int            // the command's and its grandchild's
+	st     *client.LockInfo // the lock while the command runs
+}
+
+// startGroupExec starts lockctl exec with a command that has a grandchild,
+// and waits until both run and the lock is held.
+func startGroupExec(t *testing.T, ctx context.Context, addrs []string, cl *client.Client, name, ttl string) groupExec {
+	t.Helper()
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	var g groupExec
+	g.cmd, _, g.errOut = lockctlProcess(t, addrs, "exec", name, "--ttl", ttl, "--", "sh", "-c", groupScript(pidFile))
+	g.done = start(t, g.cmd)
+	g.pids = readPids(t, waitFile(t, pidFile, g.done))
+	st, err := cl.LockStatus(ctx, name)
+	if err != nil || !st.Held {
+		t.Fatalf("status: %+v, %v", st, err)
+	}
+	g.st = st
+	return g
+}
+
 func assertGone(t *testing.T, pids []int) {
 	t.Helper()
 	test.WaitFor(t, 5*time.Second, "the command and its grandchild to be gone", func() error {
@@ -200,14 +228,8 @@ func assertGone(t *testing.T, pids []int) {
 // SIGTERM included, and exits 4.
 func execLostByRelease(t *testing.T, addrs []string, cl *client.Client) {
 	ctx := test.Context(t, 30*time.Second)
-	pidFile := filepath.Join(t.TempDir(), "pids")
-	cmd, _, errOut := lockctlProcess(t, addrs, "exec", "exec/lost", "--ttl", "2s", "--", "sh", "-c", groupScript(pidFile))
-	done := start(t, cmd)
-	pids := readPids(t, waitFile(t, pidFile, done))
-	st, err := cl.LockStatus(ctx, "exec/lost")
-	if err != nil || !st.Held {
-		t.Fatalf("status: %+v, %v", st, err)
-	}
+	g := startGroupExec(t, ctx, addrs, cl, "exec/lost", "2s")
+	done, errOut, pids, st := g.done, g.errOut, g.pids, g.st
 	if err := cl.ReleaseLock(ctx, "exec/lost", st.Token); err != nil {
 		t.Fatal(err)
 	}
@@ -227,14 +249,8 @@ func execLostByRelease(t *testing.T, addrs []string, cl *client.Client) {
 // supervisor was paused, which is what fencing is for.
 func execLostByPause(t *testing.T, addrs []string, cl *client.Client) {
 	ctx := test.Context(t, 30*time.Second)
-	pidFile := filepath.Join(t.TempDir(), "pids")
-	cmd, _, errOut := lockctlProcess(t, addrs, "exec", "exec/paused", "--ttl", "1s", "--", "sh", "-c", groupScript(pidFile))
-	done := start(t, cmd)
-	pids := readPids(t, waitFile(t, pidFile, done))
-	st, err := cl.LockStatus(ctx, "exec/paused")
-	if err != nil || !st.Held {
-		t.Fatalf("status: %+v, %v", st, err)
-	}
+	g := startGroupExec(t, ctx, addrs, cl, "exec/paused", "1s")
+	cmd, done, errOut, pids, st := g.cmd, g.done, g.errOut, g.pids, g.st
 	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}

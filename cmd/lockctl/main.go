@@ -28,12 +28,7 @@ func run(args []string) int {
 	return cli.Execute(context.Background(), newRootCmd(), args, os.Stderr)
 }
 
-func newRootCmd() *cobra.Command {
-	opts := &cli.GlobalOptions{}
-	root := &cobra.Command{
-		Use:   "lockctl",
-		Short: "lockctl: take, inspect and hold cairn locks",
-		Long: `lockctl takes, inspects and holds locks of a cairn cluster (docs/api.md, "Locks").
+const rootLong = `lockctl takes, inspects and holds locks of a cairn cluster (docs/api.md, "Locks").
 
 Every grant carries a fencing token that only ever grows for a lock name;
 send it with every write the lock protects (cairn kv put --fence NAME:TOKEN)
@@ -45,21 +40,11 @@ Every command takes --endpoints (default $CAIRN_ENDPOINTS or 127.0.0.1:7070),
 Exit codes: 0 success, 1 failed operation (lock held, lock lost, not found),
 2 bad usage, 3 no definite answer within --timeout (cluster unreachable).
 lockctl exec adds 4 (the lock was lost while the command ran) and passes the
-command's own code through; see "lockctl exec --help".`,
-		Version:       version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return cmd.Help()
-			}
-			fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
-			return cli.UsageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
-		},
-	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cli.Usage(err) })
-	cli.AddGlobalFlags(root, opts)
+command's own code through; see "lockctl exec --help".`
+
+func newRootCmd() *cobra.Command {
+	opts := &cli.GlobalOptions{}
+	root := cli.NewRoot("lockctl", "lockctl: take, inspect and hold cairn locks", rootLong, version, opts)
 	root.AddCommand(newAcquireCmd(opts), newReleaseCmd(opts), newRenewCmd(opts), newStatusCmd(opts),
 		newListCmd(opts), newWatchCmd(opts), newExecCmd(opts))
 	for _, sub := range root.Commands() {
@@ -148,75 +133,53 @@ func newAcquireCmd(opts *cli.GlobalOptions) *cobra.Command {
 	return cmd
 }
 
-// tokenFlag is the --token of release and renew.
-func tokenFlag(cmd *cobra.Command, token *uint64) {
-	cmd.Flags().Uint64Var(token, "token", 0, "the fencing token of the grant (required)")
-}
-
-func checkToken(cmd *cobra.Command, token uint64) error {
-	if !cmd.Flags().Changed("token") || token == 0 {
-		return cli.UsageErrorf("--token N (a positive integer) is required")
+// tokenCmd is a command on one grant, "NAME --token N": release and renew.
+// do makes the call and returns what to print as a line (table) and as JSON.
+func tokenCmd(opts *cli.GlobalOptions, use, short string,
+	do func(ctx context.Context, c *client.Client, name string, token uint64) (line string, js any, err error)) *cobra.Command {
+	var token uint64
+	cmd := &cobra.Command{
+		Use:   use + " NAME --token N",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("token") || token == 0 {
+				return cli.UsageErrorf("--token N (a positive integer) is required")
+			}
+			c, ctx, done, err := opts.NewClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			line, js, err := do(ctx, c, args[0], token)
+			if err != nil {
+				return err
+			}
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), js)
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), line)
+			return err
+		},
 	}
-	return nil
+	cmd.Flags().Uint64Var(&token, "token", 0, "the fencing token of the grant (required)")
+	return cmd
 }
 
 func newReleaseCmd(opts *cli.GlobalOptions) *cobra.Command {
-	var token uint64
-	cmd := &cobra.Command{
-		Use:   "release NAME --token N",
-		Short: "Release a grant (exit 1, lock_lost, when the token no longer holds the lock)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkToken(cmd, token); err != nil {
-				return err
-			}
-			c, ctx, done, err := opts.NewClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if err := c.ReleaseLock(ctx, args[0], token); err != nil {
-				return err
-			}
-			if opts.Output == cli.OutputJSON {
-				return cli.WriteJSON(cmd.OutOrStdout(), map[string]bool{"released": true})
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), "released")
-			return err
-		},
-	}
-	tokenFlag(cmd, &token)
-	return cmd
+	return tokenCmd(opts, "release", "Release a grant (exit 1, lock_lost, when the token no longer holds the lock)",
+		func(ctx context.Context, c *client.Client, name string, token uint64) (string, any, error) {
+			err := c.ReleaseLock(ctx, name, token)
+			return "released", map[string]bool{"released": true}, err
+		})
 }
 
 func newRenewCmd(opts *cli.GlobalOptions) *cobra.Command {
-	var token uint64
-	cmd := &cobra.Command{
-		Use:   "renew NAME --token N",
-		Short: "Restart a grant's lease; prints its ttl (exit 1, lock_lost, when the token no longer holds the lock)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkToken(cmd, token); err != nil {
-				return err
-			}
-			c, ctx, done, err := opts.NewClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			ttl, err := c.RenewLock(ctx, args[0], token)
-			if err != nil {
-				return err
-			}
-			if opts.Output == cli.OutputJSON {
-				return cli.WriteJSON(cmd.OutOrStdout(), map[string]string{"ttl": ttl.String()})
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), ttl)
-			return err
-		},
-	}
-	tokenFlag(cmd, &token)
-	return cmd
+	return tokenCmd(opts, "renew", "Restart a grant's lease; prints its ttl (exit 1, lock_lost, when the token no longer holds the lock)",
+		func(ctx context.Context, c *client.Client, name string, token uint64) (string, any, error) {
+			ttl, err := c.RenewLock(ctx, name, token)
+			return ttl.String(), map[string]string{"ttl": ttl.String()}, err
+		})
 }
 
 func newStatusCmd(opts *cli.GlobalOptions) *cobra.Command {
@@ -258,15 +221,11 @@ func writeStatus(w io.Writer, li *client.LockInfo) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	holders := li.Holders
-	if len(holders) == 0 && li.Held {
-		holders = []client.LockHolder{{Token: li.Token, Owner: li.Owner, ExpiresIn: li.ExpiresIn}}
-	}
-	if len(holders) == 0 {
+	if len(li.Holders) == 0 {
 		return nil
 	}
 	fmt.Fprintln(tw, "\nTOKEN\tOWNER\tMODE\tEXPIRES IN")
-	for _, h := range holders {
+	for _, h := range li.Holders {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", h.Token, cli.Printable(h.Owner), dash(h.Mode), h.ExpiresIn.Round(100*time.Millisecond))
 	}
 	return tw.Flush()
@@ -302,7 +261,7 @@ func newListCmd(opts *cli.GlobalOptions) *cobra.Command {
 					tok = fmt.Sprint(li.Token)
 				}
 				fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%s\t%d\n", cli.Printable(li.Name), li.Held, tok, dash(cli.Printable(li.Owner)),
-					li.ExpiresIn.Round(100*time.Millisecond), li.Waiters)
+					li.ExpiresIn().Round(100*time.Millisecond), li.Waiters)
 			}
 			return tw.Flush()
 		},

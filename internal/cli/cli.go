@@ -300,3 +300,36 @@ func Printable(s string) string {
 	}
 	return s
 }
+
+// NewRoot returns a command line's root command: the global flags, cobra's
+// own printing silenced (Execute prints errors), bad flags and an unknown
+// command as usage errors (exit 2, with a suggestion where one is close),
+// and help when run without a command.
+func NewRoot(use, short, long, version string, opts *GlobalOptions) *cobra.Command {
+	root := &cobra.Command{
+		Use:                        use,
+		Short:                      short,
+		Long:                       long,
+		Version:                    version,
+		SuggestionsMinimumDistance: 2,
+		SilenceUsage:               true,
+		SilenceErrors:              true,
+		// Runnable, so that an unknown command reaches RunE (exit 2) rather
+		// than cobra's untyped "unknown command" error (exit 1).
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
+			return UsageErrorf("%s", msg)
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return Usage(err) })
+	AddGlobalFlags(root, opts)
+	return root
+}
