@@ -118,13 +118,16 @@ func lockClientLost(t *testing.T, addrs []string) {
 	a := newLockClient(t, addrs, &client.Knobs{SkipLockRenew: func(string, uint64) bool { return paused.Load() }})
 	b := newLockClient(t, addrs, nil)
 	const name, key = "lc/lost", "lc/lost/k"
-	const ttl = time.Second
-	la, err := a.Lock(ctx, name, client.LockOptions{TTL: ttl, Owner: "A"})
+	// A margin of 600ms (not the default ttl/10) keeps the ordering check
+	// below from depending on a loaded machine scheduling the client's
+	// lease timer within 200ms.
+	const ttl = 2 * time.Second
+	la, err := a.Lock(ctx, name, client.LockOptions{TTL: ttl, Owner: "A", LeaseMargin: 600 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Renewals keep the lock past several TTLs.
-	time.Sleep(3 * ttl)
+	// Renewals keep the lock past several renew intervals and a full TTL.
+	time.Sleep(2 * ttl)
 	select {
 	case <-la.Lost():
 		t.Fatalf("lost while renewing: %v", la.Err())
