@@ -13,6 +13,7 @@ import (
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/lock"
+	"github.com/cairndb/cairn/shard"
 )
 
 // The Locks routes of docs/api.md. A lock lives in the shard that owns the
@@ -183,9 +184,16 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if cmd.Wait > 0 && cmd.WaiterID == "" {
+	// Every acquire carries a request id, so that one whose outcome is
+	// unknown here can be undone (CancelWait releases a grant made for it).
+	// A waiting acquire forwarded to another node waits there under the id
+	// this node knows and can cancel.
+	generated := cmd.WaiterID == ""
+	if generated {
 		cmd.WaiterID = s.newWaiterID()
-		body = withRequestID(body, cmd.WaiterID)
+		if cmd.Wait > 0 {
+			body = withRequestID(body, cmd.WaiterID)
+		}
 	}
 	start := time.Now()
 	// The whole request, forwarding included, is bounded by its wait plus
@@ -195,12 +203,14 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 	out, served, err := s.proposeLock(ctx, cmd, func(addr string) error {
 		return s.forward(w, r.WithContext(ctx), body, addr)
 	})
-	if err != nil && cmd.WaiterID != "" && cmd.Wait > 0 && errors.Is(err, errForwardFailed) {
-		// The node that held our waiting acquire did not answer. Leave no
-		// waiter (or a grant nobody will learn of) behind us.
+	if err != nil && (cmd.Wait > 0 || generated) && errors.Is(err, shard.ErrOutcomeUnknown) {
+		// The acquire may have been applied (queued or granted), and the
+		// client will never learn its token: leave no waiter and no grant
+		// behind. A client that named the acquire itself (request_id) and
+		// did not wait may retry with that id instead, and learn the outcome.
 		if _, cerr := s.cancelLockWait(context.WithoutCancel(r.Context()), name, cmd.WaiterID); cerr == nil {
-			return fmt.Errorf("lock %q: the node serving the wait failed; the wait was cancelled, nothing is held: %w",
-				name, errRemoteUnavailable)
+			return fmt.Errorf("lock %q: the acquire's outcome was unknown (%v); it was cancelled, nothing is held: %w",
+				name, err, shard.ErrUnavailable)
 		}
 	}
 	if err != nil || !served {
