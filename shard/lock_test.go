@@ -374,3 +374,49 @@ func gatherNames(t *testing.T, reg *prometheus.Registry) []string {
 	}
 	return names
 }
+
+// A leader change strands no waiter: a request waiting on the replica that
+// proposed its acquire keeps waiting there after that replica stops leading,
+// and is woken by the grant the new leader commits (the queue is in the
+// replicated record, the wake-up comes from the local apply stream).
+func TestLockWaiterSurvivesLeaderChange(t *testing.T) {
+	c := startLockCluster(t, []time.Duration{0, 0, 0}, nil)
+	rc := &readCluster{t: t, nodes: c.nodes}
+	acq := func(id string) lock.Acquire {
+		return lock.Acquire{Name: "e", Owner: id, TTL: 30 * time.Second, Wait: 30 * time.Second, Limit: 1, WaiterID: id}
+	}
+	held := c.lock(acq("a"))
+	old := leaderIndex(c.reps)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	queued, _, err := c.reps[old].Lock(ctx, acq("b"), 1)
+	if err != nil || queued.Result.Status != lock.StatusQueued {
+		t.Fatalf("queue b on the leader: %+v %v", queued, err)
+	}
+	type got struct {
+		h   lock.Holder
+		err error
+	}
+	done := make(chan got, 1)
+	go func() {
+		h, _, err := c.reps[old].WaitLockGrant(ctx, "e", "b")
+		done <- got{h, err}
+	}()
+	to := (old + 1) % len(c.reps)
+	rc.transferLeader(c.reps, to)
+	if c.reps[old].IsLeader() {
+		t.Fatal("the old leader still leads")
+	}
+	rel := c.lock(lock.Release{Name: "e", Token: held.Result.Token})
+	if len(rel.Result.Granted) != 1 || rel.Result.Granted[0].WaiterID != "b" {
+		t.Fatalf("release under the new leader granted %+v", rel.Result.Granted)
+	}
+	select {
+	case g := <-done:
+		if g.err != nil || g.h.Token != rel.Result.Granted[0].Token {
+			t.Fatalf("wait on the old leader: %+v %v, want token %d", g.h, g.err, rel.Result.Granted[0].Token)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter on the old leader was stranded")
+	}
+}
