@@ -434,6 +434,22 @@ func (r *Replica) WaitLockChange(ctx context.Context, name string, afterSeq uint
 	}
 }
 
+// LockStatus returns the record of lock name as this replica applied it
+// (nil: free) and the index a status answer reports, which WaitLockChange
+// takes: the record's ChangeSeq, or for a free lock TokenBase() + the
+// applied index it was read at. Errors are fsm.LockRecord's. For a
+// linearizable status, call LinearizableRead on the leader first.
+func (r *Replica) LockStatus(name string) (*lock.Record, uint64, error) {
+	rec, applied, err := r.fsm.LockRecord([]byte(name))
+	if err != nil {
+		return nil, 0, err
+	}
+	if rec != nil {
+		return rec, rec.ChangeSeq, nil
+	}
+	return nil, r.fsm.TokenBase() + applied, nil
+}
+
 // LockRemaining returns how long the lease of token on lock name has left
 // on this replica's countdown (the leader's view; a failover only lengthens
 // it), and false when this replica does not lead or does not know the lease.

@@ -420,3 +420,47 @@ func TestLockWaiterSurvivesLeaderChange(t *testing.T) {
 		t.Fatal("the waiter on the old leader was stranded")
 	}
 }
+
+// The blocking status query: WaitLockChange with the index of a status
+// answer returns at the next change of holders (grant, release), not on
+// unrelated writes, and at once for an index older than the last change.
+func TestLockWaitChange(t *testing.T) {
+	c := startLockCluster(t, []time.Duration{0, 0, 0}, nil)
+	l := leaderIndex(c.reps)
+	r := c.reps[l]
+	_, freeIdx, err := r.LockStatus("w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := func(after uint64, d time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		return r.WaitLockChange(ctx, "w", after)
+	}
+	put(t, r, "unrelated", "x")
+	if err := changed(freeIdx, 200*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("free lock, unrelated write: %v, want a timeout", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- changed(freeIdx, 10*time.Second) }()
+	time.Sleep(50 * time.Millisecond)
+	a := c.lock(lock.Acquire{Name: "w", Owner: "a", TTL: 30 * time.Second, Limit: 1, WaiterID: "a"})
+	if err := <-done; err != nil {
+		t.Fatalf("wait across the grant: %v", err)
+	}
+	rec, heldIdx, err := r.LockStatus("w")
+	if err != nil || !rec.Held() || heldIdx <= freeIdx {
+		t.Fatalf("status after grant: %+v %d %v", rec, heldIdx, err)
+	}
+	c.lock(lock.Renew{Name: "w", Token: a.Result.Token}) // a renew changes no holder
+	if err := changed(heldIdx, 200*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("renew woke the wait: %v", err)
+	}
+	c.lock(lock.Release{Name: "w", Token: a.Result.Token})
+	if err := changed(heldIdx, time.Second); err != nil {
+		t.Fatalf("wait after the release (record dropped): %v", err)
+	}
+	if err := changed(freeIdx, time.Second); err != nil {
+		t.Fatalf("wait with an index older than the last change: %v", err)
+	}
+}
