@@ -422,20 +422,19 @@ func (s *Server) readLockStatus(ctx context.Context, rep Replica, name string) (
 	if _, err := rep.LinearizableRead(ctx); err != nil {
 		return lockStatusJSON{}, err
 	}
-	rec, applied, err := rep.FSM().LockRecord([]byte(name))
+	rec, index, err := rep.LockStatus(name)
 	if err != nil {
 		return lockStatusJSON{}, err
 	}
-	// A free lock has no record: its index is the seq of what the replica
-	// has applied, above the seq of every change it ever had (its record's
-	// deletion included), so a blocking status from it never misses one.
-	return s.toLockStatus(rep, name, rec, rep.FSM().TokenBase()+applied), nil
+	return s.toLockStatus(rep, name, rec, index), nil
 }
 
-// toLockStatus renders a record (nil: free). A held lock's index is its
-// ChangeSeq (lock/DESIGN.md "Records"); freeIndex is a free one's.
-func (s *Server) toLockStatus(rep Replica, name string, rec *lock.Record, freeIndex uint64) lockStatusJSON {
-	st := lockStatusJSON{Name: name, Holders: []holderJSON{}, Index: freeIndex, Limit: 1, Mode: lock.Exclusive.String()}
+// toLockStatus renders a record (nil: free) with its status index: the
+// record's ChangeSeq, or for a free lock the seq of what the replica has
+// applied, above every change the lock ever had (Replica.LockStatus). A
+// listed record has index 0: it is its ChangeSeq.
+func (s *Server) toLockStatus(rep Replica, name string, rec *lock.Record, index uint64) lockStatusJSON {
+	st := lockStatusJSON{Name: name, Holders: []holderJSON{}, Index: index, Limit: 1, Mode: lock.Exclusive.String()}
 	if rec == nil {
 		return st
 	}
