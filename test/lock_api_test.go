@@ -127,6 +127,8 @@ func TestLockAPI(t *testing.T) {
 	t.Run("ListAcrossShards", func(t *testing.T) { lockAPIList(t, addrs) })
 	t.Run("FencedDeleteAndGet", func(t *testing.T) { lockAPIFenced(t, addrs) })
 	t.Run("BadInputLeavesStateUntouched", func(t *testing.T) { lockAPIBadInput(t, addrs) })
+	t.Run("FencedReadPreventsLostUpdate", func(t *testing.T) { lockAPILostUpdate(t, addrs) })
+	t.Run("WaiterSurvivesLeaderChange", func(t *testing.T) { lockAPIWaiterFailover(t, c) })
 }
 
 // Acquire, try-lock 409 naming the holder, renew, stale release 410, status,
@@ -465,4 +467,137 @@ func lockAPIBadInput(t *testing.T, addrs []string) {
 		t.Fatalf("bad input changed the lock: before %+v, after %+v", before, after)
 	}
 	lockOp(t, ctx, addrs[0], name, "release", g.Token)
+}
+
+// Issue 12 item 5, invariant I11: a write fence alone does not protect a
+// read-modify-write. The old holder A read the counter, then lost the lock;
+// the new holder B reads it, A's late increment (the first write fenced on
+// that key, so nothing refuses it) lands, and B writes its increment on top
+// of its stale read: two increments acknowledged, the counter moved by one.
+// With B's read fenced (registering its token on the key) A's late write is
+// refused, and every acknowledged increment is in the counter. The first
+// run is the negative control: the same check fails without the fenced read.
+func lockAPILostUpdate(t *testing.T, addrs []string) {
+	ctx := Context(t, 20*time.Second)
+	run := func(key string, fencedRead bool) (acked, final int) {
+		const name = "lk/counter"
+		if res, err := Do(ctx, "PUT", addrs[0], KVPath(key), map[string]any{"value": "0"}); err != nil || res.Status != 200 {
+			t.Fatalf("put %s: %v %v", key, res, err)
+		}
+		a := mustAcquire(t, ctx, addrs[0], name, map[string]any{"ttl": "10s", "owner": "A"})
+		readA := readCounter(t, ctx, addrs[0], key, "")
+		// A pauses; its lease ends (a release stands in for the expiry).
+		lockOp(t, ctx, addrs[1], name, "release", a.Token)
+		b := mustAcquire(t, ctx, addrs[1], name, map[string]any{"ttl": "10s", "owner": "B"})
+		fence := ""
+		if fencedRead {
+			fence = "fence_lock=" + url.QueryEscape(name) + "&fence_token=" + strconv.FormatUint(b.Token, 10)
+		}
+		readB := readCounter(t, ctx, addrs[2], key, fence)
+		// A resumes and writes its increment with its old token.
+		if writeCounter(t, ctx, addrs[2], key, name, a.Token, readA+1) {
+			acked++
+		}
+		if writeCounter(t, ctx, addrs[0], key, name, b.Token, readB+1) {
+			acked++
+		}
+		lockOp(t, ctx, addrs[0], name, "release", b.Token)
+		return acked, readCounter(t, ctx, addrs[1], key, "")
+	}
+	if acked, final := run("counter/plain-read", false); acked != 2 || final != 1 {
+		t.Fatalf("without a fenced read: %d increments acknowledged, counter %d; want the lost update (2, 1)", acked, final)
+	}
+	if acked, final := run("counter/fenced-read", true); acked != final || acked != 1 {
+		t.Fatalf("with a fenced read: %d increments acknowledged, counter %d; want every acknowledged one counted", acked, final)
+	}
+}
+
+func readCounter(t *testing.T, ctx context.Context, addr, key, query string) int {
+	t.Helper()
+	p := KVPath(key)
+	if query != "" {
+		p += "?" + query
+	}
+	res, err := Do(ctx, "GET", addr, p, nil)
+	var kv struct {
+		Value string `json:"value"`
+	}
+	if err != nil || res.Status != 200 || res.JSON(&kv) != nil {
+		t.Fatalf("read %s: %v %v", p, res, err)
+	}
+	n, err := strconv.Atoi(kv.Value)
+	if err != nil {
+		t.Fatalf("counter %q: %v", kv.Value, err)
+	}
+	return n
+}
+
+// writeCounter writes v fenced with (name, token); false when the store
+// refused it as stale_token.
+func writeCounter(t *testing.T, ctx context.Context, addr, key, name string, token uint64, v int) bool {
+	t.Helper()
+	res, err := Do(ctx, "PUT", addr, KVPath(key), map[string]any{"value": strconv.Itoa(v),
+		"fence": map[string]any{"lock": name, "token": token}})
+	switch {
+	case err != nil:
+		t.Fatal(err)
+	case res.Status == 200:
+		return true
+	case res.Code() == "stale_token":
+		return false
+	}
+	t.Fatalf("fenced put: %s", res)
+	return false
+}
+
+// A waiting acquire held open on the shard leader is granted after the
+// leadership moves away: the queue is replicated, and the old leader, now a
+// follower, still applies the release that grants it.
+func lockAPIWaiterFailover(t *testing.T, c *Cluster) {
+	ctx := Context(t, 25*time.Second)
+	const name = "lk/failover"
+	id := shardOf(c, name)
+	leader := c.WaitLeader(id, 10*time.Second)
+	h := c.Node(leader)
+	held := mustAcquire(t, ctx, h.HTTPAddr, name, map[string]any{"ttl": "15s", "owner": "first"})
+	got := make(chan *HTTPResult, 1)
+	go func() {
+		res, err := Do(ctx, "POST", h.HTTPAddr, LockPath(name, "acquire"), map[string]any{"ttl": "15s", "owner": "second", "wait": "20s"})
+		if err != nil {
+			res = &HTTPResult{Status: 599, Body: []byte(err.Error())}
+		}
+		got <- res
+	}()
+	WaitFor(t, 5*time.Second, "the waiter queued", func() error {
+		if st := getLockStatus(t, ctx, h.HTTPAddr, name, ""); st.Waiters != 1 {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	to := c.Node((leader + 1) % len(c.Nodes()))
+	WaitFor(t, 10*time.Second, "leadership moved to "+to.ID, func() error {
+		if cur, err := c.Leader(id); err == nil && c.Node(cur).ID == to.ID {
+			return nil
+		}
+		rep, ok := h.Node.Replica(id)
+		if ok && rep.IsLeader() {
+			if err := rep.TransferLeader(to.ID, to.RaftAddr); err != nil {
+				return err
+			}
+		}
+		return fmt.Errorf("not yet")
+	})
+	if res := lockOp(t, ctx, to.HTTPAddr, name, "release", held.Token); res.Status != 200 {
+		t.Fatalf("release on the new leader: %s", res)
+	}
+	select {
+	case res := <-got:
+		var g lockGrant
+		if res.Status != 200 || res.JSON(&g) != nil || g.Owner != "second" || g.Token <= held.Token {
+			t.Fatalf("the waiter on the old leader answered %s; want a grant above %d", res, held.Token)
+		}
+		lockOp(t, ctx, to.HTTPAddr, name, "release", g.Token)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter on the old leader was not granted after the release on the new leader")
+	}
 }
