@@ -122,7 +122,7 @@ func TestLockAPI(t *testing.T) {
 	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"lk/list/m"}})
 	addrs := c.HTTPAddrs()
 	t.Run("AcquireTryRenewRelease", func(t *testing.T) { lockAPIBasics(t, addrs) })
-	t.Run("WaitersFIFO", func(t *testing.T) { lockAPIWaiters(t, addrs) })
+	t.Run("WaitersFIFO", func(t *testing.T) { lockAPIWaiters(t, c) })
 	t.Run("BlockingStatus", func(t *testing.T) { lockAPIBlockingStatus(t, addrs) })
 	t.Run("ListAcrossShards", func(t *testing.T) { lockAPIList(t, addrs) })
 	t.Run("FencedDeleteAndGet", func(t *testing.T) { lockAPIFenced(t, addrs) })
@@ -180,9 +180,10 @@ func lockAPIBasics(t *testing.T, addrs []string) {
 // Waiters queued through three different nodes are granted in arrival
 // order as each holder releases; a waiter whose wait runs out and one whose
 // client goes away leave the queue (CancelWait).
-func lockAPIWaiters(t *testing.T, addrs []string) {
+func lockAPIWaiters(t *testing.T, c *Cluster) {
 	ctx := Context(t, 25*time.Second)
 	const name = "lk/fifo"
+	addrs := c.HTTPAddrs()
 	first := mustAcquire(t, ctx, addrs[0], name, map[string]any{"ttl": "10s", "owner": "holder"})
 
 	type answer struct {
@@ -201,8 +202,14 @@ func lockAPIWaiters(t *testing.T, addrs []string) {
 	}
 	owners := []string{"w-a", "w-b", "w-c"}
 	for i, owner := range owners {
-		go func() {
-			res, g := acquireLock(t, ctx, addrs[i%len(addrs)], name, map[string]any{"ttl": "10s", "owner": owner, "wait": "20s"})
+		go func() { // no t.Fatal off the test's goroutine
+			res, err := Do(ctx, "POST", addrs[i%len(addrs)], LockPath(name, "acquire"), map[string]any{"ttl": "10s", "owner": owner, "wait": "20s"})
+			var g lockGrant
+			if err != nil {
+				res = &HTTPResult{Status: 599, Body: []byte(err.Error())}
+			} else if res.Status == 200 {
+				_ = res.JSON(&g)
+			}
 			answers <- answer{owner, res, g}
 		}()
 		waitFor(i + 1) // queued in this order
@@ -219,17 +226,21 @@ func lockAPIWaiters(t *testing.T, addrs []string) {
 	waitFor(3)
 
 	// A waiter whose client goes away: its request's context ends, and the
-	// node that held it cancels the wait.
-	gone, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = Do(gone, "POST", addrs[2], LockPath(name, "acquire"), map[string]any{"ttl": "10s", "owner": "w-gone", "wait": "20s"})
-	}()
-	waitFor(4)
-	cancel()
-	<-done
-	waitFor(3)
+	// node that held it cancels the wait: sent to the leader (which waits
+	// itself), then to a follower (which forwards the wait).
+	leader := c.WaitLeader(shardOf(c, name), 10*time.Second)
+	for _, i := range []int{leader, (leader + 1) % len(addrs)} {
+		gone, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = Do(gone, "POST", addrs[i], LockPath(name, "acquire"), map[string]any{"ttl": "10s", "owner": "w-gone", "wait": "20s"})
+		}()
+		waitFor(4)
+		cancel()
+		<-done
+		waitFor(3)
+	}
 
 	prev := first
 	for _, owner := range owners {
