@@ -563,7 +563,9 @@ func writeCounter(t *testing.T, ctx context.Context, addr, key, name string, tok
 
 // A waiting acquire held open on the shard leader is granted after the
 // leadership moves away: the queue is replicated, and the old leader, now a
-// follower, still applies the release that grants it.
+// follower, still applies the release that grants it. Another waiter held
+// there whose client goes away is cancelled by the old leader on the new
+// one (cluster.PathLockCancelWait).
 func lockAPIWaiterFailover(t *testing.T, c *Cluster) {
 	ctx := Context(t, 25*time.Second)
 	const name = "lk/failover"
@@ -571,6 +573,14 @@ func lockAPIWaiterFailover(t *testing.T, c *Cluster) {
 	leader := c.WaitLeader(id, 10*time.Second)
 	h := c.Node(leader)
 	held := mustAcquire(t, ctx, h.HTTPAddr, name, map[string]any{"ttl": "15s", "owner": "first"})
+	waiters := func(addr string, n int) {
+		WaitFor(t, 5*time.Second, fmt.Sprintf("%d waiters", n), func() error {
+			if st := getLockStatus(t, ctx, addr, name, ""); st.Waiters != n {
+				return fmt.Errorf("status %+v", st)
+			}
+			return nil
+		})
+	}
 	got := make(chan *HTTPResult, 1)
 	go func() {
 		res, err := Do(ctx, "POST", h.HTTPAddr, LockPath(name, "acquire"), map[string]any{"ttl": "15s", "owner": "second", "wait": "20s"})
@@ -579,12 +589,15 @@ func lockAPIWaiterFailover(t *testing.T, c *Cluster) {
 		}
 		got <- res
 	}()
-	WaitFor(t, 5*time.Second, "the waiter queued", func() error {
-		if st := getLockStatus(t, ctx, h.HTTPAddr, name, ""); st.Waiters != 1 {
-			return fmt.Errorf("status %+v", st)
-		}
-		return nil
-	})
+	waiters(h.HTTPAddr, 1)
+	gone, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = Do(gone, "POST", h.HTTPAddr, LockPath(name, "acquire"), map[string]any{"ttl": "15s", "owner": "gone", "wait": "20s"})
+	}()
+	waiters(h.HTTPAddr, 2)
+
 	to := c.Node((leader + 1) % len(c.Nodes()))
 	WaitFor(t, 10*time.Second, "leadership moved to "+to.ID, func() error {
 		if cur, err := c.Leader(id); err == nil && c.Node(cur).ID == to.ID {
@@ -598,6 +611,13 @@ func lockAPIWaiterFailover(t *testing.T, c *Cluster) {
 		}
 		return fmt.Errorf("not yet")
 	})
+	cancel()
+	<-done
+	waiters(to.HTTPAddr, 1)
+	if cur, _ := c.Leader(id); c.Node(cur).ID == h.ID {
+		t.Fatalf("%s leads shard %d again: the cancel did not have to cross nodes", h.ID, id)
+	}
+
 	if res := lockOp(t, ctx, to.HTTPAddr, name, "release", held.Token); res.Status != 200 {
 		t.Fatalf("release on the new leader: %s", res)
 	}
