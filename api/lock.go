@@ -21,7 +21,7 @@ import (
 // request is routed by its name exactly as a key request is, through the
 // one routing loop (route.go), to that shard's leader; any node accepts it.
 
-// lockJSON is the answer of a grant.
+// acquireJSON is the answer of a grant.
 type acquireJSON struct {
 	Name  string `json:"name"`
 	Token uint64 `json:"token"`
@@ -108,8 +108,8 @@ func (s *Server) serveLock(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// newWaiterID names a waiting acquire that came without a request_id: the
-// node's id and 64 random bits, unique enough for a queue of 256.
+// newWaiterID names an acquire that came without a request_id: the node's
+// id and 64 random bits, unique enough for a queue of 256.
 func (s *Server) newWaiterID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -137,10 +137,11 @@ type lockOutcome struct {
 	rep   Replica
 }
 
-// proposeLock routes cmd to the leader of its lock's shard. served is false
-// when the request r was forwarded and the other node's answer written to
-// w; with r nil the command is never forwarded that way, and fwd runs
-// instead on the node picked.
+// proposeLock routes cmd to the leader of its lock's shard through the
+// routing loop: proposed on this node's replica when it leads, else remote
+// runs with the address of the node picked (a forward of the client's
+// request, or an internal call). served is false when remote ran and
+// succeeded: then the answer is the other node's, and out is empty.
 func (s *Server) proposeLock(ctx context.Context, cmd lock.Command, remote func(addr string) error) (lockOutcome, bool, error) {
 	var out lockOutcome
 	served := false
