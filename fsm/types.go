@@ -137,7 +137,8 @@ type Result struct {
 // LockResult is the outcome of an OpLock entry. Result.Err inside it is a
 // deterministic refusal (lock_held, lock_lost, invalid_argument) with the
 // record unchanged; Record is the record after the entry, nil when the lock
-// is free and its record was dropped.
+// is free and its record was dropped. Record is shared with the OnLock
+// event of the same entry: read it, never modify it.
 type LockResult struct {
 	Result lock.Result
 	Record *lock.Record

@@ -553,7 +553,18 @@ func (m *lockManager) propose(ctx context.Context, r *Replica, cmds []lock.Comma
 			cctx, cancel := context.WithTimeout(ctx, r.applyTimeout)
 			defer cancel()
 			m.proposed.Add(1)
-			if _, _, err := r.Lock(cctx, c, 0); err != nil && ctx.Err() == nil {
+			_, _, err := r.Lock(cctx, c, 0)
+			var wrong *fsm.WrongShardError
+			switch {
+			case errors.As(err, &wrong):
+				// A split moved the lock to another shard, whose leader
+				// counts it down now: forget it here.
+				m.mu.Lock()
+				if m.tracker != nil {
+					m.tracker.Observe(c.LockName(), nil, m.mono())
+				}
+				m.mu.Unlock()
+			case err != nil && ctx.Err() == nil:
 				r.log.Warn("lock tracker proposal failed; will retry as leader",
 					"lock", c.LockName(), "kind", c.Kind().String(), "err", err)
 			}
