@@ -127,6 +127,7 @@ func TestLockAPI(t *testing.T) {
 	t.Run("ListAcrossShards", func(t *testing.T) { lockAPIList(t, addrs) })
 	t.Run("FencedDeleteAndGet", func(t *testing.T) { lockAPIFenced(t, addrs) })
 	t.Run("BadInputLeavesStateUntouched", func(t *testing.T) { lockAPIBadInput(t, addrs) })
+	t.Run("SemaphoreAndShared", func(t *testing.T) { lockAPISemaphoreShared(t, addrs) })
 	t.Run("FencedReadPreventsLostUpdate", func(t *testing.T) { lockAPILostUpdate(t, addrs) })
 	t.Run("WaiterSurvivesLeaderChange", func(t *testing.T) { lockAPIWaiterFailover(t, c) })
 }
@@ -631,4 +632,42 @@ func lockAPIWaiterFailover(t *testing.T, c *Cluster) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiter on the old leader was not granted after the release on the new leader")
 	}
+}
+
+// A semaphore ("limit": 2) admits two holders, each with its own token, and
+// refuses a third; an acquire with another limit is invalid_argument.
+// Shared holders admit each other and exclude an exclusive one.
+func lockAPISemaphoreShared(t *testing.T, addrs []string) {
+	ctx := Context(t, 20*time.Second)
+	const sem = "lk/sem"
+	a := mustAcquire(t, ctx, addrs[0], sem, map[string]any{"ttl": "10s", "owner": "a", "limit": 2})
+	b := mustAcquire(t, ctx, addrs[1], sem, map[string]any{"ttl": "10s", "owner": "b", "limit": 2})
+	if b.Token <= a.Token {
+		t.Fatalf("invariant I9: semaphore tokens %d then %d", a.Token, b.Token)
+	}
+	res, _ := acquireLock(t, ctx, addrs[2], sem, map[string]any{"ttl": "10s", "owner": "c", "limit": 2})
+	wantCode(t, "a third holder of a semaphore of 2", res, 409, "lock_held")
+	res, _ = acquireLock(t, ctx, addrs[2], sem, map[string]any{"ttl": "10s", "owner": "c", "limit": 3})
+	wantCode(t, "an acquire with another limit", res, 400, "invalid_argument")
+	st := getLockStatus(t, ctx, addrs[2], sem, "")
+	if len(st.Holders) != 2 || st.Limit != 2 || st.Holders[0].Token != a.Token || st.Holders[1].Token != b.Token {
+		t.Fatalf("semaphore status %+v", st)
+	}
+	lockOp(t, ctx, addrs[0], sem, "release", a.Token)
+	lockOp(t, ctx, addrs[0], sem, "release", b.Token)
+
+	const rw = "lk/rw"
+	r1 := mustAcquire(t, ctx, addrs[0], rw, map[string]any{"ttl": "10s", "owner": "r1", "mode": "shared"})
+	r2 := mustAcquire(t, ctx, addrs[1], rw, map[string]any{"ttl": "10s", "owner": "r2", "mode": "shared"})
+	res, _ = acquireLock(t, ctx, addrs[2], rw, map[string]any{"ttl": "10s", "owner": "w"})
+	wantCode(t, "an exclusive acquire among shared holders", res, 409, "lock_held")
+	if st := getLockStatus(t, ctx, addrs[2], rw, ""); st.Mode != "shared" || len(st.Holders) != 2 {
+		t.Fatalf("shared status %+v", st)
+	}
+	lockOp(t, ctx, addrs[0], rw, "release", r1.Token)
+	lockOp(t, ctx, addrs[0], rw, "release", r2.Token)
+	w := mustAcquire(t, ctx, addrs[2], rw, map[string]any{"ttl": "10s", "owner": "w"})
+	res, _ = acquireLock(t, ctx, addrs[0], rw, map[string]any{"ttl": "10s", "owner": "r3", "mode": "shared"})
+	wantCode(t, "a shared acquire under an exclusive holder", res, 409, "lock_held")
+	lockOp(t, ctx, addrs[2], rw, "release", w.Token)
 }
