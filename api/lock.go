@@ -201,6 +201,7 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 	// a write's time; the wait itself by the wait (lock.MaxWait at most).
 	ctx, cancel := context.WithTimeout(r.Context(), cmd.Wait+writeTimeout)
 	defer cancel()
+	defer context.AfterFunc(s.waits, cancel)() // the node is shutting down (EndWaits)
 	out, served, err := s.proposeLock(ctx, cmd, func(addr string) error {
 		return s.forward(w, r.WithContext(ctx), body, addr)
 	})
@@ -248,6 +249,10 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 	outcome, cerr := s.cancelLockWait(context.WithoutCancel(r.Context()), name, cmd.WaiterID)
 	if cerr != nil {
 		return fmt.Errorf("lock %q: cancelling the wait: %w", name, cerr)
+	}
+	if s.waits.Err() != nil {
+		return fmt.Errorf("lock %q: node %s is shutting down; the wait was cancelled, nothing is held: %w",
+			name, s.node, shard.ErrUnavailable)
 	}
 	held := &lock.Error{Code: lock.CodeLockHeld, Msg: fmt.Sprintf("lock %q: not granted within the wait of %s", name, cmd.Wait)}
 	if outcome == "released" {
@@ -378,6 +383,7 @@ func (s *Server) lockStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), bound)
 	defer cancel()
+	defer context.AfterFunc(s.waits, cancel)() // the node is shutting down (EndWaits)
 	start := time.Now()
 	var st lockStatusJSON
 	var rng fsm.Range
@@ -397,6 +403,9 @@ func (s *Server) lockStatus(w http.ResponseWriter, r *http.Request) error {
 				wctx, wcancel := context.WithDeadline(ctx, start.Add(req.wait))
 				werr := rep.WaitLockChange(wctx, name, req.waitIndex)
 				wcancel()
+				if s.waits.Err() != nil {
+					return fmt.Errorf("lock %q: node %s is shutting down: %w", name, s.node, shard.ErrUnavailable)
+				}
 				if werr != nil && wctx.Err() == nil {
 					return werr
 				}

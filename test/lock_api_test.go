@@ -130,6 +130,7 @@ func TestLockAPI(t *testing.T) {
 	t.Run("SemaphoreAndShared", func(t *testing.T) { lockAPISemaphoreShared(t, addrs) })
 	t.Run("FencedReadPreventsLostUpdate", func(t *testing.T) { lockAPILostUpdate(t, addrs) })
 	t.Run("WaiterSurvivesLeaderChange", func(t *testing.T) { lockAPIWaiterFailover(t, c) })
+	t.Run("ShutdownEndsWaits", func(t *testing.T) { lockAPIShutdown(t, c) }) // last: it stops a node
 }
 
 // Acquire, try-lock 409 naming the holder, renew, stale release 410, status,
@@ -670,4 +671,64 @@ func lockAPISemaphoreShared(t *testing.T, addrs []string) {
 	res, _ = acquireLock(t, ctx, addrs[0], rw, map[string]any{"ttl": "10s", "owner": "r3", "mode": "shared"})
 	wantCode(t, "a shared acquire under an exclusive holder", res, 409, "lock_held")
 	lockOp(t, ctx, addrs[2], rw, "release", w.Token)
+}
+
+// A node that shuts down ends the requests waiting on it at once: a queued
+// acquire cancels its wait while the node can still propose (the queue is
+// left clean) and answers 503 unavailable, retryable; a blocking status
+// answers 503 too. The node stops without waiting for them.
+func lockAPIShutdown(t *testing.T, c *Cluster) {
+	ctx := Context(t, 25*time.Second)
+	const name = "lk/shutdown"
+	id := shardOf(c, name)
+	leader := c.WaitLeader(id, 10*time.Second)
+	h := c.Node(leader)
+	other := c.Node((leader + 1) % len(c.Nodes()))
+	held := mustAcquire(t, ctx, other.HTTPAddr, name, map[string]any{"ttl": "15s", "owner": "first"})
+	st := getLockStatus(t, ctx, h.HTTPAddr, name, "")
+	acq, watch := make(chan *HTTPResult, 1), make(chan *HTTPResult, 1)
+	send := func(ch chan *HTTPResult, method, path string, body any) {
+		res, err := Do(ctx, method, h.HTTPAddr, path, body)
+		if err != nil {
+			res = &HTTPResult{Status: 599, Body: []byte(err.Error())}
+		}
+		ch <- res
+	}
+	go send(acq, "POST", LockPath(name, "acquire"), map[string]any{"ttl": "15s", "owner": "waiting", "wait": "20s"})
+	go send(watch, "GET", LockPath(name, "")+"?wait_index="+strconv.FormatUint(st.Index, 10)+"&wait=20s", nil)
+	WaitFor(t, 5*time.Second, "the waiter queued", func() error {
+		if st := getLockStatus(t, ctx, other.HTTPAddr, name, ""); st.Waiters != 1 {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond) // the blocking status is waiting too
+	start := time.Now()
+	c.Kill(leader)
+	// The HTTP server's shutdown grace is 2s: a node that waited for its
+	// open requests would take that long.
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("stopping %s took %s with requests waiting on it; the waits should end at once", h.ID, d)
+	}
+	for what, ch := range map[string]chan *HTTPResult{"queued acquire": acq, "blocking status": watch} {
+		select {
+		case res := <-ch:
+			if res.Status != 503 || res.Code() != "unavailable" {
+				t.Errorf("%s on a node shutting down answered %s; want 503 unavailable", what, res)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still open after %s stopped", what, h.ID)
+		}
+	}
+	WaitFor(t, 15*time.Second, "the waiter gone from the queue", func() error {
+		res, err := Do(ctx, "GET", other.HTTPAddr, LockPath(name, ""), nil)
+		var st lockStatus
+		if err != nil || res.Status != 200 || res.JSON(&st) != nil {
+			return fmt.Errorf("status: %v %v", res, err)
+		}
+		if st.Waiters != 0 || st.Token != held.Token {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
 }
