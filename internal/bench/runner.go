@@ -55,10 +55,10 @@ type worker struct {
 func newWorker(i int, cfg Config, conn Conn) *worker {
 	rnd := rand.New(rand.NewPCG(cfg.Seed, uint64(i)))
 	w := &worker{
-		conn:   conn,
-		rnd:    rnd,
-		keys:   newKeyPicker(cfg.KeyDist, cfg.ZipfS, cfg.Keys, rnd),
-		vals:   newValueSource(rnd, cfg.ValueSize),
+		conn:    conn,
+		rnd:     rnd,
+		keys:    newKeyPicker(cfg.KeyDist, cfg.ZipfS, cfg.Keys, rnd),
+		vals:    newValueSource(rnd, cfg.ValueSize),
 		sample:  map[string]string{},
 		index:   i,
 		handoff: newRecorder(),
