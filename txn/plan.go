@@ -169,7 +169,7 @@ func Plan(s *CoordState) []Action {
 	if c, ok := s.mustAbort(); ok {
 		return append(acts, Action{Kind: ActAbort, Cause: c})
 	}
-	allYes, inFlight := true, false
+	allYes, inFlight, hb := true, false, len(acts)
 	for _, p := range s.Parts {
 		switch p.Status {
 		case PartUnsent, PartUnknown:
@@ -190,7 +190,7 @@ func Plan(s *CoordState) []Action {
 		acts = append(acts, Action{Kind: ActStage})
 	}
 	if !allYes {
-		if len(acts) == 0 && inFlight {
+		if len(acts) == hb && inFlight {
 			acts = append(acts, Action{Kind: ActWaitAnswers})
 		}
 		return acts
