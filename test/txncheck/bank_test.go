@@ -115,4 +115,3 @@ func clone(m map[string]int64) map[string]int64 {
 	}
 	return out
 }
-
