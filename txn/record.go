@@ -211,8 +211,14 @@ type Effects struct {
 
 // Outranks reports whether the pusher (pa, ida) beats the pushee (pb, idb):
 // higher priority wins and ties break on id, so the order is total and no
-// cycle of waits can form (DESIGN.md "Deadlock freedom").
+// cycle of waits can form (DESIGN.md "Deadlock freedom"). Priority 0 is
+// reserved for requests outside transactions (single-key reads and writes
+// that met an intent): it never outranks anyone, so such a request waits
+// and never aborts a live transaction. Transactions take priorities >= 1.
 func Outranks(pa uint64, ida string, pb uint64, idb string) bool {
+	if pa == 0 {
+		return false
+	}
 	if c := cmp.Compare(pa, pb); c != 0 {
 		return c > 0
 	}

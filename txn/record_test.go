@@ -175,6 +175,11 @@ func TestPushTieBreak(t *testing.T) {
 	if Outranks(5, "x", 5, "x") {
 		t.Fatal("a transaction outranks itself")
 	}
+	// A single-key request (priority 0, no id) never outranks, even a
+	// transaction at priority 0.
+	if Outranks(0, "", 0, "t1") || Outranks(0, "", 1, "t1") {
+		t.Fatal("priority 0 outranks")
+	}
 	// The other side of the table's tie: "t2" > "t1" does not outrank.
 	_, eff := NextRecord(rec(Pending), Event{Kind: EvPush, ID: "t1", Now: 105 * sec, Timeout: 10 * time.Second,
 		PusherPriority: 5, PusherID: "t2"})

@@ -9,6 +9,8 @@
 package txn
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 )
@@ -220,4 +222,13 @@ func (r *Request) KeyAccess() map[string]Access {
 		}
 	}
 	return m
+}
+
+// IDForRequest derives a transaction id from a client's request id, so a
+// retry of the same request finds the same record (invariant I7): "r" and
+// 40 hex digits of its SHA-256. Without a request id the coordinator picks
+// a random id (of at most MaxIDSize bytes, not starting with "r").
+func IDForRequest(requestID string) string {
+	sum := sha256.Sum256([]byte(requestID))
+	return "r" + hex.EncodeToString(sum[:20])
 }

@@ -204,3 +204,12 @@ func TestExecute(t *testing.T) {
 		t.Fatalf("failure branch: %+v", out)
 	}
 }
+
+// TestIDForRequest: a retried request maps to the same transaction (I7),
+// different requests to different ones, within the id limit.
+func TestIDForRequest(t *testing.T) {
+	a, b := IDForRequest("t-17"), IDForRequest("t-18")
+	if a != IDForRequest("t-17") || a == b || len(a) > MaxIDSize || a[0] != 'r' {
+		t.Fatalf("ids %q %q", a, b)
+	}
+}
