@@ -14,7 +14,12 @@ type Resolution struct {
 }
 
 // ResolveIntent decides an intent's fate from its record's state and write
-// set (rec nil: no record found). Committed: apply the write set's write of
+// set (rec nil: no record found). A resolve command that finds the record
+// final also leaves a tombstone for the transaction on the shard, in the
+// same apply, so a prepare arriving later (a retry whose first attempt was
+// applied, or a duplicate) is refused instead of placing an intent that
+// would be resolved, and its committed write applied, a second time
+// (TestProtocolSimulation found this). Committed: apply the write set's write of
 // the key, if any (a write intent of the branch not taken has none), and
 // drop the intent. Aborted: drop it. Pending, Staging or no record: keep it;
 // the caller pushes the record first. The record's write set, not the
@@ -119,8 +124,11 @@ const (
 	// nothing was placed. The coordinator may push that transaction (its
 	// record is at the intent's Anchor) and prepare again.
 	VoteConflict Vote = 2
-	// VotePrevented: a recovery prevented this transaction here; it can
-	// never prepare on this shard. The coordinator aborts.
+	// VotePrevented: the shard holds a tombstone for the transaction: a
+	// recovery prevented it here, or its intents here were already
+	// resolved (this prepare is a late retry or duplicate). It can never
+	// prepare on this shard again. The coordinator aborts, and learns from
+	// the abort's answer if the record was committed after all.
 	VotePrevented Vote = 3
 )
 
@@ -137,8 +145,9 @@ func (v Vote) String() string {
 }
 
 // PrepareDecision is the participant's pure prepare step. existing returns
-// the intents now on a key; prevented whether the shard holds a prevention
-// tombstone for the transaction. Either every key gets its intent or none
+// the intents now on a key; prevented whether the shard holds a tombstone
+// for the transaction (left by a recovery's probe that found its intents
+// missing, or by the resolution of its intents on this shard). Either every key gets its intent or none
 // does: the answer is VoteYes with the intents to store, or the first
 // conflicting intent.
 func PrepareDecision(txnID string, keys []KeyIntent, existing func(key []byte) []Intent, prevented bool) (Vote, *Intent) {
