@@ -211,7 +211,7 @@ type Effects struct {
 
 // Outranks reports whether the pusher (pa, ida) beats the pushee (pb, idb):
 // higher priority wins and ties break on id, so the order is total and no
-// cycle of waits can form (DESIGN.md "Deadlock freedom"). Priority 0 is
+// cycle of waits can form (txn/DESIGN.md "Deadlock freedom"). Priority 0 is
 // reserved for requests outside transactions (single-key reads and writes
 // that met an intent): it never outranks anyone, so such a request waits
 // and never aborts a live transaction. Transactions take priorities >= 1.
@@ -230,7 +230,7 @@ func Outranks(pa uint64, ida string, pb uint64, idb string) bool {
 // is pure and deterministic (invariant I3); fsm/ calls it in apply on the
 // anchor's shard, so every replica takes the same transition in log order,
 // which is what makes each transition a conditional write. The input is
-// never modified. The table in DESIGN.md lists every (state, event) pair;
+// never modified. The table in txn/DESIGN.md lists every (state, event) pair;
 // TestNextRecordTable checks each.
 func NextRecord(rec *Record, ev Event) (*Record, Effects) {
 	if rec == nil {

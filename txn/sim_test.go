@@ -13,7 +13,7 @@ import (
 // The protocol, executed: shards are in-memory maps changed only by atomic
 // "raft commands" built from this package's pure functions (PrepareDecision,
 // NextRecord, ResolveIntent, Probe); coordinators run Plan; recovery agents
-// meet intents and push, probe and recover as DESIGN.md says. A random
+// meet intents and push, probe and recover as txn/DESIGN.md says. A random
 // scheduler interleaves every command, answers are lost, coordinators crash
 // at any step and the clock jumps. Then everything left is cleaned up by
 // recovery alone, and the test checks Invariant I8: every transaction is
@@ -610,6 +610,9 @@ func simCheck(w *simWorld, stats map[string]int) error {
 		case ResultUnknown:
 			stats["unknown"]++
 		default:
+			if !c.crashed() {
+				return fmt.Errorf("%s: its coordinator never answered (Plan stuck at %+v)", c.id, c.st)
+			}
 			stats["unanswered"]++
 			if state == "committed" {
 				stats["recovered-commit"]++
