@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/cairndb/cairn/test/txncheck"
 )
 
 // The protocol, executed: shards are in-memory maps changed only by atomic
@@ -33,6 +35,7 @@ type simShard struct {
 type simKnobs struct {
 	noResolveTombstone bool // resolution leaves no tombstone: a late prepare re-places an intent
 	noProbeTombstone   bool // a recovery's probe that finds an intent missing does not prevent it
+	noReadLocks        bool // a prepare neither places nor checks read intents (compared keys go unlocked)
 }
 
 type simWorld struct {
@@ -45,6 +48,7 @@ type simWorld struct {
 	coords  []*simCoord
 	timeout time.Duration
 	lossPct int
+	steps   int64 // commands run: the history's clock
 }
 
 func (w *simWorld) shardOf(key []byte) uint64 { return uint64(key[1]-'0') % uint64(len(w.shards)) }
@@ -62,6 +66,7 @@ func (w *simWorld) step() bool {
 	f := w.queue[i]
 	w.queue = slices.Delete(w.queue, i, i+1)
 	w.now += int64(w.rng.IntN(3)) * int64(time.Second)
+	w.steps++
 	f()
 	return true
 }
@@ -117,6 +122,9 @@ type simCoord struct {
 	outcome *Outcome
 	prio    uint64
 	reads   map[string]KeyState
+	lists   map[string][]string // the keys' data as the prepares read it under intents
+	began   int64               // w.steps at invocation and at the reply: the history's times
+	ended   int64
 	replied Result
 	crashAt int // crash after this many Plan calls (-1: never)
 	plans   int
@@ -239,7 +247,7 @@ func (c *simCoord) act(a Action) {
 		})
 	case ActReply:
 		if c.replied == 0 {
-			c.replied = a.Result
+			c.replied, c.ended = a.Result, w.steps
 		}
 		c.st.Replied = true
 	case ActDone, ActWaitAnswers:
@@ -264,10 +272,14 @@ func (c *simCoord) prepare(shard uint64, begin bool) {
 	}
 	var vote Vote
 	var blocker *Intent
+	locked := part.Keys
+	if w.knobs.noReadLocks {
+		locked = slices.DeleteFunc(slices.Clone(locked), func(k KeyIntent) bool { return k.Access == AccessRead })
+	}
 	if !refused {
-		vote, blocker = PrepareDecision(c.id, part.Keys, func(k []byte) []Intent { return sh.intents[string(k)] }, sh.tombstones[c.id])
+		vote, blocker = PrepareDecision(c.id, locked, func(k []byte) []Intent { return sh.intents[string(k)] }, sh.tombstones[c.id])
 		if vote == VoteYes {
-			for _, k := range part.Keys {
+			for _, k := range locked {
 				if slices.ContainsFunc(sh.intents[string(k.Key)], func(in Intent) bool { return in.TxnID == c.id }) {
 					continue // a retried prepare
 				}
@@ -285,9 +297,11 @@ func (c *simCoord) prepare(shard uint64, begin bool) {
 	}
 	// Reads under the intents: the state of the data (version = writes applied).
 	reads := map[string]KeyState{}
+	lists := map[string][]string{}
 	for _, k := range part.Keys {
 		n := len(sh.data[string(k.Key)])
 		reads[string(k.Key)] = KeyState{Exists: n > 0, Version: uint64(n), ModIndex: uint64(n)}
+		lists[string(k.Key)] = slices.Clone(sh.data[string(k.Key)])
 	}
 	if c.crashed() {
 		return
@@ -314,6 +328,7 @@ func (c *simCoord) prepare(shard uint64, begin bool) {
 		p.Status = PartYes
 		for k, s := range reads {
 			c.reads[k] = s
+			c.lists[k] = lists[k]
 		}
 	case VoteConflict:
 		p.Status, p.Blocker = PartConflict, blocker
@@ -449,7 +464,7 @@ func TestProtocolSimulation(t *testing.T) {
 func TestProtocolSimulationNegativeControls(t *testing.T) {
 	seed := simSeed(t)
 	t.Logf("seed %d (replay with TXN_SEED=%d)", seed, seed)
-	for _, k := range []simKnobs{{noResolveTombstone: true}, {noProbeTombstone: true}} {
+	for _, k := range []simKnobs{{noResolveTombstone: true}, {noProbeTombstone: true}, {noReadLocks: true}} {
 		rng := rand.New(rand.NewPCG(seed, seed^0xa0761d6478bd642f))
 		var err error
 		for run := 0; run < 2000 && err == nil; run++ {
@@ -492,7 +507,7 @@ func simRun(t *testing.T, rng *rand.Rand, knobs simKnobs, stats map[string]int) 
 		if rt.SingleShard() {
 			continue
 		}
-		c := &simCoord{w: w, id: id, req: req, rt: rt, prio: 1 + rng.Uint64N(3), reads: map[string]KeyState{}, crashAt: -1}
+		c := &simCoord{w: w, id: id, req: req, rt: rt, prio: 1 + rng.Uint64N(3), reads: map[string]KeyState{}, lists: map[string][]string{}, crashAt: -1}
 		if rng.IntN(3) == 0 {
 			c.crashAt = rng.IntN(12)
 		}
@@ -502,7 +517,7 @@ func simRun(t *testing.T, rng *rand.Rand, knobs simKnobs, stats map[string]int) 
 		}
 		w.coords = append(w.coords, c)
 		start := c
-		w.send(func() { start.start, start.lastHB = w.now, w.now; start.run() })
+		w.send(func() { start.start, start.lastHB, start.began = w.now, w.now, w.steps; start.run() })
 	}
 	// Recovery agents: now and then a request meets a random intent.
 	for steps := 0; steps < 20000; steps++ {
@@ -550,8 +565,65 @@ func simRun(t *testing.T, rng *rand.Rand, knobs simKnobs, stats map[string]int) 
 			break
 		}
 	}
-	return simCheck(w, stats)
+	if err := simCheck(w, stats); err != nil {
+		return err
+	}
+	// The data are lists (each key's applied transaction ids, in order), so
+	// the clients' view is a list-append history: strict serializability
+	// of what the compare path read under its intents and what everyone
+	// wrote.
+	if r := txncheck.CheckListAppend(simHistory(w), txncheck.Options{Realtime: true}); !r.Valid() {
+		return fmt.Errorf("history: %s", r)
+	}
+	return nil
 }
+
+// simHistory is the clients' history: a committed transaction read the
+// lists of its compare-path keys (before appending) and appended its id to
+// the keys of the branch taken; an aborted or unanswered one may have
+// appended to the keys of either branch.
+func simHistory(w *simWorld) []txncheck.Txn {
+	num := func(id string) int { n, _ := strconv.Atoi(id[1:]); return n }
+	var h []txncheck.Txn
+	for _, c := range w.coords {
+		t := txncheck.Txn{ID: num(c.id), Start: c.began, End: c.ended}
+		var writes []Write
+		switch c.replied {
+		case ResultCommitted:
+			t.Status = okStatus
+			writes = Writes(c.req.Success)
+			if !c.st.Fast {
+				writes = c.outcome.Writes
+				keys := make([]string, 0, len(c.lists))
+				for k := range c.lists {
+					keys = append(keys, k)
+				}
+				slices.Sort(keys)
+				for _, k := range keys {
+					list := make([]int, len(c.lists[k]))
+					for i, id := range c.lists[k] {
+						list[i] = num(id)
+					}
+					t.Ops = append(t.Ops, txncheck.Mop{Kind: txncheck.Read, Key: k, List: list})
+				}
+			}
+		case ResultAborted:
+			t.Status = txncheck.Aborted
+			writes = append(Writes(c.req.Success), Writes(c.req.Failure)...)
+		default:
+			t.Status = txncheck.Unknown
+			writes = append(Writes(c.req.Success), Writes(c.req.Failure)...)
+		}
+		for _, wr := range writes {
+			t.Ops = append(t.Ops, txncheck.Mop{Kind: txncheck.Append, Key: string(wr.Key), Value: t.ID})
+		}
+		h = append(h, t)
+	}
+	return h
+}
+
+// okStatus is txncheck.OK, named apart from this package's states.
+const okStatus = txncheck.OK
 
 func simCheck(w *simWorld, stats map[string]int) error {
 	for si, sh := range w.shards {
