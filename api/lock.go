@@ -13,6 +13,7 @@ import (
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/lock"
+	"github.com/cairndb/cairn/shard"
 )
 
 // The Locks routes of docs/api.md. A lock lives in the shard that owns the
@@ -20,7 +21,7 @@ import (
 // request is routed by its name exactly as a key request is, through the
 // one routing loop (route.go), to that shard's leader; any node accepts it.
 
-// lockJSON is the answer of a grant.
+// acquireJSON is the answer of a grant.
 type acquireJSON struct {
 	Name  string `json:"name"`
 	Token uint64 `json:"token"`
@@ -107,8 +108,8 @@ func (s *Server) serveLock(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// newWaiterID names a waiting acquire that came without a request_id: the
-// node's id and 64 random bits, unique enough for a queue of 256.
+// newWaiterID names an acquire that came without a request_id: the node's
+// id and 64 random bits, unique enough for a queue of 256.
 func (s *Server) newWaiterID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -136,10 +137,11 @@ type lockOutcome struct {
 	rep   Replica
 }
 
-// proposeLock routes cmd to the leader of its lock's shard. served is false
-// when the request r was forwarded and the other node's answer written to
-// w; with r nil the command is never forwarded that way, and fwd runs
-// instead on the node picked.
+// proposeLock routes cmd to the leader of its lock's shard through the
+// routing loop: proposed on this node's replica when it leads, else remote
+// runs with the address of the node picked (a forward of the client's
+// request, or an internal call). served is false when remote ran and
+// succeeded: then the answer is the other node's, and out is empty.
 func (s *Server) proposeLock(ctx context.Context, cmd lock.Command, remote func(addr string) error) (lockOutcome, bool, error) {
 	var out lockOutcome
 	served := false
@@ -183,24 +185,34 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if cmd.Wait > 0 && cmd.WaiterID == "" {
+	// Every acquire carries a request id, so that one whose outcome is
+	// unknown here can be undone (CancelWait releases a grant made for it).
+	// A waiting acquire forwarded to another node waits there under the id
+	// this node knows and can cancel.
+	generated := cmd.WaiterID == ""
+	if generated {
 		cmd.WaiterID = s.newWaiterID()
-		body = withRequestID(body, cmd.WaiterID)
+		if cmd.Wait > 0 {
+			body = withRequestID(body, cmd.WaiterID)
+		}
 	}
 	start := time.Now()
 	// The whole request, forwarding included, is bounded by its wait plus
 	// a write's time; the wait itself by the wait (lock.MaxWait at most).
 	ctx, cancel := context.WithTimeout(r.Context(), cmd.Wait+writeTimeout)
 	defer cancel()
+	defer context.AfterFunc(s.waits, cancel)() // the node is shutting down (EndWaits)
 	out, served, err := s.proposeLock(ctx, cmd, func(addr string) error {
 		return s.forward(w, r.WithContext(ctx), body, addr)
 	})
-	if err != nil && cmd.WaiterID != "" && cmd.Wait > 0 && errors.Is(err, errForwardFailed) {
-		// The node that held our waiting acquire did not answer. Leave no
-		// waiter (or a grant nobody will learn of) behind us.
+	if err != nil && (cmd.Wait > 0 || generated) && errors.Is(err, shard.ErrOutcomeUnknown) {
+		// The acquire may have been applied (queued or granted), and the
+		// client will never learn its token: leave no waiter and no grant
+		// behind. A client that named the acquire itself (request_id) and
+		// did not wait may retry with that id instead, and learn the outcome.
 		if _, cerr := s.cancelLockWait(context.WithoutCancel(r.Context()), name, cmd.WaiterID); cerr == nil {
-			return fmt.Errorf("lock %q: the node serving the wait failed; the wait was cancelled, nothing is held: %w",
-				name, errRemoteUnavailable)
+			return fmt.Errorf("lock %q: the acquire's outcome was unknown (%v); it was cancelled, nothing is held: %w",
+				name, err, shard.ErrUnavailable)
 		}
 	}
 	if err != nil || !served {
@@ -237,6 +249,10 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 	outcome, cerr := s.cancelLockWait(context.WithoutCancel(r.Context()), name, cmd.WaiterID)
 	if cerr != nil {
 		return fmt.Errorf("lock %q: cancelling the wait: %w", name, cerr)
+	}
+	if s.waits.Err() != nil {
+		return fmt.Errorf("lock %q: node %s is shutting down; the wait was cancelled, nothing is held: %w",
+			name, s.node, shard.ErrUnavailable)
 	}
 	held := &lock.Error{Code: lock.CodeLockHeld, Msg: fmt.Sprintf("lock %q: not granted within the wait of %s", name, cmd.Wait)}
 	if outcome == "released" {
@@ -367,6 +383,7 @@ func (s *Server) lockStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), bound)
 	defer cancel()
+	defer context.AfterFunc(s.waits, cancel)() // the node is shutting down (EndWaits)
 	start := time.Now()
 	var st lockStatusJSON
 	var rng fsm.Range
@@ -386,6 +403,9 @@ func (s *Server) lockStatus(w http.ResponseWriter, r *http.Request) error {
 				wctx, wcancel := context.WithDeadline(ctx, start.Add(req.wait))
 				werr := rep.WaitLockChange(wctx, name, req.waitIndex)
 				wcancel()
+				if s.waits.Err() != nil {
+					return fmt.Errorf("lock %q: node %s is shutting down: %w", name, s.node, shard.ErrUnavailable)
+				}
 				if werr != nil && wctx.Err() == nil {
 					return werr
 				}
@@ -412,20 +432,19 @@ func (s *Server) readLockStatus(ctx context.Context, rep Replica, name string) (
 	if _, err := rep.LinearizableRead(ctx); err != nil {
 		return lockStatusJSON{}, err
 	}
-	rec, applied, err := rep.FSM().LockRecord([]byte(name))
+	rec, index, err := rep.LockStatus(name)
 	if err != nil {
 		return lockStatusJSON{}, err
 	}
-	// A free lock has no record: its index is the seq of what the replica
-	// has applied, above the seq of every change it ever had (its record's
-	// deletion included), so a blocking status from it never misses one.
-	return s.toLockStatus(rep, name, rec, rep.FSM().TokenBase()+applied), nil
+	return s.toLockStatus(rep, name, rec, index), nil
 }
 
-// toLockStatus renders a record (nil: free). A held lock's index is its
-// ChangeSeq (lock/DESIGN.md "Records"); freeIndex is a free one's.
-func (s *Server) toLockStatus(rep Replica, name string, rec *lock.Record, freeIndex uint64) lockStatusJSON {
-	st := lockStatusJSON{Name: name, Holders: []holderJSON{}, Index: freeIndex, Limit: 1, Mode: lock.Exclusive.String()}
+// toLockStatus renders a record (nil: free) with its status index: the
+// record's ChangeSeq, or for a free lock the seq of what the replica has
+// applied, above every change the lock ever had (Replica.LockStatus). A
+// listed record has index 0: it is its ChangeSeq.
+func (s *Server) toLockStatus(rep Replica, name string, rec *lock.Record, index uint64) lockStatusJSON {
+	st := lockStatusJSON{Name: name, Holders: []holderJSON{}, Index: index, Limit: 1, Mode: lock.Exclusive.String()}
 	if rec == nil {
 		return st
 	}

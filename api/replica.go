@@ -40,6 +40,8 @@ import (
 //     is in the result. WaitLockGrant and WaitLockChange write nothing:
 //     they watch this replica's applied log (leader or not) until the
 //     waiter is granted or the lock's holders change, or ctx ends.
+//     LockStatus reads a lock's record and status index (the one
+//     WaitLockChange takes); after LinearizableRead it is linearizable.
 //     LockRemaining is the leader's countdown for a lease (false when this
 //     replica does not lead or has not observed it).
 //   - Range, IsLeader and Leader are snapshots that may be stale the moment
@@ -57,6 +59,7 @@ type Replica interface {
 	Lock(ctx context.Context, cmd lock.Command, epoch uint64) (*fsm.LockResult, uint64, error)
 	WaitLockGrant(ctx context.Context, name, waiterID string) (lock.Holder, uint64, error)
 	WaitLockChange(ctx context.Context, name string, afterSeq uint64) error
+	LockStatus(name string) (*lock.Record, uint64, error)
 	LockRemaining(name string, token uint64) (time.Duration, bool)
 }
 

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -313,8 +314,23 @@ func (r *Replica) observeHandoff(cmd lock.Command, lr *fsm.LockResult, start tim
 // ErrUnavailable when the replica closes.
 //
 // Any replica may wait, leader or not: the grant is in the replicated log
-// and every replica applies it, so a leader change strands no waiter.
+// and every replica applies it, so a leader change strands no waiter. The
+// replica must have applied the entry that queued the waiter (the one Lock
+// proposed there has); elsewhere use WaitLockGrantAt with that entry's index.
 func (r *Replica) WaitLockGrant(ctx context.Context, name, waiterID string) (lock.Holder, uint64, error) {
+	return r.WaitLockGrantAt(ctx, name, waiterID, 0)
+}
+
+// WaitLockGrantAt is WaitLockGrant on a replica that may not have applied
+// the acquire yet: it first waits until this replica applied index (the
+// index Lock returned for the queued acquire).
+func (r *Replica) WaitLockGrantAt(ctx context.Context, name, waiterID string, index uint64) (lock.Holder, uint64, error) {
+	if err := r.fsm.WaitApplied(ctx, index); err != nil {
+		if ctx.Err() != nil {
+			return lock.Holder{}, 0, ctx.Err()
+		}
+		return lock.Holder{}, 0, fmt.Errorf("shard %d: %w: %w", r.id, ErrUnavailable, err)
+	}
 	m := r.locks
 	w := &grantWait{name: name, id: waiterID, ch: make(chan struct{}, 1)}
 	m.mu.Lock()
@@ -419,6 +435,22 @@ func (r *Replica) WaitLockChange(ctx context.Context, name string, afterSeq uint
 	}
 }
 
+// LockStatus returns the record of lock name as this replica applied it
+// (nil: free) and the index a status answer reports, which WaitLockChange
+// takes: the record's ChangeSeq, or for a free lock TokenBase() + the
+// applied index it was read at. Errors are fsm.LockRecord's. For a
+// linearizable status, call LinearizableRead on the leader first.
+func (r *Replica) LockStatus(name string) (*lock.Record, uint64, error) {
+	rec, applied, err := r.fsm.LockRecord([]byte(name))
+	if err != nil {
+		return nil, 0, err
+	}
+	if rec != nil {
+		return rec, rec.ChangeSeq, nil
+	}
+	return nil, r.fsm.TokenBase() + applied, nil
+}
+
 // LockRemaining returns how long the lease of token on lock name has left
 // on this replica's countdown (the leader's view; a failover only lengthens
 // it), and false when this replica does not lead or does not know the lease.
@@ -449,7 +481,7 @@ func (m *lockManager) run(ctx context.Context, r *Replica) {
 	if err != nil {
 		r.log.Error("load lock records", "err", err)
 	}
-	now := m.mono()
+	now := m.mono() - r.knobs.lockTakeoverCredit(r.id)
 	for _, rec := range recs {
 		m.tracker.Observe(rec.Name, rec, now)
 		m.waiting += len(rec.Waiters)
@@ -522,11 +554,42 @@ func (m *lockManager) propose(ctx context.Context, r *Replica, cmds []lock.Comma
 			cctx, cancel := context.WithTimeout(ctx, r.applyTimeout)
 			defer cancel()
 			m.proposed.Add(1)
-			if _, _, err := r.Lock(cctx, c, 0); err != nil && ctx.Err() == nil {
+			_, _, err := r.Lock(cctx, c, 0)
+			var wrong *fsm.WrongShardError
+			switch {
+			case errors.As(err, &wrong):
+				// A split moved the lock to another shard, whose leader
+				// counts it down now: forget it here.
+				m.mu.Lock()
+				if m.tracker != nil {
+					m.tracker.Observe(c.LockName(), nil, m.mono())
+				}
+				m.mu.Unlock()
+			case err != nil && ctx.Err() == nil:
 				r.log.Warn("lock tracker proposal failed; will retry as leader",
 					"lock", c.LockName(), "kind", c.Kind().String(), "err", err)
 			}
 		}(c)
 	}
 	wg.Wait()
+}
+
+// TokenCeiling bounds every fencing token this replica's group has handed
+// out as far as this replica has applied: a token is at most the seq of its
+// grant plus the holders granted with it (lock/DESIGN.md "Why it never goes
+// back"), so base + applied index + lock.MaxHolders is above all of them.
+// Read it on the leader after a linearizable read to cover every
+// acknowledged grant.
+func (r *Replica) TokenCeiling() uint64 {
+	return r.fsm.TokenBase() + r.fsm.Applied() + lock.MaxHolders
+}
+
+// RaiseTokenBase proposes an fsm.OpRaiseBase: every token the group gives
+// after it is above floor (leader only; bases never go down).
+func (r *Replica) RaiseTokenBase(ctx context.Context, floor uint64) error {
+	res, err := r.Propose(ctx, &fsm.Command{Op: fsm.OpRaiseBase, Value: binary.BigEndian.AppendUint64(nil, floor)})
+	if err != nil {
+		return err
+	}
+	return res.Err
 }
