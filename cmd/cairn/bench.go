@@ -172,7 +172,7 @@ func runBench(cmd *cobra.Command, opts *cli.GlobalOptions, bf *benchFlags) error
 		cfg.Consistency = bf.consistency
 	}
 	if etcd && cfg.Workload == bench.WorkloadLock {
-		return usageErrorf("etcd's JSON gateway has no lock to measure this way: use bench/etcdnative lock (its native client's concurrency.Mutex)")
+		return cli.UsageErrorf("etcd's JSON gateway has no lock to measure this way: use bench/etcdnative lock (its native client's concurrency.Mutex)")
 	}
 	if err := cfg.Validate(); err != nil {
 		return cli.Usage(err)
