@@ -32,6 +32,7 @@ func TestLockctlExec(t *testing.T) {
 	t.Run("LostByReleaseKillsGroup", func(t *testing.T) { execLostByRelease(t, addrs, cl) })
 	t.Run("S15LostByPauseKillsGroup", func(t *testing.T) { execLostByPause(t, addrs, cl) })
 	t.Run("SignalForwarded", func(t *testing.T) { execSignalForwarded(t, addrs, cl) })
+	t.Run("InterruptedWait", func(t *testing.T) { execInterruptedWait(t, addrs, cl) })
 }
 
 // waitFile waits for path to exist with content and returns it.
@@ -328,4 +329,41 @@ func TestSuperviseGroupNegativeControl(t *testing.T) {
 			}
 		})
 	}
+}
+
+// SIGINT while exec waits in the lock's queue ends the wait: exit 1, the
+// command never runs, and the waiter leaves the queue.
+func execInterruptedWait(t *testing.T, addrs []string, cl *client.Client) {
+	ctx := test.Context(t, 30*time.Second)
+	held, err := cl.TryLock(ctx, "exec/queue", client.LockOptions{TTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = held.Unlock(ctx) }()
+	marker := filepath.Join(t.TempDir(), "ran")
+	cmd, _, errOut := lockctlProcess(t, addrs, "exec", "exec/queue", "--wait", "20s", "--", "touch", marker)
+	done := start(t, cmd)
+	test.WaitFor(t, 10*time.Second, "exec to queue", func() error {
+		st, err := cl.LockStatus(ctx, "exec/queue")
+		if err != nil || st.Waiters != 1 {
+			return fmt.Errorf("status %+v, %v: want one waiter", st, err)
+		}
+		return nil
+	})
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, done, 5*time.Second); code != 1 || !strings.Contains(errOut.String(), "interrupted") {
+		t.Fatalf("exit %d, stderr %q; want 1, interrupted", code, errOut)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the command ran without its lock: %v", err)
+	}
+	test.WaitFor(t, 10*time.Second, "the waiter to leave the queue", func() error {
+		st, err := cl.LockStatus(ctx, "exec/queue")
+		if err != nil || st.Waiters != 0 || st.Token != held.Token() {
+			return fmt.Errorf("status %+v, %v: want no waiter, holder %d", st, err, held.Token())
+		}
+		return nil
+	})
 }
