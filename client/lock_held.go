@@ -77,13 +77,20 @@ func (c *Client) lock(ctx context.Context, name string, opts LockOptions) (*Lock
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.leaseEnd = g.Sent.Add(l.ttl - l.margin)
-	first := l.ttl / 3
-	if time.Since(g.Sent) > first {
-		// The acquire waited in the queue: the grant may be far younger
-		// than the send time, so renew at once for a fresh lower bound.
-		first = 0
+	if time.Since(g.Sent) > l.ttl/3 {
+		// The acquire waited in the queue: the grant is younger than the
+		// send time, which may already be a lease ago. A renew sent now
+		// gives a bound worth having.
+		sent := time.Now()
+		if _, err := c.RenewLock(ctx, l.name, l.token); err != nil {
+			rctx, cancel := context.WithTimeout(context.Background(), l.ttl)
+			defer cancel()
+			_ = c.ReleaseLock(rctx, l.name, l.token)
+			return nil, err
+		}
+		l.leaseEnd = sent.Add(l.ttl - l.margin)
 	}
-	go l.renewLoop(first)
+	go l.renewLoop(l.ttl / 3)
 	return l, nil
 }
 

@@ -17,6 +17,7 @@ func TestLockClient(t *testing.T) {
 	t.Run("LockUnlockFence", func(t *testing.T) { lockClientBasics(t, addrs) })
 	t.Run("S15LostFiresBeforeTakeover", func(t *testing.T) { lockClientLost(t, addrs) })
 	t.Run("WatchAndList", func(t *testing.T) { lockClientWatchList(t, addrs) })
+	t.Run("I10WaitedGrantKeepsItsLease", func(t *testing.T) { lockClientWaited(t, addrs) })
 }
 
 func newLockClient(t *testing.T, addrs []string, knobs *client.Knobs) *client.Client {
@@ -236,5 +237,36 @@ func lockClientWatchList(t *testing.T, addrs []string) {
 	want := []string{"lc/list/a", "lc/list/q", name}
 	if len(listed) != len(want) || listed[0] != want[0] || listed[1] != want[1] || listed[2] != want[2] {
 		t.Fatalf("ListLocks(lc/list/) = %q, want %q", listed, want)
+	}
+}
+
+// A grant that waited in the queue longer than its own TTL is held and
+// renewed, not taken for lost: the acquire's send time is then more than a
+// lease ago, so the client bases the lease on a renew (invariant I10 from
+// the client's side).
+func lockClientWaited(t *testing.T, addrs []string) {
+	ctx := Context(t, 20*time.Second)
+	a, b := newLockClient(t, addrs, nil), newLockClient(t, addrs, nil)
+	const name = "lc/waited"
+	la, err := a.Lock(ctx, name, client.LockOptions{TTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(1500 * time.Millisecond) // > B's TTL of 1s
+		_ = la.Unlock(ctx)
+	}()
+	lb, err := b.Lock(ctx, name, client.LockOptions{TTL: time.Second, Wait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lb.Unlock(ctx) }()
+	select {
+	case <-lb.Lost():
+		t.Fatalf("a grant after a long wait was taken for lost: %v", lb.Err())
+	case <-time.After(2 * time.Second):
+	}
+	if st, err := a.LockStatus(ctx, name); err != nil || st.Token != lb.Token() {
+		t.Fatalf("status %+v, %v: want B (%d) still holding after two of its TTLs", st, err, lb.Token())
 	}
 }
