@@ -45,7 +45,8 @@ type Lock struct {
 // lease every TTL/3 and retries retryable failures until the lease would run
 // out. opts.Wait 0 waits as long as ctx allows (at most MaxLockWait). A lock
 // still held when the wait ends gives an error matching ErrLockHeld
-// (LockHolderOf names the holder).
+// (LockHolderOf names the holder). ctx bounds the acquire only: the Lock
+// lives on until Unlock or its loss.
 func (c *Client) Lock(ctx context.Context, name string, opts LockOptions) (*Lock, error) {
 	if opts.Wait == 0 {
 		opts.Wait = MaxLockWait
