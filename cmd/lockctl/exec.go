@@ -60,6 +60,9 @@ group; lockctl keeps the lock until COMMAND exits. Processes COMMAND leaves
 behind in its group when it exits are stopped too (SIGTERM, then SIGKILL after
 the grace) before the lock is released: nothing runs unprotected.
 Because COMMAND has its own process group, it does not read the terminal.
+Should lockctl itself be killed (SIGKILL, out of memory), the kernel kills
+COMMAND (Linux; its children are not covered, fencing is what protects data
+from them) and the lease runs out on the cluster.
 
 Exit codes:
   the command's own   COMMAND ran and exited while the lock was held
@@ -136,7 +139,7 @@ func runExec(cmd *cobra.Command, opts *cli.GlobalOptions, lo client.LockOptions,
 		"CAIRN_LOCK_NAME="+name,
 		"CAIRN_LOCK_TOKEN="+strconv.FormatUint(l.Token(), 10),
 		"CAIRN_ENDPOINTS="+strings.Join(wo.Endpoints, ","))
-	child.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	child.SysProcAttr = commandAttr()
 	// Should a process left in the group hold COMMAND's stdout open, Wait
 	// still returns.
 	child.WaitDelay = grace

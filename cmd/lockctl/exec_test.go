@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,6 +34,7 @@ func TestLockctlExec(t *testing.T) {
 	t.Run("S15LostByPauseKillsGroup", func(t *testing.T) { execLostByPause(t, addrs, cl) })
 	t.Run("SignalForwarded", func(t *testing.T) { execSignalForwarded(t, addrs, cl) })
 	t.Run("InterruptedWait", func(t *testing.T) { execInterruptedWait(t, addrs, cl) })
+	t.Run("KilledSupervisorKillsCommand", func(t *testing.T) { execKilledSupervisor(t, addrs, cl) })
 }
 
 // waitFile waits for path to exist with content and returns it.
@@ -363,6 +365,39 @@ func execInterruptedWait(t *testing.T, addrs []string, cl *client.Client) {
 		st, err := cl.LockStatus(ctx, "exec/queue")
 		if err != nil || st.Waiters != 0 || st.Token != held.Token() {
 			return fmt.Errorf("status %+v, %v: want no waiter, holder %d", st, err, held.Token())
+		}
+		return nil
+	})
+}
+
+// lockctl killed outright (SIGKILL: it can stop nothing): the kernel kills
+// COMMAND (Pdeathsig, Linux), and the lease expires on the cluster.
+func execKilledSupervisor(t *testing.T, addrs []string, cl *client.Client) {
+	if runtime.GOOS != "linux" {
+		t.Skip("Pdeathsig is Linux only")
+	}
+	ctx := test.Context(t, 30*time.Second)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	script := fmt.Sprintf(`echo $$ > %[1]s.tmp && mv %[1]s.tmp %[1]s; i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done`, pidFile)
+	cmd, _, _ := lockctlProcess(t, addrs, "exec", "exec/killed", "--ttl", "1s", "--", "sh", "-c", script)
+	done := start(t, cmd)
+	pid, err := strconv.Atoi(strings.TrimSpace(waitFile(t, pidFile, done)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	test.WaitFor(t, 5*time.Second, "the command to die with lockctl", func() error {
+		if !processGone(pid) {
+			return fmt.Errorf("pid %d still runs", pid)
+		}
+		return nil
+	})
+	test.WaitFor(t, 10*time.Second, "the lease to expire", func() error {
+		st, err := cl.LockStatus(ctx, "exec/killed")
+		if err != nil || st.Held {
+			return fmt.Errorf("status %+v, %v", st, err)
 		}
 		return nil
 	})

@@ -54,6 +54,9 @@ func lockctlProcess(t *testing.T, endpoints []string, args ...string) (*exec.Cmd
 	cmd.Env = append(os.Environ(), asMain+"=1", "CAIRN_ENDPOINTS="+strings.Join(endpoints, ","), "GORACE=atexit_sleep_ms=0")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
+	// A command that outlives lockctl holds the output pipes: Wait gives up
+	// on them after this long.
+	cmd.WaitDelay = 2 * time.Second
 	return cmd, &out, &errOut
 }
 
