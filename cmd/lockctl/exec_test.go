@@ -35,6 +35,7 @@ func TestLockctlExec(t *testing.T) {
 	t.Run("SignalForwarded", func(t *testing.T) { execSignalForwarded(t, addrs, cl) })
 	t.Run("InterruptedWait", func(t *testing.T) { execInterruptedWait(t, addrs, cl) })
 	t.Run("KilledSupervisorKillsCommand", func(t *testing.T) { execKilledSupervisor(t, addrs, cl) })
+	t.Run("Semaphore", func(t *testing.T) { execSemaphore(t, addrs, cl) })
 }
 
 // waitFile waits for path to exist with content and returns it.
@@ -401,4 +402,40 @@ func execKilledSupervisor(t *testing.T, addrs []string, cl *client.Client) {
 		}
 		return nil
 	})
+}
+
+// exec --limit 2: two commands hold the semaphore together, each with its
+// own token; a third finds it full (exit 1).
+func execSemaphore(t *testing.T, addrs []string, cl *client.Client) {
+	ctx := test.Context(t, 30*time.Second)
+	dir := t.TempDir()
+	goFile := filepath.Join(dir, "go")
+	var dones []<-chan error
+	tokens := map[string]bool{}
+	for i := range 2 {
+		tokFile := filepath.Join(dir, "token"+strconv.Itoa(i))
+		script := fmt.Sprintf(`echo $CAIRN_LOCK_TOKEN > %[1]s.tmp && mv %[1]s.tmp %[1]s; i=0; while [ ! -e %[2]s ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done`, tokFile, goFile)
+		cmd, _, _ := lockctlProcess(t, addrs, "exec", "exec/sem", "--limit", "2", "--ttl", "5s", "--", "sh", "-c", script)
+		done := start(t, cmd)
+		dones = append(dones, done)
+		tokens[strings.TrimSpace(waitFile(t, tokFile, done))] = true
+	}
+	if len(tokens) != 2 {
+		t.Fatalf("two holders of a semaphore share a token: %v", tokens)
+	}
+	cmd, _, errOut := lockctlProcess(t, addrs, "exec", "exec/sem", "--limit", "2", "--wait", "0s", "--", "true")
+	if code := exitCodeOf(t, cmd.Run()); code != 1 || !strings.Contains(errOut.String(), "lock_held") {
+		t.Fatalf("third holder of a 2-semaphore: exit %d, %s; want 1, lock_held", code, errOut)
+	}
+	if st, err := cl.LockStatus(ctx, "exec/sem"); err != nil || len(st.Holders) != 2 || st.Limit != 2 {
+		t.Fatalf("status %+v, %v: want 2 holders of limit 2", st, err)
+	}
+	if err := os.WriteFile(goFile, []byte("go\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, done := range dones {
+		if code := waitExit(t, done, 10*time.Second); code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+	}
 }
