@@ -1,7 +1,8 @@
 // Package client is the embedded Go client of cairn: it speaks the HTTP JSON
 // API of docs/api.md with retries, endpoint rotation, idempotent writes, session
 // tokens, and a range cache that sends writes and linearizable reads straight
-// to the shard leader (route.go).
+// to the shard leader (route.go). Locks that renew themselves, with fencing
+// tokens for the writes they protect, are in lock.go and lock_held.go.
 package client
 
 import (
