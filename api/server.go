@@ -123,6 +123,8 @@ type Server struct {
 	node    string // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc
+	// locks holds the routes under /v1/locks/, served outside the mux too.
+	locks lockRoutes
 }
 
 // headers of docs/api.md.
@@ -209,6 +211,9 @@ func (s *Server) routes() {
 		http.MethodDelete: s.wrap("DELETE /v1/kv/", "kv_delete", s.del),
 		"":                s.wrap(kvPrefix, "unknown", s.notFound), // any other method: 405
 	}
+	s.locks = s.newLockRoutes()
+	s.handle("GET /v1/locks", "lock_list", s.lockList)
+	s.handle("POST "+cluster.PathLockCancelWait, "internal", s.internalCancelWait)
 	s.handle("GET /v1/cluster", "cluster", s.cluster)
 	s.handle("POST /v1/cluster/shards/{id}/split", "cluster_split", s.splitShard)
 	s.handle("POST "+pathAllocRangeID, "internal", s.internalAllocRangeID)
@@ -224,6 +229,7 @@ func (s *Server) routes() {
 		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	s.handle("/v1/kv", "unknown", s.notFound) // other methods on the scan path: 405, not a redirect
+	s.handle("/v1/locks", "unknown", s.notFound)
 	s.handle("/", "unknown", s.notFound)
 }
 
@@ -236,11 +242,13 @@ const kvPrefix = "/v1/kv/"
 // node-to-node routes are not checked.
 var queryParams = map[string][]string{
 	"GET /v1/kv":      {"prefix", "start", "end", "limit", "keys_only", "consistency", "max_staleness"},
-	"GET /v1/kv/":     {"consistency", "max_staleness", "raw"},
+	"GET /v1/kv/":     {"consistency", "max_staleness", "raw", "fence_lock", "fence_token"},
 	"PUT /v1/kv/":     {"prev", "ttl", "request_id"}, // ttl and request_id with a binary body only (parsePut)
 	"POST /v1/kv/":    {"prev", "ttl", "request_id"},
-	"DELETE /v1/kv/":  {"if_mod_index", "request_id", "prev"},
+	"DELETE /v1/kv/":  {"if_mod_index", "request_id", "prev", "fence_lock", "fence_token"},
 	"GET /v1/cluster": {"local"},
+	"GET /v1/locks":   {"prefix", "start", "end", "limit"},
+	"GET /v1/locks/":  {"wait_index", "wait"},
 }
 
 // handlerFunc is an API handler: it writes its success itself and returns an
@@ -258,6 +266,7 @@ func (s *Server) wrap(pattern, route string, h handlerFunc) http.HandlerFunc {
 	checked := strings.HasPrefix(path, "/v1/") && route != "unknown"
 	accepted := queryParams[pattern]
 	name := strings.Replace(pattern, kvPrefix, kvPrefix+"{key}", 1) // for messages
+	name = strings.Replace(name, lockPrefix, lockPrefix+"{name}", 1)
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
@@ -290,6 +299,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h = s.kv[""]
 		}
 		h(w, r)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, lockPrefix) {
+		s.serveLock(w, r)
 		return
 	}
 	s.mux.ServeHTTP(w, r)
@@ -376,7 +389,7 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	setHeaders(w, 0, 0, r.Header.Get(hdrSession))
 	p := r.URL.Path
 	switch {
-	case p == "/v1/kv", strings.HasPrefix(p, "/v1/kv/"),
+	case p == "/v1/kv", strings.HasPrefix(p, "/v1/kv/"), p == "/v1/locks", strings.HasPrefix(p, lockPrefix),
 		p == "/v1/cluster", p == "/healthz", p == "/readyz", p == "/metrics":
 		return fmt.Errorf("%w: %s %s", errMethod, r.Method, p)
 	}

@@ -15,7 +15,7 @@ var (
 
 // buckets are the open buckets of one write transaction.
 type buckets struct {
-	data, meta, ttl, fence, dedup, dedupTime *bbolt.Bucket
+	data, meta, ttl, fence, dedup, dedupTime, locks *bbolt.Bucket
 }
 
 func txBuckets(tx *bbolt.Tx) buckets {
@@ -26,6 +26,7 @@ func txBuckets(tx *bbolt.Tx) buckets {
 		fence:     tx.Bucket(bucketFence),
 		dedup:     tx.Bucket(bucketDedup),
 		dedupTime: tx.Bucket(bucketDedupTime),
+		locks:     tx.Bucket(bucketLocks),
 	}
 	// Both dedup buckets grow at their right edge (dedupTime by proposer
 	// time, dedup by request ids that cairn's client prefixes with the time)
@@ -46,7 +47,9 @@ type applyCtx struct {
 	rngChanged bool  // a split or membership change rewrote rng in this batch
 	window     int64 // dedup window, nanoseconds
 	ttls       []TTLEntry
-	children   []Range // ranges split off in this batch
+	base       uint64      // lock token base of the group
+	lockEvents []LockEvent // applied OpLock entries, for Config.OnLock
+	children   []Range     // ranges split off in this batch
 	onSplit    func(child Range, servers []Server, export func(w io.Writer) error) error
 }
 
@@ -71,7 +74,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if len(logs) == 0 || logs[len(logs)-1].Index <= start {
 		return out
 	}
-	ctx := &applyCtx{rng: f.Range(), window: int64(f.cfg.DedupWindow), onSplit: f.cfg.OnSplit}
+	ctx := &applyCtx{rng: f.Range(), window: int64(f.cfg.DedupWindow), onSplit: f.cfg.OnSplit, base: f.base.Load()}
 	applied := start
 	f.dbMu.RLock()
 	if f.db == nil {
@@ -129,6 +132,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			f.cfg.OnTTL(e)
 		}
 	}
+	if f.cfg.OnLock != nil {
+		for _, e := range ctx.lockEvents {
+			f.cfg.OnLock(e)
+		}
+	}
 	return out
 }
 
@@ -152,7 +160,12 @@ func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
 			return nil, err
 		}
 	}
-	if cmd.RequestID != "" {
+	// Lock commands and fenced gets are idempotent by themselves (lock.Apply
+	// by waiter id, token and seq; a fenced get registers the same token
+	// again): they skip the dedup window, whose stored results carry
+	// neither a lock outcome nor a value.
+	dedup := cmd.RequestID != "" && cmd.Op != OpLock && cmd.Op != OpFencedGet
+	if dedup {
 		if r, err := c.lookupDedup(cmd.RequestID); r != nil || err != nil {
 			return r, err
 		}
@@ -168,11 +181,17 @@ func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
 		r, err = c.del(cmd, l.Index)
 	case OpExpire:
 		r, err = c.expire(cmd, l.Index)
+	case OpLock:
+		r, err = c.lock(cmd, l.Index)
+	case OpFencedGet:
+		r, err = c.fencedGet(cmd, l.Index)
+	default:
+		r = &Result{Index: l.Index, Err: fmt.Errorf("%w: op %v", ErrInvalidCommand, cmd.Op)}
 	}
 	if err != nil {
 		return nil, err
 	}
-	if cmd.RequestID != "" && dedupable(r) {
+	if dedup && dedupable(r) {
 		if err := c.storeDedup(cmd, r); err != nil {
 			return nil, err
 		}

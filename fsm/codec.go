@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/internal/wire"
+	"github.com/cairndb/cairn/lock"
 )
 
 // commandFormat is the first byte of every encoded command. A replica that
@@ -114,6 +115,17 @@ func validateCommand(c *Command) error {
 	case OpPut, OpDelete, OpExpire:
 	case OpNoop:
 		minKey = 0 // a noop touches no key
+	case OpLock:
+		// The key is the lock name; the value a lock.Command whose name
+		// apply checks against it.
+		if len(c.Key) > lock.MaxNameSize || len(c.Value) == 0 {
+			return fmt.Errorf("%w: lock command needs a name of 1..%d bytes and a value",
+				ErrInvalidCommand, lock.MaxNameSize)
+		}
+	case OpFencedGet:
+		if c.Fence == nil {
+			return fmt.Errorf("%w: fenced get without a fence", ErrInvalidCommand)
+		}
 	case OpSplit:
 		if c.ChildID == 0 || len(c.Servers) == 0 || len(c.Servers) > maxServers {
 			return fmt.Errorf("%w: split needs a child id and 1..%d servers", ErrInvalidCommand, maxServers)

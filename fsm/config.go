@@ -28,6 +28,15 @@ type Config struct {
 	// OnTTL is called after a batch commits, once per applied OpPut with
 	// TTL>0, on the apply goroutine; it must not block.
 	OnTTL func(TTLEntry)
+	// OnLock is called after a batch commits, once per applied OpLock entry
+	// that did not fail to decode or route, in log order, on the apply
+	// goroutine; it must not block. The event's records are not shared
+	// with the store and must not be modified.
+	OnLock func(LockEvent)
+	// AfterRestore is called after Restore installed a snapshot (every lock
+	// record may have changed without an OnLock), on raft's goroutine; it
+	// must not block.
+	AfterRestore func()
 	// OnSplit is called while an OpSplit is applied, inside the batch's
 	// transaction, before the parent drops the child's half. export writes
 	// the child's initial state in the snapshot stream format (applied index

@@ -45,6 +45,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.setApplied(applied)
 	f.log.Info("restored snapshot", "applied", applied)
+	if f.cfg.AfterRestore != nil {
+		f.cfg.AfterRestore()
+	}
 	return nil
 }
 

@@ -34,7 +34,7 @@ func (c *applyCtx) split(cmd *Command, index uint64) (*Result, error) {
 	child := Range{ID: cmd.ChildID, Start: cloneBytes(cmd.Key), End: cloneBytes(c.rng.End),
 		Epoch: parent.Epoch, Replicas: voters(cmd.Servers)}
 	if c.onSplit != nil {
-		export := func(w io.Writer) error { return c.exportChild(w, child) }
+		export := func(w io.Writer) error { return c.exportChild(w, child, c.base+index) }
 		if err := c.onSplit(child, cmd.Servers, export); err != nil {
 			return nil, fmt.Errorf("prepare child range %d: %w", child.ID, err)
 		}
@@ -94,9 +94,9 @@ func (c *applyCtx) setRange(r Range) error {
 }
 
 // dropFrom deletes every key at or after from (the child's half) from the
-// data, ttl and fence buckets.
+// data, ttl, locks and fence buckets.
 func (c *applyCtx) dropFrom(from []byte) error {
-	for _, b := range []*bbolt.Bucket{c.b.data, c.b.ttl} {
+	for _, b := range []*bbolt.Bucket{c.b.data, c.b.ttl, c.b.locks} {
 		var keys [][]byte
 		cur := b.Cursor()
 		for k, _ := cur.Seek(from); k != nil; k, _ = cur.Next() {
@@ -136,36 +136,41 @@ func fenceKeyOf(k []byte) []byte {
 }
 
 // exportChild writes the child's initial state in the snapshot stream
-// format: its keys, TTLs and fences, every dedup entry (a retried request
-// must still be recognised after the split, I7), its range and applied
-// index ChildAppliedIndex.
-func (c *applyCtx) exportChild(w io.Writer, child Range) error {
+// format: its keys, TTLs, lock records and fences, every dedup entry (a
+// retried request must still be recognised after the split, I7), its range,
+// applied index ChildAppliedIndex and lock token base (the parent's base +
+// the split's index, so the child's sequence numbers start above every one
+// the parent reached: I9, lock/DESIGN.md).
+func (c *applyCtx) exportChild(w io.Writer, child Range, base uint64) error {
 	sw := newSnapWriter(w)
 	for i, name := range allBuckets {
-		if err := c.exportBucket(name, i, child, sw.record); err != nil {
+		if err := c.exportBucket(name, i, child, base, sw.record); err != nil {
 			return err
 		}
 	}
 	return sw.finish()
 }
 
-func (c *applyCtx) exportBucket(name []byte, idx int, child Range, emit func(int, []byte, []byte) error) error {
+func (c *applyCtx) exportBucket(name []byte, idx int, child Range, base uint64, emit func(int, []byte, []byte) error) error {
 	switch {
 	case bytes.Equal(name, bucketMeta):
 		for _, kv := range [][2][]byte{
 			{metaApplied, u64(ChildAppliedIndex)},
 			{metaFormat, []byte{storeFormat}},
 			{metaRange, encodeRange(child)},
+			{metaTokenBase, u64(base)},
 		} {
 			if err := emit(idx, kv[0], kv[1]); err != nil {
 				return err
 			}
 		}
 		return nil
-	case bytes.Equal(name, bucketData), bytes.Equal(name, bucketTTL):
+	case bytes.Equal(name, bucketData), bytes.Equal(name, bucketTTL), bytes.Equal(name, bucketLocks):
 		b := c.b.data
 		if bytes.Equal(name, bucketTTL) {
 			b = c.b.ttl
+		} else if bytes.Equal(name, bucketLocks) {
+			b = c.b.locks
 		}
 		cur := b.Cursor()
 		for k, v := cur.Seek(child.Start); k != nil && child.Contains(k); k, v = cur.Next() {

@@ -25,16 +25,23 @@ var (
 	bucketFence     = []byte("fence")      // lock 0x00 key -> 8-byte highest accepted token
 	bucketDedup     = []byte("dedup")      // request id -> 8-byte time, encodeResult
 	bucketDedupTime = []byte("dedup-time") // 8-byte time, request id -> empty (pruning order)
+	bucketLocks     = []byte("locks")      // lock name -> lock.EncodeRecord (lock/DESIGN.md)
 )
 
 // allBuckets fixes the order used by Hash and the snapshot bucket ids
 // (id = position + 1). Never reorder: snapshots on disk depend on it.
-var allBuckets = [][]byte{bucketMeta, bucketData, bucketTTL, bucketFence, bucketDedup, bucketDedupTime}
+// A data dir or snapshot from before a bucket existed opens without it
+// (initDB and loadBatch create missing buckets empty).
+var allBuckets = [][]byte{bucketMeta, bucketData, bucketTTL, bucketFence, bucketDedup, bucketDedupTime, bucketLocks}
 
 var (
 	metaApplied = []byte("applied")
 	metaRange   = []byte("range")
 	metaFormat  = []byte("format")
+	// metaTokenBase is the group's lock token base (8 bytes big-endian):
+	// absent means 0 (genesis ranges, and every store from before locks);
+	// a split's child gets parent base + split index (lock/DESIGN.md).
+	metaTokenBase = []byte("token-base")
 )
 
 // storeFormat is the layout version of the bbolt file, checked at Open.
@@ -56,6 +63,7 @@ type FSM struct {
 	db   *bbolt.DB
 
 	applied atomic.Uint64
+	base    atomic.Uint64 // lock token base (metaTokenBase); fixed for the life of a group's state
 
 	rngMu sync.RWMutex
 	// rngCache is the range descriptor last decoded inside a read
@@ -188,17 +196,21 @@ func initDB(db *bbolt.DB, initial Range) error {
 
 // load reads the applied index and range from db into memory.
 func (f *FSM) load(db *bbolt.DB) error {
-	var applied uint64
+	var applied, base uint64
 	var rng Range
 	err := db.View(func(tx *bbolt.Tx) error {
 		var err error
-		applied, rng, err = readMeta(tx)
+		if applied, rng, err = readMeta(tx); err != nil {
+			return err
+		}
+		base, err = readTokenBase(tx)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("fsm: load meta: %w", err)
 	}
 	f.applied.Store(applied)
+	f.base.Store(base)
 	f.rngMu.Lock()
 	f.rng = rng
 	f.rngMu.Unlock()
@@ -229,6 +241,22 @@ func readMeta(tx *bbolt.Tx) (uint64, Range, error) {
 	}
 	return binary.BigEndian.Uint64(av), rng, nil
 }
+
+// readTokenBase returns the stored lock token base, 0 when absent.
+func readTokenBase(tx *bbolt.Tx) (uint64, error) {
+	v := tx.Bucket(bucketMeta).Get(metaTokenBase)
+	if v == nil {
+		return 0, nil
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: token base", errCorrupt)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// TokenBase returns the group's lock token base: a lock entry at raft index
+// i has sequence number TokenBase()+i (lock/DESIGN.md "Sequence numbers").
+func (f *FSM) TokenBase() uint64 { return f.base.Load() }
 
 // Close closes the store. Pending WaitApplied calls return ErrClosed.
 func (f *FSM) Close() error {

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cairndb/cairn/lock"
 )
 
 // Limits enforced on every command, by the API edge and again by the decoder.
@@ -32,6 +34,15 @@ const (
 	OpSplit Op = 16
 	// 17..31 reserved for range changes (merge) issued by placement/.
 	// 32..47 reserved for locks and leases (lock/).
+	// OpLock applies one lock.Command (lock.EncodeCommand in Value) to the
+	// record of the lock named Key, in bucket `locks` (lock/DESIGN.md).
+	// Time is the proposer's wall clock, lock.Apply's now.
+	OpLock Op = 32
+	// 33 reserved.
+	// OpFencedGet reads Key through raft and registers Fence on it like a
+	// fenced write would (refused with *StaleTokenError under a higher
+	// token): every later write with a lower token is refused (I11).
+	OpFencedGet Op = 34
 )
 
 func (o Op) String() string {
@@ -46,6 +57,10 @@ func (o Op) String() string {
 		return "noop"
 	case OpSplit:
 		return "split"
+	case OpLock:
+		return "lock"
+	case OpFencedGet:
+		return "fenced_get"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -111,11 +126,22 @@ type KV struct {
 
 // Result is what Apply returns for a command (as interface{} through raft).
 type Result struct {
-	Index   uint64 // log index of the command that produced this result (the original one for a dedup hit)
-	KV      *KV    // OpPut: the written key's metadata (Value omitted)
-	Prev    *KV    // previous kv when Command.Prev was set and the key existed
-	Deleted int    // OpDelete, OpExpire: 1 if a key was removed
-	Err     error  // nil, *ConditionError, *WrongShardError, *StaleTokenError, ErrInvalidCommand
+	Index   uint64      // log index of the command that produced this result (the original one for a dedup hit)
+	KV      *KV         // OpPut: the written key's metadata (Value omitted); OpFencedGet: the key with its value, nil if absent
+	Prev    *KV         // previous kv when Command.Prev was set and the key existed
+	Deleted int         // OpDelete, OpExpire: 1 if a key was removed
+	Err     error       // nil, *ConditionError, *WrongShardError, *StaleTokenError, ErrInvalidCommand
+	Lock    *LockResult // OpLock: what lock.Apply did (nil when Err is set)
+}
+
+// LockResult is the outcome of an OpLock entry. Result.Err inside it is a
+// deterministic refusal (lock_held, lock_lost, invalid_argument) with the
+// record unchanged; Record is the record after the entry, nil when the lock
+// is free and its record was dropped.
+type LockResult struct {
+	Result lock.Result
+	Record *lock.Record
+	Seq    uint64 // base+index of the entry: the lock sequence number (lock/DESIGN.md)
 }
 
 // Range is a shard's key range: [Start, End). An empty End means +infinity.

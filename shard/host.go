@@ -57,6 +57,7 @@ type Host struct {
 
 	leaderChanges  *prometheus.CounterVec // nil until RegisterMetrics
 	proposeSeconds prometheus.Histogram   // nil until RegisterMetrics
+	lockMetrics    *lockMetrics           // nil until RegisterMetrics
 }
 
 // DefaultHostConfig returns a host configuration with production defaults;
@@ -241,6 +242,7 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		readyCh: make(chan struct{}), genCh: make(chan struct{}), kick: make(chan struct{}, 1),
 		stop: make(chan struct{}),
 	}
+	r.locks = newLockManager(desc.ID, h.lockMetrics, r.clock.Now)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		// A new replica: whatever an earlier replica of this shard left in
 		// the WAL (a removal cut short by a crash) is not its.
@@ -260,10 +262,19 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		OnTTL: func(e fsm.TTLEntry) {
 			r.ttl.add(r.clock.Now().Add(e.TTL), e)
 		},
-		OnSplit:    h.prepareChild,
-		AfterSplit: h.startChild,
-		DeferSync:  h.cfg.DeferFSMSync,
-		BootID:     h.cfg.BootID,
+		OnLock: func(e fsm.LockEvent) {
+			r.locks.onLock(e)
+		},
+		AfterRestore: func() {
+			r.locks.recheckAll(true, r.fsm.TokenBase()+r.fsm.Applied())
+		},
+		OnSplit: h.prepareChild,
+		AfterSplit: func(child fsm.Range) {
+			r.locks.recheckAll(false, 0) // waits on names that moved to the child end
+			h.startChild(child)
+		},
+		DeferSync: h.cfg.DeferFSMSync,
+		BootID:    h.cfg.BootID,
 
 		BeforeRangePublish: h.cfg.BeforeRangePublish,
 	})
@@ -271,6 +282,7 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		return nil, fmt.Errorf("shard %d: open fsm: %w", desc.ID, err)
 	}
 	r.fsm = f
+	r.locks.floor = f.TokenBase() + f.Applied()
 	if err := catchUpFromSnapshot(dir, f, log); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("shard %d: %w", desc.ID, err)

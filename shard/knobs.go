@@ -2,6 +2,7 @@ package shard
 
 import (
 	"io"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -24,6 +25,20 @@ type ReplicaKnobs struct {
 	// replica's applied index behind its commit index (a lagging replica),
 	// or keeps a replica that waits for its first snapshot empty.
 	BeforeFSM func(shard uint64)
+
+	// LockTakeoverCredit breaks invariant I10 on purpose (the negative
+	// control of the lease tests): a new leader starts the countdowns of
+	// the leases it finds as if this much of each had already run, as a
+	// leader trusting the old leader's timing would. Never set outside
+	// tests.
+	LockTakeoverCredit func(shard uint64) time.Duration
+}
+
+func (k *ReplicaKnobs) lockTakeoverCredit(shard uint64) time.Duration {
+	if k == nil || k.LockTakeoverCredit == nil {
+		return 0
+	}
+	return k.LockTakeoverCredit(shard)
 }
 
 func (k *ReplicaKnobs) beforeLeadershipLook(shard uint64) {

@@ -130,5 +130,10 @@ func (r *Replica) becomeLeader(ctx context.Context) {
 	r.ready, r.readyTerm = true, term
 	close(r.readyCh)
 	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.locks.run(ctx, r)
+	}()
 	r.ttl.run(ctx, r)
 }

@@ -27,6 +27,11 @@ func (h *Host) RegisterMetrics(reg prometheus.Registerer) error {
 	if err := reg.Register(h.proposeSeconds); err != nil {
 		return err
 	}
+	lm, err := newLockMetrics(reg)
+	if err != nil {
+		return err
+	}
+	h.lockMetrics = lm
 	return reg.Register(&collector{h: h})
 }
 

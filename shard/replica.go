@@ -30,6 +30,7 @@ type Replica struct {
 	applyTimeout time.Duration
 	verifier     verifier
 	ttl          *ttlManager
+	locks        *lockManager
 	knobs        *ReplicaKnobs // nil in production
 
 	// readiness: a leader serves linearizable reads only after an entry of
