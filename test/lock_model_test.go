@@ -38,7 +38,7 @@ func renew(tok uint64) LockInput   { return LockInput{Op: LockOpRenew, Token: to
 func release(tok uint64) LockInput { return LockInput{Op: LockOpRelease, Token: tok} }
 
 var (
-	lockStatus   = LockInput{Op: LockOpStatus}
+	statusOp   = LockInput{Op: LockOpStatus}
 	lockOK       = LockOutput{OK: true}
 	lockLost     = LockOutput{Lost: true}
 	lockUnknown  = LockOutput{Unknown: true}
@@ -68,7 +68,7 @@ func TestLockModelHandBuiltHistories(t *testing.T) {
 		{"try-lock while held sees the holder", []porcupine.Operation{
 			lop(0, 0, 10, acq(1000), granted(5)),
 			lop(1, 20, 30, acq(1000), heldBy(5)),
-			lop(2, 40, 50, lockStatus, statusHeld(5)),
+			lop(2, 40, 50, statusOp, statusHeld(5)),
 			lop(0, 60, 70, renew(5), lockOK),
 		}, true},
 		{"expiry after the ttl: next grant, then the old holder is lost", []porcupine.Operation{
@@ -79,7 +79,7 @@ func TestLockModelHandBuiltHistories(t *testing.T) {
 		}, true},
 		{"expiry observed by a status and by lock_lost", []porcupine.Operation{
 			lop(0, 0, 10, acq(100), granted(5)),
-			lop(1, 120, 130, lockStatus, lockFree),
+			lop(1, 120, 130, statusOp, lockFree),
 			lop(0, 140, 150, renew(5), lockLost),
 		}, true},
 		{"a renew extends the lease", []porcupine.Operation{
@@ -95,7 +95,7 @@ func TestLockModelHandBuiltHistories(t *testing.T) {
 		{"an unknown acquire may hold the lock unseen, then vanish", []porcupine.Operation{
 			lop(0, 0, openReturn, acq(1000), lockUnknown),
 			lop(1, 20, 30, acq(1000), heldBy(7)),
-			lop(1, 40, 50, lockStatus, lockFree),
+			lop(1, 40, 50, statusOp, lockFree),
 			lop(1, 60, 70, acq(1000), granted(9)),
 		}, true},
 		{"an unknown acquire may never have happened", []porcupine.Operation{
@@ -111,8 +111,8 @@ func TestLockModelHandBuiltHistories(t *testing.T) {
 			lop(0, 0, 10, acq(1000), granted(5)),
 			lop(1, 15, 100, acqWait(1000, 80), lockHeldAnon),
 			lop(0, 20, 30, release(5), lockOK),
-			lop(2, 40, 50, lockStatus, statusHeld(6)), // the waiter's grant, before its cancel
-			lop(2, 110, 120, lockStatus, lockFree),
+			lop(2, 40, 50, statusOp, statusHeld(6)), // the waiter's grant, before its cancel
+			lop(2, 110, 120, statusOp, lockFree),
 			lop(2, 130, 140, acq(1000), granted(9)),
 		}, true},
 		{"locks are independent", []porcupine.Operation{
@@ -165,12 +165,12 @@ func TestLockModelHandBuiltHistories(t *testing.T) {
 		}, false},
 		{"status free while the lease runs", []porcupine.Operation{
 			lop(0, 0, 10, acq(1000), granted(5)),
-			lop(1, 20, 30, lockStatus, lockFree),
+			lop(1, 20, 30, statusOp, lockFree),
 		}, false},
 		{"an answer that saw the next holder returned before the expiry could happen", []porcupine.Operation{
 			lop(0, 0, 10, acq(100), granted(5)),
 			lop(1, 5, 200, acq(100), granted(6)),      // may linearize after A's lease (t>=100) ...
-			lop(2, 20, 50, lockStatus, statusHeld(6)), // ... but this saw it at t<=50
+			lop(2, 20, 50, statusOp, statusHeld(6)), // ... but this saw it at t<=50
 		}, false},
 		{"a try-lock cannot be an unseen grant", []porcupine.Operation{
 			lop(0, 0, 10, acq(1000), granted(5)),

@@ -98,15 +98,6 @@ func WithClient(ctx context.Context, i int) context.Context {
 	return context.WithValue(ctx, clientKey{}, i)
 }
 
-// LockPath is the API path of a lock action ("" for status).
-func LockPath(name, action string) string {
-	p := "/v1/locks/" + url.PathEscape(name)
-	if action != "" {
-		p += "/" + action
-	}
-	return p
-}
-
 func lockError(res *HTTPResult, err error) error {
 	if err != nil {
 		return err // no answer: unknown
@@ -147,7 +138,7 @@ func (h HTTPLocks) Acquire(ctx context.Context, name string, req LockAcquire) (u
 	if req.Limit > 1 {
 		body["limit"] = req.Limit
 	}
-	res, err := Do(ctx, http.MethodPost, h.node(ctx), LockPath(name, "acquire"), body)
+	res, err := Do(ctx, http.MethodPost, h.node(ctx), lockURL(name, "acquire"), body)
 	if err := lockError(res, err); err != nil {
 		return 0, err
 	}
@@ -162,19 +153,19 @@ func (h HTTPLocks) Acquire(ctx context.Context, name string, req LockAcquire) (u
 
 // Renew implements LockService.
 func (h HTTPLocks) Renew(ctx context.Context, name string, token uint64) error {
-	res, err := Do(ctx, http.MethodPost, h.node(ctx), LockPath(name, "renew"), map[string]uint64{"token": token})
+	res, err := Do(ctx, http.MethodPost, h.node(ctx), lockURL(name, "renew"), map[string]uint64{"token": token})
 	return lockError(res, err)
 }
 
 // Release implements LockService.
 func (h HTTPLocks) Release(ctx context.Context, name string, token uint64) error {
-	res, err := Do(ctx, http.MethodPost, h.node(ctx), LockPath(name, "release"), map[string]uint64{"token": token})
+	res, err := Do(ctx, http.MethodPost, h.node(ctx), lockURL(name, "release"), map[string]uint64{"token": token})
 	return lockError(res, err)
 }
 
 // Status implements LockService.
 func (h HTTPLocks) Status(ctx context.Context, name string) (LockInfo, error) {
-	res, err := Do(ctx, http.MethodGet, h.node(ctx), LockPath(name, ""), nil)
+	res, err := Do(ctx, http.MethodGet, h.node(ctx), lockURL(name, ""), nil)
 	if err := lockError(res, err); err != nil {
 		return LockInfo{}, err
 	}
@@ -226,4 +217,13 @@ func (h HTTPLocks) Put(ctx context.Context, key, value, lock string, token uint6
 	}
 	res, err := Do(ctx, http.MethodPut, h.node(ctx), KVPath(key), body)
 	return lockError(res, err)
+}
+
+// lockURL is the API path of a lock action ("" for the status), as the lock API tests' LockPath.
+func lockURL(name, action string) string {
+	p := "/v1/locks/" + url.PathEscape(name)
+	if action != "" {
+		p += "/" + action
+	}
+	return p
 }
