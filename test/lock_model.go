@@ -59,6 +59,9 @@ type LockOutput struct {
 	StatusHeld bool
 	// Unknown marks an operation whose outcome is unknown (timeout, 504 outcome_unknown, no answer).
 	Unknown bool
+	// Refused marks a definite refusal that did nothing and observed nothing (400, a node that refused
+	// the connection): LockRecorder leaves the operation out.
+	Refused bool
 	// Return is the time the answer arrived, or one past the end of the history for Unknown.
 	Return int64
 }
@@ -382,7 +385,7 @@ func (r *LockRecorder) Now() int64 { return time.Since(r.start).Nanoseconds() }
 
 // Call records the invocation of in (its Call is set here) and returns the function to call once with
 // the outcome: out.Unknown (or never calling finish) records an unknown outcome; a status or renew
-// with an unknown outcome is left out (see observesOnly). Calls of finish after the first are ignored.
+// with an unknown outcome is left out (see observesOnly), and so is a Refused operation. Calls of finish after the first are ignored.
 func (r *LockRecorder) Call(in LockInput) (finish func(out LockOutput)) {
 	in.Call = r.Now()
 	r.mu.Lock()
@@ -399,6 +402,9 @@ func (r *LockRecorder) Call(in LockInput) (finish func(out LockOutput)) {
 			return
 		}
 		delete(r.pending, id)
+		if out.Refused {
+			return
+		}
 		op := porcupine.Operation{ClientId: in.Client, Input: in, Call: in.Call, Return: ret}
 		if out.Unknown {
 			if observesOnly(in.Op) {

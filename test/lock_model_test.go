@@ -38,7 +38,7 @@ func renew(tok uint64) LockInput   { return LockInput{Op: LockOpRenew, Token: to
 func release(tok uint64) LockInput { return LockInput{Op: LockOpRelease, Token: tok} }
 
 var (
-	statusOp   = LockInput{Op: LockOpStatus}
+	statusOp     = LockInput{Op: LockOpStatus}
 	lockOK       = LockOutput{OK: true}
 	lockLost     = LockOutput{Lost: true}
 	lockUnknown  = LockOutput{Unknown: true}
@@ -169,7 +169,7 @@ func TestLockModelHandBuiltHistories(t *testing.T) {
 		}, false},
 		{"an answer that saw the next holder returned before the expiry could happen", []porcupine.Operation{
 			lop(0, 0, 10, acq(100), granted(5)),
-			lop(1, 5, 200, acq(100), granted(6)),      // may linearize after A's lease (t>=100) ...
+			lop(1, 5, 200, acq(100), granted(6)),    // may linearize after A's lease (t>=100) ...
 			lop(2, 20, 50, statusOp, statusHeld(6)), // ... but this saw it at t<=50
 		}, false},
 		{"a try-lock cannot be an unseen grant", []porcupine.Operation{

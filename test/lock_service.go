@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -80,8 +81,19 @@ type HTTPLocks struct {
 	Addrs func() []string
 }
 
-// ClusterLocks is an HTTPLocks over c's current nodes.
+// ClusterLocks is an HTTPLocks over c's nodes, down or not (a call to a node that is down is refused).
 func ClusterLocks(c *Cluster) HTTPLocks { return HTTPLocks{Addrs: c.HTTPAddrs} }
+
+// LiveLocks is an HTTPLocks over c's running nodes.
+func LiveLocks(c *Cluster) HTTPLocks {
+	return HTTPLocks{Addrs: func() []string {
+		var out []string
+		for _, h := range c.running() {
+			out = append(out, h.HTTPAddr)
+		}
+		return out
+	}}
+}
 
 // node returns the address for a call: the owner string ends in the client's number, which spreads
 // clients over nodes.
@@ -99,6 +111,9 @@ func WithClient(ctx context.Context, i int) context.Context {
 }
 
 func lockError(res *HTTPResult, err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w: %v", ErrDefinite, err) // the node is down: nothing was sent
+	}
 	if err != nil {
 		return err // no answer: unknown
 	}

@@ -48,11 +48,31 @@ func (w *LockWorkload) addHold(name string, h LockHold) {
 	w.Holds[name] = append(w.Holds[name], h)
 }
 
+// Summary counts the recorded operations by kind and answer.
+func (w *LockWorkload) Summary() string {
+	counts := map[string]int{}
+	for _, op := range w.Rec.Operations() {
+		in, out := op.Input.(LockInput), op.Output.(LockOutput)
+		what := "ok"
+		switch {
+		case out.Unknown:
+			what = "unknown"
+		case out.Held:
+			what = "lock_held"
+		case out.Lost:
+			what = "lock_lost"
+		}
+		counts[string(in.Op)+" "+what]++
+	}
+	return fmt.Sprint(counts)
+}
+
 // Check runs the checkers on the recorded workload: the porcupine lock model when the limit is 1 (slack
 // as LockModel's), and CheckSemaphore for every lock. It fails t on a violation and returns the number
 // of violations found.
 func (w *LockWorkload) Check(t testing.TB, limit int, slack time.Duration) int {
 	t.Helper()
+	t.Logf("lock workload: %s", w.Summary())
 	bad := 0
 	if limit == 1 {
 		if w.Rec.Check(t, slack, 30*time.Second) == porcupine.Illegal {
@@ -136,9 +156,7 @@ func (c *lockClient) call(ctx context.Context, in LockInput, f func(context.Cont
 	out, refused := LockOutcomeOf(err)
 	switch {
 	case refused:
-		// Nothing took effect and nothing was observed: unknown is the sound reading of that (a renew or
-		// status is then dropped; an acquire or release only stays possible).
-		out = LockOutput{Unknown: true}
+		out = LockOutput{Refused: true} // nothing took effect and nothing was observed
 	case in.Op == LockOpStatus && err == nil:
 		out = LockOutput{StatusHeld: info.Held, Token: info.Token}
 	case in.Op == LockOpAcquire && err == nil:
