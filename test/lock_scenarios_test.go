@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairndb/cairn/client"
 	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/shard"
 )
@@ -279,21 +281,21 @@ func TestS18ClockSkew(t *testing.T) {
 	}
 
 	// The lock model over a short workload while leadership moves between the skewed nodes.
-	wctx, cancel := context.WithTimeout(ctx, 6*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for i := 0; wctx.Err() == nil; i++ {
-			sleepCtx(wctx, 1500*time.Millisecond)
+			sleepCtx(wctx, time.Second)
 			if wctx.Err() == nil {
 				moveLeader(t, c, id, i%2)
 			}
 		}
 	}()
 	w := RunLockWorkload(wctx, t, LockWorkloadConfig{Service: ClusterLocks(c), Names: []string{name, "s18/other"},
-		Clients: 4, Ops: 60, Limit: 1, TTL: time.Second, Wait: 500 * time.Millisecond, Abandon: 0.15,
+		Clients: 4, Ops: 60, Limit: 1, TTL: time.Second, Wait: 500 * time.Millisecond, Abandon: 0.08,
 		OpTimeout: 3 * time.Second, Seed: uint64(time.Now().UnixNano())})
 	wg.Wait()
 	w.Check(t, 1, 0)
@@ -362,7 +364,8 @@ func TestS19MinorityNeverGrants(t *testing.T) {
 }
 
 // Invariant I9: tokens strictly increase across a leader kill, a split of the lock's range (the lock
-// moves to the new shard), a replica move, and a snapshot install on a replica that then leads.
+// moves to the new shard), a replica move, a snapshot install on a replica that then leads, and a
+// restore of a backup taken before all that (I11 too: the restored key still refuses the oldest token).
 func TestLockTokensIncreaseAcrossTopologyChanges(t *testing.T) {
 	tuning := shard.FastRaftTuning()
 	tuning.TrailingLogs, tuning.SnapshotThreshold = 16, 64 // so a follower that misses 30 entries needs a snapshot
@@ -381,9 +384,25 @@ func TestLockTokensIncreaseAcrossTopologyChanges(t *testing.T) {
 		last = tok
 		WaitFor(t, 10*time.Second, "release after "+what, func() error { return svc.Release(ctx, name, tok) })
 	}
+	first := mustLock(t, ctx, svc, name, LockAcquire{TTL: 5 * time.Second, Owner: "first"})
+	last = first
+	if err := svc.Put(ctx, "tok/data", "first", name, first); err != nil {
+		t.Fatalf("fenced put: %v", err)
+	}
+	if err := svc.Release(ctx, name, first); err != nil {
+		t.Fatal(err)
+	}
+	cl := NewClients(t, c, 1)[0]
+	var backup bytes.Buffer
+	if n, err := cl.Backup(ctx, &backup, client.BackupOptions{Prefix: "tok/"}); err != nil || n != 1 {
+		t.Fatalf("backup: %d keys, %v", n, err)
+	}
 	// A lot of grants first, so the lock's tokens run well above a new group's indices.
 	for i := 0; i < 20; i++ {
 		step("warm-up")
+	}
+	if err := svc.Put(ctx, "tok/data", "later", name, last); err != nil {
+		t.Fatalf("fenced put: %v", err)
 	}
 	id := shardOf(c, name)
 
@@ -446,6 +465,14 @@ func TestLockTokensIncreaseAcrossTopologyChanges(t *testing.T) {
 			c.Node(lag).ID, snap, appliedAtKill, err)
 	}
 	step("lead by the replica that installed a snapshot")
+
+	if n, err := cl.Restore(ctx, bytes.NewReader(backup.Bytes()), client.RestoreOptions{}); err != nil || n != 1 {
+		t.Fatalf("restore: %d keys, %v", n, err)
+	}
+	step("restore of an old backup")
+	if err := svc.Put(ctx, "tok/data", "stale", name, first); !errors.Is(err, ErrStaleToken) {
+		t.Fatalf("Invariant I11: after the restore a write with the first token %d answered %v, want stale_token", first, err)
+	}
 }
 
 // The lock model (I9, I10, mutual exclusion) under leader kills and partitions of the lock's shard, and
@@ -458,7 +485,7 @@ func TestLockModelUnderFaults(t *testing.T) {
 	faults := func(ctx context.Context, wg *sync.WaitGroup) {
 		defer wg.Done()
 		for i := 0; ctx.Err() == nil; i++ {
-			sleepCtx(ctx, 1200*time.Millisecond)
+			sleepCtx(ctx, 800*time.Millisecond)
 			leader, err := c.Leader(id)
 			if err != nil || ctx.Err() != nil {
 				continue
@@ -478,7 +505,7 @@ func TestLockModelUnderFaults(t *testing.T) {
 	}
 	for _, limit := range []int{1, 3} {
 		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
-			wctx, cancel := context.WithTimeout(ctx, 7*time.Second)
+			wctx, cancel := context.WithTimeout(ctx, 5500*time.Millisecond)
 			defer cancel()
 			var wg sync.WaitGroup
 			wg.Add(1)

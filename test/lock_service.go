@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// LockAcquire is one acquire's parameters (API.md, Locks). Zero Limit means 1.
+// LockAcquire is one acquire's parameters (docs/api.md, Locks). Zero Limit means 1.
 type LockAcquire struct {
 	TTL   time.Duration
 	Wait  time.Duration

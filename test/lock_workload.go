@@ -131,15 +131,19 @@ func (c *lockClient) run(ctx context.Context) {
 			switch r := c.rng.Float64(); {
 			case r < c.cfg.Abandon:
 				c.endHold() // stop renewing: the lease expires on its own
-			case r < 0.55:
+			case r < 0.4:
 				c.renew(ctx)
-			case r < 0.7:
+			case r < 0.5:
 				c.status(ctx)
 			default:
 				c.release(ctx)
 			}
 		}
-		sleepCtx(ctx, time.Duration(c.rng.IntN(20))*time.Millisecond)
+		pause := time.Duration(c.rng.IntN(20)) * time.Millisecond
+		if c.hold == nil {
+			pause += 20 * time.Millisecond // back off after a refusal or a release: let others in
+		}
+		sleepCtx(ctx, pause)
 	}
 	if c.hold != nil {
 		c.release(context.WithoutCancel(ctx)) // leave nothing held behind a finished run
