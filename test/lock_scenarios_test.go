@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
 	"github.com/cairndb/cairn/client"
 	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/shard"
@@ -531,8 +532,45 @@ func TestLockModelUnderFaults(t *testing.T) {
 				t.Errorf("no grant in the whole run: the workload checked nothing")
 			}
 			w.Check(t, limit, 0)
+			if limit == 1 {
+				checkModelSeesEarlyExpiry(t, w)
+			}
 		})
 	}
+}
+
+// checkModelSeesEarlyExpiry is the lock model's negative control on a real history: if an abandoned
+// grant was followed by another grant of its lock within three TTLs, then the same history, with every
+// acquire claiming a TTL three times as long, shows a lease that ended early, and the model must say so.
+func checkModelSeesEarlyExpiry(t *testing.T, w *LockWorkload) {
+	t.Helper()
+	const k = 3
+	expect := false
+	for _, holds := range w.Holds {
+		for _, h := range holds {
+			for _, g := range holds {
+				if h.Released == 0 && h.Lost == 0 && g.Granted > h.Granted && g.Granted < h.LeaseFrom+k*int64(h.TTL) {
+					expect = true
+				}
+			}
+		}
+	}
+	if !expect {
+		t.Logf("negative control skipped: no abandoned grant was taken over within %d TTLs", k)
+		return
+	}
+	ops := w.Rec.Operations()
+	for i, op := range ops {
+		if in := op.Input.(LockInput); in.Op == LockOpAcquire {
+			in.TTL *= k
+			ops[i].Input = in
+		}
+	}
+	if porcupine.CheckOperations(LockModel(0), ops) {
+		t.Errorf("negative control: the history with every TTL claimed %dx longer passed the lock model", k)
+		return
+	}
+	t.Logf("negative control: with every TTL claimed %dx longer, the lock model finds the early expiry", k)
 }
 
 // Waiters are granted in arrival order (FIFO), with the lock's shard leadership moved while they wait:

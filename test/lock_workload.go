@@ -95,6 +95,9 @@ func RunLockWorkload(ctx context.Context, t testing.TB, cfg LockWorkloadConfig) 
 	if cfg.Limit == 0 {
 		cfg.Limit = 1
 	}
+	if cfg.Service == nil || len(cfg.Names) == 0 || cfg.Clients < 1 || cfg.Ops < 1 || cfg.TTL <= 0 || cfg.Wait < 0 {
+		t.Fatalf("lock workload: bad config %+v", cfg)
+	}
 	if cfg.OpTimeout == 0 {
 		cfg.OpTimeout = 5 * time.Second
 	}
