@@ -219,7 +219,7 @@ func (f *fakeLocks) Put(_ context.Context, key, value, _ string, token uint64) e
 }
 
 func fakeLockWorkload(svc LockService, seed uint64, limit int) LockWorkloadConfig {
-	return LockWorkloadConfig{Service: svc, Names: []string{"a", "b"}, Clients: 5, Ops: 80, Limit: limit,
+	return LockWorkloadConfig{Service: svc, Names: []string{"a", "b"}, Clients: 5, Ops: 50, Limit: limit,
 		TTL: 40 * time.Millisecond, Wait: 30 * time.Millisecond, Abandon: 0.1, OpTimeout: time.Second, Seed: seed}
 }
 
