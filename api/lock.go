@@ -21,7 +21,7 @@ import (
 // request is routed by its name exactly as a key request is, through the
 // one routing loop (route.go), to that shard's leader; any node accepts it.
 
-// lockJSON is the answer of a grant.
+// acquireJSON is the answer of a grant.
 type acquireJSON struct {
 	Name  string `json:"name"`
 	Token uint64 `json:"token"`
@@ -108,8 +108,8 @@ func (s *Server) serveLock(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// newWaiterID names a waiting acquire that came without a request_id: the
-// node's id and 64 random bits, unique enough for a queue of 256.
+// newWaiterID names an acquire that came without a request_id: the node's
+// id and 64 random bits, unique enough for a queue of 256.
 func (s *Server) newWaiterID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -137,10 +137,11 @@ type lockOutcome struct {
 	rep   Replica
 }
 
-// proposeLock routes cmd to the leader of its lock's shard. served is false
-// when the request r was forwarded and the other node's answer written to
-// w; with r nil the command is never forwarded that way, and fwd runs
-// instead on the node picked.
+// proposeLock routes cmd to the leader of its lock's shard through the
+// routing loop: proposed on this node's replica when it leads, else remote
+// runs with the address of the node picked (a forward of the client's
+// request, or an internal call). served is false when remote ran and
+// succeeded: then the answer is the other node's, and out is empty.
 func (s *Server) proposeLock(ctx context.Context, cmd lock.Command, remote func(addr string) error) (lockOutcome, bool, error) {
 	var out lockOutcome
 	served := false
@@ -200,6 +201,7 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 	// a write's time; the wait itself by the wait (lock.MaxWait at most).
 	ctx, cancel := context.WithTimeout(r.Context(), cmd.Wait+writeTimeout)
 	defer cancel()
+	defer context.AfterFunc(s.waits, cancel)() // the node is shutting down (EndWaits)
 	out, served, err := s.proposeLock(ctx, cmd, func(addr string) error {
 		return s.forward(w, r.WithContext(ctx), body, addr)
 	})
@@ -247,6 +249,10 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 	outcome, cerr := s.cancelLockWait(context.WithoutCancel(r.Context()), name, cmd.WaiterID)
 	if cerr != nil {
 		return fmt.Errorf("lock %q: cancelling the wait: %w", name, cerr)
+	}
+	if s.waits.Err() != nil {
+		return fmt.Errorf("lock %q: node %s is shutting down; the wait was cancelled, nothing is held: %w",
+			name, s.node, shard.ErrUnavailable)
 	}
 	held := &lock.Error{Code: lock.CodeLockHeld, Msg: fmt.Sprintf("lock %q: not granted within the wait of %s", name, cmd.Wait)}
 	if outcome == "released" {
@@ -377,6 +383,7 @@ func (s *Server) lockStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), bound)
 	defer cancel()
+	defer context.AfterFunc(s.waits, cancel)() // the node is shutting down (EndWaits)
 	start := time.Now()
 	var st lockStatusJSON
 	var rng fsm.Range
@@ -396,6 +403,9 @@ func (s *Server) lockStatus(w http.ResponseWriter, r *http.Request) error {
 				wctx, wcancel := context.WithDeadline(ctx, start.Add(req.wait))
 				werr := rep.WaitLockChange(wctx, name, req.waitIndex)
 				wcancel()
+				if s.waits.Err() != nil {
+					return fmt.Errorf("lock %q: node %s is shutting down: %w", name, s.node, shard.ErrUnavailable)
+				}
 				if werr != nil && wctx.Err() == nil {
 					return werr
 				}

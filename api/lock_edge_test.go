@@ -70,3 +70,40 @@ func TestLockBadInputRefusedAtEdge(t *testing.T) {
 		})
 	}
 }
+
+// TestLockRoutesMethods: a lock path with a method it does not take is 405
+// method_not_allowed in the envelope, never a redirect or a 404; a name that
+// looks like a path ("..", "//") is taken as it is, not cleaned.
+func TestLockRoutesMethods(t *testing.T) {
+	tests := []struct {
+		method, target string
+		status         int
+		code           string
+	}{
+		{"PUT", "/v1/locks/a", 405, "method_not_allowed"},
+		{"DELETE", "/v1/locks/a/acquire", 405, "method_not_allowed"},
+		{"POST", "/v1/locks", 405, "method_not_allowed"},
+		{"DELETE", "/v1/locks", 405, "method_not_allowed"},
+		{"GET", "/v1/locks/a/../b", 503, "unavailable"}, // a status of lock "a/../b": parsed, then routing
+		{"GET", "/v1/locks//a", 503, "unavailable"},
+		{"HEAD", "/v1/locks/a", 503, ""},
+		{"POST", "/v1/locks/a/../acquire", 400, "invalid_argument"}, // no body: ttl is required
+	}
+	s := NewServer(Config{Backend: notReadyBackend{t}})
+	defer s.Close()
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.target, func(t *testing.T) {
+			r := httptest.NewRequest(tt.method, tt.target, nil)
+			w := httptest.NewRecorder()
+			s.ServeHTTP(w, r)
+			if w.Code != tt.status {
+				t.Fatalf("status %d (%s); want %d", w.Code, w.Body, tt.status)
+			}
+			if tt.code != "" {
+				if d := decodeEnvelope(t, w.Body.Bytes()); d["code"] != tt.code {
+					t.Errorf("code %v; want %s", d["code"], tt.code)
+				}
+			}
+		})
+	}
+}

@@ -125,6 +125,9 @@ type Server struct {
 	kv map[string]http.HandlerFunc
 	// locks holds the routes under /v1/locks/, served outside the mux too.
 	locks lockRoutes
+	// waits ends every waiting request (EndWaits).
+	waits    context.Context
+	endWaits context.CancelFunc
 }
 
 // headers of docs/api.md.
@@ -166,6 +169,7 @@ func NewServer(cfg Config) *Server {
 		metrics: newMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}
+	s.waits, s.endWaits = context.WithCancel(context.Background())
 	s.prt = &router[*shard.Replica]{
 		self: s.node, replica: cfg.Backend.Replica, addr: cfg.Backend.NodeHTTPAddr, down: s.peers.Down,
 		wait: cfg.RouteWait, pause: 25 * time.Millisecond,
@@ -350,8 +354,17 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close releases idle peer connections.
-func (s *Server) Close() { s.peers.Close() }
+// EndWaits ends every request that is waiting (a queued lock acquire
+// cancels its wait on the leader and answers 503 unavailable; a blocking
+// status answers at once): the node is shutting down. Call it before the
+// replicas stop, e.g. from http.Server.RegisterOnShutdown.
+func (s *Server) EndWaits() { s.endWaits() }
+
+// Close ends waiting requests and releases idle peer connections.
+func (s *Server) Close() {
+	s.endWaits()
+	s.peers.Close()
+}
 
 // healthz is 200 while the process serves (docs/api.md, "Server"); a node that cannot
 // serve at all says why with "ok": false.

@@ -8,7 +8,9 @@
 # two systems run by run; then etcd through its native Go client
 # (bench/etcdnative), cairn's put throughput with 1, 4 and 16 shards, and
 # cairn's put on each raft log store (--log-store wal and boltdb, a fresh
-# one-shard cluster per store).
+# one-shard cluster per store), and locks: acquire+release on names of each
+# client's own and on one contended lock, cairn (4 shards) against etcd's
+# concurrency.Mutex through its native client.
 # Writes bench/results/<date>.md (tables, cairn/etcd and boltdb/wal ratios)
 # and <date>.json (every run). About 11 minutes; every process it starts is
 # stopped on exit.
@@ -17,8 +19,9 @@
 # ("1 16 64 256"), BENCH_KEYS (100000), BENCH_VALUE_SIZE (256), BENCH_SHARDS
 # ("1 4 16"), BENCH_SHARD_CLIENTS ("64 256"), BENCH_STORES ("wal boltdb"; ""
 # skips the log-store runs), BENCH_STORE_CLIENTS ("1 16 64"), BENCH_PARTS
-# ("compare shards stores": which parts run; without compare, etcd is
-# neither installed nor started), BENCH_NATIVE (1; 0 skips the
+# ("compare locks shards stores": which parts run; without compare or
+# locks, etcd is neither installed nor started), BENCH_LOCK_CLIENTS
+# ("1 16 64": the lock part's client counts), BENCH_NATIVE (1; 0 skips the
 # native etcd client), BENCH_CAIRN_PORT (17070: node i listens on
 # base+10(i-1), +1 raft, +2 gossip), BENCH_ETCD_PORT (12379: member i on
 # base+10000(i-1), +1 peer), BENCH_KEEP (1 keeps the temp dir), GO (go).
@@ -35,7 +38,8 @@ SHARDS=${BENCH_SHARDS:-"1 4 16"}
 SHARD_CLIENTS=${BENCH_SHARD_CLIENTS:-"64 256"}
 STORES=${BENCH_STORES-"wal boltdb"}
 STORE_CLIENTS=${BENCH_STORE_CLIENTS:-"1 16 64"}
-PARTS=${BENCH_PARTS:-"compare shards stores"}
+PARTS=${BENCH_PARTS:-"compare locks shards stores"}
+LOCK_CLIENTS=${BENCH_LOCK_CLIENTS:-"1 16 64"}
 NATIVE=${BENCH_NATIVE:-1}
 CAIRN_PORT=${BENCH_CAIRN_PORT:-17070}
 ETCD_PORT=${BENCH_ETCD_PORT:-12379}
@@ -99,7 +103,7 @@ check_ports() {
 }
 
 # --- etcd: install -----------------------------------------------------------
-if ! part compare; then
+if ! part compare && ! part locks; then
   NATIVE=0
 elif ! command -v etcd >/dev/null 2>&1; then
   SUDO=
@@ -288,6 +292,27 @@ if part compare; then
   done
   stop_etcd
   stop_cairn
+fi
+
+# Locks: cairn's lock API against etcd's recipe (concurrency.Mutex on a
+# session lease) through its native client; uncontended (names of each
+# client's own, spread over 4 shards) and one lock for every client (the
+# report's handoff row: release to the next grant).
+if part locks && [ -n "$NATIVE_BIN" ]; then
+  start_cairn 4
+  start_etcd
+  row=0
+  for n in $LOCK_CLIENTS; do
+    if [ $((row % 2)) = 0 ]; then order="cairn etcd-native"; else order="etcd-native cairn"; fi
+    for sys in $order; do bench "$sys" lock "$n" --label uncontended; done
+    row=$((row + 1))
+  done
+  n=$(echo "$LOCK_CLIENTS" | awk '{print $NF}')
+  for sys in cairn etcd-native; do bench "$sys" lock "$n" --contended --label contended; done
+  stop_etcd
+  stop_cairn
+elif part locks; then
+  log "skipping the lock part: it needs bench/etcdnative"
 fi
 
 if part shards; then

@@ -464,3 +464,59 @@ func TestLockWaitChange(t *testing.T) {
 		t.Fatalf("wait with an index older than the last change: %v", err)
 	}
 }
+
+// I9, I10 across a split on real groups: a lease held on a name that moves
+// to the child is counted down by the child's leader (it expires there, not
+// early), the parent's replicas answer the name with WrongShardError, and
+// the next grant in the child has a higher token though the child's raft
+// indices restarted.
+func TestLockMovesWithSplit(t *testing.T) {
+	c := startLockCluster(t, []time.Duration{0, 0, 0}, nil)
+	for i := 0; i < 20; i++ { // the parent's indices run ahead of the child's
+		put(t, c.reps[leaderIndex(c.reps)], fmt.Sprintf("k%02d", i), "v")
+	}
+	const ttl = 2 * time.Second
+	held := c.lock(lock.Acquire{Name: "p-lock", Owner: "a", TTL: ttl, Limit: 1, WaiterID: "a"})
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if res, err := c.reps[leaderIndex(c.reps)].Split(ctx, []byte("m"), 2); err != nil || res.Err != nil {
+		t.Fatalf("split: %v %v", err, res)
+	}
+	var child []*Replica
+	readWaitFor(t, 10*time.Second, "the child on every node", func() error {
+		child = child[:0]
+		for _, n := range c.nodes {
+			r, ok := n.host.Replica(2)
+			if !ok {
+				return fmt.Errorf("%s has no child yet", n.id)
+			}
+			child = append(child, r)
+		}
+		if leaderIndex(child) < 0 {
+			return errors.New("child has no leader")
+		}
+		return nil
+	})
+	for i, r := range c.reps {
+		if _, _, err := r.LockStatus("p-lock"); !errors.As(err, new(*fsm.WrongShardError)) {
+			t.Fatalf("parent replica %d still answers the moved lock: %v", i, err)
+		}
+	}
+	cc := &lockCluster{t: t, nodes: c.nodes, reps: child}
+	if rec := cc.record(leaderIndex(child), "p-lock"); rec.Holder(held.Result.Token) == nil {
+		t.Fatalf("child lacks the holder: %+v", rec)
+	}
+	freed, err := cc.freedAt(leaderIndex(child), "p-lock", 4*ttl)
+	if err != nil {
+		t.Fatalf("the child's leader never expired the moved lease: %v", err)
+	}
+	if d := freed.Sub(start); d < ttl {
+		t.Fatalf("moved lease expired after %v, before its TTL %v", d, ttl)
+	}
+	again := cc.lock(lock.Acquire{Name: "p-lock", Owner: "b", TTL: ttl, Limit: 1, WaiterID: "b"})
+	if again.Result.Token <= held.Result.Token || again.Seq <= held.Seq {
+		t.Fatalf("token in the child %d (seq %d) after %d (seq %d) in the parent (I9)",
+			again.Result.Token, again.Seq, held.Result.Token, held.Seq)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,9 +70,74 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// freePort returns a loopback address free for TCP and UDP alike, for a
+// server process to bind later. It is taken below the kernel's ephemeral
+// range: a port from that range (what ":0" gives) can be taken in the
+// meantime as the source port of any outgoing connection, and a node
+// then failed to start with "bind: address already in use" (CI, stop 14).
 func freePort(t *testing.T) string {
 	t.Helper()
-	return freeGossipAddr(t) // free for TCP and UDP alike
+	return procPorts.take(t)
+}
+
+// procPorts hands out each port once per test process.
+var procPorts = portPool{given: map[int]bool{}}
+
+type portPool struct {
+	mu    sync.Mutex
+	given map[int]bool
+	next  int
+}
+
+// ephemeralLow is the bottom of the kernel's ephemeral port range (Linux:
+// ip_local_port_range), 32768 when it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil || lo <= 12000 {
+		return 32768
+	}
+	return lo
+}
+
+func (p *portPool) take(t *testing.T) string {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	lo, hi := 10000, ephemeralLow()
+	if p.next == 0 {
+		// Spread test processes that run at once (go test runs packages in
+		// parallel) over the range.
+		p.next = lo + (os.Getpid()*7919)%(hi-lo)
+	}
+	for range hi - lo {
+		port := p.next
+		p.next++
+		if p.next >= hi {
+			p.next = lo
+		}
+		if p.given[port] {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		p.given[port] = true
+		return addr
+	}
+	t.Fatalf("no free port below the ephemeral range [%d, %d)", lo, hi)
+	return ""
 }
 
 func (p *proc) start(t *testing.T, bin string, join string, extra ...string) {

@@ -361,7 +361,7 @@ func TestRecorderFinishTwiceIsIgnored(t *testing.T) {
 }
 
 func TestRecorderConcurrentClients(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	rec := NewRecorder()
 	var wg sync.WaitGroup
 	for c := range 16 {
@@ -649,7 +649,7 @@ func fakeWorkloadConfig(seed int64, store KVStore) WorkloadConfig {
 }
 
 func TestWorkloadLinearizableFakePasses(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	tests := []struct {
 		name      string
 		faultRate float64
@@ -678,7 +678,7 @@ func TestWorkloadLinearizableFakePasses(t *testing.T) {
 }
 
 func TestWorkloadBrokenFakesAreCaught(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	tests := []struct {
 		name  string
 		store func() KVStore
@@ -751,7 +751,7 @@ func (s *fakeSlowStore) CAS(ctx context.Context, key, expect string, expectAbsen
 }
 
 func TestWorkloadIsBounded(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	newSlow := func(d time.Duration) *fakeSlowStore {
 		return &fakeSlowStore{fakeMemStore: newFakeMemStore(1, 0), delay: d}
 	}

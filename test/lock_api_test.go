@@ -122,13 +122,15 @@ func TestLockAPI(t *testing.T) {
 	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"lk/list/m"}})
 	addrs := c.HTTPAddrs()
 	t.Run("AcquireTryRenewRelease", func(t *testing.T) { lockAPIBasics(t, addrs) })
-	t.Run("WaitersFIFO", func(t *testing.T) { lockAPIWaiters(t, addrs) })
+	t.Run("WaitersFIFO", func(t *testing.T) { lockAPIWaiters(t, c) })
 	t.Run("BlockingStatus", func(t *testing.T) { lockAPIBlockingStatus(t, addrs) })
 	t.Run("ListAcrossShards", func(t *testing.T) { lockAPIList(t, addrs) })
 	t.Run("FencedDeleteAndGet", func(t *testing.T) { lockAPIFenced(t, addrs) })
 	t.Run("BadInputLeavesStateUntouched", func(t *testing.T) { lockAPIBadInput(t, addrs) })
+	t.Run("SemaphoreAndShared", func(t *testing.T) { lockAPISemaphoreShared(t, addrs) })
 	t.Run("FencedReadPreventsLostUpdate", func(t *testing.T) { lockAPILostUpdate(t, addrs) })
 	t.Run("WaiterSurvivesLeaderChange", func(t *testing.T) { lockAPIWaiterFailover(t, c) })
+	t.Run("ShutdownEndsWaits", func(t *testing.T) { lockAPIShutdown(t, c) }) // last: it stops a node
 }
 
 // Acquire, try-lock 409 naming the holder, renew, stale release 410, status,
@@ -180,9 +182,10 @@ func lockAPIBasics(t *testing.T, addrs []string) {
 // Waiters queued through three different nodes are granted in arrival
 // order as each holder releases; a waiter whose wait runs out and one whose
 // client goes away leave the queue (CancelWait).
-func lockAPIWaiters(t *testing.T, addrs []string) {
+func lockAPIWaiters(t *testing.T, c *Cluster) {
 	ctx := Context(t, 25*time.Second)
 	const name = "lk/fifo"
+	addrs := c.HTTPAddrs()
 	first := mustAcquire(t, ctx, addrs[0], name, map[string]any{"ttl": "10s", "owner": "holder"})
 
 	type answer struct {
@@ -201,8 +204,14 @@ func lockAPIWaiters(t *testing.T, addrs []string) {
 	}
 	owners := []string{"w-a", "w-b", "w-c"}
 	for i, owner := range owners {
-		go func() {
-			res, g := acquireLock(t, ctx, addrs[i%len(addrs)], name, map[string]any{"ttl": "10s", "owner": owner, "wait": "20s"})
+		go func() { // no t.Fatal off the test's goroutine
+			res, err := Do(ctx, "POST", addrs[i%len(addrs)], LockPath(name, "acquire"), map[string]any{"ttl": "10s", "owner": owner, "wait": "20s"})
+			var g lockGrant
+			if err != nil {
+				res = &HTTPResult{Status: 599, Body: []byte(err.Error())}
+			} else if res.Status == 200 {
+				_ = res.JSON(&g)
+			}
 			answers <- answer{owner, res, g}
 		}()
 		waitFor(i + 1) // queued in this order
@@ -219,17 +228,21 @@ func lockAPIWaiters(t *testing.T, addrs []string) {
 	waitFor(3)
 
 	// A waiter whose client goes away: its request's context ends, and the
-	// node that held it cancels the wait.
-	gone, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = Do(gone, "POST", addrs[2], LockPath(name, "acquire"), map[string]any{"ttl": "10s", "owner": "w-gone", "wait": "20s"})
-	}()
-	waitFor(4)
-	cancel()
-	<-done
-	waitFor(3)
+	// node that held it cancels the wait: sent to the leader (which waits
+	// itself), then to a follower (which forwards the wait).
+	leader := c.WaitLeader(shardOf(c, name), 10*time.Second)
+	for _, i := range []int{leader, (leader + 1) % len(addrs)} {
+		gone, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = Do(gone, "POST", addrs[i], LockPath(name, "acquire"), map[string]any{"ttl": "10s", "owner": "w-gone", "wait": "20s"})
+		}()
+		waitFor(4)
+		cancel()
+		<-done
+		waitFor(3)
+	}
 
 	prev := first
 	for _, owner := range owners {
@@ -552,7 +565,9 @@ func writeCounter(t *testing.T, ctx context.Context, addr, key, name string, tok
 
 // A waiting acquire held open on the shard leader is granted after the
 // leadership moves away: the queue is replicated, and the old leader, now a
-// follower, still applies the release that grants it.
+// follower, still applies the release that grants it. Another waiter held
+// there whose client goes away is cancelled by the old leader on the new
+// one (cluster.PathLockCancelWait).
 func lockAPIWaiterFailover(t *testing.T, c *Cluster) {
 	ctx := Context(t, 25*time.Second)
 	const name = "lk/failover"
@@ -560,6 +575,14 @@ func lockAPIWaiterFailover(t *testing.T, c *Cluster) {
 	leader := c.WaitLeader(id, 10*time.Second)
 	h := c.Node(leader)
 	held := mustAcquire(t, ctx, h.HTTPAddr, name, map[string]any{"ttl": "15s", "owner": "first"})
+	waiters := func(addr string, n int) {
+		WaitFor(t, 5*time.Second, fmt.Sprintf("%d waiters", n), func() error {
+			if st := getLockStatus(t, ctx, addr, name, ""); st.Waiters != n {
+				return fmt.Errorf("status %+v", st)
+			}
+			return nil
+		})
+	}
 	got := make(chan *HTTPResult, 1)
 	go func() {
 		res, err := Do(ctx, "POST", h.HTTPAddr, LockPath(name, "acquire"), map[string]any{"ttl": "15s", "owner": "second", "wait": "20s"})
@@ -568,12 +591,15 @@ func lockAPIWaiterFailover(t *testing.T, c *Cluster) {
 		}
 		got <- res
 	}()
-	WaitFor(t, 5*time.Second, "the waiter queued", func() error {
-		if st := getLockStatus(t, ctx, h.HTTPAddr, name, ""); st.Waiters != 1 {
-			return fmt.Errorf("status %+v", st)
-		}
-		return nil
-	})
+	waiters(h.HTTPAddr, 1)
+	gone, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = Do(gone, "POST", h.HTTPAddr, LockPath(name, "acquire"), map[string]any{"ttl": "15s", "owner": "gone", "wait": "20s"})
+	}()
+	waiters(h.HTTPAddr, 2)
+
 	to := c.Node((leader + 1) % len(c.Nodes()))
 	WaitFor(t, 10*time.Second, "leadership moved to "+to.ID, func() error {
 		if cur, err := c.Leader(id); err == nil && c.Node(cur).ID == to.ID {
@@ -587,6 +613,13 @@ func lockAPIWaiterFailover(t *testing.T, c *Cluster) {
 		}
 		return fmt.Errorf("not yet")
 	})
+	cancel()
+	<-done
+	waiters(to.HTTPAddr, 1)
+	if cur, _ := c.Leader(id); c.Node(cur).ID == h.ID {
+		t.Fatalf("%s leads shard %d again: the cancel did not have to cross nodes", h.ID, id)
+	}
+
 	if res := lockOp(t, ctx, to.HTTPAddr, name, "release", held.Token); res.Status != 200 {
 		t.Fatalf("release on the new leader: %s", res)
 	}
@@ -600,4 +633,102 @@ func lockAPIWaiterFailover(t *testing.T, c *Cluster) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiter on the old leader was not granted after the release on the new leader")
 	}
+}
+
+// A semaphore ("limit": 2) admits two holders, each with its own token, and
+// refuses a third; an acquire with another limit is invalid_argument.
+// Shared holders admit each other and exclude an exclusive one.
+func lockAPISemaphoreShared(t *testing.T, addrs []string) {
+	ctx := Context(t, 20*time.Second)
+	const sem = "lk/sem"
+	a := mustAcquire(t, ctx, addrs[0], sem, map[string]any{"ttl": "10s", "owner": "a", "limit": 2})
+	b := mustAcquire(t, ctx, addrs[1], sem, map[string]any{"ttl": "10s", "owner": "b", "limit": 2})
+	if b.Token <= a.Token {
+		t.Fatalf("invariant I9: semaphore tokens %d then %d", a.Token, b.Token)
+	}
+	res, _ := acquireLock(t, ctx, addrs[2], sem, map[string]any{"ttl": "10s", "owner": "c", "limit": 2})
+	wantCode(t, "a third holder of a semaphore of 2", res, 409, "lock_held")
+	res, _ = acquireLock(t, ctx, addrs[2], sem, map[string]any{"ttl": "10s", "owner": "c", "limit": 3})
+	wantCode(t, "an acquire with another limit", res, 400, "invalid_argument")
+	st := getLockStatus(t, ctx, addrs[2], sem, "")
+	if len(st.Holders) != 2 || st.Limit != 2 || st.Holders[0].Token != a.Token || st.Holders[1].Token != b.Token {
+		t.Fatalf("semaphore status %+v", st)
+	}
+	lockOp(t, ctx, addrs[0], sem, "release", a.Token)
+	lockOp(t, ctx, addrs[0], sem, "release", b.Token)
+
+	const rw = "lk/rw"
+	r1 := mustAcquire(t, ctx, addrs[0], rw, map[string]any{"ttl": "10s", "owner": "r1", "mode": "shared"})
+	r2 := mustAcquire(t, ctx, addrs[1], rw, map[string]any{"ttl": "10s", "owner": "r2", "mode": "shared"})
+	res, _ = acquireLock(t, ctx, addrs[2], rw, map[string]any{"ttl": "10s", "owner": "w"})
+	wantCode(t, "an exclusive acquire among shared holders", res, 409, "lock_held")
+	if st := getLockStatus(t, ctx, addrs[2], rw, ""); st.Mode != "shared" || len(st.Holders) != 2 {
+		t.Fatalf("shared status %+v", st)
+	}
+	lockOp(t, ctx, addrs[0], rw, "release", r1.Token)
+	lockOp(t, ctx, addrs[0], rw, "release", r2.Token)
+	w := mustAcquire(t, ctx, addrs[2], rw, map[string]any{"ttl": "10s", "owner": "w"})
+	res, _ = acquireLock(t, ctx, addrs[0], rw, map[string]any{"ttl": "10s", "owner": "r3", "mode": "shared"})
+	wantCode(t, "a shared acquire under an exclusive holder", res, 409, "lock_held")
+	lockOp(t, ctx, addrs[2], rw, "release", w.Token)
+}
+
+// A node that shuts down ends the requests waiting on it at once: a queued
+// acquire cancels its wait while the node can still propose (the queue is
+// left clean) and answers 503 unavailable, retryable; a blocking status
+// answers 503 too. The node stops without waiting for them.
+func lockAPIShutdown(t *testing.T, c *Cluster) {
+	ctx := Context(t, 25*time.Second)
+	const name = "lk/shutdown"
+	id := shardOf(c, name)
+	leader := c.WaitLeader(id, 10*time.Second)
+	h := c.Node(leader)
+	other := c.Node((leader + 1) % len(c.Nodes()))
+	held := mustAcquire(t, ctx, other.HTTPAddr, name, map[string]any{"ttl": "15s", "owner": "first"})
+	st := getLockStatus(t, ctx, h.HTTPAddr, name, "")
+	acq, watch := make(chan *HTTPResult, 1), make(chan *HTTPResult, 1)
+	send := func(ch chan *HTTPResult, method, path string, body any) {
+		res, err := Do(ctx, method, h.HTTPAddr, path, body)
+		if err != nil {
+			res = &HTTPResult{Status: 599, Body: []byte(err.Error())}
+		}
+		ch <- res
+	}
+	go send(acq, "POST", LockPath(name, "acquire"), map[string]any{"ttl": "15s", "owner": "waiting", "wait": "20s"})
+	go send(watch, "GET", LockPath(name, "")+"?wait_index="+strconv.FormatUint(st.Index, 10)+"&wait=20s", nil)
+	WaitFor(t, 5*time.Second, "the waiter queued", func() error {
+		if st := getLockStatus(t, ctx, other.HTTPAddr, name, ""); st.Waiters != 1 {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond) // the blocking status is waiting too
+	start := time.Now()
+	c.Kill(leader)
+	// The HTTP server's shutdown grace is 2s: a node that waited for its
+	// open requests would take that long.
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("stopping %s took %s with requests waiting on it; the waits should end at once", h.ID, d)
+	}
+	for what, ch := range map[string]chan *HTTPResult{"queued acquire": acq, "blocking status": watch} {
+		select {
+		case res := <-ch:
+			if res.Status != 503 || res.Code() != "unavailable" {
+				t.Errorf("%s on a node shutting down answered %s; want 503 unavailable", what, res)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still open after %s stopped", what, h.ID)
+		}
+	}
+	WaitFor(t, 15*time.Second, "the waiter gone from the queue", func() error {
+		res, err := Do(ctx, "GET", other.HTTPAddr, LockPath(name, ""), nil)
+		var st lockStatus
+		if err != nil || res.Status != 200 || res.JSON(&st) != nil {
+			return fmt.Errorf("status: %v %v", res, err)
+		}
+		if st.Waiters != 0 || st.Token != held.Token {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
 }

@@ -5,7 +5,12 @@
 // generation, same histograms and report. It lives in a module of its own so
 // that cairn's module does not carry gRPC.
 //
-//	etcdnative put|get|mixed [--endpoints 127.0.0.1:2379,...] [--clients 64] [--duration 30s] [--json] ...
+//	etcdnative put|get|mixed|lock [--endpoints 127.0.0.1:2379,...] [--clients 64] [--duration 30s] [--json] ...
+//
+// lock is etcd's recipe for a lock, concurrency.Mutex: each benchmark
+// client opens a session (a lease kept alive in the background) before the
+// measured phase, and each operation is Lock (TryLock when uncontended)
+// then Unlock, against "cairn bench lock" doing acquire then release.
 package main
 
 import (
@@ -22,6 +27,7 @@ import (
 	"unicode"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -35,7 +41,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: etcdnative put|get|mixed [flags]; etcdnative put -h lists the flags")
+		fmt.Fprintln(stderr, "usage: etcdnative put|get|mixed|lock [flags]; etcdnative put -h lists the flags")
 		return 2
 	}
 	cfg := bench.DefaultConfig()
@@ -55,7 +61,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.ZipfS, "zipf-s", cfg.ZipfS, "zipf exponent (> 1)")
 	fs.Float64Var(&cfg.ReadRatio, "read-ratio", cfg.ReadRatio, "mixed: fraction of operations that are reads")
 	fs.StringVar(&cfg.Consistency, "consistency", "linearizable", "read level: linearizable or stale (serializable)")
-	fs.BoolVar(&cfg.Preload, "preload", cfg.Workload != bench.WorkloadPut, "write every key once before measuring (get, mixed)")
+	fs.BoolVar(&cfg.Preload, "preload", cfg.Workload == bench.WorkloadGet || cfg.Workload == bench.WorkloadMixed, "write every key once before measuring (get, mixed)")
+	fs.BoolVar(&cfg.Contended, "contended", false, "lock: every client takes the same lock")
+	fs.DurationVar(&cfg.LockTTL, "ttl", cfg.LockTTL, "lock: the TTL of each client's session lease")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the key and operation choices (0: random)")
 	fs.StringVar(&cfg.Label, "label", "", "free text carried into the report")
 	fs.DurationVar(&cfg.OpTimeout, "timeout", cfg.OpTimeout, "bound on each operation")
@@ -63,8 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.KeyDist = bench.KeyDist(*keyDist)
-	if cfg.Workload == bench.WorkloadPut {
-		cfg.Consistency, cfg.Preload = "", false
+	if cfg.Workload == bench.WorkloadPut || cfg.Workload == bench.WorkloadLock {
+		cfg.Consistency = ""
 	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
@@ -84,6 +92,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		n = min(cfg.Clients, 64)
 	}
 	t, err := newTarget(strings.Split(*endpoints, ","), n, serializable)
+	if err == nil && cfg.Workload == bench.WorkloadLock {
+		t.lockTTL = cfg.LockTTL
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 3
@@ -130,6 +141,8 @@ type target struct {
 	endpoints    []string
 	clis         []*clientv3.Client
 	serializable bool
+	lockTTL      time.Duration // > 0: the lock workload; each Conn opens a session
+	sessions     []*concurrency.Session
 }
 
 func newTarget(endpoints []string, conns int, serializable bool) (*target, error) {
@@ -153,11 +166,23 @@ func (t *target) Name() string        { return "etcd-native" }
 func (t *target) Endpoints() []string { return t.endpoints }
 
 func (t *target) Conn(i int) (bench.Conn, error) {
-	return &conn{cli: t.clis[i%len(t.clis)], serializable: t.serializable}, nil
+	c := &conn{cli: t.clis[i%len(t.clis)], serializable: t.serializable}
+	if t.lockTTL > 0 {
+		s, err := concurrency.NewSession(c.cli, concurrency.WithTTL(max(int(t.lockTTL/time.Second), 1)))
+		if err != nil {
+			return nil, fmt.Errorf("session: %w", err)
+		}
+		t.sessions = append(t.sessions, s)
+		return &lockConn{conn: c, session: s}, nil
+	}
+	return c, nil
 }
 
 func (t *target) Close() error {
 	var errs []error
+	for _, s := range t.sessions {
+		errs = append(errs, s.Close())
+	}
 	for _, c := range t.clis {
 		errs = append(errs, c.Close())
 	}
@@ -187,6 +212,30 @@ func (c *conn) Get(ctx context.Context, key string) error {
 		return &bench.OpError{Code: bench.CodeNotFound, Err: fmt.Errorf("key %q not found", key)}
 	}
 	return nil
+}
+
+// lockConn is a client of the lock workload: its session's lease holds
+// every lock it takes, as etcd's recipe has it.
+type lockConn struct {
+	*conn
+	session *concurrency.Session
+}
+
+func (c *lockConn) Lock(ctx context.Context, name string, _, wait time.Duration) (func(context.Context) error, error) {
+	m := concurrency.NewMutex(c.session, "/"+name)
+	var err error
+	if wait == 0 {
+		err = m.TryLock(ctx)
+	} else {
+		err = m.Lock(ctx)
+	}
+	if errors.Is(err, concurrency.ErrLocked) {
+		return nil, &bench.OpError{Code: "lock_held", Err: err}
+	}
+	if err != nil {
+		return nil, opError(err)
+	}
+	return func(ctx context.Context) error { return opError(m.Unlock(ctx)) }, nil
 }
 
 // opError gives err the snake-case name of its gRPC code ("unavailable",

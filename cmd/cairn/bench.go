@@ -68,7 +68,7 @@ measured) so that reads find their key.`,
 		newBenchWorkloadCmd(opts, bench.WorkloadGet, "Read random keys (--consistency)"),
 		newBenchWorkloadCmd(opts, bench.WorkloadMixed, "Reads and writes (--read-ratio, --consistency)"),
 		newBenchUnavailableCmd("txn", "transactions"),
-		newBenchUnavailableCmd("lock", "locks"),
+		newBenchWorkloadCmd(opts, bench.WorkloadLock, "Acquire and release locks (--contended: one lock for every client)"),
 		newBenchSummarizeCmd(),
 		newBenchSplitKeysCmd(),
 	)
@@ -92,12 +92,23 @@ func newBenchWorkloadCmd(opts *globalOptions, w bench.Workload, short string) *c
 		},
 	}
 	bf.register(cmd)
-	if w != bench.WorkloadPut {
+	if w != bench.WorkloadPut && w != bench.WorkloadLock {
 		cmd.Flags().StringVar(&bf.consistency, "consistency", "linearizable", "read level: linearizable, session or stale (etcd: linearizable or stale)")
 		cmd.Flags().BoolVar(&bf.cfg.Preload, "preload", true, "write every key once before measuring")
 	}
 	if w == bench.WorkloadMixed {
 		cmd.Flags().Float64Var(&bf.cfg.ReadRatio, "read-ratio", bf.cfg.ReadRatio, "fraction of operations that are reads")
+	}
+	if w == bench.WorkloadLock {
+		cmd.Long = `Each operation acquires a lock and releases it (one request each); throughput
+and latency are those of the pair. By default every client takes lock names
+of its own, spread over the keyspace (--keys) and so over the shards: no
+acquire ever waits. With --contended every client takes the same lock, with
+a wait of --timeout, and the report adds "handoff": the time from the start
+of a release to the answer of the acquire that was waiting behind it.
+etcd's lock is measured through its native client (bench/etcdnative).`
+		cmd.Flags().BoolVar(&bf.cfg.Contended, "contended", false, "every client takes the same lock")
+		cmd.Flags().DurationVar(&bf.cfg.LockTTL, "ttl", bf.cfg.LockTTL, "lease each acquire asks for")
 	}
 	return cmd
 }
@@ -156,8 +167,11 @@ func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
 	cfg := bf.cfg
 	cfg.KeyDist = bench.KeyDist(bf.keyDist)
 	cfg.OpTimeout = opts.Timeout
-	if cfg.Workload != bench.WorkloadPut {
+	if cfg.Workload != bench.WorkloadPut && cfg.Workload != bench.WorkloadLock {
 		cfg.Consistency = bf.consistency
+	}
+	if etcd && cfg.Workload == bench.WorkloadLock {
+		return usageErrorf("etcd's JSON gateway has no lock to measure this way: use bench/etcdnative lock (its native client's concurrency.Mutex)")
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}

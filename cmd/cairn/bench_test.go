@@ -61,7 +61,9 @@ func TestBenchUsage(t *testing.T) {
 		inErr string
 	}{
 		{"txn", []string{"bench", "txn", ep}, "not available yet: the server has no transactions"},
-		{"lock", []string{"bench", "lock", ep}, "not available yet: the server has no locks"},
+		{"lock on etcd", []string{"bench", "lock", "--target", "etcd", "--count", "1"}, "bench/etcdnative lock"},
+		{"lock ttl", []string{"bench", "lock", ep, "--ttl", "10ms", "--count", "1"}, "lock ttl must be at least 1s"},
+		{"lock preload", []string{"bench", "lock", ep, "--preload"}, "unknown flag"},
 		{"no workload", []string{"bench", ep}, "missing workload"},
 		{"unknown workload", []string{"bench", "scan", ep}, "unknown workload"},
 		{"count and duration", []string{"bench", "put", ep, "--count", "5", "--duration", "1s"}, "mutually exclusive"},

@@ -16,6 +16,9 @@ const (
 	WorkloadPut   Workload = "put"   // blind writes of random keys
 	WorkloadGet   Workload = "get"   // reads of random (preloaded) keys
 	WorkloadMixed Workload = "mixed" // reads with probability ReadRatio, else writes
+	// WorkloadLock acquires a lock and releases it (one operation). Each
+	// client uses lock names of its own, or with Contended all take one lock.
+	WorkloadLock Workload = "lock"
 )
 
 // KeyDist is how keys are picked.
@@ -50,6 +53,10 @@ type Config struct {
 	ZipfS float64
 	// ReadRatio is the probability that a mixed-workload operation is a read.
 	ReadRatio float64
+	// Contended makes every lock-workload client take the same lock;
+	// LockTTL is the lease each acquire asks for.
+	Contended bool
+	LockTTL   time.Duration
 	// Preload writes every key once before the measured phase, so that
 	// reads find their key. It is not measured.
 	Preload bool
@@ -83,6 +90,7 @@ func DefaultConfig() Config {
 		ReadRatio:        0.9,
 		OpTimeout:        10 * time.Second,
 		ProgressInterval: time.Second,
+		LockTTL:          15 * time.Second,
 	}
 }
 
@@ -91,8 +99,15 @@ func (c Config) Validate() error {
 	var errs []error
 	switch c.Workload {
 	case WorkloadPut, WorkloadGet, WorkloadMixed:
+	case WorkloadLock:
+		if c.LockTTL < time.Second {
+			errs = append(errs, fmt.Errorf("lock ttl must be at least 1s, not %v", c.LockTTL))
+		}
+		if c.Preload {
+			errs = append(errs, errors.New("the lock workload has nothing to preload"))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("unknown workload %q (put, get or mixed)", c.Workload))
+		errs = append(errs, fmt.Errorf("unknown workload %q (put, get, mixed or lock)", c.Workload))
 	}
 	if c.Clients < 1 {
 		errs = append(errs, fmt.Errorf("clients must be at least 1, not %d", c.Clients))

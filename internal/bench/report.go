@@ -30,6 +30,13 @@ type Result struct {
 	KeyDist   KeyDist           `json:"key_dist"`
 	ZipfS     float64           `json:"zipf_s,omitempty"`
 	ReadRatio *float64          `json:"read_ratio,omitempty"` // mixed only
+	// Contended (lock only): every client takes the same lock; else each
+	// client has lock names of its own.
+	Contended bool `json:"contended,omitempty"`
+	// Handoff (a contended lock only) is the time from the start of a
+	// release to the moment the next holder's acquire answered, for every
+	// grant that followed a release it waited behind.
+	Handoff *Latency `json:"handoff_ms,omitempty"`
 	// Consistency is the read level; empty for put.
 	Consistency string    `json:"consistency,omitempty"`
 	Seed        uint64    `json:"seed"`
@@ -89,7 +96,8 @@ func newResult(cfg Config, t Target) *Result {
 		rr := cfg.ReadRatio
 		r.ReadRatio = &rr
 	}
-	if cfg.Workload != WorkloadPut {
+	r.Contended = cfg.Workload == WorkloadLock && cfg.Contended
+	if cfg.Workload != WorkloadPut && cfg.Workload != WorkloadLock {
 		r.Consistency = cmp.Or(cfg.Consistency, "linearizable")
 	}
 	return r
@@ -133,6 +141,16 @@ func (r *Result) fill(workers []*worker, elapsed time.Duration) {
 	r.Ops = all.count()
 	r.OpsPerSec = rate(r.Ops, elapsed)
 	r.Latency = all.summary()
+	if r.Workload == WorkloadLock && r.Contended {
+		h := newRecorder()
+		for _, w := range workers {
+			h.merge(w.handoff)
+		}
+		if h.count() > 0 {
+			l := h.summary()
+			r.Handoff = &l
+		}
+	}
 }
 
 // issues reports whether the workload issues operations of kind k.
@@ -142,8 +160,10 @@ func (r *Result) issues(k opKind) bool {
 		return k == opPut
 	case WorkloadGet:
 		return k == opGet
+	case WorkloadLock:
+		return k == opLock
 	}
-	return true
+	return k != opLock
 }
 
 func rate(n int64, d time.Duration) float64 {
@@ -188,6 +208,13 @@ func (r *Result) WriteText(w io.Writer) error {
 	if r.ReadRatio != nil {
 		fmt.Fprintf(&b, ", %g%% reads", *r.ReadRatio*100)
 	}
+	if r.Workload == WorkloadLock {
+		if r.Contended {
+			b.WriteString(", one lock for every client")
+		} else {
+			b.WriteString(", a lock name per client and operation")
+		}
+	}
 	if r.Consistency != "" {
 		fmt.Fprintf(&b, ", %s reads", r.Consistency)
 	}
@@ -211,12 +238,19 @@ func (r *Result) WriteText(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\n", name, s.Ops, formatRate(s.OpsPerSec),
 			formatMillis(l.P50), formatMillis(l.P90), formatMillis(l.P99), formatMillis(l.P999), formatMillis(l.Max), s.Errors)
 	}
+	latencyRow := func(name string, l Latency) {
+		fmt.Fprintf(tw, "%s\t-\t-\t%s\t%s\t%s\t%s\t%s\t-\t\n", name,
+			formatMillis(l.P50), formatMillis(l.P90), formatMillis(l.P99), formatMillis(l.P999), formatMillis(l.Max))
+	}
 	ops := slices.Sorted(maps.Keys(r.ByOp))
 	for _, op := range ops {
 		row(op, r.ByOp[op])
 	}
 	if len(ops) > 1 {
 		row("total", OpStats{Ops: r.Ops, Errors: r.Errors, OpsPerSec: r.OpsPerSec, Latency: r.Latency})
+	}
+	if r.Handoff != nil {
+		latencyRow("handoff", *r.Handoff)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -26,10 +26,11 @@ type opKind int
 const (
 	opGet opKind = iota
 	opPut
+	opLock // an acquire and its release, timed together (lock.go)
 	numOps
 )
 
-func (k opKind) String() string { return [...]string{"get", "put"}[k] }
+func (k opKind) String() string { return [...]string{"get", "put", "lock"}[k] }
 
 // worker is one closed-loop client. Its recorders and error counts are
 // touched by its own goroutine only, and read once it has stopped; done and
@@ -44,16 +45,23 @@ type worker struct {
 	sample map[string]string // first error message per code
 	done   atomic.Int64
 	failed atomic.Int64
+	// The lock workload's (lock.go): the index of this client, the hand-off
+	// recorder (contended only) and the state every client of a run shares.
+	index   int
+	handoff *recorder
+	shared  *lockShared
 }
 
 func newWorker(i int, cfg Config, conn Conn) *worker {
 	rnd := rand.New(rand.NewPCG(cfg.Seed, uint64(i)))
 	w := &worker{
-		conn:   conn,
-		rnd:    rnd,
-		keys:   newKeyPicker(cfg.KeyDist, cfg.ZipfS, cfg.Keys, rnd),
-		vals:   newValueSource(rnd, cfg.ValueSize),
-		sample: map[string]string{},
+		conn:    conn,
+		rnd:     rnd,
+		keys:    newKeyPicker(cfg.KeyDist, cfg.ZipfS, cfg.Keys, rnd),
+		vals:    newValueSource(rnd, cfg.ValueSize),
+		sample:  map[string]string{},
+		index:   i,
+		handoff: newRecorder(),
 	}
 	for k := range numOps {
 		w.rec[k] = newRecorder()
@@ -85,12 +93,19 @@ func Run(ctx context.Context, cfg Config, t Target) (*Result, error) {
 		res.System = d.Describe(ctx)
 	}
 	workers := make([]*worker, cfg.Clients)
+	shared := &lockShared{}
 	for i := range workers {
 		conn, err := t.Conn(i)
 		if err != nil {
 			return nil, fmt.Errorf("connection %d: %w", i, err)
 		}
+		if cfg.Workload == WorkloadLock {
+			if _, ok := conn.(Locker); !ok {
+				return nil, fmt.Errorf("%s has no lock service to measure", t.Name())
+			}
+		}
 		workers[i] = newWorker(i, cfg, conn)
+		workers[i].shared = shared
 	}
 	if cfg.Preload {
 		start := time.Now()
@@ -143,6 +158,10 @@ func (w *worker) loop(ctx context.Context, cfg Config, deadline time.Time, issue
 			}
 		} else if !time.Now().Before(deadline) {
 			return
+		}
+		if cfg.Workload == WorkloadLock {
+			w.lockOnce(ctx, cfg)
+			continue
 		}
 		kind := opPut
 		switch cfg.Workload {

@@ -99,9 +99,13 @@ func (s *Summary) WriteMarkdown(w io.Writer) error {
 	}
 
 	rows := map[rowKey]map[string]*Result{}
-	var shards []*Result
+	var shards, locks []*Result
 	stores := map[rowKey]map[string]*Result{}
 	for _, r := range s.Runs {
+		if r.Workload == WorkloadLock {
+			locks = append(locks, r)
+			continue
+		}
 		if r.Label == LabelShards {
 			shards = append(shards, r)
 			continue
@@ -155,6 +159,10 @@ func (s *Summary) WriteMarkdown(w io.Writer) error {
 		b.WriteString("\n")
 	}
 
+	if len(locks) > 0 {
+		writeLockTable(&b, locks, rows[rowKey{workload: WorkloadPut, clients: 1}]["cairn"])
+	}
+
 	if len(shards) > 0 {
 		slices.SortStableFunc(shards, func(a, c *Result) int {
 			return cmp.Or(compareKeys(keyOf(a), keyOf(c)), cmp.Compare(shardCount(a), shardCount(c)))
@@ -190,6 +198,62 @@ func (s *Summary) WriteMarkdown(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeLockTable is the lock part of make bench: cairn's lock API against
+// etcd's concurrency.Mutex through its native client, acquire+release per
+// operation, by contention and clients, with the hand-off of a contended
+// lock set beside one raft commit (cairn's put p50 at one client, when the
+// session measured it).
+func writeLockTable(b *strings.Builder, locks []*Result, put1 *Result) {
+	type key struct {
+		contended bool
+		clients   int
+	}
+	rows := map[key]map[string]*Result{}
+	for _, r := range locks {
+		k := key{r.Contended, r.Clients}
+		if rows[k] == nil {
+			rows[k] = map[string]*Result{}
+		}
+		rows[k][r.Target] = r
+	}
+	keys := slices.SortedFunc(maps.Keys(rows), func(a, c key) int {
+		return cmp.Or(cmp.Compare(btoi(a.contended), btoi(c.contended)), cmp.Compare(a.clients, c.clients))
+	})
+	b.WriteString("## locks: cairn against etcd's concurrency.Mutex (native client)\n\n")
+	b.WriteString("One operation is an acquire and its release. Uncontended: every client takes names of its own; ")
+	b.WriteString("contended: every client takes one lock, and handoff is the time from the start of a release to the answer of the acquire waiting behind it.")
+	if put1 != nil {
+		fmt.Fprintf(b, " One raft commit, for scale: cairn's put p50 at 1 client, %s ms.", formatMillis(put1.Latency.P50))
+	}
+	b.WriteString("\n\n| lock | clients | cairn ops/s | etcd ops/s | cairn/etcd | cairn p50 / p99 ms | etcd p50 / p99 ms | handoff p50 / p99 ms cairn | etcd | errors cairn / etcd |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, k := range keys {
+		c, e := rows[k]["cairn"], rows[k]["etcd-native"]
+		name := "uncontended"
+		if k.contended {
+			name = "contended"
+		}
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s / %s |\n", name, k.clients,
+			opsCell(c), opsCell(e), ratioCell(c, e, func(r *Result) float64 { return r.OpsPerSec }),
+			latCell(c), latCell(e), handoffCell(c), handoffCell(e), errCell(c), errCell(e))
+	}
+	b.WriteString("\n")
+}
+
+func handoffCell(r *Result) string {
+	if r == nil || r.Handoff == nil {
+		return "–"
+	}
+	return formatMillis(r.Handoff.P50) + " / " + formatMillis(r.Handoff.P99)
+}
+
+func btoi(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 func shardCount(r *Result) int {

@@ -121,3 +121,42 @@ func TestSummaryLogStores(t *testing.T) {
 		t.Errorf("rows out of order:\n%s", out)
 	}
 }
+
+func TestSummaryLocks(t *testing.T) {
+	lock := func(target string, clients int, contended bool, ops, p50, handoff float64) *Result {
+		r := run(target, WorkloadLock, clients, ops, p50, 2*p50, 0)
+		r.Consistency, r.Contended = "", contended
+		if contended {
+			r.Handoff = &Latency{P50: handoff, P99: 2 * handoff}
+		}
+		return r
+	}
+	s := &Summary{Runs: []*Result{
+		run("cairn", WorkloadPut, 1, 300, 3, 5, 0),
+		lock("cairn", 64, false, 9000, 6, 0), lock("etcd-native", 64, false, 3000, 20, 0),
+		lock("cairn", 64, true, 250, 200, 2.5), lock("etcd-native", 64, true, 120, 500, 8),
+		lock("cairn", 1, false, 160, 6, 0),
+	}}
+	var b bytes.Buffer
+	if err := s.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"## locks: cairn against etcd's concurrency.Mutex (native client)\n",
+		"cairn's put p50 at 1 client, 3.00 ms.",
+		"| uncontended | 1 | 160 | – | – |",
+		"| uncontended | 64 | 9000 | 3000 | 3.00× | 6.00 / 12.0 | 20.0 / 40.0 | – | – | 0 / 0 |\n",
+		"| contended | 64 | 250 | 120 | 2.08× | 200 / 400 | 500 / 1000 | 2.50 / 5.00 | 8.00 / 16.0 | 0 / 0 |\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "| lock | 64 |") {
+		t.Errorf("a lock run landed in the key-value table:\n%s", out)
+	}
+	if i, j := strings.Index(out, "| uncontended | 64"), strings.Index(out, "| contended | 64"); i > j {
+		t.Errorf("rows out of order:\n%s", out)
+	}
+}
