@@ -27,6 +27,8 @@ type LockHold struct {
 	// Lost is when the client learned it had lost the lock: a renew or release answered lock_lost
 	// (0: never).
 	Lost int64
+	// Shared: a shared (reader) grant; false is exclusive.
+	Shared bool
 }
 
 // End is when the client stops relying on the grant: its release's call, or the end of its guaranteed
@@ -40,18 +42,23 @@ func (h LockHold) End() int64 {
 }
 
 func (h LockHold) String() string {
-	return fmt.Sprintf("client %d token %d held [%v, %v]", h.Client, h.Token, time.Duration(h.Granted),
+	mode := ""
+	if h.Shared {
+		mode = " shared"
+	}
+	return fmt.Sprintf("client %d token %d%s held [%v, %v]", h.Client, h.Token, mode, time.Duration(h.Granted),
 		time.Duration(h.End()))
 }
 
-// CheckSemaphore checks that at no moment more than limit clients relied on a grant of one lock: the
-// intervals [Granted, End()) of holds overlap at most limit deep. It also checks what a correct server
-// guarantees each hold: tokens are distinct (I9), and no client learned of a loss before its guaranteed
-// lease ended (I10). It returns one error per violation found (nil: none).
+// CheckSemaphore checks that at no moment more than limit clients relied on an exclusive grant of one
+// lock, and that no shared grant was relied on together with an exclusive one (shared grants admit each
+// other without bound): the intervals [Granted, End()) of holds overlap no deeper than that. It also
+// checks what a correct server guarantees each hold: tokens are distinct (I9), and no client learned of a
+// loss before its guaranteed lease ended (I10). It returns one error per violation found (nil: none).
 //
 // Why an overlap is a violation: a holder's interval ends no later than its release was sent, or than
 // the earliest moment the server may expire it; the next grant on that slot is applied after that and
-// returns later still. So in a correct run, limit+1 intervals never share a moment.
+// returns later still. So in a correct run, conflicting intervals never share a moment.
 func CheckSemaphore(holds []LockHold, limit int) []error {
 	var errs []error
 	seen := make(map[uint64]LockHold, len(holds))
@@ -81,20 +88,27 @@ func CheckSemaphore(holds []LockHold, limit int) []error {
 		return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.delta, b.delta), cmp.Compare(a.hold, b.hold))
 	})
 	open := map[int]bool{}
+	exclusive, shared := 0, 0
 	reported := false
 	for _, e := range edges {
+		n := &exclusive
+		if holds[e.hold].Shared {
+			n = &shared
+		}
 		if e.delta < 0 {
 			delete(open, e.hold)
+			*n--
 			continue
 		}
 		open[e.hold] = true
-		if len(open) > limit && !reported {
+		*n++
+		if (exclusive > limit || exclusive > 0 && shared > 0) && !reported {
 			var who []string
 			for _, i := range slices.Sorted(maps.Keys(open)) {
 				who = append(who, holds[i].String())
 			}
-			errs = append(errs, fmt.Errorf("semaphore of limit %d had %d holders at %v: %v",
-				limit, len(open), time.Duration(e.at), who))
+			errs = append(errs, fmt.Errorf("lock of limit %d had %d exclusive and %d shared holders at %v: %v",
+				limit, exclusive, shared, time.Duration(e.at), who))
 			reported = true // one report per run: the first moment is the interesting one
 		}
 	}

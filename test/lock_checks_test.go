@@ -11,6 +11,11 @@ func hold(client int, tok uint64, granted, leaseFrom int64, ttl int64, released 
 		Released: released}
 }
 
+func shared(h LockHold) LockHold {
+	h.Shared = true
+	return h
+}
+
 // TestCheckSemaphore: the checker passes hand-offs and expiries done right and fails each violation
 // (its negative controls).
 func TestCheckSemaphore(t *testing.T) {
@@ -46,6 +51,13 @@ func TestCheckSemaphore(t *testing.T) {
 			hold(0, 5, 10, 0, 1000, 0),
 			hold(1, 6, 500, 0, 100, 0),
 		}, ""},
+		{"readers together, then a writer", 1, []LockHold{
+			shared(hold(0, 5, 10, 0, 1000, 500)),
+			shared(hold(1, 6, 20, 15, 1000, 450)),
+			shared(hold(2, 7, 30, 25, 1000, 480)),
+			hold(3, 8, 510, 40, 1000, 600),
+			shared(hold(0, 9, 610, 550, 1000, 700)),
+		}, ""},
 		{"loss learned after the lease could end", 1, []LockHold{
 			{Client: 0, Token: 5, Granted: 10, LeaseFrom: 0, TTL: 100, Lost: 150},
 		}, ""},
@@ -54,20 +66,29 @@ func TestCheckSemaphore(t *testing.T) {
 		{"two holders of a mutex", 1, []LockHold{
 			hold(0, 5, 10, 0, 1000, 50),
 			hold(1, 6, 40, 30, 1000, 90),
-		}, "semaphore of limit 1 had 2 holders"},
+		}, "lock of limit 1 had 2 exclusive"},
 		{"a grant before the lease could end", 1, []LockHold{
 			hold(0, 5, 10, 0, 100, 0),
 			hold(1, 6, 90, 30, 1000, 0),
-		}, "had 2 holders"},
+		}, "had 2 exclusive"},
 		{"three holders of a semaphore of two", 2, []LockHold{
 			hold(0, 5, 10, 0, 1000, 500),
 			hold(1, 6, 20, 15, 1000, 500),
 			hold(2, 7, 30, 25, 1000, 600),
-		}, "semaphore of limit 2 had 3 holders"},
+		}, "lock of limit 2 had 3 exclusive"},
 		{"a token granted twice", 2, []LockHold{
 			hold(0, 5, 10, 0, 1000, 500),
 			hold(1, 5, 20, 15, 1000, 500),
 		}, "I9: token 5 granted twice"},
+		{"an exclusive holder among readers", 1, []LockHold{
+			shared(hold(0, 5, 10, 0, 1000, 500)),
+			shared(hold(1, 6, 20, 15, 1000, 500)),
+			hold(2, 7, 30, 25, 1000, 600),
+		}, "1 exclusive and 2 shared holders"},
+		{"a reader while a writer holds", 1, []LockHold{
+			hold(0, 5, 10, 0, 1000, 500),
+			shared(hold(1, 6, 400, 15, 1000, 700)),
+		}, "1 exclusive and 1 shared"},
 		{"loss learned before the lease could end", 1, []LockHold{
 			{Client: 0, Token: 5, Granted: 10, LeaseFrom: 0, TTL: 100, Lost: 60},
 		}, "I10"},

@@ -16,10 +16,11 @@ import (
 
 // LockAcquire is one acquire's parameters (docs/api.md, Locks). Zero Limit means 1.
 type LockAcquire struct {
-	TTL   time.Duration
-	Wait  time.Duration
-	Owner string
-	Limit int
+	TTL    time.Duration
+	Wait   time.Duration
+	Owner  string
+	Limit  int
+	Shared bool // mode "shared"; false is "exclusive"
 }
 
 // LockInfo is what a status read shows.
@@ -140,10 +141,13 @@ func lockError(res *HTTPResult, err error) error {
 	case code == "stale_token":
 		return ErrStaleToken
 	case res.Status == http.StatusBadRequest, res.Status == http.StatusNotFound,
-		res.Status == http.StatusRequestEntityTooLarge, code == "condition_failed":
+		res.Status == http.StatusRequestEntityTooLarge, code == "condition_failed",
+		code == "unavailable":
+		// docs/api.md's error table: 503 unavailable (no leader, no quorum, not ready) is a refusal;
+		// a write that may have committed is 504 outcome_unknown.
 		return fmt.Errorf("%w: %v", ErrDefinite, res)
 	default:
-		return fmt.Errorf("outcome unknown: %v", res) // 5xx, 429: may or may not have taken effect
+		return fmt.Errorf("outcome unknown: %v", res) // 504, 500, 429: may or may not have taken effect
 	}
 }
 
@@ -152,6 +156,9 @@ func (h HTTPLocks) Acquire(ctx context.Context, name string, req LockAcquire) (u
 	body := map[string]any{"ttl": req.TTL.String(), "wait": req.Wait.String(), "owner": req.Owner}
 	if req.Limit > 1 {
 		body["limit"] = req.Limit
+	}
+	if req.Shared {
+		body["mode"] = "shared"
 	}
 	res, err := Do(ctx, http.MethodPost, h.node(ctx), lockURL(name, "acquire"), body)
 	if err := lockError(res, err); err != nil {

@@ -29,6 +29,9 @@ type LockWorkloadConfig struct {
 	Wait time.Duration
 	// Abandon is the chance that a holder stops renewing and forgets its grant, so it expires.
 	Abandon float64
+	// Shared is the chance that an acquire asks for a shared grant (a readers-writer lock). Histories
+	// with shared grants are checked by CheckSemaphore only, not by the mutex model.
+	Shared float64
 	// OpTimeout bounds each call.
 	OpTimeout time.Duration
 	Seed      uint64
@@ -36,10 +39,23 @@ type LockWorkloadConfig struct {
 
 // LockWorkload is what RunLockWorkload recorded.
 type LockWorkload struct {
-	Rec *LockRecorder
-	mu  sync.Mutex
+	Rec    *LockRecorder
+	shared bool // some acquires were shared
+	mu     sync.Mutex
 	// Holds are the grants as their clients saw them, per lock name (for CheckSemaphore).
 	Holds map[string][]LockHold
+	// unknown and refused count the errors read as unknown outcomes and as refusals, by operation and
+	// message (the first few distinct ones), for the log.
+	unknown, refused map[string]int
+}
+
+func (w *LockWorkload) note(m map[string]int, op LockOp, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	msg := string(op) + ": " + err.Error()
+	if _, ok := m[msg]; ok || len(m) < 8 {
+		m[msg]++
+	}
 }
 
 func (w *LockWorkload) addHold(name string, h LockHold) {
@@ -64,17 +80,19 @@ func (w *LockWorkload) Summary() string {
 		}
 		counts[string(in.Op)+" "+what]++
 	}
-	return fmt.Sprint(counts)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return fmt.Sprintf("%v; unknown outcomes from %v; refused (left out) %v", counts, w.unknown, w.refused)
 }
 
-// Check runs the checkers on the recorded workload: the porcupine lock model when the limit is 1 (slack
-// as LockModel's), and CheckSemaphore for every lock. It fails t on a violation and returns the number
+// Check runs the checkers on the recorded workload: the porcupine lock model when the limit is 1 and no
+// grant was shared (slack as LockModel's), and CheckSemaphore for every lock. It fails t on a violation and returns the number
 // of violations found.
 func (w *LockWorkload) Check(t testing.TB, limit int, slack time.Duration) int {
 	t.Helper()
 	t.Logf("lock workload: %s", w.Summary())
 	bad := 0
-	if limit == 1 {
+	if limit == 1 && !w.shared {
 		if w.Rec.Check(t, slack, 30*time.Second) == porcupine.Illegal {
 			bad++
 		}
@@ -95,13 +113,15 @@ func RunLockWorkload(ctx context.Context, t testing.TB, cfg LockWorkloadConfig) 
 	if cfg.Limit == 0 {
 		cfg.Limit = 1
 	}
-	if cfg.Service == nil || len(cfg.Names) == 0 || cfg.Clients < 1 || cfg.Ops < 1 || cfg.TTL <= 0 || cfg.Wait < 0 {
+	if cfg.Service == nil || len(cfg.Names) == 0 || cfg.Clients < 1 || cfg.Ops < 1 || cfg.TTL <= 0 || cfg.Wait < 0 ||
+		cfg.Shared < 0 || cfg.Shared > 1 {
 		t.Fatalf("lock workload: bad config %+v", cfg)
 	}
 	if cfg.OpTimeout == 0 {
 		cfg.OpTimeout = 5 * time.Second
 	}
-	w := &LockWorkload{Rec: NewLockRecorder(), Holds: map[string][]LockHold{}}
+	w := &LockWorkload{Rec: NewLockRecorder(), Holds: map[string][]LockHold{}, shared: cfg.Shared > 0,
+		unknown: map[string]int{}, refused: map[string]int{}}
 	t.Logf("lock workload: seed %d, %d clients x %d ops, locks %q, limit %d, ttl %v", cfg.Seed, cfg.Clients,
 		cfg.Ops, cfg.Names, cfg.Limit, cfg.TTL)
 	var wg sync.WaitGroup
@@ -162,6 +182,12 @@ func (c *lockClient) call(ctx context.Context, in LockInput, f func(context.Cont
 	cancel()
 	out, refused := LockOutcomeOf(err)
 	switch {
+	case out.Unknown:
+		c.w.note(c.w.unknown, in.Op, err)
+	case refused:
+		c.w.note(c.w.refused, in.Op, err)
+	}
+	switch {
 	case refused:
 		out = LockOutput{Refused: true} // nothing took effect and nothing was observed
 	case in.Op == LockOpStatus && err == nil:
@@ -181,16 +207,18 @@ func (c *lockClient) acquire(ctx context.Context) {
 	if c.cfg.Wait > 0 && c.rng.IntN(3) == 0 {
 		wait = time.Duration(c.rng.Int64N(int64(c.cfg.Wait)))
 	}
+	shared := c.rng.Float64() < c.cfg.Shared
 	var token uint64
 	call := c.w.Rec.Now() // before the recorder's stamp: the conservative start of the lease
 	err := c.call(ctx, LockInput{Op: LockOpAcquire, TTL: c.cfg.TTL, Wait: wait}, func(ctx context.Context) (LockInfo, error) {
 		var err error
 		token, err = c.cfg.Service.Acquire(ctx, c.name, LockAcquire{TTL: c.cfg.TTL, Wait: wait,
-			Owner: "c" + strconv.Itoa(c.id), Limit: c.cfg.Limit})
+			Owner: "c" + strconv.Itoa(c.id), Limit: c.cfg.Limit, Shared: shared})
 		return LockInfo{Token: token}, err
 	})
 	if err == nil {
-		c.hold = &LockHold{Client: c.id, Token: token, Granted: c.w.Rec.Now(), LeaseFrom: call, TTL: c.cfg.TTL}
+		c.hold = &LockHold{Client: c.id, Token: token, Granted: c.w.Rec.Now(), LeaseFrom: call, TTL: c.cfg.TTL,
+			Shared: shared}
 	}
 }
 

@@ -20,6 +20,7 @@ type fakeLocks struct {
 	overLimit   bool // a semaphore admits limit+1 holders
 	lifo        bool // the newest waiter is served first
 	noFence     bool // the store ignores fences (breaks I11)
+	readersIn   bool // a shared acquire is granted while a writer holds
 
 	mu     sync.Mutex
 	locks  map[string]*fakeLock
@@ -39,11 +40,29 @@ type fakeHolder struct {
 	token   uint64
 	ttl     time.Duration
 	expires time.Time
+	shared  bool
 }
 
 type fakeWaiter struct {
-	ttl   time.Duration
-	token uint64 // 0 until granted
+	ttl    time.Duration
+	shared bool
+	token  uint64 // 0 until granted
+}
+
+// fits reports whether a grant of the mode fits next to the holders now.
+func (f *fakeLocks) fits(l *fakeLock, shared bool) bool {
+	excl, sh := 0, 0
+	for _, h := range l.holders {
+		if h.shared {
+			sh++
+		} else {
+			excl++
+		}
+	}
+	if shared {
+		return excl == 0 || f.readersIn
+	}
+	return excl < l.limit && sh == 0
 }
 
 func newFakeLocks() *fakeLocks {
@@ -72,18 +91,21 @@ func (f *fakeLocks) get(name string) *fakeLock {
 
 // serve grants waiters in arrival order (newest first with the lifo knob) while there is room.
 func (f *fakeLocks) serve(l *fakeLock) {
-	for len(l.waiters) > 0 && len(l.holders) < l.limit {
+	for len(l.waiters) > 0 {
 		i := 0
 		if f.lifo {
 			i = len(l.waiters) - 1
 		}
 		w := l.waiters[i]
+		if !f.fits(l, w.shared) {
+			return
+		}
 		l.waiters = append(l.waiters[:i:i], l.waiters[i+1:]...)
-		w.token = f.grant(l, w.ttl)
+		w.token = f.grant(l, w.ttl, w.shared)
 	}
 }
 
-func (f *fakeLocks) grant(l *fakeLock, ttl time.Duration) uint64 {
+func (f *fakeLocks) grant(l *fakeLock, ttl time.Duration, shared bool) uint64 {
 	l.last++
 	if f.tokensBack && len(l.holders) == 0 && l.last > 3 {
 		l.last -= 2
@@ -92,7 +114,7 @@ func (f *fakeLocks) grant(l *fakeLock, ttl time.Duration) uint64 {
 	if f.earlyExpiry {
 		life = ttl / 4
 	}
-	l.holders = append(l.holders, fakeHolder{token: l.last, ttl: ttl, expires: time.Now().Add(life)})
+	l.holders = append(l.holders, fakeHolder{token: l.last, ttl: ttl, expires: time.Now().Add(life), shared: shared})
 	return l.last
 }
 
@@ -110,9 +132,9 @@ func (f *fakeLocks) Acquire(ctx context.Context, name string, req LockAcquire) (
 	l := f.get(name)
 	l.limit = limit
 	f.tries++
-	if len(l.holders) < limit && len(l.waiters) == 0 || f.doubleGrant && f.tries%3 == 0 {
+	if f.fits(l, req.Shared) && len(l.waiters) == 0 || f.doubleGrant && f.tries%3 == 0 {
 		defer f.mu.Unlock()
-		return f.grant(l, req.TTL), nil
+		return f.grant(l, req.TTL, req.Shared), nil
 	}
 	if req.Wait == 0 {
 		defer f.mu.Unlock()
@@ -122,7 +144,7 @@ func (f *fakeLocks) Acquire(ctx context.Context, name string, req LockAcquire) (
 		}
 		return 0, held
 	}
-	w := &fakeWaiter{ttl: req.TTL}
+	w := &fakeWaiter{ttl: req.TTL, shared: req.Shared}
 	l.waiters = append(l.waiters, w)
 	f.mu.Unlock()
 	deadline := time.Now().Add(req.Wait)
@@ -218,16 +240,22 @@ func (f *fakeLocks) Put(_ context.Context, key, value, _ string, token uint64) e
 	return nil
 }
 
-func fakeLockWorkload(svc LockService, seed uint64, limit int) LockWorkloadConfig {
+func fakeLockWorkload(svc LockService, seed uint64, limit int, shared float64) LockWorkloadConfig {
 	return LockWorkloadConfig{Service: svc, Names: []string{"a", "b"}, Clients: 5, Ops: 50, Limit: limit,
-		TTL: 40 * time.Millisecond, Wait: 30 * time.Millisecond, Abandon: 0.1, OpTimeout: time.Second, Seed: seed}
+		TTL: 40 * time.Millisecond, Wait: 30 * time.Millisecond, Abandon: 0.1, Shared: shared,
+		OpTimeout: time.Second, Seed: seed}
 }
 
-// TestLockWorkloadFakePasses: a correct lock service passes the lock model and the semaphore checker.
+// TestLockWorkloadFakePasses: a correct lock service passes the lock model and the semaphore checker, as
+// a mutex, a semaphore and a readers-writer lock.
 func TestLockWorkloadFakePasses(t *testing.T) {
-	for _, limit := range []int{1, 2} {
-		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
-			w := RunLockWorkload(Context(t, 20*time.Second), t, fakeLockWorkload(newFakeLocks(), 1, limit))
+	for _, tt := range []struct {
+		limit  int
+		shared float64
+	}{{1, 0}, {2, 0}, {1, 0.6}} {
+		limit := tt.limit
+		t.Run(fmt.Sprintf("limit %d shared %v", limit, tt.shared), func(t *testing.T) {
+			w := RunLockWorkload(Context(t, 20*time.Second), t, fakeLockWorkload(newFakeLocks(), 1, limit, tt.shared))
 			if n := len(w.Rec.Operations()); n < 100 {
 				t.Errorf("only %d operations recorded", n)
 			}
@@ -240,21 +268,23 @@ func TestLockWorkloadFakePasses(t *testing.T) {
 // guarantee, and the checkers must report it.
 func TestLockWorkloadBrokenFakesAreCaught(t *testing.T) {
 	tests := []struct {
-		name  string
-		limit int
-		knob  func(f *fakeLocks)
+		name   string
+		limit  int
+		shared float64
+		knob   func(f *fakeLocks)
 	}{
-		{"leases end early (I10)", 1, func(f *fakeLocks) { f.earlyExpiry = true }},
-		{"tokens go back (I9)", 1, func(f *fakeLocks) { f.tokensBack = true }},
-		{"two holders of a mutex", 1, func(f *fakeLocks) { f.doubleGrant = true }},
-		{"a semaphore over its limit", 2, func(f *fakeLocks) { f.overLimit = true }},
+		{"leases end early (I10)", 1, 0, func(f *fakeLocks) { f.earlyExpiry = true }},
+		{"tokens go back (I9)", 1, 0, func(f *fakeLocks) { f.tokensBack = true }},
+		{"two holders of a mutex", 1, 0, func(f *fakeLocks) { f.doubleGrant = true }},
+		{"a semaphore over its limit", 2, 0, func(f *fakeLocks) { f.overLimit = true }},
+		{"readers let in beside a writer", 1, 0.6, func(f *fakeLocks) { f.readersIn = true }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv(ArtifactsEnv, t.TempDir())
 			f := newFakeLocks()
 			tt.knob(f)
-			w := RunLockWorkload(Context(t, 20*time.Second), t, fakeLockWorkload(f, 2, tt.limit))
+			w := RunLockWorkload(Context(t, 20*time.Second), t, fakeLockWorkload(f, 2, tt.limit, tt.shared))
 			ct := &checkCaptureTB{TB: t}
 			if bad := w.Check(ct, tt.limit, 0); bad == 0 || len(ct.errors) == 0 {
 				t.Errorf("the checkers found nothing wrong with a broken service")
