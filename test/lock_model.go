@@ -6,8 +6,10 @@
 package test
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -352,7 +354,8 @@ func CheckLockHistory(t testing.TB, history []porcupine.Operation, slack, timeou
 				len(history), err)
 			return res
 		}
-		t.Errorf("I9/I10: lock history of %d operations is NOT linearizable; visualization: %s", len(history), path)
+		t.Errorf("I9/I10: lock history of %d operations is NOT linearizable; visualization: %s\n%s", len(history), path,
+			describeLockFailure(history, info))
 	case porcupine.Unknown:
 		t.Logf("!!! LOCK LINEARIZABILITY CHECK INCONCLUSIVE: porcupine gave up after %v on %d operations; "+
 			"this run proves NOTHING (not a failure, not a pass)", took, len(history))
@@ -360,6 +363,44 @@ func CheckLockHistory(t testing.TB, history []porcupine.Operation, slack, timeou
 		t.Logf("lock linearizability: %d operations are linearizable (checked in %v)", len(history), took)
 	}
 	return res
+}
+
+// describeLockFailure says, for each lock whose history has no legal order, where the longest legal order
+// found stops: its last operations and the earliest ones it could not place (the visualization shows all).
+func describeLockFailure(history []porcupine.Operation, info porcupine.LinearizationInfo) string {
+	parts := partitionLocksByName(history)
+	lins := info.PartialLinearizationsOperations()
+	if len(lins) != len(parts) {
+		return ""
+	}
+	var b strings.Builder
+	line := func(prefix string, op porcupine.Operation) {
+		fmt.Fprintf(&b, "  %s [%v, %v] %s\n", prefix, time.Duration(op.Call), time.Duration(op.Return),
+			describeLockOperation(op.Input.(LockInput), op.Output.(LockOutput)))
+	}
+	for i, part := range parts {
+		var longest []porcupine.Operation
+		for _, l := range lins[i] {
+			if len(l) > len(longest) {
+				longest = l
+			}
+		}
+		if len(longest) == len(part) {
+			continue
+		}
+		fmt.Fprintf(&b, "lock %q: %d of %d operations ordered; the order ends with\n", part[0].Input.(LockInput).Name,
+			len(longest), len(part))
+		for _, op := range longest[max(0, len(longest)-4):] {
+			line("ok ", op)
+		}
+		b.WriteString("  and cannot go on with any of\n")
+		rest := slices.DeleteFunc(slices.Clone(part), func(op porcupine.Operation) bool { return slices.Contains(longest, op) })
+		slices.SortFunc(rest, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
+		for _, op := range rest[:min(6, len(rest))] {
+			line("-> ", op)
+		}
+	}
+	return b.String()
 }
 
 // LockRecorder records a history of lock operations from concurrent clients, for LockModel. It is safe
