@@ -20,6 +20,7 @@ import (
 
 	"github.com/cairndb/cairn/client"
 	"github.com/cairndb/cairn/internal/bench"
+	"github.com/cairndb/cairn/internal/cli"
 )
 
 // benchFlags are the flags of "cairn bench put|get|mixed".
@@ -37,7 +38,7 @@ const defaultEtcdEndpoint = "127.0.0.1:2379"
 
 // newBenchCmd is "cairn bench": the workloads of internal/bench against
 // cairn or etcd's JSON gateway. The global --timeout bounds each operation.
-func newBenchCmd(opts *globalOptions) *cobra.Command {
+func newBenchCmd(opts *cli.GlobalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure throughput and latency (of cairn, or of etcd for comparison)",
@@ -58,9 +59,9 @@ measured) so that reads find their key.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usageErrorf("missing workload (put, get, mixed, txn, lock)")
+				return cli.UsageErrorf("missing workload (put, get, mixed, txn, lock)")
 			}
-			return usageErrorf("unknown workload %q for %q (put, get, mixed, txn, lock)", args[0], cmd.CommandPath())
+			return cli.UsageErrorf("unknown workload %q for %q (put, get, mixed, txn, lock)", args[0], cmd.CommandPath())
 		},
 	}
 	cmd.AddCommand(
@@ -72,15 +73,15 @@ measured) so that reads find their key.`,
 		newBenchSummarizeCmd(),
 		newBenchSplitKeysCmd(),
 	)
-	reportErrors(cmd)
-	flagErrors(cmd)
+	cli.ReportErrors(cmd)
+	cli.FlagErrors(cmd)
 	for _, sub := range cmd.Commands() {
-		flagErrors(sub)
+		cli.FlagErrors(sub)
 	}
 	return cmd
 }
 
-func newBenchWorkloadCmd(opts *globalOptions, w bench.Workload, short string) *cobra.Command {
+func newBenchWorkloadCmd(opts *cli.GlobalOptions, w bench.Workload, short string) *cobra.Command {
 	bf := &benchFlags{cfg: bench.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   string(w),
@@ -140,15 +141,15 @@ func newBenchUnavailableCmd(name, what string) *cobra.Command {
 		Short: "Not available yet: the server has no " + what,
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(*cobra.Command, []string) error {
-			return usageErrorf("not available yet: the server has no %s", what)
+			return cli.UsageErrorf("not available yet: the server has no %s", what)
 		},
 	}
 }
 
 // runBench validates the flags, runs the benchmark and prints its report.
-func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
+func runBench(cmd *cobra.Command, opts *cli.GlobalOptions, bf *benchFlags) error {
 	if cmd.Flags().Changed("count") && cmd.Flags().Changed("duration") {
-		return usageErrorf("--count and --duration are mutually exclusive")
+		return cli.UsageErrorf("--count and --duration are mutually exclusive")
 	}
 	etcd := false
 	switch bf.target {
@@ -159,9 +160,9 @@ func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
 			opts.Endpoints = []string{defaultEtcdEndpoint}
 		}
 	default:
-		return usageErrorf("--target must be cairn or etcd, not %q", bf.target)
+		return cli.UsageErrorf("--target must be cairn or etcd, not %q", bf.target)
 	}
-	if err := opts.validate(); err != nil {
+	if err := opts.Validate(); err != nil {
 		return err
 	}
 	cfg := bf.cfg
@@ -171,10 +172,10 @@ func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
 		cfg.Consistency = bf.consistency
 	}
 	if etcd && cfg.Workload == bench.WorkloadLock {
-		return usageErrorf("etcd's JSON gateway has no lock to measure this way: use bench/etcdnative lock (its native client's concurrency.Mutex)")
+		return cli.UsageErrorf("etcd's JSON gateway has no lock to measure this way: use bench/etcdnative lock (its native client's concurrency.Mutex)")
 	}
 	if err := cfg.Validate(); err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	httpc := bench.NewHTTPClient(cfg.Clients)
 	var target bench.Target
@@ -186,7 +187,7 @@ func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
 			DisableRouting: bf.noRouting})
 	}
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	defer target.Close()
 
@@ -216,7 +217,7 @@ func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
 		return benchFailure(err)
 	}
 	out := cmd.OutOrStdout()
-	if bf.jsonOut || opts.Output == outputJSON {
+	if bf.jsonOut || opts.Output == cli.OutputJSON {
 		err = res.WriteJSON(out)
 	} else {
 		err = res.WriteText(out)
@@ -279,7 +280,7 @@ the cairn/etcd ratios, and cairn's runs labelled "shards" by shard count. With
 			for _, kv := range env {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok {
-					return usageErrorf("--env %q: want KEY=VALUE", kv)
+					return cli.UsageErrorf("--env %q: want KEY=VALUE", kv)
 				}
 				s.Env = append(s.Env, bench.EnvEntry{Key: k, Value: v})
 			}
@@ -352,7 +353,7 @@ func newBenchSplitKeysCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if shards < 1 || keys < shards {
-				return usageErrorf("--shards must be between 1 and --keys")
+				return cli.UsageErrorf("--shards must be between 1 and --keys")
 			}
 			_, err := fmt.Fprintln(cmd.OutOrStdout(), strings.Join(bench.SplitKeys(prefix, keys, shards), ","))
 			return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairndb/cairn/internal/cli"
 	"github.com/cairndb/cairn/internal/node"
 	"github.com/cairndb/cairn/shard"
 )
@@ -48,7 +49,7 @@ cluster forms, the node logs what it waits for every 10s.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := f.config()
 			if err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			return serve(nil, cfg)
 		},
@@ -106,7 +107,7 @@ func serve(started func(), cfgs ...node.Config) error {
 	for _, cfg := range cfgs {
 		n, err := node.Start(cfg)
 		if errors.Is(err, node.ErrNoFormation) {
-			return usageError{err}
+			return cli.Usage(err)
 		}
 		if err != nil {
 			return err
@@ -146,9 +147,3 @@ func serve(started func(), cfgs ...node.Config) error {
 
 // leaveTimeout bounds the leadership handoff on SIGTERM.
 const leaveTimeout = 3 * time.Second
-
-// usageError marks bad flags: exit code 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
