@@ -185,6 +185,8 @@ func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
 		r, err = c.lock(cmd, l.Index)
 	case OpFencedGet:
 		r, err = c.fencedGet(cmd, l.Index)
+	case OpTxn:
+		r, err = c.txn(cmd, l.Index)
 	default:
 		r = &Result{Index: l.Index, Err: fmt.Errorf("%w: op %v", ErrInvalidCommand, cmd.Op)}
 	}

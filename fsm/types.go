@@ -26,7 +26,12 @@ const (
 	OpDelete Op = 2 // delete Key, optionally conditional on ModIndex
 	OpExpire Op = 3 // leader-proposed TTL expiry: delete Key iff its mod_index == ModIndex
 	OpNoop   Op = 4 // changes nothing; a new leader commits one so its term has an applied entry (ReadIndex)
-	// 5..15 reserved for single-shard transactions (txn/).
+	// OpTxn runs a one-shard transaction (txn.EncodeRequest in Value) as
+	// one entry: compares, the branch taken, fences and dedup in one bbolt
+	// transaction (fsm/txn.go, txn/DESIGN.md). Key is the transaction's
+	// anchor key; every key of the request is range-checked.
+	OpTxn Op = 5
+	// 6..15 reserved for transactions (txn/).
 	// OpSplit splits the range at Key: this replica keeps [Start, Key) and
 	// hands [Key, End) to a new range ChildID whose replicas are Servers.
 	// Every replica applies it at the same index from the same data, so every
@@ -55,6 +60,8 @@ func (o Op) String() string {
 		return "expire"
 	case OpNoop:
 		return "noop"
+	case OpTxn:
+		return "txn"
 	case OpSplit:
 		return "split"
 	case OpLock:
@@ -132,6 +139,7 @@ type Result struct {
 	Deleted int         // OpDelete, OpExpire: 1 if a key was removed
 	Err     error       // nil, *ConditionError, *WrongShardError, *StaleTokenError, ErrInvalidCommand
 	Lock    *LockResult // OpLock: what lock.Apply did (nil when Err is set)
+	Txn     *TxnResult  // OpTxn: the branch taken and each op's result (nil when Err is set)
 }
 
 // LockResult is the outcome of an OpLock entry. Result.Err inside it is a
