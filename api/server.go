@@ -23,6 +23,7 @@ import (
 	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
 )
 
 // Backend is what the API needs from the node. Implementations must be safe
@@ -80,6 +81,9 @@ type Config struct {
 	Registry    *prometheus.Registry // nil = a new registry
 	// Pprof mounts net/http/pprof at /debug/pprof/ (the --pprof flag).
 	Pprof bool
+	// TxnLimits bounds a transaction (ops and bytes; --txn-max-ops,
+	// --txn-max-bytes); zero = txn.DefaultLimits.
+	TxnLimits txn.Limits
 	// Clock stamps proposals (a command's Time, from which TTLs count) and
 	// times how long an unreachable peer is skipped; nil = the real clock.
 	// Waits (RouteWait, SessionWait) run on real timers.
@@ -104,6 +108,11 @@ func (c Config) Validate() error {
 		"route wait": c.RouteWait, "session wait": c.SessionWait} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("api: %s %s is negative", name, d))
+		}
+	}
+	if c.TxnLimits != (txn.Limits{}) {
+		if err := c.TxnLimits.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("api: %w", err))
 		}
 	}
 	return errors.Join(errs...)
@@ -157,6 +166,9 @@ func NewServer(cfg Config) *Server {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real()
 	}
+	if cfg.TxnLimits == (txn.Limits{}) {
+		cfg.TxnLimits = txn.DefaultLimits()
+	}
 	s := &Server{
 		cfg: cfg, be: cfg.Backend, pb: cfg.Placement, log: cfg.Logger, mux: http.NewServeMux(),
 		peers: cluster.New(cluster.Config{Dial: cfg.Dial, DialTimeout: cfg.DialTimeout, UnreachableFor: cfg.UnreachableFor,
@@ -209,6 +221,7 @@ func (s *Server) routes() {
 		http.MethodDelete: s.wrap("DELETE /v1/kv/", "kv_delete", s.del),
 		"":                s.wrap(kvPrefix, "unknown", s.notFound), // any other method: 405
 	}
+	s.handle("POST /v1/txn", "txn", s.txnPost)
 	s.handle("GET /v1/cluster", "cluster", s.cluster)
 	s.handle("POST /v1/cluster/shards/{id}/split", "cluster_split", s.splitShard)
 	s.handle("POST "+pathAllocRangeID, "internal", s.internalAllocRangeID)
@@ -377,7 +390,7 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	p := r.URL.Path
 	switch {
 	case p == "/v1/kv", strings.HasPrefix(p, "/v1/kv/"),
-		p == "/v1/cluster", p == "/healthz", p == "/readyz", p == "/metrics":
+		p == "/v1/cluster", p == "/v1/txn", p == "/healthz", p == "/readyz", p == "/metrics":
 		return fmt.Errorf("%w: %s %s", errMethod, r.Method, p)
 	}
 	return fmt.Errorf("%w: no route for %s %s", errNotFound, r.Method, r.URL.Path)

@@ -24,6 +24,7 @@ import (
 	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
 )
 
 // Config is one node's configuration. Flags map onto it one to one.
@@ -51,6 +52,9 @@ type Config struct {
 	Logger  *slog.Logger
 	Knobs   *Knobs
 	Pprof   bool // serve /debug/pprof on the HTTP address
+	// TxnLimits bounds a transaction (--txn-max-ops, --txn-max-bytes);
+	// zero = txn.DefaultLimits.
+	TxnLimits txn.Limits
 	// Clock is the time every decision of the node's packages reads (TTLs,
 	// stale reads, proposal times, placement timeouts); nil = the real clock.
 	Clock clock.Clock
@@ -368,6 +372,7 @@ func (n *Node) startHTTP() error {
 	ac := api.DefaultConfig()
 	ac.Backend, ac.Placement, ac.Logger, ac.Dial = n, n, n.log, n.dialPeer
 	ac.Registry, ac.Pprof, ac.Clock = n.reg, n.cfg.Pprof, n.cfg.Clock
+	ac.TxnLimits = n.cfg.TxnLimits
 	if err := ac.Validate(); err != nil {
 		return err
 	}
