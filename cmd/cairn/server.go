@@ -87,7 +87,9 @@ func (f *serverFlags) config() (node.Config, error) {
 	cfg.DeadAfter, cfg.SplitSize, cfg.Pprof, cfg.FSMSync = f.deadAfter, f.splitSize, f.pprof, f.fsmSync
 	cfg.LogStore = shard.LogStoreKind(f.logStore)
 	cfg.TxnLimits = txn.DefaultLimits()
-	cfg.TxnLimits.MaxOps, cfg.TxnLimits.MaxBytes = f.txnMaxOps, f.txnMaxBytes
+	if f.txnMaxOps != 0 || f.txnMaxBytes != 0 { // zero: flags not parsed (tests), the defaults
+		cfg.TxnLimits.MaxOps, cfg.TxnLimits.MaxBytes = f.txnMaxOps, f.txnMaxBytes
+	}
 	if err := cfg.TxnLimits.Validate(); err != nil {
 		return cfg, fmt.Errorf("--txn-max-ops/--txn-max-bytes: %w", err)
 	}
