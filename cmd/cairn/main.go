@@ -67,6 +67,6 @@ no node could be reached ("unreachable"), the cluster kept answering
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	addGlobalFlags(root, opts)
 	root.AddCommand(newServerCmd(), newDevCmd(), newKVCmd(opts), newHealthcheckCmd(opts), newClusterCmd(opts))
-	root.AddCommand(newBenchCmd(opts), newBackupCmd(opts), newRestoreCmd(opts))
+	root.AddCommand(newBenchCmd(opts), newBackupCmd(opts), newRestoreCmd(opts), newTxnCmd(opts))
 	return root
 }
