@@ -1,0 +1,147 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/client"
+)
+
+// TestTxnOneShard is issue 13 items 1, 2, 7, 9, 10 for one shard, end to end
+// on a real cluster through the Go client and raw HTTP: compares and both
+// branches, gets that read the state inside the entry, a stale fence that
+// fails the whole transaction with nothing written, bad input refused with
+// nothing written, and a retry with the same request id answered with the
+// original outcome (invariants I7, I11).
+func TestTxnOneShard(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"txo/y"}})
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 30*time.Second)
+	addr := c.HTTPAddrs()[1]
+
+	mustPut := func(k, v string) {
+		if _, err := cl.Put(ctx, k, v); err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+	}
+	value := func(k string) string {
+		kv, err := cl.Get(ctx, k)
+		if errors.Is(err, client.ErrNotFound) {
+			return "<absent>"
+		}
+		if err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+		return kv.Value
+	}
+	mustPut("txo/a", "10")
+	mustPut("txo/b", "0")
+
+	// Success branch: integer compare, writes, a get of the state before.
+	res, err := cl.Txn().
+		If(client.Compare("txo/a", client.TargetValue, ">=", 9), client.Compare("txo/c", client.TargetExists, "==", false)).
+		Then(client.OpGet("txo/a"), client.OpPut("txo/a", "3"), client.OpPut("txo/b", "7", client.TxnTTL(time.Hour)), client.OpDelete("txo/x")).
+		Else(client.OpGet("txo/a")).
+		Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Succeeded || len(res.Results) != 4 || len(res.Shards) != 1 {
+		t.Fatalf("answer %+v", res)
+	}
+	if r := res.Results[0]; r.KV == nil || r.KV.Value != "10" {
+		t.Fatalf("get in txn saw %+v, want 10", r.KV)
+	}
+	if r := res.Results[1]; r.ModIndex == 0 || r.ModIndex != res.Index || r.Version != 2 {
+		t.Fatalf("put result %+v (entry index %d)", r, res.Index)
+	}
+	if value("txo/a") != "3" || value("txo/b") != "7" {
+		t.Fatalf("after the success branch: a=%s b=%s", value("txo/a"), value("txo/b"))
+	}
+	// Failure branch: the compare is false, only the failure ops run.
+	res, err = cl.Txn().If(client.Compare("txo/a", client.TargetValue, ">", 5)).
+		Then(client.OpPut("txo/a", "never")).Else(client.OpGet("txo/a"), client.OpGet("txo/nope")).Commit(ctx)
+	if err != nil || res.Succeeded || res.Results[0].KV.Value != "3" || res.Results[1].Found {
+		t.Fatalf("failure branch: %+v %v", res, err)
+	}
+
+	// A stale fence fails the whole transaction (409 stale_token); nothing
+	// of it is written (invariant I11).
+	if _, err := cl.Put(ctx, "txo/r", "v", client.WithFence("L", 9)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.Txn().Then(client.OpPut("txo/a", "fenced-out"), client.OpPut("txo/r", "w", client.TxnFence("L", 8))).Commit(ctx)
+	if !errors.Is(err, client.ErrStaleToken) {
+		t.Fatalf("stale fence: %v, want stale_token", err)
+	}
+	if value("txo/a") != "3" || value("txo/r") != "v" {
+		t.Fatal("a write of a transaction refused for its fence landed")
+	}
+
+	// Bad input: 400 invalid_argument, nothing written.
+	for _, body := range []string{
+		`{}`,
+		`{"success":[{"op":"put","key":"txo/a","value":"1"},{"op":"put","key":"txo/a","value":"2"}]}`,
+		`{"compare":[{"key":"txo/a","target":"nope","op":"==","value":"1"}],"success":[{"op":"put","key":"txo/a","value":"1"}]}`,
+		`{"success":[{"op":"put","key":"txo/a","value":"1","bogus":1}]}`,
+	} {
+		r, err := Do(ctx, "POST", addr, "/v1/txn", body)
+		if err != nil || r.Status != 400 || r.Code() != "invalid_argument" {
+			t.Fatalf("bad input %s: %v %v", body, r, err)
+		}
+	}
+	if value("txo/a") != "3" {
+		t.Fatal("a refused transaction wrote")
+	}
+
+	// Exactly-once (I7): the same request id twice is one application, and
+	// the retry gets the original answer (its get included).
+	body := (`{"compare":[{"key":"txo/a","target":"value","op":"==","value":"3"}],
+		"success":[{"op":"get","key":"txo/a"},{"op":"put","key":"txo/a","value":"4"}],
+		"failure":[{"op":"get","key":"txo/a"}],"request_id":"txo-once"}`)
+	first, err := Do(ctx, "POST", addr, "/v1/txn", body)
+	if err != nil || first.Status != 200 {
+		t.Fatalf("first: %v %v", first, err)
+	}
+	mustPut("txo/a", "3") // the compare would hold again
+	again, err := Do(ctx, "POST", c.HTTPAddrs()[2], "/v1/txn", body)
+	if err != nil || again.Status != 200 || string(again.Body) != string(first.Body) {
+		t.Fatalf("retry answered %v, want the original %s", again, first.Body)
+	}
+	if value("txo/a") != "3" {
+		t.Fatalf("the retry applied again: a=%s", value("txo/a"))
+	}
+
+	// Keys on two shards are not one entry.
+	_, err = cl.Txn().Then(client.OpPut("txo/a", "1"), client.OpPut("txo/z", "1")).Commit(ctx)
+	t.Logf("two-shard transaction: %v", err)
+}
+
+// TestTxnOneShardLinearizable: single-key get/put/CAS mixed with one-shard
+// two-key transactions (moves and two-key reads) from concurrent clients,
+// while the nemesis kills, isolates and pauses nodes; porcupine checks the
+// pair model (invariants I1, I2, I7; issue 13's porcupine check for one
+// shard).
+func TestTxnOneShardLinearizable(t *testing.T) {
+	seed := testSeed(t)
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tl/g2"}, Delayable: true})
+	clients := NewClients(t, c, 6)
+	const duration = 8 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), duration)
+	defer cancel()
+	nem := &Nemesis{C: c, Seed: seed, Shards: []uint64{1, 2}, Interval: time.Second,
+		Faults: []Fault{FaultKill, FaultIsolateLeader, FaultTransferPause}}
+	var wg sync.WaitGroup
+	stop := nem.Start(context.Background(), duration-time.Second, &wg)
+	defer stop()
+	rec := runTxnLinWorkload(ctx, t, seed, clients, []string{"tl/g0", "tl/g1", "tl/g2", "tl/g3"})
+	wg.Wait()
+	t.Logf("faults: %s", nem.Summary())
+	if rec.n["move/ok"] < 20 || rec.n["read2/ok"] < 20 {
+		t.Fatalf("too few transactions succeeded: %v", rec.n)
+	}
+	checkTxnLin(t, rec)
+}
