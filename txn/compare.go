@@ -113,11 +113,12 @@ func Writes(ops []Op) []Write {
 }
 
 // OpResult is the outcome of one op of the branch taken. For a get, State
-// is the key as the transaction saw it (before any write of the same
-// branch: ops of a branch read the state before the transaction, as in
-// etcd, since a branch writes each key at most once and its reads are
-// evaluated against one snapshot). For writes, the shard fills in the
-// indices it applied.
+// is the key as it was before the transaction, even after a put of the same
+// key earlier in the branch. That differs from etcd, where a get after a
+// put in one transaction sees the put: here a multi-shard transaction reads
+// under its intents before any write applies, and a one-shard one behaves
+// the same so the two cannot differ (the client knows what it wrote). For
+// writes, the shard fills in the indices it applied.
 type OpResult struct {
 	Kind  OpKind
 	Key   []byte

@@ -252,9 +252,12 @@ func NextRecord(rec *Record, ev Event) (*Record, Effects) {
 	case EvBegin:
 		return rec, Effects{Verdict: VerdictOK} // a retried begin
 	case EvStage:
-		if rec.State == Staging && rec.Epoch > 0 && sameWrites(rec, ev) {
-			return rec, Effects{Verdict: VerdictOK}
+		if rec.State == Staging && sameWrites(rec, ev) && sameParticipants(rec.Participants, ev.Participants) {
+			return rec, Effects{Verdict: VerdictOK} // a retried stage
 		}
+		// From Pending, or a re-stage after a re-route (wrong_shard): the
+		// epoch moves, so a recovery that probed the old participants is
+		// refused.
 		next.State, next.Participants, next.WriteSet, next.Succeeded = Staging, ev.Participants, ev.WriteSet, ev.Succeeded
 		next.Heartbeat = max(rec.Heartbeat, ev.Now)
 		next.Epoch++
@@ -368,6 +371,23 @@ func sameWrites(rec *Record, ev Event) bool {
 		a, b := &rec.WriteSet[i], &ev.WriteSet[i]
 		if string(a.Key) != string(b.Key) || string(a.Value) != string(b.Value) || a.Delete != b.Delete || a.TTL != b.TTL {
 			return false
+		}
+	}
+	return true
+}
+
+func sameParticipants(a, b []Participant) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Shard != b[i].Shard || a[i].Epoch != b[i].Epoch || len(a[i].Keys) != len(b[i].Keys) {
+			return false
+		}
+		for j := range a[i].Keys {
+			if string(a[i].Keys[j].Key) != string(b[i].Keys[j].Key) || a[i].Keys[j].Access != b[i].Keys[j].Access {
+				return false
+			}
 		}
 	}
 	return true

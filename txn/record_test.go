@@ -188,6 +188,23 @@ func TestPushTieBreak(t *testing.T) {
 	}
 }
 
+// TestRestageAfterReroute: a re-stage with the participants re-routed
+// (a split moved a key to a new shard) moves the epoch, so a recovery that
+// probed the old participant set is refused.
+func TestRestageAfterReroute(t *testing.T) {
+	in := rec(Staging)
+	moved := sampleParts()
+	moved[1].Shard, moved[1].Epoch = 9, 1
+	out, eff := NextRecord(in, Event{Kind: EvStage, ID: "t1", Now: 106 * sec, Participants: moved,
+		WriteSet: sampleWrites(), Succeeded: true})
+	if eff.Verdict != VerdictOK || !eff.Changed || out.Epoch != in.Epoch+1 || out.Participants[1].Shard != 9 {
+		t.Fatalf("re-stage: %+v %+v", eff, out)
+	}
+	if _, eff := NextRecord(out, Event{Kind: EvRecover, ID: "t1", Epoch: in.Epoch, AllPrepared: true}); eff.Verdict != VerdictStale {
+		t.Fatalf("recovery of the old participants: %v, want stale", eff.Verdict)
+	}
+}
+
 func TestNextRecordForeignID(t *testing.T) {
 	out, eff := NextRecord(rec(Pending), Event{Kind: EvCommit, ID: "t2"})
 	if eff.Verdict != VerdictMissing || out.State != Pending {

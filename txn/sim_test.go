@@ -579,8 +579,8 @@ func simRun(t *testing.T, rng *rand.Rand, knobs simKnobs, stats map[string]int) 
 }
 
 // simHistory is the clients' history: a committed transaction read the
-// lists of its compare-path keys (before appending) and appended its id to
-// the keys of the branch taken; an aborted or unanswered one may have
+// lists of all its keys (before appending) and appended its id to the keys
+// of the branch taken; an aborted or unanswered one may have
 // appended to the keys of either branch.
 func simHistory(w *simWorld) []txncheck.Txn {
 	num := func(id string) int { n, _ := strconv.Atoi(id[1:]); return n }
@@ -594,18 +594,21 @@ func simHistory(w *simWorld) []txncheck.Txn {
 			writes = Writes(c.req.Success)
 			if !c.st.Fast {
 				writes = c.outcome.Writes
-				keys := make([]string, 0, len(c.lists))
-				for k := range c.lists {
-					keys = append(keys, k)
+			}
+			// Both paths read every key they lock as their prepare applies
+			// (the gets of a transaction): one consistent state across
+			// shards, before their own appends.
+			keys := make([]string, 0, len(c.lists))
+			for k := range c.lists {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			for _, k := range keys {
+				list := make([]int, len(c.lists[k]))
+				for i, id := range c.lists[k] {
+					list[i] = num(id)
 				}
-				slices.Sort(keys)
-				for _, k := range keys {
-					list := make([]int, len(c.lists[k]))
-					for i, id := range c.lists[k] {
-						list[i] = num(id)
-					}
-					t.Ops = append(t.Ops, txncheck.Mop{Kind: txncheck.Read, Key: k, List: list})
-				}
+				t.Ops = append(t.Ops, txncheck.Mop{Kind: txncheck.Read, Key: k, List: list})
 			}
 		case ResultAborted:
 			t.Status = txncheck.Aborted
