@@ -127,6 +127,10 @@ func validateCommand(c *Command) error {
 			return fmt.Errorf("%w: txn command needs an encoded request of 1..%d bytes and no if or fence",
 				ErrInvalidCommand, maxTxnCommandSize)
 		}
+	case OpTxnPrepare, OpTxnRecord, OpTxnResolve:
+		if len(c.Value) == 0 || len(c.Value) > maxTxnCommandSize {
+			return fmt.Errorf("%w: txn command needs a value of 1..%d bytes", ErrInvalidCommand, maxTxnCommandSize)
+		}
 	case OpFencedGet:
 		if c.Fence == nil {
 			return fmt.Errorf("%w: fenced get without a fence", ErrInvalidCommand)
@@ -147,7 +151,7 @@ func validateCommand(c *Command) error {
 	if len(c.Key) < minKey || len(c.Key) > MaxKeySize {
 		return fmt.Errorf("%w: key size %d not in [%d, %d]", ErrInvalidCommand, len(c.Key), minKey, MaxKeySize)
 	}
-	if len(c.Value) > MaxValueSize && c.Op != OpTxn {
+	if len(c.Value) > MaxValueSize && (c.Op < OpTxn || c.Op > OpTxnResolve) {
 		return fmt.Errorf("%w: value size %d exceeds %d", ErrInvalidCommand, len(c.Value), MaxValueSize)
 	}
 	if len(c.RequestID) > maxRequestIDSize {

@@ -88,6 +88,7 @@ func (f *FSM) txRange(tx *bbolt.Tx) (Range, error) {
 func (f *FSM) Get(key []byte) (*KV, error) {
 	var kv *KV
 	var wrong *WrongShardError
+	var met *IntentError
 	err := f.view(func(tx *bbolt.Tx) error {
 		rng, err := f.txRange(tx)
 		if err != nil {
@@ -96,6 +97,10 @@ func (f *FSM) Get(key []byte) (*KV, error) {
 		if !rng.Contains(key) {
 			wrong = &WrongShardError{Key: cloneBytes(key), Range: cloneRange(rng)}
 			return nil
+		}
+		if ie, err := readIntentCheck(tx, key); ie != nil || err != nil {
+			met = ie
+			return err
 		}
 		v := tx.Bucket(bucketData).Get(key)
 		if v == nil {
@@ -109,6 +114,9 @@ func (f *FSM) Get(key []byte) (*KV, error) {
 	}
 	if wrong != nil {
 		return nil, wrong
+	}
+	if met != nil {
+		return nil, met // a write intent: the caller meets it (fsm/txn2pc.go)
 	}
 	return kv, nil
 }

@@ -51,6 +51,18 @@ func (c *applyCtx) txn(cmd *Command, index uint64) (*Result, error) {
 			return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k), Range: cloneRange(c.rng)}}, nil
 		}
 	}
+	// Intents of multi-shard transactions: a key written here conflicts
+	// with any of them, a key only read with write intents.
+	access := req.KeyAccess()
+	for _, k := range req.Keys() { // in request order: the error is deterministic (I3)
+		ie, err := c.conflictOn("", access[string(k)], k)
+		if err != nil {
+			return nil, err
+		}
+		if ie != nil {
+			return &Result{Index: index, Err: ie}, nil
+		}
+	}
 	seen := map[string]*KV{} // the state before the transaction
 	var loadErr error
 	state := func(key []byte) txn.KeyState {

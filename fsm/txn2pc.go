@@ -1,0 +1,645 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/cairndb/cairn/internal/wire"
+	"github.com/cairndb/cairn/txn"
+)
+
+// Multi-shard transactions: the participant side of the two-phase commit
+// (txn/DESIGN.md "Several shards"). Three commands, each one raft entry:
+//
+//   - OpTxnPrepare places the transaction's intents on this shard's keys,
+//     all or none (txn.PrepareDecision), and reads the keys under them; the
+//     anchor's prepare also carries EvBegin and creates the record Pending in
+//     the same entry (a record already final refuses the prepare);
+//   - OpTxnRecord applies one txn.Event (commit, abort, heartbeat, push) to
+//     the record with txn.NextRecord: each is a conditional write, ordered by
+//     the anchor shard's log;
+//   - OpTxnResolve resolves the transaction's intents on keys of this shard
+//     from its final record (txn.ResolveIntent: apply the committed write,
+//     drop the intent) and leaves a tombstone so a late prepare is refused.
+//
+// Intents live in bucket txn-intents keyed by key (a list per key), records
+// in txn-records keyed by transaction id, tombstones in txn-tombstones keyed
+// by id. A split moves intents with their keys, records with their anchor,
+// and copies tombstones to both halves. Single-key commands and one-shard
+// transactions that meet a conflicting intent are refused with
+// *IntentError: the API meets it (reads the record, resolves or pushes) and
+// tries again.
+
+// IntentError refuses a command that met another transaction's conflicting
+// intent (txn.Conflict). Not stored in the dedup window: the retry after the
+// meeting executes the command.
+type IntentError struct {
+	Key    []byte
+	Intent txn.Intent
+}
+
+func (e *IntentError) Error() string {
+	return fmt.Sprintf("key %q holds an intent of transaction %s", e.Key, e.Intent.TxnID)
+}
+
+// TxnCommand is the Value of OpTxnPrepare, OpTxnRecord and OpTxnResolve.
+type TxnCommand struct {
+	ID       string
+	Anchor   []byte
+	Priority uint64
+	// Keys: prepare — the intents to place; resolve — the keys whose
+	// intents of ID to resolve.
+	Keys []txn.KeyIntent
+	// Fences: prepare — the (lock, key) of fenced writes of either branch
+	// on this shard; the answer carries each one's accepted token, so the
+	// coordinator can refuse a stale fence before committing.
+	Fences []txn.Write
+	// Event: record — the event; prepare — EvBegin on the anchor's shard.
+	Event *txn.Event
+	// Record: resolve — the final record.
+	Record *txn.Record
+}
+
+// TxnCmdResult is the outcome of a 2PC command.
+type TxnCmdResult struct {
+	Vote    txn.Vote    // prepare (0 when a begin was refused)
+	Blocker *txn.Intent // prepare: the conflicting intent (VoteConflict)
+	Reads   []TxnRead   // prepare: every key's state under the intents (VoteYes)
+	Tokens  []uint64    // prepare: accepted token per TxnCommand.Fences entry (0: none)
+	Verdict txn.Verdict // record; prepare with begin
+	Record  *txn.Record // record: after the event
+	Written []TxnOpResult
+}
+
+// TxnRead is one key as a prepare read it (KV nil: absent).
+type TxnRead struct {
+	Key []byte
+	KV  *KV
+}
+
+var (
+	bucketIntents    = []byte("txn-intents")    // key -> repeated txn.EncodeIntent
+	bucketRecords    = []byte("txn-records")    // txn id -> txn.EncodeRecord
+	bucketTombstones = []byte("txn-tombstones") // txn id -> final state byte
+)
+
+// intents returns the intents stored on key.
+func loadIntents(b *bbolt.Bucket, key []byte) ([]txn.Intent, error) {
+	v := b.Get(key)
+	if v == nil {
+		return nil, nil
+	}
+	var out []txn.Intent
+	err := walkFields(v, func(field, wt, _ uint64, p []byte) error {
+		if field != 1 {
+			return nil
+		}
+		in, err := txn.DecodeIntent(p)
+		if err != nil {
+			return err
+		}
+		out = append(out, *in)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: intents of %q: %v", errCorrupt, key, err)
+	}
+	return out, nil
+}
+
+func storeIntents(b *bbolt.Bucket, key []byte, ins []txn.Intent) error {
+	if len(ins) == 0 {
+		return b.Delete(key)
+	}
+	var v []byte
+	for i := range ins {
+		v = wire.AppendBytesAlways(v, 1, txn.EncodeIntent(&ins[i]))
+	}
+	return b.Put(key, v)
+}
+
+// conflictOn returns the first intent on key that an access by txn `by`
+// ("" outside transactions) conflicts with.
+func (c *applyCtx) conflictOn(by string, a txn.Access, key []byte) (*IntentError, error) {
+	ins, err := loadIntents(c.b.intents, key)
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range ins {
+		if txn.Conflict(by, a, in) {
+			return &IntentError{Key: cloneBytes(key), Intent: in}, nil
+		}
+	}
+	return nil, nil
+}
+
+// blockedByIntent checks a single-key command against intents: a write
+// conflicts with any intent of another transaction, a fenced read with write
+// intents.
+func (c *applyCtx) blockedByIntent(cmd *Command, index uint64) (*Result, error) {
+	a := txn.AccessWrite
+	switch cmd.Op {
+	case OpPut, OpDelete:
+	case OpFencedGet:
+		a = txn.AccessRead
+	default:
+		return nil, nil
+	}
+	ie, err := c.conflictOn("", a, cmd.Key)
+	if ie == nil || err != nil {
+		return nil, err
+	}
+	return &Result{Index: index, Err: ie}, nil
+}
+
+func (c *applyCtx) loadRecord(id string) (*txn.Record, error) {
+	v := c.b.records.Get([]byte(id))
+	if v == nil {
+		return nil, nil
+	}
+	r, err := txn.DecodeRecord(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: txn record %q: %v", errCorrupt, id, err)
+	}
+	return r, nil
+}
+
+// recordEvent applies ev to the record ID (a conditional write, I8).
+func (c *applyCtx) recordEvent(ev txn.Event) (*txn.Record, txn.Effects, error) {
+	rec, err := c.loadRecord(ev.ID)
+	if err != nil {
+		return nil, txn.Effects{}, err
+	}
+	next, eff := txn.NextRecord(rec, ev)
+	if eff.Changed && next != nil {
+		if err := c.b.records.Put([]byte(ev.ID), txn.EncodeRecord(next)); err != nil {
+			return nil, eff, err
+		}
+	}
+	return next, eff, nil
+}
+
+func (c *applyCtx) decodeTxnCommand(cmd *Command, index uint64) (*TxnCommand, *Result) {
+	tc, err := DecodeTxnCommand(cmd.Value)
+	if err != nil {
+		return nil, &Result{Index: index, Err: err}
+	}
+	for _, k := range tc.Keys {
+		if !c.rng.Contains(k.Key) {
+			return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k.Key), Range: cloneRange(c.rng)}}
+		}
+	}
+	return tc, nil
+}
+
+// txnPrepare applies an OpTxnPrepare.
+func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
+	tc, bad := c.decodeTxnCommand(cmd, index)
+	if bad != nil {
+		return bad, nil
+	}
+	res := &TxnCmdResult{}
+	if tc.Event != nil {
+		if !c.rng.Contains(tc.Event.Anchor) {
+			return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(tc.Event.Anchor), Range: cloneRange(c.rng)}}, nil
+		}
+		rec, eff, err := c.recordEvent(*tc.Event)
+		if err != nil {
+			return nil, err
+		}
+		res.Verdict, res.Record = eff.Verdict, rec
+		if eff.Verdict != txn.VerdictOK || rec == nil || rec.State != txn.Pending {
+			return &Result{Index: index, TwoPC: res}, nil // the record moved on: no intents
+		}
+	}
+	var loadErr error
+	existing := func(key []byte) []txn.Intent {
+		ins, err := loadIntents(c.b.intents, key)
+		if err != nil && loadErr == nil {
+			loadErr = err
+		}
+		return ins
+	}
+	prevented := c.b.tombstones.Get([]byte(tc.ID)) != nil
+	vote, blocker := txn.PrepareDecision(tc.ID, tc.Keys, existing, prevented)
+	if loadErr != nil {
+		return nil, loadErr
+	}
+	res.Vote, res.Blocker = vote, blocker
+	if vote != txn.VoteYes {
+		return &Result{Index: index, TwoPC: res}, nil
+	}
+	for _, k := range tc.Keys {
+		ins := existing(k.Key)
+		mine := -1
+		for i := range ins {
+			if ins[i].TxnID == tc.ID {
+				mine = i
+			}
+		}
+		if mine >= 0 { // a retried prepare
+			ins[mine].Access = max(ins[mine].Access, k.Access)
+		} else {
+			ins = append(ins, txn.Intent{TxnID: tc.ID, Key: k.Key, Access: k.Access, Anchor: tc.Anchor,
+				Priority: tc.Priority, PreparedAt: cmd.Time, PreparedSeq: index})
+		}
+		if err := storeIntents(c.b.intents, k.Key, ins); err != nil {
+			return nil, err
+		}
+		kv, err := c.load(k.Key)
+		if err != nil {
+			return nil, err
+		}
+		res.Reads = append(res.Reads, TxnRead{Key: k.Key, KV: kv})
+	}
+	if loadErr != nil {
+		return nil, loadErr
+	}
+	for _, f := range tc.Fences {
+		var tok uint64
+		if f.Fence != nil {
+			fk := append(append(append([]byte(nil), f.Fence.Lock...), 0), f.Key...)
+			if v := c.b.fence.Get(fk); len(v) == 8 {
+				tok = be64(v)
+			}
+		}
+		res.Tokens = append(res.Tokens, tok)
+	}
+	return &Result{Index: index, TwoPC: res}, nil
+}
+
+// txnRecord applies an OpTxnRecord: one event on the record.
+func (c *applyCtx) txnRecord(cmd *Command, index uint64) (*Result, error) {
+	tc, bad := c.decodeTxnCommand(cmd, index)
+	if bad != nil {
+		return bad, nil
+	}
+	if tc.Event == nil {
+		return &Result{Index: index, Err: fmt.Errorf("%w: txn record command without an event", ErrInvalidCommand)}, nil
+	}
+	if !c.rng.Contains(tc.Event.Anchor) || !bytes.Equal(tc.Event.Anchor, cmd.Key) {
+		return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(tc.Event.Anchor), Range: cloneRange(c.rng)}}, nil
+	}
+	rec, eff, err := c.recordEvent(*tc.Event)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Index: index, TwoPC: &TxnCmdResult{Verdict: eff.Verdict, Record: rec}}, nil
+}
+
+// txnResolve applies an OpTxnResolve: the final record decides each intent
+// of the transaction on the listed keys; the tombstone refuses its later
+// prepares here.
+func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
+	tc, bad := c.decodeTxnCommand(cmd, index)
+	if bad != nil {
+		return bad, nil
+	}
+	rec := tc.Record
+	if rec == nil || !rec.State.Final() || rec.ID != tc.ID {
+		return &Result{Index: index, Err: fmt.Errorf("%w: resolve needs the final record", ErrInvalidCommand)}, nil
+	}
+	if err := c.b.tombstones.Put([]byte(tc.ID), []byte{byte(rec.State)}); err != nil {
+		return nil, err
+	}
+	res := &TxnCmdResult{}
+	for _, k := range tc.Keys {
+		ins, err := loadIntents(c.b.intents, k.Key)
+		if err != nil {
+			return nil, err
+		}
+		keep := ins[:0]
+		var apply *txn.Write
+		for _, in := range ins {
+			if in.TxnID != tc.ID {
+				keep = append(keep, in)
+				continue
+			}
+			r := txn.ResolveIntent(in, rec)
+			if r.Keep {
+				keep = append(keep, in)
+			}
+			if r.Apply != nil {
+				apply = r.Apply
+			}
+		}
+		if err := storeIntents(c.b.intents, k.Key, keep); err != nil {
+			return nil, err
+		}
+		if apply == nil {
+			continue
+		}
+		wc := &Command{Key: apply.Key, Value: apply.Value, TTL: apply.TTL}
+		if apply.Fence != nil {
+			wc.Fence = &Fence{Lock: apply.Fence.Lock, Token: apply.Fence.Token}
+		}
+		op := TxnOpResult{Kind: txn.OpPut, Key: apply.Key}
+		var r *Result
+		if apply.Delete {
+			wc.Op, op.Kind = OpDelete, txn.OpDelete
+			r, err = c.del(wc, index)
+		} else {
+			wc.Op = OpPut
+			r, err = c.put(wc, index)
+		}
+		if err != nil {
+			return nil, err
+		}
+		op.KV, op.Deleted = r.KV, r.Deleted
+		res.Written = append(res.Written, op)
+	}
+	return &Result{Index: index, TwoPC: res}, nil
+}
+
+func be64(b []byte) uint64 {
+	var v uint64
+	for _, x := range b[:8] {
+		v = v<<8 | uint64(x)
+	}
+	return v
+}
+
+// TxnRecord returns the record of transaction id if this shard holds it,
+// with the applied index it reflects.
+func (f *FSM) TxnRecord(id string) (*txn.Record, uint64, error) {
+	var rec *txn.Record
+	var applied uint64
+	err := f.view(func(tx *bbolt.Tx) error {
+		applied = be64(tx.Bucket(bucketMeta).Get(metaApplied))
+		b := tx.Bucket(bucketRecords)
+		if b == nil {
+			return nil
+		}
+		if v := b.Get([]byte(id)); v != nil {
+			var err error
+			rec, err = txn.DecodeRecord(v)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("fsm: txn record: %w", err)
+	}
+	return rec, applied, nil
+}
+
+// TxnIntents returns the intents stored on the shard's keys among keys
+// (GET /v1/txn/{id} shows a transaction's intents per shard).
+func (f *FSM) TxnIntents(keys [][]byte) ([]txn.Intent, error) {
+	var out []txn.Intent
+	err := f.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketIntents)
+		if b == nil {
+			return nil
+		}
+		for _, k := range keys {
+			ins, err := loadIntents(b, k)
+			if err != nil {
+				return err
+			}
+			out = append(out, ins...)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// CountIntents returns how many keys of the shard hold intents (tests: S14
+// checks that every intent disappears).
+func (f *FSM) CountIntents() (int, error) {
+	n := 0
+	err := f.view(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(bucketIntents); b != nil {
+			n = b.Stats().KeyN
+		}
+		return nil
+	})
+	return n, err
+}
+
+// readIntentCheck: a single-key read outside transactions conflicts with a
+// write intent on the key.
+func readIntentCheck(tx *bbolt.Tx, key []byte) (*IntentError, error) {
+	b := tx.Bucket(bucketIntents)
+	if b == nil {
+		return nil, nil
+	}
+	ins, err := loadIntents(b, key)
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range ins {
+		if txn.Conflict("", txn.AccessRead, in) {
+			return &IntentError{Key: cloneBytes(key), Intent: in}, nil
+		}
+	}
+	return nil, nil
+}
+
+// Field numbers of TxnCommand.
+const (
+	tcID       = 1
+	tcAnchor   = 2
+	tcPriority = 3
+	tcKey      = 4 // repeated: key 0x00? no: nested (1 key, 2 access)
+	tcFence    = 5 // repeated: nested (1 key, 2 lock)
+	tcEvent    = 6 // nested: 1 kind, 2 carrier record, 3 cause, 4 pusher priority, 5 pusher id, 6 timeout, 7 prepared at, 8 all prepared
+	tcRecord   = 7 // txn.EncodeRecord
+)
+
+// EncodeTxnCommand encodes a 2PC command's Value.
+func EncodeTxnCommand(tc *TxnCommand) []byte {
+	b := []byte{commandFormat}
+	b = wire.AppendBytes(b, tcID, []byte(tc.ID))
+	b = wire.AppendBytes(b, tcAnchor, tc.Anchor)
+	b = wire.AppendUint(b, tcPriority, tc.Priority)
+	for _, k := range tc.Keys {
+		kb := wire.AppendBytes(nil, 1, k.Key)
+		kb = wire.AppendUint(kb, 2, uint64(k.Access))
+		b = wire.AppendBytesAlways(b, tcKey, kb)
+	}
+	for _, f := range tc.Fences {
+		fb := wire.AppendBytes(nil, 1, f.Key)
+		if f.Fence != nil {
+			fb = wire.AppendBytes(fb, 2, []byte(f.Fence.Lock))
+		}
+		b = wire.AppendBytesAlways(b, tcFence, fb)
+	}
+	if ev := tc.Event; ev != nil {
+		carrier := &txn.Record{ID: ev.ID, State: txn.Pending, Anchor: ev.Anchor, Participants: ev.Participants,
+			WriteSet: ev.WriteSet, Succeeded: ev.Succeeded, Heartbeat: ev.Now, Priority: ev.Priority, Epoch: ev.Epoch,
+			RequestID: ev.RequestID}
+		eb := wire.AppendUint(nil, 1, uint64(ev.Kind))
+		eb = wire.AppendBytesAlways(eb, 2, txn.EncodeRecord(carrier))
+		eb = wire.AppendUint(eb, 3, uint64(ev.Cause))
+		eb = wire.AppendUint(eb, 4, ev.PusherPriority)
+		eb = wire.AppendBytes(eb, 5, []byte(ev.PusherID))
+		eb = wire.AppendInt(eb, 6, int64(ev.Timeout))
+		eb = wire.AppendInt(eb, 7, ev.PreparedAt)
+		if ev.AllPrepared {
+			eb = wire.AppendUint(eb, 8, 1)
+		}
+		b = wire.AppendBytesAlways(b, tcEvent, eb)
+	}
+	if tc.Record != nil {
+		b = wire.AppendBytesAlways(b, tcRecord, txn.EncodeRecord(tc.Record))
+	}
+	return b
+}
+
+// DecodeTxnCommand decodes a 2PC command's Value; errors wrap
+// ErrInvalidCommand.
+func DecodeTxnCommand(b []byte) (*TxnCommand, error) {
+	if len(b) == 0 || b[0] != commandFormat {
+		return nil, fmt.Errorf("%w: txn command format", ErrInvalidCommand)
+	}
+	tc := &TxnCommand{}
+	err := walkFields(b[1:], func(field, wt, v uint64, p []byte) error {
+		switch field {
+		case tcID:
+			tc.ID = string(p)
+		case tcAnchor:
+			tc.Anchor = cloneBytes(p)
+		case tcPriority:
+			tc.Priority = v
+		case tcKey:
+			var k txn.KeyIntent
+			err := walkFields(p, func(f, _, v uint64, p []byte) error {
+				switch f {
+				case 1:
+					k.Key = cloneBytes(p)
+				case 2:
+					k.Access = txn.Access(min(v, 255))
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if len(k.Key) == 0 || len(k.Key) > MaxKeySize || (k.Access != txn.AccessRead && k.Access != txn.AccessWrite) {
+				return fmt.Errorf("%w: txn command key", ErrInvalidCommand)
+			}
+			tc.Keys = append(tc.Keys, k)
+		case tcFence:
+			var w txn.Write
+			err := walkFields(p, func(f, _, _ uint64, p []byte) error {
+				switch f {
+				case 1:
+					w.Key = cloneBytes(p)
+				case 2:
+					w.Fence = &txn.Fence{Lock: string(p)}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			tc.Fences = append(tc.Fences, w)
+		case tcEvent:
+			ev, err := decodeEvent(p)
+			if err != nil {
+				return err
+			}
+			tc.Event = ev
+		case tcRecord:
+			r, err := txn.DecodeRecord(p)
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrInvalidCommand, err)
+			}
+			tc.Record = r
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if tc.ID == "" || len(tc.ID) > txn.MaxIDSize {
+		return nil, fmt.Errorf("%w: txn command id", ErrInvalidCommand)
+	}
+	return tc, nil
+}
+
+func decodeEvent(p []byte) (*txn.Event, error) {
+	ev := &txn.Event{}
+	var carrier *txn.Record
+	err := walkFields(p, func(f, _, v uint64, p []byte) error {
+		switch f {
+		case 1:
+			ev.Kind = txn.EventKind(min(v, 255))
+		case 2:
+			r, err := txn.DecodeRecord(p)
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrInvalidCommand, err)
+			}
+			carrier = r
+		case 3:
+			ev.Cause = txn.Cause(min(v, 255))
+		case 4:
+			ev.PusherPriority = v
+		case 5:
+			ev.PusherID = string(p)
+		case 6:
+			ev.Timeout = time.Duration(wire.Unzigzag(v))
+		case 7:
+			ev.PreparedAt = wire.Unzigzag(v)
+		case 8:
+			ev.AllPrepared = v != 0
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if carrier == nil {
+		return nil, fmt.Errorf("%w: txn event without its record fields", ErrInvalidCommand)
+	}
+	ev.ID, ev.Anchor, ev.Participants, ev.WriteSet = carrier.ID, carrier.Anchor, carrier.Participants, carrier.WriteSet
+	ev.Succeeded, ev.Now, ev.Priority, ev.Epoch, ev.RequestID = carrier.Succeeded, carrier.Heartbeat, carrier.Priority, carrier.Epoch, carrier.RequestID
+	return ev, nil
+}
+
+// exportTxnBucket writes a split child's records (those whose anchor it
+// now owns) and every tombstone (either half may receive a late prepare).
+func (c *applyCtx) exportTxnBucket(name []byte, idx int, child Range, emit func(int, []byte, []byte) error) error {
+	if bytes.Equal(name, bucketTombstones) {
+		return c.b.tombstones.ForEach(func(k, v []byte) error { return emit(idx, k, v) })
+	}
+	return c.b.records.ForEach(func(k, v []byte) error {
+		r, err := txn.DecodeRecord(v)
+		if err != nil {
+			return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
+		}
+		if child.Contains(r.Anchor) {
+			return emit(idx, k, v)
+		}
+		return nil
+	})
+}
+
+// dropTxnRecordsFrom deletes the records whose anchor moved to a split's
+// child (anchor >= from).
+func (c *applyCtx) dropTxnRecordsFrom(from []byte) error {
+	var gone [][]byte
+	err := c.b.records.ForEach(func(k, v []byte) error {
+		r, err := txn.DecodeRecord(v)
+		if err != nil {
+			return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
+		}
+		if bytes.Compare(r.Anchor, from) >= 0 {
+			gone = append(gone, cloneBytes(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range gone {
+		if err := c.b.records.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
