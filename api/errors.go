@@ -85,6 +85,7 @@ var errorTable = []errorRow{
 		var st *fsm.StaleTokenError
 		return errors.As(err, &st) || errors.Is(err, cluster.ErrStaleToken)
 	}},
+	{http.StatusConflict, "txn_aborted", true, func(err error) bool { return errors.Is(err, cluster.ErrTxnAborted) }},
 	{http.StatusRequestEntityTooLarge, "too_large", false, func(err error) bool {
 		var mbe *http.MaxBytesError
 		return errors.Is(err, errTooLarge) || errors.As(err, &mbe)
@@ -102,7 +103,7 @@ var errorTable = []errorRow{
 			errors.Is(err, errNotReady) || errors.Is(err, errUnhealthy) || errors.Is(err, errTooManyHops) ||
 			errors.Is(err, errNoRoute) || errors.Is(err, errPeerUnreachable) ||
 			errors.Is(err, errStaleRangeMap) || errors.Is(err, errRemoteUnavailable) ||
-			errors.Is(err, context.DeadlineExceeded)
+			errors.Is(err, context.DeadlineExceeded) || isIntent(err)
 	}},
 }
 

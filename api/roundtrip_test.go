@@ -32,6 +32,7 @@ func TestErrorTableRoundTrip(t *testing.T) {
 			fmt.Errorf("%w: node n2 holds replicas", errConflict)},
 		"stale_token":        {&fsm.StaleTokenError{Key: []byte("a"), Lock: "l", Token: 3, Accepted: 4}},
 		"too_large":          {errTooLarge, &http.MaxBytesError{Limit: 10}},
+		"txn_aborted":        {fmt.Errorf("transaction t1 aborted (pushed): %w", errTxnAborted)},
 		"method_not_allowed": {fmt.Errorf("%w: PATCH /v1/kv/x", errMethod)},
 		"outcome_unknown": {shard.ErrOutcomeUnknown, errForwardFailed,
 			fmt.Errorf("shard 1: %w: %w", shard.ErrOutcomeUnknown, context.DeadlineExceeded)},

@@ -81,6 +81,9 @@ type Config struct {
 	Registry    *prometheus.Registry // nil = a new registry
 	// Pprof mounts net/http/pprof at /debug/pprof/ (the --pprof flag).
 	Pprof bool
+	// TxnKnobs are the transaction coordinator's test hooks; nil in
+	// production.
+	TxnKnobs *TxnKnobs
 	// TxnLimits bounds a transaction (ops and bytes; --txn-max-ops,
 	// --txn-max-bytes); zero = txn.DefaultLimits.
 	TxnLimits txn.Limits
@@ -129,6 +132,7 @@ type Server struct {
 	rt      *router[Replica]        // the routing loop for key-value requests
 	prt     *router[*shard.Replica] // the same loop for placement calls, which need the whole replica
 	metrics *metrics
+	txnm    *txnMetrics
 	node    string // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc
@@ -174,6 +178,7 @@ func NewServer(cfg Config) *Server {
 		peers: cluster.New(cluster.Config{Dial: cfg.Dial, DialTimeout: cfg.DialTimeout, UnreachableFor: cfg.UnreachableFor,
 			Clock: cfg.Clock}),
 		metrics: newMetrics(cfg.Registry),
+		txnm:    newTxnMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}
 	s.prt = &router[*shard.Replica]{
@@ -222,6 +227,9 @@ func (s *Server) routes() {
 		"":                s.wrap(kvPrefix, "unknown", s.notFound), // any other method: 405
 	}
 	s.handle("POST /v1/txn", "txn", s.txnPost)
+	s.handle("GET /v1/txn/{id}", "txn_inspect", s.txnInspect)
+	s.handle("POST "+pathTxnPropose, "internal", s.internalTxnPropose)
+	s.handle("POST "+pathTxnInspect, "internal", s.internalTxnInspect)
 	s.handle("GET /v1/cluster", "cluster", s.cluster)
 	s.handle("POST /v1/cluster/shards/{id}/split", "cluster_split", s.splitShard)
 	s.handle("POST "+pathAllocRangeID, "internal", s.internalAllocRangeID)

@@ -201,7 +201,9 @@ func (s *Server) txnPost(w http.ResponseWriter, r *http.Request) error {
 	if !rt.SingleShard() {
 		return s.txnMulti(w, r, req, rt)
 	}
-	return s.txnOneShard(w, r, body, req)
+	err = s.txnOneShard(w, r, body, req)
+	s.txnm.outcome(false, err, "")
+	return err
 }
 
 // txnOneShard proposes the request as one OpTxn entry on the leader of the
@@ -220,35 +222,37 @@ func (s *Server) txnOneShard(w http.ResponseWriter, r *http.Request, body []byte
 	cmd := &fsm.Command{Op: fsm.OpTxn, Key: anchor, Value: txn.EncodeRequest(req), RequestID: req.RequestID}
 	var res *fsm.Result
 	var rng fsm.Range
-	err = s.route(ctx, routeReq[Replica]{
-		rng: func() (fsm.Range, error) {
-			rg, err := s.lookup(anchor)
-			if err != nil {
-				return rg, err
-			}
-			for _, k := range keys {
-				if !rg.Contains(k) {
-					return rg, fmt.Errorf("%w: %w", errTxnSpread, errStaleRangeMap)
+	err = s.meetIntents(ctx, func() error {
+		return s.route(ctx, routeReq[Replica]{
+			rng: func() (fsm.Range, error) {
+				rg, err := s.lookup(anchor)
+				if err != nil {
+					return rg, err
 				}
-			}
-			return rg, nil
-		},
-		leader: true,
-		remote: func(addr string, _ fsm.Range) error { return s.forward(w, r, body, addr) },
-		local: func(rep Replica, rg fsm.Range) error {
-			cmd.Epoch = rg.Epoch
-			cmd.Time = s.cfg.Clock.Now().UnixNano()
-			out, err := rep.Propose(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			var ws *fsm.WrongShardError
-			if errors.As(out.Err, &ws) {
-				return out.Err // applied as a no-op: a key left this range
-			}
-			res, rng = out, rg
-			return nil
-		},
+				for _, k := range keys {
+					if !rg.Contains(k) {
+						return rg, fmt.Errorf("%w: %w", errTxnSpread, errStaleRangeMap)
+					}
+				}
+				return rg, nil
+			},
+			leader: true,
+			remote: func(addr string, _ fsm.Range) error { return s.forward(w, r, body, addr) },
+			local: func(rep Replica, rg fsm.Range) error {
+				cmd.Epoch = rg.Epoch
+				cmd.Time = s.cfg.Clock.Now().UnixNano()
+				out, err := rep.Propose(ctx, cmd)
+				if err != nil {
+					return err
+				}
+				var ws *fsm.WrongShardError
+				if errors.As(out.Err, &ws) || isIntent(out.Err) {
+					return out.Err // applied as a no-op: a key left this range, or met an intent
+				}
+				res, rng = out, rg
+				return nil
+			},
+		})
 	})
 	if errors.Is(err, errTxnSpread) {
 		if rt, rerr := txn.Route(req, s.txnLookup); rerr == nil && !rt.SingleShard() {

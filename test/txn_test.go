@@ -115,9 +115,11 @@ func TestTxnOneShard(t *testing.T) {
 		t.Fatalf("the retry applied again: a=%s", value("txo/a"))
 	}
 
-	// Keys on two shards are not one entry.
-	_, err = cl.Txn().Then(client.OpPut("txo/a", "1"), client.OpPut("txo/z", "1")).Commit(ctx)
-	t.Logf("two-shard transaction: %v", err)
+	// Keys on two shards are not one entry: a record id, two shards.
+	res, err = cl.Txn().Then(client.OpPut("txo/a", "1"), client.OpPut("txo/z", "1")).Commit(ctx)
+	if err != nil || res.ID == "" || len(res.Shards) != 2 {
+		t.Fatalf("two-shard transaction: %+v %v", res, err)
+	}
 }
 
 // TestTxnOneShardLinearizable: single-key get/put/CAS mixed with one-shard

@@ -22,6 +22,9 @@ var (
 	ErrConditionFailed = errors.New("precondition failed")
 	// ErrStaleToken: a fencing token was older than one accepted (409 stale_token).
 	ErrStaleToken = errors.New("stale fencing token")
+	// ErrTxnAborted: the transaction was aborted (409 txn_aborted); retry
+	// it as a new transaction.
+	ErrTxnAborted = errors.New("transaction aborted")
 	// ErrTooLarge: 413 too_large.
 	ErrTooLarge = errors.New("request body too large")
 	// ErrMethod: 405 method_not_allowed.
@@ -94,6 +97,7 @@ var codes = map[string]error{
 	"not_found":          ErrNotFound,
 	"condition_failed":   ErrConditionFailed,
 	"stale_token":        ErrStaleToken,
+	"txn_aborted":        ErrTxnAborted,
 	"too_large":          ErrTooLarge,
 	"method_not_allowed": ErrMethod,
 	"outcome_unknown":    shard.ErrOutcomeUnknown,

@@ -95,6 +95,8 @@ type Knobs struct {
 	Bolt *shard.BoltKnobs
 	// BeforeRangePublish is fsm.Config.BeforeRangePublish, for every shard.
 	BeforeRangePublish func()
+	// Txn are the transaction coordinator's hooks (api.TxnKnobs).
+	Txn *api.TxnKnobs
 	// FormationLogEvery is how often a node waiting for its cluster to form
 	// says so again; zero means every 10s.
 	FormationLogEvery time.Duration
@@ -373,6 +375,9 @@ func (n *Node) startHTTP() error {
 	ac.Backend, ac.Placement, ac.Logger, ac.Dial = n, n, n.log, n.dialPeer
 	ac.Registry, ac.Pprof, ac.Clock = n.reg, n.cfg.Pprof, n.cfg.Clock
 	ac.TxnLimits = n.cfg.TxnLimits
+	if n.cfg.Knobs != nil {
+		ac.TxnKnobs = n.cfg.Knobs.Txn
+	}
 	if err := ac.Validate(); err != nil {
 		return err
 	}
