@@ -85,7 +85,7 @@ var errorTable = []errorRow{
 		var st *fsm.StaleTokenError
 		return errors.As(err, &st) || errors.Is(err, cluster.ErrStaleToken)
 	}},
-	{http.StatusConflict, "txn_aborted", true, func(err error) bool { return errors.Is(err, cluster.ErrTxnAborted) }},
+	{http.StatusConflict, "txn_aborted", false, func(err error) bool { return errors.Is(err, cluster.ErrTxnAborted) }},
 	{http.StatusRequestEntityTooLarge, "too_large", false, func(err error) bool {
 		var mbe *http.MaxBytesError
 		return errors.Is(err, errTooLarge) || errors.As(err, &mbe)

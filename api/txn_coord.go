@@ -69,8 +69,9 @@ type txnCoord struct {
 	reply  txn.Result
 	stale  *fsm.StaleTokenError
 	writes map[string]fsm.TxnOpResult
-	lastHB time.Time
-	mu     sync.Mutex
+	lastHB  time.Time
+	lastErr error // the last failed proposal (for the abort's log)
+	mu      sync.Mutex
 }
 
 func newTxnID(requestID string) string {
@@ -90,7 +91,9 @@ func newPriority() uint64 {
 
 // txnMulti runs a transaction over several shards and answers the client.
 func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Request, rt txn.Routing) error {
-	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
+	// The coordinator finishes what it started even if the client goes away:
+	// a transaction left half-way waits for a reader to push it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
 	defer cancel()
 	c := &txnCoord{s: s, req: req, rt: rt, id: newTxnID(req.RequestID), prio: newPriority(),
 		reads: map[string]*fsm.KV{}, tokens: map[string]uint64{}, writes: map[string]fsm.TxnOpResult{},
@@ -228,6 +231,7 @@ func (c *txnCoord) prepare(ctx context.Context, a txn.Action) {
 	var ws *fsm.WrongShardError
 	switch {
 	case err != nil:
+		c.lastErr = err
 		p.Status = txn.PartUnknown
 		if a.Begin {
 			c.st.Record = txn.RecUnknown
@@ -326,6 +330,8 @@ func (c *txnCoord) act(ctx context.Context, a txn.Action) {
 		ev.WriteSet, ev.Succeeded = c.out.Writes, c.out.Succeeded
 		c.recordEvent(ctx, ev)
 	case txn.ActAbort:
+		c.s.log.Debug("txn: coordinator aborts", "txn", c.id, "cause", a.Cause, "parts", fmt.Sprintf("%+v", c.st.Parts),
+			"record", c.st.Record, "last_err", c.lastErr)
 		ev := c.event(txn.EvAbort)
 		ev.Cause = a.Cause
 		c.recordEvent(ctx, ev)
@@ -348,7 +354,11 @@ func (c *txnCoord) act(ctx context.Context, a txn.Action) {
 		// allows it); the client retries as a new transaction.
 		c.part(a.Shard).Attempts = txnMaxAttempts
 	case txn.ActResolve:
-		c.resolve(ctx, a.Shard)
+		// Resolution outlives the client's deadline: the outcome is
+		// decided, and intents left behind block other requests.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		c.resolve(rctx, a.Shard)
+		cancel()
 	case txn.ActReply:
 		c.reply = a.Result
 		c.st.Replied = true

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/txn"
 )
 
@@ -19,8 +20,9 @@ import (
 const pathTxnPropose = "/internal/v1/txn/propose"
 
 type txnProposeRequest struct {
-	Key []byte `json:"key"` // the routing key
-	Cmd []byte `json:"cmd"` // fsm.EncodeCommand
+	Key  []byte `json:"key"` // the routing key
+	Cmd  []byte `json:"cmd"` // fsm.EncodeCommand
+	Hops int    `json:"hops"`
 }
 
 // txnWireResult is an fsm.Result of a 2PC command on the wire.
@@ -135,10 +137,18 @@ func (w *txnWireResult) result() (*fsm.Result, error) {
 // result, not routed again: the coordinator decides. Errors: nothing done
 // (unavailable) or outcome unknown.
 func (s *Server) txnPropose(ctx context.Context, key []byte, cmd *fsm.Command) (*fsm.Result, error) {
+	return s.txnProposeHops(ctx, key, cmd, 0)
+}
+
+// txnProposeHops is txnPropose for a call already forwarded hops times: a
+// node that does not lead the shard routes it onward, as a forwarded client
+// request is, up to cluster.MaxHops.
+func (s *Server) txnProposeHops(ctx context.Context, key []byte, cmd *fsm.Command, hops int) (*fsm.Result, error) {
 	var res *fsm.Result
 	err := s.route(ctx, routeReq[Replica]{
-		rng:    func() (fsm.Range, error) { return s.lookup(key) },
-		leader: true,
+		rng:      func() (fsm.Range, error) { return s.lookup(key) },
+		leader:   true,
+		fallback: true,
 		local: func(rep Replica, rg fsm.Range) error {
 			c := *cmd
 			c.Epoch = rg.Epoch
@@ -156,7 +166,8 @@ func (s *Server) txnPropose(ctx context.Context, key []byte, cmd *fsm.Command) (
 				return err
 			}
 			var w txnWireResult
-			if err := s.peers.Call(ctx, addr, http.MethodPost, pathTxnPropose, txnProposeRequest{Key: key, Cmd: b}, &w); err != nil {
+			q := txnProposeRequest{Key: key, Cmd: b, Hops: hops + 1}
+			if err := s.peers.Call(ctx, addr, http.MethodPost, pathTxnPropose, q, &w); err != nil {
 				return err
 			}
 			res, err = w.result()
@@ -187,19 +198,12 @@ func (s *Server) internalTxnPropose(w http.ResponseWriter, r *http.Request) erro
 	default:
 		return invalidf("internal txn propose: op %v", cmd.Op)
 	}
-	rng, err := s.lookup(req.Key)
-	if err != nil {
-		return err
-	}
-	rep, ok := s.rt.replica(rng.ID)
-	if !ok || !rep.IsLeader() {
-		return fmt.Errorf("shard %d: not the leader here: %w", rng.ID, errRemoteUnavailable)
+	if req.Hops >= cluster.MaxHops {
+		return fmt.Errorf("txn command forwarded %d times: %w", req.Hops, errRemoteUnavailable)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 	defer cancel()
-	cmd.Epoch = rng.Epoch
-	cmd.Time = s.cfg.Clock.Now().UnixNano()
-	res, err := rep.Propose(ctx, cmd)
+	res, err := s.txnProposeHops(ctx, req.Key, cmd, req.Hops)
 	if err != nil {
 		return err
 	}
