@@ -56,19 +56,19 @@ const (
 var errTxnAborted = errTxnAbortedSentinel
 
 type txnCoord struct {
-	s      *Server
-	req    *txn.Request
-	rt     txn.Routing
-	id     string
-	prio   uint64
-	st     txn.CoordState
-	reads  map[string]*fsm.KV
-	tokens map[string]uint64 // lock 0x00 key -> accepted token
-	out    *txn.Outcome
-	rec    *txn.Record
-	reply  txn.Result
-	stale  *fsm.StaleTokenError
-	writes map[string]fsm.TxnOpResult
+	s       *Server
+	req     *txn.Request
+	rt      txn.Routing
+	id      string
+	prio    uint64
+	st      txn.CoordState
+	reads   map[string]*fsm.KV
+	tokens  map[string]uint64 // lock 0x00 key -> accepted token
+	out     *txn.Outcome
+	rec     *txn.Record
+	reply   txn.Result
+	stale   *fsm.StaleTokenError
+	writes  map[string]fsm.TxnOpResult
 	lastHB  time.Time
 	lastErr error // the last failed proposal (for the abort's log)
 	mu      sync.Mutex
@@ -139,6 +139,9 @@ func (c *txnCoord) run(ctx context.Context) error {
 		for _, a := range acts {
 			if k := c.s.cfg.TxnKnobs; k != nil && k.BeforeAction != nil {
 				if err := k.BeforeAction(c.id, a); err != nil {
+					// A crash here: the prepares of this round decided
+					// before it are still sent (some shards prepared).
+					c.prepareAll(ctx, prepares)
 					return fmt.Errorf("%w: %w", errCoordinatorStopped, errOutcomeUnknownTxn)
 				}
 			}
