@@ -136,6 +136,11 @@ type Server struct {
 	node    string // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc
+	// locks holds the routes under /v1/locks/, served outside the mux too.
+	locks lockRoutes
+	// waits ends every waiting request (EndWaits).
+	waits    context.Context
+	endWaits context.CancelFunc
 }
 
 // headers of docs/api.md.
@@ -181,6 +186,7 @@ func NewServer(cfg Config) *Server {
 		txnm:    newTxnMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}
+	s.waits, s.endWaits = context.WithCancel(context.Background())
 	s.prt = &router[*shard.Replica]{
 		self: s.node, replica: cfg.Backend.Replica, addr: cfg.Backend.NodeHTTPAddr, down: s.peers.Down,
 		wait: cfg.RouteWait, pause: 25 * time.Millisecond,
@@ -230,8 +236,13 @@ func (s *Server) routes() {
 	s.handle("GET /v1/txn/{id}", "txn_inspect", s.txnInspect)
 	s.handle("POST "+pathTxnPropose, "internal", s.internalTxnPropose)
 	s.handle("POST "+pathTxnInspect, "internal", s.internalTxnInspect)
+	s.locks = s.newLockRoutes()
+	s.handle("GET /v1/locks", "lock_list", s.lockList)
+	s.handle("POST "+cluster.PathLockCancelWait, "internal", s.internalCancelWait)
 	s.handle("GET /v1/cluster", "cluster", s.cluster)
 	s.handle("POST /v1/cluster/shards/{id}/split", "cluster_split", s.splitShard)
+	s.handle("GET /v1/cluster/shards/{id}/token-ceiling", "cluster_token_ceiling", s.tokenCeiling)
+	s.handle("POST /v1/cluster/shards/{id}/token-floor", "cluster_token_floor", s.raiseTokenFloor)
 	s.handle("POST "+pathAllocRangeID, "internal", s.internalAllocRangeID)
 	s.handle("POST "+pathReportRanges, "internal", s.internalReportRanges)
 	if s.pb != nil {
@@ -245,6 +256,7 @@ func (s *Server) routes() {
 		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	s.handle("/v1/kv", "unknown", s.notFound) // other methods on the scan path: 405, not a redirect
+	s.handle("/v1/locks", "unknown", s.notFound)
 	s.handle("/", "unknown", s.notFound)
 }
 
@@ -257,11 +269,13 @@ const kvPrefix = "/v1/kv/"
 // node-to-node routes are not checked.
 var queryParams = map[string][]string{
 	"GET /v1/kv":      {"prefix", "start", "end", "limit", "keys_only", "consistency", "max_staleness"},
-	"GET /v1/kv/":     {"consistency", "max_staleness", "raw"},
+	"GET /v1/kv/":     {"consistency", "max_staleness", "raw", "fence_lock", "fence_token"},
 	"PUT /v1/kv/":     {"prev", "ttl", "request_id"}, // ttl and request_id with a binary body only (parsePut)
 	"POST /v1/kv/":    {"prev", "ttl", "request_id"},
-	"DELETE /v1/kv/":  {"if_mod_index", "request_id", "prev"},
+	"DELETE /v1/kv/":  {"if_mod_index", "request_id", "prev", "fence_lock", "fence_token"},
 	"GET /v1/cluster": {"local"},
+	"GET /v1/locks":   {"prefix", "start", "end", "limit"},
+	"GET /v1/locks/":  {"wait_index", "wait"},
 }
 
 // handlerFunc is an API handler: it writes its success itself and returns an
@@ -279,6 +293,7 @@ func (s *Server) wrap(pattern, route string, h handlerFunc) http.HandlerFunc {
 	checked := strings.HasPrefix(path, "/v1/") && route != "unknown"
 	accepted := queryParams[pattern]
 	name := strings.Replace(pattern, kvPrefix, kvPrefix+"{key}", 1) // for messages
+	name = strings.Replace(name, lockPrefix, lockPrefix+"{name}", 1)
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
@@ -311,6 +326,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h = s.kv[""]
 		}
 		h(w, r)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, lockPrefix) {
+		s.serveLock(w, r)
 		return
 	}
 	s.mux.ServeHTTP(w, r)
@@ -358,8 +377,17 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close releases idle peer connections.
-func (s *Server) Close() { s.peers.Close() }
+// EndWaits ends every request that is waiting (a queued lock acquire
+// cancels its wait on the leader and answers 503 unavailable; a blocking
+// status answers at once): the node is shutting down. Call it before the
+// replicas stop, e.g. from http.Server.RegisterOnShutdown.
+func (s *Server) EndWaits() { s.endWaits() }
+
+// Close ends waiting requests and releases idle peer connections.
+func (s *Server) Close() {
+	s.endWaits()
+	s.peers.Close()
+}
 
 // healthz is 200 while the process serves (docs/api.md, "Server"); a node that cannot
 // serve at all says why with "ok": false.
@@ -397,7 +425,7 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	setHeaders(w, 0, 0, r.Header.Get(hdrSession))
 	p := r.URL.Path
 	switch {
-	case p == "/v1/kv", strings.HasPrefix(p, "/v1/kv/"),
+	case p == "/v1/kv", strings.HasPrefix(p, "/v1/kv/"), p == "/v1/locks", strings.HasPrefix(p, lockPrefix),
 		p == "/v1/cluster", p == "/v1/txn", p == "/healthz", p == "/readyz", p == "/metrics":
 		return fmt.Errorf("%w: %s %s", errMethod, r.Method, p)
 	}

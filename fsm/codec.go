@@ -131,6 +131,11 @@ func validateCommand(c *Command) error {
 		if len(c.Value) == 0 || len(c.Value) > maxTxnCommandSize {
 			return fmt.Errorf("%w: txn command needs a value of 1..%d bytes", ErrInvalidCommand, maxTxnCommandSize)
 		}
+	case OpRaiseBase:
+		minKey = 0
+		if len(c.Key) != 0 || len(c.Value) != 8 {
+			return fmt.Errorf("%w: raise_base takes no key and an 8-byte floor", ErrInvalidCommand)
+		}
 	case OpFencedGet:
 		if c.Fence == nil {
 			return fmt.Errorf("%w: fenced get without a fence", ErrInvalidCommand)
