@@ -1,12 +1,16 @@
 package api
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"reflect"
 	"testing"
 
+	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/txn"
 )
 
@@ -86,5 +90,57 @@ func TestTxnLimitsConfig(t *testing.T) {
 	}
 	if err := (Config{Backend: notReadyBackend{t}}).Validate(); err != nil {
 		t.Fatalf("zero limits (defaults): %v", err)
+	}
+}
+
+// FuzzParseTxn: any POST /v1/txn body either yields a request that passes
+// the limits and survives the log encoding, or a client error.
+func FuzzParseTxn(f *testing.F) {
+	for _, s := range []string{
+		`{"compare":[{"key":"a","target":"value","op":">=","value":"10"}],"success":[{"op":"put","key":"a","value":"0","ttl":"1s"}],"failure":[{"op":"get","key":"a"}],"request_id":"r"}`,
+		`{"compare":[{"key":"a","target":"exists","op":"==","value":false}],"success":[{"op":"delete","key":"b","fence":{"lock":"l","token":3}}]}`,
+		`{"compare":[{"key":"a","target":"mod_index","op":"<","value":12}]}`,
+		`{}`, `[]`, `{"success":[{}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	limits := txn.DefaultLimits()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := parseTxn(body, limits)
+		if err != nil {
+			checkClientError(t, err)
+			return
+		}
+		if _, err := txn.DecodeRequest(txn.EncodeRequest(req)); err != nil {
+			t.Fatalf("a parsed request does not survive its encoding: %v", err)
+		}
+	})
+}
+
+// TestTxnWireRoundTrip: a participant command's result crosses the wire
+// between nodes unchanged.
+func TestTxnWireRoundTrip(t *testing.T) {
+	in := &fsm.Result{Index: 7, TwoPC: &fsm.TxnCmdResult{Vote: txn.VoteConflict,
+		Blocker: &txn.Intent{TxnID: "t", Key: []byte("k"), Access: txn.AccessWrite, Anchor: []byte("a"), Priority: 3},
+		Reads:   []fsm.TxnRead{{Key: []byte("k"), KV: &fsm.KV{Key: []byte("k"), Value: []byte("v"), CreateIndex: 1, ModIndex: 2, Version: 3}}, {Key: []byte("x")}},
+		Tokens:  []uint64{4}, Verdict: txn.VerdictOK,
+		Record:  &txn.Record{ID: "t", State: txn.Pending, Anchor: []byte("a"), Epoch: 1},
+		Written: []fsm.TxnOpResult{{Kind: txn.OpDelete, Key: []byte("d"), Deleted: 1}}}}
+	w, err := toWire(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(w)
+	var back txnWireResult
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	out, err := back.result()
+	if err != nil || !reflect.DeepEqual(in, out) {
+		t.Fatalf("round trip:\n%+v\n%+v %v", in.TwoPC, out.TwoPC, err)
+	}
+	ws, _ := toWire(&fsm.Result{Index: 3, Err: &fsm.WrongShardError{Key: []byte("k")}})
+	if r, _ := ws.result(); !errors.As(r.Err, new(*fsm.WrongShardError)) {
+		t.Fatalf("wrong shard lost: %+v", r)
 	}
 }

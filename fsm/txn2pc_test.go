@@ -198,3 +198,22 @@ func TestTxnCommandCodec(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeTxnCommand: the decoder of a 2PC command's value never panics
+// and what it accepts encodes again to something it accepts.
+func FuzzDecodeTxnCommand(f *testing.F) {
+	f.Add(EncodeTxnCommand(&TxnCommand{ID: "x", Anchor: []byte("a"), Keys: wkeys("a")}))
+	f.Add(EncodeTxnCommand(&TxnCommand{ID: "x", Record: &txn.Record{ID: "x", State: txn.Committed, Epoch: 2}}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tc, err := DecodeTxnCommand(b)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("error %v does not wrap ErrInvalidCommand", err)
+			}
+			return
+		}
+		if _, err := DecodeTxnCommand(EncodeTxnCommand(tc)); err != nil {
+			t.Fatalf("re-encoded command refused: %v", err)
+		}
+	})
+}
