@@ -13,7 +13,7 @@ import (
 	"github.com/cairndb/cairn/txn"
 )
 
-// POST /v1/txn (API.md "Transactions", txn/DESIGN.md). The body is parsed
+// POST /v1/txn (docs/api.md "Transactions", txn/DESIGN.md). The body is parsed
 // strictly and validated against the operator's limits (Config.TxnLimits)
 // before anything is proposed: a bad request is 400 invalid_argument with
 // nothing written. A transaction whose keys all live on one shard is one

@@ -218,12 +218,11 @@ func TestTxnLinModel(t *testing.T) {
 // txnLinRecorder records a pair-model history; writes whose outcome is
 // unknown get a return after the end of the history.
 type txnLinRecorder struct {
-	start   time.Time
-	mu      sync.Mutex
-	ops     []porcupine.Operation
-	open    []porcupine.Operation
-	n       map[string]int
-	writeOK int
+	start time.Time
+	mu    sync.Mutex
+	ops   []porcupine.Operation
+	open  []porcupine.Operation
+	n     map[string]int
 }
 
 func newTxnLinRecorder() *txnLinRecorder {
