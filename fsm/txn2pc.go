@@ -643,3 +643,19 @@ func (c *applyCtx) dropTxnRecordsFrom(from []byte) error {
 	}
 	return nil
 }
+
+// scanIntentCheck: the first write intent on a key in [start, end) (empty
+// end: no bound), which a scan outside transactions conflicts with.
+func scanIntentCheck(tx *bbolt.Tx, start, end []byte) (*IntentError, error) {
+	b := tx.Bucket(bucketIntents)
+	if b == nil {
+		return nil, nil
+	}
+	c := b.Cursor()
+	for k, _ := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, _ = c.Next() {
+		if ie, err := readIntentCheck(tx, k); ie != nil || err != nil {
+			return ie, err
+		}
+	}
+	return nil, nil
+}

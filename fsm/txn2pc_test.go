@@ -217,3 +217,23 @@ func FuzzDecodeTxnCommand(f *testing.F) {
 		}
 	})
 }
+
+// TestTxnScanMeetsIntents: a scan whose window holds a write intent meets it
+// (even on a key the transaction creates), one with read intents only does
+// not; a page that ends before the intent is served.
+func TestTxnScanMeetsIntents(t *testing.T) {
+	f := txnState(t)
+	prep := &TxnCommand{ID: "t1", Anchor: []byte("new"), Priority: 1,
+		Keys: []txn.KeyIntent{{Key: []byte("name"), Access: txn.AccessRead}, {Key: []byte("new"), Access: txn.AccessWrite}}}
+	mustApply(t, f, 4, tcCmd(OpTxnPrepare, "new", prep))
+	var ie *IntentError
+	if _, _, err := f.Scan(nil, nil, 0, false); !errors.As(err, &ie) || string(ie.Key) != "new" {
+		t.Fatalf("scan over a write intent: %v", err)
+	}
+	if kvs, _, err := f.Scan([]byte("name"), []byte("namf"), 0, false); err != nil || len(kvs) != 1 {
+		t.Fatalf("scan over a read intent: %v %v", kvs, err)
+	}
+	if kvs, more, err := f.Scan(nil, nil, 1, false); err != nil || !more || string(kvs[0].Key) != "bal" {
+		t.Fatalf("a page before the intent: %v %v %v", kvs, more, err)
+	}
+}
