@@ -16,7 +16,7 @@ var (
 // buckets are the open buckets of one write transaction.
 type buckets struct {
 	data, meta, ttl, fence, dedup, dedupTime, locks *bbolt.Bucket
-	intents, records, tombstones                    *bbolt.Bucket // fsm/txn2pc.go
+	intents, records, tombstones, txnGC             *bbolt.Bucket // fsm/txn2pc.go
 }
 
 func txBuckets(tx *bbolt.Tx) buckets {
@@ -31,6 +31,7 @@ func txBuckets(tx *bbolt.Tx) buckets {
 		intents:    tx.Bucket(bucketIntents),
 		records:    tx.Bucket(bucketRecords),
 		tombstones: tx.Bucket(bucketTombstones),
+		txnGC:      tx.Bucket(bucketTxnGC),
 	}
 	// Both dedup buckets grow at their right edge (dedupTime by proposer
 	// time, dedup by request ids that cairn's client prefixes with the time)

@@ -165,7 +165,7 @@ func (c *applyCtx) exportBucket(name []byte, idx int, child Range, base uint64, 
 			}
 		}
 		return nil
-	case bytes.Equal(name, bucketRecords), bytes.Equal(name, bucketTombstones):
+	case bytes.Equal(name, bucketRecords), bytes.Equal(name, bucketTombstones), bytes.Equal(name, bucketTxnGC):
 		return c.exportTxnBucket(name, idx, child, emit)
 	case bytes.Equal(name, bucketData), bytes.Equal(name, bucketTTL), bytes.Equal(name, bucketLocks),
 		bytes.Equal(name, bucketIntents):

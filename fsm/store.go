@@ -33,7 +33,7 @@ var (
 // A data dir or snapshot from before a bucket existed opens without it
 // (initDB and loadBatch create missing buckets empty).
 var allBuckets = [][]byte{bucketMeta, bucketData, bucketTTL, bucketFence, bucketDedup, bucketDedupTime, bucketLocks,
-	bucketIntents, bucketRecords, bucketTombstones}
+	bucketIntents, bucketRecords, bucketTombstones, bucketTxnGC}
 
 var (
 	metaApplied = []byte("applied")

@@ -84,6 +84,10 @@ var (
 	bucketIntents    = []byte("txn-intents")    // key -> repeated txn.EncodeIntent
 	bucketRecords    = []byte("txn-records")    // txn id -> txn.EncodeRecord
 	bucketTombstones = []byte("txn-tombstones") // txn id -> final state byte
+	// bucketTxnGC orders final records and tombstones by the proposer time
+	// they became final: 8-byte time, 'r' or 't', txn id -> empty. They are
+	// dropped after the dedup window, as dedup entries are (pruneTxn).
+	bucketTxnGC = []byte("txn-gc")
 )
 
 // intents returns the intents stored on key.
@@ -168,7 +172,7 @@ func (c *applyCtx) loadRecord(id string) (*txn.Record, error) {
 }
 
 // recordEvent applies ev to the record ID (a conditional write, I8).
-func (c *applyCtx) recordEvent(ev txn.Event) (*txn.Record, txn.Effects, error) {
+func (c *applyCtx) recordEvent(ev txn.Event, now int64) (*txn.Record, txn.Effects, error) {
 	rec, err := c.loadRecord(ev.ID)
 	if err != nil {
 		return nil, txn.Effects{}, err
@@ -178,8 +182,52 @@ func (c *applyCtx) recordEvent(ev txn.Event) (*txn.Record, txn.Effects, error) {
 		if err := c.b.records.Put([]byte(ev.ID), txn.EncodeRecord(next)); err != nil {
 			return nil, eff, err
 		}
+		if next.State.Final() && (rec == nil || !rec.State.Final()) {
+			if err := c.b.txnGC.Put(txnGCKey(now, 'r', ev.ID), []byte{}); err != nil {
+				return nil, eff, err
+			}
+		}
 	}
 	return next, eff, nil
+}
+
+func txnGCKey(t int64, kind byte, id string) []byte {
+	return append(append(timeKey(t), kind), id...)
+}
+
+// pruneTxn drops up to maxPrunePerCommand final records and tombstones that
+// became final before cutoff (the command's time minus the dedup window:
+// never the local clock, I3). A retry with the same request id after that
+// runs as a new transaction, as a single write's retry after its dedup entry
+// is pruned does; a late prepare meets no tombstone, and its intent, whose
+// record is gone, is aborted by the first reader that pushes it.
+func (c *applyCtx) pruneTxn(now int64) error {
+	if now <= 0 {
+		return nil
+	}
+	limit := timeKey(now - c.window)
+	var victims [][]byte
+	cur := c.b.txnGC.Cursor()
+	for k, _ := cur.First(); k != nil && len(victims) < maxPrunePerCommand; k, _ = cur.Next() {
+		if len(k) < 9 || string(k[:8]) >= string(limit) {
+			break
+		}
+		victims = append(victims, cloneBytes(k))
+	}
+	for _, k := range victims {
+		id := k[9:]
+		b := c.b.records
+		if k[8] == 't' {
+			b = c.b.tombstones
+		}
+		if err := b.Delete(id); err != nil {
+			return err
+		}
+		if err := c.b.txnGC.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *applyCtx) decodeTxnCommand(cmd *Command, index uint64) (*TxnCommand, *Result) {
@@ -206,7 +254,7 @@ func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
 		if !c.rng.Contains(tc.Event.Anchor) {
 			return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(tc.Event.Anchor), Range: cloneRange(c.rng)}}, nil
 		}
-		rec, eff, err := c.recordEvent(*tc.Event)
+		rec, eff, err := c.recordEvent(*tc.Event, cmd.Time)
 		if err != nil {
 			return nil, err
 		}
@@ -283,8 +331,11 @@ func (c *applyCtx) txnRecord(cmd *Command, index uint64) (*Result, error) {
 	if !c.rng.Contains(tc.Event.Anchor) || !bytes.Equal(tc.Event.Anchor, cmd.Key) {
 		return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(tc.Event.Anchor), Range: cloneRange(c.rng)}}, nil
 	}
-	rec, eff, err := c.recordEvent(*tc.Event)
+	rec, eff, err := c.recordEvent(*tc.Event, cmd.Time)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.pruneTxn(cmd.Time); err != nil {
 		return nil, err
 	}
 	return &Result{Index: index, TwoPC: &TxnCmdResult{Verdict: eff.Verdict, Record: rec}}, nil
@@ -302,7 +353,15 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 	if rec == nil || !rec.State.Final() || rec.ID != tc.ID {
 		return &Result{Index: index, Err: fmt.Errorf("%w: resolve needs the final record", ErrInvalidCommand)}, nil
 	}
-	if err := c.b.tombstones.Put([]byte(tc.ID), []byte{byte(rec.State)}); err != nil {
+	if c.b.tombstones.Get([]byte(tc.ID)) == nil {
+		if err := c.b.tombstones.Put([]byte(tc.ID), []byte{byte(rec.State)}); err != nil {
+			return nil, err
+		}
+		if err := c.b.txnGC.Put(txnGCKey(cmd.Time, 't', tc.ID), []byte{}); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.pruneTxn(cmd.Time); err != nil {
 		return nil, err
 	}
 	res := &TxnCmdResult{}
@@ -606,6 +665,9 @@ func decodeEvent(p []byte) (*txn.Event, error) {
 func (c *applyCtx) exportTxnBucket(name []byte, idx int, child Range, emit func(int, []byte, []byte) error) error {
 	if bytes.Equal(name, bucketTombstones) {
 		return c.b.tombstones.ForEach(func(k, v []byte) error { return emit(idx, k, v) })
+	}
+	if bytes.Equal(name, bucketTxnGC) { // both halves: dropping what a half lacks is a no-op
+		return c.b.txnGC.ForEach(func(k, v []byte) error { return emit(idx, k, v) })
 	}
 	return c.b.records.ForEach(func(k, v []byte) error {
 		r, err := txn.DecodeRecord(v)

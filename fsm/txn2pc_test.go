@@ -237,3 +237,33 @@ func TestTxnScanMeetsIntents(t *testing.T) {
 		t.Fatalf("a page before the intent: %v %v %v", kvs, more, err)
 	}
 }
+
+// TestTxnPruning: final records and tombstones are dropped once the dedup
+// window has passed in proposer time (I3), not before; live records stay.
+func TestTxnPruning(t *testing.T) {
+	f := txnState(t)
+	at := func(c *Command, d time.Duration) *Command { c.Time += int64(d); return c }
+	begin := func(id string) *TxnCommand {
+		return &TxnCommand{ID: id, Event: &txn.Event{Kind: txn.EvBegin, ID: id, Anchor: []byte("bal"), Priority: 1}}
+	}
+	mustApply(t, f, 4, tcCmd(OpTxnRecord, "bal", begin("done")))
+	mustApply(t, f, 5, tcCmd(OpTxnRecord, "bal", begin("live")))
+	abort := &TxnCommand{ID: "done", Event: &txn.Event{Kind: txn.EvAbort, ID: "done", Anchor: []byte("bal")}}
+	r := mustApply(t, f, 6, tcCmd(OpTxnRecord, "bal", abort))
+	mustApply(t, f, 7, tcCmd(OpTxnResolve, "bal", &TxnCommand{ID: "done", Keys: wkeys("bal"), Record: r.TwoPC.Record}))
+	if countBucket(t, f, bucketRecords) != 2 || countBucket(t, f, bucketTombstones) != 1 {
+		t.Fatal("setup")
+	}
+	hb := &TxnCommand{ID: "live", Event: &txn.Event{Kind: txn.EvHeartbeat, ID: "live", Anchor: []byte("bal"), Now: 5}}
+	mustApply(t, f, 8, at(tcCmd(OpTxnRecord, "bal", hb), DefaultDedupWindow-time.Second))
+	if countBucket(t, f, bucketRecords) != 2 || countBucket(t, f, bucketTombstones) != 1 {
+		t.Fatal("pruned inside the window")
+	}
+	mustApply(t, f, 9, at(tcCmd(OpTxnRecord, "bal", hb), DefaultDedupWindow+time.Second))
+	if countBucket(t, f, bucketRecords) != 1 || countBucket(t, f, bucketTombstones) != 0 || countBucket(t, f, bucketTxnGC) != 0 {
+		t.Fatalf("after the window: records %d tombstones %d", countBucket(t, f, bucketRecords), countBucket(t, f, bucketTombstones))
+	}
+	if rec, _, _ := f.TxnRecord("live"); rec == nil {
+		t.Fatal("a live record was pruned")
+	}
+}
