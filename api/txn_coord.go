@@ -302,8 +302,7 @@ func (c *txnCoord) noteRecord(v txn.Verdict, rec *txn.Record) {
 
 // recordEvent proposes ev on the record and learns its state.
 func (c *txnCoord) recordEvent(ctx context.Context, ev *txn.Event) {
-	res, err := c.s.txnPropose(ctx, c.rt.Anchor, &fsm.Command{Op: fsm.OpTxnRecord, Key: c.rt.Anchor,
-		Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: c.id, Event: ev})})
+	res, err := c.s.txnPropose(ctx, c.rt.Anchor, txnRecordCommand(c.id, ev))
 	if err != nil || res.Err != nil {
 		c.st.Record = txn.RecUnknown
 		return
@@ -440,8 +439,7 @@ func (s *Server) resolveKeys(ctx context.Context, id string, keys []txn.KeyInten
 func (s *Server) pushIntent(ctx context.Context, in txn.Intent, prio uint64, by string) {
 	ev := &txn.Event{Kind: txn.EvPush, ID: in.TxnID, Anchor: in.Anchor, Now: s.cfg.Clock.Now().UnixNano(),
 		Timeout: txnTimeout, PusherPriority: prio, PusherID: by, PreparedAt: in.PreparedAt, Priority: in.Priority}
-	res, err := s.txnPropose(ctx, in.Anchor, &fsm.Command{Op: fsm.OpTxnRecord, Key: in.Anchor,
-		Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: in.TxnID, Event: ev})})
+	res, err := s.txnPropose(ctx, in.Anchor, txnRecordCommand(in.TxnID, ev))
 	if err == nil && res.Err == nil {
 		if rec := res.TwoPC.Record; rec != nil && rec.State.Final() {
 			s.txnm.intentsMet(true)
@@ -505,4 +503,9 @@ func (c *txnCoord) answer() txnResponseJSON {
 		out.Results = append(out.Results, txnOpResult(r))
 	}
 	return out
+}
+
+// txnRecordCommand is the OpTxnRecord command of an event on record id.
+func txnRecordCommand(id string, ev *txn.Event) *fsm.Command {
+	return &fsm.Command{Op: fsm.OpTxnRecord, Key: ev.Anchor, Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: id, Event: ev})}
 }

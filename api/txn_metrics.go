@@ -28,6 +28,7 @@ var (
 type txnMetrics struct {
 	outcomes *prometheus.CounterVec
 	met      *prometheus.CounterVec
+	swept    prometheus.Counter
 }
 
 func newTxnMetrics(reg *prometheus.Registry) *txnMetrics {
@@ -38,8 +39,10 @@ func newTxnMetrics(reg *prometheus.Registry) *txnMetrics {
 		met: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "cairn", Name: "txn_intents_met_total",
 			Help: "Intents of other transactions met by requests, by what the record said (final: resolved; live: waited)."},
 			[]string{"record"}),
+		swept: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "cairn", Name: "txn_recoveries_total",
+			Help: "Transactions ended by the record sweeper (their coordinator stopped heart-beating)."}),
 	}
-	reg.MustRegister(m.outcomes, m.met)
+	reg.MustRegister(m.outcomes, m.met, m.swept)
 	return m
 }
 

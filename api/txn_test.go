@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/cairndb/cairn/fsm"

@@ -721,3 +721,26 @@ func scanIntentCheck(tx *bbolt.Tx, start, end []byte) (*IntentError, error) {
 	}
 	return nil, nil
 }
+
+// TxnLiveRecords returns the records of this shard that are not final (the
+// leader's sweeper pushes those whose heartbeat expired).
+func (f *FSM) TxnLiveRecords() ([]*txn.Record, error) {
+	var out []*txn.Record
+	err := f.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			r, err := txn.DecodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
+			}
+			if !r.State.Final() {
+				out = append(out, r)
+			}
+			return nil
+		})
+	})
+	return out, err
+}

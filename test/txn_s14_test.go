@@ -3,6 +3,7 @@ package test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,17 +106,19 @@ func TestS14(t *testing.T) {
 		name      string
 		before    func(txn.Action) error
 		committed bool // the outcome every shard must end with
+		sweeper   bool // nobody reads: the record sweeper alone ends it
 	}{
-		{"after the prepare on one shard", stopAt(txn.ActPrepare, 2), false},
-		{"after every prepare, before the commit", stopAt(txn.ActCommit, 1), false},
-		{"after the commit, one shard resolved", stopAt(txn.ActResolve, 2), true},
-		{"after the commit, before the reply", stopAt(txn.ActReply, 1), true},
+		{"after every prepare, nobody reads: the sweeper aborts it", stopAt(txn.ActCommit, 1), false, true},
+		{"after the prepare on one shard", stopAt(txn.ActPrepare, 2), false, false},
+		{"after every prepare, before the commit", stopAt(txn.ActCommit, 1), false, false},
+		{"after the commit, one shard resolved", stopAt(txn.ActResolve, 2), true, false},
+		{"after the commit, before the reply", stopAt(txn.ActReply, 1), true, false},
 		{"participant leader killed before the commit", func(a txn.Action) error {
 			if a.Kind == txn.ActCommit {
 				return killLeaderOf(2)(a)
 			}
 			return nil
-		}, true},
+		}, true, false},
 		{"anchor leader killed before the commit, coordinator stopped after it", func() func(txn.Action) error {
 			return func(a txn.Action) error {
 				switch a.Kind {
@@ -126,7 +129,7 @@ func TestS14(t *testing.T) {
 				}
 				return nil
 			}
-		}(), true},
+		}(), true, false},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,8 +140,9 @@ func TestS14(t *testing.T) {
 				}
 			}
 			knob.set(tc.before)
+			rid := fmt.Sprintf("s14-%d-%d", i, time.Now().UnixNano())
 			res, err := cls[0].Txn().If(client.Compare(a, client.TargetValue, "==", "old")).
-				Then(client.OpPut(a, "new"), client.OpPut(z, "new")).Commit(ctx)
+				Then(client.OpPut(a, "new"), client.OpPut(z, "new")).WithRequestID(rid).Commit(ctx)
 			knob.mu.Lock()
 			t.Logf("coordinator answered %+v %v after %v", res, err, knob.seen)
 			knob.mu.Unlock()
@@ -150,6 +154,18 @@ func TestS14(t *testing.T) {
 				t.Fatalf("answered aborted, want committed: %v", err)
 			}
 			want := map[bool]string{true: "new", false: "old"}[tc.committed]
+			if tc.sweeper {
+				WaitFor(t, 20*time.Second, "the sweeper ends the transaction and its intents", func() error {
+					r, err := Do(ctx, "GET", c.HTTPAddrs()[1], "/v1/txn/"+txn.IDForRequest(rid), nil)
+					if err != nil || r.Status != 200 || !strings.Contains(string(r.Body), `"state":"aborted"`) {
+						return fmt.Errorf("record: %v %v", r, err)
+					}
+					if n := countIntents(t, c); n != 0 {
+						return fmt.Errorf("%d intent keys remain", n)
+					}
+					return nil
+				})
+			}
 			WaitFor(t, 20*time.Second, "both keys readable and agreeing", func() error {
 				va, err := get(a)
 				if err != nil {

@@ -238,13 +238,17 @@ func (n *Node) start() error {
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go n.watchLog()
 	go n.run()
 	go n.reportLoop()
 	go func() {
 		defer n.wg.Done()
 		n.driver.Run(n.stop)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.api.RunTxnSweeper(n.stop) // expired transaction records (api/txn_sweep.go)
 	}()
 	return nil
 }
