@@ -140,13 +140,14 @@ func (c *applyCtx) conflictOn(by string, a txn.Access, key []byte) (*IntentError
 	return nil, nil
 }
 
-// blockedByIntent checks a single-key command against intents: a write
-// conflicts with any intent of another transaction, a fenced read with write
-// intents.
+// blockedByIntent checks a single-key command against intents: a write (an
+// expiry too: a transaction that read the key must still see it at its
+// commit) conflicts with any intent of another transaction, a fenced read
+// with write intents.
 func (c *applyCtx) blockedByIntent(cmd *Command, index uint64) (*Result, error) {
 	a := txn.AccessWrite
 	switch cmd.Op {
-	case OpPut, OpDelete:
+	case OpPut, OpDelete, OpExpire:
 	case OpFencedGet:
 		a = txn.AccessRead
 	default:

@@ -267,3 +267,17 @@ func TestTxnPruning(t *testing.T) {
 		t.Fatal("a live record was pruned")
 	}
 }
+
+// TestTxnIntentBlocksExpiry: a key a transaction read must still be there
+// at its commit, so the leader's expiry meets the intent (and retries later).
+func TestTxnIntentBlocksExpiry(t *testing.T) {
+	f := txnState(t)
+	mustApply(t, f, 4, &Command{Op: OpPut, Key: []byte("k"), Value: []byte("v"), TTL: time.Second})
+	prep := &TxnCommand{ID: "t1", Anchor: []byte("bal"), Keys: []txn.KeyIntent{{Key: []byte("k"), Access: txn.AccessRead}}}
+	mustApply(t, f, 5, tcCmd(OpTxnPrepare, "k", prep))
+	r := mustApply(t, f, 6, &Command{Op: OpExpire, Key: []byte("k"), ModIndex: 4})
+	var ie *IntentError
+	if !errors.As(r.Err, &ie) || mustGet(t, f, "k") == nil {
+		t.Fatalf("expiry under a read intent: %+v", r)
+	}
+}
