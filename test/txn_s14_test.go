@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -188,4 +189,64 @@ func TestS14(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestTxnSplitDuringPrepare (issue 13 item 6, invariant I5): the range of a
+// participant splits between the routing and the prepare; the prepare meets
+// wrong_shard and the transaction aborts cleanly (409 txn_aborted, nothing
+// written, no intent left); run again as a new transaction it commits over
+// the three shards.
+func TestTxnSplitDuringPrepare(t *testing.T) {
+	var once sync.Once
+	var splitErr error
+	var addr string
+	knobs := &api.TxnKnobs{BeforeAction: func(_ string, a txn.Action) error {
+		if a.Kind == txn.ActPrepare {
+			once.Do(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				res, err := Do(ctx, "POST", addr, "/v1/cluster/shards/1/split", map[string]string{"key": "tsp/b"})
+				if err == nil && res.Status != 200 {
+					err = fmt.Errorf("%s", res)
+				}
+				splitErr = err
+			})
+		}
+		return nil
+	}}
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tsp/m"}, TxnKnobs: knobs})
+	addr = c.Node(0).HTTPAddr
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 60*time.Second)
+	for _, k := range []string{"tsp/a", "tsp/c", "tsp/z"} {
+		if _, err := cl.Put(ctx, k, "old"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx := func() (*client.TxnResponse, error) {
+		return cl.Txn().If(client.Compare("tsp/a", client.TargetValue, "==", "old")).
+			Then(client.OpPut("tsp/a", "new"), client.OpPut("tsp/c", "new"), client.OpPut("tsp/z", "new")).Commit(ctx)
+	}
+	_, err := tx()
+	if splitErr != nil {
+		t.Fatalf("split: %v", splitErr)
+	}
+	if !errors.Is(err, client.ErrTxnAborted) {
+		t.Fatalf("a prepare that met the split: %v, want txn_aborted", err)
+	}
+	for _, k := range []string{"tsp/a", "tsp/c", "tsp/z"} {
+		if kv, err := cl.Get(ctx, k); err != nil || kv.Value != "old" {
+			t.Fatalf("%s = %v %v after the abort", k, kv, err)
+		}
+	}
+	res, err := tx()
+	if err != nil || !res.Succeeded || len(res.Shards) != 3 {
+		t.Fatalf("the new transaction: %+v %v", res, err)
+	}
+	WaitFor(t, 10*time.Second, "no intent left", func() error {
+		if n := countIntents(t, c); n != 0 {
+			return fmt.Errorf("%d intent keys", n)
+		}
+		return nil
+	})
 }
