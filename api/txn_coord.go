@@ -52,9 +52,6 @@ const (
 	txnPushPause   = 25 * time.Millisecond
 )
 
-// errTxnAborted: the transaction was aborted (409 txn_aborted).
-var errTxnAborted = errTxnAbortedSentinel
-
 type txnCoord struct {
 	s       *Server
 	req     *txn.Request
@@ -91,8 +88,9 @@ func newPriority() uint64 {
 
 // txnMulti runs a transaction over several shards and answers the client.
 func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Request, rt txn.Routing) error {
-	// The coordinator finishes what it started even if the client goes away:
-	// a transaction left half-way waits for a reader to push it.
+	// The coordinator finishes what it started even if the client goes away;
+	// a transaction left half-way (its node died) is ended by a reader that
+	// meets its intents, or by the record sweeper (txn_sweep.go).
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
 	defer cancel()
 	c := &txnCoord{s: s, req: req, rt: rt, id: newTxnID(req.RequestID), prio: newPriority(),
@@ -197,16 +195,17 @@ func fenceKey(lock string, key []byte) string { return lock + "\x00" + string(ke
 // prepare sends one participant's prepare (the anchor's with EvBegin).
 func (c *txnCoord) prepare(ctx context.Context, a txn.Action) {
 	pt := c.rt.Participant(a.Shard)
-	keys := pt.Keys
+	tc := &fsm.TxnCommand{ID: c.id, Anchor: c.rt.Anchor, Priority: c.prio, Keys: pt.Keys}
 	if k := c.s.cfg.TxnKnobs; k != nil && k.SkipReadIntents {
-		keys = nil
+		tc.Keys = nil
 		for _, ki := range pt.Keys {
 			if ki.Access == txn.AccessWrite {
-				keys = append(keys, ki)
+				tc.Keys = append(tc.Keys, ki)
+			} else {
+				tc.Unlocked = append(tc.Unlocked, ki.Key) // read, but not locked
 			}
 		}
 	}
-	tc := &fsm.TxnCommand{ID: c.id, Anchor: c.rt.Anchor, Priority: c.prio, Keys: keys}
 	on := map[string]bool{}
 	for _, k := range pt.Keys {
 		on[string(k.Key)] = true

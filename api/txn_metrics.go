@@ -13,8 +13,8 @@ import (
 
 // Transaction errors of the API edge (errors.go maps them).
 var (
-	// errTxnAbortedSentinel: 409 txn_aborted, retry as a new transaction.
-	errTxnAbortedSentinel = cluster.ErrTxnAborted
+	// errTxnAborted: 409 txn_aborted, retry as a new transaction.
+	errTxnAborted = cluster.ErrTxnAborted
 	// errOutcomeUnknownTxn: the coordinator could not learn the record's
 	// final state before the deadline (504 outcome_unknown).
 	errOutcomeUnknownTxn = fmt.Errorf("the transaction's outcome is unknown: %w", shard.ErrOutcomeUnknown)
@@ -54,7 +54,7 @@ func (m *txnMetrics) outcome(multi bool, err error, cause string) {
 	o := "committed"
 	switch {
 	case err == nil:
-	case errors.Is(err, errTxnAbortedSentinel):
+	case errors.Is(err, errTxnAborted):
 		o = "aborted_" + cause
 	case errors.Is(err, cluster.ErrStaleToken) || isStale(err):
 		o = "stale_token"

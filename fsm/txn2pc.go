@@ -61,6 +61,9 @@ type TxnCommand struct {
 	Event *txn.Event
 	// Record: resolve — the final record.
 	Record *txn.Record
+	// Unlocked: prepare — keys read without an intent. Only the test knob
+	// that skips read intents (api.TxnKnobs.SkipReadIntents) sets it.
+	Unlocked [][]byte
 }
 
 // TxnCmdResult is the outcome of a 2PC command.
@@ -241,6 +244,11 @@ func (c *applyCtx) decodeTxnCommand(cmd *Command, index uint64) (*TxnCommand, *R
 			return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k.Key), Range: cloneRange(c.rng)}}
 		}
 	}
+	for _, k := range tc.Unlocked {
+		if !c.rng.Contains(k) {
+			return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k), Range: cloneRange(c.rng)}}
+		}
+	}
 	return tc, nil
 }
 
@@ -306,6 +314,13 @@ func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
 	}
 	if loadErr != nil {
 		return nil, loadErr
+	}
+	for _, k := range tc.Unlocked {
+		kv, err := c.load(k)
+		if err != nil {
+			return nil, err
+		}
+		res.Reads = append(res.Reads, TxnRead{Key: k, KV: kv})
 	}
 	for _, f := range tc.Fences {
 		var tok uint64
@@ -508,6 +523,7 @@ const (
 	tcFence    = 5 // repeated: nested (1 key, 2 lock)
 	tcEvent    = 6 // nested: 1 kind, 2 carrier record, 3 cause, 4 pusher priority, 5 pusher id, 6 timeout, 7 prepared at, 8 all prepared
 	tcRecord   = 7 // txn.EncodeRecord
+	tcUnlocked = 8 // repeated key
 )
 
 // EncodeTxnCommand encodes a 2PC command's Value.
@@ -546,6 +562,9 @@ func EncodeTxnCommand(tc *TxnCommand) []byte {
 	}
 	if tc.Record != nil {
 		b = wire.AppendBytesAlways(b, tcRecord, txn.EncodeRecord(tc.Record))
+	}
+	for _, k := range tc.Unlocked {
+		b = wire.AppendBytesAlways(b, tcUnlocked, k)
 	}
 	return b
 }
@@ -610,6 +629,11 @@ func DecodeTxnCommand(b []byte) (*TxnCommand, error) {
 				return fmt.Errorf("%w: %v", ErrInvalidCommand, err)
 			}
 			tc.Record = r
+		case tcUnlocked:
+			if len(p) == 0 || len(p) > MaxKeySize {
+				return fmt.Errorf("%w: txn command unlocked key", ErrInvalidCommand)
+			}
+			tc.Unlocked = append(tc.Unlocked, cloneBytes(p))
 		}
 		return nil
 	})
