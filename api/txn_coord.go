@@ -133,13 +133,14 @@ func (c *txnCoord) run(ctx context.Context) error {
 		c.st.Deadline = time.Now().After(deadline.Add(-time.Second))
 		c.st.Heartbeat = time.Since(c.lastHB) > txnTimeout/3
 		acts := txn.Plan(&c.st)
-		var prepares []txn.Action
+		var prepares, resolves []txn.Action
 		for _, a := range acts {
 			if k := c.s.cfg.TxnKnobs; k != nil && k.BeforeAction != nil {
 				if err := k.BeforeAction(c.id, a); err != nil {
 					// A crash here: the prepares of this round decided
 					// before it are still sent (some shards prepared).
 					c.prepareAll(ctx, prepares)
+					c.resolveAll(ctx, resolves)
 					return fmt.Errorf("%w: %w", errCoordinatorStopped, errOutcomeUnknownTxn)
 				}
 			}
@@ -153,11 +154,14 @@ func (c *txnCoord) run(ctx context.Context) error {
 				// Actions run synchronously: nothing is in flight.
 			case txn.ActPrepare:
 				prepares = append(prepares, a)
+			case txn.ActResolve:
+				resolves = append(resolves, a)
 			default:
 				c.act(ctx, a)
 			}
 		}
 		c.prepareAll(ctx, prepares)
+		c.resolveAll(ctx, resolves)
 		if c.reply == txn.ResultUnknown {
 			return nil
 		}
@@ -172,6 +176,19 @@ func (c *txnCoord) prepareAll(ctx context.Context, acts []txn.Action) {
 	var wg sync.WaitGroup
 	for _, a := range acts {
 		wg.Go(func() { c.prepare(ctx, a) })
+	}
+	wg.Wait()
+}
+
+// resolveAll resolves the participants of acts in parallel. Resolution
+// outlives the client's deadline: the outcome is decided, and intents left
+// behind block other requests.
+func (c *txnCoord) resolveAll(ctx context.Context, acts []txn.Action) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, a := range acts {
+		wg.Go(func() { c.resolve(rctx, a.Shard) })
 	}
 	wg.Wait()
 }
@@ -354,12 +371,6 @@ func (c *txnCoord) act(ctx context.Context, a txn.Action) {
 		// The range moved under a prepare: abort cleanly (issue 13 item 6
 		// allows it); the client retries as a new transaction.
 		c.part(a.Shard).Attempts = txnMaxAttempts
-	case txn.ActResolve:
-		// Resolution outlives the client's deadline: the outcome is
-		// decided, and intents left behind block other requests.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-		c.resolve(rctx, a.Shard)
-		cancel()
 	case txn.ActReply:
 		c.reply = a.Result
 		c.st.Replied = true
@@ -372,18 +383,23 @@ func (c *txnCoord) act(ctx context.Context, a txn.Action) {
 // resolve resolves the participant's intents from the final record, keys
 // grouped by the shard that owns them now (a split may have moved some).
 func (c *txnCoord) resolve(ctx context.Context, shard uint64) {
-	p := c.part(shard)
 	pt := c.rt.Participant(shard)
-	if c.rec == nil || !c.rec.State.Final() {
-		p.Status = txn.PartResolved // nothing to resolve with; a reader resolves later
-		return
-	}
-	if err := c.s.resolveKeys(ctx, c.id, pt.Keys, c.rec, func(w fsm.TxnOpResult) {
-		c.writes[string(w.Key)] = w
-	}); err != nil {
-		c.s.log.Warn("txn: resolve failed; readers that meet the intents resolve them", "txn", c.id, "shard", shard, "err", err)
-	}
-	p.Status = txn.PartResolved
+	c.mu.Lock()
+	rec := c.rec
+	c.mu.Unlock()
+	if rec != nil && rec.State.Final() {
+		err := c.s.resolveKeys(ctx, c.id, pt.Keys, rec, func(w fsm.TxnOpResult) {
+			c.mu.Lock()
+			c.writes[string(w.Key)] = w
+			c.mu.Unlock()
+		})
+		if err != nil {
+			c.s.log.Warn("txn: resolve failed; readers that meet the intents resolve them", "txn", c.id, "shard", shard, "err", err)
+		}
+	} // else nothing to resolve with; a reader or the sweeper resolves later
+	c.mu.Lock()
+	c.part(shard).Status = txn.PartResolved
+	c.mu.Unlock()
 }
 
 // resolveKeys proposes OpTxnResolve for keys, grouped by current owner.

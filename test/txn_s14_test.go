@@ -197,25 +197,29 @@ func TestS14(t *testing.T) {
 // written, no intent left); run again as a new transaction it commits over
 // the three shards.
 func TestTxnSplitDuringPrepare(t *testing.T) {
-	var once sync.Once
-	var splitErr error
-	var addr string
+	var (
+		mu       sync.Mutex // the knob runs on a server goroutine
+		done     bool
+		splitErr error
+		addr     string
+	)
 	knobs := &api.TxnKnobs{BeforeAction: func(_ string, a txn.Action) error {
-		if a.Kind == txn.ActPrepare {
-			once.Do(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				res, err := Do(ctx, "POST", addr, "/v1/cluster/shards/1/split", map[string]string{"key": "tsp/b"})
-				if err == nil && res.Status != 200 {
-					err = fmt.Errorf("%s", res)
-				}
-				splitErr = err
-			})
+		mu.Lock()
+		defer mu.Unlock()
+		if a.Kind != txn.ActPrepare || done || addr == "" {
+			return nil
 		}
+		done = true
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		res, err := Do(ctx, "POST", addr, "/v1/cluster/shards/1/split", map[string]string{"key": "tsp/b"})
+		if err == nil && res.Status != 200 {
+			err = fmt.Errorf("%s", res)
+		}
+		splitErr = err
 		return nil
 	}}
 	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tsp/m"}, TxnKnobs: knobs})
-	addr = c.Node(0).HTTPAddr
 	cl := NewClients(t, c, 1)[0]
 	ctx := Context(t, 60*time.Second)
 	for _, k := range []string{"tsp/a", "tsp/c", "tsp/z"} {
@@ -223,14 +227,19 @@ func TestTxnSplitDuringPrepare(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	mu.Lock()
+	addr = c.Node(0).HTTPAddr
+	mu.Unlock()
 	tx := func() (*client.TxnResponse, error) {
 		return cl.Txn().If(client.Compare("tsp/a", client.TargetValue, "==", "old")).
 			Then(client.OpPut("tsp/a", "new"), client.OpPut("tsp/c", "new"), client.OpPut("tsp/z", "new")).Commit(ctx)
 	}
 	_, err := tx()
-	if splitErr != nil {
-		t.Fatalf("split: %v", splitErr)
+	mu.Lock()
+	if !done || splitErr != nil {
+		t.Fatalf("split: done %v, %v", done, splitErr)
 	}
+	mu.Unlock()
 	if !errors.Is(err, client.ErrTxnAborted) {
 		t.Fatalf("a prepare that met the split: %v, want txn_aborted", err)
 	}
