@@ -17,7 +17,7 @@ const (
 	tcID       = 1
 	tcAnchor   = 2
 	tcPriority = 3
-	tcKey      = 4 // repeated: key 0x00? no: nested (1 key, 2 access)
+	tcKey      = 4 // repeated, nested: 1 key, 2 access
 	tcFence    = 5 // repeated: nested (1 key, 2 lock)
 	tcEvent    = 6 // nested: 1 kind, 2 carrier record, 3 cause, 4 pusher priority, 5 pusher id, 6 timeout, 7 prepared at, 8 all prepared
 	tcRecord   = 7 // txn.EncodeRecord
