@@ -149,7 +149,7 @@ func TestS13Bank(t *testing.T) {
 	}
 	total := int64(initial * len(b.accounts))
 
-	runCtx, stop := context.WithTimeout(ctx, 14*time.Second)
+	runCtx, stop := context.WithTimeout(ctx, 12*time.Second)
 	defer stop()
 	done := make(chan struct{})
 	go func() {
@@ -165,7 +165,7 @@ func TestS13Bank(t *testing.T) {
 	// Leader kills and isolations for the rest of the run.
 	nem := &Nemesis{C: c, Seed: seed, Interval: time.Second, Faults: []Fault{FaultKill, FaultIsolateLeader}}
 	var wg sync.WaitGroup
-	stopNem := nem.Start(runCtx, 7*time.Second, &wg)
+	stopNem := nem.Start(runCtx, 6*time.Second, &wg)
 	defer stopNem()
 	wg.Wait()
 	<-done

@@ -135,7 +135,7 @@ func TestTxnOneShardLinearizable(t *testing.T) {
 	seed := testSeed(t)
 	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tl/g2"}, Delayable: true})
 	clients := NewClients(t, c, 6)
-	const duration = 8 * time.Second
+	const duration = 6 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
 	defer cancel()
 	nem := &Nemesis{C: c, Seed: seed, Shards: []uint64{1, 2}, Interval: time.Second,
@@ -166,7 +166,7 @@ func TestTxnTwoShardLinearizable(t *testing.T) {
 	}
 	c := StartCluster(t, ClusterConfig{InitialSplits: splits, Delayable: true})
 	clients := NewClients(t, c, 6)
-	const duration = 8 * time.Second
+	const duration = 6 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
 	defer cancel()
 	nem := &Nemesis{C: c, Seed: seed, Shards: []uint64{1, 2, 3, 4}, Interval: time.Second,
