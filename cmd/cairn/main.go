@@ -39,6 +39,6 @@ func newRootCmd() *cobra.Command {
 	opts := &cli.GlobalOptions{}
 	root := cli.NewRoot("cairn", "cairn: a strongly consistent, sharded key-value store with a lock service", rootLong, version, opts)
 	root.AddCommand(newServerCmd(), newDevCmd(), newKVCmd(opts), newHealthcheckCmd(opts), newClusterCmd(opts))
-	root.AddCommand(newBenchCmd(opts), newBackupCmd(opts), newRestoreCmd(opts))
+	root.AddCommand(newBenchCmd(opts), newBackupCmd(opts), newRestoreCmd(opts), newTxnCmd(opts))
 	return root
 }
