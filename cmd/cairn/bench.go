@@ -68,7 +68,7 @@ measured) so that reads find their key.`,
 		newBenchWorkloadCmd(opts, bench.WorkloadPut, "Write random keys"),
 		newBenchWorkloadCmd(opts, bench.WorkloadGet, "Read random keys (--consistency)"),
 		newBenchWorkloadCmd(opts, bench.WorkloadMixed, "Reads and writes (--read-ratio, --consistency)"),
-		newBenchUnavailableCmd("txn", "transactions"),
+		newBenchWorkloadCmd(opts, bench.WorkloadTxn, "Two-key transactions (--cross-shard: the keys on two shards)"),
 		newBenchWorkloadCmd(opts, bench.WorkloadLock, "Acquire and release locks (--contended: one lock for every client)"),
 		newBenchSummarizeCmd(),
 		newBenchSplitKeysCmd(),
@@ -93,7 +93,18 @@ func newBenchWorkloadCmd(opts *cli.GlobalOptions, w bench.Workload, short string
 		},
 	}
 	bf.register(cmd)
-	if w != bench.WorkloadPut && w != bench.WorkloadLock {
+	if w == bench.WorkloadTxn {
+		cmd.Long = `Each operation is one transaction (POST /v1/txn) over two keys: both compared
+(mod_index > 0: the key exists, so the keys are preloaded first) and both
+written. By default the keys are neighbours (2m, 2m+1), which an even split
+of the keyspace (cairn bench split-keys) keeps on one shard: one raft entry.
+With --cross-shard one key is from each half of the keyspace, so on two
+shards of a keyspace split evenly in two or more: a two-phase commit.
+etcd's transactions are measured through its native client (bench/etcdnative).`
+		cmd.Flags().BoolVar(&bf.cfg.CrossShard, "cross-shard", false, "the two keys from different halves of the keyspace")
+		cmd.Flags().BoolVar(&bf.cfg.Preload, "preload", true, "write every key once before measuring (the compares need the keys)")
+	}
+	if w == bench.WorkloadGet || w == bench.WorkloadMixed {
 		cmd.Flags().StringVar(&bf.consistency, "consistency", "linearizable", "read level: linearizable, session or stale (etcd: linearizable or stale)")
 		cmd.Flags().BoolVar(&bf.cfg.Preload, "preload", true, "write every key once before measuring")
 	}
@@ -135,17 +146,6 @@ func (bf *benchFlags) register(cmd *cobra.Command) {
 	f.BoolVar(&bf.noRouting, "no-routing", false, "cairn: send every request to --endpoints and let the nodes forward it, instead of straight to the shard leader")
 }
 
-func newBenchUnavailableCmd(name, what string) *cobra.Command {
-	return &cobra.Command{
-		Use:   name,
-		Short: "Not available yet: the server has no " + what,
-		Args:  cobra.ArbitraryArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return cli.UsageErrorf("not available yet: the server has no %s", what)
-		},
-	}
-}
-
 // runBench validates the flags, runs the benchmark and prints its report.
 func runBench(cmd *cobra.Command, opts *cli.GlobalOptions, bf *benchFlags) error {
 	if cmd.Flags().Changed("count") && cmd.Flags().Changed("duration") {
@@ -168,8 +168,11 @@ func runBench(cmd *cobra.Command, opts *cli.GlobalOptions, bf *benchFlags) error
 	cfg := bf.cfg
 	cfg.KeyDist = bench.KeyDist(bf.keyDist)
 	cfg.OpTimeout = opts.Timeout
-	if cfg.Workload != bench.WorkloadPut && cfg.Workload != bench.WorkloadLock {
+	if cfg.Workload == bench.WorkloadGet || cfg.Workload == bench.WorkloadMixed {
 		cfg.Consistency = bf.consistency
+	}
+	if etcd && cfg.Workload == bench.WorkloadTxn {
+		return cli.UsageErrorf("etcd's transactions are measured through its native client: use bench/etcdnative txn")
 	}
 	if etcd && cfg.Workload == bench.WorkloadLock {
 		return cli.UsageErrorf("etcd's JSON gateway has no lock to measure this way: use bench/etcdnative lock (its native client's concurrency.Mutex)")

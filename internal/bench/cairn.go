@@ -131,3 +131,20 @@ func (c *cairnConn) Lock(ctx context.Context, name string, ttl, wait time.Durati
 	}
 	return func(ctx context.Context) error { return c.c.ReleaseLock(ctx, name, g.Token) }, nil
 }
+
+// Txn commits one transaction (POST /v1/txn): every key compared to exist,
+// every value put.
+func (c *cairnConn) Txn(ctx context.Context, keys, values []string) error {
+	t := c.c.Txn()
+	for i, k := range keys {
+		t.If(client.Compare(k, client.TargetModIndex, ">", 0)).Then(client.OpPut(k, values[i]))
+	}
+	res, err := t.Commit(ctx)
+	if err != nil {
+		return err
+	}
+	if !res.Succeeded {
+		return &OpError{Code: "condition_failed", Err: fmt.Errorf("transaction on %v: a compare failed (keys not preloaded?)", keys)}
+	}
+	return nil
+}
