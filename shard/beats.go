@@ -496,6 +496,21 @@ func (m *Mux) answerBeats(body []byte) ([]byte, error) {
 	return out, nil
 }
 
+// handleBeat runs raft's heartbeat handler on rpc unless the layer is
+// closed, holding off close until it returns (muxLayer.beats). Raft
+// answers on rpc.RespChan before the handler returns. The unlock is
+// deferred: logGuard may end this goroutine inside raft (runtime.Goexit).
+func (l *muxLayer) handleBeat(rpc raft.RPC) bool {
+	l.beats.RLock()
+	defer l.beats.RUnlock()
+	fn := l.heartbeat.Load()
+	if fn == nil || l.beatsOff {
+		return false
+	}
+	(*fn)(rpc)
+	return true
+}
+
 // heartbeat hands one heartbeat to group's raft, as NetworkTransport's fast
 // path does, and returns raft's answer.
 func (m *Mux) heartbeat(group uint64, req *raft.AppendEntriesRequest) (*raft.AppendEntriesResponse, error) {
@@ -505,12 +520,10 @@ func (m *Mux) heartbeat(group uint64, req *raft.AppendEntriesRequest) (*raft.App
 	if l == nil {
 		return nil, fmt.Errorf("group %d is not hosted on %s", group, m.addr)
 	}
-	fn := l.heartbeat.Load()
-	if fn == nil {
+	ch := make(chan raft.RPCResponse, 1)
+	if !l.handleBeat(raft.RPC{Command: req, RespChan: ch}) {
 		return nil, fmt.Errorf("group %d on %s is not running", group, m.addr)
 	}
-	ch := make(chan raft.RPCResponse, 1)
-	(*fn)(raft.RPC{Command: req, RespChan: ch})
 	select {
 	case r := <-ch:
 		if r.Error != nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,3 +226,49 @@ func (m *Mux) Beats() BeatStats {
 // BeatStats counts heartbeats sent through the shared connections and the
 // frames that carried them.
 type BeatStats struct{ Calls, Frames uint64 }
+
+// A heartbeat raft is handling on the mux's goroutine must be over before
+// the group's layer is closed: the group closes its log store right after
+// (Group.closeStores), and raft's heartbeat path writes the term to it. A
+// late heartbeat then found the store closed, and raft panicked: "failed to
+// save current term: shard: log store closed" (make test, shard package).
+func TestLayerCloseWaitsForHeartbeatInFlight(t *testing.T) {
+	m := mustMux(t, nil, 0)
+	l := mustMuxLayer(t, m, 7).(*muxLayer)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var storeClosed atomic.Bool
+	cb := func(rpc raft.RPC) {
+		close(entered)
+		<-release
+		if storeClosed.Load() {
+			t.Error("the heartbeat ran on after the layer closed, into a closed store")
+		}
+		rpc.RespChan <- raft.RPCResponse{Response: &raft.AppendEntriesResponse{Success: true}}
+	}
+	l.heartbeat.Store(&cb)
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.heartbeat(7, &raft.AppendEntriesRequest{})
+		done <- err
+	}()
+	<-entered
+	closed := make(chan struct{})
+	go func() {
+		l.close()
+		storeClosed.Store(true) // what Group.closeStores does next
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Error("the layer closed while a heartbeat was still in raft")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("the heartbeat in flight failed: %v", err)
+	}
+	<-closed
+	if _, err := m.heartbeat(7, &raft.AppendEntriesRequest{}); err == nil {
+		t.Fatal("a heartbeat after close reached raft")
+	}
+}

@@ -439,6 +439,13 @@ type muxLayer struct {
 	// heartbeat is raft's heartbeat handler, for heartbeats arriving on the
 	// shared connections (beats.go).
 	heartbeat atomic.Pointer[func(raft.RPC)]
+	// beats is held for reading while raft handles a heartbeat on the
+	// mux's goroutine, and for writing by close: a heartbeat in flight ends
+	// before close returns, so before the group closes its log store, which
+	// raft's heartbeat path writes the term to (a late one panicked raft
+	// on the closed store). beatsOff is set under it by close.
+	beats    sync.RWMutex
+	beatsOff bool
 
 	mu      sync.Mutex // orders enqueue against close
 	closed  bool
@@ -560,6 +567,10 @@ func (l *muxLayer) enqueue(c net.Conn) {
 }
 
 func (l *muxLayer) close() {
+	l.beats.Lock()
+	l.beatsOff = true
+	l.heartbeat.Store(nil)
+	l.beats.Unlock()
 	m := l.mux
 	m.mu.Lock()
 	if m.groups[l.group] == l {
