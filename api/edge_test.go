@@ -300,14 +300,18 @@ func TestUnknownQueryParametersRefused(t *testing.T) {
 		{method: "GET", target: "/v1/kv?prefx=a", status: 400, name: "prefx"},
 		{method: "GET", target: "/v1/kv?prefix=a&limt=5", status: 400, name: "limt"},
 		{method: "GET", target: "/v1/kv/a?consistancy=stale", status: 400, name: "consistancy"},
-		{method: "GET", target: "/v1/kv/a?fence_lock=l&fence_token=3", status: 400, name: "fence_lock"},
+		{method: "GET", target: "/v1/kv/a?fence_lck=l&fence_token=3", status: 400, name: "fence_lck"},
 		{method: "HEAD", target: "/v1/kv/a?rawx=1", status: 400},
 		{method: "PUT", target: "/v1/kv/a?tll=5s", body: `{"value":"1"}`, status: 400, name: "tll"},
 		{method: "PUT", target: "/v1/kv/a?ttl=5s", body: `{"value":"1"}`, status: 400, name: "ttl"},                // JSON puts take ttl in the body
 		{method: "POST", target: "/v1/kv/a?request_id=r1", body: `{"value":"1"}`, status: 400, name: "request_id"}, // likewise request_id
 		{method: "PUT", target: "/v1/kv/a?ttl=5s&if_mod_index=3", ct: "application/octet-stream", body: "v", status: 400, name: "if_mod_index"},
 		{method: "DELETE", target: "/v1/kv/a?if_mod_idx=3", status: 400, name: "if_mod_idx"},
-		{method: "DELETE", target: "/v1/kv/a?fence_lock=l&fence_token=3", status: 400, name: "fence_lock"},
+		{method: "DELETE", target: "/v1/kv/a?fence_lock=l&fence_tokn=3", status: 400, name: "fence_tokn"},
+		{method: "GET", target: "/v1/locks?prefx=jobs/", status: 400, name: "prefx"},
+		{method: "GET", target: "/v1/locks/jobs?waitindex=3", status: 400, name: "waitindex"},
+		{method: "POST", target: "/v1/locks/jobs/acquire?ttl=5s", body: `{"ttl":"5s"}`, status: 400, name: "ttl"}, // the body carries it
+		{method: "POST", target: "/v1/locks/jobs/release?token=3", body: `{"token":3}`, status: 400, name: "token"},
 		{method: "GET", target: "/v1/cluster?locl=true", status: 400, name: "locl"},
 		{method: "POST", target: "/v1/cluster/shards/1/split?key=m", status: 400, name: "key"},
 		{method: "POST", target: "/v1/cluster/shards/1/transfer-leader?to=n2", body: `{"to":"n2"}`, status: 400, name: "to"},
@@ -327,6 +331,14 @@ func TestUnknownQueryParametersRefused(t *testing.T) {
 		{method: "PUT", target: "/v1/kv/a?prev=yes", body: `{"value":"1"}`, status: 503},
 		{method: "PUT", target: "/v1/kv/a?prev=1&ttl=5s&request_id=r1", ct: "application/octet-stream", body: "v", status: 503},
 		{method: "DELETE", target: "/v1/kv/a?if_mod_index=3&request_id=r1&prev=1", status: 503},
+		{method: "DELETE", target: "/v1/kv/a?fence_lock=l&fence_token=3", status: 503},
+		{method: "GET", target: "/v1/kv/a?fence_lock=l&fence_token=3&raw=1", status: 503},
+		{method: "GET", target: "/v1/locks?prefix=jobs/&limit=5", status: 503},
+		{method: "GET", target: "/v1/locks?start=a&end=b", status: 503},
+		{method: "GET", target: "/v1/locks/jobs/daily?wait_index=3&wait=1s", status: 503},
+		{method: "POST", target: "/v1/locks/jobs/daily/acquire", body: `{"ttl":"5s","wait":"1s"}`, status: 503},
+		{method: "POST", target: "/v1/locks/jobs/daily/renew", body: `{"token":3}`, status: 503},
+		{method: "POST", target: "/v1/locks/jobs/daily/release", body: `{"token":3}`, status: 503},
 		{method: "GET", target: "/v1/cluster?local=true", status: 503},
 		{method: "GET", target: "/healthz?verbose=1", status: 200}, // probes are not API routes
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/cluster"
+	"github.com/cairndb/cairn/lock"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -56,6 +57,15 @@ type errorDetail struct {
 	Message   string  `json:"message"`
 	Retryable bool    `json:"retryable"`
 	Current   *kvJSON `json:"current,omitempty"`
+	// Holder names the lock's oldest holder in a lock_held answer (absent
+	// when the lock is free but delayed, or waiters are ahead).
+	Holder *holderRef `json:"holder,omitempty"`
+}
+
+// holderRef is the holder a lock_held answer names.
+type holderRef struct {
+	Owner string `json:"owner"`
+	Token uint64 `json:"token"`
 }
 
 // errorRow is one row of the error table: the errors it matches, and the
@@ -74,7 +84,8 @@ type errorRow struct {
 var errorTable = []errorRow{
 	{http.StatusBadRequest, "invalid_argument", false, func(err error) bool {
 		var inv *invalidArgument
-		return errors.As(err, &inv) || errors.Is(err, fsm.ErrInvalidCommand) || errors.Is(err, cluster.ErrInvalidArgument)
+		return errors.As(err, &inv) || errors.Is(err, fsm.ErrInvalidCommand) || errors.Is(err, cluster.ErrInvalidArgument) ||
+			errors.Is(err, lock.ErrInvalidArgument)
 	}},
 	{http.StatusNotFound, "not_found", false, func(err error) bool { return errors.Is(err, errNotFound) }},
 	{http.StatusConflict, "condition_failed", false, func(err error) bool {
@@ -84,6 +95,12 @@ var errorTable = []errorRow{
 	{http.StatusConflict, "stale_token", false, func(err error) bool {
 		var st *fsm.StaleTokenError
 		return errors.As(err, &st) || errors.Is(err, cluster.ErrStaleToken)
+	}},
+	{http.StatusConflict, "lock_held", false, func(err error) bool {
+		return errors.Is(err, lock.ErrLockHeld) || errors.Is(err, cluster.ErrLockHeld)
+	}},
+	{http.StatusGone, "lock_lost", false, func(err error) bool {
+		return errors.Is(err, lock.ErrLockLost) || errors.Is(err, cluster.ErrLockLost)
 	}},
 	{http.StatusRequestEntityTooLarge, "too_large", false, func(err error) bool {
 		var mbe *http.MaxBytesError
@@ -125,11 +142,21 @@ func writeError(w http.ResponseWriter, err error) {
 		kv := toKVJSON(cond.Current, false)
 		body.Error.Current = &kv
 	}
+	var le *lock.Error
+	if errors.As(err, &le) && le.Code == lock.CodeLockHeld && le.Token != 0 {
+		body.Error.Holder = &holderRef{Owner: le.Owner, Token: le.Token}
+	}
 	var re *cluster.RemoteError
 	if errors.As(err, &re) && len(re.Current) > 0 {
 		var kv kvJSON
 		if json.Unmarshal(re.Current, &kv) == nil {
 			body.Error.Current = &kv // another node's failed condition, passed on
+		}
+	}
+	if re != nil && len(re.Holder) > 0 {
+		var h holderRef
+		if json.Unmarshal(re.Holder, &h) == nil {
+			body.Error.Holder = &h // another node's lock_held, passed on
 		}
 	}
 	writeJSON(w, status, body)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/cluster"
+	"github.com/cairndb/cairn/lock"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -38,6 +39,11 @@ func TestErrorStatus(t *testing.T) {
 		{"condition failed with current", &fsm.ConditionError{Key: []byte("a"), Current: &fsm.KV{Key: []byte("a"), ModIndex: 7}},
 			409, "condition_failed", false},
 		{"stale token", &fsm.StaleTokenError{Key: []byte("a"), Lock: "l", Token: 3, Accepted: 4}, 409, "stale_token", false},
+		{"lock held", &lock.Error{Code: lock.CodeLockHeld, Msg: "held", Owner: "w", Token: 4}, 409, "lock_held", false},
+		{"lock lost", &lock.Error{Code: lock.CodeLockLost, Msg: "lost"}, 410, "lock_lost", false},
+		{"lock invalid argument", &lock.Error{Code: lock.CodeInvalidArgument, Msg: "limit"}, 400, "invalid_argument", false},
+		{"lock held from another node", cluster.ErrLockHeld, 409, "lock_held", false},
+		{"lock lost from another node", cluster.ErrLockLost, 410, "lock_lost", false},
 		{"too large", errTooLarge, 413, "too_large", false},
 		{"too large, value limit", fmt.Errorf("%w: value is %d bytes", errTooLarge, fsm.MaxValueSize+1), 413, "too_large", false},
 		{"max bytes error", &http.MaxBytesError{Limit: 10}, 413, "too_large", false},
@@ -99,6 +105,8 @@ func TestRemoteErrorKeepsCode(t *testing.T) {
 		{"outcome_unknown", "outcome_unknown", true},
 		{"unavailable", "unavailable", true},
 		{"internal", "internal", false},
+		{"lock_held", "lock_held", false},
+		{"lock_lost", "lock_lost", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
@@ -136,6 +144,8 @@ func TestWriteError(t *testing.T) {
 		{"condition wrapped, current", fmt.Errorf("shard 1: %w", &fsm.ConditionError{Key: []byte("a"), Current: cur}),
 			409, "condition_failed", false,
 			map[string]any{"key": "a", "value": "1", "create_index": 12.0, "mod_index": 15.0, "version": 2.0, "lease": ""}},
+		{"lock held names the holder", &lock.Error{Code: lock.CodeLockHeld, Msg: "lock \"a\" is not available", Owner: "w1", Token: 9},
+			409, "lock_held", false, nil},
 		{"condition, binary current", &fsm.ConditionError{Key: []byte("b"), Current: binary}, 409, "condition_failed", false,
 			map[string]any{"key": "b", "value_base64": "/wA=", "create_index": 3.0, "mod_index": 4.0, "version": 1.0, "lease": ""}},
 	}
@@ -186,7 +196,7 @@ func decodeEnvelope(t *testing.T, body []byte) map[string]any {
 	}
 	for f := range detail {
 		switch f {
-		case "code", "message", "retryable", "current":
+		case "code", "message", "retryable", "current", "holder":
 		default:
 			t.Errorf("envelope %v has unexpected field error.%s", env, f)
 		}
@@ -198,4 +208,28 @@ func jsonEqual(a, b any) bool {
 	ja, err1 := json.Marshal(a)
 	jb, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && string(ja) == string(jb)
+}
+
+// TestWriteErrorLockHeldNamesHolder: a lock_held answer names the holder's
+// owner and token (docs/api.md's error table), also when it is passed on
+// from another node; a lock_held without a holder (free but delayed, or
+// waiters ahead) has none.
+func TestWriteErrorLockHeldNamesHolder(t *testing.T) {
+	held := &lock.Error{Code: lock.CodeLockHeld, Msg: `lock "a" is not available`, Owner: "w1", Token: 9}
+	w := httptest.NewRecorder()
+	writeError(w, fmt.Errorf("shard 1: %w", held))
+	d := decodeEnvelope(t, w.Body.Bytes())
+	if want := map[string]any{"owner": "w1", "token": 9.0}; !jsonEqual(d["holder"], want) {
+		t.Errorf("holder %v; want %v", d["holder"], want)
+	}
+	w2 := httptest.NewRecorder()
+	writeError(w2, cluster.DecodeResponse(w.Result()))
+	if d2 := decodeEnvelope(t, w2.Body.Bytes()); !jsonEqual(d2["holder"], d["holder"]) || d2["code"] != "lock_held" {
+		t.Errorf("passed on as %v; want %v", d2, d)
+	}
+	w3 := httptest.NewRecorder()
+	writeError(w3, &lock.Error{Code: lock.CodeLockHeld, Msg: "delayed"})
+	if d3 := decodeEnvelope(t, w3.Body.Bytes()); d3["holder"] != nil {
+		t.Errorf("holder %v on a lock_held without one", d3["holder"])
+	}
 }

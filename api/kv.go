@@ -70,6 +70,13 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	fence, err := parseFenceQuery(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	if fence != nil {
+		return s.fencedGet(w, r, key, fence, opts)
+	}
 	var kv *fsm.KV
 	var rng fsm.Range
 	var index uint64
@@ -111,6 +118,35 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	writeJSON(w, http.StatusOK, toKVJSON(kv, false))
+	return nil
+}
+
+// fencedGet is a GET with ?fence_lock=L&fence_token=T: a read through raft
+// (fsm.OpFencedGet) that registers T for L on the key, so every later write
+// fenced with a lower token is refused (invariant I11), and that fails with
+// stale_token if a higher token is registered already. It is a write as far
+// as routing goes: the leader proposes it.
+func (s *Server) fencedGet(w http.ResponseWriter, r *http.Request, key []byte, fence *fsm.Fence, opts readOptions) error {
+	if r.URL.Query().Has("consistency") && opts.consistency != "linearizable" || r.URL.Query().Has("max_staleness") {
+		return invalidf("a fenced read goes through raft: consistency %s and max_staleness do not apply", opts.consistency)
+	}
+	cmd := &fsm.Command{Op: fsm.OpFencedGet, Key: key, Fence: fence, Time: s.cfg.Clock.Now().UnixNano()}
+	res, err := s.proposeWrite(w, r, nil, cmd)
+	if err != nil || res == nil {
+		return err
+	}
+	if res.Err != nil {
+		return res.Err
+	}
+	if res.KV == nil {
+		return fmt.Errorf("key %q: %w", key, errNotFound)
+	}
+	if isTrue(r.URL.Query().Get("raw")) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(res.KV.Value)
+		return nil
+	}
+	writeJSON(w, http.StatusOK, toKVJSON(res.KV, false))
 	return nil
 }
 
@@ -167,9 +203,24 @@ func (s *Server) del(w http.ResponseWriter, r *http.Request) error {
 // answers with render(result). A command refused before it entered the log
 // (not the leader, the key's range split off) is routed again.
 func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, cmd *fsm.Command, render func(*fsm.Result) any) error {
+	res, err := s.proposeWrite(w, r, body, cmd)
+	if err != nil || res == nil {
+		return err // res == nil: forwarded, the answer is written
+	}
+	if res.Err != nil {
+		return res.Err
+	}
+	writeJSON(w, http.StatusOK, render(res))
+	return nil
+}
+
+// proposeWrite routes cmd to its shard's leader and returns the result
+// applied there, with the answer's headers set; nil when the request was
+// forwarded and the other node's answer is written already.
+func (s *Server) proposeWrite(w http.ResponseWriter, r *http.Request, body []byte, cmd *fsm.Command) (*fsm.Result, error) {
 	sess, err := parseSession(r.Header.Get(hdrSession))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 	defer cancel()
@@ -194,13 +245,9 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, cmd 
 		},
 	})
 	if err != nil || res == nil {
-		return err // res == nil: forwarded, the answer is written
+		return nil, err
 	}
 	sess.observe(rng.ID, res.Index)
 	setHeaders(w, rng.ID, res.Index, sess.String())
-	if res.Err != nil {
-		return res.Err
-	}
-	writeJSON(w, http.StatusOK, render(res))
-	return nil
+	return res, nil
 }

@@ -9,6 +9,11 @@ import (
 
 type metrics struct {
 	requests *prometheus.HistogramVec
+	// lockWaiting counts acquire requests this node holds open waiting for
+	// a grant (the replicated queue is the engine's cairn_lock_waiters).
+	lockWaiting prometheus.Gauge
+	// lockWait times those waits by how they ended: granted or not.
+	lockWait *prometheus.HistogramVec
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -20,7 +25,18 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Buckets:   prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"route", "method", "code"}),
 	}
-	reg.MustRegister(m.requests)
+	m.lockWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "cairn",
+		Name:      "api_lock_waiting_requests",
+		Help:      "Lock acquire requests this node holds open, queued and waiting for a grant.",
+	})
+	m.lockWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "cairn",
+		Name:      "api_lock_wait_seconds",
+		Help:      "How long queued lock acquires waited on this node, by outcome (granted, not_granted).",
+		Buckets:   prometheus.ExponentialBuckets(0.001, 4, 10),
+	}, []string{"outcome"})
+	reg.MustRegister(m.requests, m.lockWaiting, m.lockWait)
 	return m
 }
 

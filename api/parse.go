@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/lock"
 )
 
 // maxBody bounds every request body: the largest value plus JSON overhead
@@ -229,7 +230,32 @@ func parseDelete(r *http.Request, key []byte) (*fsm.Command, error) {
 		}
 		cmd.Cond = &fsm.Condition{Kind: fsm.CondModIndex, ModIndex: n}
 	}
+	f, err := parseFenceQuery(q)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Fence = f
 	return cmd, validateCommand(cmd)
+}
+
+// parseFenceQuery reads ?fence_lock=L&fence_token=T (a fenced DELETE or a
+// fenced read, invariant I11): both or neither; nil when neither.
+func parseFenceQuery(q url.Values) (*fsm.Fence, error) {
+	l, t := q.Get("fence_lock"), q.Get("fence_token")
+	if !q.Has("fence_lock") && !q.Has("fence_token") {
+		return nil, nil
+	}
+	if l == "" || t == "" {
+		return nil, invalidf("a fence needs both fence_lock and fence_token")
+	}
+	if err := lock.ValidName(l); err != nil {
+		return nil, invalidf("bad fence_lock: %s", err.Msg)
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || n == 0 {
+		return nil, invalidf("bad fence_token %q: want a positive integer", t)
+	}
+	return &fsm.Fence{Lock: l, Token: n}, nil
 }
 
 // isTrue reads the older yes-or-no query parameters (prev, raw, keys_only)

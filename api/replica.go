@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/lock"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -34,6 +35,15 @@ import (
 //     the range stored with the data (fsm.WrongShardError when a split moved
 //     it). Their refusals (*shard.NotLeaderError, shard.ErrUnavailable,
 //     shard.ErrNoState, shard.ErrTooStale) are all retryable.
+//   - Lock proposes one lock command (lock/) like Propose, with the same
+//     errors; what Apply did (granted, queued, refused with a *lock.Error)
+//     is in the result. WaitLockGrant and WaitLockChange write nothing:
+//     they watch this replica's applied log (leader or not) until the
+//     waiter is granted or the lock's holders change, or ctx ends.
+//     LockStatus reads a lock's record and status index (the one
+//     WaitLockChange takes); after LinearizableRead it is linearizable.
+//     LockRemaining is the leader's countdown for a lease (false when this
+//     replica does not lead or has not observed it).
 //   - Range, IsLeader and Leader are snapshots that may be stale the moment
 //     they return; routing treats them as hints and the state machine checks
 //     again (invariant I2).
@@ -46,6 +56,11 @@ type Replica interface {
 	SessionRead(ctx context.Context, index uint64, wait time.Duration) (uint64, error)
 	StaleRead(maxStaleness time.Duration) (uint64, error)
 	FSM() *fsm.FSM
+	Lock(ctx context.Context, cmd lock.Command, epoch uint64) (*fsm.LockResult, uint64, error)
+	WaitLockGrant(ctx context.Context, name, waiterID string) (lock.Holder, uint64, error)
+	WaitLockChange(ctx context.Context, name string, afterSeq uint64) error
+	LockStatus(name string) (*lock.Record, uint64, error)
+	LockRemaining(name string, token uint64) (time.Duration, bool)
 }
 
 var _ Replica = (*shard.Replica)(nil)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/cluster"
+	"github.com/cairndb/cairn/lock"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -26,11 +27,15 @@ func TestErrorTableRoundTrip(t *testing.T) {
 	// One or more samples per row, keyed by the row's code; a row added to
 	// the table without a sample here fails the test.
 	samples := map[string][]error{
-		"invalid_argument": {invalidf("bad ttl %q", "x"), fmt.Errorf("%w: key size 0", fsm.ErrInvalidCommand)},
-		"not_found":        {fmt.Errorf("key %q: %w", "a", errNotFound)},
+		"invalid_argument": {invalidf("bad ttl %q", "x"), fmt.Errorf("%w: key size 0", fsm.ErrInvalidCommand),
+			&lock.Error{Code: lock.CodeInvalidArgument, Msg: "limit 2 does not match the lock's limit 1"}},
+		"not_found": {fmt.Errorf("key %q: %w", "a", errNotFound)},
 		"condition_failed": {&fsm.ConditionError{Key: []byte("a"), Current: cur}, &fsm.ConditionError{Key: []byte("a")},
 			fmt.Errorf("%w: node n2 holds replicas", errConflict)},
-		"stale_token":        {&fsm.StaleTokenError{Key: []byte("a"), Lock: "l", Token: 3, Accepted: 4}},
+		"stale_token": {&fsm.StaleTokenError{Key: []byte("a"), Lock: "l", Token: 3, Accepted: 4}},
+		"lock_held": {&lock.Error{Code: lock.CodeLockHeld, Msg: "lock \"a\" is not available", Owner: "w1", Token: 9},
+			&lock.Error{Code: lock.CodeLockHeld, Msg: "lock \"a\" is delayed"}},
+		"lock_lost":          {&lock.Error{Code: lock.CodeLockLost, Msg: "token 3 does not hold lock \"a\""}},
 		"too_large":          {errTooLarge, &http.MaxBytesError{Limit: 10}},
 		"method_not_allowed": {fmt.Errorf("%w: PATCH /v1/kv/x", errMethod)},
 		"outcome_unknown": {shard.ErrOutcomeUnknown, errForwardFailed,
@@ -68,7 +73,7 @@ func TestErrorTableRoundTrip(t *testing.T) {
 				writeError(w1, sent)
 				writeError(w2, got)
 				d1, d2 := decodeEnvelope(t, w1.Body.Bytes()), decodeEnvelope(t, w2.Body.Bytes())
-				if !jsonEqual(d1["current"], d2["current"]) || d1["code"] != d2["code"] {
+				if !jsonEqual(d1["current"], d2["current"]) || !jsonEqual(d1["holder"], d2["holder"]) || d1["code"] != d2["code"] {
 					t.Errorf("passed on as %v; the other node answered %v", d2, d1)
 				}
 			})

@@ -123,6 +123,11 @@ type Server struct {
 	node    string // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc
+	// locks holds the routes under /v1/locks/, served outside the mux too.
+	locks lockRoutes
+	// waits ends every waiting request (EndWaits).
+	waits    context.Context
+	endWaits context.CancelFunc
 }
 
 // headers of docs/api.md.
@@ -164,6 +169,7 @@ func NewServer(cfg Config) *Server {
 		metrics: newMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}
+	s.waits, s.endWaits = context.WithCancel(context.Background())
 	s.prt = &router[*shard.Replica]{
 		self: s.node, replica: cfg.Backend.Replica, addr: cfg.Backend.NodeHTTPAddr, down: s.peers.Down,
 		wait: cfg.RouteWait, pause: 25 * time.Millisecond,
@@ -209,6 +215,9 @@ func (s *Server) routes() {
 		http.MethodDelete: s.wrap("DELETE /v1/kv/", "kv_delete", s.del),
 		"":                s.wrap(kvPrefix, "unknown", s.notFound), // any other method: 405
 	}
+	s.locks = s.newLockRoutes()
+	s.handle("GET /v1/locks", "lock_list", s.lockList)
+	s.handle("POST "+cluster.PathLockCancelWait, "internal", s.internalCancelWait)
 	s.handle("GET /v1/cluster", "cluster", s.cluster)
 	s.handle("POST /v1/cluster/shards/{id}/split", "cluster_split", s.splitShard)
 	s.handle("POST "+pathAllocRangeID, "internal", s.internalAllocRangeID)
@@ -224,6 +233,7 @@ func (s *Server) routes() {
 		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	s.handle("/v1/kv", "unknown", s.notFound) // other methods on the scan path: 405, not a redirect
+	s.handle("/v1/locks", "unknown", s.notFound)
 	s.handle("/", "unknown", s.notFound)
 }
 
@@ -236,11 +246,13 @@ const kvPrefix = "/v1/kv/"
 // node-to-node routes are not checked.
 var queryParams = map[string][]string{
 	"GET /v1/kv":      {"prefix", "start", "end", "limit", "keys_only", "consistency", "max_staleness"},
-	"GET /v1/kv/":     {"consistency", "max_staleness", "raw"},
+	"GET /v1/kv/":     {"consistency", "max_staleness", "raw", "fence_lock", "fence_token"},
 	"PUT /v1/kv/":     {"prev", "ttl", "request_id"}, // ttl and request_id with a binary body only (parsePut)
 	"POST /v1/kv/":    {"prev", "ttl", "request_id"},
-	"DELETE /v1/kv/":  {"if_mod_index", "request_id", "prev"},
+	"DELETE /v1/kv/":  {"if_mod_index", "request_id", "prev", "fence_lock", "fence_token"},
 	"GET /v1/cluster": {"local"},
+	"GET /v1/locks":   {"prefix", "start", "end", "limit"},
+	"GET /v1/locks/":  {"wait_index", "wait"},
 }
 
 // handlerFunc is an API handler: it writes its success itself and returns an
@@ -258,6 +270,7 @@ func (s *Server) wrap(pattern, route string, h handlerFunc) http.HandlerFunc {
 	checked := strings.HasPrefix(path, "/v1/") && route != "unknown"
 	accepted := queryParams[pattern]
 	name := strings.Replace(pattern, kvPrefix, kvPrefix+"{key}", 1) // for messages
+	name = strings.Replace(name, lockPrefix, lockPrefix+"{name}", 1)
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
@@ -290,6 +303,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h = s.kv[""]
 		}
 		h(w, r)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, lockPrefix) {
+		s.serveLock(w, r)
 		return
 	}
 	s.mux.ServeHTTP(w, r)
@@ -337,8 +354,17 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close releases idle peer connections.
-func (s *Server) Close() { s.peers.Close() }
+// EndWaits ends every request that is waiting (a queued lock acquire
+// cancels its wait on the leader and answers 503 unavailable; a blocking
+// status answers at once): the node is shutting down. Call it before the
+// replicas stop, e.g. from http.Server.RegisterOnShutdown.
+func (s *Server) EndWaits() { s.endWaits() }
+
+// Close ends waiting requests and releases idle peer connections.
+func (s *Server) Close() {
+	s.endWaits()
+	s.peers.Close()
+}
 
 // healthz is 200 while the process serves (docs/api.md, "Server"); a node that cannot
 // serve at all says why with "ok": false.
@@ -376,7 +402,7 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	setHeaders(w, 0, 0, r.Header.Get(hdrSession))
 	p := r.URL.Path
 	switch {
-	case p == "/v1/kv", strings.HasPrefix(p, "/v1/kv/"),
+	case p == "/v1/kv", strings.HasPrefix(p, "/v1/kv/"), p == "/v1/locks", strings.HasPrefix(p, lockPrefix),
 		p == "/v1/cluster", p == "/healthz", p == "/readyz", p == "/metrics":
 		return fmt.Errorf("%w: %s %s", errMethod, r.Method, p)
 	}

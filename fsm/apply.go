@@ -48,6 +48,7 @@ type applyCtx struct {
 	window     int64 // dedup window, nanoseconds
 	ttls       []TTLEntry
 	base       uint64      // lock token base of the group
+	baseRaised bool        // an OpRaiseBase in this batch raised base
 	lockEvents []LockEvent // applied OpLock entries, for Config.OnLock
 	children   []Range     // ranges split off in this batch
 	onSplit    func(child Range, servers []Server, export func(w io.Writer) error) error
@@ -121,6 +122,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.sizeAt = time.Time{} // a split moved data out: measure again
 		f.sizeMu.Unlock()
 	}
+	if ctx.baseRaised {
+		f.base.Store(ctx.base)
+	}
 	f.setApplied(applied)
 	if f.cfg.AfterSplit != nil {
 		for _, child := range ctx.children {
@@ -154,6 +158,9 @@ func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
 	}
 	if cmd.Op == OpSplit {
 		return c.split(cmd, l.Index)
+	}
+	if cmd.Op == OpRaiseBase {
+		return c.raiseBase(cmd, l.Index)
 	}
 	if cmd.Time > 0 {
 		if err := c.pruneDedup(cmd.Time - c.window); err != nil {

@@ -122,6 +122,11 @@ func validateCommand(c *Command) error {
 			return fmt.Errorf("%w: lock command needs a name of 1..%d bytes and a value",
 				ErrInvalidCommand, lock.MaxNameSize)
 		}
+	case OpRaiseBase:
+		minKey = 0
+		if len(c.Key) != 0 || len(c.Value) != 8 {
+			return fmt.Errorf("%w: raise_base takes no key and an 8-byte floor", ErrInvalidCommand)
+		}
 	case OpFencedGet:
 		if c.Fence == nil {
 			return fmt.Errorf("%w: fenced get without a fence", ErrInvalidCommand)

@@ -188,3 +188,17 @@ func (f *FSM) LockRecords() ([]*lock.Record, uint64, error) {
 	}
 	return out, applied, nil
 }
+
+// raiseBase applies an OpRaiseBase: the token base becomes the floor in the
+// command if that is higher. Commands after it in the batch use the new
+// base; FSM.base follows once the batch commits.
+func (c *applyCtx) raiseBase(cmd *Command, index uint64) (*Result, error) {
+	floor := binary.BigEndian.Uint64(cmd.Value)
+	if floor > c.base {
+		if err := c.b.meta.Put(metaTokenBase, u64(floor)); err != nil {
+			return nil, err
+		}
+		c.base, c.baseRaised = floor, true
+	}
+	return &Result{Index: index}, nil
+}

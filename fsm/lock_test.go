@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 
 	"github.com/cairndb/cairn/lock"
@@ -360,5 +361,75 @@ func TestLockOldStoreOpens(t *testing.T) {
 	}
 	if lr := applyLock(t, g, 2, acquire("job", "a", 0), lockNow); lr.Result.Token != 2 {
 		t.Fatalf("token in an old store %d, want 2", lr.Result.Token)
+	}
+}
+
+func raiseBase(floor uint64) *Command {
+	return &Command{Op: OpRaiseBase, Value: u64(floor)}
+}
+
+// Invariant I9 for a restore into a new cluster: its groups' indices start
+// again at 1, so without a raised base its first tokens would fall below
+// the ones the old cluster handed out. OpRaiseBase lifts every later seq
+// (and token) above the floor, for records that exist and for new ones,
+// survives a reopen and a snapshot, never lowers the base, and takes
+// effect for the entries after it in the same batch.
+func TestRaiseBaseLiftsTokensAboveFloor(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f := mustOpen(t, path)
+	old := applyLock(t, f, 1, acquire("held", "a", 0), lockNow)
+	if old.Result.Token != 1 {
+		t.Fatalf("first token %d, want 1 (base 0 + index 1)", old.Result.Token)
+	}
+	const floor = 1_000_000 // the old cluster's highest seq, say
+	if r := mustApply(t, f, 2, raiseBase(floor)); r.Err != nil {
+		t.Fatalf("raise base: %v", r.Err)
+	}
+	if f.TokenBase() != floor {
+		t.Fatalf("base %d after raising to %d", f.TokenBase(), floor)
+	}
+	if r := mustApply(t, f, 3, raiseBase(10)); r.Err != nil || f.TokenBase() != floor {
+		t.Fatalf("a lower floor moved the base to %d (err %v): bases only grow", f.TokenBase(), r.Err)
+	}
+	fresh := applyLock(t, f, 4, acquire("fresh", "b", 0), lockNow)
+	if fresh.Result.Token <= floor {
+		t.Fatalf("token %d on a new lock after raising the base to %d", fresh.Result.Token, floor)
+	}
+	applyLock(t, f, 5, lock.Release{Name: "held", Token: old.Result.Token}, lockNow)
+	again := applyLock(t, f, 6, acquire("held", "c", 0), lockNow)
+	if again.Result.Token <= floor {
+		t.Fatalf("token %d on a re-acquired lock after raising the base to %d", again.Result.Token, floor)
+	}
+	snap := mustPersist(t, f)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f = mustOpen(t, path)
+	if f.TokenBase() != floor {
+		t.Fatalf("base %d after reopening, want %d", f.TokenBase(), floor)
+	}
+	g := newFSM(t)
+	mustRestore(t, g, snap)
+	if g.TokenBase() != floor {
+		t.Fatalf("base %d after a snapshot install, want %d", g.TokenBase(), floor)
+	}
+
+	// In one batch: the raise and a grant after it.
+	h := newFSM(t)
+	cmds := []*Command{raiseBase(500), lockCommand(t, acquire("x", "x", 0), lockNow)}
+	var logs []*raft.Log
+	for i, c := range cmds {
+		b, err := EncodeCommand(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs = append(logs, &raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: b})
+	}
+	res := h.ApplyBatch(logs)
+	if r := res[1].(*Result); r.Lock == nil || r.Lock.Result.Token != 502 {
+		t.Fatalf("grant after a raise in the same batch: %+v, want token 502 (base 500 + index 2)", r.Lock)
+	}
+	if _, err := EncodeCommand(&Command{Op: OpRaiseBase, Value: []byte{1}}); !errors.Is(err, ErrInvalidCommand) {
+		t.Fatalf("a malformed floor encoded: %v", err)
 	}
 }

@@ -63,7 +63,7 @@ type FSM struct {
 	db   *bbolt.DB
 
 	applied atomic.Uint64
-	base    atomic.Uint64 // lock token base (metaTokenBase); fixed for the life of a group's state
+	base    atomic.Uint64 // lock token base (metaTokenBase); only an OpRaiseBase changes it, upwards
 
 	rngMu sync.RWMutex
 	// rngCache is the range descriptor last decoded inside a read

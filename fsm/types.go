@@ -43,6 +43,13 @@ const (
 	// fenced write would (refused with *StaleTokenError under a higher
 	// token): every later write with a lower token is refused (I11).
 	OpFencedGet Op = 34
+	// OpRaiseBase raises the group's lock token base to at least the
+	// 8-byte big-endian floor in Value (bases never go down): every lock
+	// sequence number, and so every token, the group gives after it is above
+	// the floor. A restore into a new cluster proposes it on every shard with
+	// the floor its backup recorded (lock/DESIGN.md "restore into a new
+	// cluster"). No key: it is about the whole range.
+	OpRaiseBase Op = 35
 )
 
 func (o Op) String() string {
@@ -61,6 +68,8 @@ func (o Op) String() string {
 		return "lock"
 	case OpFencedGet:
 		return "fenced_get"
+	case OpRaiseBase:
+		return "raise_base"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

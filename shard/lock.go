@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -571,4 +572,24 @@ func (m *lockManager) propose(ctx context.Context, r *Replica, cmds []lock.Comma
 		}(c)
 	}
 	wg.Wait()
+}
+
+// TokenCeiling bounds every fencing token this replica's group has handed
+// out as far as this replica has applied: a token is at most the seq of its
+// grant plus the holders granted with it (lock/DESIGN.md "Why it never goes
+// back"), so base + applied index + lock.MaxHolders is above all of them.
+// Read it on the leader after a linearizable read to cover every
+// acknowledged grant.
+func (r *Replica) TokenCeiling() uint64 {
+	return r.fsm.TokenBase() + r.fsm.Applied() + lock.MaxHolders
+}
+
+// RaiseTokenBase proposes an fsm.OpRaiseBase: every token the group gives
+// after it is above floor (leader only; bases never go down).
+func (r *Replica) RaiseTokenBase(ctx context.Context, floor uint64) error {
+	res, err := r.Propose(ctx, &fsm.Command{Op: fsm.OpRaiseBase, Value: binary.BigEndian.AppendUint64(nil, floor)})
+	if err != nil {
+		return err
+	}
+	return res.Err
 }

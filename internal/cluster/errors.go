@@ -22,6 +22,12 @@ var (
 	ErrConditionFailed = errors.New("precondition failed")
 	// ErrStaleToken: a fencing token was older than one accepted (409 stale_token).
 	ErrStaleToken = errors.New("stale fencing token")
+	// ErrLockHeld: the lock was held and the acquire could not wait
+	// longer (409 lock_held).
+	ErrLockHeld = errors.New("lock held")
+	// ErrLockLost: renew or release with a token that no longer holds the
+	// lock (410 lock_lost).
+	ErrLockLost = errors.New("lock lost")
 	// ErrTooLarge: 413 too_large.
 	ErrTooLarge = errors.New("request body too large")
 	// ErrMethod: 405 method_not_allowed.
@@ -68,6 +74,8 @@ type ErrorDetail struct {
 	Message   string          `json:"message"`
 	Retryable bool            `json:"retryable"`
 	Current   json.RawMessage `json:"current,omitempty"`
+	// Holder names the lock's holder in a lock_held answer, raw.
+	Holder json.RawMessage `json:"holder,omitempty"`
 }
 
 // RemoteError is another node's error answer. It unwraps to the error the
@@ -79,7 +87,9 @@ type RemoteError struct {
 	Message string
 	// Current is the key's current state a failed condition carried, raw.
 	Current json.RawMessage
-	err     error
+	// Holder is the holder a lock_held answer named, raw.
+	Holder json.RawMessage
+	err    error
 }
 
 func (e *RemoteError) Error() string { return "remote node: " + e.Message }
@@ -94,6 +104,8 @@ var codes = map[string]error{
 	"not_found":          ErrNotFound,
 	"condition_failed":   ErrConditionFailed,
 	"stale_token":        ErrStaleToken,
+	"lock_held":          ErrLockHeld,
+	"lock_lost":          ErrLockLost,
 	"too_large":          ErrTooLarge,
 	"method_not_allowed": ErrMethod,
 	"outcome_unknown":    shard.ErrOutcomeUnknown,
@@ -113,7 +125,7 @@ func Decode(status int, d ErrorDetail) error {
 		err = shard.ErrUnavailable
 		d.Message = fmt.Sprintf("answered %d %s: %s", status, d.Code, d.Message)
 	}
-	return &RemoteError{Status: status, Code: d.Code, Message: d.Message, Current: d.Current, err: err}
+	return &RemoteError{Status: status, Code: d.Code, Message: d.Message, Current: d.Current, Holder: d.Holder, err: err}
 }
 
 // decodeResponse reads an error answer (at most MaxErrorBody bytes).

@@ -381,6 +381,9 @@ func (n *Node) startHTTP() error {
 		return err
 	}
 	n.http = &http.Server{Handler: n.api, ReadHeaderTimeout: 10 * time.Second}
+	// Requests that wait (a queued lock acquire, a blocking status) end when
+	// the server shuts down, while the replicas can still cancel them.
+	n.http.RegisterOnShutdown(n.api.EndWaits)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
