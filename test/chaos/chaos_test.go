@@ -96,6 +96,7 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: seed %d, %v of faults, nodes %v, %d shards, canary on shard %d", seed, duration, c.Endpoints(0), len(v.Shards), probe)
 
 	r := &Report{Seed: seed, Duration: duration}
+	bank := startBank(ctx, t, c, seed, prefixes, r)
 	until := time.Now().Add(duration)
 	canary := newCanary(t, c, seed, duration)
 	set := newSetWorkload(t, c, prefixes)
@@ -108,12 +109,15 @@ func TestChaos(t *testing.T) {
 	for _, lw := range locks {
 		wg.Go(func() { lw.Run(ctx, until) })
 	}
+	if bank != nil {
+		wg.Go(func() { bank.Run(ctx, until) })
+	}
 	wg.Go(func() { nem.Run(ctx, until) })
 	rounds := runRegisterRounds(ctx, t, c, seed, prefixes, until)
 	wg.Wait()
 	r.Faults = nem.Faults()
 
-	check(ctx, t, c, d, r, rounds, canary, set, locks)
+	check(ctx, t, c, d, r, rounds, canary, set, locks, bank)
 	var sb strings.Builder
 	r.Print(&sb)
 	fmt.Print(sb.String())
@@ -188,9 +192,35 @@ func newLockWorkloads(t *testing.T, c *Cluster, seed uint64, prefixes []string) 
 	return out
 }
 
+// startBank returns the bank workload (S13, I8): eight accounts, two on
+// each shard, four clients, one operation in four a whole-bank read. It runs
+// only when the cluster serves a transaction over every shard; otherwise it
+// returns nil and r says why (before transactions land, the suite stays
+// green without it).
+func startBank(ctx context.Context, t *testing.T, c *Cluster, seed uint64, prefixes []string, r *Report) *BankWorkload {
+	b := &BankWorkload{Initial: 100, OpTimeout: 6 * time.Second, Gap: 20 * time.Millisecond, MaxOps: 100000,
+		Seed: seed, ReadOneIn: 4, Shards: len(prefixes)}
+	for i := range 2 * len(prefixes) {
+		b.Accounts = append(b.Accounts, fmt.Sprintf("%sbank/acct-%d", prefixes[i%len(prefixes)], i))
+	}
+	for i := range 4 {
+		b.Clients = append(b.Clients, newClient(t, c, i, fmt.Sprintf("bank%d", i), 8, 2500*time.Millisecond))
+	}
+	if why := b.Probe(ctx, b.Clients[0]); why != "" {
+		t.Logf("bank workload skipped: %s", why)
+		r.Bank = &BankResult{Skipped: why}
+		return nil
+	}
+	if err := b.Setup(ctx, b.Clients[0]); err != nil {
+		t.Fatalf("bank workload: %v", err)
+	}
+	t.Logf("bank workload: %d accounts of %d over %d shards", len(b.Accounts), b.Initial, len(prefixes))
+	return b
+}
+
 // check heals the cluster, lets it settle and fills r with what the
 // workloads and the cluster show.
-func check(ctx context.Context, t *testing.T, c *Cluster, d Docker, r *Report, rounds []round, canary *Canary, set *SetWorkload, locks []*LockWorkload) {
+func check(ctx context.Context, t *testing.T, c *Cluster, d Docker, r *Report, rounds []round, canary *Canary, set *SetWorkload, locks []*LockWorkload, bank *BankWorkload) {
 	start := time.Now()
 	step := func(what string) { t.Logf("check [%6.1fs]: %s", time.Since(start).Seconds(), what) }
 	step("healing every fault")
@@ -228,6 +258,10 @@ func check(ctx context.Context, t *testing.T, c *Cluster, d Docker, r *Report, r
 		}
 		r.Locks = append(r.Locks, res)
 		r.LockErrors = append(r.LockErrors, lw.Errors())
+	}
+	if bank != nil {
+		step("reading back the bank")
+		r.Bank, r.BankErrors = bank.Check(ctx, reader), bank.Errors()
 	}
 	step("checking register histories")
 	for _, rd := range rounds {

@@ -32,6 +32,9 @@ type Report struct {
 	LockErrors []map[string]int // per lock, its acquire/read/release errors by code
 	LockErrs   []string         // a lock's counter could not be read back
 
+	Bank       *BankResult // nil: not run; Skipped says why it did not
+	BankErrors map[string]int
+
 	Faults      []Fault
 	Failovers   []Failover
 	Convergence string // "" when every replica converged
@@ -50,6 +53,7 @@ func (r *Report) Anomalies() []string {
 	out = append(out, setAnomalies("canary", r.Canary, r.CanaryErr)...)
 	out = append(out, setAnomalies("set", r.Set, r.SetErr)...)
 	out = append(out, r.LockErrs...)
+	out = append(out, r.Bank.Anomalies()...)
 	for _, l := range r.Locks {
 		out = append(out, l.Anomalies()...)
 		if l.Acked == 0 {
@@ -122,6 +126,12 @@ func (r *Report) Print(w io.Writer) {
 			l.Lock, l.Grants, l.Acked+l.Unknown+l.Failed, l.Acked, l.Unknown, l.UnknownApplied, l.Failed, l.StaleWrites,
 			l.StaleReads, l.Final, countsString(errs))
 	}
+	if b := r.Bank; b != nil && b.Skipped != "" {
+		p("  bank          skipped: %s", b.Skipped)
+	} else if b != nil {
+		p("  bank          %d accounts over %d shards; transfers %s; whole-bank reads %s; errors: %s",
+			b.Accounts, b.Shards, countsString(b.Transfers), countsString(b.Reads), countsString(r.BankErrors))
+	}
 	if r.CanarySkipped > 0 {
 		p("  canary ticks skipped (too many writes unanswered): %d", r.CanarySkipped)
 	}
@@ -165,6 +175,9 @@ func (r *Report) Print(w io.Writer) {
 	for _, l := range r.Locks {
 		p("  fenced lock %s (S15, I9, I11): counter %d = %d acknowledged + %d unknown that took effect; %d lost updates, %d refused writes applied, %d counter anomalies, %d token order violations",
 			l.Lock, l.Final, l.Acked, l.UnknownApplied, len(l.Lost), len(l.FailedApplied), len(l.Phantom), len(l.TokenOrder))
+	}
+	if b := r.Bank; b != nil && b.Skipped == "" {
+		p("  bank (S13, I8): %d violations; final read %s", len(b.Violations), b.Final)
 	}
 	p("  replicas converged: %s", okOr(r.Convergence))
 	p("  healthy after the run: %s", okOr(r.FinalHealth))
