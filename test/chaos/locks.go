@@ -16,7 +16,7 @@ import (
 )
 
 // LockWorkload is the fenced lock workload (Scenario S15, invariants I9 and
-// I11 of ../shared/DESIGN.md): every client loops acquiring Lock, reading
+// I11 of docs/architecture.md): every client loops acquiring Lock, reading
 // Counter with a fenced read, writing the read value plus one with a fenced
 // write and releasing. Some iterations pause between the read and the write
 // for longer than the lease, as a stopped process would: by the time the
