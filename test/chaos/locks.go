@@ -18,11 +18,13 @@ import (
 // LockWorkload is the fenced lock workload (Scenario S15, invariants I9 and
 // I11 of docs/architecture.md): every client loops acquiring Lock, reading
 // Counter with a fenced read, writing the read value plus one with a fenced
-// write and releasing. Some iterations pause between the read and the write
-// for longer than the lease, as a stopped process would: by the time the
+// write and releasing. Some iterations pause for longer than the lease, as a
+// stopped process would, between the read and the write (by the time the
 // write comes another client may hold the lock and have read with its higher
-// token, and the store must refuse the late write (stale_token). Meanwhile
-// the nemesis pauses and kills nodes. CheckLock decides the history.
+// token, and the store must refuse the late write) or between the grant and
+// the read (the late fenced read must be refused once a higher token was
+// registered). Meanwhile the nemesis pauses and kills nodes. CheckLock
+// decides the history.
 type LockWorkload struct {
 	Clients   []*client.Client
 	Names     []string // one per client, for the owner field and the values
@@ -32,7 +34,7 @@ type LockWorkload struct {
 	Wait      time.Duration // how long an acquire waits in the queue
 	OpTimeout time.Duration
 	// PauseOneIn makes one iteration in that many (at random) pause for
-	// Pause between its fenced read and its fenced write; 0: never.
+	// Pause, after its grant or (as often) after its fenced read; 0: never.
 	PauseOneIn int
 	Pause      time.Duration
 	Gap        time.Duration // between two iterations of one client
@@ -75,7 +77,10 @@ func (w *LockWorkload) Run(ctx context.Context, until time.Time) {
 				if w.issued.Add(1) > w.MaxOps {
 					return
 				}
-				pause := w.PauseOneIn > 0 && rng.IntN(w.PauseOneIn) == 0
+				pause := pauseNone
+				if w.PauseOneIn > 0 && rng.IntN(w.PauseOneIn) == 0 {
+					pause = pauseBeforeRead + rng.IntN(2)
+				}
 				if !w.iteration(ctx, c, w.Names[i], seq, pause) {
 					sleepCtx(ctx, w.Gap+time.Duration(rng.Int64N(int64(w.Gap)+1)))
 				}
@@ -85,19 +90,29 @@ func (w *LockWorkload) Run(ctx context.Context, until time.Time) {
 	wg.Wait()
 }
 
+// Where an iteration pauses.
+const (
+	pauseNone        = 0
+	pauseBeforeRead  = 1
+	pauseBeforeWrite = 2
+)
+
 // iteration is one acquire, fenced read, fenced write and release. It
 // reports whether it got as far as the write.
-func (w *LockWorkload) iteration(ctx context.Context, c *client.Client, name string, seq int, pause bool) bool {
+func (w *LockWorkload) iteration(ctx context.Context, c *client.Client, name string, seq int, pause int) bool {
 	tok, ok := w.acquire(ctx, c, name)
 	if !ok {
 		return false
 	}
 	defer w.release(ctx, c, tok)
+	if pause == pauseBeforeRead {
+		sleepCtx(ctx, w.Pause)
+	}
 	read, ok := w.read(ctx, c, tok)
 	if !ok {
 		return false
 	}
-	if pause {
+	if pause == pauseBeforeWrite {
 		sleepCtx(ctx, w.Pause)
 	}
 	n, err := counterN(read)
