@@ -220,6 +220,8 @@ func (s *Server) routes() {
 	s.handle("POST "+cluster.PathLockCancelWait, "internal", s.internalCancelWait)
 	s.handle("GET /v1/cluster", "cluster", s.cluster)
 	s.handle("POST /v1/cluster/shards/{id}/split", "cluster_split", s.splitShard)
+	s.handle("GET /v1/cluster/shards/{id}/token-ceiling", "cluster_token_ceiling", s.tokenCeiling)
+	s.handle("POST /v1/cluster/shards/{id}/token-floor", "cluster_token_floor", s.raiseTokenFloor)
 	s.handle("POST "+pathAllocRangeID, "internal", s.internalAllocRangeID)
 	s.handle("POST "+pathReportRanges, "internal", s.internalReportRanges)
 	if s.pb != nil {

@@ -18,12 +18,16 @@ import (
 //	{"cairn_backup":1,"created":"2026-11-22T05:50:00Z","prefix":""}
 //	{"key":"a","value":"1"}
 //	{"key":"b","value_base64":"//4=","ttl":"30s"}
-//	{"end":true,"keys":2}
+//	{"end":true,"keys":2,"token_floor":4711}
 //
 // One line per key in byte order; a value that is not UTF-8 is base64; a key
 // that had a TTL keeps it (restored, it runs again from the restore). The
 // last line says how many keys came before it, so a backup cut short is
-// recognised and refused.
+// recognised and refused, and carries the cluster's token floor (TokenFloor,
+// taken once every key was read): a restore raises every shard's token base
+// to it first, so a lock's fencing tokens in the cluster restored into stay
+// above every token the backed-up cluster gave out (I9). A backup has no
+// lock records: locks are not restored, only the guarantee on their tokens.
 //
 // A backup reads the keyspace page by page with linearizable scans: every
 // key is backed up with a value it held during the backup, but the backup
@@ -45,6 +49,7 @@ type backupLine struct {
 	TTL         string  `json:"ttl,omitempty"`
 	End         bool    `json:"end,omitempty"`
 	Keys        int     `json:"keys,omitempty"`
+	TokenFloor  uint64  `json:"token_floor,omitempty"`
 }
 
 // BackupOptions selects what Backup copies.
@@ -77,7 +82,11 @@ func (c *Client) Backup(ctx context.Context, w io.Writer, opts BackupOptions) (i
 	if err != nil {
 		return n, err
 	}
-	if err := enc.Encode(backupLine{End: true, Keys: n}); err != nil {
+	floor, err := c.TokenFloor(ctx)
+	if err != nil {
+		return n, fmt.Errorf("backup: %w", err)
+	}
+	if err := enc.Encode(backupLine{End: true, Keys: n, TokenFloor: floor}); err != nil {
 		return n, err
 	}
 	return n, bw.Flush()
@@ -92,12 +101,18 @@ type RestoreOptions struct {
 // and TTL, and returns how many it wrote. It reads the backup twice: first
 // to check it whole (a backup that is cut short, malformed or of an unknown
 // version is refused with ErrInvalidArgument before anything is written),
-// then to write. Keys not in the backup are left alone; running Restore
-// again writes the same values again.
+// then, after raising the cluster's token floor to the backup's, to write.
+// Keys not in the backup are left alone; running Restore again writes the
+// same values again.
 func (c *Client) Restore(ctx context.Context, r io.ReadSeeker, opts RestoreOptions) (int, error) {
-	want, err := readBackup(r, nil)
+	want, floor, err := readBackupEnd(r)
 	if err != nil {
 		return 0, err
+	}
+	if floor > 0 {
+		if err := c.RaiseTokenFloor(ctx, floor); err != nil {
+			return 0, fmt.Errorf("restore: %w", err)
+		}
 	}
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return 0, err
@@ -177,9 +192,20 @@ func (c *Client) restoreLine(ctx context.Context, l backupLine) error {
 	return err
 }
 
+// readBackupEnd checks a backup whole and returns its number of keys and
+// its token floor (0: none recorded).
+func readBackupEnd(r io.Reader) (keys int, floor uint64, err error) {
+	keys, err = readBackupFloor(r, nil, &floor)
+	return keys, floor, err
+}
+
 // readBackup checks a backup line by line and calls each (when non-nil) for
 // every key; it returns the number of keys the final line states.
 func readBackup(r io.Reader, each func(backupLine) error) (int, error) {
+	return readBackupFloor(r, each, nil)
+}
+
+func readBackupFloor(r io.Reader, each func(backupLine) error, floor *uint64) (int, error) {
 	bad := func(line int, format string, args ...any) error {
 		return &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf("backup line %d: ", line) + fmt.Sprintf(format, args...)}
 	}
@@ -217,6 +243,9 @@ func readBackup(r io.Reader, each func(backupLine) error) (int, error) {
 				return 0, bad(line, "final line says %d keys, the backup holds %d", l.Keys, keys)
 			}
 			ended = true
+			if floor != nil {
+				*floor = l.TokenFloor
+			}
 			continue
 		}
 		if l.Key == "" {

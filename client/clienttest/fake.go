@@ -1,6 +1,7 @@
 // Package clienttest is test scaffolding for the client and the command
 // lines: an in-memory fake of the key-value part of the HTTP API (docs/api.md) with
-// fault injection. It is not the server and checks nothing about it; the real
+// fault injection, as one shard (id 1) whose token ceiling and floor
+// (backups) it keeps. It is not the server and checks nothing about it; the real
 // server is tested in api/ and test/.
 package clienttest
 
@@ -72,6 +73,14 @@ type Server struct {
 	applied map[string]int
 	faults  []Fault
 	reqs    []Recorded
+	base    uint64 // the one shard's lock token base (RaiseTokenFloor)
+}
+
+// TokenBase is the fake shard's token base: the highest floor raised.
+func (f *Server) TokenBase() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.base
 }
 
 // NewServer starts a fake; Close it when done.
@@ -134,6 +143,9 @@ func (f *Server) serve(w http.ResponseWriter, r *http.Request) {
 	rec := Recorded{Method: r.Method, EscapedPath: r.URL.EscapedPath(), Query: r.URL.Query(),
 		Session: r.Header.Get("X-Cairn-Session"), RequestID: r.URL.Query().Get("request_id")}
 	var pb putBody
+	if r.Method == http.MethodPost {
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+	}
 	if r.Method == http.MethodPut {
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
@@ -238,6 +250,24 @@ func (f *Server) handle(r *http.Request, pb *putBody, requestID string) (int, []
 	p := r.URL.EscapedPath()
 	if p == "/v1/kv" && r.Method == http.MethodGet {
 		return f.scan(r.URL.Query())
+	}
+	switch {
+	case p == "/v1/cluster" && r.Method == http.MethodGet:
+		b, _ := json.Marshal(map[string]any{"nodes": []any{}, "shards": []map[string]any{{"id": 1, "start": "", "end": ""}}})
+		return http.StatusOK, b
+	case p == "/v1/cluster/shards/1/token-ceiling" && r.Method == http.MethodGet:
+		b, _ := json.Marshal(map[string]any{"shard": 1, "token_ceiling": f.base + f.index + 128})
+		return http.StatusOK, b
+	case p == "/v1/cluster/shards/1/token-floor" && r.Method == http.MethodPost:
+		var req struct {
+			Floor uint64 `json:"floor"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			return http.StatusBadRequest, errBody("invalid_argument", err.Error(), false)
+		}
+		f.base = max(f.base, req.Floor)
+		b, _ := json.Marshal(map[string]any{"shard": 1, "token_base": f.base})
+		return http.StatusOK, b
 	}
 	raw, ok := strings.CutPrefix(p, "/v1/kv/")
 	if !ok {
