@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/internal/node"
 	"github.com/cairndb/cairn/shard"
 )
@@ -53,6 +54,10 @@ type ClusterConfig struct {
 	// LogOutput, when set, receives every node's log as text at info level,
 	// the server's default (tests of what a healthy cluster logs).
 	LogOutput io.Writer
+	// Clocks gives a node (by id, "n1"...) its own clock (node.Config.Clock,
+	// every lease, TTL and deadline it decides): a skewed clock for scenario
+	// S18. Nodes not named use the real clock.
+	Clocks map[string]clock.Clock
 }
 
 // Cluster is a set of real cairn nodes in this process, each with its own
@@ -188,6 +193,9 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 		nc.SplitSize = cfg.SplitSize
 	}
 	nc.FSMSync = cfg.FSMSync
+	if ck, ok := cfg.Clocks[h.ID]; ok {
+		nc.Clock = ck
+	}
 	nc.LogStore = cfg.LogStore
 	if nc.LogStore == "" {
 		nc.LogStore = shard.LogStoreKind(os.Getenv("CAIRN_TEST_LOG_STORE"))
