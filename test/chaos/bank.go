@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,11 +41,12 @@ type BankWorkload struct {
 	// money missing and CheckBank must say so (the negative control).
 	NonAtomic bool
 
-	begin  time.Time
-	issued atomic.Int64
-	errs   errorCounts
-	mu     sync.Mutex
-	hist   []txncheck.BankTxn
+	begin     time.Time
+	issued    atomic.Int64
+	errs      errorCounts
+	mu        sync.Mutex
+	hist      []txncheck.BankTxn
+	malformed []string // 200 answers to whole-bank reads that were not one
 }
 
 // txnCompare, txnOp and txnAnswer are POST /v1/txn's body and answer
@@ -78,6 +80,9 @@ type txnAnswer struct {
 		Value *string `json:"value"`
 	} `json:"results"`
 	Shards []uint64 `json:"shards"`
+	// Replay: the answer to a retry of a transaction an earlier attempt
+	// committed; it says which branch ran, but may carry no get results.
+	Replay bool `json:"replay"`
 }
 
 // Total is the money in the bank.
@@ -97,6 +102,32 @@ func commit(ctx context.Context, c *client.Client, body txnBody) (*txnAnswer, er
 	return &a, nil
 }
 
+// malformedError is a whole-bank read that answered 200 with something
+// other than one get result per account holding an integer: a server bug,
+// which the check reports rather than counting it as a failed read.
+type malformedError struct{ msg string }
+
+func (e *malformedError) Error() string { return "malformed answer to a whole-bank read: " + e.msg }
+
+func (a *txnAnswer) String() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "shards %v results [", a.Shards)
+	for i, r := range a.Results {
+		if i > 0 {
+			sb.WriteString(" ")
+		}
+		fmt.Fprintf(&sb, "%s %s", r.Op, r.Key)
+		if r.Found != nil {
+			fmt.Fprintf(&sb, " found=%v", *r.Found)
+		}
+		if r.Value != nil {
+			fmt.Fprintf(&sb, " value=%q", *r.Value)
+		}
+	}
+	sb.WriteString("]")
+	return sb.String()
+}
+
 // readAll reads every account in one transaction of gets.
 func (b *BankWorkload) readAll(ctx context.Context, c *client.Client) (map[string]int64, error) {
 	body := txnBody{}
@@ -107,8 +138,12 @@ func (b *BankWorkload) readAll(ctx context.Context, c *client.Client) (map[strin
 	if err != nil {
 		return nil, err
 	}
+	if ans.Replay && len(ans.Results) == 0 {
+		// A retry of a read that committed: what it read is not known.
+		return nil, &client.Error{Code: "replay", Message: "whole-bank read answered as a replay, without its gets"}
+	}
 	if !ans.Succeeded || len(ans.Results) != len(b.Accounts) {
-		return nil, fmt.Errorf("whole-bank read: succeeded=%v with %d results for %d gets", ans.Succeeded, len(ans.Results), len(b.Accounts))
+		return nil, &malformedError{fmt.Sprintf("succeeded=%v with %d results for %d gets: %s", ans.Succeeded, len(ans.Results), len(b.Accounts), ans)}
 	}
 	out := map[string]int64{}
 	for _, r := range ans.Results {
@@ -117,7 +152,7 @@ func (b *BankWorkload) readAll(ctx context.Context, c *client.Client) (map[strin
 		}
 		v, err := strconv.ParseInt(*r.Value, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("whole-bank read: account %q holds %q", r.Key, *r.Value)
+			return nil, &malformedError{fmt.Sprintf("account %q holds %q: %s", r.Key, *r.Value, ans)}
 		}
 		out[r.Key] = v
 	}
@@ -193,8 +228,12 @@ func (b *BankWorkload) Run(ctx context.Context, until time.Time) {
 func (b *BankWorkload) now() int64 { return int64(time.Since(b.begin)) }
 
 // status maps a transaction's error to its outcome: a timeout or
-// outcome_unknown may have committed.
+// outcome_unknown may have committed; a replay committed, with reads unknown.
 func bankStatus(err error) txncheck.Status {
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Code == "replay" {
+		return txncheck.Unknown
+	}
 	switch classifyAdd(err) {
 	case addAcked:
 		return txncheck.OK
@@ -221,6 +260,14 @@ func (b *BankWorkload) read(ctx context.Context, c *client.Client) {
 	t := txncheck.BankTxn{Kind: txncheck.Balances, Start: b.now()}
 	bal, err := b.readAll(octx, c)
 	t.End, t.Status, t.Balances = b.now(), bankStatus(err), bal
+	var m *malformedError
+	if errors.As(err, &m) {
+		t.Status = txncheck.Unknown
+		b.mu.Lock()
+		b.malformed = append(b.malformed, fmt.Sprintf("%s (read at %s UTC)", m.Error(), time.Now().UTC().Format("15:04:05.000")))
+		b.mu.Unlock()
+		err = &client.Error{Code: "malformed"}
+	}
 	b.record(t, err)
 }
 
@@ -338,6 +385,9 @@ func (b *BankWorkload) Check(ctx context.Context, c *client.Client) *BankResult 
 			r.Reads[t.Status.String()]++
 		}
 	}
+	b.mu.Lock()
+	r.Violations = append(r.Violations, b.malformed...)
+	b.mu.Unlock()
 	for _, v := range txncheck.CheckBank(b.Accounts, b.Total(), h) {
 		r.Violations = append(r.Violations, v.String())
 	}
