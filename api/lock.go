@@ -248,7 +248,12 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 	// leader, even when the client is gone.
 	outcome, cerr := s.cancelLockWait(context.WithoutCancel(r.Context()), name, cmd.WaiterID)
 	if cerr != nil {
-		return fmt.Errorf("lock %q: cancelling the wait: %w", name, cerr)
+		// The waiter may still be queued, and a later release may grant
+		// it: the acquire's outcome is unknown, never "nothing happened"
+		// (a 503 would tell the client so). A retry with the same
+		// request_id learns the token if it was granted.
+		return fmt.Errorf("lock %q: the wait ended but cancelling it failed (%v); the acquire may still be "+
+			"granted, retry with request_id %q: %w", name, cerr, cmd.WaiterID, shard.ErrOutcomeUnknown)
 	}
 	if s.waits.Err() != nil {
 		return fmt.Errorf("lock %q: node %s is shutting down; the wait was cancelled, nothing is held: %w",
@@ -265,10 +270,37 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 }
 
 // cancelLockWait proposes CancelWait for waiterID on the lock's leader and
-// says what it did: "cancelled", "released" or "none".
+// says what it did: "cancelled", "released" or "none". A refusal that is
+// retryable (a leadership transfer, no leader yet, a stale route) is tried
+// again, on whichever node leads by then, until writeTimeout: a waiter
+// left queued could be granted to a request that is over.
 func (s *Server) cancelLockWait(ctx context.Context, name, waiterID string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
+	backoff := 20 * time.Millisecond
+	for {
+		outcome, err := s.cancelLockWaitOnce(ctx, name, waiterID)
+		if err == nil {
+			return outcome, nil
+		}
+		// CancelWait is idempotent by waiter id, so an attempt whose
+		// outcome is unknown is tried again too.
+		if _, _, retryable := errorStatus(err); !retryable && !errors.Is(err, shard.ErrOutcomeUnknown) {
+			return "", err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// cancelLockWaitOnce is one attempt of cancelLockWait.
+func (s *Server) cancelLockWaitOnce(ctx context.Context, name, waiterID string) (string, error) {
 	var remote cluster.CancelWaitResult
 	out, served, err := s.proposeLock(ctx, lock.CancelWait{Name: name, WaiterID: waiterID}, func(addr string) error {
 		var err error
