@@ -8,8 +8,9 @@ FUZZTIME  ?= 20s
 
 .PHONY: build run test test-chaos bench bench-logstore bench-scale fuzz verify docker clean
 
-build: ## build cairn into ./bin (lockctl arrives with the lock service)
+build: ## build cairn and lockctl into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cairn ./cmd/cairn
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/lockctl ./cmd/lockctl
 
 run: build ## run a local 3-node cluster with data in a temp dir (Ctrl-C stops it)
 	./$(BIN)/cairn dev --nodes 3
@@ -56,8 +57,9 @@ CAIRN_CHAOS_DURATION ?= 10m
 CHAOS_TIMEOUT        ?= 60m
 .PHONY: cluster-up cluster-down
 
-docker: ## static binary and a FROM scratch image (nothing is pulled)
+docker: ## static binaries (cairn, lockctl) and a FROM scratch image (nothing is pulled)
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/image/cairn ./cmd/cairn
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/image/lockctl ./cmd/lockctl
 	mkdir -p $(BIN)/image/data
 	docker build -t cairn:$(VERSION) -t cairn:latest .
 

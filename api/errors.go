@@ -96,6 +96,7 @@ var errorTable = []errorRow{
 		var st *fsm.StaleTokenError
 		return errors.As(err, &st) || errors.Is(err, cluster.ErrStaleToken)
 	}},
+	{http.StatusConflict, "txn_aborted", false, func(err error) bool { return errors.Is(err, cluster.ErrTxnAborted) }},
 	{http.StatusConflict, "lock_held", false, func(err error) bool {
 		return errors.Is(err, lock.ErrLockHeld) || errors.Is(err, cluster.ErrLockHeld)
 	}},
@@ -119,7 +120,7 @@ var errorTable = []errorRow{
 			errors.Is(err, errNotReady) || errors.Is(err, errUnhealthy) || errors.Is(err, errTooManyHops) ||
 			errors.Is(err, errNoRoute) || errors.Is(err, errPeerUnreachable) ||
 			errors.Is(err, errStaleRangeMap) || errors.Is(err, errRemoteUnavailable) ||
-			errors.Is(err, context.DeadlineExceeded)
+			errors.Is(err, context.DeadlineExceeded) || isIntent(err)
 	}},
 }
 

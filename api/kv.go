@@ -81,28 +81,32 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	var rng fsm.Range
 	var index uint64
 	served := false // false: forwarded, the answer is written
-	err = s.route(r.Context(), routeReq[Replica]{
-		rng:    func() (fsm.Range, error) { return s.lookup(key) },
-		leader: opts.consistency == "linearizable",
-		remote: func(addr string, _ fsm.Range) error { return s.forward(w, r, nil, addr) },
-		local: func(rep Replica, rg fsm.Range) error {
-			idx, err := s.admit(r.Context(), rep, rg, opts, sess)
-			if err == nil && !rep.Range().Contains(key) {
-				err = fmt.Errorf("key %q: %w", key, errStaleRangeMap)
-			}
-			if err != nil {
-				return err
-			}
-			// The FSM checks the key against the range stored with the
-			// data it reads: a split that committed after the check above
-			// answers wrong_shard here, and the key is routed again
-			// (invariant I2).
-			if kv, err = rep.FSM().Get(key); err != nil {
-				return err
-			}
-			rng, index, served = rg, idx, true
-			return nil
-		},
+	// A write intent of a multi-shard transaction on the key: meet it
+	// (fsm/txn2pc.go) and read again.
+	err = s.meetIntents(r.Context(), func() error {
+		return s.route(r.Context(), routeReq[Replica]{
+			rng:    func() (fsm.Range, error) { return s.lookup(key) },
+			leader: opts.consistency == "linearizable",
+			remote: func(addr string, _ fsm.Range) error { return s.forward(w, r, nil, addr) },
+			local: func(rep Replica, rg fsm.Range) error {
+				idx, err := s.admit(r.Context(), rep, rg, opts, sess)
+				if err == nil && !rep.Range().Contains(key) {
+					err = fmt.Errorf("key %q: %w", key, errStaleRangeMap)
+				}
+				if err != nil {
+					return err
+				}
+				// The FSM checks the key against the range stored with the
+				// data it reads: a split that committed after the check above
+				// answers wrong_shard here, and the key is routed again
+				// (invariant I2).
+				if kv, err = rep.FSM().Get(key); err != nil {
+					return err
+				}
+				rng, index, served = rg, idx, true
+				return nil
+			},
+		})
 	})
 	if err != nil || !served {
 		return err
@@ -226,23 +230,25 @@ func (s *Server) proposeWrite(w http.ResponseWriter, r *http.Request, body []byt
 	defer cancel()
 	var res *fsm.Result
 	var rng fsm.Range
-	err = s.route(ctx, routeReq[Replica]{
-		rng:    func() (fsm.Range, error) { return s.lookup(cmd.Key) },
-		leader: true,
-		remote: func(addr string, _ fsm.Range) error { return s.forward(w, r, body, addr) },
-		local: func(rep Replica, rg fsm.Range) error {
-			cmd.Epoch = rg.Epoch
-			out, err := rep.Propose(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			var ws *fsm.WrongShardError
-			if errors.As(out.Err, &ws) {
-				return out.Err // applied as a no-op: the key left this range
-			}
-			res, rng = out, rg
-			return nil
-		},
+	err = s.meetIntents(ctx, func() error {
+		return s.route(ctx, routeReq[Replica]{
+			rng:    func() (fsm.Range, error) { return s.lookup(cmd.Key) },
+			leader: true,
+			remote: func(addr string, _ fsm.Range) error { return s.forward(w, r, body, addr) },
+			local: func(rep Replica, rg fsm.Range) error {
+				cmd.Epoch = rg.Epoch
+				out, err := rep.Propose(ctx, cmd)
+				if err != nil {
+					return err
+				}
+				var ws *fsm.WrongShardError
+				if errors.As(out.Err, &ws) || isIntent(out.Err) {
+					return out.Err // applied as a no-op: the key left this range, or met an intent
+				}
+				res, rng = out, rg
+				return nil
+			},
+		})
 	})
 	if err != nil || res == nil {
 		return nil, err

@@ -37,6 +37,7 @@ func TestErrorTableRoundTrip(t *testing.T) {
 			&lock.Error{Code: lock.CodeLockHeld, Msg: "lock \"a\" is delayed"}},
 		"lock_lost":          {&lock.Error{Code: lock.CodeLockLost, Msg: "token 3 does not hold lock \"a\""}},
 		"too_large":          {errTooLarge, &http.MaxBytesError{Limit: 10}},
+		"txn_aborted":        {fmt.Errorf("transaction t1 aborted (pushed): %w", errTxnAborted)},
 		"method_not_allowed": {fmt.Errorf("%w: PATCH /v1/kv/x", errMethod)},
 		"outcome_unknown": {shard.ErrOutcomeUnknown, errForwardFailed,
 			fmt.Errorf("shard 1: %w: %w", shard.ErrOutcomeUnknown, context.DeadlineExceeded)},

@@ -145,41 +145,45 @@ func (s *Server) scanPart(r *http.Request, part scanRequest, sess session) (*sca
 		p.end = minEnd(part.end, rg.End)
 		return p
 	}
-	err := s.route(ctx, routeReq[Replica]{
-		rng:    func() (fsm.Range, error) { return s.lookup(part.start) },
-		leader: part.read.consistency == "linearizable",
-		remote: func(addr string, rg fsm.Range) error {
-			out, i, err := s.remoteScan(ctx, r, addr, within(rg))
-			if err == nil {
+	// A write intent of a multi-shard transaction in the window: meet it
+	// (fsm/txn2pc.go) and scan again.
+	err := s.meetIntents(ctx, func() error {
+		return s.route(ctx, routeReq[Replica]{
+			rng:    func() (fsm.Range, error) { return s.lookup(part.start) },
+			leader: part.read.consistency == "linearizable",
+			remote: func(addr string, rg fsm.Range) error {
+				out, i, err := s.remoteScan(ctx, r, addr, within(rg))
+				if err == nil {
+					res, rng, idx = out, rg, i
+				}
+				return err
+			},
+			local: func(rep Replica, rg fsm.Range) error {
+				p := within(rg)
+				i, err := s.admit(ctx, rep, rg, p.read, sess)
+				if err != nil {
+					return err
+				}
+				// The part answers for all of [p.start, p.end) — the caller moves
+				// its cursor to rng.End — only if the range stored with the keys
+				// read still covers it. A split that committed after the lookup
+				// moved some of it to the child: look the range up again
+				// (invariants I2, I5).
+				kvs, more, held, err := rep.FSM().ScanRange(p.start, p.end, p.limit, p.keysOnly)
+				if err == nil && !covers(held, p.start, p.end) {
+					err = fmt.Errorf("scan [%q, %q): %w", p.start, p.end, errStaleRangeMap)
+				}
+				if err != nil {
+					return err
+				}
+				out := &scanResponse{KVs: make([]kvJSON, 0, len(kvs)), More: more}
+				for _, kv := range kvs {
+					out.KVs = append(out.KVs, toKVJSON(kv, p.keysOnly))
+				}
 				res, rng, idx = out, rg, i
-			}
-			return err
-		},
-		local: func(rep Replica, rg fsm.Range) error {
-			p := within(rg)
-			i, err := s.admit(ctx, rep, rg, p.read, sess)
-			if err != nil {
-				return err
-			}
-			// The part answers for all of [p.start, p.end) — the caller moves
-			// its cursor to rng.End — only if the range stored with the keys
-			// read still covers it. A split that committed after the lookup
-			// moved some of it to the child: look the range up again
-			// (invariants I2, I5).
-			kvs, more, held, err := rep.FSM().ScanRange(p.start, p.end, p.limit, p.keysOnly)
-			if err == nil && !covers(held, p.start, p.end) {
-				err = fmt.Errorf("scan [%q, %q): %w", p.start, p.end, errStaleRangeMap)
-			}
-			if err != nil {
-				return err
-			}
-			out := &scanResponse{KVs: make([]kvJSON, 0, len(kvs)), More: more}
-			for _, kv := range kvs {
-				out.KVs = append(out.KVs, toKVJSON(kv, p.keysOnly))
-			}
-			res, rng, idx = out, rg, i
-			return nil
-		},
+				return nil
+			},
+		})
 	})
 	if err != nil {
 		return nil, rng, 0, err

@@ -23,6 +23,7 @@ import (
 	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
 )
 
 // Backend is what the API needs from the node. Implementations must be safe
@@ -80,6 +81,12 @@ type Config struct {
 	Registry    *prometheus.Registry // nil = a new registry
 	// Pprof mounts net/http/pprof at /debug/pprof/ (the --pprof flag).
 	Pprof bool
+	// TxnKnobs are the transaction coordinator's test hooks; nil in
+	// production.
+	TxnKnobs *TxnKnobs
+	// TxnLimits bounds a transaction (ops and bytes; --txn-max-ops,
+	// --txn-max-bytes); zero = txn.DefaultLimits.
+	TxnLimits txn.Limits
 	// Clock stamps proposals (a command's Time, from which TTLs count) and
 	// times how long an unreachable peer is skipped; nil = the real clock.
 	// Waits (RouteWait, SessionWait) run on real timers.
@@ -106,6 +113,11 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("api: %s %s is negative", name, d))
 		}
 	}
+	if c.TxnLimits != (txn.Limits{}) {
+		if err := c.TxnLimits.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("api: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -120,6 +132,7 @@ type Server struct {
 	rt      *router[Replica]        // the routing loop for key-value requests
 	prt     *router[*shard.Replica] // the same loop for placement calls, which need the whole replica
 	metrics *metrics
+	txnm    *txnMetrics
 	node    string // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc
@@ -162,11 +175,15 @@ func NewServer(cfg Config) *Server {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real()
 	}
+	if cfg.TxnLimits == (txn.Limits{}) {
+		cfg.TxnLimits = txn.DefaultLimits()
+	}
 	s := &Server{
 		cfg: cfg, be: cfg.Backend, pb: cfg.Placement, log: cfg.Logger, mux: http.NewServeMux(),
 		peers: cluster.New(cluster.Config{Dial: cfg.Dial, DialTimeout: cfg.DialTimeout, UnreachableFor: cfg.UnreachableFor,
 			Clock: cfg.Clock}),
 		metrics: newMetrics(cfg.Registry),
+		txnm:    newTxnMetrics(cfg.Registry),
 		node:    cfg.Backend.NodeID(),
 	}
 	s.waits, s.endWaits = context.WithCancel(context.Background())
@@ -215,6 +232,10 @@ func (s *Server) routes() {
 		http.MethodDelete: s.wrap("DELETE /v1/kv/", "kv_delete", s.del),
 		"":                s.wrap(kvPrefix, "unknown", s.notFound), // any other method: 405
 	}
+	s.handle("POST /v1/txn", "txn", s.txnPost)
+	s.handle("GET /v1/txn/{id}", "txn_inspect", s.txnInspect)
+	s.handle("POST "+pathTxnPropose, "internal", s.internalTxnPropose)
+	s.handle("POST "+pathTxnInspect, "internal", s.internalTxnInspect)
 	s.locks = s.newLockRoutes()
 	s.handle("GET /v1/locks", "lock_list", s.lockList)
 	s.handle("POST "+cluster.PathLockCancelWait, "internal", s.internalCancelWait)
@@ -405,7 +426,7 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	p := r.URL.Path
 	switch {
 	case p == "/v1/kv", strings.HasPrefix(p, "/v1/kv/"), p == "/v1/locks", strings.HasPrefix(p, lockPrefix),
-		p == "/v1/cluster", p == "/healthz", p == "/readyz", p == "/metrics":
+		p == "/v1/cluster", p == "/v1/txn", p == "/healthz", p == "/readyz", p == "/metrics":
 		return fmt.Errorf("%w: %s %s", errMethod, r.Method, p)
 	}
 	return fmt.Errorf("%w: no route for %s %s", errNotFound, r.Method, r.URL.Path)

@@ -10,7 +10,9 @@
 # cairn's put on each raft log store (--log-store wal and boltdb, a fresh
 # one-shard cluster per store), and locks: acquire+release on names of each
 # client's own and on one contended lock, cairn (4 shards) against etcd's
-# concurrency.Mutex through its native client.
+# concurrency.Mutex through its native client; and transactions: two-key
+# transactions on one shard and across two (cairn, 4 shards) against etcd's
+# transactions through its native client.
 # Writes bench/results/<date>.md (tables, cairn/etcd and boltdb/wal ratios)
 # and <date>.json (every run). About 11 minutes; every process it starts is
 # stopped on exit.
@@ -21,7 +23,8 @@
 # skips the log-store runs), BENCH_STORE_CLIENTS ("1 16 64"), BENCH_PARTS
 # ("compare locks shards stores": which parts run; without compare or
 # locks, etcd is neither installed nor started), BENCH_LOCK_CLIENTS
-# ("1 16 64": the lock part's client counts), BENCH_NATIVE (1; 0 skips the
+# ("1 16 64": the lock part's client counts), BENCH_TXN_CLIENTS ("1 16
+# 64": the transaction part's), BENCH_NATIVE (1; 0 skips the
 # native etcd client), BENCH_CAIRN_PORT (17070: node i listens on
 # base+10(i-1), +1 raft, +2 gossip), BENCH_ETCD_PORT (12379: member i on
 # base+10000(i-1), +1 peer), BENCH_KEEP (1 keeps the temp dir), GO (go).
@@ -38,7 +41,8 @@ SHARDS=${BENCH_SHARDS:-"1 4 16"}
 SHARD_CLIENTS=${BENCH_SHARD_CLIENTS:-"64 256"}
 STORES=${BENCH_STORES-"wal boltdb"}
 STORE_CLIENTS=${BENCH_STORE_CLIENTS:-"1 16 64"}
-PARTS=${BENCH_PARTS:-"compare locks shards stores"}
+PARTS=${BENCH_PARTS:-"compare locks txns shards stores"}
+TXN_CLIENTS=${BENCH_TXN_CLIENTS:-"1 16 64"}
 LOCK_CLIENTS=${BENCH_LOCK_CLIENTS:-"1 16 64"}
 NATIVE=${BENCH_NATIVE:-1}
 CAIRN_PORT=${BENCH_CAIRN_PORT:-17070}
@@ -103,7 +107,7 @@ check_ports() {
 }
 
 # --- etcd: install -----------------------------------------------------------
-if ! part compare && ! part locks; then
+if ! part compare && ! part locks && ! part txns; then
   NATIVE=0
 elif ! command -v etcd >/dev/null 2>&1; then
   SUDO=
@@ -313,6 +317,30 @@ if part locks && [ -n "$NATIVE_BIN" ]; then
   stop_cairn
 elif part locks; then
   log "skipping the lock part: it needs bench/etcdnative"
+fi
+
+# Transactions: two keys compared and written, neighbours (one shard) or
+# one from each half of the keyspace (two shards of cairn's four), against
+# etcd's transactions through its native client (one raft group).
+if part txns && [ -n "$NATIVE_BIN" ]; then
+  start_cairn 4
+  start_etcd
+  preload cairn
+  preload etcd
+  row=0
+  for kind in one-shard cross-shard; do
+    extra=(--preload=false --label "$kind")
+    if [ "$kind" = cross-shard ]; then extra+=(--cross-shard); fi
+    for n in $TXN_CLIENTS; do
+      if [ $((row % 2)) = 0 ]; then order="cairn etcd-native"; else order="etcd-native cairn"; fi
+      for sys in $order; do bench "$sys" txn "$n" "${extra[@]}"; done
+      row=$((row + 1))
+    done
+  done
+  stop_etcd
+  stop_cairn
+elif part txns; then
+  log "skipping the transaction part: it needs bench/etcdnative"
 fi
 
 if part shards; then

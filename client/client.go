@@ -1,7 +1,8 @@
 // Package client is the embedded Go client of cairn: it speaks the HTTP JSON
 // API of docs/api.md with retries, endpoint rotation, idempotent writes, session
 // tokens, and a range cache that sends writes and linearizable reads straight
-// to the shard leader (route.go).
+// to the shard leader (route.go). Locks that renew themselves, with fencing
+// tokens for the writes they protect, are in lock.go and lock_held.go.
 package client
 
 import (
@@ -50,6 +51,18 @@ type Config struct {
 	// reads go straight to the leader, found in a cache of the range map
 	// (see route.go); the nodes it names need not be in Endpoints.
 	DisableRouting bool
+	// Knobs are test hooks; nil in production.
+	Knobs *Knobs
+}
+
+// Knobs are hooks for tests of what the client does under faults. Each is
+// nil by default and costs nothing then.
+type Knobs struct {
+	// SkipLockRenew, when it returns true, makes a held Lock's background
+	// renewer skip this renewal as if it never got through (a paused or
+	// partitioned holder): the lease then runs out on the server, and Lost
+	// fires when it would have on the client's clock.
+	SkipLockRenew func(name string, token uint64) bool
 }
 
 // DefaultConfig is a Config for a node on this machine with the docs/api.md defaults.
@@ -96,6 +109,7 @@ type Client struct {
 	session string // latest X-Cairn-Session received
 
 	routes *routeCache // nil when routing is disabled
+	knobs  Knobs
 }
 
 // New returns a Client. It does not contact the cluster.
@@ -135,6 +149,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Knobs != nil {
+		c.knobs = *cfg.Knobs
 	}
 	nonce := randomHex(4)
 	if cfg.ClientID == "" {

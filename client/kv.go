@@ -119,6 +119,13 @@ func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (*KV, 
 		Path:   kvPath(key),
 		Query:  readQuery(nil, rc.consistency, rc.maxStaleness),
 	}
+	if rc.fence != nil {
+		if rc.consistency != ConsistencyDefault && rc.consistency != ConsistencyLinearizable {
+			return nil, &Error{Status: http.StatusBadRequest, Code: CodeInvalidArgument,
+				Message: "a fenced read goes through Raft: it cannot be a " + string(rc.consistency) + " read"}
+		}
+		req.Query = fenceQuery(req.Query, rc.fence)
+	}
 	if rc.consistency == ConsistencyDefault || rc.consistency == ConsistencyLinearizable {
 		// Only the leader answers these; session and stale reads are
 		// served by whichever replica the request reaches.
@@ -165,6 +172,16 @@ type putIf struct {
 type fence struct {
 	Lock  string `json:"lock"`
 	Token uint64 `json:"token"`
+}
+
+// fenceQuery adds the fence of a DELETE or fenced GET (docs/api.md, "Locks").
+func fenceQuery(q url.Values, f *fence) url.Values {
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("fence_lock", f.Lock)
+	q.Set("fence_token", strconv.FormatUint(f.Token, 10))
+	return q
 }
 
 // Put writes value under key. Conditions that do not hold give an error
@@ -236,6 +253,9 @@ func (c *Client) Delete(ctx context.Context, key string, opts ...DeleteOption) (
 	q := url.Values{"request_id": {dc.requestID}}
 	if dc.ifModIndex != nil {
 		q.Set("if_mod_index", strconv.FormatUint(*dc.ifModIndex, 10))
+	}
+	if dc.fence != nil {
+		q = fenceQuery(q, dc.fence)
 	}
 	var res struct {
 		Deleted int `json:"deleted"`

@@ -23,6 +23,7 @@ type ReadOption func(*readConfig)
 type readConfig struct {
 	consistency  Consistency
 	maxStaleness time.Duration
+	fence        *fence
 }
 
 // Linearizable asks for a linearizable read (the server's default, invariant I2).
@@ -40,6 +41,16 @@ func Session() ReadOption {
 // maxStaleness; 0 means the server's default (5s).
 func Stale(maxStaleness time.Duration) ReadOption {
 	return func(r *readConfig) { r.consistency, r.maxStaleness = ConsistencyStale, maxStaleness }
+}
+
+// FencedRead makes the Get a fenced read under (lock, token): it goes through
+// Raft on the key's leader, registers token on the key so that every later
+// write with a lower token for lock is refused, and fails with an error
+// matching ErrStaleToken when a higher token is already registered
+// (docs/api.md, "Locks"). A read-modify-write under a lock is safe with a
+// fenced read followed by a fenced write (lock/DESIGN.md).
+func FencedRead(lock string, token uint64) ReadOption {
+	return func(r *readConfig) { r.fence = &fence{Lock: lock, Token: token} }
 }
 
 // PutOption adjusts a Put.
@@ -62,6 +73,7 @@ type putConfig struct {
 type deleteConfig struct {
 	ifModIndex *uint64
 	requestID  string
+	fence      *fence
 }
 
 type putOptionFunc func(*putConfig)
@@ -101,11 +113,15 @@ func IfValue(v string) PutOption {
 	return putOptionFunc(func(p *putConfig) { p.body.If = &putIf{Value: &v} })
 }
 
-// WithFence makes the Put a fenced write under (lock, token): the store
-// rejects it with stale_token once a higher token for lock was accepted on the
-// key (invariant I11).
-func WithFence(lock string, token uint64) PutOption {
-	return putOptionFunc(func(p *putConfig) { p.body.Fence = &fence{Lock: lock, Token: token} })
+// WithFence makes the Put or Delete a fenced write under (lock, token): the
+// store rejects it with stale_token once a higher token for lock was accepted
+// on the key (invariant I11). (*Lock).Fence gives it for a held lock.
+func WithFence(lock string, token uint64) WriteOption {
+	f := &fence{Lock: lock, Token: token}
+	return writeOption{
+		put: func(p *putConfig) { p.body.Fence = f },
+		del: func(d *deleteConfig) { d.fence = f },
+	}
 }
 
 // WithRequestID sets the write's idempotency key instead of a generated one,

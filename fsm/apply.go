@@ -16,17 +16,22 @@ var (
 // buckets are the open buckets of one write transaction.
 type buckets struct {
 	data, meta, ttl, fence, dedup, dedupTime, locks *bbolt.Bucket
+	intents, records, tombstones, txnGC             *bbolt.Bucket // fsm/txn2pc.go
 }
 
 func txBuckets(tx *bbolt.Tx) buckets {
 	b := buckets{
-		data:      tx.Bucket(bucketData),
-		meta:      tx.Bucket(bucketMeta),
-		ttl:       tx.Bucket(bucketTTL),
-		fence:     tx.Bucket(bucketFence),
-		dedup:     tx.Bucket(bucketDedup),
-		dedupTime: tx.Bucket(bucketDedupTime),
-		locks:     tx.Bucket(bucketLocks),
+		data:       tx.Bucket(bucketData),
+		meta:       tx.Bucket(bucketMeta),
+		ttl:        tx.Bucket(bucketTTL),
+		fence:      tx.Bucket(bucketFence),
+		dedup:      tx.Bucket(bucketDedup),
+		dedupTime:  tx.Bucket(bucketDedupTime),
+		locks:      tx.Bucket(bucketLocks),
+		intents:    tx.Bucket(bucketIntents),
+		records:    tx.Bucket(bucketRecords),
+		tombstones: tx.Bucket(bucketTombstones),
+		txnGC:      tx.Bucket(bucketTxnGC),
 	}
 	// Both dedup buckets grow at their right edge (dedupTime by proposer
 	// time, dedup by request ids that cairn's client prefixes with the time)
@@ -180,6 +185,9 @@ func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
 	if !c.rng.Contains(cmd.Key) {
 		return &Result{Index: l.Index, Err: &WrongShardError{Key: cloneBytes(cmd.Key), Range: cloneRange(c.rng)}}, nil
 	}
+	if r, err := c.blockedByIntent(cmd, l.Index); r != nil || err != nil {
+		return r, err
+	}
 	var r *Result
 	switch cmd.Op {
 	case OpPut:
@@ -192,6 +200,14 @@ func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
 		r, err = c.lock(cmd, l.Index)
 	case OpFencedGet:
 		r, err = c.fencedGet(cmd, l.Index)
+	case OpTxn:
+		r, err = c.txn(cmd, l.Index)
+	case OpTxnPrepare:
+		r, err = c.txnPrepare(cmd, l.Index)
+	case OpTxnRecord:
+		r, err = c.txnRecord(cmd, l.Index)
+	case OpTxnResolve:
+		r, err = c.txnResolve(cmd, l.Index)
 	default:
 		r = &Result{Index: l.Index, Err: fmt.Errorf("%w: op %v", ErrInvalidCommand, cmd.Op)}
 	}

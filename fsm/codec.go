@@ -122,6 +122,15 @@ func validateCommand(c *Command) error {
 			return fmt.Errorf("%w: lock command needs a name of 1..%d bytes and a value",
 				ErrInvalidCommand, lock.MaxNameSize)
 		}
+	case OpTxn:
+		if len(c.Value) == 0 || len(c.Value) > maxTxnCommandSize || c.Cond != nil || c.Fence != nil {
+			return fmt.Errorf("%w: txn command needs an encoded request of 1..%d bytes and no if or fence",
+				ErrInvalidCommand, maxTxnCommandSize)
+		}
+	case OpTxnPrepare, OpTxnRecord, OpTxnResolve:
+		if len(c.Value) == 0 || len(c.Value) > maxTxnCommandSize {
+			return fmt.Errorf("%w: txn command needs a value of 1..%d bytes", ErrInvalidCommand, maxTxnCommandSize)
+		}
 	case OpRaiseBase:
 		minKey = 0
 		if len(c.Key) != 0 || len(c.Value) != 8 {
@@ -147,7 +156,7 @@ func validateCommand(c *Command) error {
 	if len(c.Key) < minKey || len(c.Key) > MaxKeySize {
 		return fmt.Errorf("%w: key size %d not in [%d, %d]", ErrInvalidCommand, len(c.Key), minKey, MaxKeySize)
 	}
-	if len(c.Value) > MaxValueSize {
+	if len(c.Value) > MaxValueSize && (c.Op < OpTxn || c.Op > OpTxnResolve) {
 		return fmt.Errorf("%w: value size %d exceeds %d", ErrInvalidCommand, len(c.Value), MaxValueSize)
 	}
 	if len(c.RequestID) > maxRequestIDSize {

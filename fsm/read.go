@@ -88,6 +88,7 @@ func (f *FSM) txRange(tx *bbolt.Tx) (Range, error) {
 func (f *FSM) Get(key []byte) (*KV, error) {
 	var kv *KV
 	var wrong *WrongShardError
+	var met *IntentError
 	err := f.view(func(tx *bbolt.Tx) error {
 		rng, err := f.txRange(tx)
 		if err != nil {
@@ -96,6 +97,10 @@ func (f *FSM) Get(key []byte) (*KV, error) {
 		if !rng.Contains(key) {
 			wrong = &WrongShardError{Key: cloneBytes(key), Range: cloneRange(rng)}
 			return nil
+		}
+		if ie, err := readIntentCheck(tx, key); ie != nil || err != nil {
+			met = ie
+			return err
 		}
 		v := tx.Bucket(bucketData).Get(key)
 		if v == nil {
@@ -109,6 +114,9 @@ func (f *FSM) Get(key []byte) (*KV, error) {
 	}
 	if wrong != nil {
 		return nil, wrong
+	}
+	if met != nil {
+		return nil, met // a write intent: the caller meets it (fsm/txn2pc.go)
 	}
 	return kv, nil
 }
@@ -129,6 +137,7 @@ func (f *FSM) Scan(start, end []byte, limit int, keysOnly bool) (kvs []*KV, more
 // A caller that planned the scan with an older range (api/scan.go moves its
 // cursor to the range's end) checks that rng still covers its window.
 func (f *FSM) ScanRange(start, end []byte, limit int, keysOnly bool) (kvs []*KV, more bool, rng Range, err error) {
+	var met *IntentError
 	if limit <= 0 {
 		limit = DefaultScanLimit
 	}
@@ -147,11 +156,11 @@ func (f *FSM) ScanRange(start, end []byte, limit int, keysOnly bool) (kvs []*KV,
 		c := tx.Bucket(bucketData).Cursor()
 		for k, v := c.Seek(start); k != nil; k, v = c.Next() {
 			if len(end) > 0 && bytes.Compare(k, end) >= 0 {
-				return nil
+				break
 			}
 			if len(kvs) == limit {
 				more = true
-				return nil
+				break
 			}
 			kv, err := decodeStored(k, v, !keysOnly)
 			if err != nil {
@@ -159,10 +168,19 @@ func (f *FSM) ScanRange(start, end []byte, limit int, keysOnly bool) (kvs []*KV,
 			}
 			kvs = append(kvs, kv)
 		}
-		return nil
+		// A write intent on a key of the window the answer covers: the
+		// scan meets it like a get (fsm/txn2pc.go).
+		if more {
+			end = append(cloneBytes(kvs[len(kvs)-1].Key), 0)
+		}
+		met, err = scanIntentCheck(tx, start, end)
+		return err
 	})
 	if err != nil {
 		return nil, false, Range{}, fmt.Errorf("fsm: scan: %w", err)
+	}
+	if met != nil {
+		return nil, false, rng, met
 	}
 	return kvs, more, rng, nil
 }

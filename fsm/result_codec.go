@@ -19,6 +19,7 @@ const (
 	resDeleted  = 4
 	resCondErr  = 5
 	resStaleErr = 6
+	resTxn      = 7 // fsm/txn.go: appendTxnResult
 
 	condErrKey     = 1
 	condErrCurrent = 2
@@ -51,6 +52,9 @@ func encodeResult(r *Result) []byte {
 		b = wire.AppendBytesAlways(b, resPrev, appendKV(nil, r.Prev))
 	}
 	b = wire.AppendUint(b, resDeleted, uint64(r.Deleted))
+	if r.Txn != nil {
+		b = wire.AppendBytesAlways(b, resTxn, appendTxnResult(nil, r.Txn))
+	}
 	var ce *ConditionError
 	var se *StaleTokenError
 	switch {
@@ -92,6 +96,8 @@ func decodeResult(b []byte) (*Result, error) {
 			r.Err, err = decodeConditionError(p)
 		case resStaleErr:
 			r.Err, err = decodeStaleTokenError(p)
+		case resTxn:
+			r.Txn, err = decodeTxnResult(p)
 		}
 		return err
 	})

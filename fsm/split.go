@@ -96,7 +96,7 @@ func (c *applyCtx) setRange(r Range) error {
 // dropFrom deletes every key at or after from (the child's half) from the
 // data, ttl, locks and fence buckets.
 func (c *applyCtx) dropFrom(from []byte) error {
-	for _, b := range []*bbolt.Bucket{c.b.data, c.b.ttl, c.b.locks} {
+	for _, b := range []*bbolt.Bucket{c.b.data, c.b.ttl, c.b.locks, c.b.intents} {
 		var keys [][]byte
 		cur := b.Cursor()
 		for k, _ := cur.Seek(from); k != nil; k, _ = cur.Next() {
@@ -123,7 +123,7 @@ func (c *applyCtx) dropFrom(from []byte) error {
 			return err
 		}
 	}
-	return nil
+	return c.dropTxnRecordsFrom(from)
 }
 
 // fenceKeyOf returns the key part of a fence bucket key (lock 0x00 key).
@@ -165,12 +165,17 @@ func (c *applyCtx) exportBucket(name []byte, idx int, child Range, base uint64, 
 			}
 		}
 		return nil
-	case bytes.Equal(name, bucketData), bytes.Equal(name, bucketTTL), bytes.Equal(name, bucketLocks):
+	case bytes.Equal(name, bucketRecords), bytes.Equal(name, bucketTombstones), bytes.Equal(name, bucketTxnGC):
+		return c.exportTxnBucket(name, idx, child, emit)
+	case bytes.Equal(name, bucketData), bytes.Equal(name, bucketTTL), bytes.Equal(name, bucketLocks),
+		bytes.Equal(name, bucketIntents):
 		b := c.b.data
 		if bytes.Equal(name, bucketTTL) {
 			b = c.b.ttl
 		} else if bytes.Equal(name, bucketLocks) {
 			b = c.b.locks
+		} else if bytes.Equal(name, bucketIntents) {
+			b = c.b.intents
 		}
 		cur := b.Cursor()
 		for k, v := cur.Seek(child.Start); k != nil && child.Contains(k); k, v = cur.Next() {

@@ -32,7 +32,8 @@ var (
 // (id = position + 1). Never reorder: snapshots on disk depend on it.
 // A data dir or snapshot from before a bucket existed opens without it
 // (initDB and loadBatch create missing buckets empty).
-var allBuckets = [][]byte{bucketMeta, bucketData, bucketTTL, bucketFence, bucketDedup, bucketDedupTime, bucketLocks}
+var allBuckets = [][]byte{bucketMeta, bucketData, bucketTTL, bucketFence, bucketDedup, bucketDedupTime, bucketLocks,
+	bucketIntents, bucketRecords, bucketTombstones, bucketTxnGC}
 
 var (
 	metaApplied = []byte("applied")

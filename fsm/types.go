@@ -26,7 +26,18 @@ const (
 	OpDelete Op = 2 // delete Key, optionally conditional on ModIndex
 	OpExpire Op = 3 // leader-proposed TTL expiry: delete Key iff its mod_index == ModIndex
 	OpNoop   Op = 4 // changes nothing; a new leader commits one so its term has an applied entry (ReadIndex)
-	// 5..15 reserved for single-shard transactions (txn/).
+	// OpTxn runs a one-shard transaction (txn.EncodeRequest in Value) as
+	// one entry: compares, the branch taken, fences and dedup in one bbolt
+	// transaction (fsm/txn.go, txn/DESIGN.md). Key is the transaction's
+	// anchor key; every key of the request is range-checked.
+	OpTxn Op = 5
+	// OpTxnPrepare, OpTxnRecord and OpTxnResolve are the participant's
+	// commands of a multi-shard transaction (fsm/txn2pc.go): Value is
+	// EncodeTxnCommand, Key a key of this shard (the anchor for a record).
+	OpTxnPrepare Op = 6
+	OpTxnRecord  Op = 7
+	OpTxnResolve Op = 8
+	// 9..15 reserved for transactions (txn/).
 	// OpSplit splits the range at Key: this replica keeps [Start, Key) and
 	// hands [Key, End) to a new range ChildID whose replicas are Servers.
 	// Every replica applies it at the same index from the same data, so every
@@ -62,6 +73,14 @@ func (o Op) String() string {
 		return "expire"
 	case OpNoop:
 		return "noop"
+	case OpTxn:
+		return "txn"
+	case OpTxnPrepare:
+		return "txn_prepare"
+	case OpTxnRecord:
+		return "txn_record"
+	case OpTxnResolve:
+		return "txn_resolve"
 	case OpSplit:
 		return "split"
 	case OpLock:
@@ -135,12 +154,14 @@ type KV struct {
 
 // Result is what Apply returns for a command (as interface{} through raft).
 type Result struct {
-	Index   uint64      // log index of the command that produced this result (the original one for a dedup hit)
-	KV      *KV         // OpPut: the written key's metadata (Value omitted); OpFencedGet: the key with its value, nil if absent
-	Prev    *KV         // previous kv when Command.Prev was set and the key existed
-	Deleted int         // OpDelete, OpExpire: 1 if a key was removed
-	Err     error       // nil, *ConditionError, *WrongShardError, *StaleTokenError, ErrInvalidCommand
-	Lock    *LockResult // OpLock: what lock.Apply did (nil when Err is set)
+	Index   uint64        // log index of the command that produced this result (the original one for a dedup hit)
+	KV      *KV           // OpPut: the written key's metadata (Value omitted); OpFencedGet: the key with its value, nil if absent
+	Prev    *KV           // previous kv when Command.Prev was set and the key existed
+	Deleted int           // OpDelete, OpExpire: 1 if a key was removed
+	Err     error         // nil, *ConditionError, *WrongShardError, *StaleTokenError, ErrInvalidCommand
+	Lock    *LockResult   // OpLock: what lock.Apply did (nil when Err is set)
+	Txn     *TxnResult    // OpTxn: the branch taken and each op's result (nil when Err is set)
+	TwoPC   *TxnCmdResult // OpTxnPrepare, OpTxnRecord, OpTxnResolve (nil when Err is set)
 }
 
 // LockResult is the outcome of an OpLock entry. Result.Err inside it is a

@@ -3,6 +3,7 @@ package shard
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -107,8 +108,14 @@ func (m *ttlManager) next(now time.Time) ([]fsm.TTLEntry, time.Duration) {
 func (r *Replica) expire(ctx context.Context, e fsm.TTLEntry) {
 	cctx, cancel := context.WithTimeout(ctx, r.applyTimeout)
 	defer cancel()
-	_, err := r.Propose(cctx, &fsm.Command{Op: fsm.OpExpire, Key: e.Key, ModIndex: e.ModIndex,
+	res, err := r.Propose(cctx, &fsm.Command{Op: fsm.OpExpire, Key: e.Key, ModIndex: e.ModIndex,
 		Time: r.clock.Now().UnixNano()})
+	var ie *fsm.IntentError
+	if err == nil && errors.As(res.Err, &ie) {
+		// A transaction holds the key: expire it once the intent is gone.
+		r.ttl.add(r.clock.Now().Add(time.Second), e)
+		return
+	}
 	if err != nil && ctx.Err() == nil {
 		r.log.Warn("ttl expiry failed; will retry as leader", "key", string(e.Key), "err", err)
 		r.ttl.add(r.clock.Now().Add(time.Second), e)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairndb/cairn/api"
 	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/internal/node"
 	"github.com/cairndb/cairn/shard"
@@ -51,6 +52,8 @@ type ClusterConfig struct {
 	// --log-store). Empty: $CAIRN_TEST_LOG_STORE, else the WAL; so
 	// CAIRN_TEST_LOG_STORE=boltdb runs every cluster test on raft-boltdb.
 	LogStore shard.LogStoreKind
+	// TxnKnobs are every node's transaction coordinator hooks (S14).
+	TxnKnobs *api.TxnKnobs
 	// LogOutput, when set, receives every node's log as text at info level,
 	// the server's default (tests of what a healthy cluster logs).
 	LogOutput io.Writer
@@ -181,7 +184,8 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	nc.Replication = min(3, cfg.Nodes)
 	nc.Tuning, nc.MetaTuning = cfg.Tuning, shard.FastRaftTuning()
 	nc.ApplyTimeout = cfg.ApplyTimeout
-	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked, HangDial: c.Net.hangDial, BeforeRangePublish: cfg.BeforeRangePublish}
+	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked, HangDial: c.Net.hangDial, BeforeRangePublish: cfg.BeforeRangePublish,
+		Txn: cfg.TxnKnobs}
 	if cfg.Delayable {
 		nc.Knobs.Delay = c.Net.Delay
 	}

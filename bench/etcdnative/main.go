@@ -5,12 +5,15 @@
 // generation, same histograms and report. It lives in a module of its own so
 // that cairn's module does not carry gRPC.
 //
-//	etcdnative put|get|mixed|lock [--endpoints 127.0.0.1:2379,...] [--clients 64] [--duration 30s] [--json] ...
+//	etcdnative put|get|mixed|lock|txn [--endpoints 127.0.0.1:2379,...] [--clients 64] [--duration 30s] [--json] ...
 //
 // lock is etcd's recipe for a lock, concurrency.Mutex: each benchmark
 // client opens a session (a lease kept alive in the background) before the
 // measured phase, and each operation is Lock (TryLock when uncontended)
 // then Unlock, against "cairn bench lock" doing acquire then release.
+// txn is one etcd transaction per operation: If both keys' ModRevision > 0
+// Then put both, as "cairn bench txn" does (etcd is one raft group, so
+// --cross-shard changes only which keys are picked).
 package main
 
 import (
@@ -41,7 +44,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: etcdnative put|get|mixed|lock [flags]; etcdnative put -h lists the flags")
+		fmt.Fprintln(stderr, "usage: etcdnative put|get|mixed|lock|txn [flags]; etcdnative put -h lists the flags")
 		return 2
 	}
 	cfg := bench.DefaultConfig()
@@ -61,7 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.ZipfS, "zipf-s", cfg.ZipfS, "zipf exponent (> 1)")
 	fs.Float64Var(&cfg.ReadRatio, "read-ratio", cfg.ReadRatio, "mixed: fraction of operations that are reads")
 	fs.StringVar(&cfg.Consistency, "consistency", "linearizable", "read level: linearizable or stale (serializable)")
-	fs.BoolVar(&cfg.Preload, "preload", cfg.Workload == bench.WorkloadGet || cfg.Workload == bench.WorkloadMixed, "write every key once before measuring (get, mixed)")
+	fs.BoolVar(&cfg.Preload, "preload", cfg.Workload == bench.WorkloadGet || cfg.Workload == bench.WorkloadMixed || cfg.Workload == bench.WorkloadTxn, "write every key once before measuring (get, mixed, txn)")
+	fs.BoolVar(&cfg.CrossShard, "cross-shard", false, "txn: keys from the two halves of the keyspace (as cairn's two-shard transactions)")
 	fs.BoolVar(&cfg.Contended, "contended", false, "lock: every client takes the same lock")
 	fs.DurationVar(&cfg.LockTTL, "ttl", cfg.LockTTL, "lock: the TTL of each client's session lease")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the key and operation choices (0: random)")
@@ -71,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.KeyDist = bench.KeyDist(*keyDist)
-	if cfg.Workload == bench.WorkloadPut || cfg.Workload == bench.WorkloadLock {
+	if cfg.Workload == bench.WorkloadPut || cfg.Workload == bench.WorkloadLock || cfg.Workload == bench.WorkloadTxn {
 		cfg.Consistency = ""
 	}
 	if err := cfg.Validate(); err != nil {
@@ -210,6 +214,25 @@ func (c *conn) Get(ctx context.Context, key string) error {
 	}
 	if len(resp.Kvs) == 0 {
 		return &bench.OpError{Code: bench.CodeNotFound, Err: fmt.Errorf("key %q not found", key)}
+	}
+	return nil
+}
+
+// Txn is one etcd transaction: every key's ModRevision > 0 (it exists),
+// then every put.
+func (c *conn) Txn(ctx context.Context, keys, values []string) error {
+	cmps := make([]clientv3.Cmp, len(keys))
+	ops := make([]clientv3.Op, len(keys))
+	for i, k := range keys {
+		cmps[i] = clientv3.Compare(clientv3.ModRevision(k), ">", 0)
+		ops[i] = clientv3.OpPut(k, values[i])
+	}
+	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return opError(err)
+	}
+	if !resp.Succeeded {
+		return &bench.OpError{Code: "condition_failed", Err: fmt.Errorf("transaction on %v: a compare failed", keys)}
 	}
 	return nil
 }

@@ -8,9 +8,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/internal/cli"
 )
 
-func newBackupCmd(opts *globalOptions) *cobra.Command {
+func newBackupCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var prefix string
 	cmd := &cobra.Command{
 		Use:   "backup FILE",
@@ -22,7 +23,7 @@ held during the backup, but the copy is not one point in time across keys;
 stop writes first for that. FILE appears only once the backup is complete.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, done, err := opts.longClient(cmd)
+			c, ctx, done, err := opts.LongClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -46,19 +47,19 @@ stop writes first for that. FILE appears only once the backup is complete.`,
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), map[string]any{"file": path, "keys": n})
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), map[string]any{"file": path, "keys": n})
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "backed up %d keys to %s\n", n, path)
 			return err
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only keys with this prefix")
-	flagErrors(cmd)
+	cli.FlagErrors(cmd)
 	return cmd
 }
 
-func newRestoreCmd(opts *globalOptions) *cobra.Command {
+func newRestoreCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var concurrency int
 	cmd := &cobra.Command{
 		Use:   "restore FILE",
@@ -71,10 +72,10 @@ that are not in the backup are left as they are.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := os.Open(args[0])
 			if err != nil {
-				return usageErrorf("%v", err)
+				return cli.UsageErrorf("%v", err)
 			}
 			defer f.Close()
-			c, ctx, done, err := opts.longClient(cmd)
+			c, ctx, done, err := opts.LongClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -83,14 +84,14 @@ that are not in the backup are left as they are.`,
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), map[string]any{"file": args[0], "keys": n})
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), map[string]any{"file": args[0], "keys": n})
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "restored %d keys from %s\n", n, args[0])
 			return err
 		},
 	}
 	cmd.Flags().IntVar(&concurrency, "concurrency", 16, "writes in flight")
-	flagErrors(cmd)
+	cli.FlagErrors(cmd)
 	return cmd
 }

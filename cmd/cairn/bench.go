@@ -20,6 +20,7 @@ import (
 
 	"github.com/cairndb/cairn/client"
 	"github.com/cairndb/cairn/internal/bench"
+	"github.com/cairndb/cairn/internal/cli"
 )
 
 // benchFlags are the flags of "cairn bench put|get|mixed".
@@ -37,7 +38,7 @@ const defaultEtcdEndpoint = "127.0.0.1:2379"
 
 // newBenchCmd is "cairn bench": the workloads of internal/bench against
 // cairn or etcd's JSON gateway. The global --timeout bounds each operation.
-func newBenchCmd(opts *globalOptions) *cobra.Command {
+func newBenchCmd(opts *cli.GlobalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure throughput and latency (of cairn, or of etcd for comparison)",
@@ -58,29 +59,29 @@ measured) so that reads find their key.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usageErrorf("missing workload (put, get, mixed, txn, lock)")
+				return cli.UsageErrorf("missing workload (put, get, mixed, txn, lock)")
 			}
-			return usageErrorf("unknown workload %q for %q (put, get, mixed, txn, lock)", args[0], cmd.CommandPath())
+			return cli.UsageErrorf("unknown workload %q for %q (put, get, mixed, txn, lock)", args[0], cmd.CommandPath())
 		},
 	}
 	cmd.AddCommand(
 		newBenchWorkloadCmd(opts, bench.WorkloadPut, "Write random keys"),
 		newBenchWorkloadCmd(opts, bench.WorkloadGet, "Read random keys (--consistency)"),
 		newBenchWorkloadCmd(opts, bench.WorkloadMixed, "Reads and writes (--read-ratio, --consistency)"),
-		newBenchUnavailableCmd("txn", "transactions"),
+		newBenchWorkloadCmd(opts, bench.WorkloadTxn, "Two-key transactions (--cross-shard: the keys on two shards)"),
 		newBenchWorkloadCmd(opts, bench.WorkloadLock, "Acquire and release locks (--contended: one lock for every client)"),
 		newBenchSummarizeCmd(),
 		newBenchSplitKeysCmd(),
 	)
-	reportErrors(cmd)
-	flagErrors(cmd)
+	cli.ReportErrors(cmd)
+	cli.FlagErrors(cmd)
 	for _, sub := range cmd.Commands() {
-		flagErrors(sub)
+		cli.FlagErrors(sub)
 	}
 	return cmd
 }
 
-func newBenchWorkloadCmd(opts *globalOptions, w bench.Workload, short string) *cobra.Command {
+func newBenchWorkloadCmd(opts *cli.GlobalOptions, w bench.Workload, short string) *cobra.Command {
 	bf := &benchFlags{cfg: bench.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   string(w),
@@ -92,7 +93,18 @@ func newBenchWorkloadCmd(opts *globalOptions, w bench.Workload, short string) *c
 		},
 	}
 	bf.register(cmd)
-	if w != bench.WorkloadPut && w != bench.WorkloadLock {
+	if w == bench.WorkloadTxn {
+		cmd.Long = `Each operation is one transaction (POST /v1/txn) over two keys: both compared
+(mod_index > 0: the key exists, so the keys are preloaded first) and both
+written. By default the keys are neighbours (2m, 2m+1), which an even split
+of the keyspace (cairn bench split-keys) keeps on one shard: one raft entry.
+With --cross-shard one key is from each half of the keyspace, so on two
+shards of a keyspace split evenly in two or more: a two-phase commit.
+etcd's transactions are measured through its native client (bench/etcdnative).`
+		cmd.Flags().BoolVar(&bf.cfg.CrossShard, "cross-shard", false, "the two keys from different halves of the keyspace")
+		cmd.Flags().BoolVar(&bf.cfg.Preload, "preload", true, "write every key once before measuring (the compares need the keys)")
+	}
+	if w == bench.WorkloadGet || w == bench.WorkloadMixed {
 		cmd.Flags().StringVar(&bf.consistency, "consistency", "linearizable", "read level: linearizable, session or stale (etcd: linearizable or stale)")
 		cmd.Flags().BoolVar(&bf.cfg.Preload, "preload", true, "write every key once before measuring")
 	}
@@ -134,21 +146,10 @@ func (bf *benchFlags) register(cmd *cobra.Command) {
 	f.BoolVar(&bf.noRouting, "no-routing", false, "cairn: send every request to --endpoints and let the nodes forward it, instead of straight to the shard leader")
 }
 
-func newBenchUnavailableCmd(name, what string) *cobra.Command {
-	return &cobra.Command{
-		Use:   name,
-		Short: "Not available yet: the server has no " + what,
-		Args:  cobra.ArbitraryArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return usageErrorf("not available yet: the server has no %s", what)
-		},
-	}
-}
-
 // runBench validates the flags, runs the benchmark and prints its report.
-func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
+func runBench(cmd *cobra.Command, opts *cli.GlobalOptions, bf *benchFlags) error {
 	if cmd.Flags().Changed("count") && cmd.Flags().Changed("duration") {
-		return usageErrorf("--count and --duration are mutually exclusive")
+		return cli.UsageErrorf("--count and --duration are mutually exclusive")
 	}
 	etcd := false
 	switch bf.target {
@@ -159,22 +160,25 @@ func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
 			opts.Endpoints = []string{defaultEtcdEndpoint}
 		}
 	default:
-		return usageErrorf("--target must be cairn or etcd, not %q", bf.target)
+		return cli.UsageErrorf("--target must be cairn or etcd, not %q", bf.target)
 	}
-	if err := opts.validate(); err != nil {
+	if err := opts.Validate(); err != nil {
 		return err
 	}
 	cfg := bf.cfg
 	cfg.KeyDist = bench.KeyDist(bf.keyDist)
 	cfg.OpTimeout = opts.Timeout
-	if cfg.Workload != bench.WorkloadPut && cfg.Workload != bench.WorkloadLock {
+	if cfg.Workload == bench.WorkloadGet || cfg.Workload == bench.WorkloadMixed {
 		cfg.Consistency = bf.consistency
 	}
+	if etcd && cfg.Workload == bench.WorkloadTxn {
+		return cli.UsageErrorf("etcd's transactions are measured through its native client: use bench/etcdnative txn")
+	}
 	if etcd && cfg.Workload == bench.WorkloadLock {
-		return usageErrorf("etcd's JSON gateway has no lock to measure this way: use bench/etcdnative lock (its native client's concurrency.Mutex)")
+		return cli.UsageErrorf("etcd's JSON gateway has no lock to measure this way: use bench/etcdnative lock (its native client's concurrency.Mutex)")
 	}
 	if err := cfg.Validate(); err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	httpc := bench.NewHTTPClient(cfg.Clients)
 	var target bench.Target
@@ -186,7 +190,7 @@ func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
 			DisableRouting: bf.noRouting})
 	}
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	defer target.Close()
 
@@ -216,7 +220,7 @@ func runBench(cmd *cobra.Command, opts *globalOptions, bf *benchFlags) error {
 		return benchFailure(err)
 	}
 	out := cmd.OutOrStdout()
-	if bf.jsonOut || opts.Output == outputJSON {
+	if bf.jsonOut || opts.Output == cli.OutputJSON {
 		err = res.WriteJSON(out)
 	} else {
 		err = res.WriteText(out)
@@ -279,7 +283,7 @@ the cairn/etcd ratios, and cairn's runs labelled "shards" by shard count. With
 			for _, kv := range env {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok {
-					return usageErrorf("--env %q: want KEY=VALUE", kv)
+					return cli.UsageErrorf("--env %q: want KEY=VALUE", kv)
 				}
 				s.Env = append(s.Env, bench.EnvEntry{Key: k, Value: v})
 			}
@@ -352,7 +356,7 @@ func newBenchSplitKeysCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if shards < 1 || keys < shards {
-				return usageErrorf("--shards must be between 1 and --keys")
+				return cli.UsageErrorf("--shards must be between 1 and --keys")
 			}
 			_, err := fmt.Fprintln(cmd.OutOrStdout(), strings.Join(bench.SplitKeys(prefix, keys, shards), ","))
 			return err

@@ -60,7 +60,9 @@ func TestBenchUsage(t *testing.T) {
 		args  []string
 		inErr string
 	}{
-		{"txn", []string{"bench", "txn", ep}, "not available yet: the server has no transactions"},
+		{"txn on etcd", []string{"bench", "txn", "--target", "etcd", "--count", "1"}, "bench/etcdnative txn"},
+		{"txn keys", []string{"bench", "txn", ep, "--keys", "2", "--count", "1"}, "at least 4 keys"},
+		{"txn consistency", []string{"bench", "txn", ep, "--consistency", "stale"}, "unknown flag"},
 		{"lock on etcd", []string{"bench", "lock", "--target", "etcd", "--count", "1"}, "bench/etcdnative lock"},
 		{"lock ttl", []string{"bench", "lock", ep, "--ttl", "10ms", "--count", "1"}, "lock ttl must be at least 1s"},
 		{"lock preload", []string{"bench", "lock", ep, "--preload"}, "unknown flag"},

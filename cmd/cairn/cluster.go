@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/internal/cli"
 )
 
 // newClusterCmd is "cairn cluster": status and the operator's placement
@@ -21,36 +22,36 @@ import (
 // Errors are reported as for "cairn kv" (see newKVCmd). The operations are
 // not idempotent and carry no request id, so an unknown outcome is reported
 // (exit 3) rather than retried; "cairn cluster status" shows what happened.
-func newClusterCmd(opts *globalOptions) *cobra.Command {
+func newClusterCmd(opts *cli.GlobalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cluster",
 		Short: "Show the cluster and move shards, leaders and nodes",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usageErrorf("missing subcommand (status, split, transfer-leader, drain, remove)")
+				return cli.UsageErrorf("missing subcommand (status, split, transfer-leader, drain, remove)")
 			}
-			return usageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
+			return cli.UsageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
 		},
 	}
 	cmd.AddCommand(newClusterStatusCmd(opts), newClusterSplitCmd(opts), newClusterTransferCmd(opts),
 		newClusterDrainCmd(opts), newClusterRemoveCmd(opts))
-	reportErrors(cmd)
-	flagErrors(cmd)
+	cli.ReportErrors(cmd)
+	cli.FlagErrors(cmd)
 	for _, sub := range cmd.Commands() {
-		flagErrors(sub)
+		cli.FlagErrors(sub)
 	}
 	return cmd
 }
 
-func newClusterStatusCmd(opts *globalOptions) *cobra.Command {
+func newClusterStatusCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var local bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Print the nodes and shards (table: one table each; * marks the placement leader)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, done, err := opts.newClient(cmd)
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -63,7 +64,7 @@ func newClusterStatusCmd(opts *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
+			if opts.Output == cli.OutputJSON {
 				// Empty lists print as [], not null.
 				if st.Nodes == nil {
 					st.Nodes = []client.NodeStatus{}
@@ -71,7 +72,7 @@ func newClusterStatusCmd(opts *globalOptions) *cobra.Command {
 				if st.Shards == nil {
 					st.Shards = []client.ShardStatus{}
 				}
-				return writeJSON(cmd.OutOrStdout(), st)
+				return cli.WriteJSON(cmd.OutOrStdout(), st)
 			}
 			return writeClusterTables(cmd.OutOrStdout(), st)
 		},
@@ -80,7 +81,7 @@ func newClusterStatusCmd(opts *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func newClusterSplitCmd(opts *globalOptions) *cobra.Command {
+func newClusterSplitCmd(opts *cli.GlobalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "split SHARD [KEY]",
 		Short: "Split a shard at KEY (default: the middle of its range); prints both halves",
@@ -93,10 +94,10 @@ func newClusterSplitCmd(opts *globalOptions) *cobra.Command {
 			var key string
 			if len(args) == 2 {
 				if key = args[1]; key == "" {
-					return usageErrorf("KEY must not be empty (leave it out to split at the middle)")
+					return cli.UsageErrorf("KEY must not be empty (leave it out to split at the middle)")
 				}
 			}
-			c, ctx, done, err := opts.newClient(cmd)
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -105,15 +106,15 @@ func newClusterSplitCmd(opts *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), res)
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), res)
 			}
 			return writeSplitTable(cmd.OutOrStdout(), res)
 		},
 	}
 }
 
-func newClusterTransferCmd(opts *globalOptions) *cobra.Command {
+func newClusterTransferCmd(opts *cli.GlobalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "transfer-leader SHARD NODE",
 		Short: "Hand a shard's leadership to NODE, which must hold one of its replicas",
@@ -132,7 +133,7 @@ longer holds a replica, or another transfer-leader places the shard elsewhere.`,
 			if err != nil {
 				return err
 			}
-			c, ctx, done, err := opts.newClient(cmd)
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -140,13 +141,13 @@ longer holds a replica, or another transfer-leader places the shard elsewhere.`,
 			if err := c.TransferLeader(ctx, id, node); err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), struct {
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), struct {
 					Shard  uint64 `json:"shard"`
 					Leader string `json:"leader"`
 				}{id, node})
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "shard %d: leader is now %s\n", id, printable(node))
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "shard %d: leader is now %s\n", id, cli.Printable(node))
 			return err
 		},
 	}
@@ -159,21 +160,21 @@ type nodeResult struct {
 	Removed  bool   `json:"removed"`
 }
 
-func newClusterDrainCmd(opts *globalOptions) *cobra.Command {
+func newClusterDrainCmd(opts *cli.GlobalOptions) *cobra.Command {
 	return newClusterNodeCmd(opts, "drain NODE",
 		"Move every replica and leader off NODE (returns once the drain is recorded)",
 		(*client.Client).DrainNode, nodeResult{Draining: true},
 		"node %s: draining; its shards move off it in the background (watch \"cairn cluster status\")\n")
 }
 
-func newClusterRemoveCmd(opts *globalOptions) *cobra.Command {
+func newClusterRemoveCmd(opts *cli.GlobalOptions) *cobra.Command {
 	return newClusterNodeCmd(opts, "remove NODE", "Remove a drained or dead NODE from the cluster for good",
 		(*client.Client).RemoveNode, nodeResult{Draining: true, Removed: true}, "node %s: removed\n")
 }
 
 // newClusterNodeCmd builds a command that applies op to one node and prints
 // result (JSON) or message (table).
-func newClusterNodeCmd(opts *globalOptions, use, short string,
+func newClusterNodeCmd(opts *cli.GlobalOptions, use, short string,
 	op func(*client.Client, context.Context, string) error, result nodeResult, message string) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
@@ -184,7 +185,7 @@ func newClusterNodeCmd(opts *globalOptions, use, short string,
 			if err != nil {
 				return err
 			}
-			c, ctx, done, err := opts.newClient(cmd)
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -192,11 +193,11 @@ func newClusterNodeCmd(opts *globalOptions, use, short string,
 			if err := op(c, ctx, node); err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
+			if opts.Output == cli.OutputJSON {
 				result.Node = node
-				return writeJSON(cmd.OutOrStdout(), result)
+				return cli.WriteJSON(cmd.OutOrStdout(), result)
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), message, printable(node))
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), message, cli.Printable(node))
 			return err
 		},
 	}
@@ -205,14 +206,14 @@ func newClusterNodeCmd(opts *globalOptions, use, short string,
 func parseShardID(s string) (uint64, error) {
 	id, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return 0, usageErrorf("SHARD must be a shard id (a number), not %q", s)
+		return 0, cli.UsageErrorf("SHARD must be a shard id (a number), not %q", s)
 	}
 	return id, nil
 }
 
 func nodeArg(s string) (string, error) {
 	if strings.TrimSpace(s) == "" {
-		return "", usageErrorf("NODE must be a node id")
+		return "", cli.UsageErrorf("NODE must be a node id")
 	}
 	return s, nil
 }
@@ -225,7 +226,7 @@ func writeClusterTables(w io.Writer, st *client.ClusterStatus) error {
 	fmt.Fprintln(tw, "ID\tHTTP\tSTATE\tSHARDS\tLEADERS")
 	leaderListed := false
 	for _, n := range nodes {
-		id := printable(n.ID)
+		id := cli.Printable(n.ID)
 		if n.ID != "" && n.ID == st.PlacementLeader {
 			id += "*"
 			leaderListed = true
@@ -241,7 +242,7 @@ func writeClusterTables(w io.Writer, st *client.ClusterStatus) error {
 	case leaderListed:
 		fmt.Fprintln(w, "* placement leader")
 	default:
-		fmt.Fprintf(w, "placement leader: %s (not in the node list)\n", printable(st.PlacementLeader))
+		fmt.Fprintf(w, "placement leader: %s (not in the node list)\n", cli.Printable(st.PlacementLeader))
 	}
 	fmt.Fprintln(w)
 
@@ -283,7 +284,7 @@ func boundKey(k, open string) string {
 	case k == "-inf" || k == "+inf" || k == "-" || strings.ContainsAny(k, " \t"):
 		return strconv.Quote(k)
 	}
-	return printable(k)
+	return cli.Printable(k)
 }
 
 func replicaList(rs []string) string {
@@ -292,7 +293,7 @@ func replicaList(rs []string) string {
 	}
 	out := make([]string, len(rs))
 	for i, r := range rs {
-		out[i] = printable(r)
+		out[i] = cli.Printable(r)
 	}
 	return strings.Join(out, ",")
 }
@@ -301,7 +302,7 @@ func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return printable(s)
+	return cli.Printable(s)
 }
 
 // humanBytes formats n bytes in binary units with at most one decimal:

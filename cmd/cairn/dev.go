@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairndb/cairn/internal/cli"
 	"github.com/cairndb/cairn/internal/node"
 	"github.com/cairndb/cairn/shard"
 )
@@ -26,10 +27,10 @@ Ctrl-C ends it and removes the data unless --keep.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if nodes < 1 || nodes > 9 {
-				return usageError{fmt.Errorf("--nodes %d out of range 1..9", nodes)}
+				return cli.Usage(fmt.Errorf("--nodes %d out of range 1..9", nodes))
 			}
 			if err := shard.LogStoreKind(logStore).Validate(); err != nil {
-				return usageError{fmt.Errorf("--log-store: %w", err)}
+				return cli.Usage(fmt.Errorf("--log-store: %w", err))
 			}
 			dir, err := os.MkdirTemp("", "cairn-dev-")
 			if err != nil {

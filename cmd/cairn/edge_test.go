@@ -15,26 +15,27 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairndb/cairn/client/clienttest"
+	"github.com/cairndb/cairn/internal/cli"
 )
 
 // Tests of the command line as a new user meets it (issue 11, item 9).
 
 // runCommandIn is runCommand with stdin.
-func runCommandIn(stdin io.Reader, sub func(*globalOptions) *cobra.Command, args ...string) (stdout, stderr string, code int) {
-	opts := &globalOptions{}
+func runCommandIn(stdin io.Reader, sub func(*cli.GlobalOptions) *cobra.Command, args ...string) (stdout, stderr string, code int) {
+	opts := &cli.GlobalOptions{}
 	root := &cobra.Command{Use: "cairn", SilenceErrors: true, SilenceUsage: true}
-	addGlobalFlags(root, opts)
+	cli.AddGlobalFlags(root, opts)
 	root.AddCommand(sub(opts))
 	var out, errOut bytes.Buffer
 	root.SetIn(stdin)
 	root.SetOut(&out)
 	root.SetErr(&errOut)
 	root.SetArgs(args)
-	err := finalError(root.ExecuteContext(context.Background()))
+	err := cli.FinalError(root.ExecuteContext(context.Background()))
 	if err != nil {
 		errOut.WriteString("error: " + err.Error() + "\n")
 	}
-	return out.String(), errOut.String(), exitCode(err)
+	return out.String(), errOut.String(), cli.ExitCode(err)
 }
 
 // An unknown command is bad usage: exit 2, as the help text says, at the

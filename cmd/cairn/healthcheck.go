@@ -10,11 +10,13 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cairndb/cairn/internal/cli"
 )
 
 // newHealthcheckCmd is the container healthcheck: an image built FROM
 // scratch has no curl or shell, so the binary probes its own node.
-func newHealthcheckCmd(opts *globalOptions) *cobra.Command {
+func newHealthcheckCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var rawURL string
 	cmd := &cobra.Command{
 		Use:   "healthcheck",
@@ -26,17 +28,17 @@ can route requests; /healthz once the process serves.`,
 		Example: `  cairn healthcheck --url http://127.0.0.1:7070/readyz --timeout 2s`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := cobra.NoArgs(cmd, args); err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			u, err := url.Parse(rawURL)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return usageErrorf("--url %q must be an absolute http(s) URL", rawURL)
+				return cli.UsageErrorf("--url %q must be an absolute http(s) URL", rawURL)
 			}
 			if opts.Timeout <= 0 {
-				return usageErrorf("--timeout must be positive")
+				return cli.UsageErrorf("--timeout must be positive")
 			}
 			ctx := cmd.Context()
 			if ctx == nil {
@@ -56,7 +58,7 @@ can route requests; /healthz once the process serves.`,
 	return cmd
 }
 
-// probe GETs u once. Its errors never wrap the context's, so exitCode maps
+// probe GETs u once. Its errors never wrap the context's, so cli.ExitCode maps
 // every failure to 1, the one unhealthy status a container runtime knows.
 func probe(ctx context.Context, u string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)

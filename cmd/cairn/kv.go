@@ -3,79 +3,40 @@ package main
 import (
 	"bufio"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/internal/cli"
 )
 
 // newKVCmd is "cairn kv": get, put, del and scan over the HTTP API.
 //
 // Its commands return errors for main to print ("error: %v") and map with
-// exitCode; for bad usage (wrong arguments, bad flags) they print the usage
+// cli.ExitCode; for bad usage (wrong arguments, bad flags) they print the usage
 // text to stderr first. Cobra's own error and usage printing is silenced.
-func newKVCmd(opts *globalOptions) *cobra.Command {
+func newKVCmd(opts *cli.GlobalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "kv",
 		Short: "Read and write keys",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usageErrorf("missing subcommand (get, put, del, scan)")
+				return cli.UsageErrorf("missing subcommand (get, put, del, scan)")
 			}
-			return usageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
+			return cli.UsageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
 		},
 	}
 	cmd.AddCommand(newKVGetCmd(opts), newKVPutCmd(opts), newKVDelCmd(opts), newKVScanCmd(opts))
-	reportErrors(cmd)
-	flagErrors(cmd)
+	cli.ReportErrors(cmd)
+	cli.FlagErrors(cmd)
 	return cmd
-}
-
-// reportErrors silences cobra's printing on cmd and its subcommands and turns
-// argument errors into usage errors.
-func reportErrors(cmd *cobra.Command) {
-	cmd.SilenceErrors, cmd.SilenceUsage = true, true
-	if run := cmd.RunE; run != nil {
-		cmd.RunE = func(c *cobra.Command, args []string) error { return report(c, run(c, args)) }
-	}
-	if check := cmd.Args; check != nil {
-		cmd.Args = func(c *cobra.Command, args []string) error {
-			if err := check(c, args); err != nil {
-				return report(c, usageError{err})
-			}
-			return nil
-		}
-	}
-	for _, sub := range cmd.Commands() {
-		reportErrors(sub)
-	}
-}
-
-// report prints the usage text to stderr for a usage error; main prints the
-// error itself.
-func report(cmd *cobra.Command, err error) error {
-	var ue usageError
-	if errors.As(err, &ue) {
-		fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
-	}
-	return err
-}
-
-// flagErrors reports flag parse errors as usage errors. Cobra parses flags
-// before RunE runs, so they are printed here.
-func flagErrors(cmd *cobra.Command) {
-	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return report(c, usageError{err})
-	})
 }
 
 // readFlags are the consistency flags of get and scan.
@@ -100,21 +61,48 @@ func (r *readFlags) level() (client.Consistency, error) {
 	case "stale":
 		c = client.ConsistencyStale
 	default:
-		return "", usageErrorf("--consistency must be linearizable, session or stale, not %q", r.consistency)
+		return "", cli.UsageErrorf("--consistency must be linearizable, session or stale, not %q", r.consistency)
 	}
 	if r.maxStaleness != 0 && c != client.ConsistencyStale {
-		return "", usageErrorf("--max-staleness needs --consistency stale")
+		return "", cli.UsageErrorf("--max-staleness needs --consistency stale")
 	}
 	if r.maxStaleness < 0 {
-		return "", usageErrorf("--max-staleness must not be negative")
+		return "", cli.UsageErrorf("--max-staleness must not be negative")
 	}
 	return c, nil
 }
 
-func newKVGetCmd(opts *globalOptions) *cobra.Command {
+// fenceFlag is --fence NAME:TOKEN of put, del and get: a fenced write or
+// read under a lock grant (invariant I11), e.g. the CAIRN_LOCK_NAME and
+// CAIRN_LOCK_TOKEN that lockctl exec gives its command.
+type fenceFlag struct{ spec string }
+
+func (f *fenceFlag) register(cmd *cobra.Command, what string) {
+	cmd.Flags().StringVar(&f.spec, "fence", "", "NAME:TOKEN: "+what+" under lock NAME with fencing token TOKEN")
+}
+
+// parse returns the lock and token; ok is false when --fence was not given.
+// The token follows the last ':', so a lock name may contain ':'.
+func (f *fenceFlag) parse() (lock string, token uint64, ok bool, err error) {
+	if f.spec == "" {
+		return "", 0, false, nil
+	}
+	i := strings.LastIndexByte(f.spec, ':')
+	if i <= 0 {
+		return "", 0, false, cli.UsageErrorf("--fence must be NAME:TOKEN, not %q", f.spec)
+	}
+	token, err = strconv.ParseUint(f.spec[i+1:], 10, 64)
+	if err != nil || token == 0 {
+		return "", 0, false, cli.UsageErrorf("--fence %q: the token must be a positive integer", f.spec)
+	}
+	return f.spec[:i], token, true, nil
+}
+
+func newKVGetCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var (
-		rf  readFlags
-		raw bool
+		rf    readFlags
+		raw   bool
+		fence fenceFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "get KEY",
@@ -138,7 +126,15 @@ metadata, a value that is not UTF-8 as value_base64.`,
 			case client.ConsistencyStale:
 				ro = append(ro, client.Stale(rf.maxStaleness))
 			}
-			c, ctx, done, err := opts.newClient(cmd)
+			if lock, token, ok, err := fence.parse(); err != nil {
+				return err
+			} else if ok {
+				if level == client.ConsistencySession || level == client.ConsistencyStale {
+					return cli.UsageErrorf("--fence is a read through Raft: it cannot be combined with --consistency %s", level)
+				}
+				ro = append(ro, client.FencedRead(lock, token))
+			}
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -147,24 +143,26 @@ metadata, a value that is not UTF-8 as value_base64.`,
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), jsonKV(kv))
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), jsonKV(kv))
 			}
 			return writeValue(cmd.OutOrStdout(), kv.Value, raw)
 		},
 	}
 	rf.register(cmd)
 	cmd.Flags().BoolVar(&raw, "raw", false, "print the value's exact bytes, without a newline after text")
-	flagErrors(cmd)
+	fence.register(cmd, "a fenced read (through Raft; registers TOKEN on the key, refused with stale_token if a higher one is there)")
+	cli.FlagErrors(cmd)
 	return cmd
 }
 
-func newKVPutCmd(opts *globalOptions) *cobra.Command {
+func newKVPutCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var (
 		ttl        time.Duration
 		ifModIndex uint64
 		ifAbsent   bool
 		ifValue    string
+		fence      fenceFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "put KEY VALUE|-",
@@ -181,7 +179,7 @@ printf %s - | cairn kv put KEY -).`,
 					return fmt.Errorf("read the value from stdin: %w", err)
 				}
 				if len(b) > maxStdinValue {
-					return usageErrorf("the value on stdin is larger than %d bytes", maxStdinValue)
+					return cli.UsageErrorf("the value on stdin is larger than %d bytes", maxStdinValue)
 				}
 				value = string(b)
 			}
@@ -189,7 +187,7 @@ printf %s - | cairn kv put KEY -).`,
 			conds := 0
 			if cmd.Flags().Changed("ttl") {
 				if ttl <= 0 {
-					return usageErrorf("--ttl must be positive")
+					return cli.UsageErrorf("--ttl must be positive")
 				}
 				po = append(po, client.WithTTL(ttl))
 			}
@@ -206,9 +204,14 @@ printf %s - | cairn kv put KEY -).`,
 				po = append(po, client.IfValue(ifValue))
 			}
 			if conds > 1 {
-				return usageErrorf("--if-mod-index, --if-absent and --if-value are mutually exclusive")
+				return cli.UsageErrorf("--if-mod-index, --if-absent and --if-value are mutually exclusive")
 			}
-			c, ctx, done, err := opts.newClient(cmd)
+			if lock, token, ok, err := fence.parse(); err != nil {
+				return err
+			} else if ok {
+				po = append(po, client.WithFence(lock, token))
+			}
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -217,8 +220,8 @@ printf %s - | cairn kv put KEY -).`,
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), res)
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), res)
 			}
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), res.ModIndex)
 			return err
@@ -229,12 +232,16 @@ printf %s - | cairn kv put KEY -).`,
 	f.Uint64Var(&ifModIndex, "if-mod-index", 0, "write only if the key's mod_index is N (0: the key is absent)")
 	f.BoolVar(&ifAbsent, "if-absent", false, "write only if the key does not exist")
 	f.StringVar(&ifValue, "if-value", "", "write only if the key's value is V")
-	flagErrors(cmd)
+	fence.register(cmd, "a fenced write (refused with stale_token once a higher token of the lock reached the key)")
+	cli.FlagErrors(cmd)
 	return cmd
 }
 
-func newKVDelCmd(opts *globalOptions) *cobra.Command {
-	var ifModIndex uint64
+func newKVDelCmd(opts *cli.GlobalOptions) *cobra.Command {
+	var (
+		ifModIndex uint64
+		fence      fenceFlag
+	)
 	cmd := &cobra.Command{
 		Use:     "del KEY",
 		Aliases: []string{"delete"},
@@ -245,7 +252,12 @@ func newKVDelCmd(opts *globalOptions) *cobra.Command {
 			if cmd.Flags().Changed("if-mod-index") {
 				do = append(do, client.IfModIndex(ifModIndex))
 			}
-			c, ctx, done, err := opts.newClient(cmd)
+			if lock, token, ok, err := fence.parse(); err != nil {
+				return err
+			} else if ok {
+				do = append(do, client.WithFence(lock, token))
+			}
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -254,22 +266,23 @@ func newKVDelCmd(opts *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), map[string]int{"deleted": n})
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), map[string]int{"deleted": n})
 			}
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), n)
 			return err
 		},
 	}
 	cmd.Flags().Uint64Var(&ifModIndex, "if-mod-index", 0, "delete only if the key's mod_index is N")
-	flagErrors(cmd)
+	fence.register(cmd, "a fenced delete (refused with stale_token once a higher token of the lock reached the key)")
+	cli.FlagErrors(cmd)
 	return cmd
 }
 
 // maxScanPage is the page size asked of the server (docs/api.md's default).
 const maxScanPage = 1000
 
-func newKVScanCmd(opts *globalOptions) *cobra.Command {
+func newKVScanCmd(opts *cli.GlobalOptions) *cobra.Command {
 	var (
 		so    client.ScanOptions
 		limit int
@@ -281,10 +294,10 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if so.Prefix != "" && (so.Start != "" || so.End != "") {
-				return usageErrorf("--prefix cannot be combined with --start/--end")
+				return cli.UsageErrorf("--prefix cannot be combined with --start/--end")
 			}
 			if limit < 0 {
-				return usageErrorf("--limit must not be negative")
+				return cli.UsageErrorf("--limit must not be negative")
 			}
 			level, err := rf.level()
 			if err != nil {
@@ -295,7 +308,7 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 			if limit > 0 && limit < maxScanPage {
 				so.Limit = limit + 1 // one more, to know whether the limit cut the scan
 			}
-			c, ctx, done, err := opts.newClient(cmd)
+			c, ctx, done, err := opts.NewClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -313,9 +326,9 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if opts.Output == outputJSON {
+			if opts.Output == cli.OutputJSON {
 				// next: the first key not printed; --start NEXT continues.
-				return writeJSON(cmd.OutOrStdout(), struct {
+				return cli.WriteJSON(cmd.OutOrStdout(), struct {
 					KVs  []client.KV `json:"kvs"`
 					More bool        `json:"more"`
 					Next string      `json:"next,omitempty"`
@@ -331,7 +344,7 @@ func newKVScanCmd(opts *globalOptions) *cobra.Command {
 	f.IntVar(&limit, "limit", 0, "print at most N keys (0: all)")
 	f.BoolVar(&so.KeysOnly, "keys-only", false, "print keys without values")
 	rf.register(cmd)
-	flagErrors(cmd)
+	cli.FlagErrors(cmd)
 	return cmd
 }
 
@@ -343,10 +356,10 @@ func writeScanTable(w io.Writer, kvs []client.KV, keysOnly bool) error {
 	bw := bufio.NewWriter(w)
 	for _, kv := range kvs {
 		if keysOnly {
-			fmt.Fprintln(bw, printable(kv.Key))
+			fmt.Fprintln(bw, cli.Printable(kv.Key))
 			continue
 		}
-		fmt.Fprintf(bw, "%s\t%s\n", printable(kv.Key), printable(kv.Value))
+		fmt.Fprintf(bw, "%s\t%s\n", cli.Printable(kv.Key), cli.Printable(kv.Value))
 	}
 	return bw.Flush()
 }
@@ -382,11 +395,4 @@ func jsonKV(kv *client.KV) any {
 		Value       string `json:"value,omitempty"`
 		ValueBase64 string `json:"value_base64"`
 	}{plain: plain(*kv), ValueBase64: base64.StdEncoding.EncodeToString([]byte(kv.Value))}
-}
-
-func printable(s string) string {
-	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
-		return strconv.Quote(s)
-	}
-	return s
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairndb/cairn/internal/cli"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -37,7 +38,7 @@ func TestLogStoreFlag(t *testing.T) {
 		cmd.SetArgs(args)
 		cmd.SilenceUsage, cmd.SilenceErrors = true, true
 		err := cmd.Execute()
-		var ue usageError
+		var ue cli.UsageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--log-store") {
 			t.Errorf("cairn %s --log-store bolt: %v, want a usage error naming --log-store", name, err)
 		}

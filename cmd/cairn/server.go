@@ -13,8 +13,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairndb/cairn/internal/cli"
 	"github.com/cairndb/cairn/internal/node"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
 )
 
 // logStoreUsage documents --log-store for cairn server and cairn dev.
@@ -29,6 +31,7 @@ type serverFlags struct {
 	heartbeat, deadAfter                        time.Duration
 	splitSize                                   int64
 	pprof, fsmSync                              bool
+	txnMaxOps, txnMaxBytes                      int
 }
 
 func newServerCmd() *cobra.Command {
@@ -48,7 +51,7 @@ cluster forms, the node logs what it waits for every 10s.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := f.config()
 			if err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 			return serve(nil, cfg)
 		},
@@ -69,6 +72,9 @@ cluster forms, the node logs what it waits for every 10s.`,
 	fl.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP address")
 	fl.StringVar(&f.logStore, "log-store", string(shard.LogStoreWAL), logStoreUsage)
 	fl.BoolVar(&f.fsmSync, "fsm-sync", false, "also fsync each shard's state machine file on every batch (by default only the raft log is synced, and a machine crash is recovered from the log)")
+	def := txn.DefaultLimits()
+	fl.IntVar(&f.txnMaxOps, "txn-max-ops", def.MaxOps, fmt.Sprintf("most compares and ops in one transaction (at most %d)", txn.HardMaxOps))
+	fl.IntVar(&f.txnMaxBytes, "txn-max-bytes", def.MaxBytes, fmt.Sprintf("most key and value bytes in one transaction (at most %d)", txn.HardMaxBytes))
 	return cmd
 }
 
@@ -81,6 +87,13 @@ func (f *serverFlags) config() (node.Config, error) {
 	cfg.Tuning.LeaderLeaseTimeout = f.heartbeat / 2
 	cfg.DeadAfter, cfg.SplitSize, cfg.Pprof, cfg.FSMSync = f.deadAfter, f.splitSize, f.pprof, f.fsmSync
 	cfg.LogStore = shard.LogStoreKind(f.logStore)
+	cfg.TxnLimits = txn.DefaultLimits()
+	if f.txnMaxOps != 0 || f.txnMaxBytes != 0 { // zero: flags not parsed (tests), the defaults
+		cfg.TxnLimits.MaxOps, cfg.TxnLimits.MaxBytes = f.txnMaxOps, f.txnMaxBytes
+	}
+	if err := cfg.TxnLimits.Validate(); err != nil {
+		return cfg, fmt.Errorf("--txn-max-ops/--txn-max-bytes: %w", err)
+	}
 	if id := os.Getenv("CAIRN_TEST_BOOT_ID"); id != "" {
 		// Test hook: a SIGKILLed node restarted with another boot id
 		// recovers as after a machine crash (fsm/durability.go).
@@ -106,7 +119,7 @@ func serve(started func(), cfgs ...node.Config) error {
 	for _, cfg := range cfgs {
 		n, err := node.Start(cfg)
 		if errors.Is(err, node.ErrNoFormation) {
-			return usageError{err}
+			return cli.Usage(err)
 		}
 		if err != nil {
 			return err
@@ -146,9 +159,3 @@ func serve(started func(), cfgs ...node.Config) error {
 
 // leaveTimeout bounds the leadership handoff on SIGTERM.
 const leaveTimeout = 3 * time.Second
-
-// usageError marks bad flags: exit code 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }

@@ -19,6 +19,10 @@ const (
 	// WorkloadLock acquires a lock and releases it (one operation). Each
 	// client uses lock names of its own, or with Contended all take one lock.
 	WorkloadLock Workload = "lock"
+	// WorkloadTxn commits transactions of two keys, each compared
+	// (mod_index > 0: the key exists) and written: on one shard, or with
+	// CrossShard on two (txn.go).
+	WorkloadTxn Workload = "txn"
 )
 
 // KeyDist is how keys are picked.
@@ -57,6 +61,10 @@ type Config struct {
 	// LockTTL is the lease each acquire asks for.
 	Contended bool
 	LockTTL   time.Duration
+	// CrossShard makes each transaction's two keys lie in different halves
+	// of the keyspace (so on two shards of a keyspace split evenly);
+	// otherwise they are neighbours (2m, 2m+1: one shard).
+	CrossShard bool
 	// Preload writes every key once before the measured phase, so that
 	// reads find their key. It is not measured.
 	Preload bool
@@ -99,6 +107,10 @@ func (c Config) Validate() error {
 	var errs []error
 	switch c.Workload {
 	case WorkloadPut, WorkloadGet, WorkloadMixed:
+	case WorkloadTxn:
+		if c.Keys < 4 {
+			errs = append(errs, fmt.Errorf("the txn workload needs at least 4 keys, not %d", c.Keys))
+		}
 	case WorkloadLock:
 		if c.LockTTL < time.Second {
 			errs = append(errs, fmt.Errorf("lock ttl must be at least 1s, not %v", c.LockTTL))
@@ -107,7 +119,7 @@ func (c Config) Validate() error {
 			errs = append(errs, errors.New("the lock workload has nothing to preload"))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("unknown workload %q (put, get, mixed or lock)", c.Workload))
+		errs = append(errs, fmt.Errorf("unknown workload %q (put, get, mixed, txn or lock)", c.Workload))
 	}
 	if c.Clients < 1 {
 		errs = append(errs, fmt.Errorf("clients must be at least 1, not %d", c.Clients))

@@ -121,20 +121,30 @@ func (c *cairnConn) Get(ctx context.Context, key string) error {
 	return err
 }
 
-// Lock takes name through the lock API (docs/api.md "Locks"): one acquire
-// request, routed to the leader of the name's shard, and a release request
-// carrying the token.
+// Lock takes name through the lock API (docs/api.md "Locks") with the
+// client's single calls: one acquire request, routed to the leader of the
+// name's shard, and a release request carrying the token.
 func (c *cairnConn) Lock(ctx context.Context, name string, ttl, wait time.Duration) (func(context.Context) error, error) {
-	path := "/v1/locks/" + client.EscapeKey(name)
-	var grant struct {
-		Token uint64 `json:"token"`
-	}
-	body := map[string]any{"ttl": ttl.String(), "wait": wait.String(), "owner": "cairn-bench"}
-	if _, err := c.c.Do(ctx, client.Request{Method: "POST", Path: path + "/acquire", Body: body, RouteKey: name}, &grant); err != nil {
+	g, err := c.c.AcquireLock(ctx, name, client.LockOptions{TTL: ttl, Wait: wait, Owner: "cairn-bench"})
+	if err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context) error {
-		_, err := c.c.Do(ctx, client.Request{Method: "POST", Path: path + "/release", Body: map[string]any{"token": grant.Token}, RouteKey: name}, nil)
+	return func(ctx context.Context) error { return c.c.ReleaseLock(ctx, name, g.Token) }, nil
+}
+
+// Txn commits one transaction (POST /v1/txn): every key compared to exist,
+// every value put.
+func (c *cairnConn) Txn(ctx context.Context, keys, values []string) error {
+	t := c.c.Txn()
+	for i, k := range keys {
+		t.If(client.Compare(k, client.TargetModIndex, ">", 0)).Then(client.OpPut(k, values[i]))
+	}
+	res, err := t.Commit(ctx)
+	if err != nil {
 		return err
-	}, nil
+	}
+	if !res.Succeeded {
+		return &OpError{Code: "condition_failed", Err: fmt.Errorf("transaction on %v: a compare failed (keys not preloaded?)", keys)}
+	}
+	return nil
 }

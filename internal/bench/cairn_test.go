@@ -61,8 +61,8 @@ func TestCairnTargetRunAndDescribe(t *testing.T) {
 	if res.Ops != 200 || res.Errors != 0 || res.Target != "cairn" {
 		t.Errorf("ops %d errors %d %v target %s", res.Ops, res.Errors, res.ErrorsByCode, res.Target)
 	}
-	// The fake has no /v1/cluster: Describe gives nothing rather than failing the run.
-	if res.System["shards"] != "" {
+	// The fake's /v1/cluster is one shard on no nodes: Describe reports it.
+	if res.System["shards"] != "1" || res.System["nodes"] != "0" {
 		t.Errorf("system %v", res.System)
 	}
 }

@@ -42,45 +42,52 @@ func (w *worker) lockName(cfg Config) string {
 func (w *worker) lockOnce(ctx context.Context, cfg Config) {
 	l := w.conn.(Locker)
 	name := w.lockName(cfg)
-	octx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
-	defer cancel()
 	wait := time.Duration(0)
 	if cfg.Contended {
 		wait = cfg.OpTimeout
 	}
-	start := time.Now()
-	unlock, err := l.Lock(octx, name, cfg.LockTTL, wait)
-	if err == nil {
-		granted := time.Now()
+	w.timed(ctx, cfg, opLock, func(octx context.Context) error {
+		start := time.Now()
+		unlock, err := l.Lock(octx, name, cfg.LockTTL, wait)
+		if err != nil {
+			return err
+		}
 		if cfg.Contended {
+			granted := time.Now()
 			w.shared.mu.Lock()
-			rs := w.shared.releaseStart
-			w.shared.mu.Unlock()
-			if !rs.IsZero() && rs.After(start) {
+			if rs := w.shared.releaseStart; !rs.IsZero() && rs.After(start) {
 				w.handoff.record(granted.Sub(rs))
 			}
-			w.shared.mu.Lock()
 			w.shared.releaseStart = time.Now()
 			w.shared.mu.Unlock()
 		}
-		err = unlock(octx)
-		if err != nil {
-			err = fmt.Errorf("release: %w", err)
+		if err := unlock(octx); err != nil {
+			return fmt.Errorf("release: %w", err)
 		}
-	}
+		return nil
+	})
+}
+
+// timed runs one operation of kind k under the operation timeout and
+// records its latency, or its error by code.
+func (w *worker) timed(ctx context.Context, cfg Config, k opKind, op func(context.Context) error) {
+	octx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
+	defer cancel()
+	start := time.Now()
+	err := op(octx)
 	lat := time.Since(start)
 	if err != nil && ctx.Err() != nil {
 		return // cut short by the end of the run
 	}
 	if err != nil {
 		code := ErrorCode(err)
-		w.errs[opLock][code]++
+		w.errs[k][code]++
 		if _, ok := w.sample[code]; !ok {
 			w.sample[code] = err.Error()
 		}
 		w.failed.Add(1)
 	} else {
-		w.rec[opLock].record(lat)
+		w.rec[k].record(lat)
 	}
 	w.done.Add(1)
 }

@@ -37,6 +37,8 @@ type Result struct {
 	// release to the moment the next holder's acquire answered, for every
 	// grant that followed a release it waited behind.
 	Handoff *Latency `json:"handoff_ms,omitempty"`
+	// CrossShard (txn only): each transaction's keys are on two shards.
+	CrossShard bool `json:"cross_shard,omitempty"`
 	// Consistency is the read level; empty for put.
 	Consistency string    `json:"consistency,omitempty"`
 	Seed        uint64    `json:"seed"`
@@ -97,7 +99,8 @@ func newResult(cfg Config, t Target) *Result {
 		r.ReadRatio = &rr
 	}
 	r.Contended = cfg.Workload == WorkloadLock && cfg.Contended
-	if cfg.Workload != WorkloadPut && cfg.Workload != WorkloadLock {
+	r.CrossShard = cfg.Workload == WorkloadTxn && cfg.CrossShard
+	if cfg.Workload == WorkloadGet || cfg.Workload == WorkloadMixed {
 		r.Consistency = cmp.Or(cfg.Consistency, "linearizable")
 	}
 	return r
@@ -162,8 +165,10 @@ func (r *Result) issues(k opKind) bool {
 		return k == opGet
 	case WorkloadLock:
 		return k == opLock
+	case WorkloadTxn:
+		return k == opTxn
 	}
-	return k != opLock
+	return k == opGet || k == opPut
 }
 
 func rate(n int64, d time.Duration) float64 {
@@ -207,6 +212,13 @@ func (r *Result) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "), %d-byte values", r.ValueSize)
 	if r.ReadRatio != nil {
 		fmt.Fprintf(&b, ", %g%% reads", *r.ReadRatio*100)
+	}
+	if r.Workload == WorkloadTxn {
+		if r.CrossShard {
+			b.WriteString(", two keys in different halves of the keyspace")
+		} else {
+			b.WriteString(", two neighbouring keys")
+		}
 	}
 	if r.Workload == WorkloadLock {
 		if r.Contended {

@@ -27,10 +27,11 @@ const (
 	opGet opKind = iota
 	opPut
 	opLock // an acquire and its release, timed together (lock.go)
+	opTxn  // a two-key transaction (txn.go)
 	numOps
 )
 
-func (k opKind) String() string { return [...]string{"get", "put", "lock"}[k] }
+func (k opKind) String() string { return [...]string{"get", "put", "lock", "txn"}[k] }
 
 // worker is one closed-loop client. Its recorders and error counts are
 // touched by its own goroutine only, and read once it has stopped; done and
@@ -104,6 +105,11 @@ func Run(ctx context.Context, cfg Config, t Target) (*Result, error) {
 				return nil, fmt.Errorf("%s has no lock service to measure", t.Name())
 			}
 		}
+		if cfg.Workload == WorkloadTxn {
+			if _, ok := conn.(Txner); !ok {
+				return nil, fmt.Errorf("%s has no transactions to measure", t.Name())
+			}
+		}
 		workers[i] = newWorker(i, cfg, conn)
 		workers[i].shared = shared
 	}
@@ -161,6 +167,10 @@ func (w *worker) loop(ctx context.Context, cfg Config, deadline time.Time, issue
 		}
 		if cfg.Workload == WorkloadLock {
 			w.lockOnce(ctx, cfg)
+			continue
+		}
+		if cfg.Workload == WorkloadTxn {
+			w.txnOnce(ctx, cfg)
 			continue
 		}
 		kind := opPut

@@ -99,11 +99,15 @@ func (s *Summary) WriteMarkdown(w io.Writer) error {
 	}
 
 	rows := map[rowKey]map[string]*Result{}
-	var shards, locks []*Result
+	var shards, locks, txns []*Result
 	stores := map[rowKey]map[string]*Result{}
 	for _, r := range s.Runs {
 		if r.Workload == WorkloadLock {
 			locks = append(locks, r)
+			continue
+		}
+		if r.Workload == WorkloadTxn {
+			txns = append(txns, r)
 			continue
 		}
 		if r.Label == LabelShards {
@@ -161,6 +165,10 @@ func (s *Summary) WriteMarkdown(w io.Writer) error {
 
 	if len(locks) > 0 {
 		writeLockTable(&b, locks, rows[rowKey{workload: WorkloadPut, clients: 1}]["cairn"])
+	}
+
+	if len(txns) > 0 {
+		writeTxnTable(&b, txns)
 	}
 
 	if len(shards) > 0 {
@@ -238,6 +246,47 @@ func writeLockTable(b *strings.Builder, locks []*Result, put1 *Result) {
 		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s / %s |\n", name, k.clients,
 			opsCell(c), opsCell(e), ratioCell(c, e, func(r *Result) float64 { return r.OpsPerSec }),
 			latCell(c), latCell(e), handoffCell(c), handoffCell(e), errCell(c), errCell(e))
+	}
+	b.WriteString("\n")
+}
+
+// writeTxnTable is the transaction part of make bench: two-key
+// transactions on one shard and across two, cairn against etcd's
+// transactions through its native client, with cairn's cross-shard rate
+// as a share of its one-shard rate at the same clients.
+func writeTxnTable(b *strings.Builder, txns []*Result) {
+	type key struct {
+		cross   bool
+		clients int
+	}
+	rows := map[key]map[string]*Result{}
+	for _, r := range txns {
+		k := key{r.CrossShard, r.Clients}
+		if rows[k] == nil {
+			rows[k] = map[string]*Result{}
+		}
+		rows[k][r.Target] = r
+	}
+	keys := slices.SortedFunc(maps.Keys(rows), func(a, c key) int {
+		return cmp.Or(cmp.Compare(btoi(a.cross), btoi(c.cross)), cmp.Compare(a.clients, c.clients))
+	})
+	b.WriteString("## transactions: cairn against etcd's transactions (native client)\n\n")
+	b.WriteString("Each transaction compares two keys (they exist) and writes both. One shard: neighbouring keys, one raft entry. ")
+	b.WriteString("Two shards: a key from each half of the keyspace, a two-phase commit; etcd is one raft group either way.\n\n")
+	b.WriteString("| txn | clients | cairn ops/s | etcd ops/s | cairn/etcd | cairn p50 / p99 ms | etcd p50 / p99 ms | two-shard / one-shard (cairn) | errors cairn / etcd |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, k := range keys {
+		c, e := rows[k]["cairn"], rows[k]["etcd-native"]
+		name, share := "one shard", "–"
+		if k.cross {
+			name = "two shards"
+			if one := rows[key{false, k.clients}]; one != nil {
+				share = ratioCell(c, one["cairn"], func(r *Result) float64 { return r.OpsPerSec })
+			}
+		}
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s / %s |\n", name, k.clients,
+			opsCell(c), opsCell(e), ratioCell(c, e, func(r *Result) float64 { return r.OpsPerSec }),
+			latCell(c), latCell(e), share, errCell(c), errCell(e))
 	}
 	b.WriteString("\n")
 }

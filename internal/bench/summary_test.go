@@ -160,3 +160,32 @@ func TestSummaryLocks(t *testing.T) {
 		t.Errorf("rows out of order:\n%s", out)
 	}
 }
+
+func TestSummaryTxns(t *testing.T) {
+	tx := func(target string, clients int, cross bool, ops, p50 float64) *Result {
+		r := run(target, WorkloadTxn, clients, ops, p50, 2*p50, 0)
+		r.Consistency, r.CrossShard = "", cross
+		return r
+	}
+	s := &Summary{Runs: []*Result{
+		tx("cairn", 64, false, 6000, 10), tx("etcd-native", 64, false, 3000, 20),
+		tx("cairn", 64, true, 2000, 30), tx("etcd-native", 64, true, 3000, 20),
+	}}
+	var b bytes.Buffer
+	if err := s.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"## transactions: cairn against etcd's transactions (native client)\n",
+		"| one shard | 64 | 6000 | 3000 | 2.00× | 10.0 / 20.0 | 20.0 / 40.0 | – | 0 / 0 |\n",
+		"| two shards | 64 | 2000 | 3000 | 0.67× | 30.0 / 60.0 | 20.0 / 40.0 | 0.33× | 0 / 0 |\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "| txn | 64 |") {
+		t.Errorf("a txn run landed in the key-value table:\n%s", out)
+	}
+}

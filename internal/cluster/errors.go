@@ -22,6 +22,9 @@ var (
 	ErrConditionFailed = errors.New("precondition failed")
 	// ErrStaleToken: a fencing token was older than one accepted (409 stale_token).
 	ErrStaleToken = errors.New("stale fencing token")
+	// ErrTxnAborted: the transaction was aborted (409 txn_aborted); retry
+	// it as a new transaction.
+	ErrTxnAborted = errors.New("transaction aborted")
 	// ErrLockHeld: the lock was held and the acquire could not wait
 	// longer (409 lock_held).
 	ErrLockHeld = errors.New("lock held")
@@ -104,6 +107,7 @@ var codes = map[string]error{
 	"not_found":          ErrNotFound,
 	"condition_failed":   ErrConditionFailed,
 	"stale_token":        ErrStaleToken,
+	"txn_aborted":        ErrTxnAborted,
 	"lock_held":          ErrLockHeld,
 	"lock_lost":          ErrLockLost,
 	"too_large":          ErrTooLarge,

@@ -24,6 +24,7 @@ import (
 	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
 )
 
 // Config is one node's configuration. Flags map onto it one to one.
@@ -51,6 +52,9 @@ type Config struct {
 	Logger  *slog.Logger
 	Knobs   *Knobs
 	Pprof   bool // serve /debug/pprof on the HTTP address
+	// TxnLimits bounds a transaction (--txn-max-ops, --txn-max-bytes);
+	// zero = txn.DefaultLimits.
+	TxnLimits txn.Limits
 	// Clock is the time every decision of the node's packages reads (TTLs,
 	// stale reads, proposal times, placement timeouts); nil = the real clock.
 	Clock clock.Clock
@@ -91,6 +95,8 @@ type Knobs struct {
 	Bolt *shard.BoltKnobs
 	// BeforeRangePublish is fsm.Config.BeforeRangePublish, for every shard.
 	BeforeRangePublish func()
+	// Txn are the transaction coordinator's hooks (api.TxnKnobs).
+	Txn *api.TxnKnobs
 	// FormationLogEvery is how often a node waiting for its cluster to form
 	// says so again; zero means every 10s.
 	FormationLogEvery time.Duration
@@ -232,13 +238,17 @@ func (n *Node) start() error {
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go n.watchLog()
 	go n.run()
 	go n.reportLoop()
 	go func() {
 		defer n.wg.Done()
 		n.driver.Run(n.stop)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.api.RunTxnSweeper(n.stop) // expired transaction records (api/txn_sweep.go)
 	}()
 	return nil
 }
@@ -368,6 +378,10 @@ func (n *Node) startHTTP() error {
 	ac := api.DefaultConfig()
 	ac.Backend, ac.Placement, ac.Logger, ac.Dial = n, n, n.log, n.dialPeer
 	ac.Registry, ac.Pprof, ac.Clock = n.reg, n.cfg.Pprof, n.cfg.Clock
+	ac.TxnLimits = n.cfg.TxnLimits
+	if n.cfg.Knobs != nil {
+		ac.TxnKnobs = n.cfg.Knobs.Txn
+	}
 	if err := ac.Validate(); err != nil {
 		return err
 	}

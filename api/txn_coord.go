@@ -1,0 +1,526 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/txn"
+)
+
+// The coordinator of a multi-shard transaction (txn/DESIGN.md "The
+// coordinator"): it runs on the node that received POST /v1/txn and executes
+// txn.Plan's actions until Plan says done. Every action is a raft command on
+// some shard (txnPropose); the record on the anchor's shard is the single
+// commit point, so the coordinator may die at any step and the transaction
+// still ends one way (readers that meet its intents push the record: an
+// expired Pending record is aborted).
+//
+// Wired here: the compare path for every transaction (prepare on every
+// participant, the anchor's carrying EvBegin; evaluate over the reads under
+// the intents; EvCommit with the write set: the commit point; reply;
+// resolve). The parallel-commit fast path (Staging, recovery probes) is not
+// used: CoordState.Fast is always false, so no record is ever Staging.
+
+// TxnKnobs are test hooks of the coordinator; nil in production.
+type TxnKnobs struct {
+	// BeforeAction runs before each action; returning an error makes the
+	// coordinator stop there (a crash: nothing more is sent, the client
+	// hears outcome_unknown). S14 stops coordinators at each step.
+	BeforeAction func(id string, a txn.Action) error
+	// SkipReadIntents makes prepares lock written keys only: compared and
+	// read keys go unlocked (the negative control of the serializability
+	// checks: they must then fail).
+	SkipReadIntents bool
+}
+
+// errCoordinatorStopped: a TxnKnobs.BeforeAction stopped the coordinator.
+var errCoordinatorStopped = errors.New("txn coordinator stopped by a test knob")
+
+// Coordinator bounds.
+const (
+	txnTimeout     = 2 * time.Second // heartbeat timeout: an older Pending record may be aborted by a push
+	txnMaxAttempts = 40              // prepares per participant (conflicts, unknowns)
+	txnMaxSteps    = 400             // Plan rounds
+	txnPushPause   = 25 * time.Millisecond
+)
+
+type txnCoord struct {
+	s       *Server
+	req     *txn.Request
+	rt      txn.Routing
+	id      string
+	prio    uint64
+	st      txn.CoordState
+	reads   map[string]*fsm.KV
+	tokens  map[string]uint64 // lock 0x00 key -> accepted token
+	out     *txn.Outcome
+	rec     *txn.Record
+	reply   txn.Result
+	stale   *fsm.StaleTokenError
+	writes  map[string]fsm.TxnOpResult
+	lastHB  time.Time
+	lastErr error // the last failed proposal (for the abort's log)
+	mu      sync.Mutex
+}
+
+func newTxnID(requestID string) string {
+	if requestID != "" {
+		return txn.IDForRequest(requestID)
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "t" + hex.EncodeToString(b[:])
+}
+
+func newPriority() uint64 {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return 1 + uint64(binary.BigEndian.Uint32(b[:]))
+}
+
+// txnMulti runs a transaction over several shards and answers the client.
+func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Request, rt txn.Routing) error {
+	// The coordinator finishes what it started even if the client goes away;
+	// a transaction left half-way (its node died) is ended by a reader that
+	// meets its intents, or by the record sweeper (txn_sweep.go).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
+	defer cancel()
+	c := &txnCoord{s: s, req: req, rt: rt, id: newTxnID(req.RequestID), prio: newPriority(),
+		reads: map[string]*fsm.KV{}, tokens: map[string]uint64{}, writes: map[string]fsm.TxnOpResult{},
+		lastHB: time.Now()}
+	c.st = txn.CoordState{AnchorShard: rt.AnchorShard, MaxAttempts: txnMaxAttempts}
+	for _, p := range rt.Participants {
+		c.st.Parts = append(c.st.Parts, txn.PartState{Shard: p.Shard})
+	}
+	err := c.run(ctx)
+	cause := ""
+	if c.rec != nil {
+		cause = c.rec.Cause.String()
+	}
+	defer func() { s.txnm.outcome(true, err, cause) }()
+	if err != nil {
+		return err
+	}
+	setHeaders(w, 0, 0, r.Header.Get(hdrSession))
+	switch c.reply {
+	case txn.ResultCommitted:
+		writeJSON(w, http.StatusOK, c.answer())
+		return nil
+	case txn.ResultAborted:
+		if c.stale != nil {
+			err = c.stale
+			return err
+		}
+		err = fmt.Errorf("transaction %s aborted (%s): %w", c.id, cause, errTxnAborted)
+		return err
+	}
+	err = fmt.Errorf("transaction %s: %w", c.id, errOutcomeUnknownTxn)
+	return err
+}
+
+// run executes Plan until done, the step bound, or the context's end.
+func (c *txnCoord) run(ctx context.Context) error {
+	deadline, _ := ctx.Deadline()
+	for range txnMaxSteps {
+		c.st.Deadline = time.Now().After(deadline.Add(-time.Second))
+		c.st.Heartbeat = time.Since(c.lastHB) > txnTimeout/3
+		acts := txn.Plan(&c.st)
+		var prepares, resolves []txn.Action
+		for _, a := range acts {
+			if k := c.s.cfg.TxnKnobs; k != nil && k.BeforeAction != nil {
+				if err := k.BeforeAction(c.id, a); err != nil {
+					// A crash here: the prepares of this round decided
+					// before it are still sent (some shards prepared).
+					c.prepareAll(ctx, prepares)
+					c.resolveAll(ctx, resolves)
+					return fmt.Errorf("%w: %w", errCoordinatorStopped, errOutcomeUnknownTxn)
+				}
+			}
+			switch a.Kind {
+			case txn.ActDone:
+				if c.reply == 0 {
+					c.reply = txn.ResultUnknown
+				}
+				return nil
+			case txn.ActWaitAnswers:
+				// Actions run synchronously: nothing is in flight.
+			case txn.ActPrepare:
+				prepares = append(prepares, a)
+			case txn.ActResolve:
+				resolves = append(resolves, a)
+			default:
+				c.act(ctx, a)
+			}
+		}
+		c.prepareAll(ctx, prepares)
+		c.resolveAll(ctx, resolves)
+		if c.reply == txn.ResultUnknown {
+			return nil
+		}
+	}
+	if c.reply == 0 {
+		c.reply = txn.ResultUnknown
+	}
+	return nil
+}
+
+func (c *txnCoord) prepareAll(ctx context.Context, acts []txn.Action) {
+	var wg sync.WaitGroup
+	for _, a := range acts {
+		wg.Go(func() { c.prepare(ctx, a) })
+	}
+	wg.Wait()
+}
+
+// resolveAll resolves the participants of acts in parallel. Resolution
+// outlives the client's deadline: the outcome is decided, and intents left
+// behind block other requests.
+func (c *txnCoord) resolveAll(ctx context.Context, acts []txn.Action) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, a := range acts {
+		wg.Go(func() { c.resolve(rctx, a.Shard) })
+	}
+	wg.Wait()
+}
+
+func (c *txnCoord) part(shard uint64) *txn.PartState {
+	for i := range c.st.Parts {
+		if c.st.Parts[i].Shard == shard {
+			return &c.st.Parts[i]
+		}
+	}
+	return nil
+}
+
+func (c *txnCoord) event(kind txn.EventKind) *txn.Event {
+	return &txn.Event{Kind: kind, ID: c.id, Now: c.s.cfg.Clock.Now().UnixNano(), Anchor: c.rt.Anchor,
+		Participants: c.rt.Participants, Priority: c.prio, RequestID: c.req.RequestID}
+}
+
+func fenceKey(lock string, key []byte) string { return lock + "\x00" + string(key) }
+
+// prepare sends one participant's prepare (the anchor's with EvBegin).
+func (c *txnCoord) prepare(ctx context.Context, a txn.Action) {
+	pt := c.rt.Participant(a.Shard)
+	tc := &fsm.TxnCommand{ID: c.id, Anchor: c.rt.Anchor, Priority: c.prio, Keys: pt.Keys}
+	if k := c.s.cfg.TxnKnobs; k != nil && k.SkipReadIntents {
+		tc.Keys = nil
+		for _, ki := range pt.Keys {
+			if ki.Access == txn.AccessWrite {
+				tc.Keys = append(tc.Keys, ki)
+			} else {
+				tc.Unlocked = append(tc.Unlocked, ki.Key) // read, but not locked
+			}
+		}
+	}
+	on := map[string]bool{}
+	for _, k := range pt.Keys {
+		on[string(k.Key)] = true
+	}
+	for _, br := range [][]txn.Op{c.req.Success, c.req.Failure} {
+		for _, o := range br {
+			if o.Fence != nil && on[string(o.Key)] {
+				tc.Fences = append(tc.Fences, txn.Write{Key: o.Key, Fence: &txn.Fence{Lock: o.Fence.Lock}})
+			}
+		}
+	}
+	if a.Begin {
+		tc.Event = c.event(txn.EvBegin)
+	}
+	routeKey := pt.Keys[0].Key
+	if a.Begin {
+		routeKey = c.rt.Anchor
+	}
+	res, err := c.s.txnPropose(ctx, routeKey, &fsm.Command{Op: fsm.OpTxnPrepare, Key: routeKey,
+		Value: fsm.EncodeTxnCommand(tc)})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.part(a.Shard)
+	p.Attempts++
+	var ws *fsm.WrongShardError
+	switch {
+	case err != nil:
+		c.lastErr = err
+		p.Status = txn.PartUnknown
+		if a.Begin {
+			c.st.Record = txn.RecUnknown
+		}
+		return
+	case errors.As(res.Err, &ws):
+		p.Status = txn.PartWrongShard
+		return
+	case res.Err != nil:
+		p.Status = txn.PartUnknown
+		return
+	}
+	t := res.TwoPC
+	if a.Begin {
+		c.noteRecord(t.Verdict, t.Record)
+		if c.st.Record != txn.RecPending {
+			p.Status = txn.PartUnknown // refused: the record moved on
+			return
+		}
+	}
+	switch t.Vote {
+	case txn.VoteYes:
+		p.Status = txn.PartYes
+		for _, rd := range t.Reads {
+			c.reads[string(rd.Key)] = rd.KV
+		}
+		for i, f := range tc.Fences {
+			if i < len(t.Tokens) {
+				c.tokens[fenceKey(f.Fence.Lock, f.Key)] = t.Tokens[i]
+			}
+		}
+	case txn.VoteConflict:
+		p.Status, p.Blocker = txn.PartConflict, t.Blocker
+	case txn.VotePrevented:
+		p.Status = txn.PartPrevented
+	default:
+		p.Status = txn.PartUnknown
+	}
+}
+
+// noteRecord learns the record's state from a record command's answer.
+func (c *txnCoord) noteRecord(v txn.Verdict, rec *txn.Record) {
+	if rec != nil {
+		c.rec = rec
+	}
+	switch {
+	case v == txn.VerdictCommitted:
+		c.st.Record = txn.RecCommitted
+	case v == txn.VerdictAborted:
+		c.st.Record = txn.RecAborted
+	case v == txn.VerdictMissing:
+		c.st.Record = txn.RecNone
+	case rec == nil:
+		c.st.Record = txn.RecUnknown
+	case rec.State == txn.Pending:
+		c.st.Record = txn.RecPending
+	case rec.State == txn.Staging:
+		c.st.Record = txn.RecStaging
+	case rec.State == txn.Committed:
+		c.st.Record = txn.RecCommitted
+	case rec.State == txn.Aborted:
+		c.st.Record = txn.RecAborted
+	}
+}
+
+// recordEvent proposes ev on the record and learns its state.
+func (c *txnCoord) recordEvent(ctx context.Context, ev *txn.Event) {
+	res, err := c.s.txnPropose(ctx, c.rt.Anchor, txnRecordCommand(c.id, ev))
+	if err != nil || res.Err != nil {
+		c.st.Record = txn.RecUnknown
+		return
+	}
+	c.noteRecord(res.TwoPC.Verdict, res.TwoPC.Record)
+}
+
+func (c *txnCoord) act(ctx context.Context, a txn.Action) {
+	switch a.Kind {
+	case txn.ActEvaluate:
+		out := txn.Execute(c.req, func(k []byte) txn.KeyState { return kvState(c.reads[string(k)]) })
+		c.out = &out
+		c.st.Evaluated = true
+		for _, w := range out.Writes { // a stale fence fails the whole transaction (I11)
+			if w.Fence != nil && c.tokens[fenceKey(w.Fence.Lock, w.Key)] > w.Fence.Token {
+				c.stale = &fsm.StaleTokenError{Key: w.Key, Lock: w.Fence.Lock, Token: w.Fence.Token,
+					Accepted: c.tokens[fenceKey(w.Fence.Lock, w.Key)]}
+			}
+		}
+	case txn.ActCommit:
+		if c.stale != nil {
+			c.recordEvent(ctx, &txn.Event{Kind: txn.EvAbort, ID: c.id, Anchor: c.rt.Anchor, Cause: txn.CauseCoordinator,
+				Now: c.s.cfg.Clock.Now().UnixNano()})
+			return
+		}
+		ev := c.event(txn.EvCommit)
+		ev.WriteSet, ev.Succeeded = c.out.Writes, c.out.Succeeded
+		c.recordEvent(ctx, ev)
+	case txn.ActAbort:
+		c.s.log.Debug("txn: coordinator aborts", "txn", c.id, "cause", a.Cause, "parts", fmt.Sprintf("%+v", c.st.Parts),
+			"record", c.st.Record, "last_err", c.lastErr)
+		ev := c.event(txn.EvAbort)
+		ev.Cause = a.Cause
+		c.recordEvent(ctx, ev)
+	case txn.ActReadRecord, txn.ActHeartbeat:
+		// A heartbeat reads the record too: it answers its state, and
+		// creates nothing when there is none.
+		c.lastHB = time.Now()
+		c.recordEvent(ctx, c.event(txn.EvHeartbeat))
+		if c.st.Record == txn.RecNone && a.Kind == txn.ActReadRecord && c.st.Deadline {
+			c.reply = txn.ResultUnknown
+		}
+	case txn.ActPush:
+		p := c.part(a.Shard)
+		if b := p.Blocker; b != nil {
+			c.s.pushIntent(ctx, *b, c.prio, c.id)
+		}
+		p.Status = txn.PartUnknown // prepare again
+	case txn.ActReroute:
+		// The range moved under a prepare: abort cleanly (issue 13 item 6
+		// allows it); the client retries as a new transaction.
+		c.part(a.Shard).Attempts = txnMaxAttempts
+	case txn.ActReply:
+		c.reply = a.Result
+		c.st.Replied = true
+		if a.Result == txn.ResultUnknown {
+			return
+		}
+	}
+}
+
+// resolve resolves the participant's intents from the final record, keys
+// grouped by the shard that owns them now (a split may have moved some).
+func (c *txnCoord) resolve(ctx context.Context, shard uint64) {
+	pt := c.rt.Participant(shard)
+	c.mu.Lock()
+	rec := c.rec
+	c.mu.Unlock()
+	if rec != nil && rec.State.Final() {
+		err := c.s.resolveKeys(ctx, c.id, pt.Keys, rec, func(w fsm.TxnOpResult) {
+			c.mu.Lock()
+			c.writes[string(w.Key)] = w
+			c.mu.Unlock()
+		})
+		if err != nil {
+			c.s.log.Warn("txn: resolve failed; readers that meet the intents resolve them", "txn", c.id, "shard", shard, "err", err)
+		}
+	} // else nothing to resolve with; a reader or the sweeper resolves later
+	c.mu.Lock()
+	c.part(shard).Status = txn.PartResolved
+	c.mu.Unlock()
+}
+
+// resolveKeys proposes OpTxnResolve for keys, grouped by current owner.
+func (s *Server) resolveKeys(ctx context.Context, id string, keys []txn.KeyIntent, rec *txn.Record, written func(fsm.TxnOpResult)) error {
+	var lastErr error
+	for attempt := 0; attempt < 5 && len(keys) > 0; attempt++ {
+		groups := map[uint64][]txn.KeyIntent{}
+		var order []uint64
+		for _, k := range keys {
+			rng, err := s.lookup(k.Key)
+			if err != nil {
+				return err
+			}
+			if _, ok := groups[rng.ID]; !ok {
+				order = append(order, rng.ID)
+			}
+			groups[rng.ID] = append(groups[rng.ID], k)
+		}
+		var left []txn.KeyIntent
+		for _, g := range order {
+			ks := groups[g]
+			res, err := s.txnPropose(ctx, ks[0].Key, &fsm.Command{Op: fsm.OpTxnResolve, Key: ks[0].Key,
+				Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: id, Keys: ks, Record: rec})})
+			if err == nil && res.Err != nil {
+				err = res.Err
+			}
+			if err != nil {
+				lastErr = err
+				left = append(left, ks...)
+				continue
+			}
+			if written != nil {
+				for _, w := range res.TwoPC.Written {
+					written(w)
+				}
+			}
+		}
+		keys = left
+		if len(keys) > 0 {
+			time.Sleep(txnPushPause)
+		}
+	}
+	if len(keys) > 0 {
+		return lastErr
+	}
+	return nil
+}
+
+// pushIntent meets another transaction's intent: push its record (priority
+// 0 outside transactions: never aborts a live one); a final record resolves
+// the intent's key; a live one pauses the caller a moment.
+func (s *Server) pushIntent(ctx context.Context, in txn.Intent, prio uint64, by string) {
+	ev := &txn.Event{Kind: txn.EvPush, ID: in.TxnID, Anchor: in.Anchor, Now: s.cfg.Clock.Now().UnixNano(),
+		Timeout: txnTimeout, PusherPriority: prio, PusherID: by, PreparedAt: in.PreparedAt, Priority: in.Priority}
+	res, err := s.txnPropose(ctx, in.Anchor, txnRecordCommand(in.TxnID, ev))
+	if err == nil && res.Err == nil {
+		if rec := res.TwoPC.Record; rec != nil && rec.State.Final() {
+			s.txnm.intentsMet(true)
+			_ = s.resolveKeys(ctx, in.TxnID, []txn.KeyIntent{{Key: in.Key, Access: in.Access}}, rec, nil)
+			return
+		}
+	}
+	s.txnm.intentsMet(false)
+	select {
+	case <-ctx.Done():
+	case <-time.After(txnPushPause):
+	}
+}
+
+// meetIntents runs op until it does not meet an intent, meeting each one
+// (pushIntent), for at most the meeting bound: then unavailable.
+func (s *Server) meetIntents(ctx context.Context, op func() error) error {
+	cfg := txn.DefaultMeetConfig()
+	start := time.Now()
+	for {
+		err := op()
+		var ie *fsm.IntentError
+		if !errors.As(err, &ie) {
+			return err
+		}
+		if time.Since(start) > cfg.MaxWait || ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", err, errIntentWait)
+		}
+		s.pushIntent(ctx, ie.Intent, 0, "")
+	}
+}
+
+func kvState(kv *fsm.KV) txn.KeyState {
+	if kv == nil {
+		return txn.KeyState{}
+	}
+	return txn.KeyState{Exists: true, Value: kv.Value, CreateIndex: kv.CreateIndex, ModIndex: kv.ModIndex, Version: kv.Version}
+}
+
+// answer is the 200 of a committed transaction: its gets as read under the
+// intents, its writes as resolution applied them.
+func (c *txnCoord) answer() txnResponseJSON {
+	out := txnResponseJSON{Shards: c.rt.Shards(), ID: c.id, Results: []txnOpResultJSON{}}
+	if c.rec != nil {
+		out.Succeeded = c.rec.Succeeded
+	}
+	if c.out == nil {
+		out.Replay = true // an earlier attempt with this request id committed
+		return out
+	}
+	for _, o := range c.req.Branch(out.Succeeded) {
+		r := fsm.TxnOpResult{Kind: o.Kind, Key: o.Key}
+		switch o.Kind {
+		case txn.OpGet:
+			r.KV = c.reads[string(o.Key)]
+		default:
+			if w, ok := c.writes[string(o.Key)]; ok {
+				r = w
+			}
+		}
+		out.Results = append(out.Results, txnOpResult(r))
+	}
+	return out
+}
+
+// txnRecordCommand is the OpTxnRecord command of an event on record id.
+func txnRecordCommand(id string, ev *txn.Event) *fsm.Command {
+	return &fsm.Command{Op: fsm.OpTxnRecord, Key: ev.Anchor, Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: id, Event: ev})}
+}

@@ -1,0 +1,70 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTxnBuilder: the builder sends docs/api.md's body (compares with typed
+// values, both branches, ttl and fence, one request id reused by a retry of
+// the same Txn), and decodes typed results and errors.
+func TestTxnBuilder(t *testing.T) {
+	var bodies []map[string]any
+	status := http.StatusOK
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		bodies = append(bodies, m)
+		w.Header().Set("Content-Type", "application/json")
+		if status != http.StatusOK {
+			w.WriteHeader(status)
+			_, _ = io.WriteString(w, `{"error":{"code":"txn_aborted","message":"pushed","retryable":false}}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"succeeded":true,"shards":[1,2],"id":"t1","results":[
+			{"op":"get","key":"a","found":true,"value":"10","create_index":1,"mod_index":2,"version":3},
+			{"op":"get","key":"x","found":false},
+			{"op":"put","key":"b","mod_index":9,"version":2,"create_index":4},
+			{"op":"delete","key":"c","deleted":1}]}`)
+	}))
+	t.Cleanup(srv.Close)
+	c := mustClient(t, []string{strings.TrimPrefix(srv.URL, "http://")}, func(cfg *Config) { cfg.DisableRouting = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tx := c.Txn().If(Compare("a", TargetValue, ">=", 10), Compare("b", TargetExists, "==", false),
+		Compare("a", TargetModIndex, "<", uint64(7))).
+		Then(OpGet("a"), OpGet("x"), OpPut("b", "v", TxnTTL(time.Minute), TxnFence("L", 4)), OpDelete("c")).
+		Else(OpGet("a"))
+	res, err := tx.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Succeeded || res.ID != "t1" || len(res.Results) != 4 || res.Results[0].KV == nil ||
+		res.Results[0].KV.Value != "10" || res.Results[1].Found || res.Results[2].ModIndex != 9 || res.Results[3].Deleted != 1 {
+		t.Fatalf("decoded %+v", res)
+	}
+	b := bodies[0]
+	cmp := b["compare"].([]any)
+	if cmp[0].(map[string]any)["value"] != "10" || cmp[1].(map[string]any)["value"] != "false" || cmp[2].(map[string]any)["value"] != "7" {
+		t.Fatalf("compares sent %v", cmp)
+	}
+	put := b["success"].([]any)[2].(map[string]any)
+	if put["ttl"] != "1m0s" || put["fence"].(map[string]any)["token"] != 4.0 || b["request_id"] == "" {
+		t.Fatalf("body sent %v", b)
+	}
+	if _, err := tx.Commit(ctx); err != nil || bodies[1]["request_id"] != b["request_id"] {
+		t.Fatalf("a second Commit of the same Txn must reuse its request id: %v", err)
+	}
+	status = http.StatusConflict
+	if _, err := c.Txn().Then(OpPut("a", "1")).Commit(ctx); !errors.Is(err, ErrTxnAborted) {
+		t.Fatalf("txn_aborted: %v", err)
+	}
+}

@@ -1,0 +1,599 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/cairndb/cairn/internal/wire"
+	"github.com/cairndb/cairn/txn"
+)
+
+// Multi-shard transactions: the participant side of the two-phase commit
+// (txn/DESIGN.md "Several shards"). Three commands, each one raft entry:
+//
+//   - OpTxnPrepare places the transaction's intents on this shard's keys,
+//     all or none (txn.PrepareDecision), and reads the keys under them; the
+//     anchor's prepare also carries EvBegin and creates the record Pending in
+//     the same entry (a record already final refuses the prepare);
+//   - OpTxnRecord applies one txn.Event (commit, abort, heartbeat, push) to
+//     the record with txn.NextRecord: each is a conditional write, ordered by
+//     the anchor shard's log;
+//   - OpTxnResolve resolves the transaction's intents on keys of this shard
+//     from its final record (txn.ResolveIntent: apply the committed write,
+//     drop the intent) and leaves a tombstone so a late prepare is refused.
+//
+// Intents live in bucket txn-intents keyed by key (a list per key), records
+// in txn-records keyed by transaction id, tombstones in txn-tombstones keyed
+// by id. A split moves intents with their keys, records with their anchor,
+// and copies tombstones to both halves. Single-key commands and one-shard
+// transactions that meet a conflicting intent are refused with
+// *IntentError: the API meets it (reads the record, resolves or pushes) and
+// tries again.
+
+// IntentError refuses a command that met another transaction's conflicting
+// intent (txn.Conflict). Not stored in the dedup window: the retry after the
+// meeting executes the command.
+type IntentError struct {
+	Key    []byte
+	Intent txn.Intent
+}
+
+func (e *IntentError) Error() string {
+	return fmt.Sprintf("key %q holds an intent of transaction %s", e.Key, e.Intent.TxnID)
+}
+
+// TxnCommand is the Value of OpTxnPrepare, OpTxnRecord and OpTxnResolve.
+type TxnCommand struct {
+	ID       string
+	Anchor   []byte
+	Priority uint64
+	// Keys: prepare — the intents to place; resolve — the keys whose
+	// intents of ID to resolve.
+	Keys []txn.KeyIntent
+	// Fences: prepare — the (lock, key) of fenced writes of either branch
+	// on this shard; the answer carries each one's accepted token, so the
+	// coordinator can refuse a stale fence before committing.
+	Fences []txn.Write
+	// Event: record — the event; prepare — EvBegin on the anchor's shard.
+	Event *txn.Event
+	// Record: resolve — the final record.
+	Record *txn.Record
+	// Unlocked: prepare — keys read without an intent. Only the test knob
+	// that skips read intents (api.TxnKnobs.SkipReadIntents) sets it.
+	Unlocked [][]byte
+}
+
+// TxnCmdResult is the outcome of a 2PC command.
+type TxnCmdResult struct {
+	Vote    txn.Vote    // prepare (0 when a begin was refused)
+	Blocker *txn.Intent // prepare: the conflicting intent (VoteConflict)
+	Reads   []TxnRead   // prepare: every key's state under the intents (VoteYes)
+	Tokens  []uint64    // prepare: accepted token per TxnCommand.Fences entry (0: none)
+	Verdict txn.Verdict // record; prepare with begin
+	Record  *txn.Record // record: after the event
+	Written []TxnOpResult
+}
+
+// TxnRead is one key as a prepare read it (KV nil: absent).
+type TxnRead struct {
+	Key []byte
+	KV  *KV
+}
+
+var (
+	bucketIntents    = []byte("txn-intents")    // key -> repeated txn.EncodeIntent
+	bucketRecords    = []byte("txn-records")    // txn id -> txn.EncodeRecord
+	bucketTombstones = []byte("txn-tombstones") // txn id -> final state byte
+	// bucketTxnGC orders final records and tombstones by the proposer time
+	// they became final: 8-byte time, 'r' or 't', txn id -> empty. They are
+	// dropped after the dedup window, as dedup entries are (pruneTxn).
+	bucketTxnGC = []byte("txn-gc")
+)
+
+// intents returns the intents stored on key.
+func loadIntents(b *bbolt.Bucket, key []byte) ([]txn.Intent, error) {
+	v := b.Get(key)
+	if v == nil {
+		return nil, nil
+	}
+	var out []txn.Intent
+	err := walkFields(v, func(field, wt, _ uint64, p []byte) error {
+		if field != 1 {
+			return nil
+		}
+		in, err := txn.DecodeIntent(p)
+		if err != nil {
+			return err
+		}
+		out = append(out, *in)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: intents of %q: %v", errCorrupt, key, err)
+	}
+	return out, nil
+}
+
+func storeIntents(b *bbolt.Bucket, key []byte, ins []txn.Intent) error {
+	if len(ins) == 0 {
+		return b.Delete(key)
+	}
+	var v []byte
+	for i := range ins {
+		v = wire.AppendBytesAlways(v, 1, txn.EncodeIntent(&ins[i]))
+	}
+	return b.Put(key, v)
+}
+
+// conflictOn returns the first intent on key that an access by txn `by`
+// ("" outside transactions) conflicts with.
+func (c *applyCtx) conflictOn(by string, a txn.Access, key []byte) (*IntentError, error) {
+	ins, err := loadIntents(c.b.intents, key)
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range ins {
+		if txn.Conflict(by, a, in) {
+			return &IntentError{Key: cloneBytes(key), Intent: in}, nil
+		}
+	}
+	return nil, nil
+}
+
+// blockedByIntent checks a single-key command against intents: a write (an
+// expiry too: a transaction that read the key must still see it at its
+// commit) conflicts with any intent of another transaction, a fenced read
+// with write intents.
+func (c *applyCtx) blockedByIntent(cmd *Command, index uint64) (*Result, error) {
+	a := txn.AccessWrite
+	switch cmd.Op {
+	case OpPut, OpDelete, OpExpire:
+	case OpFencedGet:
+		a = txn.AccessRead
+	default:
+		return nil, nil
+	}
+	ie, err := c.conflictOn("", a, cmd.Key)
+	if ie == nil || err != nil {
+		return nil, err
+	}
+	return &Result{Index: index, Err: ie}, nil
+}
+
+func (c *applyCtx) loadRecord(id string) (*txn.Record, error) {
+	v := c.b.records.Get([]byte(id))
+	if v == nil {
+		return nil, nil
+	}
+	r, err := txn.DecodeRecord(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: txn record %q: %v", errCorrupt, id, err)
+	}
+	return r, nil
+}
+
+// recordEvent applies ev to the record ID (a conditional write, I8).
+func (c *applyCtx) recordEvent(ev txn.Event, now int64) (*txn.Record, txn.Effects, error) {
+	rec, err := c.loadRecord(ev.ID)
+	if err != nil {
+		return nil, txn.Effects{}, err
+	}
+	next, eff := txn.NextRecord(rec, ev)
+	if eff.Changed && next != nil {
+		if err := c.b.records.Put([]byte(ev.ID), txn.EncodeRecord(next)); err != nil {
+			return nil, eff, err
+		}
+		if next.State.Final() && (rec == nil || !rec.State.Final()) {
+			if err := c.b.txnGC.Put(txnGCKey(now, 'r', ev.ID), []byte{}); err != nil {
+				return nil, eff, err
+			}
+		}
+	}
+	return next, eff, nil
+}
+
+func txnGCKey(t int64, kind byte, id string) []byte {
+	return append(append(timeKey(t), kind), id...)
+}
+
+// pruneTxn drops up to maxPrunePerCommand final records and tombstones that
+// became final before cutoff (the command's time minus the dedup window:
+// never the local clock, I3). A retry with the same request id after that
+// runs as a new transaction, as a single write's retry after its dedup entry
+// is pruned does; a late prepare meets no tombstone, and its intent, whose
+// record is gone, is aborted by the first reader that pushes it.
+func (c *applyCtx) pruneTxn(now int64) error {
+	if now <= 0 {
+		return nil
+	}
+	limit := timeKey(now - c.window)
+	var victims [][]byte
+	cur := c.b.txnGC.Cursor()
+	for k, _ := cur.First(); k != nil && len(victims) < maxPrunePerCommand; k, _ = cur.Next() {
+		if len(k) < 9 || string(k[:8]) >= string(limit) {
+			break
+		}
+		victims = append(victims, cloneBytes(k))
+	}
+	for _, k := range victims {
+		id := k[9:]
+		b := c.b.records
+		if k[8] == 't' {
+			b = c.b.tombstones
+		}
+		if err := b.Delete(id); err != nil {
+			return err
+		}
+		if err := c.b.txnGC.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *applyCtx) decodeTxnCommand(cmd *Command, index uint64) (*TxnCommand, *Result) {
+	tc, err := DecodeTxnCommand(cmd.Value)
+	if err != nil {
+		return nil, &Result{Index: index, Err: err}
+	}
+	for _, k := range tc.Keys {
+		if !c.rng.Contains(k.Key) {
+			return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k.Key), Range: cloneRange(c.rng)}}
+		}
+	}
+	for _, k := range tc.Unlocked {
+		if !c.rng.Contains(k) {
+			return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k), Range: cloneRange(c.rng)}}
+		}
+	}
+	return tc, nil
+}
+
+// txnPrepare applies an OpTxnPrepare.
+func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
+	tc, bad := c.decodeTxnCommand(cmd, index)
+	if bad != nil {
+		return bad, nil
+	}
+	res := &TxnCmdResult{}
+	if tc.Event != nil {
+		if !c.rng.Contains(tc.Event.Anchor) {
+			return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(tc.Event.Anchor), Range: cloneRange(c.rng)}}, nil
+		}
+		rec, eff, err := c.recordEvent(*tc.Event, cmd.Time)
+		if err != nil {
+			return nil, err
+		}
+		res.Verdict, res.Record = eff.Verdict, rec
+		if eff.Verdict != txn.VerdictOK || rec == nil || rec.State != txn.Pending {
+			return &Result{Index: index, TwoPC: res}, nil // the record moved on: no intents
+		}
+	}
+	var loadErr error
+	existing := func(key []byte) []txn.Intent {
+		ins, err := loadIntents(c.b.intents, key)
+		if err != nil && loadErr == nil {
+			loadErr = err
+		}
+		return ins
+	}
+	prevented := c.b.tombstones.Get([]byte(tc.ID)) != nil
+	vote, blocker := txn.PrepareDecision(tc.ID, tc.Keys, existing, prevented)
+	if loadErr != nil {
+		return nil, loadErr
+	}
+	res.Vote, res.Blocker = vote, blocker
+	if vote != txn.VoteYes {
+		return &Result{Index: index, TwoPC: res}, nil
+	}
+	for _, k := range tc.Keys {
+		ins := existing(k.Key)
+		mine := -1
+		for i := range ins {
+			if ins[i].TxnID == tc.ID {
+				mine = i
+			}
+		}
+		if mine >= 0 { // a retried prepare
+			ins[mine].Access = max(ins[mine].Access, k.Access)
+		} else {
+			ins = append(ins, txn.Intent{TxnID: tc.ID, Key: k.Key, Access: k.Access, Anchor: tc.Anchor,
+				Priority: tc.Priority, PreparedAt: cmd.Time, PreparedSeq: index})
+		}
+		if err := storeIntents(c.b.intents, k.Key, ins); err != nil {
+			return nil, err
+		}
+		kv, err := c.load(k.Key)
+		if err != nil {
+			return nil, err
+		}
+		res.Reads = append(res.Reads, TxnRead{Key: k.Key, KV: kv})
+	}
+	if loadErr != nil {
+		return nil, loadErr
+	}
+	for _, k := range tc.Unlocked {
+		kv, err := c.load(k)
+		if err != nil {
+			return nil, err
+		}
+		res.Reads = append(res.Reads, TxnRead{Key: k, KV: kv})
+	}
+	for _, f := range tc.Fences {
+		var tok uint64
+		if f.Fence != nil {
+			fk := append(append(append([]byte(nil), f.Fence.Lock...), 0), f.Key...)
+			if v := c.b.fence.Get(fk); len(v) == 8 {
+				tok = be64(v)
+			}
+		}
+		res.Tokens = append(res.Tokens, tok)
+	}
+	return &Result{Index: index, TwoPC: res}, nil
+}
+
+// txnRecord applies an OpTxnRecord: one event on the record.
+func (c *applyCtx) txnRecord(cmd *Command, index uint64) (*Result, error) {
+	tc, bad := c.decodeTxnCommand(cmd, index)
+	if bad != nil {
+		return bad, nil
+	}
+	if tc.Event == nil {
+		return &Result{Index: index, Err: fmt.Errorf("%w: txn record command without an event", ErrInvalidCommand)}, nil
+	}
+	if !c.rng.Contains(tc.Event.Anchor) || !bytes.Equal(tc.Event.Anchor, cmd.Key) {
+		return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(tc.Event.Anchor), Range: cloneRange(c.rng)}}, nil
+	}
+	rec, eff, err := c.recordEvent(*tc.Event, cmd.Time)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.pruneTxn(cmd.Time); err != nil {
+		return nil, err
+	}
+	return &Result{Index: index, TwoPC: &TxnCmdResult{Verdict: eff.Verdict, Record: rec}}, nil
+}
+
+// txnResolve applies an OpTxnResolve: the final record decides each intent
+// of the transaction on the listed keys; the tombstone refuses its later
+// prepares here.
+func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
+	tc, bad := c.decodeTxnCommand(cmd, index)
+	if bad != nil {
+		return bad, nil
+	}
+	rec := tc.Record
+	if rec == nil || !rec.State.Final() || rec.ID != tc.ID {
+		return &Result{Index: index, Err: fmt.Errorf("%w: resolve needs the final record", ErrInvalidCommand)}, nil
+	}
+	if c.b.tombstones.Get([]byte(tc.ID)) == nil {
+		if err := c.b.tombstones.Put([]byte(tc.ID), []byte{byte(rec.State)}); err != nil {
+			return nil, err
+		}
+		if err := c.b.txnGC.Put(txnGCKey(cmd.Time, 't', tc.ID), []byte{}); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.pruneTxn(cmd.Time); err != nil {
+		return nil, err
+	}
+	res := &TxnCmdResult{}
+	for _, k := range tc.Keys {
+		ins, err := loadIntents(c.b.intents, k.Key)
+		if err != nil {
+			return nil, err
+		}
+		keep := ins[:0]
+		var apply *txn.Write
+		for _, in := range ins {
+			if in.TxnID != tc.ID {
+				keep = append(keep, in)
+				continue
+			}
+			r := txn.ResolveIntent(in, rec)
+			if r.Keep {
+				keep = append(keep, in)
+			}
+			if r.Apply != nil {
+				apply = r.Apply
+			}
+		}
+		if err := storeIntents(c.b.intents, k.Key, keep); err != nil {
+			return nil, err
+		}
+		if apply == nil {
+			continue
+		}
+		wc := &Command{Key: apply.Key, Value: apply.Value, TTL: apply.TTL}
+		if apply.Fence != nil {
+			wc.Fence = &Fence{Lock: apply.Fence.Lock, Token: apply.Fence.Token}
+		}
+		op := TxnOpResult{Kind: txn.OpPut, Key: apply.Key}
+		var r *Result
+		if apply.Delete {
+			wc.Op, op.Kind = OpDelete, txn.OpDelete
+			r, err = c.del(wc, index)
+		} else {
+			wc.Op = OpPut
+			r, err = c.put(wc, index)
+		}
+		if err != nil {
+			return nil, err
+		}
+		op.KV, op.Deleted = r.KV, r.Deleted
+		res.Written = append(res.Written, op)
+	}
+	return &Result{Index: index, TwoPC: res}, nil
+}
+
+func be64(b []byte) uint64 {
+	var v uint64
+	for _, x := range b[:8] {
+		v = v<<8 | uint64(x)
+	}
+	return v
+}
+
+// TxnRecord returns the record of transaction id if this shard holds it,
+// with the applied index it reflects.
+func (f *FSM) TxnRecord(id string) (*txn.Record, uint64, error) {
+	var rec *txn.Record
+	var applied uint64
+	err := f.view(func(tx *bbolt.Tx) error {
+		applied = be64(tx.Bucket(bucketMeta).Get(metaApplied))
+		b := tx.Bucket(bucketRecords)
+		if b == nil {
+			return nil
+		}
+		if v := b.Get([]byte(id)); v != nil {
+			var err error
+			rec, err = txn.DecodeRecord(v)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("fsm: txn record: %w", err)
+	}
+	return rec, applied, nil
+}
+
+// TxnIntents returns the intents stored on the shard's keys among keys
+// (GET /v1/txn/{id} shows a transaction's intents per shard).
+func (f *FSM) TxnIntents(keys [][]byte) ([]txn.Intent, error) {
+	var out []txn.Intent
+	err := f.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketIntents)
+		if b == nil {
+			return nil
+		}
+		for _, k := range keys {
+			ins, err := loadIntents(b, k)
+			if err != nil {
+				return err
+			}
+			out = append(out, ins...)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// CountIntents returns how many keys of the shard hold intents (tests: S14
+// checks that every intent disappears).
+func (f *FSM) CountIntents() (int, error) {
+	n := 0
+	err := f.view(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(bucketIntents); b != nil {
+			n = b.Stats().KeyN
+		}
+		return nil
+	})
+	return n, err
+}
+
+// readIntentCheck: a single-key read outside transactions conflicts with a
+// write intent on the key.
+func readIntentCheck(tx *bbolt.Tx, key []byte) (*IntentError, error) {
+	b := tx.Bucket(bucketIntents)
+	if b == nil {
+		return nil, nil
+	}
+	ins, err := loadIntents(b, key)
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range ins {
+		if txn.Conflict("", txn.AccessRead, in) {
+			return &IntentError{Key: cloneBytes(key), Intent: in}, nil
+		}
+	}
+	return nil, nil
+}
+
+// exportTxnBucket writes a split child's records (those whose anchor it
+// now owns) and every tombstone (either half may receive a late prepare).
+func (c *applyCtx) exportTxnBucket(name []byte, idx int, child Range, emit func(int, []byte, []byte) error) error {
+	if bytes.Equal(name, bucketTombstones) {
+		return c.b.tombstones.ForEach(func(k, v []byte) error { return emit(idx, k, v) })
+	}
+	if bytes.Equal(name, bucketTxnGC) { // both halves: dropping what a half lacks is a no-op
+		return c.b.txnGC.ForEach(func(k, v []byte) error { return emit(idx, k, v) })
+	}
+	return c.b.records.ForEach(func(k, v []byte) error {
+		r, err := txn.DecodeRecord(v)
+		if err != nil {
+			return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
+		}
+		if child.Contains(r.Anchor) {
+			return emit(idx, k, v)
+		}
+		return nil
+	})
+}
+
+// dropTxnRecordsFrom deletes the records whose anchor moved to a split's
+// child (anchor >= from).
+func (c *applyCtx) dropTxnRecordsFrom(from []byte) error {
+	var gone [][]byte
+	err := c.b.records.ForEach(func(k, v []byte) error {
+		r, err := txn.DecodeRecord(v)
+		if err != nil {
+			return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
+		}
+		if bytes.Compare(r.Anchor, from) >= 0 {
+			gone = append(gone, cloneBytes(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range gone {
+		if err := c.b.records.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanIntentCheck: the first write intent on a key in [start, end) (empty
+// end: no bound), which a scan outside transactions conflicts with.
+func scanIntentCheck(tx *bbolt.Tx, start, end []byte) (*IntentError, error) {
+	b := tx.Bucket(bucketIntents)
+	if b == nil {
+		return nil, nil
+	}
+	c := b.Cursor()
+	for k, _ := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, _ = c.Next() {
+		if ie, err := readIntentCheck(tx, k); ie != nil || err != nil {
+			return ie, err
+		}
+	}
+	return nil, nil
+}
+
+// TxnLiveRecords returns the records of this shard that are not final (the
+// leader's sweeper pushes those whose heartbeat expired).
+func (f *FSM) TxnLiveRecords() ([]*txn.Record, error) {
+	var out []*txn.Record
+	err := f.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			r, err := txn.DecodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
+			}
+			if !r.State.Final() {
+				out = append(out, r)
+			}
+			return nil
+		})
+	})
+	return out, err
+}

@@ -1,0 +1,184 @@
+package fsm
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/cairndb/cairn/internal/wire"
+	"github.com/cairndb/cairn/txn"
+)
+
+// The encoding of a 2PC command's Value (fsm/txn2pc.go): a format byte, then
+// internal/wire fields; an event travels as a record carrying its fields
+// (txn.EncodeRecord) plus the event's own.
+
+// Field numbers of TxnCommand.
+const (
+	tcID       = 1
+	tcAnchor   = 2
+	tcPriority = 3
+	tcKey      = 4 // repeated, nested: 1 key, 2 access
+	tcFence    = 5 // repeated: nested (1 key, 2 lock)
+	tcEvent    = 6 // nested: 1 kind, 2 carrier record, 3 cause, 4 pusher priority, 5 pusher id, 6 timeout, 7 prepared at, 8 all prepared
+	tcRecord   = 7 // txn.EncodeRecord
+	tcUnlocked = 8 // repeated key
+)
+
+// EncodeTxnCommand encodes a 2PC command's Value.
+func EncodeTxnCommand(tc *TxnCommand) []byte {
+	b := []byte{commandFormat}
+	b = wire.AppendBytes(b, tcID, []byte(tc.ID))
+	b = wire.AppendBytes(b, tcAnchor, tc.Anchor)
+	b = wire.AppendUint(b, tcPriority, tc.Priority)
+	for _, k := range tc.Keys {
+		kb := wire.AppendBytes(nil, 1, k.Key)
+		kb = wire.AppendUint(kb, 2, uint64(k.Access))
+		b = wire.AppendBytesAlways(b, tcKey, kb)
+	}
+	for _, f := range tc.Fences {
+		fb := wire.AppendBytes(nil, 1, f.Key)
+		if f.Fence != nil {
+			fb = wire.AppendBytes(fb, 2, []byte(f.Fence.Lock))
+		}
+		b = wire.AppendBytesAlways(b, tcFence, fb)
+	}
+	if ev := tc.Event; ev != nil {
+		carrier := &txn.Record{ID: ev.ID, State: txn.Pending, Anchor: ev.Anchor, Participants: ev.Participants,
+			WriteSet: ev.WriteSet, Succeeded: ev.Succeeded, Heartbeat: ev.Now, Priority: ev.Priority, Epoch: ev.Epoch,
+			RequestID: ev.RequestID}
+		eb := wire.AppendUint(nil, 1, uint64(ev.Kind))
+		eb = wire.AppendBytesAlways(eb, 2, txn.EncodeRecord(carrier))
+		eb = wire.AppendUint(eb, 3, uint64(ev.Cause))
+		eb = wire.AppendUint(eb, 4, ev.PusherPriority)
+		eb = wire.AppendBytes(eb, 5, []byte(ev.PusherID))
+		eb = wire.AppendInt(eb, 6, int64(ev.Timeout))
+		eb = wire.AppendInt(eb, 7, ev.PreparedAt)
+		if ev.AllPrepared {
+			eb = wire.AppendUint(eb, 8, 1)
+		}
+		b = wire.AppendBytesAlways(b, tcEvent, eb)
+	}
+	if tc.Record != nil {
+		b = wire.AppendBytesAlways(b, tcRecord, txn.EncodeRecord(tc.Record))
+	}
+	for _, k := range tc.Unlocked {
+		b = wire.AppendBytesAlways(b, tcUnlocked, k)
+	}
+	return b
+}
+
+// DecodeTxnCommand decodes a 2PC command's Value; errors wrap
+// ErrInvalidCommand.
+func DecodeTxnCommand(b []byte) (*TxnCommand, error) {
+	if len(b) == 0 || b[0] != commandFormat {
+		return nil, fmt.Errorf("%w: txn command format", ErrInvalidCommand)
+	}
+	tc := &TxnCommand{}
+	err := walkFields(b[1:], func(field, wt, v uint64, p []byte) error {
+		switch field {
+		case tcID:
+			tc.ID = string(p)
+		case tcAnchor:
+			tc.Anchor = cloneBytes(p)
+		case tcPriority:
+			tc.Priority = v
+		case tcKey:
+			var k txn.KeyIntent
+			err := walkFields(p, func(f, _, v uint64, p []byte) error {
+				switch f {
+				case 1:
+					k.Key = cloneBytes(p)
+				case 2:
+					k.Access = txn.Access(min(v, 255))
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if len(k.Key) == 0 || len(k.Key) > MaxKeySize || (k.Access != txn.AccessRead && k.Access != txn.AccessWrite) {
+				return fmt.Errorf("%w: txn command key", ErrInvalidCommand)
+			}
+			tc.Keys = append(tc.Keys, k)
+		case tcFence:
+			var w txn.Write
+			err := walkFields(p, func(f, _, _ uint64, p []byte) error {
+				switch f {
+				case 1:
+					w.Key = cloneBytes(p)
+				case 2:
+					w.Fence = &txn.Fence{Lock: string(p)}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			tc.Fences = append(tc.Fences, w)
+		case tcEvent:
+			ev, err := decodeEvent(p)
+			if err != nil {
+				return err
+			}
+			tc.Event = ev
+		case tcRecord:
+			r, err := txn.DecodeRecord(p)
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrInvalidCommand, err)
+			}
+			tc.Record = r
+		case tcUnlocked:
+			if len(p) == 0 || len(p) > MaxKeySize {
+				return fmt.Errorf("%w: txn command unlocked key", ErrInvalidCommand)
+			}
+			tc.Unlocked = append(tc.Unlocked, cloneBytes(p))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if tc.ID == "" || len(tc.ID) > txn.MaxIDSize {
+		return nil, fmt.Errorf("%w: txn command id", ErrInvalidCommand)
+	}
+	return tc, nil
+}
+
+func decodeEvent(p []byte) (*txn.Event, error) {
+	ev := &txn.Event{}
+	var carrier *txn.Record
+	err := walkFields(p, func(f, _, v uint64, p []byte) error {
+		switch f {
+		case 1:
+			ev.Kind = txn.EventKind(min(v, 255))
+		case 2:
+			r, err := txn.DecodeRecord(p)
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrInvalidCommand, err)
+			}
+			carrier = r
+		case 3:
+			ev.Cause = txn.Cause(min(v, 255))
+		case 4:
+			ev.PusherPriority = v
+		case 5:
+			ev.PusherID = string(p)
+		case 6:
+			ev.Timeout = time.Duration(wire.Unzigzag(v))
+		case 7:
+			ev.PreparedAt = wire.Unzigzag(v)
+		case 8:
+			ev.AllPrepared = v != 0
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if carrier == nil {
+		return nil, fmt.Errorf("%w: txn event without its record fields", ErrInvalidCommand)
+	}
+	ev.ID, ev.Anchor, ev.Participants, ev.WriteSet = carrier.ID, carrier.Anchor, carrier.Participants, carrier.WriteSet
+	ev.Succeeded, ev.Now, ev.Priority, ev.Epoch, ev.RequestID = carrier.Succeeded, carrier.Heartbeat, carrier.Priority, carrier.Epoch, carrier.RequestID
+	return ev, nil
+}

@@ -1,0 +1,284 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/txn"
+)
+
+func tcCmd(op Op, key string, tc *TxnCommand) *Command {
+	return &Command{Op: op, Key: []byte(key), Value: EncodeTxnCommand(tc), Time: time.Unix(1000, 0).UnixNano()}
+}
+
+func wkeys(ks ...string) []txn.KeyIntent {
+	var out []txn.KeyIntent
+	for _, k := range ks {
+		out = append(out, txn.KeyIntent{Key: []byte(k), Access: txn.AccessWrite})
+	}
+	return out
+}
+
+// TestTxn2PCParticipant walks one shard through a multi-shard transaction
+// (invariant I8): the anchor's prepare begins the record and places intents
+// with the reads under them; single-key writes, reads and a one-shard txn
+// meet the intent; another transaction's prepare conflicts; the commit
+// applies on the record; resolution applies the write set, drops the
+// intents and leaves a tombstone that refuses a late prepare.
+func TestTxn2PCParticipant(t *testing.T) {
+	f := txnState(t)
+	const id = "t1"
+	begin := &txn.Event{Kind: txn.EvBegin, ID: id, Now: 1, Anchor: []byte("bal"), Priority: 5}
+	prep := &TxnCommand{ID: id, Anchor: []byte("bal"), Priority: 5, Event: begin,
+		Keys:   []txn.KeyIntent{{Key: []byte("bal"), Access: txn.AccessWrite}, {Key: []byte("name"), Access: txn.AccessRead}},
+		Fences: []txn.Write{{Key: []byte("bal"), Fence: &txn.Fence{Lock: "L"}}}}
+	r := mustApply(t, f, 4, tcCmd(OpTxnPrepare, "bal", prep))
+	if r.Err != nil || r.TwoPC.Vote != txn.VoteYes || r.TwoPC.Verdict != txn.VerdictOK || r.TwoPC.Record.State != txn.Pending {
+		t.Fatalf("prepare: %+v %+v", r, r.TwoPC)
+	}
+	if len(r.TwoPC.Reads) != 2 || string(r.TwoPC.Reads[0].KV.Value) != "10" || len(r.TwoPC.Tokens) != 1 {
+		t.Fatalf("reads under intents: %+v", r.TwoPC)
+	}
+	// A retried prepare is yes again and keeps one intent per key.
+	if r := mustApply(t, f, 5, tcCmd(OpTxnPrepare, "bal", prep)); r.TwoPC.Vote != txn.VoteYes {
+		t.Fatalf("retried prepare: %+v", r.TwoPC)
+	}
+	if n := countBucket(t, f, bucketIntents); n != 2 {
+		t.Fatalf("%d keys hold intents, want 2", n)
+	}
+	var ie *IntentError
+	for i, c := range []*Command{put("bal", "x"), {Op: OpDelete, Key: []byte("name")},
+		txnCmd(&txn.Request{Success: []txn.Op{tget("bal")}})} {
+		if r := mustApply(t, f, uint64(6+i), c); !errors.As(r.Err, &ie) || ie.Intent.TxnID != id {
+			t.Fatalf("command %d met no intent: %+v", i, r)
+		}
+	}
+	if _, err := f.Get([]byte("bal")); !errors.As(err, &ie) {
+		t.Fatalf("a read of a write-intent key: %v", err)
+	}
+	if kv, err := f.Get([]byte("name")); err != nil || string(kv.Value) != "bob" {
+		t.Fatalf("a read of a read-intent key: %v %v", kv, err)
+	}
+	// Another transaction conflicts, nothing placed.
+	other := &TxnCommand{ID: "t2", Anchor: []byte("name"), Priority: 9, Keys: wkeys("name")}
+	if r := mustApply(t, f, 9, tcCmd(OpTxnPrepare, "name", other)); r.TwoPC.Vote != txn.VoteConflict || r.TwoPC.Blocker.TxnID != id {
+		t.Fatalf("conflicting prepare: %+v", r.TwoPC)
+	}
+	// Commit on the record, then resolve.
+	ws := []txn.Write{{Key: []byte("bal"), Value: []byte("4")}}
+	commit := &TxnCommand{ID: id, Event: &txn.Event{Kind: txn.EvCommit, ID: id, Anchor: []byte("bal"), WriteSet: ws, Succeeded: true}}
+	r = mustApply(t, f, 10, tcCmd(OpTxnRecord, "bal", commit))
+	if r.TwoPC.Verdict != txn.VerdictCommitted || r.TwoPC.Record.State != txn.Committed {
+		t.Fatalf("commit: %+v", r.TwoPC)
+	}
+	rec, _, err := f.TxnRecord(id)
+	if err != nil || rec.State != txn.Committed || !reflect.DeepEqual(rec.WriteSet, ws) {
+		t.Fatalf("stored record %+v %v", rec, err)
+	}
+	res := &TxnCommand{ID: id, Keys: prep.Keys, Record: rec}
+	r = mustApply(t, f, 11, tcCmd(OpTxnResolve, "bal", res))
+	if r.Err != nil || len(r.TwoPC.Written) != 1 || r.TwoPC.Written[0].KV.ModIndex != 11 {
+		t.Fatalf("resolve: %+v %+v", r, r.TwoPC)
+	}
+	if kv := mustGet(t, f, "bal"); string(kv.Value) != "4" {
+		t.Fatalf("bal = %q after the commit", kv.Value)
+	}
+	if n := countBucket(t, f, bucketIntents); n != 0 {
+		t.Fatalf("%d keys still hold intents", n)
+	}
+	// Resolution is idempotent, and the tombstone refuses a late prepare.
+	if r := mustApply(t, f, 12, tcCmd(OpTxnResolve, "bal", res)); r.Err != nil || len(r.TwoPC.Written) != 0 {
+		t.Fatalf("second resolve: %+v", r.TwoPC)
+	}
+	late := *prep
+	late.Event = nil
+	if r := mustApply(t, f, 13, tcCmd(OpTxnPrepare, "bal", &late)); r.TwoPC.Vote != txn.VotePrevented {
+		t.Fatalf("late prepare: %+v", r.TwoPC)
+	}
+	// A begin on a final record refuses the prepare.
+	if r := mustApply(t, f, 14, tcCmd(OpTxnPrepare, "bal", prep)); r.TwoPC.Verdict != txn.VerdictCommitted || r.TwoPC.Vote != 0 {
+		t.Fatalf("begin on a committed record: %+v", r.TwoPC)
+	}
+}
+
+// TestTxn2PCAbortAndPush: a push by a higher priority aborts a Pending
+// record; resolving the aborted record drops the intents and writes nothing.
+func TestTxn2PCAbortAndPush(t *testing.T) {
+	f := txnState(t)
+	prep := &TxnCommand{ID: "t1", Anchor: []byte("bal"), Priority: 1, Keys: wkeys("bal"),
+		Event: &txn.Event{Kind: txn.EvBegin, ID: "t1", Now: 100, Anchor: []byte("bal"), Priority: 1}}
+	mustApply(t, f, 4, tcCmd(OpTxnPrepare, "bal", prep))
+	idx := uint64(4)
+	push := func(prio uint64, now int64) *TxnCmdResult {
+		idx++
+		ev := &txn.Event{Kind: txn.EvPush, ID: "t1", Anchor: []byte("bal"), Now: now, Timeout: time.Second,
+			PusherPriority: prio, PusherID: "t9"}
+		return mustApply(t, f, idx, tcCmd(OpTxnRecord, "bal", &TxnCommand{ID: "t1", Event: ev})).TwoPC
+	}
+	if r := push(0, 200); r.Verdict != txn.VerdictWait {
+		t.Fatalf("priority 0 push: %+v", r)
+	}
+	r := push(7, 300)
+	if r.Verdict != txn.VerdictAborted || r.Record.Cause != txn.CausePushed {
+		t.Fatalf("outranking push: %+v", r)
+	}
+	mustApply(t, f, 9, tcCmd(OpTxnResolve, "bal", &TxnCommand{ID: "t1", Keys: wkeys("bal"), Record: r.Record}))
+	if kv := mustGet(t, f, "bal"); string(kv.Value) != "10" || countBucket(t, f, bucketIntents) != 0 {
+		t.Fatalf("after the abort: %+v", kv)
+	}
+}
+
+// TestTxn2PCSplit: a split moves intents with their keys and records with
+// their anchor to the child; tombstones go to both halves.
+func TestTxn2PCSplit(t *testing.T) {
+	var exported bytes.Buffer
+	var childRange Range
+	f := newFSM(t, func(c *Config) {
+		c.OnSplit = func(child Range, _ []Server, export func(io.Writer) error) error {
+			childRange = child
+			return export(&exported)
+		}
+	})
+	mustApply(t, f, 1, put("bal", "10"))
+	mustApply(t, f, 2, put("name", "bob"))
+	mustApply(t, f, 4, put("pear", "1"))
+	prep := &TxnCommand{ID: "t1", Anchor: []byte("pear"), Priority: 1, Keys: wkeys("bal", "pear"),
+		Event: &txn.Event{Kind: txn.EvBegin, ID: "t1", Now: 1, Anchor: []byte("pear"), Priority: 1}}
+	if r := mustApply(t, f, 5, tcCmd(OpTxnPrepare, "pear", prep)); r.TwoPC.Vote != txn.VoteYes {
+		t.Fatalf("prepare: %+v", r.TwoPC)
+	}
+	mustApply(t, f, 6, tcCmd(OpTxnResolve, "bal", &TxnCommand{ID: "gone", Keys: wkeys("bal"),
+		Record: &txn.Record{ID: "gone", State: txn.Aborted, Anchor: []byte("bal"), Epoch: 1}}))
+	if r := mustApply(t, f, 7, &Command{Op: OpSplit, Key: []byte("m"), Epoch: testRange.Epoch, ChildID: 42,
+		Servers: testServers}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	child := mustOpen(t, filepath.Join(t.TempDir(), "child.db"), func(cfg *Config) { cfg.Initial = childRange })
+	if err := child.Restore(io.NopCloser(bytes.NewReader(exported.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _, _ := child.TxnRecord("t1"); rec == nil {
+		t.Fatal("the record did not move with its anchor")
+	}
+	if rec, _, _ := f.TxnRecord("t1"); rec != nil {
+		t.Fatal("the parent kept a record whose anchor left")
+	}
+	for _, c := range []struct {
+		f    *FSM
+		key  string
+		want int
+	}{{f, "bal", 1}, {child, "pear", 1}} {
+		ins, err := c.f.TxnIntents([][]byte{[]byte(c.key)})
+		if err != nil || len(ins) != c.want {
+			t.Fatalf("intents on %s: %v %v", c.key, ins, err)
+		}
+	}
+	if n := countBucket(t, child, bucketTombstones); n != 1 {
+		t.Fatalf("child tombstones %d, want 1", n)
+	}
+}
+
+func TestTxnCommandCodec(t *testing.T) {
+	tc := &TxnCommand{ID: "x", Anchor: []byte("a"), Priority: 3, Keys: wkeys("a", "b"),
+		Fences:   []txn.Write{{Key: []byte("a"), Fence: &txn.Fence{Lock: "L"}}},
+		Unlocked: [][]byte{[]byte("c")},
+		Event: &txn.Event{Kind: txn.EvPush, ID: "x", Now: 5, Anchor: []byte("a"), Priority: 2, PusherPriority: 9,
+			PusherID: "y", Timeout: time.Second, PreparedAt: 4, WriteSet: []txn.Write{{Key: []byte("a"), Value: []byte("v")}}}}
+	got, err := DecodeTxnCommand(EncodeTxnCommand(tc))
+	if err != nil || !reflect.DeepEqual(got, tc) {
+		t.Fatalf("round trip: %+v %+v %v", got, got.Event, err)
+	}
+	for _, b := range [][]byte{nil, {9}, {1}, EncodeTxnCommand(&TxnCommand{})} {
+		if _, err := DecodeTxnCommand(b); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("DecodeTxnCommand(%x) = %v", b, err)
+		}
+	}
+}
+
+// FuzzDecodeTxnCommand: the decoder of a 2PC command's value never panics
+// and what it accepts encodes again to something it accepts.
+func FuzzDecodeTxnCommand(f *testing.F) {
+	f.Add(EncodeTxnCommand(&TxnCommand{ID: "x", Anchor: []byte("a"), Keys: wkeys("a")}))
+	f.Add(EncodeTxnCommand(&TxnCommand{ID: "x", Record: &txn.Record{ID: "x", State: txn.Committed, Epoch: 2}}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tc, err := DecodeTxnCommand(b)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("error %v does not wrap ErrInvalidCommand", err)
+			}
+			return
+		}
+		if _, err := DecodeTxnCommand(EncodeTxnCommand(tc)); err != nil {
+			t.Fatalf("re-encoded command refused: %v", err)
+		}
+	})
+}
+
+// TestTxnScanMeetsIntents: a scan whose window holds a write intent meets it
+// (even on a key the transaction creates), one with read intents only does
+// not; a page that ends before the intent is served.
+func TestTxnScanMeetsIntents(t *testing.T) {
+	f := txnState(t)
+	prep := &TxnCommand{ID: "t1", Anchor: []byte("new"), Priority: 1,
+		Keys: []txn.KeyIntent{{Key: []byte("name"), Access: txn.AccessRead}, {Key: []byte("new"), Access: txn.AccessWrite}}}
+	mustApply(t, f, 4, tcCmd(OpTxnPrepare, "new", prep))
+	var ie *IntentError
+	if _, _, err := f.Scan(nil, nil, 0, false); !errors.As(err, &ie) || string(ie.Key) != "new" {
+		t.Fatalf("scan over a write intent: %v", err)
+	}
+	if kvs, _, err := f.Scan([]byte("name"), []byte("namf"), 0, false); err != nil || len(kvs) != 1 {
+		t.Fatalf("scan over a read intent: %v %v", kvs, err)
+	}
+	if kvs, more, err := f.Scan(nil, nil, 1, false); err != nil || !more || string(kvs[0].Key) != "bal" {
+		t.Fatalf("a page before the intent: %v %v %v", kvs, more, err)
+	}
+}
+
+// TestTxnPruning: final records and tombstones are dropped once the dedup
+// window has passed in proposer time (I3), not before; live records stay.
+func TestTxnPruning(t *testing.T) {
+	f := txnState(t)
+	at := func(c *Command, d time.Duration) *Command { c.Time += int64(d); return c }
+	begin := func(id string) *TxnCommand {
+		return &TxnCommand{ID: id, Event: &txn.Event{Kind: txn.EvBegin, ID: id, Anchor: []byte("bal"), Priority: 1}}
+	}
+	mustApply(t, f, 4, tcCmd(OpTxnRecord, "bal", begin("done")))
+	mustApply(t, f, 5, tcCmd(OpTxnRecord, "bal", begin("live")))
+	abort := &TxnCommand{ID: "done", Event: &txn.Event{Kind: txn.EvAbort, ID: "done", Anchor: []byte("bal")}}
+	r := mustApply(t, f, 6, tcCmd(OpTxnRecord, "bal", abort))
+	mustApply(t, f, 7, tcCmd(OpTxnResolve, "bal", &TxnCommand{ID: "done", Keys: wkeys("bal"), Record: r.TwoPC.Record}))
+	if countBucket(t, f, bucketRecords) != 2 || countBucket(t, f, bucketTombstones) != 1 {
+		t.Fatal("setup")
+	}
+	hb := &TxnCommand{ID: "live", Event: &txn.Event{Kind: txn.EvHeartbeat, ID: "live", Anchor: []byte("bal"), Now: 5}}
+	mustApply(t, f, 8, at(tcCmd(OpTxnRecord, "bal", hb), DefaultDedupWindow-time.Second))
+	if countBucket(t, f, bucketRecords) != 2 || countBucket(t, f, bucketTombstones) != 1 {
+		t.Fatal("pruned inside the window")
+	}
+	mustApply(t, f, 9, at(tcCmd(OpTxnRecord, "bal", hb), DefaultDedupWindow+time.Second))
+	if countBucket(t, f, bucketRecords) != 1 || countBucket(t, f, bucketTombstones) != 0 || countBucket(t, f, bucketTxnGC) != 0 {
+		t.Fatalf("after the window: records %d tombstones %d", countBucket(t, f, bucketRecords), countBucket(t, f, bucketTombstones))
+	}
+	if rec, _, _ := f.TxnRecord("live"); rec == nil {
+		t.Fatal("a live record was pruned")
+	}
+}
+
+// TestTxnIntentBlocksExpiry: a key a transaction read must still be there
+// at its commit, so the leader's expiry meets the intent (and retries later).
+func TestTxnIntentBlocksExpiry(t *testing.T) {
+	f := txnState(t)
+	mustApply(t, f, 4, &Command{Op: OpPut, Key: []byte("k"), Value: []byte("v"), TTL: time.Second})
+	prep := &TxnCommand{ID: "t1", Anchor: []byte("bal"), Keys: []txn.KeyIntent{{Key: []byte("k"), Access: txn.AccessRead}}}
+	mustApply(t, f, 5, tcCmd(OpTxnPrepare, "k", prep))
+	r := mustApply(t, f, 6, &Command{Op: OpExpire, Key: []byte("k"), ModIndex: 4})
+	var ie *IntentError
+	if !errors.As(r.Err, &ie) || mustGet(t, f, "k") == nil {
+		t.Fatalf("expiry under a read intent: %+v", r)
+	}
+}

@@ -1,0 +1,123 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/client"
+)
+
+// countIntents sums the keys holding intents over every live node's
+// replicas that are members of their range (each counts its own copy; a
+// replica a move left behind is not updated any more).
+func countIntents(t *testing.T, c *Cluster) int {
+	t.Helper()
+	n := 0
+	for _, nd := range c.LiveNodes() {
+		for _, rng := range nd.Ranges() {
+			if rep, ok := nd.Replica(rng.ID); ok && slices.Contains(rng.Replicas, nd.ID()) {
+				k, err := rep.FSM().CountIntents()
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += k
+			}
+		}
+	}
+	return n
+}
+
+// TestTxnMultiShard: a transaction over two shards (issue 13 items 3, 5,
+// 8; invariant I8): both branches, gets read under the intents, a stale
+// fence refused as a whole, exactly-once by request id, GET /v1/txn/{id},
+// and no intent left behind.
+func TestTxnMultiShard(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"txm/m"}})
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 60*time.Second)
+	for k, v := range map[string]string{"txm/a": "10", "txm/z": "0"} {
+		if _, err := cl.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	value := func(k string) string {
+		kv, err := cl.Get(ctx, k)
+		if errors.Is(err, client.ErrNotFound) {
+			return "<absent>"
+		}
+		if err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+		return kv.Value
+	}
+	// A transfer: compare on one shard, writes on both.
+	res, err := cl.Txn().If(client.Compare("txm/a", client.TargetValue, ">=", 4)).
+		Then(client.OpPut("txm/a", "6"), client.OpPut("txm/z", "4"), client.OpGet("txm/z")).
+		Else(client.OpGet("txm/a")).Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Succeeded || len(res.Shards) != 2 || res.ID == "" || len(res.Results) != 3 {
+		t.Fatalf("answer %+v", res)
+	}
+	if res.Results[0].ModIndex == 0 || res.Results[2].KV == nil || res.Results[2].KV.Value != "0" {
+		t.Fatalf("results %+v", res.Results)
+	}
+	if value("txm/a") != "6" || value("txm/z") != "4" {
+		t.Fatalf("after commit: a=%s z=%s", value("txm/a"), value("txm/z"))
+	}
+	// The failure branch over two shards.
+	res, err = cl.Txn().If(client.Compare("txm/a", client.TargetValue, ">=", 100)).
+		Then(client.OpPut("txm/a", "x"), client.OpPut("txm/z", "x")).
+		Else(client.OpGet("txm/a"), client.OpGet("txm/z")).Commit(ctx)
+	if err != nil || res.Succeeded || res.Results[0].KV.Value != "6" || res.Results[1].KV.Value != "4" {
+		t.Fatalf("failure branch: %+v %v", res, err)
+	}
+	// Inspection.
+	r, err := Do(ctx, "GET", c.HTTPAddrs()[2], "/v1/txn/"+res.ID, nil)
+	if err != nil || r.Status != 200 {
+		t.Fatalf("inspect: %v %v", r, err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(r.Body, &rec); err != nil || rec["state"] != "committed" {
+		t.Fatalf("inspect body %s", r.Body)
+	}
+	// A stale fence on one shard refuses the whole transaction.
+	if _, err := cl.Put(ctx, "txm/z", "4", client.WithFence("L", 5)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.Txn().Then(client.OpPut("txm/a", "fenced"), client.OpPut("txm/z", "fenced", client.TxnFence("L", 4))).Commit(ctx)
+	if !errors.Is(err, client.ErrStaleToken) {
+		t.Fatalf("stale fence: %v", err)
+	}
+	if value("txm/a") != "6" || value("txm/z") != "4" {
+		t.Fatal("a write of a transaction refused for its fence landed")
+	}
+	// Exactly-once (I7): the same request id twice applies once.
+	once := cl.Txn().If(client.Compare("txm/a", client.TargetValue, "==", 6)).
+		Then(client.OpPut("txm/a", "7"), client.OpPut("txm/z", "3")).WithRequestID("txm-once")
+	if res, err := once.Commit(ctx); err != nil || !res.Succeeded {
+		t.Fatalf("first: %+v %v", res, err)
+	}
+	if _, err := cl.Put(ctx, "txm/a", "6"); err != nil {
+		t.Fatal(err)
+	}
+	res, err = once.Commit(ctx)
+	if err != nil || !res.Succeeded || !res.Replay {
+		t.Fatalf("retry: %+v %v", res, err)
+	}
+	if value("txm/a") != "6" || value("txm/z") != "3" {
+		t.Fatalf("the retry applied again: a=%s z=%s", value("txm/a"), value("txm/z"))
+	}
+	WaitFor(t, 10*time.Second, "no intent left", func() error {
+		if n := countIntents(t, c); n != 0 {
+			return errors.New("intents remain")
+		}
+		return nil
+	})
+	_ = context.Background
+}

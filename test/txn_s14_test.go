@@ -1,0 +1,261 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/api"
+	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/txn"
+)
+
+// s14Knob is the coordinator hook of TestS14: the current case decides, per
+// action, whether the coordinator stops there (errStop) or goes on (after
+// killing a participant's leader, say). One transaction at a time.
+type s14Knob struct {
+	mu      sync.Mutex
+	before  func(a txn.Action) error
+	seen    []string
+	stopped map[string]bool // a stopped coordinator stays dead: the client's retries (same id) stop too
+}
+
+var errStop = errors.New("S14: coordinator stopped here")
+
+func (k *s14Knob) BeforeAction(id string, a txn.Action) error {
+	k.mu.Lock()
+	f := k.before
+	k.seen = append(k.seen, a.String())
+	dead := k.stopped[id]
+	k.mu.Unlock()
+	if dead {
+		return errStop
+	}
+	if f == nil {
+		return nil
+	}
+	err := f(a)
+	if err != nil {
+		k.mu.Lock()
+		k.stopped[id] = true
+		k.mu.Unlock()
+	}
+	return err
+}
+
+func (k *s14Knob) set(f func(a txn.Action) error) {
+	k.mu.Lock()
+	k.before, k.seen = f, nil
+	k.mu.Unlock()
+}
+
+// stopAt stops at the n-th action of kind (1-based).
+func stopAt(kind txn.ActionKind, n int) func(txn.Action) error {
+	seen := 0
+	return func(a txn.Action) error {
+		if a.Kind == kind {
+			if seen++; seen == n {
+				return errStop
+			}
+		}
+		return nil
+	}
+}
+
+// TestS14 is Scenario S14 (invariant I8): a coordinator stopped at each step
+// of the protocol (after the prepare on one of two shards, with every
+// prepare done but no commit, after the commit with one shard resolved,
+// before its reply) and a participant's or the anchor's leader killed
+// between steps, driven by typed knobs (api.TxnKnobs). Every transaction
+// ends committed on both shards or aborted on both (single-key readers that
+// meet its intents push and resolve it), and its intents disappear.
+func TestS14(t *testing.T) {
+	knob := &s14Knob{stopped: map[string]bool{}}
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"s14/m"},
+		TxnKnobs: &api.TxnKnobs{BeforeAction: knob.BeforeAction}})
+	cls := NewClients(t, c, 3)
+	ctx := Context(t, 120*time.Second)
+	get := func(k string) (string, error) {
+		kv, err := cls[1].Get(ctx, k)
+		if errors.Is(err, client.ErrNotFound) {
+			return "<absent>", nil
+		}
+		if err != nil {
+			return "", err
+		}
+		return kv.Value, nil
+	}
+	// killLeaderOf kills the leader of the shard holding key, unless it is
+	// the coordinator's node (node 0, where the client sends): a
+	// participant's or the anchor's leader dies between two steps.
+	killLeaderOf := func(shard uint64) func(txn.Action) error {
+		return func(txn.Action) error {
+			i := c.WaitLeader(shard, 10*time.Second)
+			if i == 0 {
+				return nil
+			}
+			c.Kill(i)
+			go func() { time.Sleep(2 * time.Second); c.Restart(i) }()
+			return nil
+		}
+	}
+	cases := []struct {
+		name      string
+		before    func(txn.Action) error
+		committed bool // the outcome every shard must end with
+		sweeper   bool // nobody reads: the record sweeper alone ends it
+	}{
+		{"after every prepare, nobody reads: the sweeper aborts it", stopAt(txn.ActCommit, 1), false, true},
+		{"after the prepare on one shard", stopAt(txn.ActPrepare, 2), false, false},
+		{"after every prepare, before the commit", stopAt(txn.ActCommit, 1), false, false},
+		{"after the commit, one shard resolved", stopAt(txn.ActResolve, 2), true, false},
+		{"after the commit, before the reply", stopAt(txn.ActReply, 1), true, false},
+		{"participant leader killed before the commit", func(a txn.Action) error {
+			if a.Kind == txn.ActCommit {
+				return killLeaderOf(2)(a)
+			}
+			return nil
+		}, true, false},
+		{"anchor leader killed before the commit, coordinator stopped after it", func() func(txn.Action) error {
+			return func(a txn.Action) error {
+				switch a.Kind {
+				case txn.ActCommit:
+					return killLeaderOf(1)(a)
+				case txn.ActResolve:
+					return errStop
+				}
+				return nil
+			}
+		}(), true, false},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, z := fmt.Sprintf("s14/a%d", i), fmt.Sprintf("s14/z%d", i)
+			for _, k := range []string{a, z} {
+				if _, err := cls[2].Put(ctx, k, "old"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			knob.set(tc.before)
+			rid := fmt.Sprintf("s14-%d-%d", i, time.Now().UnixNano())
+			res, err := cls[0].Txn().If(client.Compare(a, client.TargetValue, "==", "old")).
+				Then(client.OpPut(a, "new"), client.OpPut(z, "new")).WithRequestID(rid).Commit(ctx)
+			knob.mu.Lock()
+			t.Logf("coordinator answered %+v %v after %v", res, err, knob.seen)
+			knob.mu.Unlock()
+			knob.set(nil)
+			if err == nil && tc.committed != res.Succeeded {
+				t.Fatalf("answered succeeded=%v, want the outcome %v", res.Succeeded, tc.committed)
+			}
+			if errors.Is(err, client.ErrTxnAborted) && tc.committed {
+				t.Fatalf("answered aborted, want committed: %v", err)
+			}
+			want := map[bool]string{true: "new", false: "old"}[tc.committed]
+			if tc.sweeper {
+				WaitFor(t, 20*time.Second, "the sweeper ends the transaction and its intents", func() error {
+					r, err := Do(ctx, "GET", c.HTTPAddrs()[1], "/v1/txn/"+txn.IDForRequest(rid), nil)
+					if err != nil || r.Status != 200 || !strings.Contains(string(r.Body), `"state":"aborted"`) {
+						return fmt.Errorf("record: %v %v", r, err)
+					}
+					if n := countIntents(t, c); n != 0 {
+						return fmt.Errorf("%d intent keys remain", n)
+					}
+					return nil
+				})
+			}
+			WaitFor(t, 20*time.Second, "both keys readable and agreeing", func() error {
+				va, err := get(a)
+				if err != nil {
+					return err
+				}
+				vz, err := get(z)
+				if err != nil {
+					return err
+				}
+				if va != want || vz != want {
+					return fmt.Errorf("a=%s z=%s, want both %s", va, vz, want)
+				}
+				return nil
+			})
+			WaitFor(t, 20*time.Second, "its intents gone on every replica", func() error {
+				if n := countIntents(t, c); n != 0 {
+					return fmt.Errorf("%d intent keys remain", n)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// TestTxnSplitDuringPrepare (issue 13 item 6, invariant I5): the range of a
+// participant splits between the routing and the prepare; the prepare meets
+// wrong_shard and the transaction aborts cleanly (409 txn_aborted, nothing
+// written, no intent left); run again as a new transaction it commits over
+// the three shards.
+func TestTxnSplitDuringPrepare(t *testing.T) {
+	var (
+		mu       sync.Mutex // the knob runs on a server goroutine
+		done     bool
+		splitErr error
+		addr     string
+	)
+	knobs := &api.TxnKnobs{BeforeAction: func(_ string, a txn.Action) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if a.Kind != txn.ActPrepare || done || addr == "" {
+			return nil
+		}
+		done = true
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		res, err := Do(ctx, "POST", addr, "/v1/cluster/shards/1/split", map[string]string{"key": "tsp/b"})
+		if err == nil && res.Status != 200 {
+			err = fmt.Errorf("%s", res)
+		}
+		splitErr = err
+		return nil
+	}}
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tsp/m"}, TxnKnobs: knobs})
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 60*time.Second)
+	for _, k := range []string{"tsp/a", "tsp/c", "tsp/z"} {
+		if _, err := cl.Put(ctx, k, "old"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	addr = c.Node(0).HTTPAddr
+	mu.Unlock()
+	tx := func() (*client.TxnResponse, error) {
+		return cl.Txn().If(client.Compare("tsp/a", client.TargetValue, "==", "old")).
+			Then(client.OpPut("tsp/a", "new"), client.OpPut("tsp/c", "new"), client.OpPut("tsp/z", "new")).Commit(ctx)
+	}
+	_, err := tx()
+	mu.Lock()
+	if !done || splitErr != nil {
+		t.Fatalf("split: done %v, %v", done, splitErr)
+	}
+	mu.Unlock()
+	if !errors.Is(err, client.ErrTxnAborted) {
+		t.Fatalf("a prepare that met the split: %v, want txn_aborted", err)
+	}
+	for _, k := range []string{"tsp/a", "tsp/c", "tsp/z"} {
+		if kv, err := cl.Get(ctx, k); err != nil || kv.Value != "old" {
+			t.Fatalf("%s = %v %v after the abort", k, kv, err)
+		}
+	}
+	res, err := tx()
+	if err != nil || !res.Succeeded || len(res.Shards) != 3 {
+		t.Fatalf("the new transaction: %+v %v", res, err)
+	}
+	WaitFor(t, 10*time.Second, "no intent left", func() error {
+		if n := countIntents(t, c); n != 0 {
+			return fmt.Errorf("%d intent keys", n)
+		}
+		return nil
+	})
+}
