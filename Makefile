@@ -15,8 +15,23 @@ build: ## build cairn and lockctl into ./bin
 run: build ## run a local 3-node cluster with data in a temp dir (Ctrl-C stops it)
 	./$(BIN)/cairn dev --nodes 3
 
+# make test runs in two parallel halves so that it fits its ~10 minute
+# budget on 2 cores: every package but test/, then test/'s lock and
+# transaction cluster tests (SERVICE_TESTS); and beside them the rest of
+# test/'s cluster tests. Output is grouped per half (-O).
+SERVICE_TESTS := ^(TestLock|TestS1[3-9]|TestTxn|TestTokens)
+TESTFLAGS     := -race -count=1 -timeout 15m
+
 test: ## unit, cluster (fault injection) and short linearizability tests, with -race
-	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	@$(MAKE) --no-print-directory -j2 -Otarget test-cluster test-units-services
+
+.PHONY: test-cluster test-units-services
+test-cluster:
+	$(GO) test $(TESTFLAGS) -skip '$(SERVICE_TESTS)' ./test/
+
+test-units-services:
+	$(GO) test $(TESTFLAGS) $$($(GO) list $(PKGS) | grep -v '/cairn/test$$')
+	$(GO) test $(TESTFLAGS) -run '$(SERVICE_TESTS)' ./test/
 
 test-chaos: ## chaos suite (test/chaos) on a fresh docker-compose cluster: CAIRN_CHAOS_DURATION of mixed faults, default 10m
 	@docker info >/dev/null 2>&1 || { echo "test-chaos needs a working docker: 'docker info' failed"; exit 1; }

@@ -222,6 +222,9 @@ func TestWriteErrorLockHeldNamesHolder(t *testing.T) {
 	if want := map[string]any{"owner": "w1", "token": 9.0}; !jsonEqual(d["holder"], want) {
 		t.Errorf("holder %v; want %v", d["holder"], want)
 	}
+	if d["message"] != `shard 1: lock "a" is not available` {
+		t.Errorf("message %q: the code is the envelope's, not repeated in the message", d["message"])
+	}
 	w2 := httptest.NewRecorder()
 	writeError(w2, cluster.DecodeResponse(w.Result()))
 	if d2 := decodeEnvelope(t, w2.Body.Bytes()); !jsonEqual(d2["holder"], d["holder"]) || d2["code"] != "lock_held" {

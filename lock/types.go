@@ -308,7 +308,9 @@ type Error struct {
 	Token uint64
 }
 
-func (e *Error) Error() string { return string(e.Code) + ": " + e.Msg }
+// Error is the message alone: the code travels beside it (the API's error
+// envelope, a client's "code: message"), so it is not repeated in the text.
+func (e *Error) Error() string { return e.Msg }
 
 // Is matches any *Error with the same code, so errors.Is(err, ErrLockLost)
 // works on a wrapped Result.Err.
