@@ -28,6 +28,13 @@ type Report struct {
 	Set            *SetResult
 	SetErr         string
 
+	Locks      []*LockResult    // one per fenced lock workload
+	LockErrors []map[string]int // per lock, its acquire/read/release errors by code
+	LockErrs   []string         // a lock's counter could not be read back
+
+	Bank       *BankResult // nil: not run; Skipped says why it did not
+	BankErrors map[string]int
+
 	Faults      []Fault
 	Failovers   []Failover
 	Convergence string // "" when every replica converged
@@ -45,6 +52,14 @@ func (r *Report) Anomalies() []string {
 	}
 	out = append(out, setAnomalies("canary", r.Canary, r.CanaryErr)...)
 	out = append(out, setAnomalies("set", r.Set, r.SetErr)...)
+	out = append(out, r.LockErrs...)
+	out = append(out, r.Bank.Anomalies()...)
+	for _, l := range r.Locks {
+		out = append(out, l.Anomalies()...)
+		if l.Acked == 0 {
+			out = append(out, fmt.Sprintf("lock %s: no increment was acknowledged: the workload proves nothing", l.Lock))
+		}
+	}
 	for _, f := range r.Faults {
 		if f.Err != "" {
 			out = append(out, fmt.Sprintf("fault %s (%s) at %v: %s", f.Kind, f.What, f.Start, f.Err))
@@ -102,6 +117,21 @@ func (r *Report) Print(w io.Writer) {
 				countsString(x.errs))
 		}
 	}
+	for i, l := range r.Locks {
+		var errs map[string]int
+		if i < len(r.LockErrors) {
+			errs = r.LockErrors[i]
+		}
+		p("  lock %s: %d grants, %d increments: %d acknowledged, %d unknown (%d took effect), %d failed (%d stale_token: late holders fenced off); %d fenced reads refused (stale_token); counter %d; errors: %s",
+			l.Lock, l.Grants, l.Acked+l.Unknown+l.Failed, l.Acked, l.Unknown, l.UnknownApplied, l.Failed, l.StaleWrites,
+			l.StaleReads, l.Final, countsString(errs))
+	}
+	if b := r.Bank; b != nil && b.Skipped != "" {
+		p("  bank          skipped: %s", b.Skipped)
+	} else if b != nil {
+		p("  bank          %d accounts over %d shards; transfers %s; whole-bank reads %s; errors: %s",
+			b.Accounts, b.Shards, countsString(b.Transfers), countsString(b.Reads), countsString(r.BankErrors))
+	}
 	if r.CanarySkipped > 0 {
 		p("  canary ticks skipped (too many writes unanswered): %d", r.CanarySkipped)
 	}
@@ -141,6 +171,13 @@ func (r *Report) Print(w io.Writer) {
 		if x.r != nil {
 			p("  %s: %d lost, %d phantom, %d failed-but-present", x.name, len(x.r.Lost), len(x.r.Phantom), len(x.r.FailedPresent))
 		}
+	}
+	for _, l := range r.Locks {
+		p("  fenced lock %s (S15, I9, I11): counter %d = %d acknowledged + %d unknown that took effect; %d lost updates, %d refused writes applied, %d counter anomalies, %d token order violations",
+			l.Lock, l.Final, l.Acked, l.UnknownApplied, len(l.Lost), len(l.FailedApplied), len(l.Phantom), len(l.TokenOrder))
+	}
+	if b := r.Bank; b != nil && b.Skipped == "" {
+		p("  bank (S13, I8): %d violations; final read %s", len(b.Violations), b.Final)
 	}
 	p("  replicas converged: %s", okOr(r.Convergence))
 	p("  healthy after the run: %s", okOr(r.FinalHealth))

@@ -78,3 +78,36 @@ func TestReportFailoverGoalsPerKind(t *testing.T) {
 		}
 	}
 }
+
+// TestReportLockAndBankAnomalies: the lock (S15) and bank (S13) workloads'
+// findings fail the run, a run of either that proves nothing does too, and
+// a bank skipped before transactions are served does not.
+func TestReportLockAndBankAnomalies(t *testing.T) {
+	good := &LockResult{Lock: "L", Acked: 3, Final: 3}
+	cases := []struct {
+		name string
+		r    Report
+		want string // a substring of the anomalies; "" for none
+	}{
+		{"good", Report{Locks: []*LockResult{good}, Bank: &BankResult{readsDuring: 2}}, ""},
+		{"bank-skipped", Report{Locks: []*LockResult{good}, Bank: &BankResult{Skipped: "POST /v1/txn answers 404"}}, ""},
+		{"lost-update", Report{Locks: []*LockResult{{Lock: "L", Acked: 3, Lost: []string{"x"}}}}, "lock L: lost update: x"},
+		{"lock-proves-nothing", Report{Locks: []*LockResult{{Lock: "L"}}}, "lock L: no increment was acknowledged"},
+		{"lock-unread", Report{LockErrs: []string{"lock L: reading counter"}}, "lock L: reading counter"},
+		{"bank-violation", Report{Bank: &BankResult{readsDuring: 1, Violations: []string{"wrong-total: 799"}}}, "bank: wrong-total: 799"},
+		{"bank-proves-nothing", Report{Bank: &BankResult{}}, "bank: no whole-bank read completed"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			an := strings.Join(tc.r.Anomalies(), "\n")
+			var sb strings.Builder
+			tc.r.Print(&sb)
+			if tc.want == "" && an != "" || !strings.Contains(an, tc.want) {
+				t.Fatalf("anomalies %q, want %q", an, tc.want)
+			}
+			if tc.want != "" && !strings.Contains(sb.String(), tc.want) {
+				t.Fatalf("summary lacks %q:\n%s", tc.want, sb.String())
+			}
+		})
+	}
+}
