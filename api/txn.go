@@ -62,8 +62,9 @@ type txnResponseJSON struct {
 	Results   []txnOpResultJSON `json:"results"`
 	Shards    []uint64          `json:"shards"`
 	ID        string            `json:"id,omitempty"` // multi-shard transactions: the record's id
-	// Replay: the answer of an earlier attempt with the same request id,
-	// whose gets were read again (multi-shard only).
+	// Replay: the outcome of an earlier attempt with the same request id,
+	// from its record (multi-shard only); its gets are not read again, so
+	// Results is empty.
 	Replay bool `json:"replay,omitempty"`
 }
 
