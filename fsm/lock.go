@@ -138,12 +138,7 @@ func (f *FSM) ScanLocksRange(start, end []byte, limit int) (recs []*lock.Record,
 		}
 		rng = cloneRange(rng)
 		applied = binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(metaApplied))
-		if bytes.Compare(start, rng.Start) < 0 {
-			start = rng.Start
-		}
-		if len(end) == 0 || (len(rng.End) > 0 && bytes.Compare(end, rng.End) > 0) {
-			end = rng.End
-		}
+		start, end = rng.clip(start, end)
 		cur := tx.Bucket(bucketLocks).Cursor()
 		for k, v := cur.Seek(start); k != nil; k, v = cur.Next() {
 			if len(end) > 0 && bytes.Compare(k, end) >= 0 {

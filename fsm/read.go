@@ -147,12 +147,7 @@ func (f *FSM) ScanRange(start, end []byte, limit int, keysOnly bool) (kvs []*KV,
 			return err
 		}
 		rng = cloneRange(rng)
-		if bytes.Compare(start, rng.Start) < 0 {
-			start = rng.Start
-		}
-		if len(end) == 0 || (len(rng.End) > 0 && bytes.Compare(end, rng.End) > 0) {
-			end = rng.End
-		}
+		start, end = rng.clip(start, end)
 		c := tx.Bucket(bucketData).Cursor()
 		for k, v := c.Seek(start); k != nil; k, v = c.Next() {
 			if len(end) > 0 && bytes.Compare(k, end) >= 0 {
@@ -272,3 +267,15 @@ const inlinePageHeader = 16
 
 // sizeCacheFor bounds how often SizeBytes walks the data bucket's pages.
 const sizeCacheFor = 5 * time.Second
+
+// clip narrows the window [start, end) (an empty end: no bound) to the
+// range, for a scan of any bucket keyed like data (keys, lock names).
+func (r Range) clip(start, end []byte) ([]byte, []byte) {
+	if bytes.Compare(start, r.Start) < 0 {
+		start = r.Start
+	}
+	if len(end) == 0 || (len(r.End) > 0 && bytes.Compare(end, r.End) > 0) {
+		end = r.End
+	}
+	return start, end
+}
