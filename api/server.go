@@ -133,7 +133,8 @@ type Server struct {
 	prt     *router[*shard.Replica] // the same loop for placement calls, which need the whole replica
 	metrics *metrics
 	txnm    *txnMetrics
-	node    string // this node's id
+	sweep   sweepLeases // when this node began leading each shard, for the record sweeper
+	node    string      // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc
 	// locks holds the routes under /v1/locks/, served outside the mux too.

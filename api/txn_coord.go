@@ -46,9 +46,14 @@ var errCoordinatorStopped = errors.New("txn coordinator stopped by a test knob")
 
 // Coordinator bounds.
 const (
-	txnTimeout     = 2 * time.Second // heartbeat timeout: an older Pending record may be aborted by a push
-	txnMaxAttempts = 40              // prepares per participant (conflicts, unknowns)
-	txnMaxSteps    = 400             // Plan rounds
+	// txnTimeout is the record's heartbeat timeout: an older Pending record
+	// may be aborted by a push. It is well above a leader failover (an
+	// election timeout of 1.5 s, twice that at worst), since a coordinator's
+	// heartbeat cannot land while its anchor has no leader; CockroachDB
+	// takes 5 s too (five heartbeat intervals).
+	txnTimeout     = 5 * time.Second
+	txnMaxAttempts = 40  // prepares per participant (conflicts, unknowns)
+	txnMaxSteps    = 400 // Plan rounds
 	txnPushPause   = 25 * time.Millisecond
 )
 

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/cairndb/cairn/txn"
@@ -23,6 +24,15 @@ func (s *Server) SweepTxnRecords(ctx context.Context) {
 	for _, rng := range s.be.Ranges() {
 		rep, ok := s.rt.replica(rng.ID)
 		if !ok || !rep.IsLeader() {
+			s.sweep.lost(rng.ID)
+			continue
+		}
+		// A new leader gives every record a full timeout from its own
+		// start: no coordinator's heartbeat could land while the shard had
+		// no leader, so a record's age says nothing about its coordinator
+		// across a failover (the lock tracker restarts its countdowns the
+		// same way).
+		if now-s.sweep.leading(rng.ID, now) <= int64(txnTimeout) {
 			continue
 		}
 		recs, err := rep.FSM().TxnLiveRecords()
@@ -83,4 +93,33 @@ func (s *Server) RunTxnSweeper(stop <-chan struct{}) {
 		s.SweepTxnRecords(ctx)
 		cancel()
 	}
+}
+
+// sweepLeases remembers when the sweeper first saw this node lead each
+// shard (nanoseconds on the server's clock); a shard led without a break
+// keeps its first time.
+type sweepLeases struct {
+	mu    sync.Mutex
+	since map[uint64]int64
+}
+
+// leading returns when this node began leading shard, as first seen at now.
+func (l *sweepLeases) leading(shard uint64, now int64) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.since == nil {
+		l.since = map[uint64]int64{}
+	}
+	t, ok := l.since[shard]
+	if !ok {
+		l.since[shard], t = now, now
+	}
+	return t
+}
+
+// lost forgets shard: this node does not lead it now.
+func (l *sweepLeases) lost(shard uint64) {
+	l.mu.Lock()
+	delete(l.since, shard)
+	l.mu.Unlock()
 }

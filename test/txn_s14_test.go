@@ -124,7 +124,13 @@ func TestS14(t *testing.T) {
 			return func(a txn.Action) error {
 				switch a.Kind {
 				case txn.ActCommit:
-					return killLeaderOf(1)(a)
+					// The coordinator stays silent past the old 2 s record
+					// timeout while the anchor fails over: its heartbeats
+					// could not have landed anyway, so the anchor's new
+					// leader must not sweep the record away.
+					err := killLeaderOf(1)(a)
+					time.Sleep(2500 * time.Millisecond)
+					return err
 				case txn.ActResolve:
 					return errStop
 				}
