@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -40,25 +39,33 @@ func (n *Node) Leave(timeout time.Duration) {
 		// up-to-date voter, may be a node that has just stopped. Wait for it
 		// so the next placement leader, not this one, runs the driver from
 		// here on.
-		if to, ok := liveMetaVoter(n.meta, n.cfg.ID, alive); ok {
-			if err := n.meta.TransferLeadership(ctx, to.ID, to.Address); err != nil {
-				n.log.Warn("leave: hand off meta leadership", "to", to.ID, "err", err)
-			}
+		if members, err := n.meta.Members(); err == nil {
+			transferToFirst(ctx, liveVoters(members, n.cfg.ID, alive), func(to shard.Member) error {
+				return n.meta.TransferLeadership(ctx, to.ID, to.Address)
+			}, n.log.Info, n.log.Warn, "leave: hand off meta leadership")
 		}
 	}
-	var led []*shard.Replica
+	var led []leader
 	for _, rep := range n.host.Replicas() {
 		if rep.IsLeader() {
 			led = append(led, rep)
 		}
 	}
-	handed := handOff(ctx, led, n.cfg.ID, alive, n.log.Warn)
+	handed := handOff(ctx, led, n.cfg.ID, alive, n.log.Info, n.log.Warn)
 	n.log.Info("leaving: leaderships handed off", "shards", handed, "led", len(led), "took", time.Since(start).Round(time.Millisecond))
 }
 
+// leader is what a handoff needs of a replica this node leads.
+type leader interface {
+	ID() uint64
+	Members() ([]shard.Member, error)
+	TransferLeader(id, addr string) error
+}
+
 // handOff transfers each replica's leadership to another voter gossip sees
-// alive (lowest id first), up to 8 at a time, and returns how many moved.
-func handOff(ctx context.Context, reps []*shard.Replica, self string, alive map[string]bool, warn func(string, ...any)) int {
+// alive (lowest id first, the next one when a transfer fails), up to 8
+// replicas at a time, and returns how many moved.
+func handOff(ctx context.Context, reps []leader, self string, alive map[string]bool, info, warn func(string, ...any)) int {
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -70,15 +77,8 @@ func handOff(ctx context.Context, reps []*shard.Replica, self string, alive map[
 		if err != nil {
 			continue
 		}
-		sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
-		var to *shard.Member
-		for i := range members {
-			if m := &members[i]; m.Voter && m.ID != self && alive[m.ID] {
-				to = m
-				break
-			}
-		}
-		if to == nil {
+		to := liveVoters(members, self, alive)
+		if len(to) == 0 {
 			continue
 		}
 		select {
@@ -93,31 +93,51 @@ func handOff(ctx context.Context, reps []*shard.Replica, self string, alive map[
 			defer func() { <-sem }()
 			// Bounded by raft: a transfer that does not complete within an
 			// election timeout fails and leadership stays here.
-			if err := rep.TransferLeader(to.ID, to.Address); err != nil {
-				warn("leave: hand off shard leadership", "shard", rep.ID(), "to", to.ID, "err", err)
-				return
+			if transferToFirst(ctx, to, func(m shard.Member) error { return rep.TransferLeader(m.ID, m.Address) },
+				info, warn, "leave: hand off shard leadership", "shard", rep.ID()) {
+				mu.Lock()
+				moved++
+				mu.Unlock()
 			}
-			mu.Lock()
-			moved++
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	return moved
 }
 
-// liveMetaVoter returns the meta group's voter with the lowest id that is
-// not self and that gossip sees alive.
-func liveMetaVoter(meta *placement.Meta, self string, alive map[string]bool) (shard.Member, bool) {
-	members, err := meta.Members()
-	if err != nil {
-		return shard.Member{}, false
-	}
-	sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
-	for _, m := range members {
-		if m.Voter && m.ID != self && alive[m.ID] {
-			return m, true
+// transferToFirst tries the targets in order until one transfer succeeds or
+// ctx ends, and reports whether one did. Gossip can still list a node that
+// stopped a moment ago (its leave not yet heard), so a failed transfer is
+// routine while another target remains (logged at info); only when every
+// target failed is it a warning.
+func transferToFirst(ctx context.Context, targets []shard.Member, transfer func(shard.Member) error,
+	info, warn func(string, ...any), msg string, args ...any) bool {
+	for i, to := range targets {
+		err := transfer(to)
+		if err == nil {
+			return true
+		}
+		log := warn
+		if i < len(targets)-1 && ctx.Err() == nil {
+			log = info
+		}
+		log(msg, append(append([]any{}, args...), "to", to.ID, "err", err)...)
+		if ctx.Err() != nil {
+			return false
 		}
 	}
-	return shard.Member{}, false
+	return false
+}
+
+// liveVoters returns the voters among members that are not self and that
+// gossip sees alive, lowest id first.
+func liveVoters(members []shard.Member, self string, alive map[string]bool) []shard.Member {
+	var out []shard.Member
+	for _, m := range members {
+		if m.Voter && m.ID != self && alive[m.ID] {
+			out = append(out, m)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
