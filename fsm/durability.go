@@ -253,7 +253,8 @@ func recordGenesis(path string, r Range) error {
 }
 
 // readGenesis returns the recorded genesis range. A file that does not
-// decode (which writeDurably's rename rules out) counts as none.
+// decode (which writeDurably's rename rules out) counts as none; one of a
+// newer version is refused (ErrNewerFormat).
 func readGenesis(path string) (Range, bool, error) {
 	b, err := os.ReadFile(genesisPath(path))
 	if errors.Is(err, os.ErrNotExist) {
@@ -263,6 +264,10 @@ func readGenesis(path string) (Range, bool, error) {
 		return Range{}, false, fmt.Errorf("fsm: read genesis: %w", err)
 	}
 	n := len(genesisMagic) + 1
+	if len(b) >= n && string(b[:len(genesisMagic)]) == genesisMagic && b[n-1] > genesisVersion {
+		return Range{}, false, fmt.Errorf("fsm: %s: format v%d, this binary reads up to v%d: %w",
+			genesisPath(path), b[n-1], genesisVersion, ErrNewerFormat)
+	}
 	if len(b) < n+4 || string(b[:len(genesisMagic)]) != genesisMagic || b[n-1] != genesisVersion ||
 		crc32.Checksum(b[:len(b)-4], castagnoli) != binary.BigEndian.Uint32(b[len(b)-4:]) {
 		return Range{}, false, nil

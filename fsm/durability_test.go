@@ -330,3 +330,32 @@ func TestSidecarFormatVersion(t *testing.T) {
 		})
 	}
 }
+
+// A genesis file of a newer version (magic, version byte 2) is refused with
+// an error naming it, not taken for a missing one.
+func TestGenesisNewerVersionRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f := mustOpen(t, path)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(genesisPath(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[len(genesisMagic)] != 1 {
+		t.Fatalf("genesis version byte %d, want 1", b[len(genesisMagic)])
+	}
+	b[len(genesisMagic)] = 2
+	if err := os.WriteFile(genesisPath(path), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err = Open(Config{Path: path, Initial: testRange})
+	if err == nil {
+		f.Close()
+		t.Fatal("opened with a genesis file of version 2")
+	}
+	if !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), genesisPath(path)) || !strings.Contains(err.Error(), "v2") {
+		t.Fatalf("error %q: want ErrNewerFormat naming %s and v2", err, genesisPath(path))
+	}
+}
