@@ -13,7 +13,13 @@ package fsm
 // points at pages never written. So the FSM records, in a small sidecar file
 // written with fsync, the machine boot it runs under:
 //
-//	<path>.state = {"state": "open" | "clean", "boot": <boot id>, "genesis": <range at index 0>}
+//	<path>.state = {"v": 1, "state": "open" | "clean", "boot": <boot id>, "genesis": <range at index 0>}
+//
+// "v" is the sidecar's format version (sidecarFormat). Sidecars written
+// before it existed have no "v" and the same layout: they are read as
+// version 1 (an older binary ignores the key). A newer version is refused,
+// and so is the shard's Open (ErrNewerFormat): the file is neither trusted
+// nor rebuilt, since this binary cannot tell what the newer one recorded.
 //
 // "open" is written (durably) before the first unsynced commit, "clean" after
 // Close has synced the file. At Open, a file left "open" under a different
@@ -51,7 +57,16 @@ const (
 // from. The file is kept; the replica must be restored from a peer.
 var ErrGenesisUnknown = errors.New("fsm: cannot rebuild the state machine: its genesis range is unknown")
 
+// sidecarFormat is the "v" of the sidecar this binary writes and the newest
+// it reads.
+const sidecarFormat = 1
+
+// ErrNewerFormat: a file was written in a format version newer than this
+// binary reads (by a newer cairn). It is refused, not guessed at or rebuilt.
+var ErrNewerFormat = errors.New("written by a newer cairn")
+
 type sidecar struct {
+	V       int    `json:"v,omitempty"`
 	State   string `json:"state"`
 	Boot    string `json:"boot,omitempty"`
 	Genesis *Range `json:"genesis,omitempty"`
@@ -78,7 +93,7 @@ func readSidecar(path string) (sidecar, bool, error) {
 		return sidecar{}, false, nil
 	}
 	if err != nil {
-		return sidecar{}, false, err
+		return sidecar{}, false, fmt.Errorf("fsm: read sidecar: %w", err)
 	}
 	var sc sidecar
 	if err := json.Unmarshal(b, &sc); err != nil {
@@ -86,11 +101,21 @@ func readSidecar(path string) (sidecar, bool, error) {
 		// cannot be trusted either way.
 		return sidecar{State: sidecarOpen}, true, nil
 	}
+	switch sc.V {
+	case 0, 1: // 0: written before "v" existed, the same layout
+	default:
+		// Not torn (it decoded): a newer binary's, or a "v" never
+		// written. Deleting the file as untrusted would throw away a
+		// state the newer binary may have trusted.
+		return sidecar{}, true, fmt.Errorf("fsm: %s: format v%d, this binary reads up to v%d: %w",
+			sidecarPath(path), sc.V, sidecarFormat, ErrNewerFormat)
+	}
 	return sc, true, nil
 }
 
 // writeSidecar replaces the sidecar durably.
 func writeSidecar(path string, sc sidecar) error {
+	sc.V = sidecarFormat
 	b, err := json.Marshal(sc)
 	if err != nil {
 		return err
@@ -149,7 +174,7 @@ func prepare(cfg Config, boot string, bootErr error) (opening, error) {
 	}
 	sc, found, err := readSidecar(cfg.Path)
 	if err != nil {
-		return op, fmt.Errorf("fsm: read sidecar: %w", err)
+		return op, err
 	}
 	if !known && sc.Genesis != nil {
 		genesis, known = cloneRange(*sc.Genesis), true
@@ -228,7 +253,8 @@ func recordGenesis(path string, r Range) error {
 }
 
 // readGenesis returns the recorded genesis range. A file that does not
-// decode (which writeDurably's rename rules out) counts as none.
+// decode (which writeDurably's rename rules out) counts as none; one of a
+// newer version is refused (ErrNewerFormat).
 func readGenesis(path string) (Range, bool, error) {
 	b, err := os.ReadFile(genesisPath(path))
 	if errors.Is(err, os.ErrNotExist) {
@@ -238,6 +264,10 @@ func readGenesis(path string) (Range, bool, error) {
 		return Range{}, false, fmt.Errorf("fsm: read genesis: %w", err)
 	}
 	n := len(genesisMagic) + 1
+	if len(b) >= n && string(b[:len(genesisMagic)]) == genesisMagic && b[n-1] > genesisVersion {
+		return Range{}, false, fmt.Errorf("fsm: %s: format v%d, this binary reads up to v%d: %w",
+			genesisPath(path), b[n-1], genesisVersion, ErrNewerFormat)
+	}
 	if len(b) < n+4 || string(b[:len(genesisMagic)]) != genesisMagic || b[n-1] != genesisVersion ||
 		crc32.Checksum(b[:len(b)-4], castagnoli) != binary.BigEndian.Uint32(b[len(b)-4:]) {
 		return Range{}, false, nil

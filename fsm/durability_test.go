@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -249,4 +250,112 @@ func (f *FSM) crashClose() {
 		_ = f.db.Close()
 		f.db = nil
 	})
+}
+
+// The sidecar's format version (fsm/DESIGN.md "Persisted formats"): a
+// sidecar from before "v" (cf3dc0d, test/testdata/upgrade/vcf3dc0d) is read
+// as version 1 and keeps its meaning, open or clean; one this binary writes
+// says "v":1; one of a newer version is refused with an error naming the
+// file and the version, and the state machine's file is kept, not rebuilt.
+func TestSidecarFormatVersion(t *testing.T) {
+	const genesis = `"genesis":{"ID":7,"Start":"Yg==","End":"eQ==","Epoch":3,"Replicas":["n1","n2","n3"]}`
+	setup := func(t *testing.T, sidecar string) string {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "fsm.db")
+		f := mustOpen(t, path) // synced mode: no sidecar
+		mustApply(t, f, 1, &Command{Op: OpPut, Key: []byte("c"), Value: []byte("v")})
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(sidecarPath(path), []byte(sidecar), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+
+	t.Run("without v, clean", func(t *testing.T) {
+		path := setup(t, `{"state":"clean",`+genesis+`}`)
+		f := mustOpen(t, path, deferredOn("boot-B"))
+		if f.Rebuilt() || f.Applied() != 1 {
+			t.Fatalf("old clean sidecar: rebuilt %v applied %d, want kept at 1", f.Rebuilt(), f.Applied())
+		}
+		b, err := os.ReadFile(sidecarPath(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := `{"v":1,"state":"open","boot":"boot-B",` + genesis + `}`; string(b) != want {
+			t.Errorf("sidecar rewritten as\n %s\nwant\n %s", b, want)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ = os.ReadFile(sidecarPath(path)); string(b) != `{"v":1,"state":"clean",`+genesis+`}` {
+			t.Errorf("sidecar after a clean close: %s", b)
+		}
+	})
+	t.Run("without v, open under another boot", func(t *testing.T) {
+		path := setup(t, `{"state":"open","boot":"boot-A",`+genesis+`}`)
+		f := mustOpen(t, path, deferredOn("boot-B"), func(c *Config) { c.Initial = placeholder })
+		if !f.Rebuilt() || !sameRange(f.Range(), testRange) {
+			t.Fatalf("old open sidecar: rebuilt %v from %+v, want rebuilt from the genesis %+v", f.Rebuilt(), f.Range(), testRange)
+		}
+		f.Close()
+	})
+	for _, sc := range []string{
+		`{"v":2,"state":"clean"}`,
+		`{"v":2,"state":"open","boot":"boot-A",` + genesis + `}`, // would be rebuilt, were it v1
+		`{"v":-1,"state":"clean"}`,
+	} {
+		t.Run(sc, func(t *testing.T) {
+			path := setup(t, sc)
+			for _, deferred := range []bool{true, false} {
+				f, err := Open(Config{Path: path, Initial: testRange, DeferSync: deferred,
+					BootID: func() (string, error) { return "boot-B", nil }})
+				if err == nil {
+					f.Close()
+					t.Fatalf("deferred %v: opened a state machine whose sidecar is %s", deferred, sc)
+				}
+				if !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), sidecarPath(path)) ||
+					!strings.Contains(err.Error(), "format v") {
+					t.Fatalf("deferred %v: error %q: want ErrNewerFormat naming %s and the version", deferred, err, sidecarPath(path))
+				}
+			}
+			// Nothing was touched: the newer binary's files are as it left them.
+			if b, _ := os.ReadFile(sidecarPath(path)); string(b) != sc {
+				t.Errorf("sidecar changed to %s", b)
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("the state machine's file is gone: %v", err)
+			}
+		})
+	}
+}
+
+// A genesis file of a newer version (magic, version byte 2) is refused with
+// an error naming it, not taken for a missing one.
+func TestGenesisNewerVersionRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f := mustOpen(t, path)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(genesisPath(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[len(genesisMagic)] != 1 {
+		t.Fatalf("genesis version byte %d, want 1", b[len(genesisMagic)])
+	}
+	b[len(genesisMagic)] = 2
+	if err := os.WriteFile(genesisPath(path), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err = Open(Config{Path: path, Initial: testRange})
+	if err == nil {
+		f.Close()
+		t.Fatal("opened with a genesis file of version 2")
+	}
+	if !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), genesisPath(path)) || !strings.Contains(err.Error(), "v2") {
+		t.Fatalf("error %q: want ErrNewerFormat naming %s and v2", err, genesisPath(path))
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -157,6 +159,39 @@ func TestBinaryEncodingsAreCf3dc0ds(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s: cf3dc0d's bytes decode to\n%#v\nwant\n%#v", c.name, got, c.want)
+		}
+	}
+}
+
+// The sidecar this binary writes, byte for byte: "v":1 first, then what
+// cf3dc0d wrote (TestRangeJSONIsCf3dc0dEncoding). Both it and cf3dc0d's
+// sidecar without "v" read back as the same version-1 sidecar.
+func TestSidecarEncodingIsV1(t *testing.T) {
+	const v1 = `{"v":1,"state":"open","boot":"b1","genesis":{"ID":1,"Start":null,"End":"Zw==","Epoch":1,"Replicas":["n1","n2","n3"]}}`
+	const cf3dc0d = `{"state":"open","boot":"b1","genesis":{"ID":1,"Start":null,"End":"Zw==","Epoch":1,"Replicas":["n1","n2","n3"]}}`
+	want := sidecar{V: 1, State: sidecarOpen, Boot: "b1", Genesis: &Range{ID: 1, End: []byte("g"), Epoch: 1, Replicas: []string{"n1", "n2", "n3"}}}
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	if err := writeSidecar(path, sidecar{State: sidecarOpen, Boot: "b1", Genesis: want.Genesis}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(sidecarPath(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != v1 {
+		t.Errorf("sidecar encoding changed\n got %s\nwant %s", b, v1)
+	}
+	for _, enc := range []string{v1, cf3dc0d} {
+		if err := os.WriteFile(sidecarPath(path), []byte(enc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, found, err := readSidecar(path)
+		if err != nil || !found {
+			t.Fatalf("read %s: found %v, %v", enc, found, err)
+		}
+		got.V = max(got.V, 1) // absent = 1
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s read as %+v, want %+v", enc, got, want)
 		}
 	}
 }

@@ -131,7 +131,13 @@ func OpenNodeLog(dataDir string, kind LogStoreKind, knobs *LogKnobs) (NodeLog, e
 	if kind == LogStoreBoltDB {
 		return OpenBoltLogs(BoltConfig{Knobs: knobs.Bolt}), nil
 	}
-	return OpenWALConfig(WALConfig{Dir: filepath.Join(dataDir, walDirName), Knobs: knobs.WAL})
+	w, err := OpenWALConfig(WALConfig{Dir: filepath.Join(dataDir, walDirName), Knobs: knobs.WAL})
+	if err != nil {
+		// Not a NodeLog holding a nil *WAL: the caller's nil check
+		// must see nil (a node closing after a failed start).
+		return nil, err
+	}
+	return w, nil
 }
 
 const walDirName = "raft-wal"

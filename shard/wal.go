@@ -11,11 +11,21 @@ package shard
 //	length uint32 LE (of body) | crc32c uint32 LE (of body) | body
 //	body = kind byte | payload
 //
-//	walHeader  seq uvarint                       first record of every file
+//	walHeader  seq uvarint [| version uvarint]   first record of every file
 //	walEntry   group uvarint | log entry (encodeLogEntry)
 //	walDelete  group, min, max uvarint           DeleteRange(min, max)
 //	walStable  group uvarint | key | value       (length-prefixed)
 //	walDrop    group uvarint                     DropGroup
+//
+// The header's version is the file's format (walFormat): how every record
+// after it is laid out. A header without one, what every binary so far has
+// written, is version 1. This binary writes version-1 files in that same
+// layout, so a binary from before the version existed still reads them (a
+// rollback stays possible); a later format writes its version, which this
+// binary refuses with fsm.ErrNewerFormat naming the file, and which a binary
+// from before the version refuses too ("1 trailing bytes" in the header:
+// recovery fails, nothing is cut off). The header record's frame and its
+// seq stay as they are in every version, so any binary can read the version.
 //
 // Recovery replays every file in order; a record cut short at the end of the
 // last file (a crash mid-write) is cut off, anywhere else it is corruption.
@@ -71,6 +81,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/durable"
 	"github.com/cairndb/cairn/internal/wire"
 )
@@ -86,6 +97,11 @@ const (
 	walMaxRecord   = 64 << 20 // bound on one record's body; raft entries are far smaller
 	walFrameHeader = 8
 	walFillChunk   = 4 << 20 // zeros written ahead of the active file's end at a time
+
+	// walFormat is the newest file format version this binary reads, and
+	// the one it writes (in the layout without a version field, see
+	// appendWALOp).
+	walFormat = 1
 )
 
 var (
@@ -151,10 +167,11 @@ func (g *walGroupState) last() uint64 {
 }
 
 type walSegment struct {
-	seq  uint64
-	f    *os.File
-	size int64             // end of the last record; guarded by WAL.mu
-	max  map[uint64]uint64 // group -> highest entry index written here
+	seq     uint64
+	version uint64 // the file's format, from its header (walFormat)
+	f       *os.File
+	size    int64             // end of the last record; guarded by WAL.mu
+	max     map[uint64]uint64 // group -> highest entry index written here
 
 	// alloc is how far the file is allocated and synced (records or the
 	// filler's zeros). The committer writes below it freely; a write that
@@ -188,7 +205,8 @@ type walOp struct {
 	kind     byte
 	group    uint64
 	log      *raft.Log
-	min, max uint64
+	min, max uint64 // a header's seq is min
+	version  uint64 // a header's file format version (0 or 1: written without the field)
 	key, val []byte
 }
 
@@ -339,6 +357,7 @@ func (w *WAL) replay(seg *walSegment) (int64, error) {
 			if op.min != seg.seq {
 				return off, fmt.Errorf("shard: wal: header says segment %d", op.min)
 			}
+			seg.version = op.version
 		} else if err := w.apply(op, seg, loc); err != nil {
 			return off, err
 		}
@@ -409,6 +428,11 @@ func appendWALOp(b []byte, op walOp) []byte {
 	switch op.kind {
 	case walHeader:
 		b = binary.AppendUvarint(b, op.min)
+		// Version 1 is written without the field, byte for byte what
+		// binaries before the version wrote, so they can still read it.
+		if op.version > 1 {
+			b = binary.AppendUvarint(b, op.version)
+		}
 	case walEntry:
 		b = binary.AppendUvarint(b, op.group)
 		b = appendLogEntry(b, op.log)
@@ -444,6 +468,7 @@ func decodeWALOp(body []byte) (walOp, error) {
 	switch op.kind {
 	case walHeader:
 		op.min = d.Uvarint()
+		return op, decodeWALVersion(&op, d)
 	case walEntry:
 		op.group = d.Uvarint()
 		if err := d.Err(); err != nil {
@@ -467,6 +492,32 @@ func decodeWALOp(body []byte) (walOp, error) {
 	return op, d.Finish()
 }
 
+// decodeWALVersion reads the version after a header's seq: none is version
+// 1; one newer than walFormat is refused (ErrNewerFormat) whatever follows
+// it, since a newer header may carry more.
+func decodeWALVersion(op *walOp, d *wire.Reader) error {
+	if err := d.Err(); err != nil {
+		return err
+	}
+	rest := d.Rest()
+	op.version = 1
+	if len(rest) == 0 {
+		return nil
+	}
+	v := wire.NewReader(rest)
+	op.version = v.Uvarint()
+	if err := v.Err(); err != nil {
+		return err
+	}
+	if op.version == 0 {
+		return fmt.Errorf("%w: wal header version 0", wire.ErrMalformed)
+	}
+	if op.version > walFormat {
+		return fmt.Errorf("file format v%d, this binary reads up to v%d: %w", op.version, walFormat, fsm.ErrNewerFormat)
+	}
+	return v.Finish()
+}
+
 // appendWALOpRecord appends op as a framed record to buf, encoding it in
 // place.
 func appendWALOpRecord(buf []byte, op walOp) []byte {
@@ -486,7 +537,7 @@ func (w *WAL) rotate() error {
 	if n := len(w.segs); n > 0 {
 		seq = w.segs[n-1].seq + 1
 	}
-	buf := appendWALOpRecord(nil, walOp{kind: walHeader, min: seq})
+	buf := appendWALOpRecord(nil, walOp{kind: walHeader, min: seq, version: walFormat})
 	ids := make([]uint64, 0, len(w.groups))
 	for id := range w.groups {
 		ids = append(ids, id)
@@ -522,7 +573,7 @@ func (w *WAL) rotate() error {
 		_ = f.Close()
 		return fmt.Errorf("shard: wal: new segment: %w", err)
 	}
-	seg := &walSegment{seq: seq, f: f, size: int64(len(buf)), max: make(map[uint64]uint64)}
+	seg := &walSegment{seq: seq, version: walFormat, f: f, size: int64(len(buf)), max: make(map[uint64]uint64)}
 	seg.alloc.Store(seg.size)
 	w.segs = append(w.segs, seg)
 	return nil
