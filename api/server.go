@@ -1,5 +1,8 @@
 // Package api is cairn's HTTP JSON server: one route table, request parsing,
 // routing to the owning shard's leader, and one table from errors to codes.
+// It asks its node only for the interfaces it declares: Backend, and each
+// shard's replica as a ShardReplica (docs/architecture.md, "Node-to-node
+// calls").
 package api
 
 import (
