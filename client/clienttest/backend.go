@@ -126,7 +126,8 @@ func (r *replica) apply(cmd *fsm.Command) (*fsm.Result, error) {
 	return res, nil
 }
 
-// The reads admit at once: this replica leads and has applied everything.
+// The reads admit at once: this replica leads, and has applied everything
+// committed.
 
 func (r *replica) LinearizableRead(ctx context.Context) (uint64, error) {
 	fault := takeFault(ctx)
@@ -136,8 +137,19 @@ func (r *replica) LinearizableRead(ctx context.Context) (uint64, error) {
 	return r.fsm.Applied(), r.after(ctx, fault)
 }
 
-func (r *replica) SessionRead(ctx context.Context, _ uint64, _ time.Duration) (uint64, error) {
-	return r.LinearizableRead(ctx)
+// SessionRead waits for a session's index as shard.Replica does: one ahead
+// of this store (a token from another server) is refused after wait.
+func (r *replica) SessionRead(ctx context.Context, index uint64, wait time.Duration) (uint64, error) {
+	applied, err := r.LinearizableRead(ctx)
+	if err != nil || applied >= index {
+		return applied, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := r.fsm.WaitApplied(wctx, index); err != nil {
+		return 0, fmt.Errorf("shard %d has not applied index %d within %s: %w", shardID, index, wait, shard.ErrUnavailable)
+	}
+	return r.fsm.Applied(), nil
 }
 
 // StaleRead takes no context, so no fault reaches it.

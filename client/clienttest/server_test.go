@@ -1,6 +1,7 @@
 package clienttest
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -176,5 +177,28 @@ func TestCluster(t *testing.T) {
 	if len(view.Nodes) != 1 || view.Nodes[0].HTTPAddr != s.Addr() || len(view.Shards) != 1 ||
 		view.Shards[0].ID != 1 || view.Shards[0].Leader != "n1" || view.Shards[0].AppliedIndex != 1 {
 		t.Errorf("cluster view %+v", view)
+	}
+}
+
+// A session read waits for the session's index: one this store has applied
+// is served, one ahead of it (a token from another server) is refused.
+func TestSessionRead(t *testing.T) {
+	s := NewServer()
+	defer s.Close()
+	s.Set("a", "1")
+	for _, tc := range []struct {
+		index  string
+		status int
+	}{{"1", 200}, {"99", 503}} {
+		req, _ := http.NewRequest("GET", s.URL+"/v1/kv/a?consistency=session", nil)
+		req.Header.Set("X-Cairn-Session", "s1."+base64.RawURLEncoding.EncodeToString([]byte("1:"+tc.index)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("session at index %s: %d, want %d", tc.index, resp.StatusCode, tc.status)
+		}
 	}
 }
