@@ -11,7 +11,6 @@ import (
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/placement"
-	"github.com/cairndb/cairn/shard"
 )
 
 // MetaBackend is what the API needs from this node's meta-group replica.
@@ -68,7 +67,7 @@ func (s *Server) splitShard(w http.ResponseWriter, r *http.Request) error {
 			return invalidf("bad split key: %v", validateKey(key))
 		}
 	}
-	return s.onLeader(w, r, body, func(rep *shard.Replica) error {
+	return s.onLeader(w, r, body, func(rep ShardReplica) error {
 		ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 		defer cancel()
 		res, err := placement.SplitShard(ctx, rep, key, s)

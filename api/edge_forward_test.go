@@ -25,7 +25,7 @@ func (b remoteOnlyBackend) Ready() bool { return true }
 func (b remoteOnlyBackend) Lookup([]byte) (fsm.Range, bool) {
 	return fsm.Range{ID: 1, Epoch: 1, Replicas: []string{"n2", "n3"}}, true
 }
-func (b remoteOnlyBackend) Replica(uint64) (*shard.Replica, bool) { return nil, false }
+func (b remoteOnlyBackend) Replica(uint64) (ShardReplica, bool) { return nil, false }
 func (b remoteOnlyBackend) NodeHTTPAddr(id string) (string, bool) {
 	a, ok := b.addrs[id]
 	return a, ok

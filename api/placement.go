@@ -51,6 +51,38 @@ type MetaRange = cluster.MetaRange
 
 type membershipRequest = cluster.MembershipRequest
 
+// MemberReplica is what the placement executor's routes need of a shard's
+// replica: its status and its raft membership. *shard.Replica implements it.
+//
+// Concurrency: every method may be called at any time from any number of
+// request goroutines, concurrently with each other and with Replica's
+// methods; raft serializes the membership changes.
+//
+//   - Status writes nothing: this replica's view (leader, indexes, the latest
+//     configuration), stale the moment it returns.
+//   - CommittedStatus (leader only) commits a no-op after the latest
+//     configuration, so the members it returns are known committed; its
+//     errors are Propose's (Replica): *shard.NotLeaderError and
+//     shard.ErrUnavailable mean nothing was written.
+//   - AddLearner, Promote and RemoveMember change the configuration
+//     (leader only), classified as Propose: *shard.NotLeaderError and
+//     shard.ErrUnavailable mean nothing was changed, shard.ErrOutcomeUnknown
+//     that the change was appended and may commit. Each is idempotent (a
+//     change already made returns nil), so a retry is harmless.
+//   - TransferLeader (leader only) writes nothing to the log; a transfer
+//     that failed is shard.ErrUnavailable, or *shard.NotLeaderError when
+//     this replica does not lead.
+type MemberReplica interface {
+	Status() shard.Status
+	CommittedStatus(ctx context.Context) (shard.Status, error)
+	AddLearner(id, addr string) error
+	Promote(id, addr string) error
+	RemoveMember(id string) error
+	TransferLeader(id, addr string) error
+}
+
+var _ MemberReplica = (*shard.Replica)(nil)
+
 func (s *Server) placementRoutes() {
 	s.handle("POST /v1/cluster/shards/{id}/transfer-leader", "cluster_transfer", s.transferLeader)
 	s.handle("POST /v1/cluster/nodes/{id}/drain", "cluster_drain", s.drainNode)
@@ -104,7 +136,7 @@ func shardIDParam(r *http.Request) (uint64, error) {
 
 // onLeader runs fn on the shard's leader replica: locally, or by forwarding
 // the request to the leader's node.
-func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, fn func(*shard.Replica) error) error {
+func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, fn func(ShardReplica) error) error {
 	id, err := shardIDParam(r)
 	if err != nil {
 		return err
@@ -112,7 +144,7 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 	if !s.be.Ready() {
 		return errNotReady
 	}
-	return s.prt.route(r.Context(), routeReq[*shard.Replica]{
+	return s.rt.route(r.Context(), routeReq[ShardReplica]{
 		rng: func() (fsm.Range, error) {
 			if rng, ok := s.rangeByID(id); ok {
 				return rng, nil
@@ -121,18 +153,18 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, f
 		},
 		leader:   true,
 		fallback: true,
-		local:    func(rep *shard.Replica, _ fsm.Range) error { return fn(rep) },
+		local:    func(rep ShardReplica, _ fsm.Range) error { return fn(rep) },
 		remote:   func(addr string, _ fsm.Range) error { return s.forward(w, r, body, addr) },
 	})
 }
 
 func (s *Server) shardStatus(w http.ResponseWriter, r *http.Request) error {
-	reply := func(rep *shard.Replica) error {
+	reply := func(rep ShardReplica) error {
 		writeJSON(w, http.StatusOK, rep.Status())
 		return nil
 	}
 	if r.URL.Query().Get("committed") == "1" {
-		return s.onLeader(w, r, nil, func(rep *shard.Replica) error {
+		return s.onLeader(w, r, nil, func(rep ShardReplica) error {
 			st, err := rep.CommittedStatus(r.Context())
 			if err != nil {
 				return err
@@ -164,7 +196,7 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request) error {
 	if err := unmarshalStrict(body, &req); err != nil {
 		return err
 	}
-	return s.onLeader(w, r, body, func(rep *shard.Replica) error {
+	return s.onLeader(w, r, body, func(rep ShardReplica) error {
 		if err := s.changeMembership(rep, req); err != nil {
 			return err
 		}
@@ -173,7 +205,7 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-func (s *Server) changeMembership(rep *shard.Replica, req membershipRequest) error {
+func (s *Server) changeMembership(rep MemberReplica, req membershipRequest) error {
 	addr, ok := s.pb.NodeRaftAddr(req.Node)
 	if !ok && req.Action != "remove" {
 		return fmt.Errorf("node %q is not registered: %w", req.Node, errNotFound)
@@ -206,7 +238,7 @@ func (s *Server) transferLeader(w http.ResponseWriter, r *http.Request) error {
 	if req.To == "" {
 		return invalidf(`"to" names the node to hand leadership to`)
 	}
-	return s.onLeader(w, r, body, func(rep *shard.Replica) error {
+	return s.onLeader(w, r, body, func(rep ShardReplica) error {
 		if err := s.changeMembership(rep, membershipRequest{Action: "transfer_leader", Node: req.To}); err != nil {
 			return err
 		}

@@ -1,5 +1,8 @@
 // Package api is cairn's HTTP JSON server: one route table, request parsing,
 // routing to the owning shard's leader, and one table from errors to codes.
+// It asks its node only for the interfaces it declares: Backend, and each
+// shard's replica as a ShardReplica (docs/architecture.md, "Node-to-node
+// calls").
 package api
 
 import (
@@ -22,6 +25,7 @@ import (
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/internal/cluster"
+	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
 	"github.com/cairndb/cairn/txn"
 )
@@ -36,8 +40,9 @@ type Backend interface {
 	Lookup(key []byte) (fsm.Range, bool)
 	// Ranges returns the range map sorted by start key.
 	Ranges() []fsm.Range
-	// Replica returns this node's replica of a shard, if it hosts one.
-	Replica(id uint64) (*shard.Replica, bool)
+	// Replica returns this node's replica of a shard, if it hosts one
+	// (never a non-nil interface holding a nil pointer).
+	Replica(id uint64) (ShardReplica, bool)
 	// NodeHTTPAddr returns a node's API address.
 	NodeHTTPAddr(id string) (string, bool)
 	// Cluster describes the cluster for GET /v1/cluster.
@@ -45,6 +50,22 @@ type Backend interface {
 	// Meta is this node's meta-group replica.
 	Meta() MetaBackend
 }
+
+// ShardReplica is everything the API asks of one shard's replica on this
+// node: the key-value routes' Replica (replica.go), and the cluster
+// operations', each declared where it is used: TokenReplica (tokenfloor.go),
+// MemberReplica (placement.go) and placement.Splittable (admin.go).
+// *shard.Replica implements it; client/clienttest serves the API over an
+// in-memory one. The rules of concurrency and of which errors mean nothing
+// was written are those of each part.
+type ShardReplica interface {
+	Replica
+	TokenReplica
+	MemberReplica
+	placement.Splittable
+}
+
+var _ ShardReplica = (*shard.Replica)(nil)
 
 // HealthReporter is an optional Backend capability: Health returns why the
 // node cannot serve at all (its raft log failed), nil when it can. /readyz
@@ -128,9 +149,8 @@ type Server struct {
 	pb      PlacementBackend
 	log     *slog.Logger
 	mux     *http.ServeMux
-	peers   *cluster.Client         // every node-to-node call (internal/cluster)
-	rt      *router[Replica]        // the routing loop for key-value requests
-	prt     *router[*shard.Replica] // the same loop for placement calls, which need the whole replica
+	peers   *cluster.Client       // every node-to-node call (internal/cluster)
+	rt      *router[ShardReplica] // the routing loop, for every request that runs on one shard
 	metrics *metrics
 	txnm    *txnMetrics
 	sweep   sweepLeases // when this node began leading each shard, for the record sweeper
@@ -188,30 +208,22 @@ func NewServer(cfg Config) *Server {
 		node:    cfg.Backend.NodeID(),
 	}
 	s.waits, s.endWaits = context.WithCancel(context.Background())
-	s.prt = &router[*shard.Replica]{
+	s.rt = &router[ShardReplica]{
 		self: s.node, replica: cfg.Backend.Replica, addr: cfg.Backend.NodeHTTPAddr, down: s.peers.Down,
 		wait: cfg.RouteWait, pause: 25 * time.Millisecond,
 	}
 	if s.pb != nil {
-		s.prt.alive = s.pb.NodeAlive
-	}
-	s.rt = &router[Replica]{
-		self: s.prt.self, addr: s.prt.addr, down: s.prt.down, alive: s.prt.alive, wait: s.prt.wait, pause: s.prt.pause,
-		replica: func(id uint64) (Replica, bool) {
-			if rep, ok := cfg.Backend.Replica(id); ok {
-				return rep, true
-			}
-			return nil, false // never a nil *shard.Replica in a non-nil interface
-		},
+		s.rt.alive = s.pb.NodeAlive
 	}
 	s.routes()
 	return s
 }
 
 // route runs one shard's part of a key-value request through the routing
-// loop (route.go).
+// loop (route.go); its local step sees the replica as a Replica only.
 func (s *Server) route(ctx context.Context, q routeReq[Replica]) error {
-	return s.rt.route(ctx, q)
+	return s.rt.route(ctx, routeReq[ShardReplica]{rng: q.rng, leader: q.leader, fallback: q.fallback, remote: q.remote,
+		local: func(rep ShardReplica, rng fsm.Range) error { return q.local(rep, rng) }})
 }
 
 // routes is the route table.

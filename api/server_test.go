@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/cairndb/cairn/fsm"
-	"github.com/cairndb/cairn/shard"
 )
 
 // notReadyBackend is a node that has not formed a cluster: Ready is false, so
@@ -26,7 +25,7 @@ func (b notReadyBackend) Ranges() []fsm.Range {
 	b.t.Error("Ranges called on a node that is not ready")
 	return nil
 }
-func (b notReadyBackend) Replica(uint64) (*shard.Replica, bool) {
+func (b notReadyBackend) Replica(uint64) (ShardReplica, bool) {
 	b.t.Error("Replica called on a node that is not ready")
 	return nil, false
 }

@@ -3,10 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -115,16 +114,18 @@ func TestKVPutFromStdin(t *testing.T) {
 	}
 }
 
-// binaryStub answers every GET with one key whose value is raw bytes, sent
-// as value_base64 the way the server sends a value that is not UTF-8.
+// binaryStub serves one key, "bin", whose value is the raw bytes
+// valueBase64 encodes: the server sends it as value_base64, as it does any
+// value that is not UTF-8.
 func binaryStub(t *testing.T, valueBase64 string) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"key":"bin","value_base64":"`+valueBase64+`","create_index":1,"mod_index":1,"version":1,"lease":""}`)
-	}))
-	t.Cleanup(srv.Close)
-	return "--endpoints=" + srv.Listener.Addr().String()
+	value, err := base64.StdEncoding.DecodeString(valueBase64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, ep := fake(t)
+	f.Set("bin", string(value))
+	return ep
 }
 
 // "kv get" writes a value that is not text as its exact bytes (no newline

@@ -61,8 +61,9 @@ func TestCairnTargetRunAndDescribe(t *testing.T) {
 	if res.Ops != 200 || res.Errors != 0 || res.Target != "cairn" {
 		t.Errorf("ops %d errors %d %v target %s", res.Ops, res.Errors, res.ErrorsByCode, res.Target)
 	}
-	// The fake's /v1/cluster is one shard on no nodes: Describe reports it.
-	if res.System["shards"] != "1" || res.System["nodes"] != "0" {
+	// The test server's /v1/cluster is one shard on one node, which leads
+	// it: Describe reports it.
+	if res.System["shards"] != "1" || res.System["nodes"] != "1" || res.System["leaders"] != "n1=1" {
 		t.Errorf("system %v", res.System)
 	}
 }

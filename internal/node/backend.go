@@ -9,11 +9,23 @@ import (
 	"github.com/cairndb/cairn/shard"
 )
 
-// The node is the API's Backend, and reports its health.
+// The node is the API's Backend (through apiBackend), and reports its health.
 var (
-	_ api.Backend        = (*Node)(nil)
-	_ api.HealthReporter = (*Node)(nil)
+	_ api.Backend        = apiBackend{}
+	_ api.HealthReporter = apiBackend{}
 )
+
+// apiBackend is the node as the API sees it: the same node, whose Replica
+// hands out the replica as the interface the API declares.
+type apiBackend struct{ *Node }
+
+// Replica returns this node's replica of shard id.
+func (b apiBackend) Replica(id uint64) (api.ShardReplica, bool) {
+	if rep, ok := b.host.Replica(id); ok {
+		return rep, true
+	}
+	return nil, false // never a nil *shard.Replica in a non-nil interface
+}
 
 // NodeID returns this node's id.
 func (n *Node) NodeID() string { return n.cfg.ID }

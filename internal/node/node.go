@@ -376,7 +376,7 @@ func (n *Node) startHTTP() error {
 	}
 	n.httpLn = ln
 	ac := api.DefaultConfig()
-	ac.Backend, ac.Placement, ac.Logger, ac.Dial = n, n, n.log, n.dialPeer
+	ac.Backend, ac.Placement, ac.Logger, ac.Dial = apiBackend{n}, n, n.log, n.dialPeer
 	ac.Registry, ac.Pprof, ac.Clock = n.reg, n.cfg.Pprof, n.cfg.Clock
 	ac.TxnLimits = n.cfg.TxnLimits
 	if n.cfg.Knobs != nil {
