@@ -11,6 +11,13 @@ func (c *applyCtx) put(cmd *Command, index uint64) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.putOver(cmd, index, cur)
+}
+
+// putOver is put over cur, the key's current state (nil: absent), which the
+// caller loaded in this same bbolt transaction and nothing wrote since (a
+// one-shard transaction's compares read it already: fsm/txn.go).
+func (c *applyCtx) putOver(cmd *Command, index uint64, cur *KV) (*Result, error) {
 	fk, stale, err := c.checkFence(cmd)
 	if err != nil {
 		return nil, err

@@ -106,7 +106,16 @@ func (c *applyCtx) txn(cmd *Command, index uint64) (*Result, error) {
 			r.KV = seen[string(o.Key)]
 		case txn.OpPut:
 			wc.Op = OpPut
-			res, err := c.put(wc, index)
+			// A key the compares or gets loaded is still as loaded: no op
+			// before this one wrote it (DecodeRequest refuses a key written
+			// twice in a branch, TestTxnDuplicateWriteRefused), so put over
+			// it without reading it again.
+			var res *Result
+			if cur, ok := seen[string(o.Key)]; ok {
+				res, err = c.putOver(wc, index, cur)
+			} else {
+				res, err = c.put(wc, index)
+			}
 			if err != nil {
 				return nil, err
 			}

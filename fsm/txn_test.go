@@ -148,6 +148,27 @@ func TestTxnBranches(t *testing.T) {
 	}
 }
 
+// TestTxnDuplicateWriteRefused: an OpTxn entry that writes one key twice in
+// a branch is refused whole at apply, nothing written. The apply of a put
+// relies on it: it puts over the state the compares loaded, which a first
+// write of the same key would have made stale (a second put would count
+// the version from the old state).
+func TestTxnDuplicateWriteRefused(t *testing.T) {
+	f := txnState(t)
+	req := &txn.Request{
+		Compare: []txn.Compare{cmpv("bal", txn.TargetModIndex, txn.CmpGt, "0")},
+		Success: []txn.Op{tput("bal", "1"), tput("bal", "2")},
+	}
+	cmd := &Command{Op: OpTxn, Key: []byte("bal"), Value: txn.EncodeRequest(req)}
+	r := mustApply(t, f, 4, cmd)
+	if !errors.Is(r.Err, ErrInvalidCommand) || r.Txn != nil {
+		t.Fatalf("a txn writing bal twice applied: %+v %+v", r, r.Txn)
+	}
+	if kv := mustGet(t, f, "bal"); string(kv.Value) != "10" || kv.Version != 1 {
+		t.Fatalf("bal = %+v after a refused txn, want the value 10 at version 1", kv)
+	}
+}
+
 // TestTxnTTL: a put with a ttl in a txn is expired by the leader like a
 // single put's (the entry reports it through OnTTL).
 func TestTxnTTL(t *testing.T) {

@@ -75,8 +75,9 @@ func TestLockWorkloadUncontendedNamesAreClientsOwn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Ops != 400 || res.Errors != 0 || res.ByOp["lock"].Ops != 400 || res.Handoff != nil {
-		t.Fatalf("ops %d errors %d by op %v handoff %v; want 400 lock ops, no errors, no handoff", res.Ops, res.Errors, res.ByOp, res.Handoff)
+	if res.Ops != 400 || res.Errors != 0 || res.ByOp["lock"].Ops != 400 || res.Handoff != nil || res.Release != nil {
+		t.Fatalf("ops %d errors %d by op %v handoff %v release %v; want 400 lock ops, no errors, no handoff or release",
+			res.Ops, res.Errors, res.ByOp, res.Handoff, res.Release)
 	}
 	if len(m.names) < 100 {
 		t.Errorf("only %d distinct names in 400 operations: names should spread over the keyspace", len(m.names))
@@ -102,12 +103,16 @@ func TestLockWorkloadContendedRecordsHandoff(t *testing.T) {
 	if res.Handoff == nil || res.Handoff.P50 <= 0 {
 		t.Fatalf("handoff %+v: waiting clients should have timed their hand-offs", res.Handoff)
 	}
+	if res.Release == nil || res.Release.Count != 200 {
+		t.Fatalf("release %+v: every one of the 200 releases should have been timed", res.Release)
+	}
 	var b bytes.Buffer
 	if err := res.WriteText(&b); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "handoff") || !strings.Contains(b.String(), "one lock for every client") {
-		t.Errorf("text report lacks the hand-off row or the contention note:\n%s", b.String())
+	if !strings.Contains(b.String(), "handoff") || !strings.Contains(b.String(), "release") ||
+		!strings.Contains(b.String(), "one lock for every client") {
+		t.Errorf("text report lacks the hand-off or release row or the contention note:\n%s", b.String())
 	}
 }
 

@@ -37,6 +37,12 @@ type Result struct {
 	// release to the moment the next holder's acquire answered, for every
 	// grant that followed a release it waited behind.
 	Handoff *Latency `json:"handoff_ms,omitempty"`
+	// Release (a contended lock only) is the round trip of the releases
+	// themselves: one raft commit of the lock's group under the run's load,
+	// the yardstick of Handoff (which starts with a release and ends at the
+	// next holder's answer: within one commit when its p50 is at most
+	// Release's).
+	Release *Latency `json:"release_ms,omitempty"`
 	// CrossShard (txn only): each transaction's keys are on two shards.
 	CrossShard bool `json:"cross_shard,omitempty"`
 	// Consistency is the read level; empty for put.
@@ -153,6 +159,14 @@ func (r *Result) fill(workers []*worker, elapsed time.Duration) {
 			l := h.summary()
 			r.Handoff = &l
 		}
+		rel := newRecorder()
+		for _, w := range workers {
+			rel.merge(w.release)
+		}
+		if rel.count() > 0 {
+			l := rel.summary()
+			r.Release = &l
+		}
 	}
 }
 
@@ -263,6 +277,9 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	if r.Handoff != nil {
 		latencyRow("handoff", *r.Handoff)
+	}
+	if r.Release != nil {
+		latencyRow("release", *r.Release)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

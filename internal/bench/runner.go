@@ -47,9 +47,11 @@ type worker struct {
 	done   atomic.Int64
 	failed atomic.Int64
 	// The lock workload's (lock.go): the index of this client, the hand-off
-	// recorder (contended only) and the state every client of a run shares.
+	// and release recorders (contended only) and the state every client of
+	// a run shares.
 	index   int
 	handoff *recorder
+	release *recorder
 	shared  *lockShared
 }
 
@@ -63,6 +65,7 @@ func newWorker(i int, cfg Config, conn Conn) *worker {
 		sample:  map[string]string{},
 		index:   i,
 		handoff: newRecorder(),
+		release: newRecorder(),
 	}
 	for k := range numOps {
 		w.rec[k] = newRecorder()

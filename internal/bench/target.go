@@ -96,13 +96,21 @@ func ErrorCode(err error) string {
 
 // NewHTTPClient returns the HTTP client both HTTP targets use, so that cairn
 // and etcd's gateway are driven through the same transport: keep-alive
-// connections, enough idle ones that no client ever waits for one, no proxy
-// (loopback benchmarks must not detour through $HTTP_PROXY), no overall
-// timeout (each operation carries its own context).
+// connections, enough idle ones that no client ever waits for one or dials
+// again, no proxy (loopback benchmarks must not detour through $HTTP_PROXY),
+// no overall timeout (each operation carries its own context).
+//
+// The idle pool is bounded per host only: a routed client sends each request
+// to the leader of its key's shard, so every one of the clients may keep an
+// idle connection to every node. A total cap below clients × nodes (it was
+// 2 × clients) closed connections that were about to be reused and made the
+// clients dial new ones all run long: hundreds of TCP handshakes, server
+// goroutines and TIME-WAIT sockets per second, measured as load on the
+// system (TestHTTPClientKeepsConnections).
 func NewHTTPClient(clients int) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        max(2*clients, 100),
+		MaxIdleConns:        0, // no total cap: MaxIdleConnsPerHost bounds each node's
 		MaxIdleConnsPerHost: max(clients, 16),
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   false,
