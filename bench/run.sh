@@ -24,7 +24,9 @@
 # ("compare locks shards stores": which parts run; without compare or
 # locks, etcd is neither installed nor started), BENCH_LOCK_CLIENTS
 # ("1 16 64": the lock part's client counts), BENCH_TXN_CLIENTS ("1 16
-# 64": the transaction part's), BENCH_NATIVE (1; 0 skips the
+# 64": the transaction part's), BENCH_LOCK_SHARDS and BENCH_TXN_SHARDS
+# ("1 4": cairn's shard counts for those parts, a fresh cluster each; the
+# compare part runs one shard; two-shard transactions need two or more), BENCH_NATIVE (1; 0 skips the
 # native etcd client), BENCH_CAIRN_PORT (17070: node i listens on
 # base+10(i-1), +1 raft, +2 gossip), BENCH_ETCD_PORT (12379: member i on
 # base+10000(i-1), +1 peer), BENCH_KEEP (1 keeps the temp dir), GO (go).
@@ -44,6 +46,8 @@ STORE_CLIENTS=${BENCH_STORE_CLIENTS:-"1 16 64"}
 PARTS=${BENCH_PARTS:-"compare locks txns shards stores"}
 TXN_CLIENTS=${BENCH_TXN_CLIENTS:-"1 16 64"}
 LOCK_CLIENTS=${BENCH_LOCK_CLIENTS:-"1 16 64"}
+LOCK_SHARDS=${BENCH_LOCK_SHARDS:-"1 4"}
+TXN_SHARDS=${BENCH_TXN_SHARDS:-"1 4"}
 NATIVE=${BENCH_NATIVE:-1}
 CAIRN_PORT=${BENCH_CAIRN_PORT:-17070}
 ETCD_PORT=${BENCH_ETCD_PORT:-12379}
@@ -299,46 +303,54 @@ if part compare; then
 fi
 
 # Locks: cairn's lock API against etcd's recipe (concurrency.Mutex on a
-# session lease) through its native client; uncontended (names of each
-# client's own, spread over 4 shards) and one lock for every client (the
+# session lease) through its native client, on a cairn cluster of each of
+# LOCK_SHARDS shards; uncontended (names of each client's own, spread over
+# the shards) and one lock for every client (the
 # report's handoff row: release to the next grant).
 if part locks && [ -n "$NATIVE_BIN" ]; then
-  start_cairn 4
-  start_etcd
-  row=0
-  for n in $LOCK_CLIENTS; do
-    if [ $((row % 2)) = 0 ]; then order="cairn etcd-native"; else order="etcd-native cairn"; fi
-    for sys in $order; do bench "$sys" lock "$n" --label uncontended; done
-    row=$((row + 1))
+  for shards in $LOCK_SHARDS; do
+    start_cairn "$shards"
+    start_etcd
+    row=0
+    for n in $LOCK_CLIENTS; do
+      if [ $((row % 2)) = 0 ]; then order="cairn etcd-native"; else order="etcd-native cairn"; fi
+      for sys in $order; do bench "$sys" lock "$n" --label "uncontended shards=$shards"; done
+      row=$((row + 1))
+    done
+    n=$(echo "$LOCK_CLIENTS" | awk '{print $NF}')
+    for sys in cairn etcd-native; do bench "$sys" lock "$n" --contended --label "contended shards=$shards"; done
+    stop_etcd
+    stop_cairn
   done
-  n=$(echo "$LOCK_CLIENTS" | awk '{print $NF}')
-  for sys in cairn etcd-native; do bench "$sys" lock "$n" --contended --label contended; done
-  stop_etcd
-  stop_cairn
 elif part locks; then
   log "skipping the lock part: it needs bench/etcdnative"
 fi
 
 # Transactions: two keys compared and written, neighbours (one shard) or
-# one from each half of the keyspace (two shards of cairn's four), against
+# one from each half of the keyspace (two of cairn's shards, on clusters of
+# two or more), on a cairn cluster of each of TXN_SHARDS shards, against
 # etcd's transactions through its native client (one raft group).
 if part txns && [ -n "$NATIVE_BIN" ]; then
-  start_cairn 4
-  start_etcd
-  preload cairn
-  preload etcd
-  row=0
-  for kind in one-shard cross-shard; do
-    extra=(--preload=false --label "$kind")
-    if [ "$kind" = cross-shard ]; then extra+=(--cross-shard); fi
-    for n in $TXN_CLIENTS; do
-      if [ $((row % 2)) = 0 ]; then order="cairn etcd-native"; else order="etcd-native cairn"; fi
-      for sys in $order; do bench "$sys" txn "$n" "${extra[@]}"; done
-      row=$((row + 1))
+  for shards in $TXN_SHARDS; do
+    start_cairn "$shards"
+    start_etcd
+    preload cairn
+    preload etcd
+    row=0
+    kinds=one-shard
+    if [ "$shards" -gt 1 ]; then kinds="one-shard cross-shard"; fi
+    for kind in $kinds; do
+      extra=(--preload=false --label "$kind shards=$shards")
+      if [ "$kind" = cross-shard ]; then extra+=(--cross-shard); fi
+      for n in $TXN_CLIENTS; do
+        if [ $((row % 2)) = 0 ]; then order="cairn etcd-native"; else order="etcd-native cairn"; fi
+        for sys in $order; do bench "$sys" txn "$n" "${extra[@]}"; done
+        row=$((row + 1))
+      done
     done
+    stop_etcd
+    stop_cairn
   done
-  stop_etcd
-  stop_cairn
 elif part txns; then
   log "skipping the transaction part: it needs bench/etcdnative"
 fi

@@ -215,19 +215,21 @@ func (s *Summary) WriteMarkdown(w io.Writer) error {
 // session measured it).
 func writeLockTable(b *strings.Builder, locks []*Result, put1 *Result) {
 	type key struct {
+		shards    int
 		contended bool
 		clients   int
 	}
 	rows := map[key]map[string]*Result{}
 	for _, r := range locks {
-		k := key{r.Contended, r.Clients}
+		k := key{labelShards(r), r.Contended, r.Clients}
 		if rows[k] == nil {
 			rows[k] = map[string]*Result{}
 		}
 		rows[k][r.Target] = r
 	}
 	keys := slices.SortedFunc(maps.Keys(rows), func(a, c key) int {
-		return cmp.Or(cmp.Compare(btoi(a.contended), btoi(c.contended)), cmp.Compare(a.clients, c.clients))
+		return cmp.Or(cmp.Compare(a.shards, c.shards), cmp.Compare(btoi(a.contended), btoi(c.contended)),
+			cmp.Compare(a.clients, c.clients))
 	})
 	b.WriteString("## locks: cairn against etcd's concurrency.Mutex (native client)\n\n")
 	b.WriteString("One operation is an acquire and its release. Uncontended: every client takes names of its own; ")
@@ -236,15 +238,16 @@ func writeLockTable(b *strings.Builder, locks []*Result, put1 *Result) {
 	if put1 != nil {
 		fmt.Fprintf(b, " One raft commit, for scale: cairn's put p50 at 1 client, %s ms.", formatMillis(put1.Latency.P50))
 	}
-	b.WriteString("\n\n| lock | clients | cairn ops/s | etcd ops/s | cairn/etcd | cairn p50 / p99 ms | etcd p50 / p99 ms | handoff p50 / p99 ms cairn | etcd | release p50 / p99 ms cairn | etcd | errors cairn / etcd |\n")
-	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString(" cairn shards: the shards of the cairn cluster the row ran on (a fresh cluster per count; etcd is one raft group).")
+	b.WriteString("\n\n| lock | cairn shards | clients | cairn ops/s | etcd ops/s | cairn/etcd | cairn p50 / p99 ms | etcd p50 / p99 ms | handoff p50 / p99 ms cairn | etcd | release p50 / p99 ms cairn | etcd | errors cairn / etcd |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, k := range keys {
 		c, e := rows[k]["cairn"], rows[k]["etcd-native"]
 		name := "uncontended"
 		if k.contended {
 			name = "contended"
 		}
-		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s |\n", name, k.clients,
+		fmt.Fprintf(b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s |\n", name, shardsCell(k.shards), k.clients,
 			opsCell(c), opsCell(e), ratioCell(c, e, func(r *Result) float64 { return r.OpsPerSec }),
 			latCell(c), latCell(e), handoffCell(c), handoffCell(e), releaseCell(c), releaseCell(e), errCell(c), errCell(e))
 	}
@@ -257,35 +260,38 @@ func writeLockTable(b *strings.Builder, locks []*Result, put1 *Result) {
 // as a share of its one-shard rate at the same clients.
 func writeTxnTable(b *strings.Builder, txns []*Result) {
 	type key struct {
+		shards  int
 		cross   bool
 		clients int
 	}
 	rows := map[key]map[string]*Result{}
 	for _, r := range txns {
-		k := key{r.CrossShard, r.Clients}
+		k := key{labelShards(r), r.CrossShard, r.Clients}
 		if rows[k] == nil {
 			rows[k] = map[string]*Result{}
 		}
 		rows[k][r.Target] = r
 	}
 	keys := slices.SortedFunc(maps.Keys(rows), func(a, c key) int {
-		return cmp.Or(cmp.Compare(btoi(a.cross), btoi(c.cross)), cmp.Compare(a.clients, c.clients))
+		return cmp.Or(cmp.Compare(a.shards, c.shards), cmp.Compare(btoi(a.cross), btoi(c.cross)),
+			cmp.Compare(a.clients, c.clients))
 	})
 	b.WriteString("## transactions: cairn against etcd's transactions (native client)\n\n")
 	b.WriteString("Each transaction compares two keys (they exist) and writes both. One shard: neighbouring keys, one raft entry. ")
-	b.WriteString("Two shards: a key from each half of the keyspace, a two-phase commit; etcd is one raft group either way.\n\n")
-	b.WriteString("| txn | clients | cairn ops/s | etcd ops/s | cairn/etcd | cairn p50 / p99 ms | etcd p50 / p99 ms | two-shard / one-shard (cairn) | errors cairn / etcd |\n")
-	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("Two shards: a key from each half of the keyspace, a two-phase commit; etcd is one raft group either way. ")
+	b.WriteString("cairn shards: the shards of the cairn cluster the row ran on (a fresh cluster per count).\n\n")
+	b.WriteString("| txn | cairn shards | clients | cairn ops/s | etcd ops/s | cairn/etcd | cairn p50 / p99 ms | etcd p50 / p99 ms | two-shard / one-shard (cairn) | errors cairn / etcd |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, k := range keys {
 		c, e := rows[k]["cairn"], rows[k]["etcd-native"]
 		name, share := "one shard", "–"
 		if k.cross {
 			name = "two shards"
-			if one := rows[key{false, k.clients}]; one != nil {
+			if one := rows[key{k.shards, false, k.clients}]; one != nil {
 				share = ratioCell(c, one["cairn"], func(r *Result) float64 { return r.OpsPerSec })
 			}
 		}
-		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s / %s |\n", name, k.clients,
+		fmt.Fprintf(b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s / %s |\n", name, shardsCell(k.shards), k.clients,
 			opsCell(c), opsCell(e), ratioCell(c, e, func(r *Result) float64 { return r.OpsPerSec }),
 			latCell(c), latCell(e), share, errCell(c), errCell(e))
 	}
@@ -304,6 +310,30 @@ func handoffCell(r *Result) string {
 		return "–"
 	}
 	return formatMillis(r.Handoff.P50) + " / " + formatMillis(r.Handoff.P99)
+}
+
+// labelShards is the cairn shard count a lock or transaction run was
+// paired under: "shards=N" in its label (make bench sets it on both
+// systems' runs), else the cairn cluster's own count, else 0 (unknown).
+func labelShards(r *Result) int {
+	for _, f := range strings.Fields(r.Label) {
+		if v, ok := strings.CutPrefix(f, "shards="); ok {
+			if n, err := strconv.Atoi(v); err == nil {
+				return n
+			}
+		}
+	}
+	if r.Target == "cairn" {
+		return shardCount(r)
+	}
+	return 0
+}
+
+func shardsCell(n int) string {
+	if n == 0 {
+		return "–"
+	}
+	return strconv.Itoa(n)
 }
 
 func btoi(v bool) int {

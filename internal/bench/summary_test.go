@@ -125,7 +125,7 @@ func TestSummaryLogStores(t *testing.T) {
 func TestSummaryLocks(t *testing.T) {
 	lock := func(target string, clients int, contended bool, ops, p50, handoff float64) *Result {
 		r := run(target, WorkloadLock, clients, ops, p50, 2*p50, 0)
-		r.Consistency, r.Contended = "", contended
+		r.Consistency, r.Contended, r.Label = "", contended, "uncontended shards=4"
 		if contended {
 			r.Handoff = &Latency{P50: handoff, P99: 2 * handoff}
 			r.Release = &Latency{P50: handoff / 2, P99: handoff}
@@ -137,6 +137,8 @@ func TestSummaryLocks(t *testing.T) {
 		lock("cairn", 64, false, 9000, 6, 0), lock("etcd-native", 64, false, 3000, 20, 0),
 		lock("cairn", 64, true, 250, 200, 2.5), lock("etcd-native", 64, true, 120, 500, 8),
 		lock("cairn", 1, false, 160, 6, 0),
+		// the same pair on a one-shard cairn cluster: a row of its own
+		oneShard(lock("cairn", 64, false, 12000, 5, 0)), oneShard(lock("etcd-native", 64, false, 3100, 20, 0)),
 	}}
 	var b bytes.Buffer
 	if err := s.WriteMarkdown(&b); err != nil {
@@ -146,9 +148,10 @@ func TestSummaryLocks(t *testing.T) {
 	for _, want := range []string{
 		"## locks: cairn against etcd's concurrency.Mutex (native client)\n",
 		"cairn's put p50 at 1 client, 3.00 ms.",
-		"| uncontended | 1 | 160 | – | – |",
-		"| uncontended | 64 | 9000 | 3000 | 3.00× | 6.00 / 12.0 | 20.0 / 40.0 | – | – | – | – | 0 / 0 |\n",
-		"| contended | 64 | 250 | 120 | 2.08× | 200 / 400 | 500 / 1000 | 2.50 / 5.00 | 8.00 / 16.0 | 1.25 / 2.50 | 4.00 / 8.00 | 0 / 0 |\n",
+		"| uncontended | 4 | 1 | 160 | – | – |",
+		"| uncontended | 4 | 64 | 9000 | 3000 | 3.00× | 6.00 / 12.0 | 20.0 / 40.0 | – | – | – | – | 0 / 0 |\n",
+		"| contended | 4 | 64 | 250 | 120 | 2.08× | 200 / 400 | 500 / 1000 | 2.50 / 5.00 | 8.00 / 16.0 | 1.25 / 2.50 | 4.00 / 8.00 | 0 / 0 |\n",
+		"| uncontended | 1 | 64 | 12000 | 3100 | 3.87× |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
@@ -157,20 +160,28 @@ func TestSummaryLocks(t *testing.T) {
 	if strings.Contains(out, "| lock | 64 |") {
 		t.Errorf("a lock run landed in the key-value table:\n%s", out)
 	}
-	if i, j := strings.Index(out, "| uncontended | 64"), strings.Index(out, "| contended | 64"); i > j {
+	if i, j, k := strings.Index(out, "| uncontended | 1 | 64"), strings.Index(out, "| uncontended | 4 | 64"),
+		strings.Index(out, "| contended | 4 | 64"); i > j || j > k {
 		t.Errorf("rows out of order:\n%s", out)
 	}
+}
+
+// oneShard marks r as run on (or paired with) a one-shard cairn cluster.
+func oneShard(r *Result) *Result {
+	r.Label = strings.Replace(r.Label, "shards=4", "shards=1", 1)
+	return r
 }
 
 func TestSummaryTxns(t *testing.T) {
 	tx := func(target string, clients int, cross bool, ops, p50 float64) *Result {
 		r := run(target, WorkloadTxn, clients, ops, p50, 2*p50, 0)
-		r.Consistency, r.CrossShard = "", cross
+		r.Consistency, r.CrossShard, r.Label = "", cross, "one-shard shards=4"
 		return r
 	}
 	s := &Summary{Runs: []*Result{
 		tx("cairn", 64, false, 6000, 10), tx("etcd-native", 64, false, 3000, 20),
 		tx("cairn", 64, true, 2000, 30), tx("etcd-native", 64, true, 3000, 20),
+		oneShard(tx("cairn", 64, false, 9000, 7)), oneShard(tx("etcd-native", 64, false, 3000, 20)),
 	}}
 	var b bytes.Buffer
 	if err := s.WriteMarkdown(&b); err != nil {
@@ -179,8 +190,10 @@ func TestSummaryTxns(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"## transactions: cairn against etcd's transactions (native client)\n",
-		"| one shard | 64 | 6000 | 3000 | 2.00× | 10.0 / 20.0 | 20.0 / 40.0 | – | 0 / 0 |\n",
-		"| two shards | 64 | 2000 | 3000 | 0.67× | 30.0 / 60.0 | 20.0 / 40.0 | 0.33× | 0 / 0 |\n",
+		"| one shard | 4 | 64 | 6000 | 3000 | 2.00× | 10.0 / 20.0 | 20.0 / 40.0 | – | 0 / 0 |\n",
+		// the share is of the one-shard rate on the same cluster (4 shards), not the one-shard cluster's
+		"| two shards | 4 | 64 | 2000 | 3000 | 0.67× | 30.0 / 60.0 | 20.0 / 40.0 | 0.33× | 0 / 0 |\n",
+		"| one shard | 1 | 64 | 9000 | 3000 | 3.00× |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
