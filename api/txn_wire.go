@@ -48,6 +48,7 @@ type txnWireRead struct {
 	Version     uint64 `json:"version,omitempty"`
 	Kind        uint8  `json:"kind,omitempty"`
 	Deleted     int    `json:"deleted,omitempty"`
+	Seq         uint64 `json:"seq,omitempty"` // prepare: the index of the entry that laid the intent
 }
 
 func toWireRead(key []byte, kv *fsm.KV) txnWireRead {
@@ -90,7 +91,9 @@ func toWire(res *fsm.Result) (*txnWireResult, error) {
 		out.Record = txn.EncodeRecord(t.Record)
 	}
 	for _, rd := range t.Reads {
-		out.Reads = append(out.Reads, toWireRead(rd.Key, rd.KV))
+		r := toWireRead(rd.Key, rd.KV)
+		r.Seq = rd.Seq
+		out.Reads = append(out.Reads, r)
 	}
 	for _, w := range t.Written {
 		r := toWireRead(w.Key, w.KV)
@@ -123,7 +126,7 @@ func (w *txnWireResult) result() (*fsm.Result, error) {
 		}
 	}
 	for _, r := range w.Reads {
-		t.Reads = append(t.Reads, fsm.TxnRead{Key: r.Key, KV: r.kv()})
+		t.Reads = append(t.Reads, fsm.TxnRead{Key: r.Key, KV: r.kv(), Seq: r.Seq})
 	}
 	for _, r := range w.Written {
 		t.Written = append(t.Written, fsm.TxnOpResult{Kind: txn.OpKind(r.Kind), Key: r.Key, KV: r.kv(), Deleted: r.Deleted})

@@ -63,6 +63,14 @@ type TxnCommand struct {
 	// Unlocked: prepare — keys read without an intent. Only the test knob
 	// that skips read intents (api.TxnKnobs.SkipReadIntents) sets it.
 	Unlocked [][]byte
+	// PreparedIndex: resolve — a committed write takes the index of the
+	// prepare entry that laid its intent (txn.Intent.PreparedSeq) as its
+	// mod_index (and create_index when it creates the key), not the resolve
+	// entry's: the coordinator told its client that index before resolving
+	// (txn/DESIGN.md "Replying at the commit point"). Resolve entries
+	// without it (written before it existed) keep the resolve entry's index,
+	// so replaying an old log gives the state it gave then.
+	PreparedIndex bool
 }
 
 // TxnCmdResult is the outcome of a 2PC command.
@@ -80,6 +88,11 @@ type TxnCmdResult struct {
 type TxnRead struct {
 	Key []byte
 	KV  *KV
+	// Seq: the index of the prepare entry that laid the transaction's
+	// intent on Key (txn.Intent.PreparedSeq: the first prepare's, for a
+	// retried one); 0 for a key read without an intent. A committed write
+	// of Key takes it as its mod_index when resolved with PreparedIndex.
+	Seq uint64
 }
 
 var (
@@ -296,8 +309,10 @@ func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
 				mine = i
 			}
 		}
+		seq := index
 		if mine >= 0 { // a retried prepare
 			ins[mine].Access = max(ins[mine].Access, k.Access)
+			seq = ins[mine].PreparedSeq
 		} else {
 			ins = append(ins, txn.Intent{TxnID: tc.ID, Key: k.Key, Access: k.Access, Anchor: tc.Anchor,
 				Priority: tc.Priority, PreparedAt: cmd.Time, PreparedSeq: index})
@@ -309,7 +324,7 @@ func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		res.Reads = append(res.Reads, TxnRead{Key: k.Key, KV: kv})
+		res.Reads = append(res.Reads, TxnRead{Key: k.Key, KV: kv, Seq: seq})
 	}
 	if loadErr != nil {
 		return nil, loadErr
@@ -387,6 +402,7 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 		}
 		keep := ins[:0]
 		var apply *txn.Write
+		windex := index // the written key's mod_index
 		for _, in := range ins {
 			if in.TxnID != tc.ID {
 				keep = append(keep, in)
@@ -398,6 +414,12 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 			}
 			if r.Apply != nil {
 				apply = r.Apply
+				if tc.PreparedIndex && in.PreparedSeq != 0 {
+					// The intent excluded every other write of the key
+					// from PreparedSeq to here, so the key's history of
+					// mod_index stays increasing (txn/DESIGN.md).
+					windex = in.PreparedSeq
+				}
 			}
 		}
 		if err := storeIntents(c.b.intents, k.Key, keep); err != nil {
@@ -414,10 +436,10 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 		var r *Result
 		if apply.Delete {
 			wc.Op, op.Kind = OpDelete, txn.OpDelete
-			r, err = c.del(wc, index)
+			r, err = c.del(wc, windex)
 		} else {
 			wc.Op = OpPut
-			r, err = c.put(wc, index)
+			r, err = c.put(wc, windex)
 		}
 		if err != nil {
 			return nil, err
@@ -596,4 +618,35 @@ func (f *FSM) TxnLiveRecords() ([]*txn.Record, error) {
 		})
 	})
 	return out, err
+}
+
+// TxnOldIntents returns up to limit intents of this shard laid before
+// `before` (their PreparedAt, the proposer's time of the prepare): the
+// leader's sweeper pushes their records and resolves those whose record is
+// final (a coordinator that stopped after its reply, before resolving).
+func (f *FSM) TxnOldIntents(before int64, limit int) ([]txn.Intent, error) {
+	var out []txn.Intent
+	err := f.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketIntents)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+			ins, err := loadIntents(b, k)
+			if err != nil {
+				return err
+			}
+			for _, in := range ins {
+				if in.PreparedAt < before && len(out) < limit {
+					out = append(out, in)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: txn intents: %w", err)
+	}
+	return out, nil
 }

@@ -22,6 +22,7 @@ const (
 	tcEvent    = 6 // nested: 1 kind, 2 carrier record, 3 cause, 4 pusher priority, 5 pusher id, 6 timeout, 7 prepared at, 8 all prepared
 	tcRecord   = 7 // txn.EncodeRecord
 	tcUnlocked = 8 // repeated key
+	tcPrepIdx  = 9 // 1: resolve writes with the prepare's index (TxnCommand.PreparedIndex)
 )
 
 // EncodeTxnCommand encodes a 2PC command's Value.
@@ -63,6 +64,9 @@ func EncodeTxnCommand(tc *TxnCommand) []byte {
 	}
 	for _, k := range tc.Unlocked {
 		b = wire.AppendBytesAlways(b, tcUnlocked, k)
+	}
+	if tc.PreparedIndex {
+		b = wire.AppendUint(b, tcPrepIdx, 1)
 	}
 	return b
 }
@@ -132,6 +136,8 @@ func DecodeTxnCommand(b []byte) (*TxnCommand, error) {
 				return fmt.Errorf("%w: txn command unlocked key", ErrInvalidCommand)
 			}
 			tc.Unlocked = append(tc.Unlocked, cloneBytes(p))
+		case tcPrepIdx:
+			tc.PreparedIndex = v != 0
 		}
 		return nil
 	})

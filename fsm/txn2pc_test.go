@@ -106,6 +106,60 @@ func TestTxn2PCParticipant(t *testing.T) {
 	}
 }
 
+// TestTxnResolveWritesPrepareIndex (txn/DESIGN.md "Replying at the commit
+// point"): the prepare answers the index of the entry that laid each intent
+// (a retried prepare the first one's), and a resolve with PreparedIndex
+// writes exactly that index as the key's mod_index (and create_index for a
+// key it creates), with the version the key's state under the intent gives:
+// the values the coordinator already told its client. A resolve without it
+// (an entry of an older log) keeps the resolve entry's index.
+func TestTxnResolveWritesPrepareIndex(t *testing.T) {
+	for _, prepIdx := range []bool{true, false} {
+		f := txnState(t) // bal: mod 1, version 1
+		const id = "t1"
+		prep := &TxnCommand{ID: id, Anchor: []byte("bal"), Priority: 5, Keys: wkeys("bal", "new", "name"),
+			Event: &txn.Event{Kind: txn.EvBegin, ID: id, Now: 1, Anchor: []byte("bal"), Priority: 5}}
+		r := mustApply(t, f, 7, tcCmd(OpTxnPrepare, "bal", prep))
+		prep.Event = nil
+		r2 := mustApply(t, f, 9, tcCmd(OpTxnPrepare, "bal", prep)) // a retry: the first index stands
+		for _, rr := range []*Result{r, r2} {
+			if rr.TwoPC.Vote != txn.VoteYes || len(rr.TwoPC.Reads) != 3 {
+				t.Fatalf("prepare: %+v", rr.TwoPC)
+			}
+			for _, rd := range rr.TwoPC.Reads {
+				if rd.Seq != 7 {
+					t.Fatalf("prepare read %s seq %d, want 7", rd.Key, rd.Seq)
+				}
+			}
+		}
+		ws := []txn.Write{{Key: []byte("bal"), Value: []byte("4")}, {Key: []byte("new"), Value: []byte("n")},
+			{Key: []byte("name"), Delete: true}}
+		commit := &TxnCommand{ID: id, Event: &txn.Event{Kind: txn.EvCommit, ID: id, Anchor: []byte("bal"), WriteSet: ws, Succeeded: true}}
+		rec := mustApply(t, f, 10, tcCmd(OpTxnRecord, "bal", commit)).TwoPC.Record
+		r = mustApply(t, f, 12, tcCmd(OpTxnResolve, "bal", &TxnCommand{ID: id, Keys: prep.Keys, Record: rec, PreparedIndex: prepIdx}))
+		want := uint64(12)
+		if prepIdx {
+			want = 7
+		}
+		bal, nw := mustGet(t, f, "bal"), mustGet(t, f, "new")
+		if bal.ModIndex != want || bal.CreateIndex != 1 || bal.Version != 2 || string(bal.Value) != "4" {
+			t.Fatalf("PreparedIndex=%v: bal %+v, want mod_index %d create_index 1 version 2", prepIdx, bal, want)
+		}
+		if nw.ModIndex != want || nw.CreateIndex != want || nw.Version != 1 {
+			t.Fatalf("PreparedIndex=%v: new %+v, want mod_index = create_index = %d", prepIdx, nw, want)
+		}
+		if len(r.TwoPC.Written) != 3 || r.TwoPC.Written[0].KV.ModIndex != want || r.TwoPC.Written[2].Deleted != 1 {
+			t.Fatalf("written %+v", r.TwoPC.Written)
+		}
+		// A CAS on the index the coordinator answered succeeds.
+		cas := put("bal", "5")
+		cas.Cond = &Condition{Kind: CondModIndex, ModIndex: want}
+		if r := mustApply(t, f, 13, cas); r.Err != nil || r.KV.ModIndex != 13 {
+			t.Fatalf("CAS on mod_index %d: %+v", want, r)
+		}
+	}
+}
+
 // TestTxn2PCAbortAndPush: a push by a higher priority aborts a Pending
 // record; resolving the aborted record drops the intents and writes nothing.
 func TestTxn2PCAbortAndPush(t *testing.T) {
@@ -186,7 +240,7 @@ func TestTxn2PCSplit(t *testing.T) {
 func TestTxnCommandCodec(t *testing.T) {
 	tc := &TxnCommand{ID: "x", Anchor: []byte("a"), Priority: 3, Keys: wkeys("a", "b"),
 		Fences:   []txn.Write{{Key: []byte("a"), Fence: &txn.Fence{Lock: "L"}}},
-		Unlocked: [][]byte{[]byte("c")},
+		Unlocked: [][]byte{[]byte("c")}, PreparedIndex: true,
 		Event: &txn.Event{Kind: txn.EvPush, ID: "x", Now: 5, Anchor: []byte("a"), Priority: 2, PusherPriority: 9,
 			PusherID: "y", Timeout: time.Second, PreparedAt: 4, WriteSet: []txn.Write{{Key: []byte("a"), Value: []byte("v")}}}}
 	got, err := DecodeTxnCommand(EncodeTxnCommand(tc))
