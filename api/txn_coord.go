@@ -48,6 +48,10 @@ type TxnKnobs struct {
 	// replies, as it did before the reply moved to the commit point (tests
 	// compare the two).
 	SyncResolve bool
+	// SeparateResolve makes the commit or abort leave the anchor shard's
+	// intents to a resolve of their own, as before the record entry
+	// resolved them (S14 stops coordinators with intents on every shard).
+	SeparateResolve bool
 }
 
 // errCoordinatorStopped: a TxnKnobs.BeforeAction stopped the coordinator.
@@ -364,14 +368,41 @@ func (c *txnCoord) noteRecord(v txn.Verdict, rec *txn.Record) {
 	}
 }
 
-// recordEvent proposes ev on the record and learns its state.
+// recordEvent proposes ev on the record and learns its state. A commit or
+// abort also resolves the intents on the anchor's shard in the same entry
+// (fsm.TxnCommand.ResolveHere): when that covered every key of the anchor's
+// participant, it needs no resolve of its own.
 func (c *txnCoord) recordEvent(ctx context.Context, ev *txn.Event) {
-	res, err := c.s.txnPropose(ctx, c.rt.Anchor, txnRecordCommand(c.id, ev))
+	cmd := txnRecordCommand(c.id, ev)
+	final := ev.Kind == txn.EvCommit || ev.Kind == txn.EvAbort
+	if k := c.s.cfg.TxnKnobs; final && (k == nil || !k.SeparateResolve) {
+		cmd.Value = fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: c.id, Event: ev, ResolveHere: true})
+	}
+	res, err := c.s.txnPropose(ctx, c.rt.Anchor, cmd)
 	if err != nil || res.Err != nil {
 		c.st.Record = txn.RecUnknown
 		return
 	}
 	c.noteRecord(res.TwoPC.Verdict, res.TwoPC.Record)
+	if len(res.TwoPC.Resolved) == 0 {
+		return
+	}
+	done := map[string]bool{}
+	for _, k := range res.TwoPC.Resolved {
+		done[string(k)] = true
+	}
+	for _, w := range res.TwoPC.Written {
+		c.writes[string(w.Key)] = w
+	}
+	pt := c.rt.Participant(c.rt.AnchorShard)
+	for _, k := range pt.Keys {
+		if !done[string(k.Key)] {
+			return
+		}
+	}
+	if p := c.part(c.rt.AnchorShard); p != nil && p.Status != txn.PartUnsent {
+		p.Status = txn.PartResolved
+	}
 }
 
 func (c *txnCoord) act(ctx context.Context, a txn.Action) {

@@ -37,6 +37,7 @@ type txnWireResult struct {
 	Verdict    uint8         `json:"verdict,omitempty"`
 	Record     []byte        `json:"record,omitempty"` // txn.EncodeRecord
 	Written    []txnWireRead `json:"written,omitempty"`
+	Resolved   [][]byte      `json:"resolved,omitempty"`
 }
 
 type txnWireRead struct {
@@ -83,7 +84,7 @@ func toWire(res *fsm.Result) (*txnWireResult, error) {
 		return nil, fmt.Errorf("api: txn command %d returned no result", res.Index)
 	}
 	t := res.TwoPC
-	out.Vote, out.Tokens, out.Verdict = uint8(t.Vote), t.Tokens, uint8(t.Verdict)
+	out.Vote, out.Tokens, out.Verdict, out.Resolved = uint8(t.Vote), t.Tokens, uint8(t.Verdict), t.Resolved
 	if t.Blocker != nil {
 		out.Blocker = txn.EncodeIntent(t.Blocker)
 	}
@@ -113,7 +114,7 @@ func (w *txnWireResult) result() (*fsm.Result, error) {
 		res.Err = fmt.Errorf("%w: %s", fsm.ErrInvalidCommand, w.Invalid)
 		return res, nil
 	}
-	t := &fsm.TxnCmdResult{Vote: txn.Vote(w.Vote), Tokens: w.Tokens, Verdict: txn.Verdict(w.Verdict)}
+	t := &fsm.TxnCmdResult{Vote: txn.Vote(w.Vote), Tokens: w.Tokens, Verdict: txn.Verdict(w.Verdict), Resolved: w.Resolved}
 	var err error
 	if len(w.Blocker) > 0 {
 		if t.Blocker, err = txn.DecodeIntent(w.Blocker); err != nil {

@@ -71,6 +71,12 @@ type TxnCommand struct {
 	// without it (written before it existed) keep the resolve entry's index,
 	// so replaying an old log gives the state it gave then.
 	PreparedIndex bool
+	// ResolveHere: record — if this event makes the record final, the same
+	// entry resolves the transaction's intents on the keys of its
+	// participants that this shard owns (the anchor's own keys, usually),
+	// as an OpTxnResolve with PreparedIndex would: one raft entry fewer
+	// per transaction. Old entries without it leave them to a resolve.
+	ResolveHere bool
 }
 
 // TxnCmdResult is the outcome of a 2PC command.
@@ -82,6 +88,9 @@ type TxnCmdResult struct {
 	Verdict txn.Verdict // record; prepare with begin
 	Record  *txn.Record // record: after the event
 	Written []TxnOpResult
+	// Resolved: record with ResolveHere — the keys whose intents of the
+	// transaction this entry resolved (Written: what it wrote).
+	Resolved [][]byte
 }
 
 // TxnRead is one key as a prepare read it (KV nil: absent).
@@ -365,10 +374,33 @@ func (c *applyCtx) txnRecord(cmd *Command, index uint64) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	res := &TxnCmdResult{Verdict: eff.Verdict, Record: rec}
+	if tc.ResolveHere && eff.Changed && rec != nil && rec.State.Final() {
+		// Final states never change, so this entry is the one that made
+		// it final: resolve the intents on this shard's keys now.
+		var keys []txn.KeyIntent
+		for _, p := range rec.Participants {
+			for _, k := range p.Keys {
+				if c.rng.Contains(k.Key) {
+					keys = append(keys, k)
+				}
+			}
+		}
+		if len(keys) > 0 {
+			r, err := c.resolveIntents(tc.ID, keys, rec, index, true, cmd.Time)
+			if err != nil {
+				return nil, err
+			}
+			res.Written = r.Written
+			for _, k := range keys {
+				res.Resolved = append(res.Resolved, k.Key)
+			}
+		}
+	}
 	if err := c.pruneTxn(cmd.Time); err != nil {
 		return nil, err
 	}
-	return &Result{Index: index, TwoPC: &TxnCmdResult{Verdict: eff.Verdict, Record: rec}}, nil
+	return &Result{Index: index, TwoPC: res}, nil
 }
 
 // txnResolve applies an OpTxnResolve: the final record decides each intent
@@ -383,19 +415,31 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 	if rec == nil || !rec.State.Final() || rec.ID != tc.ID {
 		return &Result{Index: index, Err: fmt.Errorf("%w: resolve needs the final record", ErrInvalidCommand)}, nil
 	}
-	if c.b.tombstones.Get([]byte(tc.ID)) == nil {
-		if err := c.b.tombstones.Put([]byte(tc.ID), []byte{byte(rec.State)}); err != nil {
-			return nil, err
-		}
-		if err := c.b.txnGC.Put(txnGCKey(cmd.Time, 't', tc.ID), []byte{}); err != nil {
-			return nil, err
-		}
+	res, err := c.resolveIntents(tc.ID, tc.Keys, rec, index, tc.PreparedIndex, cmd.Time)
+	if err != nil {
+		return nil, err
 	}
 	if err := c.pruneTxn(cmd.Time); err != nil {
 		return nil, err
 	}
+	return &Result{Index: index, TwoPC: res}, nil
+}
+
+// resolveIntents resolves transaction id's intents on keys (of this shard)
+// from its final record rec, and leaves its tombstone (OpTxnResolve, and a
+// record event with ResolveHere). prepIdx: a committed write takes its
+// intent's prepare index as mod_index, else the entry's index.
+func (c *applyCtx) resolveIntents(id string, keys []txn.KeyIntent, rec *txn.Record, index uint64, prepIdx bool, now int64) (*TxnCmdResult, error) {
+	if c.b.tombstones.Get([]byte(id)) == nil {
+		if err := c.b.tombstones.Put([]byte(id), []byte{byte(rec.State)}); err != nil {
+			return nil, err
+		}
+		if err := c.b.txnGC.Put(txnGCKey(now, 't', id), []byte{}); err != nil {
+			return nil, err
+		}
+	}
 	res := &TxnCmdResult{}
-	for _, k := range tc.Keys {
+	for _, k := range keys {
 		ins, err := loadIntents(c.b.intents, k.Key)
 		if err != nil {
 			return nil, err
@@ -404,7 +448,7 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 		var apply *txn.Write
 		windex := index // the written key's mod_index
 		for _, in := range ins {
-			if in.TxnID != tc.ID {
+			if in.TxnID != id {
 				keep = append(keep, in)
 				continue
 			}
@@ -414,7 +458,7 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 			}
 			if r.Apply != nil {
 				apply = r.Apply
-				if tc.PreparedIndex && in.PreparedSeq != 0 {
+				if prepIdx && in.PreparedSeq != 0 {
 					// The intent excluded every other write of the key
 					// from PreparedSeq to here, so the key's history of
 					// mod_index stays increasing (txn/DESIGN.md).
@@ -447,7 +491,7 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 		op.KV, op.Deleted = r.KV, r.Deleted
 		res.Written = append(res.Written, op)
 	}
-	return &Result{Index: index, TwoPC: res}, nil
+	return res, nil
 }
 
 func be64(b []byte) uint64 {

@@ -17,12 +17,13 @@ const (
 	tcID       = 1
 	tcAnchor   = 2
 	tcPriority = 3
-	tcKey      = 4 // repeated, nested: 1 key, 2 access
-	tcFence    = 5 // repeated: nested (1 key, 2 lock)
-	tcEvent    = 6 // nested: 1 kind, 2 carrier record, 3 cause, 4 pusher priority, 5 pusher id, 6 timeout, 7 prepared at, 8 all prepared
-	tcRecord   = 7 // txn.EncodeRecord
-	tcUnlocked = 8 // repeated key
-	tcPrepIdx  = 9 // 1: resolve writes with the prepare's index (TxnCommand.PreparedIndex)
+	tcKey      = 4  // repeated, nested: 1 key, 2 access
+	tcFence    = 5  // repeated: nested (1 key, 2 lock)
+	tcEvent    = 6  // nested: 1 kind, 2 carrier record, 3 cause, 4 pusher priority, 5 pusher id, 6 timeout, 7 prepared at, 8 all prepared
+	tcRecord   = 7  // txn.EncodeRecord
+	tcUnlocked = 8  // repeated key
+	tcPrepIdx  = 9  // 1: resolve writes with the prepare's index (TxnCommand.PreparedIndex)
+	tcResolveH = 10 // 1: a record event that makes the record final resolves this shard's intents (ResolveHere)
 )
 
 // EncodeTxnCommand encodes a 2PC command's Value.
@@ -67,6 +68,9 @@ func EncodeTxnCommand(tc *TxnCommand) []byte {
 	}
 	if tc.PreparedIndex {
 		b = wire.AppendUint(b, tcPrepIdx, 1)
+	}
+	if tc.ResolveHere {
+		b = wire.AppendUint(b, tcResolveH, 1)
 	}
 	return b
 }
@@ -138,6 +142,8 @@ func DecodeTxnCommand(b []byte) (*TxnCommand, error) {
 			tc.Unlocked = append(tc.Unlocked, cloneBytes(p))
 		case tcPrepIdx:
 			tc.PreparedIndex = v != 0
+		case tcResolveH:
+			tc.ResolveHere = v != 0
 		}
 		return nil
 	})

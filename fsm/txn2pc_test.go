@@ -240,7 +240,7 @@ func TestTxn2PCSplit(t *testing.T) {
 func TestTxnCommandCodec(t *testing.T) {
 	tc := &TxnCommand{ID: "x", Anchor: []byte("a"), Priority: 3, Keys: wkeys("a", "b"),
 		Fences:   []txn.Write{{Key: []byte("a"), Fence: &txn.Fence{Lock: "L"}}},
-		Unlocked: [][]byte{[]byte("c")}, PreparedIndex: true,
+		Unlocked: [][]byte{[]byte("c")}, PreparedIndex: true, ResolveHere: true,
 		Event: &txn.Event{Kind: txn.EvPush, ID: "x", Now: 5, Anchor: []byte("a"), Priority: 2, PusherPriority: 9,
 			PusherID: "y", Timeout: time.Second, PreparedAt: 4, WriteSet: []txn.Write{{Key: []byte("a"), Value: []byte("v")}}}}
 	got, err := DecodeTxnCommand(EncodeTxnCommand(tc))
@@ -334,5 +334,64 @@ func TestTxnIntentBlocksExpiry(t *testing.T) {
 	var ie *IntentError
 	if !errors.As(r.Err, &ie) || mustGet(t, f, "k") == nil {
 		t.Fatalf("expiry under a read intent: %+v", r)
+	}
+}
+
+// TestTxnRecordResolvesHere: a record event with ResolveHere that makes the
+// record final resolves, in the same entry, the transaction's intents on the
+// participants' keys this shard owns (with the prepare's index), leaves the
+// tombstone, and touches no key of another shard; without the flag (the
+// control) the intents stay for a resolve. An abort drops them.
+func TestTxnRecordResolvesHere(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		here, commit bool
+	}{{"commit here", true, true}, {"commit, no flag", false, true}, {"abort here", true, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			f := txnState(t)
+			const id = "t1"
+			parts := []txn.Participant{{Shard: 7, Keys: []txn.KeyIntent{{Key: []byte("bal"), Access: txn.AccessWrite},
+				{Key: []byte("name"), Access: txn.AccessRead}}}, {Shard: 9, Keys: wkeys("z1")}}
+			prep := &TxnCommand{ID: id, Anchor: []byte("bal"), Priority: 5, Keys: parts[0].Keys,
+				Event: &txn.Event{Kind: txn.EvBegin, ID: id, Now: 1, Anchor: []byte("bal"), Priority: 5, Participants: parts}}
+			if r := mustApply(t, f, 6, tcCmd(OpTxnPrepare, "bal", prep)); r.TwoPC.Vote != txn.VoteYes {
+				t.Fatalf("prepare: %+v", r.TwoPC)
+			}
+			ev := &txn.Event{Kind: txn.EvAbort, ID: id, Anchor: []byte("bal"), Cause: txn.CauseCoordinator}
+			if c.commit {
+				ev = &txn.Event{Kind: txn.EvCommit, ID: id, Anchor: []byte("bal"), Succeeded: true,
+					WriteSet: []txn.Write{{Key: []byte("bal"), Value: []byte("4")}, {Key: []byte("z1"), Value: []byte("x")}}}
+			}
+			r := mustApply(t, f, 8, tcCmd(OpTxnRecord, "bal", &TxnCommand{ID: id, Event: ev, ResolveHere: c.here}))
+			if !r.TwoPC.Record.State.Final() {
+				t.Fatalf("record: %+v", r.TwoPC)
+			}
+			intents := countBucket(t, f, bucketIntents)
+			if !c.here {
+				if intents != 2 || len(r.TwoPC.Resolved) != 0 {
+					t.Fatalf("no flag: %d intent keys, resolved %q", intents, r.TwoPC.Resolved)
+				}
+				return
+			}
+			if intents != 0 || len(r.TwoPC.Resolved) != 2 {
+				t.Fatalf("%d intent keys left, resolved %q", intents, r.TwoPC.Resolved)
+			}
+			bal := mustGet(t, f, "bal")
+			if c.commit && (string(bal.Value) != "4" || bal.ModIndex != 6 || len(r.TwoPC.Written) != 1 || r.TwoPC.Written[0].KV.ModIndex != 6) {
+				t.Fatalf("bal %+v, written %+v: want 4 at the prepare's index 6", bal, r.TwoPC.Written)
+			}
+			if !c.commit && (string(bal.Value) != "10" || len(r.TwoPC.Written) != 0) {
+				t.Fatalf("aborted, yet bal %+v, written %+v", bal, r.TwoPC.Written)
+			}
+			late := *prep
+			late.Event = nil
+			if r := mustApply(t, f, 9, tcCmd(OpTxnPrepare, "bal", &late)); r.TwoPC.Vote != txn.VotePrevented {
+				t.Fatalf("late prepare after the resolution: %+v", r.TwoPC)
+			}
+			// A second final event changes nothing and resolves nothing.
+			if r := mustApply(t, f, 10, tcCmd(OpTxnRecord, "bal", &TxnCommand{ID: id, Event: ev, ResolveHere: true})); len(r.TwoPC.Resolved) != 0 {
+				t.Fatalf("repeated event resolved %q", r.TwoPC.Resolved)
+			}
+		})
 	}
 }

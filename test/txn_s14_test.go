@@ -69,7 +69,7 @@ func stopAt(kind txn.ActionKind, n int) func(txn.Action) error {
 // TestS14 is Scenario S14 (invariant I8): a coordinator stopped at each step
 // of the protocol (after the prepare on one of two shards, with every
 // prepare done but no commit, after the commit before its reply, after the
-// reply before any resolve or with one shard resolved) and a participant's or the anchor's leader killed
+// reply before the other shard's resolve) and a participant's or the anchor's leader killed
 // between steps, driven by typed knobs (api.TxnKnobs). Every transaction
 // ends committed on both shards or aborted on both (single-key readers that
 // meet its intents push and resolve it), and its intents disappear.
@@ -113,13 +113,14 @@ func TestS14(t *testing.T) {
 		{"after every prepare, nobody reads: the sweeper aborts it", stopAt(txn.ActCommit, 1), false, true, false},
 		{"after the prepare on one shard", stopAt(txn.ActPrepare, 2), false, false, false},
 		{"after every prepare, before the commit", stopAt(txn.ActCommit, 1), false, false, false},
-		{"after the reply, one shard resolved", stopAt(txn.ActResolve, 2), true, false, true},
 		{"after the commit, before the reply", stopAt(txn.ActReply, 1), true, false, false},
-		// The reply goes out at the commit point, resolution after it: a
-		// coordinator stopped there leaves a committed record and every
-		// intent, which readers resolve, or the sweeper when nobody reads.
-		{"after the reply, before any resolve", stopAt(txn.ActResolve, 1), true, false, true},
-		{"after the reply, before any resolve, nobody reads: the sweeper resolves it", stopAt(txn.ActResolve, 1), true, true, true},
+		// The reply goes out at the commit point, whose entry also resolves
+		// the anchor shard's intents; the other shard's are resolved after
+		// it: a coordinator stopped there leaves a committed record and
+		// those intents, which readers resolve, or the sweeper when nobody
+		// reads.
+		{"after the reply, before the other shard's resolve", stopAt(txn.ActResolve, 1), true, false, true},
+		{"after the reply, before the other shard's resolve, nobody reads: the sweeper resolves it", stopAt(txn.ActResolve, 1), true, true, true},
 		{"participant leader killed before the commit", func(a txn.Action) error {
 			if a.Kind == txn.ActCommit {
 				return killLeaderOf(2)(a)
