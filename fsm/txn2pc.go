@@ -19,7 +19,8 @@ import (
 //     the same entry (a record already final refuses the prepare);
 //   - OpTxnRecord applies one txn.Event (commit, abort, heartbeat, push) to
 //     the record with txn.NextRecord: each is a conditional write, ordered by
-//     the anchor shard's log;
+//     the anchor shard's log; with ResolveHere, the event that makes the
+//     record final also resolves its intents on this shard's keys;
 //   - OpTxnResolve resolves the transaction's intents on keys of this shard
 //     from its final record (txn.ResolveIntent: apply the committed write,
 //     drop the intent) and leaves a tombstone so a late prepare is refused.
