@@ -133,9 +133,10 @@ type Server struct {
 	prt     *router[*shard.Replica] // the same loop for placement calls, which need the whole replica
 	metrics *metrics
 	txnm    *txnMetrics
-	sweep   sweepLeases   // when this node began leading each shard, for the record sweeper
-	txnbg   txnBackground // resolutions after a transaction's reply (txn_coord.go)
-	node    string        // this node's id
+	sweep   sweepLeases    // when this node began leading each shard, for the record sweeper
+	txnbg   txnBackground  // resolutions after a transaction's reply (txn_coord.go)
+	txnres  resolveBatcher // those resolutions, batched per shard (txn_batch.go)
+	node    string         // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc
 	// locks holds the routes under /v1/locks/, served outside the mux too.

@@ -467,11 +467,17 @@ func (c *txnCoord) resolve(ctx context.Context, shard uint64) {
 	rec := c.rec
 	c.mu.Unlock()
 	if rec != nil && rec.State.Final() {
-		err := c.s.resolveKeys(ctx, c.id, pt.Keys, rec, func(w fsm.TxnOpResult) {
-			c.mu.Lock()
-			c.writes[string(w.Key)] = w
-			c.mu.Unlock()
-		})
+		var err error
+		if c.bg {
+			// After the reply: nothing waits for the written values.
+			err = c.s.resolveBatched(ctx, c.id, pt.Keys, rec)
+		} else {
+			err = c.s.resolveKeys(ctx, c.id, pt.Keys, rec, func(w fsm.TxnOpResult) {
+				c.mu.Lock()
+				c.writes[string(w.Key)] = w
+				c.mu.Unlock()
+			})
+		}
 		if err != nil {
 			c.s.log.Warn("txn: resolve failed; readers that meet the intents resolve them", "txn", c.id, "shard", shard, "err", err)
 		}
@@ -670,8 +676,9 @@ type txnBackground struct {
 	wg     sync.WaitGroup
 }
 
-// spawn runs f in the background with a context bounded by timeout; after
-// close it does nothing (the intents are left to readers and the sweeper).
+// spawn runs f in the background with a context bounded by timeout (0: by
+// close only); after close it does nothing (the intents are left to readers
+// and the sweeper).
 func (b *txnBackground) spawn(timeout time.Duration, f func(ctx context.Context)) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -681,7 +688,10 @@ func (b *txnBackground) spawn(timeout time.Duration, f func(ctx context.Context)
 	if b.ctx == nil {
 		b.ctx, b.cancel = context.WithCancel(context.Background())
 	}
-	ctx, cancel := context.WithTimeout(b.ctx, timeout)
+	ctx, cancel := context.WithCancel(b.ctx)
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(b.ctx, timeout)
+	}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()

@@ -78,6 +78,12 @@ type TxnCommand struct {
 	// as an OpTxnResolve with PreparedIndex would: one raft entry fewer
 	// per transaction. Old entries without it leave them to a resolve.
 	ResolveHere bool
+	// Batch: resolve — more resolutions (each an ID, its Keys, its final
+	// Record, PreparedIndex) applied in the same entry after this one's:
+	// the resolutions of many transactions on one shard cost one raft
+	// entry. Every key of every one must be in the range, or nothing is
+	// applied (WrongShardError).
+	Batch []*TxnCommand
 }
 
 // TxnCmdResult is the outcome of a 2PC command.
@@ -271,6 +277,13 @@ func (c *applyCtx) decodeTxnCommand(cmd *Command, index uint64) (*TxnCommand, *R
 			return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k), Range: cloneRange(c.rng)}}
 		}
 	}
+	for _, b := range tc.Batch {
+		for _, k := range b.Keys {
+			if !c.rng.Contains(k.Key) {
+				return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k.Key), Range: cloneRange(c.rng)}}
+			}
+		}
+	}
 	return tc, nil
 }
 
@@ -412,13 +425,21 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 	if bad != nil {
 		return bad, nil
 	}
-	rec := tc.Record
-	if rec == nil || !rec.State.Final() || rec.ID != tc.ID {
-		return &Result{Index: index, Err: fmt.Errorf("%w: resolve needs the final record", ErrInvalidCommand)}, nil
+	for _, one := range append([]*TxnCommand{tc}, tc.Batch...) {
+		if rec := one.Record; rec == nil || !rec.State.Final() || rec.ID != one.ID {
+			return &Result{Index: index, Err: fmt.Errorf("%w: resolve needs the final record", ErrInvalidCommand)}, nil
+		}
 	}
-	res, err := c.resolveIntents(tc.ID, tc.Keys, rec, index, tc.PreparedIndex, cmd.Time)
+	res, err := c.resolveIntents(tc.ID, tc.Keys, tc.Record, index, tc.PreparedIndex, cmd.Time)
 	if err != nil {
 		return nil, err
+	}
+	for _, b := range tc.Batch {
+		r, err := c.resolveIntents(b.ID, b.Keys, b.Record, index, b.PreparedIndex, cmd.Time)
+		if err != nil {
+			return nil, err
+		}
+		res.Written = append(res.Written, r.Written...)
 	}
 	if err := c.pruneTxn(cmd.Time); err != nil {
 		return nil, err

@@ -24,6 +24,7 @@ const (
 	tcUnlocked = 8  // repeated key
 	tcPrepIdx  = 9  // 1: resolve writes with the prepare's index (TxnCommand.PreparedIndex)
 	tcResolveH = 10 // 1: a record event that makes the record final resolves this shard's intents (ResolveHere)
+	tcBatch    = 11 // repeated: a nested EncodeTxnCommand (resolve: more resolutions in the same entry)
 )
 
 // EncodeTxnCommand encodes a 2PC command's Value.
@@ -72,12 +73,17 @@ func EncodeTxnCommand(tc *TxnCommand) []byte {
 	if tc.ResolveHere {
 		b = wire.AppendUint(b, tcResolveH, 1)
 	}
+	for _, one := range tc.Batch {
+		b = wire.AppendBytesAlways(b, tcBatch, EncodeTxnCommand(one))
+	}
 	return b
 }
 
 // DecodeTxnCommand decodes a 2PC command's Value; errors wrap
 // ErrInvalidCommand.
-func DecodeTxnCommand(b []byte) (*TxnCommand, error) {
+func DecodeTxnCommand(b []byte) (*TxnCommand, error) { return decodeTxnCommand(b, false) }
+
+func decodeTxnCommand(b []byte, nested bool) (*TxnCommand, error) {
 	if len(b) == 0 || b[0] != commandFormat {
 		return nil, fmt.Errorf("%w: txn command format", ErrInvalidCommand)
 	}
@@ -144,6 +150,15 @@ func DecodeTxnCommand(b []byte) (*TxnCommand, error) {
 			tc.PreparedIndex = v != 0
 		case tcResolveH:
 			tc.ResolveHere = v != 0
+		case tcBatch:
+			if nested {
+				return fmt.Errorf("%w: txn command batch inside a batch", ErrInvalidCommand)
+			}
+			one, err := decodeTxnCommand(p, true)
+			if err != nil {
+				return err
+			}
+			tc.Batch = append(tc.Batch, one)
 		}
 		return nil
 	})

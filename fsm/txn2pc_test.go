@@ -241,6 +241,7 @@ func TestTxnCommandCodec(t *testing.T) {
 	tc := &TxnCommand{ID: "x", Anchor: []byte("a"), Priority: 3, Keys: wkeys("a", "b"),
 		Fences:   []txn.Write{{Key: []byte("a"), Fence: &txn.Fence{Lock: "L"}}},
 		Unlocked: [][]byte{[]byte("c")}, PreparedIndex: true, ResolveHere: true,
+		Batch: []*TxnCommand{{ID: "y", Keys: wkeys("d"), Record: &txn.Record{ID: "y", State: txn.Committed, Epoch: 1}}},
 		Event: &txn.Event{Kind: txn.EvPush, ID: "x", Now: 5, Anchor: []byte("a"), Priority: 2, PusherPriority: 9,
 			PusherID: "y", Timeout: time.Second, PreparedAt: 4, WriteSet: []txn.Write{{Key: []byte("a"), Value: []byte("v")}}}}
 	got, err := DecodeTxnCommand(EncodeTxnCommand(tc))
@@ -393,5 +394,53 @@ func TestTxnRecordResolvesHere(t *testing.T) {
 				t.Fatalf("repeated event resolved %q", r.TwoPC.Resolved)
 			}
 		})
+	}
+}
+
+// TestTxnResolveBatch: one resolve entry resolves several transactions
+// (Batch), each from its own final record; a batch with a key outside the
+// range applies nothing (WrongShardError), nor one whose record is not final.
+func TestTxnResolveBatch(t *testing.T) {
+	f := txnState(t)
+	recs := map[string]*txn.Record{}
+	for i, c := range []struct{ id, key, value string }{{"t1", "bal", "1"}, {"t2", "name", "eve"}, {"t3", "new", "n"}} {
+		prep := &TxnCommand{ID: c.id, Anchor: []byte(c.key), Priority: 5, Keys: wkeys(c.key),
+			Event: &txn.Event{Kind: txn.EvBegin, ID: c.id, Now: 1, Anchor: []byte(c.key), Priority: 5}}
+		if r := mustApply(t, f, uint64(10+2*i), tcCmd(OpTxnPrepare, c.key, prep)); r.TwoPC.Vote != txn.VoteYes {
+			t.Fatalf("prepare %s: %+v", c.id, r.TwoPC)
+		}
+		ev := &txn.Event{Kind: txn.EvCommit, ID: c.id, Anchor: []byte(c.key), Succeeded: true,
+			WriteSet: []txn.Write{{Key: []byte(c.key), Value: []byte(c.value)}}}
+		recs[c.id] = mustApply(t, f, uint64(11+2*i), tcCmd(OpTxnRecord, c.key, &TxnCommand{ID: c.id, Event: ev})).TwoPC.Record
+	}
+	one := func(id, key string) *TxnCommand {
+		return &TxnCommand{ID: id, Keys: wkeys(key), Record: recs[id], PreparedIndex: true}
+	}
+	// Refused as a whole: a key of another range, a record not final.
+	bad := one("t1", "bal")
+	bad.Batch = []*TxnCommand{one("t2", "name"), {ID: "t9", Keys: wkeys("zz"), Record: recs["t1"]}}
+	if r := mustApply(t, f, 20, tcCmd(OpTxnResolve, "bal", bad)); !errors.As(r.Err, new(*WrongShardError)) {
+		t.Fatalf("a batch with a key of another range: %+v", r)
+	}
+	bad.Batch = []*TxnCommand{{ID: "t2", Keys: wkeys("name"), Record: &txn.Record{ID: "t2", State: txn.Pending}}}
+	if r := mustApply(t, f, 21, tcCmd(OpTxnResolve, "bal", bad)); !errors.Is(r.Err, ErrInvalidCommand) {
+		t.Fatalf("a batch with a record not final: %+v", r)
+	}
+	if n := countBucket(t, f, bucketIntents); n != 3 {
+		t.Fatalf("a refused batch resolved something: %d intent keys left, want 3", n)
+	}
+	all := one("t1", "bal")
+	all.Batch = []*TxnCommand{one("t2", "name"), one("t3", "new")}
+	r := mustApply(t, f, 22, tcCmd(OpTxnResolve, "bal", all))
+	if r.Err != nil || len(r.TwoPC.Written) != 3 || countBucket(t, f, bucketIntents) != 0 {
+		t.Fatalf("batch: %+v %+v", r, r.TwoPC)
+	}
+	for i, c := range []struct{ key, value string }{{"bal", "1"}, {"name", "eve"}, {"new", "n"}} {
+		if kv := mustGet(t, f, c.key); string(kv.Value) != c.value || kv.ModIndex != uint64(10+2*i) {
+			t.Fatalf("%s = %+v, want %s at its prepare's index %d", c.key, kv, c.value, 10+2*i)
+		}
+	}
+	if n := countBucket(t, f, bucketTombstones); n != 3 {
+		t.Fatalf("%d tombstones, want one per transaction", n)
 	}
 }
