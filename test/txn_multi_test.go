@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,5 +219,57 @@ func TestTxnModIndexAtCommitPoint(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestTxnBackgroundResolutionEndsWithNode: the resolutions a coordinator
+// runs after its reply (api txnBackground, the per-shard resolve batcher)
+// end with their node: closing every node under a load of two-shard
+// transactions leaves none of their goroutines behind. A knob holds each
+// background resolution a moment, so some are always under way at the close
+// (without the server's Close ending them, the check fails).
+func TestTxnBackgroundResolutionEndsWithNode(t *testing.T) {
+	knobs := &api.TxnKnobs{BeforeAction: func(_ string, a txn.Action) error {
+		if a.Kind == txn.ActResolve {
+			time.Sleep(300 * time.Millisecond)
+		}
+		return nil
+	}}
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tbg/m"}, TxnKnobs: knobs})
+	cls := NewClients(t, c, 8)
+	ctx := Context(t, 60*time.Second)
+	for i := range 16 {
+		for _, k := range []string{fmt.Sprintf("tbg/a%d", i), fmt.Sprintf("tbg/z%d", i)} {
+			if _, err := cls[0].Put(ctx, k, "0"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	lctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var committed atomic.Int64
+	for i := range 16 {
+		wg.Go(func() {
+			for lctx.Err() == nil {
+				a, z := fmt.Sprintf("tbg/a%d", i), fmt.Sprintf("tbg/z%d", i)
+				if _, err := cls[i%len(cls)].Txn().Then(client.OpPut(a, "x"), client.OpPut(z, "x")).Commit(lctx); err == nil {
+					committed.Add(1)
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	c.Close() // under load: resolutions are queued or in flight
+	stop()
+	wg.Wait()
+	if committed.Load() == 0 {
+		t.Fatal("no transaction committed: the case tests nothing")
+	}
+	buf := make([]byte, 1<<22)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, f := range []string{"api.(*txnBackground).spawn", "api.(*Server).drainResolves", "api.(*Server).resolveBatched"} {
+		if strings.Contains(stacks, f) {
+			t.Fatalf("a goroutine in %s outlived its node (%d committed):\n%s", f, committed.Load(), stacks)
+		}
 	}
 }
