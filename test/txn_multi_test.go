@@ -273,3 +273,30 @@ func TestTxnBackgroundResolutionEndsWithNode(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnSyncResolveAnswersAlike: with the knob that resolves before the
+// reply (the path a coordinator takes when a participant does not report
+// its prepare's index), a two-shard put's answer comes from what resolution
+// wrote (the commit entry's for the anchor's key, a resolve's for the
+// other), and it is the key's mod_index and create_index read afterwards.
+func TestTxnSyncResolveAnswersAlike(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tsr/m"}, TxnKnobs: &api.TxnKnobs{SyncResolve: true}})
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 30*time.Second)
+	res, err := cl.Txn().Then(client.OpPut("tsr/a", "1"), client.OpPut("tsr/z", "2")).Commit(ctx)
+	if err != nil || !res.Succeeded || len(res.Results) != 2 {
+		t.Fatalf("commit: %+v %v", res, err)
+	}
+	for _, r := range res.Results {
+		kv, err := cl.Get(ctx, r.Key)
+		if err != nil || kv.ModIndex != r.ModIndex || kv.CreateIndex != r.ModIndex || kv.Version != 1 {
+			t.Fatalf("%s read %+v %v, the answer said %+v", r.Key, kv, err, r)
+		}
+	}
+	WaitFor(t, 10*time.Second, "no intent left", func() error {
+		if n := countIntents(t, c); n != 0 {
+			return fmt.Errorf("%d intent keys remain", n)
+		}
+		return nil
+	})
+}
