@@ -48,10 +48,6 @@ type TxnKnobs struct {
 	// replies, as it did before the reply moved to the commit point (tests
 	// compare the two).
 	SyncResolve bool
-	// SeparateResolve makes the commit or abort leave the anchor shard's
-	// intents to a resolve of their own, as before the record entry
-	// resolved them (S14 stops coordinators with intents on every shard).
-	SeparateResolve bool
 }
 
 // errCoordinatorStopped: a TxnKnobs.BeforeAction stopped the coordinator.
@@ -375,7 +371,7 @@ func (c *txnCoord) noteRecord(v txn.Verdict, rec *txn.Record) {
 func (c *txnCoord) recordEvent(ctx context.Context, ev *txn.Event) {
 	cmd := txnRecordCommand(c.id, ev)
 	final := ev.Kind == txn.EvCommit || ev.Kind == txn.EvAbort
-	if k := c.s.cfg.TxnKnobs; final && (k == nil || !k.SeparateResolve) {
+	if final {
 		cmd.Value = fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: c.id, Event: ev, ResolveHere: true})
 	}
 	res, err := c.s.txnPropose(ctx, c.rt.Anchor, cmd)
