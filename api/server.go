@@ -153,8 +153,10 @@ type Server struct {
 	rt      *router[ShardReplica] // the routing loop, for every request that runs on one shard
 	metrics *metrics
 	txnm    *txnMetrics
-	sweep   sweepLeases // when this node began leading each shard, for the record sweeper
-	node    string      // this node's id
+	sweep   sweepLeases    // when this node began leading each shard, for the record sweeper
+	txnbg   txnBackground  // resolutions after a transaction's reply (txn_coord.go)
+	txnres  resolveBatcher // those resolutions, batched per shard (txn_batch.go)
+	node    string         // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc
 	// locks holds the routes under /v1/locks/, served outside the mux too.
@@ -396,9 +398,11 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 // replicas stop, e.g. from http.Server.RegisterOnShutdown.
 func (s *Server) EndWaits() { s.endWaits() }
 
-// Close ends waiting requests and releases idle peer connections.
+// Close ends waiting requests, ends the transactions' background
+// resolutions (and waits for them), and releases idle peer connections.
 func (s *Server) Close() {
 	s.endWaits()
+	s.txnbg.close()
 	s.peers.Close()
 }
 

@@ -26,8 +26,13 @@ import (
 // Wired here: the compare path for every transaction (prepare on every
 // participant, the anchor's carrying EvBegin; evaluate over the reads under
 // the intents; EvCommit with the write set: the commit point; reply;
-// resolve). The parallel-commit fast path (Staging, recovery probes) is not
-// used: CoordState.Fast is always false, so no record is ever Staging.
+// resolve). The reply goes out as soon as the record is final: the intents
+// are resolved in the background (txnBackground), detached from the request
+// and bounded by writeTimeout, and a write's answer carries the index of the
+// prepare that laid its intent, which resolution writes as its mod_index
+// (txn/DESIGN.md "Replying at the commit point"). The parallel-commit fast
+// path (Staging, recovery probes) is not used: CoordState.Fast is always
+// false, so no record is ever Staging.
 
 // TxnKnobs are test hooks of the coordinator; nil in production.
 type TxnKnobs struct {
@@ -39,6 +44,10 @@ type TxnKnobs struct {
 	// read keys go unlocked (the negative control of the serializability
 	// checks: they must then fail).
 	SkipReadIntents bool
+	// SyncResolve makes the coordinator resolve every intent before it
+	// replies, as it did before the reply moved to the commit point (tests
+	// compare the two).
+	SyncResolve bool
 }
 
 // errCoordinatorStopped: a TxnKnobs.BeforeAction stopped the coordinator.
@@ -71,6 +80,9 @@ type txnCoord struct {
 	reply   txn.Result
 	stale   *fsm.StaleTokenError
 	writes  map[string]fsm.TxnOpResult
+	seqs    map[string]uint64 // key -> index of the prepare entry that laid its intent
+	bg      bool              // resolving in the background, after the reply
+	detach  bool              // replied at the commit point: resolve in the background
 	lastHB  time.Time
 	lastErr error // the last failed proposal (for the abort's log)
 	mu      sync.Mutex
@@ -100,7 +112,7 @@ func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Reque
 	defer cancel()
 	c := &txnCoord{s: s, req: req, rt: rt, id: newTxnID(req.RequestID), prio: newPriority(),
 		reads: map[string]*fsm.KV{}, tokens: map[string]uint64{}, writes: map[string]fsm.TxnOpResult{},
-		lastHB: time.Now()}
+		seqs: map[string]uint64{}, lastHB: time.Now()}
 	c.st = txn.CoordState{AnchorShard: rt.AnchorShard, MaxAttempts: txnMaxAttempts}
 	for _, p := range rt.Participants {
 		c.st.Parts = append(c.st.Parts, txn.PartState{Shard: p.Shard})
@@ -114,14 +126,29 @@ func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Reque
 	if err != nil {
 		return err
 	}
+	// Everything the reply needs is read before the background resolution
+	// may touch c.
+	reply, stale := c.reply, c.stale
+	var answer txnResponseJSON
+	if reply == txn.ResultCommitted {
+		answer = c.answer()
+	}
+	if c.detach {
+		s.txnbg.spawn(writeTimeout, func(ctx context.Context) {
+			c.bg = true
+			if err := c.run(ctx); err != nil {
+				s.log.Debug("txn: background resolution stopped", "txn", c.id, "err", err)
+			}
+		})
+	}
 	setHeaders(w, 0, 0, r.Header.Get(hdrSession))
-	switch c.reply {
+	switch reply {
 	case txn.ResultCommitted:
-		writeJSON(w, http.StatusOK, c.answer())
+		writeJSON(w, http.StatusOK, answer)
 		return nil
 	case txn.ResultAborted:
-		if c.stale != nil {
-			err = c.stale
+		if stale != nil {
+			err = stale
 			return err
 		}
 		err = fmt.Errorf("transaction %s aborted (%s): %w", c.id, cause, errTxnAborted)
@@ -161,6 +188,15 @@ func (c *txnCoord) run(ctx context.Context) error {
 				prepares = append(prepares, a)
 			case txn.ActResolve:
 				resolves = append(resolves, a)
+			case txn.ActReply:
+				c.act(ctx, a)
+				if !c.bg && c.replyEarly() {
+					// The record is final: answer now, resolve after
+					// (txnMulti hands the rest of Plan to txnBackground).
+					c.prepareAll(ctx, prepares)
+					c.detach = true
+					return nil
+				}
 			default:
 				c.act(ctx, a)
 			}
@@ -190,6 +226,10 @@ func (c *txnCoord) prepareAll(ctx context.Context, acts []txn.Action) {
 // behind block other requests.
 func (c *txnCoord) resolveAll(ctx context.Context, acts []txn.Action) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	if c.bg {
+		// Already detached and bounded; the node's Close ends it.
+		rctx, cancel = context.WithCancel(ctx)
+	}
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, a := range acts {
@@ -281,6 +321,9 @@ func (c *txnCoord) prepare(ctx context.Context, a txn.Action) {
 		p.Status = txn.PartYes
 		for _, rd := range t.Reads {
 			c.reads[string(rd.Key)] = rd.KV
+			if rd.Seq != 0 {
+				c.seqs[string(rd.Key)] = rd.Seq
+			}
 		}
 		for i, f := range tc.Fences {
 			if i < len(t.Tokens) {
@@ -321,14 +364,41 @@ func (c *txnCoord) noteRecord(v txn.Verdict, rec *txn.Record) {
 	}
 }
 
-// recordEvent proposes ev on the record and learns its state.
+// recordEvent proposes ev on the record and learns its state. A commit or
+// abort also resolves the intents on the anchor's shard in the same entry
+// (fsm.TxnCommand.ResolveHere): when that covered every key of the anchor's
+// participant, it needs no resolve of its own.
 func (c *txnCoord) recordEvent(ctx context.Context, ev *txn.Event) {
-	res, err := c.s.txnPropose(ctx, c.rt.Anchor, txnRecordCommand(c.id, ev))
+	cmd := txnRecordCommand(c.id, ev)
+	final := ev.Kind == txn.EvCommit || ev.Kind == txn.EvAbort
+	if final {
+		cmd.Value = fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: c.id, Event: ev, ResolveHere: true})
+	}
+	res, err := c.s.txnPropose(ctx, c.rt.Anchor, cmd)
 	if err != nil || res.Err != nil {
 		c.st.Record = txn.RecUnknown
 		return
 	}
 	c.noteRecord(res.TwoPC.Verdict, res.TwoPC.Record)
+	if len(res.TwoPC.Resolved) == 0 {
+		return
+	}
+	done := map[string]bool{}
+	for _, k := range res.TwoPC.Resolved {
+		done[string(k)] = true
+	}
+	for _, w := range res.TwoPC.Written {
+		c.writes[string(w.Key)] = w
+	}
+	pt := c.rt.Participant(c.rt.AnchorShard)
+	for _, k := range pt.Keys {
+		if !done[string(k.Key)] {
+			return
+		}
+	}
+	if p := c.part(c.rt.AnchorShard); p != nil && p.Status != txn.PartUnsent {
+		p.Status = txn.PartResolved
+	}
 }
 
 func (c *txnCoord) act(ctx context.Context, a txn.Action) {
@@ -393,11 +463,17 @@ func (c *txnCoord) resolve(ctx context.Context, shard uint64) {
 	rec := c.rec
 	c.mu.Unlock()
 	if rec != nil && rec.State.Final() {
-		err := c.s.resolveKeys(ctx, c.id, pt.Keys, rec, func(w fsm.TxnOpResult) {
-			c.mu.Lock()
-			c.writes[string(w.Key)] = w
-			c.mu.Unlock()
-		})
+		var err error
+		if c.bg {
+			// After the reply: nothing waits for the written values.
+			err = c.s.resolveBatched(ctx, c.id, pt.Keys, rec)
+		} else {
+			err = c.s.resolveKeys(ctx, c.id, pt.Keys, rec, func(w fsm.TxnOpResult) {
+				c.mu.Lock()
+				c.writes[string(w.Key)] = w
+				c.mu.Unlock()
+			})
+		}
 		if err != nil {
 			c.s.log.Warn("txn: resolve failed; readers that meet the intents resolve them", "txn", c.id, "shard", shard, "err", err)
 		}
@@ -427,7 +503,7 @@ func (s *Server) resolveKeys(ctx context.Context, id string, keys []txn.KeyInten
 		for _, g := range order {
 			ks := groups[g]
 			res, err := s.txnPropose(ctx, ks[0].Key, &fsm.Command{Op: fsm.OpTxnResolve, Key: ks[0].Key,
-				Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: id, Keys: ks, Record: rec})})
+				Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: id, Keys: ks, Record: rec, PreparedIndex: true})})
 			if err == nil && res.Err != nil {
 				err = res.Err
 			}
@@ -499,8 +575,60 @@ func kvState(kv *fsm.KV) txn.KeyState {
 	return txn.KeyState{Exists: true, Value: kv.Value, CreateIndex: kv.CreateIndex, ModIndex: kv.ModIndex, Version: kv.Version}
 }
 
+// replyEarly reports whether the reply may go out before the intents are
+// resolved: the record is final and, if committed, every write of the
+// branch taken knows the index of the prepare that laid its intent (a
+// participant of an older version does not say; then resolution first, and
+// the answer carries what it wrote).
+func (c *txnCoord) replyEarly() bool {
+	if k := c.s.cfg.TxnKnobs; k != nil && k.SyncResolve {
+		return false
+	}
+	switch c.reply {
+	case txn.ResultAborted:
+		return true
+	case txn.ResultCommitted:
+	default:
+		return false
+	}
+	if c.rec == nil {
+		return false
+	}
+	if c.out == nil {
+		return true // a replay: no results
+	}
+	for _, o := range c.req.Branch(c.rec.Succeeded) {
+		if o.Kind.IsWrite() && c.seqs[string(o.Key)] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// earlyWrite is a write's result as resolution will apply it: the intent
+// excluded every other write of the key since its prepare read it, so the
+// key then is the key now; the prepare's index is its mod_index (and its
+// create_index if it creates the key).
+func (c *txnCoord) earlyWrite(o txn.Op) fsm.TxnOpResult {
+	r := fsm.TxnOpResult{Kind: o.Kind, Key: o.Key}
+	cur := c.reads[string(o.Key)]
+	if o.Kind == txn.OpDelete {
+		if cur != nil {
+			r.Deleted = 1
+		}
+		return r
+	}
+	seq := c.seqs[string(o.Key)]
+	kv := &fsm.KV{Key: o.Key, CreateIndex: seq, ModIndex: seq, Version: 1, TTL: o.TTL}
+	if cur != nil {
+		kv.CreateIndex, kv.Version = cur.CreateIndex, cur.Version+1
+	}
+	r.KV = kv
+	return r
+}
+
 // answer is the 200 of a committed transaction: its gets as read under the
-// intents, its writes as resolution applied them.
+// intents, its writes as resolution applies them (applied, or about to be).
 func (c *txnCoord) answer() txnResponseJSON {
 	out := txnResponseJSON{Shards: c.rt.Shards(), ID: c.id, Results: []txnOpResultJSON{}}
 	if c.rec != nil {
@@ -518,6 +646,8 @@ func (c *txnCoord) answer() txnResponseJSON {
 		default:
 			if w, ok := c.writes[string(o.Key)]; ok {
 				r = w
+			} else if c.seqs[string(o.Key)] != 0 {
+				r = c.earlyWrite(o)
 			}
 		}
 		out.Results = append(out.Results, txnOpResult(r))
@@ -528,4 +658,52 @@ func (c *txnCoord) answer() txnResponseJSON {
 // txnRecordCommand is the OpTxnRecord command of an event on record id.
 func txnRecordCommand(id string, ev *txn.Event) *fsm.Command {
 	return &fsm.Command{Op: fsm.OpTxnRecord, Key: ev.Anchor, Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: id, Event: ev})}
+}
+
+// txnBackground runs the resolutions that outlive their request (a
+// coordinator that replied at the commit point): each is detached from the
+// request, bounded by its timeout, and ended by Close, which waits for them
+// so a node's shutdown leaks none.
+type txnBackground struct {
+	mu     sync.Mutex
+	closed bool
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// spawn runs f in the background with a context bounded by timeout (0: by
+// close only); after close it does nothing (the intents are left to readers
+// and the sweeper).
+func (b *txnBackground) spawn(timeout time.Duration, f func(ctx context.Context)) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	if b.ctx == nil {
+		b.ctx, b.cancel = context.WithCancel(context.Background())
+	}
+	ctx, cancel := context.WithCancel(b.ctx)
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(b.ctx, timeout)
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		defer cancel()
+		f(ctx)
+	}()
+	return true
+}
+
+// close cancels every background resolution and waits for them to return.
+func (b *txnBackground) close() {
+	b.mu.Lock()
+	b.closed = true
+	if b.cancel != nil {
+		b.cancel()
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
 }

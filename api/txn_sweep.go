@@ -35,6 +35,7 @@ func (s *Server) SweepTxnRecords(ctx context.Context) {
 		if now-s.sweep.leading(rng.ID, now) <= int64(txnTimeout) {
 			continue
 		}
+		s.sweepIntents(ctx, rep, rng.ID, now)
 		recs, err := rep.FSM().TxnLiveRecords()
 		if err != nil {
 			s.log.Warn("txn sweeper: read records", "shard", rng.ID, "err", err)
@@ -65,6 +66,93 @@ func (s *Server) sweepRecord(ctx context.Context, r *txn.Record) {
 			s.log.Debug("txn sweeper: resolve", "txn", final.ID, "shard", p.Shard, "err", err)
 		}
 	}
+}
+
+// Intent sweeping bounds: an intent is looked at once it is this old (a
+// coordinator resolves within a few round trips of its commit), at most
+// this many per shard and sweep; its record is pushed only past
+// txnIntentPushAge (its coordinator, if alive, heartbeats the record long
+// before; the record sweeper or a reader usually ends a dead one first).
+const (
+	txnIntentResolveAge = time.Second
+	txnIntentPushAge    = 2 * txnTimeout
+	txnIntentSweepMax   = 256
+)
+
+// sweepIntents ends the intents on shard (led here) that outlived their
+// coordinator's resolution: a coordinator that replied at the commit point
+// and died (or was stopped, or timed out) before resolving leaves its record
+// final and intents behind, which no reader may ever meet. Per transaction:
+// read its record at the anchor; final — resolve its intents on this shard,
+// as its coordinator would have; not final or missing — past
+// txnIntentPushAge, push it as a reader would (priority 0: a live
+// transaction is never aborted, an expired one is), and resolve if that
+// made it final. The record itself is dropped by its shard after the dedup
+// window, as before.
+func (s *Server) sweepIntents(ctx context.Context, rep Replica, shard uint64, now int64) {
+	ins, err := rep.FSM().TxnOldIntents(now-int64(txnIntentResolveAge), txnIntentSweepMax)
+	if err != nil {
+		s.log.Warn("txn sweeper: read intents", "shard", shard, "err", err)
+		return
+	}
+	type group struct {
+		first txn.Intent
+		keys  []txn.KeyIntent
+	}
+	byTxn := map[string]*group{}
+	var order []string
+	for _, in := range ins {
+		g := byTxn[in.TxnID]
+		if g == nil {
+			g = &group{first: in}
+			byTxn[in.TxnID] = g
+			order = append(order, in.TxnID)
+		}
+		g.keys = append(g.keys, txn.KeyIntent{Key: in.Key, Access: in.Access})
+		if in.PreparedAt < g.first.PreparedAt {
+			g.first.PreparedAt = in.PreparedAt
+		}
+	}
+	for _, id := range order {
+		if ctx.Err() != nil {
+			return
+		}
+		g := byTxn[id]
+		rec, err := s.readTxnRecord(ctx, id, g.first.Anchor)
+		if err != nil {
+			continue
+		}
+		if (rec == nil || !rec.State.Final()) && now-g.first.PreparedAt > int64(txnIntentPushAge) {
+			in := g.first
+			ev := &txn.Event{Kind: txn.EvPush, ID: id, Anchor: in.Anchor, Now: s.cfg.Clock.Now().UnixNano(),
+				Timeout: txnTimeout, PreparedAt: in.PreparedAt, Priority: in.Priority}
+			res, err := s.txnPropose(ctx, in.Anchor, txnRecordCommand(id, ev))
+			if err == nil && res.Err == nil {
+				rec = res.TwoPC.Record
+			}
+		}
+		if rec == nil || !rec.State.Final() {
+			continue
+		}
+		s.txnm.swept.Inc()
+		if err := s.resolveKeys(ctx, id, g.keys, rec, nil); err != nil {
+			s.log.Debug("txn sweeper: resolve intents", "txn", id, "shard", shard, "err", err)
+		}
+	}
+}
+
+// readTxnRecord reads transaction id's record on its anchor's shard leader
+// (linearizably); nil when there is none.
+func (s *Server) readTxnRecord(ctx context.Context, id string, anchor []byte) (*txn.Record, error) {
+	rng, err := s.lookup(anchor)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.inspectShard(ctx, txnInspectRequest{Shard: rng.ID, ID: id})
+	if err != nil || len(a.Record) == 0 {
+		return nil, err
+	}
+	return txn.DecodeRecord(a.Record)
 }
 
 // txnSweepEvery is how often a node sweeps its records.

@@ -122,10 +122,11 @@ func FuzzParseTxn(f *testing.F) {
 func TestTxnWireRoundTrip(t *testing.T) {
 	in := &fsm.Result{Index: 7, TwoPC: &fsm.TxnCmdResult{Vote: txn.VoteConflict,
 		Blocker: &txn.Intent{TxnID: "t", Key: []byte("k"), Access: txn.AccessWrite, Anchor: []byte("a"), Priority: 3},
-		Reads:   []fsm.TxnRead{{Key: []byte("k"), KV: &fsm.KV{Key: []byte("k"), Value: []byte("v"), CreateIndex: 1, ModIndex: 2, Version: 3}}, {Key: []byte("x")}},
+		Reads:   []fsm.TxnRead{{Key: []byte("k"), KV: &fsm.KV{Key: []byte("k"), Value: []byte("v"), CreateIndex: 1, ModIndex: 2, Version: 3}, Seq: 9}, {Key: []byte("x")}},
 		Tokens:  []uint64{4}, Verdict: txn.VerdictOK,
-		Record:  &txn.Record{ID: "t", State: txn.Pending, Anchor: []byte("a"), Epoch: 1},
-		Written: []fsm.TxnOpResult{{Kind: txn.OpDelete, Key: []byte("d"), Deleted: 1}}}}
+		Record:   &txn.Record{ID: "t", State: txn.Pending, Anchor: []byte("a"), Epoch: 1},
+		Written:  []fsm.TxnOpResult{{Kind: txn.OpDelete, Key: []byte("d"), Deleted: 1}},
+		Resolved: [][]byte{[]byte("d")}}}
 	w, err := toWire(in)
 	if err != nil {
 		t.Fatal(err)

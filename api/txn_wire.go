@@ -37,6 +37,7 @@ type txnWireResult struct {
 	Verdict    uint8         `json:"verdict,omitempty"`
 	Record     []byte        `json:"record,omitempty"` // txn.EncodeRecord
 	Written    []txnWireRead `json:"written,omitempty"`
+	Resolved   [][]byte      `json:"resolved,omitempty"`
 }
 
 type txnWireRead struct {
@@ -48,6 +49,7 @@ type txnWireRead struct {
 	Version     uint64 `json:"version,omitempty"`
 	Kind        uint8  `json:"kind,omitempty"`
 	Deleted     int    `json:"deleted,omitempty"`
+	Seq         uint64 `json:"seq,omitempty"` // prepare: the index of the entry that laid the intent
 }
 
 func toWireRead(key []byte, kv *fsm.KV) txnWireRead {
@@ -82,7 +84,7 @@ func toWire(res *fsm.Result) (*txnWireResult, error) {
 		return nil, fmt.Errorf("api: txn command %d returned no result", res.Index)
 	}
 	t := res.TwoPC
-	out.Vote, out.Tokens, out.Verdict = uint8(t.Vote), t.Tokens, uint8(t.Verdict)
+	out.Vote, out.Tokens, out.Verdict, out.Resolved = uint8(t.Vote), t.Tokens, uint8(t.Verdict), t.Resolved
 	if t.Blocker != nil {
 		out.Blocker = txn.EncodeIntent(t.Blocker)
 	}
@@ -90,7 +92,9 @@ func toWire(res *fsm.Result) (*txnWireResult, error) {
 		out.Record = txn.EncodeRecord(t.Record)
 	}
 	for _, rd := range t.Reads {
-		out.Reads = append(out.Reads, toWireRead(rd.Key, rd.KV))
+		r := toWireRead(rd.Key, rd.KV)
+		r.Seq = rd.Seq
+		out.Reads = append(out.Reads, r)
 	}
 	for _, w := range t.Written {
 		r := toWireRead(w.Key, w.KV)
@@ -110,7 +114,7 @@ func (w *txnWireResult) result() (*fsm.Result, error) {
 		res.Err = fmt.Errorf("%w: %s", fsm.ErrInvalidCommand, w.Invalid)
 		return res, nil
 	}
-	t := &fsm.TxnCmdResult{Vote: txn.Vote(w.Vote), Tokens: w.Tokens, Verdict: txn.Verdict(w.Verdict)}
+	t := &fsm.TxnCmdResult{Vote: txn.Vote(w.Vote), Tokens: w.Tokens, Verdict: txn.Verdict(w.Verdict), Resolved: w.Resolved}
 	var err error
 	if len(w.Blocker) > 0 {
 		if t.Blocker, err = txn.DecodeIntent(w.Blocker); err != nil {
@@ -123,7 +127,7 @@ func (w *txnWireResult) result() (*fsm.Result, error) {
 		}
 	}
 	for _, r := range w.Reads {
-		t.Reads = append(t.Reads, fsm.TxnRead{Key: r.Key, KV: r.kv()})
+		t.Reads = append(t.Reads, fsm.TxnRead{Key: r.Key, KV: r.kv(), Seq: r.Seq})
 	}
 	for _, r := range w.Written {
 		t.Written = append(t.Written, fsm.TxnOpResult{Kind: txn.OpKind(r.Kind), Key: r.Key, KV: r.kv(), Deleted: r.Deleted})

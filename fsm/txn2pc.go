@@ -19,7 +19,8 @@ import (
 //     the same entry (a record already final refuses the prepare);
 //   - OpTxnRecord applies one txn.Event (commit, abort, heartbeat, push) to
 //     the record with txn.NextRecord: each is a conditional write, ordered by
-//     the anchor shard's log;
+//     the anchor shard's log; with ResolveHere, the event that makes the
+//     record final also resolves its intents on this shard's keys;
 //   - OpTxnResolve resolves the transaction's intents on keys of this shard
 //     from its final record (txn.ResolveIntent: apply the committed write,
 //     drop the intent) and leaves a tombstone so a late prepare is refused.
@@ -63,6 +64,26 @@ type TxnCommand struct {
 	// Unlocked: prepare — keys read without an intent. Only the test knob
 	// that skips read intents (api.TxnKnobs.SkipReadIntents) sets it.
 	Unlocked [][]byte
+	// PreparedIndex: resolve — a committed write takes the index of the
+	// prepare entry that laid its intent (txn.Intent.PreparedSeq) as its
+	// mod_index (and create_index when it creates the key), not the resolve
+	// entry's: the coordinator told its client that index before resolving
+	// (txn/DESIGN.md "Replying at the commit point"). Resolve entries
+	// without it (written before it existed) keep the resolve entry's index,
+	// so replaying an old log gives the state it gave then.
+	PreparedIndex bool
+	// ResolveHere: record — if this event makes the record final, the same
+	// entry resolves the transaction's intents on the keys of its
+	// participants that this shard owns (the anchor's own keys, usually),
+	// as an OpTxnResolve with PreparedIndex would: one raft entry fewer
+	// per transaction. Old entries without it leave them to a resolve.
+	ResolveHere bool
+	// Batch: resolve — more resolutions (each an ID, its Keys, its final
+	// Record, PreparedIndex) applied in the same entry after this one's:
+	// the resolutions of many transactions on one shard cost one raft
+	// entry. Every key of every one must be in the range, or nothing is
+	// applied (WrongShardError).
+	Batch []*TxnCommand
 }
 
 // TxnCmdResult is the outcome of a 2PC command.
@@ -74,12 +95,20 @@ type TxnCmdResult struct {
 	Verdict txn.Verdict // record; prepare with begin
 	Record  *txn.Record // record: after the event
 	Written []TxnOpResult
+	// Resolved: record with ResolveHere — the keys whose intents of the
+	// transaction this entry resolved (Written: what it wrote).
+	Resolved [][]byte
 }
 
 // TxnRead is one key as a prepare read it (KV nil: absent).
 type TxnRead struct {
 	Key []byte
 	KV  *KV
+	// Seq: the index of the prepare entry that laid the transaction's
+	// intent on Key (txn.Intent.PreparedSeq: the first prepare's, for a
+	// retried one); 0 for a key read without an intent. A committed write
+	// of Key takes it as its mod_index when resolved with PreparedIndex.
+	Seq uint64
 }
 
 var (
@@ -248,6 +277,13 @@ func (c *applyCtx) decodeTxnCommand(cmd *Command, index uint64) (*TxnCommand, *R
 			return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k), Range: cloneRange(c.rng)}}
 		}
 	}
+	for _, b := range tc.Batch {
+		for _, k := range b.Keys {
+			if !c.rng.Contains(k.Key) {
+				return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k.Key), Range: cloneRange(c.rng)}}
+			}
+		}
+	}
 	return tc, nil
 }
 
@@ -296,8 +332,10 @@ func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
 				mine = i
 			}
 		}
+		seq := index
 		if mine >= 0 { // a retried prepare
 			ins[mine].Access = max(ins[mine].Access, k.Access)
+			seq = ins[mine].PreparedSeq
 		} else {
 			ins = append(ins, txn.Intent{TxnID: tc.ID, Key: k.Key, Access: k.Access, Anchor: tc.Anchor,
 				Priority: tc.Priority, PreparedAt: cmd.Time, PreparedSeq: index})
@@ -309,7 +347,7 @@ func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		res.Reads = append(res.Reads, TxnRead{Key: k.Key, KV: kv})
+		res.Reads = append(res.Reads, TxnRead{Key: k.Key, KV: kv, Seq: seq})
 	}
 	if loadErr != nil {
 		return nil, loadErr
@@ -350,10 +388,33 @@ func (c *applyCtx) txnRecord(cmd *Command, index uint64) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	res := &TxnCmdResult{Verdict: eff.Verdict, Record: rec}
+	if tc.ResolveHere && eff.Changed && rec != nil && rec.State.Final() {
+		// Final states never change, so this entry is the one that made
+		// it final: resolve the intents on this shard's keys now.
+		var keys []txn.KeyIntent
+		for _, p := range rec.Participants {
+			for _, k := range p.Keys {
+				if c.rng.Contains(k.Key) {
+					keys = append(keys, k)
+				}
+			}
+		}
+		if len(keys) > 0 {
+			r, err := c.resolveIntents(tc.ID, keys, rec, index, true, cmd.Time)
+			if err != nil {
+				return nil, err
+			}
+			res.Written = r.Written
+			for _, k := range keys {
+				res.Resolved = append(res.Resolved, k.Key)
+			}
+		}
+	}
 	if err := c.pruneTxn(cmd.Time); err != nil {
 		return nil, err
 	}
-	return &Result{Index: index, TwoPC: &TxnCmdResult{Verdict: eff.Verdict, Record: rec}}, nil
+	return &Result{Index: index, TwoPC: res}, nil
 }
 
 // txnResolve applies an OpTxnResolve: the final record decides each intent
@@ -364,31 +425,52 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 	if bad != nil {
 		return bad, nil
 	}
-	rec := tc.Record
-	if rec == nil || !rec.State.Final() || rec.ID != tc.ID {
-		return &Result{Index: index, Err: fmt.Errorf("%w: resolve needs the final record", ErrInvalidCommand)}, nil
+	for _, one := range append([]*TxnCommand{tc}, tc.Batch...) {
+		if rec := one.Record; rec == nil || !rec.State.Final() || rec.ID != one.ID {
+			return &Result{Index: index, Err: fmt.Errorf("%w: resolve needs the final record", ErrInvalidCommand)}, nil
+		}
 	}
-	if c.b.tombstones.Get([]byte(tc.ID)) == nil {
-		if err := c.b.tombstones.Put([]byte(tc.ID), []byte{byte(rec.State)}); err != nil {
+	res, err := c.resolveIntents(tc.ID, tc.Keys, tc.Record, index, tc.PreparedIndex, cmd.Time)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range tc.Batch {
+		r, err := c.resolveIntents(b.ID, b.Keys, b.Record, index, b.PreparedIndex, cmd.Time)
+		if err != nil {
 			return nil, err
 		}
-		if err := c.b.txnGC.Put(txnGCKey(cmd.Time, 't', tc.ID), []byte{}); err != nil {
-			return nil, err
-		}
+		res.Written = append(res.Written, r.Written...)
 	}
 	if err := c.pruneTxn(cmd.Time); err != nil {
 		return nil, err
 	}
+	return &Result{Index: index, TwoPC: res}, nil
+}
+
+// resolveIntents resolves transaction id's intents on keys (of this shard)
+// from its final record rec, and leaves its tombstone (OpTxnResolve, and a
+// record event with ResolveHere). prepIdx: a committed write takes its
+// intent's prepare index as mod_index, else the entry's index.
+func (c *applyCtx) resolveIntents(id string, keys []txn.KeyIntent, rec *txn.Record, index uint64, prepIdx bool, now int64) (*TxnCmdResult, error) {
+	if c.b.tombstones.Get([]byte(id)) == nil {
+		if err := c.b.tombstones.Put([]byte(id), []byte{byte(rec.State)}); err != nil {
+			return nil, err
+		}
+		if err := c.b.txnGC.Put(txnGCKey(now, 't', id), []byte{}); err != nil {
+			return nil, err
+		}
+	}
 	res := &TxnCmdResult{}
-	for _, k := range tc.Keys {
+	for _, k := range keys {
 		ins, err := loadIntents(c.b.intents, k.Key)
 		if err != nil {
 			return nil, err
 		}
 		keep := ins[:0]
 		var apply *txn.Write
+		windex := index // the written key's mod_index
 		for _, in := range ins {
-			if in.TxnID != tc.ID {
+			if in.TxnID != id {
 				keep = append(keep, in)
 				continue
 			}
@@ -398,6 +480,12 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 			}
 			if r.Apply != nil {
 				apply = r.Apply
+				if prepIdx && in.PreparedSeq != 0 {
+					// The intent excluded every other write of the key
+					// from PreparedSeq to here, so the key's history of
+					// mod_index stays increasing (txn/DESIGN.md).
+					windex = in.PreparedSeq
+				}
 			}
 		}
 		if err := storeIntents(c.b.intents, k.Key, keep); err != nil {
@@ -414,10 +502,10 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 		var r *Result
 		if apply.Delete {
 			wc.Op, op.Kind = OpDelete, txn.OpDelete
-			r, err = c.del(wc, index)
+			r, err = c.del(wc, windex)
 		} else {
 			wc.Op = OpPut
-			r, err = c.put(wc, index)
+			r, err = c.put(wc, windex)
 		}
 		if err != nil {
 			return nil, err
@@ -425,7 +513,7 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 		op.KV, op.Deleted = r.KV, r.Deleted
 		res.Written = append(res.Written, op)
 	}
-	return &Result{Index: index, TwoPC: res}, nil
+	return res, nil
 }
 
 func be64(b []byte) uint64 {
@@ -596,4 +684,35 @@ func (f *FSM) TxnLiveRecords() ([]*txn.Record, error) {
 		})
 	})
 	return out, err
+}
+
+// TxnOldIntents returns up to limit intents of this shard laid before
+// `before` (their PreparedAt, the proposer's time of the prepare): the
+// leader's sweeper pushes their records and resolves those whose record is
+// final (a coordinator that stopped after its reply, before resolving).
+func (f *FSM) TxnOldIntents(before int64, limit int) ([]txn.Intent, error) {
+	var out []txn.Intent
+	err := f.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketIntents)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+			ins, err := loadIntents(b, k)
+			if err != nil {
+				return err
+			}
+			for _, in := range ins {
+				if in.PreparedAt < before && len(out) < limit {
+					out = append(out, in)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: txn intents: %w", err)
+	}
+	return out, nil
 }

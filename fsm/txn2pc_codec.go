@@ -17,11 +17,14 @@ const (
 	tcID       = 1
 	tcAnchor   = 2
 	tcPriority = 3
-	tcKey      = 4 // repeated, nested: 1 key, 2 access
-	tcFence    = 5 // repeated: nested (1 key, 2 lock)
-	tcEvent    = 6 // nested: 1 kind, 2 carrier record, 3 cause, 4 pusher priority, 5 pusher id, 6 timeout, 7 prepared at, 8 all prepared
-	tcRecord   = 7 // txn.EncodeRecord
-	tcUnlocked = 8 // repeated key
+	tcKey      = 4  // repeated, nested: 1 key, 2 access
+	tcFence    = 5  // repeated: nested (1 key, 2 lock)
+	tcEvent    = 6  // nested: 1 kind, 2 carrier record, 3 cause, 4 pusher priority, 5 pusher id, 6 timeout, 7 prepared at, 8 all prepared
+	tcRecord   = 7  // txn.EncodeRecord
+	tcUnlocked = 8  // repeated key
+	tcPrepIdx  = 9  // 1: resolve writes with the prepare's index (TxnCommand.PreparedIndex)
+	tcResolveH = 10 // 1: a record event that makes the record final resolves this shard's intents (ResolveHere)
+	tcBatch    = 11 // repeated: a nested EncodeTxnCommand (resolve: more resolutions in the same entry)
 )
 
 // EncodeTxnCommand encodes a 2PC command's Value.
@@ -64,12 +67,23 @@ func EncodeTxnCommand(tc *TxnCommand) []byte {
 	for _, k := range tc.Unlocked {
 		b = wire.AppendBytesAlways(b, tcUnlocked, k)
 	}
+	if tc.PreparedIndex {
+		b = wire.AppendUint(b, tcPrepIdx, 1)
+	}
+	if tc.ResolveHere {
+		b = wire.AppendUint(b, tcResolveH, 1)
+	}
+	for _, one := range tc.Batch {
+		b = wire.AppendBytesAlways(b, tcBatch, EncodeTxnCommand(one))
+	}
 	return b
 }
 
 // DecodeTxnCommand decodes a 2PC command's Value; errors wrap
 // ErrInvalidCommand.
-func DecodeTxnCommand(b []byte) (*TxnCommand, error) {
+func DecodeTxnCommand(b []byte) (*TxnCommand, error) { return decodeTxnCommand(b, false) }
+
+func decodeTxnCommand(b []byte, nested bool) (*TxnCommand, error) {
 	if len(b) == 0 || b[0] != commandFormat {
 		return nil, fmt.Errorf("%w: txn command format", ErrInvalidCommand)
 	}
@@ -132,6 +146,19 @@ func DecodeTxnCommand(b []byte) (*TxnCommand, error) {
 				return fmt.Errorf("%w: txn command unlocked key", ErrInvalidCommand)
 			}
 			tc.Unlocked = append(tc.Unlocked, cloneBytes(p))
+		case tcPrepIdx:
+			tc.PreparedIndex = v != 0
+		case tcResolveH:
+			tc.ResolveHere = v != 0
+		case tcBatch:
+			if nested {
+				return fmt.Errorf("%w: txn command batch inside a batch", ErrInvalidCommand)
+			}
+			one, err := decodeTxnCommand(p, true)
+			if err != nil {
+				return err
+			}
+			tc.Batch = append(tc.Batch, one)
 		}
 		return nil
 	})

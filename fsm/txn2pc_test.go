@@ -106,6 +106,60 @@ func TestTxn2PCParticipant(t *testing.T) {
 	}
 }
 
+// TestTxnResolveWritesPrepareIndex (txn/DESIGN.md "Replying at the commit
+// point"): the prepare answers the index of the entry that laid each intent
+// (a retried prepare the first one's), and a resolve with PreparedIndex
+// writes exactly that index as the key's mod_index (and create_index for a
+// key it creates), with the version the key's state under the intent gives:
+// the values the coordinator already told its client. A resolve without it
+// (an entry of an older log) keeps the resolve entry's index.
+func TestTxnResolveWritesPrepareIndex(t *testing.T) {
+	for _, prepIdx := range []bool{true, false} {
+		f := txnState(t) // bal: mod 1, version 1
+		const id = "t1"
+		prep := &TxnCommand{ID: id, Anchor: []byte("bal"), Priority: 5, Keys: wkeys("bal", "new", "name"),
+			Event: &txn.Event{Kind: txn.EvBegin, ID: id, Now: 1, Anchor: []byte("bal"), Priority: 5}}
+		r := mustApply(t, f, 7, tcCmd(OpTxnPrepare, "bal", prep))
+		prep.Event = nil
+		r2 := mustApply(t, f, 9, tcCmd(OpTxnPrepare, "bal", prep)) // a retry: the first index stands
+		for _, rr := range []*Result{r, r2} {
+			if rr.TwoPC.Vote != txn.VoteYes || len(rr.TwoPC.Reads) != 3 {
+				t.Fatalf("prepare: %+v", rr.TwoPC)
+			}
+			for _, rd := range rr.TwoPC.Reads {
+				if rd.Seq != 7 {
+					t.Fatalf("prepare read %s seq %d, want 7", rd.Key, rd.Seq)
+				}
+			}
+		}
+		ws := []txn.Write{{Key: []byte("bal"), Value: []byte("4")}, {Key: []byte("new"), Value: []byte("n")},
+			{Key: []byte("name"), Delete: true}}
+		commit := &TxnCommand{ID: id, Event: &txn.Event{Kind: txn.EvCommit, ID: id, Anchor: []byte("bal"), WriteSet: ws, Succeeded: true}}
+		rec := mustApply(t, f, 10, tcCmd(OpTxnRecord, "bal", commit)).TwoPC.Record
+		r = mustApply(t, f, 12, tcCmd(OpTxnResolve, "bal", &TxnCommand{ID: id, Keys: prep.Keys, Record: rec, PreparedIndex: prepIdx}))
+		want := uint64(12)
+		if prepIdx {
+			want = 7
+		}
+		bal, nw := mustGet(t, f, "bal"), mustGet(t, f, "new")
+		if bal.ModIndex != want || bal.CreateIndex != 1 || bal.Version != 2 || string(bal.Value) != "4" {
+			t.Fatalf("PreparedIndex=%v: bal %+v, want mod_index %d create_index 1 version 2", prepIdx, bal, want)
+		}
+		if nw.ModIndex != want || nw.CreateIndex != want || nw.Version != 1 {
+			t.Fatalf("PreparedIndex=%v: new %+v, want mod_index = create_index = %d", prepIdx, nw, want)
+		}
+		if len(r.TwoPC.Written) != 3 || r.TwoPC.Written[0].KV.ModIndex != want || r.TwoPC.Written[2].Deleted != 1 {
+			t.Fatalf("written %+v", r.TwoPC.Written)
+		}
+		// A CAS on the index the coordinator answered succeeds.
+		cas := put("bal", "5")
+		cas.Cond = &Condition{Kind: CondModIndex, ModIndex: want}
+		if r := mustApply(t, f, 13, cas); r.Err != nil || r.KV.ModIndex != 13 {
+			t.Fatalf("CAS on mod_index %d: %+v", want, r)
+		}
+	}
+}
+
 // TestTxn2PCAbortAndPush: a push by a higher priority aborts a Pending
 // record; resolving the aborted record drops the intents and writes nothing.
 func TestTxn2PCAbortAndPush(t *testing.T) {
@@ -186,7 +240,8 @@ func TestTxn2PCSplit(t *testing.T) {
 func TestTxnCommandCodec(t *testing.T) {
 	tc := &TxnCommand{ID: "x", Anchor: []byte("a"), Priority: 3, Keys: wkeys("a", "b"),
 		Fences:   []txn.Write{{Key: []byte("a"), Fence: &txn.Fence{Lock: "L"}}},
-		Unlocked: [][]byte{[]byte("c")},
+		Unlocked: [][]byte{[]byte("c")}, PreparedIndex: true, ResolveHere: true,
+		Batch: []*TxnCommand{{ID: "y", Keys: wkeys("d"), Record: &txn.Record{ID: "y", State: txn.Committed, Epoch: 1}}},
 		Event: &txn.Event{Kind: txn.EvPush, ID: "x", Now: 5, Anchor: []byte("a"), Priority: 2, PusherPriority: 9,
 			PusherID: "y", Timeout: time.Second, PreparedAt: 4, WriteSet: []txn.Write{{Key: []byte("a"), Value: []byte("v")}}}}
 	got, err := DecodeTxnCommand(EncodeTxnCommand(tc))
@@ -280,5 +335,112 @@ func TestTxnIntentBlocksExpiry(t *testing.T) {
 	var ie *IntentError
 	if !errors.As(r.Err, &ie) || mustGet(t, f, "k") == nil {
 		t.Fatalf("expiry under a read intent: %+v", r)
+	}
+}
+
+// TestTxnRecordResolvesHere: a record event with ResolveHere that makes the
+// record final resolves, in the same entry, the transaction's intents on the
+// participants' keys this shard owns (with the prepare's index), leaves the
+// tombstone, and touches no key of another shard; without the flag (the
+// control) the intents stay for a resolve. An abort drops them.
+func TestTxnRecordResolvesHere(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		here, commit bool
+	}{{"commit here", true, true}, {"commit, no flag", false, true}, {"abort here", true, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			f := txnState(t)
+			const id = "t1"
+			parts := []txn.Participant{{Shard: 7, Keys: []txn.KeyIntent{{Key: []byte("bal"), Access: txn.AccessWrite},
+				{Key: []byte("name"), Access: txn.AccessRead}}}, {Shard: 9, Keys: wkeys("z1")}}
+			prep := &TxnCommand{ID: id, Anchor: []byte("bal"), Priority: 5, Keys: parts[0].Keys,
+				Event: &txn.Event{Kind: txn.EvBegin, ID: id, Now: 1, Anchor: []byte("bal"), Priority: 5, Participants: parts}}
+			if r := mustApply(t, f, 6, tcCmd(OpTxnPrepare, "bal", prep)); r.TwoPC.Vote != txn.VoteYes {
+				t.Fatalf("prepare: %+v", r.TwoPC)
+			}
+			ev := &txn.Event{Kind: txn.EvAbort, ID: id, Anchor: []byte("bal"), Cause: txn.CauseCoordinator}
+			if c.commit {
+				ev = &txn.Event{Kind: txn.EvCommit, ID: id, Anchor: []byte("bal"), Succeeded: true,
+					WriteSet: []txn.Write{{Key: []byte("bal"), Value: []byte("4")}, {Key: []byte("z1"), Value: []byte("x")}}}
+			}
+			r := mustApply(t, f, 8, tcCmd(OpTxnRecord, "bal", &TxnCommand{ID: id, Event: ev, ResolveHere: c.here}))
+			if !r.TwoPC.Record.State.Final() {
+				t.Fatalf("record: %+v", r.TwoPC)
+			}
+			intents := countBucket(t, f, bucketIntents)
+			if !c.here {
+				if intents != 2 || len(r.TwoPC.Resolved) != 0 {
+					t.Fatalf("no flag: %d intent keys, resolved %q", intents, r.TwoPC.Resolved)
+				}
+				return
+			}
+			if intents != 0 || len(r.TwoPC.Resolved) != 2 {
+				t.Fatalf("%d intent keys left, resolved %q", intents, r.TwoPC.Resolved)
+			}
+			bal := mustGet(t, f, "bal")
+			if c.commit && (string(bal.Value) != "4" || bal.ModIndex != 6 || len(r.TwoPC.Written) != 1 || r.TwoPC.Written[0].KV.ModIndex != 6) {
+				t.Fatalf("bal %+v, written %+v: want 4 at the prepare's index 6", bal, r.TwoPC.Written)
+			}
+			if !c.commit && (string(bal.Value) != "10" || len(r.TwoPC.Written) != 0) {
+				t.Fatalf("aborted, yet bal %+v, written %+v", bal, r.TwoPC.Written)
+			}
+			late := *prep
+			late.Event = nil
+			if r := mustApply(t, f, 9, tcCmd(OpTxnPrepare, "bal", &late)); r.TwoPC.Vote != txn.VotePrevented {
+				t.Fatalf("late prepare after the resolution: %+v", r.TwoPC)
+			}
+			// A second final event changes nothing and resolves nothing.
+			if r := mustApply(t, f, 10, tcCmd(OpTxnRecord, "bal", &TxnCommand{ID: id, Event: ev, ResolveHere: true})); len(r.TwoPC.Resolved) != 0 {
+				t.Fatalf("repeated event resolved %q", r.TwoPC.Resolved)
+			}
+		})
+	}
+}
+
+// TestTxnResolveBatch: one resolve entry resolves several transactions
+// (Batch), each from its own final record; a batch with a key outside the
+// range applies nothing (WrongShardError), nor one whose record is not final.
+func TestTxnResolveBatch(t *testing.T) {
+	f := txnState(t)
+	recs := map[string]*txn.Record{}
+	for i, c := range []struct{ id, key, value string }{{"t1", "bal", "1"}, {"t2", "name", "eve"}, {"t3", "new", "n"}} {
+		prep := &TxnCommand{ID: c.id, Anchor: []byte(c.key), Priority: 5, Keys: wkeys(c.key),
+			Event: &txn.Event{Kind: txn.EvBegin, ID: c.id, Now: 1, Anchor: []byte(c.key), Priority: 5}}
+		if r := mustApply(t, f, uint64(10+2*i), tcCmd(OpTxnPrepare, c.key, prep)); r.TwoPC.Vote != txn.VoteYes {
+			t.Fatalf("prepare %s: %+v", c.id, r.TwoPC)
+		}
+		ev := &txn.Event{Kind: txn.EvCommit, ID: c.id, Anchor: []byte(c.key), Succeeded: true,
+			WriteSet: []txn.Write{{Key: []byte(c.key), Value: []byte(c.value)}}}
+		recs[c.id] = mustApply(t, f, uint64(11+2*i), tcCmd(OpTxnRecord, c.key, &TxnCommand{ID: c.id, Event: ev})).TwoPC.Record
+	}
+	one := func(id, key string) *TxnCommand {
+		return &TxnCommand{ID: id, Keys: wkeys(key), Record: recs[id], PreparedIndex: true}
+	}
+	// Refused as a whole: a key of another range, a record not final.
+	bad := one("t1", "bal")
+	bad.Batch = []*TxnCommand{one("t2", "name"), {ID: "t9", Keys: wkeys("zz"), Record: recs["t1"]}}
+	if r := mustApply(t, f, 20, tcCmd(OpTxnResolve, "bal", bad)); !errors.As(r.Err, new(*WrongShardError)) {
+		t.Fatalf("a batch with a key of another range: %+v", r)
+	}
+	bad.Batch = []*TxnCommand{{ID: "t2", Keys: wkeys("name"), Record: &txn.Record{ID: "t2", State: txn.Pending}}}
+	if r := mustApply(t, f, 21, tcCmd(OpTxnResolve, "bal", bad)); !errors.Is(r.Err, ErrInvalidCommand) {
+		t.Fatalf("a batch with a record not final: %+v", r)
+	}
+	if n := countBucket(t, f, bucketIntents); n != 3 {
+		t.Fatalf("a refused batch resolved something: %d intent keys left, want 3", n)
+	}
+	all := one("t1", "bal")
+	all.Batch = []*TxnCommand{one("t2", "name"), one("t3", "new")}
+	r := mustApply(t, f, 22, tcCmd(OpTxnResolve, "bal", all))
+	if r.Err != nil || len(r.TwoPC.Written) != 3 || countBucket(t, f, bucketIntents) != 0 {
+		t.Fatalf("batch: %+v %+v", r, r.TwoPC)
+	}
+	for i, c := range []struct{ key, value string }{{"bal", "1"}, {"name", "eve"}, {"new", "n"}} {
+		if kv := mustGet(t, f, c.key); string(kv.Value) != c.value || kv.ModIndex != uint64(10+2*i) {
+			t.Fatalf("%s = %+v, want %s at its prepare's index %d", c.key, kv, c.value, 10+2*i)
+		}
+	}
+	if n := countBucket(t, f, bucketTombstones); n != 3 {
+		t.Fatalf("%d tombstones, want one per transaction", n)
 	}
 }

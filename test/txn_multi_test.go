@@ -4,11 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"runtime"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cairndb/cairn/api"
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/txn"
 )
 
 // countIntents sums the keys holding intents over every live node's
@@ -120,4 +127,176 @@ func TestTxnMultiShard(t *testing.T) {
 		return nil
 	})
 	_ = context.Background
+}
+
+// TestTxnModIndexAtCommitPoint (txn/DESIGN.md "Replying at the commit
+// point"): a two-shard transaction is answered when its record commits, its
+// intents resolved after; each put's answer carries the mod_index (and
+// create_index, version) the key then has, read afterwards, and a CAS on it
+// succeeds — with the coordinator's background resolution running, and
+// stopped right after the reply (a coordinator dying there), when the
+// reader's CAS resolves the intent itself. A retry of the request id answers
+// the recorded outcome, and no intent is left.
+func TestTxnModIndexAtCommitPoint(t *testing.T) {
+	var mu sync.Mutex
+	stopResolve := false
+	knobs := &api.TxnKnobs{BeforeAction: func(_ string, a txn.Action) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopResolve && a.Kind == txn.ActResolve {
+			return errors.New("stopped after the reply")
+		}
+		return nil
+	}}
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tmi/m"}, TxnKnobs: knobs})
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 60*time.Second)
+	for i, stop := range []bool{false, true} {
+		mu.Lock()
+		stopResolve = stop
+		mu.Unlock()
+		a, z, gone, fresh := fmt.Sprintf("tmi/a%d", i), fmt.Sprintf("tmi/z%d", i), fmt.Sprintf("tmi/y%d", i), fmt.Sprintf("tmi/b%d", i)
+		for _, k := range []string{a, z, gone, a} { // a: version 2
+			if _, err := cl.Put(ctx, k, "old"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before, err := cl.Get(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rid := fmt.Sprintf("tmi-%d-%d", i, time.Now().UnixNano())
+		tx := cl.Txn().If(client.Compare(a, client.TargetValue, "==", "old")).
+			Then(client.OpPut(a, "new"), client.OpPut(z, "new"), client.OpDelete(gone), client.OpPut(fresh, "new")).
+			WithRequestID(rid)
+		res, err := tx.Commit(ctx)
+		if err != nil || !res.Succeeded || len(res.Results) != 4 {
+			t.Fatalf("stop=%v: commit answered %+v %v", stop, res, err)
+		}
+		if stop {
+			if n := countIntents(t, c); n == 0 {
+				t.Fatal("no intent left by the stopped coordinator: the case tests nothing")
+			}
+		}
+		ra, rz, rg, rf := res.Results[0], res.Results[1], res.Results[2], res.Results[3]
+		if ra.Version != before.Version+1 || ra.CreateIndex != before.CreateIndex || ra.ModIndex <= before.ModIndex {
+			t.Fatalf("stop=%v: put %s answered %+v, key was %+v", stop, a, ra, before)
+		}
+		if rf.Version != 1 || rf.CreateIndex != rf.ModIndex || rg.Deleted != 1 {
+			t.Fatalf("stop=%v: put %s answered %+v, delete %+v", stop, fresh, rf, rg)
+		}
+		// A CAS on the answered mod_index succeeds (on the stopped case it
+		// meets the intent and resolves it first).
+		if _, err := cl.Put(ctx, z, "cas", client.IfModIndex(rz.ModIndex)); err != nil {
+			t.Fatalf("stop=%v: CAS on %s at the answered mod_index %d: %v", stop, z, rz.ModIndex, err)
+		}
+		for _, r := range []client.TxnOpResult{ra, rf} {
+			kv, err := cl.Get(ctx, r.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kv.Value != "new" || kv.ModIndex != r.ModIndex || kv.CreateIndex != r.CreateIndex || kv.Version != r.Version {
+				t.Fatalf("stop=%v: %s read %+v, the answer said %+v", stop, r.Key, kv, r)
+			}
+			if _, err := cl.Put(ctx, r.Key, "cas", client.IfModIndex(r.ModIndex)); err != nil {
+				t.Fatalf("stop=%v: CAS on %s at the answered mod_index %d: %v", stop, r.Key, r.ModIndex, err)
+			}
+		}
+		if _, err := cl.Get(ctx, gone); !errors.Is(err, client.ErrNotFound) {
+			t.Fatalf("stop=%v: deleted key %s: %v", stop, gone, err)
+		}
+		// The retry answers the recorded outcome, applying nothing again.
+		res, err = tx.Commit(ctx)
+		if err != nil || !res.Succeeded || !res.Replay {
+			t.Fatalf("stop=%v: retry %+v %v", stop, res, err)
+		}
+		if kv, err := cl.Get(ctx, a); err != nil || kv.Value != "cas" {
+			t.Fatalf("stop=%v: after the retry %s = %+v %v", stop, a, kv, err)
+		}
+		WaitFor(t, 10*time.Second, "no intent left", func() error {
+			if n := countIntents(t, c); n != 0 {
+				return fmt.Errorf("%d intent keys remain", n)
+			}
+			return nil
+		})
+	}
+}
+
+// TestTxnBackgroundResolutionEndsWithNode: the resolutions a coordinator
+// runs after its reply (api txnBackground, the per-shard resolve batcher)
+// end with their node: closing every node under a load of two-shard
+// transactions leaves none of their goroutines behind. A knob holds each
+// background resolution a moment, so some are always under way at the close
+// (without the server's Close ending them, the check fails).
+func TestTxnBackgroundResolutionEndsWithNode(t *testing.T) {
+	knobs := &api.TxnKnobs{BeforeAction: func(_ string, a txn.Action) error {
+		if a.Kind == txn.ActResolve {
+			time.Sleep(300 * time.Millisecond)
+		}
+		return nil
+	}}
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tbg/m"}, TxnKnobs: knobs})
+	cls := NewClients(t, c, 8)
+	ctx := Context(t, 60*time.Second)
+	for i := range 16 {
+		for _, k := range []string{fmt.Sprintf("tbg/a%d", i), fmt.Sprintf("tbg/z%d", i)} {
+			if _, err := cls[0].Put(ctx, k, "0"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	lctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var committed atomic.Int64
+	for i := range 16 {
+		wg.Go(func() {
+			for lctx.Err() == nil {
+				a, z := fmt.Sprintf("tbg/a%d", i), fmt.Sprintf("tbg/z%d", i)
+				if _, err := cls[i%len(cls)].Txn().Then(client.OpPut(a, "x"), client.OpPut(z, "x")).Commit(lctx); err == nil {
+					committed.Add(1)
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	c.Close() // under load: resolutions are queued or in flight
+	stop()
+	wg.Wait()
+	if committed.Load() == 0 {
+		t.Fatal("no transaction committed: the case tests nothing")
+	}
+	buf := make([]byte, 1<<22)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, f := range []string{"api.(*txnBackground).spawn", "api.(*Server).drainResolves", "api.(*Server).resolveBatched"} {
+		if strings.Contains(stacks, f) {
+			t.Fatalf("a goroutine in %s outlived its node (%d committed):\n%s", f, committed.Load(), stacks)
+		}
+	}
+}
+
+// TestTxnSyncResolveAnswersAlike: with the knob that resolves before the
+// reply (the path a coordinator takes when a participant does not report
+// its prepare's index), a two-shard put's answer comes from what resolution
+// wrote (the commit entry's for the anchor's key, a resolve's for the
+// other), and it is the key's mod_index and create_index read afterwards.
+func TestTxnSyncResolveAnswersAlike(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tsr/m"}, TxnKnobs: &api.TxnKnobs{SyncResolve: true}})
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 30*time.Second)
+	res, err := cl.Txn().Then(client.OpPut("tsr/a", "1"), client.OpPut("tsr/z", "2")).Commit(ctx)
+	if err != nil || !res.Succeeded || len(res.Results) != 2 {
+		t.Fatalf("commit: %+v %v", res, err)
+	}
+	for _, r := range res.Results {
+		kv, err := cl.Get(ctx, r.Key)
+		if err != nil || kv.ModIndex != r.ModIndex || kv.CreateIndex != r.ModIndex || kv.Version != 1 {
+			t.Fatalf("%s read %+v %v, the answer said %+v", r.Key, kv, err, r)
+		}
+	}
+	WaitFor(t, 10*time.Second, "no intent left", func() error {
+		if n := countIntents(t, c); n != 0 {
+			return fmt.Errorf("%d intent keys remain", n)
+		}
+		return nil
+	})
 }

@@ -68,8 +68,8 @@ func stopAt(kind txn.ActionKind, n int) func(txn.Action) error {
 
 // TestS14 is Scenario S14 (invariant I8): a coordinator stopped at each step
 // of the protocol (after the prepare on one of two shards, with every
-// prepare done but no commit, after the commit with one shard resolved,
-// before its reply) and a participant's or the anchor's leader killed
+// prepare done but no commit, after the commit before its reply, after the
+// reply before the other shard's resolve) and a participant's or the anchor's leader killed
 // between steps, driven by typed knobs (api.TxnKnobs). Every transaction
 // ends committed on both shards or aborted on both (single-key readers that
 // meet its intents push and resolve it), and its intents disappear.
@@ -108,18 +108,25 @@ func TestS14(t *testing.T) {
 		before    func(txn.Action) error
 		committed bool // the outcome every shard must end with
 		sweeper   bool // nobody reads: the record sweeper alone ends it
+		answered  bool // the client must hear the outcome (the reply came before the stop)
 	}{
-		{"after every prepare, nobody reads: the sweeper aborts it", stopAt(txn.ActCommit, 1), false, true},
-		{"after the prepare on one shard", stopAt(txn.ActPrepare, 2), false, false},
-		{"after every prepare, before the commit", stopAt(txn.ActCommit, 1), false, false},
-		{"after the commit, one shard resolved", stopAt(txn.ActResolve, 2), true, false},
-		{"after the commit, before the reply", stopAt(txn.ActReply, 1), true, false},
+		{"after every prepare, nobody reads: the sweeper aborts it", stopAt(txn.ActCommit, 1), false, true, false},
+		{"after the prepare on one shard", stopAt(txn.ActPrepare, 2), false, false, false},
+		{"after every prepare, before the commit", stopAt(txn.ActCommit, 1), false, false, false},
+		{"after the commit, before the reply", stopAt(txn.ActReply, 1), true, false, false},
+		// The reply goes out at the commit point, whose entry also resolves
+		// the anchor shard's intents; the other shard's are resolved after
+		// it: a coordinator stopped there leaves a committed record and
+		// those intents, which readers resolve, or the sweeper when nobody
+		// reads.
+		{"after the reply, before the other shard's resolve", stopAt(txn.ActResolve, 1), true, false, true},
+		{"after the reply, before the other shard's resolve, nobody reads: the sweeper resolves it", stopAt(txn.ActResolve, 1), true, true, true},
 		{"participant leader killed before the commit", func(a txn.Action) error {
 			if a.Kind == txn.ActCommit {
 				return killLeaderOf(2)(a)
 			}
 			return nil
-		}, true, false},
+		}, true, false, false},
 		{"anchor leader killed before the commit, coordinator stopped after it", func() func(txn.Action) error {
 			return func(a txn.Action) error {
 				switch a.Kind {
@@ -136,7 +143,7 @@ func TestS14(t *testing.T) {
 				}
 				return nil
 			}
-		}(), true, false},
+		}(), true, false, false},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,11 +167,18 @@ func TestS14(t *testing.T) {
 			if errors.Is(err, client.ErrTxnAborted) && tc.committed {
 				t.Fatalf("answered aborted, want committed: %v", err)
 			}
+			if tc.answered && (err != nil || res.Succeeded != tc.committed) {
+				t.Fatalf("answered %+v %v, want the outcome (succeeded=%v) before the stop", res, err, tc.committed)
+			}
 			want := map[bool]string{true: "new", false: "old"}[tc.committed]
 			if tc.sweeper {
+				state := map[bool]string{true: "committed", false: "aborted"}[tc.committed]
+				if n := countIntents(t, c); n == 0 && tc.committed {
+					t.Fatal("no intent left after the stop: the case tests nothing")
+				}
 				WaitFor(t, 20*time.Second, "the sweeper ends the transaction and its intents", func() error {
 					r, err := Do(ctx, "GET", c.HTTPAddrs()[1], "/v1/txn/"+txn.IDForRequest(rid), nil)
-					if err != nil || r.Status != 200 || !strings.Contains(string(r.Body), `"state":"aborted"`) {
+					if err != nil || r.Status != 200 || !strings.Contains(string(r.Body), `"state":"`+state+`"`) {
 						return fmt.Errorf("record: %v %v", r, err)
 					}
 					if n := countIntents(t, c); n != 0 {

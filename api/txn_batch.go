@@ -1,0 +1,126 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/txn"
+)
+
+// Background resolutions are batched per shard (group commit): while one
+// resolve entry of a shard is in flight, the resolutions queued behind it go
+// out together in the next one (fsm.TxnCommand.Batch), so under load many
+// transactions' intents on a shard cost one raft entry and one node-to-node
+// call. A batch the shard refuses as a whole (a key moved by a split, say)
+// is resolved one transaction at a time through resolveKeys, which routes
+// each key again.
+
+// txnResolveBatchMax bounds the transactions in one resolve entry.
+const txnResolveBatchMax = 128
+
+type resolveItem struct {
+	id   string
+	keys []txn.KeyIntent
+	rec  *txn.Record
+	done chan error // buffered: the drainer never blocks on it
+}
+
+type resolveBatcher struct {
+	mu      sync.Mutex
+	queue   map[uint64][]*resolveItem // shard -> waiting
+	running map[uint64]bool           // shard -> a drainer runs
+}
+
+// resolveBatched resolves transaction id's intents on keys (all owned, as
+// last looked up, by one shard) from its final record, batched with other
+// transactions' resolutions of that shard. It returns when the resolution
+// applied or failed, or ctx ended.
+func (s *Server) resolveBatched(ctx context.Context, id string, keys []txn.KeyIntent, rec *txn.Record) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	rng, err := s.lookup(keys[0].Key)
+	if err != nil {
+		return err
+	}
+	it := &resolveItem{id: id, keys: keys, rec: rec, done: make(chan error, 1)}
+	b := &s.txnres
+	b.mu.Lock()
+	if b.queue == nil {
+		b.queue, b.running = map[uint64][]*resolveItem{}, map[uint64]bool{}
+	}
+	b.queue[rng.ID] = append(b.queue[rng.ID], it)
+	start := !b.running[rng.ID]
+	b.running[rng.ID] = true
+	b.mu.Unlock()
+	// The drainer lives while its queue refills (each batch bounded on its
+	// own), until the node closes.
+	if start && !s.txnbg.spawn(0, func(ctx context.Context) { s.drainResolves(ctx, rng.ID) }) {
+		s.drainResolves(ctx, rng.ID) // closing: fail what is queued, in this goroutine
+	}
+	select {
+	case err := <-it.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// drainResolves proposes shard's queued resolutions, a batch per entry,
+// until its queue is empty.
+func (s *Server) drainResolves(ctx context.Context, shard uint64) {
+	b := &s.txnres
+	for {
+		b.mu.Lock()
+		items := b.queue[shard]
+		if len(items) == 0 {
+			delete(b.queue, shard)
+			b.running[shard] = false
+			b.mu.Unlock()
+			return
+		}
+		n := min(len(items), txnResolveBatchMax)
+		b.queue[shard] = items[n:]
+		b.mu.Unlock()
+		s.resolveBatch(ctx, items[:n])
+	}
+}
+
+// resolveBatch proposes one batch, bounded by writeTimeout; refused as a
+// whole, or the call failed, it resolves one transaction at a time, each key
+// routed again.
+func (s *Server) resolveBatch(ctx context.Context, batch []*resolveItem) {
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	err := ctx.Err()
+	if err == nil {
+		err = s.proposeResolveBatch(ctx, batch)
+	}
+	for _, it := range batch {
+		if err != nil && ctx.Err() == nil {
+			it.done <- s.resolveKeys(ctx, it.id, it.keys, it.rec, nil)
+		} else {
+			it.done <- err
+		}
+	}
+}
+
+func (s *Server) proposeResolveBatch(ctx context.Context, batch []*resolveItem) error {
+	cmds := make([]*fsm.TxnCommand, len(batch))
+	for i, it := range batch {
+		cmds[i] = &fsm.TxnCommand{ID: it.id, Keys: it.keys, Record: it.rec, PreparedIndex: true}
+	}
+	head := cmds[0]
+	head.Batch = cmds[1:]
+	key := head.Keys[0].Key
+	res, err := s.txnPropose(ctx, key, &fsm.Command{Op: fsm.OpTxnResolve, Key: key, Value: fsm.EncodeTxnCommand(head)})
+	if err == nil && res.Err != nil {
+		err = res.Err
+	}
+	if err == nil && res.TwoPC == nil {
+		err = errors.New("api: resolve batch returned no result")
+	}
+	return err
+}
