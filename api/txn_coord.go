@@ -112,7 +112,7 @@ func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Reque
 	defer cancel()
 	c := &txnCoord{s: s, req: req, rt: rt, id: newTxnID(req.RequestID), prio: newPriority(),
 		reads: map[string]*fsm.KV{}, tokens: map[string]uint64{}, writes: map[string]fsm.TxnOpResult{},
-		seqs: map[string]uint64{}, lastHB: time.Now()}
+		seqs: map[string]uint64{}, lastHB: s.cfg.Clock.Now()}
 	c.st = txn.CoordState{AnchorShard: rt.AnchorShard, MaxAttempts: txnMaxAttempts}
 	for _, p := range rt.Participants {
 		c.st.Parts = append(c.st.Parts, txn.PartState{Shard: p.Shard})
@@ -162,8 +162,8 @@ func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Reque
 func (c *txnCoord) run(ctx context.Context) error {
 	deadline, _ := ctx.Deadline()
 	for range txnMaxSteps {
-		c.st.Deadline = time.Now().After(deadline.Add(-time.Second))
-		c.st.Heartbeat = time.Since(c.lastHB) > txnTimeout/3
+		c.st.Deadline = time.Now().After(deadline.Add(-time.Second)) // the context's own deadline is on the system clock
+		c.st.Heartbeat = c.s.cfg.Clock.Now().Sub(c.lastHB) > txnTimeout/3
 		acts := txn.Plan(&c.st)
 		var prepares, resolves []txn.Action
 		for _, a := range acts {
@@ -431,7 +431,7 @@ func (c *txnCoord) act(ctx context.Context, a txn.Action) {
 	case txn.ActReadRecord, txn.ActHeartbeat:
 		// A heartbeat reads the record too: it answers its state, and
 		// creates nothing when there is none.
-		c.lastHB = time.Now()
+		c.lastHB = c.s.cfg.Clock.Now()
 		c.recordEvent(ctx, c.event(txn.EvHeartbeat))
 		if c.st.Record == txn.RecNone && a.Kind == txn.ActReadRecord && c.st.Deadline {
 			c.reply = txn.ResultUnknown
