@@ -277,12 +277,33 @@ func (r *txnLinRecorder) history() []porcupine.Operation {
 // runTxnLinWorkload runs clients mixing single-key get/put/cas with move
 // and read2 transactions over groups, until ctx ends; it returns the history.
 func runTxnLinWorkload(ctx context.Context, t *testing.T, seed uint64, clients []*client.Client, groups []string) *txnLinRecorder {
+	return runTxnLinWorkloadUntil(ctx, ctx, t, seed, clients, groups, nil)
+}
+
+// runTxnLinWorkloadUntil runs the workload until window ends and then, with
+// the faults over, on until enough says the history holds enough
+// successes or outer ends (one history throughout). Operations run under
+// outer, so the window's end cuts none short.
+func runTxnLinWorkloadUntil(window, outer context.Context, t *testing.T, seed uint64, clients []*client.Client,
+	groups []string, enough func(n map[string]int) bool) *txnLinRecorder {
 	rec := newTxnLinRecorder()
+	done := func() bool {
+		if window.Err() == nil {
+			return false
+		}
+		if outer.Err() != nil || enough == nil {
+			return true
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return enough(rec.n)
+	}
+	ctx := outer
 	var wg sync.WaitGroup
 	for ci, c := range clients {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(seed, uint64(ci)))
-			for seq := 0; ctx.Err() == nil && seq < 100000; seq++ {
+			for seq := 0; !done() && seq < 100000; seq++ {
 				in := txnLinInput{Group: groups[rng.IntN(len(groups))], Key: rng.IntN(2),
 					Value: fmt.Sprintf("c%d-%d", ci, seq), Value2: fmt.Sprintf("c%d-%d'", ci, seq)}
 				switch p := rng.IntN(10); {

@@ -169,12 +169,20 @@ func TestTxnTwoShardLinearizable(t *testing.T) {
 	const duration = 6 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
 	defer cancel()
+	// After the faulted window the workload goes on, faults over, until the
+	// history holds enough successes to prove something (a loaded machine
+	// can spend the window on failovers and intents of killed coordinators,
+	// which wait out the record timeout), for at most 30 s more.
+	outer, cancelOuter := context.WithTimeout(context.Background(), duration+30*time.Second)
+	defer cancelOuter()
 	nem := &Nemesis{C: c, Seed: seed, Shards: []uint64{1, 2, 3, 4}, Interval: time.Second,
 		Faults: []Fault{FaultKill, FaultIsolateLeader}}
 	var wg sync.WaitGroup
 	stop := nem.Start(context.Background(), duration-time.Second, &wg)
 	defer stop()
-	rec := runTxnLinWorkload(ctx, t, seed, clients, groups)
+	rec := runTxnLinWorkloadUntil(ctx, outer, t, seed, clients, groups, func(n map[string]int) bool {
+		return n["move/ok"] >= 10 && n["read2/ok"] >= 10
+	})
 	wg.Wait()
 	t.Logf("faults: %s", nem.Summary())
 	if rec.n["move/ok"] < 10 || rec.n["read2/ok"] < 10 {
