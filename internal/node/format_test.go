@@ -4,9 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,7 +12,6 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
-	"github.com/cairndb/cairn/shard"
 )
 
 // A data dir holding a file written by a newer cairn (fsm/DESIGN.md
@@ -27,32 +23,7 @@ import (
 func TestNodeRefusesNewerFormats(t *testing.T) {
 	dir := t.TempDir()
 	raftAddr := ""
-	start := func() (*Node, error) {
-		cfg := DefaultConfig()
-		cfg.ID, cfg.DataDir = "n1", dir
-		httpLn := listen(t)
-		var raftLn net.Listener
-		if raftAddr == "" {
-			raftLn = listen(t)
-			raftAddr = raftLn.Addr().String()
-		} else {
-			var err error
-			if raftLn, err = net.Listen("tcp", raftAddr); err != nil {
-				t.Fatal(err)
-			}
-		}
-		cfg.HTTPListener, cfg.RaftListener = httpLn, raftLn
-		cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = httpLn.Addr().String(), raftLn.Addr().String(), freeUDPAndTCP(t)
-		cfg.BootstrapExpect, cfg.Replication, cfg.NoAutoPlacement = 1, 1, true
-		cfg.Tuning, cfg.MetaTuning = shard.FastRaftTuning(), shard.FastRaftTuning()
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-		n, err := Start(cfg)
-		if err != nil {
-			httpLn.Close()
-			raftLn.Close()
-		}
-		return n, err
-	}
+	start := func() (*Node, error) { return startSingle(t, dir, "", &raftAddr) }
 	n, err := start()
 	if err != nil {
 		t.Fatal(err)
