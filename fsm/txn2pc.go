@@ -115,9 +115,11 @@ var (
 	bucketIntents    = []byte("txn-intents")    // key -> repeated txn.EncodeIntent
 	bucketRecords    = []byte("txn-records")    // txn id -> txn.EncodeRecord
 	bucketTombstones = []byte("txn-tombstones") // txn id -> final state byte
-	// bucketTxnGC orders final records and tombstones by the proposer time
-	// they became final: 8-byte time, 'r' or 't', txn id -> empty. They are
-	// dropped after the dedup window, as dedup entries are (pruneTxn).
+	// bucketTxnGC orders prunable records and tombstones by the proposer
+	// time they became so (an aborted record: final; a committed one:
+	// forgotten; a tombstone: written): 8-byte time, 'r' or 't', txn id ->
+	// empty. They are dropped after the dedup window, as dedup entries are
+	// (pruneTxn).
 	bucketTxnGC = []byte("txn-gc")
 )
 
@@ -214,7 +216,7 @@ func (c *applyCtx) recordEvent(ev txn.Event, now int64) (*txn.Record, txn.Effect
 		if err := c.b.records.Put([]byte(ev.ID), txn.EncodeRecord(next)); err != nil {
 			return nil, eff, err
 		}
-		if next.State.Final() && (rec == nil || !rec.State.Final()) {
+		if prunable(next) && (rec == nil || !prunable(rec)) {
 			if err := c.b.txnGC.Put(txnGCKey(now, 'r', ev.ID), []byte{}); err != nil {
 				return nil, eff, err
 			}
@@ -223,16 +225,32 @@ func (c *applyCtx) recordEvent(ev txn.Event, now int64) (*txn.Record, txn.Effect
 	return next, eff, nil
 }
 
+// prunable reports whether a record may be dropped after the dedup window:
+// an aborted one (a missing record reads as aborted), or a committed one
+// once forgotten (txn.EvForget: every participant is resolved). A committed
+// record that is not forgotten is kept: a push on one of its intents left
+// on another shard would find no record and abort a committed transaction
+// (I8, txn/DESIGN.md "Forgetting a committed record").
+func prunable(r *txn.Record) bool {
+	return r.State == txn.Aborted || (r.State == txn.Committed && r.Forgotten)
+}
+
 func txnGCKey(t int64, kind byte, id string) []byte {
 	return append(append(timeKey(t), kind), id...)
 }
 
-// pruneTxn drops up to maxPrunePerCommand final records and tombstones that
-// became final before cutoff (the command's time minus the dedup window:
-// never the local clock, I3). A retry with the same request id after that
-// runs as a new transaction, as a single write's retry after its dedup entry
-// is pruned does; a late prepare meets no tombstone, and its intent, whose
-// record is gone, is aborted by the first reader that pushes it.
+// pruneTxn drops up to maxPrunePerCommand records and tombstones queued
+// before cutoff (the command's time minus the dedup window: never the local
+// clock, I3): an aborted record is queued when it becomes final, a committed
+// one when it is forgotten (prunable), a tombstone when it is written. A
+// retry with the same request id after that runs as a new transaction, as a
+// single write's retry after its dedup entry is pruned does; a late prepare
+// meets no tombstone, and its intent, whose record is gone, is aborted by the
+// first reader that pushes it (every intent of a forgotten transaction was
+// resolved, so that intent is a duplicate and aborting it loses nothing).
+// A queued record that is not prunable now (committed and not forgotten:
+// queued by a binary that predates EvForget) is kept and only its queue
+// entry dropped; its forget queues it again.
 func (c *applyCtx) pruneTxn(now int64) error {
 	if now <= 0 {
 		return nil
@@ -251,9 +269,19 @@ func (c *applyCtx) pruneTxn(now int64) error {
 		b := c.b.records
 		if k[8] == 't' {
 			b = c.b.tombstones
+		} else {
+			rec, err := c.loadRecord(string(id))
+			if err != nil {
+				return err
+			}
+			if rec != nil && !prunable(rec) {
+				b = nil
+			}
 		}
-		if err := b.Delete(id); err != nil {
-			return err
+		if b != nil {
+			if err := b.Delete(id); err != nil {
+				return err
+			}
 		}
 		if err := c.b.txnGC.Delete(k); err != nil {
 			return err
@@ -684,6 +712,37 @@ func (f *FSM) TxnLiveRecords() ([]*txn.Record, error) {
 		})
 	})
 	return out, err
+}
+
+// TxnUnforgottenRecords returns up to limit committed records of this shard
+// that were never forgotten (txn.EvForget) and whose last heartbeat is
+// before `before` (the proposer's time, as Record.Heartbeat): the leader's
+// sweeper resolves their intents on every participant and then forgets
+// them, so a record whose coordinator died before forgetting it is dropped
+// after all (txn/DESIGN.md "Forgetting a committed record").
+func (f *FSM) TxnUnforgottenRecords(before int64, limit int) ([]*txn.Record, error) {
+	var out []*txn.Record
+	err := f.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
+			r, err := txn.DecodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
+			}
+			if r.State == txn.Committed && !r.Forgotten && r.Heartbeat < before {
+				out = append(out, r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: txn records: %w", err)
+	}
+	return out, nil
 }
 
 // TxnOldIntents returns up to limit intents of this shard laid before
