@@ -716,33 +716,45 @@ func (f *FSM) TxnLiveRecords() ([]*txn.Record, error) {
 
 // TxnUnforgottenRecords returns up to limit committed records of this shard
 // that were never forgotten (txn.EvForget) and whose last heartbeat is
-// before `before` (the proposer's time, as Record.Heartbeat): the leader's
-// sweeper resolves their intents on every participant and then forgets
-// them, so a record whose coordinator died before forgetting it is dropped
-// after all (txn/DESIGN.md "Forgetting a committed record").
-func (f *FSM) TxnUnforgottenRecords(before int64, limit int) ([]*txn.Record, error) {
-	var out []*txn.Record
-	err := f.view(func(tx *bbolt.Tx) error {
+// before `before` (the proposer's time, as Record.Heartbeat), in id order
+// after the id `after` (nil: from the first): the leader's sweeper resolves
+// their intents on every participant and then forgets them, so a record
+// whose coordinator died before forgetting it is dropped after all
+// (txn/DESIGN.md "Forgetting a committed record"). next is where the
+// following call resumes: the last id returned when the limit stopped the
+// scan, nil when it reached the end.
+func (f *FSM) TxnUnforgottenRecords(after []byte, before int64, limit int) (recs []*txn.Record, next []byte, err error) {
+	err = f.view(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketRecords)
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
-		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
+		k, v := c.First()
+		if after != nil {
+			if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil; k, v = c.Next() {
+			if len(recs) >= limit {
+				next = cloneBytes([]byte(recs[len(recs)-1].ID))
+				return nil
+			}
 			r, err := txn.DecodeRecord(v)
 			if err != nil {
 				return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
 			}
 			if r.State == txn.Committed && !r.Forgotten && r.Heartbeat < before {
-				out = append(out, r)
+				recs = append(recs, r)
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fsm: txn records: %w", err)
+		return nil, nil, fmt.Errorf("fsm: txn records: %w", err)
 	}
-	return out, nil
+	return recs, next, nil
 }
 
 // TxnOldIntents returns up to limit intents of this shard laid before
@@ -750,28 +762,51 @@ func (f *FSM) TxnUnforgottenRecords(before int64, limit int) ([]*txn.Record, err
 // leader's sweeper pushes their records and resolves those whose record is
 // final (a coordinator that stopped after its reply, before resolving).
 func (f *FSM) TxnOldIntents(before int64, limit int) ([]txn.Intent, error) {
-	var out []txn.Intent
-	err := f.view(func(tx *bbolt.Tx) error {
+	out, _, err := f.TxnOldIntentsAfter(nil, before, limit)
+	return out, err
+}
+
+// TxnOldIntentsAfter is TxnOldIntents over the keys after `after` (nil:
+// from the first), so a sweep resumes where the last one stopped and
+// intents it cannot end now (their anchor is down) do not starve the keys
+// behind them. It takes every old intent of a key it looks at (a key holds
+// few), so it may return a few more than limit. next is where the following
+// call resumes: the last key looked at when the limit stopped the scan, nil
+// when it reached the end.
+func (f *FSM) TxnOldIntentsAfter(after []byte, before int64, limit int) (out []txn.Intent, next []byte, err error) {
+	err = f.view(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketIntents)
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
-		for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+		k, _ := c.First()
+		if after != nil {
+			if k, _ = c.Seek(after); k != nil && bytes.Equal(k, after) {
+				k, _ = c.Next()
+			}
+		}
+		var last []byte
+		for ; k != nil; k, _ = c.Next() {
+			if len(out) >= limit {
+				next = cloneBytes(last)
+				return nil
+			}
 			ins, err := loadIntents(b, k)
 			if err != nil {
 				return err
 			}
 			for _, in := range ins {
-				if in.PreparedAt < before && len(out) < limit {
+				if in.PreparedAt < before {
 					out = append(out, in)
 				}
 			}
+			last = k
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fsm: txn intents: %w", err)
+		return nil, nil, fmt.Errorf("fsm: txn intents: %w", err)
 	}
-	return out, nil
+	return out, next, nil
 }

@@ -484,7 +484,7 @@ func TestTxnForgottenRecordPruning(t *testing.T) {
 	}
 	unforgotten := func(before int64) []string {
 		t.Helper()
-		recs, err := f.TxnUnforgottenRecords(before, 10)
+		recs, _, err := f.TxnUnforgottenRecords(nil, before, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
