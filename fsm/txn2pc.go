@@ -17,10 +17,12 @@ import (
 //     all or none (txn.PrepareDecision), and reads the keys under them; the
 //     anchor's prepare also carries EvBegin and creates the record Pending in
 //     the same entry (a record already final refuses the prepare);
-//   - OpTxnRecord applies one txn.Event (commit, abort, heartbeat, push) to
-//     the record with txn.NextRecord: each is a conditional write, ordered by
-//     the anchor shard's log; with ResolveHere, the event that makes the
-//     record final also resolves its intents on this shard's keys;
+//   - OpTxnRecord applies one txn.Event (commit, abort, heartbeat, push,
+//     forget) to the record with txn.NextRecord: each is a conditional write,
+//     ordered by the anchor shard's log; with ResolveHere, the event that
+//     makes the record final also resolves its intents on this shard's keys;
+//     an aborted record, or a committed one once forgotten, is dropped a
+//     dedup window later (pruneTxn);
 //   - OpTxnResolve resolves the transaction's intents on keys of this shard
 //     from its final record (txn.ResolveIntent: apply the committed write,
 //     drop the intent) and leaves a tombstone so a late prepare is refused.
