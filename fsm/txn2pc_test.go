@@ -550,3 +550,66 @@ func TestTxnForgottenRecordPruning(t *testing.T) {
 		t.Fatalf("after its late forget and a window: kept %v, %d records left", has("kept"), n)
 	}
 }
+
+// TestTxnSweepScansResume: the sweeper's scans of old intents and of
+// unforgotten records resume after the last key they looked at, so entries
+// it cannot end now (a dead anchor or participant) do not hide the rest:
+// successive calls visit every entry once, then start again.
+func TestTxnSweepScansResume(t *testing.T) {
+	f := txnState(t)
+	t0 := time.Unix(1000, 0).UnixNano()
+	idx := uint64(3)
+	keys := []string{"k1", "k2", "k3", "k4", "k5"}
+	for _, k := range keys {
+		idx++
+		prep := &TxnCommand{ID: "t-" + k, Anchor: []byte(k), Priority: 1, Keys: wkeys(k),
+			Event: &txn.Event{Kind: txn.EvBegin, ID: "t-" + k, Now: t0, Anchor: []byte(k), Priority: 1}}
+		if r := mustApply(t, f, idx, tcCmd(OpTxnPrepare, k, prep)); r.TwoPC.Vote != txn.VoteYes {
+			t.Fatalf("prepare %s: %+v", k, r.TwoPC)
+		}
+		idx++
+		commit := &TxnCommand{ID: "t-" + k, Event: &txn.Event{Kind: txn.EvCommit, ID: "t-" + k, Anchor: []byte(k), Now: t0,
+			WriteSet: []txn.Write{{Key: []byte(k), Value: []byte("v")}}, Succeeded: true}}
+		mustApply(t, f, idx, tcCmd(OpTxnRecord, k, commit))
+	}
+	before := time.Unix(2000, 0).UnixNano()
+	var seen []string
+	var after []byte
+	for i := 0; i < 3; i++ {
+		ins, next, err := f.TxnOldIntentsAfter(after, before, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range ins {
+			seen = append(seen, string(in.Key))
+		}
+		if (i < 2) != (next != nil) {
+			t.Fatalf("call %d: next %q", i, next)
+		}
+		after = next
+	}
+	if !reflect.DeepEqual(seen, keys) {
+		t.Fatalf("old intents over three calls: %v, want %v", seen, keys)
+	}
+	seen, after = nil, nil
+	for i := 0; i < 3; i++ {
+		recs, next, err := f.TxnUnforgottenRecords(after, before, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			seen = append(seen, r.ID)
+		}
+		if (i < 2) != (next != nil) {
+			t.Fatalf("call %d: next %q", i, next)
+		}
+		after = next
+	}
+	if want := []string{"t-k1", "t-k2", "t-k3", "t-k4", "t-k5"}; !reflect.DeepEqual(seen, want) {
+		t.Fatalf("unforgotten records over three calls: %v, want %v", seen, want)
+	}
+	// The old call (from the first key) is unchanged.
+	if ins, err := f.TxnOldIntents(before, 2); err != nil || len(ins) != 2 || string(ins[0].Key) != "k1" {
+		t.Fatalf("TxnOldIntents: %v %+v", err, ins)
+	}
+}
