@@ -17,7 +17,9 @@ import (
 // the dedup window, the next push of that intent finds no record and writes
 // one Aborted ("no record means nobody committed"), and the participant's
 // resolution drops the committed write: the transaction applied on the
-// anchor's shard and not on the other.
+// anchor's shard and not on the other. Fixed: a committed record is pruned
+// only a window after it is forgotten (txn.EvForget, sent once every
+// participant is resolved), so here the push finds it committed.
 func TestTxnCommittedRecordOutlivesItsIntents(t *testing.T) {
 	const window = time.Minute
 	withWindow := func(c *Config) { c.DedupWindow = window }
