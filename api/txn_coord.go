@@ -85,7 +85,12 @@ type txnCoord struct {
 	detach  bool              // replied at the commit point: resolve in the background
 	lastHB  time.Time
 	lastErr error // the last failed proposal (for the abort's log)
-	mu      sync.Mutex
+	// resolved: keys whose intents of this transaction a resolution that
+	// succeeded covered (a resolve, or the record entry's ResolveHere);
+	// once it holds every key of a committed record, the record is
+	// forgotten (forgetIfResolved).
+	resolved map[string]bool
+	mu       sync.Mutex
 }
 
 func newTxnID(requestID string) string {
@@ -181,6 +186,7 @@ func (c *txnCoord) run(ctx context.Context) error {
 				if c.reply == 0 {
 					c.reply = txn.ResultUnknown
 				}
+				c.forgetIfResolved(ctx)
 				return nil
 			case txn.ActWaitAnswers:
 				// Actions run synchronously: nothing is in flight.
@@ -390,6 +396,9 @@ func (c *txnCoord) recordEvent(ctx context.Context, ev *txn.Event) {
 	for _, w := range res.TwoPC.Written {
 		c.writes[string(w.Key)] = w
 	}
+	c.mu.Lock()
+	c.markResolved(res.TwoPC.Resolved)
+	c.mu.Unlock()
 	pt := c.rt.Participant(c.rt.AnchorShard)
 	for _, k := range pt.Keys {
 		if !done[string(k.Key)] {
@@ -476,11 +485,68 @@ func (c *txnCoord) resolve(ctx context.Context, shard uint64) {
 		}
 		if err != nil {
 			c.s.log.Warn("txn: resolve failed; readers that meet the intents resolve them", "txn", c.id, "shard", shard, "err", err)
+		} else {
+			keys := make([][]byte, len(pt.Keys))
+			for i, k := range pt.Keys {
+				keys[i] = k.Key
+			}
+			c.mu.Lock()
+			c.markResolved(keys)
+			c.mu.Unlock()
 		}
 	} // else nothing to resolve with; a reader or the sweeper resolves later
 	c.mu.Lock()
 	c.part(shard).Status = txn.PartResolved
 	c.mu.Unlock()
+}
+
+// markResolved notes keys whose intents a resolution removed (c.mu held by
+// the caller when others may run).
+func (c *txnCoord) markResolved(keys [][]byte) {
+	if c.resolved == nil {
+		c.resolved = map[string]bool{}
+	}
+	for _, k := range keys {
+		c.resolved[string(k)] = true
+	}
+}
+
+// forgetIfResolved sends EvForget when the record is committed and this
+// coordinator's resolutions covered every key of its participants: no
+// intent of the transaction is left anywhere, so its anchor may drop the
+// record after the dedup window (txn/DESIGN.md "Forgetting a committed
+// record"). Otherwise it leaves the record to the sweeper, which resolves
+// every participant itself before it forgets.
+func (c *txnCoord) forgetIfResolved(ctx context.Context) {
+	c.mu.Lock()
+	rec := c.rec
+	all := rec != nil && rec.State == txn.Committed && !rec.Forgotten
+	if all {
+		for _, p := range rec.Participants {
+			for _, k := range p.Keys {
+				if !c.resolved[string(k.Key)] {
+					all = false
+				}
+			}
+		}
+	}
+	c.mu.Unlock()
+	if all {
+		c.s.forgetTxn(ctx, rec)
+	}
+}
+
+// forgetTxn proposes EvForget on a committed record whose intents are
+// resolved on every participant. A failure is harmless: the record stays
+// until the sweeper forgets it.
+func (s *Server) forgetTxn(ctx context.Context, rec *txn.Record) {
+	ev := &txn.Event{Kind: txn.EvForget, ID: rec.ID, Anchor: rec.Anchor, Now: s.cfg.Clock.Now().UnixNano()}
+	if res, err := s.txnPropose(ctx, rec.Anchor, txnRecordCommand(rec.ID, ev)); err != nil || res.Err != nil {
+		if err == nil {
+			err = res.Err
+		}
+		s.log.Debug("txn: forget failed; the sweeper forgets the record later", "txn", rec.ID, "err", err)
+	}
 }
 
 // resolveKeys proposes OpTxnResolve for keys, grouped by current owner.

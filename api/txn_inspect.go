@@ -43,7 +43,8 @@ type txnRecordJSON struct {
 	Cause     string                     `json:"cause,omitempty"`
 	RequestID string                     `json:"request_id,omitempty"`
 	Writes    int                        `json:"writes"`
-	Intents   map[string][]txnIntentJSON `json:"intents"` // shard id -> this transaction's intents there
+	Forgotten bool                       `json:"forgotten,omitempty"` // committed, every participant resolved: dropped after the dedup window
+	Intents   map[string][]txnIntentJSON `json:"intents"`             // shard id -> this transaction's intents there
 }
 
 // inspectShard reads shard's part on its leader.
@@ -149,7 +150,8 @@ func (s *Server) txnInspect(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("transaction %q: %w", id, errNotFound)
 	}
 	out := txnRecordJSON{ID: rec.ID, State: rec.State.String(), Anchor: string(rec.Anchor), Succeeded: rec.Succeeded,
-		Cause: rec.Cause.String(), RequestID: rec.RequestID, Writes: len(rec.WriteSet), Intents: map[string][]txnIntentJSON{}}
+		Cause: rec.Cause.String(), RequestID: rec.RequestID, Writes: len(rec.WriteSet), Forgotten: rec.Forgotten,
+		Intents: map[string][]txnIntentJSON{}}
 	byShard := map[uint64][][]byte{}
 	for _, p := range rec.Participants {
 		out.Shards = append(out.Shards, p.Shard)

@@ -50,6 +50,60 @@ func (s *Server) SweepTxnRecords(ctx context.Context) {
 			}
 			s.sweepRecord(ctx, r)
 		}
+		s.sweepUnforgotten(ctx, rep, rng.ID, now)
+	}
+}
+
+// Forgetting bounds: a committed record not forgotten by its coordinator
+// is looked at once its last heartbeat is txnForgetAge old, at most
+// txnForgetSweepMax per shard and sweep. A coordinator commits within a
+// heartbeat interval of its last heartbeat and usually resolves and forgets
+// within milliseconds, so the sweeper rarely duplicates its work; when it
+// does (a slow coordinator still resolving) that is harmless: the sweeper
+// resolves every participant itself before it forgets, and resolution and
+// forget are idempotent.
+const (
+	txnForgetAge      = 2 * txnTimeout
+	txnForgetSweepMax = 256
+)
+
+// sweepUnforgotten ends committed records of shard (led here) that were
+// never forgotten: their coordinator died, or a resolution failed, after
+// the commit. Each one's intents are resolved on every participant from the
+// record (idempotent: a key already resolved has none), and once every
+// resolution succeeded the record is forgotten, so its shard drops it after
+// the dedup window (txn/DESIGN.md "Forgetting a committed record"). A
+// participant that cannot be resolved now keeps the record for the next
+// sweep; the scan resumes after the last record looked at, so such records
+// do not starve the others.
+func (s *Server) sweepUnforgotten(ctx context.Context, rep Replica, shard uint64, now int64) {
+	after := s.sweep.cursor(shard, 'r')
+	recs, next, err := rep.FSM().TxnUnforgottenRecords(after, now-int64(txnForgetAge), txnForgetSweepMax)
+	if err != nil {
+		s.log.Warn("txn sweeper: read unforgotten records", "shard", shard, "err", err)
+		return
+	}
+	s.sweep.setCursor(shard, 'r', next)
+	for _, r := range recs {
+		if ctx.Err() != nil {
+			return
+		}
+		s.resolveAndForget(ctx, r)
+	}
+}
+
+// resolveAndForget resolves a final record's intents on every participant
+// and, for a committed record whose every resolution succeeded, forgets it.
+func (s *Server) resolveAndForget(ctx context.Context, final *txn.Record) {
+	ok := true
+	for _, p := range final.Participants {
+		if err := s.resolveKeys(ctx, final.ID, p.Keys, final, nil); err != nil {
+			ok = false
+			s.log.Debug("txn sweeper: resolve", "txn", final.ID, "shard", p.Shard, "err", err)
+		}
+	}
+	if ok && final.State == txn.Committed && !final.Forgotten {
+		s.forgetTxn(ctx, final)
 	}
 }
 
@@ -59,13 +113,8 @@ func (s *Server) sweepRecord(ctx context.Context, r *txn.Record) {
 	if err != nil || res.Err != nil || res.TwoPC.Record == nil || !res.TwoPC.Record.State.Final() {
 		return
 	}
-	final := res.TwoPC.Record
 	s.txnm.swept.Inc()
-	for _, p := range final.Participants {
-		if err := s.resolveKeys(ctx, final.ID, p.Keys, final, nil); err != nil {
-			s.log.Debug("txn sweeper: resolve", "txn", final.ID, "shard", p.Shard, "err", err)
-		}
-	}
+	s.resolveAndForget(ctx, res.TwoPC.Record)
 }
 
 // Intent sweeping bounds: an intent is looked at once it is this old (a
@@ -88,13 +137,15 @@ const (
 // txnIntentPushAge, push it as a reader would (priority 0: a live
 // transaction is never aborted, an expired one is), and resolve if that
 // made it final. The record itself is dropped by its shard after the dedup
-// window, as before.
+// window once aborted, or once forgotten when committed: this sweep resolves
+// one shard only, so it does not forget; sweepUnforgotten does.
 func (s *Server) sweepIntents(ctx context.Context, rep Replica, shard uint64, now int64) {
-	ins, err := rep.FSM().TxnOldIntents(now-int64(txnIntentResolveAge), txnIntentSweepMax)
+	ins, next, err := rep.FSM().TxnOldIntentsAfter(s.sweep.cursor(shard, 'i'), now-int64(txnIntentResolveAge), txnIntentSweepMax)
 	if err != nil {
 		s.log.Warn("txn sweeper: read intents", "shard", shard, "err", err)
 		return
 	}
+	s.sweep.setCursor(shard, 'i', next)
 	type group struct {
 		first txn.Intent
 		keys  []txn.KeyIntent
@@ -185,10 +236,41 @@ func (s *Server) RunTxnSweeper(stop <-chan struct{}) {
 
 // sweepLeases remembers when the sweeper first saw this node lead each
 // shard (nanoseconds on the server's clock); a shard led without a break
-// keeps its first time.
+// keeps its first time. It also keeps, per shard, where each bounded scan
+// ('i' old intents, 'r' unforgotten records) resumes: after the last key it
+// looked at, so entries that cannot be ended now (their anchor or a
+// participant is down) do not starve those behind them.
 type sweepLeases struct {
 	mu    sync.Mutex
 	since map[uint64]int64
+	after map[sweepScan][]byte
+}
+
+type sweepScan struct {
+	shard uint64
+	kind  byte
+}
+
+// cursor returns where shard's scan of kind resumes (nil: from the start).
+func (l *sweepLeases) cursor(shard uint64, kind byte) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.after[sweepScan{shard, kind}]
+}
+
+// setCursor records where shard's scan of kind resumes (nil: the scan
+// reached the end, start again).
+func (l *sweepLeases) setCursor(shard uint64, kind byte, next []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.after == nil {
+		l.after = map[sweepScan][]byte{}
+	}
+	if next == nil {
+		delete(l.after, sweepScan{shard, kind})
+		return
+	}
+	l.after[sweepScan{shard, kind}] = next
 }
 
 // leading returns when this node began leading shard, as first seen at now.
@@ -209,5 +291,8 @@ func (l *sweepLeases) leading(shard uint64, now int64) int64 {
 func (l *sweepLeases) lost(shard uint64) {
 	l.mu.Lock()
 	delete(l.since, shard)
+	for _, k := range []byte{'i', 'r'} {
+		delete(l.after, sweepScan{shard, k})
+	}
 	l.mu.Unlock()
 }

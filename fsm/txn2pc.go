@@ -17,10 +17,12 @@ import (
 //     all or none (txn.PrepareDecision), and reads the keys under them; the
 //     anchor's prepare also carries EvBegin and creates the record Pending in
 //     the same entry (a record already final refuses the prepare);
-//   - OpTxnRecord applies one txn.Event (commit, abort, heartbeat, push) to
-//     the record with txn.NextRecord: each is a conditional write, ordered by
-//     the anchor shard's log; with ResolveHere, the event that makes the
-//     record final also resolves its intents on this shard's keys;
+//   - OpTxnRecord applies one txn.Event (commit, abort, heartbeat, push,
+//     forget) to the record with txn.NextRecord: each is a conditional write,
+//     ordered by the anchor shard's log; with ResolveHere, the event that
+//     makes the record final also resolves its intents on this shard's keys;
+//     an aborted record, or a committed one once forgotten, is dropped a
+//     dedup window later (pruneTxn);
 //   - OpTxnResolve resolves the transaction's intents on keys of this shard
 //     from its final record (txn.ResolveIntent: apply the committed write,
 //     drop the intent) and leaves a tombstone so a late prepare is refused.
@@ -115,9 +117,11 @@ var (
 	bucketIntents    = []byte("txn-intents")    // key -> repeated txn.EncodeIntent
 	bucketRecords    = []byte("txn-records")    // txn id -> txn.EncodeRecord
 	bucketTombstones = []byte("txn-tombstones") // txn id -> final state byte
-	// bucketTxnGC orders final records and tombstones by the proposer time
-	// they became final: 8-byte time, 'r' or 't', txn id -> empty. They are
-	// dropped after the dedup window, as dedup entries are (pruneTxn).
+	// bucketTxnGC orders prunable records and tombstones by the proposer
+	// time they became so (an aborted record: final; a committed one:
+	// forgotten; a tombstone: written): 8-byte time, 'r' or 't', txn id ->
+	// empty. They are dropped after the dedup window, as dedup entries are
+	// (pruneTxn).
 	bucketTxnGC = []byte("txn-gc")
 )
 
@@ -214,7 +218,7 @@ func (c *applyCtx) recordEvent(ev txn.Event, now int64) (*txn.Record, txn.Effect
 		if err := c.b.records.Put([]byte(ev.ID), txn.EncodeRecord(next)); err != nil {
 			return nil, eff, err
 		}
-		if next.State.Final() && (rec == nil || !rec.State.Final()) {
+		if prunable(next) && (rec == nil || !prunable(rec)) {
 			if err := c.b.txnGC.Put(txnGCKey(now, 'r', ev.ID), []byte{}); err != nil {
 				return nil, eff, err
 			}
@@ -223,16 +227,32 @@ func (c *applyCtx) recordEvent(ev txn.Event, now int64) (*txn.Record, txn.Effect
 	return next, eff, nil
 }
 
+// prunable reports whether a record may be dropped after the dedup window:
+// an aborted one (a missing record reads as aborted), or a committed one
+// once forgotten (txn.EvForget: every participant is resolved). A committed
+// record that is not forgotten is kept: a push on one of its intents left
+// on another shard would find no record and abort a committed transaction
+// (I8, txn/DESIGN.md "Forgetting a committed record").
+func prunable(r *txn.Record) bool {
+	return r.State == txn.Aborted || (r.State == txn.Committed && r.Forgotten)
+}
+
 func txnGCKey(t int64, kind byte, id string) []byte {
 	return append(append(timeKey(t), kind), id...)
 }
 
-// pruneTxn drops up to maxPrunePerCommand final records and tombstones that
-// became final before cutoff (the command's time minus the dedup window:
-// never the local clock, I3). A retry with the same request id after that
-// runs as a new transaction, as a single write's retry after its dedup entry
-// is pruned does; a late prepare meets no tombstone, and its intent, whose
-// record is gone, is aborted by the first reader that pushes it.
+// pruneTxn drops up to maxPrunePerCommand records and tombstones queued
+// before cutoff (the command's time minus the dedup window: never the local
+// clock, I3): an aborted record is queued when it becomes final, a committed
+// one when it is forgotten (prunable), a tombstone when it is written. A
+// retry with the same request id after that runs as a new transaction, as a
+// single write's retry after its dedup entry is pruned does; a late prepare
+// meets no tombstone, and its intent, whose record is gone, is aborted by the
+// first reader that pushes it (every intent of a forgotten transaction was
+// resolved, so that intent is a duplicate and aborting it loses nothing).
+// A queued record that is not prunable now (committed and not forgotten:
+// queued by a binary that predates EvForget) is kept and only its queue
+// entry dropped; its forget queues it again.
 func (c *applyCtx) pruneTxn(now int64) error {
 	if now <= 0 {
 		return nil
@@ -251,9 +271,19 @@ func (c *applyCtx) pruneTxn(now int64) error {
 		b := c.b.records
 		if k[8] == 't' {
 			b = c.b.tombstones
+		} else {
+			rec, err := c.loadRecord(string(id))
+			if err != nil {
+				return err
+			}
+			if rec != nil && !prunable(rec) {
+				b = nil
+			}
 		}
-		if err := b.Delete(id); err != nil {
-			return err
+		if b != nil {
+			if err := b.Delete(id); err != nil {
+				return err
+			}
 		}
 		if err := c.b.txnGC.Delete(k); err != nil {
 			return err
@@ -686,33 +716,99 @@ func (f *FSM) TxnLiveRecords() ([]*txn.Record, error) {
 	return out, err
 }
 
-// TxnOldIntents returns up to limit intents of this shard laid before
-// `before` (their PreparedAt, the proposer's time of the prepare): the
-// leader's sweeper pushes their records and resolves those whose record is
-// final (a coordinator that stopped after its reply, before resolving).
-func (f *FSM) TxnOldIntents(before int64, limit int) ([]txn.Intent, error) {
-	var out []txn.Intent
-	err := f.view(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketIntents)
+// TxnUnforgottenRecords returns up to limit committed records of this shard
+// that were never forgotten (txn.EvForget) and whose last heartbeat is
+// before `before` (the proposer's time, as Record.Heartbeat), in id order
+// after the id `after` (nil: from the first): the leader's sweeper resolves
+// their intents on every participant and then forgets them, so a record
+// whose coordinator died before forgetting it is dropped after all
+// (txn/DESIGN.md "Forgetting a committed record"). next is where the
+// following call resumes: the last id returned when the limit stopped the
+// scan, nil when it reached the end.
+func (f *FSM) TxnUnforgottenRecords(after []byte, before int64, limit int) (recs []*txn.Record, next []byte, err error) {
+	err = f.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
-		for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
-			ins, err := loadIntents(b, k)
-			if err != nil {
-				return err
+		k, v := c.First()
+		if after != nil {
+			if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+				k, v = c.Next()
 			}
-			for _, in := range ins {
-				if in.PreparedAt < before && len(out) < limit {
-					out = append(out, in)
-				}
+		}
+		for ; k != nil; k, v = c.Next() {
+			if len(recs) >= limit {
+				next = cloneBytes([]byte(recs[len(recs)-1].ID))
+				return nil
+			}
+			r, err := txn.DecodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
+			}
+			if r.State == txn.Committed && !r.Forgotten && r.Heartbeat < before {
+				recs = append(recs, r)
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fsm: txn intents: %w", err)
+		return nil, nil, fmt.Errorf("fsm: txn records: %w", err)
 	}
-	return out, nil
+	return recs, next, nil
+}
+
+// TxnOldIntents returns up to limit intents of this shard laid before
+// `before` (their PreparedAt, the proposer's time of the prepare): the
+// leader's sweeper pushes their records and resolves those whose record is
+// final (a coordinator that stopped after its reply, before resolving).
+func (f *FSM) TxnOldIntents(before int64, limit int) ([]txn.Intent, error) {
+	out, _, err := f.TxnOldIntentsAfter(nil, before, limit)
+	return out, err
+}
+
+// TxnOldIntentsAfter is TxnOldIntents over the keys after `after` (nil:
+// from the first), so a sweep resumes where the last one stopped and
+// intents it cannot end now (their anchor is down) do not starve the keys
+// behind them. It takes every old intent of a key it looks at (a key holds
+// few), so it may return a few more than limit. next is where the following
+// call resumes: the last key looked at when the limit stopped the scan, nil
+// when it reached the end.
+func (f *FSM) TxnOldIntentsAfter(after []byte, before int64, limit int) (out []txn.Intent, next []byte, err error) {
+	err = f.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketIntents)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		k, _ := c.First()
+		if after != nil {
+			if k, _ = c.Seek(after); k != nil && bytes.Equal(k, after) {
+				k, _ = c.Next()
+			}
+		}
+		var last []byte
+		for ; k != nil; k, _ = c.Next() {
+			if len(out) >= limit {
+				next = cloneBytes(last)
+				return nil
+			}
+			ins, err := loadIntents(b, k)
+			if err != nil {
+				return err
+			}
+			for _, in := range ins {
+				if in.PreparedAt < before {
+					out = append(out, in)
+				}
+			}
+			last = k
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("fsm: txn intents: %w", err)
+	}
+	return out, next, nil
 }

@@ -17,9 +17,10 @@ import (
 // the dedup window, the next push of that intent finds no record and writes
 // one Aborted ("no record means nobody committed"), and the participant's
 // resolution drops the committed write: the transaction applied on the
-// anchor's shard and not on the other.
+// anchor's shard and not on the other. Fixed: a committed record is pruned
+// only a window after it is forgotten (txn.EvForget, sent once every
+// participant is resolved), so here the push finds it committed.
 func TestTxnCommittedRecordOutlivesItsIntents(t *testing.T) {
-	t.Skip("known bug: a committed record is pruned after the dedup window even while a participant still holds its intents; a later push finds no record and aborts it (fix: keep the record until every participant is resolved, see the review report)")
 	const window = time.Minute
 	withWindow := func(c *Config) { c.DedupWindow = window }
 	anchor, other := newFSM(t, withWindow), newFSM(t, withWindow)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/cairndb/cairn/txn"
 )
 
@@ -442,5 +444,172 @@ func TestTxnResolveBatch(t *testing.T) {
 	}
 	if n := countBucket(t, f, bucketTombstones); n != 3 {
 		t.Fatalf("%d tombstones, want one per transaction", n)
+	}
+}
+
+// TestTxnForgottenRecordPruning (I8, txn/DESIGN.md "Forgetting a committed
+// record"): a committed record is dropped after the dedup window only once
+// it is forgotten (counted from the forget), so a committed record whose
+// intents may remain on another shard is never dropped, and a forgotten one
+// does not stay for ever; aborted records are dropped after the window as
+// before. A forget on an aborted or missing record changes nothing. A
+// committed record queued by an older binary (at its commit) is kept until
+// forgotten. TxnUnforgottenRecords lists exactly the committed records not
+// forgotten whose heartbeat is old enough.
+func TestTxnForgottenRecordPruning(t *testing.T) {
+	f := txnState(t)
+	t0 := time.Unix(1000, 0).UnixNano()
+	idx := uint64(3)
+	apply := func(id string, ev *txn.Event, at int64) *TxnCmdResult {
+		t.Helper()
+		ev.ID, ev.Anchor, ev.Now = id, []byte("bal"), at
+		c := tcCmd(OpTxnRecord, "bal", &TxnCommand{ID: id, Event: ev})
+		c.Time = at
+		idx++
+		r := mustApply(t, f, idx, c)
+		if r.Err != nil {
+			t.Fatalf("%v on %s: %v", ev.Kind, id, r.Err)
+		}
+		return r.TwoPC
+	}
+	writes := []txn.Write{{Key: []byte("bal"), Value: []byte("1")}}
+	for _, id := range []string{"kept", "forgot", "aborted"} {
+		apply(id, &txn.Event{Kind: txn.EvBegin, Priority: 1}, t0)
+	}
+	apply("kept", &txn.Event{Kind: txn.EvCommit, WriteSet: writes, Succeeded: true}, t0)
+	apply("forgot", &txn.Event{Kind: txn.EvCommit, WriteSet: writes, Succeeded: true}, t0)
+	apply("aborted", &txn.Event{Kind: txn.EvAbort, Cause: txn.CauseCoordinator}, t0)
+	if n := countBucket(t, f, bucketTxnGC); n != 1 {
+		t.Fatalf("%d records queued for pruning after two commits and an abort, want 1 (the abort)", n)
+	}
+	unforgotten := func(before int64) []string {
+		t.Helper()
+		recs, _, err := f.TxnUnforgottenRecords(nil, before, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, r := range recs {
+			ids = append(ids, r.ID)
+		}
+		return ids
+	}
+	if got := unforgotten(t0 + 1); !reflect.DeepEqual(got, []string{"forgot", "kept"}) {
+		t.Fatalf("unforgotten records: %v", got)
+	}
+	if got := unforgotten(t0); len(got) != 0 {
+		t.Fatalf("unforgotten records with a heartbeat before t0: %v", got)
+	}
+
+	tForget := t0 + int64(30*time.Second)
+	if r := apply("forgot", &txn.Event{Kind: txn.EvForget}, tForget); r.Verdict != txn.VerdictCommitted || !r.Record.Forgotten {
+		t.Fatalf("forget: %+v", r)
+	}
+	apply("forgot", &txn.Event{Kind: txn.EvForget}, tForget+1) // a retried forget queues nothing more
+	apply("aborted", &txn.Event{Kind: txn.EvForget}, tForget)
+	if r := apply("nope", &txn.Event{Kind: txn.EvForget}, tForget); r.Verdict != txn.VerdictMissing || r.Record != nil {
+		t.Fatalf("forget on no record: %+v", r)
+	}
+	if got := unforgotten(t0 + 1); !reflect.DeepEqual(got, []string{"kept"}) {
+		t.Fatalf("unforgotten records after a forget: %v", got)
+	}
+	if n := countBucket(t, f, bucketTxnGC); n != 2 {
+		t.Fatalf("%d queued for pruning, want 2 (the abort, the forget)", n)
+	}
+	// An older binary queued "kept" at its commit.
+	if err := f.db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketTxnGC).Put(txnGCKey(t0, 'r', "kept"), []byte{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	has := func(id string) bool {
+		rec, _, err := f.TxnRecord(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec != nil
+	}
+	window := int64(DefaultDedupWindow)
+	apply("other", &txn.Event{Kind: txn.EvHeartbeat}, t0+window+int64(time.Second))
+	if has("aborted") || !has("kept") || !has("forgot") {
+		t.Fatalf("one window after t0: aborted %v (want dropped), kept %v, forgot %v (want both kept)",
+			has("aborted"), has("kept"), has("forgot"))
+	}
+	apply("other", &txn.Event{Kind: txn.EvHeartbeat}, tForget+window+int64(time.Second))
+	if has("forgot") || !has("kept") {
+		t.Fatalf("one window after the forget: forgot %v (want dropped), kept %v (want kept: never forgotten)", has("forgot"), has("kept"))
+	}
+	if n := countBucket(t, f, bucketTxnGC); n != 0 {
+		t.Fatalf("%d left queued", n)
+	}
+	tLate := t0 + 10*window
+	apply("kept", &txn.Event{Kind: txn.EvForget}, tLate)
+	apply("other", &txn.Event{Kind: txn.EvHeartbeat}, tLate+window+int64(time.Second))
+	if n := countBucket(t, f, bucketRecords); has("kept") || n != 0 {
+		t.Fatalf("after its late forget and a window: kept %v, %d records left", has("kept"), n)
+	}
+}
+
+// TestTxnSweepScansResume: the sweeper's scans of old intents and of
+// unforgotten records resume after the last key they looked at, so entries
+// it cannot end now (a dead anchor or participant) do not hide the rest:
+// successive calls visit every entry once, then start again.
+func TestTxnSweepScansResume(t *testing.T) {
+	f := txnState(t)
+	t0 := time.Unix(1000, 0).UnixNano()
+	idx := uint64(3)
+	keys := []string{"k1", "k2", "k3", "k4", "k5"}
+	for _, k := range keys {
+		idx++
+		prep := &TxnCommand{ID: "t-" + k, Anchor: []byte(k), Priority: 1, Keys: wkeys(k),
+			Event: &txn.Event{Kind: txn.EvBegin, ID: "t-" + k, Now: t0, Anchor: []byte(k), Priority: 1}}
+		if r := mustApply(t, f, idx, tcCmd(OpTxnPrepare, k, prep)); r.TwoPC.Vote != txn.VoteYes {
+			t.Fatalf("prepare %s: %+v", k, r.TwoPC)
+		}
+		idx++
+		commit := &TxnCommand{ID: "t-" + k, Event: &txn.Event{Kind: txn.EvCommit, ID: "t-" + k, Anchor: []byte(k), Now: t0,
+			WriteSet: []txn.Write{{Key: []byte(k), Value: []byte("v")}}, Succeeded: true}}
+		mustApply(t, f, idx, tcCmd(OpTxnRecord, k, commit))
+	}
+	before := time.Unix(2000, 0).UnixNano()
+	var seen []string
+	var after []byte
+	for i := 0; i < 3; i++ {
+		ins, next, err := f.TxnOldIntentsAfter(after, before, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range ins {
+			seen = append(seen, string(in.Key))
+		}
+		if (i < 2) != (next != nil) {
+			t.Fatalf("call %d: next %q", i, next)
+		}
+		after = next
+	}
+	if !reflect.DeepEqual(seen, keys) {
+		t.Fatalf("old intents over three calls: %v, want %v", seen, keys)
+	}
+	seen, after = nil, nil
+	for i := 0; i < 3; i++ {
+		recs, next, err := f.TxnUnforgottenRecords(after, before, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			seen = append(seen, r.ID)
+		}
+		if (i < 2) != (next != nil) {
+			t.Fatalf("call %d: next %q", i, next)
+		}
+		after = next
+	}
+	if want := []string{"t-k1", "t-k2", "t-k3", "t-k4", "t-k5"}; !reflect.DeepEqual(seen, want) {
+		t.Fatalf("unforgotten records over three calls: %v, want %v", seen, want)
+	}
+	// The old call (from the first key) is unchanged.
+	if ins, err := f.TxnOldIntents(before, 2); err != nil || len(ins) != 2 || string(ins[0].Key) != "k1" {
+		t.Fatalf("TxnOldIntents: %v %+v", err, ins)
 	}
 }

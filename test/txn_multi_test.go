@@ -219,6 +219,26 @@ func TestTxnModIndexAtCommitPoint(t *testing.T) {
 			}
 			return nil
 		})
+		// I8: the coordinator that resolved every participant forgets the
+		// record (its shard drops it after the dedup window), well before
+		// the sweeper would (2 x txnTimeout after its heartbeat); one stopped
+		// before resolving does not: the record must outlive the intents
+		// that readers resolved here, until the sweeper forgets it (TestS14).
+		forgotten := func() error {
+			r, err := Do(ctx, "GET", c.HTTPAddrs()[0], "/v1/txn/"+txn.IDForRequest(rid), nil)
+			if err != nil || r.Status != 200 || !strings.Contains(string(r.Body), `"state":"committed"`) {
+				return fmt.Errorf("record: %v %v", r, err)
+			}
+			if !strings.Contains(string(r.Body), `"forgotten":true`) {
+				return fmt.Errorf("not forgotten: %s", r.Body)
+			}
+			return nil
+		}
+		if !stop {
+			WaitFor(t, 5*time.Second, "the coordinator forgets the record", forgotten)
+		} else if err := forgotten(); err == nil || !strings.Contains(err.Error(), "not forgotten") {
+			t.Fatalf("stop=%v: a coordinator stopped before resolving: %v, want the record committed and not forgotten", stop, err)
+		}
 	}
 }
 

@@ -207,6 +207,19 @@ func TestS14(t *testing.T) {
 				}
 				return nil
 			})
+			if tc.committed {
+				// I8: the record stays until every participant is resolved,
+				// then is forgotten (by its coordinator, or the sweeper when
+				// the coordinator stopped), so its shard drops it after the
+				// dedup window (txn/DESIGN.md "Forgetting a committed record").
+				WaitFor(t, 30*time.Second, "the committed record forgotten", func() error {
+					r, err := Do(ctx, "GET", c.HTTPAddrs()[1], "/v1/txn/"+txn.IDForRequest(rid), nil)
+					if err != nil || r.Status != 200 || !strings.Contains(string(r.Body), `"forgotten":true`) {
+						return fmt.Errorf("record: %v %v", r, err)
+					}
+					return nil
+				})
+			}
 		})
 	}
 }

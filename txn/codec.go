@@ -71,6 +71,7 @@ const (
 	recEpoch        = 9
 	recRequestID    = 10
 	recCause        = 11
+	recForgotten    = 12
 	inTxnID         = 1
 	inKey           = 2
 	inAccess        = 3
@@ -385,7 +386,11 @@ func EncodeRecord(r *Record) []byte {
 	b = wire.AppendUint(b, recPriority, r.Priority)
 	b = wire.AppendUint(b, recEpoch, r.Epoch)
 	b = wire.AppendBytes(b, recRequestID, []byte(r.RequestID))
-	return wire.AppendUint(b, recCause, uint64(r.Cause))
+	b = wire.AppendUint(b, recCause, uint64(r.Cause))
+	if r.Forgotten {
+		b = wire.AppendUint(b, recForgotten, 1)
+	}
+	return b
 }
 
 // DecodeRecord decodes a stored record. It never panics and never returns a
@@ -396,7 +401,7 @@ func DecodeRecord(b []byte) (*Record, error) {
 		return nil, corruptf("record: unknown format")
 	}
 	r := &Record{}
-	err := walk(b[1:], typesOf(11, recID, recAnchor, recParticipant, recWrite, recRequestID), func(f, v uint64, p []byte) error {
+	err := walk(b[1:], typesOf(12, recID, recAnchor, recParticipant, recWrite, recRequestID), func(f, v uint64, p []byte) error {
 		switch f {
 		case recID:
 			r.ID = string(p)
@@ -434,6 +439,8 @@ func DecodeRecord(b []byte) (*Record, error) {
 			r.RequestID = string(p)
 		case recCause:
 			r.Cause = Cause(min(v, math.MaxUint8))
+		case recForgotten:
+			r.Forgotten = v != 0
 		}
 		return nil
 	})
@@ -449,6 +456,8 @@ func DecodeRecord(b []byte) (*Record, error) {
 		return nil, corruptf("record %q: request id of %d bytes", r.ID, len(r.RequestID))
 	case r.Cause > CauseCoordinator || (r.Cause != CauseNone && r.State != Aborted):
 		return nil, corruptf("record %q: cause %d in state %s", r.ID, r.Cause, r.State)
+	case r.Forgotten && r.State != Committed:
+		return nil, corruptf("record %q: forgotten in state %s", r.ID, r.State)
 	case len(r.Anchor) > MaxKeySize:
 		return nil, corruptf("record %q: anchor of %d bytes", r.ID, len(r.Anchor))
 	}

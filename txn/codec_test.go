@@ -77,6 +77,7 @@ func TestDecodeRejects(t *testing.T) {
 		"no id":           EncodeRecord(&Record{State: Pending}),
 		"bad state":       EncodeRecord(&Record{ID: "t", State: 9}),
 		"cause not abort": EncodeRecord(&Record{ID: "t", State: Committed, Cause: CauseExpired}),
+		"forgotten abort": EncodeRecord(&Record{ID: "t", State: Aborted, Forgotten: true}),
 		"wrong wire type": {recordFormat, 0x08, 0x01}, // field 1 (id) as a varint
 	}
 	for name, b := range bad {

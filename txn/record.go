@@ -91,6 +91,12 @@ type Record struct {
 	Epoch     uint64
 	RequestID string // the client's request id: a retry returns this record's outcome (I7)
 	Cause     Cause  // Aborted only
+	// Forgotten: Committed only. Whoever resolved the transaction's intents
+	// on every participant said so (EvForget): no intent of it is left, so
+	// the record may be dropped after the dedup window. A committed record
+	// that is not forgotten is never dropped: a missing record reads as
+	// "nobody committed" to a push (txn/DESIGN.md "Forgetting a record").
+	Forgotten bool
 }
 
 // Intent is a replicated lock on one key, placed by a transaction's prepare
@@ -134,10 +140,16 @@ const (
 	// EvRecover is recovery's verdict on a Staging record at Epoch: every
 	// participant held its intents (commit) or one was prevented (abort).
 	EvRecover EventKind = 7
+	// EvForget is sent by whoever finished resolving a committed
+	// transaction's intents on every participant (its coordinator, or the
+	// record sweeper): it marks the record Forgotten, and only then does
+	// the anchor's shard queue it for dropping after the dedup window. On a
+	// record that is not committed, or none, it does nothing.
+	EvForget EventKind = 8
 )
 
 var eventNames = map[EventKind]string{EvBegin: "begin", EvStage: "stage", EvCommit: "commit", EvAbort: "abort",
-	EvHeartbeat: "heartbeat", EvPush: "push", EvRecover: "recover"}
+	EvHeartbeat: "heartbeat", EvPush: "push", EvRecover: "recover", EvForget: "forget"}
 
 func (k EventKind) String() string {
 	if n, ok := eventNames[k]; ok {
@@ -243,6 +255,13 @@ func NextRecord(rec *Record, ev Event) (*Record, Effects) {
 	case Committed:
 		// Final: a retried commit learns it committed; an abort, push or
 		// recovery that arrives late learns the same and changes nothing.
+		// Only a forget changes it, and not its state: every participant
+		// is resolved, so the record may now be dropped after the window.
+		if ev.Kind == EvForget && !rec.Forgotten {
+			next := *rec
+			next.Forgotten = true
+			return &next, Effects{Verdict: VerdictCommitted, Changed: true}
+		}
 		return rec, Effects{Verdict: VerdictCommitted}
 	case Aborted:
 		return rec, Effects{Verdict: VerdictAborted}
@@ -295,6 +314,9 @@ func NextRecord(rec *Record, ev Event) (*Record, Effects) {
 			return abort(&next, CausePushed)
 		}
 		return rec, Effects{Verdict: VerdictWait}
+	case EvForget:
+		// Not final: nothing is resolved yet, nothing to forget.
+		return rec, Effects{Verdict: VerdictOK}
 	case EvRecover:
 		if rec.State != Staging || ev.Epoch != rec.Epoch {
 			return rec, Effects{Verdict: VerdictStale}
@@ -357,7 +379,9 @@ func createRecord(ev Event) (*Record, Effects) {
 		// A commit needs a record: the coordinator's begin or stage was
 		// refused or never applied. Recovery works on Staging records only.
 		return nil, Effects{Verdict: VerdictMissing}
-	case EvHeartbeat:
+	case EvHeartbeat, EvForget:
+		// A forget that finds no record creates none: the record was
+		// dropped already (forgotten before), or never existed.
 		return nil, Effects{Verdict: VerdictMissing}
 	}
 	return nil, Effects{Verdict: VerdictMissing}

@@ -62,6 +62,7 @@ func TestNextRecordTable(t *testing.T) {
 	recoverYes := Event{Kind: EvRecover, ID: "t1", Now: 120 * sec, Epoch: 2, AllPrepared: true}
 	recoverNo := Event{Kind: EvRecover, ID: "t1", Now: 120 * sec, Epoch: 2}
 	recoverStale := Event{Kind: EvRecover, ID: "t1", Now: 120 * sec, Epoch: 1, AllPrepared: true}
+	forget := Event{Kind: EvForget, ID: "t1", Now: 130 * sec}
 
 	cases := []struct {
 		from    State // 0: no record
@@ -81,6 +82,7 @@ func TestNextRecordTable(t *testing.T) {
 		{0, pushMissingOld, Aborted, VerdictAborted, false, CauseExpired},
 		{0, pushMissingRank, Aborted, VerdictAborted, false, CausePushed},
 		{0, recoverYes, 0, VerdictMissing, false, 0},
+		{0, forget, 0, VerdictMissing, false, 0}, // creates nothing
 		// pending
 		{Pending, begin, Pending, VerdictOK, false, 0},
 		{Pending, stage, Staging, VerdictOK, false, 0},
@@ -93,6 +95,7 @@ func TestNextRecordTable(t *testing.T) {
 		{Pending, pushExpired, Aborted, VerdictAborted, true, CauseExpired},
 		{Pending, pushRank, Aborted, VerdictAborted, true, CausePushed},
 		{Pending, recoverYes, Pending, VerdictStale, false, 0},
+		{Pending, forget, Pending, VerdictOK, false, 0}, // not final: nothing to forget
 		// staging
 		{Staging, begin, Staging, VerdictOK, false, 0},
 		{Staging, stage, Staging, VerdictOK, false, 0}, // the same write set: a retried stage
@@ -105,6 +108,7 @@ func TestNextRecordTable(t *testing.T) {
 		{Staging, recoverYes, Committed, VerdictCommitted, true, 0},
 		{Staging, recoverNo, Aborted, VerdictAborted, true, CauseRecovery},
 		{Staging, recoverStale, Staging, VerdictStale, false, 0},
+		{Staging, forget, Staging, VerdictOK, false, 0},
 		// committed: final
 		{Committed, begin, Committed, VerdictCommitted, false, 0},
 		{Committed, stage, Committed, VerdictCommitted, false, 0},
@@ -113,6 +117,7 @@ func TestNextRecordTable(t *testing.T) {
 		{Committed, hb, Committed, VerdictCommitted, false, 0},
 		{Committed, pushExpired, Committed, VerdictCommitted, false, 0},
 		{Committed, recoverNo, Committed, VerdictCommitted, false, 0},
+		{Committed, forget, Committed, VerdictCommitted, false, 0}, // marks it Forgotten (TestForgetRecord)
 		// aborted: final
 		{Aborted, begin, Aborted, VerdictAborted, false, CauseConflict},
 		{Aborted, stage, Aborted, VerdictAborted, false, CauseConflict},
@@ -121,6 +126,7 @@ func TestNextRecordTable(t *testing.T) {
 		{Aborted, hb, Aborted, VerdictAborted, false, CauseConflict},
 		{Aborted, pushRank, Aborted, VerdictAborted, false, CauseConflict},
 		{Aborted, recoverYes, Aborted, VerdictAborted, false, CauseConflict},
+		{Aborted, forget, Aborted, VerdictAborted, false, CauseConflict}, // pruned after the window anyway
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%v/%v/%v", c.from, c.ev.Kind, c.verdict), func(t *testing.T) {
@@ -159,6 +165,52 @@ func TestNextRecordTable(t *testing.T) {
 				t.Fatal("committed without a write set")
 			}
 		})
+	}
+}
+
+// TestForgetRecord (I8, txn/DESIGN.md "Forgetting a committed record"): a
+// forget marks a committed record Forgotten and changes nothing else (not
+// its state, epoch, write set or verdict); a second forget changes nothing;
+// a forgotten record still answers committed to every event; nothing else
+// sets Forgotten, and it survives its encoding.
+func TestForgetRecord(t *testing.T) {
+	forget := Event{Kind: EvForget, ID: "t1", Now: 130 * sec}
+	in := rec(Committed)
+	out, eff := NextRecord(in, forget)
+	if in.Forgotten {
+		t.Fatal("NextRecord modified its input")
+	}
+	if !eff.Changed || eff.Resolve || eff.Verdict != VerdictCommitted || !out.Forgotten {
+		t.Fatalf("forget of a committed record: %+v %+v", eff, out)
+	}
+	want := *in
+	want.Forgotten = true
+	if !reflect.DeepEqual(out, &want) {
+		t.Fatalf("forget changed more than Forgotten: %+v, want %+v", out, &want)
+	}
+	again, eff := NextRecord(out, forget)
+	if eff.Changed || again != out || eff.Verdict != VerdictCommitted {
+		t.Fatalf("second forget: %+v %+v", eff, again)
+	}
+	for _, ev := range []Event{{Kind: EvPush, ID: "t1", Now: 1000 * sec, Timeout: time.Second, PusherPriority: 9},
+		{Kind: EvAbort, ID: "t1"}, {Kind: EvRecover, ID: "t1", Epoch: out.Epoch}, {Kind: EvBegin, ID: "t1"}} {
+		if r, eff := NextRecord(out, ev); eff.Changed || eff.Verdict != VerdictCommitted || r.State != Committed {
+			t.Fatalf("%v on a forgotten record: %+v %+v", ev.Kind, eff, r)
+		}
+	}
+	got, err := DecodeRecord(EncodeRecord(out))
+	if err != nil || !reflect.DeepEqual(got, out) {
+		t.Fatalf("forgotten record round trip: %v %+v", err, got)
+	}
+	// Another transaction's forget, and a forget on other states, leave the
+	// record as it is (the table has the rows).
+	if r, eff := NextRecord(in, Event{Kind: EvForget, ID: "t2"}); eff.Changed || r.Forgotten {
+		t.Fatalf("forget of another transaction: %+v %+v", eff, r)
+	}
+	for _, s := range []State{Pending, Staging, Aborted} {
+		if r, _ := NextRecord(rec(s), forget); r.Forgotten {
+			t.Fatalf("forget marked a %v record", s)
+		}
 	}
 }
 
