@@ -78,7 +78,7 @@ func TestS14(t *testing.T) {
 	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"s14/m"},
 		TxnKnobs: &api.TxnKnobs{BeforeAction: knob.BeforeAction}})
 	cls := NewClients(t, c, 3)
-	ctx := Context(t, 120*time.Second)
+	ctx := Context(t, 240*time.Second) // seven cases; committed ones wait for the forget (about 10 s when the sweeper sends it)
 	get := func(k string) (string, error) {
 		kv, err := cls[1].Get(ctx, k)
 		if errors.Is(err, client.ErrNotFound) {
