@@ -63,8 +63,10 @@ type txnResponseJSON struct {
 	Shards    []uint64          `json:"shards"`
 	ID        string            `json:"id,omitempty"` // multi-shard transactions: the record's id
 	// Replay: the outcome of an earlier attempt with the same request id,
-	// from its record (multi-shard only); its gets are not read again, so
-	// Results is empty.
+	// answered by a multi-shard coordinator: from its record (its gets are
+	// not read again, so Results is empty), or, when that attempt ran on
+	// one shard before a split spread the keys, its stored result (Results
+	// as it answered them).
 	Replay bool `json:"replay,omitempty"`
 }
 

@@ -90,6 +90,12 @@ type txnCoord struct {
 	// once it holds every key of a committed record, the record is
 	// forgotten (forgetIfResolved).
 	resolved map[string]bool
+	// oneShard: the anchor's prepare found that this request id already
+	// ran as a one-shard transaction (before a split spread its keys): its
+	// stored result, which the client is answered (a replay); the prepare
+	// aborted the record, and the intents the other prepares laid are
+	// resolved as aborted like any aborted transaction's.
+	oneShard *fsm.Result
 	mu       sync.Mutex
 }
 
@@ -133,10 +139,14 @@ func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Reque
 	}
 	// Everything the reply needs is read before the background resolution
 	// may touch c.
-	reply, stale := c.reply, c.stale
+	reply, stale, one := c.reply, c.stale, c.oneShard
 	var answer txnResponseJSON
 	if reply == txn.ResultCommitted {
 		answer = c.answer()
+	}
+	if one != nil && reply == txn.ResultAborted {
+		answer, err = c.oneShardAnswer(one)
+		reply, cause = txn.ResultCommitted, ""
 	}
 	if c.detach {
 		s.txnbg.spawn(writeTimeout, func(ctx context.Context) {
@@ -149,6 +159,9 @@ func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Reque
 	setHeaders(w, 0, 0, r.Header.Get(hdrSession))
 	switch reply {
 	case txn.ResultCommitted:
+		if err != nil {
+			return err // the one-shard execution was refused by a stale fence
+		}
 		writeJSON(w, http.StatusOK, answer)
 		return nil
 	case txn.ResultAborted:
@@ -287,6 +300,9 @@ func (c *txnCoord) prepare(ctx context.Context, a txn.Action) {
 	}
 	if a.Begin {
 		tc.Event = c.event(txn.EvBegin)
+		// A one-shard execution of this request id (before a split spread
+		// its keys) is the outcome to answer: the begin looks for it.
+		tc.CheckOneShard = c.req.RequestID != ""
 	}
 	routeKey := pt.Keys[0].Key
 	if a.Begin {
@@ -316,6 +332,9 @@ func (c *txnCoord) prepare(ctx context.Context, a txn.Action) {
 	}
 	t := res.TwoPC
 	if a.Begin {
+		if t.OneShard != nil {
+			c.oneShard = t.OneShard
+		}
 		c.noteRecord(t.Verdict, t.Record)
 		if c.st.Record != txn.RecPending {
 			p.Status = txn.PartUnknown // refused: the record moved on
@@ -719,6 +738,24 @@ func (c *txnCoord) answer() txnResponseJSON {
 		out.Results = append(out.Results, txnOpResult(r))
 	}
 	return out
+}
+
+// oneShardAnswer is the answer of a retry whose request id already ran as a
+// one-shard transaction: that execution's stored result, as a one-shard
+// retry gets it from the dedup table, marked as a replay. A stale fence
+// that refused it is the error it was.
+func (c *txnCoord) oneShardAnswer(r *fsm.Result) (txnResponseJSON, error) {
+	if r.Err != nil {
+		return txnResponseJSON{}, r.Err
+	}
+	out := txnResponseJSON{Shards: c.rt.Shards(), ID: c.id, Replay: true, Results: []txnOpResultJSON{}}
+	if r.Txn != nil {
+		out.Succeeded = r.Txn.Succeeded
+		for _, o := range r.Txn.Ops {
+			out.Results = append(out.Results, txnOpResult(o))
+		}
+	}
+	return out, nil
 }
 
 // txnRecordCommand is the OpTxnRecord command of an event on record id.

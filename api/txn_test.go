@@ -126,7 +126,10 @@ func TestTxnWireRoundTrip(t *testing.T) {
 		Tokens:  []uint64{4}, Verdict: txn.VerdictOK,
 		Record:   &txn.Record{ID: "t", State: txn.Pending, Anchor: []byte("a"), Epoch: 1},
 		Written:  []fsm.TxnOpResult{{Kind: txn.OpDelete, Key: []byte("d"), Deleted: 1}},
-		Resolved: [][]byte{[]byte("d")}}}
+		Resolved: [][]byte{[]byte("d")},
+		OneShard: &fsm.Result{Index: 5, Txn: &fsm.TxnResult{Succeeded: true, Ops: []fsm.TxnOpResult{
+			{Kind: txn.OpPut, Key: []byte("p"), KV: &fsm.KV{Key: []byte("p"), CreateIndex: 5, ModIndex: 5, Version: 1}},
+			{Kind: txn.OpGet, Key: []byte("g")}}}}}}
 	w, err := toWire(in)
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +142,12 @@ func TestTxnWireRoundTrip(t *testing.T) {
 	out, err := back.result()
 	if err != nil || !reflect.DeepEqual(in, out) {
 		t.Fatalf("round trip:\n%+v\n%+v %v", in.TwoPC, out.TwoPC, err)
+	}
+	// A one-shard execution refused by a stale fence: the error crosses.
+	st, _ := toWire(&fsm.Result{Index: 4, TwoPC: &fsm.TxnCmdResult{OneShard: &fsm.Result{Index: 2,
+		Err: &fsm.StaleTokenError{Key: []byte("k"), Lock: "L", Token: 1, Accepted: 2}}}})
+	if r, err := st.result(); err != nil || !errors.As(r.TwoPC.OneShard.Err, new(*fsm.StaleTokenError)) {
+		t.Fatalf("stale one-shard result lost: %+v %v", r, err)
 	}
 	ws, _ := toWire(&fsm.Result{Index: 3, Err: &fsm.WrongShardError{Key: []byte("k")}})
 	if r, _ := ws.result(); !errors.As(r.Err, new(*fsm.WrongShardError)) {

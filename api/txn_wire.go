@@ -38,6 +38,7 @@ type txnWireResult struct {
 	Record     []byte        `json:"record,omitempty"` // txn.EncodeRecord
 	Written    []txnWireRead `json:"written,omitempty"`
 	Resolved   [][]byte      `json:"resolved,omitempty"`
+	OneShard   []byte        `json:"one_shard,omitempty"` // fsm.EncodeStoredResult (prepare: fsm.TxnCmdResult.OneShard)
 }
 
 type txnWireRead struct {
@@ -91,6 +92,9 @@ func toWire(res *fsm.Result) (*txnWireResult, error) {
 	if t.Record != nil {
 		out.Record = txn.EncodeRecord(t.Record)
 	}
+	if t.OneShard != nil {
+		out.OneShard = fsm.EncodeStoredResult(t.OneShard)
+	}
 	for _, rd := range t.Reads {
 		r := toWireRead(rd.Key, rd.KV)
 		r.Seq = rd.Seq
@@ -123,6 +127,11 @@ func (w *txnWireResult) result() (*fsm.Result, error) {
 	}
 	if len(w.Record) > 0 {
 		if t.Record, err = txn.DecodeRecord(w.Record); err != nil {
+			return nil, err
+		}
+	}
+	if len(w.OneShard) > 0 {
+		if t.OneShard, err = fsm.DecodeStoredResult(w.OneShard); err != nil {
 			return nil, err
 		}
 	}

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	"go.etcd.io/bbolt"
@@ -80,6 +81,18 @@ type TxnCommand struct {
 	// as an OpTxnResolve with PreparedIndex would: one raft entry fewer
 	// per transaction. Old entries without it leave them to a resolve.
 	ResolveHere bool
+	// CheckOneShard: prepare with EvBegin — first look the event's request
+	// id up in this shard's dedup table: if a one-shard execution of it
+	// (OpTxn) is there, the transaction already ran once, before a split
+	// spread its keys over several shards (the split copies the dedup
+	// table to both halves). The prepare then lays no intent, writes the
+	// record Aborted (so intents the other participants' prepares lay are
+	// resolved as aborted by anyone who meets them), and answers the stored
+	// result (TxnCmdResult.OneShard): a retry answers the recorded outcome,
+	// never a second application (I7). Entries without it (written before
+	// it existed) do not look, so replaying an old log gives the state it
+	// gave then.
+	CheckOneShard bool
 	// Batch: resolve — more resolutions (each an ID, its Keys, its final
 	// Record, PreparedIndex) applied in the same entry after this one's:
 	// the resolutions of many transactions on one shard cost one raft
@@ -100,6 +113,36 @@ type TxnCmdResult struct {
 	// Resolved: record with ResolveHere — the keys whose intents of the
 	// transaction this entry resolved (Written: what it wrote).
 	Resolved [][]byte
+	// OneShard: prepare with CheckOneShard — the stored result of the
+	// one-shard execution of the event's request id (a TxnResult, or the
+	// StaleTokenError that refused it). The prepare laid no intent and
+	// aborted the record (Verdict, Record).
+	OneShard *Result
+}
+
+// EncodeStoredResult and DecodeStoredResult carry a TxnCmdResult.OneShard
+// between nodes, in the dedup table's encoding.
+func EncodeStoredResult(r *Result) []byte { return encodeResult(r) }
+
+// DecodeStoredResult decodes EncodeStoredResult's bytes.
+func DecodeStoredResult(b []byte) (*Result, error) { return decodeResult(b) }
+
+// oneShardResult returns the stored result of a one-shard transaction
+// (OpTxn) executed with request id rid on this shard (or on the range it
+// was split from), nil when there is none.
+func (c *applyCtx) oneShardResult(rid string) (*Result, error) {
+	if rid == "" {
+		return nil, nil
+	}
+	r, err := c.lookupDedup(rid)
+	if r == nil || err != nil {
+		return nil, err
+	}
+	var se *StaleTokenError
+	if r.Txn == nil && !errors.As(r.Err, &se) {
+		return nil, nil // another kind of command used this request id
+	}
+	return r, nil
 }
 
 // TxnRead is one key as a prepare read it (KV nil: absent).
@@ -327,6 +370,22 @@ func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
 	if tc.Event != nil {
 		if !c.rng.Contains(tc.Event.Anchor) {
 			return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(tc.Event.Anchor), Range: cloneRange(c.rng)}}, nil
+		}
+		if tc.CheckOneShard && tc.Event.Kind == txn.EvBegin {
+			one, err := c.oneShardResult(tc.Event.RequestID)
+			if err != nil {
+				return nil, err
+			}
+			if one != nil {
+				ev := *tc.Event
+				ev.Kind, ev.Cause = txn.EvAbort, txn.CauseCoordinator
+				rec, eff, err := c.recordEvent(ev, cmd.Time)
+				if err != nil {
+					return nil, err
+				}
+				res.Verdict, res.Record, res.OneShard = eff.Verdict, rec, one
+				return &Result{Index: index, TwoPC: res}, nil // no intents
+			}
 		}
 		rec, eff, err := c.recordEvent(*tc.Event, cmd.Time)
 		if err != nil {

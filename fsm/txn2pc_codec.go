@@ -25,6 +25,7 @@ const (
 	tcPrepIdx  = 9  // 1: resolve writes with the prepare's index (TxnCommand.PreparedIndex)
 	tcResolveH = 10 // 1: a record event that makes the record final resolves this shard's intents (ResolveHere)
 	tcBatch    = 11 // repeated: a nested EncodeTxnCommand (resolve: more resolutions in the same entry)
+	tcOneShard = 12 // 1: a prepare's begin first looks its request id up in the dedup table (CheckOneShard)
 )
 
 // EncodeTxnCommand encodes a 2PC command's Value.
@@ -75,6 +76,9 @@ func EncodeTxnCommand(tc *TxnCommand) []byte {
 	}
 	for _, one := range tc.Batch {
 		b = wire.AppendBytesAlways(b, tcBatch, EncodeTxnCommand(one))
+	}
+	if tc.CheckOneShard {
+		b = wire.AppendUint(b, tcOneShard, 1)
 	}
 	return b
 }
@@ -150,6 +154,8 @@ func decodeTxnCommand(b []byte, nested bool) (*TxnCommand, error) {
 			tc.PreparedIndex = v != 0
 		case tcResolveH:
 			tc.ResolveHere = v != 0
+		case tcOneShard:
+			tc.CheckOneShard = v != 0
 		case tcBatch:
 			if nested {
 				return fmt.Errorf("%w: txn command batch inside a batch", ErrInvalidCommand)

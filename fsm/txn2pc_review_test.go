@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -75,5 +76,75 @@ func TestTxnCommittedRecordOutlivesItsIntents(t *testing.T) {
 	}
 	if b == nil || string(b.Value) != "B1" {
 		t.Fatalf("I8: the transaction committed (ka = A1, its client was told so), yet kb = %+v: the push after the record's pruning found no record and aborted it (record now %+v)", b, rec)
+	}
+}
+
+// TestTxnPrepareRefusesOneShardReplay (invariant I7, txn/DESIGN.md
+// "Exactly-once"): a request id that ran as a one-shard transaction (OpTxn,
+// in the dedup table, which a split copies to both halves) and is retried
+// as a multi-shard one: the anchor's begin with CheckOneShard lays no
+// intent, writes the record Aborted and answers the stored result; a
+// retried begin answers it again. A begin without the flag (an entry of an
+// older binary) or with another request id prepares as before.
+func TestTxnPrepareRefusesOneShardReplay(t *testing.T) {
+	f := txnState(t)
+	now := time.Unix(100, 0).UnixNano()
+	req := &txn.Request{Compare: []txn.Compare{cmpv("bal", txn.TargetValue, txn.CmpEq, "10")},
+		Success: []txn.Op{tget("bal"), tput("bal", "11"), tput("pear", "1")}, RequestID: "r-1"}
+	c := txnCmd(req)
+	c.Time = now
+	first := mustApply(t, f, 4, c)
+	if first.Err != nil || first.Txn == nil || !first.Txn.Succeeded {
+		t.Fatalf("one-shard: %+v", first)
+	}
+	const id = "rid-r-1"
+	begin := func(rid string, check bool) *TxnCommand {
+		return &TxnCommand{ID: id, Anchor: []byte("bal"), Priority: 3, Keys: wkeys("bal"), CheckOneShard: check,
+			Event: &txn.Event{Kind: txn.EvBegin, ID: id, Now: now, Anchor: []byte("bal"), Priority: 3, RequestID: rid}}
+	}
+	prep := func(index uint64, tc *TxnCommand) *TxnCmdResult {
+		cmd := tcCmd(OpTxnPrepare, "bal", tc)
+		cmd.Time = now
+		r := mustApply(t, f, index, cmd)
+		if r.Err != nil || r.TwoPC == nil {
+			t.Fatalf("prepare %d: %+v", index, r)
+		}
+		return r.TwoPC
+	}
+	for i, index := range []uint64{5, 6} { // the begin, and its retry
+		r := prep(index, begin("r-1", true))
+		if r.OneShard == nil || !reflect.DeepEqual(r.OneShard.Txn, first.Txn) {
+			t.Fatalf("attempt %d: prepare answered %+v (one-shard %+v), want the stored result %+v", i, r, r.OneShard, first.Txn)
+		}
+		if r.Vote != 0 || len(r.Reads) != 0 || r.Record == nil || r.Record.State != txn.Aborted || r.Verdict != txn.VerdictAborted {
+			t.Fatalf("attempt %d: prepare %+v record %+v, want no vote and the record aborted", i, r, r.Record)
+		}
+		if n, err := f.CountIntents(); err != nil || n != 0 {
+			t.Fatalf("attempt %d: %d keys hold intents (%v), want none", i, n, err)
+		}
+	}
+	if rec, _, _ := f.TxnRecord(id); rec == nil || rec.State != txn.Aborted {
+		t.Fatalf("record %+v, want aborted", rec)
+	}
+	if kv := mustGet(t, f, "bal"); string(kv.Value) != "11" || kv.Version != 2 {
+		t.Fatalf("bal = %+v, want 11 written once", kv)
+	}
+
+	// Controls, on a fresh state with the same one-shard execution: a
+	// begin without the flag, and one with another request id, lay their
+	// intent and begin the record.
+	for _, tc := range []*TxnCommand{begin("r-1", false), begin("r-2", true)} {
+		f = txnState(t)
+		first = mustApply(t, f, 4, c)
+		if first.Err != nil {
+			t.Fatal(first.Err)
+		}
+		r := prep(5, tc)
+		if r.OneShard != nil || r.Vote != txn.VoteYes || r.Record == nil || r.Record.State != txn.Pending {
+			t.Fatalf("begin %+v: %+v, want an ordinary prepare", tc.Event, r)
+		}
+		if n, err := f.CountIntents(); err != nil || n != 1 {
+			t.Fatalf("begin %+v: %d keys hold intents (%v), want 1", tc.Event, n, err)
+		}
 	}
 }

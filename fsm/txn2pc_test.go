@@ -242,7 +242,7 @@ func TestTxn2PCSplit(t *testing.T) {
 func TestTxnCommandCodec(t *testing.T) {
 	tc := &TxnCommand{ID: "x", Anchor: []byte("a"), Priority: 3, Keys: wkeys("a", "b"),
 		Fences:   []txn.Write{{Key: []byte("a"), Fence: &txn.Fence{Lock: "L"}}},
-		Unlocked: [][]byte{[]byte("c")}, PreparedIndex: true, ResolveHere: true,
+		Unlocked: [][]byte{[]byte("c")}, PreparedIndex: true, ResolveHere: true, CheckOneShard: true,
 		Batch: []*TxnCommand{{ID: "y", Keys: wkeys("d"), Record: &txn.Record{ID: "y", State: txn.Committed, Epoch: 1}}},
 		Event: &txn.Event{Kind: txn.EvPush, ID: "x", Now: 5, Anchor: []byte("a"), Priority: 2, PusherPriority: 9,
 			PusherID: "y", Timeout: time.Second, PreparedAt: 4, WriteSet: []txn.Write{{Key: []byte("a"), Value: []byte("v")}}}}

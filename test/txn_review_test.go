@@ -14,9 +14,12 @@ import (
 // transaction span two shards. The first attempt ran on one shard and is
 // remembered in that shard's dedup table (copied to both halves by the
 // split); the retry runs the multi-shard protocol, whose exactly-once is the
-// transaction record, which the first attempt never wrote.
+// transaction record, which the first attempt never wrote. Fixed: the
+// anchor's begin looks the request id up in its shard's dedup table
+// (fsm.TxnCommand.CheckOneShard), aborts the record and lays no intent, and
+// the coordinator answers the stored result as a replay and resolves what
+// the other prepares laid.
 func TestTxnReplayAcrossSplit(t *testing.T) {
-	t.Skip("known bug: a one-shard transaction's retry (same request id) after a split spreads its keys runs again as a two-shard transaction; the record it looks for was never written (fix: see the review report)")
 	c := StartCluster(t, ClusterConfig{})
 	cl := NewClients(t, c, 1)[0]
 	ctx := Context(t, 60*time.Second)
@@ -59,5 +62,29 @@ func TestTxnReplayAcrossSplit(t *testing.T) {
 	}
 	if gerr != nil || kv.Version != 1 {
 		t.Fatalf("trs/a = %+v %v after the retry, want version 1 (written once)", kv, gerr)
+	}
+	if !retry.Replay || len(retry.Results) != len(first.Results) {
+		t.Fatalf("the retry after the split answered %+v, want a replay of the first attempt's results %+v", retry, first)
+	}
+	for i := range first.Results {
+		if retry.Results[i].ModIndex != first.Results[i].ModIndex || retry.Results[i].Key != first.Results[i].Key {
+			t.Fatalf("the retry's result %d is %+v, the first attempt's %+v", i, retry.Results[i], first.Results[i])
+		}
+	}
+	// A third attempt meets the aborted record the second left: it answers
+	// the same replay, not txn_aborted.
+	third, err := tx.Commit(ctx)
+	if err != nil || !third.Replay || third.Succeeded != first.Succeeded {
+		t.Fatalf("a third attempt after the split: %+v %v, the first %+v", third, err, first)
+	}
+	// The retries' prepares on the other shard laid intents: resolved.
+	WaitFor(t, 10*time.Second, "no intent left", func() error {
+		if n := countIntents(t, c); n != 0 {
+			return fmt.Errorf("%d keys hold intents", n)
+		}
+		return nil
+	})
+	if kv, err := cl.Get(ctx, "trs/z"); err != nil || kv.Version != 1 {
+		t.Fatalf("trs/z = %+v %v after the retries, want version 1 (written once)", kv, err)
 	}
 }
