@@ -2,11 +2,13 @@ package node
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/cairndb/cairn/shard"
+	"github.com/hashicorp/raft"
 )
 
 // Leave is the graceful stop a SIGTERM asks for: the node stops taking
@@ -114,6 +116,16 @@ func transferToFirst(ctx context.Context, targets []shard.Member, transfer func(
 	info, warn func(string, ...any), msg string, args ...any) bool {
 	for i, to := range targets {
 		err := transfer(to)
+		// A transfer that just failed can leave raft busy with it for a
+		// moment ("leadership transfer in progress"): the next target is
+		// tried again once that clears.
+		for errors.Is(err, raft.ErrLeadershipTransferInProgress) && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(transferBusyPause):
+				err = transfer(to)
+			}
+		}
 		if err == nil {
 			return true
 		}
@@ -128,6 +140,10 @@ func transferToFirst(ctx context.Context, targets []shard.Member, transfer func(
 	}
 	return false
 }
+
+// transferBusyPause is how long a handoff waits before asking raft again
+// while an earlier transfer is still in progress.
+const transferBusyPause = 50 * time.Millisecond
 
 // liveVoters returns the voters among members that are not self and that
 // gossip sees alive, lowest id first.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/shard"
+	"github.com/hashicorp/raft"
 )
 
 // fakeLeader is a led replica whose transfers to the nodes in dead fail, as
@@ -17,6 +18,7 @@ type fakeLeader struct {
 	id      uint64
 	members []shard.Member
 	dead    map[string]bool
+	busy    int // answers "leadership transfer in progress" this many times after a failed transfer
 
 	mu    sync.Mutex
 	tried []string
@@ -31,6 +33,10 @@ func (f *fakeLeader) TransferLeader(id, _ string) error {
 	f.tried = append(f.tried, id)
 	if f.dead[id] {
 		return errors.New("failed to make TimeoutNow RPC: EOF")
+	}
+	if len(f.tried) > 1 && f.busy > 0 {
+		f.busy--
+		return fmt.Errorf("transfer leadership: %w: %w", shard.ErrUnavailable, raft.ErrLeadershipTransferInProgress)
 	}
 	f.to = id
 	return nil
@@ -59,18 +65,23 @@ func TestHandOffTriesTheNextLiveVoter(t *testing.T) {
 	cases := []struct {
 		name      string
 		dead      map[string]bool
+		busy      int
 		wantTo    string
 		wantTried []string
 		moved     int
 		warns     int
 	}{
-		{"first target alive", nil, "n1", []string{"n1"}, 1, 0},
-		{"first target stopped a moment ago", map[string]bool{"n1": true}, "n3", []string{"n1", "n3"}, 1, 0},
-		{"every target stopped", map[string]bool{"n1": true, "n3": true}, "", []string{"n1", "n3"}, 0, 1},
+		{"first target alive", nil, 0, "n1", []string{"n1"}, 1, 0},
+		{"first target stopped a moment ago", map[string]bool{"n1": true}, 0, "n3", []string{"n1", "n3"}, 1, 0},
+		// raft still busy with the failed transfer when the next one is
+		// asked (make test: "leave: hand off shard leadership ... to=n3
+		// err=... leadership transfer in progress")
+		{"raft still busy with the failed transfer", map[string]bool{"n1": true}, 2, "n3", []string{"n1", "n3", "n3", "n3"}, 1, 0},
+		{"every target stopped", map[string]bool{"n1": true, "n3": true}, 0, "", []string{"n1", "n3"}, 0, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := &fakeLeader{id: 7, members: members, dead: tc.dead}
+			rep := &fakeLeader{id: 7, members: members, dead: tc.dead, busy: tc.busy}
 			var info, warn logLines
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
