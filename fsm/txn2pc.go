@@ -791,13 +791,7 @@ func (f *FSM) TxnUnforgottenRecords(after []byte, before int64, limit int) (recs
 			return nil
 		}
 		c := b.Cursor()
-		k, v := c.First()
-		if after != nil {
-			if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
-				k, v = c.Next()
-			}
-		}
-		for ; k != nil; k, v = c.Next() {
+		for k, v := seekAfter(c, after); k != nil; k, v = c.Next() {
 			if len(recs) >= limit {
 				next = cloneBytes([]byte(recs[len(recs)-1].ID))
 				return nil
@@ -816,6 +810,18 @@ func (f *FSM) TxnUnforgottenRecords(after []byte, before int64, limit int) (recs
 		return nil, nil, fmt.Errorf("fsm: txn records: %w", err)
 	}
 	return recs, next, nil
+}
+
+// seekAfter positions c on the first key after `after` (nil: the first
+// key), where a resumed scan goes on.
+func seekAfter(c *bbolt.Cursor, after []byte) (k, v []byte) {
+	if after == nil {
+		return c.First()
+	}
+	if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+		return c.Next()
+	}
+	return k, v
 }
 
 // TxnOldIntents returns up to limit intents of this shard laid before
@@ -841,14 +847,8 @@ func (f *FSM) TxnOldIntentsAfter(after []byte, before int64, limit int) (out []t
 			return nil
 		}
 		c := b.Cursor()
-		k, _ := c.First()
-		if after != nil {
-			if k, _ = c.Seek(after); k != nil && bytes.Equal(k, after) {
-				k, _ = c.Next()
-			}
-		}
 		var last []byte
-		for ; k != nil; k, _ = c.Next() {
+		for k, _ := seekAfter(c, after); k != nil; k, _ = c.Next() {
 			if len(out) >= limit {
 				next = cloneBytes(last)
 				return nil
