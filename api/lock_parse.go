@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -164,7 +165,7 @@ func parseToken(body []byte) (uint64, error) {
 // unmarshalLock decodes a lock body strictly, with messages that name the
 // field a client got wrong. An empty body is an empty object.
 func unmarshalLock(body []byte, v any) error {
-	if len(strings.TrimSpace(string(body))) == 0 {
+	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	}
 	err := unmarshalStrict(body, v)
@@ -173,8 +174,7 @@ func unmarshalLock(body []byte, v any) error {
 	}
 	// unmarshalStrict wraps the decoder's error in its message only; decode
 	// again to see the typed one.
-	d := json.NewDecoder(strings.NewReader(string(body)))
-	d.DisallowUnknownFields()
+	d := decodeStrict(bytes.NewReader(body))
 	var te *json.UnmarshalTypeError
 	if errors.As(d.Decode(v), &te) {
 		switch te.Field {

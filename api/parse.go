@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,7 +55,7 @@ func validateKey(k []byte) error {
 // (cut short, malformed chunking, or not received within the body bound,
 // see Server.ServeHTTP) is the client's error, never an internal one.
 func readBody(r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	b, err := readAll(http.MaxBytesReader(nil, r.Body, maxBody), r.ContentLength)
 	var mbe *http.MaxBytesError
 	switch {
 	case err == nil:
@@ -63,6 +64,29 @@ func readBody(r *http.Request) ([]byte, error) {
 		return nil, fmt.Errorf("%w: the request body is over the limit of %d bytes", errTooLarge, maxBody)
 	}
 	return nil, invalidf("incomplete request body (%d bytes read): %v", len(b), err)
+}
+
+// readAll is io.ReadAll with a first buffer sized for a body of n bytes
+// (the request's Content-Length; -1 when unknown) and its EOF.
+func readAll(rd io.Reader, n int64) ([]byte, error) {
+	size := 512
+	if n >= 0 && n < maxBody {
+		size = int(n) + 1
+	}
+	b := make([]byte, 0, size)
+	for {
+		m, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // let append pick the next size
+		}
+	}
 }
 
 // decodeStrict returns a JSON decoder that rejects unknown fields.
@@ -74,7 +98,7 @@ func decodeStrict(r io.Reader) *json.Decoder {
 
 // unmarshalStrict decodes exactly one JSON value with no unknown fields.
 func unmarshalStrict(b []byte, v any) error {
-	d := decodeStrict(strings.NewReader(string(b)))
+	d := decodeStrict(bytes.NewReader(b))
 	if err := d.Decode(v); err != nil {
 		return invalidf("malformed JSON body: %v", err)
 	}

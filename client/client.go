@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -176,6 +177,9 @@ func newTransport() *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   5 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		// cairn never compresses its answers: no Accept-Encoding header on
+		// every request for the server to parse.
+		DisableCompression: true,
 	}
 }
 
@@ -227,8 +231,21 @@ func (c *Client) noteSession(tok string) {
 // two pages instead of one page each. The clock is never trusted for anything
 // else; a wrong clock only costs that locality.
 func (c *Client) NewRequestID() string {
-	return fmt.Sprintf("%012x.%s-%d", uint64(time.Now().UnixMicro())&(1<<48-1), c.idPrefix, c.seq.Add(1))
+	// As fmt.Sprintf("%012x.%s-%d", ...) would write it, without fmt's cost
+	// on every write.
+	t := uint64(time.Now().UnixMicro()) & (1<<48 - 1)
+	b := make([]byte, 0, 12+1+len(c.idPrefix)+1+20)
+	for shift := 44; shift >= 0; shift -= 4 {
+		b = append(b, hexDigits[(t>>uint(shift))&0xf])
+	}
+	b = append(b, '.')
+	b = append(b, c.idPrefix...)
+	b = append(b, '-')
+	b = strconv.AppendUint(b, c.seq.Add(1), 10)
+	return string(b)
 }
+
+const hexDigits = "0123456789abcdef"
 
 // endpoint returns the index and base URL of the endpoint to use now.
 func (c *Client) endpoint() (uint32, string) {

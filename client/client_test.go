@@ -3,10 +3,12 @@ package client
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -488,5 +490,60 @@ func TestConfig(t *testing.T) {
 	time.Sleep(2 * time.Microsecond)
 	if second := c2.NewRequestID(); second <= first {
 		t.Errorf("request id %q made after %q sorts before it", second, first)
+	}
+}
+
+// TestNewRequestIDFormat: the id is what fmt.Sprintf("%012x.%s-%d", micros,
+// prefix, counter) gives, as it was before NewRequestID stopped using fmt.
+func TestNewRequestIDFormat(t *testing.T) {
+	c, err := New(Config{Endpoints: []string{"h:1"}, ClientID: "w7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 1; i <= 3; i++ {
+		before := uint64(time.Now().UnixMicro()) & (1<<48 - 1)
+		id := c.NewRequestID()
+		after := uint64(time.Now().UnixMicro()) & (1<<48 - 1)
+		var micros uint64
+		var prefix string
+		if _, err := fmt.Sscanf(id, "%012x.%s", &micros, &prefix); err != nil {
+			t.Fatalf("id %q: %v", id, err)
+		}
+		if micros < before || micros > after {
+			t.Errorf("id %q: time %d not in [%d, %d]", id, micros, before, after)
+		}
+		want := fmt.Sprintf("%012x.%s-%d", micros, c.idPrefix, i)
+		if id != want {
+			t.Errorf("id %q, want %q", id, want)
+		}
+	}
+}
+
+// TestDecodeBody: the pooled decode of a 2xx answer reads what
+// json.Decoder.Decode read: the first value, whatever follows it.
+func TestDecodeBody(t *testing.T) {
+	type v struct {
+		A int `json:"a"`
+	}
+	for _, tc := range []struct {
+		body string
+		want int
+		ok   bool
+	}{
+		{`{"a":1}`, 1, true},
+		{"{\"a\":2}\n", 2, true},
+		{`{"a":3} trailing`, 3, true},
+		{``, 0, false},
+		{`{"a":`, 0, false},
+		{`{"a":"x"}`, 0, false},
+	} {
+		var got v
+		err := decodeBody(strings.NewReader(tc.body), &got)
+		var want v
+		werr := json.NewDecoder(strings.NewReader(tc.body)).Decode(&want)
+		if (err == nil) != tc.ok || (werr == nil) != tc.ok || got.A != tc.want || got != want {
+			t.Errorf("%q: got %+v, %v; Decoder %+v, %v", tc.body, got, err, want, werr)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -292,16 +293,18 @@ func (c *Client) attempt(ctx context.Context, base string, req *Request, body []
 	if err != nil {
 		return nil, false, &Error{Status: http.StatusBadRequest, Code: CodeInvalidArgument, Message: err.Error(), err: err}
 	}
-	hreq.Header.Set("Accept", "application/json")
+	// The keys are canonical already and the value slices are never written
+	// to (the transport only reads them): no Header.Set per request.
+	hreq.Header["Accept"] = hdrJSON
 	if body != nil {
 		if req.Body == nil && req.RawBody != nil {
-			hreq.Header.Set("Content-Type", "application/octet-stream")
+			hreq.Header["Content-Type"] = hdrOctets
 		} else {
-			hreq.Header.Set("Content-Type", "application/json")
+			hreq.Header["Content-Type"] = hdrJSON
 		}
 	}
 	if tok := c.SessionToken(); tok != "" {
-		hreq.Header.Set(HeaderSession, tok)
+		hreq.Header[HeaderSession] = []string{tok}
 	}
 	resp, err := c.http.Do(hreq)
 	if err != nil {
@@ -322,7 +325,7 @@ func (c *Client) attempt(ctx context.Context, base string, req *Request, body []
 		return meta, true, decodeError(resp.StatusCode, b)
 	}
 	if out != nil {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		if err := decodeBody(resp.Body, out); err != nil {
 			// The server answered 2xx, so a write was applied: say so
 			// instead of reporting a failure or an unknown outcome.
 			return meta, true, &Error{
@@ -332,9 +335,45 @@ func (c *Client) attempt(ctx context.Context, base string, req *Request, body []
 				err:     err,
 			}
 		}
+		return meta, true, nil // decodeBody read the body to its end
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
 	return meta, true, nil
+}
+
+var (
+	hdrJSON   = []string{"application/json"}
+	hdrOctets = []string{"application/octet-stream"}
+)
+
+// bodyBufs holds the buffers decodeBody reads answers into.
+var bodyBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// decodeBody decodes the first JSON value of a 2xx body into out, as
+// json.Decoder.Decode would, reading the body through a pooled buffer
+// instead of a new decoder and its buffer per answer.
+func decodeBody(body io.Reader, out any) error {
+	buf := bodyBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 64<<10 { // keep the pool from pinning a large page
+			bodyBufs.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(body); err != nil {
+		return err
+	}
+	b := buf.Bytes()
+	// One value and nothing but white space after it is what the server
+	// sends; anything after the first value is ignored, as Decode did.
+	if err := json.Unmarshal(b, out); err != nil {
+		var syn *json.SyntaxError
+		if !errors.As(err, &syn) {
+			return err
+		}
+		return json.NewDecoder(bytes.NewReader(b)).Decode(out)
+	}
+	return nil
 }
 
 // backoff is the wait before retry n (1-based): exponential from BackoffMin,

@@ -195,6 +195,11 @@ type acquireBody struct {
 	RequestID string `json:"request_id,omitempty"`
 }
 
+// tokenBody is the body of a renew or release.
+type tokenBody struct {
+	Token uint64 `json:"token"`
+}
+
 // AcquireLock sends one acquire and returns the grant; nothing renews it (see
 // Lock for a lock that renews itself). opts.Wait is sent as is: 0 tries
 // once. A lock held past the wait gives an error matching ErrLockHeld, whose
@@ -259,7 +264,7 @@ func (c *Client) RenewLock(ctx context.Context, name string, token uint64) (time
 	// A renew is safe to send twice: Idempotent lets Do retry it after an
 	// attempt whose answer was lost.
 	if _, err := c.Do(ctx, Request{Method: http.MethodPost, Path: lockPath(name, "renew"),
-		Body: map[string]uint64{"token": token}, Idempotent: true, RouteKey: name}, &res); err != nil {
+		Body: &tokenBody{Token: token}, Idempotent: true, RouteKey: name}, &res); err != nil {
 		return 0, err
 	}
 	d, _ := time.ParseDuration(res.TTL)
@@ -278,7 +283,7 @@ func (c *Client) ReleaseLock(ctx context.Context, name string, token uint64) err
 	// Not Idempotent: a retry of a release that was applied would answer
 	// lock_lost, which would misreport a clean release.
 	_, err := c.Do(ctx, Request{Method: http.MethodPost, Path: lockPath(name, "release"),
-		Body: map[string]uint64{"token": token}, RouteKey: name}, &res)
+		Body: &tokenBody{Token: token}, RouteKey: name}, &res)
 	return err
 }
 

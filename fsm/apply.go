@@ -55,6 +55,7 @@ type applyCtx struct {
 	base       uint64      // lock token base of the group
 	baseRaised bool        // an OpRaiseBase in this batch raised base
 	lockEvents []LockEvent // applied OpLock entries, for Config.OnLock
+	entries    int         // entries in the batch (sizes lockEvents)
 	children   []Range     // ranges split off in this batch
 	onSplit    func(child Range, servers []Server, export func(w io.Writer) error) error
 }
@@ -80,7 +81,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if len(logs) == 0 || logs[len(logs)-1].Index <= start {
 		return out
 	}
-	ctx := &applyCtx{rng: f.Range(), window: int64(f.cfg.DedupWindow), onSplit: f.cfg.OnSplit, base: f.base.Load()}
+	ctx := &applyCtx{rng: f.Range(), window: int64(f.cfg.DedupWindow), onSplit: f.cfg.OnSplit, base: f.base.Load(),
+		entries: len(logs)}
 	applied := start
 	f.dbMu.RLock()
 	if f.db == nil {

@@ -59,6 +59,11 @@ func (c *applyCtx) lock(cmd *Command, index uint64) (*Result, error) {
 		}
 	}
 	seq := c.base + index
+	if c.lockEvents == nil {
+		// Lock entries tend to come in runs: one slice for the batch's
+		// events instead of growing it entry by entry.
+		c.lockEvents = make([]LockEvent, 0, min(c.entries, 64))
+	}
 	c.lockEvents = append(c.lockEvents, LockEvent{Name: string(cmd.Key), Index: index, Seq: seq,
 		Prev: prev, Next: next, Result: res})
 	return &Result{Index: index, Lock: &LockResult{Result: res, Record: next, Seq: seq}}, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -182,16 +183,36 @@ func bindShutdown(f raft.Future, stop chan struct{}) {
 	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
 		return
 	}
-	fld := v.Elem().FieldByName("ShutdownCh")
-	if !fld.IsValid() || fld.Type() != reflect.TypeOf(stop) {
+	idx := shutdownField(v.Type().Elem())
+	if idx == nil {
 		return
 	}
+	fld := v.Elem().FieldByIndex(idx)
 	if !fld.CanSet() {
 		fld = reflect.NewAt(fld.Type(), unsafe.Pointer(fld.UnsafeAddr())).Elem()
 	}
 	if fld.IsNil() {
 		fld.Set(reflect.ValueOf(stop))
 	}
+}
+
+// shutdownFields caches, per future type, the index of its ShutdownCh
+// field (nil: none of the right type): FieldByName walks the embedded
+// structs and allocates on every call, and every proposal binds a future.
+var shutdownFields sync.Map // reflect.Type -> []int
+
+var stopChanType = reflect.TypeOf((chan struct{})(nil))
+
+func shutdownField(t reflect.Type) []int {
+	if idx, ok := shutdownFields.Load(t); ok {
+		return idx.([]int)
+	}
+	var idx []int
+	if sf, ok := t.FieldByName("ShutdownCh"); ok && sf.Type == stopChanType {
+		idx = sf.Index
+	}
+	shutdownFields.Store(t, idx)
+	return idx
 }
 
 // errWaitEnded: the wait for a future ended before the future was answered.

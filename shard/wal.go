@@ -189,6 +189,7 @@ type WAL struct {
 	segSize int64                 // start a new segment past this size (walSegmentSize; tests lower it)
 	chunk   int64                 // zero-fill this far ahead of the end (walFillChunk; 0 turns the filler off)
 	gc      *groupCommit[[]walOp] // one write: the ops of one call, applied together
+	cbuf    []byte                // commit's record buffer (commitBuf), only the committer's
 
 	fill      chan struct{} // wakes the filler
 	fillDone  chan struct{} // closed when the filler has stopped
@@ -693,18 +694,21 @@ func (w *WAL) commit(batch [][]walOp) []error {
 	// Only this goroutine changes seg.size and the groups, so the records
 	// can be laid out against them without the lock.
 	off := seg.size
-	size := 0
+	size, n := 0, 0
 	for _, ops := range batch {
 		for _, op := range ops {
 			size += walOpSize(op)
 		}
+		n += len(ops)
 	}
-	buf := make([]byte, 0, size)
+	// One write holds many ops (raft stores a batch of entries in one
+	// call): size recs by ops, not by writes, or it grows again and again.
+	buf := w.commitBuf(size)
 	type placed struct {
 		op  walOp
 		loc walLoc
 	}
-	recs := make([]placed, 0, len(batch))
+	recs := make([]placed, 0, n)
 	shrinks := false // a delete or drop: old segments may have died
 	for i, ops := range batch {
 		if err := checkWALOps(ops); err != nil {
@@ -775,6 +779,25 @@ func (w *WAL) commit(batch [][]walOp) []error {
 		w.wakeFiller()
 	}
 	return errs
+}
+
+// commitBuf returns an empty buffer of at least size bytes for commit's
+// records. Only the committer goroutine calls it, and nothing keeps the
+// records' bytes once commit has written them, so one buffer serves every
+// commit; a test knob that intercepts writes may keep them, so then each
+// commit gets its own.
+func (w *WAL) commitBuf(size int) []byte {
+	if w.knobs != nil && w.knobs.Write != nil {
+		return make([]byte, 0, size)
+	}
+	if cap(w.cbuf) < size {
+		w.cbuf = make([]byte, 0, max(size, 64<<10))
+	}
+	b := w.cbuf[:0]
+	if cap(w.cbuf) > 4<<20 {
+		w.cbuf = nil // a rare huge commit: do not keep its buffer
+	}
+	return b
 }
 
 // checkWALOps reports an op apply would refuse.

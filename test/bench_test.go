@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,4 +106,29 @@ func BenchmarkClusterPutFourShards(b *testing.B) {
 		_, err := cl.Put(ctx, fmt.Sprintf("bench/%06d", (i*7919)%100000), value)
 		return err
 	})
+}
+
+// BenchmarkClusterLock: uncontended lock pairs (acquire, release) on names
+// of each client's own, 64 clients, one shard: the path of `cairn bench
+// lock`. Besides ops/s it reports the process's CPU time (every node and
+// the clients, all in this process) per pair, which a busy machine skews
+// less than throughput.
+//
+//	go test -run '^$' -bench ClusterLock -benchtime 20000x -benchmem ./test/
+func BenchmarkClusterLock(b *testing.B) {
+	c, _ := benchCluster(b, nil)
+	b.ReportAllocs()
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	runClients(b, c, 64, func(ctx context.Context, cl *client.Client, i int) error {
+		name := fmt.Sprintf("bench/lock/%06d", i%100000)
+		g, err := cl.AcquireLock(ctx, name, client.LockOptions{TTL: 15 * time.Second, Owner: "bench"})
+		if err != nil {
+			return err
+		}
+		return cl.ReleaseLock(ctx, name, g.Token)
+	})
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano() + ru1.Stime.Nano() - ru0.Stime.Nano())
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 }
