@@ -174,7 +174,9 @@ func FuzzDecodeIntent(f *testing.F) {
 func FuzzNextRecord(f *testing.F) {
 	for _, r := range sampleRecords() {
 		f.Add(EncodeRecord(r), uint8(EvPush), int64(200*sec), uint64(1), true)
+		f.Add(EncodeRecord(r), uint8(EvDecide), int64(200*sec), uint64(1), false)
 	}
+	f.Add([]byte{}, uint8(EvDecide), int64(200*sec), uint64(0), false)
 	f.Fuzz(func(t *testing.T, rb []byte, kind uint8, now int64, epoch uint64, all bool) {
 		r, err := DecodeRecord(rb)
 		if err != nil {
@@ -195,6 +197,13 @@ func FuzzNextRecord(f *testing.F) {
 		}
 		if r != nil && r.State.Final() && out.State != r.State {
 			t.Fatalf("final %v became %v", r.State, out.State)
+		}
+		if ev.Kind == EvDecide && (r == nil || r.State == Pending) &&
+			(out.State != Committed || len(out.WriteSet) != len(ev.WriteSet)) {
+			t.Fatalf("a decide from %v left %+v", r, out)
+		}
+		if ev.Kind == EvDecide && r != nil && r.State == Staging && out.State != Staging {
+			t.Fatalf("a decide moved a staging record to %v", out.State)
 		}
 	})
 }
