@@ -84,7 +84,7 @@ func TestNextRecordTable(t *testing.T) {
 		{0, pushMissingOld, Aborted, VerdictAborted, false, CauseExpired},
 		{0, pushMissingRank, Aborted, VerdictAborted, false, CausePushed},
 		{0, recoverYes, 0, VerdictMissing, false, 0},
-		{0, forget, 0, VerdictMissing, false, 0}, // creates nothing
+		{0, forget, 0, VerdictMissing, false, 0},          // creates nothing
 		{0, decide, Committed, VerdictCommitted, true, 0}, // the anchor decides: no record needed before
 		// pending
 		{Pending, begin, Pending, VerdictOK, false, 0},
@@ -98,7 +98,7 @@ func TestNextRecordTable(t *testing.T) {
 		{Pending, pushExpired, Aborted, VerdictAborted, true, CauseExpired},
 		{Pending, pushRank, Aborted, VerdictAborted, true, CausePushed},
 		{Pending, recoverYes, Pending, VerdictStale, false, 0},
-		{Pending, forget, Pending, VerdictOK, false, 0}, // not final: nothing to forget
+		{Pending, forget, Pending, VerdictOK, false, 0},         // not final: nothing to forget
 		{Pending, decide, Committed, VerdictCommitted, true, 0}, // begun by a heartbeat while prepares waited
 		// staging
 		{Staging, begin, Staging, VerdictOK, false, 0},
@@ -123,7 +123,7 @@ func TestNextRecordTable(t *testing.T) {
 		{Committed, pushExpired, Committed, VerdictCommitted, false, 0},
 		{Committed, recoverNo, Committed, VerdictCommitted, false, 0},
 		{Committed, forget, Committed, VerdictCommitted, false, 0}, // marks it Forgotten (TestForgetRecord)
-		{Committed, decide, Committed, VerdictCommitted, false, 0},  // a retried decide: applies nothing
+		{Committed, decide, Committed, VerdictCommitted, false, 0}, // a retried decide: applies nothing
 		// aborted: final
 		{Aborted, begin, Aborted, VerdictAborted, false, CauseConflict},
 		{Aborted, stage, Aborted, VerdictAborted, false, CauseConflict},
