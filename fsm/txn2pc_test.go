@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
-	"slices"
 	"io"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -256,9 +256,9 @@ func TestTxnCommandCodec(t *testing.T) {
 	// The decide's fields (13 request, 14 states, 15 tokens).
 	dec := &TxnCommand{ID: "x", Anchor: []byte("a"), Keys: wkeys("a"),
 		Request: &txn.Request{Compare: []txn.Compare{cmpv("a", txn.TargetValue, txn.CmpEq, "1")}, Success: []txn.Op{tput("a", "2"), tput("z", "3")}},
-		States: []TxnRead{{Key: []byte("z"), KV: &KV{Key: []byte("z"), Value: []byte("v"), CreateIndex: 2, ModIndex: 3, Version: 2}}, {Key: []byte("y")}},
-		Tokens: []txn.Write{{Key: []byte("z"), Fence: &txn.Fence{Lock: "L", Token: 7}}},
-		Event:  &txn.Event{Kind: txn.EvDecide, ID: "x", Now: 5, Anchor: []byte("a"), Priority: 2}}
+		States:  []TxnRead{{Key: []byte("z"), KV: &KV{Key: []byte("z"), Value: []byte("v"), CreateIndex: 2, ModIndex: 3, Version: 2}}, {Key: []byte("y")}},
+		Tokens:  []txn.Write{{Key: []byte("z"), Fence: &txn.Fence{Lock: "L", Token: 7}}},
+		Event:   &txn.Event{Kind: txn.EvDecide, ID: "x", Now: 5, Anchor: []byte("a"), Priority: 2}}
 	enc := EncodeTxnCommand(dec)
 	got, err = DecodeTxnCommand(enc)
 	if err != nil || !reflect.DeepEqual(got, dec) {
