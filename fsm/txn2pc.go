@@ -82,7 +82,8 @@ type TxnCommand struct {
 	// as an OpTxnResolve with PreparedIndex would: one raft entry fewer
 	// per transaction. Old entries without it leave them to a resolve.
 	ResolveHere bool
-	// CheckOneShard: prepare with EvBegin — first look the event's request
+	// CheckOneShard: record with EvDecide, and prepare with EvBegin (older
+	// coordinators) — first look the event's request
 	// id up in this shard's dedup table: if a one-shard execution of it
 	// (OpTxn) is there, the transaction already ran once, before a split
 	// spread its keys over several shards (the split copies the dedup
@@ -92,7 +93,9 @@ type TxnCommand struct {
 	// result (TxnCmdResult.OneShard): a retry answers the recorded outcome,
 	// never a second application (I7). Entries without it (written before
 	// it existed) do not look, so replaying an old log gives the state it
-	// gave then.
+	// gave then. Record with EvAbort: the abort applies as always, and the
+	// answer carries the stored result too (a retry whose prepare met the
+	// tombstone of an earlier attempt aborts without reaching the decide).
 	CheckOneShard bool
 	// Batch: resolve — more resolutions (each an ID, its Keys, its final
 	// Record, PreparedIndex) applied in the same entry after this one's:
@@ -512,6 +515,15 @@ func (c *applyCtx) txnRecord(cmd *Command, index uint64) (*Result, error) {
 		}
 	}
 	res := &TxnCmdResult{Verdict: eff.Verdict, Record: rec}
+	if tc.CheckOneShard && tc.Event.Kind == txn.EvAbort {
+		// The coordinator gives up (a prepare of a retry met the tombstone
+		// an earlier attempt's resolution left, say): if the request id
+		// ran as a one-shard transaction here, that is the answer (I7).
+		// Only the answer changes, not the state.
+		if res.OneShard, err = c.oneShardResult(tc.Event.RequestID); err != nil {
+			return nil, err
+		}
+	}
 	if tc.ResolveHere && eff.Changed && rec != nil && rec.State.Final() {
 		// Final states never change, so this entry is the one that made
 		// it final: resolve the intents on this shard's keys now.

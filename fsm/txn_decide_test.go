@@ -330,3 +330,26 @@ func TestTxnForgetBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnAbortAnswersOneShard: a coordinator's abort with CheckOneShard
+// (a retry whose prepare met an earlier attempt's tombstone never reaches
+// the decide) applies as any abort and answers the one-shard execution of
+// the request id; without the flag it answers none (I7).
+func TestTxnAbortAnswersOneShard(t *testing.T) {
+	f := txnState(t)
+	one := &txn.Request{Success: []txn.Op{tput("bal", "11")}, RequestID: "r-9"}
+	oc := txnCmd(one)
+	oc.Time = time.Unix(1000, 0).UnixNano()
+	first := mustApply(t, f, 4, oc)
+	for i, check := range []bool{false, true} {
+		ab := &TxnCommand{ID: decideID, ResolveHere: true, CheckOneShard: check, Event: &txn.Event{Kind: txn.EvAbort,
+			ID: decideID, Anchor: []byte("bal"), Cause: txn.CauseCoordinator, RequestID: "r-9", Now: oc.Time}}
+		r := mustApply(t, f, uint64(5+i), tcCmd(OpTxnRecord, "bal", ab))
+		if r.TwoPC.Verdict != txn.VerdictAborted || (r.TwoPC.OneShard != nil) != check {
+			t.Fatalf("abort (check %v): %+v", check, r.TwoPC)
+		}
+		if check && !reflect.DeepEqual(r.TwoPC.OneShard.Txn, first.Txn) {
+			t.Fatalf("abort answered %+v, want %+v", r.TwoPC.OneShard, first)
+		}
+	}
+}

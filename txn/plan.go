@@ -45,6 +45,9 @@ const (
 	RecUnknown   RecStatus = 6 // the last write's outcome is unknown: read the record before anything else
 )
 
+// Final reports whether the record is known committed or aborted.
+func (r RecStatus) Final() bool { return r == RecCommitted || r == RecAborted }
+
 // Result is the answer the coordinator gives its client.
 type Result uint8
 
