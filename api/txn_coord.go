@@ -28,9 +28,11 @@ import (
 // expired Pending record is aborted).
 //
 // Wired here: the compare path for every transaction (prepare on every
-// participant, the anchor's carrying EvBegin; evaluate over the reads under
-// the intents; EvCommit with the write set: the commit point; reply;
-// resolve). The reply goes out as soon as the record is final: the intents
+// participant but the anchor's; then the anchor decides: one entry on its
+// shard evaluates over its own keys and the reads under the others'
+// intents and commits, the commit point, txn/DESIGN.md "The anchor
+// decides"; reply; resolve; forget). A begin is sent only when the prepares
+// outlive a heartbeat interval. The reply goes out as soon as the record is final: the intents
 // are resolved in the background (txnBackground), detached from the request
 // and bounded by writeTimeout, and a write's answer carries the index of the
 // prepare that laid its intent, which resolution writes as its mod_index
@@ -94,9 +96,9 @@ type txnCoord struct {
 	// once it holds every key of a committed record, the record is
 	// forgotten (forgetIfResolved).
 	resolved map[string]bool
-	// oneShard: the anchor's prepare found that this request id already
-	// ran as a one-shard transaction (before a split spread its keys): its
-	// stored result, which the client is answered (a replay); the prepare
+	// oneShard: the anchor's decide (or the abort) found that this request
+	// id already ran as a one-shard transaction (before a split spread its keys): its
+	// stored result, which the client is answered (a replay); the decide
 	// aborted the record, and the intents the other prepares laid are
 	// resolved as aborted like any aborted transaction's.
 	oneShard *fsm.Result
@@ -285,7 +287,8 @@ func (c *txnCoord) event(kind txn.EventKind) *txn.Event {
 
 func fenceKey(lock string, key []byte) string { return lock + "\x00" + string(key) }
 
-// prepare sends one participant's prepare (the anchor's with EvBegin).
+// prepare sends one participant's prepare (with EvBegin when a.Begin: Plan no
+// longer asks for it, the anchor decides instead).
 func (c *txnCoord) prepare(ctx context.Context, a txn.Action) {
 	pt := c.rt.Participant(a.Shard)
 	tc := &fsm.TxnCommand{ID: c.id, Anchor: c.rt.Anchor, Priority: c.prio, Keys: pt.Keys}
