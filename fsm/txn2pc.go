@@ -1007,6 +1007,11 @@ func (f *FSM) TxnLiveRecords() ([]*txn.Record, error) {
 			return nil
 		}
 		return b.ForEach(func(k, v []byte) error {
+			// Most records are final (kept for the dedup window): peek,
+			// and decode only the live ones.
+			if sum, err := txn.PeekRecord(v); err == nil && sum.State.Final() {
+				return nil
+			}
 			r, err := txn.DecodeRecord(v)
 			if err != nil {
 				return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
@@ -1040,6 +1045,9 @@ func (f *FSM) TxnUnforgottenRecords(after []byte, before int64, limit int) (recs
 			if len(recs) >= limit {
 				next = cloneBytes([]byte(recs[len(recs)-1].ID))
 				return nil
+			}
+			if sum, err := txn.PeekRecord(v); err == nil && (sum.State != txn.Committed || sum.Forgotten || sum.Heartbeat >= before) {
+				continue // not picked: no decode
 			}
 			r, err := txn.DecodeRecord(v)
 			if err != nil {

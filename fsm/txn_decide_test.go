@@ -353,3 +353,23 @@ func TestTxnAbortAnswersOneShard(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnLiveRecordsPicksLiveOnly: the record sweep's scan (which peeks at
+// each record and decodes only the ones it picks) lists the Pending and
+// Staging records, not the final ones.
+func TestTxnLiveRecordsPicksLiveOnly(t *testing.T) {
+	f := txnState(t)
+	ev := func(kind txn.EventKind, id string) *Command {
+		return tcCmd(OpTxnRecord, "bal", &TxnCommand{ID: id, Event: &txn.Event{Kind: kind, ID: id, Anchor: []byte("bal"), Now: 1,
+			WriteSet: []txn.Write{{Key: []byte("bal"), Value: []byte("1")}}, Succeeded: true}})
+	}
+	mustApply(t, f, 4, ev(txn.EvBegin, "p"))
+	mustApply(t, f, 5, ev(txn.EvStage, "s"))
+	mustApply(t, f, 6, ev(txn.EvAbort, "a"))
+	mustApply(t, f, 7, ev(txn.EvBegin, "c"))
+	mustApply(t, f, 8, ev(txn.EvCommit, "c"))
+	recs, err := f.TxnLiveRecords()
+	if err != nil || len(recs) != 2 || recs[0].ID != "p" || recs[0].State != txn.Pending || recs[1].ID != "s" || recs[1].State != txn.Staging {
+		t.Fatalf("live records %+v %v, want p (pending) and s (staging)", recs, err)
+	}
+}
