@@ -156,6 +156,7 @@ type Server struct {
 	sweep   sweepLeases    // when this node began leading each shard, for the record sweeper
 	txnbg   txnBackground  // resolutions after a transaction's reply (txn_coord.go)
 	txnres  resolveBatcher // those resolutions, batched per shard (txn_batch.go)
+	txnfgt  forgetBatcher  // and the forgets that follow them, batched per anchor shard
 	node    string         // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc

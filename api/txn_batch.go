@@ -17,7 +17,12 @@ import (
 // is resolved one transaction at a time through resolveKeys, which routes
 // each key again.
 
-// txnResolveBatchMax bounds the transactions in one resolve entry.
+// Forgets (EvForget on committed records whose participants are resolved)
+// are batched per anchor shard the same way: one record entry forgets many
+// (fsm.TxnCommand.Batch of forget events); refused as a whole, each is sent
+// alone, routed by its own anchor.
+
+// txnResolveBatchMax bounds the transactions in one resolve (or forget) entry.
 const txnResolveBatchMax = 128
 
 type resolveItem struct {
@@ -123,4 +128,92 @@ func (s *Server) proposeResolveBatch(ctx context.Context, batch []*resolveItem) 
 		err = errors.New("api: resolve batch returned no result")
 	}
 	return err
+}
+
+type forgetItem struct {
+	rec  *txn.Record
+	done chan error // buffered: the drainer never blocks on it
+}
+
+type forgetBatcher struct {
+	mu      sync.Mutex
+	queue   map[uint64][]*forgetItem // anchor shard -> waiting
+	running map[uint64]bool
+}
+
+// forgetBatched forgets the committed record rec, batched with other
+// forgets of its anchor's shard. It returns when the forget applied or
+// failed, or ctx ended.
+func (s *Server) forgetBatched(ctx context.Context, rec *txn.Record) error {
+	rng, err := s.lookup(rec.Anchor)
+	if err != nil {
+		return err
+	}
+	it := &forgetItem{rec: rec, done: make(chan error, 1)}
+	b := &s.txnfgt
+	b.mu.Lock()
+	if b.queue == nil {
+		b.queue, b.running = map[uint64][]*forgetItem{}, map[uint64]bool{}
+	}
+	b.queue[rng.ID] = append(b.queue[rng.ID], it)
+	start := !b.running[rng.ID]
+	b.running[rng.ID] = true
+	b.mu.Unlock()
+	if start && !s.txnbg.spawn(0, func(ctx context.Context) { s.drainForgets(ctx, rng.ID) }) {
+		s.drainForgets(ctx, rng.ID) // closing: fail what is queued, in this goroutine
+	}
+	select {
+	case err := <-it.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// drainForgets proposes shard's queued forgets, a batch per entry, until
+// its queue is empty.
+func (s *Server) drainForgets(ctx context.Context, shard uint64) {
+	b := &s.txnfgt
+	for {
+		b.mu.Lock()
+		items := b.queue[shard]
+		if len(items) == 0 {
+			delete(b.queue, shard)
+			b.running[shard] = false
+			b.mu.Unlock()
+			return
+		}
+		n := min(len(items), txnResolveBatchMax)
+		b.queue[shard] = items[n:]
+		b.mu.Unlock()
+		s.forgetBatch(ctx, items[:n])
+	}
+}
+
+func (s *Server) forgetBatch(ctx context.Context, batch []*forgetItem) {
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	err := ctx.Err()
+	if err == nil {
+		now := s.cfg.Clock.Now().UnixNano()
+		cmds := make([]*fsm.TxnCommand, len(batch))
+		for i, it := range batch {
+			cmds[i] = &fsm.TxnCommand{ID: it.rec.ID, Event: &txn.Event{Kind: txn.EvForget, ID: it.rec.ID, Anchor: it.rec.Anchor, Now: now}}
+		}
+		head := cmds[0]
+		head.Batch = cmds[1:]
+		var res *fsm.Result
+		res, err = s.txnPropose(ctx, head.Event.Anchor, &fsm.Command{Op: fsm.OpTxnRecord, Key: head.Event.Anchor,
+			Value: fsm.EncodeTxnCommand(head)})
+		if err == nil {
+			err = res.Err
+		}
+	}
+	for _, it := range batch {
+		if err != nil && ctx.Err() == nil && len(batch) > 1 {
+			it.done <- s.forgetOne(ctx, it.rec)
+		} else {
+			it.done <- err
+		}
+	}
 }

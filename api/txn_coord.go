@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -8,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,9 +28,11 @@ import (
 // expired Pending record is aborted).
 //
 // Wired here: the compare path for every transaction (prepare on every
-// participant, the anchor's carrying EvBegin; evaluate over the reads under
-// the intents; EvCommit with the write set: the commit point; reply;
-// resolve). The reply goes out as soon as the record is final: the intents
+// participant but the anchor's; then the anchor decides: one entry on its
+// shard evaluates over its own keys and the reads under the others'
+// intents and commits, the commit point, txn/DESIGN.md "The anchor
+// decides"; reply; resolve; forget). A begin is sent only when the prepares
+// outlive a heartbeat interval. The reply goes out as soon as the record is final: the intents
 // are resolved in the background (txnBackground), detached from the request
 // and bounded by writeTimeout, and a write's answer carries the index of the
 // prepare that laid its intent, which resolution writes as its mod_index
@@ -90,9 +96,9 @@ type txnCoord struct {
 	// once it holds every key of a committed record, the record is
 	// forgotten (forgetIfResolved).
 	resolved map[string]bool
-	// oneShard: the anchor's prepare found that this request id already
-	// ran as a one-shard transaction (before a split spread its keys): its
-	// stored result, which the client is answered (a replay); the prepare
+	// oneShard: the anchor's decide (or the abort) found that this request
+	// id already ran as a one-shard transaction (before a split spread its keys): its
+	// stored result, which the client is answered (a replay); the decide
 	// aborted the record, and the intents the other prepares laid are
 	// resolved as aborted like any aborted transaction's.
 	oneShard *fsm.Result
@@ -140,6 +146,14 @@ func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Reque
 	// Everything the reply needs is read before the background resolution
 	// may touch c.
 	reply, stale, one := c.reply, c.stale, c.oneShard
+	if reply == txn.ResultCommitted && c.out == nil && one == nil && req.RequestID == "" {
+		// Committed by a decide whose answer was lost (a leader change,
+		// a timeout): the anchor's reads and writes it applied are gone
+		// with the answer. Without a request id the client cannot be
+		// given a replay, so it hears outcome_unknown rather than a
+		// committed answer without its results (TestBank* read them).
+		reply = txn.ResultUnknown
+	}
 	var answer txnResponseJSON
 	if reply == txn.ResultCommitted {
 		answer = c.answer()
@@ -273,7 +287,8 @@ func (c *txnCoord) event(kind txn.EventKind) *txn.Event {
 
 func fenceKey(lock string, key []byte) string { return lock + "\x00" + string(key) }
 
-// prepare sends one participant's prepare (the anchor's with EvBegin).
+// prepare sends one participant's prepare (with EvBegin when a.Begin: Plan no
+// longer asks for it, the anchor decides instead).
 func (c *txnCoord) prepare(ctx context.Context, a txn.Action) {
 	pt := c.rt.Participant(a.Shard)
 	tc := &fsm.TxnCommand{ID: c.id, Anchor: c.rt.Anchor, Priority: c.prio, Keys: pt.Keys}
@@ -397,12 +412,18 @@ func (c *txnCoord) recordEvent(ctx context.Context, ev *txn.Event) {
 	cmd := txnRecordCommand(c.id, ev)
 	final := ev.Kind == txn.EvCommit || ev.Kind == txn.EvAbort
 	if final {
-		cmd.Value = fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: c.id, Event: ev, ResolveHere: true})
+		// An abort also asks for a one-shard execution of the request id
+		// (a retry after a split, txn/DESIGN.md): that is the answer then.
+		cmd.Value = fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: c.id, Event: ev, ResolveHere: true,
+			CheckOneShard: ev.Kind == txn.EvAbort && ev.RequestID != ""})
 	}
 	res, err := c.s.txnPropose(ctx, c.rt.Anchor, cmd)
 	if err != nil || res.Err != nil {
 		c.st.Record = txn.RecUnknown
 		return
+	}
+	if res.TwoPC.OneShard != nil {
+		c.oneShard = res.TwoPC.OneShard
 	}
 	c.noteRecord(res.TwoPC.Verdict, res.TwoPC.Record)
 	if len(res.TwoPC.Resolved) == 0 {
@@ -450,6 +471,14 @@ func (c *txnCoord) act(ctx context.Context, a txn.Action) {
 		ev := c.event(txn.EvCommit)
 		ev.WriteSet, ev.Succeeded = c.out.Writes, c.out.Succeeded
 		c.recordEvent(ctx, ev)
+	case txn.ActDecide:
+		c.decide(ctx)
+	case txn.ActBegin:
+		// The prepares outlive a heartbeat interval: the record now exists
+		// (Pending), so heartbeats keep the transaction alive; the decide
+		// commits from it.
+		c.lastHB = c.s.cfg.Clock.Now()
+		c.recordEvent(ctx, c.event(txn.EvBegin))
 	case txn.ActAbort:
 		c.s.log.Debug("txn: coordinator aborts", "txn", c.id, "cause", a.Cause, "parts", fmt.Sprintf("%+v", c.st.Parts),
 			"record", c.st.Record, "last_err", c.lastErr)
@@ -481,6 +510,88 @@ func (c *txnCoord) act(ctx context.Context, a txn.Action) {
 			return
 		}
 	}
+}
+
+// decide sends the anchor's decide (txn/DESIGN.md "The anchor decides"):
+// one entry on the anchor's shard evaluates the compares over the anchor's
+// keys as it applies and the other participants' states read under their
+// intents, checks every fence of the branch taken, and commits, writing the
+// anchor's keys directly. Its answer is the record's state; a conflict on
+// an anchor key (push, decide again), wrong_shard, or unknown.
+func (c *txnCoord) decide(ctx context.Context) {
+	pt := c.rt.Participant(c.rt.AnchorShard)
+	tc := &fsm.TxnCommand{ID: c.id, Anchor: c.rt.Anchor, Priority: c.prio, Keys: pt.Keys, Request: c.req,
+		Event: c.event(txn.EvDecide), CheckOneShard: c.req.RequestID != ""}
+	for _, p := range c.rt.Participants {
+		if p.Shard == c.rt.AnchorShard {
+			continue
+		}
+		for _, k := range p.Keys {
+			tc.States = append(tc.States, fsm.TxnRead{Key: k.Key, KV: c.reads[string(k.Key)]})
+		}
+	}
+	for fk, tok := range c.tokens {
+		lock, key, _ := strings.Cut(fk, "\x00")
+		tc.Tokens = append(tc.Tokens, txn.Write{Key: []byte(key), Fence: &txn.Fence{Lock: lock, Token: tok}})
+	}
+	slices.SortFunc(tc.Tokens, func(a, b txn.Write) int { // a deterministic entry
+		return cmp.Or(bytes.Compare(a.Key, b.Key), strings.Compare(a.Fence.Lock, b.Fence.Lock))
+	})
+	res, err := c.s.txnPropose(ctx, c.rt.Anchor, &fsm.Command{Op: fsm.OpTxnRecord, Key: c.rt.Anchor,
+		Value: fsm.EncodeTxnCommand(tc)})
+	p := c.part(c.rt.AnchorShard)
+	p.Attempts++
+	var ws *fsm.WrongShardError
+	switch {
+	case err != nil:
+		c.lastErr = err
+		p.Status, c.st.Record = txn.PartUnknown, txn.RecUnknown
+		return
+	case errors.As(res.Err, &ws):
+		p.Status = txn.PartWrongShard
+		return
+	case res.Err != nil:
+		c.lastErr = res.Err
+		p.Status, c.st.Record = txn.PartUnknown, txn.RecUnknown
+		return
+	}
+	t := res.TwoPC
+	if t.Vote == txn.VoteConflict {
+		p.Status, p.Blocker = txn.PartConflict, t.Blocker
+		if t.Record != nil && t.Record.State == txn.Pending {
+			c.st.Record = txn.RecPending
+		}
+		return
+	}
+	if t.OneShard != nil {
+		c.oneShard = t.OneShard
+	}
+	if t.Stale != nil {
+		c.stale = t.Stale
+	}
+	c.noteRecord(t.Verdict, t.Record)
+	if !c.st.Record.Final() {
+		p.Status = txn.PartUnknown // refused (a staging record): read it again
+		return
+	}
+	p.Status = txn.PartResolved // the anchor's keys hold no intent of this transaction
+	if c.st.Record != txn.RecCommitted || len(t.Reads) == 0 {
+		return // aborted, or committed by an earlier decide (its answer lost): a replay, no results
+	}
+	// This entry committed: the anchor's keys as it read them complete the
+	// states, and Execute gives the outcome it applied.
+	for _, rd := range t.Reads {
+		c.reads[string(rd.Key)] = rd.KV
+	}
+	out := txn.Execute(c.req, func(k []byte) txn.KeyState { return kvState(c.reads[string(k)]) })
+	c.out = &out
+	c.st.Evaluated = true
+	for _, w := range t.Written {
+		c.writes[string(w.Key)] = w
+	}
+	c.mu.Lock()
+	c.markResolved(t.Resolved)
+	c.mu.Unlock()
 }
 
 // resolve resolves the participant's intents from the final record, keys
@@ -556,16 +667,23 @@ func (c *txnCoord) forgetIfResolved(ctx context.Context) {
 }
 
 // forgetTxn proposes EvForget on a committed record whose intents are
-// resolved on every participant. A failure is harmless: the record stays
-// until the sweeper forgets it.
+// resolved on every participant, batched with other forgets of its anchor's
+// shard (txn_batch.go). A failure is harmless: the record stays until the
+// sweeper forgets it.
 func (s *Server) forgetTxn(ctx context.Context, rec *txn.Record) {
-	ev := &txn.Event{Kind: txn.EvForget, ID: rec.ID, Anchor: rec.Anchor, Now: s.cfg.Clock.Now().UnixNano()}
-	if res, err := s.txnPropose(ctx, rec.Anchor, txnRecordCommand(rec.ID, ev)); err != nil || res.Err != nil {
-		if err == nil {
-			err = res.Err
-		}
+	if err := s.forgetBatched(ctx, rec); err != nil {
 		s.log.Debug("txn: forget failed; the sweeper forgets the record later", "txn", rec.ID, "err", err)
 	}
+}
+
+// forgetOne proposes one EvForget, routed by the record's anchor.
+func (s *Server) forgetOne(ctx context.Context, rec *txn.Record) error {
+	ev := &txn.Event{Kind: txn.EvForget, ID: rec.ID, Anchor: rec.Anchor, Now: s.cfg.Clock.Now().UnixNano()}
+	res, err := s.txnPropose(ctx, rec.Anchor, txnRecordCommand(rec.ID, ev))
+	if err == nil {
+		err = res.Err
+	}
+	return err
 }
 
 // resolveKeys proposes OpTxnResolve for keys, grouped by current owner.
@@ -683,7 +801,7 @@ func (c *txnCoord) replyEarly() bool {
 		return true // a replay: no results
 	}
 	for _, o := range c.req.Branch(c.rec.Succeeded) {
-		if o.Kind.IsWrite() && c.seqs[string(o.Key)] == 0 {
+		if _, done := c.writes[string(o.Key)]; o.Kind.IsWrite() && c.seqs[string(o.Key)] == 0 && !done {
 			return false
 		}
 	}

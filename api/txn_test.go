@@ -129,7 +129,8 @@ func TestTxnWireRoundTrip(t *testing.T) {
 		Resolved: [][]byte{[]byte("d")},
 		OneShard: &fsm.Result{Index: 5, Txn: &fsm.TxnResult{Succeeded: true, Ops: []fsm.TxnOpResult{
 			{Kind: txn.OpPut, Key: []byte("p"), KV: &fsm.KV{Key: []byte("p"), CreateIndex: 5, ModIndex: 5, Version: 1}},
-			{Kind: txn.OpGet, Key: []byte("g")}}}}}}
+			{Kind: txn.OpGet, Key: []byte("g")}}}},
+		Stale: &fsm.StaleTokenError{Key: []byte("s"), Lock: "L", Token: 3, Accepted: 4}}}
 	w, err := toWire(in)
 	if err != nil {
 		t.Fatal(err)

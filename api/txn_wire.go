@@ -39,6 +39,14 @@ type txnWireResult struct {
 	Written    []txnWireRead `json:"written,omitempty"`
 	Resolved   [][]byte      `json:"resolved,omitempty"`
 	OneShard   []byte        `json:"one_shard,omitempty"` // fsm.EncodeStoredResult (prepare: fsm.TxnCmdResult.OneShard)
+	Stale      *txnWireStale `json:"stale,omitempty"`     // decide: a stale fence aborted it
+}
+
+type txnWireStale struct {
+	Key      []byte `json:"key"`
+	Lock     string `json:"lock"`
+	Token    uint64 `json:"token"`
+	Accepted uint64 `json:"accepted"`
 }
 
 type txnWireRead struct {
@@ -95,6 +103,9 @@ func toWire(res *fsm.Result) (*txnWireResult, error) {
 	if t.OneShard != nil {
 		out.OneShard = fsm.EncodeStoredResult(t.OneShard)
 	}
+	if st := t.Stale; st != nil {
+		out.Stale = &txnWireStale{Key: st.Key, Lock: st.Lock, Token: st.Token, Accepted: st.Accepted}
+	}
 	for _, rd := range t.Reads {
 		r := toWireRead(rd.Key, rd.KV)
 		r.Seq = rd.Seq
@@ -134,6 +145,9 @@ func (w *txnWireResult) result() (*fsm.Result, error) {
 		if t.OneShard, err = fsm.DecodeStoredResult(w.OneShard); err != nil {
 			return nil, err
 		}
+	}
+	if st := w.Stale; st != nil {
+		t.Stale = &fsm.StaleTokenError{Key: st.Key, Lock: st.Lock, Token: st.Token, Accepted: st.Accepted}
 	}
 	for _, r := range w.Reads {
 		t.Reads = append(t.Reads, fsm.TxnRead{Key: r.Key, KV: r.kv(), Seq: r.Seq})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 
 	"go.etcd.io/bbolt"
 
@@ -81,7 +82,8 @@ type TxnCommand struct {
 	// as an OpTxnResolve with PreparedIndex would: one raft entry fewer
 	// per transaction. Old entries without it leave them to a resolve.
 	ResolveHere bool
-	// CheckOneShard: prepare with EvBegin — first look the event's request
+	// CheckOneShard: record with EvDecide, and prepare with EvBegin (older
+	// coordinators) — first look the event's request
 	// id up in this shard's dedup table: if a one-shard execution of it
 	// (OpTxn) is there, the transaction already ran once, before a split
 	// spread its keys over several shards (the split copies the dedup
@@ -91,14 +93,29 @@ type TxnCommand struct {
 	// result (TxnCmdResult.OneShard): a retry answers the recorded outcome,
 	// never a second application (I7). Entries without it (written before
 	// it existed) do not look, so replaying an old log gives the state it
-	// gave then.
+	// gave then. Record with EvAbort: the abort applies as always, and the
+	// answer carries the stored result too (a retry whose prepare met the
+	// tombstone of an earlier attempt aborts without reaching the decide).
 	CheckOneShard bool
 	// Batch: resolve — more resolutions (each an ID, its Keys, its final
 	// Record, PreparedIndex) applied in the same entry after this one's:
 	// the resolutions of many transactions on one shard cost one raft
 	// entry. Every key of every one must be in the range, or nothing is
-	// applied (WrongShardError).
+	// applied (WrongShardError). Record — more EvForget events (each an ID
+	// and its Event) applied after this one's: the forgets of many
+	// transactions anchored on one shard cost one raft entry. Every anchor
+	// must be in the range, or nothing is applied.
 	Batch []*TxnCommand
+	// Request, States, Tokens: record with EvDecide (the anchor decides,
+	// txn/DESIGN.md "The anchor decides") — the request to evaluate, the
+	// state of every key of the other participants as their prepares read
+	// it under their intents, and the token each of those participants
+	// accepted for a fenced key (txn.Write{Key, Fence{Lock, Token}}). Keys
+	// are the anchor participant's keys, which the decide reads, checks for
+	// other transactions' intents and writes directly.
+	Request *txn.Request
+	States  []TxnRead
+	Tokens  []txn.Write
 }
 
 // TxnCmdResult is the outcome of a 2PC command.
@@ -116,8 +133,12 @@ type TxnCmdResult struct {
 	// OneShard: prepare with CheckOneShard — the stored result of the
 	// one-shard execution of the event's request id (a TxnResult, or the
 	// StaleTokenError that refused it). The prepare laid no intent and
-	// aborted the record (Verdict, Record).
+	// aborted the record (Verdict, Record). Decide with CheckOneShard: the
+	// same.
 	OneShard *Result
+	// Stale: decide — a write of the branch taken had a stale fence: the
+	// decide wrote the record Aborted and nothing else (I11).
+	Stale *StaleTokenError
 }
 
 // EncodeStoredResult and DecodeStoredResult carry a TxnCmdResult.OneShard
@@ -473,11 +494,36 @@ func (c *applyCtx) txnRecord(cmd *Command, index uint64) (*Result, error) {
 	if !c.rng.Contains(tc.Event.Anchor) || !bytes.Equal(tc.Event.Anchor, cmd.Key) {
 		return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(tc.Event.Anchor), Range: cloneRange(c.rng)}}, nil
 	}
+	if tc.Event.Kind == txn.EvDecide {
+		return c.txnDecide(tc, cmd, index)
+	}
+	for _, b := range tc.Batch { // forgets only (api/txn_batch.go): all or nothing
+		if b.Event == nil || b.Event.Kind != txn.EvForget || tc.Event.Kind != txn.EvForget {
+			return &Result{Index: index, Err: fmt.Errorf("%w: a record batch holds forgets only", ErrInvalidCommand)}, nil
+		}
+		if !c.rng.Contains(b.Event.Anchor) {
+			return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(b.Event.Anchor), Range: cloneRange(c.rng)}}, nil
+		}
+	}
 	rec, eff, err := c.recordEvent(*tc.Event, cmd.Time)
 	if err != nil {
 		return nil, err
 	}
+	for _, b := range tc.Batch {
+		if _, _, err := c.recordEvent(*b.Event, cmd.Time); err != nil {
+			return nil, err
+		}
+	}
 	res := &TxnCmdResult{Verdict: eff.Verdict, Record: rec}
+	if tc.CheckOneShard && tc.Event.Kind == txn.EvAbort {
+		// The coordinator gives up (a prepare of a retry met the tombstone
+		// an earlier attempt's resolution left, say): if the request id
+		// ran as a one-shard transaction here, that is the answer (I7).
+		// Only the answer changes, not the state.
+		if res.OneShard, err = c.oneShardResult(tc.Event.RequestID); err != nil {
+			return nil, err
+		}
+	}
 	if tc.ResolveHere && eff.Changed && rec != nil && rec.State.Final() {
 		// Final states never change, so this entry is the one that made
 		// it final: resolve the intents on this shard's keys now.
@@ -504,6 +550,205 @@ func (c *applyCtx) txnRecord(cmd *Command, index uint64) (*Result, error) {
 		return nil, err
 	}
 	return &Result{Index: index, TwoPC: res}, nil
+}
+
+// txnDecide applies a decide (OpTxnRecord with EvDecide): the anchor
+// decides (txn/DESIGN.md "The anchor decides"). In one apply, in this
+// order: the one-shard replay of the request id (CheckOneShard: the record
+// is aborted and the stored result answered, as the begin-prepare did); the
+// record (final: its verdict, nothing applied; Staging: refused, stale); an
+// intent of another transaction on an anchor key (conflict: nothing
+// written, the blocker answered); the compares over the anchor's keys as
+// this apply reads them and the other participants' States; the fences of
+// the branch's writes (the anchor's against this shard, the others' against
+// Tokens; a stale one aborts the record); then the record Committed (the
+// commit point), the anchor's writes applied directly at this entry's index,
+// and this transaction's intents on the other keys this shard owns resolved.
+// Deterministic (I3): it reads only the entry and the stored state.
+func (c *applyCtx) txnDecide(tc *TxnCommand, cmd *Command, index uint64) (*Result, error) {
+	ev := *tc.Event
+	res := &TxnCmdResult{}
+	done := func() (*Result, error) {
+		if err := c.pruneTxn(cmd.Time); err != nil {
+			return nil, err
+		}
+		return &Result{Index: index, TwoPC: res}, nil
+	}
+	abort := func() error {
+		a := ev
+		a.Kind, a.Cause = txn.EvAbort, txn.CauseCoordinator
+		rec, eff, err := c.recordEvent(a, cmd.Time)
+		res.Verdict, res.Record = eff.Verdict, rec
+		return err
+	}
+	if tc.CheckOneShard {
+		one, err := c.oneShardResult(ev.RequestID)
+		if err != nil {
+			return nil, err
+		}
+		if one != nil {
+			res.OneShard = one
+			if err := abort(); err != nil {
+				return nil, err
+			}
+			return done()
+		}
+	}
+	rec, err := c.loadRecord(ev.ID)
+	if err != nil {
+		return nil, err
+	}
+	if rec != nil && rec.State != txn.Pending {
+		// Final (a retry, or a push that got there first) or Staging (not
+		// this path's): the transition answers, and changes nothing.
+		_, eff := txn.NextRecord(rec, ev)
+		res.Verdict, res.Record = eff.Verdict, rec
+		return done()
+	}
+	if tc.Request == nil {
+		return &Result{Index: index, Err: fmt.Errorf("%w: decide without its request", ErrInvalidCommand)}, nil
+	}
+	mine := map[string]bool{}   // anchor keys
+	holds := map[string]bool{}  // anchor keys holding an intent of this transaction (dropped at commit)
+	seen := map[string]*KV{}    // anchor keys as this apply reads them
+	for _, k := range tc.Keys { // in command order: the blocker is deterministic (I3)
+		ins, err := loadIntents(c.b.intents, k.Key)
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range ins {
+			if in.TxnID == tc.ID {
+				holds[string(k.Key)] = true
+			} else if txn.Conflict(tc.ID, k.Access, in) {
+				res.Vote, res.Blocker, res.Record = txn.VoteConflict, &in, rec
+				return done()
+			}
+		}
+		kv, err := c.load(k.Key)
+		if err != nil {
+			return nil, err
+		}
+		mine[string(k.Key)], seen[string(k.Key)] = true, kv
+	}
+	others := map[string]*KV{}
+	for _, st := range tc.States {
+		others[string(st.Key)] = st.KV
+	}
+	var missing []byte
+	out := txn.Execute(tc.Request, func(key []byte) txn.KeyState {
+		if kv, ok := seen[string(key)]; ok {
+			return keyState(kv)
+		}
+		kv, ok := others[string(key)]
+		if !ok && missing == nil {
+			missing = key
+		}
+		return keyState(kv)
+	})
+	if missing != nil {
+		return &Result{Index: index, Err: fmt.Errorf("%w: decide without the state of key %q", ErrInvalidCommand, missing)}, nil
+	}
+	tokens := map[string]uint64{}
+	for _, t := range tc.Tokens {
+		if t.Fence != nil {
+			tokens[t.Fence.Lock+"\x00"+string(t.Key)] = t.Fence.Token
+		}
+	}
+	for _, w := range out.Writes { // every fence before any write (I11)
+		if w.Fence == nil {
+			continue
+		}
+		var stale *StaleTokenError
+		if mine[string(w.Key)] {
+			_, stale, err = c.checkFence(&Command{Key: w.Key, Fence: &Fence{Lock: w.Fence.Lock, Token: w.Fence.Token}})
+			if err != nil {
+				return nil, err
+			}
+		} else if acc := tokens[w.Fence.Lock+"\x00"+string(w.Key)]; acc > w.Fence.Token {
+			stale = &StaleTokenError{Key: cloneBytes(w.Key), Lock: w.Fence.Lock, Token: w.Fence.Token, Accepted: acc}
+		}
+		if stale != nil {
+			res.Stale = stale
+			if err := abort(); err != nil {
+				return nil, err
+			}
+			return done()
+		}
+	}
+	ev.WriteSet, ev.Succeeded = out.Writes, out.Succeeded
+	next, eff, err := c.recordEvent(ev, cmd.Time)
+	if err != nil {
+		return nil, err
+	}
+	res.Verdict, res.Record = eff.Verdict, next
+	if !eff.Changed || next == nil || next.State != txn.Committed {
+		return done()
+	}
+	// The commit point: the anchor's writes apply now, at this index.
+	for _, k := range tc.Keys {
+		res.Reads = append(res.Reads, TxnRead{Key: k.Key, KV: seen[string(k.Key)]})
+		res.Resolved = append(res.Resolved, k.Key)
+		if holds[string(k.Key)] {
+			// An intent of this transaction on an anchor key (a prepare an
+			// older coordinator sent here): the direct write replaces it.
+			ins, err := loadIntents(c.b.intents, k.Key)
+			if err != nil {
+				return nil, err
+			}
+			ins = slices.DeleteFunc(ins, func(in txn.Intent) bool { return in.TxnID == tc.ID })
+			if err := storeIntents(c.b.intents, k.Key, ins); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, o := range tc.Request.Branch(out.Succeeded) {
+		if !o.Kind.IsWrite() || !mine[string(o.Key)] {
+			continue
+		}
+		wc := &Command{Key: o.Key, Value: o.Value, TTL: o.TTL}
+		if o.Fence != nil {
+			wc.Fence = &Fence{Lock: o.Fence.Lock, Token: o.Fence.Token}
+		}
+		r := TxnOpResult{Kind: o.Kind, Key: o.Key}
+		var wr *Result
+		if o.Kind == txn.OpDelete {
+			wc.Op = OpDelete
+			wr, err = c.del(wc, index)
+		} else {
+			wc.Op = OpPut
+			wr, err = c.putOver(wc, index, seen[string(o.Key)])
+		}
+		if err != nil {
+			return nil, err
+		}
+		if wr.Err != nil { // cannot happen: fences were checked above, no condition
+			return nil, fmt.Errorf("fsm: decide write %q refused after its checks: %w", o.Key, wr.Err)
+		}
+		r.KV, r.Deleted = wr.KV, wr.Deleted
+		res.Written = append(res.Written, r)
+	}
+	// Intents of this transaction on other keys this shard owns (a
+	// participant whose keys a split left here): resolved as ResolveHere
+	// does, tombstone included.
+	var rest []txn.KeyIntent
+	for _, p := range next.Participants {
+		for _, k := range p.Keys {
+			if c.rng.Contains(k.Key) && !mine[string(k.Key)] {
+				rest = append(rest, k)
+			}
+		}
+	}
+	if len(rest) > 0 {
+		r, err := c.resolveIntents(tc.ID, rest, next, index, true, cmd.Time)
+		if err != nil {
+			return nil, err
+		}
+		res.Written = append(res.Written, r.Written...)
+		for _, k := range rest {
+			res.Resolved = append(res.Resolved, k.Key)
+		}
+	}
+	return done()
 }
 
 // txnResolve applies an OpTxnResolve: the final record decides each intent
@@ -762,6 +1007,11 @@ func (f *FSM) TxnLiveRecords() ([]*txn.Record, error) {
 			return nil
 		}
 		return b.ForEach(func(k, v []byte) error {
+			// Most records are final (kept for the dedup window): peek,
+			// and decode only the live ones.
+			if sum, err := txn.PeekRecord(v); err == nil && sum.State.Final() {
+				return nil
+			}
 			r, err := txn.DecodeRecord(v)
 			if err != nil {
 				return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
@@ -795,6 +1045,9 @@ func (f *FSM) TxnUnforgottenRecords(after []byte, before int64, limit int) (recs
 			if len(recs) >= limit {
 				next = cloneBytes([]byte(recs[len(recs)-1].ID))
 				return nil
+			}
+			if sum, err := txn.PeekRecord(v); err == nil && (sum.State != txn.Committed || sum.Forgotten || sum.Heartbeat >= before) {
+				continue // not picked: no decode
 			}
 			r, err := txn.DecodeRecord(v)
 			if err != nil {

@@ -26,6 +26,9 @@ const (
 	tcResolveH = 10 // 1: a record event that makes the record final resolves this shard's intents (ResolveHere)
 	tcBatch    = 11 // repeated: a nested EncodeTxnCommand (resolve: more resolutions in the same entry)
 	tcOneShard = 12 // 1: a prepare's begin first looks its request id up in the dedup table (CheckOneShard)
+	tcRequest  = 13 // txn.EncodeRequest (decide: the request to evaluate)
+	tcState    = 14 // repeated, nested: 1 key, 2 found, 3 value, 4 create index, 5 mod index, 6 version (decide: States)
+	tcToken    = 15 // repeated, nested: 1 key, 2 lock, 3 accepted token (decide: Tokens)
 )
 
 // EncodeTxnCommand encodes a 2PC command's Value.
@@ -79,6 +82,28 @@ func EncodeTxnCommand(tc *TxnCommand) []byte {
 	}
 	if tc.CheckOneShard {
 		b = wire.AppendUint(b, tcOneShard, 1)
+	}
+	if tc.Request != nil {
+		b = wire.AppendBytesAlways(b, tcRequest, txn.EncodeRequest(tc.Request))
+	}
+	for _, st := range tc.States {
+		sb := wire.AppendBytesAlways(nil, 1, st.Key)
+		if kv := st.KV; kv != nil {
+			sb = wire.AppendUint(sb, 2, 1)
+			sb = wire.AppendBytes(sb, 3, kv.Value)
+			sb = wire.AppendUint(sb, 4, kv.CreateIndex)
+			sb = wire.AppendUint(sb, 5, kv.ModIndex)
+			sb = wire.AppendUint(sb, 6, kv.Version)
+		}
+		b = wire.AppendBytesAlways(b, tcState, sb)
+	}
+	for _, t := range tc.Tokens {
+		tb := wire.AppendBytesAlways(nil, 1, t.Key)
+		if t.Fence != nil {
+			tb = wire.AppendBytes(tb, 2, []byte(t.Fence.Lock))
+			tb = wire.AppendUint(tb, 3, t.Fence.Token)
+		}
+		b = wire.AppendBytesAlways(b, tcToken, tb)
 	}
 	return b
 }
@@ -156,6 +181,60 @@ func decodeTxnCommand(b []byte, nested bool) (*TxnCommand, error) {
 			tc.ResolveHere = v != 0
 		case tcOneShard:
 			tc.CheckOneShard = v != 0
+		case tcRequest:
+			req, err := txn.DecodeRequest(p)
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrInvalidCommand, err)
+			}
+			tc.Request = req
+		case tcState:
+			var st TxnRead
+			kv := &KV{}
+			found := false
+			err := walkFields(p, func(f, _, v uint64, p []byte) error {
+				switch f {
+				case 1:
+					st.Key = cloneBytes(p)
+				case 2:
+					found = v != 0
+				case 3:
+					kv.Value = cloneBytes(p)
+				case 4:
+					kv.CreateIndex = v
+				case 5:
+					kv.ModIndex = v
+				case 6:
+					kv.Version = v
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if len(st.Key) == 0 || len(st.Key) > MaxKeySize {
+				return fmt.Errorf("%w: txn command state key", ErrInvalidCommand)
+			}
+			if found {
+				kv.Key, st.KV = st.Key, kv
+			}
+			tc.States = append(tc.States, st)
+		case tcToken:
+			w := txn.Write{Fence: &txn.Fence{}}
+			err := walkFields(p, func(f, _, v uint64, p []byte) error {
+				switch f {
+				case 1:
+					w.Key = cloneBytes(p)
+				case 2:
+					w.Fence.Lock = string(p)
+				case 3:
+					w.Fence.Token = v
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			tc.Tokens = append(tc.Tokens, w)
 		case tcBatch:
 			if nested {
 				return fmt.Errorf("%w: txn command batch inside a batch", ErrInvalidCommand)

@@ -2,15 +2,18 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"io"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
 	"go.etcd.io/bbolt"
 
+	"github.com/cairndb/cairn/internal/wire"
 	"github.com/cairndb/cairn/txn"
 )
 
@@ -250,6 +253,26 @@ func TestTxnCommandCodec(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, tc) {
 		t.Fatalf("round trip: %+v %+v %v", got, got.Event, err)
 	}
+	// The decide's fields (13 request, 14 states, 15 tokens).
+	dec := &TxnCommand{ID: "x", Anchor: []byte("a"), Keys: wkeys("a"),
+		Request: &txn.Request{Compare: []txn.Compare{cmpv("a", txn.TargetValue, txn.CmpEq, "1")}, Success: []txn.Op{tput("a", "2"), tput("z", "3")}},
+		States:  []TxnRead{{Key: []byte("z"), KV: &KV{Key: []byte("z"), Value: []byte("v"), CreateIndex: 2, ModIndex: 3, Version: 2}}, {Key: []byte("y")}},
+		Tokens:  []txn.Write{{Key: []byte("z"), Fence: &txn.Fence{Lock: "L", Token: 7}}},
+		Event:   &txn.Event{Kind: txn.EvDecide, ID: "x", Now: 5, Anchor: []byte("a"), Priority: 2}}
+	enc := EncodeTxnCommand(dec)
+	got, err = DecodeTxnCommand(enc)
+	if err != nil || !reflect.DeepEqual(got, dec) {
+		t.Fatalf("decide round trip: %+v %v", got, err)
+	}
+	const golden = "010a017812016122050a0161100232110809120d010a017810011a0161380a40026a21010a0a0a016110011801220131120808021201611a01321208080212017a1a0133" +
+		"720e0a017a10011a017620022803300272030a01797a080a017a12014c1807"
+	if h := hex.EncodeToString(enc); h != golden {
+		t.Errorf("decide encoding changed (field numbers are never reused):\n got %s\nwant %s", h, golden)
+	}
+	// An unknown field (a newer binary's) is skipped.
+	if got, err := DecodeTxnCommand(wire.AppendUint(slices.Clone(enc), 99, 1)); err != nil || !reflect.DeepEqual(got, dec) {
+		t.Fatalf("unknown field: %+v %v", got, err)
+	}
 	for _, b := range [][]byte{nil, {9}, {1}, EncodeTxnCommand(&TxnCommand{})} {
 		if _, err := DecodeTxnCommand(b); !errors.Is(err, ErrInvalidCommand) {
 			t.Errorf("DecodeTxnCommand(%x) = %v", b, err)
@@ -262,6 +285,9 @@ func TestTxnCommandCodec(t *testing.T) {
 func FuzzDecodeTxnCommand(f *testing.F) {
 	f.Add(EncodeTxnCommand(&TxnCommand{ID: "x", Anchor: []byte("a"), Keys: wkeys("a")}))
 	f.Add(EncodeTxnCommand(&TxnCommand{ID: "x", Record: &txn.Record{ID: "x", State: txn.Committed, Epoch: 2}}))
+	f.Add(EncodeTxnCommand(&TxnCommand{ID: "x", Request: &txn.Request{Success: []txn.Op{tput("a", "1")}},
+		States: []TxnRead{{Key: []byte("b"), KV: &KV{Key: []byte("b"), Value: []byte("v"), ModIndex: 1}}},
+		Tokens: []txn.Write{{Key: []byte("b"), Fence: &txn.Fence{Lock: "L", Token: 2}}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tc, err := DecodeTxnCommand(b)
 		if err != nil {

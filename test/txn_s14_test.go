@@ -67,8 +67,8 @@ func stopAt(kind txn.ActionKind, n int) func(txn.Action) error {
 }
 
 // TestS14 is Scenario S14 (invariant I8): a coordinator stopped at each step
-// of the protocol (after the prepare on one of two shards, with every
-// prepare done but no commit, after the commit before its reply, after the
+// of the protocol (before any prepare, after the other shard's prepare but
+// before the anchor's decide, after the decide before its reply, after the
 // reply before the other shard's resolve) and a participant's or the anchor's leader killed
 // between steps, driven by typed knobs (api.TxnKnobs). Every transaction
 // ends committed on both shards or aborted on both (single-key readers that
@@ -110,10 +110,13 @@ func TestS14(t *testing.T) {
 		sweeper   bool // nobody reads: the record sweeper alone ends it
 		answered  bool // the client must hear the outcome (the reply came before the stop)
 	}{
-		{"after every prepare, nobody reads: the sweeper aborts it", stopAt(txn.ActCommit, 1), false, true, false},
-		{"after the prepare on one shard", stopAt(txn.ActPrepare, 2), false, false, false},
-		{"after every prepare, before the commit", stopAt(txn.ActCommit, 1), false, false, false},
-		{"after the commit, before the reply", stopAt(txn.ActReply, 1), true, false, false},
+		// The anchor decides: the other shard is prepared, then one decide
+		// entry on the anchor's shard commits (and writes the anchor's
+		// keys); no record exists before it.
+		{"after the other shard's prepare, nobody reads: the sweeper aborts it", stopAt(txn.ActDecide, 1), false, true, false},
+		{"before any prepare", stopAt(txn.ActPrepare, 1), false, false, false},
+		{"after the other shard's prepare, before the decide", stopAt(txn.ActDecide, 1), false, false, false},
+		{"after the decide, before the reply", stopAt(txn.ActReply, 1), true, false, false},
 		// The reply goes out at the commit point, whose entry also resolves
 		// the anchor shard's intents; the other shard's are resolved after
 		// it: a coordinator stopped there leaves a committed record and
@@ -121,16 +124,16 @@ func TestS14(t *testing.T) {
 		// reads.
 		{"after the reply, before the other shard's resolve", stopAt(txn.ActResolve, 1), true, false, true},
 		{"after the reply, before the other shard's resolve, nobody reads: the sweeper resolves it", stopAt(txn.ActResolve, 1), true, true, true},
-		{"participant leader killed before the commit", func(a txn.Action) error {
-			if a.Kind == txn.ActCommit {
+		{"participant leader killed before the decide", func(a txn.Action) error {
+			if a.Kind == txn.ActDecide {
 				return killLeaderOf(2)(a)
 			}
 			return nil
 		}, true, false, false},
-		{"anchor leader killed before the commit, coordinator stopped after it", func() func(txn.Action) error {
+		{"anchor leader killed before the decide, coordinator stopped after it", func() func(txn.Action) error {
 			return func(a txn.Action) error {
 				switch a.Kind {
-				case txn.ActCommit:
+				case txn.ActDecide:
 					// The coordinator stays silent past the old 2 s record
 					// timeout while the anchor fails over: its heartbeats
 					// could not have landed anyway, so the anchor's new

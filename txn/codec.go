@@ -464,6 +464,43 @@ func DecodeRecord(b []byte) (*Record, error) {
 	return r, nil
 }
 
+// RecordSummary is what a sweep needs of a stored record to pick it.
+type RecordSummary struct {
+	State     State
+	Heartbeat int64
+	Forgotten bool
+}
+
+// PeekRecord reads a stored record's state, heartbeat and forgotten flag
+// without decoding (or copying) its participants, write set or strings: a
+// sweep looks at every record of a shard twice a second and decodes only
+// the few it picks. On a record DecodeRecord accepts it agrees with it
+// (FuzzDecodeRecord); errors wrap ErrCorrupt.
+func PeekRecord(b []byte) (RecordSummary, error) {
+	var r RecordSummary
+	if len(b) == 0 || b[0] != recordFormat {
+		return r, corruptf("record: unknown format")
+	}
+	err := walk(b[1:], typesOf(12, recID, recAnchor, recParticipant, recWrite, recRequestID), func(f, v uint64, _ []byte) error {
+		switch f {
+		case recState:
+			r.State = State(min(v, math.MaxUint8))
+		case recHeartbeat:
+			r.Heartbeat = wire.Unzigzag(v)
+		case recForgotten:
+			r.Forgotten = v != 0
+		}
+		return nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("record: %w", err)
+	}
+	if r.State < Pending || r.State > Aborted {
+		return r, corruptf("record: state %d", r.State)
+	}
+	return r, nil
+}
+
 // EncodeIntent encodes an intent for storage.
 func EncodeIntent(in *Intent) []byte {
 	b := []byte{intentFormat}

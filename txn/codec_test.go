@@ -136,6 +136,11 @@ func FuzzDecodeRecord(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeRecord(b)
+		if sum, perr := PeekRecord(b); perr != nil && !errors.Is(perr, ErrCorrupt) {
+			t.Fatalf("peek error %v does not wrap ErrCorrupt", perr)
+		} else if err == nil && (perr != nil || sum != (RecordSummary{State: r.State, Heartbeat: r.Heartbeat, Forgotten: r.Forgotten})) {
+			t.Fatalf("peek %+v %v disagrees with the decoded record %+v", sum, perr, r)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)
@@ -174,7 +179,9 @@ func FuzzDecodeIntent(f *testing.F) {
 func FuzzNextRecord(f *testing.F) {
 	for _, r := range sampleRecords() {
 		f.Add(EncodeRecord(r), uint8(EvPush), int64(200*sec), uint64(1), true)
+		f.Add(EncodeRecord(r), uint8(EvDecide), int64(200*sec), uint64(1), false)
 	}
+	f.Add([]byte{}, uint8(EvDecide), int64(200*sec), uint64(0), false)
 	f.Fuzz(func(t *testing.T, rb []byte, kind uint8, now int64, epoch uint64, all bool) {
 		r, err := DecodeRecord(rb)
 		if err != nil {
@@ -196,5 +203,31 @@ func FuzzNextRecord(f *testing.F) {
 		if r != nil && r.State.Final() && out.State != r.State {
 			t.Fatalf("final %v became %v", r.State, out.State)
 		}
+		if ev.Kind == EvDecide && (r == nil || r.State == Pending) &&
+			(out.State != Committed || len(out.WriteSet) != len(ev.WriteSet)) {
+			t.Fatalf("a decide from %v left %+v", r, out)
+		}
+		if ev.Kind == EvDecide && r != nil && r.State == Staging && out.State != Staging {
+			t.Fatalf("a decide moved a staging record to %v", out.State)
+		}
 	})
+}
+
+// TestPeekRecord: the sweep's cheap look at a stored record agrees with
+// its decoding (state, heartbeat, forgotten) and refuses what is not a
+// record.
+func TestPeekRecord(t *testing.T) {
+	recs := sampleRecords()
+	recs = append(recs, &Record{ID: "f", State: Committed, Heartbeat: -5, Epoch: 3, Forgotten: true})
+	for _, r := range recs {
+		sum, err := PeekRecord(EncodeRecord(r))
+		if err != nil || sum != (RecordSummary{State: r.State, Heartbeat: r.Heartbeat, Forgotten: r.Forgotten}) {
+			t.Fatalf("peek of %+v: %+v %v", r, sum, err)
+		}
+	}
+	for _, b := range [][]byte{nil, {9}, {recordFormat}, {recordFormat, 0xff}} {
+		if _, err := PeekRecord(b); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("peek of %x: %v", b, err)
+		}
+	}
 }

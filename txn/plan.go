@@ -45,6 +45,9 @@ const (
 	RecUnknown   RecStatus = 6 // the last write's outcome is unknown: read the record before anything else
 )
 
+// Final reports whether the record is known committed or aborted.
+func (r RecStatus) Final() bool { return r == RecCommitted || r == RecAborted }
+
 // Result is the answer the coordinator gives its client.
 type Result uint8
 
@@ -71,13 +74,16 @@ func (r Result) String() string {
 type CoordState struct {
 	// Fast: no compares, so the branch (success) and the write set are
 	// known before any prepare: the record is written Staging in parallel
-	// with the prepares (parallel commit). Otherwise the anchor's prepare
-	// begins the record Pending, and the commit writes the write set.
+	// with the prepares (parallel commit). Otherwise (the compare path) the
+	// participants other than the anchor's are prepared, and then one
+	// decide entry on the anchor's shard evaluates and commits; the
+	// anchor's PartState stands for that decide (unsent/unknown: due;
+	// conflict: push, then decide again; wrong_shard: re-route).
 	Fast        bool
 	AnchorShard uint64
 	Parts       []PartState // one per participant, sorted by shard
 	Record      RecStatus
-	Evaluated   bool // compare path: the compares were evaluated over the prepares' reads
+	Evaluated   bool // unused since the anchor decides (kept: older executors set it)
 	Replied     bool
 	Deadline    bool // the client's deadline (or the coordinator's bound) has passed
 	Heartbeat   bool // the heartbeat interval has elapsed since the last one
@@ -101,11 +107,22 @@ const (
 	ActHeartbeat   ActionKind = 11 // EvHeartbeat on the record
 	ActDone        ActionKind = 12 // nothing is left to do
 	ActWaitAnswers ActionKind = 13 // answers are in flight: wait for one
+	// ActDecide: compare path — one entry on the anchor's shard evaluates
+	// the compares (the anchor's keys as it applies, the others' as their
+	// prepares read them) and commits: the commit point ("The anchor
+	// decides"). Its answer: committed or aborted (final), a conflict on an
+	// anchor key (push, decide again), wrong_shard, or unknown.
+	ActDecide ActionKind = 14
+	// ActBegin: compare path — EvBegin on the anchor, creating the record
+	// Pending so heartbeats keep the transaction alive while prepares wait
+	// longer than a heartbeat interval (conflicts, pushes).
+	ActBegin ActionKind = 15
 )
 
 var actionNames = map[ActionKind]string{ActPrepare: "prepare", ActStage: "stage", ActEvaluate: "evaluate",
 	ActCommit: "commit", ActAbort: "abort", ActPush: "push", ActReroute: "reroute", ActReadRecord: "read-record",
-	ActResolve: "resolve", ActReply: "reply", ActHeartbeat: "heartbeat", ActDone: "done", ActWaitAnswers: "wait"}
+	ActResolve: "resolve", ActReply: "reply", ActHeartbeat: "heartbeat", ActDone: "done", ActWaitAnswers: "wait",
+	ActDecide: "decide", ActBegin: "begin"}
 
 // Action is one step; only the fields its Kind names are set.
 type Action struct {
@@ -119,7 +136,7 @@ type Action struct {
 func (a Action) String() string {
 	s := actionNames[a.Kind]
 	switch a.Kind {
-	case ActPrepare, ActPush, ActReroute, ActResolve:
+	case ActPrepare, ActPush, ActReroute, ActResolve, ActDecide:
 		s += fmt.Sprintf("(%d)", a.Shard)
 		if a.Begin {
 			s += "+begin"
@@ -143,12 +160,14 @@ func (a Action) String() string {
 //  4. Abort when a participant was prevented, the deadline passed, or a
 //     participant used up its attempts; the reply follows the record's
 //     final state (an abort may find it committed by a recovery).
-//  5. Otherwise send what is missing: prepares (the anchor's carries the
-//     begin on the compare path), the fast path's stage, pushes for
-//     conflicts, re-routes for wrong_shard, re-sends for unknown prepares.
+//  5. Otherwise send what is missing: prepares (on the compare path, of
+//     every participant but the anchor's, which the decide covers), the
+//     fast path's stage, pushes for conflicts, re-routes for wrong_shard,
+//     re-sends for unknown prepares; on the compare path with no record
+//     yet and the heartbeat interval gone, the begin.
 //  6. Every participant voted yes: fast path, the transaction is
 //     implicitly committed once the record is Staging: reply committed and
-//     make it explicit; compare path: evaluate, then commit.
+//     make it explicit; compare path: the anchor decides (one entry).
 func Plan(s *CoordState) []Action {
 	switch s.Record {
 	case RecUnknown:
@@ -169,13 +188,24 @@ func Plan(s *CoordState) []Action {
 	if c, ok := s.mustAbort(); ok {
 		return append(acts, Action{Kind: ActAbort, Cause: c})
 	}
+	// begin: the prepares outlived a heartbeat interval with no record;
+	// the decide waits for the begin's answer.
+	begin := !s.Fast && s.Heartbeat && s.Record == RecNone
+	if begin {
+		acts = append(acts, Action{Kind: ActBegin})
+	}
 	allYes, inFlight, hb := true, false, len(acts)
+	decide := false // compare path: the anchor's decide is due once every other participant voted yes
 	for _, p := range s.Parts {
+		anchor := !s.Fast && p.Shard == s.AnchorShard
 		switch p.Status {
 		case PartUnsent, PartUnknown:
+			if anchor {
+				decide = true
+				continue
+			}
 			allYes = false
-			begin := !s.Fast && p.Shard == s.AnchorShard && s.Record == RecNone
-			acts = append(acts, Action{Kind: ActPrepare, Shard: p.Shard, Begin: begin})
+			acts = append(acts, Action{Kind: ActPrepare, Shard: p.Shard})
 		case PartConflict:
 			allYes = false
 			acts = append(acts, Action{Kind: ActPush, Shard: p.Shard})
@@ -189,7 +219,7 @@ func Plan(s *CoordState) []Action {
 	if s.Fast && s.Record == RecNone {
 		acts = append(acts, Action{Kind: ActStage})
 	}
-	if !allYes {
+	if !allYes || begin {
 		if len(acts) == hb && inFlight {
 			acts = append(acts, Action{Kind: ActWaitAnswers})
 		}
@@ -207,10 +237,8 @@ func Plan(s *CoordState) []Action {
 		// The record's stage is refused only if someone aborted it first; the
 		// record write's answer brings it to RecAborted.
 		acts = append(acts, Action{Kind: ActWaitAnswers})
-	case !s.Evaluated:
-		acts = append(acts, Action{Kind: ActEvaluate})
-	case s.Record == RecPending:
-		acts = append(acts, Action{Kind: ActCommit})
+	case decide && (s.Record == RecNone || s.Record == RecPending):
+		acts = append(acts, Action{Kind: ActDecide, Shard: s.AnchorShard})
 	default:
 		acts = append(acts, Action{Kind: ActWaitAnswers})
 	}
@@ -250,6 +278,9 @@ func planFinal(s *CoordState) []Action {
 	waiting := false
 	for _, p := range s.Parts {
 		switch {
+		case !s.Fast && p.Shard == s.AnchorShard && !p.Resolving:
+			// The compare path never prepares the anchor's participant:
+			// the decide wrote its keys directly, and holds no intent.
 		case p.Resolving:
 			waiting = true
 		case p.Status == PartYes || p.Status == PartUnknown || p.Status == PartSent ||

@@ -146,10 +146,19 @@ const (
 	// the anchor's shard queue it for dropping after the dedup window. On a
 	// record that is not committed, or none, it does nothing.
 	EvForget EventKind = 8
+	// EvDecide is the compare path's one-entry commit on the anchor's shard
+	// (the anchor decides: last-participant 2PC, txn/DESIGN.md "The anchor
+	// decides"): fsm evaluates the compares over the anchor's keys as its
+	// apply sees them and the other participants' states read under their
+	// intents, and proposes it with the branch's write set. No record or
+	// Pending: Committed with the write set (the commit point). Staging is
+	// not this path's: refused (stale). Final: the verdict, nothing changes
+	// (a retry, or a push that aborted it first).
+	EvDecide EventKind = 9
 )
 
 var eventNames = map[EventKind]string{EvBegin: "begin", EvStage: "stage", EvCommit: "commit", EvAbort: "abort",
-	EvHeartbeat: "heartbeat", EvPush: "push", EvRecover: "recover", EvForget: "forget"}
+	EvHeartbeat: "heartbeat", EvPush: "push", EvRecover: "recover", EvForget: "forget", EvDecide: "decide"}
 
 func (k EventKind) String() string {
 	if n, ok := eventNames[k]; ok {
@@ -281,6 +290,16 @@ func NextRecord(rec *Record, ev Event) (*Record, Effects) {
 		next.Heartbeat = max(rec.Heartbeat, ev.Now)
 		next.Epoch++
 		return &next, Effects{Verdict: VerdictOK, Changed: true}
+	case EvDecide:
+		if rec.State != Pending {
+			return rec, Effects{Verdict: VerdictStale} // Staging: not the compare path's
+		}
+		next.WriteSet, next.Succeeded, next.State = ev.WriteSet, ev.Succeeded, Committed
+		if ev.Participants != nil {
+			next.Participants = ev.Participants
+		}
+		next.Epoch++
+		return &next, Effects{Verdict: VerdictCommitted, Changed: true, Resolve: true}
 	case EvCommit:
 		if rec.State == Pending {
 			next.WriteSet, next.Succeeded = ev.WriteSet, ev.Succeeded
@@ -350,6 +369,14 @@ func createRecord(ev Event) (*Record, Effects) {
 		r := base(Staging)
 		r.WriteSet, r.Succeeded = ev.WriteSet, ev.Succeeded
 		return r, Effects{Verdict: VerdictOK, Changed: true}
+	case EvDecide:
+		// The anchor decided before any begin: the record is created
+		// Committed. Safe: a push that found no record wrote it Aborted,
+		// and then this event finds that (txn/DESIGN.md "The anchor
+		// decides").
+		r := base(Committed)
+		r.WriteSet, r.Succeeded = ev.WriteSet, ev.Succeeded
+		return r, Effects{Verdict: VerdictCommitted, Changed: true, Resolve: true}
 	case EvAbort:
 		// A coordinator that gives up before its record was written leaves
 		// an aborted record, so a late begin or stage cannot revive it.

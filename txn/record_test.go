@@ -63,6 +63,8 @@ func TestNextRecordTable(t *testing.T) {
 	recoverNo := Event{Kind: EvRecover, ID: "t1", Now: 120 * sec, Epoch: 2}
 	recoverStale := Event{Kind: EvRecover, ID: "t1", Now: 120 * sec, Epoch: 1, AllPrepared: true}
 	forget := Event{Kind: EvForget, ID: "t1", Now: 130 * sec}
+	decide := Event{Kind: EvDecide, ID: "t1", Now: 102 * sec, Anchor: []byte("a"), Participants: sampleParts(),
+		WriteSet: sampleWrites(), Succeeded: true, Priority: 5, RequestID: "r1"}
 
 	cases := []struct {
 		from    State // 0: no record
@@ -82,7 +84,8 @@ func TestNextRecordTable(t *testing.T) {
 		{0, pushMissingOld, Aborted, VerdictAborted, false, CauseExpired},
 		{0, pushMissingRank, Aborted, VerdictAborted, false, CausePushed},
 		{0, recoverYes, 0, VerdictMissing, false, 0},
-		{0, forget, 0, VerdictMissing, false, 0}, // creates nothing
+		{0, forget, 0, VerdictMissing, false, 0},          // creates nothing
+		{0, decide, Committed, VerdictCommitted, true, 0}, // the anchor decides: no record needed before
 		// pending
 		{Pending, begin, Pending, VerdictOK, false, 0},
 		{Pending, stage, Staging, VerdictOK, false, 0},
@@ -95,7 +98,8 @@ func TestNextRecordTable(t *testing.T) {
 		{Pending, pushExpired, Aborted, VerdictAborted, true, CauseExpired},
 		{Pending, pushRank, Aborted, VerdictAborted, true, CausePushed},
 		{Pending, recoverYes, Pending, VerdictStale, false, 0},
-		{Pending, forget, Pending, VerdictOK, false, 0}, // not final: nothing to forget
+		{Pending, forget, Pending, VerdictOK, false, 0},         // not final: nothing to forget
+		{Pending, decide, Committed, VerdictCommitted, true, 0}, // begun by a heartbeat while prepares waited
 		// staging
 		{Staging, begin, Staging, VerdictOK, false, 0},
 		{Staging, stage, Staging, VerdictOK, false, 0}, // the same write set: a retried stage
@@ -109,6 +113,7 @@ func TestNextRecordTable(t *testing.T) {
 		{Staging, recoverNo, Aborted, VerdictAborted, true, CauseRecovery},
 		{Staging, recoverStale, Staging, VerdictStale, false, 0},
 		{Staging, forget, Staging, VerdictOK, false, 0},
+		{Staging, decide, Staging, VerdictStale, false, 0}, // the fast path's: refused
 		// committed: final
 		{Committed, begin, Committed, VerdictCommitted, false, 0},
 		{Committed, stage, Committed, VerdictCommitted, false, 0},
@@ -118,6 +123,7 @@ func TestNextRecordTable(t *testing.T) {
 		{Committed, pushExpired, Committed, VerdictCommitted, false, 0},
 		{Committed, recoverNo, Committed, VerdictCommitted, false, 0},
 		{Committed, forget, Committed, VerdictCommitted, false, 0}, // marks it Forgotten (TestForgetRecord)
+		{Committed, decide, Committed, VerdictCommitted, false, 0}, // a retried decide: applies nothing
 		// aborted: final
 		{Aborted, begin, Aborted, VerdictAborted, false, CauseConflict},
 		{Aborted, stage, Aborted, VerdictAborted, false, CauseConflict},
@@ -127,6 +133,7 @@ func TestNextRecordTable(t *testing.T) {
 		{Aborted, pushRank, Aborted, VerdictAborted, false, CauseConflict},
 		{Aborted, recoverYes, Aborted, VerdictAborted, false, CauseConflict},
 		{Aborted, forget, Aborted, VerdictAborted, false, CauseConflict}, // pruned after the window anyway
+		{Aborted, decide, Aborted, VerdictAborted, false, CauseConflict}, // a push got there first
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%v/%v/%v", c.from, c.ev.Kind, c.verdict), func(t *testing.T) {

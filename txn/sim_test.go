@@ -33,9 +33,10 @@ type simShard struct {
 // simKnobs break the protocol on purpose: the negative controls of the
 // simulation's checks.
 type simKnobs struct {
-	noResolveTombstone bool // resolution leaves no tombstone: a late prepare re-places an intent
-	noProbeTombstone   bool // a recovery's probe that finds an intent missing does not prevent it
-	noReadLocks        bool // a prepare neither places nor checks read intents (compared keys go unlocked)
+	noResolveTombstone   bool // resolution leaves no tombstone: a late prepare re-places an intent
+	noProbeTombstone     bool // a recovery's probe that finds an intent missing does not prevent it
+	noReadLocks          bool // a prepare neither places nor checks read intents (compared keys go unlocked)
+	decideIgnoresIntents bool // the anchor's decide writes its keys over other transactions' intents
 }
 
 type simWorld struct {
@@ -49,6 +50,7 @@ type simWorld struct {
 	timeout time.Duration
 	lossPct int
 	steps   int64 // commands run: the history's clock
+	stats   map[string]int
 }
 
 func (w *simWorld) shardOf(key []byte) uint64 { return uint64(key[1]-'0') % uint64(len(w.shards)) }
@@ -198,6 +200,15 @@ func (c *simCoord) act(a Action) {
 	case ActAbort:
 		c.st.Record = RecSent
 		w.send(func() { c.recordWrite(Event{Kind: EvAbort, Cause: a.Cause}, RecAborted) })
+	case ActDecide:
+		p := c.part(a.Shard)
+		p.Status, p.Attempts = PartSent, p.Attempts+1
+		c.st.Record = RecSent
+		w.send(c.decide)
+	case ActBegin:
+		c.lastHB = w.now
+		c.st.Record = RecSent
+		w.send(func() { c.recordWrite(Event{Kind: EvBegin}, RecPending) })
 	case ActHeartbeat:
 		c.lastHB = w.now
 		w.send(func() { c.w.recordEvent(c.rt.Anchor, Event{Kind: EvHeartbeat, ID: c.id, Now: c.w.now}) })
@@ -338,6 +349,86 @@ func (c *simCoord) prepare(shard uint64, begin bool) {
 	c.run()
 }
 
+// decide is the anchor's one raft command on the compare path (fsm's
+// decide apply): a final record answers itself and applies nothing; an
+// intent of another transaction on an anchor key refuses it (conflict);
+// else the compares are evaluated over the anchor's keys as they are now and
+// the other participants' states read under their intents, the record is
+// written Committed with the branch's write set (EvDecide: the commit
+// point) and the anchor's writes are applied directly, without intents.
+func (c *simCoord) decide() {
+	w := c.w
+	shard := c.rt.AnchorShard
+	sh := w.shards[shard]
+	part := c.rt.Participant(shard)
+	rec := sh.records[c.id]
+	status := recStatus(rec)
+	var blocker *Intent
+	var out *Outcome
+	lists := map[string][]string{}
+	if rec == nil || rec.State == Pending {
+		for _, k := range part.Keys {
+			for _, in := range sh.intents[string(k.Key)] {
+				if blocker == nil && !w.knobs.decideIgnoresIntents && Conflict(c.id, k.Access, in) {
+					blocker = &in
+				}
+			}
+		}
+	}
+	if (rec == nil || rec.State == Pending) && blocker == nil {
+		reads := map[string]KeyState{}
+		for k, st := range c.reads {
+			reads[k] = st
+		}
+		for _, k := range part.Keys {
+			n := len(sh.data[string(k.Key)])
+			reads[string(k.Key)] = KeyState{Exists: n > 0, Version: uint64(n), ModIndex: uint64(n)}
+			lists[string(k.Key)] = slices.Clone(sh.data[string(k.Key)])
+		}
+		o := Execute(c.req, func(k []byte) KeyState { return reads[string(k)] })
+		r, eff := w.recordEvent(c.rt.Anchor, Event{Kind: EvDecide, ID: c.id, Now: w.now, Anchor: c.rt.Anchor,
+			Participants: c.rt.Participants, Priority: c.prio, RequestID: c.req.RequestID, WriteSet: o.Writes, Succeeded: o.Succeeded})
+		status = verdictStatus(eff.Verdict, recStatus(r))
+		if eff.Changed && r.State == Committed {
+			w.stats["decided"]++
+			if rec != nil {
+				w.stats["decided-after-begin"]++
+			}
+			out = &o
+			for _, wr := range o.Writes {
+				if w.shardOf(wr.Key) == shard {
+					sh.data[string(wr.Key)] = append(sh.data[string(wr.Key)], c.id)
+				}
+			}
+		}
+	}
+	if c.crashed() {
+		return
+	}
+	p := c.part(shard)
+	if w.lost() {
+		p.Status, c.st.Record = PartUnknown, RecUnknown
+		c.run()
+		return
+	}
+	c.st.Record = status
+	switch {
+	case blocker != nil:
+		p.Status, p.Blocker = PartConflict, blocker
+	case status == RecCommitted || status == RecAborted:
+		p.Status = PartResolved
+		if out != nil {
+			c.outcome = out
+			for k, l := range lists {
+				c.lists[k] = l
+			}
+		}
+	default:
+		p.Status = PartUnknown
+	}
+	c.run()
+}
+
 // recordWrite sends a coordinator event to the record; ok is the status a
 // VerdictOK means.
 func (c *simCoord) recordWrite(ev Event, ok RecStatus) {
@@ -453,7 +544,8 @@ func TestProtocolSimulation(t *testing.T) {
 		}
 	}
 	t.Logf("outcomes over all runs: %v", stats)
-	if stats["committed"] == 0 || stats["aborted"] == 0 || stats["recovered-commit"] == 0 || stats["unanswered"] == 0 {
+	if stats["committed"] == 0 || stats["aborted"] == 0 || stats["recovered-commit"] == 0 || stats["unanswered"] == 0 ||
+		stats["decided"] == 0 || stats["decided-after-begin"] == 0 {
 		t.Fatalf("the simulation did not reach every kind of outcome: %v", stats)
 	}
 }
@@ -464,7 +556,7 @@ func TestProtocolSimulation(t *testing.T) {
 func TestProtocolSimulationNegativeControls(t *testing.T) {
 	seed := simSeed(t)
 	t.Logf("seed %d (replay with TXN_SEED=%d)", seed, seed)
-	for _, k := range []simKnobs{{noResolveTombstone: true}, {noProbeTombstone: true}, {noReadLocks: true}} {
+	for _, k := range []simKnobs{{noResolveTombstone: true}, {noProbeTombstone: true}, {noReadLocks: true}, {decideIgnoresIntents: true}} {
 		rng := rand.New(rand.NewPCG(seed, seed^0xa0761d6478bd642f))
 		var err error
 		for run := 0; run < 2000 && err == nil; run++ {
@@ -478,7 +570,7 @@ func TestProtocolSimulationNegativeControls(t *testing.T) {
 }
 
 func simRun(t *testing.T, rng *rand.Rand, knobs simKnobs, stats map[string]int) error {
-	w := &simWorld{knobs: knobs, t: t, rng: rng, timeout: 20 * time.Second, lossPct: rng.IntN(25)}
+	w := &simWorld{knobs: knobs, t: t, rng: rng, timeout: 20 * time.Second, lossPct: rng.IntN(25), stats: stats}
 	for range 3 {
 		w.shards = append(w.shards, &simShard{data: map[string][]string{}, intents: map[string][]Intent{},
 			records: map[string]*Record{}, tombstones: map[string]bool{}})
@@ -593,7 +685,10 @@ func simHistory(w *simWorld) []txncheck.Txn {
 			t.Status = okStatus
 			writes = Writes(c.req.Success)
 			if !c.st.Fast {
-				writes = c.outcome.Writes
+				// The record's write set: the decide's answer may have been
+				// lost (then the coordinator learned committed by reading
+				// the record, without the anchor's reads).
+				writes = w.shards[w.shardOf(c.rt.Anchor)].records[c.id].WriteSet
 			}
 			// Both paths read every key they lock as their prepare applies
 			// (the gets of a transaction): one consistent state across
