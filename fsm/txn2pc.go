@@ -579,6 +579,9 @@ func (c *applyCtx) txnDecide(tc *TxnCommand, cmd *Command, index uint64) (*Resul
 		a.Kind, a.Cause = txn.EvAbort, txn.CauseCoordinator
 		rec, eff, err := c.recordEvent(a, cmd.Time)
 		res.Verdict, res.Record = eff.Verdict, rec
+		if err == nil && eff.Changed && rec != nil && rec.State.Final() {
+			err = c.leaveTombstone(tc.ID, rec.State, cmd.Time)
+		}
 		return err
 	}
 	if tc.CheckOneShard {
@@ -684,7 +687,14 @@ func (c *applyCtx) txnDecide(tc *TxnCommand, cmd *Command, index uint64) (*Resul
 	if !eff.Changed || next == nil || next.State != txn.Committed {
 		return done()
 	}
-	// The commit point: the anchor's writes apply now, at this index.
+	// The commit point: the anchor's writes apply now, at this index. The
+	// anchor's shard keeps the tombstone a resolution would leave, so a late
+	// prepare of this transaction on one of these keys (a retry after a
+	// split moved the key, whose new shard copied the tombstones) is refused
+	// rather than applying the write twice.
+	if err := c.leaveTombstone(tc.ID, next.State, cmd.Time); err != nil {
+		return nil, err
+	}
 	for _, k := range tc.Keys {
 		res.Reads = append(res.Reads, TxnRead{Key: k.Key, KV: seen[string(k.Key)]})
 		res.Resolved = append(res.Resolved, k.Key)
@@ -781,18 +791,29 @@ func (c *applyCtx) txnResolve(cmd *Command, index uint64) (*Result, error) {
 	return &Result{Index: index, TwoPC: res}, nil
 }
 
+// leaveTombstone records on this shard that transaction id ended in state
+// (once; queued for pruning after the dedup window), so a later prepare of
+// it here is refused (VotePrevented) instead of laying an intent that would
+// be resolved, and a committed write applied, a second time. Every entry
+// that makes a record final or resolves from it leaves one: a resolve, a
+// record event with ResolveHere, and the decide.
+func (c *applyCtx) leaveTombstone(id string, state txn.State, now int64) error {
+	if c.b.tombstones.Get([]byte(id)) != nil {
+		return nil
+	}
+	if err := c.b.tombstones.Put([]byte(id), []byte{byte(state)}); err != nil {
+		return err
+	}
+	return c.b.txnGC.Put(txnGCKey(now, 't', id), []byte{})
+}
+
 // resolveIntents resolves transaction id's intents on keys (of this shard)
 // from its final record rec, and leaves its tombstone (OpTxnResolve, and a
 // record event with ResolveHere). prepIdx: a committed write takes its
 // intent's prepare index as mod_index, else the entry's index.
 func (c *applyCtx) resolveIntents(id string, keys []txn.KeyIntent, rec *txn.Record, index uint64, prepIdx bool, now int64) (*TxnCmdResult, error) {
-	if c.b.tombstones.Get([]byte(id)) == nil {
-		if err := c.b.tombstones.Put([]byte(id), []byte{byte(rec.State)}); err != nil {
-			return nil, err
-		}
-		if err := c.b.txnGC.Put(txnGCKey(now, 't', id), []byte{}); err != nil {
-			return nil, err
-		}
+	if err := c.leaveTombstone(id, rec.State, now); err != nil {
+		return nil, err
 	}
 	res := &TxnCmdResult{}
 	for _, k := range keys {

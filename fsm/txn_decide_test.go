@@ -373,3 +373,32 @@ func TestTxnLiveRecordsPicksLiveOnly(t *testing.T) {
 		t.Fatalf("live records %+v %v, want p (pending) and s (staging)", recs, err)
 	}
 }
+
+// TestTxnDecideLeavesTombstone: a decide that commits leaves the
+// transaction's tombstone on the anchor's shard, as the commit entry's
+// ResolveHere did before the anchor decided. Without it, a later prepare of
+// the same transaction on an anchor key (a retry with the same request id,
+// routed after a split moved that key to a shard that copied this one's
+// tombstones) lays an intent, and resolving it from the committed record
+// applies the write a second time, over a later single-key write (I7, I8).
+// Review finding; on the code before the fix: `committed write applied
+// twice: bal = "11" (lost update of 99)`.
+func TestTxnDecideLeavesTombstone(t *testing.T) {
+	f := txnState(t)
+	r := decide(t, f, 4, decideCmd(decideReq("rq"), otherAbsent))
+	if r.Verdict != txn.VerdictCommitted {
+		t.Fatalf("decide %+v", r)
+	}
+	if n := countBucket(t, f, bucketTombstones); n != 1 {
+		t.Fatalf("%d tombstones after a committed decide, want 1", n)
+	}
+	mustApply(t, f, 5, put("bal", "99")) // a later single-key write
+	p := mustApply(t, f, 6, tcCmd(OpTxnPrepare, "bal", &TxnCommand{ID: decideID, Anchor: []byte("bal"), Priority: 3, Keys: wkeys("bal")}))
+	if p.TwoPC == nil || p.TwoPC.Vote != txn.VotePrevented {
+		t.Fatalf("late prepare of a decided transaction: %+v, want prevented", p.TwoPC)
+	}
+	mustApply(t, f, 7, tcCmd(OpTxnResolve, "bal", &TxnCommand{ID: decideID, Keys: wkeys("bal"), Record: r.Record, PreparedIndex: true}))
+	if kv := mustGet(t, f, "bal"); string(kv.Value) != "99" {
+		t.Fatalf("committed write applied twice: bal = %q (lost update of 99)", kv.Value)
+	}
+}

@@ -88,3 +88,60 @@ func TestTxnReplayAcrossSplit(t *testing.T) {
 		t.Fatalf("trs/z = %+v %v after the retries, want version 1 (written once)", kv, err)
 	}
 }
+
+// TestTxnDecideRetryAfterAnchorSplit (S14, I7, I8): a committed decide
+// writes the anchor's keys directly, so the anchor's shard must hold the
+// transaction's tombstone. Here a split then moves an anchor-participant key
+// (zz/b) to a new shard, a single-key put writes it, and the client retries
+// with the same request id: the retry's prepare of zz/b on the new shard must
+// be refused by the tombstone the split copied. On the code before the fix
+// the prepare found none, laid an intent, and resolving it from the committed
+// record applied zz/b=1 a second time over the later put (review finding).
+func TestTxnDecideRetryAfterAnchorSplit(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{})
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 90*time.Second)
+	split := func(key string) {
+		t.Helper()
+		res, err := Do(ctx, "POST", c.Node(0).HTTPAddr, "/v1/cluster/shards/1/split", map[string]string{"key": key})
+		if err != nil || res.Status != 200 {
+			t.Fatalf("split at %s: %v %v", key, res, err)
+		}
+	}
+	waitShards := func(a, b string) {
+		WaitFor(t, 15*time.Second, "split known", func() error {
+			r, err := cl.Txn().Then(client.OpPut(a, "x"), client.OpPut(b, "x")).Commit(ctx)
+			if err != nil {
+				return err
+			}
+			if len(r.Shards) != 2 {
+				return fmt.Errorf("shards %v", r.Shards)
+			}
+			return nil
+		})
+	}
+	split("zz/m") // shard 1: zz/a, zz/b ... ; the other: zz/z
+	waitShards("zz/c", "zz/y")
+	rid := fmt.Sprintf("zz-%d", time.Now().UnixNano())
+	tx := cl.Txn().If(client.Compare("zz/a", client.TargetExists, "==", false)).
+		Then(client.OpPut("zz/a", "1"), client.OpPut("zz/b", "1"), client.OpPut("zz/z", "1")).WithRequestID(rid)
+	first, err := tx.Commit(ctx)
+	if err != nil || !first.Succeeded || len(first.Shards) != 2 {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	split("zz/b") // zz/a stays on shard 1, zz/b goes to a new shard
+	waitShards("zz/a0", "zz/b0")
+	if _, err := cl.Put(ctx, "zz/b", "later"); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	retry, err := tx.Commit(ctx)
+	if err != nil || !retry.Replay {
+		t.Fatalf("retry: %+v %v, want a replay", retry, err)
+	}
+	time.Sleep(2 * time.Second)
+	kv, err := cl.Get(ctx, "zz/b")
+	t.Logf("zz/b = %+v %v", kv, err)
+	if err != nil || string(kv.Value) != "later" {
+		t.Fatalf("zz/b = %+v %v: the committed write applied a second time over a later put", kv, err)
+	}
+}
