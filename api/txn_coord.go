@@ -522,12 +522,38 @@ func (c *txnCoord) decide(ctx context.Context) {
 	pt := c.rt.Participant(c.rt.AnchorShard)
 	tc := &fsm.TxnCommand{ID: c.id, Anchor: c.rt.Anchor, Priority: c.prio, Keys: pt.Keys, Request: c.req,
 		Event: c.event(txn.EvDecide), CheckOneShard: c.req.RequestID != ""}
+	// The decide's Execute reads a state only for a compared key or a get
+	// (txn.Execute), and a value only for a value compare: carry exactly
+	// that, so a transaction that writes or deletes large values on another
+	// shard does not ship them back in its commit entry (which could then
+	// exceed the entry and forwarding limits and never commit).
+	need := map[string]bool{} // key -> its value is needed
+	for _, cm := range c.req.Compare {
+		need[string(cm.Key)] = need[string(cm.Key)] || cm.Target == txn.TargetValue
+	}
+	for _, br := range [][]txn.Op{c.req.Success, c.req.Failure} {
+		for _, o := range br {
+			if _, ok := need[string(o.Key)]; !ok && o.Kind == txn.OpGet {
+				need[string(o.Key)] = false
+			}
+		}
+	}
 	for _, p := range c.rt.Participants {
 		if p.Shard == c.rt.AnchorShard {
 			continue
 		}
 		for _, k := range p.Keys {
-			tc.States = append(tc.States, fsm.TxnRead{Key: k.Key, KV: c.reads[string(k.Key)]})
+			withValue, ok := need[string(k.Key)]
+			if !ok {
+				continue
+			}
+			kv := c.reads[string(k.Key)]
+			if kv != nil && !withValue {
+				meta := *kv
+				meta.Value = nil
+				kv = &meta
+			}
+			tc.States = append(tc.States, fsm.TxnRead{Key: k.Key, KV: kv})
 		}
 	}
 	for fk, tok := range c.tokens {

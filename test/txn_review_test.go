@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,4 +145,52 @@ func TestTxnDecideRetryAfterAnchorSplit(t *testing.T) {
 	if err != nil || string(kv.Value) != "later" {
 		t.Fatalf("zz/b = %+v %v: the committed write applied a second time over a later put", kv, err)
 	}
+}
+
+// TestTxnDecideCarriesNoWrittenValues (issue 13 item 7): the decide entry
+// carries the other participants' states only for the keys its evaluation
+// reads, and values only for value compares. A transaction that compares one
+// key and deletes six 1 MB keys on another shard must commit. On the code
+// before the fix every coordinator answered txn_aborted (coordinator): the
+// decide shipped the six old values back and exceeded the entry and
+// forwarding limits (review finding).
+func TestTxnDecideCarriesNoWrittenValues(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{})
+	cls := NewClients(t, c, 3)
+	cl := cls[0]
+	ctx := Context(t, 120*time.Second)
+	res, err := Do(ctx, "POST", c.Node(0).HTTPAddr, "/v1/cluster/shards/1/split", map[string]string{"key": "zz/m"})
+	if err != nil || res.Status != 200 {
+		t.Fatalf("split: %v %v", res, err)
+	}
+	WaitFor(t, 15*time.Second, "split known", func() error {
+		r, err := cl.Txn().Then(client.OpPut("zz/c", "x"), client.OpPut("zz/y", "x")).Commit(ctx)
+		if err != nil {
+			return err
+		}
+		if len(r.Shards) != 2 {
+			return fmt.Errorf("shards %v", r.Shards)
+		}
+		return nil
+	})
+	big := strings.Repeat("v", 1000000)
+	var ops []client.TxnOp
+	for i := 0; i < 6; i++ {
+		k := fmt.Sprintf("zz/z%d", i)
+		if _, err := cl.Put(ctx, k, big); err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+		ops = append(ops, client.OpDelete(k))
+	}
+	for i, x := range cls {
+		a := fmt.Sprintf("zz/a%d", i)
+		start := time.Now()
+		r, err := x.Txn().If(client.Compare(a, client.TargetExists, "==", false)).
+			Then(append([]client.TxnOp{client.OpPut(a, "1")}, ops...)...).Commit(ctx)
+		t.Logf("via node %d: %+v err=%v (%v)", i, r, err, time.Since(start))
+		if err == nil {
+			return
+		}
+	}
+	t.Fatal("no coordinator could commit a 7-op transaction deleting 6 MB on the other shard")
 }
