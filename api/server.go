@@ -153,11 +153,11 @@ type Server struct {
 	rt      *router[ShardReplica] // the routing loop, for every request that runs on one shard
 	metrics *metrics
 	txnm    *txnMetrics
-	sweep   sweepLeases    // when this node began leading each shard, for the record sweeper
-	txnbg   txnBackground  // resolutions after a transaction's reply (txn_coord.go)
-	txnres  resolveBatcher // those resolutions, batched per shard (txn_batch.go)
-	txnfgt  forgetBatcher  // and the forgets that follow them, batched per anchor shard
-	node    string         // this node's id
+	sweep   sweepLeases                // when this node began leading each shard, for the record sweeper
+	txnbg   txnBackground              // resolutions after a transaction's reply (txn_coord.go)
+	txnres  shardBatcher[*resolveItem] // those resolutions, batched per shard (txn_batch.go)
+	txnfgt  shardBatcher[*forgetItem]  // and the forgets that follow them, batched per anchor shard
+	node    string                     // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc
 	// locks holds the routes under /v1/locks/, served outside the mux too.

@@ -25,17 +25,69 @@ import (
 // txnResolveBatchMax bounds the transactions in one resolve (or forget) entry.
 const txnResolveBatchMax = 128
 
+// shardBatcher is the group commit shared by resolves and forgets: items
+// queue per shard; the first item of an idle shard starts a drainer (a
+// background task of the node) that hands the queue to run in batches of at
+// most txnResolveBatchMax until it is empty. run must answer every item.
+type shardBatcher[T any] struct {
+	mu      sync.Mutex
+	queue   map[uint64][]T // shard -> waiting
+	running map[uint64]bool
+}
+
+// submit queues it for shard and, if no drainer runs for that shard, starts
+// one (or, when the node is closing, drains in this goroutine, under ctx, so
+// that what is queued is answered).
+func (b *shardBatcher[T]) submit(ctx context.Context, s *Server, shard uint64, it T, run func(context.Context, []T)) {
+	b.mu.Lock()
+	if b.queue == nil {
+		b.queue, b.running = map[uint64][]T{}, map[uint64]bool{}
+	}
+	b.queue[shard] = append(b.queue[shard], it)
+	start := !b.running[shard]
+	b.running[shard] = true
+	b.mu.Unlock()
+	// The drainer lives while its queue refills (each batch bounded on its
+	// own), until the node closes.
+	if start && !s.txnbg.spawn(0, func(ctx context.Context) { b.drain(ctx, shard, run) }) {
+		b.drain(ctx, shard, run)
+	}
+}
+
+// drain runs shard's queued items, a batch at a time, until the queue is
+// empty.
+func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(context.Context, []T)) {
+	for {
+		b.mu.Lock()
+		items := b.queue[shard]
+		if len(items) == 0 {
+			delete(b.queue, shard)
+			b.running[shard] = false
+			b.mu.Unlock()
+			return
+		}
+		n := min(len(items), txnResolveBatchMax)
+		b.queue[shard] = items[n:]
+		b.mu.Unlock()
+		run(ctx, items[:n])
+	}
+}
+
+// awaitItem waits for an item's answer or ctx's end.
+func awaitItem(ctx context.Context, done chan error) error {
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 type resolveItem struct {
 	id   string
 	keys []txn.KeyIntent
 	rec  *txn.Record
 	done chan error // buffered: the drainer never blocks on it
-}
-
-type resolveBatcher struct {
-	mu      sync.Mutex
-	queue   map[uint64][]*resolveItem // shard -> waiting
-	running map[uint64]bool           // shard -> a drainer runs
 }
 
 // resolveBatched resolves transaction id's intents on keys (all owned, as
@@ -51,46 +103,8 @@ func (s *Server) resolveBatched(ctx context.Context, id string, keys []txn.KeyIn
 		return err
 	}
 	it := &resolveItem{id: id, keys: keys, rec: rec, done: make(chan error, 1)}
-	b := &s.txnres
-	b.mu.Lock()
-	if b.queue == nil {
-		b.queue, b.running = map[uint64][]*resolveItem{}, map[uint64]bool{}
-	}
-	b.queue[rng.ID] = append(b.queue[rng.ID], it)
-	start := !b.running[rng.ID]
-	b.running[rng.ID] = true
-	b.mu.Unlock()
-	// The drainer lives while its queue refills (each batch bounded on its
-	// own), until the node closes.
-	if start && !s.txnbg.spawn(0, func(ctx context.Context) { s.drainResolves(ctx, rng.ID) }) {
-		s.drainResolves(ctx, rng.ID) // closing: fail what is queued, in this goroutine
-	}
-	select {
-	case err := <-it.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// drainResolves proposes shard's queued resolutions, a batch per entry,
-// until its queue is empty.
-func (s *Server) drainResolves(ctx context.Context, shard uint64) {
-	b := &s.txnres
-	for {
-		b.mu.Lock()
-		items := b.queue[shard]
-		if len(items) == 0 {
-			delete(b.queue, shard)
-			b.running[shard] = false
-			b.mu.Unlock()
-			return
-		}
-		n := min(len(items), txnResolveBatchMax)
-		b.queue[shard] = items[n:]
-		b.mu.Unlock()
-		s.resolveBatch(ctx, items[:n])
-	}
+	s.txnres.submit(ctx, s, rng.ID, it, s.resolveBatch)
+	return awaitItem(ctx, it.done)
 }
 
 // resolveBatch proposes one batch, bounded by writeTimeout; refused as a
@@ -135,12 +149,6 @@ type forgetItem struct {
 	done chan error // buffered: the drainer never blocks on it
 }
 
-type forgetBatcher struct {
-	mu      sync.Mutex
-	queue   map[uint64][]*forgetItem // anchor shard -> waiting
-	running map[uint64]bool
-}
-
 // forgetBatched forgets the committed record rec, batched with other
 // forgets of its anchor's shard. It returns when the forget applied or
 // failed, or ctx ended.
@@ -150,44 +158,8 @@ func (s *Server) forgetBatched(ctx context.Context, rec *txn.Record) error {
 		return err
 	}
 	it := &forgetItem{rec: rec, done: make(chan error, 1)}
-	b := &s.txnfgt
-	b.mu.Lock()
-	if b.queue == nil {
-		b.queue, b.running = map[uint64][]*forgetItem{}, map[uint64]bool{}
-	}
-	b.queue[rng.ID] = append(b.queue[rng.ID], it)
-	start := !b.running[rng.ID]
-	b.running[rng.ID] = true
-	b.mu.Unlock()
-	if start && !s.txnbg.spawn(0, func(ctx context.Context) { s.drainForgets(ctx, rng.ID) }) {
-		s.drainForgets(ctx, rng.ID) // closing: fail what is queued, in this goroutine
-	}
-	select {
-	case err := <-it.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// drainForgets proposes shard's queued forgets, a batch per entry, until
-// its queue is empty.
-func (s *Server) drainForgets(ctx context.Context, shard uint64) {
-	b := &s.txnfgt
-	for {
-		b.mu.Lock()
-		items := b.queue[shard]
-		if len(items) == 0 {
-			delete(b.queue, shard)
-			b.running[shard] = false
-			b.mu.Unlock()
-			return
-		}
-		n := min(len(items), txnResolveBatchMax)
-		b.queue[shard] = items[n:]
-		b.mu.Unlock()
-		s.forgetBatch(ctx, items[:n])
-	}
+	s.txnfgt.submit(ctx, s, rng.ID, it, s.forgetBatch)
+	return awaitItem(ctx, it.done)
 }
 
 func (s *Server) forgetBatch(ctx context.Context, batch []*forgetItem) {
