@@ -102,7 +102,11 @@ type txnCoord struct {
 	// aborted the record, and the intents the other prepares laid are
 	// resolved as aborted like any aborted transaction's.
 	oneShard *fsm.Result
-	mu       sync.Mutex
+	// decideLost: a decide of this coordinator's had an unknown outcome; if
+	// the record turns out committed with no decide answer in hand, the
+	// client hears outcome_unknown (txnMulti).
+	decideLost bool
+	mu         sync.Mutex
 }
 
 func newTxnID(requestID string) string {
@@ -146,12 +150,14 @@ func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Reque
 	// Everything the reply needs is read before the background resolution
 	// may touch c.
 	reply, stale, one := c.reply, c.stale, c.oneShard
-	if reply == txn.ResultCommitted && c.out == nil && one == nil && req.RequestID == "" {
-		// Committed by a decide whose answer was lost (a leader change,
-		// a timeout): the anchor's reads and writes it applied are gone
-		// with the answer. Without a request id the client cannot be
-		// given a replay, so it hears outcome_unknown rather than a
-		// committed answer without its results (TestBank* read them).
+	if reply == txn.ResultCommitted && c.out == nil && one == nil && c.decideLost {
+		// Committed by this coordinator's own decide whose answer was lost
+		// (a leader change, a timeout): the anchor's reads and writes it
+		// applied are gone with the answer. The client hears
+		// outcome_unknown, not a committed answer without the results it
+		// asked for (TestS13Bank: a whole-bank read answered with no
+		// accounts); its retry with the same request id answers the
+		// record's outcome as a replay, as documented.
 		reply = txn.ResultUnknown
 	}
 	var answer txnResponseJSON
@@ -570,14 +576,14 @@ func (c *txnCoord) decide(ctx context.Context) {
 	var ws *fsm.WrongShardError
 	switch {
 	case err != nil:
-		c.lastErr = err
+		c.lastErr, c.decideLost = err, true
 		p.Status, c.st.Record = txn.PartUnknown, txn.RecUnknown
 		return
 	case errors.As(res.Err, &ws):
 		p.Status = txn.PartWrongShard
 		return
 	case res.Err != nil:
-		c.lastErr = res.Err
+		c.lastErr, c.decideLost = res.Err, true
 		p.Status, c.st.Record = txn.PartUnknown, txn.RecUnknown
 		return
 	}
