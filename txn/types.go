@@ -158,6 +158,20 @@ func (r *Request) Branch(succeeded bool) []Op {
 	return r.Failure
 }
 
+// ReadOnly reports whether neither branch writes: such a transaction
+// changes nothing, so a retry may simply run again (its request id asks for
+// no exactly-once, and a replay, which carries no gets, would answer less).
+func (r *Request) ReadOnly() bool {
+	for _, br := range [][]Op{r.Success, r.Failure} {
+		for _, o := range br {
+			if o.Kind.IsWrite() {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // Keys returns every distinct key the request touches (compares, reads and
 // writes of both branches), in first-appearance order: compares, then
 // success, then failure.
