@@ -119,14 +119,16 @@ func nothingDone(err error) bool {
 }
 
 // again reports whether a request that failed with err may be routed again:
-// leadership moved, the range split, or the node we forwarded to (or every
+// leadership moved or is moving (a transfer refused it before appending),
+// the range split, or the node we forwarded to (or every
 // other replica) is down and the shard is electing a new leader. It pauses
 // first.
 func (rt *router[R]) again(ctx context.Context, deadline time.Time, err error) bool {
 	var nl *shard.NotLeaderError
 	var ws *fsm.WrongShardError
 	if !errors.As(err, &nl) && !errors.Is(err, errPeerUnreachable) && !errors.As(err, &ws) &&
-		!errors.Is(err, errStaleRangeMap) && !errors.Is(err, errRemoteUnavailable) && !errors.Is(err, errNoRoute) {
+		!errors.Is(err, errStaleRangeMap) && !errors.Is(err, errRemoteUnavailable) && !errors.Is(err, errNoRoute) &&
+		!errors.Is(err, shard.ErrTransferring) {
 		return false
 	}
 	if rt.clock().After(deadline) {

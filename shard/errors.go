@@ -43,4 +43,10 @@ var (
 	// ErrTooStale means the replica cannot show that its data is within the
 	// read's max_staleness. It wraps ErrUnavailable: retryable.
 	ErrTooStale = fmt.Errorf("replica too stale for the requested max_staleness: %w", ErrUnavailable)
+	// ErrTransferring means the leader is handing leadership to another
+	// replica and refused the proposal before appending it: nothing was
+	// written. It wraps ErrUnavailable; a router waits for the new leader
+	// and sends the request there (api's router), so a planned leader move
+	// does not reach the client.
+	ErrTransferring = fmt.Errorf("leadership transfer in progress: %w", ErrUnavailable)
 )

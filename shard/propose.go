@@ -228,7 +228,7 @@ func (g *Group) classify(err error) error {
 	case errors.Is(err, raft.ErrNotLeader):
 		return g.notLeader()
 	case errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return fmt.Errorf("leadership transfer in progress: %w", ErrUnavailable)
+		return ErrTransferring
 	default:
 		// raft.ErrLeadershipLost (appended, not known committed),
 		// errWaitEnded, raft.ErrRaftShutdown, raft.ErrEnqueueTimeout (kept
