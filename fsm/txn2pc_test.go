@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"reflect"
@@ -498,7 +499,7 @@ func TestTxnForgottenRecordPruning(t *testing.T) {
 		}
 		return r.TwoPC
 	}
-	writes := []txn.Write{{Key: []byte("bal"), Value: []byte("1")}}
+	writes := []txn.Write{{Key: []byte("bal"), Value: bytes.Repeat([]byte("1"), 64<<10)}}
 	for _, id := range []string{"kept", "forgot", "aborted"} {
 		apply(id, &txn.Event{Kind: txn.EvBegin, Priority: 1}, t0)
 	}
@@ -530,6 +531,14 @@ func TestTxnForgottenRecordPruning(t *testing.T) {
 	tForget := t0 + int64(30*time.Second)
 	if r := apply("forgot", &txn.Event{Kind: txn.EvForget}, tForget); r.Verdict != txn.VerdictCommitted || !r.Record.Forgotten {
 		t.Fatalf("forget: %+v", r)
+	}
+	// The forgotten record is kept for the dedup window without the
+	// values: nothing applies them again.
+	if _, size := storedRecord(t, f, "forgot"); size > 1024 {
+		t.Fatalf("a forgotten record of a 64 KiB write takes %d bytes, want the keys without the values", size)
+	}
+	if rec, _ := storedRecord(t, f, "forgot"); len(rec.WriteSet) != 1 || string(rec.WriteSet[0].Key) != "bal" {
+		t.Fatalf("the forgotten record's write set: %+v, want the written key", rec.WriteSet)
 	}
 	apply("forgot", &txn.Event{Kind: txn.EvForget}, tForget+1) // a retried forget queues nothing more
 	apply("aborted", &txn.Event{Kind: txn.EvForget}, tForget)
@@ -638,4 +647,25 @@ func TestTxnSweepScansResume(t *testing.T) {
 	if ins, err := f.TxnOldIntents(before, 2); err != nil || len(ins) != 2 || string(ins[0].Key) != "k1" {
 		t.Fatalf("TxnOldIntents: %v %+v", err, ins)
 	}
+}
+
+// storedRecord is a record as the FSM stores it, and its encoded size.
+func storedRecord(t *testing.T, f *FSM, id string) (*txn.Record, int) {
+	t.Helper()
+	var rec *txn.Record
+	size := 0
+	err := f.view(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketRecords).Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("no record %q", id)
+		}
+		size = len(v)
+		var err error
+		rec, err = txn.DecodeRecord(v)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec, size
 }

@@ -93,7 +93,8 @@ type Record struct {
 	Cause     Cause  // Aborted only
 	// Forgotten: Committed only. Whoever resolved the transaction's intents
 	// on every participant said so (EvForget): no intent of it is left, so
-	// the record may be dropped after the dedup window. A committed record
+	// the record may be dropped after the dedup window, and its write set
+	// keeps the keys but not the values. A committed record
 	// that is not forgotten is never dropped: a missing record reads as
 	// "nobody committed" to a push (txn/DESIGN.md "Forgetting a record").
 	Forgotten bool
@@ -269,6 +270,15 @@ func NextRecord(rec *Record, ev Event) (*Record, Effects) {
 		if ev.Kind == EvForget && !rec.Forgotten {
 			next := *rec
 			next.Forgotten = true
+			// Nothing applies the values again (every intent is
+			// resolved, and ResolveIntent applies nothing from a
+			// forgotten record), so the record keeps the written keys,
+			// not the values, for the rest of the dedup window.
+			next.WriteSet = make([]Write, len(rec.WriteSet))
+			for i, w := range rec.WriteSet {
+				w.Value = nil
+				next.WriteSet[i] = w
+			}
 			return &next, Effects{Verdict: VerdictCommitted, Changed: true}
 		}
 		return rec, Effects{Verdict: VerdictCommitted}

@@ -176,8 +176,10 @@ func TestNextRecordTable(t *testing.T) {
 }
 
 // TestForgetRecord (I8, txn/DESIGN.md "Forgetting a committed record"): a
-// forget marks a committed record Forgotten and changes nothing else (not
-// its state, epoch, write set or verdict); a second forget changes nothing;
+// forget marks a committed record Forgotten and drops the write set's
+// values (every intent is resolved: nothing will apply them again, and the
+// record is kept for the dedup window), and changes nothing else (not its
+// state, epoch, the written keys or verdict); a second forget changes nothing;
 // a forgotten record still answers committed to every event; nothing else
 // sets Forgotten, and it survives its encoding.
 func TestForgetRecord(t *testing.T) {
@@ -192,6 +194,14 @@ func TestForgetRecord(t *testing.T) {
 	}
 	want := *in
 	want.Forgotten = true
+	want.WriteSet = nil
+	for _, w := range in.WriteSet {
+		w.Value = nil
+		want.WriteSet = append(want.WriteSet, w)
+	}
+	if len(in.WriteSet) == 0 || in.WriteSet[0].Value == nil {
+		t.Fatal("the sample record has no written value to drop")
+	}
 	if !reflect.DeepEqual(out, &want) {
 		t.Fatalf("forget changed more than Forgotten: %+v, want %+v", out, &want)
 	}
@@ -277,6 +287,7 @@ func TestResolveIntent(t *testing.T) {
 	wi := Intent{TxnID: "t1", Key: []byte("a"), Access: AccessWrite, Anchor: []byte("a")}
 	ri := Intent{TxnID: "t1", Key: []byte("m"), Access: AccessRead, Anchor: []byte("a")}
 	untaken := Intent{TxnID: "t1", Key: []byte("z"), Access: AccessWrite, Anchor: []byte("a")}
+	forgotten, _ := NextRecord(rec(Committed), Event{Kind: EvForget, ID: "t1"})
 	cases := []struct {
 		in    Intent
 		rec   *Record
@@ -291,6 +302,9 @@ func TestResolveIntent(t *testing.T) {
 		{ri, rec(Committed), Resolution{Remove: true}, ""},
 		{untaken, rec(Committed), Resolution{Remove: true}, ""},
 		{Intent{TxnID: "t2", Key: []byte("a")}, rec(Committed), Resolution{Keep: true}, ""},
+		// Forgotten: a duplicate intent (every one was resolved before the
+		// forget): dropped, nothing applied again.
+		{wi, forgotten, Resolution{Remove: true}, ""},
 	}
 	for i, c := range cases {
 		got := ResolveIntent(c.in, c.rec)

@@ -22,14 +22,20 @@ type Resolution struct {
 // (TestProtocolSimulation found this). Committed: apply the write set's write of
 // the key, if any (a write intent of the branch not taken has none), and
 // drop the intent. Aborted: drop it. Pending, Staging or no record: keep it;
-// the caller pushes the record first. The record's write set, not the
+// the caller pushes the record first. Committed and forgotten: drop it,
+// apply nothing (a duplicate: every intent was resolved before the forget).
+// The record's write set, not the
 // intent's pending write, is authoritative: the compare path only learns
 // the write at commit.
 func ResolveIntent(in Intent, rec *Record) Resolution {
 	if rec == nil || rec.ID != in.TxnID || !rec.State.Final() {
 		return Resolution{Keep: true}
 	}
-	if rec.State == Aborted {
+	if rec.State == Aborted || rec.Forgotten {
+		// Forgotten: every intent of the transaction was resolved before
+		// the forget, so this one is a duplicate whose write was applied
+		// already (and the forget dropped the values): drop it, as a push
+		// aborts it once the record is pruned.
 		return Resolution{Remove: true}
 	}
 	for i := range rec.WriteSet {
