@@ -36,55 +36,54 @@ func (s *Server) SweepTxnRecords(ctx context.Context) {
 			continue
 		}
 		s.sweepIntents(ctx, rep, rng.ID, now)
-		recs, err := rep.FSM().TxnLiveRecords()
-		if err != nil {
-			s.log.Warn("txn sweeper: read records", "shard", rng.ID, "err", err)
-			continue
-		}
-		for _, r := range recs {
-			if ctx.Err() != nil {
-				return
-			}
-			if now-r.Heartbeat <= int64(txnTimeout) {
-				continue
-			}
-			s.sweepRecord(ctx, r)
-		}
-		s.sweepUnforgotten(ctx, rep, rng.ID, now)
+		s.sweepRecords(ctx, rep, rng.ID, now)
 	}
 }
 
-// Forgetting bounds: a committed record not forgotten by its coordinator
-// is looked at once its last heartbeat is txnForgetAge old, at most
-// txnForgetSweepMax per shard and sweep. A coordinator commits within a
-// heartbeat interval of its last heartbeat and usually resolves and forgets
-// within milliseconds, so the sweeper rarely duplicates its work; when it
-// does (a slow coordinator still resolving) that is harmless: the sweeper
-// resolves every participant itself before it forgets, and resolution and
-// forget are idempotent.
+// Record sweeping bounds. A pass looks at up to txnRecordSweepVisit
+// records of a shard, resuming after the last one the previous pass looked
+// at (a shard keeps every record for the dedup window after it ends, so a
+// full scan per pass grew with the transaction rate; at a sweep every
+// txnSweepEvery a shard of 100,000 records is covered in a few seconds). A
+// committed record not forgotten by its coordinator is picked once its last
+// heartbeat is txnForgetAge old: a coordinator commits within a heartbeat
+// interval of its last heartbeat and usually resolves and forgets within
+// milliseconds, so the sweeper rarely duplicates its work; when it does (a
+// slow coordinator still resolving) that is harmless: the sweeper resolves
+// every participant itself before it forgets, and resolution and forget
+// are idempotent.
 const (
-	txnForgetAge      = 2 * txnTimeout
-	txnForgetSweepMax = 256
+	txnRecordSweepVisit = 16384
+	txnRecordSweepMax   = 256 // records picked per shard and pass
+	txnForgetAge        = 2 * txnTimeout
 )
 
-// sweepUnforgotten ends committed records of shard (led here) that were
-// never forgotten: their coordinator died, or a resolution failed, after
-// the commit. Each one's intents are resolved on every participant from the
-// record (idempotent: a key already resolved has none), and once every
-// resolution succeeded the record is forgotten, so its shard drops it after
-// the dedup window (txn/DESIGN.md "Forgetting a committed record"). A
-// participant that cannot be resolved now keeps the record for the next
-// sweep; the scan resumes after the last record looked at, so such records
-// do not starve the others.
-func (s *Server) sweepUnforgotten(ctx context.Context, rep Replica, shard uint64, now int64) {
-	after := s.sweep.cursor(shard, 'r')
-	recs, next, err := rep.FSM().TxnUnforgottenRecords(after, now-int64(txnForgetAge), txnForgetSweepMax)
+// sweepRecords is one bounded pass over the records of shard (led here):
+// a live record whose heartbeat expired is pushed (sweepRecord); a
+// committed record never forgotten (its coordinator died, or a resolution
+// failed, after the commit) has its intents resolved on every participant
+// from the record (idempotent: a key already resolved has none) and, once
+// every resolution succeeded, is forgotten, so its shard drops it after the
+// dedup window (txn/DESIGN.md "Forgetting a committed record"). A record
+// that cannot be ended now (a participant is down) is looked at again on a
+// later pass; the pass resumes after the last record it looked at, so such
+// records do not starve the others.
+func (s *Server) sweepRecords(ctx context.Context, rep Replica, shard uint64, now int64) {
+	live, unforgotten, next, err := rep.FSM().TxnSweepRecords(s.sweep.cursor(shard, 'r'), now-int64(txnForgetAge), txnRecordSweepVisit, txnRecordSweepMax)
 	if err != nil {
-		s.log.Warn("txn sweeper: read unforgotten records", "shard", shard, "err", err)
+		s.log.Warn("txn sweeper: read records", "shard", shard, "err", err)
 		return
 	}
 	s.sweep.setCursor(shard, 'r', next)
-	for _, r := range recs {
+	for _, r := range live {
+		if ctx.Err() != nil {
+			return
+		}
+		if now-r.Heartbeat > int64(txnTimeout) {
+			s.sweepRecord(ctx, r)
+		}
+	}
+	for _, r := range unforgotten {
 		if ctx.Err() != nil {
 			return
 		}
@@ -237,7 +236,7 @@ func (s *Server) RunTxnSweeper(stop <-chan struct{}) {
 // sweepLeases remembers when the sweeper first saw this node lead each
 // shard (nanoseconds on the server's clock); a shard led without a break
 // keeps its first time. It also keeps, per shard, where each bounded scan
-// ('i' old intents, 'r' unforgotten records) resumes: after the last key it
+// ('i' old intents, 'r' records) resumes: after the last key it
 // looked at, so entries that cannot be ended now (their anchor or a
 // participant is down) do not starve those behind them.
 type sweepLeases struct {

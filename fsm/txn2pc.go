@@ -1018,65 +1018,86 @@ func scanIntentCheck(tx *bbolt.Tx, start, end []byte) (*IntentError, error) {
 	return nil, nil
 }
 
-// TxnLiveRecords returns the records of this shard that are not final (the
-// leader's sweeper pushes those whose heartbeat expired).
+// TxnLiveRecords returns the records of this shard that are not final.
 func (f *FSM) TxnLiveRecords() ([]*txn.Record, error) {
-	var out []*txn.Record
-	err := f.view(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketRecords)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			// Most records are final (kept for the dedup window): peek,
-			// and decode only the live ones.
-			if sum, err := txn.PeekRecord(v); err == nil && sum.State.Final() {
-				return nil
-			}
-			r, err := txn.DecodeRecord(v)
-			if err != nil {
-				return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
-			}
-			if !r.State.Final() {
-				out = append(out, r)
-			}
-			return nil
-		})
-	})
-	return out, err
+	recs, _, err := f.scanRecords(nil, 0, 0, func(r txn.RecordSummary) bool { return !r.State.Final() })
+	return recs, err
 }
 
 // TxnUnforgottenRecords returns up to limit committed records of this shard
 // that were never forgotten (txn.EvForget) and whose last heartbeat is
 // before `before` (the proposer's time, as Record.Heartbeat), in id order
-// after the id `after` (nil: from the first): the leader's sweeper resolves
-// their intents on every participant and then forgets them, so a record
-// whose coordinator died before forgetting it is dropped after all
-// (txn/DESIGN.md "Forgetting a committed record"). next is where the
-// following call resumes: the last id returned when the limit stopped the
-// scan, nil when it reached the end.
+// after the id `after` (nil: from the first). next is where the following
+// call resumes: the last id returned when the limit stopped the scan, nil
+// when it reached the end.
 func (f *FSM) TxnUnforgottenRecords(after []byte, before int64, limit int) (recs []*txn.Record, next []byte, err error) {
+	return f.scanRecords(after, 0, limit, unforgottenBefore(before))
+}
+
+func unforgottenBefore(before int64) func(txn.RecordSummary) bool {
+	return func(r txn.RecordSummary) bool {
+		return r.State == txn.Committed && !r.Forgotten && r.Heartbeat < before
+	}
+}
+
+// TxnSweepRecords is one pass of the leader's record sweeper over at most
+// visit records of this shard (and at most limit picked), in id order after `after` (nil: from the
+// first): the records not final (live: the sweeper pushes those whose
+// heartbeat expired) and the committed records never forgotten whose last
+// heartbeat is before `before` (the sweeper resolves their intents on every
+// participant, then forgets them: a record whose coordinator died before
+// forgetting it is dropped after all; txn/DESIGN.md "Forgetting a committed
+// record"). next is where the following pass resumes: the last id looked
+// at when visit stopped it, nil when it reached the end. A shard keeps every
+// record a dedup window after it ends (ten minutes of transactions), so a
+// pass bounded by visit costs the same however many there are; a full scan
+// on every pass grew with the transaction rate.
+func (f *FSM) TxnSweepRecords(after []byte, before int64, visit, limit int) (live, unforgotten []*txn.Record, next []byte, err error) {
+	forgettable := unforgottenBefore(before)
+	recs, next, err := f.scanRecords(after, visit, limit, func(r txn.RecordSummary) bool { return !r.State.Final() || forgettable(r) })
+	for _, r := range recs {
+		if r.State.Final() {
+			unforgotten = append(unforgotten, r)
+		} else {
+			live = append(live, r)
+		}
+	}
+	return live, unforgotten, next, err
+}
+
+// scanRecords decodes the records after `after` (nil: from the first) that
+// pick selects from a peek at each (most records are final and kept for
+// the dedup window: only the picked are decoded). It stops before the
+// visit+1-th record looked at or the limit+1-th pick (0: no bound); next
+// is then the last id looked at, and nil when the scan reached the end.
+func (f *FSM) scanRecords(after []byte, visit, limit int, pick func(txn.RecordSummary) bool) (recs []*txn.Record, next []byte, err error) {
 	err = f.view(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketRecords)
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
+		var last []byte
+		visited := 0
 		for k, v := seekAfter(c, after); k != nil; k, v = c.Next() {
-			if len(recs) >= limit {
-				next = cloneBytes([]byte(recs[len(recs)-1].ID))
+			if (limit > 0 && len(recs) >= limit) || (visit > 0 && visited >= visit) {
+				next = cloneBytes(last)
 				return nil
 			}
-			if sum, err := txn.PeekRecord(v); err == nil && (sum.State != txn.Committed || sum.Forgotten || sum.Heartbeat >= before) {
-				continue // not picked: no decode
+			visited++
+			last = k
+			sum, err := txn.PeekRecord(v)
+			if err != nil {
+				return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
+			}
+			if !pick(sum) {
+				continue
 			}
 			r, err := txn.DecodeRecord(v)
 			if err != nil {
 				return fmt.Errorf("%w: txn record %q: %v", errCorrupt, k, err)
 			}
-			if r.State == txn.Committed && !r.Forgotten && r.Heartbeat < before {
-				recs = append(recs, r)
-			}
+			recs = append(recs, r)
 		}
 		return nil
 	})
