@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,26 +71,30 @@ const (
 // later pass; the pass resumes after the last record it looked at, so such
 // records do not starve the others.
 func (s *Server) sweepRecords(ctx context.Context, rep Replica, shard uint64, now int64) {
-	live, unforgotten, next, err := rep.FSM().TxnSweepRecords(s.sweep.cursor(shard, 'r'), now-int64(txnForgetAge), txnRecordSweepVisit, txnRecordSweepMax)
+	after := s.sweep.cursor(shard, 'r')
+	live, unforgotten, next, err := rep.FSM().TxnSweepRecords(after, now-int64(txnTimeout), now-int64(txnForgetAge),
+		txnRecordSweepVisit, txnRecordSweepMax)
 	if err != nil {
 		s.log.Warn("txn sweeper: read records", "shard", shard, "err", err)
 		return
 	}
-	s.sweep.setCursor(shard, 'r', next)
-	for _, r := range live {
+	// Picks in id order; a pass cut short by the sweep's deadline resumes
+	// at the first one it did not end, not after the last one it read.
+	picks := append(live, unforgotten...)
+	slices.SortFunc(picks, func(a, b *txn.Record) int { return strings.Compare(a.ID, b.ID) })
+	for _, r := range picks {
 		if ctx.Err() != nil {
+			s.sweep.setCursor(shard, 'r', after)
 			return
 		}
-		if now-r.Heartbeat > int64(txnTimeout) {
+		if r.State.Final() {
+			s.resolveAndForget(ctx, r)
+		} else {
 			s.sweepRecord(ctx, r)
 		}
+		after = []byte(r.ID)
 	}
-	for _, r := range unforgotten {
-		if ctx.Err() != nil {
-			return
-		}
-		s.resolveAndForget(ctx, r)
-	}
+	s.sweep.setCursor(shard, 'r', next)
 }
 
 // resolveAndForget resolves a final record's intents on every participant

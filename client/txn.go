@@ -134,7 +134,9 @@ func (t *Txn) Then(ops ...TxnOp) *Txn { t.body.Success = append(t.body.Success, 
 func (t *Txn) Else(ops ...TxnOp) *Txn { t.body.Failure = append(t.body.Failure, ops...); return t }
 
 // WithRequestID sets the transaction's idempotency key instead of a
-// generated one (invariant I7).
+// generated one (invariant I7). A read-only transaction (no put or delete in
+// either branch) has nothing to apply twice: the server ignores its id, and
+// a retry reads again.
 func (t *Txn) WithRequestID(id string) *Txn { t.body.RequestID = id; return t }
 
 // RequestID is the transaction's idempotency key (set by Commit if empty).
@@ -180,7 +182,8 @@ func (r *TxnOpResult) UnmarshalJSON(b []byte) error {
 }
 
 // Commit runs the transaction. It carries one request id, reused by every
-// retry and by a later Commit of the same *Txn, so it applies at most once.
+// retry and by a later Commit of the same *Txn, so it applies at most once
+// (a read-only transaction runs again instead: WithRequestID).
 func (t *Txn) Commit(ctx context.Context) (*TxnResponse, error) {
 	if t.body.RequestID == "" {
 		t.body.RequestID = t.c.NewRequestID()

@@ -1042,8 +1042,9 @@ func unforgottenBefore(before int64) func(txn.RecordSummary) bool {
 
 // TxnSweepRecords is one pass of the leader's record sweeper over at most
 // visit records of this shard (and at most limit picked), in id order after `after` (nil: from the
-// first): the records not final (live: the sweeper pushes those whose
-// heartbeat expired) and the committed records never forgotten whose last
+// first): the records not final whose last heartbeat is before
+// expiredBefore (the sweeper pushes them: a push aborts an expired Pending
+// record) and the committed records never forgotten whose last
 // heartbeat is before `before` (the sweeper resolves their intents on every
 // participant, then forgets them: a record whose coordinator died before
 // forgetting it is dropped after all; txn/DESIGN.md "Forgetting a committed
@@ -1052,9 +1053,11 @@ func unforgottenBefore(before int64) func(txn.RecordSummary) bool {
 // record a dedup window after it ends (ten minutes of transactions), so a
 // pass bounded by visit costs the same however many there are; a full scan
 // on every pass grew with the transaction rate.
-func (f *FSM) TxnSweepRecords(after []byte, before int64, visit, limit int) (live, unforgotten []*txn.Record, next []byte, err error) {
+func (f *FSM) TxnSweepRecords(after []byte, expiredBefore, before int64, visit, limit int) (live, unforgotten []*txn.Record, next []byte, err error) {
 	forgettable := unforgottenBefore(before)
-	recs, next, err := f.scanRecords(after, visit, limit, func(r txn.RecordSummary) bool { return !r.State.Final() || forgettable(r) })
+	recs, next, err := f.scanRecords(after, visit, limit, func(r txn.RecordSummary) bool {
+		return (!r.State.Final() && r.Heartbeat < expiredBefore) || forgettable(r)
+	})
 	for _, r := range recs {
 		if r.State.Final() {
 			unforgotten = append(unforgotten, r)

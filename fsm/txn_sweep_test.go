@@ -63,7 +63,7 @@ func TestTxnSweepRecordsBounded(t *testing.T) {
 	var after []byte
 	passes := 0
 	for {
-		l, u, next, err := f.TxnSweepRecords(after, 2, visit, 256)
+		l, u, next, err := f.TxnSweepRecords(after, 2, 2, visit, 256)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,12 +91,13 @@ func TestTxnSweepRecordsBounded(t *testing.T) {
 	if fmt.Sprint(live) != "[rec-000003 rec-000057]" || fmt.Sprint(unforgotten) != "[rec-000041 rec-000099]" {
 		t.Fatalf("live %v, unforgotten %v; want [rec-000003 rec-000057], [rec-000041 rec-000099]", live, unforgotten)
 	}
-	// A heartbeat at or after `before` is not picked yet.
-	if _, u, _, err := f.TxnSweepRecords(nil, 1, n+1, 256); err != nil || len(u) != 0 {
-		t.Fatalf("unforgotten with a recent heartbeat: %v %v", u, err)
+	// A heartbeat at or after the bounds is not picked yet: neither a live
+	// record that has not expired nor a committed one still young.
+	if l, u, _, err := f.TxnSweepRecords(nil, 1, 1, n+1, 256); err != nil || len(l) != 0 || len(u) != 0 {
+		t.Fatalf("picked with a recent heartbeat: live %v, unforgotten %v, %v", l, u, err)
 	}
 	// The pick limit stops a pass too.
-	if l, u, next, err := f.TxnSweepRecords(nil, 2, n+1, 2); err != nil || len(l)+len(u) != 2 || string(next) != "rec-000041" {
+	if l, u, next, err := f.TxnSweepRecords(nil, 2, 2, n+1, 2); err != nil || len(l)+len(u) != 2 || string(next) != "rec-000041" {
 		t.Fatalf("picks bounded at 2: %d live, %d unforgotten, next %q, %v", len(l), len(u), next, err)
 	}
 }
@@ -126,7 +127,7 @@ func BenchmarkTxnSweepPass(b *testing.B) {
 	b.Run("bounded", func(b *testing.B) {
 		var after []byte
 		for range b.N {
-			_, _, next, err := f.TxnSweepRecords(after, 2, 16384, 256)
+			_, _, next, err := f.TxnSweepRecords(after, 2, 2, 16384, 256)
 			if err != nil {
 				b.Fatal(err)
 			}
