@@ -22,13 +22,24 @@ import (
 // (fsm.TxnCommand.Batch of forget events); refused as a whole, each is sent
 // alone, routed by its own anchor.
 
-// txnResolveBatchMax bounds the transactions in one resolve (or forget) entry.
-const txnResolveBatchMax = 128
+// txnResolveBatchMax bounds the transactions in one resolve (or forget)
+// entry, and txnResolveBatchBytes the write-set bytes in one resolve entry
+// (each resolution carries its record, values included): 128 transactions
+// of up to 1 MiB each would make one entry of up to 128 MiB, which a
+// node-to-node call refuses past its 6 MiB body limit and which every
+// replica would hold at once. A transaction larger than the bound goes out
+// alone.
+const (
+	txnResolveBatchMax   = 128
+	txnResolveBatchBytes = 1 << 20
+)
 
 // shardBatcher is the group commit shared by resolves and forgets: items
 // queue per shard; the first item of an idle shard starts a drainer (a
 // background task of the node) that hands the queue to run in batches of at
-// most txnResolveBatchMax until it is empty. run must answer every item.
+// most txnResolveBatchMax items, and of at most txnResolveBatchBytes by the
+// batch's weight when it has one (but never fewer than one item), until it
+// is empty. run must answer every item.
 type shardBatcher[T any] struct {
 	mu      sync.Mutex
 	queue   map[uint64][]T // shard -> waiting
@@ -38,7 +49,7 @@ type shardBatcher[T any] struct {
 // submit queues it for shard and, if no drainer runs for that shard, starts
 // one (or, when the node is closing, drains in this goroutine, under ctx, so
 // that what is queued is answered).
-func (b *shardBatcher[T]) submit(ctx context.Context, s *Server, shard uint64, it T, run func(context.Context, []T)) {
+func (b *shardBatcher[T]) submit(ctx context.Context, s *Server, shard uint64, it T, run func(context.Context, []T), weight func(T) int) {
 	b.mu.Lock()
 	if b.queue == nil {
 		b.queue, b.running = map[uint64][]T{}, map[uint64]bool{}
@@ -49,14 +60,14 @@ func (b *shardBatcher[T]) submit(ctx context.Context, s *Server, shard uint64, i
 	b.mu.Unlock()
 	// The drainer lives while its queue refills (each batch bounded on its
 	// own), until the node closes.
-	if start && !s.txnbg.spawn(0, func(ctx context.Context) { b.drain(ctx, shard, run) }) {
-		b.drain(ctx, shard, run)
+	if start && !s.txnbg.spawn(0, func(ctx context.Context) { b.drain(ctx, shard, run, weight) }) {
+		b.drain(ctx, shard, run, weight)
 	}
 }
 
 // drain runs shard's queued items, a batch at a time, until the queue is
 // empty.
-func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(context.Context, []T)) {
+func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(context.Context, []T), weight func(T) int) {
 	for {
 		b.mu.Lock()
 		items := b.queue[shard]
@@ -67,6 +78,15 @@ func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(cont
 			return
 		}
 		n := min(len(items), txnResolveBatchMax)
+		if weight != nil {
+			w := weight(items[0])
+			for i := 1; i < n; i++ {
+				if w += weight(items[i]); w > txnResolveBatchBytes {
+					n = i
+					break
+				}
+			}
+		}
 		b.queue[shard] = items[n:]
 		b.mu.Unlock()
 		run(ctx, items[:n])
@@ -90,6 +110,16 @@ type resolveItem struct {
 	done chan error // buffered: the drainer never blocks on it
 }
 
+// resolveWeight is what a resolution adds to its batch's entry: its
+// record's write set.
+func resolveWeight(it *resolveItem) int {
+	n := 0
+	for _, w := range it.rec.WriteSet {
+		n += len(w.Key) + len(w.Value)
+	}
+	return n
+}
+
 // resolveBatched resolves transaction id's intents on keys (all owned, as
 // last looked up, by one shard) from its final record, batched with other
 // transactions' resolutions of that shard. It returns when the resolution
@@ -103,7 +133,7 @@ func (s *Server) resolveBatched(ctx context.Context, id string, keys []txn.KeyIn
 		return err
 	}
 	it := &resolveItem{id: id, keys: keys, rec: rec, done: make(chan error, 1)}
-	s.txnres.submit(ctx, s, rng.ID, it, s.resolveBatch)
+	s.txnres.submit(ctx, s, rng.ID, it, s.resolveBatch, resolveWeight)
 	return awaitItem(ctx, it.done)
 }
 
@@ -158,7 +188,7 @@ func (s *Server) forgetBatched(ctx context.Context, rec *txn.Record) error {
 		return err
 	}
 	it := &forgetItem{rec: rec, done: make(chan error, 1)}
-	s.txnfgt.submit(ctx, s, rng.ID, it, s.forgetBatch)
+	s.txnfgt.submit(ctx, s, rng.ID, it, s.forgetBatch, nil) // a forget carries an id: count only
 	return awaitItem(ctx, it.done)
 }
 

@@ -1,0 +1,40 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/cairndb/cairn/txn"
+)
+
+// TestShardBatcherBoundsWeight: a drain hands run batches of at most
+// txnResolveBatchBytes by weight (a resolve batch: its records' write-set
+// bytes), never fewer than one item, so one transaction over the bound
+// goes out alone; and of at most txnResolveBatchMax items without a weight.
+func TestShardBatcherBoundsWeight(t *testing.T) {
+	drain := func(items []int, weight func(int) int) [][]int {
+		b := &shardBatcher[int]{queue: map[uint64][]int{7: items}, running: map[uint64]bool{7: true}}
+		var got [][]int
+		b.drain(context.Background(), 7, func(_ context.Context, batch []int) { got = append(got, slices.Clone(batch)) }, weight)
+		if b.running[7] || len(b.queue[7]) != 0 {
+			t.Fatalf("after the drain: running %v, queue %v", b.running[7], b.queue[7])
+		}
+		return got
+	}
+	const m = txnResolveBatchBytes / 10
+	byMB := func(n int) int { return n * m }
+	if got := fmt.Sprint(drain([]int{4, 4, 4, 20, 1, 1, 10, 0}, byMB)); got != "[[4 4] [4] [20] [1 1] [10 0]]" {
+		t.Fatalf("weighted batches %s, want [[4 4] [4] [20] [1 1] [10 0]]", got)
+	}
+	many := make([]int, txnResolveBatchMax+3)
+	if got := drain(many, nil); len(got) != 2 || len(got[0]) != txnResolveBatchMax || len(got[1]) != 3 {
+		t.Fatalf("unweighted: %d batches", len(got))
+	}
+	// A resolution weighs its record's write set, values included.
+	it := &resolveItem{rec: &txn.Record{WriteSet: []txn.Write{{Key: []byte("ab"), Value: make([]byte, 1000)}, {Key: []byte("c"), Delete: true}}}}
+	if w := resolveWeight(it); w != 1003 {
+		t.Fatalf("resolveWeight = %d, want 1003", w)
+	}
+}
