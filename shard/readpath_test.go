@@ -295,7 +295,11 @@ func TestLinearizableReadNeedsNoopOfItsTerm(t *testing.T) {
 	// B's transfer future times out (its TimeoutNow reaches A late), but A
 	// starts its election when it arrives.
 	_ = reps[1].Raft().LeadershipTransferToServer(raft.ServerID(n.id), raft.ServerAddress(n.addr)).Error()
-	readWaitFor(t, 5*time.Second, "A to lead again", func() error {
+	// A setup step, not the property: its election's vote answers are
+	// slowed by a second each, and under make test's parallel, -race load
+	// it took over 5 s once (a later start only narrows the window, which
+	// skips the test rather than passing it).
+	readWaitFor(t, 15*time.Second, "A to lead again", func() error {
 		if !reps[0].IsLeader() {
 			return errors.New("not yet")
 		}
