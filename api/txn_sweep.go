@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -72,16 +70,14 @@ const (
 // records do not starve the others.
 func (s *Server) sweepRecords(ctx context.Context, rep Replica, shard uint64, now int64) {
 	after := s.sweep.cursor(shard, 'r')
-	live, unforgotten, next, err := rep.FSM().TxnSweepRecords(after, now-int64(txnTimeout), now-int64(txnForgetAge),
+	picks, next, err := rep.FSM().TxnSweepRecords(after, now-int64(txnTimeout), now-int64(txnForgetAge),
 		txnRecordSweepVisit, txnRecordSweepMax)
 	if err != nil {
 		s.log.Warn("txn sweeper: read records", "shard", shard, "err", err)
 		return
 	}
-	// Picks in id order; a pass cut short by the sweep's deadline resumes
-	// at the first one it did not end, not after the last one it read.
-	picks := append(live, unforgotten...)
-	slices.SortFunc(picks, func(a, b *txn.Record) int { return strings.Compare(a.ID, b.ID) })
+	// Picks come in id order; a pass cut short by the sweep's deadline
+	// resumes at the first one it did not end, not after the last one read.
 	for _, r := range picks {
 		if ctx.Err() != nil {
 			s.sweep.setCursor(shard, 'r', after)

@@ -1018,54 +1018,28 @@ func scanIntentCheck(tx *bbolt.Tx, start, end []byte) (*IntentError, error) {
 	return nil, nil
 }
 
-// TxnLiveRecords returns the records of this shard that are not final.
-func (f *FSM) TxnLiveRecords() ([]*txn.Record, error) {
-	recs, _, err := f.scanRecords(nil, 0, 0, func(r txn.RecordSummary) bool { return !r.State.Final() })
-	return recs, err
-}
-
-// TxnUnforgottenRecords returns up to limit committed records of this shard
-// that were never forgotten (txn.EvForget) and whose last heartbeat is
-// before `before` (the proposer's time, as Record.Heartbeat), in id order
-// after the id `after` (nil: from the first). next is where the following
-// call resumes: the last id returned when the limit stopped the scan, nil
-// when it reached the end.
-func (f *FSM) TxnUnforgottenRecords(after []byte, before int64, limit int) (recs []*txn.Record, next []byte, err error) {
-	return f.scanRecords(after, 0, limit, unforgottenBefore(before))
-}
-
-func unforgottenBefore(before int64) func(txn.RecordSummary) bool {
-	return func(r txn.RecordSummary) bool {
-		return r.State == txn.Committed && !r.Forgotten && r.Heartbeat < before
-	}
-}
-
 // TxnSweepRecords is one pass of the leader's record sweeper over at most
-// visit records of this shard (and at most limit picked), in id order after `after` (nil: from the
-// first): the records not final whose last heartbeat is before
-// expiredBefore (the sweeper pushes them: a push aborts an expired Pending
-// record) and the committed records never forgotten whose last
-// heartbeat is before `before` (the sweeper resolves their intents on every
-// participant, then forgets them: a record whose coordinator died before
-// forgetting it is dropped after all; txn/DESIGN.md "Forgetting a committed
-// record"). next is where the following pass resumes: the last id looked
-// at when visit stopped it, nil when it reached the end. A shard keeps every
-// record a dedup window after it ends (ten minutes of transactions), so a
-// pass bounded by visit costs the same however many there are; a full scan
-// on every pass grew with the transaction rate.
-func (f *FSM) TxnSweepRecords(after []byte, expiredBefore, before int64, visit, limit int) (live, unforgotten []*txn.Record, next []byte, err error) {
-	forgettable := unforgottenBefore(before)
-	recs, next, err := f.scanRecords(after, visit, limit, func(r txn.RecordSummary) bool {
-		return (!r.State.Final() && r.Heartbeat < expiredBefore) || forgettable(r)
-	})
-	for _, r := range recs {
-		if r.State.Final() {
-			unforgotten = append(unforgotten, r)
-		} else {
-			live = append(live, r)
+// visit records of this shard (0: all) and at most limit picked (0: no
+// bound), in id order after `after` (nil: from the first). It picks the
+// records not final whose last heartbeat is before expiredBefore (the
+// sweeper pushes them: a push aborts an expired Pending record) and the
+// committed records never forgotten whose last heartbeat is before
+// forgetBefore (the sweeper resolves their intents on every participant,
+// then forgets them: a record whose coordinator died before forgetting it
+// is dropped after all; txn/DESIGN.md "Forgetting a committed record"),
+// and returns them in id order. next is where the following pass resumes:
+// the last id looked at when a bound stopped it, nil when it reached the
+// end. A shard keeps every record a dedup window after it ends (ten
+// minutes of transactions), so a pass bounded by visit costs the same
+// however many there are; a full scan on every pass grew with the
+// transaction rate.
+func (f *FSM) TxnSweepRecords(after []byte, expiredBefore, forgetBefore int64, visit, limit int) (recs []*txn.Record, next []byte, err error) {
+	return f.scanRecords(after, visit, limit, func(r txn.RecordSummary) bool {
+		if !r.State.Final() {
+			return r.Heartbeat < expiredBefore
 		}
-	}
-	return live, unforgotten, next, err
+		return r.State == txn.Committed && !r.Forgotten && r.Heartbeat < forgetBefore
+	})
 }
 
 // scanRecords decodes the records after `after` (nil: from the first) that

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -481,7 +482,7 @@ func TestTxnResolveBatch(t *testing.T) {
 // does not stay for ever; aborted records are dropped after the window as
 // before. A forget on an aborted or missing record changes nothing. A
 // committed record queued by an older binary (at its commit) is kept until
-// forgotten. TxnUnforgottenRecords lists exactly the committed records not
+// forgotten. TxnSweepRecords (no live record picked) lists exactly the committed records not
 // forgotten whose heartbeat is old enough.
 func TestTxnForgottenRecordPruning(t *testing.T) {
 	f := txnState(t)
@@ -511,7 +512,7 @@ func TestTxnForgottenRecordPruning(t *testing.T) {
 	}
 	unforgotten := func(before int64) []string {
 		t.Helper()
-		recs, _, err := f.TxnUnforgottenRecords(nil, before, 10)
+		recs, _, err := f.TxnSweepRecords(nil, math.MinInt64, before, 0, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -628,7 +629,7 @@ func TestTxnSweepScansResume(t *testing.T) {
 	}
 	seen, after = nil, nil
 	for i := 0; i < 3; i++ {
-		recs, next, err := f.TxnUnforgottenRecords(after, before, 2)
+		recs, next, err := f.TxnSweepRecords(after, math.MinInt64, before, 0, 2)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -354,7 +355,7 @@ func TestTxnAbortAnswersOneShard(t *testing.T) {
 	}
 }
 
-// TestTxnLiveRecordsPicksLiveOnly: the record sweep's scan (which peeks at
+// TestTxnLiveRecordsPicksLiveOnly: the record sweep's scan, asked for live records only (it peeks at
 // each record and decodes only the ones it picks) lists the Pending and
 // Staging records, not the final ones.
 func TestTxnLiveRecordsPicksLiveOnly(t *testing.T) {
@@ -368,7 +369,7 @@ func TestTxnLiveRecordsPicksLiveOnly(t *testing.T) {
 	mustApply(t, f, 6, ev(txn.EvAbort, "a"))
 	mustApply(t, f, 7, ev(txn.EvBegin, "c"))
 	mustApply(t, f, 8, ev(txn.EvCommit, "c"))
-	recs, err := f.TxnLiveRecords()
+	recs, _, err := f.TxnSweepRecords(nil, math.MaxInt64, math.MinInt64, 0, 0) // every live record, no committed one
 	if err != nil || len(recs) != 2 || recs[0].ID != "p" || recs[0].State != txn.Pending || recs[1].ID != "s" || recs[1].State != txn.Staging {
 		t.Fatalf("live records %+v %v, want p (pending) and s (staging)", recs, err)
 	}

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"go.etcd.io/bbolt"
@@ -63,16 +64,17 @@ func TestTxnSweepRecordsBounded(t *testing.T) {
 	var after []byte
 	passes := 0
 	for {
-		l, u, next, err := f.TxnSweepRecords(after, 2, 2, visit, 256)
+		recs, next, err := f.TxnSweepRecords(after, 2, 2, visit, 256)
 		if err != nil {
 			t.Fatal(err)
 		}
 		passes++
-		for _, r := range l {
-			live = append(live, r.ID)
-		}
-		for _, r := range u {
-			unforgotten = append(unforgotten, r.ID)
+		for _, r := range recs {
+			if r.State.Final() {
+				unforgotten = append(unforgotten, r.ID)
+			} else {
+				live = append(live, r.ID)
+			}
 		}
 		if next == nil {
 			break
@@ -93,18 +95,18 @@ func TestTxnSweepRecordsBounded(t *testing.T) {
 	}
 	// A heartbeat at or after the bounds is not picked yet: neither a live
 	// record that has not expired nor a committed one still young.
-	if l, u, _, err := f.TxnSweepRecords(nil, 1, 1, n+1, 256); err != nil || len(l) != 0 || len(u) != 0 {
-		t.Fatalf("picked with a recent heartbeat: live %v, unforgotten %v, %v", l, u, err)
+	if recs, _, err := f.TxnSweepRecords(nil, 1, 1, n+1, 256); err != nil || len(recs) != 0 {
+		t.Fatalf("picked with a recent heartbeat: %d records, %v", len(recs), err)
 	}
 	// The pick limit stops a pass too.
-	if l, u, next, err := f.TxnSweepRecords(nil, 2, 2, n+1, 2); err != nil || len(l)+len(u) != 2 || string(next) != "rec-000041" {
-		t.Fatalf("picks bounded at 2: %d live, %d unforgotten, next %q, %v", len(l), len(u), next, err)
+	if recs, next, err := f.TxnSweepRecords(nil, 2, 2, n+1, 2); err != nil || len(recs) != 2 || string(next) != "rec-000041" {
+		t.Fatalf("picks bounded at 2: %d records, next %q, %v", len(recs), next, err)
 	}
 }
 
 // BenchmarkTxnSweepPass: one pass of the record sweeper on a shard holding
 // 100,000 final records (ten minutes of 170 transactions a second), before
-// (every record, twice: TxnLiveRecords, then the unforgotten scan) and
+// (every record, twice: the live scan, then the unforgotten scan) and
 // after (one pass bounded at the sweeper's 16,384 records).
 func BenchmarkTxnSweepPass(b *testing.B) {
 	f := newFSM(b)
@@ -116,10 +118,10 @@ func BenchmarkTxnSweepPass(b *testing.B) {
 	}, func(int) bool { return true })
 	b.Run("full-scans", func(b *testing.B) {
 		for range b.N {
-			if _, err := f.TxnLiveRecords(); err != nil {
+			if _, _, err := f.TxnSweepRecords(nil, math.MaxInt64, math.MinInt64, 0, 0); err != nil {
 				b.Fatal(err)
 			}
-			if _, _, err := f.TxnUnforgottenRecords(nil, 2, 256); err != nil {
+			if _, _, err := f.TxnSweepRecords(nil, math.MinInt64, 2, 0, 256); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -127,7 +129,7 @@ func BenchmarkTxnSweepPass(b *testing.B) {
 	b.Run("bounded", func(b *testing.B) {
 		var after []byte
 		for range b.N {
-			_, _, next, err := f.TxnSweepRecords(after, 2, 2, 16384, 256)
+			_, next, err := f.TxnSweepRecords(after, 2, 2, 16384, 256)
 			if err != nil {
 				b.Fatal(err)
 			}
