@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -37,22 +38,9 @@ func TestTxnReplayAcrossSplit(t *testing.T) {
 	if err != nil || again.Succeeded != first.Succeeded {
 		t.Fatalf("retry before the split: %+v %v, first %+v", again, err, first)
 	}
-	res, err := Do(ctx, "POST", c.Node(0).HTTPAddr, "/v1/cluster/shards/1/split", map[string]string{"key": "trs/m"})
-	if err != nil || res.Status != 200 {
-		t.Fatalf("split: %v %v", res, err)
-	}
 	// Until the node routing the retry knows the split, it still runs it on
 	// one shard (and the dedup table answers): wait for a fresh map.
-	WaitFor(t, 10*time.Second, "the split known to the router", func() error {
-		r, err := cl.Txn().Then(client.OpPut("trs/b", "x"), client.OpPut("trs/y", "x")).Commit(ctx)
-		if err != nil {
-			return err
-		}
-		if len(r.Shards) != 2 {
-			return fmt.Errorf("a transaction on trs/b and trs/y ran on shards %v", r.Shards)
-		}
-		return nil
-	})
+	splitForTxns(t, ctx, c, cl, "trs/m", "trs/b", "trs/y")
 	retry, err := tx.Commit(ctx)
 	if err != nil {
 		t.Fatalf("retry after the split: %v", err)
@@ -159,20 +147,7 @@ func TestTxnDecideCarriesNoWrittenValues(t *testing.T) {
 	cls := NewClients(t, c, 3)
 	cl := cls[0]
 	ctx := Context(t, 120*time.Second)
-	res, err := Do(ctx, "POST", c.Node(0).HTTPAddr, "/v1/cluster/shards/1/split", map[string]string{"key": "zz/m"})
-	if err != nil || res.Status != 200 {
-		t.Fatalf("split: %v %v", res, err)
-	}
-	WaitFor(t, 15*time.Second, "split known", func() error {
-		r, err := cl.Txn().Then(client.OpPut("zz/c", "x"), client.OpPut("zz/y", "x")).Commit(ctx)
-		if err != nil {
-			return err
-		}
-		if len(r.Shards) != 2 {
-			return fmt.Errorf("shards %v", r.Shards)
-		}
-		return nil
-	})
+	splitForTxns(t, ctx, c, cl, "zz/m", "zz/c", "zz/y")
 	big := strings.Repeat("v", 1000000)
 	var ops []client.TxnOp
 	for i := 0; i < 6; i++ {
@@ -206,10 +181,7 @@ func TestTxnReadOnlyRetryReadsAgain(t *testing.T) {
 	c := StartCluster(t, ClusterConfig{})
 	cl := NewClients(t, c, 1)[0]
 	ctx := Context(t, 60*time.Second)
-	res, err := Do(ctx, "POST", c.Node(0).HTTPAddr, "/v1/cluster/shards/1/split", map[string]string{"key": "tro/m"})
-	if err != nil || res.Status != 200 {
-		t.Fatalf("split: %v %v", res, err)
-	}
+	splitForTxns(t, ctx, c, cl, "tro/m", "tro/b", "tro/y")
 	for _, k := range []string{"tro/a", "tro/z"} {
 		if _, err := cl.Put(ctx, k, "1"); err != nil {
 			t.Fatal(err)
@@ -251,4 +223,25 @@ func TestTxnReadOnlyRetryReadsAgain(t *testing.T) {
 	if again := read(); again.Replay || values(again) != "tro/a=2 tro/z=1" {
 		t.Fatalf("the retry of a read-only transaction answered replay=%v %q, want the values read again (tro/a=2 tro/z=1)", again.Replay, values(again))
 	}
+}
+
+// splitForTxns splits shard 1 at key `at` and waits until the client's
+// transactions see it: one writing lo and hi (either side of `at`) runs on
+// two shards.
+func splitForTxns(t *testing.T, ctx context.Context, c *Cluster, cl *client.Client, at, lo, hi string) {
+	t.Helper()
+	res, err := Do(ctx, "POST", c.Node(0).HTTPAddr, "/v1/cluster/shards/1/split", map[string]string{"key": at})
+	if err != nil || res.Status != 200 {
+		t.Fatalf("split at %s: %v %v", at, res, err)
+	}
+	WaitFor(t, 15*time.Second, "the split known to the router", func() error {
+		r, err := cl.Txn().Then(client.OpPut(lo, "x"), client.OpPut(hi, "x")).Commit(ctx)
+		if err != nil {
+			return err
+		}
+		if len(r.Shards) != 2 {
+			return fmt.Errorf("a transaction on %s and %s ran on shards %v", lo, hi, r.Shards)
+		}
+		return nil
+	})
 }
