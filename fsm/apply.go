@@ -39,6 +39,12 @@ func txBuckets(tx *bbolt.Tx) buckets {
 	// half empty for good.
 	b.dedup.FillPercent = appendFillPercent
 	b.dedupTime.FillPercent = appendFillPercent
+	// So do the transaction buckets keyed by id (txn.IDForRequest and the
+	// coordinator's own ids start with the time) and the clean-up queue,
+	// keyed by proposer time.
+	b.records.FillPercent = appendFillPercent
+	b.tombstones.FillPercent = appendFillPercent
+	b.txnGC.FillPercent = appendFillPercent
 	return b
 }
 

@@ -2,6 +2,8 @@ package txn
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -211,5 +213,23 @@ func TestIDForRequest(t *testing.T) {
 	a, b := IDForRequest("t-17"), IDForRequest("t-18")
 	if a != IDForRequest("t-17") || a == b || len(a) > MaxIDSize || a[0] != 'r' {
 		t.Fatalf("ids %q %q", a, b)
+	}
+	// A request id that starts with a time (cairn's clients: "%012x.") gives
+	// an id that starts with that time, so later requests sort after earlier
+	// ones and a shard's records and tombstones append.
+	early, late := IDForRequest("0005f1e2d3c4.c1-9"), IDForRequest("0005f1e2d3c5.c1-1")
+	if early != IDForRequest("0005f1e2d3c4.c1-9") || len(early) != len(a) || len(late) != len(a) ||
+		early[:13] != "r0005f1e2d3c4" || !(early < late) {
+		t.Fatalf("time-prefixed ids %q %q", early, late)
+	}
+	if x, y := IDForRequest("0005f1e2d3c4.c1-1"), IDForRequest("0005f1e2d3c4.c1-2"); x == y || x[:13] != y[:13] {
+		t.Fatalf("same time, different requests: %q %q", x, y)
+	}
+	// Not a time: 12 hex digits without the dot, or upper case.
+	for _, rid := range []string{"0005f1e2d3c4x", "0005F1E2D3C4.c1-1", "0005f1e2d3c4", "0005f1e2d3cg.c1-1"} {
+		sum := sha256.Sum256([]byte(rid))
+		if got, want := IDForRequest(rid), "r"+hex.EncodeToString(sum[:20]); got != want {
+			t.Errorf("IDForRequest(%q) = %q, want the hash-only %q", rid, got, want)
+		}
 	}
 }
