@@ -157,6 +157,7 @@ type Server struct {
 	txnbg   txnBackground              // resolutions after a transaction's reply (txn_coord.go)
 	txnres  shardBatcher[*resolveItem] // those resolutions, batched per shard (txn_batch.go)
 	txnfgt  shardBatcher[*forgetItem]  // and the forgets that follow them, batched per anchor shard
+	txnprep shardBatcher[*proposeItem] // prepares for shards led elsewhere: calls shared per shard (txn_propose_batch.go)
 	node    string                     // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc
@@ -251,6 +252,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/txn", "txn", s.txnPost)
 	s.handle("GET /v1/txn/{id}", "txn_inspect", s.txnInspect)
 	s.handle("POST "+pathTxnPropose, "internal", s.internalTxnPropose)
+	s.handle("POST "+pathTxnProposeBatch, "internal", s.internalTxnProposeBatch)
 	s.handle("POST "+pathTxnInspect, "internal", s.internalTxnInspect)
 	s.locks = s.newLockRoutes()
 	s.handle("GET /v1/locks", "lock_list", s.lockList)

@@ -337,7 +337,7 @@ func (c *txnCoord) prepare(ctx context.Context, a txn.Action) {
 	if a.Begin {
 		routeKey = c.rt.Anchor
 	}
-	res, err := c.s.txnPropose(ctx, routeKey, &fsm.Command{Op: fsm.OpTxnPrepare, Key: routeKey,
+	res, err := c.s.txnProposeShared(ctx, routeKey, &fsm.Command{Op: fsm.OpTxnPrepare, Key: routeKey,
 		Value: fsm.EncodeTxnCommand(tc)})
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -320,3 +320,92 @@ func TestTxnSyncResolveAnswersAlike(t *testing.T) {
 		return nil
 	})
 }
+
+// TestTxnPreparesShareCalls (api/txn_propose_batch.go): prepares for a shard
+// led by another node share their node-to-node calls. 64 two-shard
+// transactions started at once, coordinated on the leader of their anchors'
+// shard, send their other prepares to another node's leader: before, one call
+// each (64, and the resolutions' calls on top); now the prepares queued
+// behind a call in flight go out together in the next. Every transaction
+// still commits on both shards and leaves no intent.
+func TestTxnPreparesShareCalls(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tpb/m"}})
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 90*time.Second)
+	const n = 64
+	for i := range n {
+		for _, k := range []string{fmt.Sprintf("tpb/a%02d", i), fmt.Sprintf("tpb/z%02d", i)} {
+			if _, err := cl.Put(ctx, k, "0"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	shardOf := func(key string) uint64 {
+		for _, r := range c.Node(0).Node.Ranges() {
+			if r.Contains([]byte(key)) {
+				return r.ID
+			}
+		}
+		t.Fatalf("no range holds %s", key)
+		return 0
+	}
+	anchor, other := shardOf("tpb/a00"), shardOf("tpb/z00")
+	if anchor == other {
+		t.Fatalf("tpb/a00 and tpb/z00 on one shard %d", anchor)
+	}
+	la, lb := c.WaitLeader(anchor, 10*time.Second), c.WaitLeader(other, 10*time.Second)
+	if la == lb {
+		to := (lb + 1) % 3
+		rep, ok := c.Node(lb).Node.Replica(other)
+		if !ok {
+			t.Fatalf("node %d has no replica of shard %d", lb, other)
+		}
+		if err := rep.TransferLeader(c.Node(to).ID, c.Node(to).RaftAddr); err != nil {
+			t.Fatalf("transfer shard %d to %s: %v", other, c.Node(to).ID, err)
+		}
+		lb = c.WaitLeader(other, 10*time.Second, la)
+	}
+	calls := func() float64 {
+		v, _ := metricValue(t, c.Node(lb).HTTPAddr, `cairn_http_request_duration_seconds_count{code="200",method="POST",route="internal"}`)
+		return v
+	}
+	before := calls()
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			<-start
+			a, z := fmt.Sprintf("tpb/a%02d", i), fmt.Sprintf("tpb/z%02d", i)
+			res, err := cl.Txn().If(client.Compare(a, client.TargetModIndex, ">", 0), client.Compare(z, client.TargetModIndex, ">", 0)).
+				Then(client.OpPut(a, "1"), client.OpPut(z, "1")).Commit(ctx)
+			if err == nil && (!res.Succeeded || len(res.Shards) != 2) {
+				err = fmt.Errorf("transaction %d: %+v", i, res)
+			}
+			errs <- err
+		}()
+	}
+	close(start)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	WaitFor(t, 15*time.Second, "no intent left", func() error {
+		if k := countIntents(t, c); k != 0 {
+			return fmt.Errorf("%d intents remain", k)
+		}
+		return nil
+	})
+	got := calls() - before
+	t.Logf("%d two-shard transactions: %.0f node-to-node calls to the other shard's leader", n, got)
+	if got >= n {
+		t.Fatalf("%.0f node-to-node calls for %d transactions' prepares and resolutions: the prepares did not share calls", got, n)
+	}
+	for i := range n {
+		for _, k := range []string{fmt.Sprintf("tpb/a%02d", i), fmt.Sprintf("tpb/z%02d", i)} {
+			if kv, err := cl.Get(ctx, k); err != nil || kv.Value != "1" {
+				t.Fatalf("%s after commit: %+v %v", k, kv, err)
+			}
+		}
+	}
+}
