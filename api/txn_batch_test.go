@@ -38,3 +38,35 @@ func TestShardBatcherBoundsWeight(t *testing.T) {
 		t.Fatalf("resolveWeight = %d, want 1003", w)
 	}
 }
+
+// TestCapAnswers: a shared prepare call's answer keeps its answers up to the
+// byte limit (the first always) and marks the rest "send alone"; a prepare
+// answers the values it locked, which its command does not show.
+func TestCapAnswers(t *testing.T) {
+	read := func(n int) txnProposeBatchAnswer {
+		return txnProposeBatchAnswer{Result: &txnWireResult{Reads: []txnWireRead{{Key: []byte("k"), Value: make([]byte, n)}}}}
+	}
+	items := []txnProposeBatchAnswer{read(99), read(50), read(0), read(60), {Error: "x"}, read(10)}
+	capAnswers(items, 200)
+	var got []string
+	for _, a := range items {
+		switch {
+		case a.SendAlone:
+			got = append(got, "alone")
+		case a.Result == nil:
+			got = append(got, "error")
+		default:
+			got = append(got, "kept")
+		}
+	}
+	// 100, 151, 152, 213 > 200: alone; an error adds nothing but the total
+	// is past the limit already, so everything after the first overflow
+	// goes alone.
+	if s := fmt.Sprint(got); s != "[kept kept kept alone alone alone]" {
+		t.Fatalf("capped %s", s)
+	}
+	one := []txnProposeBatchAnswer{read(500)}
+	if capAnswers(one, 200); one[0].SendAlone {
+		t.Fatal("the first answer went alone: a command over the limit would never be answered")
+	}
+}

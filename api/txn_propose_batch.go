@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -21,13 +22,16 @@ import (
 // that fails as a whole (a node of an older binary does not serve the path,
 // the leader moved) is sent again one command at a time, each routed on its
 // own; that is safe because a prepare is idempotent (a transaction's own
-// intents never conflict with it).
+// intents never conflict with it). A shared call answers up to
+// txnProposeBatchAnswerBytes of keys and values; the commands past that
+// are sent again on their own.
 //
 // On a two-shard benchmark the other shard's prepare was one node-to-node
 // call per transaction (HTTP on both sides: about a tenth of the servers'
 // CPU); under load one call now carries several.
 
 const pathTxnProposeBatch = "/internal/v1/txn/propose-batch"
+
 
 type txnProposeBatchRequest struct {
 	Items []txnProposeRequest `json:"items"`
@@ -43,9 +47,13 @@ type txnProposeBatchResponse struct {
 type txnProposeBatchAnswer struct {
 	Result *txnWireResult `json:"result,omitempty"`
 	Error  string         `json:"error,omitempty"`
+	// SendAlone: the command applied, but its answer did not fit in the
+	// call's (txnProposeBatchAnswerBytes); send it again on its own.
+	SendAlone bool `json:"send_alone,omitempty"`
 }
 
 type proposeItem struct {
+	ctx  context.Context // the waiter's: an item whose waiter left is not sent
 	key  []byte
 	cmd  *fsm.Command
 	enc  []byte // fsm.EncodeCommand(cmd)
@@ -71,7 +79,7 @@ func (s *Server) txnProposeShared(ctx context.Context, key []byte, cmd *fsm.Comm
 	if err != nil {
 		return nil, err
 	}
-	it := &proposeItem{key: key, cmd: cmd, enc: enc, done: make(chan error, 1)}
+	it := &proposeItem{ctx: ctx, key: key, cmd: cmd, enc: enc, done: make(chan error, 1)}
 	s.txnprep.submit(ctx, s, rng.ID, it, s.proposeBatch, proposeWeight)
 	if err := awaitItem(ctx, it.done); err != nil {
 		return nil, err
@@ -79,35 +87,82 @@ func (s *Server) txnProposeShared(ctx context.Context, key []byte, cmd *fsm.Comm
 	return it.res, nil
 }
 
-// txnProposeBatchTimeout bounds one batch. The prepares queued behind a
-// call wait for it, so a call to a leader that stopped answering (paused,
-// cut off) must not hold them for a whole write timeout: past this bound its
+// txnProposeBatchTimeout bounds one shared call, and then the single calls
+// of a batch whose shared call failed. The prepares queued behind a call
+// wait for it, so a call to a leader that stopped answering (paused, cut
+// off) must not hold them for a whole write timeout: past this bound its
 // prepares answer an unknown outcome and their coordinators send them again,
-// routed to whoever leads by then (a prepare is idempotent). A raft round
-// takes milliseconds; an election, about a second.
-const txnProposeBatchTimeout = 2 * time.Second
+// routed to whoever leads by then (a prepare is idempotent). It is longer
+// than RouteWait (3 s), the time the router waits for an election. A call
+// is also bounded by the latest deadline of its prepares' coordinators.
+const txnProposeBatchTimeout = 4 * time.Second
 
-// proposeBatch sends one batch, bounded by txnProposeBatchTimeout, and
-// answers every item: in one call when there are several, else (or when that
-// call failed as a whole) one command at a time.
+// txnProposeBatchAnswerBytes bounds the keys and values of one shared
+// call's answer: a prepare answers the values of the keys it locked, which
+// its command does not show (128 prepares of two 1 MiB values each would be
+// 256 MiB). Past it the leader answers "send alone" for the rest, and those
+// are sent again one at a time (the prepare applied already; again, it
+// finds its own intents and answers the same).
+const txnProposeBatchAnswerBytes = 4 << 20
+
+// proposeBatch answers every item of one batch: items whose waiter left
+// first are dropped; the rest go in one call when there are several, else
+// (or when that call failed as a whole, or answered some "send alone") one
+// command at a time.
 func (s *Server) proposeBatch(ctx context.Context, batch []*proposeItem) {
-	ctx, cancel := context.WithTimeout(ctx, txnProposeBatchTimeout)
-	defer cancel()
-	if len(batch) > 1 {
-		if err := s.proposeBatchCall(ctx, batch); err == nil || ctx.Err() != nil {
-			for _, it := range batch {
-				if err != nil {
-					it.err = err
-				}
-				it.done <- it.err
+	live := batch[:0:0]
+	var latest time.Time
+	for _, it := range batch {
+		if err := it.ctx.Err(); err != nil {
+			it.done <- err
+			continue
+		}
+		live = append(live, it)
+		d, ok := it.ctx.Deadline()
+		if !ok {
+			d = time.Now().Add(txnProposeBatchTimeout)
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	if len(live) > 1 {
+		if bound := time.Now().Add(txnProposeBatchTimeout); latest.After(bound) {
+			latest = bound
+		}
+		cctx, cancel := context.WithDeadline(ctx, latest)
+		err := s.proposeBatchCall(cctx, live)
+		spent := cctx.Err() != nil
+		cancel()
+		if err != nil && spent {
+			// The call used its time up: its leader is slow or gone, and
+			// single calls would wait as long. The coordinators send again.
+			for _, it := range live {
+				it.done <- err
 			}
 			return
 		}
+		if err == nil {
+			alone := live[:0:0]
+			for _, it := range live {
+				if errors.Is(it.err, errSendAlone) {
+					alone = append(alone, it)
+					continue
+				}
+				it.done <- it.err
+			}
+			live = alone
+		}
 	}
+	sctx, cancel := context.WithTimeout(ctx, txnProposeBatchTimeout)
+	defer cancel()
 	var wg sync.WaitGroup
-	for _, it := range batch {
+	for _, it := range live {
 		wg.Go(func() {
-			it.res, it.err = s.txnPropose(ctx, it.key, it.cmd)
+			it.res, it.err = s.txnPropose(sctx, it.key, it.cmd)
 			it.done <- it.err
 		})
 	}
@@ -115,8 +170,13 @@ func (s *Server) proposeBatch(ctx context.Context, batch []*proposeItem) {
 }
 
 // errLeadHere: the shard's leadership came to this node while its batch
-// waited; its commands are proposed here one by one.
-var errLeadHere = fmt.Errorf("api: this node leads the shard now: %w", errRemoteUnavailable)
+// waited; its commands are proposed here one by one. It must not be an
+// error the router routes again: the router would find this node again.
+var errLeadHere = errors.New("api: this node leads the shard now")
+
+// errSendAlone: the leader did not fit this command's answer in the shared
+// call's (txnProposeBatchAnswerBytes).
+var errSendAlone = errors.New("api: txn command answer too large for a shared call")
 
 // proposeBatchCall sends the batch to its shard's leader in one call and
 // fills in each item's answer. An error means no item was answered.
@@ -140,11 +200,14 @@ func (s *Server) proposeBatchCall(ctx context.Context, batch []*proposeItem) err
 			}
 			for i, a := range out.Items {
 				it := batch[i]
-				if a.Result == nil {
+				switch {
+				case a.SendAlone:
+					it.res, it.err = nil, errSendAlone
+				case a.Result == nil:
 					it.res, it.err = nil, fmt.Errorf("api: txn command on node %s: %s", addr, a.Error)
-					continue
+				default:
+					it.res, it.err = a.Result.result()
 				}
-				it.res, it.err = a.Result.result()
 			}
 			return nil
 		},
@@ -201,6 +264,34 @@ func (s *Server) internalTxnProposeBatch(w http.ResponseWriter, r *http.Request)
 		})
 	}
 	wg.Wait()
+	capAnswers(out.Items, txnProposeBatchAnswerBytes)
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// capAnswers replaces the answers past limit bytes (keys, values, encoded
+// intents and records; the first answer always stays) with "send alone".
+func capAnswers(items []txnProposeBatchAnswer, limit int) {
+	size := 0
+	for i := range items {
+		if size += items[i].Result.bytes(); size > limit && i > 0 {
+			items[i] = txnProposeBatchAnswer{SendAlone: true}
+		}
+	}
+}
+
+// bytes is about what r's keys, values and encoded intents and records add
+// to an answer (nil: nothing).
+func (r *txnWireResult) bytes() int {
+	if r == nil {
+		return 0
+	}
+	n := len(r.Blocker) + len(r.Record) + len(r.OneShard)
+	for _, rd := range r.Reads {
+		n += len(rd.Key) + len(rd.Value)
+	}
+	for _, wr := range r.Written {
+		n += len(wr.Key) + len(wr.Value)
+	}
+	return n
 }

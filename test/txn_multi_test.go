@@ -340,31 +340,7 @@ func TestTxnPreparesShareCalls(t *testing.T) {
 			}
 		}
 	}
-	shardOf := func(key string) uint64 {
-		for _, r := range c.Node(0).Node.Ranges() {
-			if r.Contains([]byte(key)) {
-				return r.ID
-			}
-		}
-		t.Fatalf("no range holds %s", key)
-		return 0
-	}
-	anchor, other := shardOf("tpb/a00"), shardOf("tpb/z00")
-	if anchor == other {
-		t.Fatalf("tpb/a00 and tpb/z00 on one shard %d", anchor)
-	}
-	la, lb := c.WaitLeader(anchor, 10*time.Second), c.WaitLeader(other, 10*time.Second)
-	if la == lb {
-		to := (lb + 1) % 3
-		rep, ok := c.Node(lb).Node.Replica(other)
-		if !ok {
-			t.Fatalf("node %d has no replica of shard %d", lb, other)
-		}
-		if err := rep.TransferLeader(c.Node(to).ID, c.Node(to).RaftAddr); err != nil {
-			t.Fatalf("transfer shard %d to %s: %v", other, c.Node(to).ID, err)
-		}
-		lb = c.WaitLeader(other, 10*time.Second, la)
-	}
+	lb := leadersApart(t, c, "tpb/a00", "tpb/z00")
 	calls := func() float64 {
 		v, _ := metricValue(t, c.Node(lb).HTTPAddr, `cairn_http_request_duration_seconds_count{code="200",method="POST",route="internal"}`)
 		return v
@@ -408,4 +384,88 @@ func TestTxnPreparesShareCalls(t *testing.T) {
 			}
 		}
 	}
+}
+
+// leadersApart makes the shards of keys a and b (two shards) led by
+// different nodes and returns the index of b's leader.
+func leadersApart(t *testing.T, c *Cluster, a, b string) int {
+	t.Helper()
+	shardOf := func(key string) uint64 {
+		for _, r := range c.Node(0).Node.Ranges() {
+			if r.Contains([]byte(key)) {
+				return r.ID
+			}
+		}
+		t.Fatalf("no range holds %s", key)
+		return 0
+	}
+	anchor, other := shardOf(a), shardOf(b)
+	if anchor == other {
+		t.Fatalf("%s and %s on one shard %d", a, b, anchor)
+	}
+	la, lb := c.WaitLeader(anchor, 10*time.Second), c.WaitLeader(other, 10*time.Second)
+	if la == lb {
+		to := (lb + 1) % 3
+		rep, ok := c.Node(lb).Node.Replica(other)
+		if !ok {
+			t.Fatalf("node %d has no replica of shard %d", lb, other)
+		}
+		if err := rep.TransferLeader(c.Node(to).ID, c.Node(to).RaftAddr); err != nil {
+			t.Fatalf("transfer shard %d to %s: %v", other, c.Node(to).ID, err)
+		}
+		lb = c.WaitLeader(other, 10*time.Second, la)
+	}
+	return lb
+}
+
+// TestTxnSharedCallLargeAnswers (api/txn_propose_batch.go): a prepare
+// answers the values of the keys it locks, which its command does not show,
+// so the leader answers a shared call only up to 4 MiB and marks the rest
+// "send alone". Eight transactions started at once each read a 1 MiB value
+// on the other shard: every one commits and answers its own value.
+func TestTxnSharedCallLargeAnswers(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tpl/m"}})
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 90*time.Second)
+	const n = 8
+	big := func(i int) string { return strings.Repeat(string(rune('a'+i)), 1<<20-64) }
+	for i := range n {
+		if _, err := cl.Put(ctx, fmt.Sprintf("tpl/a%d", i), "0"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.Put(ctx, fmt.Sprintf("tpl/z%d", i), big(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leadersApart(t, c, "tpl/a0", "tpl/z0")
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			<-start
+			a, z := fmt.Sprintf("tpl/a%d", i), fmt.Sprintf("tpl/z%d", i)
+			res, err := cl.Txn().If(client.Compare(a, client.TargetModIndex, ">", 0)).
+				Then(client.OpPut(a, "1"), client.OpGet(z)).Commit(ctx)
+			switch {
+			case err != nil:
+			case !res.Succeeded || len(res.Shards) != 2 || len(res.Results) != 2 || res.Results[1].KV == nil:
+				err = fmt.Errorf("transaction %d: %+v", i, res)
+			case res.Results[1].KV.Value != big(i):
+				err = fmt.Errorf("transaction %d read %d bytes of %s, not its own value", i, len(res.Results[1].KV.Value), z)
+			}
+			errs <- err
+		}()
+	}
+	close(start)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	WaitFor(t, 15*time.Second, "no intent left", func() error {
+		if k := countIntents(t, c); k != 0 {
+			return fmt.Errorf("%d intents remain", k)
+		}
+		return nil
+	})
 }
