@@ -32,7 +32,6 @@ import (
 
 const pathTxnProposeBatch = "/internal/v1/txn/propose-batch"
 
-
 type txnProposeBatchRequest struct {
 	Items []txnProposeRequest `json:"items"`
 }
