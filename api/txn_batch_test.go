@@ -2,10 +2,14 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
 
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/cluster"
+	"github.com/cairndb/cairn/shard"
 	"github.com/cairndb/cairn/txn"
 )
 
@@ -68,5 +72,26 @@ func TestCapAnswers(t *testing.T) {
 	one := []txnProposeBatchAnswer{read(500)}
 	if capAnswers(one, 200); one[0].SendAlone {
 		t.Fatal("the first answer went alone: a command over the limit would never be answered")
+	}
+}
+
+// TestBatchAnswerErrors: an error in a shared call's answer decodes back into
+// its type, so a command the leader did nothing with is sent again on its
+// own (routed again) and an unknown outcome stays unknown.
+func TestBatchAnswerErrors(t *testing.T) {
+	for _, tt := range []struct {
+		err         error
+		nothingDone bool
+		is          error
+	}{
+		{fmt.Errorf("shard 3: %w", shard.ErrUnavailable), true, nil},
+		{&shard.NotLeaderError{}, true, nil},
+		{fmt.Errorf("propose: %w", shard.ErrOutcomeUnknown), false, shard.ErrOutcomeUnknown},
+		{&fsm.StaleTokenError{Lock: "L", Token: 1, Accepted: 2}, false, cluster.ErrStaleToken},
+	} {
+		got := batchAnswerError(tt.err).err()
+		if nothingDone(got) != tt.nothingDone || (tt.is != nil && !errors.Is(got, tt.is)) {
+			t.Errorf("%v answered as %v: nothing done %v, want %v (is %v)", tt.err, got, nothingDone(got), tt.nothingDone, tt.is)
+		}
 	}
 }

@@ -45,7 +45,11 @@ type txnProposeBatchResponse struct {
 // again).
 type txnProposeBatchAnswer struct {
 	Result *txnWireResult `json:"result,omitempty"`
-	Error  string         `json:"error,omitempty"`
+	// Error, Code, Status: the error as a single call would have answered
+	// it (errorStatus), decoded back into its type by cluster.Decode.
+	Error  string `json:"error,omitempty"`
+	Code   string `json:"code,omitempty"`
+	Status int    `json:"status,omitempty"`
 	// SendAlone: the command applied, but its answer did not fit in the
 	// call's (txnProposeBatchAnswerBytes); send it again on its own.
 	SendAlone bool `json:"send_alone,omitempty"`
@@ -147,7 +151,10 @@ func (s *Server) proposeBatch(ctx context.Context, batch []*proposeItem) {
 		if err == nil {
 			alone := live[:0:0]
 			for _, it := range live {
-				if errors.Is(it.err, errSendAlone) {
+				// Sent again on its own: an answer that did not fit, and a
+				// command the leader did nothing with (it lost leadership
+				// meanwhile, say), which a single call routes again.
+				if errors.Is(it.err, errSendAlone) || nothingDone(it.err) {
 					alone = append(alone, it)
 					continue
 				}
@@ -203,7 +210,7 @@ func (s *Server) proposeBatchCall(ctx context.Context, batch []*proposeItem) err
 				case a.SendAlone:
 					it.res, it.err = nil, errSendAlone
 				case a.Result == nil:
-					it.res, it.err = nil, fmt.Errorf("api: txn command on node %s: %s", addr, a.Error)
+					it.res, it.err = nil, fmt.Errorf("txn command on node %s: %w", addr, a.err())
 				default:
 					it.res, it.err = a.Result.result()
 				}
@@ -256,7 +263,7 @@ func (s *Server) internalTxnProposeBatch(w http.ResponseWriter, r *http.Request)
 				wr, err = toWire(res)
 			}
 			if err != nil {
-				out.Items[i].Error = err.Error()
+				out.Items[i] = batchAnswerError(err)
 				return
 			}
 			out.Items[i].Result = wr
@@ -293,4 +300,17 @@ func (r *txnWireResult) bytes() int {
 		n += len(wr.Key) + len(wr.Value)
 	}
 	return n
+}
+
+// batchAnswerError is err as one command's answer in a shared call: its
+// message, and the status and code a single call would have answered.
+func batchAnswerError(err error) txnProposeBatchAnswer {
+	status, code, _ := errorStatus(err)
+	return txnProposeBatchAnswer{Error: err.Error(), Code: code, Status: status}
+}
+
+// err decodes an error answer back into its type (cluster.Decode), so the
+// caller tells "nothing was done" from an unknown outcome.
+func (a txnProposeBatchAnswer) err() error {
+	return cluster.Decode(a.Status, cluster.ErrorDetail{Code: a.Code, Message: a.Error})
 }
