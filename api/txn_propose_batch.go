@@ -237,17 +237,9 @@ func (s *Server) internalTxnProposeBatch(w http.ResponseWriter, r *http.Request)
 	}
 	cmds := make([]*fsm.Command, len(req.Items))
 	for i, q := range req.Items {
-		cmd, err := fsm.DecodeCommand(q.Cmd)
+		cmd, err := q.command()
 		if err != nil {
-			return err
-		}
-		switch cmd.Op {
-		case fsm.OpTxnPrepare, fsm.OpTxnRecord, fsm.OpTxnResolve:
-		default:
-			return invalidf("internal txn propose batch: command %d: op %v", i, cmd.Op)
-		}
-		if q.Hops >= cluster.MaxHops {
-			return fmt.Errorf("txn command forwarded %d times: %w", q.Hops, errRemoteUnavailable)
+			return fmt.Errorf("command %d of a batch: %w", i, err)
 		}
 		cmds[i] = cmd
 	}

@@ -216,17 +216,9 @@ func (s *Server) internalTxnPropose(w http.ResponseWriter, r *http.Request) erro
 	if err := unmarshalStrict(body, &req); err != nil {
 		return err
 	}
-	cmd, err := fsm.DecodeCommand(req.Cmd)
+	cmd, err := req.command()
 	if err != nil {
 		return err
-	}
-	switch cmd.Op {
-	case fsm.OpTxnPrepare, fsm.OpTxnRecord, fsm.OpTxnResolve:
-	default:
-		return invalidf("internal txn propose: op %v", cmd.Op)
-	}
-	if req.Hops >= cluster.MaxHops {
-		return fmt.Errorf("txn command forwarded %d times: %w", req.Hops, errRemoteUnavailable)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 	defer cancel()
@@ -240,4 +232,23 @@ func (s *Server) internalTxnPropose(w http.ResponseWriter, r *http.Request) erro
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// command decodes the proposal's command: a participant command of the
+// two-phase commit (prepare, record event, resolve), not yet forwarded
+// cluster.MaxHops times.
+func (q txnProposeRequest) command() (*fsm.Command, error) {
+	cmd, err := fsm.DecodeCommand(q.Cmd)
+	if err != nil {
+		return nil, err
+	}
+	switch cmd.Op {
+	case fsm.OpTxnPrepare, fsm.OpTxnRecord, fsm.OpTxnResolve:
+	default:
+		return nil, invalidf("internal txn propose: op %v", cmd.Op)
+	}
+	if q.Hops >= cluster.MaxHops {
+		return nil, fmt.Errorf("txn command forwarded %d times: %w", q.Hops, errRemoteUnavailable)
+	}
+	return cmd, nil
 }

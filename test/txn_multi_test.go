@@ -346,31 +346,14 @@ func TestTxnPreparesShareCalls(t *testing.T) {
 		return v
 	}
 	before := calls()
-	start := make(chan struct{})
-	errs := make(chan error, n)
-	for i := range n {
-		go func() {
-			<-start
-			a, z := fmt.Sprintf("tpb/a%02d", i), fmt.Sprintf("tpb/z%02d", i)
-			res, err := cl.Txn().If(client.Compare(a, client.TargetModIndex, ">", 0), client.Compare(z, client.TargetModIndex, ">", 0)).
-				Then(client.OpPut(a, "1"), client.OpPut(z, "1")).Commit(ctx)
-			if err == nil && (!res.Succeeded || len(res.Shards) != 2) {
-				err = fmt.Errorf("transaction %d: %+v", i, res)
-			}
-			errs <- err
-		}()
-	}
-	close(start)
-	for range n {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+	concurrentTxns(t, c, n, func(i int) error {
+		a, z := fmt.Sprintf("tpb/a%02d", i), fmt.Sprintf("tpb/z%02d", i)
+		res, err := cl.Txn().If(client.Compare(a, client.TargetModIndex, ">", 0), client.Compare(z, client.TargetModIndex, ">", 0)).
+			Then(client.OpPut(a, "1"), client.OpPut(z, "1")).Commit(ctx)
+		if err == nil && (!res.Succeeded || len(res.Shards) != 2) {
+			err = fmt.Errorf("transaction %d: %+v", i, res)
 		}
-	}
-	WaitFor(t, 15*time.Second, "no intent left", func() error {
-		if k := countIntents(t, c); k != 0 {
-			return fmt.Errorf("%d intents remain", k)
-		}
-		return nil
+		return err
 	})
 	got := calls() - before
 	t.Logf("%d two-shard transactions: %.0f node-to-node calls to the other shard's leader", n, got)
@@ -438,22 +421,31 @@ func TestTxnSharedCallLargeAnswers(t *testing.T) {
 		}
 	}
 	leadersApart(t, c, "tpl/a0", "tpl/z0")
+	concurrentTxns(t, c, n, func(i int) error {
+		a, z := fmt.Sprintf("tpl/a%d", i), fmt.Sprintf("tpl/z%d", i)
+		res, err := cl.Txn().If(client.Compare(a, client.TargetModIndex, ">", 0)).
+			Then(client.OpPut(a, "1"), client.OpGet(z)).Commit(ctx)
+		switch {
+		case err != nil:
+		case !res.Succeeded || len(res.Shards) != 2 || len(res.Results) != 2 || res.Results[1].KV == nil:
+			err = fmt.Errorf("transaction %d: %+v", i, res)
+		case res.Results[1].KV.Value != big(i):
+			err = fmt.Errorf("transaction %d read %d bytes of %s, not its own value", i, len(res.Results[1].KV.Value), z)
+		}
+		return err
+	})
+}
+
+// concurrentTxns runs txn(0..n-1) all at once, fails the test on an error,
+// and waits until every transaction's intents are resolved.
+func concurrentTxns(t *testing.T, c *Cluster, n int, txn func(i int) error) {
+	t.Helper()
 	start := make(chan struct{})
 	errs := make(chan error, n)
 	for i := range n {
 		go func() {
 			<-start
-			a, z := fmt.Sprintf("tpl/a%d", i), fmt.Sprintf("tpl/z%d", i)
-			res, err := cl.Txn().If(client.Compare(a, client.TargetModIndex, ">", 0)).
-				Then(client.OpPut(a, "1"), client.OpGet(z)).Commit(ctx)
-			switch {
-			case err != nil:
-			case !res.Succeeded || len(res.Shards) != 2 || len(res.Results) != 2 || res.Results[1].KV == nil:
-				err = fmt.Errorf("transaction %d: %+v", i, res)
-			case res.Results[1].KV.Value != big(i):
-				err = fmt.Errorf("transaction %d read %d bytes of %s, not its own value", i, len(res.Results[1].KV.Value), z)
-			}
-			errs <- err
+			errs <- txn(i)
 		}()
 	}
 	close(start)
