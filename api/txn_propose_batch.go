@@ -10,6 +10,7 @@ import (
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/cluster"
+	"github.com/cairndb/cairn/shard"
 )
 
 // Prepares for a shard led by another node share their node-to-node calls
@@ -140,9 +141,11 @@ func (s *Server) proposeBatch(ctx context.Context, batch []*proposeItem) {
 		err := s.proposeBatchCall(cctx, live)
 		spent := cctx.Err() != nil
 		cancel()
-		if err != nil && spent {
-			// The call used its time up: its leader is slow or gone, and
-			// single calls would wait as long. The coordinators send again.
+		if err != nil && (spent || nothingDone(err) || errors.Is(err, shard.ErrUnavailable)) {
+			// The call used its time up, or the router found no leader
+			// that would take it within RouteWait: single calls would wait
+			// as long. The coordinators send again. (The rest, such as
+			// errLeadHere or a node without the batch path, go singly.)
 			for _, it := range live {
 				it.done <- err
 			}
@@ -167,8 +170,15 @@ func (s *Server) proposeBatch(ctx context.Context, batch []*proposeItem) {
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, it := range live {
+		if err := it.ctx.Err(); err != nil {
+			it.done <- err // its coordinator left while the shared call ran
+			continue
+		}
 		wg.Go(func() {
-			it.res, it.err = s.txnPropose(sctx, it.key, it.cmd)
+			ictx, stop := context.WithCancel(sctx)
+			defer stop()
+			defer context.AfterFunc(it.ctx, stop)()
+			it.res, it.err = s.txnPropose(ictx, it.key, it.cmd)
 			it.done <- it.err
 		})
 	}
@@ -267,11 +277,15 @@ func (s *Server) internalTxnProposeBatch(w http.ResponseWriter, r *http.Request)
 	return nil
 }
 
-// capAnswers replaces the answers past limit bytes (keys, values, encoded
-// intents and records; the first answer always stays) with "send alone".
+// capAnswers replaces the results past limit bytes (keys, values, encoded
+// intents and records; the first result always stays) with "send alone".
+// Errors are small and stay as they are.
 func capAnswers(items []txnProposeBatchAnswer, limit int) {
 	size := 0
 	for i := range items {
+		if items[i].Result == nil {
+			continue
+		}
 		if size += items[i].Result.bytes(); size > limit && i > 0 {
 			items[i] = txnProposeBatchAnswer{SendAlone: true}
 		}

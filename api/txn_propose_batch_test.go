@@ -1,0 +1,125 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
+)
+
+// TestProposeBatch: one shared call to a (fake) leader of another node
+// answers each prepare; a prepare whose answer did not fit ("send alone")
+// and one the leader did nothing with are sent again on their own; an
+// unknown outcome stays unknown (not sent twice); a prepare whose
+// coordinator left before the call is not sent; every prepare is answered
+// exactly once.
+func TestProposeBatch(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	singles := map[string]int{}
+	mode := map[string]string{"b": "alone", "c": "nothing-done", "d": "unknown"}
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		switch r.URL.Path {
+		case pathTxnProposeBatch:
+			var q txnProposeBatchRequest
+			if err := json.Unmarshal(body, &q); err != nil {
+				t.Errorf("batch body: %v", err)
+			}
+			mu.Lock()
+			sizes = append(sizes, len(q.Items))
+			mu.Unlock()
+			out := txnProposeBatchResponse{Items: make([]txnProposeBatchAnswer, len(q.Items))}
+			for i, it := range q.Items {
+				switch mode[string(it.Key)] {
+				case "alone":
+					out.Items[i] = txnProposeBatchAnswer{SendAlone: true}
+				case "nothing-done":
+					out.Items[i] = batchAnswerError(&shard.NotLeaderError{})
+				case "unknown":
+					out.Items[i] = batchAnswerError(fmt.Errorf("propose: %w", shard.ErrOutcomeUnknown))
+				default:
+					out.Items[i] = txnProposeBatchAnswer{Result: &txnWireResult{Index: 10, Vote: uint8(txn.VoteYes)}}
+				}
+			}
+			writeJSON(w, http.StatusOK, out)
+		case pathTxnPropose:
+			var q txnProposeRequest
+			if err := json.Unmarshal(body, &q); err != nil {
+				t.Errorf("single body: %v", err)
+			}
+			mu.Lock()
+			singles[string(q.Key)]++
+			mu.Unlock()
+			writeJSON(w, http.StatusOK, txnWireResult{Index: 20, Vote: uint8(txn.VoteYes)})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer leader.Close()
+	addr := strings.TrimPrefix(leader.URL, "http://")
+	s := NewServer(Config{Backend: remoteOnlyBackend{notReadyBackend{t}, map[string]string{"n2": addr, "n3": addr}},
+		RouteWait: 300 * time.Millisecond})
+	defer s.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	left, leave := context.WithCancel(ctx)
+	leave()
+	item := func(ctx context.Context, key string) *proposeItem {
+		cmd := &fsm.Command{Op: fsm.OpTxnPrepare, Key: []byte(key),
+			Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: "t1", Keys: []txn.KeyIntent{{Key: []byte(key), Access: txn.AccessWrite}}})}
+		enc, err := fsm.EncodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &proposeItem{ctx: ctx, key: []byte(key), cmd: cmd, enc: enc, done: make(chan error, 1)}
+	}
+	items := []*proposeItem{item(ctx, "a"), item(ctx, "b"), item(ctx, "c"), item(ctx, "d"), item(left, "e")}
+	s.proposeBatch(ctx, items)
+
+	want := map[string]struct {
+		index uint64 // 10: the shared call's answer, 20: a single call's
+		err   error
+	}{"a": {10, nil}, "b": {20, nil}, "c": {20, nil}, "d": {0, shard.ErrOutcomeUnknown}, "e": {0, context.Canceled}}
+	for _, it := range items {
+		k := string(it.key)
+		var err error
+		select {
+		case err = <-it.done:
+		default:
+			t.Fatalf("%s: not answered", k)
+		}
+		select {
+		case <-it.done:
+			t.Fatalf("%s: answered twice", k)
+		default:
+		}
+		w := want[k]
+		switch {
+		case w.err != nil && !errors.Is(err, w.err):
+			t.Errorf("%s: error %v, want %v", k, err, w.err)
+		case w.err == nil && (err != nil || it.res == nil || it.res.Index != w.index):
+			t.Errorf("%s: %+v %v, want index %d", k, it.res, err, w.index)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(sizes) != "[4]" {
+		t.Errorf("shared calls of %v prepares, want one of 4 (the one whose coordinator left is not sent)", sizes)
+	}
+	if fmt.Sprint(singles) != "map[b:1 c:1]" {
+		t.Errorf("single calls %v, want b and c once each (d's outcome is unknown: not sent again)", singles)
+	}
+}
