@@ -137,3 +137,48 @@ func BenchmarkTxnSweepPass(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkTxnTombstones: a batch of 32 resolutions' tombstones (and their
+// clean-up queue entries) into a shard holding 100,000, in one bbolt
+// transaction as an apply batch writes them, with the ids of cairn's
+// clients (time first: txn.IDForRequest) against random ids (hash only, as
+// every request id gave before). Random ids land each tombstone on its own
+// leaf of about a hundred, which bbolt decodes, copies and writes back:
+//
+//	go test -run '^$' -bench TxnTombstones -benchmem ./fsm/
+func BenchmarkTxnTombstones(b *testing.B) {
+	const existing, batch = 100000, 32
+	ids := map[string]func(i int) string{
+		"time-ordered": func(i int) string { return txn.IDForRequest(fmt.Sprintf("%012x.c1-%d", 0x5f0000000000+i, i)) },
+		"random":       func(i int) string { return txn.IDForRequest(fmt.Sprintf("c1-%d", i)) },
+	}
+	for _, name := range []string{"time-ordered", "random"} {
+		id := ids[name]
+		b.Run(name, func(b *testing.B) {
+			f := newFSM(b)
+			put := func(from, n int) error {
+				return f.db.Update(func(tx *bbolt.Tx) error {
+					c := &applyCtx{b: txBuckets(tx)}
+					for i := from; i < from+n; i++ {
+						if err := c.leaveTombstone(id(i), txn.Committed, int64(i)); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			}
+			for lo := 0; lo < existing; lo += 10000 {
+				if err := put(lo, 10000); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for n := range b.N {
+				if err := put(existing+n*batch, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
