@@ -20,10 +20,12 @@ import (
 // command on its own, side by side (raft appends them together anyway), and
 // answers each on its own, so the state machine sees exactly what single
 // calls gave it and no replica needs a newer binary to apply them. A batch
-// that fails as a whole (a node of an older binary does not serve the path,
-// the leader moved) is sent again one command at a time, each routed on its
-// own; that is safe because a prepare is idempotent (a transaction's own
-// intents never conflict with it). A shared call answers up to
+// that fails as a whole for a reason single calls would not share (a node
+// of an older binary does not serve the path; leadership came to this node)
+// is sent again one command at a time, each routed on its own; that is safe
+// because a prepare is idempotent (a transaction's own intents never
+// conflict with it). One that found no leader, or ran out of time, answers
+// every command with that error, and the coordinators send them again. A shared call answers up to
 // txnProposeBatchAnswerBytes of keys and values; the commands past that
 // are sent again on their own.
 //
@@ -41,9 +43,8 @@ type txnProposeBatchResponse struct {
 	Items []txnProposeBatchAnswer `json:"items"`
 }
 
-// txnProposeBatchAnswer is one command's answer: its result, or the error
-// that ended it (an outcome the caller cannot know: it sends the command
-// again).
+// txnProposeBatchAnswer is one command's answer: its result, the error that
+// ended it, or "send alone".
 type txnProposeBatchAnswer struct {
 	Result *txnWireResult `json:"result,omitempty"`
 	// Error, Code, Status: the error as a single call would have answered
