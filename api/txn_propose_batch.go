@@ -25,9 +25,9 @@ import (
 // is sent again one command at a time, each routed on its own; that is safe
 // because a prepare is idempotent (a transaction's own intents never
 // conflict with it). One that found no leader, or ran out of time, answers
-// every command with that error, and the coordinators send them again. A shared call answers up to
-// txnProposeBatchAnswerBytes of keys and values; the commands past that
-// are sent again on their own.
+// every command with that error, and the coordinators send them again. A
+// shared call answers up to txnProposeBatchAnswerBytes of keys and values;
+// the commands past that are sent again on their own.
 //
 // On a two-shard benchmark the other shard's prepare was one node-to-node
 // call per transaction (HTTP on both sides: about a tenth of the servers'

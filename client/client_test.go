@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cairndb/cairn/client/clienttest"
+	"github.com/cairndb/cairn/txn"
 )
 
 func TestMain(m *testing.M) {
@@ -517,6 +518,25 @@ func TestNewRequestIDFormat(t *testing.T) {
 		if id != want {
 			t.Errorf("id %q, want %q", id, want)
 		}
+	}
+}
+
+// TestRequestIDsGiveTimeOrderedTxnIDs: the server keeps the time a request
+// id starts with at the front of the transaction id it derives
+// (txn.IDForRequest), so a shard's records and tombstones append; that
+// holds only while this client writes the time the way the server reads it.
+func TestRequestIDsGiveTimeOrderedTxnIDs(t *testing.T) {
+	c, err := New(Config{Endpoints: []string{"h:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	first := c.NewRequestID()
+	time.Sleep(2 * time.Microsecond)
+	second := c.NewRequestID()
+	a, b := txn.IDForRequest(first), txn.IDForRequest(second)
+	if a[1:13] != first[:12] || b[1:13] != second[:12] || !(a < b) {
+		t.Fatalf("request ids %q, %q gave transaction ids %q, %q: not led by their time, in order", first, second, a, b)
 	}
 }
 
