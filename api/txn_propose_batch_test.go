@@ -123,3 +123,41 @@ func TestProposeBatch(t *testing.T) {
 		t.Errorf("single calls %v, want b and c once each (d's outcome is unknown: not sent again)", singles)
 	}
 }
+
+// TestProposeBatchRefusesBadInput: the shared-call path refuses an empty
+// batch, one over the bound and one holding a command that is not a
+// participant command, with 400 invalid_argument, before proposing any.
+func TestProposeBatchRefusesBadInput(t *testing.T) {
+	s := NewServer(Config{Backend: remoteOnlyBackend{notReadyBackend{t}, map[string]string{}}, RouteWait: 100 * time.Millisecond})
+	defer s.Close()
+	put, err := fsm.EncodeCommand(&fsm.Command{Op: fsm.OpPut, Key: []byte("k"), Value: []byte("v")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prep, err := fsm.EncodeCommand(&fsm.Command{Op: fsm.OpTxnPrepare, Key: []byte("k"),
+		Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: "t1", Keys: []txn.KeyIntent{{Key: []byte("k"), Access: txn.AccessWrite}}})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	many := make([]txnProposeRequest, txnResolveBatchMax+1)
+	for i := range many {
+		many[i] = txnProposeRequest{Key: []byte("k"), Cmd: prep}
+	}
+	for name, items := range map[string][]txnProposeRequest{
+		"empty":    {},
+		"too many": many,
+		"a put":    {{Key: []byte("k"), Cmd: prep}, {Key: []byte("k"), Cmd: put}},
+		"garbage":  {{Key: []byte("k"), Cmd: []byte{0xff, 0x01}}},
+	} {
+		body, _ := json.Marshal(txnProposeBatchRequest{Items: items})
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, httptest.NewRequest(http.MethodPost, pathTxnProposeBatch, strings.NewReader(string(body))))
+		var got struct {
+			Error struct{ Code, Message string }
+		}
+		_ = json.Unmarshal(w.Body.Bytes(), &got)
+		if w.Code != http.StatusBadRequest || got.Error.Code != "invalid_argument" || got.Error.Message == "" {
+			t.Errorf("%s: %d %s", name, w.Code, w.Body.String())
+		}
+	}
+}
