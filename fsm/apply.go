@@ -95,30 +95,48 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.dbMu.RUnlock()
 		panic("fsm: apply after Close")
 	}
-	err := f.db.Update(func(tx *bbolt.Tx) error {
-		ctx.b = txBuckets(tx)
-		for i, l := range logs {
-			if l.Index <= applied {
-				continue
-			}
-			switch l.Type {
-			case raft.LogCommand:
-				r, err := ctx.applyCommand(l)
-				if err != nil {
-					return fmt.Errorf("index %d: %w", l.Index, err)
+	f.wmu.Lock()
+	tx, err := f.writeTxLocked()
+	if err == nil {
+		err = func() error {
+			ctx.b = txBuckets(tx)
+			for i, l := range logs {
+				if l.Index <= applied {
+					continue
 				}
-				out[i] = r
-			case raft.LogConfiguration:
-				if err := ctx.applyConfiguration(l); err != nil {
-					return fmt.Errorf("index %d: %w", l.Index, err)
+				f.wtxBytes += len(l.Data)
+				switch l.Type {
+				case raft.LogCommand:
+					r, err := ctx.applyCommand(l)
+					if err != nil {
+						return fmt.Errorf("index %d: %w", l.Index, err)
+					}
+					out[i] = r
+				case raft.LogConfiguration:
+					if err := ctx.applyConfiguration(l); err != nil {
+						return fmt.Errorf("index %d: %w", l.Index, err)
+					}
 				}
+				// Configuration, noop, barrier and future types only advance
+				// the index: they carry no state of ours.
+				applied = l.Index
 			}
-			// Configuration, noop, barrier and future types only advance
-			// the index: they carry no state of ours.
-			applied = l.Index
+			return ctx.b.meta.Put(metaApplied, u64(applied))
+		}()
+	}
+	if err == nil {
+		f.wtxBatches++
+		// A split's child starts from state this commit makes durable,
+		// and a new range or token base is published below: those
+		// batches commit at once, as do full transactions.
+		if ctx.rngChanged || ctx.baseRaised || len(ctx.children) > 0 ||
+			f.wtxBatches >= f.cfg.CommitBatches || f.wtxBytes >= f.cfg.CommitBytes {
+			err = f.commitLocked()
 		}
-		return ctx.b.meta.Put(metaApplied, u64(applied))
-	})
+	} else {
+		f.rollbackLocked()
+	}
+	f.wmu.Unlock()
 	f.dbMu.RUnlock()
 	if err != nil {
 		panic(fmt.Sprintf("fsm: cannot commit entries %d..%d, state cannot advance: %v",

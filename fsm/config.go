@@ -25,6 +25,15 @@ type Config struct {
 	Logger      *slog.Logger  // nil = slog.Default()
 	DedupWindow time.Duration // request-id dedup window, default 10*time.Minute
 	MmapSize    int           // bbolt InitialMmapSize, default 64 MiB
+	// The write transaction ApplyBatch leaves open across batches
+	// (opentx.go) is committed after CommitBatches batches (default 32
+	// when commits are deferred, else 1: a synced file holds every batch,
+	// as --fsm-sync promises), CommitBytes bytes of entries (default 4 MiB)
+	// or CommitEvery after its first batch (default 10ms; negative: no
+	// timer), whichever comes first, and before any read.
+	CommitBatches int
+	CommitBytes   int
+	CommitEvery   time.Duration
 	// OnTTL is called after a batch commits, once per applied OpPut with
 	// TTL>0, on the apply goroutine; it must not block.
 	OnTTL func(TTLEntry)
@@ -77,6 +86,12 @@ func (c Config) withDefaults() Config {
 	if c.BootID == nil {
 		c.BootID = ReadBootID
 	}
+	if c.CommitBytes == 0 {
+		c.CommitBytes = DefaultCommitBytes
+	}
+	if c.CommitEvery == 0 {
+		c.CommitEvery = DefaultCommitEvery
+	}
 	return c
 }
 
@@ -90,6 +105,9 @@ func (c Config) Validate() error {
 	}
 	if c.MmapSize < 0 {
 		return errors.New("fsm: Config.MmapSize must not be negative")
+	}
+	if c.CommitBatches < 0 || c.CommitBytes < 0 {
+		return errors.New("fsm: Config.CommitBatches and CommitBytes must not be negative")
 	}
 	if len(c.Initial.End) > 0 && string(c.Initial.Start) >= string(c.Initial.End) {
 		return errors.New("fsm: Config.Initial range is empty (Start >= End)")

@@ -24,6 +24,7 @@ func TestDeferredSyncTrust(t *testing.T) {
 	put := func(f *FSM, index uint64, key string) {
 		t.Helper()
 		mustApply(t, f, index, &Command{Op: OpPut, Key: []byte(key), Value: []byte("v")})
+		f.flush("test") // committed without fsync: what the page cache keeps
 	}
 
 	f, err := Open(Config{Path: path, Initial: testRange, DeferSync: true, BootID: func() (string, error) { return "boot-A", nil }})
@@ -213,7 +214,10 @@ func TestUnknownGenesisStaysSynced(t *testing.T) {
 	if err := os.Remove(genesisPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
-	f = mustOpen(t, path, deferredOn("boot-A"), func(c *Config) { c.Initial = placeholder })
+	f = mustOpen(t, path, deferredOn("boot-A"), func(c *Config) {
+		c.Initial = placeholder
+		c.CommitBatches = 0 // the mode's default: every batch, when synced
+	})
 	if f.deferred {
 		t.Fatal("a file with an unknown genesis runs deferred")
 	}
@@ -247,6 +251,11 @@ func (f *FSM) crashClose() {
 		close(f.closed)
 		f.dbMu.Lock()
 		defer f.dbMu.Unlock()
+		// The open write transaction dies with the process: nothing of it
+		// reached the file (raft replays its entries).
+		f.wmu.Lock()
+		f.rollbackLocked()
+		f.wmu.Unlock()
 		_ = f.db.Close()
 		f.db = nil
 	})

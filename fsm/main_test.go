@@ -21,7 +21,11 @@ var testRange = Range{ID: 7, Start: []byte("b"), End: []byte("y"), Epoch: 3, Rep
 
 func mustOpen(t testing.TB, path string, mods ...func(*Config)) *FSM {
 	t.Helper()
-	cfg := Config{Path: path, Initial: testRange, Logger: slog.New(slog.DiscardHandler)}
+	// Every batch applies into the transaction left open by the one
+	// before, committed only by a read, a snapshot, a split or Close: the
+	// hardest setting for everything that reads (opentx.go).
+	cfg := Config{Path: path, Initial: testRange, Logger: slog.New(slog.DiscardHandler),
+		CommitBatches: 1 << 20, CommitEvery: -1}
 	for _, m := range mods {
 		m(&cfg)
 	}

@@ -195,6 +195,15 @@ func (f *FSM) swapIn(tmp string) (uint64, error) {
 	if f.db == nil {
 		return 0, ErrClosed
 	}
+	// The file must hold every entry applied so far if the rename fails
+	// and it is reopened; and bbolt's Close waits for an open write
+	// transaction.
+	f.wmu.Lock()
+	cerr := f.commitLocked()
+	f.wmu.Unlock()
+	if cerr != nil {
+		return 0, fmt.Errorf("fsm: restore: commit applied entries: %w", cerr)
+	}
 	// Close waits for open read transactions, including an unreleased
 	// snapshot being persisted.
 	if err := f.db.Close(); err != nil {

@@ -51,6 +51,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if f.db == nil {
 		return nil, ErrClosed
 	}
+	f.flush("snapshot")
 	tx, err := f.db.Begin(false)
 	if err != nil {
 		return nil, fmt.Errorf("fsm: snapshot: %w", err)

@@ -63,6 +63,17 @@ type FSM struct {
 	dbMu sync.RWMutex
 	db   *bbolt.DB
 
+	// wmu guards the write transaction ApplyBatch leaves open across
+	// batches (opentx.go); dirty says one is open, so that readers skip
+	// wmu when none is.
+	wmu        sync.Mutex
+	wtx        *bbolt.Tx
+	wtxBatches int
+	wtxBytes   int
+	wtxGen     uint64
+	wtxTimer   *time.Timer
+	dirty      atomic.Bool
+
 	applied atomic.Uint64
 	base    atomic.Uint64 // lock token base (metaTokenBase); only an OpRaiseBase changes it, upwards
 
@@ -117,6 +128,12 @@ func Open(cfg Config) (*FSM, error) {
 		return nil, err
 	}
 	f.deferred, f.rebuilt = op.deferred, op.rebuilt
+	if f.cfg.CommitBatches == 0 {
+		f.cfg.CommitBatches = 1
+		if f.deferred {
+			f.cfg.CommitBatches = DefaultCommitBatches
+		}
+	}
 	if f.rebuilt {
 		f.log.Warn("the machine restarted while this file had unsynced commits; " +
 			"starting again from the raft snapshot and log")
@@ -267,6 +284,12 @@ func (f *FSM) Close() error {
 		f.dbMu.Lock()
 		defer f.dbMu.Unlock()
 		if f.db != nil {
+			f.wmu.Lock()
+			cerr := f.commitLocked()
+			f.wmu.Unlock()
+			if cerr != nil {
+				f.log.Error("committing applied entries at close (raft replays them)", "err", cerr)
+			}
 			if f.deferred {
 				// Synced and marked clean, so no later boot distrusts it.
 				if err = f.db.Sync(); err == nil {
@@ -301,6 +324,7 @@ func (f *FSM) view(fn func(tx *bbolt.Tx) error) error {
 	if f.db == nil {
 		return ErrClosed
 	}
+	f.flush("read")
 	return f.db.View(fn)
 }
 

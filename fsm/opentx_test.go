@@ -1,0 +1,194 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// openTxFSM is an FSM whose write transaction stays open until something
+// commits it (no batch or time bound).
+func openTxFSM(t *testing.T, mods ...func(*Config)) *FSM {
+	return newFSM(t, append([]func(*Config){func(c *Config) { c.CommitBatches, c.CommitEvery = 1 << 20, -1 }}, mods...)...)
+}
+
+// A read never sees less than was applied before it began, although the
+// batches it needs are still in the open write transaction: view commits
+// it first.
+func TestOpenTxReadSeesEveryAppliedBatch(t *testing.T) {
+	f := openTxFSM(t)
+	mustApply(t, f, 1, put("c", "1"))
+	mustApply(t, f, 2, put("c", "2"))
+	if !f.dirty.Load() {
+		t.Fatal("two batches committed without a read: the transaction was not left open")
+	}
+	kv, err := f.Get([]byte("c"))
+	if err != nil || kv == nil || string(kv.Value) != "2" {
+		t.Fatalf("Get(c) = %+v, %v after two applied batches, want 2", kv, err)
+	}
+	if f.dirty.Load() {
+		t.Fatal("a read left the write transaction open")
+	}
+}
+
+// Readers racing the apply goroutine: a Get that begins after Apply of
+// entry i returned sees value i or later. It fails if a reader may skip the
+// commit while another one is still committing (the dirty flag cleared
+// before bbolt's commit returned).
+func TestOpenTxConcurrentReadsAreMonotonic(t *testing.T) {
+	f := openTxFSM(t)
+	const entries = 400
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for r := 0; r < 4; r++ {
+		wg.Go(func() {
+			for !stop.Load() {
+				before := f.Applied()
+				kv, err := f.Get([]byte("k"))
+				if err != nil {
+					t.Errorf("Get: %v", err)
+					return
+				}
+				var got uint64
+				if kv != nil {
+					got, _ = strconv.ParseUint(string(kv.Value), 10, 64)
+				}
+				if got < before {
+					t.Errorf("Get began after entry %d was applied and read the value of entry %d", before, got)
+					return
+				}
+			}
+		})
+	}
+	for i := uint64(1); i <= entries; i++ {
+		mustApply(t, f, i, put("k", strconv.FormatUint(i, 10)))
+	}
+	stop.Store(true)
+	wg.Wait()
+}
+
+// The bounds: CommitBatches batches, CommitBytes of entries, CommitEvery
+// after the first batch; and a split commits its batch at once.
+func TestOpenTxBounds(t *testing.T) {
+	t.Run("batches", func(t *testing.T) {
+		f := newFSM(t, func(c *Config) { c.CommitBatches, c.CommitEvery = 3, -1 })
+		for i := uint64(1); i <= 3; i++ {
+			mustApply(t, f, i, put("c", "v"))
+			if want := i < 3; f.dirty.Load() != want {
+				t.Fatalf("after batch %d of 3: open %v, want %v", i, f.dirty.Load(), want)
+			}
+		}
+	})
+	t.Run("bytes", func(t *testing.T) {
+		f := newFSM(t, func(c *Config) { c.CommitBatches, c.CommitBytes, c.CommitEvery = 1<<20, 1000, -1 })
+		mustApply(t, f, 1, put("c", "small"))
+		if !f.dirty.Load() {
+			t.Fatal("a small batch committed")
+		}
+		mustApply(t, f, 2, put("d", string(bytes.Repeat([]byte{'x'}, 1000))))
+		if f.dirty.Load() {
+			t.Fatal("1,000 bytes of entries left open with CommitBytes 1000")
+		}
+	})
+	t.Run("time", func(t *testing.T) {
+		f := newFSM(t, func(c *Config) { c.CommitBatches, c.CommitEvery = 1<<20, 5*time.Millisecond })
+		mustApply(t, f, 1, put("c", "v"))
+		for deadline := time.Now().Add(5 * time.Second); f.dirty.Load(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the transaction was still open 5s after its batch, with CommitEvery 5ms")
+			}
+		}
+	})
+	t.Run("split", func(t *testing.T) {
+		fx := newSplitFixture(t) // opened by newFSM: no bound
+		if !fx.parent.dirty.Load() {
+			t.Fatal("the fixture's batches were committed")
+		}
+		mustApply(t, fx.parent, 10, &Command{Op: OpSplit, Key: []byte("m"), Epoch: testRange.Epoch,
+			ChildID: 42, Servers: testServers})
+		if fx.parent.dirty.Load() {
+			t.Fatal("a split's batch was left open: the child starts from state the parent's file may lose")
+		}
+	})
+}
+
+// A snapshot holds every applied entry, committed or not, and restores
+// into the same state.
+func TestOpenTxSnapshotHoldsOpenBatches(t *testing.T) {
+	f := openTxFSM(t)
+	for i := uint64(1); i <= 5; i++ {
+		mustApply(t, f, i, put(fmt.Sprintf("k%d", i), "v"))
+	}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	g := openTxFSM(t)
+	mustRestore(t, g, sink.Bytes())
+	if g.Applied() != 5 {
+		t.Fatalf("restored applied %d, want 5", g.Applied())
+	}
+	for i := 1; i <= 5; i++ {
+		if kv, err := g.Get([]byte(fmt.Sprintf("k%d", i))); err != nil || kv == nil {
+			t.Fatalf("k%d after restore: %+v, %v", i, kv, err)
+		}
+	}
+}
+
+// A process that dies with the transaction open loses its batches from the
+// file, not from the replica: the file's applied index is the last
+// committed one, raft replays the log after it, and the replica ends in the
+// state of one that committed every batch. Close commits.
+func TestOpenTxCrashReplays(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	open := func() *FSM {
+		return mustOpen(t, path, deferredOn("boot-A"), func(c *Config) { c.CommitBatches, c.CommitEvery = 1<<20, -1 })
+	}
+	entries := []*Command{put("c", "1"), put("d", "2"), {Op: OpDelete, Key: []byte("c")}, put("e", "3")}
+	f := open()
+	mustApply(t, f, 1, entries[0])
+	mustApply(t, f, 2, entries[1])
+	if _, err := f.Get([]byte("c")); err != nil { // commits 1 and 2
+		t.Fatal(err)
+	}
+	mustApply(t, f, 3, entries[2])
+	mustApply(t, f, 4, entries[3])
+	f.crashClose()
+
+	f = open()
+	if f.Applied() != 2 {
+		t.Fatalf("after a crash with entries 3 and 4 uncommitted: applied %d, want 2", f.Applied())
+	}
+	for i, c := range entries { // raft replays from its snapshot: 1 and 2 are skipped
+		r := f.Apply(cmdLog(t, uint64(i+1), c))
+		if replay := i < 2; (r == nil) != replay {
+			t.Fatalf("entry %d: result %v, want skipped %v", i+1, r, replay)
+		}
+	}
+	ref := newFSM(t, func(c *Config) { c.CommitBatches = 1 })
+	for i, c := range entries {
+		mustApply(t, ref, uint64(i+1), c)
+	}
+	wantApplied, want, _ := ref.Hash()
+	gotApplied, got, err := f.Hash()
+	if err != nil || gotApplied != wantApplied || !bytes.Equal(got, want) {
+		t.Fatalf("replayed replica: applied %d hash %x (%v), want %d %x", gotApplied, got, err, wantApplied, want)
+	}
+	mustApply(t, f, 5, put("f", "4"))
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if f = open(); f.Applied() != 5 {
+		t.Fatalf("after Close: applied %d, want 5", f.Applied())
+	}
+}
