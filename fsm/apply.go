@@ -129,9 +129,12 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		// A split's child starts from state this commit makes durable,
 		// and a new range or token base is published below: those
 		// batches commit at once, as do full transactions.
-		if ctx.rngChanged || ctx.baseRaised || len(ctx.children) > 0 ||
-			f.wtxBatches >= f.cfg.CommitBatches || f.wtxBytes >= f.cfg.CommitBytes {
+		if ctx.rngChanged || ctx.baseRaised || len(ctx.children) > 0 || f.commitNowLocked() {
 			err = f.commitLocked()
+		} else {
+			// Before setApplied publishes the batch: a reader that
+			// waited for it finds dirty set and commits first.
+			f.dirty.Store(true)
 		}
 	} else {
 		f.rollbackLocked()

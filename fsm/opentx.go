@@ -43,7 +43,6 @@ func (f *FSM) writeTxLocked() (*bbolt.Tx, error) {
 	}
 	f.wtx = tx
 	f.wtxBatches, f.wtxBytes = 0, 0
-	f.dirty.Store(true)
 	if f.cfg.CommitEvery > 0 {
 		f.wtxGen++
 		gen := f.wtxGen
@@ -95,6 +94,20 @@ func (f *FSM) mustCommitLocked(why string) {
 		panic(fmt.Sprintf("fsm: cannot commit applied entries up to %d (%s), state cannot advance: %v",
 			f.applied.Load(), why, err))
 	}
+}
+
+// commitNowLocked says whether ApplyBatch commits the batch it just
+// applied rather than leaving the transaction open: a bound is reached, or
+// the file was read since the last batch. Readers that come back for more
+// would otherwise wait for the next batch's apply and commit it themselves,
+// one after another; committing each batch while they read keeps them off
+// the mutex (a batch in progress is not yet published, and a read that
+// finds dirty clear reads the last commit without waiting).
+func (f *FSM) commitNowLocked() bool {
+	reads := f.reads.Load()
+	read := reads != f.readsSeen
+	f.readsSeen = reads
+	return read || f.wtxBatches >= f.cfg.CommitBatches || f.wtxBytes >= f.cfg.CommitBytes
 }
 
 // flush commits the open write transaction so that a read transaction

@@ -161,17 +161,20 @@ func TestOpenTxCrashReplays(t *testing.T) {
 	if _, err := f.Get([]byte("c")); err != nil { // commits 1 and 2
 		t.Fatal(err)
 	}
-	mustApply(t, f, 3, entries[2])
-	mustApply(t, f, 4, entries[3])
+	mustApply(t, f, 3, entries[2]) // a read came since the last batch: committed at once
+	mustApply(t, f, 4, entries[3]) // none since: left open
+	if !f.dirty.Load() {
+		t.Fatal("entry 4 was committed with no read since entry 3")
+	}
 	f.crashClose()
 
 	f = open()
-	if f.Applied() != 2 {
-		t.Fatalf("after a crash with entries 3 and 4 uncommitted: applied %d, want 2", f.Applied())
+	if f.Applied() != 3 {
+		t.Fatalf("after a crash with entry 4 uncommitted: applied %d, want 3", f.Applied())
 	}
-	for i, c := range entries { // raft replays from its snapshot: 1 and 2 are skipped
+	for i, c := range entries { // raft replays from its snapshot: 1 to 3 are skipped
 		r := f.Apply(cmdLog(t, uint64(i+1), c))
-		if replay := i < 2; (r == nil) != replay {
+		if replay := i < 3; (r == nil) != replay {
 			t.Fatalf("entry %d: result %v, want skipped %v", i+1, r, replay)
 		}
 	}

@@ -64,15 +64,19 @@ type FSM struct {
 	db   *bbolt.DB
 
 	// wmu guards the write transaction ApplyBatch leaves open across
-	// batches (opentx.go); dirty says one is open, so that readers skip
-	// wmu when none is.
+	// batches (opentx.go). dirty says one is open with batches already
+	// published (set before the applied index moves, cleared after the
+	// commit), so that readers skip wmu when none is; reads counts the
+	// reads, so that ApplyBatch commits each batch while there are any.
 	wmu        sync.Mutex
 	wtx        *bbolt.Tx
 	wtxBatches int
 	wtxBytes   int
 	wtxGen     uint64
 	wtxTimer   *time.Timer
+	readsSeen  int64
 	dirty      atomic.Bool
+	reads      atomic.Int64
 
 	applied atomic.Uint64
 	base    atomic.Uint64 // lock token base (metaTokenBase); only an OpRaiseBase changes it, upwards
@@ -324,6 +328,7 @@ func (f *FSM) view(fn func(tx *bbolt.Tx) error) error {
 	if f.db == nil {
 		return ErrClosed
 	}
+	f.reads.Add(1)
 	f.flush("read")
 	return f.db.View(fn)
 }
