@@ -96,6 +96,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		panic("fsm: apply after Close")
 	}
 	f.wmu.Lock()
+	if err := f.brokenErr(); err != nil {
+		f.wmu.Unlock()
+		f.dbMu.RUnlock()
+		panic(err.Error())
+	}
 	tx, err := f.writeTxLocked()
 	if err == nil {
 		err = func() error {
@@ -160,6 +165,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.base.Store(ctx.base)
 	}
 	f.setApplied(applied)
+	if f.afterPublish != nil {
+		f.afterPublish(applied)
+	}
 	if f.cfg.AfterSplit != nil {
 		for _, child := range ctx.children {
 			f.cfg.AfterSplit(child)

@@ -34,10 +34,11 @@ type Config struct {
 	CommitBatches int
 	CommitBytes   int
 	CommitEvery   time.Duration
-	// OnTTL is called after a batch commits, once per applied OpPut with
+	// OnTTL is called after a batch is applied (its transaction may still
+	// be open, opentx.go), once per applied OpPut with
 	// TTL>0, on the apply goroutine; it must not block.
 	OnTTL func(TTLEntry)
-	// OnLock is called after a batch commits, once per applied OpLock entry
+	// OnLock is called after a batch is applied, once per applied OpLock entry
 	// that did not fail to decode or route, in log order, on the apply
 	// goroutine; it must not block. The event's records are not shared
 	// with the store and must not be modified.
@@ -50,7 +51,9 @@ type Config struct {
 	// transaction, before the parent drops the child's half. export writes
 	// the child's initial state in the snapshot stream format (applied index
 	// 1, the child's range). It must make the child durable before
-	// returning; an error is a storage failure and stops the replica.
+	// returning; an error is a storage failure and stops the replica. It
+	// runs with the write transaction's lock held and must not read the
+	// FSM (a read would wait for that lock).
 	OnSplit func(child Range, servers []Server, export func(w io.Writer) error) error
 	// AfterSplit is called after the batch holding an OpSplit commits, on the
 	// apply goroutine; it must not block (start the child group elsewhere).

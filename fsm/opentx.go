@@ -53,8 +53,8 @@ func (f *FSM) writeTxLocked() (*bbolt.Tx, error) {
 
 // commitLocked commits the open write transaction, if any. f.wmu and f.dbMu
 // are held. A failed commit has lost entries the applied index already
-// counts: the replica cannot go on, and the caller panics (restarting
-// replays them from the log).
+// counts (bbolt rolled them back): dirty stays set, and the caller makes
+// the failure permanent (ApplyBatch panics, others call failed).
 func (f *FSM) commitLocked() error {
 	if f.wtx == nil {
 		return nil
@@ -65,11 +65,20 @@ func (f *FSM) commitLocked() error {
 		f.wtxTimer.Stop()
 		f.wtxTimer = nil
 	}
-	err := tx.Commit()
+	var err error
+	if f.failCommit != nil {
+		_ = tx.Rollback() // as bbolt does when a commit's write fails
+		err = f.failCommit()
+	} else {
+		err = tx.Commit()
+	}
+	if err != nil {
+		return err
+	}
 	// Only now: a reader that finds dirty false begins its read
 	// transaction without waiting for wmu, and must see this commit.
 	f.dirty.Store(false)
-	return err
+	return nil
 }
 
 // rollbackLocked drops the open write transaction (a batch failed to
@@ -88,12 +97,40 @@ func (f *FSM) rollbackLocked() {
 }
 
 // mustCommitLocked is commitLocked for callers that cannot report the
-// failure to the entries' proposers (they were answered): it panics.
+// failure to the entries' proposers (they were answered): a failure is
+// permanent (failed).
 func (f *FSM) mustCommitLocked(why string) {
 	if err := f.commitLocked(); err != nil {
-		panic(fmt.Sprintf("fsm: cannot commit applied entries up to %d (%s), state cannot advance: %v",
-			f.applied.Load(), why, err))
+		f.failed(why, err)
 	}
+}
+
+// failed makes a commit failure outside ApplyBatch permanent: entries the
+// applied index counts are not in the file, so from now on every read
+// returns the error instead of an older state, ApplyBatch panics, and the
+// process is stopped as a failed ApplyBatch stops it (restarting replays
+// the entries from raft's log). The stop is a panic on a goroutine of its
+// own: the caller's may be an HTTP handler, whose panics net/http recovers.
+func (f *FSM) failed(why string, err error) {
+	err = fmt.Errorf("fsm: cannot commit applied entries up to %d (%s), state cannot advance: %w",
+		f.applied.Load(), why, err)
+	if !f.broken.CompareAndSwap(nil, &err) {
+		return
+	}
+	f.log.Error("state machine failed", "err", err)
+	stop := f.stop
+	if stop == nil {
+		stop = func(err error) { go panic(err) }
+	}
+	stop(err)
+}
+
+// brokenErr returns the permanent failure, if any.
+func (f *FSM) brokenErr() error {
+	if p := f.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // commitNowLocked says whether ApplyBatch commits the batch it just
@@ -117,8 +154,8 @@ func (f *FSM) flush(why string) {
 		return
 	}
 	f.wmu.Lock()
+	defer f.wmu.Unlock()
 	f.mustCommitLocked(why)
-	f.wmu.Unlock()
 }
 
 // commitOpen is the CommitEvery timer: it commits the transaction it was

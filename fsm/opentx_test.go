@@ -1,8 +1,11 @@
 package fsm
 
 import (
+	"errors"
+
 	"bytes"
 	"fmt"
+	"github.com/hashicorp/raft"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -14,7 +17,7 @@ import (
 // openTxFSM is an FSM whose write transaction stays open until something
 // commits it (no batch or time bound).
 func openTxFSM(t *testing.T, mods ...func(*Config)) *FSM {
-	return newFSM(t, append([]func(*Config){func(c *Config) { c.CommitBatches, c.CommitEvery = 1 << 20, -1 }}, mods...)...)
+	return newFSM(t, append([]func(*Config){func(c *Config) { c.CommitBatches, c.CommitEvery = 1<<20, -1 }}, mods...)...)
 }
 
 // A read never sees less than was applied before it began, although the
@@ -194,4 +197,131 @@ func TestOpenTxCrashReplays(t *testing.T) {
 	if f = open(); f.Applied() != 5 {
 		t.Fatalf("after Close: applied %d, want 5", f.Applied())
 	}
+}
+
+// A reader that waited for a batch finds it: ApplyBatch sets dirty before
+// it publishes the applied index. A read at the moment of publication (the
+// afterPublish knob, on the apply goroutine) must see the batch just
+// published; it fails if dirty is set after the index moves.
+func TestOpenTxDirtyBeforePublish(t *testing.T) {
+	f := openTxFSM(t)
+	f.afterPublish = func(applied uint64) {
+		kv, err := f.Get([]byte("c"))
+		if err != nil || kv == nil || string(kv.Value) != strconv.FormatUint(applied, 10) {
+			t.Errorf("a read as entry %d was published found %+v, %v", applied, kv, err)
+		}
+	}
+	for i := uint64(1); i <= 5; i++ {
+		mustApply(t, f, i, put("c", strconv.FormatUint(i, 10)))
+		// Let the next batch be left open again: no read since the last.
+		f.readsSeen = f.reads.Load()
+	}
+}
+
+// A commit that fails outside ApplyBatch (here a read's) is permanent: the
+// batches it lost are counted in the applied index, so every later read
+// returns the error rather than the older state in the file, ApplyBatch
+// panics, and the process is stopped once.
+func TestOpenTxCommitFailureIsPermanent(t *testing.T) {
+	f := openTxFSM(t)
+	var stops []error
+	f.stop = func(err error) { stops = append(stops, err) }
+	mustApply(t, f, 1, put("c", "1"))
+	if _, err := f.Get([]byte("c")); err != nil { // commits entry 1
+		t.Fatal(err)
+	}
+	f.readsSeen = f.reads.Load()
+	mustApply(t, f, 2, put("c", "2")) // left open
+	f.failCommit = func() error { return errors.New("injected: no space left on device") }
+	for i := 0; i < 2; i++ {
+		kv, err := f.Get([]byte("c"))
+		if err == nil {
+			t.Fatalf("read %d after a failed commit: %+v, want the failure (entry 2 is applied, not in the file)", i, kv)
+		}
+	}
+	if len(stops) != 1 {
+		t.Fatalf("stopped %d times, want once", len(stops))
+	}
+	panicked := func() (p any) {
+		defer func() { p = recover() }()
+		f.Apply(cmdLog(t, 3, put("c", "3")))
+		return nil
+	}()
+	if panicked == nil {
+		t.Fatal("ApplyBatch went on after a failed commit")
+	}
+	f.failCommit = nil
+}
+
+// The nodes' settings together: a 200 µs timer and the 32-batch bound,
+// readers that must never go back, snapshots taken and restored, Close.
+func TestOpenTxNodeSettingsUnderLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f := mustOpen(t, path, deferredOn("boot-A"), func(c *Config) { c.CommitBatches, c.CommitEvery = 0, 200*time.Microsecond })
+	if f.cfg.CommitBatches != DefaultCommitBatches {
+		t.Fatalf("deferred commits: CommitBatches %d, want %d", f.cfg.CommitBatches, DefaultCommitBatches)
+	}
+	const entries = 600
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for r := 0; r < 3; r++ {
+		wg.Go(func() {
+			var last uint64
+			for !stop.Load() {
+				before := f.Applied()
+				kv, err := f.Get([]byte("c"))
+				if err != nil {
+					t.Errorf("Get: %v", err)
+					return
+				}
+				var got uint64
+				if kv != nil {
+					got, _ = strconv.ParseUint(string(kv.Value), 10, 64)
+				}
+				if got < before || got < last {
+					t.Errorf("read value %d after %d was applied and %d read", got, before, last)
+					return
+				}
+				last = got
+				time.Sleep(time.Duration(r) * 50 * time.Microsecond) // some batches find no read
+			}
+		})
+	}
+	var snaps [][]byte
+	for i := uint64(1); i <= entries; i++ {
+		f.ApplyBatch([]*raft.Log{cmdLog(t, i, put("c", strconv.FormatUint(i, 10)))})
+		if i%100 == 0 {
+			snap, err := f.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sink := &memSink{}
+			if err := snap.Persist(sink); err != nil {
+				t.Fatal(err)
+			}
+			snap.Release()
+			snaps = append(snaps, sink.Bytes())
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	for i, b := range snaps {
+		g := openTxFSM(t)
+		mustRestore(t, g, b)
+		kv, err := g.Get([]byte("c"))
+		want := strconv.Itoa(100 * (i + 1))
+		if err != nil || kv == nil || string(kv.Value) != want || g.Applied() != uint64(100*(i+1)) {
+			t.Fatalf("snapshot %d restored: %+v, %v, applied %d; want %s", i, kv, err, g.Applied(), want)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if f = openDeferredA(t, path); f.Applied() != entries {
+		t.Fatalf("after Close: applied %d, want %d", f.Applied(), entries)
+	}
+}
+
+func openDeferredA(t *testing.T, path string) *FSM {
+	return mustOpen(t, path, deferredOn("boot-A"))
 }

@@ -199,10 +199,10 @@ func (f *FSM) swapIn(tmp string) (uint64, error) {
 	// and it is reopened; and bbolt's Close waits for an open write
 	// transaction.
 	f.wmu.Lock()
-	cerr := f.commitLocked()
+	f.mustCommitLocked("restore")
 	f.wmu.Unlock()
-	if cerr != nil {
-		return 0, fmt.Errorf("fsm: restore: commit applied entries: %w", cerr)
+	if err := f.brokenErr(); err != nil {
+		return 0, err
 	}
 	// Close waits for open read transactions, including an unreleased
 	// snapshot being persisted.

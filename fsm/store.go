@@ -77,6 +77,14 @@ type FSM struct {
 	readsSeen  int64
 	dirty      atomic.Bool
 	reads      atomic.Int64
+	// broken is a commit failure outside ApplyBatch (opentx.go failed):
+	// permanent. stop (test knob; nil: panic on a new goroutine) ends the
+	// process; failCommit (test knob) fails commits (rolling them back), and
+	// afterPublish (test knob) runs after ApplyBatch published a batch.
+	broken       atomic.Pointer[error]
+	stop         func(error)
+	failCommit   func() error
+	afterPublish func(applied uint64)
 
 	applied atomic.Uint64
 	base    atomic.Uint64 // lock token base (metaTokenBase); only an OpRaiseBase changes it, upwards
@@ -330,6 +338,9 @@ func (f *FSM) view(fn func(tx *bbolt.Tx) error) error {
 	}
 	f.reads.Add(1)
 	f.flush("read")
+	if err := f.brokenErr(); err != nil {
+		return err
+	}
 	return f.db.View(fn)
 }
 

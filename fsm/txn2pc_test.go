@@ -553,6 +553,7 @@ func TestTxnForgottenRecordPruning(t *testing.T) {
 		t.Fatalf("%d queued for pruning, want 2 (the abort, the forget)", n)
 	}
 	// An older binary queued "kept" at its commit.
+	f.flush("test") // bbolt allows one write transaction at a time
 	if err := f.db.Update(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketTxnGC).Put(txnGCKey(t0, 'r', "kept"), []byte{})
 	}); err != nil {

@@ -15,6 +15,7 @@ import (
 // forgotten(i)), heartbeat 1.
 func storeRecords(tb testing.TB, f *FSM, n int, state func(i int) txn.State, forgotten func(i int) bool) {
 	tb.Helper()
+	f.flush("test") // bbolt allows one write transaction at a time
 	for lo := 0; lo < n; lo += 10000 {
 		err := f.db.Update(func(tx *bbolt.Tx) error {
 			b := tx.Bucket(bucketRecords)
@@ -157,6 +158,7 @@ func BenchmarkTxnTombstones(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			f := newFSM(b)
 			put := func(from, n int) error {
+				f.flush("test")
 				return f.db.Update(func(tx *bbolt.Tx) error {
 					c := &applyCtx{b: txBuckets(tx)}
 					for i := from; i < from+n; i++ {
