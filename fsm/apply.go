@@ -72,10 +72,11 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies committed entries in one bbolt transaction, so a batch
-// costs one fsync. The applied index is written in that same transaction
-// (invariant I4): after a crash either the whole batch and its index are on
-// disk or neither is, and raft replays what is missing. Entries at or below
+// ApplyBatch applies committed entries into the bbolt write transaction it
+// leaves open across batches (opentx.go). The applied index is written in
+// that same transaction (invariant I4): after a crash either the batches
+// and their index are on disk or neither is, and raft replays what is
+// missing. Entries at or below
 // the applied index are replays and are skipped (result nil).
 //
 // Each result is a *Result for a LogCommand entry, nil for anything else.
@@ -141,14 +142,20 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			// waited for it finds dirty set and commits first.
 			f.dirty.Store(true)
 		}
-	} else {
+	}
+	if err != nil {
+		// Batches already published may be lost with the transaction:
+		// until the panic below ends the process, reads must fail rather
+		// than serve the file (set before rollback clears dirty).
+		err = fmt.Errorf("fsm: cannot commit entries %d..%d, state cannot advance: %w",
+			logs[0].Index, logs[len(logs)-1].Index, err)
+		f.broken.CompareAndSwap(nil, &err)
 		f.rollbackLocked()
 	}
 	f.wmu.Unlock()
 	f.dbMu.RUnlock()
 	if err != nil {
-		panic(fmt.Sprintf("fsm: cannot commit entries %d..%d, state cannot advance: %v",
-			logs[0].Index, logs[len(logs)-1].Index, err))
+		panic(err.Error())
 	}
 	if ctx.rngChanged {
 		if f.cfg.BeforeRangePublish != nil {
@@ -165,9 +172,6 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.base.Store(ctx.base)
 	}
 	f.setApplied(applied)
-	if f.afterPublish != nil {
-		f.afterPublish(applied)
-	}
 	if f.cfg.AfterSplit != nil {
 		for _, child := range ctx.children {
 			f.cfg.AfterSplit(child)
@@ -262,6 +266,9 @@ func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
 // setApplied publishes a new applied index and wakes WaitApplied callers.
 func (f *FSM) setApplied(index uint64) {
 	f.applied.Store(index)
+	if f.afterPublish != nil {
+		f.afterPublish(index)
+	}
 	f.waitMu.Lock()
 	close(f.waitCh)
 	f.waitCh = make(chan struct{})

@@ -111,6 +111,7 @@ func (f *FSM) mustCommitLocked(why string) {
 // process is stopped as a failed ApplyBatch stops it (restarting replays
 // the entries from raft's log). The stop is a panic on a goroutine of its
 // own: the caller's may be an HTTP handler, whose panics net/http recovers.
+// f.wmu is held: stop must neither block nor call into the FSM.
 func (f *FSM) failed(why string, err error) {
 	err = fmt.Errorf("fsm: cannot commit applied entries up to %d (%s), state cannot advance: %w",
 		f.applied.Load(), why, err)

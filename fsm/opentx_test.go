@@ -242,6 +242,9 @@ func TestOpenTxCommitFailureIsPermanent(t *testing.T) {
 	if len(stops) != 1 {
 		t.Fatalf("stopped %d times, want once", len(stops))
 	}
+	// The disk works again: the file must still not move past the entries
+	// it lost.
+	f.failCommit = nil
 	panicked := func() (p any) {
 		defer func() { p = recover() }()
 		f.Apply(cmdLog(t, 3, put("c", "3")))
@@ -250,7 +253,37 @@ func TestOpenTxCommitFailureIsPermanent(t *testing.T) {
 	if panicked == nil {
 		t.Fatal("ApplyBatch went on after a failed commit")
 	}
+	if snap, err := f.Snapshot(); err == nil {
+		snap.Release()
+		t.Fatal("Snapshot of a file that lost applied entries: raft would compact them away")
+	}
+	if err := f.Close(); err == nil {
+		t.Fatal("Close after a failed commit reported nothing")
+	}
+}
+
+// A failure inside ApplyBatch (here its own commit) makes reads fail at
+// once: batches published before it may be lost with the transaction, and
+// the process ends only when raft's goroutine reaches the panic.
+func TestOpenTxApplyFailureFailsReads(t *testing.T) {
+	f := openTxFSM(t)
+	f.stop = func(error) {}
+	mustApply(t, f, 1, put("c", "1"))
+	if _, err := f.Get([]byte("c")); err != nil { // commits entry 1
+		t.Fatal(err)
+	}
+	f.readsSeen = f.reads.Load()
+	mustApply(t, f, 2, put("c", "2")) // left open
+	f.failCommit = func() error { return errors.New("injected: I/O error") }
+	f.cfg.CommitBatches = 1 // entry 3's batch commits, and fails
+	func() {
+		defer func() { _ = recover() }()
+		f.Apply(cmdLog(t, 3, put("c", "3")))
+	}()
 	f.failCommit = nil
+	if kv, err := f.Get([]byte("c")); err == nil {
+		t.Fatalf("read after ApplyBatch failed to commit: %+v, want the failure (entry 2 was published and lost)", kv)
+	}
 }
 
 // The nodes' settings together: a 200 µs timer and the 32-batch bound,
@@ -288,23 +321,26 @@ func TestOpenTxNodeSettingsUnderLoad(t *testing.T) {
 		})
 	}
 	var snaps [][]byte
-	for i := uint64(1); i <= entries; i++ {
+	var snapErr error
+	for i := uint64(1); i <= entries && snapErr == nil; i++ {
 		f.ApplyBatch([]*raft.Log{cmdLog(t, i, put("c", strconv.FormatUint(i, 10)))})
 		if i%100 == 0 {
 			snap, err := f.Snapshot()
 			if err != nil {
-				t.Fatal(err)
+				snapErr = err
+				break
 			}
 			sink := &memSink{}
-			if err := snap.Persist(sink); err != nil {
-				t.Fatal(err)
-			}
+			snapErr = snap.Persist(sink)
 			snap.Release()
 			snaps = append(snaps, sink.Bytes())
 		}
 	}
 	stop.Store(true)
 	wg.Wait()
+	if snapErr != nil {
+		t.Fatal(snapErr)
+	}
 	for i, b := range snaps {
 		g := openTxFSM(t)
 		mustRestore(t, g, b)

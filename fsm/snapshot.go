@@ -52,6 +52,11 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, ErrClosed
 	}
 	f.flush("snapshot")
+	if err := f.brokenErr(); err != nil {
+		// The file lacks entries raft counts as applied: a snapshot of it
+		// labelled with raft's index would lose them for good.
+		return nil, err
+	}
 	tx, err := f.db.Begin(false)
 	if err != nil {
 		return nil, fmt.Errorf("fsm: snapshot: %w", err)

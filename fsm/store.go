@@ -64,10 +64,12 @@ type FSM struct {
 	db   *bbolt.DB
 
 	// wmu guards the write transaction ApplyBatch leaves open across
-	// batches (opentx.go). dirty says one is open with batches already
-	// published (set before the applied index moves, cleared after the
-	// commit), so that readers skip wmu when none is; reads counts the
-	// reads, so that ApplyBatch commits each batch while there are any.
+	// batches (opentx.go). dirty says published batches may be missing
+	// from the file: set before the applied index moves past a batch left
+	// open, cleared after a successful commit (after a failed one it stays
+	// set, and broken is set), so that readers skip wmu when it is clear;
+	// reads counts the reads, so that ApplyBatch commits each batch while
+	// there are any.
 	wmu        sync.Mutex
 	wtx        *bbolt.Tx
 	wtxBatches int
@@ -77,10 +79,11 @@ type FSM struct {
 	readsSeen  int64
 	dirty      atomic.Bool
 	reads      atomic.Int64
-	// broken is a commit failure outside ApplyBatch (opentx.go failed):
+	// broken is a failed commit or apply (opentx.go failed, ApplyBatch):
 	// permanent. stop (test knob; nil: panic on a new goroutine) ends the
-	// process; failCommit (test knob) fails commits (rolling them back), and
-	// afterPublish (test knob) runs after ApplyBatch published a batch.
+	// process; it runs with wmu held and must neither block nor call into
+	// the FSM. failCommit (test knob) fails commits (rolling them back), and
+	// afterPublish (test knob) runs as setApplied publishes an index.
 	broken       atomic.Pointer[error]
 	stop         func(error)
 	failCommit   func() error
@@ -302,6 +305,9 @@ func (f *FSM) Close() error {
 			if cerr != nil {
 				f.log.Error("committing applied entries at close (raft replays them)", "err", cerr)
 			}
+			// The file is consistent at its own applied index; the
+			// failure is still the close's to report.
+			prior := errors.Join(cerr, f.brokenErr())
 			if f.deferred {
 				// Synced and marked clean, so no later boot distrusts it.
 				if err = f.db.Sync(); err == nil {
@@ -314,6 +320,7 @@ func (f *FSM) Close() error {
 			} else {
 				err = f.db.Close()
 			}
+			err = errors.Join(prior, err)
 			f.db = nil
 		}
 	})
