@@ -132,10 +132,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	if err == nil {
 		f.wtxBatches++
-		// A split's child starts from state this commit makes durable,
-		// and a new range or token base is published below: those
-		// batches commit at once, as do full transactions.
-		if ctx.rngChanged || ctx.baseRaised || len(ctx.children) > 0 || f.commitNowLocked() {
+		// A new range (a split's, whose child starts from state this
+		// commit makes durable, or a membership change's) or token base
+		// is published below: those batches commit at once, as do full
+		// transactions.
+		if ctx.rngChanged || ctx.baseRaised || f.commitNowLocked() {
 			err = f.commitLocked()
 		} else {
 			// Before setApplied publishes the batch: a reader that

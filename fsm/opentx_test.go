@@ -46,13 +46,26 @@ func TestOpenTxReadSeesEveryAppliedBatch(t *testing.T) {
 func TestOpenTxConcurrentReadsAreMonotonic(t *testing.T) {
 	f := openTxFSM(t)
 	const entries = 400
-	var stop atomic.Bool
+	stop := startMonotonicReaders(t, f, "k", 4, func(int) time.Duration { return 0 })
+	for i := uint64(1); i <= entries; i++ {
+		mustApply(t, f, i, put("k", strconv.FormatUint(i, 10)))
+	}
+	stop()
+}
+
+// startMonotonicReaders starts n goroutines that read key (its value is the
+// index of the entry that wrote it) until the returned stop is called: each
+// read must see at least the entry applied before it began, and no less
+// than the reader's previous read. Reader r sleeps pause(r) between reads.
+func startMonotonicReaders(t *testing.T, f *FSM, key string, n int, pause func(r int) time.Duration) (stop func()) {
+	var done atomic.Bool
 	var wg sync.WaitGroup
-	for r := 0; r < 4; r++ {
+	for r := range n {
 		wg.Go(func() {
-			for !stop.Load() {
+			var last uint64
+			for !done.Load() {
 				before := f.Applied()
-				kv, err := f.Get([]byte("k"))
+				kv, err := f.Get([]byte(key))
 				if err != nil {
 					t.Errorf("Get: %v", err)
 					return
@@ -61,18 +74,19 @@ func TestOpenTxConcurrentReadsAreMonotonic(t *testing.T) {
 				if kv != nil {
 					got, _ = strconv.ParseUint(string(kv.Value), 10, 64)
 				}
-				if got < before {
-					t.Errorf("Get began after entry %d was applied and read the value of entry %d", before, got)
+				if got < before || got < last {
+					t.Errorf("Get began after entry %d was applied (and read entry %d before) and read the value of entry %d", before, last, got)
 					return
 				}
+				last = got
+				time.Sleep(pause(r))
 			}
 		})
 	}
-	for i := uint64(1); i <= entries; i++ {
-		mustApply(t, f, i, put("k", strconv.FormatUint(i, 10)))
+	return func() {
+		done.Store(true)
+		wg.Wait()
 	}
-	stop.Store(true)
-	wg.Wait()
 }
 
 // The bounds: CommitBatches batches, CommitBytes of entries, CommitEvery
@@ -295,31 +309,8 @@ func TestOpenTxNodeSettingsUnderLoad(t *testing.T) {
 		t.Fatalf("deferred commits: CommitBatches %d, want %d", f.cfg.CommitBatches, DefaultCommitBatches)
 	}
 	const entries = 600
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	for r := 0; r < 3; r++ {
-		wg.Go(func() {
-			var last uint64
-			for !stop.Load() {
-				before := f.Applied()
-				kv, err := f.Get([]byte("c"))
-				if err != nil {
-					t.Errorf("Get: %v", err)
-					return
-				}
-				var got uint64
-				if kv != nil {
-					got, _ = strconv.ParseUint(string(kv.Value), 10, 64)
-				}
-				if got < before || got < last {
-					t.Errorf("read value %d after %d was applied and %d read", got, before, last)
-					return
-				}
-				last = got
-				time.Sleep(time.Duration(r) * 50 * time.Microsecond) // some batches find no read
-			}
-		})
-	}
+	// Some readers pause, so that some batches find no read since the last.
+	stop := startMonotonicReaders(t, f, "c", 3, func(r int) time.Duration { return time.Duration(r) * 50 * time.Microsecond })
 	var snaps [][]byte
 	var snapErr error
 	for i := uint64(1); i <= entries && snapErr == nil; i++ {
@@ -336,8 +327,7 @@ func TestOpenTxNodeSettingsUnderLoad(t *testing.T) {
 			snaps = append(snaps, sink.Bytes())
 		}
 	}
-	stop.Store(true)
-	wg.Wait()
+	stop()
 	if snapErr != nil {
 		t.Fatal(snapErr)
 	}

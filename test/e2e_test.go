@@ -158,6 +158,41 @@ func (p *proc) start(t *testing.T, bin string, join string, extra ...string) {
 	}
 }
 
+// newProcs returns n server processes n1..n{n}, not started, each with its
+// own data dir and free addresses. Each is killed when the test ends, and
+// the log of each one started is printed if the test failed.
+func newProcs(t *testing.T, n int) []*proc {
+	t.Helper()
+	root := t.TempDir()
+	procs := make([]*proc, n)
+	for i := range procs {
+		id := fmt.Sprintf("n%d", i+1)
+		procs[i] = &proc{id: id, dataDir: filepath.Join(root, id), http: freePort(t), raft: freePort(t), gossip: freePort(t)}
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			p.kill()
+			if t.Failed() && p.log != nil {
+				t.Logf("%s log:\n%s", p.id, p.log.String())
+			}
+		}
+	})
+	return procs
+}
+
+// startProcs starts every process of procs, each but the first joining the
+// first.
+func startProcs(t *testing.T, bin string, procs []*proc) {
+	t.Helper()
+	for i, p := range procs {
+		join := ""
+		if i > 0 {
+			join = procs[0].gossip
+		}
+		p.start(t, bin, join)
+	}
+}
+
 func (p *proc) kill() {
 	if p.cmd != nil && p.cmd.Process != nil {
 		_ = p.cmd.Process.Signal(syscall.SIGKILL)
@@ -172,27 +207,8 @@ func TestEndToEndBinary(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := cairnBinary(t)
-	root := t.TempDir()
-	var procs []*proc
-	for i := 1; i <= 3; i++ {
-		procs = append(procs, &proc{id: fmt.Sprintf("n%d", i), dataDir: filepath.Join(root, fmt.Sprintf("n%d", i)),
-			http: freePort(t), raft: freePort(t), gossip: freePort(t)})
-	}
-	for i, p := range procs {
-		join := ""
-		if i > 0 {
-			join = procs[0].gossip
-		}
-		p.start(t, bin, join)
-	}
-	t.Cleanup(func() {
-		for _, p := range procs {
-			p.kill()
-			if t.Failed() {
-				t.Logf("%s log:\n%s", p.id, p.log.String())
-			}
-		}
-	})
+	procs := newProcs(t, 3)
+	startProcs(t, bin, procs)
 	ctx := Context(t, 3*time.Minute)
 	for _, p := range procs {
 		waitReadyz(t, ctx, p.http)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"testing"
@@ -59,20 +58,7 @@ func TestEndToEndRepairOfMovedRange(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := cairnBinary(t)
-	root := t.TempDir()
-	var procs []*proc
-	for i := 1; i <= 4; i++ {
-		procs = append(procs, &proc{id: fmt.Sprintf("n%d", i), dataDir: filepath.Join(root, fmt.Sprintf("n%d", i)),
-			http: freePort(t), raft: freePort(t), gossip: freePort(t)})
-	}
-	t.Cleanup(func() {
-		for _, p := range procs {
-			p.kill()
-			if t.Failed() && p.log != nil {
-				t.Logf("%s log:\n%s", p.id, p.log.String())
-			}
-		}
-	})
+	procs := newProcs(t, 4)
 	for i, p := range procs[:3] {
 		join := ""
 		if i > 0 {

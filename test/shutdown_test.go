@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,27 +20,8 @@ func TestSIGTERMHandsOffAndExits(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := cairnBinary(t)
-	root := t.TempDir()
-	var procs []*proc
-	for i := 1; i <= 3; i++ {
-		procs = append(procs, &proc{id: fmt.Sprintf("n%d", i), dataDir: filepath.Join(root, fmt.Sprintf("n%d", i)),
-			http: freePort(t), raft: freePort(t), gossip: freePort(t)})
-	}
-	for i, p := range procs {
-		join := ""
-		if i > 0 {
-			join = procs[0].gossip
-		}
-		p.start(t, bin, join)
-	}
-	t.Cleanup(func() {
-		for _, p := range procs {
-			p.kill()
-			if t.Failed() {
-				t.Logf("%s log:\n%s", p.id, p.log.String())
-			}
-		}
-	})
+	procs := newProcs(t, 3)
+	startProcs(t, bin, procs)
 	ctx := Context(t, 2*time.Minute)
 	for _, p := range procs {
 		waitReadyz(t, ctx, p.http)
