@@ -47,3 +47,7 @@ require (
 	golang.org/x/tools v0.37.0 // indirect
 	google.golang.org/protobuf v1.36.8 // indirect
 )
+
+// A copy of hashicorp/raft v1.7.3 with one change: the leader writes its
+// log while it replicates (third_party/raft/CAIRN.md).
+replace github.com/hashicorp/raft => ./third_party/raft

@@ -38,16 +38,20 @@ func startGroupCommit[W any](commit func(batch []W) []error) *groupCommit[W] {
 }
 
 // submit queues w and returns once it is durable (or failed).
-func (g *groupCommit[W]) submit(w W) error {
+func (g *groupCommit[W]) submit(w W) error { return g.submitAsync(w)() }
+
+// submitAsync queues w and returns a wait for its commit: it returns once w
+// is durable (or failed). Writes commit in the order they were queued.
+func (g *groupCommit[W]) submitAsync(w W) (wait func() error) {
 	p := pendingWrite[W]{w: w, err: make(chan error, 1)}
 	g.mu.RLock()
 	if g.closed {
 		g.mu.RUnlock()
-		return ErrLogStoreClosed
+		return func() error { return ErrLogStoreClosed }
 	}
 	g.reqs <- p
 	g.mu.RUnlock()
-	return <-p.err
+	return func() error { return <-p.err }
 }
 
 // close stops the committer after the writes already queued.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
@@ -26,16 +27,33 @@ import (
 // acts on it, and raft.Shutdown finds the goroutine gone. Inside
 // raft.NewRaft, which runs on the caller's goroutine, newRaft recovers the
 // panic instead.
+//
+// It also lets a leader write its log while it replicates
+// (raft.AsyncLogStore, in cairn's copy of hashicorp/raft: see
+// third_party/raft/CAIRN.md): StoreLogsAsync queues the leader's entries on
+// the WAL and keeps them readable here until the commit returns, since the
+// replicators read them meanwhile and raft's log cache may be smaller than
+// the batch.
 type logGuard struct {
 	GroupLog
 	onFail  func()      // called at every ErrLogFailed seen: stops the group
 	started atomic.Bool // raft.NewRaft has returned
+
+	pmu     sync.RWMutex
+	pending [][]*raft.Log // batches queued by StoreLogsAsync, not yet committed
 }
 
 var (
-	_ raft.LogStore    = (*logGuard)(nil)
-	_ raft.StableStore = (*logGuard)(nil)
+	_ raft.LogStore      = (*logGuard)(nil)
+	_ raft.StableStore   = (*logGuard)(nil)
+	_ raft.AsyncLogStore = (*logGuard)(nil)
 )
+
+// asyncGroupLog is a group log that can queue a write and wait for it
+// later (the WAL's groups).
+type asyncGroupLog interface {
+	storeLogsAsync(logs []*raft.Log) (wait func() error)
+}
 
 // check notes a failed log; on raft's goroutine at a site where raft would
 // panic on err, it ends that goroutine instead.
@@ -84,7 +102,54 @@ func (l *logGuard) LastIndex() (uint64, error) {
 }
 
 func (l *logGuard) GetLog(index uint64, out *raft.Log) error {
+	if l.pendingLog(index, out) {
+		return nil
+	}
 	return l.check(l.GroupLog.GetLog(index, out))
+}
+
+// pendingLog copies entry index of a write in flight into out.
+func (l *logGuard) pendingLog(index uint64, out *raft.Log) bool {
+	l.pmu.RLock()
+	defer l.pmu.RUnlock()
+	for _, b := range l.pending {
+		if first := b[0].Index; index >= first && index-first < uint64(len(b)) {
+			*out = *b[index-first]
+			return true
+		}
+	}
+	return false
+}
+
+// StoreLogsAsync queues logs on a log that can (the WAL) and answers a wait
+// for their commit; the entries are readable through GetLog until then.
+// Elsewhere (boltdb) it writes them before it returns. A failure is the
+// log's, node-wide and permanent (ErrLogFailed), as raft.AsyncLogStore
+// requires.
+func (l *logGuard) StoreLogsAsync(logs []*raft.Log) (func() error, error) {
+	al, ok := l.GroupLog.(asyncGroupLog)
+	if !ok || len(logs) == 0 {
+		if err := l.StoreLogs(logs); err != nil {
+			return nil, err
+		}
+		return func() error { return nil }, nil
+	}
+	l.pmu.Lock()
+	l.pending = append(l.pending, logs)
+	l.pmu.Unlock()
+	wait := al.storeLogsAsync(logs)
+	return func() error {
+		err := wait()
+		l.pmu.Lock()
+		for i, b := range l.pending {
+			if &b[0] == &logs[0] {
+				l.pending = append(l.pending[:i], l.pending[i+1:]...)
+				break
+			}
+		}
+		l.pmu.Unlock()
+		return l.check(err)
+	}, nil
 }
 
 func (l *logGuard) StoreLog(log *raft.Log) error { return l.check(l.GroupLog.StoreLog(log)) }

@@ -938,12 +938,16 @@ func (g *walGroup) GetLog(index uint64, out *raft.Log) error {
 
 func (g *walGroup) StoreLog(l *raft.Log) error { return g.StoreLogs([]*raft.Log{l}) }
 
-func (g *walGroup) StoreLogs(logs []*raft.Log) error {
+func (g *walGroup) StoreLogs(logs []*raft.Log) error { return g.storeLogsAsync(logs)() }
+
+// storeLogsAsync queues logs for the next commit and returns a wait for it:
+// a leader's write overlaps its replication (logGuard.StoreLogsAsync).
+func (g *walGroup) storeLogsAsync(logs []*raft.Log) (wait func() error) {
 	ops := make([]walOp, len(logs))
 	for i, l := range logs {
 		ops[i] = walOp{kind: walEntry, group: g.id, log: l}
 	}
-	return g.w.submit(ops...)
+	return g.w.gc.submitAsync(ops)
 }
 
 func (g *walGroup) DeleteRange(min, max uint64) error {

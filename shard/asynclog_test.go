@@ -1,0 +1,185 @@
+package shard
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// heldSync is a WAL sync knob that, while held, blocks the committer's
+// fdatasync until released.
+type heldSync struct {
+	held    atomic.Bool
+	waiting atomic.Int32 // committers blocked now
+	mu      sync.Mutex
+	release chan struct{}
+}
+
+func newHeldSync() *heldSync { return &heldSync{release: make(chan struct{})} }
+
+func (h *heldSync) sync(by WALWriter, f *os.File) error {
+	if h.held.Load() && by == WALCommitter {
+		h.mu.Lock()
+		ch := h.release
+		h.mu.Unlock()
+		h.waiting.Add(1)
+		<-ch
+		h.waiting.Add(-1)
+	}
+	return f.Sync()
+}
+
+func (h *heldSync) hold() { h.held.Store(true) }
+
+func (h *heldSync) letGo() {
+	h.held.Store(false)
+	h.mu.Lock()
+	close(h.release)
+	h.release = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// startSyncHeldGroups starts group 1 on three nodes, each on a WAL of its
+// own whose commits block while that node's heldSync is held.
+func startSyncHeldGroups(t *testing.T) ([]*Group, []*heldSync) {
+	t.Helper()
+	muxes := make([]*Mux, 3)
+	holds := make([]*heldSync, 3)
+	var servers []raft.Server
+	for i := range muxes {
+		muxes[i], holds[i] = mustMux(t, nil, 0), newHeldSync()
+		servers = append(servers, raft.Server{ID: raft.ServerID(fmt.Sprint("n", i+1)), Address: raft.ServerAddress(muxes[i].Addr())})
+	}
+	groups := make([]*Group, 3)
+	for i := range groups {
+		w := mustWALKnobs(t, t.TempDir(), &WALKnobs{Sync: holds[i].sync})
+		g, err := StartGroup(GroupConfig{
+			ID: 1, Dir: t.TempDir(), NodeID: string(servers[i].ID), FSM: &applyFSM{}, Mux: muxes[i], Logs: w,
+			Tuning: FastRaftTuning(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Bootstrap: servers,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := holds[i]
+		t.Cleanup(func() {
+			if h.held.Load() {
+				h.letGo()
+			}
+			_ = g.Shutdown()
+			_ = w.Close()
+		})
+		groups[i] = g
+	}
+	return groups, holds
+}
+
+// The leader writes its log while it replicates (raft thesis 10.2.1;
+// third_party/raft/CAIRN.md): with the leader's fdatasync held, both
+// followers store the new entry, and the entry is acknowledged once the
+// leader's write returns. Stock hashicorp/raft v1.7.3 sends nothing to the
+// followers before its own StoreLogs returns, so they would never see it
+// while the sync is held.
+func TestLeaderWritesItsLogWhileItReplicates(t *testing.T) {
+	groups, holds := startSyncHeldGroups(t)
+	var leader int
+	waitUntil(t, 10*time.Second, "a leader", func() bool {
+		for i, g := range groups {
+			if g.Raft().State() == raft.Leader {
+				leader = i
+				return true
+			}
+		}
+		return false
+	})
+	lr := groups[leader].Raft()
+	if err := lr.Apply([]byte("x"), 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	want := lr.LastIndex() + 1 // "y"
+	holds[leader].hold()
+	f := lr.Apply([]byte("y"), 10*time.Second)
+	waitUntil(t, 5*time.Second, "the leader's commit to block in fdatasync", func() bool {
+		return holds[leader].waiting.Load() > 0
+	})
+	for i, g := range groups {
+		if i == leader {
+			continue
+		}
+		waitUntil(t, 5*time.Second, fmt.Sprintf("follower %d to store entry %d while the leader's write is held", i+1, want), func() bool {
+			return g.Raft().LastIndex() >= want
+		})
+	}
+	answer := futureAnswer(f)
+	select {
+	case err := <-answer:
+		t.Fatalf("the entry was answered (%v) before the leader's own write returned", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	holds[leader].letGo()
+	if err := <-answer; err != nil {
+		t.Fatalf("apply after the leader's write returned: %v", err)
+	}
+	if got := lr.AppliedIndex(); got < want {
+		t.Fatalf("leader applied %d, want at least %d", got, want)
+	}
+}
+
+// futureAnswer delivers f's answer (a future's Error is not safe for
+// concurrent calls, so only this goroutine calls it).
+func futureAnswer(f raft.ApplyFuture) <-chan error {
+	answer := make(chan error, 1)
+	go func() { answer <- f.Error() }()
+	return answer
+}
+
+// logGuard.StoreLogsAsync keeps a queued batch readable through GetLog
+// until its commit returns (the replicators read it meanwhile, and raft's
+// log cache may be smaller than the batch), and the WAL serves it after.
+func TestLogGuardServesQueuedEntries(t *testing.T) {
+	h := newHeldSync()
+	w := mustWALKnobs(t, t.TempDir(), &WALKnobs{Sync: h.sync})
+	defer w.Close()
+	defer func() {
+		if h.held.Load() {
+			h.letGo() // before Close, which waits for the committer
+		}
+	}()
+	g := &logGuard{GroupLog: w.Group(1), onFail: func() {}}
+	storeRange(t, g, 1, 3)
+
+	h.hold()
+	wait, err := g.StoreLogsAsync([]*raft.Log{testEntry(4), testEntry(5)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the commit to block in fdatasync", func() bool { return h.waiting.Load() > 0 })
+	for _, i := range []uint64{4, 5} {
+		var out raft.Log
+		if err := g.GetLog(i, &out); err != nil || out.Index != i {
+			t.Fatalf("GetLog(%d) while its write syncs: %+v, %v", i, out, err)
+		}
+	}
+	if last, err := g.GroupLog.LastIndex(); err != nil || last != 3 {
+		t.Fatalf("the WAL's LastIndex while the write syncs = %d, %v; want 3 (not durable yet)", last, err)
+	}
+	h.letGo()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if len(g.pending) != 0 {
+		t.Fatalf("%d batches still pending after their commit", len(g.pending))
+	}
+	for _, i := range []uint64{4, 5} {
+		var out raft.Log
+		if err := g.GetLog(i, &out); err != nil || out.Index != i {
+			t.Fatalf("GetLog(%d) after its commit: %+v, %v", i, out, err)
+		}
+	}
+}
