@@ -126,9 +126,8 @@ func TestLeaderWritesItsLogWhileItReplicates(t *testing.T) {
 	if err := <-answer; err != nil {
 		t.Fatalf("apply after the leader's write returned: %v", err)
 	}
-	if got := lr.AppliedIndex(); got < want {
-		t.Fatalf("leader applied %d, want at least %d", got, want)
-	}
+	// raft publishes the applied index after the answer, on another goroutine.
+	waitUntil(t, 5*time.Second, fmt.Sprintf("the leader to apply %d", want), func() bool { return lr.AppliedIndex() >= want })
 }
 
 // futureAnswer delivers f's answer (a future's Error is not safe for

@@ -201,7 +201,7 @@ func emitLogStoreMetrics(s LogStore, prefix []string, interval time.Duration, st
 // them (the replicators read them while the write syncs). A failure, of the
 // call or of wait, must be permanent: the store refuses every later write,
 // so an index handed to the replicators is never written again with other
-// contents in the same term.
+// contents in the same term. wait is called exactly once.
 type AsyncLogStore interface {
 	StoreLogsAsync(logs []*Log) (wait func() error, err error)
 }
