@@ -95,13 +95,19 @@ func (c *Client) Backup(ctx context.Context, w io.Writer, opts BackupOptions) (i
 // RestoreOptions tunes Restore.
 type RestoreOptions struct {
 	Concurrency int // puts in flight; default 16
+	// TokenFloor, when above the backup's own floor, is the one the
+	// cluster's token bases are raised to instead: the old cluster's
+	// TokenFloor read at restore time covers the locks it granted after
+	// the backup was taken, which the backup's floor cannot (invariant I9).
+	TokenFloor uint64
 }
 
 // Restore puts every key of a backup made by Backup back, with its value
 // and TTL, and returns how many it wrote. It reads the backup twice: first
 // to check it whole (a backup that is cut short, malformed or of an unknown
 // version is refused with ErrInvalidArgument before anything is written),
-// then, after raising the cluster's token floor to the backup's, to write.
+// then, after raising the cluster's token floor to the backup's (or to
+// opts.TokenFloor, if higher), to write.
 // Keys not in the backup are left alone; running Restore again writes the
 // same values again.
 func (c *Client) Restore(ctx context.Context, r io.ReadSeeker, opts RestoreOptions) (int, error) {
@@ -109,6 +115,7 @@ func (c *Client) Restore(ctx context.Context, r io.ReadSeeker, opts RestoreOptio
 	if err != nil {
 		return 0, err
 	}
+	floor = max(floor, opts.TokenFloor)
 	if floor > 0 {
 		if err := c.RaiseTokenFloor(ctx, floor); err != nil {
 			return 0, fmt.Errorf("restore: %w", err)

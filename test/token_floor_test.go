@@ -72,3 +72,50 @@ func TestTokensIncreaseAcrossRestoreIntoNewCluster(t *testing.T) {
 		t.Errorf("negative control: without the floor the new cluster's token %d is still above %d; the test shows nothing", tok, highest)
 	}
 }
+
+// Invariant I9 for grants the old cluster made after its backup: the
+// backup's floor cannot know them, so a restore into a new cluster takes a
+// second floor read from the old cluster at restore time
+// (RestoreOptions.TokenFloor; cairn restore --token-floor N, with N from
+// cairn cluster token-floor against the old cluster). The negative control
+// restores with the backup's floor alone: the new cluster's token falls
+// below the old cluster's last one.
+func TestTokensIncreaseAcrossRestoreAfterLaterGrants(t *testing.T) {
+	ctx := Context(t, 2*time.Minute)
+	const lockName = "jobs/nightly"
+	old := StartCluster(t, ClusterConfig{InitialSplits: []string{"m"}})
+	oc := NewClients(t, old, 1)[0]
+	acquireToken(t, ctx, oc, lockName)
+	var backup bytes.Buffer
+	if _, err := oc.Backup(ctx, &backup, client.BackupOptions{Prefix: "jobs/"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 { // the lock's shard's index moves well past the backup's floor
+		if _, err := oc.Put(ctx, "jobs/later"+string(rune('a'+i%26)), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := acquireToken(t, ctx, oc, lockName)
+	floor, err := oc.TokenFloor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if floor <= later {
+		t.Fatalf("the old cluster's token floor %d is not above its last token %d", floor, later)
+	}
+
+	restoreAndAcquire := func(opts client.RestoreOptions) uint64 {
+		fresh := StartCluster(t, ClusterConfig{InitialSplits: []string{"m"}})
+		fc := NewClients(t, fresh, 1)[0]
+		if _, err := fc.Restore(ctx, bytes.NewReader(backup.Bytes()), opts); err != nil {
+			t.Fatalf("restore: %v", err)
+		}
+		return acquireToken(t, ctx, fc, lockName)
+	}
+	if tok := restoreAndAcquire(client.RestoreOptions{TokenFloor: floor}); tok <= later {
+		t.Errorf("Invariant I9: restored with the old cluster's floor %d, the lock's token is %d, not above %d the old cluster granted after its backup", floor, tok, later)
+	}
+	if tok := restoreAndAcquire(client.RestoreOptions{}); tok > later {
+		t.Errorf("negative control: with the backup's floor alone the new cluster's token %d is still above %d; the test shows nothing", tok, later)
+	}
+}

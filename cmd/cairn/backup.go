@@ -60,14 +60,27 @@ stop writes first for that. FILE appears only once the backup is complete.`,
 }
 
 func newRestoreCmd(opts *cli.GlobalOptions) *cobra.Command {
-	var concurrency int
+	var (
+		concurrency int
+		tokenFloor  uint64
+	)
 	cmd := &cobra.Command{
 		Use:   "restore FILE",
 		Short: "Write every key of a backup made by 'cairn backup' back",
 		Long: `Write every key of a backup made by 'cairn backup' back, with its value and TTL
 (a TTL runs again from the restore). The whole file is checked first: a backup
 that was cut short or is malformed is refused before anything is written. Keys
-that are not in the backup are left as they are.`,
+that are not in the backup are left as they are.
+
+Before it writes, restore raises every shard's fencing-token base to the
+backup's token floor, so locks granted after the restore get tokens above every
+token the backed-up cluster had handed out when the backup ended. Locks that
+cluster granted later are covered by --token-floor: into a new cluster, pass the
+old cluster's current floor,
+
+  cairn restore --token-floor "$(cairn --endpoints OLD cluster token-floor)" FILE
+
+(or, if the old cluster is gone, any number above the tokens it gave out).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := os.Open(args[0])
@@ -80,7 +93,7 @@ that are not in the backup are left as they are.`,
 				return err
 			}
 			defer done()
-			n, err := c.Restore(ctx, f, client.RestoreOptions{Concurrency: concurrency})
+			n, err := c.Restore(ctx, f, client.RestoreOptions{Concurrency: concurrency, TokenFloor: tokenFloor})
 			if err != nil {
 				return err
 			}
@@ -92,6 +105,7 @@ that are not in the backup are left as they are.`,
 		},
 	}
 	cmd.Flags().IntVar(&concurrency, "concurrency", 16, "writes in flight")
+	cmd.Flags().Uint64Var(&tokenFloor, "token-floor", 0, "raise the fencing-token floor to at least this (the old cluster's 'cairn cluster token-floor'), beyond the backup's own")
 	cli.FlagErrors(cmd)
 	return cmd
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -63,5 +64,23 @@ func TestBackupRestoreCommands(t *testing.T) {
 	// before writing (lock tokens stay above the backed-up cluster's, I9).
 	if f.TokenBase() == 0 {
 		t.Fatal("the restore left the token base at 0 although the backup recorded a floor")
+	}
+
+	// --token-floor raises it further (the old cluster's floor at restore
+	// time), and cairn cluster token-floor prints the cluster's floor.
+	out, errOut, code = runCommand(newRestoreCmd, "restore", path, "--token-floor", "1000000", ep)
+	if code != 0 || f.TokenBase() < 1000000 {
+		t.Fatalf("restore --token-floor 1000000: exit %d, token base %d, stdout %q, stderr %q", code, f.TokenBase(), out, errOut)
+	}
+	out, errOut, code = runCommand(newClusterCmd, "cluster", "token-floor", ep)
+	if code != 0 || strings.TrimSpace(out) == "" || strings.TrimSpace(out) == "0" {
+		t.Fatalf("cluster token-floor: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if n, err := strconv.ParseUint(strings.TrimSpace(out), 10, 64); err != nil || n <= 1000000 {
+		t.Fatalf("cluster token-floor printed %q, want a number above the raised base 1000000", out)
+	}
+	_, errOut, code = runCommand(newRestoreCmd, "restore", path, "--token-floor", "-3", ep)
+	if code != 2 {
+		t.Fatalf("restore --token-floor -3: exit %d, stderr %q; want a usage error", code, errOut)
 	}
 }

@@ -29,13 +29,13 @@ func newClusterCmd(opts *cli.GlobalOptions) *cobra.Command {
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return cli.UsageErrorf("missing subcommand (status, split, transfer-leader, drain, remove)")
+				return cli.UsageErrorf("missing subcommand (status, split, transfer-leader, drain, remove, token-floor)")
 			}
 			return cli.UsageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
 		},
 	}
 	cmd.AddCommand(newClusterStatusCmd(opts), newClusterSplitCmd(opts), newClusterTransferCmd(opts),
-		newClusterDrainCmd(opts), newClusterRemoveCmd(opts))
+		newClusterDrainCmd(opts), newClusterRemoveCmd(opts), newClusterTokenFloorCmd(opts))
 	cli.ReportErrors(cmd)
 	cli.FlagErrors(cmd)
 	for _, sub := range cmd.Commands() {
@@ -79,6 +79,35 @@ func newClusterStatusCmd(opts *cli.GlobalOptions) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&local, "local", false, "the view of the node answering (the first of --endpoints that answers), not the placement leader's")
 	return cmd
+}
+
+func newClusterTokenFloorCmd(opts *cli.GlobalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "token-floor",
+		Short: "Print a number above every fencing token the cluster has handed out",
+		Long: `Print a number above every fencing token the cluster has handed out so far
+(the highest of its shards' token ceilings, each read on the shard's leader
+after a linearizable read). Pass it to 'cairn restore --token-floor' when
+restoring this cluster's backup into a new cluster, so that the new cluster's
+tokens stay above the ones this cluster granted after the backup.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, done, err := opts.NewClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			floor, err := c.TokenFloor(ctx)
+			if err != nil {
+				return err
+			}
+			if opts.Output == cli.OutputJSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), map[string]uint64{"token_floor": floor})
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), floor)
+			return err
+		},
+	}
 }
 
 func newClusterSplitCmd(opts *cli.GlobalOptions) *cobra.Command {
