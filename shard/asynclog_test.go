@@ -182,3 +182,74 @@ func TestLogGuardServesQueuedEntries(t *testing.T) {
 		}
 	}
 }
+
+// A configuration change keeps raft v1.7.3's order: the leader's write of
+// the entry, then the replicators (third_party/raft/CAIRN.md). A first
+// version sent AddVoter's entry to the nonvoter while the leader's own
+// write synced; the nonvoter's acknowledgment came before the commitment
+// counted it as a voter and was dropped, so with one voter down and the
+// other slow the new configuration never committed and the replica move
+// behind it stalled (test.TestEndToEndRepairOfMovedRange timed out in 2 of
+// 5 runs: "shard 2 replicas [n1 n2 n3]").
+func TestAddVoterCommitsWhileLeaderWriteIsSlow(t *testing.T) {
+	groups, holds := startSyncHeldGroups(t)
+	var leader int
+	waitUntil(t, 10*time.Second, "a leader", func() bool {
+		for i, g := range groups {
+			if g.Raft().State() == raft.Leader {
+				leader = i
+				return true
+			}
+		}
+		return false
+	})
+	lr := groups[leader].Raft()
+	if err := lr.Apply([]byte("x"), 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	// A fourth replica joins as a nonvoter and catches up.
+	m4 := mustMux(t, nil, 0)
+	w4 := mustWAL(t, t.TempDir())
+	g4, err := StartGroup(GroupConfig{
+		ID: 1, Dir: t.TempDir(), NodeID: "n4", FSM: &applyFSM{}, Mux: m4, Logs: w4,
+		Tuning: FastRaftTuning(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = g4.Shutdown()
+		_ = w4.Close()
+	})
+	if err := lr.AddNonvoter("n4", raft.ServerAddress(m4.Addr()), 0, 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "n4 to catch up", func() bool { return g4.Raft().LastIndex() >= lr.LastIndex() })
+	// One voter down, the other slow: with n4 a voter (4 voters) the entry
+	// needs the leader, the slow voter and n4.
+	down, slow := (leader+1)%3, (leader+2)%3
+	shutdownWithin(t, groups[down], 10*time.Second)
+
+	want := lr.LastIndex() + 1 // the AddVoter entry
+	holds[leader].hold()
+	holds[slow].hold()
+	f := lr.AddVoter("n4", raft.ServerAddress(m4.Addr()), 0, 20*time.Second)
+	answer := make(chan error, 1)
+	go func() { answer <- f.Error() }()
+	waitUntil(t, 5*time.Second, "the leader's commit to block in fdatasync", func() bool {
+		return holds[leader].waiting.Load() > 0
+	})
+	time.Sleep(200 * time.Millisecond) // n4 stores and acknowledges the entry now if it was sent
+	holds[leader].letGo()
+	time.Sleep(100 * time.Millisecond) // the leader counts itself and takes the new configuration
+	holds[slow].letGo()
+	select {
+	case err := <-answer:
+		if err != nil {
+			t.Fatalf("AddVoter: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("AddVoter (entry %d) did not commit in 5s with no other writes: n4's acknowledgment was lost (n4 stores up to %d)",
+			want, g4.Raft().LastIndex())
+	}
+}

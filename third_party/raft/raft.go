@@ -1269,7 +1269,15 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 	// and the leader's own application of the entries, come after it; two
 	// followers that stored them can commit them meanwhile, which is safe:
 	// they are durable on a majority.
-	if as, ok := r.logs.(AsyncLogStore); ok {
+	//
+	// A configuration entry keeps the stock order (write, then replicate):
+	// appendConfigurationEntry hands the new configuration to the
+	// commitment only after dispatchLogs returns, so a server that becomes
+	// a voter with this entry and acknowledged it during the leader's
+	// write would have its match dropped (it was no voter yet), and with
+	// another voter slow or down the entry would not commit until some
+	// later entry reached that server.
+	if as, ok := r.logs.(AsyncLogStore); ok && !(n == 1 && logs[0].Type == LogConfiguration) {
 		wait, err := as.StoreLogsAsync(logs)
 		if err == nil {
 			r.setLastLog(lastIndex, term)
