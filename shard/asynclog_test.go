@@ -80,14 +80,9 @@ func startSyncHeldGroups(t *testing.T) ([]*Group, []*heldSync) {
 	return groups, holds
 }
 
-// The leader writes its log while it replicates (raft thesis 10.2.1;
-// third_party/raft/CAIRN.md): with the leader's fdatasync held, both
-// followers store the new entry, and the entry is acknowledged once the
-// leader's write returns. Stock hashicorp/raft v1.7.3 sends nothing to the
-// followers before its own StoreLogs returns, so they would never see it
-// while the sync is held.
-func TestLeaderWritesItsLogWhileItReplicates(t *testing.T) {
-	groups, holds := startSyncHeldGroups(t)
+// waitGroupLeader waits until one of groups leads and returns its index.
+func waitGroupLeader(t *testing.T, groups []*Group) int {
+	t.Helper()
 	var leader int
 	waitUntil(t, 10*time.Second, "a leader", func() bool {
 		for i, g := range groups {
@@ -98,6 +93,18 @@ func TestLeaderWritesItsLogWhileItReplicates(t *testing.T) {
 		}
 		return false
 	})
+	return leader
+}
+
+// The leader writes its log while it replicates (raft thesis 10.2.1;
+// third_party/raft/CAIRN.md): with the leader's fdatasync held, both
+// followers store the new entry, and the entry is acknowledged once the
+// leader's write returns. Stock hashicorp/raft v1.7.3 sends nothing to the
+// followers before its own StoreLogs returns, so they would never see it
+// while the sync is held.
+func TestLeaderWritesItsLogWhileItReplicates(t *testing.T) {
+	groups, holds := startSyncHeldGroups(t)
+	leader := waitGroupLeader(t, groups)
 	lr := groups[leader].Raft()
 	if err := lr.Apply([]byte("x"), 5*time.Second).Error(); err != nil {
 		t.Fatal(err)
@@ -193,16 +200,7 @@ func TestLogGuardServesQueuedEntries(t *testing.T) {
 // 5 runs: "shard 2 replicas [n1 n2 n3]").
 func TestAddVoterCommitsWhileLeaderWriteIsSlow(t *testing.T) {
 	groups, holds := startSyncHeldGroups(t)
-	var leader int
-	waitUntil(t, 10*time.Second, "a leader", func() bool {
-		for i, g := range groups {
-			if g.Raft().State() == raft.Leader {
-				leader = i
-				return true
-			}
-		}
-		return false
-	})
+	leader := waitGroupLeader(t, groups)
 	lr := groups[leader].Raft()
 	if err := lr.Apply([]byte("x"), 5*time.Second).Error(); err != nil {
 		t.Fatal(err)

@@ -251,16 +251,7 @@ func TestWALFailureStopsGroupWithoutPanic(t *testing.T) {
 		for i := range groups {
 			groups[i] = startTestGroupOn(t, string(servers[i].ID), muxes[i], armed[i], servers)
 		}
-		var leader int
-		waitUntil(t, 10*time.Second, "a leader", func() bool {
-			for i, g := range groups {
-				if g.Raft().State() == raft.Leader {
-					leader = i
-					return true
-				}
-			}
-			return false
-		})
+		leader := waitGroupLeader(t, groups)
 		if err := groups[leader].Raft().Apply([]byte("x"), 5*time.Second).Error(); err != nil {
 			t.Fatal(err)
 		}
