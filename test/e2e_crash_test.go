@@ -22,11 +22,8 @@ func TestKillAllProcessesUnderWrites(t *testing.T) {
 	}
 	bin := cairnBinary(t)
 	procs := newProcs(t, 3)
-	startProcs(t, bin, procs)
 	ctx := Context(t, 3*time.Minute)
-	for _, p := range procs {
-		waitReadyz(t, ctx, p.http)
-	}
+	startProcs(t, ctx, bin, procs)
 	// Every key of every shard is written once first, so no write below
 	// waits for a leader still being placed.
 	for _, k := range []string{"a", "h", "o", "u"} {
@@ -87,10 +84,7 @@ func TestKillAllProcessesUnderWrites(t *testing.T) {
 	mu.Unlock()
 	t.Logf("%d writes acknowledged before every node was killed", n)
 
-	startProcs(t, bin, procs)
-	for _, p := range procs {
-		waitReadyz(t, ctx, p.http)
-	}
+	startProcs(t, ctx, bin, procs)
 	var lost []string
 	for key, val := range acked {
 		var res *HTTPResult

@@ -180,9 +180,9 @@ func newProcs(t *testing.T, n int) []*proc {
 	return procs
 }
 
-// startProcs starts every process of procs, each but the first joining the
-// first.
-func startProcs(t *testing.T, bin string, procs []*proc) {
+// startProcs starts procs (every one after the first joining the first's
+// gossip address) and waits until each answers /readyz.
+func startProcs(t *testing.T, ctx context.Context, bin string, procs []*proc) {
 	t.Helper()
 	for i, p := range procs {
 		join := ""
@@ -190,6 +190,9 @@ func startProcs(t *testing.T, bin string, procs []*proc) {
 			join = procs[0].gossip
 		}
 		p.start(t, bin, join)
+	}
+	for _, p := range procs {
+		waitReadyz(t, ctx, p.http)
 	}
 }
 
@@ -208,11 +211,8 @@ func TestEndToEndBinary(t *testing.T) {
 	}
 	bin := cairnBinary(t)
 	procs := newProcs(t, 3)
-	startProcs(t, bin, procs)
 	ctx := Context(t, 3*time.Minute)
-	for _, p := range procs {
-		waitReadyz(t, ctx, p.http)
-	}
+	startProcs(t, ctx, bin, procs)
 	a := procs[0].http
 
 	t.Run("kv", func(t *testing.T) { e2eKV(t, ctx, procs) })

@@ -21,11 +21,8 @@ func TestSIGTERMHandsOffAndExits(t *testing.T) {
 	}
 	bin := cairnBinary(t)
 	procs := newProcs(t, 3)
-	startProcs(t, bin, procs)
 	ctx := Context(t, 2*time.Minute)
-	for _, p := range procs {
-		waitReadyz(t, ctx, p.http)
-	}
+	startProcs(t, ctx, bin, procs)
 	keys := []string{"a-stop", "h-stop", "o-stop", "u-stop"} // one per shard (splits g, n, t)
 	for _, k := range keys {
 		expectStatus(t, ctx, "PUT", procs[0].http, KVPath(k), `{"value":"0"}`, 200)
