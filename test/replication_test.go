@@ -184,10 +184,14 @@ func TestFollowerSnapshotCatchUp(t *testing.T) {
 	}
 	c.Restart(follower)
 	assertReplicasConverge(t, c, id)
+	// Raft records the installed snapshot only after the state machine has
+	// restored it, so the replicas can converge a moment before it does.
 	frep, _ := c.Node(follower).Node.Host().Replica(id)
-	snapIdx, err := strconv.ParseUint(frep.Raft().Stats()["last_snapshot_index"], 10, 64)
-	if err != nil || snapIdx <= appliedAtKill {
-		t.Fatalf("follower did not install a snapshot: last_snapshot_index %d (applied at kill %d) %v",
-			snapIdx, appliedAtKill, err)
-	}
+	WaitFor(t, 5*time.Second, "follower records the snapshot it installed", func() error {
+		snapIdx, err := strconv.ParseUint(frep.Raft().Stats()["last_snapshot_index"], 10, 64)
+		if err != nil || snapIdx <= appliedAtKill {
+			return fmt.Errorf("last_snapshot_index %d (applied at kill %d) %v", snapIdx, appliedAtKill, err)
+		}
+		return nil
+	})
 }
