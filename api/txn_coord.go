@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
 	"github.com/cairndb/cairn/txn"
 )
 
@@ -54,6 +55,10 @@ type TxnKnobs struct {
 	// replies, as it did before the reply moved to the commit point (tests
 	// compare the two).
 	SyncResolve bool
+	// LoseDecideAnswer, when it returns true, discards the answer of a
+	// decide that reached its shard, as a leader change while committing
+	// does: the coordinator learns nothing of its outcome.
+	LoseDecideAnswer func(id string) bool
 }
 
 // errCoordinatorStopped: a TxnKnobs.BeforeAction stopped the coordinator.
@@ -106,6 +111,7 @@ type txnCoord struct {
 	// the record turns out committed with no decide answer in hand, the
 	// client hears outcome_unknown (txnMulti).
 	decideLost bool
+	redecided  bool // a decide sent again to learn a lost answer's results was answered
 	mu         sync.Mutex
 }
 
@@ -160,8 +166,9 @@ func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Reque
 	reply, stale, one := c.reply, c.stale, c.oneShard
 	if reply == txn.ResultCommitted && c.out == nil && one == nil && c.decideLost {
 		// Committed by this coordinator's own decide whose answer was lost
-		// (a leader change, a timeout): the anchor's reads and writes it
-		// applied are gone with the answer. The client hears
+		// (a leader change, a timeout), and deciding again brought no
+		// results (the new leader did not keep them: fsm/decided.go): the
+		// anchor's reads and writes it applied are gone with the answer. The client hears
 		// outcome_unknown, not a committed answer without the results it
 		// asked for (TestS13Bank: a whole-bank read answered with no
 		// accounts); its retry with the same request id answers the
@@ -507,6 +514,15 @@ func (c *txnCoord) act(ctx context.Context, a txn.Action) {
 		if c.st.Record == txn.RecNone && a.Kind == txn.ActReadRecord && c.st.Deadline {
 			c.reply = txn.ResultUnknown
 		}
+		if c.st.Record == txn.RecCommitted && c.decideLost && c.out == nil && c.oneShard == nil && !c.redecided &&
+			c.part(c.rt.AnchorShard).Attempts < txnMaxAttempts {
+			// Committed by this coordinator's decide whose answer was lost:
+			// the same decide again changes nothing and answers the
+			// committing entry's results, which every replica that applied
+			// it keeps a while (fsm/decided.go). Lost again (the leader
+			// changed again), the record is read again, and so on.
+			c.decide(ctx)
+		}
 	case txn.ActPush:
 		p := c.part(a.Shard)
 		if b := p.Blocker; b != nil {
@@ -579,8 +595,14 @@ func (c *txnCoord) decide(ctx context.Context) {
 	})
 	res, err := c.s.txnPropose(ctx, c.rt.Anchor, &fsm.Command{Op: fsm.OpTxnRecord, Key: c.rt.Anchor,
 		Value: fsm.EncodeTxnCommand(tc)})
+	if k := c.s.cfg.TxnKnobs; err == nil && k != nil && k.LoseDecideAnswer != nil && k.LoseDecideAnswer(c.id) {
+		res, err = nil, fmt.Errorf("decide answer lost by a test knob: %w", shard.ErrOutcomeUnknown)
+	}
 	p := c.part(c.rt.AnchorShard)
 	p.Attempts++
+	if err == nil && res.Err == nil && c.decideLost {
+		c.redecided = true // answered: with the results, or without if its replica has none
+	}
 	var ws *fsm.WrongShardError
 	switch {
 	case err != nil:

@@ -64,6 +64,7 @@ type applyCtx struct {
 	entries    int         // entries in the batch (sizes lockEvents)
 	children   []Range     // ranges split off in this batch
 	onSplit    func(child Range, servers []Server, export func(w io.Writer) error) error
+	decided    *decidedCache // answers of committing decides (decided.go); nil: none kept
 }
 
 // Apply applies one entry. It is ApplyBatch of one, so both paths produce
@@ -89,7 +90,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		return out
 	}
 	ctx := &applyCtx{rng: f.Range(), window: int64(f.cfg.DedupWindow), onSplit: f.cfg.OnSplit, base: f.base.Load(),
-		entries: len(logs)}
+		entries: len(logs), decided: &f.decided}
 	applied := start
 	f.dbMu.RLock()
 	if f.db == nil {

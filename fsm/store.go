@@ -90,6 +90,7 @@ type FSM struct {
 	afterPublish func(applied uint64)
 
 	applied atomic.Uint64
+	decided decidedCache  // answers of committing decides, in memory (decided.go)
 	base    atomic.Uint64 // lock token base (metaTokenBase); only an OpRaiseBase changes it, upwards
 
 	rngMu sync.RWMutex

@@ -606,6 +606,9 @@ func (c *applyCtx) txnDecide(tc *TxnCommand, cmd *Command, index uint64) (*Resul
 		// this path's): the transition answers, and changes nothing.
 		_, eff := txn.NextRecord(rec, ev)
 		res.Verdict, res.Record = eff.Verdict, rec
+		if rec.State == txn.Committed && tc.Request != nil && c.decided != nil {
+			c.decided.get(tc, res) // a decide whose answer was lost: its results, if this replica has them
+		}
 		return done()
 	}
 	if tc.Request == nil {
@@ -757,6 +760,9 @@ func (c *applyCtx) txnDecide(tc *TxnCommand, cmd *Command, index uint64) (*Resul
 		for _, k := range rest {
 			res.Resolved = append(res.Resolved, k.Key)
 		}
+	}
+	if c.decided != nil {
+		c.decided.put(tc, res)
 	}
 	return done()
 }

@@ -31,6 +31,19 @@ const (
 	tcToken    = 15 // repeated, nested: 1 key, 2 lock, 3 accepted token (decide: Tokens)
 )
 
+// appendTxnState appends the fields of one of a decide's States.
+func appendTxnState(b []byte, st TxnRead) []byte {
+	b = wire.AppendBytesAlways(b, 1, st.Key)
+	if kv := st.KV; kv != nil {
+		b = wire.AppendUint(b, 2, 1)
+		b = wire.AppendBytes(b, 3, kv.Value)
+		b = wire.AppendUint(b, 4, kv.CreateIndex)
+		b = wire.AppendUint(b, 5, kv.ModIndex)
+		b = wire.AppendUint(b, 6, kv.Version)
+	}
+	return b
+}
+
 // EncodeTxnCommand encodes a 2PC command's Value.
 func EncodeTxnCommand(tc *TxnCommand) []byte {
 	b := []byte{commandFormat}
@@ -87,15 +100,7 @@ func EncodeTxnCommand(tc *TxnCommand) []byte {
 		b = wire.AppendBytesAlways(b, tcRequest, txn.EncodeRequest(tc.Request))
 	}
 	for _, st := range tc.States {
-		sb := wire.AppendBytesAlways(nil, 1, st.Key)
-		if kv := st.KV; kv != nil {
-			sb = wire.AppendUint(sb, 2, 1)
-			sb = wire.AppendBytes(sb, 3, kv.Value)
-			sb = wire.AppendUint(sb, 4, kv.CreateIndex)
-			sb = wire.AppendUint(sb, 5, kv.ModIndex)
-			sb = wire.AppendUint(sb, 6, kv.Version)
-		}
-		b = wire.AppendBytesAlways(b, tcState, sb)
+		b = wire.AppendBytesAlways(b, tcState, appendTxnState(nil, st))
 	}
 	for _, t := range tc.Tokens {
 		tb := wire.AppendBytesAlways(nil, 1, t.Key)

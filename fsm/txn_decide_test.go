@@ -82,12 +82,32 @@ func TestTxnDecideCommits(t *testing.T) {
 	if n := countBucket(t, f, bucketIntents); n != 0 {
 		t.Fatalf("%d keys hold intents after a decide", n)
 	}
+	// The same decide again (its answer was lost): committed, nothing
+	// applied again, and the committing entry's results, which this
+	// replica kept (decided.go).
+	first := r
 	r = decide(t, f, 5, decideCmd(decideReq(""), otherAbsent))
-	if r.Verdict != txn.VerdictCommitted || len(r.Written) != 0 || len(r.Reads) != 0 {
-		t.Fatalf("retried decide: %+v", r)
+	if r.Verdict != txn.VerdictCommitted || !reflect.DeepEqual(r.Reads, first.Reads) ||
+		!reflect.DeepEqual(r.Written, first.Written) || !reflect.DeepEqual(r.Resolved, first.Resolved) {
+		t.Fatalf("retried decide: %+v, want the results of %+v", r, first)
 	}
 	if kv := mustGet(t, f, "bal"); kv.Version != 2 {
 		t.Fatalf("bal written twice: %+v", kv)
+	}
+	// A decide that asks something else (other states: another
+	// coordinator's reads) gets the outcome only: the kept results answer
+	// only the request and states they were computed from.
+	other := []TxnRead{{Key: []byte(otherKey), KV: &KV{Key: []byte(otherKey), Value: []byte("x"), ModIndex: 6, CreateIndex: 6, Version: 1}}}
+	r = decide(t, f, 6, decideCmd(decideReq(""), other))
+	if r.Verdict != txn.VerdictCommitted || len(r.Written) != 0 || len(r.Reads) != 0 || len(r.Resolved) != 0 {
+		t.Fatalf("decide with other states: %+v", r)
+	}
+	// A replica that did not apply the committing entry (a restart, a
+	// snapshot) has no results: the outcome only.
+	f.decided = decidedCache{}
+	r = decide(t, f, 7, decideCmd(decideReq(""), otherAbsent))
+	if r.Verdict != txn.VerdictCommitted || len(r.Written) != 0 || len(r.Reads) != 0 {
+		t.Fatalf("retried decide on a replica without the results: %+v", r)
 	}
 	// The other participant's state decides too: "other" exists, so the
 	// failure branch, which writes nothing here.

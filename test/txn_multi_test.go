@@ -401,6 +401,55 @@ func leadersApart(t *testing.T, c *Cluster, a, b string) int {
 	return lb
 }
 
+// TestTxnDecideAnswerLost: the anchor's decide commits but its answer is
+// lost (a leader change while committing, here a knob). The coordinator
+// decides again, learns the record committed, and answers every result: the
+// anchor's get and put as the committing entry applied them, and the other
+// shard's get as its prepare read it; nothing applies twice.
+func TestTxnDecideAnswerLost(t *testing.T) {
+	var lost sync.Map
+	knobs := &api.TxnKnobs{LoseDecideAnswer: func(id string) bool {
+		_, again := lost.LoadOrStore(id, true)
+		return !again // the first decide of each transaction
+	}}
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tdl/m"}, TxnKnobs: knobs})
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 60*time.Second)
+	for k, v := range map[string]string{"tdl/a": "1", "tdl/b": "anchor-side", "tdl/z": "other-side"} {
+		if _, err := cl.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := cl.Get(ctx, "tdl/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := cl.Txn().If(client.Compare("tdl/a", client.TargetValue, "==", "1")).
+		Then(client.OpPut("tdl/a", "2"), client.OpGet("tdl/b"), client.OpGet("tdl/z")).Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	lost.Range(func(any, any) bool { n++; return true })
+	if n != 1 {
+		t.Fatalf("%d transactions lost a decide answer, want 1", n)
+	}
+	if res.Replay || !res.Succeeded || len(res.Shards) != 2 || len(res.Results) != 3 {
+		t.Fatalf("answer after a lost decide answer: %+v", res)
+	}
+	put, b, z := res.Results[0], res.Results[1], res.Results[2]
+	if put.Version != before.Version+1 || put.CreateIndex != before.CreateIndex || put.ModIndex <= before.ModIndex {
+		t.Errorf("put result %+v after %+v", put, before)
+	}
+	if b.KV == nil || b.KV.Value != "anchor-side" || z.KV == nil || z.KV.Value != "other-side" {
+		t.Errorf("get results %+v %+v", b.KV, z.KV)
+	}
+	after, err := cl.Get(ctx, "tdl/a")
+	if err != nil || after.Value != "2" || after.Version != before.Version+1 || after.ModIndex != put.ModIndex {
+		t.Fatalf("tdl/a after the transaction: %+v %v (put answered %+v)", after, err, put)
+	}
+}
+
 // TestTxnSharedCallLargeAnswers (api/txn_propose_batch.go): a prepare
 // answers the values of the keys it locks, which its command does not show,
 // so the leader answers a shared call only up to 4 MiB and marks the rest

@@ -1,0 +1,121 @@
+package fsm
+
+import (
+	"crypto/sha256"
+	"sync"
+
+	"github.com/cairndb/cairn/internal/wire"
+	"github.com/cairndb/cairn/txn"
+)
+
+// Bounds of a replica's decidedCache.
+const (
+	decidedMaxEntries = 512
+	decidedMaxBytes   = 4 << 20
+)
+
+// decidedCache keeps, in memory, the answers of the decides this replica
+// applied that committed their record: the anchor's keys as the entry read
+// them, what it wrote, the keys it resolved. A coordinator whose decide
+// answer was lost (its leader lost leadership while committing) decides
+// again; the new leader, which applied the committing entry too, answers
+// that entry's results instead of a bare "committed", so the client gets
+// its gets and puts rather than outcome_unknown and a replay without them
+// (txn/DESIGN.md "A lost decide answer").
+//
+// It is not replicated state: nothing the state machine stores or hashes
+// depends on it, and a replica that restarted or installed a snapshot
+// simply misses (the coordinator then answers as before). Only the answer
+// of a decide that repeats a committed one differs between replicas, and
+// only the leader's answer reaches anyone. An answer is reused only for a
+// decide with the same request and the same states of the other
+// participants' keys (digest), so the coordinator's own reads complete it
+// exactly as they completed the committing one.
+type decidedCache struct {
+	mu    sync.Mutex
+	m     map[string]*decidedAnswer
+	order []string // insertion order, oldest first from head
+	head  int
+	bytes int
+}
+
+type decidedAnswer struct {
+	digest   [sha256.Size]byte
+	reads    []TxnRead
+	written  []TxnOpResult
+	resolved [][]byte
+	size     int
+}
+
+// decideDigest identifies what a decide's results depend on besides the
+// anchor's own keys: the request and the other participants' states.
+func decideDigest(tc *TxnCommand) [sha256.Size]byte {
+	b := txn.EncodeRequest(tc.Request)
+	for _, st := range tc.States {
+		b = wire.AppendBytesAlways(b, tcState, appendTxnState(nil, st))
+	}
+	return sha256.Sum256(b)
+}
+
+// put remembers the committing decide tc's answer res.
+func (d *decidedCache) put(tc *TxnCommand, res *TxnCmdResult) {
+	a := &decidedAnswer{digest: decideDigest(tc), reads: res.Reads, written: res.Written, resolved: res.Resolved,
+		size: len(tc.ID)}
+	for _, r := range res.Reads {
+		a.size += len(r.Key) + kvSize(r.KV)
+	}
+	for _, w := range res.Written {
+		a.size += len(w.Key) + kvSize(w.KV)
+	}
+	for _, k := range res.Resolved {
+		a.size += len(k)
+	}
+	if a.size > decidedMaxBytes/8 {
+		return // a few large answers would push out every other
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.m = map[string]*decidedAnswer{}
+	}
+	if old, ok := d.m[tc.ID]; ok {
+		d.bytes -= old.size // a record commits once; should it not, the newest answer wins
+	} else {
+		d.order = append(d.order, tc.ID)
+	}
+	d.m[tc.ID] = a
+	d.bytes += a.size
+	for len(d.m) > decidedMaxEntries || d.bytes > decidedMaxBytes {
+		id := d.order[d.head]
+		d.order[d.head] = ""
+		d.head++
+		if old, ok := d.m[id]; ok {
+			d.bytes -= old.size
+			delete(d.m, id)
+		}
+	}
+	if d.head > len(d.order)/2 {
+		d.order = append(d.order[:0:0], d.order[d.head:]...)
+		d.head = 0
+	}
+}
+
+// get fills res with the answer of the committing decide that tc repeats,
+// if this replica applied it and tc asks the same; it reports whether it did.
+func (d *decidedCache) get(tc *TxnCommand, res *TxnCmdResult) bool {
+	d.mu.Lock()
+	a, ok := d.m[tc.ID]
+	d.mu.Unlock()
+	if !ok || a.digest != decideDigest(tc) {
+		return false
+	}
+	res.Reads, res.Written, res.Resolved = a.reads, a.written, a.resolved
+	return true
+}
+
+func kvSize(kv *KV) int {
+	if kv == nil {
+		return 0
+	}
+	return len(kv.Key) + len(kv.Value) + 48
+}

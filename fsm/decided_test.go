@@ -1,0 +1,42 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"github.com/cairndb/cairn/txn"
+)
+
+// TestDecidedCacheBounded: the kept answers stay within their entry and byte
+// bounds, oldest out first, and an answer too large to keep is not kept.
+func TestDecidedCacheBounded(t *testing.T) {
+	var d decidedCache
+	req := &txn.Request{Success: []txn.Op{tput("k", "v")}}
+	answer := func(n int) *TxnCmdResult {
+		return &TxnCmdResult{Reads: []TxnRead{{Key: []byte("k"), KV: &KV{Key: []byte("k"), Value: bytes.Repeat([]byte("v"), n)}}}}
+	}
+	for i := range 2 * decidedMaxEntries {
+		d.put(&TxnCommand{ID: fmt.Sprintf("t%04d", i), Request: req}, answer(10))
+	}
+	if len(d.m) != decidedMaxEntries || len(d.order)-d.head != decidedMaxEntries {
+		t.Fatalf("%d answers kept (%d in order), want %d", len(d.m), len(d.order)-d.head, decidedMaxEntries)
+	}
+	var res TxnCmdResult
+	if d.get(&TxnCommand{ID: "t0000", Request: req}, &res) {
+		t.Fatal("the oldest answer is still kept")
+	}
+	if !d.get(&TxnCommand{ID: fmt.Sprintf("t%04d", 2*decidedMaxEntries-1), Request: req}, &res) || len(res.Reads) != 1 {
+		t.Fatalf("the newest answer is not kept: %+v", res)
+	}
+	for i := range 16 {
+		d.put(&TxnCommand{ID: fmt.Sprintf("b%02d", i), Request: req}, answer(decidedMaxBytes/10))
+	}
+	if d.bytes > decidedMaxBytes {
+		t.Fatalf("%d bytes kept, bound %d", d.bytes, decidedMaxBytes)
+	}
+	d.put(&TxnCommand{ID: "huge", Request: req}, answer(decidedMaxBytes/4))
+	if d.get(&TxnCommand{ID: "huge", Request: req}, &res) {
+		t.Fatal("an answer of a quarter of the bound was kept")
+	}
+}
