@@ -236,6 +236,17 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 	wctx, wcancel := context.WithDeadline(ctx, start.Add(cmd.Wait))
 	defer wcancel()
 	h, idx, werr := out.rep.WaitLockGrant(wctx, name, cmd.WaiterID)
+	for hops := 0; werr != nil && hops < 4; hops++ {
+		// The lock's range split while this request waited: the record
+		// and its queue moved to the child, whose replicas start on the
+		// parent's nodes. Wait there, in the same place in the queue.
+		rep, rg, ok := s.followSplit(wctx, out.rng, name, werr)
+		if !ok {
+			break
+		}
+		out.rep, out.rng = rep, rg
+		h, idx, werr = rep.WaitLockGrant(wctx, name, cmd.WaiterID)
+	}
 	s.metrics.lockWait.WithLabelValues(map[bool]string{true: "granted", false: "not_granted"}[werr == nil]).
 		Observe(time.Since(start).Seconds())
 	if werr == nil {
@@ -267,6 +278,31 @@ func (s *Server) lockAcquire(w http.ResponseWriter, r *http.Request) error {
 		held.Owner, held.Token = rec.Holders[0].Owner, rec.Holders[0].Token
 	}
 	return held
+}
+
+// followSplit finds where a lock waited on in range from went when waiting
+// there ended in werr: when werr says the name left from's range (a split),
+// this node's replica of the range that holds it now, once the node's range
+// map shows it and the replica runs (within the wait and a few seconds).
+func (s *Server) followSplit(ctx context.Context, from fsm.Range, name string, werr error) (ShardReplica, fsm.Range, bool) {
+	var ws *fsm.WrongShardError
+	if !errors.As(werr, &ws) {
+		return nil, fsm.Range{}, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for {
+		if rg, err := s.lookup([]byte(name)); err == nil && rg.ID != from.ID {
+			if rep, ok := s.be.Replica(rg.ID); ok { // the child's replica starts a moment after the map shows it
+				return rep, rg, true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fsm.Range{}, false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // cancelLockWait proposes CancelWait for waiterID on the lock's leader and

@@ -1,0 +1,75 @@
+package test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/client"
+)
+
+// TestLockWaiterFollowsSplit: an acquire waiting in a lock's queue when the
+// lock's range splits keeps its place. The queue moves to the child with the
+// record; the waiting request follows it there and is granted when the
+// holder releases, with a higher token (I9), instead of answering lock_held
+// with its wait barely begun.
+func TestLockWaiterFollowsSplit(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{})
+	ctx := Context(t, 60*time.Second)
+	cls := NewClients(t, c, 3)
+	const name = "lsw/lock"
+	held, err := cls[0].AcquireLock(ctx, name, client.LockOptions{TTL: 30 * time.Second, Owner: "holder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		g   *client.LockGrant
+		err error
+	}
+	waited := make(chan answer, 1)
+	go func() {
+		g, err := cls[1].AcquireLock(ctx, name, client.LockOptions{TTL: 30 * time.Second, Wait: 40 * time.Second, Owner: "waiter"})
+		waited <- answer{g, err}
+	}()
+	WaitFor(t, 10*time.Second, "the waiter queued", func() error {
+		info, err := cls[2].LockStatus(ctx, name)
+		if err != nil {
+			return err
+		}
+		if info.Waiters != 1 {
+			return fmt.Errorf("%d waiters", info.Waiters)
+		}
+		return nil
+	})
+	id := shardOf(c, name)
+	_, child := splitShard(t, c, id, "lsw/")
+	WaitFor(t, 10*time.Second, "the lock in the split's child", func() error {
+		if got := shardOf(c, name); got != child.ID {
+			return fmt.Errorf("the lock is in shard %d, want the child %d", got, child.ID)
+		}
+		return nil
+	})
+	select {
+	case a := <-waited:
+		t.Fatalf("the waiter answered before the release: %+v %v", a.g, a.err)
+	case <-time.After(time.Second):
+	}
+	if err := cls[0].ReleaseLock(ctx, name, held.Token); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-waited:
+		if a.err != nil {
+			t.Fatalf("the waiter was not granted after the split: %v", a.err)
+		}
+		if a.g.Token <= held.Token {
+			t.Fatalf("Invariant I9: the waiter's token %d is not above the holder's %d", a.g.Token, held.Token)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiter was not answered 20s after the release")
+	}
+	info, err := cls[2].LockStatus(ctx, name)
+	if err != nil || !info.Held || info.Owner != "waiter" || info.Waiters != 0 {
+		t.Fatalf("status after the grant: %+v %v", info, err)
+	}
+}
