@@ -3,16 +3,27 @@ package fsm
 import (
 	"crypto/sha256"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cairndb/cairn/internal/wire"
 	"github.com/cairndb/cairn/txn"
 )
 
-// Bounds of a replica's decidedCache.
+// Bounds of the decidedCache: per replica, entries and bytes; per process
+// (every replica of the node together), bytes, so a node hosting many
+// shards keeps no more than decidedNodeBytes however many there are; and an
+// answer's age: a coordinator decides again within its write timeout (10 s)
+// or not at all.
 const (
 	decidedMaxEntries = 512
 	decidedMaxBytes   = 4 << 20
+	decidedNodeBytes  = 64 << 20
+	decidedMaxAge     = 30 * time.Second
 )
+
+// decidedBytes is what every decidedCache of the process holds.
+var decidedBytes atomic.Int64
 
 // decidedCache keeps, in memory, the answers of the decides this replica
 // applied that committed their record: the anchor's keys as the entry read
@@ -40,6 +51,7 @@ type decidedCache struct {
 }
 
 type decidedAnswer struct {
+	at       time.Time
 	digest   [sha256.Size]byte
 	reads    []TxnRead
 	written  []TxnOpResult
@@ -59,8 +71,8 @@ func decideDigest(tc *TxnCommand) [sha256.Size]byte {
 
 // put remembers the committing decide tc's answer res.
 func (d *decidedCache) put(tc *TxnCommand, res *TxnCmdResult) {
-	a := &decidedAnswer{digest: decideDigest(tc), reads: res.Reads, written: res.Written, resolved: res.Resolved,
-		size: len(tc.ID)}
+	a := &decidedAnswer{at: time.Now(), digest: decideDigest(tc), reads: res.Reads, written: res.Written,
+		resolved: res.Resolved, size: len(tc.ID)}
 	for _, r := range res.Reads {
 		a.size += len(r.Key) + kvSize(r.KV)
 	}
@@ -78,19 +90,33 @@ func (d *decidedCache) put(tc *TxnCommand, res *TxnCmdResult) {
 	if d.m == nil {
 		d.m = map[string]*decidedAnswer{}
 	}
+	d.evictLocked(func(oldest *decidedAnswer) bool { return a.at.Sub(oldest.at) > decidedMaxAge })
+	if decidedBytes.Load()+int64(a.size) > decidedNodeBytes {
+		return // the node's budget is spent: this answer is not kept
+	}
 	if old, ok := d.m[tc.ID]; ok {
-		d.bytes -= old.size // a record commits once; should it not, the newest answer wins
+		d.drop(old) // a record commits once; should it not, the newest answer wins
 	} else {
 		d.order = append(d.order, tc.ID)
 	}
 	d.m[tc.ID] = a
 	d.bytes += a.size
-	for len(d.m) > decidedMaxEntries || d.bytes > decidedMaxBytes {
+	decidedBytes.Add(int64(a.size))
+	d.evictLocked(func(*decidedAnswer) bool { return len(d.m) > decidedMaxEntries || d.bytes > decidedMaxBytes })
+}
+
+// evictLocked drops the oldest answers while over(oldest) says so.
+func (d *decidedCache) evictLocked(over func(oldest *decidedAnswer) bool) {
+	for d.head < len(d.order) {
 		id := d.order[d.head]
+		a, ok := d.m[id]
+		if ok && !over(a) {
+			break
+		}
 		d.order[d.head] = ""
 		d.head++
-		if old, ok := d.m[id]; ok {
-			d.bytes -= old.size
+		if ok {
+			d.drop(a)
 			delete(d.m, id)
 		}
 	}
@@ -98,6 +124,21 @@ func (d *decidedCache) put(tc *TxnCommand, res *TxnCmdResult) {
 		d.order = append(d.order[:0:0], d.order[d.head:]...)
 		d.head = 0
 	}
+}
+
+func (d *decidedCache) drop(a *decidedAnswer) {
+	d.bytes -= a.size
+	decidedBytes.Add(-int64(a.size))
+}
+
+// clear drops every answer (the replica closes).
+func (d *decidedCache) clear() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, a := range d.m {
+		d.drop(a)
+	}
+	d.m, d.order, d.head = nil, nil, 0
 }
 
 // get fills res with the answer of the committing decide that tc repeats,

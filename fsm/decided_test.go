@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cairndb/cairn/txn"
 )
@@ -12,6 +13,7 @@ import (
 // bounds, oldest out first, and an answer too large to keep is not kept.
 func TestDecidedCacheBounded(t *testing.T) {
 	var d decidedCache
+	base := decidedBytes.Load() // other tests' replicas, if any are open
 	req := &txn.Request{Success: []txn.Op{tput("k", "v")}}
 	answer := func(n int) *TxnCmdResult {
 		return &TxnCmdResult{Reads: []TxnRead{{Key: []byte("k"), KV: &KV{Key: []byte("k"), Value: bytes.Repeat([]byte("v"), n)}}}}
@@ -38,5 +40,28 @@ func TestDecidedCacheBounded(t *testing.T) {
 	d.put(&TxnCommand{ID: "huge", Request: req}, answer(decidedMaxBytes/4))
 	if d.get(&TxnCommand{ID: "huge", Request: req}, &res) {
 		t.Fatal("an answer of a quarter of the bound was kept")
+	}
+	// Answers older than decidedMaxAge go at the next put.
+	for _, a := range d.m {
+		a.at = a.at.Add(-decidedMaxAge - time.Second)
+	}
+	d.put(&TxnCommand{ID: "fresh", Request: req}, answer(10))
+	if len(d.m) != 1 || !d.get(&TxnCommand{ID: "fresh", Request: req}, &res) {
+		t.Fatalf("%d answers kept after the others aged out, want only the fresh one", len(d.m))
+	}
+	// The node's budget: every cache of the process together (no other
+	// test of this package runs in parallel with this one).
+	if held := decidedBytes.Load() - base; held != int64(d.bytes) {
+		t.Fatalf("the process holds %d bytes for this cache, which counts %d", held, d.bytes)
+	}
+	decidedBytes.Add(decidedNodeBytes)
+	d.put(&TxnCommand{ID: "over", Request: req}, answer(10))
+	decidedBytes.Add(-decidedNodeBytes)
+	if d.get(&TxnCommand{ID: "over", Request: req}, &res) {
+		t.Fatal("an answer was kept over the node's budget")
+	}
+	d.clear()
+	if decidedBytes.Load() != base || len(d.m) != 0 {
+		t.Fatalf("after clear the process holds %d bytes for this cache", decidedBytes.Load()-base)
 	}
 }

@@ -297,6 +297,7 @@ func (f *FSM) Close() error {
 	var err error
 	f.closeOnce.Do(func() {
 		close(f.closed)
+		f.decided.clear()
 		f.dbMu.Lock()
 		defer f.dbMu.Unlock()
 		if f.db != nil {
