@@ -73,3 +73,55 @@ func TestLockWaiterFollowsSplit(t *testing.T) {
 		t.Fatalf("status after the grant: %+v %v", info, err)
 	}
 }
+
+// TestLockWatchFollowsSplit: a blocking status query (wait_index) waiting
+// on a lock when its range splits answers the next change of holders, made
+// in the child, not an error and not early.
+func TestLockWatchFollowsSplit(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{})
+	ctx := Context(t, 60*time.Second)
+	cls := NewClients(t, c, 2)
+	const name = "lwf/lock"
+	held, err := cls[0].AcquireLock(ctx, name, client.LockOptions{TTL: 30 * time.Second, Owner: "holder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cls[1].LockStatus(ctx, name)
+	if err != nil || !info.Held {
+		t.Fatalf("status: %+v %v", info, err)
+	}
+	type answer struct {
+		info *client.LockInfo
+		err  error
+	}
+	watched := make(chan answer, 1)
+	go func() {
+		got, err := cls[1].WatchLock(ctx, name, info.Index, 40*time.Second)
+		watched <- answer{got, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // the watch is waiting
+	id := shardOf(c, name)
+	_, child := splitShard(t, c, id, "lwf/")
+	WaitFor(t, 10*time.Second, "the lock in the split's child", func() error {
+		if got := shardOf(c, name); got != child.ID {
+			return fmt.Errorf("the lock is in shard %d, want the child %d", got, child.ID)
+		}
+		return nil
+	})
+	select {
+	case a := <-watched:
+		t.Fatalf("the watch answered before the release: %+v %v", a.info, a.err)
+	case <-time.After(time.Second):
+	}
+	if err := cls[0].ReleaseLock(ctx, name, held.Token); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-watched:
+		if a.err != nil || a.info.Held || a.info.Index <= info.Index {
+			t.Fatalf("the watch after the split and release: %+v %v (watched from index %d)", a.info, a.err, info.Index)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the watch was not answered 20s after the release")
+	}
+}
