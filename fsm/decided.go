@@ -1,12 +1,12 @@
 package fsm
 
 import (
-	"crypto/sha256"
+	"bytes"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/cairndb/cairn/internal/wire"
 	"github.com/cairndb/cairn/txn"
 )
 
@@ -40,8 +40,9 @@ var decidedBytes atomic.Int64
 // of a decide that repeats a committed one differs between replicas, and
 // only the leader's answer reaches anyone. An answer is reused only for a
 // decide with the same request and the same states of the other
-// participants' keys (digest), so the coordinator's own reads complete it
-// exactly as they completed the committing one.
+// participants' keys (compared when a decide repeats), so the
+// coordinator's own reads complete it exactly as they completed the
+// committing one.
 type decidedCache struct {
 	mu    sync.Mutex
 	m     map[string]*decidedAnswer
@@ -51,28 +52,54 @@ type decidedCache struct {
 }
 
 type decidedAnswer struct {
-	at       time.Time
-	digest   [sha256.Size]byte
+	at time.Time
+	// What the results depend on besides the anchor's own keys: the
+	// request and the other participants' states, as the committing
+	// decide carried them (decoded copies, owned by the answer).
+	req      *txn.Request
+	states   []TxnRead
 	reads    []TxnRead
 	written  []TxnOpResult
 	resolved [][]byte
 	size     int
 }
 
-// decideDigest identifies what a decide's results depend on besides the
-// anchor's own keys: the request and the other participants' states.
-func decideDigest(tc *TxnCommand) [sha256.Size]byte {
-	b := txn.EncodeRequest(tc.Request)
-	for _, st := range tc.States {
-		b = wire.AppendBytesAlways(b, tcState, appendTxnState(nil, st))
+// asks reports whether tc asks what the committing decide a asked: the
+// same request and the same states of the other participants' keys, field
+// by field as the command carries them. Compared only when a decide
+// repeats, so the committing decide pays nothing for it.
+func (a *decidedAnswer) asks(tc *TxnCommand) bool {
+	if !reflect.DeepEqual(a.req, tc.Request) || len(a.states) != len(tc.States) {
+		return false
 	}
-	return sha256.Sum256(b)
+	for i, st := range tc.States {
+		if !bytes.Equal(appendTxnState(nil, st), appendTxnState(nil, a.states[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+func requestSize(r *txn.Request) int {
+	n := len(r.RequestID)
+	for _, c := range r.Compare {
+		n += len(c.Key) + len(c.Value) + 16
+	}
+	for _, br := range [][]txn.Op{r.Success, r.Failure} {
+		for _, o := range br {
+			n += len(o.Key) + len(o.Value) + 32
+		}
+	}
+	return n
 }
 
 // put remembers the committing decide tc's answer res.
 func (d *decidedCache) put(tc *TxnCommand, res *TxnCmdResult) {
-	a := &decidedAnswer{at: time.Now(), digest: decideDigest(tc), reads: res.Reads, written: res.Written,
-		resolved: res.Resolved, size: len(tc.ID)}
+	a := &decidedAnswer{at: time.Now(), req: tc.Request, states: tc.States, reads: res.Reads, written: res.Written,
+		resolved: res.Resolved, size: len(tc.ID) + requestSize(tc.Request)}
+	for _, st := range tc.States {
+		a.size += len(st.Key) + kvSize(st.KV)
+	}
 	for _, r := range res.Reads {
 		a.size += len(r.Key) + kvSize(r.KV)
 	}
@@ -147,7 +174,7 @@ func (d *decidedCache) get(tc *TxnCommand, res *TxnCmdResult) bool {
 	d.mu.Lock()
 	a, ok := d.m[tc.ID]
 	d.mu.Unlock()
-	if !ok || a.digest != decideDigest(tc) {
+	if !ok || !a.asks(tc) {
 		return false
 	}
 	res.Reads, res.Written, res.Resolved = a.reads, a.written, a.resolved
