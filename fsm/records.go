@@ -40,6 +40,13 @@ func appendKV(b []byte, kv *KV) []byte {
 	return wire.AppendBytes(b, kvLease, []byte(kv.Lease))
 }
 
+// appendNestedKV appends kv as a nested message in field: the bytes of
+// wire.AppendBytesAlways(b, field, appendKV(nil, kv)), written in place.
+func appendNestedKV(b []byte, field uint64, kv *KV) []byte {
+	b, m := wire.BeginNested(b, field)
+	return wire.EndNested(appendKV(b, kv), m)
+}
+
 func decodeKV(b []byte) (*KV, error) {
 	kv := &KV{}
 	err := walkFields(b, func(field, wt, v uint64, p []byte) error {
@@ -69,7 +76,7 @@ func decodeKV(b []byte) (*KV, error) {
 func encodeStored(kv *KV) []byte {
 	meta := *kv
 	meta.Key = nil
-	return appendKV([]byte{recordFormat}, &meta)
+	return appendKV(append(make([]byte, 0, 48+len(kv.Value)+len(kv.Lease)), recordFormat), &meta)
 }
 
 // decodeStored decodes a data bucket value for key. withValue=false skips the

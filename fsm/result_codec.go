@@ -46,10 +46,10 @@ func encodeResult(r *Result) []byte {
 	b := []byte{recordFormat}
 	b = wire.AppendUint(b, resIndex, r.Index)
 	if r.KV != nil {
-		b = wire.AppendBytesAlways(b, resKV, appendKV(nil, r.KV))
+		b = appendNestedKV(b, resKV, r.KV)
 	}
 	if r.Prev != nil {
-		b = wire.AppendBytesAlways(b, resPrev, appendKV(nil, r.Prev))
+		b = appendNestedKV(b, resPrev, r.Prev)
 	}
 	b = wire.AppendUint(b, resDeleted, uint64(r.Deleted))
 	if r.Txn != nil {
@@ -62,7 +62,7 @@ func encodeResult(r *Result) []byte {
 		var eb []byte
 		eb = wire.AppendBytes(eb, condErrKey, ce.Key)
 		if ce.Current != nil {
-			eb = wire.AppendBytesAlways(eb, condErrCurrent, appendKV(nil, ce.Current))
+			eb = appendNestedKV(eb, condErrCurrent, ce.Current)
 		}
 		b = wire.AppendBytesAlways(b, resCondErr, eb)
 	case errors.As(r.Err, &se):

@@ -168,7 +168,7 @@ func appendTxnResult(b []byte, tr *TxnResult) []byte {
 		ob = wire.AppendUint(ob, txnOpKind, uint64(o.Kind))
 		ob = wire.AppendBytes(ob, txnOpKey, o.Key)
 		if o.KV != nil {
-			ob = wire.AppendBytesAlways(ob, txnOpKV, appendKV(nil, o.KV))
+			ob = appendNestedKV(ob, txnOpKV, o.KV)
 		}
 		ob = wire.AppendUint(ob, txnOpDeleted, uint64(o.Deleted))
 		b = wire.AppendBytesAlways(b, txnResOp, ob)

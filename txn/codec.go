@@ -153,9 +153,10 @@ func appendFence(b []byte, field uint64, f *Fence) []byte {
 	if f == nil {
 		return b
 	}
-	nb := wire.AppendBytes(nil, fenceLock, []byte(f.Lock))
-	nb = wire.AppendUint(nb, fenceToken, f.Token)
-	return wire.AppendBytesAlways(b, field, nb)
+	b, m := wire.BeginNested(b, field)
+	b = wire.AppendBytes(b, fenceLock, []byte(f.Lock))
+	b = wire.AppendUint(b, fenceToken, f.Token)
+	return wire.EndNested(b, m)
 }
 
 func decodeFence(p []byte) (*Fence, error) {
@@ -260,14 +261,15 @@ func clone(p []byte) []byte {
 }
 
 func appendWrite(b []byte, field uint64, w *Write) []byte {
-	nb := wire.AppendBytes(nil, wKey, w.Key)
-	nb = wire.AppendBytes(nb, wValue, w.Value)
+	b, m := wire.BeginNested(b, field)
+	b = wire.AppendBytes(b, wKey, w.Key)
+	b = wire.AppendBytes(b, wValue, w.Value)
 	if w.Delete {
-		nb = wire.AppendUint(nb, wDelete, 1)
+		b = wire.AppendUint(b, wDelete, 1)
 	}
-	nb = wire.AppendInt(nb, wTTL, int64(w.TTL))
-	nb = appendFence(nb, wFence, w.Fence)
-	return wire.AppendBytesAlways(b, field, nb)
+	b = wire.AppendInt(b, wTTL, int64(w.TTL))
+	b = appendFence(b, wFence, w.Fence)
+	return wire.EndNested(b, m)
 }
 
 func decodeWrite(p []byte) (Write, error) {
@@ -317,14 +319,36 @@ func checkKeyValue(k, v []byte) error {
 }
 
 func appendParticipant(b []byte, p *Participant) []byte {
-	nb := wire.AppendUint(nil, partShard, p.Shard)
-	nb = wire.AppendUint(nb, partEpoch, p.Epoch)
+	b, m := wire.BeginNested(b, recParticipant)
+	b = wire.AppendUint(b, partShard, p.Shard)
+	b = wire.AppendUint(b, partEpoch, p.Epoch)
 	for _, k := range p.Keys {
-		kb := wire.AppendBytes(nil, kiKey, k.Key)
-		kb = wire.AppendUint(kb, kiAccess, uint64(k.Access))
-		nb = wire.AppendBytesAlways(nb, partKey, kb)
+		var km int
+		b, km = wire.BeginNested(b, partKey)
+		b = wire.AppendBytes(b, kiKey, k.Key)
+		b = wire.AppendUint(b, kiAccess, uint64(k.Access))
+		b = wire.EndNested(b, km)
 	}
-	return wire.AppendBytesAlways(b, recParticipant, nb)
+	return wire.EndNested(b, m)
+}
+
+// recordSize is about the length of r's encoding, so it is built in one
+// allocation.
+func recordSize(r *Record) int {
+	n := 64 + len(r.ID) + len(r.Anchor) + len(r.RequestID)
+	for _, p := range r.Participants {
+		n += 24
+		for _, k := range p.Keys {
+			n += len(k.Key) + 16
+		}
+	}
+	for _, w := range r.WriteSet {
+		n += len(w.Key) + len(w.Value) + 24
+		if w.Fence != nil {
+			n += len(w.Fence.Lock) + 24
+		}
+	}
+	return n
 }
 
 func decodeParticipant(p []byte) (Participant, error) {
@@ -369,7 +393,7 @@ func decodeParticipant(p []byte) (Participant, error) {
 // Success and Failure indices are not stored (recovery needs shards and
 // keys only).
 func EncodeRecord(r *Record) []byte {
-	b := []byte{recordFormat}
+	b := append(make([]byte, 0, recordSize(r)), recordFormat)
 	b = wire.AppendBytes(b, recID, []byte(r.ID))
 	b = wire.AppendUint(b, recState, uint64(r.State))
 	b = wire.AppendBytes(b, recAnchor, r.Anchor)
@@ -503,7 +527,14 @@ func PeekRecord(b []byte) (RecordSummary, error) {
 
 // EncodeIntent encodes an intent for storage.
 func EncodeIntent(in *Intent) []byte {
-	b := []byte{intentFormat}
+	n := 64 + len(in.TxnID) + len(in.Key) + len(in.Anchor)
+	if w := in.Write; w != nil {
+		n += len(w.Key) + len(w.Value) + 24
+		if w.Fence != nil {
+			n += len(w.Fence.Lock) + 24
+		}
+	}
+	b := append(make([]byte, 0, n), intentFormat)
 	b = wire.AppendBytes(b, inTxnID, []byte(in.TxnID))
 	b = wire.AppendBytes(b, inKey, in.Key)
 	b = wire.AppendUint(b, inAccess, uint64(in.Access))

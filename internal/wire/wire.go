@@ -62,6 +62,29 @@ func AppendBytesAlways(b []byte, field uint64, p []byte) []byte {
 	return append(b, p...)
 }
 
+// BeginNested starts a nested message in field, written in place: its tag,
+// then room for the longest length. Append the message's fields to the
+// returned slice, then call EndNested with the mark. The bytes are exactly
+// AppendBytesAlways(b, field, message)'s, without first building the
+// message in a slice of its own (and growing that one too).
+func BeginNested(b []byte, field uint64) ([]byte, int) {
+	b = AppendTag(b, field, TypeBytes)
+	return append(b, nestedRoom[:]...), len(b)
+}
+
+// EndNested ends the nested message BeginNested started at mark: it writes
+// the message's length and moves the message up against it.
+func EndNested(b []byte, mark int) []byte {
+	body := len(b) - mark - len(nestedRoom)
+	var l [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(l[:], uint64(body))
+	copy(b[mark:], l[:n])
+	copy(b[mark+n:], b[mark+len(nestedRoom):])
+	return b[:mark+n+body]
+}
+
+var nestedRoom [binary.MaxVarintLen64]byte
+
 // Zigzag maps a signed value to an unsigned one with small magnitudes small.
 func Zigzag(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
 

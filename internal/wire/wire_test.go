@@ -151,3 +151,22 @@ func FuzzWalk(f *testing.F) {
 		_ = r.Finish()
 	})
 }
+
+// TestNestedInPlace: a message written in place between BeginNested and
+// EndNested is byte for byte AppendBytesAlways of the same message, at
+// every length around a varint boundary and after existing bytes.
+func TestNestedInPlace(t *testing.T) {
+	for _, n := range []int{0, 1, 126, 127, 128, 129, 16383, 16384, 70000} {
+		msg := make([]byte, n)
+		for i := range msg {
+			msg[i] = byte(i * 7)
+		}
+		prefix := []byte{1, 2, 3}
+		want := AppendBytesAlways(append([]byte(nil), prefix...), 9, msg)
+		b, mark := BeginNested(append([]byte(nil), prefix...), 9)
+		b = append(b, msg...)
+		if got := EndNested(b, mark); !bytes.Equal(got, want) {
+			t.Fatalf("length %d: in place % x..., want % x...", n, got[:min(len(got), 12)], want[:min(len(want), 12)])
+		}
+	}
+}
