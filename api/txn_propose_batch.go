@@ -164,9 +164,25 @@ func (s *Server) proposeBatch(ctx context.Context, batch []*proposeItem) {
 				}
 				it.done <- it.err
 			}
+			if len(alone) == 0 {
+				return
+			}
+			// Their single calls do not hold the shard's queue: what
+			// queued behind this batch goes out in the next shared call
+			// meanwhile, instead of waiting for answers of a megabyte or
+			// a re-routed leader as well as for this call.
+			if s.txnbg.spawn(txnProposeBatchTimeout, func(ctx context.Context) { s.proposeSingly(ctx, alone) }) {
+				return
+			}
 			live = alone
 		}
 	}
+	s.proposeSingly(ctx, live)
+}
+
+// proposeSingly sends each item on its own call (routed on its own), all at
+// once, bounded by txnProposeBatchTimeout.
+func (s *Server) proposeSingly(ctx context.Context, live []*proposeItem) {
 	sctx, cancel := context.WithTimeout(ctx, txnProposeBatchTimeout)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -98,7 +98,7 @@ func TestProposeBatch(t *testing.T) {
 		var err error
 		select {
 		case err = <-it.done:
-		default:
+		case <-time.After(5 * time.Second): // single calls after a shared one run in the background
 			t.Fatalf("%s: not answered", k)
 		}
 		select {
@@ -121,6 +121,83 @@ func TestProposeBatch(t *testing.T) {
 	}
 	if fmt.Sprint(singles) != "map[b:1 c:1]" {
 		t.Errorf("single calls %v, want b and c once each (d's outcome is unknown: not sent again)", singles)
+	}
+}
+
+// TestProposeBatchSinglesDoNotHoldTheQueue: the single call of a prepare
+// whose answer did not fit in a shared call ("send alone": a megabyte value)
+// runs in the background, so the shard's next shared call does not wait for
+// it: proposeBatch returns while that single call is still in flight, and
+// the prepare is answered when it ends.
+func TestProposeBatchSinglesDoNotHoldTheQueue(t *testing.T) {
+	release := make(chan struct{})
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		switch r.URL.Path {
+		case pathTxnProposeBatch:
+			var q txnProposeBatchRequest
+			if err := json.Unmarshal(body, &q); err != nil {
+				t.Errorf("batch body: %v", err)
+			}
+			out := txnProposeBatchResponse{Items: make([]txnProposeBatchAnswer, len(q.Items))}
+			for i, it := range q.Items {
+				out.Items[i] = txnProposeBatchAnswer{Result: &txnWireResult{Index: 10, Vote: uint8(txn.VoteYes)}}
+				if string(it.Key) == "big" {
+					out.Items[i] = txnProposeBatchAnswer{SendAlone: true}
+				}
+			}
+			writeJSON(w, http.StatusOK, out)
+		case pathTxnPropose:
+			<-release // a slow single call: a large answer, a loaded leader
+			writeJSON(w, http.StatusOK, txnWireResult{Index: 20, Vote: uint8(txn.VoteYes)})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer leader.Close()
+	defer close(release)
+	addr := strings.TrimPrefix(leader.URL, "http://")
+	s := NewServer(Config{Backend: remoteOnlyBackend{notReadyBackend{t}, map[string]string{"n2": addr, "n3": addr}},
+		RouteWait: 300 * time.Millisecond})
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	item := func(key string) *proposeItem {
+		cmd := &fsm.Command{Op: fsm.OpTxnPrepare, Key: []byte(key),
+			Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: "t-" + key, Keys: []txn.KeyIntent{{Key: []byte(key), Access: txn.AccessWrite}}})}
+		enc, err := fsm.EncodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &proposeItem{ctx: ctx, key: []byte(key), cmd: cmd, enc: enc, done: make(chan error, 1)}
+	}
+	small, big := item("small"), item("big")
+	returned := make(chan struct{})
+	go func() {
+		s.proposeBatch(ctx, []*proposeItem{small, big})
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(3 * time.Second):
+		t.Fatal("proposeBatch waited for the single call of the prepare sent alone: the queue behind it waits too")
+	}
+	if err := <-small.done; err != nil || small.res.Index != 10 {
+		t.Fatalf("the prepare answered by the shared call: %+v %v", small.res, err)
+	}
+	select {
+	case err := <-big.done:
+		t.Fatalf("the prepare sent alone was answered before its call ended: %v", err)
+	default:
+	}
+	release <- struct{}{}
+	select {
+	case err := <-big.done:
+		if err != nil || big.res.Index != 20 {
+			t.Fatalf("the prepare sent alone: %+v %v", big.res, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the prepare sent alone was not answered after its call ended")
 	}
 }
 
