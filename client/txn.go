@@ -148,8 +148,14 @@ type TxnResponse struct {
 	Results   []TxnOpResult `json:"results"`   // one per op of that branch
 	Shards    []uint64      `json:"shards"`
 	ID        string        `json:"id,omitempty"` // several shards: the transaction record's id
-	Replay    bool          `json:"replay,omitempty"`
-	Index     uint64        `json:"-"` // X-Cairn-Index (one shard: the entry's index)
+	// Replay: an earlier attempt with this request id committed (Commit
+	// retries after an unknown outcome, so a caller can meet it without
+	// retrying itself). Succeeded is that attempt's; Results is its stored
+	// results for a one-shard transaction, and empty for a multi-shard one
+	// (the gets are not read again). Rare there: a leader change during the
+	// commit costs no results unless the new leader also restarted meanwhile.
+	Replay bool   `json:"replay,omitempty"`
+	Index  uint64 `json:"-"` // X-Cairn-Index (one shard: the entry's index)
 }
 
 // TxnOpResult is one op's result. Get: Found and, when found, KV. Put:
