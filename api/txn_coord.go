@@ -967,9 +967,14 @@ func (b *txnBackground) spawn(timeout time.Duration, f func(ctx context.Context)
 	if b.ctx == nil {
 		b.ctx, b.cancel = context.WithCancel(context.Background())
 	}
-	ctx, cancel := context.WithCancel(b.ctx)
+	// One context: a second one made over the first would leave the
+	// first's cancel unreachable, a child of b.ctx until close.
+	var ctx context.Context
+	var cancel context.CancelFunc
 	if timeout > 0 {
 		ctx, cancel = context.WithTimeout(b.ctx, timeout)
+	} else {
+		ctx, cancel = context.WithCancel(b.ctx)
 	}
 	b.wg.Add(1)
 	go func() {
