@@ -22,8 +22,30 @@ const (
 	decidedMaxAge     = 30 * time.Second
 )
 
-// decidedBytes is what every decidedCache of the process holds.
-var decidedBytes atomic.Int64
+// decidedBytes is what every decidedCache of the process holds; decidedAll
+// lists the caches that hold any, so that a put over the node's budget can
+// age out the answers of idle replicas too.
+var (
+	decidedBytes atomic.Int64
+	decidedAllMu sync.Mutex
+	decidedAll   = map[*decidedCache]struct{}{}
+)
+
+// sweepAged drops the answers older than decidedMaxAge of every cache of
+// the process (none of their locks held by the caller).
+func sweepAged(now time.Time) {
+	decidedAllMu.Lock()
+	all := make([]*decidedCache, 0, len(decidedAll))
+	for c := range decidedAll {
+		all = append(all, c)
+	}
+	decidedAllMu.Unlock()
+	for _, c := range all {
+		c.mu.Lock()
+		c.evictLocked(func(oldest *decidedAnswer) bool { return now.Sub(oldest.at) > decidedMaxAge })
+		c.mu.Unlock()
+	}
+}
 
 // decidedCache keeps, in memory, the answers of the decides this replica
 // applied that committed their record: the anchor's keys as the entry read
@@ -44,11 +66,12 @@ var decidedBytes atomic.Int64
 // coordinator's own reads complete it exactly as they completed the
 // committing one.
 type decidedCache struct {
-	mu    sync.Mutex
-	m     map[string]*decidedAnswer
-	order []string // insertion order, oldest first from head
-	head  int
-	bytes int
+	mu     sync.Mutex
+	closed bool // the replica closed: nothing is kept any more
+	m      map[string]*decidedAnswer
+	order  []string // insertion order, oldest first from head
+	head   int
+	bytes  int
 }
 
 type decidedAnswer struct {
@@ -112,14 +135,25 @@ func (d *decidedCache) put(tc *TxnCommand, res *TxnCmdResult) {
 	if a.size > decidedMaxBytes/8 {
 		return // a few large answers would push out every other
 	}
+	if decidedBytes.Load()+int64(a.size) > decidedNodeBytes {
+		sweepAged(a.at) // the node's budget is spent: aged answers anywhere go first
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
 	if d.m == nil {
 		d.m = map[string]*decidedAnswer{}
+		decidedAllMu.Lock()
+		decidedAll[d] = struct{}{}
+		decidedAllMu.Unlock()
 	}
-	d.evictLocked(func(oldest *decidedAnswer) bool { return a.at.Sub(oldest.at) > decidedMaxAge })
+	d.evictLocked(func(oldest *decidedAnswer) bool {
+		return a.at.Sub(oldest.at) > decidedMaxAge || decidedBytes.Load()+int64(a.size) > decidedNodeBytes
+	})
 	if decidedBytes.Load()+int64(a.size) > decidedNodeBytes {
-		return // the node's budget is spent: this answer is not kept
+		return // the other replicas' fresh answers hold the budget: this one is not kept
 	}
 	if old, ok := d.m[tc.ID]; ok {
 		d.drop(old) // a record commits once; should it not, the newest answer wins
@@ -158,14 +192,17 @@ func (d *decidedCache) drop(a *decidedAnswer) {
 	decidedBytes.Add(-int64(a.size))
 }
 
-// clear drops every answer (the replica closes).
+// clear drops every answer and keeps none from now on (the replica closes).
 func (d *decidedCache) clear() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, a := range d.m {
 		d.drop(a)
 	}
-	d.m, d.order, d.head = nil, nil, 0
+	d.m, d.order, d.head, d.closed = nil, nil, 0, true
+	decidedAllMu.Lock()
+	delete(decidedAll, d)
+	decidedAllMu.Unlock()
 }
 
 // get fills res with the answer of the committing decide that tc repeats,
@@ -174,9 +211,11 @@ func (d *decidedCache) get(tc *TxnCommand, res *TxnCmdResult) bool {
 	d.mu.Lock()
 	a, ok := d.m[tc.ID]
 	d.mu.Unlock()
-	if !ok || !a.asks(tc) {
+	if !ok || time.Since(a.at) > decidedMaxAge || !a.asks(tc) {
 		return false
 	}
+	// Shared with the committing decide's answer and every other repeat:
+	// read-only for everyone (the coordinator only reads them).
 	res.Reads, res.Written, res.Resolved = a.reads, a.written, a.resolved
 	return true
 }

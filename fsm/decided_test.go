@@ -65,3 +65,49 @@ func TestDecidedCacheBounded(t *testing.T) {
 		t.Fatalf("after clear the process holds %d bytes for this cache", decidedBytes.Load()-base)
 	}
 }
+
+// TestDecidedCacheNodeBudgetKeepsFreshAnswers: when the node's budget is
+// spent, aged answers of any replica (idle ones too) make room, and a
+// replica makes room from its own oldest, so the fresh answers — the ones a
+// coordinator asks for again within seconds — are kept; an aged answer is
+// never served. The cache of a closed replica keeps nothing.
+func TestDecidedCacheNodeBudgetKeepsFreshAnswers(t *testing.T) {
+	req := &txn.Request{Success: []txn.Op{tput("k", "v")}}
+	answer := func(n int) *TxnCmdResult {
+		return &TxnCmdResult{Reads: []TxnRead{{Key: []byte("k"), KV: &KV{Key: []byte("k"), Value: bytes.Repeat([]byte("v"), n)}}}}
+	}
+	base := decidedBytes.Load()
+	// Idle replicas full of aged answers hold the whole node budget.
+	idle := make([]*decidedCache, decidedNodeBytes/decidedMaxBytes+1)
+	for i := range idle {
+		idle[i] = &decidedCache{}
+		for j := 0; decidedBytes.Load()-base < int64(i+1)*decidedMaxBytes*9/10 && j < decidedMaxEntries; j++ {
+			idle[i].put(&TxnCommand{ID: fmt.Sprintf("i%d-%d", i, j), Request: req}, answer(decidedMaxBytes/64))
+		}
+		for _, a := range idle[i].m {
+			a.at = a.at.Add(-time.Hour)
+		}
+	}
+	defer func() {
+		for _, c := range idle {
+			c.clear()
+		}
+	}()
+	var res TxnCmdResult
+	if idle[0].get(&TxnCommand{ID: "i0-0", Request: req}, &res) {
+		t.Fatal("an answer an hour old was served")
+	}
+	var active decidedCache
+	defer active.clear()
+	active.put(&TxnCommand{ID: "fresh", Request: req}, answer(decidedMaxBytes/64))
+	if !active.get(&TxnCommand{ID: "fresh", Request: req}, &res) {
+		t.Fatalf("a fresh answer was not kept while idle replicas held %d bytes of aged ones", decidedBytes.Load()-base)
+	}
+	// A closed replica's cache keeps nothing (an apply racing Close).
+	var closed decidedCache
+	closed.clear()
+	closed.put(&TxnCommand{ID: "late", Request: req}, answer(10))
+	if closed.get(&TxnCommand{ID: "late", Request: req}, &res) || closed.bytes != 0 {
+		t.Fatal("a closed cache kept an answer")
+	}
+}

@@ -297,7 +297,7 @@ func (f *FSM) Close() error {
 	var err error
 	f.closeOnce.Do(func() {
 		close(f.closed)
-		f.decided.clear()
+		defer f.decided.clear() // after dbMu: no apply can put any more
 		f.dbMu.Lock()
 		defer f.dbMu.Unlock()
 		if f.db != nil {
