@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -158,7 +159,9 @@ type Server struct {
 	txnres  shardBatcher[*resolveItem] // those resolutions, batched per shard (txn_batch.go)
 	txnfgt  shardBatcher[*forgetItem]  // and the forgets that follow them, batched per anchor shard
 	txnprep shardBatcher[*proposeItem] // prepares for shards led elsewhere: calls shared per shard (txn_propose_batch.go)
-	node    string                     // this node's id
+	// txnSingles counts the prepares sent alone in the background (txnProposeSinglesMax).
+	txnSingles atomic.Int64
+	node       string // this node's id
 	// kv holds the key routes by method, served outside the mux (ServeHTTP).
 	kv map[string]http.HandlerFunc
 	// locks holds the routes under /v1/locks/, served outside the mux too.

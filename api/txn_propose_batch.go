@@ -110,6 +110,10 @@ const txnProposeBatchTimeout = 4 * time.Second
 // finds its own intents and answers the same).
 const txnProposeBatchAnswerBytes = 4 << 20
 
+// txnProposeSinglesMax bounds the prepares sent alone in the background
+// (after a shared call answered them "send alone") at one time, node-wide.
+const txnProposeSinglesMax = 128
+
 // proposeBatch answers every item of one batch: items whose waiter left
 // first are dropped; the rest go in one call when there are several, else
 // (or when that call failed as a whole, or answered some "send alone") one
@@ -171,9 +175,16 @@ func (s *Server) proposeBatch(ctx context.Context, batch []*proposeItem) {
 			// queued behind this batch goes out in the next shared call
 			// meanwhile, instead of waiting for answers of a megabyte or
 			// a re-routed leader as well as for this call.
-			if s.txnbg.spawn(txnProposeBatchTimeout, func(ctx context.Context) { s.proposeSingly(ctx, alone) }) {
+			// At most txnProposeSinglesMax of them run so at once; past
+			// that the drainer sends them itself, as before.
+			n := int64(len(alone))
+			if s.txnSingles.Add(n) <= txnProposeSinglesMax && s.txnbg.spawn(txnProposeBatchTimeout, func(ctx context.Context) {
+				defer s.txnSingles.Add(-n)
+				s.proposeSingly(ctx, alone)
+			}) {
 				return
 			}
+			s.txnSingles.Add(-n)
 			live = alone
 		}
 	}
