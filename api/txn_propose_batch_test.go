@@ -29,63 +29,36 @@ func TestProposeBatch(t *testing.T) {
 	var sizes []int
 	singles := map[string]int{}
 	mode := map[string]string{"b": "alone", "c": "nothing-done", "d": "unknown"}
-	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		switch r.URL.Path {
-		case pathTxnProposeBatch:
-			var q txnProposeBatchRequest
-			if err := json.Unmarshal(body, &q); err != nil {
-				t.Errorf("batch body: %v", err)
+	s := fakePrepareLeader(t, func(q txnProposeBatchRequest) txnProposeBatchResponse {
+		mu.Lock()
+		sizes = append(sizes, len(q.Items))
+		mu.Unlock()
+		out := txnProposeBatchResponse{Items: make([]txnProposeBatchAnswer, len(q.Items))}
+		for i, it := range q.Items {
+			switch mode[string(it.Key)] {
+			case "alone":
+				out.Items[i] = txnProposeBatchAnswer{SendAlone: true}
+			case "nothing-done":
+				out.Items[i] = batchAnswerError(&shard.NotLeaderError{})
+			case "unknown":
+				out.Items[i] = batchAnswerError(fmt.Errorf("propose: %w", shard.ErrOutcomeUnknown))
+			default:
+				out.Items[i] = txnProposeBatchAnswer{Result: &txnWireResult{Index: 10, Vote: uint8(txn.VoteYes)}}
 			}
-			mu.Lock()
-			sizes = append(sizes, len(q.Items))
-			mu.Unlock()
-			out := txnProposeBatchResponse{Items: make([]txnProposeBatchAnswer, len(q.Items))}
-			for i, it := range q.Items {
-				switch mode[string(it.Key)] {
-				case "alone":
-					out.Items[i] = txnProposeBatchAnswer{SendAlone: true}
-				case "nothing-done":
-					out.Items[i] = batchAnswerError(&shard.NotLeaderError{})
-				case "unknown":
-					out.Items[i] = batchAnswerError(fmt.Errorf("propose: %w", shard.ErrOutcomeUnknown))
-				default:
-					out.Items[i] = txnProposeBatchAnswer{Result: &txnWireResult{Index: 10, Vote: uint8(txn.VoteYes)}}
-				}
-			}
-			writeJSON(w, http.StatusOK, out)
-		case pathTxnPropose:
-			var q txnProposeRequest
-			if err := json.Unmarshal(body, &q); err != nil {
-				t.Errorf("single body: %v", err)
-			}
-			mu.Lock()
-			singles[string(q.Key)]++
-			mu.Unlock()
-			writeJSON(w, http.StatusOK, txnWireResult{Index: 20, Vote: uint8(txn.VoteYes)})
-		default:
-			http.NotFound(w, r)
 		}
-	}))
-	defer leader.Close()
-	addr := strings.TrimPrefix(leader.URL, "http://")
-	s := NewServer(Config{Backend: remoteOnlyBackend{notReadyBackend{t}, map[string]string{"n2": addr, "n3": addr}},
-		RouteWait: 300 * time.Millisecond})
-	defer s.Close()
+		return out
+	}, func(q txnProposeRequest) txnWireResult {
+		mu.Lock()
+		singles[string(q.Key)]++
+		mu.Unlock()
+		return txnWireResult{Index: 20, Vote: uint8(txn.VoteYes)}
+	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	left, leave := context.WithCancel(ctx)
 	leave()
-	item := func(ctx context.Context, key string) *proposeItem {
-		cmd := &fsm.Command{Op: fsm.OpTxnPrepare, Key: []byte(key),
-			Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: "t1", Keys: []txn.KeyIntent{{Key: []byte(key), Access: txn.AccessWrite}}})}
-		enc, err := fsm.EncodeCommand(cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &proposeItem{ctx: ctx, key: []byte(key), cmd: cmd, enc: enc, done: make(chan error, 1)}
-	}
+	item := func(ctx context.Context, key string) *proposeItem { return testPrepareItem(t, ctx, "t1", key) }
 	items := []*proposeItem{item(ctx, "a"), item(ctx, "b"), item(ctx, "c"), item(ctx, "d"), item(left, "e")}
 	s.proposeBatch(ctx, items)
 
@@ -131,46 +104,23 @@ func TestProposeBatch(t *testing.T) {
 // the prepare is answered when it ends.
 func TestProposeBatchSinglesDoNotHoldTheQueue(t *testing.T) {
 	release := make(chan struct{})
-	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		switch r.URL.Path {
-		case pathTxnProposeBatch:
-			var q txnProposeBatchRequest
-			if err := json.Unmarshal(body, &q); err != nil {
-				t.Errorf("batch body: %v", err)
-			}
-			out := txnProposeBatchResponse{Items: make([]txnProposeBatchAnswer, len(q.Items))}
-			for i, it := range q.Items {
-				out.Items[i] = txnProposeBatchAnswer{Result: &txnWireResult{Index: 10, Vote: uint8(txn.VoteYes)}}
-				if string(it.Key) == "big" {
-					out.Items[i] = txnProposeBatchAnswer{SendAlone: true}
-				}
-			}
-			writeJSON(w, http.StatusOK, out)
-		case pathTxnPropose:
-			<-release // a slow single call: a large answer, a loaded leader
-			writeJSON(w, http.StatusOK, txnWireResult{Index: 20, Vote: uint8(txn.VoteYes)})
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	defer leader.Close()
 	defer close(release)
-	addr := strings.TrimPrefix(leader.URL, "http://")
-	s := NewServer(Config{Backend: remoteOnlyBackend{notReadyBackend{t}, map[string]string{"n2": addr, "n3": addr}},
-		RouteWait: 300 * time.Millisecond})
-	defer s.Close()
+	s := fakePrepareLeader(t, func(q txnProposeBatchRequest) txnProposeBatchResponse {
+		out := txnProposeBatchResponse{Items: make([]txnProposeBatchAnswer, len(q.Items))}
+		for i, it := range q.Items {
+			out.Items[i] = txnProposeBatchAnswer{Result: &txnWireResult{Index: 10, Vote: uint8(txn.VoteYes)}}
+			if string(it.Key) == "big" {
+				out.Items[i] = txnProposeBatchAnswer{SendAlone: true}
+			}
+		}
+		return out
+	}, func(txnProposeRequest) txnWireResult {
+		<-release // a slow single call: a large answer, a loaded leader
+		return txnWireResult{Index: 20, Vote: uint8(txn.VoteYes)}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	item := func(key string) *proposeItem {
-		cmd := &fsm.Command{Op: fsm.OpTxnPrepare, Key: []byte(key),
-			Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: "t-" + key, Keys: []txn.KeyIntent{{Key: []byte(key), Access: txn.AccessWrite}}})}
-		enc, err := fsm.EncodeCommand(cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &proposeItem{ctx: ctx, key: []byte(key), cmd: cmd, enc: enc, done: make(chan error, 1)}
-	}
+	item := func(key string) *proposeItem { return testPrepareItem(t, ctx, "t-"+key, key) }
 	small, big := item("small"), item("big")
 	returned := make(chan struct{})
 	go func() {
@@ -237,4 +187,50 @@ func TestProposeBatchRefusesBadInput(t *testing.T) {
 			t.Errorf("%s: %d %s", name, w.Code, w.Body.String())
 		}
 	}
+}
+
+// fakePrepareLeader is a server whose every shard is led by a fake node that
+// answers shared prepare calls with batch and single ones with single.
+func fakePrepareLeader(t *testing.T, batch func(txnProposeBatchRequest) txnProposeBatchResponse,
+	single func(txnProposeRequest) txnWireResult) *Server {
+	t.Helper()
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		switch r.URL.Path {
+		case pathTxnProposeBatch:
+			var q txnProposeBatchRequest
+			if err := json.Unmarshal(body, &q); err != nil {
+				t.Errorf("batch body: %v", err)
+			}
+			writeJSON(w, http.StatusOK, batch(q))
+		case pathTxnPropose:
+			var q txnProposeRequest
+			if err := json.Unmarshal(body, &q); err != nil {
+				t.Errorf("single body: %v", err)
+			}
+			writeJSON(w, http.StatusOK, single(q))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	addr := strings.TrimPrefix(leader.URL, "http://")
+	s := NewServer(Config{Backend: remoteOnlyBackend{notReadyBackend{t}, map[string]string{"n2": addr, "n3": addr}},
+		RouteWait: 300 * time.Millisecond})
+	t.Cleanup(func() {
+		s.Close()
+		leader.Close()
+	})
+	return s
+}
+
+// testPrepareItem is a queued prepare of transaction id on key.
+func testPrepareItem(t *testing.T, ctx context.Context, id, key string) *proposeItem {
+	t.Helper()
+	cmd := &fsm.Command{Op: fsm.OpTxnPrepare, Key: []byte(key),
+		Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: id, Keys: []txn.KeyIntent{{Key: []byte(key), Access: txn.AccessWrite}}})}
+	enc, err := fsm.EncodeCommand(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &proposeItem{ctx: ctx, key: []byte(key), cmd: cmd, enc: enc, done: make(chan error, 1)}
 }

@@ -426,14 +426,7 @@ func TestLockTokensIncreaseAcrossTopologyChanges(t *testing.T) {
 	step("leader kill")
 	c.Restart(leader)
 
-	_, child := splitShard(t, c, id, "tok/")
-	WaitFor(t, 10*time.Second, "the lock in the split's child", func() error {
-		if got := shardOf(c, name); got != child.ID {
-			return fmt.Errorf("the lock is in shard %d, want the child %d", got, child.ID)
-		}
-		return nil
-	})
-	id = child.ID
+	id = splitLockAway(t, c, id, name, "tok/")
 	c.WaitLeader(id, 15*time.Second)
 	step("split")
 

@@ -41,14 +41,7 @@ func TestLockWaiterFollowsSplit(t *testing.T) {
 		}
 		return nil
 	})
-	id := shardOf(c, name)
-	_, child := splitShard(t, c, id, "lsw/")
-	WaitFor(t, 10*time.Second, "the lock in the split's child", func() error {
-		if got := shardOf(c, name); got != child.ID {
-			return fmt.Errorf("the lock is in shard %d, want the child %d", got, child.ID)
-		}
-		return nil
-	})
+	splitLockAway(t, c, shardOf(c, name), name, "lsw/")
 	select {
 	case a := <-waited:
 		t.Fatalf("the waiter answered before the release: %+v %v", a.g, a.err)
@@ -100,14 +93,7 @@ func TestLockWatchFollowsSplit(t *testing.T) {
 		watched <- answer{got, err}
 	}()
 	time.Sleep(300 * time.Millisecond) // the watch is waiting
-	id := shardOf(c, name)
-	_, child := splitShard(t, c, id, "lwf/")
-	WaitFor(t, 10*time.Second, "the lock in the split's child", func() error {
-		if got := shardOf(c, name); got != child.ID {
-			return fmt.Errorf("the lock is in shard %d, want the child %d", got, child.ID)
-		}
-		return nil
-	})
+	splitLockAway(t, c, shardOf(c, name), name, "lwf/")
 	select {
 	case a := <-watched:
 		t.Fatalf("the watch answered before the release: %+v %v", a.info, a.err)
@@ -124,4 +110,19 @@ func TestLockWatchFollowsSplit(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the watch was not answered 20s after the release")
 	}
+}
+
+// splitLockAway splits shard id, the range of lock name, at key at (at most
+// name) and waits until the range map puts the lock in the child; it
+// returns the child's id.
+func splitLockAway(t *testing.T, c *Cluster, id uint64, name, at string) uint64 {
+	t.Helper()
+	_, child := splitShard(t, c, id, at)
+	WaitFor(t, 10*time.Second, "the lock in the split's child", func() error {
+		if got := shardOf(c, name); got != child.ID {
+			return fmt.Errorf("the lock is in shard %d, want the child %d", got, child.ID)
+		}
+		return nil
+	})
+	return child.ID
 }
