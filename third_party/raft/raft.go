@@ -1012,6 +1012,23 @@ func (r *Raft) leadershipTransfer(id ServerID, address ServerAddress, repl *foll
 		}
 	}
 
+	// cairn: with an AsyncLogStore the leader's own write of its newest
+	// entries may still be in flight once the target has them; wait until
+	// they are committed (the target's acknowledgment and the leader's
+	// write make a majority), as they were by now when the leader wrote
+	// before it replicated. Otherwise the target takes over first, commits
+	// them in its term, and this leader answers their proposers "leadership
+	// lost" for entries that were in fact committed.
+	last := r.getLastIndex()
+	for r.getCommitIndex() < last {
+		select {
+		case <-stopCh:
+			doneCh <- nil
+			return
+		case <-time.After(time.Millisecond):
+		}
+	}
+
 	// Step ?: the thesis describes in chap 6.4.1: Using clocks to reduce
 	// messaging for read-only queries. If this is implemented, the lease
 	// has to be reset as well, in case leadership is transferred. This
