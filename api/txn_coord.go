@@ -75,6 +75,11 @@ const (
 	txnMaxAttempts = 40  // prepares per participant (conflicts, unknowns)
 	txnMaxSteps    = 400 // Plan rounds
 	txnPushPause   = 25 * time.Millisecond
+	// txnMaxReroutes bounds the routings a transaction takes after a
+	// participant command met wrong_shard; txnRerouteWait bounds how long
+	// one waits for this node's range map to show the change.
+	txnMaxReroutes = 4
+	txnRerouteWait = 3 * time.Second
 )
 
 type txnCoord struct {
@@ -112,6 +117,7 @@ type txnCoord struct {
 	// client hears outcome_unknown (txnMulti).
 	decideLost bool
 	redecided  bool // a decide sent again to learn a lost answer's results was answered
+	reroutes   int  // routings taken after wrong_shard (reroute)
 	mu         sync.Mutex
 }
 
@@ -219,6 +225,8 @@ func (c *txnCoord) run(ctx context.Context) error {
 		c.st.Heartbeat = c.s.cfg.Clock.Now().Sub(c.lastHB) > txnTimeout/3
 		acts := txn.Plan(&c.st)
 		var prepares, resolves []txn.Action
+		rerouted := false
+	round:
 		for _, a := range acts {
 			if k := c.s.cfg.TxnKnobs; k != nil && k.BeforeAction != nil {
 				if err := k.BeforeAction(c.id, a); err != nil {
@@ -238,6 +246,16 @@ func (c *txnCoord) run(ctx context.Context) error {
 				return nil
 			case txn.ActWaitAnswers:
 				// Actions run synchronously: nothing is in flight.
+			case txn.ActReroute:
+				if c.reroute(ctx) {
+					// The participants changed: plan again over the new
+					// routing; nothing of this round was sent.
+					rerouted = true
+					break round
+				}
+				// Not re-routed: abort cleanly (issue 13 item 6 allows it);
+				// the client retries as a new transaction.
+				c.part(a.Shard).Attempts = txnMaxAttempts
 			case txn.ActPrepare:
 				prepares = append(prepares, a)
 			case txn.ActResolve:
@@ -254,6 +272,9 @@ func (c *txnCoord) run(ctx context.Context) error {
 			default:
 				c.act(ctx, a)
 			}
+		}
+		if rerouted {
+			continue
 		}
 		c.prepareAll(ctx, prepares)
 		c.resolveAll(ctx, resolves)
@@ -529,10 +550,6 @@ func (c *txnCoord) act(ctx context.Context, a txn.Action) {
 			c.s.pushIntent(ctx, *b, c.prio, c.id)
 		}
 		p.Status = txn.PartUnknown // prepare again
-	case txn.ActReroute:
-		// The range moved under a prepare: abort cleanly (issue 13 item 6
-		// allows it); the client retries as a new transaction.
-		c.part(a.Shard).Attempts = txnMaxAttempts
 	case txn.ActReply:
 		c.reply = a.Result
 		c.st.Replied = true
@@ -995,3 +1012,77 @@ func (b *txnBackground) close() {
 	b.mu.Unlock()
 	b.wg.Wait()
 }
+
+// reroute routes the request again after a participant's command met
+// wrong_shard (a split moved some of its keys between the routing and the
+// command, which applied nothing), and reports whether the coordinator now
+// runs on the new routing. It waits, within txnRerouteWait, for this node's
+// range map to show the change. Only before any record is written: the
+// compare path writes none before the anchor's decide, and the decide that
+// met wrong_shard wrote nothing, so the record is written once, with the
+// participants it commits. A participant whose shard and keys are unchanged
+// keeps what it has (its vote, the states it read); every other one is
+// prepared afresh. Intents an earlier prepare laid moved with their keys
+// (a split copies them), and a prepare that finds its own intents answers
+// the same, so preparing again is safe; the resolution then covers the new
+// participants, which hold every key the transaction locked.
+func (c *txnCoord) reroute(ctx context.Context) bool {
+	if c.st.Record != txn.RecNone || c.reroutes >= txnMaxReroutes {
+		return false
+	}
+	for _, p := range c.st.Parts {
+		if p.Status == txn.PartSent || p.Resolving {
+			return false // actions run synchronously: never, but keep it so
+		}
+	}
+	deadline := time.Now().Add(txnRerouteWait)
+	for {
+		rt, err := txn.Route(c.req, c.s.txnLookup)
+		if err == nil && !sameRouting(&rt, &c.rt) {
+			if rt.SingleShard() {
+				return false // the keys came together (nothing merges ranges today)
+			}
+			c.useRouting(rt)
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(txnPushPause):
+		}
+	}
+}
+
+// useRouting makes rt the transaction's routing (reroute).
+func (c *txnCoord) useRouting(rt txn.Routing) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	parts := make([]txn.PartState, 0, len(rt.Participants))
+	for _, p := range rt.Participants {
+		ps := txn.PartState{Shard: p.Shard}
+		if old, prev := c.rt.Participant(p.Shard), c.part(p.Shard); old != nil && prev != nil &&
+			slices.EqualFunc(old.Keys, p.Keys, sameKeyIntent) && prev.Status != txn.PartWrongShard {
+			ps = *prev
+		}
+		parts = append(parts, ps)
+	}
+	c.reroutes++
+	c.rt = rt
+	c.st.AnchorShard = rt.AnchorShard
+	c.st.Parts = parts
+	c.s.txnm.reroute()
+}
+
+// sameRouting reports whether a and b split the transaction alike: the same
+// anchor shard and participants, each at the same epoch with the same keys.
+func sameRouting(a, b *txn.Routing) bool {
+	return a.AnchorShard == b.AnchorShard && slices.EqualFunc(a.Participants, b.Participants,
+		func(x, y txn.Participant) bool {
+			return x.Shard == y.Shard && x.Epoch == y.Epoch && slices.EqualFunc(x.Keys, y.Keys, sameKeyIntent)
+		})
+}
+
+func sameKeyIntent(x, y txn.KeyIntent) bool { return x.Access == y.Access && bytes.Equal(x.Key, y.Key) }

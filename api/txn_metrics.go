@@ -29,6 +29,7 @@ type txnMetrics struct {
 	outcomes *prometheus.CounterVec
 	met      *prometheus.CounterVec
 	swept    prometheus.Counter
+	reroutes prometheus.Counter
 }
 
 func newTxnMetrics(reg *prometheus.Registry) *txnMetrics {
@@ -41,8 +42,10 @@ func newTxnMetrics(reg *prometheus.Registry) *txnMetrics {
 			[]string{"record"}),
 		swept: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "cairn", Name: "txn_recoveries_total",
 			Help: "Transactions ended by the record sweeper (their coordinator stopped heart-beating)."}),
+		reroutes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "cairn", Name: "txn_reroutes_total",
+			Help: "Multi-shard transactions routed again after a split moved keys under a participant command (wrong_shard)."}),
 	}
-	reg.MustRegister(m.outcomes, m.met, m.swept)
+	reg.MustRegister(m.outcomes, m.met, m.swept, m.reroutes)
 	return m
 }
 
@@ -65,6 +68,8 @@ func (m *txnMetrics) outcome(multi bool, err error, cause string) {
 	}
 	m.outcomes.WithLabelValues(shards, o).Inc()
 }
+
+func (m *txnMetrics) reroute() { m.reroutes.Inc() }
 
 func (m *txnMetrics) intentsMet(resolved bool) {
 	if resolved {

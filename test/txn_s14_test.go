@@ -227,71 +227,89 @@ func TestS14(t *testing.T) {
 	}
 }
 
-// TestTxnSplitDuringPrepare (issue 13 item 6, invariant I5): the range of a
-// participant splits between the routing and the prepare; the prepare meets
-// wrong_shard and the transaction aborts cleanly (409 txn_aborted, nothing
-// written, no intent left); run again as a new transaction it commits over
-// the three shards.
+// TestTxnSplitDuringPrepare (issue 13 item 6, invariant I5): a range of the
+// transaction splits between its routing and its participant commands, so
+// a command meets wrong_shard (it applied nothing). The coordinator routes
+// the request again, over the new map, and the transaction commits on the
+// three shards; no intent is left. Two cases: the anchor's shard splits (the
+// decide meets wrong_shard) and the other participant's shard splits (its
+// prepare does). On the code before re-routing both answered txn_aborted.
 func TestTxnSplitDuringPrepare(t *testing.T) {
-	var (
-		mu       sync.Mutex // the knob runs on a server goroutine
-		done     bool
-		splitErr error
-		addr     string
-	)
-	knobs := &api.TxnKnobs{BeforeAction: func(_ string, a txn.Action) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if a.Kind != txn.ActPrepare || done || addr == "" {
-			return nil
-		}
-		done = true
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		res, err := Do(ctx, "POST", addr, "/v1/cluster/shards/1/split", map[string]string{"key": "tsp/b"})
-		if err == nil && res.Status != 200 {
-			err = fmt.Errorf("%s", res)
-		}
-		splitErr = err
-		return nil
-	}}
-	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tsp/m"}, TxnKnobs: knobs})
-	cl := NewClients(t, c, 1)[0]
-	ctx := Context(t, 60*time.Second)
-	for _, k := range []string{"tsp/a", "tsp/c", "tsp/z"} {
-		if _, err := cl.Put(ctx, k, "old"); err != nil {
-			t.Fatal(err)
-		}
+	for _, tc := range []struct {
+		name  string
+		shard uint64 // the shard that splits before the first prepare
+		at    string
+		keys  []string // the anchor's key first
+	}{
+		{"anchor shard", 1, "tsp/b", []string{"tsp/a", "tsp/c", "tsp/z"}},
+		{"prepared shard", 2, "tsp/y", []string{"tsp/a", "tsp/n", "tsp/z"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var (
+				mu       sync.Mutex // the knob runs on a server goroutine
+				done     bool
+				splitErr error
+				addr     string
+				reroutes int
+			)
+			knobs := &api.TxnKnobs{BeforeAction: func(_ string, a txn.Action) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if a.Kind == txn.ActReroute {
+					reroutes++
+				}
+				if a.Kind != txn.ActPrepare || done || addr == "" {
+					return nil
+				}
+				done = true
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				res, err := Do(ctx, "POST", addr, fmt.Sprintf("/v1/cluster/shards/%d/split", tc.shard),
+					map[string]string{"key": tc.at})
+				if err == nil && res.Status != 200 {
+					err = fmt.Errorf("%s", res)
+				}
+				splitErr = err
+				return nil
+			}}
+			c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tsp/m"}, TxnKnobs: knobs})
+			cl := NewClients(t, c, 1)[0]
+			ctx := Context(t, 60*time.Second)
+			for _, k := range tc.keys {
+				if _, err := cl.Put(ctx, k, "old"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mu.Lock()
+			addr = c.Node(0).HTTPAddr
+			mu.Unlock()
+			res, err := cl.Txn().If(client.Compare(tc.keys[0], client.TargetValue, "==", "old")).
+				Then(client.OpPut(tc.keys[0], "new"), client.OpPut(tc.keys[1], "new"), client.OpPut(tc.keys[2], "new")).
+				Commit(ctx)
+			mu.Lock()
+			if !done || splitErr != nil {
+				t.Fatalf("split: done %v, %v", done, splitErr)
+			}
+			n := reroutes
+			mu.Unlock()
+			if err != nil || !res.Succeeded || len(res.Shards) != 3 {
+				t.Fatalf("a transaction whose shard %d split under it: %+v %v (re-routed %d times), want committed on 3 shards",
+					tc.shard, res, err, n)
+			}
+			if n == 0 {
+				t.Fatalf("the transaction committed without re-routing: the split did not meet it (test setup)")
+			}
+			for _, k := range tc.keys {
+				if kv, err := cl.Get(ctx, k); err != nil || kv.Value != "new" {
+					t.Fatalf("%s = %v %v after the commit", k, kv, err)
+				}
+			}
+			WaitFor(t, 10*time.Second, "no intent left", func() error {
+				if n := countIntents(t, c); n != 0 {
+					return fmt.Errorf("%d intent keys", n)
+				}
+				return nil
+			})
+		})
 	}
-	mu.Lock()
-	addr = c.Node(0).HTTPAddr
-	mu.Unlock()
-	tx := func() (*client.TxnResponse, error) {
-		return cl.Txn().If(client.Compare("tsp/a", client.TargetValue, "==", "old")).
-			Then(client.OpPut("tsp/a", "new"), client.OpPut("tsp/c", "new"), client.OpPut("tsp/z", "new")).Commit(ctx)
-	}
-	_, err := tx()
-	mu.Lock()
-	if !done || splitErr != nil {
-		t.Fatalf("split: done %v, %v", done, splitErr)
-	}
-	mu.Unlock()
-	if !errors.Is(err, client.ErrTxnAborted) {
-		t.Fatalf("a prepare that met the split: %v, want txn_aborted", err)
-	}
-	for _, k := range []string{"tsp/a", "tsp/c", "tsp/z"} {
-		if kv, err := cl.Get(ctx, k); err != nil || kv.Value != "old" {
-			t.Fatalf("%s = %v %v after the abort", k, kv, err)
-		}
-	}
-	res, err := tx()
-	if err != nil || !res.Succeeded || len(res.Shards) != 3 {
-		t.Fatalf("the new transaction: %+v %v", res, err)
-	}
-	WaitFor(t, 10*time.Second, "no intent left", func() error {
-		if n := countIntents(t, c); n != 0 {
-			return fmt.Errorf("%d intent keys", n)
-		}
-		return nil
-	})
 }
