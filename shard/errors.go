@@ -50,3 +50,17 @@ var (
 	// does not reach the client.
 	ErrTransferring = fmt.Errorf("leadership transfer in progress: %w", ErrUnavailable)
 )
+
+// LeadershipLostError is an outcome unknown (it wraps ErrOutcomeUnknown)
+// with more to go on: the leader appended the entry at Index in Term, then
+// lost leadership before it committed. The entry commits if and only if the
+// entry committed at Index has that Term (one leader per term, one entry per
+// index and term), which this replica learns once it applies Index as a
+// follower (Replica.settle).
+type LeadershipLostError struct {
+	Index, Term uint64
+	err         error
+}
+
+func (e *LeadershipLostError) Error() string { return e.err.Error() }
+func (e *LeadershipLostError) Unwrap() error { return e.err }

@@ -102,6 +102,10 @@ type GroupConfig struct {
 	// replica receives (heartbeats aside) before raft handles it; it must be
 	// fast and must not keep or change the request (staleness.go).
 	OnAppendEntries func(*raft.AppendEntriesRequest)
+	// OnLeadershipLost, when set, is raft's Config.LeadershipLost (the
+	// third_party copy): the index and term of each entry in flight when
+	// the leader loses leadership (claims.go).
+	OnLeadershipLost func(index, term uint64)
 }
 
 // Group is a running raft instance with the stores it owns: a shard replica's
@@ -171,6 +175,7 @@ func (g *Group) start(cfg GroupConfig) error {
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.LeadershipLost = cfg.OnLeadershipLost
 	rc.HeartbeatTimeout = cfg.Tuning.HeartbeatTimeout
 	rc.ElectionTimeout = cfg.Tuning.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.Tuning.LeaderLeaseTimeout

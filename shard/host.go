@@ -57,6 +57,7 @@ type Host struct {
 
 	leaderChanges  *prometheus.CounterVec // nil until RegisterMetrics
 	proposeSeconds prometheus.Histogram   // nil until RegisterMetrics
+	settled        *prometheus.CounterVec // nil until RegisterMetrics
 	lockMetrics    *lockMetrics           // nil until RegisterMetrics
 }
 
@@ -237,8 +238,8 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 	log := h.log.With("shard", desc.ID)
 	r := &Replica{
 		id: desc.ID, nodeID: h.cfg.NodeID, log: log, clock: h.cfg.Clock, leaderChanges: h.leaderChanges,
-		proposeSeconds: h.proposeSeconds,
-		applyTimeout:   h.cfg.ApplyTimeout, ttl: newTTLManager(), knobs: h.cfg.Knobs,
+		proposeSeconds: h.proposeSeconds, settledMetric: h.settled,
+		applyTimeout: h.cfg.ApplyTimeout, ttl: newTTLManager(), knobs: h.cfg.Knobs,
 		readyCh: make(chan struct{}), genCh: make(chan struct{}), kick: make(chan struct{}, 1),
 		stop: make(chan struct{}),
 	}
@@ -287,11 +288,13 @@ func (h *Host) openReplica(desc fsm.Range, bootstrap []raft.Server) (*Replica, e
 		f.Close()
 		return nil, fmt.Errorf("shard %d: %w", desc.ID, err)
 	}
+	r.claims = newClaimFSM(h.cfg.Knobs.raftFSM(desc.ID, f), f)
 	r.g, err = StartGroup(GroupConfig{
-		ID: desc.ID, Dir: dir, NodeID: h.cfg.NodeID, FSM: h.cfg.Knobs.raftFSM(desc.ID, f), Mux: h.cfg.Mux, Logs: h.cfg.Logs,
+		ID: desc.ID, Dir: dir, NodeID: h.cfg.NodeID, FSM: r.claims, Mux: h.cfg.Mux, Logs: h.cfg.Logs,
 		Tuning: h.cfg.Tuning, Logger: log, Bootstrap: bootstrap,
 		NoSnapshotRestoreOnStart: true,
 		OnAppendEntries:          r.observeAppend,
+		OnLeadershipLost:         r.claims.expect,
 	})
 	if err != nil {
 		f.Close()

@@ -27,6 +27,13 @@ func (h *Host) RegisterMetrics(reg prometheus.Registerer) error {
 	if err := reg.Register(h.proposeSeconds); err != nil {
 		return err
 	}
+	h.settled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "cairn", Subsystem: "shard", Name: "lost_leadership_settled_total",
+		Help: "Proposals failed by a lost leadership whose fate this node learned as a follower: committed (answered with the result) or not_written (routed to the new leader).",
+	}, []string{"outcome"})
+	if err := reg.Register(h.settled); err != nil {
+		return err
+	}
 	lm, err := newLockMetrics(reg)
 	if err != nil {
 		return err

@@ -53,7 +53,15 @@ func (g *Group) Apply(ctx context.Context, b []byte, timeout time.Duration) (int
 	if !g.enqueue(func() raft.Future { f = g.raft.Apply(b, timeout); return f }) {
 		return nil, fmt.Errorf("%w: group stopping", ErrUnavailable)
 	}
-	if err := g.classify(g.wait(ctx, f, timeout)); err != nil {
+	werr := g.wait(ctx, f, timeout)
+	if errors.Is(werr, raft.ErrLeadershipLost) {
+		// Answered by raft after it appended the entry (only appended
+		// entries are failed this way), so its index and term are set.
+		if t, ok := f.(interface{ Term() uint64 }); ok && f.Index() > 0 && t.Term() > 0 {
+			return nil, &LeadershipLostError{Index: f.Index(), Term: t.Term(), err: g.classify(werr)}
+		}
+	}
+	if err := g.classify(werr); err != nil {
 		return nil, err
 	}
 	return f.Response(), nil

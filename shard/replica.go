@@ -24,6 +24,7 @@ type Replica struct {
 	nodeID string
 	g      *Group
 	fsm    *fsm.FSM
+	claims *claimFSM // what raft drives: fsm, answering claims (claims.go)
 	log    *slog.Logger
 	clock  Clock
 
@@ -53,6 +54,11 @@ type Replica struct {
 
 	leaderChanges  *prometheus.CounterVec // nil without metrics
 	proposeSeconds prometheus.Histogram   // nil without metrics
+	settledMetric  *prometheus.CounterVec // nil without metrics
+
+	// settled counts proposals failed by a lost leadership whose fate
+	// settle learned (committed or not written).
+	settled atomic.Uint64
 
 	written atomic.Uint64 // bytes proposed by this replica as leader (write-rate statistics)
 
@@ -104,6 +110,10 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 	// A latency, not a decision: the monotonic clock, not r.clock.
 	start := time.Now()
 	resp, err := r.g.Apply(ctx, b, r.applyTimeout) // bounded and classified (propose.go)
+	var lost *LeadershipLostError
+	if errors.As(err, &lost) {
+		resp, err = r.settle(ctx, lost, start)
+	}
 	if err != nil {
 		var nl *NotLeaderError
 		if errors.As(err, &nl) {
@@ -120,6 +130,52 @@ func (r *Replica) propose(ctx context.Context, b []byte) (*fsm.Result, error) {
 	}
 	return res, nil
 }
+
+// settle waits, within what is left of the proposal's timeout, to learn
+// what became of an entry this replica appended as leader and failed with
+// lost leadership (claims.go): its result if it committed, a NotLeaderError
+// (nothing written: route to the new leader and retry) if another entry
+// took its index, else the outcome unknown it had.
+func (r *Replica) settle(ctx context.Context, lost *LeadershipLostError, start time.Time) (any, error) {
+	left := r.applyTimeout - time.Since(start)
+	if left <= 0 || r.claims == nil {
+		return nil, lost
+	}
+	ch, ok := r.claims.claim(lost.Index, lost.Term)
+	if !ok {
+		return nil, lost // applied already: its result is gone
+	}
+	defer r.claims.drop(lost.Index, lost.Term)
+	t := time.NewTimer(left)
+	defer t.Stop()
+	select {
+	case a := <-ch:
+		switch {
+		case a.ours:
+			r.noteSettled("committed")
+			return a.res, nil
+		case a.known:
+			r.noteSettled("not_written")
+			return nil, r.notLeader()
+		}
+		return nil, lost
+	case <-ctx.Done():
+	case <-t.C:
+	case <-r.stop:
+	}
+	return nil, lost
+}
+
+func (r *Replica) noteSettled(outcome string) {
+	r.settled.Add(1)
+	if r.settledMetric != nil {
+		r.settledMetric.WithLabelValues(outcome).Inc()
+	}
+}
+
+// Settled returns how many of this replica's proposals failed by a lost
+// leadership were settled (settle).
+func (r *Replica) Settled() uint64 { return r.settled.Load() }
 
 func (r *Replica) notLeader() error {
 	id, addr := r.g.Leader()

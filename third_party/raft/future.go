@@ -164,6 +164,15 @@ func (l *logFuture) Index() uint64 {
 	return l.log.Index
 }
 
+// Term returns the term the leader appended the entry in (0 before it was
+// appended). cairn: with Index it names the entry, so a proposer whose
+// future failed with ErrLeadershipLost can learn later whether the entry
+// committed (the committed entry at Index has this Term) or never will.
+// Read it only after the future was answered.
+func (l *logFuture) Term() uint64 {
+	return l.log.Term
+}
+
 type shutdownFuture struct {
 	raft *Raft
 }

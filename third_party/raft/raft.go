@@ -515,6 +515,7 @@ func (r *Raft) runLeader() {
 		}
 
 		// Respond to all inflight operations
+		r.notifyLeadershipLost() // cairn: before the futures fail
 		for e := r.leaderState.inflight.Front(); e != nil; e = e.Next() {
 			e.Value.(*logFuture).respond(ErrLeadershipLost)
 		}
@@ -1490,6 +1491,19 @@ func (r *Raft) processHeartbeat(rpc RPC) {
 
 // appendEntries is invoked when we get an append entries RPC call. This must
 // only be called from the main thread.
+// notifyLeadershipLost calls Config.LeadershipLost with every entry in
+// flight (cairn). Only on the leader's goroutine, while leaderState is set.
+func (r *Raft) notifyLeadershipLost() {
+	f := r.config().LeadershipLost
+	if f == nil || r.leaderState.inflight == nil {
+		return
+	}
+	for e := r.leaderState.inflight.Front(); e != nil; e = e.Next() {
+		l := e.Value.(*logFuture)
+		f(l.log.Index, l.log.Term)
+	}
+}
+
 func (r *Raft) appendEntries(rpc RPC, a *AppendEntriesRequest) {
 	defer metrics.MeasureSince([]string{"raft", "rpc", "appendEntries"}, time.Now())
 	// Setup a response
@@ -1513,6 +1527,11 @@ func (r *Raft) appendEntries(rpc RPC, a *AppendEntriesRequest) {
 	// Increase the term if we see a newer one, also transition to follower
 	// if we ever get an appendEntries call
 	if a.Term > r.getCurrentTerm() || (r.getState() != Follower && !r.candidateFromLeadershipTransfer.Load()) {
+		if r.getState() == Leader {
+			// cairn: this request may commit the entries the leader had
+			// in flight; name them before it is processed.
+			r.notifyLeadershipLost()
+		}
 		// Ensure transition to follower
 		r.setState(Follower)
 		r.setCurrentTerm(a.Term)

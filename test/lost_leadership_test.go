@@ -1,0 +1,143 @@
+package test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestLostLeadershipSettled (S1, S2, invariant I1): a put whose leader loses
+// leadership after appending the entry and before committing it used to
+// answer 504 outcome_unknown. The old leader stays a member: once it applies
+// that index as a follower it knows the entry's fate (raft's log matching:
+// the entry committed there has the same term if and only if it is the put),
+// and answers it (shard/claims.go). Both fates:
+//
+//   - committed: the followers store the entry but their answers never reach
+//     the leader, which steps down; the followers elect one of them, which
+//     commits the entry; the partition heals, the old leader applies it, and
+//     the put answers 200 with its result.
+//   - not written: the followers never receive the entry; they elect one of
+//     them, whose own entries take the index; the partition heals, the old
+//     leader applies that index, learns the put never commits, and the put
+//     is routed to the new leader and written there once.
+//
+// Before the change both answered 504 outcome_unknown.
+func TestLostLeadershipSettled(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		committed bool
+	}{
+		{"committed", true},
+		{"not written", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := StartCluster(t, ClusterConfig{})
+			key := "lls/" + map[bool]string{true: "committed", false: "lost"}[tc.committed]
+			id := shardOf(c, key)
+			leader := c.WaitLeader(id, 10*time.Second)
+			mustPut(t, c.Node(leader).HTTPAddr, "lls/warm", "x")
+			rep, ok := c.Node(leader).Node.Host().Replica(id)
+			if !ok {
+				t.Fatalf("node %d has no replica of shard %d", leader, id)
+			}
+			before := rep.Raft().LastIndex()
+			nodes := c.Nodes()
+			var followers []int
+			for i := range nodes {
+				if i != leader {
+					followers = append(followers, i)
+				}
+			}
+			for _, f := range followers {
+				if tc.committed {
+					c.Net.set(nodes[f].RaftAddr, nodes[leader].RaftAddr, true) // answers lost
+				} else {
+					c.Net.set(nodes[leader].RaftAddr, nodes[f].RaftAddr, true) // entries lost
+				}
+			}
+			ctx := Context(t, 30*time.Second)
+			type answer struct {
+				res *HTTPResult
+				err error
+			}
+			done := make(chan answer, 1)
+			go func() {
+				res, err := Do(ctx, "PUT", nodes[leader].HTTPAddr, KVPath(key), map[string]any{"value": "v"})
+				done <- answer{res, err}
+			}()
+			if tc.committed {
+				for _, f := range followers {
+					frep, ok := c.Node(f).Node.Host().Replica(id)
+					if !ok {
+						t.Fatalf("node %d has no replica of shard %d", f, id)
+					}
+					WaitFor(t, 5*time.Second, fmt.Sprintf("node %d to store the put's entry", f), func() error {
+						if last := frep.Raft().LastIndex(); last <= before {
+							return fmt.Errorf("last index %d", last)
+						}
+						return nil
+					})
+				}
+				// A follower leads and the put is committed: readable there.
+				newLeader := c.WaitLeader(id, 10*time.Second, leader)
+				WaitFor(t, 10*time.Second, "the put committed by the new leader", func() error {
+					got, res, err := getValue(ctx, c.Node(newLeader).HTTPAddr, key)
+					if err != nil || res.Status != 200 || got != "v" {
+						return fmt.Errorf("%q %v %v", got, res, err)
+					}
+					return nil
+				})
+				c.Heal()
+			} else {
+				// A follower leads, with its own entries from the put's index
+				// on; then the old leader hears from it.
+				newLeader := c.WaitLeader(id, 10*time.Second, leader)
+				nrep, ok := c.Node(newLeader).Node.Host().Replica(id)
+				if !ok {
+					t.Fatalf("node %d has no replica of shard %d", newLeader, id)
+				}
+				WaitFor(t, 5*time.Second, "the new leader to commit past the put's index", func() error {
+					if ci := nrep.Raft().CommitIndex(); ci <= before {
+						return fmt.Errorf("commit index %d", ci)
+					}
+					return nil
+				})
+				c.Heal()
+			}
+			var a answer
+			select {
+			case a = <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the put did not answer within 20s")
+			}
+			c.Heal()
+			if a.err != nil || a.res.Status != 200 {
+				t.Fatalf("the put whose leader lost leadership answered %v %v; want 200 (its fate is known)", a.res, a.err)
+			}
+			if n := rep.Settled(); n == 0 {
+				t.Fatalf("the old leader settled no proposal (the put succeeded some other way)")
+			}
+			// Written once, by one entry.
+			newLeader := c.WaitLeader(id, 10*time.Second)
+			WaitFor(t, 10*time.Second, "the key written once", func() error {
+				r, err := Do(ctx, "GET", c.Node(newLeader).HTTPAddr, KVPath(key), nil)
+				if err != nil || r.Status != 200 {
+					return fmt.Errorf("%v %v", r, err)
+				}
+				var kv struct {
+					Value   string `json:"value"`
+					Version int64  `json:"version"`
+				}
+				if err := r.JSON(&kv); err != nil {
+					return err
+				}
+				if kv.Value != "v" || kv.Version != 1 {
+					return fmt.Errorf("%s = %+v, want v at version 1", key, kv)
+				}
+				return nil
+			})
+			assertReplicasConverge(t, c, id)
+		})
+	}
+}
