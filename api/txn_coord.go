@@ -254,8 +254,14 @@ func (c *txnCoord) run(ctx context.Context) error {
 					break round
 				}
 				// Not re-routed: abort cleanly (issue 13 item 6 allows it);
-				// the client retries as a new transaction.
-				c.part(a.Shard).Attempts = txnMaxAttempts
+				// the client retries as a new transaction. Every other
+				// participant that met wrong_shard is done too: the map it
+				// would wait for did not change.
+				for i := range c.st.Parts {
+					if p := &c.st.Parts[i]; p.Shard == a.Shard || p.Status == txn.PartWrongShard {
+						p.Attempts = txnMaxAttempts
+					}
+				}
 			case txn.ActPrepare:
 				prepares = append(prepares, a)
 			case txn.ActResolve:
@@ -1027,7 +1033,7 @@ func (b *txnBackground) close() {
 // the same, so preparing again is safe; the resolution then covers the new
 // participants, which hold every key the transaction locked.
 func (c *txnCoord) reroute(ctx context.Context) bool {
-	if c.st.Record != txn.RecNone || c.reroutes >= txnMaxReroutes {
+	if (c.st.Record != txn.RecNone && c.st.Record != txn.RecPending) || c.reroutes >= txnMaxReroutes {
 		return false
 	}
 	for _, p := range c.st.Parts {
@@ -1036,6 +1042,9 @@ func (c *txnCoord) reroute(ctx context.Context) bool {
 		}
 	}
 	deadline := time.Now().Add(txnRerouteWait)
+	if d, ok := ctx.Deadline(); ok && d.Add(-time.Second).Before(deadline) {
+		deadline = d.Add(-time.Second) // as run's own deadline: leave time to abort and resolve
+	}
 	for {
 		rt, err := txn.Route(c.req, c.s.txnLookup)
 		if err == nil && !sameRouting(&rt, &c.rt) {
@@ -1056,16 +1065,36 @@ func (c *txnCoord) reroute(ctx context.Context) bool {
 	}
 }
 
-// useRouting makes rt the transaction's routing (reroute).
+// useRouting makes rt the transaction's routing (reroute). A participant
+// whose shard and keys are unchanged keeps its state; every other one is
+// prepared (or, the anchor's, decided) again: unsent, or unknown when one
+// of its keys may hold an intent of an earlier prepare (the split moved it
+// with the key), so that an abort before the new prepare answers still
+// resolves it (txn.Plan resolves unknown participants, never unsent ones).
 func (c *txnCoord) useRouting(rt txn.Routing) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	mayHold := map[string]bool{} // keys an earlier prepare may have locked
+	for _, old := range c.rt.Participants {
+		if prev := c.part(old.Shard); prev != nil && partMayHoldIntents(prev) {
+			for _, k := range old.Keys {
+				mayHold[string(k.Key)] = true
+			}
+		}
+	}
 	parts := make([]txn.PartState, 0, len(rt.Participants))
 	for _, p := range rt.Participants {
 		ps := txn.PartState{Shard: p.Shard}
 		if old, prev := c.rt.Participant(p.Shard), c.part(p.Shard); old != nil && prev != nil &&
 			slices.EqualFunc(old.Keys, p.Keys, sameKeyIntent) && prev.Status != txn.PartWrongShard {
 			ps = *prev
+		} else {
+			for _, k := range p.Keys {
+				if mayHold[string(k.Key)] {
+					ps.Status = txn.PartUnknown
+					break
+				}
+			}
 		}
 		parts = append(parts, ps)
 	}
@@ -1076,12 +1105,27 @@ func (c *txnCoord) useRouting(rt txn.Routing) {
 	c.s.txnm.reroute()
 }
 
+// partMayHoldIntents mirrors txn.Plan's final rule: a yes certainly holds
+// intents; an unknown or in-flight prepare possibly; a conflict or
+// wrong_shard after an earlier attempt whose answer was lost, possibly.
+func partMayHoldIntents(p *txn.PartState) bool {
+	switch p.Status {
+	case txn.PartYes, txn.PartUnknown, txn.PartSent:
+		return true
+	case txn.PartConflict, txn.PartWrongShard:
+		return p.Attempts > 1
+	}
+	return false
+}
+
 // sameRouting reports whether a and b split the transaction alike: the same
-// anchor shard and participants, each at the same epoch with the same keys.
+// anchor shard and participants, with the same keys. Epochs are left out: a
+// membership change moves one without moving keys, and the commands are not
+// checked against the epoch they were routed with.
 func sameRouting(a, b *txn.Routing) bool {
 	return a.AnchorShard == b.AnchorShard && slices.EqualFunc(a.Participants, b.Participants,
 		func(x, y txn.Participant) bool {
-			return x.Shard == y.Shard && x.Epoch == y.Epoch && slices.EqualFunc(x.Keys, y.Keys, sameKeyIntent)
+			return x.Shard == y.Shard && slices.EqualFunc(x.Keys, y.Keys, sameKeyIntent)
 		})
 }
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,8 +39,8 @@ func TestTxnUseRouting(t *testing.T) {
 	epochOnly := old
 	epochOnly.Participants = append([]txn.Participant(nil), old.Participants...)
 	epochOnly.Participants[1].Epoch = 2
-	if sameRouting(&old, &epochOnly) {
-		t.Fatal("sameRouting ignores a participant's epoch")
+	if !sameRouting(&old, &epochOnly) {
+		t.Fatal("sameRouting counts an epoch that moved alone (a membership change) as a new routing")
 	}
 	c := &txnCoord{s: &Server{txnm: newTxnMetrics(prometheus.NewRegistry())}, rt: old}
 	c.st = txn.CoordState{AnchorShard: 1, Parts: []txn.PartState{
@@ -65,6 +66,34 @@ func TestTxnUseRouting(t *testing.T) {
 	if c.reroutes != 1 || c.rt.Participant(3) == nil || c.st.AnchorShard != 1 {
 		t.Fatalf("routing not taken: reroutes %d, rt %+v", c.reroutes, c.rt)
 	}
+	// An earlier prepare of shard 2 may have laid intents (a wrong_shard
+	// after a lost answer): the participants that now hold its keys start
+	// unknown, so an abort still resolves them.
+	c = &txnCoord{s: c.s, rt: old}
+	c.st = txn.CoordState{AnchorShard: 1, Parts: []txn.PartState{
+		{Shard: 1, Status: txn.PartUnsent},
+		{Shard: 2, Status: txn.PartWrongShard, Attempts: 2},
+		{Shard: 4, Status: txn.PartYes, Attempts: 1},
+	}}
+	c.useRouting(now)
+	for i, want := range []txn.PartStatus{txn.PartUnsent, txn.PartUnknown, txn.PartUnknown, txn.PartYes} {
+		if c.st.Parts[i].Status != want {
+			t.Fatalf("after a possibly prepared shard split: part %d is %+v, want status %d (all: %+v)",
+				i, c.st.Parts[i], want, c.st.Parts)
+		}
+	}
+	final := c.st
+	final.Record, final.Replied = txn.RecAborted, true
+	var resolved []uint64
+	for _, a := range txn.Plan(&final) {
+		if a.Kind == txn.ActResolve {
+			resolved = append(resolved, a.Shard)
+		}
+	}
+	if fmt.Sprint(resolved) != "[2 3 4]" {
+		t.Fatalf("an abort after the routing resolves shards %v, want [2 3 4]", resolved)
+	}
+
 	// The anchor's key moved (its shard split with the key in the child):
 	// the anchor shard follows it, and its participant decides afresh.
 	moved := now

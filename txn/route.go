@@ -134,11 +134,14 @@ func Route(r *Request, lookup Lookup) (Routing, error) {
 	slices.SortFunc(rt.Participants, func(a, b Participant) int { return cmpU64(a.Shard, b.Shard) })
 	rt.Anchor = AnchorKey(r)
 	if rt.Anchor != nil {
-		id, _, err := lookup(rt.Anchor)
-		if err != nil {
-			return Routing{}, fmt.Errorf("txn: route anchor %q: %w", rt.Anchor, err)
+		// From the participant that holds the anchor key, not from a lookup
+		// of its own: the range map may change between two lookups, and
+		// the anchor's shard must be a participant's.
+		for _, p := range rt.Participants {
+			if slices.ContainsFunc(p.Keys, func(k KeyIntent) bool { return bytes.Equal(k.Key, rt.Anchor) }) {
+				rt.AnchorShard = p.Shard
+			}
 		}
-		rt.AnchorShard = id
 	}
 	return rt, nil
 }
