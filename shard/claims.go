@@ -47,7 +47,14 @@ type claimAnswer struct {
 
 type claimFSM struct {
 	raft.BatchingFSM
-	f      *fsm.FSM
+	f *fsm.FSM
+	// passed is the highest index a batch or a restore went past. A claim
+	// registered at or below it can no longer be answered (unknown).
+	// Registration stores the claim and n, then reads passed; ApplyBatch
+	// stores passed, then reads n: with sequentially consistent atomics one
+	// of them sees the other, so no claim is left for a later batch to
+	// misread as passed over.
+	passed atomic.Uint64
 	n      atomic.Int64 // len(claims), read without mu by ApplyBatch
 	mu     sync.Mutex
 	claims map[uint64]*claim
@@ -76,7 +83,9 @@ func newClaimFSM(inner raft.FSM, f *fsm.FSM) *claimFSM {
 	if !ok {
 		panic("shard: the state machine must apply batches")
 	}
-	return &claimFSM{BatchingFSM: b, f: f, claims: map[uint64]*claim{}, now: time.Now}
+	c := &claimFSM{BatchingFSM: b, f: f, claims: map[uint64]*claim{}, now: time.Now}
+	c.passed.Store(f.Applied())
+	return c
 }
 
 // expect registers a claim on index, appended in term (raft's
@@ -94,14 +103,8 @@ func (c *claimFSM) registerLocked(index, term uint64) *claim {
 	}
 	now := c.now()
 	if now.Sub(c.swept) > claimMaxAge || len(c.claims) >= claimMax {
-		// Claims nobody picked up (their proposer had given up) go after
-		// a minute or two.
 		c.swept = now
-		for idx, cl := range c.claims {
-			if now.Sub(cl.at) > claimMaxAge {
-				delete(c.claims, idx)
-			}
-		}
+		c.sweepLocked(now)
 		if len(c.claims) >= claimMax {
 			return nil
 		}
@@ -109,7 +112,23 @@ func (c *claimFSM) registerLocked(index, term uint64) *claim {
 	cl := &claim{term: term, ch: make(chan claimAnswer, 1), at: now}
 	c.claims[index] = cl
 	c.n.Store(int64(len(c.claims)))
+	if index <= c.passed.Load() {
+		// Applied (or restored over) already: its result is gone.
+		cl.answered = true
+		cl.ch <- claimAnswer{}
+	}
 	return cl
+}
+
+// sweepLocked drops claims nobody picked up (their proposer had given up,
+// or none was waiting) after a minute or two.
+func (c *claimFSM) sweepLocked(now time.Time) {
+	for idx, cl := range c.claims {
+		if now.Sub(cl.at) > claimMaxAge {
+			delete(c.claims, idx)
+		}
+	}
+	c.n.Store(int64(len(c.claims)))
 }
 
 // claim returns the channel that answers what became of the entry at index
@@ -122,7 +141,7 @@ func (c *claimFSM) claim(index, term uint64) (<-chan claimAnswer, bool) {
 	if cl := c.claims[index]; cl != nil && cl.term == term {
 		return cl.ch, true
 	}
-	if c.f.Applied() >= index {
+	if index <= c.passed.Load() {
 		return nil, false
 	}
 	cl := c.registerLocked(index, term)
@@ -144,10 +163,14 @@ func (c *claimFSM) drop(index, term uint64) {
 
 func (c *claimFSM) ApplyBatch(logs []*raft.Log) []any {
 	out := c.BatchingFSM.ApplyBatch(logs)
-	if c.n.Load() == 0 {
+	if len(logs) == 0 {
 		return out
 	}
-	if len(logs) == 0 {
+	last := logs[len(logs)-1].Index
+	if last > c.passed.Load() {
+		c.passed.Store(last) // only raft's FSM goroutine stores it
+	}
+	if c.n.Load() == 0 {
 		return out
 	}
 	c.mu.Lock()
@@ -170,12 +193,15 @@ func (c *claimFSM) ApplyBatch(logs []*raft.Log) []any {
 	// commands and configurations only: a claimed index this batch passed
 	// without applying holds a new leader's no-op or a barrier, not the
 	// claimed command, which therefore never commits.
-	last := logs[len(logs)-1].Index
 	for idx, cl := range c.claims {
 		if idx < last && !cl.answered {
 			cl.answered = true
 			cl.ch <- claimAnswer{known: true}
 		}
+	}
+	if now := c.now(); now.Sub(c.swept) > claimMaxAge {
+		c.swept = now
+		c.sweepLocked(now) // answered claims nobody picked up
 	}
 	return out
 }
@@ -186,9 +212,12 @@ func (c *claimFSM) Apply(l *raft.Log) any {
 
 func (c *claimFSM) Restore(rc io.ReadCloser) error {
 	err := c.BatchingFSM.Restore(rc)
+	applied := c.f.Applied()
+	if applied > c.passed.Load() {
+		c.passed.Store(applied) // on raft's FSM goroutine, as ApplyBatch
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	applied := c.f.Applied()
 	for idx, cl := range c.claims {
 		if idx <= applied && !cl.answered {
 			cl.answered = true

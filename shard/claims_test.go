@@ -78,6 +78,16 @@ func TestClaimsAnswerTheEntryAtTheirIndex(t *testing.T) {
 	if _, ok := c.claim(5, 3); ok {
 		t.Fatal("a claim on an applied index was accepted")
 	}
+	// raft naming an index already passed (a leader that restored a
+	// snapshot as it stepped down): unknown, never "not ours" from a later
+	// batch (review: a committed write was answered not written and sent
+	// again).
+	c.expect(5, 2)
+	ch, _ = c.claim(5, 2)
+	if a := answer(ch); a.known {
+		t.Fatalf("a claim registered after its index was passed: %+v, want unknown", a)
+	}
+	c.drop(5, 2)
 
 	// A restore that jumps over a claim answers "unknown".
 	ch, _ = c.claim(9, 3)

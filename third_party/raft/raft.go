@@ -94,6 +94,7 @@ type leaderState struct {
 	replState                    map[ServerID]*followerReplication
 	notify                       map[*verifyFuture]struct{}
 	stepDown                     chan struct{}
+	term                         uint64 // cairn: the term this leadership is in (notifyLeadershipLost)
 }
 
 // setLeader is used to modify the current leader Address and ID of the cluster
@@ -167,6 +168,9 @@ func (r *Raft) runFollower() {
 
 		select {
 		case rpc := <-r.rpcCh:
+			r.mainThreadSaturation.working()
+			r.processRPC(rpc)
+		case rpc := <-r.heartbeatCh: // cairn: see processHeartbeat
 			r.mainThreadSaturation.working()
 			r.processRPC(rpc)
 
@@ -323,6 +327,9 @@ func (r *Raft) runCandidate() {
 		case rpc := <-r.rpcCh:
 			r.mainThreadSaturation.working()
 			r.processRPC(rpc)
+		case rpc := <-r.heartbeatCh: // cairn: see processHeartbeat
+			r.mainThreadSaturation.working()
+			r.processRPC(rpc)
 		case preVote := <-prevoteCh:
 			// This a pre-vote case it should trigger a "real" election if the pre-vote is won.
 			r.mainThreadSaturation.working()
@@ -461,6 +468,7 @@ func (r *Raft) setupLeaderState() {
 	r.leaderState.replState = make(map[ServerID]*followerReplication)
 	r.leaderState.notify = make(map[*verifyFuture]struct{})
 	r.leaderState.stepDown = make(chan struct{}, 1)
+	r.leaderState.term = r.getCurrentTerm()
 }
 
 // runLeader runs the main loop while in leader state. Do the setup here and drop into
@@ -682,6 +690,9 @@ func (r *Raft) leaderLoop() {
 
 		select {
 		case rpc := <-r.rpcCh:
+			r.mainThreadSaturation.working()
+			r.processRPC(rpc)
+		case rpc := <-r.heartbeatCh: // cairn: see processHeartbeat
 			r.mainThreadSaturation.working()
 			r.processRPC(rpc)
 
@@ -1482,6 +1493,20 @@ func (r *Raft) processHeartbeat(rpc RPC) {
 	// Ensure we are only handling a heartbeat
 	switch cmd := rpc.Command.(type) {
 	case *AppendEntriesRequest:
+		// cairn: a heartbeat that changes this server's term or state (it
+		// leads, is a candidate, or hears a newer term) is handled by the
+		// main goroutine, which owns that state. Handled here it raced the
+		// leader loop, which could then stamp its next entries with a term
+		// it never led, keep them over the real leader's entries of that
+		// term at the same index (same index and term: no conflict seen)
+		// and apply them: a diverged replica (hashicorp/raft issue 695).
+		if cmd.Term > r.getCurrentTerm() || r.getState() != Follower {
+			select {
+			case r.heartbeatCh <- rpc:
+			case <-r.shutdownCh:
+			}
+			return
+		}
 		r.appendEntries(rpc, cmd)
 	default:
 		r.logger.Error("expected heartbeat, got", "command", hclog.Fmt("%#v", rpc.Command))
@@ -1489,21 +1514,27 @@ func (r *Raft) processHeartbeat(rpc RPC) {
 	}
 }
 
-// appendEntries is invoked when we get an append entries RPC call. This must
-// only be called from the main thread.
-// notifyLeadershipLost calls Config.LeadershipLost with every entry in
-// flight (cairn). Only on the leader's goroutine, while leaderState is set.
+// notifyLeadershipLost calls Config.LeadershipLost with every command in
+// flight that this leadership appended (cairn). Only on the main goroutine,
+// while leaderState is set. An entry stamped with another term than the one
+// this server led in is left out: it is no entry of this leadership, and the
+// index and term would not name it.
 func (r *Raft) notifyLeadershipLost() {
 	f := r.config().LeadershipLost
-	if f == nil || r.leaderState.inflight == nil {
+	inflight := r.leaderState.inflight
+	if f == nil || inflight == nil {
 		return
 	}
-	for e := r.leaderState.inflight.Front(); e != nil; e = e.Next() {
+	for e := inflight.Front(); e != nil; e = e.Next() {
 		l := e.Value.(*logFuture)
-		f(l.log.Index, l.log.Term)
+		if l.log.Type == LogCommand && l.log.Term == r.leaderState.term {
+			f(l.log.Index, l.log.Term)
+		}
 	}
 }
 
+// appendEntries is invoked when we get an append entries RPC call. This must
+// only be called from the main thread.
 func (r *Raft) appendEntries(rpc RPC, a *AppendEntriesRequest) {
 	defer metrics.MeasureSince([]string{"raft", "rpc", "appendEntries"}, time.Now())
 	// Setup a response
@@ -1527,9 +1558,11 @@ func (r *Raft) appendEntries(rpc RPC, a *AppendEntriesRequest) {
 	// Increase the term if we see a newer one, also transition to follower
 	// if we ever get an appendEntries call
 	if a.Term > r.getCurrentTerm() || (r.getState() != Follower && !r.candidateFromLeadershipTransfer.Load()) {
-		if r.getState() == Leader {
+		if r.leaderState.inflight != nil {
 			// cairn: this request may commit the entries the leader had
-			// in flight; name them before it is processed.
+			// in flight; name them before it is processed. (On the main
+			// goroutine only: processHeartbeat hands a heartbeat that
+			// changes the term or the state here.)
 			r.notifyLeadershipLost()
 		}
 		// Ensure transition to follower
@@ -1913,6 +1946,9 @@ func (r *Raft) installSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 
 	// Increase the term if we see a newer one
 	if req.Term > r.getCurrentTerm() {
+		if r.leaderState.inflight != nil {
+			r.notifyLeadershipLost() // cairn: before the restore below
+		}
 		// Ensure transition to follower
 		r.setState(Follower)
 		r.setCurrentTerm(req.Term)

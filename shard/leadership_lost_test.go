@@ -1,0 +1,442 @@
+package shard
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cairndb/cairn/fsm"
+)
+
+func reviewPut(t *testing.T, key string) []byte {
+	b, err := fsm.EncodeCommand(&fsm.Command{Op: fsm.OpPut, Key: []byte(key), Value: []byte("v"), Epoch: 1,
+		Time: time.Now().UnixNano()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// fakePeer answers A's RPCs: grants votes, acknowledges heartbeats, refuses
+// every AppendEntries carrying entries (so A's entries never commit).
+func fakePeer(rpcs <-chan raft.RPC, stop <-chan struct{}) { fakePeerX(rpcs, stop, false) }
+
+func fakePeerX(rpcs <-chan raft.RPC, stop <-chan struct{}, accept bool) {
+	for {
+		select {
+		case <-stop:
+			return
+		case rpc := <-rpcs:
+			switch req := rpc.Command.(type) {
+			case *raft.RequestVoteRequest:
+				rpc.Respond(&raft.RequestVoteResponse{Term: req.Term, Granted: true}, nil)
+			case *raft.RequestPreVoteRequest:
+				rpc.Respond(&raft.RequestPreVoteResponse{Term: req.Term, Granted: true}, nil)
+			case *raft.AppendEntriesRequest:
+				ok := accept || (len(req.Entries) == 0 && req.PrevLogEntry == 0)
+				last := req.PrevLogEntry
+				if n := len(req.Entries); n > 0 {
+					last = req.Entries[n-1].Index
+				}
+				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: ok, LastLog: last}, nil)
+			default:
+				rpc.Respond(nil, io.EOF)
+			}
+		}
+	}
+}
+
+// TestLeadershipLostNamedBeforeSnapshotRestore: a leader that steps down
+// because of an InstallSnapshot from a later term names its in-flight
+// entries before it restores the snapshot, and a claim registered after its
+// index was passed answers "unknown". A review found that the hook ran only
+// afterwards (the leader loop's cleanup), and the next batch answered the
+// claim on an entry the snapshot holds (committed) "not ours": settle
+// answered NotLeaderError and the write was sent again ("BUG: the put at 3
+// (term 2) is in the installed snapshot (committed), but its claim answered
+// 'not ours'"). Real raft over TCP, a fake new leader.
+func TestLeadershipLostNamedBeforeSnapshotRestore(t *testing.T) {
+	rng := fsm.Range{ID: 1, Epoch: 1, Replicas: []string{"A", "B", "C"}}
+	f, err := fsm.Open(fsm.Config{Path: filepath.Join(t.TempDir(), "a.db"), Initial: rng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c := newClaimFSM(f, f)
+	var mu sync.Mutex
+	var hookApplied []uint64
+	conf := raft.DefaultConfig()
+	conf.LocalID = "A"
+	conf.HeartbeatTimeout = 100 * time.Millisecond
+	conf.ElectionTimeout = 100 * time.Millisecond
+	conf.LeaderLeaseTimeout = 100 * time.Millisecond
+	conf.CommitTimeout = 5 * time.Millisecond
+	conf.LeadershipLost = func(index, term uint64) {
+		mu.Lock()
+		hookApplied = append(hookApplied, f.Applied())
+		mu.Unlock()
+		c.expect(index, term)
+	}
+	addrA, tA := raft.NewInmemTransport("A")
+	addrB, tB := raft.NewInmemTransport("B")
+	addrC, tC := raft.NewInmemTransport("C")
+	for _, p := range []*raft.InmemTransport{tA, tB, tC} {
+		p.Connect(addrA, tA)
+		p.Connect(addrB, tB)
+		p.Connect(addrC, tC)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go fakePeer(tB.Consumer(), stop)
+	go fakePeer(tC.Consumer(), stop)
+	store := raft.NewInmemStore()
+	snaps := raft.NewInmemSnapshotStore()
+	cfg := raft.Configuration{Servers: []raft.Server{
+		{ID: "A", Address: addrA, Suffrage: raft.Voter},
+		{ID: "B", Address: addrB, Suffrage: raft.Voter},
+		{ID: "C", Address: addrC, Suffrage: raft.Voter},
+	}}
+	if err := raft.BootstrapCluster(conf, store, store, snaps, tA, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := raft.NewRaft(conf, c, store, store, snaps, tA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Shutdown()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.State() != raft.Leader {
+		if time.Now().After(deadline) {
+			t.Fatal("A never led")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	put := reviewPut(t, "k")
+	fut := r.Apply(put, 0)
+	for r.LastIndex() < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	term := r.CurrentTerm()
+	idx := r.LastIndex() // the put's index (config 1, noop 2, put 3)
+
+	// The new leader B (term+1) committed the put and sends a snapshot
+	// that contains it: an fsm state with the put applied at idx.
+	g, err := fsm.Open(fsm.Config{Path: filepath.Join(t.TempDir(), "b.db"), Initial: rng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	g.ApplyBatch([]*raft.Log{{Index: idx, Term: term, Type: raft.LogCommand, Data: put}})
+	var buf bytes.Buffer
+	gs, err := g.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gs.Persist(&bufSink{Buffer: &buf}); err != nil {
+		t.Fatal(err)
+	}
+	gs.Release()
+	req := &raft.InstallSnapshotRequest{
+		RPCHeader:          raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("B"), Addr: []byte(addrB)},
+		SnapshotVersion:    1,
+		Term:               term + 1,
+		LastLogIndex:       idx,
+		LastLogTerm:        term,
+		Configuration:      raft.EncodeConfiguration(cfg),
+		ConfigurationIndex: 1,
+		Size:               int64(buf.Len()),
+	}
+	var resp raft.InstallSnapshotResponse
+	if err := tB.InstallSnapshot("A", addrA, req, &resp, bytes.NewReader(buf.Bytes())); err != nil || !resp.Success {
+		t.Fatalf("install snapshot: %v %+v", err, resp)
+	}
+	if err := fut.Error(); err != raft.ErrLeadershipLost {
+		t.Fatalf("put future: %v, want ErrLeadershipLost", err)
+	}
+	mu.Lock()
+	t.Logf("LeadershipLost hook ran with fsm applied index = %v (put at %d)", hookApplied, idx)
+	mu.Unlock()
+	// The put is committed: it is in A's state now.
+	if kv, _ := f.Get([]byte("k")); kv == nil {
+		t.Log("note: key not visible via Get")
+	}
+	// The proposer (Replica.settle) picks up its claim.
+	ch, ok := c.claim(idx, term)
+	if !ok {
+		t.Fatalf("claim refused")
+	}
+	// B's next entry reaches A and commits.
+	ae := &raft.AppendEntriesRequest{
+		RPCHeader:         raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("B"), Addr: []byte(addrB)},
+		Term:              term + 1,
+		PrevLogEntry:      idx,
+		PrevLogTerm:       term,
+		Entries:           []*raft.Log{{Index: idx + 1, Term: term + 1, Type: raft.LogCommand, Data: reviewPut(t, "other")}},
+		LeaderCommitIndex: idx + 1,
+	}
+	var aer raft.AppendEntriesResponse
+	if err := tB.AppendEntries("A", addrA, ae, &aer); err != nil || !aer.Success {
+		t.Fatalf("append: %v %+v", err, aer)
+	}
+	select {
+	case a := <-ch:
+		if a.known && !a.ours {
+			t.Fatalf("BUG: the put at %d (term %d) is in the installed snapshot (committed), "+
+				"but its claim answered 'not ours' => settle returns NotLeaderError and the write is retried", idx, term)
+		}
+		t.Logf("answer %+v", a)
+	case <-time.After(2 * time.Second):
+		t.Log("no answer")
+	}
+}
+
+// TestLeadershipLostHookOnMainGoroutine: heartbeats of a newer term reach a
+// leader while it appends; the LeadershipLost hook must run on raft's main
+// goroutine only. Before processHeartbeat handed such heartbeats to it, the
+// hook walked leaderState.inflight from the transport's goroutine while the
+// leader loop changed it (-race: DATA RACE between list.PushBack in
+// dispatchLogs and list.Front in notifyLeadershipLost via processHeartbeat).
+// Run with -race (make test does).
+func TestLeadershipLostHookOnMainGoroutine(t *testing.T) {
+	var calls sync.Map
+	conf := raft.DefaultConfig()
+	conf.LocalID = "A"
+	conf.HeartbeatTimeout = 100 * time.Millisecond
+	conf.ElectionTimeout = 100 * time.Millisecond
+	conf.LeaderLeaseTimeout = 100 * time.Millisecond
+	conf.CommitTimeout = 5 * time.Millisecond
+	conf.LeadershipLost = func(index, term uint64) { calls.Store(index, term); time.Sleep(50 * time.Microsecond) }
+	mk := func() (*raft.NetworkTransport, raft.ServerAddress) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.Close()
+		tr, err := raft.NewTCPTransport(ln.Addr().String(), nil, 3, time.Second, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr, tr.LocalAddr()
+	}
+	tA, addrA := mk()
+	tB, addrB := mk()
+	tC, addrC := mk()
+	defer tB.Close()
+	defer tC.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go fakePeerX(tB.Consumer(), stop, true)
+	go fakePeerX(tC.Consumer(), stop, true)
+	f, err := fsm.Open(fsm.Config{Path: filepath.Join(t.TempDir(), "a.db"),
+		Initial: fsm.Range{ID: 1, Epoch: 1, Replicas: []string{"A"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	store := raft.NewInmemStore()
+	snaps := raft.NewInmemSnapshotStore()
+	cfg := raft.Configuration{Servers: []raft.Server{
+		{ID: "A", Address: addrA, Suffrage: raft.Voter},
+		{ID: "B", Address: addrB, Suffrage: raft.Voter},
+		{ID: "C", Address: addrC, Suffrage: raft.Voter},
+	}}
+	if err := raft.BootstrapCluster(conf, store, store, snaps, tA, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := raft.NewRaft(conf, f, store, store, snaps, tA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Shutdown()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.State() != raft.Leader {
+		if time.Now().After(deadline) {
+			t.Fatal("A never led")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if r.State() == raft.Leader {
+				r.Apply(reviewPut(t, "k"), 0)
+			} else {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	for round := 0; round < 4; round++ {
+		deadline := time.Now().Add(5 * time.Second)
+		for r.State() != raft.Leader {
+			if time.Now().After(deadline) {
+				t.Fatal("A never led again")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(round%7) * 3 * time.Millisecond)
+		hb := &raft.AppendEntriesRequest{
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("B"), Addr: []byte(addrB)},
+			Term:      r.CurrentTerm() + 1,
+		}
+		var resp raft.AppendEntriesResponse
+		_ = tB.AppendEntries("A", addrA, hb, &resp)
+	}
+	n := 0
+	calls.Range(func(any, any) bool { n++; return true })
+	t.Logf("hook calls: %d", n)
+}
+
+// TestHeartbeatOfNewerTermNeverStampsEntries (hashicorp/raft issue 695): a
+// heartbeat of term T+1 reaches a leader of term T whose loop idles; the
+// next put must be refused (not leader), never appended in term T+1, a term
+// this server does not lead. Handled on the transport's goroutine, the
+// heartbeat bumped the term under the leader loop, which stamped the put
+// with T+1; the real leader of T+1 had its no-op at that index and term, so
+// raft kept the put as a "duplicate" and applied it: a diverged replica, and
+// a claim answered "ours" for a write the cluster never committed (review:
+// "BUG: claim (4,3) answered 'ours' ... but the leader of term 3 committed a
+// no-op at 4").
+func TestHeartbeatOfNewerTermNeverStampsEntries(t *testing.T) {
+	rng := fsm.Range{ID: 1, Epoch: 1, Replicas: []string{"A", "B", "C"}}
+	f, err := fsm.Open(fsm.Config{Path: filepath.Join(t.TempDir(), "a.db"), Initial: rng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c := newClaimFSM(f, f)
+	conf := raft.DefaultConfig()
+	conf.LocalID = "A"
+	conf.HeartbeatTimeout = time.Second
+	conf.ElectionTimeout = time.Second
+	conf.LeaderLeaseTimeout = time.Second
+	conf.CommitTimeout = 5 * time.Millisecond
+	conf.LeadershipLost = c.expect
+	mk := func() (*raft.NetworkTransport, raft.ServerAddress) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.Close()
+		tr, err := raft.NewTCPTransport(ln.Addr().String(), nil, 3, time.Second, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr, tr.LocalAddr()
+	}
+	tA, addrA := mk()
+	tB, addrB := mk()
+	tC, addrC := mk()
+	defer tB.Close()
+	defer tC.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go fakePeerX(tB.Consumer(), stop, true)
+	go fakePeerX(tC.Consumer(), stop, true)
+	store := raft.NewInmemStore()
+	snaps := raft.NewInmemSnapshotStore()
+	cfg := raft.Configuration{Servers: []raft.Server{
+		{ID: "A", Address: addrA, Suffrage: raft.Voter},
+		{ID: "B", Address: addrB, Suffrage: raft.Voter},
+		{ID: "C", Address: addrC, Suffrage: raft.Voter},
+	}}
+	if err := raft.BootstrapCluster(conf, store, store, snaps, tA, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := raft.NewRaft(conf, c, store, store, snaps, tA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Shutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.State() != raft.Leader {
+		if time.Now().After(deadline) {
+			t.Fatal("A never led")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := r.Apply(reviewPut(t, "warm"), 0).Error(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the leader loop idles in its select
+	T := r.CurrentTerm()
+	L := r.LastIndex()
+	// B, elected in T+1 with C's vote, sends its first heartbeat.
+	hb := &raft.AppendEntriesRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("B"), Addr: []byte(addrB)},
+		Term:      T + 1,
+	}
+	var hr raft.AppendEntriesResponse
+	if err := tB.AppendEntries("A", addrA, hb, &hr); err != nil {
+		t.Fatal(err)
+	}
+	fut := r.Apply(reviewPut(t, "X"), 0)
+	ferr := fut.Error()
+	i := fut.Index()
+	term := fut.(interface{ Term() uint64 }).Term()
+	t.Logf("old leader's put: index %d term %d err %v (A led term %d only)", i, term, ferr, T)
+	if ferr != raft.ErrLeadershipLost {
+		// The heartbeat of T+1 made A a follower before it took the put
+		// (processHeartbeat hands it to the main goroutine): refused,
+		// nothing appended. With the heartbeat handled on the transport's
+		// goroutine, the put was appended in T+1 (below).
+		if ferr != raft.ErrNotLeader {
+			t.Fatalf("the put after a heartbeat of a newer term: %v, want not leader", ferr)
+		}
+		return
+	}
+	if term != T {
+		t.Fatalf("A led term %d only, but appended the put at %d in term %d (hashicorp/raft issue 695)", T, i, term)
+	}
+	ch, ok := c.claim(i, term)
+	if !ok {
+		t.Fatal("claim refused")
+	}
+	// B's first AppendEntries: its no-op of term T+1 at L+1, committed.
+	ae := &raft.AppendEntriesRequest{
+		RPCHeader:         raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("B"), Addr: []byte(addrB)},
+		Term:              T + 1,
+		PrevLogEntry:      L,
+		PrevLogTerm:       T,
+		Entries:           []*raft.Log{{Index: L + 1, Term: T + 1, Type: raft.LogNoop}},
+		LeaderCommitIndex: L + 1,
+	}
+	var aer raft.AppendEntriesResponse
+	if err := tB.AppendEntries("A", addrA, ae, &aer); err != nil || !aer.Success {
+		t.Fatalf("append: %v %+v", err, aer)
+	}
+	// One more committed entry of B's so that a batch reaches the FSM
+	// (the no-op alone is not handed to it).
+	ae2 := &raft.AppendEntriesRequest{
+		RPCHeader:         ae.RPCHeader,
+		Term:              T + 1,
+		PrevLogEntry:      L + 1,
+		PrevLogTerm:       T + 1,
+		Entries:           []*raft.Log{{Index: L + 2, Term: T + 1, Type: raft.LogCommand, Data: reviewPut(t, "Y")}},
+		LeaderCommitIndex: L + 2,
+	}
+	if err := tB.AppendEntries("A", addrA, ae2, &aer); err != nil || !aer.Success {
+		t.Fatalf("append 2: %v %+v", err, aer)
+	}
+	select {
+	case a := <-ch:
+		if a.ours {
+			t.Fatalf("BUG: claim (%d,%d) answered 'ours' (settle => success, result index %d) but the leader of term %d "+
+				"committed a no-op at %d: the put was never committed by the cluster", i, term, a.res.Index, T+1, L+1)
+		}
+		t.Logf("answer %+v", a)
+	case <-time.After(3 * time.Second):
+		t.Log("no answer")
+	}
+}
