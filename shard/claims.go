@@ -132,23 +132,17 @@ func (c *claimFSM) sweepLocked(now time.Time) {
 }
 
 // claim returns the channel that answers what became of the entry at index
-// appended in term: the claim raft's hook registered, or a new one; false
-// when there is none and index is already applied here (its result is
-// gone: the outcome stays unknown).
+// appended in term, from the claim raft's hook registered; false when there
+// is none (an entry the hook did not name: one stamped with a term this
+// server did not lead, hashicorp/raft issue 695, whose index and term do not
+// name it; or a claim swept or refused for room): the outcome stays unknown.
 func (c *claimFSM) claim(index, term uint64) (<-chan claimAnswer, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cl := c.claims[index]; cl != nil && cl.term == term {
 		return cl.ch, true
 	}
-	if index <= c.passed.Load() {
-		return nil, false
-	}
-	cl := c.registerLocked(index, term)
-	if cl == nil {
-		return nil, false
-	}
-	return cl.ch, true
+	return nil, false
 }
 
 // drop forgets the claim on index (its proposer has its answer, or gave up).

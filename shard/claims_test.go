@@ -16,8 +16,9 @@ import (
 // by the batch that applies index: with the entry's result when its term
 // matches (the claimed entry committed), "not ours" when another term holds
 // the index or the batch passed it without handing it to the state machine
-// (a new leader's no-op), and "unknown" when a restore jumped over it. A
-// claim on an index already applied is refused (its result is gone).
+// (a new leader's no-op), and "unknown" when a restore jumped over it or
+// the index was passed before raft named it. Only entries raft named can
+// be claimed.
 func TestClaimsAnswerTheEntryAtTheirIndex(t *testing.T) {
 	f, err := fsm.Open(fsm.Config{Path: filepath.Join(t.TempDir(), "fsm.db"),
 		Initial: fsm.Range{ID: 1, Epoch: 1, Replicas: []string{"n1"}}})
@@ -59,6 +60,7 @@ func TestClaimsAnswerTheEntryAtTheirIndex(t *testing.T) {
 	c.drop(2, 1)
 
 	// Another term at the index: never ours.
+	c.expect(3, 1)
 	ch, _ = c.claim(3, 1)
 	c.ApplyBatch([]*raft.Log{put(3, 2, "c")})
 	if a := answer(ch); a.ours || !a.known {
@@ -68,6 +70,7 @@ func TestClaimsAnswerTheEntryAtTheirIndex(t *testing.T) {
 	c.drop(3, 1)
 
 	// A batch that passes the index (raft kept a no-op there).
+	c.expect(4, 2)
 	ch, _ = c.claim(4, 2)
 	c.ApplyBatch([]*raft.Log{put(5, 3, "d")})
 	if a := answer(ch); a.ours || !a.known {
@@ -75,8 +78,8 @@ func TestClaimsAnswerTheEntryAtTheirIndex(t *testing.T) {
 	}
 	c.drop(4, 2)
 
-	if _, ok := c.claim(5, 3); ok {
-		t.Fatal("a claim on an applied index was accepted")
+	if _, ok := c.claim(7, 3); ok {
+		t.Fatal("a claim raft's hook did not name was accepted")
 	}
 	// raft naming an index already passed (a leader that restored a
 	// snapshot as it stepped down): unknown, never "not ours" from a later
@@ -90,6 +93,7 @@ func TestClaimsAnswerTheEntryAtTheirIndex(t *testing.T) {
 	c.drop(5, 2)
 
 	// A restore that jumps over a claim answers "unknown".
+	c.expect(9, 3)
 	ch, _ = c.claim(9, 3)
 	c.ApplyBatch([]*raft.Log{put(6, 3, "e")})
 	g, err := fsm.Open(fsm.Config{Path: filepath.Join(t.TempDir(), "fsm.db"),

@@ -170,9 +170,6 @@ func (r *Raft) runFollower() {
 		case rpc := <-r.rpcCh:
 			r.mainThreadSaturation.working()
 			r.processRPC(rpc)
-		case rpc := <-r.heartbeatCh: // cairn: see processHeartbeat
-			r.mainThreadSaturation.working()
-			r.processRPC(rpc)
 
 		case c := <-r.configurationChangeCh:
 			r.mainThreadSaturation.working()
@@ -325,9 +322,6 @@ func (r *Raft) runCandidate() {
 
 		select {
 		case rpc := <-r.rpcCh:
-			r.mainThreadSaturation.working()
-			r.processRPC(rpc)
-		case rpc := <-r.heartbeatCh: // cairn: see processHeartbeat
 			r.mainThreadSaturation.working()
 			r.processRPC(rpc)
 		case preVote := <-prevoteCh:
@@ -690,9 +684,6 @@ func (r *Raft) leaderLoop() {
 
 		select {
 		case rpc := <-r.rpcCh:
-			r.mainThreadSaturation.working()
-			r.processRPC(rpc)
-		case rpc := <-r.heartbeatCh: // cairn: see processHeartbeat
 			r.mainThreadSaturation.working()
 			r.processRPC(rpc)
 
@@ -1493,21 +1484,12 @@ func (r *Raft) processHeartbeat(rpc RPC) {
 	// Ensure we are only handling a heartbeat
 	switch cmd := rpc.Command.(type) {
 	case *AppendEntriesRequest:
-		// cairn: a heartbeat that changes this server's term or state (it
-		// leads, is a candidate, or hears a newer term) is handled by the
-		// main goroutine, which owns that state. Handled here it raced the
-		// leader loop, which could then stamp its next entries with a term
-		// it never led, keep them over the real leader's entries of that
-		// term at the same index (same index and term: no conflict seen)
-		// and apply them: a diverged replica (hashicorp/raft issue 695).
-		if cmd.Term > r.getCurrentTerm() || r.getState() != Follower {
-			select {
-			case r.heartbeatCh <- rpc:
-			case <-r.shutdownCh:
-			}
-			return
-		}
-		r.appendEntries(rpc, cmd)
+		// cairn: on the transport's goroutine, so the LeadershipLost hook is
+		// not called from here (leaderState belongs to the main goroutine);
+		// the leader loop names its entries when it ends. Stock raft lets a
+		// heartbeat of a newer term change the term and state here, under
+		// the leader loop (hashicorp/raft issue 695, CAIRN.md).
+		r.appendEntriesOn(rpc, cmd, false)
 	default:
 		r.logger.Error("expected heartbeat, got", "command", hclog.Fmt("%#v", rpc.Command))
 		rpc.Respond(nil, fmt.Errorf("unexpected command"))
@@ -1536,6 +1518,12 @@ func (r *Raft) notifyLeadershipLost() {
 // appendEntries is invoked when we get an append entries RPC call. This must
 // only be called from the main thread.
 func (r *Raft) appendEntries(rpc RPC, a *AppendEntriesRequest) {
+	r.appendEntriesOn(rpc, a, true)
+}
+
+// appendEntriesOn is appendEntries; main says whether it runs on the main
+// goroutine (cairn: processHeartbeat calls it from the transport's).
+func (r *Raft) appendEntriesOn(rpc RPC, a *AppendEntriesRequest, main bool) {
 	defer metrics.MeasureSince([]string{"raft", "rpc", "appendEntries"}, time.Now())
 	// Setup a response
 	resp := &AppendEntriesResponse{
@@ -1558,11 +1546,10 @@ func (r *Raft) appendEntries(rpc RPC, a *AppendEntriesRequest) {
 	// Increase the term if we see a newer one, also transition to follower
 	// if we ever get an appendEntries call
 	if a.Term > r.getCurrentTerm() || (r.getState() != Follower && !r.candidateFromLeadershipTransfer.Load()) {
-		if r.leaderState.inflight != nil {
+		if main && r.leaderState.inflight != nil {
 			// cairn: this request may commit the entries the leader had
-			// in flight; name them before it is processed. (On the main
-			// goroutine only: processHeartbeat hands a heartbeat that
-			// changes the term or the state here.)
+			// in flight; name them before it is processed (on the main
+			// goroutine only: a heartbeat carries no entries).
 			r.notifyLeadershipLost()
 		}
 		// Ensure transition to follower
