@@ -95,28 +95,8 @@ func TestLeadershipLostNamedBeforeSnapshotRestore(t *testing.T) {
 	defer close(stop)
 	go fakePeer(tB.Consumer(), stop)
 	go fakePeer(tC.Consumer(), stop)
-	store := raft.NewInmemStore()
-	snaps := raft.NewInmemSnapshotStore()
-	cfg := raft.Configuration{Servers: []raft.Server{
-		{ID: "A", Address: addrA, Suffrage: raft.Voter},
-		{ID: "B", Address: addrB, Suffrage: raft.Voter},
-		{ID: "C", Address: addrC, Suffrage: raft.Voter},
-	}}
-	if err := raft.BootstrapCluster(conf, store, store, snaps, tA, cfg); err != nil {
-		t.Fatal(err)
-	}
-	r, err := raft.NewRaft(conf, c, store, store, snaps, tA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := startLeaderA(t, conf, c, tA, addrA, addrB, addrC)
 	defer func() { _ = r.Shutdown().Error() }()
-	deadline := time.Now().Add(5 * time.Second)
-	for r.State() != raft.Leader {
-		if time.Now().After(deadline) {
-			t.Fatal("A never led")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	put := reviewPut(t, "k")
 	fut := r.Apply(put, 0)
 	for r.LastIndex() < 3 {
@@ -148,7 +128,7 @@ func TestLeadershipLostNamedBeforeSnapshotRestore(t *testing.T) {
 		Term:               term + 1,
 		LastLogIndex:       idx,
 		LastLogTerm:        term,
-		Configuration:      raft.EncodeConfiguration(cfg),
+		Configuration:      raft.EncodeConfiguration(r.GetConfiguration().Configuration()),
 		ConfigurationIndex: 1,
 		Size:               int64(buf.Len()),
 	}
@@ -212,18 +192,7 @@ func TestLeadershipLostHookOnMainGoroutine(t *testing.T) {
 	conf.LeaderLeaseTimeout = 100 * time.Millisecond
 	conf.CommitTimeout = 5 * time.Millisecond
 	conf.LeadershipLost = func(index, term uint64) { calls.Store(index, term); time.Sleep(50 * time.Microsecond) }
-	mk := func() (*raft.NetworkTransport, raft.ServerAddress) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln.Close()
-		tr, err := raft.NewTCPTransport(ln.Addr().String(), nil, 3, time.Second, io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tr, tr.LocalAddr()
-	}
+	mk := func() (*raft.NetworkTransport, raft.ServerAddress) { return tcpTestTransport(t) }
 	tA, addrA := mk()
 	tB, addrB := mk()
 	tC, addrC := mk()
@@ -239,28 +208,8 @@ func TestLeadershipLostHookOnMainGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	store := raft.NewInmemStore()
-	snaps := raft.NewInmemSnapshotStore()
-	cfg := raft.Configuration{Servers: []raft.Server{
-		{ID: "A", Address: addrA, Suffrage: raft.Voter},
-		{ID: "B", Address: addrB, Suffrage: raft.Voter},
-		{ID: "C", Address: addrC, Suffrage: raft.Voter},
-	}}
-	if err := raft.BootstrapCluster(conf, store, store, snaps, tA, cfg); err != nil {
-		t.Fatal(err)
-	}
-	r, err := raft.NewRaft(conf, f, store, store, snaps, tA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := startLeaderA(t, conf, f, tA, addrA, addrB, addrC)
 	defer func() { _ = r.Shutdown().Error() }()
-	deadline := time.Now().Add(5 * time.Second)
-	for r.State() != raft.Leader {
-		if time.Now().After(deadline) {
-			t.Fatal("A never led")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -324,18 +273,7 @@ func TestTermBumpedEntryIsNeverClaimed(t *testing.T) {
 	conf.LeaderLeaseTimeout = time.Second
 	conf.CommitTimeout = 5 * time.Millisecond
 	conf.LeadershipLost = c.expect
-	mk := func() (*raft.NetworkTransport, raft.ServerAddress) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln.Close()
-		tr, err := raft.NewTCPTransport(ln.Addr().String(), nil, 3, time.Second, io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tr, tr.LocalAddr()
-	}
+	mk := func() (*raft.NetworkTransport, raft.ServerAddress) { return tcpTestTransport(t) }
 	tA, addrA := mk()
 	tB, addrB := mk()
 	tC, addrC := mk()
@@ -345,28 +283,8 @@ func TestTermBumpedEntryIsNeverClaimed(t *testing.T) {
 	defer close(stop)
 	go fakePeerX(tB.Consumer(), stop, true)
 	go fakePeerX(tC.Consumer(), stop, true)
-	store := raft.NewInmemStore()
-	snaps := raft.NewInmemSnapshotStore()
-	cfg := raft.Configuration{Servers: []raft.Server{
-		{ID: "A", Address: addrA, Suffrage: raft.Voter},
-		{ID: "B", Address: addrB, Suffrage: raft.Voter},
-		{ID: "C", Address: addrC, Suffrage: raft.Voter},
-	}}
-	if err := raft.BootstrapCluster(conf, store, store, snaps, tA, cfg); err != nil {
-		t.Fatal(err)
-	}
-	r, err := raft.NewRaft(conf, c, store, store, snaps, tA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := startLeaderA(t, conf, c, tA, addrA, addrB, addrC)
 	defer func() { _ = r.Shutdown().Error() }()
-	deadline := time.Now().Add(10 * time.Second)
-	for r.State() != raft.Leader {
-		if time.Now().After(deadline) {
-			t.Fatal("A never led")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	if err := r.Apply(reviewPut(t, "warm"), 0).Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -433,4 +351,49 @@ func TestTermBumpedEntryIsNeverClaimed(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Log("no answer")
 	}
+}
+
+// startLeaderA bootstraps a three-voter configuration (A, B, C) on in-memory
+// stores, starts A's raft over tA and waits until A leads (B and C are fake
+// peers of the caller's). The caller shuts it down before closing fsm.
+func startLeaderA(t *testing.T, conf *raft.Config, fsm raft.FSM, tA raft.Transport, addrA, addrB, addrC raft.ServerAddress) *raft.Raft {
+	t.Helper()
+	store := raft.NewInmemStore()
+	snaps := raft.NewInmemSnapshotStore()
+	cfg := raft.Configuration{Servers: []raft.Server{
+		{ID: "A", Address: addrA, Suffrage: raft.Voter},
+		{ID: "B", Address: addrB, Suffrage: raft.Voter},
+		{ID: "C", Address: addrC, Suffrage: raft.Voter},
+	}}
+	if err := raft.BootstrapCluster(conf, store, store, snaps, tA, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := raft.NewRaft(conf, fsm, store, store, snaps, tA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.State() != raft.Leader {
+		if time.Now().After(deadline) {
+			_ = r.Shutdown().Error()
+			t.Fatal("A never led")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return r
+}
+
+// tcpTestTransport is a raft NetworkTransport on a free loopback port.
+func tcpTestTransport(t *testing.T) (*raft.NetworkTransport, raft.ServerAddress) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	tr, err := raft.NewTCPTransport(ln.Addr().String(), nil, 3, time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr, tr.LocalAddr()
 }
