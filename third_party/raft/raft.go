@@ -1488,7 +1488,7 @@ func (r *Raft) processHeartbeat(rpc RPC) {
 		// not called from here (leaderState belongs to the main goroutine);
 		// the leader loop names its entries when it ends. Stock raft lets a
 		// heartbeat of a newer term change the term and state here, under
-		// the leader loop (hashicorp/raft issue 695, CAIRN.md).
+		// the leader loop (hashicorp/raft issue 695, third_party/raft/CAIRN.md).
 		r.appendEntriesOn(rpc, cmd, false)
 	default:
 		r.logger.Error("expected heartbeat, got", "command", hclog.Fmt("%#v", rpc.Command))
