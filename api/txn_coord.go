@@ -1070,13 +1070,13 @@ func (c *txnCoord) reroute(ctx context.Context) bool {
 // prepared (or, the anchor's, decided) again: unsent, or unknown when one
 // of its keys may hold an intent of an earlier prepare (the split moved it
 // with the key), so that an abort before the new prepare answers still
-// resolves it (txn.Plan resolves unknown participants, never unsent ones).
+// resolves it (txn.PartState.MayHoldIntents, which txn.Plan resolves).
 func (c *txnCoord) useRouting(rt txn.Routing) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	mayHold := map[string]bool{} // keys an earlier prepare may have locked
 	for _, old := range c.rt.Participants {
-		if prev := c.part(old.Shard); prev != nil && partMayHoldIntents(prev) {
+		if prev := c.part(old.Shard); prev != nil && prev.MayHoldIntents() {
 			for _, k := range old.Keys {
 				mayHold[string(k.Key)] = true
 			}
@@ -1103,19 +1103,6 @@ func (c *txnCoord) useRouting(rt txn.Routing) {
 	c.st.AnchorShard = rt.AnchorShard
 	c.st.Parts = parts
 	c.s.txnm.reroute()
-}
-
-// partMayHoldIntents mirrors txn.Plan's final rule: a yes certainly holds
-// intents; an unknown or in-flight prepare possibly; a conflict or
-// wrong_shard after an earlier attempt whose answer was lost, possibly.
-func partMayHoldIntents(p *txn.PartState) bool {
-	switch p.Status {
-	case txn.PartYes, txn.PartUnknown, txn.PartSent:
-		return true
-	case txn.PartConflict, txn.PartWrongShard:
-		return p.Attempts > 1
-	}
-	return false
 }
 
 // sameRouting reports whether a and b split the transaction alike: the same

@@ -143,7 +143,7 @@ func (r *Replica) settle(ctx context.Context, lost *LeadershipLostError, start t
 	}
 	ch, ok := r.claims.claim(lost.Index, lost.Term)
 	if !ok {
-		return nil, lost // applied already: its result is gone
+		return nil, lost // not named by raft (claims.go): nothing to learn
 	}
 	defer r.claims.drop(lost.Index, lost.Term)
 	t := time.NewTimer(left)

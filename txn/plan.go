@@ -32,6 +32,20 @@ type PartState struct {
 	Resolving bool    // a resolve is in flight
 }
 
+// MayHoldIntents reports whether the participant may hold intents of the
+// transaction: a yes certainly; an unknown or in-flight prepare possibly; a
+// conflict or wrong_shard after an earlier attempt whose answer was lost,
+// possibly. Every such participant is resolved once the record is final.
+func (p *PartState) MayHoldIntents() bool {
+	switch p.Status {
+	case PartYes, PartUnknown, PartSent:
+		return true
+	case PartConflict, PartWrongShard:
+		return p.Attempts > 1
+	}
+	return false
+}
+
 // RecStatus is what the coordinator knows of its record.
 type RecStatus uint8
 
@@ -283,12 +297,8 @@ func planFinal(s *CoordState) []Action {
 			// the decide wrote its keys directly, and holds no intent.
 		case p.Resolving:
 			waiting = true
-		case p.Status == PartYes || p.Status == PartUnknown || p.Status == PartSent ||
-			(p.Status == PartConflict && p.Attempts > 1) || (p.Status == PartWrongShard && p.Attempts > 1):
-			// It may hold intents: a yes certainly; an unknown or in-flight
-			// prepare possibly; a conflict or wrong_shard after an earlier
-			// attempt whose answer was lost, possibly. Resolving a shard with
-			// no intent of ours is a no-op.
+		case p.MayHoldIntents():
+			// Resolving a shard with no intent of ours is a no-op.
 			acts = append(acts, Action{Kind: ActResolve, Shard: p.Shard})
 		}
 	}

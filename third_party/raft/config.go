@@ -214,11 +214,12 @@ type Config struct {
 	// buffered or aggressively consumed.
 	NotifyCh chan<- bool
 
-	// LeadershipLost, when set, is called on the leader's goroutine with the
-	// index and term of every entry the leader appended and had not
-	// committed, when it loses leadership: before it processes anything as a
-	// follower (the AppendEntries that made it step down may already commit
-	// those entries) and before their futures fail with ErrLeadershipLost.
+	// LeadershipLost, when set, is called on raft's main goroutine with the
+	// index and term of every command the leader appended in the term it led
+	// and had not committed, when it loses leadership: before it processes
+	// anything as a follower (the AppendEntries that made it step down may
+	// already commit those entries; an InstallSnapshot may hold them) and
+	// before their futures fail with ErrLeadershipLost.
 	// It must not block. cairn: lets a proposer learn later whether its entry
 	// committed (cairn's shard/claims.go); not in hashicorp/raft.
 	LeadershipLost func(index, term uint64)
