@@ -56,6 +56,11 @@ const (
 	// the same peer. Raft sends a group's heartbeats every HeartbeatTimeout/10
 	// (150ms by default, 30ms in the fast test tuning).
 	beatLinger = 3 * time.Millisecond
+	// beatHandOff is how long a frame's answer waits for the heartbeats raft
+	// handed to its main goroutine (a newer term; a candidate or a leader
+	// receiving one): under raft's heartbeat interval, so a group whose
+	// main goroutine is busy delays the other groups' answers little.
+	beatHandOff = 20 * time.Millisecond
 	// beatUrgentFor is how long after Urgent a group's heartbeats skip the
 	// linger: long enough to cover the heartbeat VerifyLeader triggers.
 	beatUrgentFor = 500 * time.Millisecond
@@ -460,12 +465,22 @@ func (m *Mux) serveBeats(c net.Conn, peer string) {
 }
 
 // answerBeats runs every heartbeat of a request frame through its group's
-// raft heartbeat handler and returns the response frame.
+// raft heartbeat handler and returns the response frame. Raft answers most
+// heartbeats at once; one that would change the term or the state waits for
+// raft's main goroutine (third_party/raft/CAIRN.md), so the frame's answers
+// are collected after every heartbeat was handed over, and each waits at most
+// until beatHandOff after that: a group whose main goroutine is busy (a
+// stalled log write) delays the frame that long, then answers an error.
 func (m *Mux) answerBeats(body []byte) ([]byte, error) {
 	d := wire.NewReader(body)
 	n := d.Count()
-	out := make([]byte, 4, 16+n*48)
-	out = binary.AppendUvarint(out, uint64(n))
+	type pending struct {
+		id    uint64
+		group uint64
+		ch    chan raft.RPCResponse
+		err   error
+	}
+	beats := make([]pending, 0, n)
 	for range n {
 		id, group := d.Uvarint(), d.Uvarint()
 		req := &raft.AppendEntriesRequest{}
@@ -476,8 +491,37 @@ func (m *Mux) answerBeats(body []byte) ([]byte, error) {
 		if err := d.Err(); err != nil {
 			return nil, fmt.Errorf("%w: %w", errWire, err)
 		}
-		out = binary.AppendUvarint(out, id)
-		resp, err := m.heartbeat(group, req)
+		ch, err := m.heartbeat(group, req)
+		beats = append(beats, pending{id: id, group: group, ch: ch, err: err})
+	}
+	if err := d.Finish(); err != nil {
+		return nil, fmt.Errorf("%w: %w", errWire, err)
+	}
+	out := make([]byte, 4, 16+n*48)
+	out = binary.AppendUvarint(out, uint64(n))
+	var deadline <-chan time.Time
+	for _, b := range beats {
+		out = binary.AppendUvarint(out, b.id)
+		var resp *raft.AppendEntriesResponse
+		err := b.err
+		if err == nil {
+			var r raft.RPCResponse
+			select {
+			case r = <-b.ch:
+			default:
+				if deadline == nil {
+					t := time.NewTimer(beatHandOff)
+					defer t.Stop()
+					deadline = t.C
+				}
+				select {
+				case r = <-b.ch:
+				case <-deadline:
+					r.Error = fmt.Errorf("group %d on %s did not answer within %v (busy or shutting down)", b.group, m.addr, beatHandOff)
+				}
+			}
+			resp, err = beatResponse(b.group, r)
+		}
 		if err != nil {
 			out = append(out, 1)
 			out = wire.AppendLenBytes(out, []byte(err.Error()))
@@ -489,16 +533,12 @@ func (m *Mux) answerBeats(body []byte) ([]byte, error) {
 		out = binary.AppendUvarint(out, resp.LastLog)
 		out = append(out, boolByte(resp.Success), boolByte(resp.NoRetryBackoff))
 	}
-	if err := d.Finish(); err != nil {
-		return nil, fmt.Errorf("%w: %w", errWire, err)
-	}
 	binary.BigEndian.PutUint32(out, uint32(len(out)-4))
 	return out, nil
 }
 
 // handleBeat runs raft's heartbeat handler on rpc unless the layer is
-// closed, holding off close until it returns (muxLayer.beats). Raft
-// answers on rpc.RespChan before the handler returns. The unlock is
+// closed, holding off close until it returns (muxLayer.beats). The unlock is
 // deferred: logGuard may end this goroutine inside raft (runtime.Goexit).
 func (l *muxLayer) handleBeat(rpc raft.RPC) bool {
 	l.beats.RLock()
@@ -512,8 +552,8 @@ func (l *muxLayer) handleBeat(rpc raft.RPC) bool {
 }
 
 // heartbeat hands one heartbeat to group's raft, as NetworkTransport's fast
-// path does, and returns raft's answer.
-func (m *Mux) heartbeat(group uint64, req *raft.AppendEntriesRequest) (*raft.AppendEntriesResponse, error) {
+// path does, and returns the channel raft answers on.
+func (m *Mux) heartbeat(group uint64, req *raft.AppendEntriesRequest) (chan raft.RPCResponse, error) {
 	m.mu.Lock()
 	l := m.groups[group]
 	m.mu.Unlock()
@@ -524,20 +564,18 @@ func (m *Mux) heartbeat(group uint64, req *raft.AppendEntriesRequest) (*raft.App
 	if !l.handleBeat(raft.RPC{Command: req, RespChan: ch}) {
 		return nil, fmt.Errorf("group %d on %s is not running", group, m.addr)
 	}
-	select {
-	case r := <-ch:
-		if r.Error != nil {
-			return nil, r.Error
-		}
-		resp, ok := r.Response.(*raft.AppendEntriesResponse)
-		if !ok {
-			return nil, fmt.Errorf("group %d answered a heartbeat with %T", group, r.Response)
-		}
-		return resp, nil
-	default:
-		// raft drops RPCs without answering while it shuts down.
-		return nil, fmt.Errorf("group %d on %s did not answer (shutting down)", group, m.addr)
+	return ch, nil
+}
+
+func beatResponse(group uint64, r raft.RPCResponse) (*raft.AppendEntriesResponse, error) {
+	if r.Error != nil {
+		return nil, r.Error
 	}
+	resp, ok := r.Response.(*raft.AppendEntriesResponse)
+	if !ok {
+		return nil, fmt.Errorf("group %d answered a heartbeat with %T", group, r.Response)
+	}
+	return resp, nil
 }
 
 func encodeBeatRequests(calls []*beatCall) []byte {

@@ -133,9 +133,8 @@ func (c *claimFSM) sweepLocked(now time.Time) {
 
 // claim returns the channel that answers what became of the entry at index
 // appended in term, from the claim raft's hook registered; false when there
-// is none (an entry the hook did not name: one stamped with a term this
-// server did not lead, hashicorp/raft issue 695, whose index and term do not
-// name it; or a claim swept or refused for room): the outcome stays unknown.
+// is none (an entry the hook did not name, or a claim swept or refused for
+// room): the outcome stays unknown.
 func (c *claimFSM) claim(index, term uint64) (<-chan claimAnswer, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -73,7 +73,14 @@ var (
 	// ErrLeadershipTransferInProgress is returned when the leader is rejecting
 	// client requests because it is attempting to transfer leadership.
 	ErrLeadershipTransferInProgress = errors.New("leadership transfer in progress")
+
+	// ErrHeartbeatBusy (cairn) answers a heartbeat that needs the main
+	// goroutine while beatChSize others already wait for it.
+	ErrHeartbeatBusy = errors.New("heartbeat not processed: raft is busy")
 )
+
+// beatChSize is how many heartbeats may wait for the main goroutine (cairn).
+const beatChSize = 16
 
 // Raft implements a Raft node.
 type Raft struct {
@@ -161,6 +168,15 @@ type Raft struct {
 
 	// RPC chan comes from the transport layer
 	rpcCh <-chan RPC
+
+	// cairn: beatCh carries the heartbeats processHeartbeat cannot answer
+	// without changing the term or the state (a newer term; this server is
+	// no follower) to the main goroutine. stateLock orders the heartbeat
+	// fast path, which reads the term and the state and records the leader
+	// and the contact, against every change of the term or the state
+	// (third_party/raft/CAIRN.md, hashicorp/raft issue 695).
+	beatCh    chan RPC
+	stateLock sync.RWMutex
 
 	// Shutdown channel to exit, protected to prevent concurrent exits
 	shutdown     bool
@@ -559,6 +575,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		configurationChangeCh: make(chan *configurationChangeFuture),
 		configurations:        configurations{},
 		rpcCh:                 trans.Consumer(),
+		beatCh:                make(chan RPC, beatChSize),
 		snapshots:             snaps,
 		userSnapshotCh:        make(chan *userSnapshotFuture),
 		userRestoreCh:         make(chan *userRestoreFuture),

@@ -171,6 +171,10 @@ func (r *Raft) runFollower() {
 			r.mainThreadSaturation.working()
 			r.processRPC(rpc)
 
+		case rpc := <-r.beatCh: // cairn: a heartbeat the fast path handed over
+			r.mainThreadSaturation.working()
+			r.processRPC(rpc)
+
 		case c := <-r.configurationChangeCh:
 			r.mainThreadSaturation.working()
 			// Reject any operations since we are not the leader
@@ -322,6 +326,10 @@ func (r *Raft) runCandidate() {
 
 		select {
 		case rpc := <-r.rpcCh:
+			r.mainThreadSaturation.working()
+			r.processRPC(rpc)
+
+		case rpc := <-r.beatCh: // cairn: a heartbeat the fast path handed over
 			r.mainThreadSaturation.working()
 			r.processRPC(rpc)
 		case preVote := <-prevoteCh:
@@ -684,6 +692,10 @@ func (r *Raft) leaderLoop() {
 
 		select {
 		case rpc := <-r.rpcCh:
+			r.mainThreadSaturation.working()
+			r.processRPC(rpc)
+
+		case rpc := <-r.beatCh: // cairn: a heartbeat the fast path handed over
 			r.mainThreadSaturation.working()
 			r.processRPC(rpc)
 
@@ -1484,16 +1496,58 @@ func (r *Raft) processHeartbeat(rpc RPC) {
 	// Ensure we are only handling a heartbeat
 	switch cmd := rpc.Command.(type) {
 	case *AppendEntriesRequest:
-		// cairn: on the transport's goroutine, so the LeadershipLost hook is
-		// not called from here (leaderState belongs to the main goroutine);
-		// the leader loop names its entries when it ends. Stock raft lets a
-		// heartbeat of a newer term change the term and state here, under
-		// the leader loop (hashicorp/raft issue 695, third_party/raft/CAIRN.md).
-		r.appendEntriesOn(rpc, cmd, false)
+		// cairn: this runs on the transport's goroutine, and stock raft
+		// called appendEntries here, which may set the term and the state
+		// under the main goroutine: an idle leader then stamped its next
+		// entry with a term it never led (hashicorp/raft issue 695,
+		// third_party/raft/CAIRN.md). Here nothing changes the term or the
+		// state; what would is handed to the main goroutine.
+		if r.heartbeatFastPath(rpc, cmd) {
+			return
+		}
+		select {
+		case r.beatCh <- rpc:
+		default:
+			rpc.Respond(nil, ErrHeartbeatBusy)
+		}
 	default:
 		r.logger.Error("expected heartbeat, got", "command", hclog.Fmt("%#v", rpc.Command))
 		rpc.Respond(nil, fmt.Errorf("unexpected command"))
 	}
+}
+
+// heartbeatFastPath answers a heartbeat that changes neither the term nor
+// the state (cairn): one of an older term is refused, one of the current term
+// to a follower records the leader and the contact, exactly as appendEntries
+// would. It returns false, having answered nothing, for every other (a newer
+// term, or this server is a candidate or a leader). It holds stateLock, so the
+// main goroutine's changes of the term or the state happen before or after it,
+// never between its check and its answer.
+func (r *Raft) heartbeatFastPath(rpc RPC, a *AppendEntriesRequest) bool {
+	r.stateLock.RLock()
+	defer r.stateLock.RUnlock()
+	term := r.getCurrentTerm()
+	resp := &AppendEntriesResponse{
+		RPCHeader: r.getRPCHeader(),
+		Term:      term,
+		LastLog:   r.getLastIndex(),
+	}
+	switch {
+	case a.Term < term:
+		rpc.Respond(resp, nil)
+		return true
+	case a.Term > term || r.getState() != Follower:
+		return false
+	}
+	if len(a.Addr) > 0 {
+		r.setLeader(r.trans.DecodePeer(a.Addr), ServerID(a.ID))
+	} else {
+		r.setLeader(r.trans.DecodePeer(a.Leader), ServerID(a.ID))
+	}
+	r.setLastContact()
+	resp.Success = true
+	rpc.Respond(resp, nil)
+	return true
 }
 
 // notifyLeadershipLost calls Config.LeadershipLost with every command in
@@ -1518,12 +1572,6 @@ func (r *Raft) notifyLeadershipLost() {
 // appendEntries is invoked when we get an append entries RPC call. This must
 // only be called from the main thread.
 func (r *Raft) appendEntries(rpc RPC, a *AppendEntriesRequest) {
-	r.appendEntriesOn(rpc, a, true)
-}
-
-// appendEntriesOn is appendEntries; main says whether it runs on the main
-// goroutine (cairn: processHeartbeat calls it from the transport's).
-func (r *Raft) appendEntriesOn(rpc RPC, a *AppendEntriesRequest, main bool) {
 	defer metrics.MeasureSince([]string{"raft", "rpc", "appendEntries"}, time.Now())
 	// Setup a response
 	resp := &AppendEntriesResponse{
@@ -1546,10 +1594,9 @@ func (r *Raft) appendEntriesOn(rpc RPC, a *AppendEntriesRequest, main bool) {
 	// Increase the term if we see a newer one, also transition to follower
 	// if we ever get an appendEntries call
 	if a.Term > r.getCurrentTerm() || (r.getState() != Follower && !r.candidateFromLeadershipTransfer.Load()) {
-		if main && r.leaderState.inflight != nil {
+		if r.leaderState.inflight != nil {
 			// cairn: this request may commit the entries the leader had
-			// in flight; name them before it is processed (on the main
-			// goroutine only: a heartbeat carries no entries).
+			// in flight; name them before it is processed.
 			r.notifyLeadershipLost()
 		}
 		// Ensure transition to follower
@@ -2238,16 +2285,20 @@ func (r *Raft) setCurrentTerm(t uint64) {
 	if err := r.stable.SetUint64(keyCurrentTerm, t); err != nil {
 		panic(fmt.Errorf("failed to save current term: %v", err))
 	}
+	r.stateLock.Lock() // cairn: ordered against heartbeatFastPath
 	r.raftState.setCurrentTerm(t)
+	r.stateLock.Unlock()
 }
 
 // setState is used to update the current state. Any state
 // transition causes the known leader to be cleared. This means
 // that leader should be set only after updating the state.
 func (r *Raft) setState(state RaftState) {
+	r.stateLock.Lock() // cairn: ordered against heartbeatFastPath
 	r.setLeader("", "")
 	oldState := r.raftState.getState()
 	r.raftState.setState(state)
+	r.stateLock.Unlock()
 	if oldState != state {
 		r.observe(state)
 	}
