@@ -72,6 +72,13 @@ const (
 
 var errWire = errors.New("shard: malformed heartbeat frame")
 
+// closedTimeCh is a closed channel: a deadline that has passed.
+var closedTimeCh = func() <-chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
+
 // isHeartbeat is NetworkTransport's own test for its heartbeat fast path
 // (raft v1.7.3 net_transport.go, handleCommand).
 func isHeartbeat(req *raft.AppendEntriesRequest) bool {
@@ -517,6 +524,9 @@ func (m *Mux) answerBeats(body []byte) ([]byte, error) {
 				select {
 				case r = <-b.ch:
 				case <-deadline:
+					// The timer fires once: the frame's other late
+					// answers get no further wait.
+					deadline = closedTimeCh
 					r.Error = fmt.Errorf("group %d on %s did not answer within %v (busy or shutting down)", b.group, m.addr, beatHandOff)
 				}
 			}

@@ -141,3 +141,86 @@ func TestBusyGroupDoesNotHoldOtherGroupsBeats(t *testing.T) {
 	}
 	close(blocked)
 }
+
+// Two handed-over heartbeats in one frame while the group's main goroutine
+// is busy wait beatHandOff between them, not each its own. A first version
+// shared one timer, which fires once: the second waited on the drained
+// channel until raft answered, holding the connection and every other
+// group's beats (review: "group 2's heartbeat was held 2.002s").
+func TestTwoHandedOverBeatsInOneFrameWaitOnce(t *testing.T) {
+	a, b := mustMux(t, nil, 0), mustMux(t, nil, 0)
+	store := &gatedStore{InmemStore: raft.NewInmemStore()}
+	r, ta := startBeatFollower(t, a, b, store)
+	ta2, _ := a.Transport(2, 2, 10*time.Second, nil)
+	tb2, _ := b.Transport(2, 2, 10*time.Second, nil)
+	defer ta2.Close()
+	defer tb2.Close()
+	tb2.SetHeartbeatHandler(func(rpc raft.RPC) {
+		req := rpc.Command.(*raft.AppendEntriesRequest)
+		rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
+	})
+
+	term := r.CurrentTerm()
+	blocked, entered := make(chan struct{}), make(chan struct{})
+	store.mu.Lock()
+	store.blocked, store.entered = blocked, entered
+	store.mu.Unlock()
+	go func() {
+		ae := heartbeatReq(term+1, a.Addr())
+		ae.PrevLogEntry, ae.PrevLogTerm = 1, 1
+		ae.Entries = []*raft.Log{{Index: 2, Term: term + 1, Type: raft.LogNoop}}
+		var resp raft.AppendEntriesResponse
+		_ = ta.AppendEntries("B", raft.ServerAddress(b.Addr()), ae, &resp)
+	}()
+	<-entered
+	// Two newer-term heartbeats of group 1, sent together: one frame.
+	for _, tm := range []uint64{term + 2, term + 3} {
+		go func() {
+			var resp raft.AppendEntriesResponse
+			_ = ta.AppendEntries("B", raft.ServerAddress(b.Addr()), heartbeatReq(tm, a.Addr()), &resp)
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		var resp raft.AppendEntriesResponse
+		done <- ta2.AppendEntries("B", raft.ServerAddress(b.Addr()), heartbeatReq(7, a.Addr()), &resp)
+	}()
+	select {
+	case err := <-done:
+		t.Logf("group 2 heartbeat answered in %v: %v", time.Since(start), err)
+	case <-time.After(2 * time.Second):
+		close(blocked)
+		err := <-done
+		t.Fatalf("BUG: group 2's heartbeat was held %v (answered only after group 1's log write returned: %v)", time.Since(start), err)
+	}
+	close(blocked)
+}
+
+// A raft that is shutting down (Shutdown called, its transport not yet
+// closed: Group.stopRaft's window until shutdownFuture.Error closes it) drops
+// heartbeats unanswered. Two of them in one frame: the second waits on the
+// drained timer forever, so serveBeats never returns and Mux.Close hangs in
+// wg.Wait (node shutdown hangs; review: "Mux.Close still blocked after 3s").
+func TestStoppingRaftDoesNotHangBeatConnection(t *testing.T) {
+	a, b := mustMux(t, nil, 0), mustMux(t, nil, 0)
+	store := &gatedStore{InmemStore: raft.NewInmemStore()}
+	r, ta := startBeatFollower(t, a, b, store)
+	term := r.CurrentTerm()
+	r.Shutdown() // raft stopping; the group's transport still open
+	for range 2 {
+		go func() {
+			var resp raft.AppendEntriesResponse
+			_ = ta.AppendEntries("B", raft.ServerAddress(b.Addr()), heartbeatReq(term, a.Addr()), &resp)
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(3 * time.Second):
+		t.Fatalf("BUG: Mux.Close still blocked after 3s: serveBeats is stuck in answerBeats on an unanswered heartbeat")
+	}
+}

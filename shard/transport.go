@@ -441,9 +441,11 @@ type muxLayer struct {
 	heartbeat atomic.Pointer[func(raft.RPC)]
 	// beats is held for reading while raft handles a heartbeat on the
 	// mux's goroutine, and for writing by close: a heartbeat in flight ends
-	// before close returns, so before the group closes its log store, which
-	// raft's heartbeat path writes the term to (a late one panicked raft
-	// on the closed store). beatsOff is set under it by close.
+	// before close returns, so before the group closes its log store. (Stock
+	// raft's heartbeat path wrote the term there, and a late one panicked
+	// raft on the closed store; cairn's copy no longer writes anything on
+	// that path, third_party/raft/CAIRN.md, but the order costs nothing.)
+	// beatsOff is set under it by close.
 	beats    sync.RWMutex
 	beatsOff bool
 

@@ -140,6 +140,7 @@ func (r *Raft) run() {
 		case <-r.shutdownCh:
 			// Clear the leader to prevent forwarding
 			r.setLeader("", "")
+			r.drainBeats() // cairn
 			return
 		default:
 		}
@@ -1486,9 +1487,11 @@ func (r *Raft) processRPC(rpc RPC) {
 func (r *Raft) processHeartbeat(rpc RPC) {
 	defer metrics.MeasureSince([]string{"raft", "rpc", "processHeartbeat"}, time.Now())
 
-	// Check if we are shutdown, just ignore the RPC
+	// Check if we are shutdown. cairn: answer it (stock ignored it, and the
+	// caller waited until the transport closed).
 	select {
 	case <-r.shutdownCh:
+		rpc.Respond(nil, ErrRaftShutdown)
 		return
 	default:
 	}
@@ -1516,6 +1519,20 @@ func (r *Raft) processHeartbeat(rpc RPC) {
 	}
 }
 
+// drainBeats answers the heartbeats handed to the main goroutine that it will
+// not process: raft is shutting down (cairn). One handed over after this
+// drain is answered by nobody; its caller's own bound ends the wait.
+func (r *Raft) drainBeats() {
+	for {
+		select {
+		case rpc := <-r.beatCh:
+			rpc.Respond(nil, ErrRaftShutdown)
+		default:
+			return
+		}
+	}
+}
+
 // heartbeatFastPath answers a heartbeat that changes neither the term nor
 // the state (cairn): one of an older term is refused, one of the current term
 // to a follower records the leader and the contact, exactly as appendEntries
@@ -1524,6 +1541,9 @@ func (r *Raft) processHeartbeat(rpc RPC) {
 // main goroutine's changes of the term or the state happen before or after it,
 // never between its check and its answer.
 func (r *Raft) heartbeatFastPath(rpc RPC, a *AppendEntriesRequest) bool {
+	if len(a.Entries) > 0 || a.PrevLogEntry != 0 || a.PrevLogTerm != 0 || a.LeaderCommitIndex != 0 {
+		return false // no heartbeat: appendEntries must see it
+	}
 	r.stateLock.RLock()
 	defer r.stateLock.RUnlock()
 	term := r.getCurrentTerm()
