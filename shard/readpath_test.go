@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,6 +108,13 @@ func (g *gates) waitParked(t *testing.T, kind string, node int, shard uint64, d 
 // per node.
 func startReadCluster(t *testing.T, n int, tuning func(i int) RaftTuning, tk *TransportKnobs) *readCluster {
 	t.Helper()
+	return startReadClusterLogs(t, n, tuning, tk, nil)
+}
+
+// startReadClusterLogs is startReadCluster with node i's raft log from
+// logs(i) (boltdb when logs is nil).
+func startReadClusterLogs(t *testing.T, n int, tuning func(i int) RaftTuning, tk *TransportKnobs, logs func(i int) NodeLog) *readCluster {
+	t.Helper()
 	c := &readCluster{t: t, gates: &gates{
 		held: map[gateKey]chan struct{}{}, parked: map[gateKey]chan struct{}{}, done: make(chan struct{}),
 	}}
@@ -116,8 +125,12 @@ func startReadCluster(t *testing.T, n int, tuning func(i int) RaftTuning, tk *Tr
 			tu = tuning(i)
 		}
 		i := i
+		var nl NodeLog = OpenBoltLogs(BoltConfig{})
+		if logs != nil {
+			nl = logs(i)
+		}
 		h, err := NewHost(HostConfig{
-			NodeID: fmt.Sprintf("n%d", i+1), DataDir: t.TempDir(), Mux: m, Tuning: tu, Logs: OpenBoltLogs(BoltConfig{}),
+			NodeID: fmt.Sprintf("n%d", i+1), DataDir: t.TempDir(), Mux: m, Tuning: tu, Logs: nl,
 			Logger: slog.New(slog.DiscardHandler),
 			Knobs: &ReplicaKnobs{
 				BeforeLeadershipLook: func(shard uint64) { c.gates.wait("look", i, shard) },
@@ -559,5 +572,89 @@ func TestStaleReadBoundsAppliedLag(t *testing.T) {
 	})
 	if v := value(t, reps[2], "k"); v != "v1" {
 		t.Fatalf("k=%s, want v1", v)
+	}
+}
+
+// docs/api.md, consistency=stale, on a leader: a leader cut off from its
+// followers whose main goroutine is stuck (its own log write stalled) never
+// runs its lease check, so it keeps saying it leads while the others elect a
+// leader and commit writes. Its stale reads must still be bounded: it may
+// answer only while a quorum answered it within max_staleness
+// (raft.QuorumContact). Before, the leader branch trusted its state and
+// served its old data without bound.
+func TestStaleReadOnStalledCutOffLeader(t *testing.T) {
+	var cut atomic.Value // the raft address cut off from the others
+	cut.Store("")
+	tk := &TransportKnobs{Blocked: func(from, to string) bool {
+		c := cut.Load().(string)
+		return c != "" && (from == c || to == c)
+	}}
+	var stall atomic.Bool
+	release := make(chan struct{})
+	c := startReadClusterLogs(t, 3, nil, tk, func(i int) NodeLog {
+		if i != 0 {
+			return OpenBoltLogs(BoltConfig{})
+		}
+		w, err := OpenWALConfig(WALConfig{Dir: t.TempDir(), Knobs: &WALKnobs{Sync: func(_ WALWriter, f *os.File) error {
+			if stall.Load() {
+				<-release
+			}
+			return f.Sync()
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	})
+	t.Cleanup(func() { close(release) }) // before the hosts close (cleanups run last-in first-out)
+	reps := c.open(1)
+	c.transferLeader(reps, 0)
+	idx0 := put(t, reps[0], "k", "v0")
+	readWaitFor(t, 10*time.Second, "every node to apply v0", func() error {
+		for i, r := range reps {
+			if a := r.FSM().Applied(); a < idx0 {
+				return fmt.Errorf("node %d applied %d < %d", i, a, idx0)
+			}
+		}
+		return nil
+	})
+	const maxStaleness = 300 * time.Millisecond
+	if _, err := reps[0].StaleRead(maxStaleness); err != nil {
+		t.Fatalf("stale read on a healthy leader: %v", err)
+	}
+
+	// Node 0's disk stalls and its links are cut; a put on it now holds
+	// its main goroutine in the leader's own log write.
+	stall.Store(true)
+	cut.Store(c.nodes[0].addr)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, _ = reps[0].Propose(ctx, &fsm.Command{Op: fsm.OpPut, Key: []byte("other"), Value: []byte("x")})
+	}()
+	var leader int
+	readWaitFor(t, 15*time.Second, "a leader among nodes 1 and 2", func() error {
+		for _, i := range []int{1, 2} {
+			if reps[i].IsLeader() {
+				leader = i
+				return nil
+			}
+		}
+		return errors.New("none yet")
+	})
+	idx1 := put(t, reps[leader], "k", "v1")
+	acked := time.Now()
+	time.Sleep(maxStaleness + 100*time.Millisecond) // v1 is now older than the bound
+	if reps[0].Raft().State() != raft.Leader {
+		t.Fatalf("node 0 is %v: the setup needs its main goroutine stuck as leader", reps[0].Raft().State())
+	}
+	idx, err := reps[0].StaleRead(maxStaleness)
+	if err == nil {
+		t.Fatalf("BUG: the cut-off leader served a stale read with max_staleness %v at applied index %d (k=%s) "+
+			"although index %d (k=v1) was acknowledged by the new leader %v ago", maxStaleness, idx,
+			value(t, reps[0], "k"), idx1, time.Since(acked).Round(time.Millisecond))
+	}
+	if !errors.Is(err, ErrTooStale) {
+		t.Fatalf("stale read on the cut-off leader: %v, want ErrTooStale", err)
 	}
 }

@@ -242,16 +242,26 @@ func (r *Replica) SessionRead(ctx context.Context, index uint64, wait time.Durat
 // StaleRead admits a read from this replica if its data is at most
 // maxStaleness old (docs/api.md, consistency=stale): it has applied an index that
 // was its leader's commit index at a moment within maxStaleness. A leader
-// ready in its current term knows its commit index now and waits (at most
-// maxStaleness) for its FSM to reach it. A follower uses what it learned from
-// its leaders' AppendEntries (staleness.go) and must also have heard from a
-// leader within maxStaleness. Refusals are ErrTooStale or ErrNoState.
+// ready in its current term knew its commit index was the group's when a
+// quorum last answered it (raft.QuorumContact: no other leader can have been
+// elected before), so that must be within maxStaleness; it then waits (at
+// most maxStaleness) for its FSM to reach the commit index. A follower uses
+// what it learned from its leaders' AppendEntries (staleness.go) and must
+// also have heard from a leader within maxStaleness. Refusals are
+// ErrTooStale or ErrNoState.
 func (r *Replica) StaleRead(maxStaleness time.Duration) (uint64, error) {
 	applied := r.fsm.Applied()
 	if applied == 0 {
 		return 0, fmt.Errorf("shard %d: %w", r.id, ErrNoState)
 	}
 	if term := r.g.raft.CurrentTerm(); r.g.raft.State() == raft.Leader && r.readyIn(term) {
+		// A leader cut off from its followers whose main goroutine is
+		// stuck (a stalled log write) runs no lease check and keeps
+		// leading in its own eyes while others elect a leader.
+		if qc := r.g.raft.QuorumContact(); qc.IsZero() || r.clock.Now().Sub(qc) > maxStaleness {
+			return 0, fmt.Errorf("shard %d: leader last heard from a quorum more than %s ago: %w",
+				r.id, maxStaleness, ErrTooStale)
+		}
 		commit := r.g.raft.CommitIndex()
 		if applied >= commit {
 			return applied, nil

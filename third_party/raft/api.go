@@ -178,6 +178,11 @@ type Raft struct {
 	beatCh    chan RPC
 	stateLock sync.RWMutex
 
+	// cairn: quorumView is the leader's voters' replication, published by
+	// the main goroutine (startStopReplication) for QuorumContact; nil when
+	// not leading.
+	quorumView atomic.Pointer[quorumView]
+
 	// Shutdown channel to exit, protected to prevent concurrent exits
 	shutdown     bool
 	shutdownCh   chan struct{}

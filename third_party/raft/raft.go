@@ -8,6 +8,7 @@ import (
 	"container/list"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -521,6 +522,7 @@ func (r *Raft) runLeader() {
 		r.setLastContact()
 
 		// Stop replication
+		r.quorumView.Store(nil) // cairn
 		for _, p := range r.leaderState.replState {
 			close(p.stopCh)
 		}
@@ -654,6 +656,56 @@ func (r *Raft) startStopReplication() {
 
 	// Update peers metric
 	metrics.SetGauge([]string{"raft", "peers"}, float32(len(r.configurations.latest.Servers)))
+	r.publishQuorumView() // cairn
+}
+
+// quorumView is what QuorumContact reads off the main goroutine (cairn).
+type quorumView struct {
+	self   bool                   // this server is a voter
+	peers  []*followerReplication // the other voters'
+	quorum int
+}
+
+// publishQuorumView publishes the voters' replication of this leadership for
+// QuorumContact. Main goroutine only, while leaderState is set.
+func (r *Raft) publishQuorumView() {
+	v := &quorumView{quorum: r.quorumSize()}
+	for _, server := range r.configurations.latest.Servers {
+		if server.Suffrage != Voter {
+			continue
+		}
+		if server.ID == r.localID {
+			v.self = true
+		} else if f := r.leaderState.replState[server.ID]; f != nil {
+			v.peers = append(v.peers, f)
+		}
+	}
+	r.quorumView.Store(v)
+}
+
+// QuorumContact returns, on a leader, the latest time at which it had heard
+// from a quorum of voters (itself included) in its current leadership: no
+// other leader can have been elected before it (cairn). Zero when this
+// server does not lead. Unlike the leader lease, which the main goroutine
+// checks now and then, it is computed at the call, so a leader whose main
+// goroutine is stuck (a stalled log write) still sees its contact age.
+func (r *Raft) QuorumContact() time.Time {
+	v := r.quorumView.Load()
+	if v == nil || v.quorum == 0 {
+		return time.Time{}
+	}
+	times := make([]time.Time, 0, len(v.peers)+1)
+	if v.self {
+		times = append(times, time.Now())
+	}
+	for _, f := range v.peers {
+		times = append(times, f.LastContact())
+	}
+	if len(times) < v.quorum {
+		return time.Time{}
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i].After(times[j]) })
+	return times[v.quorum-1]
 }
 
 // configurationChangeChIfStable returns r.configurationChangeCh if it's safe

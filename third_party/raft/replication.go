@@ -424,7 +424,12 @@ func (r *Raft) heartbeat(s *followerReplication, stopCh chan struct{}) {
 			if failures > 0 {
 				r.observe(ResumedHeartbeatObservation{PeerID: peer.ID})
 			}
-			s.setLastContact()
+			// cairn: an answer of a newer term is no contact of this
+			// leadership (stock counted it toward the lease, and
+			// QuorumContact reads the same time).
+			if resp.Term <= req.Term {
+				s.setLastContact()
+			}
 			failures = 0
 			labels := []metrics.Label{{Name: "peer_id", Value: string(peer.ID)}}
 			metrics.MeasureSinceWithLabels([]string{"raft", "replication", "heartbeat"}, start, labels)
