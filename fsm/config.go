@@ -26,10 +26,10 @@ type Config struct {
 	DedupWindow time.Duration // request-id dedup window, default 10*time.Minute
 	MmapSize    int           // bbolt InitialMmapSize, default 64 MiB
 	// The write transaction ApplyBatch leaves open across batches
-	// (opentx.go) is committed after CommitBatches batches (default 32
+	// (opentx.go) is committed after CommitBatches batches (default 256
 	// when commits are deferred, else 1: a synced file holds every batch,
 	// as --fsm-sync promises), CommitBytes bytes of entries (default 4 MiB)
-	// or CommitEvery after its first batch (default 10ms; negative: no
+	// or CommitEvery after its first batch (default 50ms; negative: no
 	// timer), whichever comes first, and before any read.
 	CommitBatches int
 	CommitBytes   int

@@ -26,9 +26,9 @@ import (
 
 // Defaults of the open write transaction's bounds.
 const (
-	DefaultCommitBatches = 32
+	DefaultCommitBatches = 256
 	DefaultCommitBytes   = 4 << 20
-	DefaultCommitEvery   = 10 * time.Millisecond
+	DefaultCommitEvery   = 50 * time.Millisecond
 )
 
 // writeTxLocked returns the open write transaction, beginning one if none
