@@ -1,12 +1,76 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 )
 
-// TestLostLeadershipSettled (S1, S2, invariant I1): a put whose leader loses
+// lostOp is a write TestLostLeadershipSettled sends to a leader that loses
+// leadership under it, and how to check that it took effect exactly once
+// (answer: the write's own 200 answer, or nil for "took effect").
+type lostOp struct {
+	send  func(ctx context.Context, addr, key string) (*HTTPResult, error)
+	check func(ctx context.Context, addr, key string, answer *HTTPResult) error
+}
+
+var lostPut = lostOp{
+	send: func(ctx context.Context, addr, key string) (*HTTPResult, error) {
+		return Do(ctx, "PUT", addr, KVPath(key), map[string]any{"value": "v"})
+	},
+	check: func(ctx context.Context, addr, key string, _ *HTTPResult) error {
+		r, err := Do(ctx, "GET", addr, KVPath(key), nil)
+		if err != nil || r.Status != 200 {
+			return fmt.Errorf("%v %v", r, err)
+		}
+		var kv struct {
+			Value   string `json:"value"`
+			Version int64  `json:"version"`
+		}
+		if err := r.JSON(&kv); err != nil {
+			return err
+		}
+		if kv.Value != "v" || kv.Version != 1 {
+			return fmt.Errorf("%s = %+v, want v at version 1", key, kv)
+		}
+		return nil
+	},
+}
+
+// lostAcquire: a lock acquire without a wait. Unsettled, its unknown outcome
+// made the node cancel it and answer 503 (nothing held).
+var lostAcquire = lostOp{
+	send: func(ctx context.Context, addr, key string) (*HTTPResult, error) {
+		return Do(ctx, "POST", addr, LockPath(key, "acquire"), map[string]any{"ttl": "60s", "owner": "lls"})
+	},
+	check: func(ctx context.Context, addr, key string, answer *HTTPResult) error {
+		r, err := Do(ctx, "GET", addr, LockPath(key, ""), nil)
+		if err != nil || r.Status != 200 {
+			return fmt.Errorf("%v %v", r, err)
+		}
+		var st lockStatus
+		if err := r.JSON(&st); err != nil {
+			return err
+		}
+		if !st.Held || len(st.Holders) != 1 || st.Owner != "lls" {
+			return fmt.Errorf("lock %s: %+v, want one holder, lls", key, st)
+		}
+		if answer != nil {
+			var g lockGrant
+			if err := answer.JSON(&g); err != nil {
+				return err
+			}
+			if g.Token != st.Token {
+				return fmt.Errorf("lock %s: held with token %d, the acquire answered %d", key, st.Token, g.Token)
+			}
+		}
+		return nil
+	},
+}
+
+// TestLostLeadershipSettled (S1, S2, invariant I1): a put (and a lock
+// acquire, S16's grant path) whose leader loses
 // leadership after appending the entry and before committing it used to
 // answer 504 outcome_unknown. The old leader stays a member: once it applies
 // that index as a follower it knows the entry's fate (raft's log matching:
@@ -27,9 +91,12 @@ func TestLostLeadershipSettled(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		committed bool
+		op        lostOp
 	}{
-		{"committed", true},
-		{"not written", false},
+		{"committed", true, lostPut},
+		{"not written", false, lostPut},
+		{"lock acquire committed", true, lostAcquire},
+		{"lock acquire not written", false, lostAcquire},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := StartCluster(t, ClusterConfig{})
@@ -63,7 +130,7 @@ func TestLostLeadershipSettled(t *testing.T) {
 			}
 			done := make(chan answer, 1)
 			go func() {
-				res, err := Do(ctx, "PUT", nodes[leader].HTTPAddr, KVPath(key), map[string]any{"value": "v"})
+				res, err := tc.op.send(ctx, nodes[leader].HTTPAddr, key)
 				done <- answer{res, err}
 			}()
 			if tc.committed {
@@ -81,12 +148,8 @@ func TestLostLeadershipSettled(t *testing.T) {
 				}
 				// A follower leads and the put is committed: readable there.
 				newLeader := c.WaitLeader(id, 10*time.Second, leader)
-				WaitFor(t, 10*time.Second, "the put committed by the new leader", func() error {
-					got, res, err := getValue(ctx, c.Node(newLeader).HTTPAddr, key)
-					if err != nil || res.Status != 200 || got != "v" {
-						return fmt.Errorf("%q %v %v", got, res, err)
-					}
-					return nil
+				WaitFor(t, 10*time.Second, "the write committed by the new leader", func() error {
+					return tc.op.check(ctx, c.Node(newLeader).HTTPAddr, key, nil)
 				})
 				c.Heal()
 			} else {
@@ -113,29 +176,15 @@ func TestLostLeadershipSettled(t *testing.T) {
 			}
 			c.Heal()
 			if a.err != nil || a.res.Status != 200 {
-				t.Fatalf("the put whose leader lost leadership answered %v %v; want 200 (its fate is known)", a.res, a.err)
+				t.Fatalf("the write whose leader lost leadership answered %v %v; want 200 (its fate is known)", a.res, a.err)
 			}
 			if n := rep.Settled(); n == 0 {
 				t.Fatalf("the old leader settled no proposal (the put succeeded some other way)")
 			}
 			// Written once, by one entry.
 			newLeader := c.WaitLeader(id, 10*time.Second)
-			WaitFor(t, 10*time.Second, "the key written once", func() error {
-				r, err := Do(ctx, "GET", c.Node(newLeader).HTTPAddr, KVPath(key), nil)
-				if err != nil || r.Status != 200 {
-					return fmt.Errorf("%v %v", r, err)
-				}
-				var kv struct {
-					Value   string `json:"value"`
-					Version int64  `json:"version"`
-				}
-				if err := r.JSON(&kv); err != nil {
-					return err
-				}
-				if kv.Value != "v" || kv.Version != 1 {
-					return fmt.Errorf("%s = %+v, want v at version 1", key, kv)
-				}
-				return nil
+			WaitFor(t, 10*time.Second, "written once", func() error {
+				return tc.op.check(ctx, c.Node(newLeader).HTTPAddr, key, a.res)
 			})
 			assertReplicasConverge(t, c, id)
 		})
