@@ -125,10 +125,15 @@ func (s *followerReplication) LastContact() time.Time {
 	return last
 }
 
-// setLastContact sets the last contact to the current time.
-func (s *followerReplication) setLastContact() {
+// setLastContact records an answer to a request sent at sent (cairn: the
+// send time, not the answer's arrival: an answer held in flight says only
+// that the follower was in this term some time after sent, and a late one
+// must not make the contact look fresh). It never moves the time back.
+func (s *followerReplication) setLastContact(sent time.Time) {
 	s.lastContactLock.Lock()
-	s.lastContact = time.Now()
+	if sent.After(s.lastContact) {
+		s.lastContact = sent
+	}
 	s.lastContactLock.Unlock()
 }
 
@@ -242,7 +247,7 @@ START:
 	}
 
 	// Update the last contact
-	s.setLastContact()
+	s.setLastContact(start)
 
 	// Update s based on success
 	if resp.Success {
@@ -362,7 +367,7 @@ func (r *Raft) sendLatestSnapshot(s *followerReplication) (bool, error) {
 	}
 
 	// Update the last contact
-	s.setLastContact()
+	s.setLastContact(start)
 
 	// Check for success
 	if resp.Success {
@@ -428,7 +433,7 @@ func (r *Raft) heartbeat(s *followerReplication, stopCh chan struct{}) {
 			// leadership (stock counted it toward the lease, and
 			// QuorumContact reads the same time).
 			if resp.Term <= req.Term {
-				s.setLastContact()
+				s.setLastContact(start)
 			}
 			failures = 0
 			labels := []metrics.Label{{Name: "peer_id", Value: string(peer.ID)}}
@@ -556,7 +561,7 @@ func (r *Raft) pipelineDecode(s *followerReplication, p AppendPipeline, stopCh, 
 			}
 
 			// Update the last contact
-			s.setLastContact()
+			s.setLastContact(ready.Start())
 
 			// Abort pipeline if not successful
 			if !resp.Success {

@@ -1,0 +1,98 @@
+package shard
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// raft.QuorumContact must not count late answers. A review of 91dd0db found
+// it stamped a follower's contact with the time its answer arrived
+// (followerReplication.setLastContact on receipt), not the time the
+// answered request was sent. An answer given in term T that
+// is held in flight (a SIGSTOPped leader's socket buffers, a slow link)
+// arrives after the followers elected a later leader and acknowledged writes,
+// and makes QuorumContact "now": the leader serves a stale read whose data
+// is far older than max_staleness. Same setup as
+// TestVerifyIgnoresAnswersSentBeforeIt (A's long lease stands in for a
+// paused process or a stalled main goroutine). It failed on 91dd0db:
+// "BUG: A (term 3) served a stale read with max_staleness 1s at applied
+// index 6 (k=v0) although k=v1 was acknowledged in term 4 2.353s ago;
+// QuorumContact said 369ms ago, from answers sent before the cut 3.201s
+// ago". A contact is now stamped with the answered request's send time.
+func TestStaleReadIgnoresLateAnswersOfOldTerm(t *testing.T) {
+	delays := &linkDelays{d: map[[2]string]time.Duration{}}
+	tk := &TransportKnobs{Delay: delays.delay}
+	c := startReadCluster(t, 3, func(i int) RaftTuning {
+		tu := FastRaftTuning()
+		if i == 0 {
+			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 4*time.Second, 4*time.Second, 4*time.Second
+			tu.CommitTimeout = 100 * time.Millisecond
+		} else {
+			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 600*time.Millisecond, 600*time.Millisecond, 300*time.Millisecond
+		}
+		return tu
+	}, tk)
+	t.Cleanup(func() { // before the hosts close: no delayed link holds their shutdown
+		for _, from := range c.nodes {
+			for _, to := range c.nodes {
+				delays.set(from.addr, to.addr, 0)
+			}
+		}
+	})
+	reps := c.open(1)
+	c.transferLeader(reps, 0)
+	readWaitFor(t, 10*time.Second, "node 0 ready", func() error { _, err := linearizable(reps[0], time.Second); return err })
+	put(t, reps[0], "k", "v0")
+	term := reps[0].Raft().CurrentTerm()
+	const maxStaleness = time.Second
+	if _, err := reps[0].StaleRead(maxStaleness); err != nil {
+		t.Fatalf("stale read on a healthy leader: %v", err)
+	}
+
+	const answerDelay = 3 * time.Second
+	a, b, cc := c.nodes[0].addr, c.nodes[1].addr, c.nodes[2].addr
+	delays.set(b, a, answerDelay) // B's and C's answers to A from now on arrive late
+	delays.set(cc, a, answerDelay)
+	time.Sleep(300 * time.Millisecond) // answers of term T on their way
+	cut := time.Now()
+	delays.set(a, b, 2*answerDelay) // A no longer reaches B and C (until after the read)
+	delays.set(a, cc, 2*answerDelay)
+	delays.set(b, a, 2*answerDelay) // nor the new term's messages A
+	delays.set(cc, a, 2*answerDelay)
+
+	newLeader := -1
+	readWaitFor(t, 2*time.Second, "a leader of a later term among B and C", func() error {
+		for _, i := range []int{1, 2} {
+			if reps[i].IsLeader() && reps[i].Raft().CurrentTerm() > term {
+				newLeader = i
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	put(t, reps[newLeader], "k", "v1")
+	acked := time.Now()
+	if time.Since(cut) > answerDelay-500*time.Millisecond {
+		t.Skipf("the new term took %v: too slow for the setup", time.Since(cut))
+	}
+	// The answers B and C gave A in term T (written 0-300ms before the cut,
+	// each delayed answerDelay) have now arrived.
+	time.Sleep(time.Until(cut.Add(answerDelay + 200*time.Millisecond)))
+	if !reps[0].IsLeader() || reps[0].Raft().CurrentTerm() != term {
+		t.Fatalf("A left term %d: the setup did not hold", term)
+	}
+	if time.Since(acked) <= maxStaleness {
+		t.Skipf("v1 acknowledged only %v ago: the setup needs it older than max_staleness", time.Since(acked))
+	}
+	qc := reps[0].Raft().QuorumContact()
+	idx, err := reps[0].StaleRead(maxStaleness)
+	if err == nil {
+		t.Fatalf("BUG: A (term %d) served a stale read with max_staleness %v at applied index %d (k=%s) although "+
+			"k=v1 was acknowledged in term %d %v ago; QuorumContact said %v ago, from answers sent before the cut %v ago",
+			term, maxStaleness, idx, value(t, reps[0], "k"), reps[newLeader].Raft().CurrentTerm(),
+			time.Since(acked).Round(time.Millisecond), time.Since(qc).Round(time.Millisecond),
+			time.Since(cut).Round(time.Millisecond))
+	}
+	t.Logf("A refused: %v", err)
+}
