@@ -683,9 +683,9 @@ func (r *Raft) publishQuorumView() {
 	r.quorumView.Store(v)
 }
 
-// QuorumContact returns, on a leader, the latest time at which it had heard
-// from a quorum of voters (itself included) in its current leadership: no
-// other leader can have been elected before it (cairn). Zero when this
+// QuorumContact returns, on a leader, the latest time T such that a quorum of
+// voters (itself included) answered, in its current leadership, requests it
+// sent at T or later: no other leader can have been elected before T (cairn). Zero when this
 // server does not lead. Unlike the leader lease, which the main goroutine
 // checks now and then, it is computed at the call, so a leader whose main
 // goroutine is stuck (a stalled log write) still sees its contact age.
@@ -699,7 +699,7 @@ func (r *Raft) QuorumContact() time.Time {
 		times = append(times, time.Now())
 	}
 	for _, f := range v.peers {
-		times = append(times, f.LastContact())
+		times = append(times, f.AckedSent())
 	}
 	if len(times) < v.quorum {
 		return time.Time{}

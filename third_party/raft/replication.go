@@ -70,7 +70,10 @@ type followerReplication struct {
 	// received from the follower (successful or not). This is used to check
 	// whether the leader should step down (Raft.checkLeaderLease()).
 	lastContact time.Time
-	// lastContactLock protects 'lastContact'.
+	// ackedSent (cairn) is the send time of the latest request answered in
+	// this leader's term (QuorumContact).
+	ackedSent time.Time
+	// lastContactLock protects 'lastContact' and 'ackedSent'.
 	lastContactLock sync.RWMutex
 
 	// failures counts the number of failed RPCs since the last success, which is
@@ -125,16 +128,27 @@ func (s *followerReplication) LastContact() time.Time {
 	return last
 }
 
-// setLastContact records an answer to a request sent at sent (cairn: the
-// send time, not the answer's arrival: an answer held in flight says only
-// that the follower was in this term some time after sent, and a late one
-// must not make the contact look fresh). It never moves the time back.
+// setLastContact records an answer, of this leader's term, to a request sent
+// at sent: lastContact is the answer's arrival, as stock (the lease), and
+// ackedSent the latest send time answered (cairn, QuorumContact: an answer
+// held in flight says only that the follower was in this term some time
+// after sent, and a late one must not make the contact look fresh; ackedSent
+// never moves back).
 func (s *followerReplication) setLastContact(sent time.Time) {
 	s.lastContactLock.Lock()
-	if sent.After(s.lastContact) {
-		s.lastContact = sent
+	s.lastContact = time.Now()
+	if sent.After(s.ackedSent) {
+		s.ackedSent = sent
 	}
 	s.lastContactLock.Unlock()
+}
+
+// AckedSent returns the latest send time of a request the follower answered
+// in this leader's term (cairn; zero before any).
+func (s *followerReplication) AckedSent() time.Time {
+	s.lastContactLock.RLock()
+	defer s.lastContactLock.RUnlock()
+	return s.ackedSent
 }
 
 // replicate is a long running routine that replicates log entries to a single
