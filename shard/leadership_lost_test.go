@@ -62,21 +62,11 @@ func fakePeerX(rpcs <-chan raft.RPC, stop <-chan struct{}, accept bool) {
 // (term 2) is in the installed snapshot (committed), but its claim answered
 // 'not ours'"). Real raft over TCP, a fake new leader.
 func TestLeadershipLostNamedBeforeSnapshotRestore(t *testing.T) {
-	rng := fsm.Range{ID: 1, Epoch: 1, Replicas: []string{"A", "B", "C"}}
-	f, err := fsm.Open(fsm.Config{Path: filepath.Join(t.TempDir(), "a.db"), Initial: rng})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := openTestFSM(t, "A", "B", "C")
 	c := newClaimFSM(f, f)
 	var mu sync.Mutex
 	var hookApplied []uint64
-	conf := raft.DefaultConfig()
-	conf.LocalID = "A"
-	conf.HeartbeatTimeout = 100 * time.Millisecond
-	conf.ElectionTimeout = 100 * time.Millisecond
-	conf.LeaderLeaseTimeout = 100 * time.Millisecond
-	conf.CommitTimeout = 5 * time.Millisecond
+	conf := leaderAConfig(100 * time.Millisecond)
 	conf.LeadershipLost = func(index, term uint64) {
 		mu.Lock()
 		hookApplied = append(hookApplied, f.Applied())
@@ -107,11 +97,7 @@ func TestLeadershipLostNamedBeforeSnapshotRestore(t *testing.T) {
 
 	// The new leader B (term+1) committed the put and sends a snapshot
 	// that contains it: an fsm state with the put applied at idx.
-	g, err := fsm.Open(fsm.Config{Path: filepath.Join(t.TempDir(), "b.db"), Initial: rng})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := openTestFSM(t, "A", "B", "C")
 	g.ApplyBatch([]*raft.Log{{Index: idx, Term: term, Type: raft.LogCommand, Data: put}})
 	var buf bytes.Buffer
 	gs, err := g.Snapshot()
@@ -185,32 +171,15 @@ func TestLeadershipLostNamedBeforeSnapshotRestore(t *testing.T) {
 // Run with -race (make test does).
 func TestLeadershipLostHookOnMainGoroutine(t *testing.T) {
 	var calls sync.Map
-	conf := raft.DefaultConfig()
-	conf.LocalID = "A"
-	conf.HeartbeatTimeout = 100 * time.Millisecond
-	conf.ElectionTimeout = 100 * time.Millisecond
-	conf.LeaderLeaseTimeout = 100 * time.Millisecond
-	conf.CommitTimeout = 5 * time.Millisecond
+	conf := leaderAConfig(100 * time.Millisecond)
 	conf.LeadershipLost = func(index, term uint64) { calls.Store(index, term); time.Sleep(50 * time.Microsecond) }
-	mk := func() (*raft.NetworkTransport, raft.ServerAddress) { return tcpTestTransport(t) }
-	tA, addrA := mk()
-	tB, addrB := mk()
-	tC, addrC := mk()
-	defer tB.Close()
-	defer tC.Close()
-	stop := make(chan struct{})
-	defer close(stop)
-	go fakePeerX(tB.Consumer(), stop, true)
-	go fakePeerX(tC.Consumer(), stop, true)
-	f, err := fsm.Open(fsm.Config{Path: filepath.Join(t.TempDir(), "a.db"),
-		Initial: fsm.Range{ID: 1, Epoch: 1, Replicas: []string{"A"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	tA, addrA := tcpTestTransport(t)
+	tB, addrB, addrC := acceptingPeersBC(t)
+	f := openTestFSM(t, "A")
 	r := startLeaderA(t, conf, f, tA, addrA, addrB, addrC)
 	defer func() { _ = r.Shutdown().Error() }()
-	done := make(chan struct{})
+	stop, done := make(chan struct{}), make(chan struct{})
+	defer func() { close(stop); <-done }()
 	go func() {
 		defer close(done)
 		for {
@@ -301,27 +270,10 @@ func tcpTestTransport(t *testing.T) (*raft.NetworkTransport, raft.ServerAddress)
 // the old leader applied a put the cluster never committed (a diverged
 // replica). Real raft over TCP; B is a fake new leader of term T+1.
 func TestNewerTermHeartbeatNeverStampsAnUnledTerm(t *testing.T) {
-	rng := fsm.Range{ID: 1, Epoch: 1, Replicas: []string{"A", "B", "C"}}
-	f, err := fsm.Open(fsm.Config{Path: filepath.Join(t.TempDir(), "a.db"), Initial: rng})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	conf := raft.DefaultConfig()
-	conf.LocalID = "A"
-	conf.HeartbeatTimeout = time.Second
-	conf.ElectionTimeout = time.Second
-	conf.LeaderLeaseTimeout = time.Second
-	conf.CommitTimeout = 5 * time.Millisecond
+	f := openTestFSM(t, "A", "B", "C")
+	conf := leaderAConfig(time.Second)
 	tA, addrA := tcpTestTransport(t)
-	tB, addrB := tcpTestTransport(t)
-	tC, addrC := tcpTestTransport(t)
-	defer tB.Close()
-	defer tC.Close()
-	stop := make(chan struct{})
-	defer close(stop)
-	go fakePeerX(tB.Consumer(), stop, true)
-	go fakePeerX(tC.Consumer(), stop, true)
+	tB, addrB, addrC := acceptingPeersBC(t)
 	r := startLeaderA(t, conf, newClaimFSM(f, f), tA, addrA, addrB, addrC)
 	defer func() { _ = r.Shutdown().Error() }()
 	if err := r.Apply(reviewPut(t, "warm"), 0).Error(); err != nil {
@@ -387,4 +339,46 @@ func TestNewerTermHeartbeatNeverStampsAnUnledTerm(t *testing.T) {
 	if kv, err := f.Get([]byte("X")); err != nil || kv != nil {
 		t.Fatalf("BUG: A applied the put X (%+v, %v), which the cluster never committed: a diverged replica", kv, err)
 	}
+}
+
+// openTestFSM opens a state machine of range 1 with the given replicas in a
+// temporary directory, closed when the test ends (after its deferred calls,
+// so after a raft the test shut down).
+func openTestFSM(t *testing.T, replicas ...string) *fsm.FSM {
+	t.Helper()
+	f, err := fsm.Open(fsm.Config{Path: filepath.Join(t.TempDir(), "a.db"),
+		Initial: fsm.Range{ID: 1, Epoch: 1, Replicas: replicas}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+// leaderAConfig is the raft configuration of server A in these tests, with
+// heartbeat, election and lease timeouts of d.
+func leaderAConfig(d time.Duration) *raft.Config {
+	conf := raft.DefaultConfig()
+	conf.LocalID = "A"
+	conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = d, d, d
+	conf.CommitTimeout = 5 * time.Millisecond
+	return conf
+}
+
+// acceptingPeersBC starts B and C as fake peers over TCP that grant votes
+// and accept every AppendEntries (fakePeerX), until the test ends; B's
+// transport is returned for a test that sends as B.
+func acceptingPeersBC(t *testing.T) (tB *raft.NetworkTransport, addrB, addrC raft.ServerAddress) {
+	t.Helper()
+	tB, addrB = tcpTestTransport(t)
+	tC, addrC := tcpTestTransport(t)
+	stop := make(chan struct{})
+	go fakePeerX(tB.Consumer(), stop, true)
+	go fakePeerX(tC.Consumer(), stop, true)
+	t.Cleanup(func() {
+		close(stop)
+		_ = tB.Close()
+		_ = tC.Close()
+	})
+	return tB, addrB, addrC
 }

@@ -21,28 +21,7 @@ import (
 // QuorumContact said 369ms ago, from answers sent before the cut 3.201s
 // ago". A contact is now stamped with the answered request's send time.
 func TestStaleReadIgnoresLateAnswersOfOldTerm(t *testing.T) {
-	delays := &linkDelays{d: map[[2]string]time.Duration{}}
-	tk := &TransportKnobs{Delay: delays.delay}
-	c := startReadCluster(t, 3, func(i int) RaftTuning {
-		tu := FastRaftTuning()
-		if i == 0 {
-			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 4*time.Second, 4*time.Second, 4*time.Second
-			tu.CommitTimeout = 100 * time.Millisecond
-		} else {
-			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 600*time.Millisecond, 600*time.Millisecond, 300*time.Millisecond
-		}
-		return tu
-	}, tk)
-	t.Cleanup(func() { // before the hosts close: no delayed link holds their shutdown
-		for _, from := range c.nodes {
-			for _, to := range c.nodes {
-				delays.set(from.addr, to.addr, 0)
-			}
-		}
-	})
-	reps := c.open(1)
-	c.transferLeader(reps, 0)
-	readWaitFor(t, 10*time.Second, "node 0 ready", func() error { _, err := linearizable(reps[0], time.Second); return err })
+	c, delays, reps := startPausableLeaderCluster(t)
 	put(t, reps[0], "k", "v0")
 	term := reps[0].Raft().CurrentTerm()
 	const maxStaleness = time.Second

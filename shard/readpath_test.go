@@ -381,25 +381,7 @@ func (l *linkDelays) delay(from, to string) time.Duration {
 // elect a new leader and acknowledge a write while answers they gave A in
 // the old term are still on their way, and A must not count those.
 func TestVerifyIgnoresAnswersSentBeforeIt(t *testing.T) {
-	delays := &linkDelays{d: map[[2]string]time.Duration{}}
-	tk := &TransportKnobs{Delay: delays.delay}
-	c := startReadCluster(t, 3, func(i int) RaftTuning {
-		tu := FastRaftTuning()
-		if i == 0 {
-			// A's lease outlasts the answers' delay, so A does not step
-			// down on its own before the stale answers arrive (a paused
-			// process does not run its lease check either); its commit
-			// pings keep B and C following it until the cut.
-			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 4*time.Second, 4*time.Second, 4*time.Second
-			tu.CommitTimeout = 100 * time.Millisecond
-		} else {
-			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 600*time.Millisecond, 600*time.Millisecond, 300*time.Millisecond
-		}
-		return tu
-	}, tk)
-	reps := c.open(1)
-	c.transferLeader(reps, 0)
-	readWaitFor(t, 10*time.Second, "node 0 ready", func() error { _, err := linearizable(reps[0], time.Second); return err })
+	c, delays, reps := startPausableLeaderCluster(t)
 	put(t, reps[0], "k", "v0")
 	term := reps[0].Raft().CurrentTerm()
 
@@ -657,4 +639,36 @@ func TestStaleReadOnStalledCutOffLeader(t *testing.T) {
 	if !errors.Is(err, ErrTooStale) {
 		t.Fatalf("stale read on the cut-off leader: %v, want ErrTooStale", err)
 	}
+}
+
+// startPausableLeaderCluster starts three nodes whose links delays can slow,
+// with shard 1 led by node 0, ready for linearizable reads. Node 0's lease
+// outlasts the answers' delays the tests set, so it does not step down on
+// its own before stale answers arrive (a paused process does not run its
+// lease check either); its commit pings keep the others following it until
+// a test cuts it off. Every delay is lifted before the hosts close.
+func startPausableLeaderCluster(t *testing.T) (*readCluster, *linkDelays, []*Replica) {
+	t.Helper()
+	delays := &linkDelays{d: map[[2]string]time.Duration{}}
+	c := startReadCluster(t, 3, func(i int) RaftTuning {
+		tu := FastRaftTuning()
+		if i == 0 {
+			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 4*time.Second, 4*time.Second, 4*time.Second
+			tu.CommitTimeout = 100 * time.Millisecond
+		} else {
+			tu.HeartbeatTimeout, tu.ElectionTimeout, tu.LeaderLeaseTimeout = 600*time.Millisecond, 600*time.Millisecond, 300*time.Millisecond
+		}
+		return tu
+	}, &TransportKnobs{Delay: delays.delay})
+	t.Cleanup(func() { // before the hosts close: no delayed link holds their shutdown
+		for _, from := range c.nodes {
+			for _, to := range c.nodes {
+				delays.set(from.addr, to.addr, 0)
+			}
+		}
+	})
+	reps := c.open(1)
+	c.transferLeader(reps, 0)
+	readWaitFor(t, 10*time.Second, "node 0 ready", func() error { _, err := linearizable(reps[0], time.Second); return err })
+	return c, delays, reps
 }
