@@ -640,8 +640,12 @@ func (r *Raft) setNewLogs(req *AppendEntriesRequest, nextIndex, lastIndex uint64
 	// consistent value for maxAppendEntries in the lines below in case it ever
 	// becomes reloadable.
 	maxAppendEntries := r.config().MaxAppendEntries
-	req.Entries = make([]*Log, 0, maxAppendEntries)
 	maxIndex := min(nextIndex+uint64(maxAppendEntries)-1, lastIndex)
+	// cairn: the entries this request carries, not maxAppendEntries (an
+	// 8 KiB zeroed slice per request, most carrying a few entries).
+	if maxIndex >= nextIndex {
+		req.Entries = make([]*Log, 0, maxIndex-nextIndex+1)
+	}
 	for i := nextIndex; i <= maxIndex; i++ {
 		oldLog := new(Log)
 		if err := r.logs.GetLog(i, oldLog); err != nil {
