@@ -69,8 +69,60 @@ var lostAcquire = lostOp{
 	},
 }
 
+// lostTxn: a one-shard transaction (a compare that the key is absent, a put
+// of it and a get of a neighbour), one raft entry like a put. Its answer's
+// results come from the entry's apply, so a settled answer must carry the
+// same results a plain commit would: the put's mod_index is the key's.
+var lostTxn = lostOp{
+	send: func(ctx context.Context, addr, key string) (*HTTPResult, error) {
+		return Do(ctx, "POST", addr, "/v1/txn", map[string]any{
+			"compare":    []map[string]any{{"key": key, "target": "exists", "op": "==", "value": "false"}},
+			"success":    []map[string]any{{"op": "put", "key": key, "value": "v"}, {"op": "get", "key": key + "/n"}},
+			"failure":    []map[string]any{{"op": "get", "key": key}},
+			"request_id": "lls-" + key,
+		})
+	},
+	check: func(ctx context.Context, addr, key string, answer *HTTPResult) error {
+		if err := lostPut.check(ctx, addr, key, nil); err != nil {
+			return err
+		}
+		if answer == nil {
+			return nil
+		}
+		var res struct {
+			Succeeded bool `json:"succeeded"`
+			Results   []struct {
+				Op       string `json:"op"`
+				Found    bool   `json:"found"`
+				ModIndex uint64 `json:"mod_index"`
+			} `json:"results"`
+		}
+		if err := answer.JSON(&res); err != nil {
+			return err
+		}
+		if !res.Succeeded || len(res.Results) != 2 || res.Results[0].Op != "put" || res.Results[1].Op != "get" ||
+			res.Results[1].Found {
+			return fmt.Errorf("txn on %s answered %s, want the success branch: the put, then a get of nothing", key, answer.Body)
+		}
+		r, err := Do(ctx, "GET", addr, KVPath(key), nil)
+		if err != nil || r.Status != 200 {
+			return fmt.Errorf("%v %v", r, err)
+		}
+		var kv struct {
+			ModIndex uint64 `json:"mod_index"`
+		}
+		if err := r.JSON(&kv); err != nil {
+			return err
+		}
+		if kv.ModIndex == 0 || kv.ModIndex != res.Results[0].ModIndex {
+			return fmt.Errorf("%s has mod_index %d, the transaction answered %d", key, kv.ModIndex, res.Results[0].ModIndex)
+		}
+		return nil
+	},
+}
+
 // TestLostLeadershipSettled (S1, S2, invariant I1): a put (and a lock
-// acquire, S16's grant path) whose leader loses
+// acquire, S16's grant path, and a one-shard transaction) whose leader loses
 // leadership after appending the entry and before committing it used to
 // answer 504 outcome_unknown. The old leader stays a member: once it applies
 // that index as a follower it knows the entry's fate (raft's log matching:
@@ -97,6 +149,8 @@ func TestLostLeadershipSettled(t *testing.T) {
 		{"not written", false, lostPut},
 		{"lock acquire committed", true, lostAcquire},
 		{"lock acquire not written", false, lostAcquire},
+		{"one-shard txn committed", true, lostTxn},
+		{"one-shard txn not written", false, lostTxn},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := StartCluster(t, ClusterConfig{})
