@@ -32,6 +32,10 @@ const (
 
 type splitRequest struct {
 	Key *string `json:"key"`
+	// Epoch makes the split conditional: only a range still at this epoch
+	// splits (409 condition_failed otherwise). The placement driver sends
+	// the epoch its split was decided at.
+	Epoch *uint64 `json:"epoch"`
 }
 
 type rangeJSON struct {
@@ -46,7 +50,8 @@ func toRangeJSON(r fsm.Range) rangeJSON {
 	return rangeJSON{ID: r.ID, Start: string(r.Start), End: string(r.End), Epoch: r.Epoch, Replicas: r.Replicas}
 }
 
-// splitShard: POST /v1/cluster/shards/{id}/split {"key":"m"}. It runs on
+// splitShard: POST /v1/cluster/shards/{id}/split {"key":"m", "epoch":3}
+// (both optional). It runs on
 // the shard's leader: placement.SplitShard allocates a range id on the meta
 // group, proposes the OpSplit through the shard's log, then reports both
 // halves to the meta group.
@@ -70,7 +75,11 @@ func (s *Server) splitShard(w http.ResponseWriter, r *http.Request) error {
 	return s.onLeader(w, r, body, func(rep ShardReplica) error {
 		ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 		defer cancel()
-		res, err := placement.SplitShard(ctx, rep, key, s)
+		var epoch uint64
+		if req.Epoch != nil {
+			epoch = *req.Epoch
+		}
+		res, err := placement.SplitShard(ctx, rep, key, epoch, s)
 		if err != nil {
 			return err
 		}

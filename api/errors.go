@@ -90,7 +90,8 @@ var errorTable = []errorRow{
 	{http.StatusNotFound, "not_found", false, func(err error) bool { return errors.Is(err, errNotFound) }},
 	{http.StatusConflict, "condition_failed", false, func(err error) bool {
 		var cond *fsm.ConditionError
-		return errors.As(err, &cond) || errors.Is(err, errConflict)
+		var se *fsm.StaleEpochError
+		return errors.As(err, &cond) || errors.Is(err, errConflict) || errors.As(err, &se)
 	}},
 	{http.StatusConflict, "stale_token", false, func(err error) bool {
 		var st *fsm.StaleTokenError

@@ -20,7 +20,12 @@ type Executor interface {
 	Promote(ctx context.Context, rangeID uint64, node NodeInfo) error
 	RemoveMember(ctx context.Context, rangeID uint64, node string) error
 	TransferLeader(ctx context.Context, rangeID uint64, node NodeInfo) error
-	Split(ctx context.Context, rangeID uint64, key []byte) error
+	// Split splits the range at key (nil: the middle) if it is still at
+	// epoch, the epoch the split was decided at (0: whatever it is); a
+	// range that moved on refuses (fsm.StaleEpochError), so a split
+	// operation stepped again, by a placement leader whose range map is
+	// stale, splits once.
+	Split(ctx context.Context, rangeID uint64, key []byte, epoch uint64) error
 }
 
 // CatchUpLag is how far (in log entries) a learner may trail the leader's
@@ -55,7 +60,7 @@ func Step(ctx context.Context, ex Executor, st *State, op Operation) (done bool,
 		if rng.Epoch != op.Epoch {
 			return true, nil // split (or something else) happened: decision is spent
 		}
-		return false, ex.Split(ctx, op.RangeID, op.SplitKey)
+		return false, ex.Split(ctx, op.RangeID, op.SplitKey, op.Epoch)
 	case OpTransferLeader:
 		s, err := ex.ShardStatus(ctx, op.RangeID)
 		if err != nil {

@@ -55,7 +55,7 @@ func (e *scriptExec) TransferLeader(_ context.Context, _ uint64, n NodeInfo) err
 	e.calls = append(e.calls, "transfer "+n.ID)
 	return nil
 }
-func (e *scriptExec) Split(_ context.Context, id uint64, key []byte) error {
+func (e *scriptExec) Split(_ context.Context, id uint64, key []byte, _ uint64) error {
 	e.calls = append(e.calls, "split "+string(key))
 	return nil
 }

@@ -87,11 +87,14 @@ func (e *NodeExecutor) TransferLeader(ctx context.Context, id uint64, n NodeInfo
 	return e.member(ctx, id, "transfer_leader", n.ID)
 }
 
-// Split splits the range at key (nil = middle).
-func (e *NodeExecutor) Split(ctx context.Context, id uint64, key []byte) error {
+// Split splits the range at key (nil = middle) if it is at epoch (0: any).
+func (e *NodeExecutor) Split(ctx context.Context, id uint64, key []byte, epoch uint64) error {
 	body := map[string]any{}
 	if key != nil {
 		body["key"] = string(key)
+	}
+	if epoch != 0 {
+		body["epoch"] = epoch
 	}
 	return e.c.Call(ctx, e.local(), http.MethodPost, cluster.PathSplit(id), body, nil)
 }

@@ -66,7 +66,7 @@ func TestNodeExecutorCalls(t *testing.T) {
 		func() error { return e.Promote(ctx, 4, n2) },
 		func() error { return e.RemoveMember(ctx, 4, "n2") },
 		func() error { return e.TransferLeader(ctx, 4, n2) },
-		func() error { return e.Split(ctx, 4, []byte("m")) },
+		func() error { return e.Split(ctx, 4, []byte("m"), 0) },
 	} {
 		if err := f(); err != nil {
 			t.Fatal(err)

@@ -11,9 +11,10 @@ import (
 type Splittable interface {
 	ID() uint64
 	Range() fsm.Range
-	// Split proposes the OpSplit through the shard's log; the result's Err
-	// is the FSM's refusal.
-	Split(ctx context.Context, key []byte, childID uint64) (*fsm.Result, error)
+	// Split proposes the OpSplit through the shard's log, decided at epoch
+	// (0: the range's current epoch); the result's Err is the FSM's
+	// refusal (*fsm.StaleEpochError when the range left that epoch).
+	Split(ctx context.Context, key []byte, childID, epoch uint64) (*fsm.Result, error)
 }
 
 // RangeIDs is the meta group's side of a split, wherever its leader is
@@ -36,14 +37,20 @@ type SplitResult struct {
 // id from the meta group (an id is never reused, so an id allocated for a
 // split that then fails is only skipped), the OpSplit through the shard's
 // log, then both halves reported to the meta group (invariant I6: the range
-// map changes only through the meta group's log).
-func SplitShard(ctx context.Context, rep Splittable, key []byte, meta RangeIDs) (SplitResult, error) {
+// map changes only through the meta group's log). A non-zero epoch makes the
+// split conditional: a range no longer at that epoch is not split
+// (*fsm.StaleEpochError), checked before an id is spent and again in the
+// OpSplit's apply.
+func SplitShard(ctx context.Context, rep Splittable, key []byte, epoch uint64, meta RangeIDs) (SplitResult, error) {
 	before := rep.Range()
+	if epoch != 0 && before.Epoch != epoch {
+		return SplitResult{}, &fsm.StaleEpochError{Epoch: epoch, Range: before}
+	}
 	childID, err := meta.AllocRangeID(ctx)
 	if err != nil {
 		return SplitResult{}, err
 	}
-	res, err := rep.Split(ctx, key, childID)
+	res, err := rep.Split(ctx, key, childID, epoch)
 	if err != nil {
 		return SplitResult{}, err
 	}

@@ -16,7 +16,7 @@ type fakeSplitRep struct {
 
 func (f *fakeSplitRep) ID() uint64       { return f.rng.ID }
 func (f *fakeSplitRep) Range() fsm.Range { return f.rng }
-func (f *fakeSplitRep) Split(_ context.Context, key []byte, child uint64) (*fsm.Result, error) {
+func (f *fakeSplitRep) Split(_ context.Context, key []byte, child, _ uint64) (*fsm.Result, error) {
 	*f.calls = append(*f.calls, "split")
 	if f.err != nil {
 		return &fsm.Result{Index: 9, Err: f.err}, nil
@@ -50,7 +50,7 @@ func TestSplitShardSequence(t *testing.T) {
 	var calls []string
 	rep := &fakeSplitRep{rng: fsm.Range{ID: 1, Start: []byte("a"), End: []byte("z"), Epoch: 3, Replicas: []string{"n1"}}, calls: &calls}
 	meta := &fakeMeta{calls: &calls, reportErr: errors.New("meta leader unknown")}
-	res, err := SplitShard(ctx, rep, []byte("m"), meta)
+	res, err := SplitShard(ctx, rep, []byte("m"), 0, meta)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,14 +65,26 @@ func TestSplitShardSequence(t *testing.T) {
 
 	calls = nil
 	meta = &fakeMeta{calls: &calls, allocErr: errors.New("no meta leader")}
-	if _, err := SplitShard(ctx, rep, nil, meta); err == nil || len(calls) != 1 {
+	if _, err := SplitShard(ctx, rep, nil, 0, meta); err == nil || len(calls) != 1 {
 		t.Fatalf("alloc failed: err %v, calls %v; want the error and nothing proposed", err, calls)
 	}
 
 	calls = nil
 	refused := &fakeSplitRep{rng: rep.rng, calls: &calls, err: fsm.ErrInvalidCommand}
-	if _, err := SplitShard(ctx, refused, []byte("b"), &fakeMeta{calls: &calls}); !errors.Is(err, fsm.ErrInvalidCommand) ||
+	if _, err := SplitShard(ctx, refused, []byte("b"), 0, &fakeMeta{calls: &calls}); !errors.Is(err, fsm.ErrInvalidCommand) ||
 		len(calls) != 2 {
 		t.Fatalf("refused split: err %v, calls %v; want the FSM's refusal and no report", err, calls)
+	}
+}
+
+// A split decided at an epoch the range has left is refused before a range
+// id is allocated (a stale placement leader stepping its operation again).
+func TestSplitShardAtStaleEpoch(t *testing.T) {
+	var calls []string
+	rep := &fakeSplitRep{rng: fsm.Range{ID: 1, Epoch: 3}, calls: &calls}
+	_, err := SplitShard(context.Background(), rep, nil, 2, &fakeMeta{calls: &calls})
+	var se *fsm.StaleEpochError
+	if !errors.As(err, &se) || se.Epoch != 2 || se.Range.Epoch != 3 || len(calls) != 0 {
+		t.Fatalf("split at epoch 2 of a range at 3: %v, calls %v; want a StaleEpochError and no call", err, calls)
 	}
 }

@@ -480,7 +480,7 @@ func TestLockMovesWithSplit(t *testing.T) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if res, err := c.reps[leaderIndex(c.reps)].Split(ctx, []byte("m"), 2); err != nil || res.Err != nil {
+	if res, err := c.reps[leaderIndex(c.reps)].Split(ctx, []byte("m"), 2, 0); err != nil || res.Err != nil {
 		t.Fatalf("split: %v %v", err, res)
 	}
 	var child []*Replica

@@ -449,7 +449,7 @@ func TestEmptyChildReplicaRefusesReads(t *testing.T) {
 	c.gates.hold("fsm", 2, 2) // node 2's empty child waits for its snapshot
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := reps[0].Split(ctx, []byte("m"), 2)
+	res, err := reps[0].Split(ctx, []byte("m"), 2, 0)
 	if err != nil || res.Err != nil {
 		t.Fatalf("split: %v %v", err, res)
 	}

@@ -23,9 +23,11 @@ import (
 // replay a log onto empty state: the leader's log begins at index 2, and it
 // must send a snapshot.
 
-// Split proposes splitting this shard at key into a new range childID.
-// key nil means the middle of the range by size. Leader only.
-func (r *Replica) Split(ctx context.Context, key []byte, childID uint64) (*fsm.Result, error) {
+// Split proposes splitting this shard at key into a new range childID,
+// decided at epoch (0: the range's epoch now); the apply refuses it if the
+// range is no longer at that epoch. key nil means the middle of the range by
+// size. Leader only.
+func (r *Replica) Split(ctx context.Context, key []byte, childID, epoch uint64) (*fsm.Result, error) {
 	if !r.IsLeader() {
 		return nil, r.notLeader()
 	}
@@ -43,7 +45,10 @@ func (r *Replica) Split(ctx context.Context, key []byte, childID uint64) (*fsm.R
 	for _, s := range cf.Configuration().Servers {
 		servers = append(servers, fsm.Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
 	}
-	cmd := &fsm.Command{Op: fsm.OpSplit, Key: key, Epoch: r.fsm.Range().Epoch, ChildID: childID, Servers: servers}
+	if epoch == 0 {
+		epoch = r.fsm.Range().Epoch
+	}
+	cmd := &fsm.Command{Op: fsm.OpSplit, Key: key, Epoch: epoch, ChildID: childID, Servers: servers}
 	return r.Propose(ctx, cmd)
 }
 

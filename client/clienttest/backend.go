@@ -217,7 +217,7 @@ func (r *replica) Promote(string, string) error        { return errUnsupported }
 func (r *replica) RemoveMember(string) error           { return errUnsupported }
 func (r *replica) TransferLeader(string, string) error { return errUnsupported }
 
-func (r *replica) Split(context.Context, []byte, uint64) (*fsm.Result, error) {
+func (r *replica) Split(context.Context, []byte, uint64, uint64) (*fsm.Result, error) {
 	return nil, fmt.Errorf("split: %w", errUnsupported)
 }
 
