@@ -89,7 +89,8 @@ func (c *Client) cluster(ctx context.Context, q url.Values) (*ClusterStatus, err
 // SplitShard splits shard id at key, which becomes the first key of the new
 // child shard; key "" lets the server pick the middle of the range. An
 // unknown shard gives an error matching ErrNotFound, a key outside the range
-// one matching ErrInvalidArgument.
+// one matching ErrInvalidArgument, a split that lost a race with another
+// change of the range (another split) one matching ErrConditionFailed.
 func (c *Client) SplitShard(ctx context.Context, id uint64, key string) (*SplitResult, error) {
 	if !utf8.ValidString(key) {
 		// JSON would silently replace the invalid bytes and split elsewhere.

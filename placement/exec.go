@@ -2,8 +2,10 @@ package placement
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/shard"
@@ -96,5 +98,12 @@ func (e *NodeExecutor) Split(ctx context.Context, id uint64, key []byte, epoch u
 	if epoch != 0 {
 		body["epoch"] = epoch
 	}
-	return e.c.Call(ctx, e.local(), http.MethodPost, cluster.PathSplit(id), body, nil)
+	err := e.c.Call(ctx, e.local(), http.MethodPost, cluster.PathSplit(id), body, nil)
+	if epoch != 0 && errors.Is(err, cluster.ErrInvalidArgument) && strings.Contains(err.Error(), "epoch") {
+		// A shard leader of an older binary (a rolling upgrade) refuses the
+		// field it does not know: split unconditionally, as it always did.
+		delete(body, "epoch")
+		err = e.c.Call(ctx, e.local(), http.MethodPost, cluster.PathSplit(id), body, nil)
+	}
+	return err
 }

@@ -89,3 +89,37 @@ func TestNodeExecutorCalls(t *testing.T) {
 		}
 	}
 }
+
+// During a rolling upgrade the shard leader may run a binary that predates
+// the split's epoch and refuses the unknown field: the executor then splits
+// as it did before (unconditionally) rather than never splitting.
+func TestNodeExecutorSplitOnOlderNode(t *testing.T) {
+	var mu sync.Mutex
+	var bodies []map[string]any
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		mu.Lock()
+		bodies = append(bodies, body)
+		mu.Unlock()
+		if _, ok := body["epoch"]; ok {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"error":{"code":"invalid_argument","message":"json: unknown field \"epoch\"","retryable":false}}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	defer srv.Close()
+	c := cluster.New(cluster.Config{})
+	defer c.Close()
+	e := NewNodeExecutor(c, "n1", func(string) (string, bool) { return srv.Listener.Addr().String(), true })
+	if err := e.Split(context.Background(), 4, nil, 7); err != nil {
+		t.Fatalf("split on an older node: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 2 || bodies[0]["epoch"] != float64(7) || bodies[1]["epoch"] != nil {
+		t.Fatalf("bodies %v: want the split with epoch 7, then without", bodies)
+	}
+}

@@ -43,7 +43,9 @@ type SplitResult struct {
 // OpSplit's apply.
 func SplitShard(ctx context.Context, rep Splittable, key []byte, epoch uint64, meta RangeIDs) (SplitResult, error) {
 	before := rep.Range()
-	if epoch != 0 && before.Epoch != epoch {
+	// Past it: refused. Behind it (a new leader still applying the change
+	// that made it): the apply decides.
+	if epoch != 0 && before.Epoch > epoch {
 		return SplitResult{}, &fsm.StaleEpochError{Epoch: epoch, Range: before}
 	}
 	childID, err := meta.AllocRangeID(ctx)
