@@ -33,9 +33,9 @@ const (
 type splitRequest struct {
 	Key *string `json:"key"`
 	// Epoch makes the split conditional: only a range still at this epoch
-	// splits (409 condition_failed otherwise). The placement driver sends
-	// the epoch its split was decided at.
-	Epoch *uint64 `json:"epoch"`
+	// splits (409 condition_failed otherwise); 0 or absent: any epoch. The
+	// placement driver sends the epoch its split was decided at.
+	Epoch uint64 `json:"epoch"`
 }
 
 type rangeJSON struct {
@@ -75,11 +75,7 @@ func (s *Server) splitShard(w http.ResponseWriter, r *http.Request) error {
 	return s.onLeader(w, r, body, func(rep ShardReplica) error {
 		ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 		defer cancel()
-		var epoch uint64
-		if req.Epoch != nil {
-			epoch = *req.Epoch
-		}
-		res, err := placement.SplitShard(ctx, rep, key, epoch, s)
+		res, err := placement.SplitShard(ctx, rep, key, req.Epoch, s)
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -41,8 +40,7 @@ func TestStaleSplitOperationSplitsOnce(t *testing.T) {
 		addrs[n.ID] = n.HTTPAddr
 	}
 	ex := placement.NewNodeExecutor(cl, h.ID, func(node string) (string, bool) { a, ok := addrs[node]; return a, ok })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := Context(t, 30*time.Second)
 	before := len(h.Node.Ranges())
 	for round := 0; round < 3; round++ {
 		done, err := placement.Step(ctx, ex, frozen, op)
