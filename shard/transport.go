@@ -186,10 +186,11 @@ func (m *Mux) register(group uint64) (*muxLayer, error) {
 		return nil, fmt.Errorf("%w: group %d", ErrMuxGroupRegistered, group)
 	}
 	l := &muxLayer{
-		mux:    m,
-		group:  group,
-		queue:  make(chan net.Conn, muxAcceptBacklog),
-		doneCh: make(chan struct{}),
+		mux:     m,
+		group:   group,
+		queue:   make(chan net.Conn, muxAcceptBacklog),
+		doneCh:  make(chan struct{}),
+		inbound: make(map[*inboundConn]struct{}),
 	}
 	m.groups[group] = l
 	return l, nil
@@ -270,8 +271,9 @@ func (m *Mux) untrack(c net.Conn) {
 }
 
 // Unregister closes group's layer: its Accept returns ErrMuxGroupClosed, its
-// Dial fails, and later inbound connections for the group are refused. It is
-// a no-op for a group that is not registered.
+// Dial fails, the connections it accepted are closed and later inbound
+// connections for the group are refused. It is a no-op for a group that is
+// not registered.
 func (m *Mux) Unregister(group uint64) {
 	m.mu.Lock()
 	l := m.groups[group]
@@ -281,10 +283,11 @@ func (m *Mux) Unregister(group uint64) {
 	}
 }
 
-// Close closes the listener, every group layer and every connection still in
-// its handshake, and waits for the mux's goroutines to exit. Connections
-// already returned by Accept or Dial belong to their caller (for transports
-// built by Transport, see there). Close is idempotent.
+// Close closes the listener, every group layer (and with it every connection
+// the layer accepted) and every connection still in its handshake, and waits
+// for the mux's goroutines to exit. Connections returned by Dial belong to
+// their caller (for transports built by Transport, see there). Close is
+// idempotent.
 func (m *Mux) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -453,6 +456,38 @@ type muxLayer struct {
 	closed  bool
 	doneCh  chan struct{}
 	onClose func()
+	// inbound holds the connections handed to Accept and not yet closed.
+	// close closes them: NetworkTransport.Close leaves an accepted
+	// connection open until its peer closes it, and its handler goroutine
+	// waits on it for the next command meanwhile.
+	inbound map[*inboundConn]struct{}
+}
+
+// inboundConn is an accepted connection that leaves its layer's inbound set
+// when closed.
+type inboundConn struct {
+	net.Conn
+	layer *muxLayer
+	once  sync.Once
+}
+
+// Read reports the end of the stream once the layer (or raft) closed the
+// connection here: raft's handler logs any other read error as a failure.
+func (c *inboundConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && errors.Is(err, net.ErrClosed) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (c *inboundConn) Close() error {
+	c.once.Do(func() {
+		c.layer.mu.Lock()
+		delete(c.layer.inbound, c)
+		c.layer.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 var _ raft.StreamLayer = (*muxLayer)(nil)
@@ -560,8 +595,10 @@ func (l *muxLayer) enqueue(c net.Conn) {
 		_ = c.Close()
 		return
 	}
+	ic := &inboundConn{Conn: c, layer: l}
 	select {
-	case l.queue <- c:
+	case l.queue <- ic:
+		l.inbound[ic] = struct{}{}
 	default:
 		_ = c.Close()
 		l.mux.log.Debug("raft connection refused: group accept queue full", "group", l.group, "remote", c.RemoteAddr().String())
@@ -588,16 +625,14 @@ func (l *muxLayer) close() {
 	l.closed = true
 	close(l.doneCh)
 	onClose := l.onClose
-drain:
-	for {
-		select {
-		case c := <-l.queue:
-			_ = c.Close()
-		default:
-			break drain
-		}
+	inbound := make([]*inboundConn, 0, len(l.inbound))
+	for c := range l.inbound { // includes those still queued
+		inbound = append(inbound, c)
 	}
 	l.mu.Unlock()
+	for _, c := range inbound {
+		_ = c.Close()
+	}
 
 	if onClose != nil {
 		onClose()

@@ -458,8 +458,13 @@ func TestMuxNoKnobsReturnsRawConn(t *testing.T) {
 	if _, ok := c.(*net.TCPConn); !ok {
 		t.Fatalf("dialed conn is %T, want *net.TCPConn", c)
 	}
-	if _, ok := s.(*net.TCPConn); !ok {
-		t.Fatalf("accepted conn is %T, want *net.TCPConn (knobs without Blocked)", s)
+	// Accepted conns are tracked for the layer's close, nothing more.
+	ic, ok := s.(*inboundConn)
+	if !ok {
+		t.Fatalf("accepted conn is %T, want *shard.inboundConn", s)
+	}
+	if _, ok := ic.Conn.(*net.TCPConn); !ok {
+		t.Fatalf("accepted conn wraps %T, want *net.TCPConn (knobs without Blocked)", ic.Conn)
 	}
 	_ = a.Close()
 	_ = b.Close()
@@ -751,6 +756,85 @@ func TestMuxTransportUnregisterClosesPooledConns(t *testing.T) {
 	_ = ta.Close()
 	_ = a.Close()
 	_ = b.Close()
+}
+
+// A peer that keeps its connection open (a pooled conn, or an RPC in flight
+// when it stopped) must not keep a closed transport's handler goroutine
+// waiting for its next command: NetworkTransport.Close leaves accepted
+// connections to their peers, so the layer closes them. Found by the chaos
+// suite's goleak check (a handleConn blocked in Read after every node of an
+// in-process cluster had closed).
+func TestMuxTransportCloseEndsInboundHandlers(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, tc := range []struct {
+		name  string
+		close func(b *Mux, tb *GroupTransport)
+	}{
+		{"transport", func(_ *Mux, tb *GroupTransport) { _ = tb.Close() }},
+		{"unregister", func(b *Mux, tb *GroupTransport) { b.Unregister(1); _ = tb.Close() }},
+		{"mux", func(b *Mux, tb *GroupTransport) { _ = b.Close(); _ = tb.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := mustMux(t, nil, 0), mustMux(t, nil, 0)
+			la := mustMuxLayer(t, a, 1)
+			var logs lockedBuffer
+			tb, err := b.Transport(1, 2, time.Second,
+				hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: &logs}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Raw conns, as a peer's pool holds them: one idle, one
+			// mid-command (a partial header of an RPC).
+			idle, err := la.Dial(raft.ServerAddress(b.Addr()), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer idle.Close()
+			busy, err := la.Dial(raft.ServerAddress(b.Addr()), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer busy.Close()
+			if _, err := busy.Write([]byte{0}); err != nil {
+				t.Fatal(err)
+			}
+			// Both reached b's transport (its handler reads them).
+			muxWaitFor(t, 2*time.Second, "b to accept both conns", func() bool {
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				return len(b.handshakes) == 0
+			})
+			time.Sleep(50 * time.Millisecond)
+			tc.close(b, tb)
+			expectClosedByPeer(t, idle, 2*time.Second)
+			expectClosedByPeer(t, busy, 2*time.Second)
+			_ = la.Close()
+			// Closing them is the end of their streams, not an error
+			// (raft logs any read error but EOF at error level).
+			time.Sleep(50 * time.Millisecond)
+			if out := logs.String(); out != "" {
+				t.Fatalf("closing the transport logged errors:\n%s", out)
+			}
+		})
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestMuxHeaderRoundTrip(t *testing.T) {

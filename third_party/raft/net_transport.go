@@ -579,7 +579,9 @@ func (n *NetworkTransport) listen() {
 				loopDelay = maxDelay
 			}
 
-			if !n.IsShutdown() {
+			// cairn: a stream layer closed before the transport (cairn's
+			// node closes its raft port first) is not a failure.
+			if !n.IsShutdown() && !errors.Is(err, net.ErrClosed) {
 				n.logger.Error("failed to accept connection", "error", err)
 			}
 
