@@ -471,16 +471,6 @@ type inboundConn struct {
 	once  sync.Once
 }
 
-// Read reports the end of the stream once the layer (or raft) closed the
-// connection here: raft's handler logs any other read error as a failure.
-func (c *inboundConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if err != nil && errors.Is(err, net.ErrClosed) {
-		err = io.EOF
-	}
-	return n, err
-}
-
 func (c *inboundConn) Close() error {
 	c.once.Do(func() {
 		c.layer.mu.Lock()
@@ -630,12 +620,15 @@ func (l *muxLayer) close() {
 		inbound = append(inbound, c)
 	}
 	l.mu.Unlock()
-	for _, c := range inbound {
-		_ = c.Close()
-	}
 
+	// onClose (the transport's CloseStreams) first: it cancels the
+	// handlers' context, so a handler whose connection closes next ends
+	// quietly instead of logging a failed read or flush.
 	if onClose != nil {
 		onClose()
+	}
+	for _, c := range inbound {
+		_ = c.Close()
 	}
 }
 

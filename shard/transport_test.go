@@ -784,7 +784,8 @@ func TestMuxTransportCloseEndsInboundHandlers(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Raw conns, as a peer's pool holds them: one idle, one
-			// mid-command (a partial header of an RPC).
+			// mid-command (a partial header of an RPC); and a third
+			// node's RPC that waits for an answer that never comes.
 			idle, err := la.Dial(raft.ServerAddress(b.Addr()), time.Second)
 			if err != nil {
 				t.Fatal(err)
@@ -798,6 +799,22 @@ func TestMuxTransportCloseEndsInboundHandlers(t *testing.T) {
 			if _, err := busy.Write([]byte{0}); err != nil {
 				t.Fatal(err)
 			}
+			c := mustMux(t, nil, 0)
+			t3, err := c.Transport(1, 2, 5*time.Second, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer t3.Close()
+			rpcDone := make(chan error, 1)
+			go func() {
+				var resp raft.AppendEntriesResponse
+				rpcDone <- t3.AppendEntries("b", raft.ServerAddress(b.Addr()), &raft.AppendEntriesRequest{Term: 1}, &resp)
+			}()
+			select {
+			case <-tb.Consumer(): // taken, never answered
+			case <-time.After(2 * time.Second):
+				t.Fatal("the RPC did not reach the transport")
+			}
 			// Both reached b's transport (its handler reads them).
 			muxWaitFor(t, 2*time.Second, "b to accept both conns", func() bool {
 				b.mu.Lock()
@@ -808,6 +825,14 @@ func TestMuxTransportCloseEndsInboundHandlers(t *testing.T) {
 			tc.close(b, tb)
 			expectClosedByPeer(t, idle, 2*time.Second)
 			expectClosedByPeer(t, busy, 2*time.Second)
+			select {
+			case err := <-rpcDone:
+				if err == nil {
+					t.Fatal("an RPC nobody answered succeeded")
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("an RPC in flight still waits after its transport closed")
+			}
 			_ = la.Close()
 			// Closing them is the end of their streams, not an error
 			// (raft logs any read error but EOF at error level).

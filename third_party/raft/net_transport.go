@@ -624,14 +624,19 @@ func (n *NetworkTransport) handleConn(connCtx context.Context, conn net.Conn) {
 		default:
 		}
 
+		// cairn: a connection closed because its stream closed (the
+		// context is cancelled first) or its transport shut down ends
+		// quietly, like one the peer closed.
 		if err := n.handleCommand(r, dec, enc); err != nil {
-			if err != io.EOF {
+			if err != io.EOF && err != ErrTransportShutdown && connCtx.Err() == nil {
 				n.logger.Error("failed to decode incoming command", "error", err)
 			}
 			return
 		}
 		if err := w.Flush(); err != nil {
-			n.logger.Error("failed to flush response", "error", err)
+			if connCtx.Err() == nil {
+				n.logger.Error("failed to flush response", "error", err)
+			}
 			return
 		}
 	}
