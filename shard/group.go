@@ -117,7 +117,6 @@ type Group struct {
 	snaps     raft.SnapshotStore
 	transport *GroupTransport
 	observed  *observedTransport // the transport raft runs on when OnAppendEntries is set
-	mux       *Mux
 
 	logStop atomic.Bool // stopped by logFailed
 	// gate and stopping keep calls that queue on raft's apply channel from
@@ -140,7 +139,7 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("group %d: %w", cfg.ID, err)
 	}
-	g := &Group{id: cfg.ID, mux: cfg.Mux, stopCh: make(chan struct{})}
+	g := &Group{id: cfg.ID, stopCh: make(chan struct{})}
 	if err := g.start(cfg); err != nil {
 		_ = g.closeStores()
 		if cfg.Logs.Err() != nil && !errors.Is(err, ErrLogFailed) {
@@ -298,7 +297,10 @@ func (g *Group) closeStores() error {
 	}
 	if g.transport != nil {
 		errs = append(errs, g.transport.Close())
-		g.mux.Unregister(g.id)
+		// Its own layer (closed by the transport's Close already, unless
+		// raft closed the transport first): never Unregister by id, which
+		// would close a replica of the same group registered since.
+		g.transport.layer.close()
 	}
 	if g.guard != nil {
 		errs = append(errs, g.guard.Close())

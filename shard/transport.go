@@ -469,7 +469,14 @@ type inboundConn struct {
 	net.Conn
 	layer *muxLayer
 	once  sync.Once
+	// byLayer is set before the layer's close closes the connection.
+	byLayer atomic.Bool
 }
+
+// ClosedByLayer reports whether the layer closed the connection (its group
+// closed): raft's handler then ends without logging the failed read or
+// write as an error (third_party/raft/CAIRN.md).
+func (c *inboundConn) ClosedByLayer() bool { return c.byLayer.Load() }
 
 func (c *inboundConn) Close() error {
 	c.once.Do(func() {
@@ -628,6 +635,7 @@ func (l *muxLayer) close() {
 		onClose()
 	}
 	for _, c := range inbound {
+		c.byLayer.Store(true)
 		_ = c.Close()
 	}
 }

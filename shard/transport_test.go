@@ -844,6 +844,69 @@ func TestMuxTransportCloseEndsInboundHandlers(t *testing.T) {
 	}
 }
 
+// A connection the layer closed after raft's listen loop accepted it and
+// before its handler started (the handler then holds the fresh stream
+// context CloseStreams made, not the cancelled one) still ends without an
+// error log: the connection says its layer closed it.
+func TestMuxConnClosedByLayerEndsQuietly(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	a, b := mustMux(t, nil, 0), mustMux(t, nil, 0)
+	la, lb := mustMuxLayer(t, a, 1), mustMuxLayer(t, b, 1)
+	ch := acceptAsync(lb)
+	c, err := la.Dial(raft.ServerAddress(b.Addr()), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := recvConn(t, ch, 2*time.Second)
+	_ = lb.Close() // the group closes: s is closed under the handler-to-be
+	var logs lockedBuffer
+	one := &oneConnLayer{c: s, addr: b.Addr(), done: make(chan struct{})}
+	tr := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: one, MaxPool: 1,
+		Timeout: time.Second, Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: &logs})})
+	expectClosedByPeer(t, c, 2*time.Second)
+	time.Sleep(50 * time.Millisecond) // the handler has read its error
+	_ = tr.Close()
+	if out := logs.String(); out != "" {
+		t.Fatalf("a connection its layer closed logged errors:\n%s", out)
+	}
+	_ = a.Close()
+	_ = b.Close()
+}
+
+// oneConnLayer is a raft.StreamLayer that accepts one given connection.
+type oneConnLayer struct {
+	c    net.Conn
+	addr string
+	once sync.Once
+	done chan struct{}
+}
+
+func (l *oneConnLayer) Accept() (net.Conn, error) {
+	var c net.Conn
+	l.once.Do(func() { c = l.c })
+	if c != nil {
+		return c, nil
+	}
+	<-l.done
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnLayer) Close() error {
+	select {
+	case <-l.done:
+	default:
+		close(l.done)
+	}
+	return nil
+}
+
+func (l *oneConnLayer) Addr() net.Addr { return muxAddr(l.addr) }
+
+func (l *oneConnLayer) Dial(raft.ServerAddress, time.Duration) (net.Conn, error) {
+	return nil, errors.New("oneConnLayer does not dial")
+}
+
 // lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
 type lockedBuffer struct {
 	mu  sync.Mutex

@@ -602,6 +602,13 @@ func (n *NetworkTransport) listen() {
 	}
 }
 
+// closedByLayer reports whether the stream layer closed c itself (cairn: its
+// group closed), so that its end is not a failure.
+func closedByLayer(c net.Conn) bool {
+	cl, ok := c.(interface{ ClosedByLayer() bool })
+	return ok && cl.ClosedByLayer()
+}
+
 // handleConn is used to handle an inbound connection for its lifespan. The
 // handler will exit when the passed context is cancelled or the connection is
 // closed.
@@ -625,16 +632,16 @@ func (n *NetworkTransport) handleConn(connCtx context.Context, conn net.Conn) {
 		}
 
 		// cairn: a connection closed because its stream closed (the
-		// context is cancelled first) or its transport shut down ends
-		// quietly, like one the peer closed.
+		// context is cancelled first, or the layer says it closed it) or
+		// its transport shut down ends quietly, like one the peer closed.
 		if err := n.handleCommand(r, dec, enc); err != nil {
-			if err != io.EOF && err != ErrTransportShutdown && connCtx.Err() == nil {
+			if err != io.EOF && err != ErrTransportShutdown && connCtx.Err() == nil && !closedByLayer(conn) {
 				n.logger.Error("failed to decode incoming command", "error", err)
 			}
 			return
 		}
 		if err := w.Flush(); err != nil {
-			if connCtx.Err() == nil {
+			if connCtx.Err() == nil && !closedByLayer(conn) {
 				n.logger.Error("failed to flush response", "error", err)
 			}
 			return
