@@ -82,6 +82,7 @@ type Driver struct {
 	// underReplicated counts ranges with fewer live voters than the
 	// replication factor: one failure closer to losing their quorum.
 	underReplicated prometheus.Gauge
+	rounds          prometheus.Counter
 }
 
 // opTrack is one operation as this placement leader has watched it.
@@ -152,8 +153,12 @@ func NewDriver(cfg DriverConfig) (*Driver, error) {
 		Namespace: "cairn", Subsystem: "placement", Name: "ranges_under_replicated",
 		Help: "Ranges with fewer live voters than the replication factor, as this placement leader sees them.",
 	})
+	d.rounds = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "cairn", Subsystem: "placement", Name: "rounds_total",
+		Help: "Rounds of the placement driver (step the operations in progress, schedule new ones) this node ran as placement leader.",
+	})
 	if cfg.Metrics != nil {
-		for _, c := range []prometheus.Collector{d.ops, d.stalled, d.underReplicated} {
+		for _, c := range []prometheus.Collector{d.ops, d.stalled, d.underReplicated, d.rounds} {
 			if err := cfg.Metrics.Register(c); err != nil {
 				return nil, fmt.Errorf("placement driver metrics: %w", err)
 			}
@@ -200,10 +205,17 @@ func (d *Driver) Run(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		if d.cfg.Meta.IsLeader() {
-			d.round(stop, &wg)
-		} else {
+		switch {
+		case !d.cfg.Meta.IsLeader():
 			d.forget()
+		case d.cfg.Meta.LeadsWithQuorum():
+			d.round(stop, &wg)
+		default:
+			// Raft says this node leads, but no quorum answered it within
+			// the heartbeat timeout: a deposed leader whose raft is stuck
+			// says so too, and would step the operations of its frozen map
+			// against the new leader's (placement/DESIGN.md). Wait; keep
+			// what a leader remembers in case it is only slow.
 		}
 	}
 }
@@ -280,6 +292,7 @@ func (d *Driver) round(stop <-chan struct{}, wg *sync.WaitGroup) {
 	if !st.Formed() {
 		return
 	}
+	d.rounds.Inc()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	view := d.view(st)

@@ -354,6 +354,10 @@ type MetaConfig struct {
 type Meta struct {
 	g   *shard.Group
 	fsm *metaFSM
+	// contactWithin bounds how long ago a quorum must have answered this
+	// node for LeadsWithQuorum: the group's heartbeat timeout, after which
+	// the others may have elected a leader.
+	contactWithin time.Duration
 }
 
 // OpenMeta starts this node's meta replica. A new node starts without a
@@ -367,7 +371,7 @@ func OpenMeta(cfg MetaConfig) (*Meta, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Meta{g: g, fsm: f}, nil
+	return &Meta{g: g, fsm: f, contactWithin: cfg.Tuning.HeartbeatTimeout}, nil
 }
 
 // State returns the applied state and a channel closed at the next change.
@@ -397,6 +401,20 @@ func (m *Meta) Bootstrap(servers []raft.Server) error {
 
 // IsLeader reports whether this replica leads the meta group.
 func (m *Meta) IsLeader() bool { return m.g.Raft().State() == raft.Leader }
+
+// LeadsWithQuorum reports whether this node leads the meta group and a
+// quorum of its voters answered it within the group's heartbeat timeout. A
+// deposed leader whose raft main goroutine is stuck (a stalled log write)
+// runs no lease check and keeps saying it leads while the others elect a
+// leader; no quorum answers it in its old term, so this turns false.
+func (m *Meta) LeadsWithQuorum() bool {
+	r := m.g.Raft()
+	if r.State() != raft.Leader {
+		return false
+	}
+	qc := r.QuorumContact()
+	return !qc.IsZero() && time.Since(qc) <= m.contactWithin
+}
 
 // Leader returns the meta leader's node id, empty when unknown.
 func (m *Meta) Leader() string {

@@ -57,6 +57,9 @@ type ClusterConfig struct {
 	// LogOutput, when set, receives every node's log as text at info level,
 	// the server's default (tests of what a healthy cluster logs).
 	LogOutput io.Writer
+	// WALKnobs, when set, gives each node (by id) hooks into its raft
+	// write-ahead log (node.Knobs.WAL): a stalled or failing disk.
+	WALKnobs func(id string) *shard.WALKnobs
 	// Clocks gives a node (by id, "n1"...) its own clock (node.Config.Clock,
 	// every lease, TTL and deadline it decides): a skewed clock for scenario
 	// S18. Nodes not named use the real clock.
@@ -188,6 +191,9 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 		Txn: cfg.TxnKnobs}
 	if cfg.Delayable {
 		nc.Knobs.Delay = c.Net.Delay
+	}
+	if cfg.WALKnobs != nil {
+		nc.Knobs.WAL = cfg.WALKnobs(h.ID)
 	}
 	nc.NoAutoPlacement = !cfg.AutoPlacement
 	if cfg.DeadAfter > 0 {
