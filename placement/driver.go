@@ -199,6 +199,7 @@ func (d *Driver) Run(stop <-chan struct{}) {
 	defer t.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var quorumless time.Time // since when this leader has had no quorum's answer
 	for {
 		select {
 		case <-stop:
@@ -207,15 +208,29 @@ func (d *Driver) Run(stop <-chan struct{}) {
 		}
 		switch {
 		case !d.cfg.Meta.IsLeader():
+			quorumless = time.Time{}
 			d.forget()
 		case d.cfg.Meta.LeadsWithQuorum():
+			quorumless = time.Time{}
 			d.round(stop, &wg)
 		default:
 			// Raft says this node leads, but no quorum answered it within
 			// the heartbeat timeout: a deposed leader whose raft is stuck
 			// says so too, and would step the operations of its frozen map
-			// against the new leader's (placement/DESIGN.md). Wait; keep
-			// what a leader remembers in case it is only slow.
+			// against the new leader's (placement/DESIGN.md). Run no
+			// round. Its leader-only gauges read 0 (another node may be
+			// reporting them now); what it remembers is kept for a moment
+			// in case it is only slow, then dropped, as on stepping down.
+			now := d.cfg.Clock.Now()
+			if quorumless.IsZero() {
+				quorumless = now
+			}
+			if now.Sub(quorumless) > d.cfg.ReportTimeout {
+				d.forget()
+			} else {
+				d.stalled.Set(0)
+				d.underReplicated.Set(0)
+			}
 		}
 	}
 }
