@@ -15,6 +15,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
+
+	"github.com/cairndb/cairn/internal/syncbuf"
 )
 
 // Tests in this file verify goroutine leaks per test, ignoring goroutines that
@@ -86,6 +88,18 @@ func recvConn(t *testing.T, ch <-chan muxAcceptResult, d time.Duration) net.Conn
 	}
 }
 
+// dialPair dials server's mux from client and returns both ends: the
+// dialed conn and the one server's layer accepted. The caller closes them.
+func dialPair(t *testing.T, serverMux *Mux, server, client raft.StreamLayer) (c, s net.Conn) {
+	t.Helper()
+	ch := acceptAsync(server)
+	c, err := client.Dial(raft.ServerAddress(serverMux.Addr()), time.Second)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	return c, recvConn(t, ch, 2*time.Second)
+}
+
 // expectClosedByPeer asserts the server closes c (EOF or reset), not that it
 // merely stays silent.
 func expectClosedByPeer(t *testing.T, c net.Conn, within time.Duration) {
@@ -101,13 +115,8 @@ func expectClosedByPeer(t *testing.T, c net.Conn, within time.Duration) {
 // expectMuxServes proves m still routes group's connections end to end.
 func expectMuxServes(t *testing.T, m *Mux, server raft.StreamLayer, client raft.StreamLayer) {
 	t.Helper()
-	ch := acceptAsync(server)
-	c, err := client.Dial(raft.ServerAddress(m.Addr()), time.Second)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
+	c, s := dialPair(t, m, server, client)
 	defer c.Close()
-	s := recvConn(t, ch, 2*time.Second)
 	defer s.Close()
 	if _, err := c.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
@@ -401,13 +410,8 @@ func TestMuxKnobsCutOpenConnections(t *testing.T) {
 	a, b := mustMux(t, knobs, 0), mustMux(t, knobs, 0)
 	a1, b1 := mustMuxLayer(t, a, 1), mustMuxLayer(t, b, 1)
 
-	ch := acceptAsync(b1)
-	c, err := a1.Dial(raft.ServerAddress(b.Addr()), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := dialPair(t, b, b1, a1)
 	defer c.Close()
-	s := recvConn(t, ch, 2*time.Second)
 	defer s.Close()
 
 	// The server sits in Read; isolating a makes the client's Write fail and
@@ -447,13 +451,8 @@ func TestMuxNoKnobsReturnsRawConn(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	a, b := mustMux(t, nil, 0), mustMux(t, &TransportKnobs{}, 0)
 	a1, b1 := mustMuxLayer(t, a, 1), mustMuxLayer(t, b, 1)
-	ch := acceptAsync(b1)
-	c, err := a1.Dial(raft.ServerAddress(b.Addr()), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := dialPair(t, b, b1, a1)
 	defer c.Close()
-	s := recvConn(t, ch, 2*time.Second)
 	defer s.Close()
 	if _, ok := c.(*net.TCPConn); !ok {
 		t.Fatalf("dialed conn is %T, want *net.TCPConn", c)
@@ -479,12 +478,7 @@ func TestMuxKnobsDelay(t *testing.T) {
 	knobs := &TransportKnobs{Delay: func(from, to string) time.Duration { return delay }}
 	a, b := mustMux(t, knobs, 0), mustMux(t, knobs, 0)
 	a1, b1 := mustMuxLayer(t, a, 1), mustMuxLayer(t, b, 1)
-	ch := acceptAsync(b1)
-	c, err := a1.Dial(raft.ServerAddress(b.Addr()), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := recvConn(t, ch, 2*time.Second)
+	c, s := dialPair(t, b, b1, a1)
 
 	const n = 20
 	start := time.Now()
@@ -777,7 +771,7 @@ func TestMuxTransportCloseEndsInboundHandlers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := mustMux(t, nil, 0), mustMux(t, nil, 0)
 			la := mustMuxLayer(t, a, 1)
-			var logs lockedBuffer
+			var logs syncbuf.Buffer
 			tb, err := b.Transport(1, 2, time.Second,
 				hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: &logs}))
 			if err != nil {
@@ -852,15 +846,10 @@ func TestMuxConnClosedByLayerEndsQuietly(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	a, b := mustMux(t, nil, 0), mustMux(t, nil, 0)
 	la, lb := mustMuxLayer(t, a, 1), mustMuxLayer(t, b, 1)
-	ch := acceptAsync(lb)
-	c, err := la.Dial(raft.ServerAddress(b.Addr()), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := dialPair(t, b, lb, la)
 	defer c.Close()
-	s := recvConn(t, ch, 2*time.Second)
 	_ = lb.Close() // the group closes: s is closed under the handler-to-be
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	one := &oneConnLayer{c: s, addr: b.Addr(), done: make(chan struct{})}
 	tr := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: one, MaxPool: 1,
 		Timeout: time.Second, Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: &logs})})
@@ -905,24 +894,6 @@ func (l *oneConnLayer) Addr() net.Addr { return muxAddr(l.addr) }
 
 func (l *oneConnLayer) Dial(raft.ServerAddress, time.Duration) (net.Conn, error) {
 	return nil, errors.New("oneConnLayer does not dial")
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestMuxHeaderRoundTrip(t *testing.T) {

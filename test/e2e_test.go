@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cairndb/cairn/internal/syncbuf"
 )
 
 var (
@@ -47,27 +49,8 @@ func cairnBinary(t *testing.T) string {
 type proc struct {
 	id, dataDir, http, raft, gossip string
 	cmd                             *exec.Cmd
-	log                             *lockedBuffer
+	log                             *syncbuf.Buffer
 	env                             []string // added to the environment at start
-}
-
-// lockedBuffer is a process's output, written by os/exec's copier while the
-// test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // freePort returns a loopback address free for TCP and UDP alike, for a
@@ -149,7 +132,7 @@ func (p *proc) start(t *testing.T, bin string, join string, extra ...string) {
 		args = append(args, "--join", join)
 	}
 	args = append(args, extra...)
-	p.log = &lockedBuffer{}
+	p.log = &syncbuf.Buffer{}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), p.env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log

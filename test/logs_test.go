@@ -1,34 +1,15 @@
 package test
 
 import (
-	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for the nodes' concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // logLine is one slog text line, parsed: its keys in order and values.
 type logLine struct {
@@ -79,7 +60,7 @@ func parseLogLine(s string) (logLine, error) {
 // The WARNs a clean stop may still log are listed in allowedStopWarn: they
 // report what did happen, the cluster losing its nodes one by one.
 func TestHealthyClusterLogsNoErrors(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	c := StartCluster(t, ClusterConfig{Nodes: 3, LogOutput: logs})
 	cl, err := client.New(client.Config{Endpoints: c.HTTPAddrs(), MaxRetries: 50})
 	if err != nil {

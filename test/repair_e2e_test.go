@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/api"
+	"github.com/cairndb/cairn/internal/syncbuf"
 )
 
 // startRepairProc starts p as `cairn server` with a split at m and a short
@@ -23,7 +24,7 @@ func startRepairProc(t *testing.T, bin string, p *proc, join string) {
 	if join != "" {
 		args = append(args, "--join", join)
 	}
-	p.log = &lockedBuffer{}
+	p.log = &syncbuf.Buffer{}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = os.Environ()
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log

@@ -1,37 +1,19 @@
 package node
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/cairndb/cairn/internal/syncbuf"
 	"github.com/cairndb/cairn/shard"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // soloConfig is a one-node config on free loopback ports, logging to out.
-func soloConfig(t *testing.T, dir string, out *lockedBuffer) Config {
+func soloConfig(t *testing.T, dir string, out *syncbuf.Buffer) Config {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.ID, cfg.DataDir = "n1", dir
@@ -50,7 +32,7 @@ func soloConfig(t *testing.T, dir string, out *lockedBuffer) Config {
 // cluster restarts without them.
 func TestStartWithoutFormationFlags(t *testing.T) {
 	dir := t.TempDir()
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	cfg := soloConfig(t, dir, &logs)
 	n, err := Start(cfg)
 	if err == nil {
@@ -114,7 +96,7 @@ func TestStartWithoutFormationFlags(t *testing.T) {
 // A node waiting for its cluster to form says what it waits for at once,
 // and again periodically (issue 11 item 9).
 func TestWaitingToFormIsLogged(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	cfg := soloConfig(t, t.TempDir(), &logs)
 	cfg.BootstrapExpect = 3
 	cfg.Knobs = &Knobs{FormationLogEvery: 100 * time.Millisecond}
