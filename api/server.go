@@ -256,6 +256,8 @@ func (s *Server) routes() {
 	s.handle("GET /v1/txn/{id}", "txn_inspect", s.txnInspect)
 	s.handle("POST "+pathTxnPropose, "internal", s.internalTxnPropose)
 	s.handle("POST "+pathTxnProposeBatch, "internal", s.internalTxnProposeBatch)
+	s.handle("POST "+pathTxnProposeBin, "internal", s.internalTxnPropose)
+	s.handle("POST "+pathTxnProposeBatchBin, "internal", s.internalTxnProposeBatch)
 	s.handle("POST "+pathTxnInspect, "internal", s.internalTxnInspect)
 	s.locks = s.newLockRoutes()
 	s.handle("GET /v1/locks", "lock_list", s.lockList)

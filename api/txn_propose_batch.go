@@ -235,8 +235,8 @@ func (s *Server) proposeBatchCall(ctx context.Context, batch []*proposeItem) err
 			for i, it := range batch {
 				q.Items[i] = txnProposeRequest{Key: it.key, Cmd: it.enc, Hops: 1}
 			}
-			var out txnProposeBatchResponse
-			if err := s.peers.Call(ctx, addr, http.MethodPost, pathTxnProposeBatch, q, &out); err != nil {
+			out, err := s.callTxnProposeBatch(ctx, addr, &q)
+			if err != nil {
 				return err
 			}
 			if len(out.Items) != len(batch) {
@@ -258,7 +258,29 @@ func (s *Server) proposeBatchCall(ctx context.Context, batch []*proposeItem) err
 	})
 }
 
-// internalTxnProposeBatch serves pathTxnProposeBatch: each command is
+// callTxnProposeBatch makes one pathTxnProposeBatch call to addr, in
+// binary; a node of an older binary (no binary path: 404) gets it as JSON.
+func (s *Server) callTxnProposeBatch(ctx context.Context, addr string, q *txnProposeBatchRequest) (*txnProposeBatchResponse, error) {
+	body, err := s.peers.CallBytes(ctx, addr, pathTxnProposeBatchBin, contentTypeWire, encodeProposeBatchRequest(q))
+	if pathNotServed(err) {
+		var out txnProposeBatchResponse
+		if err := s.peers.Call(ctx, addr, http.MethodPost, pathTxnProposeBatch, q, &out); err != nil {
+			return nil, err
+		}
+		return &out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	items, err := decodeBatchAnswers(body)
+	if err != nil {
+		return nil, fmt.Errorf("api: txn command batch on node %s: undecodable answer: %w", addr, err)
+	}
+	return &txnProposeBatchResponse{Items: items}, nil
+}
+
+// internalTxnProposeBatch serves pathTxnProposeBatch (JSON) and
+// pathTxnProposeBatchBin (binary, answered in binary): each command is
 // proposed as internalTxnPropose would propose it alone (routed onward when
 // this node does not lead its shard), all at once, and answered on its own.
 func (s *Server) internalTxnProposeBatch(w http.ResponseWriter, r *http.Request) error {
@@ -266,8 +288,14 @@ func (s *Server) internalTxnProposeBatch(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
+	bin := r.URL.Path == pathTxnProposeBatchBin
 	var req txnProposeBatchRequest
-	if err := unmarshalStrict(body, &req); err != nil {
+	if bin {
+		req, err = decodeProposeBatchRequest(body)
+		if err != nil {
+			return invalidf("internal txn propose batch: %v", err)
+		}
+	} else if err := unmarshalStrict(body, &req); err != nil {
 		return err
 	}
 	if n := len(req.Items); n == 0 || n > txnResolveBatchMax {
@@ -301,6 +329,10 @@ func (s *Server) internalTxnProposeBatch(w http.ResponseWriter, r *http.Request)
 	}
 	wg.Wait()
 	capAnswers(out.Items, txnProposeBatchAnswerBytes)
+	if bin {
+		writeWire(w, encodeBatchAnswers(out.Items))
+		return nil
+	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -25,11 +26,17 @@ import (
 // coordinator left before the call is not sent; every prepare is answered
 // exactly once.
 func TestProposeBatch(t *testing.T) {
+	for _, jsonOnly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("jsonOnly=%v", jsonOnly), func(t *testing.T) { testProposeBatch(t, jsonOnly) })
+	}
+}
+
+func testProposeBatch(t *testing.T, jsonOnly bool) {
 	var mu sync.Mutex
 	var sizes []int
 	singles := map[string]int{}
 	mode := map[string]string{"b": "alone", "c": "nothing-done", "d": "unknown"}
-	s := fakePrepareLeader(t, func(q txnProposeBatchRequest) txnProposeBatchResponse {
+	s, hits := fakePrepareLeader(t, jsonOnly, func(q txnProposeBatchRequest) txnProposeBatchResponse {
 		mu.Lock()
 		sizes = append(sizes, len(q.Items))
 		mu.Unlock()
@@ -95,6 +102,15 @@ func TestProposeBatch(t *testing.T) {
 	if fmt.Sprint(singles) != "map[b:1 c:1]" {
 		t.Errorf("single calls %v, want b and c once each (d's outcome is unknown: not sent again)", singles)
 	}
+	// Binary first; a node of an older binary answers 404 there, and gets
+	// every call again as JSON.
+	want2 := map[string]int{pathTxnProposeBatchBin: 1, pathTxnProposeBin: 2}
+	if jsonOnly {
+		want2[pathTxnProposeBatch], want2[pathTxnPropose] = 1, 2
+	}
+	if got := hits(); !maps.Equal(got, want2) {
+		t.Errorf("calls per path %v, want %v", got, want2)
+	}
 }
 
 // TestProposeBatchSinglesDoNotHoldTheQueue: the single call of a prepare
@@ -105,7 +121,7 @@ func TestProposeBatch(t *testing.T) {
 func TestProposeBatchSinglesDoNotHoldTheQueue(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	s := fakePrepareLeader(t, func(q txnProposeBatchRequest) txnProposeBatchResponse {
+	s, _ := fakePrepareLeader(t, false, func(q txnProposeBatchRequest) txnProposeBatchResponse {
 		out := txnProposeBatchResponse{Items: make([]txnProposeBatchAnswer, len(q.Items))}
 		for i, it := range q.Items {
 			out.Items[i] = txnProposeBatchAnswer{Result: &txnWireResult{Index: 10, Vote: uint8(txn.VoteYes)}}
@@ -177,40 +193,83 @@ func TestProposeBatchRefusesBadInput(t *testing.T) {
 		"garbage":  {{Key: []byte("k"), Cmd: []byte{0xff, 0x01}}},
 	} {
 		body, _ := json.Marshal(txnProposeBatchRequest{Items: items})
-		w := httptest.NewRecorder()
-		s.ServeHTTP(w, httptest.NewRequest(http.MethodPost, pathTxnProposeBatch, strings.NewReader(string(body))))
-		var got struct {
-			Error struct{ Code, Message string }
-		}
-		_ = json.Unmarshal(w.Body.Bytes(), &got)
-		if w.Code != http.StatusBadRequest || got.Error.Code != "invalid_argument" || got.Error.Message == "" {
-			t.Errorf("%s: %d %s", name, w.Code, w.Body.String())
-		}
+		bin := encodeProposeBatchRequest(&txnProposeBatchRequest{Items: items})
+		refused(t, s, name, pathTxnProposeBatch, "application/json", body)
+		refused(t, s, name+" (binary)", pathTxnProposeBatchBin, contentTypeWire, bin)
+	}
+	// Bytes that are no binary message, on both binary paths.
+	for name, body := range map[string][]byte{
+		"truncated":  encodeProposeBatchRequest(&txnProposeBatchRequest{Items: []txnProposeRequest{{Key: []byte("k"), Cmd: prep}}})[:5],
+		"wire type":  {1<<3 | 0, 1},
+		"bad varint": {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+	} {
+		refused(t, s, name+" (batch)", pathTxnProposeBatchBin, contentTypeWire, body)
+		refused(t, s, name+" (single)", pathTxnProposeBin, contentTypeWire, body)
+	}
+}
+
+// refused posts body to path and wants 400 invalid_argument with a message.
+func refused(t *testing.T, s *Server, name, path, ctype string, body []byte) {
+	t.Helper()
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(string(body)))
+	r.Header.Set("Content-Type", ctype)
+	s.ServeHTTP(w, r)
+	var got struct {
+		Error struct{ Code, Message string }
+	}
+	_ = json.Unmarshal(w.Body.Bytes(), &got)
+	if w.Code != http.StatusBadRequest || got.Error.Code != "invalid_argument" || got.Error.Message == "" {
+		t.Errorf("%s: %d %s", name, w.Code, w.Body.String())
 	}
 }
 
 // fakePrepareLeader is a server whose every shard is led by a fake node that
-// answers shared prepare calls with batch and single ones with single.
-func fakePrepareLeader(t *testing.T, batch func(txnProposeBatchRequest) txnProposeBatchResponse,
-	single func(txnProposeRequest) txnWireResult) *Server {
+// answers shared prepare calls with batch and single ones with single, in
+// binary and in JSON; jsonOnly makes it a node of an older binary, which
+// serves the JSON paths only. The returned function counts the calls made
+// per path.
+func fakePrepareLeader(t *testing.T, jsonOnly bool, batch func(txnProposeBatchRequest) txnProposeBatchResponse,
+	single func(txnProposeRequest) txnWireResult) (*Server, func() map[string]int) {
 	t.Helper()
+	var mu sync.Mutex
+	hits := map[string]int{}
 	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		switch r.URL.Path {
-		case pathTxnProposeBatch:
+		mu.Lock()
+		hits[r.URL.Path]++
+		mu.Unlock()
+		bin := r.Header.Get("Content-Type") == contentTypeWire
+		switch {
+		case r.URL.Path == pathTxnProposeBatch && !bin:
 			var q txnProposeBatchRequest
 			if err := json.Unmarshal(body, &q); err != nil {
 				t.Errorf("batch body: %v", err)
 			}
 			writeJSON(w, http.StatusOK, batch(q))
-		case pathTxnPropose:
+		case r.URL.Path == pathTxnPropose && !bin:
 			var q txnProposeRequest
 			if err := json.Unmarshal(body, &q); err != nil {
 				t.Errorf("single body: %v", err)
 			}
 			writeJSON(w, http.StatusOK, single(q))
+		case r.URL.Path == pathTxnProposeBatchBin && bin && !jsonOnly:
+			q, err := decodeProposeBatchRequest(body)
+			if err != nil {
+				t.Errorf("binary batch body: %v", err)
+			}
+			out := batch(q)
+			writeWire(w, encodeBatchAnswers(out.Items))
+		case r.URL.Path == pathTxnProposeBin && bin && !jsonOnly:
+			q, err := decodeProposeRequest(body)
+			if err != nil {
+				t.Errorf("binary single body: %v", err)
+			}
+			out := single(q)
+			writeWire(w, encodeWireResult(&out))
 		default:
-			http.NotFound(w, r)
+			// As cairn answers a path it does not serve.
+			writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]string{"code": "not_found", "message": "no route"}})
 		}
 	}))
 	addr := strings.TrimPrefix(leader.URL, "http://")
@@ -220,7 +279,11 @@ func fakePrepareLeader(t *testing.T, batch func(txnProposeBatchRequest) txnPropo
 		s.Close()
 		leader.Close()
 	})
-	return s
+	return s, func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(hits)
+	}
 }
 
 // testPrepareItem is a queued prepare of transaction id on key.

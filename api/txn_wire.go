@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/cluster"
@@ -192,9 +193,8 @@ func (s *Server) txnProposeHops(ctx context.Context, key []byte, cmd *fsm.Comman
 			if err != nil {
 				return err
 			}
-			var w txnWireResult
-			q := txnProposeRequest{Key: key, Cmd: b, Hops: hops + 1}
-			if err := s.peers.Call(ctx, addr, http.MethodPost, pathTxnPropose, q, &w); err != nil {
+			w, err := s.callTxnPropose(ctx, addr, &txnProposeRequest{Key: key, Cmd: b, Hops: hops + 1})
+			if err != nil {
 				return err
 			}
 			res, err = w.result()
@@ -204,16 +204,43 @@ func (s *Server) txnProposeHops(ctx context.Context, key []byte, cmd *fsm.Comman
 	return res, err
 }
 
-// internalTxnPropose serves pathTxnPropose: propose on this node's leader
-// replica of the key's shard (503 when it is not the leader: the caller
-// routes again).
+// callTxnPropose makes one pathTxnPropose call to addr, in binary; a node
+// of an older binary (no binary path: 404) gets it as JSON.
+func (s *Server) callTxnPropose(ctx context.Context, addr string, q *txnProposeRequest) (*txnWireResult, error) {
+	body, err := s.peers.CallBytes(ctx, addr, pathTxnProposeBin, contentTypeWire, encodeProposeRequest(q))
+	if pathNotServed(err) {
+		var w txnWireResult
+		if err := s.peers.Call(ctx, addr, http.MethodPost, pathTxnPropose, q, &w); err != nil {
+			return nil, err
+		}
+		return &w, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	w, err := decodeWireResult(body)
+	if err != nil {
+		return nil, fmt.Errorf("txn command on node %s: undecodable answer: %w", addr, err)
+	}
+	return w, nil
+}
+
+// internalTxnPropose serves pathTxnPropose (JSON) and pathTxnProposeBin
+// (binary, answered in binary): propose on this node's leader replica of
+// the key's shard (503 when it is not the leader: the caller routes again).
 func (s *Server) internalTxnPropose(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(r)
 	if err != nil {
 		return err
 	}
+	bin := r.URL.Path == pathTxnProposeBin
 	var req txnProposeRequest
-	if err := unmarshalStrict(body, &req); err != nil {
+	if bin {
+		req, err = decodeProposeRequest(body)
+		if err != nil {
+			return invalidf("internal txn propose: %v", err)
+		}
+	} else if err := unmarshalStrict(body, &req); err != nil {
 		return err
 	}
 	cmd, err := req.command()
@@ -230,8 +257,20 @@ func (s *Server) internalTxnPropose(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	if bin {
+		writeWire(w, encodeWireResult(out))
+		return nil
+	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// writeWire answers 200 with a binary body (contentTypeWire).
+func writeWire(w http.ResponseWriter, b []byte) {
+	w.Header().Set("Content-Type", contentTypeWire)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
 }
 
 // command decodes the proposal's command: a participant command of the

@@ -245,4 +245,34 @@ func (c *Client) Call(ctx context.Context, addr, method, path string, in, out an
 	return json.NewDecoder(io.LimitReader(resp.Body, MaxResponseBody)).Decode(out)
 }
 
+// CallBytes makes one internal call whose body and answer are bytes of
+// contentType (a binary form of a JSON call): in goes as it is, the answer
+// body is returned whole, up to MaxResponseBody. Errors as in Call: an
+// error answer is the JSON error envelope, decoded.
+func (c *Client) CallBytes(ctx context.Context, addr, path, contentType string, in []byte) ([]byte, error) {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(in))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := c.do(req, "node "+addr)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, decodeResponse(resp)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("node %s: reading the answer: %w", addr, err)
+	}
+	if len(b) > MaxResponseBody {
+		return nil, fmt.Errorf("node %s: answer over %d bytes", addr, MaxResponseBody)
+	}
+	return b, nil
+}
+
 func errUnavailable(msg string) error { return fmt.Errorf("%s: %w", msg, shard.ErrUnavailable) }
