@@ -269,7 +269,8 @@ func fakePrepareLeader(t *testing.T, jsonOnly bool, batch func(txnProposeBatchRe
 			writeWire(w, encodeWireResult(&out))
 		default:
 			// As cairn answers a path it does not serve.
-			writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]string{"code": "not_found", "message": "no route"}})
+			writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]string{"code": "not_found",
+				"message": fmt.Sprintf("not found: no route for %s %s", r.Method, r.URL.Path)}})
 		}
 	}))
 	addr := strings.TrimPrefix(leader.URL, "http://")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/internal/wire"
@@ -18,10 +19,12 @@ import (
 // an answer are bytes: JSON carried them in base64, and decoding that JSON
 // was most of the CPU the calls cost (a resolve batch carries the write set
 // of up to 128 transactions). A node of an older binary answers the binary
-// paths 404; the caller then sends the same call as JSON (txnCallBin).
+// paths 404; the caller then sends the same call as JSON (callTxnPropose,
+// callTxnProposeBatch).
 //
 // Fields, by message (a repeated field is its field written once per
-// element; unknown fields are skipped, so a newer writer may add some):
+// element; unknown fields are skipped, so a newer writer may add some, but
+// a request field an older node must not ignore needs a new path):
 //
 //	request  1 key, 2 cmd, 3 hops
 //	batch    1 request (repeated)
@@ -95,6 +98,9 @@ func decodeProposeBatchRequest(p []byte) (txnProposeBatchRequest, error) {
 		}
 		if err := wire.WantType(f, wt, wire.TypeBytes); err != nil {
 			return err
+		}
+		if len(q.Items) == txnResolveBatchMax {
+			return fmt.Errorf("%w: over %d commands", wire.ErrMalformed, txnResolveBatchMax)
 		}
 		it, err := decodeProposeRequest(p)
 		if err != nil {
@@ -174,7 +180,10 @@ func decodeWireResult(p []byte) (*txnWireResult, error) {
 		case 3:
 			r.Invalid, want = string(p), wire.TypeBytes
 		case 4:
-			r.Vote = uint8(min(v, 255))
+			if v > 255 {
+				return fmt.Errorf("%w: field %d: %d is over a byte", wire.ErrMalformed, f, v)
+			}
+			r.Vote = uint8(v)
 		case 5:
 			r.Blocker, want = clone(p), wire.TypeBytes
 		case 6, 10:
@@ -201,7 +210,10 @@ func decodeWireResult(p []byte) (*txnWireResult, error) {
 				r.Tokens, p = append(r.Tokens, t), p[n:]
 			}
 		case 8:
-			r.Verdict = uint8(min(v, 255))
+			if v > 255 {
+				return fmt.Errorf("%w: field %d: %d is over a byte", wire.ErrMalformed, f, v)
+			}
+			r.Verdict = uint8(v)
 		case 9:
 			r.Record, want = clone(p), wire.TypeBytes
 		case 11:
@@ -244,7 +256,10 @@ func decodeWireRead(p []byte) (txnWireRead, error) {
 		case 6:
 			r.Version = v
 		case 7:
-			r.Kind = uint8(min(v, 255))
+			if v > 255 {
+				return fmt.Errorf("%w: field %d: %d is over a byte", wire.ErrMalformed, f, v)
+			}
+			r.Kind = uint8(v)
 		case 8:
 			r.Deleted = int(wire.Unzigzag(v))
 		case 9:
@@ -351,11 +366,13 @@ func decodeBatchAnswers(p []byte) ([]txnProposeBatchAnswer, error) {
 	return out, err
 }
 
-// pathNotServed: the node answered 404 to a call, as a node of a binary
-// older than the path does.
+// pathNotServed: the node answered a call as a node of a binary older than
+// the path does: 404 not_found, no route (Server.notFound). Nothing was
+// proposed, so the call may be sent again as JSON.
 func pathNotServed(err error) bool {
 	var re *cluster.RemoteError
-	return errors.As(err, &re) && re.Status == http.StatusNotFound
+	return errors.As(err, &re) && re.Status == http.StatusNotFound && re.Code == "not_found" &&
+		strings.Contains(re.Message, "no route for")
 }
 
 // clone copies p, so a decoded message never aliases the body it came in;

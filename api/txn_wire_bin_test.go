@@ -2,11 +2,13 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"testing"
 
+	"github.com/cairndb/cairn/internal/cluster"
 	"github.com/cairndb/cairn/internal/wire"
 )
 
@@ -52,7 +54,7 @@ func randWireResult(r *rand.Rand) *txnWireResult {
 		w.Tokens = append(w.Tokens, u()) // zeros too: a token list keeps them
 	}
 	for range r.IntN(3) {
-		w.Resolved = append(w.Resolved, append([]byte("r"), bs()...))
+		w.Resolved = append(w.Resolved, bs()) // nil too: an empty entry keeps its place
 	}
 	if r.IntN(2) == 0 {
 		w.Stale = &txnWireStale{Key: append([]byte("s"), bs()...), Lock: "lock", Token: u(), Accepted: u()}
@@ -164,4 +166,67 @@ func FuzzTxnWireBinaryDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTxnWireBinaryPinned: the bytes of each message are fixed. Nodes of
+// different binaries exchange them (and skip fields they do not know), so
+// a renumbered field would pass every round trip and still break a mixed
+// cluster; this fails instead.
+func TestTxnWireBinaryPinned(t *testing.T) {
+	res := &txnWireResult{Index: 300, WrongShard: true, Invalid: "bad", Vote: 1, Blocker: []byte{0xb},
+		Reads: []txnWireRead{{Key: []byte("k"), Found: true, Value: []byte("v"), CreateIndex: 2, ModIndex: 3,
+			Version: 4, Kind: 1, Deleted: -1, Seq: 5}},
+		Tokens: []uint64{0, 7}, Verdict: 2, Record: []byte{0xc}, Written: []txnWireRead{{Key: []byte("w")}},
+		Resolved: [][]byte{nil, []byte("r")}, OneShard: []byte{0xd},
+		Stale: &txnWireStale{Key: []byte("s"), Lock: "l", Token: 8, Accepted: 9}}
+	for name, c := range map[string]struct {
+		got  []byte
+		want string
+	}{
+		"result": {encodeWireResult(res), "08ac0210011a036261642001" + "2a010b" +
+			"3214" + "0a016b" + "1001" + "1a0176" + "2002" + "2803" + "3004" + "3801" + "4001" + "4805" +
+			"3a020007" + "4002" + "4a010c" + "5203" + "0a0177" + "5a00" + "5a0172" + "62010d" +
+			"6a0a" + "0a0173" + "12016c" + "1808" + "2009"},
+		"request": {encodeProposeBatchRequest(&txnProposeBatchRequest{Items: []txnProposeRequest{{Key: []byte("k"), Cmd: []byte{1}, Hops: 2}}}),
+			"0a08" + "0a016b" + "120101" + "1802"},
+		"answers": {encodeBatchAnswers([]txnProposeBatchAnswer{{Result: &txnWireResult{Index: 1}}, {Error: "e", Code: "c", Status: 503, SendAlone: true}}),
+			"0a04" + "0a020801" + "0a0b" + "120165" + "1a0163" + "20f703" + "2801"},
+	} {
+		if got := fmt.Sprintf("%x", c.got); got != c.want {
+			t.Errorf("%s:\n got %s\nwant %s", name, got, c.want)
+		}
+	}
+}
+
+// TestTxnWireBinaryRefusesOverByte: a vote, verdict or kind that does not
+// fit its byte is malformed, as it is in JSON, not cut to 255.
+func TestTxnWireBinaryRefusesOverByte(t *testing.T) {
+	for _, b := range [][]byte{
+		wire.AppendUint(nil, 4, 256),                           // vote
+		wire.AppendUint(nil, 8, 256),                           // verdict
+		wire.AppendBytes(nil, 6, wire.AppendUint(nil, 7, 256)), // a read's kind
+	} {
+		if res, err := decodeWireResult(b); err == nil {
+			t.Errorf("%x decoded: %+v", b, res)
+		}
+	}
+}
+
+// TestPathNotServed: only the answer of a node that has no such route sends
+// a call again as JSON; another 404 is an answer like any other.
+func TestPathNotServed(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{cluster.Decode(404, cluster.ErrorDetail{Code: "not_found", Message: "not found: no route for POST /internal/v2/txn/propose"}), true},
+		{cluster.Decode(404, cluster.ErrorDetail{Code: "not_found", Message: "transaction \"t1\": not found"}), false},
+		{cluster.Decode(404, cluster.ErrorDetail{}), false},
+		{cluster.Decode(503, cluster.ErrorDetail{Code: "unavailable", Message: "no route for it"}), false},
+		{errors.New("no route for"), false},
+	} {
+		if got := pathNotServed(c.err); got != c.want {
+			t.Errorf("pathNotServed(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
 }
