@@ -92,13 +92,24 @@ func (c *Client) cluster(ctx context.Context, q url.Values) (*ClusterStatus, err
 // one matching ErrInvalidArgument, a split that lost a race with another
 // change of the range (another split) one matching ErrConditionFailed.
 func (c *Client) SplitShard(ctx context.Context, id uint64, key string) (*SplitResult, error) {
+	return c.SplitShardAtEpoch(ctx, id, key, 0)
+}
+
+// SplitShardAtEpoch is SplitShard on a condition: the shard must still be
+// at epoch (ShardRange.Epoch, as ClusterStatus reports it), so a split
+// planned from a status that has since gone stale (another split, a change
+// of its replicas: both move the epoch) is refused with an error matching ErrConditionFailed
+// instead of splitting a range the caller did not look at. Epoch 0 sets no
+// condition.
+func (c *Client) SplitShardAtEpoch(ctx context.Context, id uint64, key string, epoch uint64) (*SplitResult, error) {
 	if !utf8.ValidString(key) {
 		// JSON would silently replace the invalid bytes and split elsewhere.
 		return nil, invalidArgument("split key is not valid UTF-8")
 	}
 	body := struct {
-		Key string `json:"key,omitempty"`
-	}{key}
+		Key   string `json:"key,omitempty"`
+		Epoch uint64 `json:"epoch,omitempty"`
+	}{key, epoch}
 	var res SplitResult
 	if _, err := c.Do(ctx, Request{Method: http.MethodPost, Path: shardPath(id) + "/split", Body: &body}, &res); err != nil {
 		return nil, err

@@ -123,6 +123,10 @@ func TestClusterOperationRequests(t *testing.T) {
 			}
 			return err
 		}, stubRequest{"POST", "/v1/cluster/shards/1/split", `{"key":"m"}`}},
+		{"split at an epoch", ok(splitJSON), func(c *Client) error {
+			_, err := c.SplitShardAtEpoch(ctxT(t), 1, "m", 3)
+			return err
+		}, stubRequest{"POST", "/v1/cluster/shards/1/split", `{"key":"m","epoch":3}`}},
 		{"split at the middle omits key", ok(splitJSON), func(c *Client) error {
 			_, err := c.SplitShard(ctxT(t), 18446744073709551615, "")
 			return err
@@ -167,6 +171,8 @@ func TestClusterOperationErrors(t *testing.T) {
 			func(c *Client) error { return c.RemoveNode(ctxT(t), "n1") }, ErrConditionFailed, 1},
 		{"split unknown shard", []stubReply{apiError(http.StatusNotFound, CodeNotFound, false)},
 			func(c *Client) error { _, err := c.SplitShard(ctxT(t), 99, ""); return err }, ErrNotFound, 1},
+		{"split at a stale epoch", []stubReply{apiError(http.StatusConflict, CodeConditionFailed, false)},
+			func(c *Client) error { _, err := c.SplitShardAtEpoch(ctxT(t), 2, "", 3); return err }, ErrConditionFailed, 1},
 		{"split key outside the range", []stubReply{apiError(http.StatusBadRequest, CodeInvalidArgument, false)},
 			func(c *Client) error { _, err := c.SplitShard(ctxT(t), 1, "zz"); return err }, ErrInvalidArgument, 1},
 		// 503 means nothing was applied, so even a write without a request id is retried.

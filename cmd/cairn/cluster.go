@@ -111,10 +111,17 @@ tokens stay above the ones this cluster granted after the backup.`,
 }
 
 func newClusterSplitCmd(opts *cli.GlobalOptions) *cobra.Command {
-	return &cobra.Command{
+	var epoch uint64
+	cmd := &cobra.Command{
 		Use:   "split SHARD [KEY]",
 		Short: "Split a shard at KEY (default: the middle of its range); prints both halves",
-		Args:  cobra.RangeArgs(1, 2),
+		Long: `Split a shard at KEY (default: the middle of its range); prints both halves.
+
+With --epoch the split happens only if the shard is still at that epoch (the
+EPOCH column of "cairn cluster status"): a shard that split or changed its replicas since
+is left alone and the command fails with condition_failed, so a script never
+splits a range it did not look at.`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := parseShardID(args[0])
 			if err != nil {
@@ -131,7 +138,7 @@ func newClusterSplitCmd(opts *cli.GlobalOptions) *cobra.Command {
 				return err
 			}
 			defer done()
-			res, err := c.SplitShard(ctx, id, key)
+			res, err := c.SplitShardAtEpoch(ctx, id, key, epoch)
 			if err != nil {
 				return err
 			}
@@ -141,6 +148,8 @@ func newClusterSplitCmd(opts *cli.GlobalOptions) *cobra.Command {
 			return writeSplitTable(cmd.OutOrStdout(), res)
 		},
 	}
+	cmd.Flags().Uint64Var(&epoch, "epoch", 0, "split only if the shard is still at this epoch (0: any)")
+	return cmd
 }
 
 func newClusterTransferCmd(opts *cli.GlobalOptions) *cobra.Command {

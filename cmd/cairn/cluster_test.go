@@ -61,6 +61,8 @@ func newClusterStub(t *testing.T) (*clusterStub, string) {
 	mux.Handle("GET /v1/cluster", answer(200, stubClusterJSON))
 	mux.Handle("POST /v1/cluster/shards/1/split", answer(200,
 		`{"parent":{"id":1,"start":"","end":"g","epoch":4,"replicas":["n1","n2"]},"child":{"id":8,"start":"g","end":"m","epoch":4,"replicas":["n1","n2"]}}`))
+	mux.Handle("POST /v1/cluster/shards/2/split", answer(409,
+		`{"error":{"code":"condition_failed","message":"range 2 is at epoch 5, not 3: it changed since","retryable":false}}`))
 	mux.Handle("POST /v1/cluster/shards/99/split", answer(404,
 		`{"error":{"code":"not_found","message":"shard 99: not found","retryable":false}}`))
 	mux.Handle("POST /v1/cluster/shards/1/transfer-leader", answer(200, `{"shard":1,"leader":"n2"}`))
@@ -170,6 +172,13 @@ func TestClusterCommands(t *testing.T) {
 			`POST /v1/cluster/shards/1/split {}`},
 		{"split unknown shard", []string{"cluster", "split", "99"}, 1, "", "error: not_found: shard 99",
 			`POST /v1/cluster/shards/99/split {}`},
+		{"split at epoch", []string{"cluster", "split", "1", "g", "--epoch", "3"}, 0,
+			`(?m)^parent\s+1\s+-inf\s+g\s+4\s+n1,n2\n`, "",
+			`POST /v1/cluster/shards/1/split {"key":"g","epoch":3}`},
+		{"split at the middle at epoch", []string{"cluster", "split", "1", "--epoch=3", "-o", "json"}, 0, `"child"`, "",
+			`POST /v1/cluster/shards/1/split {"epoch":3}`},
+		{"split at a stale epoch", []string{"cluster", "split", "2", "--epoch", "3"}, 1, "", "error: condition_failed: range 2 is at epoch 5",
+			`POST /v1/cluster/shards/2/split {"epoch":3}`},
 		{"transfer leader", []string{"cluster", "transfer-leader", "1", "n2"}, 0, `^shard 1: leader is now n2\n$`, "",
 			`POST /v1/cluster/shards/1/transfer-leader {"to":"n2"}`},
 		{"transfer leader json", []string{"cluster", "transfer-leader", "1", "n2", "-o", "json"}, 0,
@@ -190,6 +199,7 @@ func TestClusterCommands(t *testing.T) {
 		{"split bad shard", []string{"cluster", "split", "one"}, 2, "", "SHARD must be a shard id", ""},
 		{"split negative shard", []string{"cluster", "split", "--", "-1"}, 2, "", "SHARD must be a shard id", ""},
 		{"split empty key", []string{"cluster", "split", "1", ""}, 2, "", "KEY must not be empty", ""},
+		{"split bad epoch", []string{"cluster", "split", "1", "--epoch", "-1"}, 2, "", "invalid argument \"-1\" for \"--epoch\"", ""},
 		{"transfer one arg", []string{"cluster", "transfer-leader", "1"}, 2, "", "accepts 2 arg(s)", ""},
 		{"transfer empty node", []string{"cluster", "transfer-leader", "1", " "}, 2, "", "NODE must be a node id", ""},
 		{"drain no node", []string{"cluster", "drain"}, 2, "", "accepts 1 arg(s)", ""},
