@@ -29,7 +29,10 @@
 # compare part runs one shard; two-shard transactions need two or more), BENCH_NATIVE (1; 0 skips the
 # native etcd client), BENCH_CAIRN_PORT (17070: node i listens on
 # base+10(i-1), +1 raft, +2 gossip), BENCH_ETCD_PORT (12379: member i on
-# base+10000(i-1), +1 peer), BENCH_KEEP (1 keeps the temp dir), GO (go).
+# base+10000(i-1), +1 peer), BENCH_KEEP (1 keeps the temp dir), GO (go),
+# BENCH_REPEAT (1: how many times each cairn/etcd pair of the compare, lock
+# and transaction parts runs, their order alternating; the report shows the
+# median run of each cell, with the range of its repeats).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -49,6 +52,7 @@ LOCK_CLIENTS=${BENCH_LOCK_CLIENTS:-"1 16 64"}
 LOCK_SHARDS=${BENCH_LOCK_SHARDS:-"1 4"}
 TXN_SHARDS=${BENCH_TXN_SHARDS:-"1 4"}
 NATIVE=${BENCH_NATIVE:-1}
+REPEAT=${BENCH_REPEAT:-1}
 CAIRN_PORT=${BENCH_CAIRN_PORT:-17070}
 ETCD_PORT=${BENCH_ETCD_PORT:-12379}
 
@@ -292,10 +296,12 @@ if part compare; then
     extra=()
     if [ "$wl" != put ]; then extra=(--preload=false); fi
     for n in $CLIENTS; do
-      if [ $((row % 2)) = 0 ]; then order="cairn etcd"; else order="etcd cairn"; fi
-      for sys in $order; do bench "$sys" "$wl" "$n" "${extra[@]}"; done
-      if [ -n "$NATIVE_BIN" ]; then bench etcd-native "$wl" "$n" "${extra[@]}"; fi
-      row=$((row + 1))
+      for _ in $(seq 1 "$REPEAT"); do
+        if [ $((row % 2)) = 0 ]; then order="cairn etcd"; else order="etcd cairn"; fi
+        for sys in $order; do bench "$sys" "$wl" "$n" "${extra[@]}"; done
+        if [ -n "$NATIVE_BIN" ]; then bench etcd-native "$wl" "$n" "${extra[@]}"; fi
+        row=$((row + 1))
+      done
     done
   done
   stop_etcd
@@ -313,12 +319,16 @@ if part locks && [ -n "$NATIVE_BIN" ]; then
     start_etcd
     row=0
     for n in $LOCK_CLIENTS; do
-      if [ $((row % 2)) = 0 ]; then order="cairn etcd-native"; else order="etcd-native cairn"; fi
-      for sys in $order; do bench "$sys" lock "$n" --label "uncontended shards=$shards"; done
-      row=$((row + 1))
+      for _ in $(seq 1 "$REPEAT"); do
+        if [ $((row % 2)) = 0 ]; then order="cairn etcd-native"; else order="etcd-native cairn"; fi
+        for sys in $order; do bench "$sys" lock "$n" --label "uncontended shards=$shards"; done
+        row=$((row + 1))
+      done
     done
     n=$(echo "$LOCK_CLIENTS" | awk '{print $NF}')
-    for sys in cairn etcd-native; do bench "$sys" lock "$n" --contended --label "contended shards=$shards"; done
+    for _ in $(seq 1 "$REPEAT"); do
+      for sys in cairn etcd-native; do bench "$sys" lock "$n" --contended --label "contended shards=$shards"; done
+    done
     stop_etcd
     stop_cairn
   done
@@ -343,9 +353,11 @@ if part txns && [ -n "$NATIVE_BIN" ]; then
       extra=(--preload=false --label "$kind shards=$shards")
       if [ "$kind" = cross-shard ]; then extra+=(--cross-shard); fi
       for n in $TXN_CLIENTS; do
-        if [ $((row % 2)) = 0 ]; then order="cairn etcd-native"; else order="etcd-native cairn"; fi
-        for sys in $order; do bench "$sys" txn "$n" "${extra[@]}"; done
-        row=$((row + 1))
+        for _ in $(seq 1 "$REPEAT"); do
+          if [ $((row % 2)) = 0 ]; then order="cairn etcd-native"; else order="etcd-native cairn"; fi
+          for sys in $order; do bench "$sys" txn "$n" "${extra[@]}"; done
+          row=$((row + 1))
+        done
       done
     done
     stop_etcd
@@ -390,7 +402,7 @@ MEM=$(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/n
   --env "cairn=$VERSION, $($GO version | cut -d' ' -f3), 3 nodes, fsync on (the raft log on every write; state machine files at close, fsm/DESIGN.md), --log-store wal except in the log-store table" \
   --env "etcd=$ETCD_VERSION (Debian etcd-server), 3 members, default settings (fsync on)" \
   --env "etcd clients=JSON gateway (/v3/kv/...) through cairn bench; native: bench/etcdnative ($(sed -n 's/^[[:space:]]*go.etcd.io\/etcd\/client\/v3 //p' bench/etcdnative/go.mod))" \
-  --env "runs=$DURATION each, closed loop, $KEYS keys uniform (preloaded), $VALUE_SIZE-byte values; cairn and etcd alternate run by run; both clusters up together during the comparison, loopback only" \
+  --env "runs=$DURATION each$([ "$REPEAT" -gt 1 ] && echo ", every cairn/etcd pair $REPEAT times"), closed loop, $KEYS keys uniform (preloaded), $VALUE_SIZE-byte values; cairn and etcd alternate run by run; both clusters up together during the comparison, loopback only" \
   --env "client spread=client i starts at endpoint i mod 3; cairn's Go client then sends writes and linearizable reads to the shard leader it learned (client/route.go); etcd's members forward to the raft leader" \
   "$RUNS"/*.json
 log "wrote $base.md and $base.json in $(($(date +%s) - STARTED))s"

@@ -57,13 +57,19 @@ type Result struct {
 	Ops       int64   `json:"ops"`
 	Errors    int64   `json:"errors"`
 	OpsPerSec float64 `json:"ops_per_sec"`
-	Latency   Latency `json:"latency_ms"`
+
+	Latency Latency `json:"latency_ms"`
 	// ByOp splits the figures by operation ("get", "put"): the ones the
 	// workload issues.
 	ByOp         map[string]OpStats `json:"by_op"`
 	ErrorsByCode map[string]int64   `json:"errors_by_code,omitempty"`
 	// ErrorSamples holds the first error message seen for each code.
 	ErrorSamples map[string]string `json:"error_samples,omitempty"`
+
+	// Set by Summary.WriteMarkdown on the median of repeated runs
+	// (medianRuns); not part of a report.
+	repeats        int
+	minOps, maxOps float64
 }
 
 // PreloadStats describes the unmeasured preload.

@@ -98,10 +98,17 @@ func (s *Summary) WriteMarkdown(w io.Writer) error {
 		b.WriteString("\n")
 	}
 
+	runs := medianRuns(s.Runs)
+	if len(runs) < len(s.Runs) {
+		b.WriteString("Some runs were repeated (`BENCH_REPEAT`): such a cell shows the run of median throughput, " +
+			"with the lowest and highest throughput of its repeats in brackets and their count; its latencies are the median run's, " +
+			"and a ratio is of the two medians.\n\n")
+	}
+
 	rows := map[rowKey]map[string]*Result{}
 	var shards, locks, txns []*Result
 	stores := map[rowKey]map[string]*Result{}
-	for _, r := range s.Runs {
+	for _, r := range runs {
 		if r.Workload == WorkloadLock {
 			locks = append(locks, r)
 			continue
@@ -133,7 +140,7 @@ func (s *Summary) WriteMarkdown(w io.Writer) error {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, compareKeys)
-	native := slices.ContainsFunc(s.Runs, func(r *Result) bool { return r.Target == "etcd-native" })
+	native := slices.ContainsFunc(runs, func(r *Result) bool { return r.Target == "etcd-native" })
 
 	if len(keys) > 0 {
 		b.WriteString("## cairn and etcd, same runner and HTTP client\n\n")
@@ -352,7 +359,57 @@ func opsCell(r *Result) string {
 	if r == nil {
 		return "–"
 	}
+	if r.repeats > 1 {
+		return fmt.Sprintf("%s (%s–%s, %d runs)", formatRate(r.OpsPerSec), formatRate(r.minOps), formatRate(r.maxOps), r.repeats)
+	}
 	return formatRate(r.OpsPerSec)
+}
+
+// runKey identifies the repeats of one run: everything the runner was
+// asked to measure, not what it measured.
+type runKey struct {
+	target, label, consistency, shards, keyDist string
+	workload                                    Workload
+	clients, keys, valueSize                    int
+	readRatio                                   float64
+	contended, cross                            bool
+}
+
+// medianRuns returns runs with each set of repeats (the same runKey) replaced
+// by the run of median throughput (the lower of the two middle ones for an
+// even count), which carries the repeats' count and throughput range for
+// opsCell. Order is that of each set's first run. On this kind of shared
+// machine one run can move by a fifth between minutes; the median of
+// alternated repeats is what a ratio should be read from.
+func medianRuns(runs []*Result) []*Result {
+	groups := map[runKey][]*Result{}
+	var order []runKey
+	for _, r := range runs {
+		k := runKey{target: r.Target, label: r.Label, consistency: r.Consistency, shards: r.System["shards"],
+			keyDist: string(r.KeyDist), workload: r.Workload, clients: r.Clients, keys: r.Keys, valueSize: r.ValueSize,
+			contended: r.Contended, cross: r.CrossShard}
+		if r.ReadRatio != nil {
+			k.readRatio = *r.ReadRatio
+		}
+		if groups[k] == nil {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	out := make([]*Result, 0, len(order))
+	for _, k := range order {
+		g := groups[k]
+		if len(g) == 1 {
+			out = append(out, g[0])
+			continue
+		}
+		sorted := slices.Clone(g)
+		slices.SortStableFunc(sorted, func(a, b *Result) int { return cmp.Compare(a.OpsPerSec, b.OpsPerSec) })
+		m := *sorted[(len(sorted)-1)/2]
+		m.repeats, m.minOps, m.maxOps = len(g), sorted[0].OpsPerSec, sorted[len(sorted)-1].OpsPerSec
+		out = append(out, &m)
+	}
+	return out
 }
 
 func latCell(r *Result) string {

@@ -203,3 +203,61 @@ func TestSummaryTxns(t *testing.T) {
 		t.Errorf("a txn run landed in the key-value table:\n%s", out)
 	}
 }
+
+// TestSummaryRepeats: repeated runs of a row (BENCH_REPEAT) show as their
+// median run with the range and count of the repeats, ratios are of the
+// medians, and rows without repeats read as before.
+func TestSummaryRepeats(t *testing.T) {
+	lock := func(target string, ops, p50 float64) *Result {
+		r := run(target, WorkloadLock, 64, ops, p50, 2*p50, 0)
+		r.Consistency, r.Label = "", "uncontended shards=4"
+		return r
+	}
+	tx := func(target string, cross bool, ops float64) *Result {
+		r := run(target, WorkloadTxn, 64, ops, 10, 20, 0)
+		r.Consistency, r.CrossShard, r.Label = "", cross, "one-shard shards=4"
+		return r
+	}
+	s := &Summary{Runs: []*Result{
+		// alternated as run.sh does; medians 3300 (p50 7) and 2000
+		lock("cairn", 3600, 6), lock("etcd-native", 2000, 20),
+		lock("etcd-native", 1900, 21), lock("cairn", 3000, 8),
+		lock("cairn", 3300, 7), lock("etcd-native", 2100, 19),
+		// an even count: the lower middle one
+		tx("cairn", false, 5000), tx("cairn", false, 6000), tx("cairn", true, 2400), tx("cairn", true, 2000),
+		tx("etcd-native", false, 3000),
+	}}
+	var b bytes.Buffer
+	if err := s.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"Some runs were repeated",
+		"| uncontended | 4 | 64 | 3300 (3000–3600, 3 runs) | 2000 (1900–2100, 3 runs) | 1.65× | 7.00 / 14.0 | 20.0 / 40.0 |",
+		"| one shard | 4 | 64 | 5000 (5000–6000, 2 runs) | 3000 | 1.67× |",
+		"| two shards | 4 | 64 | 2000 (2000–2400, 2 runs) | – | – | 10.0 / 20.0 | – | 0.40× |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	// The JSON keeps every run as it was.
+	var j bytes.Buffer
+	if err := s.WriteJSON(&j); err != nil {
+		t.Fatal(err)
+	}
+	var back Summary
+	if err := json.Unmarshal(j.Bytes(), &back); err != nil || len(back.Runs) != len(s.Runs) {
+		t.Fatalf("JSON has %d runs (%v), want %d", len(back.Runs), err, len(s.Runs))
+	}
+
+	b.Reset()
+	single := &Summary{Runs: []*Result{lock("cairn", 3600, 6), lock("etcd-native", 2000, 20)}}
+	if err := single.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "repeated") || strings.Contains(b.String(), "runs)") {
+		t.Errorf("a summary without repeats mentions them:\n%s", b.String())
+	}
+}
