@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -203,6 +204,30 @@ func (t *Txn) Commit(ctx context.Context) (*TxnResponse, error) {
 	}
 	res.Index = meta.Index
 	return &res, nil
+}
+
+// CommitRetry is Commit for a transaction that may meet others: while an
+// attempt ends in ErrTxnAborted (a conflicting transaction won, or a
+// recovery aborted it; nothing was written), it runs the same transaction
+// again as a new one, with a new request id, after the client's backoff,
+// up to attempts times in all (at least once), as etcd's STM retries a
+// conflict. The compares are evaluated again each time, so a transaction
+// whose compares no longer hold runs its failure branch. Any other error
+// ends it: on ErrOutcomeUnknown, Commit the same *Txn again to learn the
+// outcome of its last attempt.
+func (t *Txn) CommitRetry(ctx context.Context, attempts int) (*TxnResponse, error) {
+	for n := 1; ; n++ {
+		res, err := t.Commit(ctx)
+		if err == nil || !errors.Is(err, ErrTxnAborted) || n >= attempts {
+			return res, err
+		}
+		// The aborted attempt's request id answers "aborted" to any retry
+		// with it: the next attempt is a new transaction.
+		t.body.RequestID = ""
+		if sleep(ctx, t.c.backoff(n)) != nil {
+			return res, err // the caller's time ran out: the last attempt's answer
+		}
+	}
 }
 
 // anchor is the key whose shard the server starts at (the record's shard for

@@ -68,3 +68,65 @@ func TestTxnBuilder(t *testing.T) {
 		t.Fatalf("txn_aborted: %v", err)
 	}
 }
+
+// TestTxnCommitRetry: CommitRetry runs a transaction aborted by a conflict
+// again as a new one (a new request id each time: the aborted one's id
+// would answer "aborted" again), up to its attempts; any other error, and
+// the last attempt's abort, end it; a plain Commit never retries an abort.
+func TestTxnCommitRetry(t *testing.T) {
+	var ids []string
+	aborts := 0 // how many answers are txn_aborted before a success
+	code := "txn_aborted"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m struct {
+			RequestID string `json:"request_id"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&m)
+		ids = append(ids, m.RequestID)
+		w.Header().Set("Content-Type", "application/json")
+		if len(ids) <= aborts {
+			w.WriteHeader(http.StatusConflict)
+			_, _ = io.WriteString(w, `{"error":{"code":"`+code+`","message":"no","retryable":false}}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"succeeded":true,"shards":[1,2],"id":"t1"}`)
+	}))
+	t.Cleanup(srv.Close)
+	c := mustClient(t, []string{strings.TrimPrefix(srv.URL, "http://")}, func(cfg *Config) {
+		cfg.DisableRouting = true
+		cfg.BackoffMin, cfg.BackoffMax = time.Millisecond, 2*time.Millisecond
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	distinct := func() bool {
+		seen := map[string]bool{}
+		for _, id := range ids {
+			if id == "" || seen[id] {
+				return false
+			}
+			seen[id] = true
+		}
+		return true
+	}
+
+	aborts = 2
+	res, err := c.Txn().Then(OpPut("a", "1"), OpPut("z", "1")).CommitRetry(ctx, 5)
+	if err != nil || !res.Succeeded || len(ids) != 3 || !distinct() {
+		t.Fatalf("two aborts then a commit: %+v %v, request ids %q", res, err, ids)
+	}
+
+	ids, aborts = nil, 10
+	if _, err := c.Txn().Then(OpPut("a", "1")).CommitRetry(ctx, 3); !errors.Is(err, ErrTxnAborted) || len(ids) != 3 || !distinct() {
+		t.Fatalf("aborted every time: %v after %d attempts (want 3), request ids %q", err, len(ids), ids)
+	}
+
+	ids = nil
+	if _, err := c.Txn().Then(OpPut("a", "1")).Commit(ctx); !errors.Is(err, ErrTxnAborted) || len(ids) != 1 {
+		t.Fatalf("Commit retried an abort: %v after %d attempts", err, len(ids))
+	}
+
+	ids, code = nil, "condition_failed"
+	if _, err := c.Txn().Then(OpPut("a", "1")).CommitRetry(ctx, 5); !errors.Is(err, ErrConditionFailed) || len(ids) != 1 {
+		t.Fatalf("another error must end it: %v after %d attempts", err, len(ids))
+	}
+}
