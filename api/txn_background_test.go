@@ -27,7 +27,15 @@ func TestTxnBackgroundSpawnLeavesNothing(t *testing.T) {
 		}
 	}
 	b.wg.Wait()
-	if grew := int64(heap()) - int64(before); grew > 2<<20 {
-		t.Fatalf("%d finished tasks left %d bytes behind (%d each)", n, grew, grew/n)
+	// The heap is the process's: what the package's earlier tests left
+	// running (servers closing, connections) can still allocate, and did
+	// when make test loaded both cores. A leak stays; that passes.
+	var grew int64
+	for range 10 {
+		if grew = int64(heap()) - int64(before); grew <= 2<<20 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
+	t.Fatalf("%d finished tasks left %d bytes behind (%d each)", n, grew, grew/n)
 }

@@ -261,22 +261,11 @@ func (s *Server) proposeBatchCall(ctx context.Context, batch []*proposeItem) err
 // callTxnProposeBatch makes one pathTxnProposeBatch call to addr, in
 // binary; a node of an older binary (no binary path: 404) gets it as JSON.
 func (s *Server) callTxnProposeBatch(ctx context.Context, addr string, q *txnProposeBatchRequest) (*txnProposeBatchResponse, error) {
-	body, err := s.peers.CallBytes(ctx, addr, pathTxnProposeBatchBin, contentTypeWire, encodeProposeBatchRequest(q))
-	if pathNotServed(err) {
-		var out txnProposeBatchResponse
-		if err := s.peers.Call(ctx, addr, http.MethodPost, pathTxnProposeBatch, q, &out); err != nil {
-			return nil, err
-		}
-		return &out, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	items, err := decodeBatchAnswers(body)
-	if err != nil {
-		return nil, fmt.Errorf("api: txn command batch on node %s: undecodable answer: %w", addr, err)
-	}
-	return &txnProposeBatchResponse{Items: items}, nil
+	return callBinary(ctx, s, addr, pathTxnProposeBatchBin, pathTxnProposeBatch, q, encodeProposeBatchRequest(q),
+		func(b []byte) (*txnProposeBatchResponse, error) {
+			items, err := decodeBatchAnswers(b)
+			return &txnProposeBatchResponse{Items: items}, err
+		})
 }
 
 // internalTxnProposeBatch serves pathTxnProposeBatch (JSON) and

@@ -207,22 +207,7 @@ func (s *Server) txnProposeHops(ctx context.Context, key []byte, cmd *fsm.Comman
 // callTxnPropose makes one pathTxnPropose call to addr, in binary; a node
 // of an older binary (no binary path: 404) gets it as JSON.
 func (s *Server) callTxnPropose(ctx context.Context, addr string, q *txnProposeRequest) (*txnWireResult, error) {
-	body, err := s.peers.CallBytes(ctx, addr, pathTxnProposeBin, contentTypeWire, encodeProposeRequest(q))
-	if pathNotServed(err) {
-		var w txnWireResult
-		if err := s.peers.Call(ctx, addr, http.MethodPost, pathTxnPropose, q, &w); err != nil {
-			return nil, err
-		}
-		return &w, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	w, err := decodeWireResult(body)
-	if err != nil {
-		return nil, fmt.Errorf("txn command on node %s: undecodable answer: %w", addr, err)
-	}
-	return w, nil
+	return callBinary(ctx, s, addr, pathTxnProposeBin, pathTxnPropose, q, encodeProposeRequest(q), decodeWireResult)
 }
 
 // internalTxnPropose serves pathTxnPropose (JSON) and pathTxnProposeBin

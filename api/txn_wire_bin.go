@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -364,6 +365,29 @@ func decodeBatchAnswers(p []byte) ([]txnProposeBatchAnswer, error) {
 		return nil
 	})
 	return out, err
+}
+
+// callBinary makes one internal call to addr in binary (body at binPath,
+// its answer decoded by decode); a node of an older binary, which does not
+// serve binPath, gets the same call q as JSON at jsonPath.
+func callBinary[T any](ctx context.Context, s *Server, addr, binPath, jsonPath string, q any, body []byte,
+	decode func([]byte) (*T, error)) (*T, error) {
+	b, err := s.peers.CallBytes(ctx, addr, binPath, contentTypeWire, body)
+	if pathNotServed(err) {
+		var out T
+		if err := s.peers.Call(ctx, addr, http.MethodPost, jsonPath, q, &out); err != nil {
+			return nil, err
+		}
+		return &out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out, err := decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("txn call to node %s: undecodable answer: %w", addr, err)
+	}
+	return out, nil
 }
 
 // pathNotServed: the node answered a call as a node of a binary older than

@@ -224,13 +224,44 @@ func (c *Client) Call(ctx context.Context, addr, method, path string, in, out an
 		}
 		body = bytes.NewReader(b)
 	}
+	return c.call(ctx, addr, method, path, "application/json", body, func(r io.Reader) error {
+		if out == nil {
+			return nil
+		}
+		return json.NewDecoder(io.LimitReader(r, MaxResponseBody)).Decode(out)
+	})
+}
+
+// CallBytes makes one internal call whose body and answer are bytes of
+// contentType (a binary form of a JSON call): in goes as it is, the answer
+// body is returned whole, up to MaxResponseBody. Errors as in Call: an
+// error answer is the JSON error envelope, decoded.
+func (c *Client) CallBytes(ctx context.Context, addr, path, contentType string, in []byte) ([]byte, error) {
+	var out []byte
+	err := c.call(ctx, addr, http.MethodPost, path, contentType, bytes.NewReader(in), func(r io.Reader) error {
+		b, err := io.ReadAll(io.LimitReader(r, MaxResponseBody+1))
+		if err != nil {
+			return fmt.Errorf("node %s: reading the answer: %w", addr, err)
+		}
+		if len(b) > MaxResponseBody {
+			return fmt.Errorf("node %s: answer over %d bytes", addr, MaxResponseBody)
+		}
+		out = b
+		return nil
+	})
+	return out, err
+}
+
+// call sends one internal call and hands a 200 answer's body to read; any
+// other status is decoded as an error answer.
+func (c *Client) call(ctx context.Context, addr, method, path, contentType string, body io.Reader, read func(io.Reader) error) error {
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	resp, err := c.do(req, "node "+addr)
 	if err != nil {
 		return err
@@ -239,40 +270,7 @@ func (c *Client) Call(ctx context.Context, addr, method, path string, in, out an
 	if resp.StatusCode != http.StatusOK {
 		return decodeResponse(resp)
 	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(io.LimitReader(resp.Body, MaxResponseBody)).Decode(out)
-}
-
-// CallBytes makes one internal call whose body and answer are bytes of
-// contentType (a binary form of a JSON call): in goes as it is, the answer
-// body is returned whole, up to MaxResponseBody. Errors as in Call: an
-// error answer is the JSON error envelope, decoded.
-func (c *Client) CallBytes(ctx context.Context, addr, path, contentType string, in []byte) ([]byte, error) {
-	ctx, cancel := c.bound(ctx)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(in))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", contentType)
-	resp, err := c.do(req, "node "+addr)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, decodeResponse(resp)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBody+1))
-	if err != nil {
-		return nil, fmt.Errorf("node %s: reading the answer: %w", addr, err)
-	}
-	if len(b) > MaxResponseBody {
-		return nil, fmt.Errorf("node %s: answer over %d bytes", addr, MaxResponseBody)
-	}
-	return b, nil
+	return read(resp.Body)
 }
 
 func errUnavailable(msg string) error { return fmt.Errorf("%s: %w", msg, shard.ErrUnavailable) }
