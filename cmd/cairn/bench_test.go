@@ -153,14 +153,14 @@ func TestBenchSummarizeAndSplitKeys(t *testing.T) {
 	}
 	c := &bench.Result{Workload: "put", Target: "cairn", Clients: 64, OpsPerSec: 6000, Latency: bench.Latency{P50: 9, P99: 20}}
 	e := &bench.Result{Workload: "put", Target: "etcd", Clients: 64, OpsPerSec: 5000, Latency: bench.Latency{P50: 10, P99: 25}}
-	f1, f2 := write("a.json", c), write("b.json", e, e) // a file may hold several reports
+	f1, f2 := write("a.json", c), write("b.json", e, e) // a file may hold several reports; the two etcd runs are repeats
 	md, js := filepath.Join(dir, "out.md"), filepath.Join(dir, "out.json")
 	_, errOut, code := runBenchCmd(t, "bench", "summarize", "--title", "T", "--env", "machine=2 cores", "--md", md, "--json-out", js, f1, f2)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	b, _ := os.ReadFile(md)
-	if !strings.Contains(string(b), "# T\n") || !strings.Contains(string(b), "| put | 64 | 6000 | 5000 | 1.20× |") {
+	if !strings.Contains(string(b), "# T\n") || !strings.Contains(string(b), "| put | 64 | 6000 | 5000 (5000–5000, 2 runs) | 1.20× |") {
 		t.Errorf("markdown:\n%s", b)
 	}
 	var s bench.Summary
