@@ -32,7 +32,8 @@
 # base+10000(i-1), +1 peer), BENCH_KEEP (1 keeps the temp dir), GO (go),
 # BENCH_REPEAT (1: how many times each cairn/etcd pair of the compare, lock
 # and transaction parts runs, their order alternating; the report shows the
-# median run of each cell, with the range of its repeats).
+# median run of each cell, with the range of its repeats; odd counts read
+# best, an even count's median being the lower middle run).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -53,6 +54,7 @@ LOCK_SHARDS=${BENCH_LOCK_SHARDS:-"1 4"}
 TXN_SHARDS=${BENCH_TXN_SHARDS:-"1 4"}
 NATIVE=${BENCH_NATIVE:-1}
 REPEAT=${BENCH_REPEAT:-1}
+case $REPEAT in '' | 0* | *[!0-9]*) echo "bench: BENCH_REPEAT must be a positive integer, not '$REPEAT'" >&2; exit 2 ;; esac
 CAIRN_PORT=${BENCH_CAIRN_PORT:-17070}
 ETCD_PORT=${BENCH_ETCD_PORT:-12379}
 
@@ -326,8 +328,9 @@ if part locks && [ -n "$NATIVE_BIN" ]; then
       done
     done
     n=$(echo "$LOCK_CLIENTS" | awk '{print $NF}')
-    for _ in $(seq 1 "$REPEAT"); do
-      for sys in cairn etcd-native; do bench "$sys" lock "$n" --contended --label "contended shards=$shards"; done
+    for rep in $(seq 1 "$REPEAT"); do
+      if [ $((rep % 2)) = 1 ]; then order="cairn etcd-native"; else order="etcd-native cairn"; fi
+      for sys in $order; do bench "$sys" lock "$n" --contended --label "contended shards=$shards"; done
     done
     stop_etcd
     stop_cairn

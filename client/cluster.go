@@ -96,7 +96,7 @@ func (c *Client) SplitShard(ctx context.Context, id uint64, key string) (*SplitR
 }
 
 // SplitShardAtEpoch is SplitShard on a condition: the shard must still be
-// at epoch (ShardRange.Epoch, as ClusterStatus reports it), so a split
+// at epoch (ShardStatus.Epoch in ClusterStatus, the EPOCH column), so a split
 // planned from a status that has since gone stale (another split, a change
 // of its replicas: both move the epoch) is refused with an error matching ErrConditionFailed
 // instead of splitting a range the caller did not look at. Epoch 0 sets no

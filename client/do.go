@@ -214,6 +214,7 @@ func (r *retrier) judge(i uint32, configured, sent bool, err error) (verdict, er
 		// A definite answer. After an ambiguous attempt it is still the truth:
 		// the retry carried the same request id, and the server answers a
 		// duplicate with the original outcome (invariant I7).
+		apiErr.replay = r.ambiguous
 		return 0, apiErr
 	}
 }

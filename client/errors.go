@@ -56,6 +56,11 @@ type Error struct {
 	Details map[string]json.RawMessage
 
 	err error // cause: transport error, context error, or earlier attempt
+	// replay: the answer came after an earlier attempt of the same write
+	// may have been applied, so it may be the answer to a repeated request
+	// id rather than to a first execution (Txn.CommitRetry does not run
+	// such an abort again).
+	replay bool
 }
 
 func (e *Error) Error() string {

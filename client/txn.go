@@ -206,26 +206,45 @@ func (t *Txn) Commit(ctx context.Context) (*TxnResponse, error) {
 	return &res, nil
 }
 
+// maxRequestID is the server's bound on a request id (docs/api.md).
+const maxRequestID = 256
+
 // CommitRetry is Commit for a transaction that may meet others: while an
 // attempt ends in ErrTxnAborted (a conflicting transaction won, or a
 // recovery aborted it; nothing was written), it runs the same transaction
-// again as a new one, with a new request id, after the client's backoff,
-// up to attempts times in all (at least once), as etcd's STM retries a
-// conflict. The compares are evaluated again each time, so a transaction
-// whose compares no longer hold runs its failure branch. Any other error
-// ends it: on ErrOutcomeUnknown, Commit the same *Txn again to learn the
-// outcome of its last attempt.
+// again as a new one, after the client's backoff, up to attempts times in
+// all (at least once). It resends the same compares and ops, so it helps
+// blind writes and conflicts with transactions that aborted; a transaction
+// that lost to a committed one usually finds its compares false and runs
+// its failure branch, and a read-modify-write loop must read again itself.
+//
+// Each attempt after the first has a request id of its own, derived from
+// the first (its id plus "/2", "/3", ...), so RequestID still names the
+// first attempt and a caller-set id (WithRequestID) stays recognizable; the
+// last attempt's id is RequestID()'s after it returns. An abort that
+// answered a request id sent more than once (an earlier send timed out
+// and may have applied) is returned, not run again: it may be the answer
+// to a replay. Any other error ends it; on ErrOutcomeUnknown, Commit the
+// same *Txn again to learn the outcome of its last attempt. If ctx ends
+// while it waits to run again, it returns the last attempt's abort.
 func (t *Txn) CommitRetry(ctx context.Context, attempts int) (*TxnResponse, error) {
+	if t.body.RequestID == "" {
+		t.body.RequestID = t.c.NewRequestID()
+	}
+	first := t.body.RequestID
 	for n := 1; ; n++ {
 		res, err := t.Commit(ctx)
-		if err == nil || !errors.Is(err, ErrTxnAborted) || n >= attempts {
+		var e *Error
+		if err == nil || !errors.Is(err, ErrTxnAborted) || n >= attempts || (errors.As(err, &e) && e.replay) {
 			return res, err
+		}
+		if sleep(ctx, t.c.backoff(n)) != nil {
+			return res, err // the caller's time ran out: the last attempt's answer
 		}
 		// The aborted attempt's request id answers "aborted" to any retry
 		// with it: the next attempt is a new transaction.
-		t.body.RequestID = ""
-		if sleep(ctx, t.c.backoff(n)) != nil {
-			return res, err // the caller's time ran out: the last attempt's answer
+		if t.body.RequestID = first + "/" + strconv.Itoa(n+1); len(t.body.RequestID) > maxRequestID {
+			t.body.RequestID = t.c.NewRequestID()
 		}
 	}
 }

@@ -77,6 +77,7 @@ func TestTxnCommitRetry(t *testing.T) {
 	var ids []string
 	aborts := 0 // how many answers are txn_aborted before a success
 	code := "txn_aborted"
+	var answer func(n int, w http.ResponseWriter) bool // when set, answers the n-th request itself
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var m struct {
 			RequestID string `json:"request_id"`
@@ -84,6 +85,9 @@ func TestTxnCommitRetry(t *testing.T) {
 		_ = json.NewDecoder(r.Body).Decode(&m)
 		ids = append(ids, m.RequestID)
 		w.Header().Set("Content-Type", "application/json")
+		if answer != nil && answer(len(ids), w) {
+			return
+		}
 		if len(ids) <= aborts {
 			w.WriteHeader(http.StatusConflict)
 			_, _ = io.WriteString(w, `{"error":{"code":"`+code+`","message":"no","retryable":false}}`)
@@ -110,9 +114,14 @@ func TestTxnCommitRetry(t *testing.T) {
 	}
 
 	aborts = 2
-	res, err := c.Txn().Then(OpPut("a", "1"), OpPut("z", "1")).CommitRetry(ctx, 5)
+	tx := c.Txn().Then(OpPut("a", "1"), OpPut("z", "1")).WithRequestID("app-7")
+	res, err := tx.CommitRetry(ctx, 5)
 	if err != nil || !res.Succeeded || len(ids) != 3 || !distinct() {
 		t.Fatalf("two aborts then a commit: %+v %v, request ids %q", res, err, ids)
+	}
+	// Each attempt's id derives from the first, which the caller chose.
+	if ids[0] != "app-7" || ids[1] != "app-7/2" || ids[2] != "app-7/3" || tx.RequestID() != "app-7/3" {
+		t.Fatalf("request ids %q, last %q", ids, tx.RequestID())
 	}
 
 	ids, aborts = nil, 10
@@ -124,6 +133,24 @@ func TestTxnCommitRetry(t *testing.T) {
 	if _, err := c.Txn().Then(OpPut("a", "1")).Commit(ctx); !errors.Is(err, ErrTxnAborted) || len(ids) != 1 {
 		t.Fatalf("Commit retried an abort: %v after %d attempts", err, len(ids))
 	}
+
+	// An abort answering a request id sent twice (the first send's outcome
+	// was unknown) may be a replay's answer: returned, never run again.
+	ids, aborts, code = nil, 2, "outcome_unknown"
+	answer = func(n int, w http.ResponseWriter) bool {
+		if n == 1 {
+			w.WriteHeader(http.StatusGatewayTimeout)
+			_, _ = io.WriteString(w, `{"error":{"code":"outcome_unknown","message":"timed out","retryable":false}}`)
+			return true
+		}
+		w.WriteHeader(http.StatusConflict)
+		_, _ = io.WriteString(w, `{"error":{"code":"txn_aborted","message":"aborted","retryable":false}}`)
+		return true
+	}
+	if _, err := c.Txn().Then(OpPut("a", "1")).CommitRetry(ctx, 5); !errors.Is(err, ErrTxnAborted) || len(ids) != 2 || ids[0] != ids[1] {
+		t.Fatalf("an abort after an unknown outcome must end it: %v after %d sends %q", err, len(ids), ids)
+	}
+	answer = nil
 
 	ids, code = nil, "condition_failed"
 	if _, err := c.Txn().Then(OpPut("a", "1")).CommitRetry(ctx, 5); !errors.Is(err, ErrConditionFailed) || len(ids) != 1 {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // LabelShards marks cairn runs that measure put throughput against the
@@ -368,11 +369,12 @@ func opsCell(r *Result) string {
 // runKey identifies the repeats of one run: everything the runner was
 // asked to measure, not what it measured.
 type runKey struct {
-	target, label, consistency, shards, keyDist string
-	workload                                    Workload
-	clients, keys, valueSize                    int
-	readRatio                                   float64
-	contended, cross                            bool
+	target, label, consistency, shards, keyDist, duration string
+	workload                                              Workload
+	clients, keys, valueSize                              int
+	count                                                 int64
+	readRatio, zipfS                                      float64
+	contended, cross                                      bool
 }
 
 // medianRuns returns runs with each set of repeats (the same runKey) replaced
@@ -384,10 +386,28 @@ type runKey struct {
 func medianRuns(runs []*Result) []*Result {
 	groups := map[runKey][]*Result{}
 	var order []runKey
+	type runID struct {
+		target  string
+		seed    uint64
+		started time.Time
+	}
+	seen := map[runID]bool{}
 	for _, r := range runs {
-		k := runKey{target: r.Target, label: r.Label, consistency: r.Consistency, shards: r.System["shards"],
-			keyDist: string(r.KeyDist), workload: r.Workload, clients: r.Clients, keys: r.Keys, valueSize: r.ValueSize,
-			contended: r.Contended, cross: r.CrossShard}
+		// The same report read twice (two files holding it) is one run.
+		if id := (runID{r.Target, r.Seed, r.Started}); !r.Started.IsZero() {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+		}
+		k := runKey{target: r.Target, label: r.Label, consistency: r.Consistency, keyDist: string(r.KeyDist),
+			duration: r.Duration, workload: r.Workload, clients: r.Clients, keys: r.Keys, valueSize: r.ValueSize,
+			count: r.Count, zipfS: r.ZipfS, contended: r.Contended, cross: r.CrossShard}
+		if r.Label == LabelShards {
+			// Only here is the shard count part of what was asked; elsewhere
+			// it is what the cluster reported (nothing, when that failed).
+			k.shards = r.System["shards"]
+		}
 		if r.ReadRatio != nil {
 			k.readRatio = *r.ReadRatio
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 func run(target string, w Workload, clients int, opsPerSec, p50, p99 float64, errs int64) *Result {
@@ -259,5 +260,43 @@ func TestSummaryRepeats(t *testing.T) {
 	}
 	if strings.Contains(b.String(), "repeated") || strings.Contains(b.String(), "runs)") {
 		t.Errorf("a summary without repeats mentions them:\n%s", b.String())
+	}
+}
+
+// TestSummaryRepeatsKey: what makes runs repeats of one another is what the
+// runner was asked to measure. A repeat whose cluster description failed
+// (no shard count) is still a repeat; runs of other lengths are not; the
+// same report read twice is one run.
+func TestSummaryRepeatsKey(t *testing.T) {
+	put := func(target string, ops float64, shards string) *Result {
+		r := run(target, WorkloadPut, 64, ops, 10, 20, 0)
+		r.Duration = "10s"
+		if shards != "" {
+			r.System = map[string]string{"shards": shards}
+		}
+		return r
+	}
+	noDescribe := put("cairn", 400, "")
+	longer := put("etcd", 3000, "")
+	longer.Duration = "60s"
+	twice := put("etcd", 950, "")
+	twice.Seed, twice.Started = 9, time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	s := &Summary{Runs: []*Result{
+		longer, // its own row key's cell is replaced by the later 10s repeats
+		put("cairn", 1000, "1"), put("cairn", 1100, "1"), noDescribe,
+		put("etcd", 900, ""), twice, twice, put("etcd", 1000, ""),
+	}}
+	var b bytes.Buffer
+	if err := s.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	// cairn: 400, 1000, 1100 → 1000; etcd (10s): 900, 950, 1000 → 950, the
+	// same report counted once; the 60s run stays out of those repeats.
+	if want := "| put | 64 | 1000 (400–1100, 3 runs) | 950 (900–1000, 3 runs) | 1.05× |"; !strings.Contains(out, want) {
+		t.Errorf("summary lacks %q:\n%s", want, out)
+	}
+	if strings.Contains(out, "4 runs") || strings.Contains(out, "(900–3000") {
+		t.Errorf("runs that are not repeats were merged:\n%s", out)
 	}
 }
