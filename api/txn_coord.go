@@ -112,6 +112,11 @@ type txnCoord struct {
 	// aborted the record, and the intents the other prepares laid are
 	// resolved as aborted like any aborted transaction's.
 	oneShard *fsm.Result
+	// lookedUp: a record command that looks the request id up in the
+	// dedup table (CheckOneShard: the decide, the coordinator's abort)
+	// was answered, so oneShard says whether it ran as a one-shard
+	// transaction.
+	lookedUp bool
 	// decideLost: a decide of this coordinator's had an unknown outcome; if
 	// the record turns out committed with no decide answer in hand, the
 	// client hears outcome_unknown (txnMulti).
@@ -470,6 +475,9 @@ func (c *txnCoord) recordEvent(ctx context.Context, ev *txn.Event) {
 		c.st.Record = txn.RecUnknown
 		return
 	}
+	if final && ev.Kind == txn.EvAbort && ev.RequestID != "" {
+		c.lookedUp = true
+	}
 	if res.TwoPC.OneShard != nil {
 		c.oneShard = res.TwoPC.OneShard
 	}
@@ -557,6 +565,26 @@ func (c *txnCoord) act(ctx context.Context, a txn.Action) {
 		}
 		p.Status = txn.PartUnknown // prepare again
 	case txn.ActReply:
+		if a.Result == txn.ResultAborted && c.req.RequestID != "" && c.oneShard == nil && !c.lookedUp {
+			// The abort was learned from a begin, a heartbeat or a read
+			// of the record, which do not look the request id up: a
+			// first send of it may have committed as a one-shard
+			// transaction (its answer lost, then a split spread its
+			// keys), and "aborted" would invite the caller to run it
+			// again as a new one (I7). The coordinator's own abort looks
+			// it up (CheckOneShard) and changes nothing on an aborted
+			// record; a stored result found is the answer (txnMulti).
+			ev := c.event(txn.EvAbort)
+			ev.Cause = txn.CauseCoordinator
+			c.recordEvent(ctx, ev)
+			if !c.lookedUp {
+				// Not answered: "aborted" may be wrong, so the client hears
+				// an unknown outcome and its retry (the same id) looks
+				// again. The record's state learned before stands.
+				c.st.Record = txn.RecAborted
+				a.Result = txn.ResultUnknown
+			}
+		}
 		c.reply = a.Result
 		c.st.Replied = true
 		if a.Result == txn.ResultUnknown {
@@ -648,6 +676,7 @@ func (c *txnCoord) decide(ctx context.Context) {
 		}
 		return
 	}
+	c.lookedUp = c.lookedUp || tc.CheckOneShard
 	if t.OneShard != nil {
 		c.oneShard = t.OneShard
 	}
