@@ -74,10 +74,10 @@ func decodeProposeRequest(p []byte) (txnProposeRequest, error) {
 	err := wire.Walk(p, func(f, wt, v uint64, p []byte) error {
 		switch f {
 		case 1:
-			q.Key = clone(p)
+			q.Key = wire.Clone(p)
 			return wire.WantType(f, wt, wire.TypeBytes)
 		case 2:
-			q.Cmd = clone(p)
+			q.Cmd = wire.Clone(p)
 			return wire.WantType(f, wt, wire.TypeBytes)
 		case 3:
 			if v > 1<<16 {
@@ -186,7 +186,7 @@ func decodeWireResult(p []byte) (*txnWireResult, error) {
 			}
 			r.Vote = uint8(v)
 		case 5:
-			r.Blocker, want = clone(p), wire.TypeBytes
+			r.Blocker, want = wire.Clone(p), wire.TypeBytes
 		case 6, 10:
 			want = wire.TypeBytes
 			if wt != want {
@@ -216,11 +216,11 @@ func decodeWireResult(p []byte) (*txnWireResult, error) {
 			}
 			r.Verdict = uint8(v)
 		case 9:
-			r.Record, want = clone(p), wire.TypeBytes
+			r.Record, want = wire.Clone(p), wire.TypeBytes
 		case 11:
-			r.Resolved, want = append(r.Resolved, clone(p)), wire.TypeBytes
+			r.Resolved, want = append(r.Resolved, wire.Clone(p)), wire.TypeBytes
 		case 12:
-			r.OneShard, want = clone(p), wire.TypeBytes
+			r.OneShard, want = wire.Clone(p), wire.TypeBytes
 		case 13:
 			want = wire.TypeBytes
 			if wt != want {
@@ -245,11 +245,11 @@ func decodeWireRead(p []byte) (txnWireRead, error) {
 		want := uint64(wire.TypeVarint)
 		switch f {
 		case 1:
-			r.Key, want = clone(p), wire.TypeBytes
+			r.Key, want = wire.Clone(p), wire.TypeBytes
 		case 2:
 			r.Found = v != 0
 		case 3:
-			r.Value, want = clone(p), wire.TypeBytes
+			r.Value, want = wire.Clone(p), wire.TypeBytes
 		case 4:
 			r.CreateIndex = v
 		case 5:
@@ -279,7 +279,7 @@ func decodeWireStale(p []byte) (*txnWireStale, error) {
 		want := uint64(wire.TypeVarint)
 		switch f {
 		case 1:
-			st.Key, want = clone(p), wire.TypeBytes
+			st.Key, want = wire.Clone(p), wire.TypeBytes
 		case 2:
 			st.Lock, want = string(p), wire.TypeBytes
 		case 3:
@@ -397,15 +397,6 @@ func pathNotServed(err error) bool {
 	var re *cluster.RemoteError
 	return errors.As(err, &re) && re.Status == http.StatusNotFound && re.Code == "not_found" &&
 		strings.Contains(re.Message, "no route for")
-}
-
-// clone copies p, so a decoded message never aliases the body it came in;
-// empty is nil.
-func clone(p []byte) []byte {
-	if len(p) == 0 {
-		return nil
-	}
-	return append([]byte(nil), p...)
 }
 
 func boolUint(v bool) uint64 {

@@ -30,9 +30,4 @@ func invalid(err error) error {
 
 // cloneBytes copies p so decoded values never alias the input buffer, and
 // maps empty to nil so decode(encode(x)) is deep-equal to x.
-func cloneBytes(p []byte) []byte {
-	if len(p) == 0 {
-		return nil
-	}
-	return append([]byte(nil), p...)
-}
+func cloneBytes(p []byte) []byte { return wire.Clone(p) }

@@ -196,13 +196,13 @@ func DecodeRequest(b []byte) (*Request, error) {
 			err := walk(p, typesOf(4, cmpKey, cmpValue), func(field, v uint64, p []byte) error {
 				switch field {
 				case cmpKey:
-					c.Key = clone(p)
+					c.Key = wire.Clone(p)
 				case cmpTarget:
 					c.Target = Target(min(v, math.MaxUint8))
 				case cmpOp:
 					c.Op = CmpOp(min(v, math.MaxUint8))
 				case cmpValue:
-					c.Value = clone(p)
+					c.Value = wire.Clone(p)
 				}
 				return nil
 			})
@@ -217,9 +217,9 @@ func DecodeRequest(b []byte) (*Request, error) {
 				case opKind:
 					o.Kind = OpKind(min(v, math.MaxUint8))
 				case opKey:
-					o.Key = clone(p)
+					o.Key = wire.Clone(p)
 				case opValue:
-					o.Value = clone(p)
+					o.Value = wire.Clone(p)
 				case opTTL:
 					o.TTL = time.Duration(wire.Unzigzag(v))
 				case opFence:
@@ -253,13 +253,6 @@ func DecodeRequest(b []byte) (*Request, error) {
 	return r, nil
 }
 
-func clone(p []byte) []byte {
-	if len(p) == 0 {
-		return nil
-	}
-	return append([]byte(nil), p...)
-}
-
 func appendWrite(b []byte, field uint64, w *Write) []byte {
 	b, m := wire.BeginNested(b, field)
 	b = wire.AppendBytes(b, wKey, w.Key)
@@ -277,9 +270,9 @@ func decodeWrite(p []byte) (Write, error) {
 	err := walk(p, typesOf(5, wKey, wValue, wFence), func(f, v uint64, p []byte) error {
 		switch f {
 		case wKey:
-			w.Key = clone(p)
+			w.Key = wire.Clone(p)
 		case wValue:
-			w.Value = clone(p)
+			w.Value = wire.Clone(p)
 		case wDelete:
 			w.Delete = v != 0
 		case wTTL:
@@ -367,7 +360,7 @@ func decodeParticipant(p []byte) (Participant, error) {
 			err := walk(p, typesOf(2, kiKey), func(f, v uint64, p []byte) error {
 				switch f {
 				case kiKey:
-					k.Key = clone(p)
+					k.Key = wire.Clone(p)
 				case kiAccess:
 					k.Access = Access(min(v, math.MaxUint8))
 				}
@@ -432,7 +425,7 @@ func DecodeRecord(b []byte) (*Record, error) {
 		case recState:
 			r.State = State(min(v, math.MaxUint8))
 		case recAnchor:
-			r.Anchor = clone(p)
+			r.Anchor = wire.Clone(p)
 		case recParticipant:
 			if len(r.Participants) >= maxParticipants {
 				return corruptf("more than %d participants", maxParticipants)
@@ -558,7 +551,7 @@ func DecodeIntent(b []byte) (*Intent, error) {
 		case inTxnID:
 			in.TxnID = string(p)
 		case inKey:
-			in.Key = clone(p)
+			in.Key = wire.Clone(p)
 		case inAccess:
 			in.Access = Access(min(v, math.MaxUint8))
 		case inWrite:
@@ -568,7 +561,7 @@ func DecodeIntent(b []byte) (*Intent, error) {
 			}
 			in.Write = &w
 		case inAnchor:
-			in.Anchor = clone(p)
+			in.Anchor = wire.Clone(p)
 		case inPriority:
 			in.Priority = v
 		case inPreparedAt:

@@ -111,6 +111,16 @@ func (r *Reader) Rest() []byte {
 	return b
 }
 
+// Clone copies p, so a decoded value never aliases the buffer it came in
+// (a raft entry, a request body), and maps empty to nil, so decode(encode(x))
+// is deep-equal to x.
+func Clone(p []byte) []byte {
+	if len(p) == 0 {
+		return nil
+	}
+	return append([]byte(nil), p...)
+}
+
 // Err reports the first error.
 func (r *Reader) Err() error { return r.err }
 

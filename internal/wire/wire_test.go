@@ -170,3 +170,16 @@ func TestNestedInPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestClone: a copy that never aliases its input, nil for empty.
+func TestClone(t *testing.T) {
+	in := []byte("abc")
+	out := Clone(in)
+	in[0] = 'x'
+	if string(out) != "abc" {
+		t.Fatalf("Clone aliases its input: %q", out)
+	}
+	if Clone(nil) != nil || Clone([]byte{}) != nil {
+		t.Fatal("Clone of empty is not nil")
+	}
+}
