@@ -141,6 +141,7 @@ func (s *Server) resolveBatched(ctx context.Context, id string, keys []txn.KeyIn
 // whole, or the call failed, it resolves one transaction at a time, each key
 // routed again.
 func (s *Server) resolveBatch(ctx context.Context, batch []*resolveItem) {
+	s.txnm.batch.WithLabelValues("resolve").Observe(float64(len(batch)))
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
 	err := ctx.Err()
@@ -193,6 +194,7 @@ func (s *Server) forgetBatched(ctx context.Context, rec *txn.Record) error {
 }
 
 func (s *Server) forgetBatch(ctx context.Context, batch []*forgetItem) {
+	s.txnm.batch.WithLabelValues("forget").Observe(float64(len(batch)))
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
 	err := ctx.Err()

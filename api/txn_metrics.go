@@ -30,6 +30,7 @@ type txnMetrics struct {
 	met      *prometheus.CounterVec
 	swept    prometheus.Counter
 	reroutes prometheus.Counter
+	batch    *prometheus.HistogramVec
 }
 
 func newTxnMetrics(reg *prometheus.Registry) *txnMetrics {
@@ -44,8 +45,12 @@ func newTxnMetrics(reg *prometheus.Registry) *txnMetrics {
 			Help: "Transactions ended by the record sweeper (their coordinator stopped heart-beating)."}),
 		reroutes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "cairn", Name: "txn_reroutes_total",
 			Help: "Multi-shard transactions routed again after a split moved keys under a participant command (wrong_shard)."}),
+		batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "cairn", Name: "txn_batch_size",
+			Help:    "Transactions per background batch a coordinator sends a shard: resolve (one entry), forget (one entry), prepare (one node-to-node call).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128}},
+			[]string{"kind"}),
 	}
-	reg.MustRegister(m.outcomes, m.met, m.swept, m.reroutes)
+	reg.MustRegister(m.outcomes, m.met, m.swept, m.reroutes, m.batch)
 	return m
 }
 

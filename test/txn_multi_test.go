@@ -360,6 +360,20 @@ func TestTxnPreparesShareCalls(t *testing.T) {
 	if got >= n {
 		t.Fatalf("%.0f node-to-node calls for %d transactions' prepares and resolutions: the prepares did not share calls", got, n)
 	}
+	// cairn_txn_batch_size shows it too: every other-shard prepare and
+	// resolution went out in a batch, fewer batches than transactions.
+	for _, kind := range []string{"prepare", "resolve"} {
+		var sum, count float64
+		for i := range c.Nodes() {
+			v, _ := metricValue(t, c.Node(i).HTTPAddr, `cairn_txn_batch_size_sum{kind="`+kind+`"}`)
+			w, _ := metricValue(t, c.Node(i).HTTPAddr, `cairn_txn_batch_size_count{kind="`+kind+`"}`)
+			sum, count = sum+v, count+w
+		}
+		t.Logf("%s: %.0f transactions in %.0f batches", kind, sum, count)
+		if sum < n || count >= sum {
+			t.Fatalf("cairn_txn_batch_size{kind=%q}: %.0f transactions in %.0f batches, want at least %d in fewer batches", kind, sum, count, n)
+		}
+	}
 	for i := range n {
 		for _, k := range []string{fmt.Sprintf("tpb/a%02d", i), fmt.Sprintf("tpb/z%02d", i)} {
 			if kv, err := cl.Get(ctx, k); err != nil || kv.Value != "1" {
