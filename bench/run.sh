@@ -14,7 +14,9 @@
 # transactions on one shard and across two (cairn, 4 shards) against etcd's
 # transactions through its native client.
 # Writes bench/results/<date>.md (tables, cairn/etcd and boltdb/wal ratios)
-# and <date>.json (every run). About 11 minutes; every process it starts is
+# and <date>.json (every run), with the disk's 4 KiB O_DSYNC writes a second
+# (one writer and three) before and after: on a host whose three nodes share
+# one disk, commits per second bound the multi-shard rows. About 11 minutes; every process it starts is
 # stopped on exit.
 #
 # Knobs (environment): BENCH_DURATION (10s per run), BENCH_CLIENTS
@@ -285,7 +287,25 @@ preload() {
     --value-size "$VALUE_SIZE" --json >/dev/null 2>>"$LOGS/bench.log"
 }
 
+# dsync_rate N: 4 KiB O_DSYNC writes a second in the work dir, N writers at
+# once (500 writes each), all of them together: what a log commit's flush
+# costs on this disk, which the three nodes of a cluster share.
+dsync_rate() {
+  local n=$1 i pids=() start end
+  start=$(date +%s%N)
+  for i in $(seq 1 "$n"); do
+    dd if=/dev/zero of="$WORK/dsync-$i" bs=4k count=500 oflag=dsync 2>/dev/null &
+    pids+=($!)
+  done
+  wait "${pids[@]}" || true
+  end=$(date +%s%N)
+  rm -f "$WORK"/dsync-*
+  echo $((n * 500 * 1000000000 / (end - start + 1)))
+}
+disk_syncs() { echo "$(dsync_rate 1)/s alone, $(dsync_rate 3)/s with three writers"; }
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo ?)
+SYNCS_BEFORE=$(disk_syncs)
 log "temp dir $WORK; $DURATION per run"
 if part compare; then
   start_cairn 1
@@ -388,6 +408,7 @@ if part stores; then
   done
 fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo ?)
+SYNCS_AFTER=$(disk_syncs)
 
 # --- results ----------------------------------------------------------------
 DATE=$(date -u +%Y-%m-%d)
@@ -401,6 +422,7 @@ MEM=$(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/n
   --env "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \
   --env "machine=$(nproc) cores ($CPU), $MEM RAM, $(uname -sr)" \
   --env "disk=$(df -PT "$WORK" | awk 'NR == 2 {print $2 " on " $7}') (all data dirs)" \
+  --env "disk flushes (4 KiB O_DSYNC writes) before / after=$SYNCS_BEFORE / $SYNCS_AFTER" \
   --env "load average (1/5/15 min) before / after=$LOAD_BEFORE / $LOAD_AFTER" \
   --env "cairn=$VERSION, $($GO version | cut -d' ' -f3), 3 nodes, fsync on (the raft log on every write; state machine files at close, fsm/DESIGN.md), --log-store wal except in the log-store table" \
   --env "etcd=$ETCD_VERSION (Debian etcd-server), 3 members, default settings (fsync on)" \
