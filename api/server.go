@@ -215,6 +215,9 @@ func NewServer(cfg Config) *Server {
 		node:    cfg.Backend.NodeID(),
 	}
 	s.waits, s.endWaits = context.WithCancel(context.Background())
+	s.txnres.sizes = s.txnm.batch.WithLabelValues("resolve")
+	s.txnfgt.sizes = s.txnm.batch.WithLabelValues("forget")
+	s.txnprep.sizes = s.txnm.batch.WithLabelValues("prepare")
 	s.rt = &router[ShardReplica]{
 		self: s.node, replica: cfg.Backend.Replica, addr: cfg.Backend.NodeHTTPAddr, down: s.peers.Down,
 		wait: cfg.RouteWait, pause: 25 * time.Millisecond,

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/txn"
 )
@@ -44,6 +46,7 @@ type shardBatcher[T any] struct {
 	mu      sync.Mutex
 	queue   map[uint64][]T // shard -> waiting
 	running map[uint64]bool
+	sizes   prometheus.Observer // items per batch (cairn_txn_batch_size); nil: not observed
 }
 
 // submit queues it for shard and, if no drainer runs for that shard, starts
@@ -89,6 +92,9 @@ func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(cont
 		}
 		b.queue[shard] = items[n:]
 		b.mu.Unlock()
+		if b.sizes != nil {
+			b.sizes.Observe(float64(n))
+		}
 		run(ctx, items[:n])
 	}
 }
@@ -141,7 +147,6 @@ func (s *Server) resolveBatched(ctx context.Context, id string, keys []txn.KeyIn
 // whole, or the call failed, it resolves one transaction at a time, each key
 // routed again.
 func (s *Server) resolveBatch(ctx context.Context, batch []*resolveItem) {
-	s.txnm.batch.WithLabelValues("resolve").Observe(float64(len(batch)))
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
 	err := ctx.Err()
@@ -194,7 +199,6 @@ func (s *Server) forgetBatched(ctx context.Context, rec *txn.Record) error {
 }
 
 func (s *Server) forgetBatch(ctx context.Context, batch []*forgetItem) {
-	s.txnm.batch.WithLabelValues("forget").Observe(float64(len(batch)))
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
 	err := ctx.Err()

@@ -119,7 +119,6 @@ const txnProposeSinglesMax = 128
 // (or when that call failed as a whole, or answered some "send alone") one
 // command at a time.
 func (s *Server) proposeBatch(ctx context.Context, batch []*proposeItem) {
-	s.txnm.batch.WithLabelValues("prepare").Observe(float64(len(batch)))
 	live := batch[:0:0]
 	var latest time.Time
 	for _, it := range batch {

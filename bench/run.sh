@@ -16,8 +16,8 @@
 # Writes bench/results/<date>.md (tables, cairn/etcd and boltdb/wal ratios)
 # and <date>.json (every run), with the disk's 4 KiB O_DSYNC writes a second
 # (one writer and three) before and after: on a host whose three nodes share
-# one disk, commits per second bound the multi-shard rows. About 11 minutes; every process it starts is
-# stopped on exit.
+# one disk, commits per second bound the multi-shard rows. About 11 minutes;
+# every process it starts is stopped on exit.
 #
 # Knobs (environment): BENCH_DURATION (10s per run), BENCH_CLIENTS
 # ("1 16 64 256"), BENCH_KEYS (100000), BENCH_VALUE_SIZE (256), BENCH_SHARDS
