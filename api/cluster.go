@@ -10,6 +10,7 @@ type ClusterView struct {
 	Nodes           []NodeView  `json:"nodes"`
 	Shards          []ShardView `json:"shards"`
 	PlacementLeader string      `json:"placement_leader"`
+	Level           int         `json:"level"` // the cluster's shard command level (placement.State.Level)
 }
 
 // NodeView describes one node.
@@ -20,6 +21,7 @@ type NodeView struct {
 	State    string `json:"state"` // alive, suspect or dead (gossip)
 	Shards   int    `json:"shards"`
 	Leaders  int    `json:"leaders"`
+	Level    int    `json:"level"` // the shard command level its binary applies, as registered
 }
 
 // ShardView describes one shard. Leader, size and applied index come from the

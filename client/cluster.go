@@ -15,6 +15,10 @@ type ClusterStatus struct {
 	// PlacementLeader is the node that leads the meta group and runs the
 	// placement driver; "" when the answering node does not know it.
 	PlacementLeader string `json:"placement_leader"`
+	// Level is the cluster's shard command level: a command a node's binary
+	// must know is used only once every node's Level reaches it, and it never
+	// goes down (fsm/DESIGN.md, "Command levels").
+	Level int `json:"level"`
 }
 
 // NodeStatus describes one node as the answering node sees it.
@@ -25,6 +29,7 @@ type NodeStatus struct {
 	State    string `json:"state"` // "alive", "suspect" or "dead" (gossip)
 	Shards   int    `json:"shards"`
 	Leaders  int    `json:"leaders"`
+	Level    int    `json:"level"` // the shard command level its binary applies; 0 before levels
 }
 
 // ShardStatus describes one shard, which serves the keys [Start, End); End ""

@@ -457,7 +457,9 @@ func (d *Driver) view(st *State) ClusterView {
 	}
 	for _, id := range ids {
 		n := st.Nodes[id]
-		nv := NodeView{ID: id, Alive: alive[id], Draining: n.Draining, Removed: n.Removed}
+		// A node whose binary is below the cluster's command level must hold
+		// no replica (level.go): drained as if the operator had asked.
+		nv := NodeView{ID: id, Alive: alive[id], Draining: n.Draining || st.BehindLevel(id), Removed: n.Removed}
 		last, reported := d.lastReport[id]
 		lost, lostLead := d.lostLead[id]
 		nv.Unresponsive = suspect[id] || !reported || now.Sub(last) > d.cfg.ReportTimeout ||

@@ -32,6 +32,10 @@ type NodeInfo struct {
 	RaftAddr string `json:"raft_addr"`
 	Draining bool   `json:"draining,omitempty"` // operator asked to move everything off
 	Removed  bool   `json:"removed,omitempty"`  // operator removed the node for good
+	// Level is the shard command level the node's binary applies
+	// (fsm.CommandLevel), as it advertises it; 0 for a binary from before
+	// levels.
+	Level int `json:"level,omitempty"`
 }
 
 // State is the replicated placement state.
@@ -53,6 +57,11 @@ type State struct {
 	// (cairn cluster transfer-leader); the scheduler keeps leadership there
 	// while that node is an eligible replica (prefs.go).
 	LeaderPrefs map[uint64]string `json:"leader_prefs,omitempty"`
+	// Level is the cluster's shard command level: commands of a higher level
+	// (fsm.CommandLevel) are never proposed. The meta leader raises it to
+	// ReadyLevel once every node that counts advertises that much; it never
+	// goes down (level.go).
+	Level int `json:"level,omitempty"`
 }
 
 // Formed reports whether the cluster has been initialised.
@@ -81,7 +90,8 @@ func (s *State) Range(id uint64) (fsm.Range, bool) {
 }
 
 func (s *State) clone() *State {
-	c := &State{ClusterID: s.ClusterID, NextRangeID: s.NextRangeID, Nodes: make(map[string]NodeInfo, len(s.Nodes))}
+	c := &State{ClusterID: s.ClusterID, NextRangeID: s.NextRangeID, Level: s.Level,
+		Nodes: make(map[string]NodeInfo, len(s.Nodes))}
 	for k, v := range s.Nodes {
 		c.Nodes[k] = v
 	}
@@ -111,6 +121,7 @@ type metaCommand struct {
 	Node      *NodeInfo   `json:"node,omitempty"`
 	Operation *Operation  `json:"operation,omitempty"`
 	RangeID   uint64      `json:"range_id,omitempty"`
+	Level     int         `json:"level,omitempty"`
 }
 
 const (
@@ -121,6 +132,7 @@ const (
 	opStartOp      = "op_start"
 	opFinishOp     = "op_done"
 	opNodeState    = "node_state"
+	opRaiseLevel   = "raise_level"
 )
 
 // ErrOpInProgress is returned when a range already has an operation.
@@ -256,7 +268,7 @@ func (f *metaFSM) apply(c *metaCommand) interface{} {
 			return errors.New("meta: register_node without node")
 		}
 		n := f.state.Nodes[c.Node.ID] // addresses change; operator flags stay
-		n.ID, n.HTTPAddr, n.RaftAddr = c.Node.ID, c.Node.HTTPAddr, c.Node.RaftAddr
+		n.ID, n.HTTPAddr, n.RaftAddr, n.Level = c.Node.ID, c.Node.HTTPAddr, c.Node.RaftAddr, c.Node.Level
 		f.state.Nodes[c.Node.ID] = n
 		return nil
 	case opNodeState:
@@ -292,6 +304,8 @@ func (f *metaFSM) apply(c *metaCommand) interface{} {
 		return nil
 	case opLeaderPref:
 		return f.state.setLeaderPref(c)
+	case opRaiseLevel:
+		return f.state.raiseLevel(c.Level)
 	case opAllocRangeID:
 		id := f.state.NextRangeID
 		f.state.NextRangeID++
@@ -435,6 +449,13 @@ func (m *Meta) Init(ctx context.Context, clusterID string, ranges []fsm.Range) e
 // RegisterNode records or updates a node's addresses. Leader only.
 func (m *Meta) RegisterNode(ctx context.Context, n NodeInfo) error {
 	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opRegisterNode, Node: &n})
+}
+
+// RaiseLevel raises the cluster's command level to level (State.Level; a
+// level at or below the current one changes nothing). Leader only; the caller
+// checks ReadyLevel first, the state machine checks it again.
+func (m *Meta) RaiseLevel(ctx context.Context, level int) error {
+	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opRaiseLevel, Level: level})
 }
 
 // propose appends c to the meta log and returns the FSM's answer to it.

@@ -64,6 +64,11 @@ type ClusterConfig struct {
 	// every lease, TTL and deadline it decides): a skewed clock for scenario
 	// S18. Nodes not named use the real clock.
 	Clocks map[string]clock.Clock
+	// CommandLevels gives a node (by id) another binary's shard command
+	// level (node.Knobs.CommandLevel): 0 stands for a binary from before
+	// levels. Nodes not named run fsm.CommandLevel. SetCommandLevel changes
+	// it for the node's next start.
+	CommandLevels map[string]int
 }
 
 // Cluster is a set of real cairn nodes in this process, each with its own
@@ -205,6 +210,9 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	nc.FSMSync = cfg.FSMSync
 	if ck, ok := cfg.Clocks[h.ID]; ok {
 		nc.Clock = ck
+	}
+	if l, ok := cfg.CommandLevels[h.ID]; ok {
+		nc.Knobs.CommandLevel = &l
 	}
 	nc.LogStore = cfg.LogStore
 	if nc.LogStore == "" {
@@ -382,6 +390,37 @@ func (c *Cluster) Restart(i int) {
 	if h.Node != nil {
 		return
 	}
+	var n *node.Node
+	WaitFor(c.t, 10*time.Second, "restart "+h.ID, func() error {
+		var err error
+		n, err = c.startOnce(h)
+		return err
+	})
+	c.mu.Lock()
+	h.Node = n
+	c.mu.Unlock()
+}
+
+// TryRestart starts stopped node i again once and returns node.Start's
+// error, for a start that is meant to be refused (a downgrade).
+func (c *Cluster) TryRestart(i int) error {
+	c.t.Helper()
+	h := c.Node(i)
+	if h.Node != nil {
+		return nil
+	}
+	n, err := c.startOnce(h)
+	if err == nil {
+		c.mu.Lock()
+		h.Node = n
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// startOnce starts h on its data dir and addresses, joining the running
+// nodes; a gossip port taken meanwhile is replaced for the next try.
+func (c *Cluster) startOnce(h *NodeHandle) (*node.Node, error) {
 	cfg := h.cfg
 	cfg.HTTPListener, cfg.RaftListener = nil, nil
 	cfg.Join = nil
@@ -390,19 +429,21 @@ func (c *Cluster) Restart(i int) {
 			cfg.Join = append(cfg.Join, o.GossipAddr)
 		}
 	}
-	var n *node.Node
-	WaitFor(c.t, 10*time.Second, "restart "+h.ID, func() error {
-		var err error
-		n, err = node.Start(cfg)
-		if err != nil && strings.Contains(err.Error(), "gossip") {
-			h.GossipAddr = freeGossipAddr(c.t) // taken meanwhile: any free port will do
-			cfg.GossipAddr, h.cfg.GossipAddr = h.GossipAddr, h.GossipAddr
-		}
-		return err
-	})
-	c.mu.Lock()
-	h.Node = n
-	c.mu.Unlock()
+	n, err := node.Start(cfg)
+	if err != nil && strings.Contains(err.Error(), "gossip") {
+		h.GossipAddr = freeGossipAddr(c.t) // taken meanwhile: any free port will do
+		h.cfg.GossipAddr = h.GossipAddr
+	}
+	return n, err
+}
+
+// SetCommandLevel gives stopped node i the binary level level from its
+// next start (a node upgraded or downgraded in place).
+func (c *Cluster) SetCommandLevel(i int, level int) {
+	h := c.Node(i)
+	k := *h.cfg.Knobs
+	k.CommandLevel = &level
+	h.cfg.Knobs = &k
 }
 
 // Isolate cuts node i off from every other node, both directions.

@@ -261,7 +261,7 @@ func nodeArg(s string) (string, error) {
 func writeClusterTables(w io.Writer, st *client.ClusterStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	nodes := slices.SortedFunc(slices.Values(st.Nodes), func(a, b client.NodeStatus) int { return cmp.Compare(a.ID, b.ID) })
-	fmt.Fprintln(tw, "ID\tHTTP\tSTATE\tSHARDS\tLEADERS")
+	fmt.Fprintln(tw, "ID\tHTTP\tSTATE\tSHARDS\tLEADERS\tLEVEL")
 	leaderListed := false
 	for _, n := range nodes {
 		id := cli.Printable(n.ID)
@@ -269,7 +269,7 @@ func writeClusterTables(w io.Writer, st *client.ClusterStatus) error {
 			id += "*"
 			leaderListed = true
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", id, orDash(n.HTTPAddr), orDash(n.State), n.Shards, n.Leaders)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\n", id, orDash(n.HTTPAddr), orDash(n.State), n.Shards, n.Leaders, n.Level)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -282,6 +282,7 @@ func writeClusterTables(w io.Writer, st *client.ClusterStatus) error {
 	default:
 		fmt.Fprintf(w, "placement leader: %s (not in the node list)\n", cli.Printable(st.PlacementLeader))
 	}
+	fmt.Fprintf(w, "command level: %d (LEVEL: each node's binary)\n", st.Level)
 	fmt.Fprintln(w)
 
 	shards := slices.SortedFunc(slices.Values(st.Shards), func(a, b client.ShardStatus) int {

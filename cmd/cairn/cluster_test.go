@@ -25,12 +25,12 @@ func runCluster(t *testing.T, args ...string) (stdout, stderr string, code int) 
 }
 
 const stubClusterJSON = `{"nodes":[
-  {"id":"n2","http_addr":"127.0.0.1:7080","raft_addr":"127.0.0.1:7081","state":"suspect","shards":1,"leaders":0},
-  {"id":"n1","http_addr":"127.0.0.1:7070","raft_addr":"127.0.0.1:7071","state":"alive","shards":2,"leaders":2}],
+  {"id":"n2","http_addr":"127.0.0.1:7080","raft_addr":"127.0.0.1:7081","state":"suspect","shards":1,"leaders":0,"level":0},
+  {"id":"n1","http_addr":"127.0.0.1:7070","raft_addr":"127.0.0.1:7071","state":"alive","shards":2,"leaders":2,"level":1}],
  "shards":[
   {"id":7,"start":"m","end":"","epoch":3,"replicas":["n1"],"leader":"","size_bytes":0,"applied_index":0},
   {"id":1,"start":"","end":"m","epoch":3,"replicas":["n1","n2"],"leader":"n1","size_bytes":1572864,"applied_index":42}],
- "placement_leader":"n1"}`
+ "placement_leader":"n1","level":0}`
 
 // clusterStub serves the cluster endpoints of docs/api.md with canned answers
 // and records "METHOD PATH BODY" of each request.
@@ -97,10 +97,11 @@ func TestClusterStatusTable(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	want := [][]string{
-		{"ID", "HTTP", "STATE", "SHARDS", "LEADERS"},
-		{"n1*", "127.0.0.1:7070", "alive", "2", "2"},
-		{"n2", "127.0.0.1:7080", "suspect", "1", "0"},
+		{"ID", "HTTP", "STATE", "SHARDS", "LEADERS", "LEVEL"},
+		{"n1*", "127.0.0.1:7070", "alive", "2", "2", "1"},
+		{"n2", "127.0.0.1:7080", "suspect", "1", "0", "0"},
 		{"*", "placement", "leader"},
+		{"command", "level:", "0", "(LEVEL:", "each", "node's", "binary)"},
 		{},
 		{"ID", "START", "END", "EPOCH", "REPLICAS", "LEADER", "SIZE", "APPLIED"},
 		{"1", "-inf", "m", "3", "n1,n2", "n1", "1.5MiB", "42"},
@@ -112,8 +113,8 @@ func TestClusterStatusTable(t *testing.T) {
 	}
 	// Columns are aligned: every shard row starts its SIZE where the header does.
 	lines := strings.Split(out, "\n")
-	col := strings.Index(lines[5], "SIZE")
-	for _, l := range lines[6:8] {
+	col := strings.Index(lines[6], "SIZE")
+	for _, l := range lines[7:9] {
 		if col < 0 || len(l) <= col || l[col-1] != ' ' || l[col] == ' ' {
 			t.Errorf("SIZE column not aligned at %d in %q", col, l)
 		}

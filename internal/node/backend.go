@@ -69,11 +69,11 @@ func (n *Node) NodeHTTPAddr(id string) (string, bool) {
 // Cluster describes nodes and shards as this node sees them.
 func (n *Node) Cluster() api.ClusterView {
 	st, _ := n.meta.State()
-	v := api.ClusterView{PlacementLeader: n.meta.Leader(), Nodes: []api.NodeView{}, Shards: []api.ShardView{}}
+	v := api.ClusterView{PlacementLeader: n.meta.Leader(), Level: st.Level, Nodes: []api.NodeView{}, Shards: []api.ShardView{}}
 	perNode := map[string]*api.NodeView{}
 	for _, ni := range st.Nodes {
 		v.Nodes = append(v.Nodes, api.NodeView{ID: ni.ID, HTTPAddr: ni.HTTPAddr, RaftAddr: ni.RaftAddr,
-			State: n.gossip.state(ni.ID)})
+			State: n.gossip.state(ni.ID), Level: ni.Level})
 	}
 	for i := range v.Nodes {
 		perNode[v.Nodes[i].ID] = &v.Nodes[i]

@@ -108,6 +108,9 @@ type metaPlan struct {
 	AddNonvoters []placement.NodeInfo
 	// Promote: the non-voter to make a voter, nil for none.
 	Promote *shard.Member
+	// RaiseLevel: the command level to raise the cluster to (every node
+	// that counts advertises it, placement/level.go); 0 for none.
+	RaiseLevel int
 }
 
 // planMeta registers every gossip member's addresses; once the cluster is
@@ -118,12 +121,16 @@ type metaPlan struct {
 func planMeta(v metaView) metaPlan {
 	var p metaPlan
 	for _, m := range v.Gossip {
-		if cur, ok := v.State.Nodes[m.ID]; !ok || cur.HTTPAddr != m.HTTPAddr || cur.RaftAddr != m.RaftAddr {
+		if cur, ok := v.State.Nodes[m.ID]; !ok || cur.HTTPAddr != m.HTTPAddr || cur.RaftAddr != m.RaftAddr ||
+			cur.Level != m.Level {
 			p.Register = append(p.Register, m)
 		}
 	}
 	if !v.State.Formed() {
 		return p
+	}
+	if ready := v.State.ReadyLevel(); len(p.Register) == 0 && ready > v.State.Level {
+		p.RaiseLevel = ready
 	}
 	inConfig := map[string]bool{}
 	voters := 0

@@ -116,6 +116,24 @@ func TestPlanMeta(t *testing.T) {
 	removedN4.Nodes["n4"] = n4
 	moved := registered(true, "n1", "n2")
 	moved.Nodes["n2"] = placement.NodeInfo{ID: "n2", HTTPAddr: "old:80", RaftAddr: "n2:70"}
+	// Levels: gossipNodes advertise level 0; leveled advertises 2 for each.
+	leveled := func(ids ...string) []placement.NodeInfo {
+		ns := gossipNodes(ids...)
+		for i := range ns {
+			ns[i].Level = 2
+		}
+		return ns
+	}
+	upgraded := registered(true, "n1", "n2", "n3") // registered at level 0
+	ready := registered(true)
+	for _, n := range leveled("n1", "n2", "n3") {
+		ready.Nodes[n.ID] = n
+	}
+	raised := registered(true)
+	for _, n := range leveled("n1", "n2", "n3") {
+		raised.Nodes[n.ID] = n
+	}
+	raised.Level = 2
 
 	cases := []struct {
 		name         string
@@ -123,7 +141,16 @@ func TestPlanMeta(t *testing.T) {
 		wantRegister []string
 		wantAdd      []string
 		wantPromote  string
+		wantRaise    int
 	}{
+		{name: "a changed level is registered again, and nothing raised until it is",
+			v:            metaView{State: upgraded, Gossip: leveled("n1", "n2", "n3"), Alive: alive("n1", "n2", "n3"), Config: members([]string{"n1", "n2", "n3"})},
+			wantRegister: []string{"n1", "n2", "n3"}},
+		{name: "every node registered at level 2: the level is raised to 2",
+			v:         metaView{State: ready, Gossip: leveled("n1", "n2", "n3"), Alive: alive("n1", "n2", "n3"), Config: members([]string{"n1", "n2", "n3"})},
+			wantRaise: 2},
+		{name: "already at level 2: nothing to raise",
+			v: metaView{State: raised, Gossip: leveled("n1", "n2", "n3"), Alive: alive("n1", "n2", "n3"), Config: members([]string{"n1", "n2", "n3"})}},
 		{name: "not formed: only registers, never changes membership",
 			v:            metaView{State: registered(false, "n1"), Gossip: gossipNodes("n1", "n2"), Alive: alive("n1", "n2"), Config: members([]string{"n1"})},
 			wantRegister: []string{"n2"}},
@@ -177,6 +204,9 @@ func TestPlanMeta(t *testing.T) {
 			}
 			if got != tc.wantPromote {
 				t.Errorf("promote %q, want %q", got, tc.wantPromote)
+			}
+			if p.RaiseLevel != tc.wantRaise {
+				t.Errorf("raise level %d, want %d", p.RaiseLevel, tc.wantRaise)
 			}
 		})
 	}

@@ -32,6 +32,9 @@ type gossip struct {
 type gossipMeta struct {
 	HTTPAddr string `json:"http"`
 	RaftAddr string `json:"raft"`
+	// Level is the binary's shard command level (fsm.CommandLevel); absent
+	// (0) from a binary older than levels.
+	Level int `json:"level,omitempty"`
 }
 
 type gossipDelegate struct {
@@ -67,7 +70,7 @@ func startGossip(cfg Config, logger *slog.Logger) (*gossip, error) {
 	if cfg.HTTPListener != nil {
 		httpAddr = cfg.HTTPListener.Addr().String()
 	}
-	meta, _ := json.Marshal(gossipMeta{HTTPAddr: httpAddr, RaftAddr: cfg.RaftAddr})
+	meta, _ := json.Marshal(gossipMeta{HTTPAddr: httpAddr, RaftAddr: cfg.RaftAddr, Level: cfg.commandLevel()})
 	g := &gossip{events: make(chan struct{}, 1), log: logger}
 	d := &gossipDelegate{meta: meta, events: g.events}
 
@@ -144,7 +147,7 @@ func (g *gossip) members() []placement.NodeInfo {
 		if err := json.Unmarshal(m.Meta, &gm); err != nil {
 			continue
 		}
-		out = append(out, placement.NodeInfo{ID: m.Name, HTTPAddr: gm.HTTPAddr, RaftAddr: gm.RaftAddr})
+		out = append(out, placement.NodeInfo{ID: m.Name, HTTPAddr: gm.HTTPAddr, RaftAddr: gm.RaftAddr, Level: gm.Level})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/cairndb/cairn/internal/durable"
 )
 
 // identity is what a data dir remembers about the node that owns it, in
@@ -19,6 +21,9 @@ type identity struct {
 	V        int    `json:"v,omitempty"`
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
+	// Level is the highest cluster command level (placement/level.go) the
+	// node has seen: a binary below it must not run here.
+	Level int `json:"level,omitempty"`
 }
 
 const identityFormat = 1
@@ -31,38 +36,92 @@ func isNewDataDir(dir string) bool {
 }
 
 // checkIdentity records the identity in a new data dir, or verifies that the
-// flags match the one stored there.
-func checkIdentity(dir, id, raftAddr string) error {
+// flags match the one stored there and that this binary's command level
+// (level) is not below the cluster level the dir has seen. It returns that
+// recorded level.
+func checkIdentity(dir, id, raftAddr string, level int) (int, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+		return 0, fmt.Errorf("data dir: %w", err)
 	}
 	path := filepath.Join(dir, "node.json")
-	b, err := os.ReadFile(path)
+	st, err := readIdentity(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		b, _ = json.Marshal(identity{V: identityFormat, ID: id, RaftAddr: raftAddr})
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, b, 0o644); err != nil {
-			return fmt.Errorf("data dir: %w", err)
-		}
-		return os.Rename(tmp, path)
+		return 0, writeIdentity(path, identity{V: identityFormat, ID: id, RaftAddr: raftAddr})
 	}
 	if err != nil {
-		return fmt.Errorf("data dir: %w", err)
+		return 0, err
+	}
+	if st.ID != id {
+		return 0, fmt.Errorf("data dir %s belongs to node %q, not --id %q", dir, st.ID, id)
+	}
+	if st.RaftAddr != raftAddr {
+		return 0, fmt.Errorf("data dir %s was created with --raft-addr %s, not %s (raft membership names this address)",
+			dir, st.RaftAddr, raftAddr)
+	}
+	if st.Level > level {
+		return 0, fmt.Errorf("data dir %s: its cluster runs shard command level %d and this binary applies up to "+
+			"level %d: a downgrade below the cluster's level is not possible (run a cairn binary of level %d or later)",
+			dir, st.Level, level, st.Level)
+	}
+	return st.Level, nil
+}
+
+// readIdentity reads dir's node.json.
+func readIdentity(dir string) (identity, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "node.json"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return identity{}, err
+		}
+		return identity{}, fmt.Errorf("data dir: %w", err)
 	}
 	var st identity
 	if err := json.Unmarshal(b, &st); err != nil {
-		return fmt.Errorf("data dir %s: corrupt node.json: %w", dir, err)
+		return identity{}, fmt.Errorf("data dir %s: corrupt node.json: %w", dir, err)
 	}
 	if st.V > identityFormat {
-		return fmt.Errorf("data dir %s: node.json format v%d was written by a newer cairn (this one reads up to v%d)",
+		return identity{}, fmt.Errorf("data dir %s: node.json format v%d was written by a newer cairn (this one reads up to v%d)",
 			dir, st.V, identityFormat)
 	}
-	if st.ID != id {
-		return fmt.Errorf("data dir %s belongs to node %q, not --id %q", dir, st.ID, id)
+	return st, nil
+}
+
+// recordLevel raises the cluster level node.json remembers to level.
+func recordLevel(dir string, level int) error {
+	st, err := readIdentity(dir)
+	if err != nil {
+		return err
 	}
-	if st.RaftAddr != raftAddr {
-		return fmt.Errorf("data dir %s was created with --raft-addr %s, not %s (raft membership names this address)",
-			dir, st.RaftAddr, raftAddr)
+	if level <= st.Level {
+		return nil
+	}
+	st.Level = level
+	return writeIdentity(filepath.Join(dir, "node.json"), st)
+}
+
+// writeIdentity replaces path with st, durably: written and synced beside
+// it, renamed over it, the directory synced.
+func writeIdentity(path string, st identity) error {
+	b, _ := json.Marshal(st)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if _, err = f.Write(b); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = durable.SyncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
 	}
 	return nil
 }

@@ -97,6 +97,9 @@ type Knobs struct {
 	BeforeRangePublish func()
 	// Txn are the transaction coordinator's hooks (api.TxnKnobs).
 	Txn *api.TxnKnobs
+	// CommandLevel, when set, stands in for the binary's fsm.CommandLevel (a
+	// node of an older or newer binary).
+	CommandLevel *int
 	// FormationLogEvery is how often a node waiting for its cluster to form
 	// says so again; zero means every 10s.
 	FormationLogEvery time.Duration
@@ -120,6 +123,15 @@ func DefaultConfig() Config {
 		LogStore:     shard.LogStoreWAL,
 		Clock:        clock.Real(),
 	}
+}
+
+// commandLevel is the shard command level this node's binary applies
+// (fsm.CommandLevel, or Knobs.CommandLevel).
+func (c *Config) commandLevel() int {
+	if c.Knobs != nil && c.Knobs.CommandLevel != nil {
+		return *c.Knobs.CommandLevel
+	}
+	return fsm.CommandLevel
 }
 
 // Validate reports a configuration that cannot start.
@@ -184,6 +196,12 @@ type Node struct {
 
 	// lastWaitLog is when the run loop last said what formation waits for.
 	lastWaitLog time.Time
+	// seenLevel is the highest cluster command level the data dir has
+	// recorded (node.json); run loop only after Start.
+	seenLevel int
+	// levelErr holds the error of a cluster level above this binary's
+	// (checkLevel), reported by Health.
+	levelErr atomic.Value
 
 	// leaving is set by Leave: the node refuses requests while it hands off.
 	leaving atomic.Bool
@@ -210,10 +228,11 @@ func Start(cfg Config) (*Node, error) {
 		// checks again once the meta group is open).
 		return nil, noFormation(cfg.DataDir)
 	}
-	if err := checkIdentity(cfg.DataDir, cfg.ID, cfg.RaftAddr); err != nil {
+	seen, err := checkIdentity(cfg.DataDir, cfg.ID, cfg.RaftAddr, cfg.commandLevel())
+	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), stop: make(chan struct{}), seenLevel: seen}
 	if err := n.start(); err != nil {
 		_ = n.shutdown()
 		return nil, err
@@ -510,7 +529,15 @@ func (n *Node) watchLog() {
 
 // Health returns why the node cannot serve at all (its raft log failed), or
 // nil.
-func (n *Node) Health() error { return n.logs.Err() }
+func (n *Node) Health() error {
+	if err := n.logs.Err(); err != nil {
+		return err
+	}
+	if err, _ := n.levelErr.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
 
 // run forms the cluster, registers nodes and opens this node's replicas,
 // reacting to meta changes and gossip events, with a periodic safety tick.
@@ -542,7 +569,37 @@ func (n *Node) reconcile(st *placement.State) error {
 			return err
 		}
 	}
+	if err := n.checkLevel(st); err != nil {
+		return err
+	}
 	return n.openReplicas(st)
+}
+
+// checkLevel keeps the cluster's command level (placement/level.go) in the
+// data dir once it rises, so that a binary below it never starts there
+// (checkIdentity); and refuses to open replicas when the cluster is already
+// above this binary (a node that was down while the level rose, restarted
+// on an older binary): the node reports itself unhealthy, and the placement
+// driver, which sees it behind the level, moves its replicas off. Run loop
+// only.
+func (n *Node) checkLevel(st *placement.State) error {
+	if own := n.cfg.commandLevel(); st.Level > own {
+		err := fmt.Errorf("the cluster runs shard command level %d and this binary applies up to level %d: "+
+			"run a cairn binary of level %d or later on this node (a downgrade below the cluster's level is not possible)",
+			st.Level, own, st.Level)
+		if n.levelErr.Load() == nil {
+			n.log.Error("opening no replica", "err", err)
+		}
+		n.levelErr.Store(err)
+		return err
+	}
+	if st.Level > n.seenLevel {
+		if err := recordLevel(n.cfg.DataDir, st.Level); err != nil {
+			return err
+		}
+		n.seenLevel = st.Level
+	}
+	return nil
 }
 
 // form carries out planFormation (formation.go): bootstrap the meta group,
@@ -626,6 +683,12 @@ func (n *Node) registerMembers(st *placement.State) error {
 		if err := n.meta.RegisterNode(ctx, m); err != nil {
 			return err
 		}
+	}
+	if plan.RaiseLevel > 0 {
+		if err := n.meta.RaiseLevel(ctx, plan.RaiseLevel); err != nil {
+			return err
+		}
+		n.log.Info("cluster command level raised", "level", plan.RaiseLevel)
 	}
 	for _, ni := range plan.AddNonvoters {
 		if err := n.meta.AddNonvoter(ctx, ni.ID, ni.RaftAddr); err != nil {
