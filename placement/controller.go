@@ -96,8 +96,9 @@ func stepMembership(ctx context.Context, ex Executor, st *State, op Operation) (
 		return false, err
 	}
 	to, hasTo := st.Nodes[op.To]
-	if op.To != "" && (!hasTo || to.Removed) {
-		// The target is gone: roll back by removing whatever was added.
+	if op.To != "" && (!hasTo || to.Removed || st.BehindLevel(op.To)) {
+		// The target is gone, or runs a binary below the cluster's command
+		// level (level.go): roll back by removing whatever was added.
 		if ctlMember(s.Members, op.To) != nil {
 			return false, ex.RemoveMember(ctx, op.RangeID, op.To)
 		}

@@ -36,6 +36,10 @@ type NodeInfo struct {
 	// (fsm.CommandLevel), as it advertises it; 0 for a binary from before
 	// levels.
 	Level int `json:"level,omitempty"`
+	// Recorded is the highest cluster level the node has recorded in its
+	// data dir (node.json), below which its data dir no longer starts: the
+	// level is raised only once every node that counts recorded it.
+	Recorded int `json:"recorded,omitempty"`
 }
 
 // State is the replicated placement state.
@@ -58,10 +62,11 @@ type State struct {
 	// while that node is an eligible replica (prefs.go).
 	LeaderPrefs map[uint64]string `json:"leader_prefs,omitempty"`
 	// Level is the cluster's shard command level: commands of a higher level
-	// (fsm.CommandLevel) are never proposed. The meta leader raises it to
-	// ReadyLevel once every node that counts advertises that much; it never
-	// goes down (level.go).
+	// (fsm.CommandLevel) are never proposed. It never goes down (level.go).
 	Level int `json:"level,omitempty"`
+	// Pending is the level being raised to: every node that counts records
+	// it in its data dir, then Level becomes it (level.go).
+	Pending int `json:"pending,omitempty"`
 }
 
 // Formed reports whether the cluster has been initialised.
@@ -90,7 +95,7 @@ func (s *State) Range(id uint64) (fsm.Range, bool) {
 }
 
 func (s *State) clone() *State {
-	c := &State{ClusterID: s.ClusterID, NextRangeID: s.NextRangeID, Level: s.Level,
+	c := &State{ClusterID: s.ClusterID, NextRangeID: s.NextRangeID, Level: s.Level, Pending: s.Pending,
 		Nodes: make(map[string]NodeInfo, len(s.Nodes))}
 	for k, v := range s.Nodes {
 		c.Nodes[k] = v
@@ -132,6 +137,7 @@ const (
 	opStartOp      = "op_start"
 	opFinishOp     = "op_done"
 	opNodeState    = "node_state"
+	opPrepareLevel = "prepare_level"
 	opRaiseLevel   = "raise_level"
 )
 
@@ -268,7 +274,8 @@ func (f *metaFSM) apply(c *metaCommand) interface{} {
 			return errors.New("meta: register_node without node")
 		}
 		n := f.state.Nodes[c.Node.ID] // addresses change; operator flags stay
-		n.ID, n.HTTPAddr, n.RaftAddr, n.Level = c.Node.ID, c.Node.HTTPAddr, c.Node.RaftAddr, c.Node.Level
+		n.ID, n.HTTPAddr, n.RaftAddr = c.Node.ID, c.Node.HTTPAddr, c.Node.RaftAddr
+		n.Level, n.Recorded = c.Node.Level, c.Node.Recorded
 		f.state.Nodes[c.Node.ID] = n
 		return nil
 	case opNodeState:
@@ -304,6 +311,8 @@ func (f *metaFSM) apply(c *metaCommand) interface{} {
 		return nil
 	case opLeaderPref:
 		return f.state.setLeaderPref(c)
+	case opPrepareLevel:
+		return f.state.prepareLevel(c.Level)
 	case opRaiseLevel:
 		return f.state.raiseLevel(c.Level)
 	case opAllocRangeID:
@@ -451,9 +460,15 @@ func (m *Meta) RegisterNode(ctx context.Context, n NodeInfo) error {
 	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opRegisterNode, Node: &n})
 }
 
-// RaiseLevel raises the cluster's command level to level (State.Level; a
-// level at or below the current one changes nothing). Leader only; the caller
-// checks ReadyLevel first, the state machine checks it again.
+// PrepareLevel starts raising the cluster's command level to level
+// (State.Pending), and RaiseLevel ends it (State.Level); a level at or below
+// the current one changes nothing. Leader only; the caller checks that the
+// nodes are ready (planMeta), the state machine checks it again (level.go).
+func (m *Meta) PrepareLevel(ctx context.Context, level int) error {
+	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opPrepareLevel, Level: level})
+}
+
+// RaiseLevel: see PrepareLevel.
 func (m *Meta) RaiseLevel(ctx context.Context, level int) error {
 	return m.proposeErr(ctx, &metaCommand{V: 1, Op: opRaiseLevel, Level: level})
 }

@@ -108,9 +108,9 @@ type metaPlan struct {
 	AddNonvoters []placement.NodeInfo
 	// Promote: the non-voter to make a voter, nil for none.
 	Promote *shard.Member
-	// RaiseLevel: the command level to raise the cluster to (every node
-	// that counts advertises it, placement/level.go); 0 for none.
-	RaiseLevel int
+	// PrepareLevel, RaiseLevel: the command level to prepare, or to raise
+	// the cluster to (placement/level.go); 0 for none.
+	PrepareLevel, RaiseLevel int
 }
 
 // planMeta registers every gossip member's addresses; once the cluster is
@@ -122,15 +122,28 @@ func planMeta(v metaView) metaPlan {
 	var p metaPlan
 	for _, m := range v.Gossip {
 		if cur, ok := v.State.Nodes[m.ID]; !ok || cur.HTTPAddr != m.HTTPAddr || cur.RaftAddr != m.RaftAddr ||
-			cur.Level != m.Level {
+			cur.Level != m.Level || cur.Recorded != m.Recorded {
 			p.Register = append(p.Register, m)
 		}
 	}
 	if !v.State.Formed() {
 		return p
 	}
-	if ready := v.State.ReadyLevel(); len(p.Register) == 0 && ready > v.State.Level {
-		p.RaiseLevel = ready
+	// The level rises only once every registration is current, and the meta
+	// group's members (which replay the meta log and may lead it) count as
+	// well as the nodes the state counts.
+	if len(p.Register) == 0 {
+		ready, recorded := v.State.ReadyLevel(), v.State.RecordedLevel()
+		for _, m := range v.Config {
+			ready, recorded = min(ready, v.State.Nodes[m.ID].Level), min(recorded, v.State.Nodes[m.ID].Recorded)
+		}
+		switch {
+		case ready <= v.State.Level:
+		case v.State.Pending != ready:
+			p.PrepareLevel = ready
+		case recorded >= ready:
+			p.RaiseLevel = ready
+		}
 	}
 	inConfig := map[string]bool{}
 	voters := 0
@@ -139,13 +152,15 @@ func planMeta(v metaView) metaPlan {
 		inConfig[s.ID] = true
 		if s.Voter {
 			voters++
-		} else if ni, ok := v.State.Nodes[s.ID]; ok && v.Alive[ni.ID] && !ni.Removed {
+		} else if ni, ok := v.State.Nodes[s.ID]; ok && v.Alive[ni.ID] && !ni.Removed && !v.State.BehindLevel(ni.ID) {
 			candidates = append(candidates, s)
 		}
 	}
 	live := 0
 	for id, ni := range v.State.Nodes {
-		if !inConfig[id] {
+		// A node behind the cluster's command level must not replay the
+		// meta log: an older binary would drop the level from its state.
+		if !inConfig[id] && !v.State.BehindLevel(id) {
 			p.AddNonvoters = append(p.AddNonvoters, ni)
 		}
 		if v.Alive[id] && !ni.Removed {

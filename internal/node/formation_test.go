@@ -116,41 +116,63 @@ func TestPlanMeta(t *testing.T) {
 	removedN4.Nodes["n4"] = n4
 	moved := registered(true, "n1", "n2")
 	moved.Nodes["n2"] = placement.NodeInfo{ID: "n2", HTTPAddr: "old:80", RaftAddr: "n2:70"}
-	// Levels: gossipNodes advertise level 0; leveled advertises 2 for each.
-	leveled := func(ids ...string) []placement.NodeInfo {
+	// Levels: gossipNodes advertise level 0; leveled(r) advertises level 2
+	// with level r recorded.
+	leveled := func(r int, ids ...string) []placement.NodeInfo {
 		ns := gossipNodes(ids...)
 		for i := range ns {
-			ns[i].Level = 2
+			ns[i].Level, ns[i].Recorded = 2, r
 		}
 		return ns
 	}
-	upgraded := registered(true, "n1", "n2", "n3") // registered at level 0
-	ready := registered(true)
-	for _, n := range leveled("n1", "n2", "n3") {
-		ready.Nodes[n.ID] = n
+	at := func(level, pending int, nodes ...[]placement.NodeInfo) *placement.State {
+		st := registered(true)
+		for _, ns := range nodes {
+			for _, n := range ns {
+				st.Nodes[n.ID] = n
+			}
+		}
+		st.Level, st.Pending = level, pending
+		return st
 	}
-	raised := registered(true)
-	for _, n := range leveled("n1", "n2", "n3") {
-		raised.Nodes[n.ID] = n
-	}
-	raised.Level = 2
-
+	three := []string{"n1", "n2", "n3"}
+	upgraded := registered(true, three...) // registered at level 0
+	// n4: registered at level 0 and removed, but still a meta member.
+	n4removed := []placement.NodeInfo{{ID: "n4", Removed: true}}
 	cases := []struct {
 		name         string
 		v            metaView
 		wantRegister []string
 		wantAdd      []string
 		wantPromote  string
+		wantPrepare  int
 		wantRaise    int
 	}{
-		{name: "a changed level is registered again, and nothing raised until it is",
-			v:            metaView{State: upgraded, Gossip: leveled("n1", "n2", "n3"), Alive: alive("n1", "n2", "n3"), Config: members([]string{"n1", "n2", "n3"})},
-			wantRegister: []string{"n1", "n2", "n3"}},
-		{name: "every node registered at level 2: the level is raised to 2",
-			v:         metaView{State: ready, Gossip: leveled("n1", "n2", "n3"), Alive: alive("n1", "n2", "n3"), Config: members([]string{"n1", "n2", "n3"})},
+		{name: "a changed level is registered again, and nothing prepared until it is",
+			v:            metaView{State: upgraded, Gossip: leveled(0, three...), Alive: alive(three...), Config: members(three)},
+			wantRegister: three},
+		{name: "every node registered at level 2: level 2 is prepared",
+			v:           metaView{State: at(0, 0, leveled(0, three...)), Gossip: leveled(0, three...), Alive: alive(three...), Config: members(three)},
+			wantPrepare: 2},
+		{name: "level 2 pending, one node has not recorded it: wait",
+			v: metaView{State: at(0, 2, leveled(2, "n1", "n2"), leveled(0, "n3")), Gossip: append(leveled(2, "n1", "n2"), leveled(0, "n3")...),
+				Alive: alive(three...), Config: members(three)}},
+		{name: "level 2 pending, every node recorded it: raised",
+			v:         metaView{State: at(0, 2, leveled(2, three...)), Gossip: leveled(2, three...), Alive: alive(three...), Config: members(three)},
 			wantRaise: 2},
-		{name: "already at level 2: nothing to raise",
-			v: metaView{State: raised, Gossip: leveled("n1", "n2", "n3"), Alive: alive("n1", "n2", "n3"), Config: members([]string{"n1", "n2", "n3"})}},
+		{name: "a recorded level changed is registered again first",
+			v:            metaView{State: at(0, 2, leveled(0, three...)), Gossip: leveled(2, three...), Alive: alive(three...), Config: members(three)},
+			wantRegister: three},
+		{name: "a registration pending: nothing prepared until it is done",
+			v:            metaView{State: at(0, 0, leveled(0, three...)), Gossip: append(leveled(0, three...), gossipNodes("n4")...), Alive: alive("n1", "n2", "n3", "n4"), Config: members(three)},
+			wantRegister: []string{"n4"}},
+		{name: "a meta member below the level holds it, removed or not",
+			v: metaView{State: at(0, 0, leveled(0, three...), n4removed), Gossip: leveled(0, three...), Alive: alive(three...), Config: members(three, "n4")}},
+		{name: "a node behind the level is not added to the meta group",
+			v: metaView{State: at(2, 2, leveled(2, three...), gossipNodes("n4")), Gossip: append(leveled(2, three...), gossipNodes("n4")...),
+				Alive: alive("n1", "n2", "n3", "n4"), Config: members(three)}},
+		{name: "already at level 2: nothing to do",
+			v: metaView{State: at(2, 2, leveled(2, three...)), Gossip: leveled(2, three...), Alive: alive(three...), Config: members(three)}},
 		{name: "not formed: only registers, never changes membership",
 			v:            metaView{State: registered(false, "n1"), Gossip: gossipNodes("n1", "n2"), Alive: alive("n1", "n2"), Config: members([]string{"n1"})},
 			wantRegister: []string{"n2"}},
@@ -205,8 +227,8 @@ func TestPlanMeta(t *testing.T) {
 			if got != tc.wantPromote {
 				t.Errorf("promote %q, want %q", got, tc.wantPromote)
 			}
-			if p.RaiseLevel != tc.wantRaise {
-				t.Errorf("raise level %d, want %d", p.RaiseLevel, tc.wantRaise)
+			if p.PrepareLevel != tc.wantPrepare || p.RaiseLevel != tc.wantRaise {
+				t.Errorf("prepare level %d, raise level %d; want %d, %d", p.PrepareLevel, p.RaiseLevel, tc.wantPrepare, tc.wantRaise)
 			}
 		})
 	}

@@ -20,9 +20,10 @@ import (
 // gossip wraps memberlist: which nodes exist and how to reach them. It feeds
 // formation and registration only; it never decides safety (invariant I12).
 type gossip struct {
-	ml     *memberlist.Memberlist
-	events chan struct{}
-	log    *slog.Logger
+	ml       *memberlist.Memberlist
+	delegate *gossipDelegate
+	events   chan struct{}
+	log      *slog.Logger
 
 	leaveOnce sync.Once
 	leaveErr  error
@@ -35,14 +36,23 @@ type gossipMeta struct {
 	// Level is the binary's shard command level (fsm.CommandLevel); absent
 	// (0) from a binary older than levels.
 	Level int `json:"level,omitempty"`
+	// Recorded is the cluster level the node's data dir has recorded
+	// (placement.NodeInfo.Recorded).
+	Recorded int `json:"recorded,omitempty"`
 }
 
 type gossipDelegate struct {
-	meta   []byte
+	mu     sync.Mutex
+	meta   gossipMeta
 	events chan struct{}
 }
 
-func (d *gossipDelegate) NodeMeta(limit int) []byte                  { return d.meta }
+func (d *gossipDelegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b, _ := json.Marshal(d.meta)
+	return b
+}
 func (d *gossipDelegate) NotifyMsg([]byte)                           {}
 func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
@@ -57,7 +67,7 @@ func (d *gossipDelegate) poke() {
 	}
 }
 
-func startGossip(cfg Config, logger *slog.Logger) (*gossip, error) {
+func startGossip(cfg Config, recorded int, logger *slog.Logger) (*gossip, error) {
 	host, portStr, err := net.SplitHostPort(cfg.GossipAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--gossip-addr: %w", err)
@@ -70,9 +80,10 @@ func startGossip(cfg Config, logger *slog.Logger) (*gossip, error) {
 	if cfg.HTTPListener != nil {
 		httpAddr = cfg.HTTPListener.Addr().String()
 	}
-	meta, _ := json.Marshal(gossipMeta{HTTPAddr: httpAddr, RaftAddr: cfg.RaftAddr, Level: cfg.commandLevel()})
 	g := &gossip{events: make(chan struct{}, 1), log: logger}
-	d := &gossipDelegate{meta: meta, events: g.events}
+	d := &gossipDelegate{events: g.events,
+		meta: gossipMeta{HTTPAddr: httpAddr, RaftAddr: cfg.RaftAddr, Level: cfg.commandLevel(), Recorded: recorded}}
+	g.delegate = d
 
 	mc := memberlist.DefaultLANConfig()
 	if isLoopback(host) {
@@ -147,10 +158,23 @@ func (g *gossip) members() []placement.NodeInfo {
 		if err := json.Unmarshal(m.Meta, &gm); err != nil {
 			continue
 		}
-		out = append(out, placement.NodeInfo{ID: m.Name, HTTPAddr: gm.HTTPAddr, RaftAddr: gm.RaftAddr, Level: gm.Level})
+		out = append(out, placement.NodeInfo{ID: m.Name, HTTPAddr: gm.HTTPAddr, RaftAddr: gm.RaftAddr,
+			Level: gm.Level, Recorded: gm.Recorded})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// setRecorded advertises the cluster level the data dir recorded: the meta
+// leader registers it, and raises the level once every node recorded it.
+// A failed broadcast is retried by memberlist's own push-pull.
+func (g *gossip) setRecorded(level int) {
+	g.delegate.mu.Lock()
+	g.delegate.meta.Recorded = level
+	g.delegate.mu.Unlock()
+	if err := g.ml.UpdateNode(time.Second); err != nil {
+		g.log.Warn("gossip: advertising the recorded command level", "level", level, "err", err)
+	}
 }
 
 // alive returns the ids gossip currently sees alive or suspect.

@@ -26,7 +26,13 @@ type identity struct {
 	Level int `json:"level,omitempty"`
 }
 
-const identityFormat = 1
+// identityFormat is the newest node.json version this binary reads.
+// Version 2 is version 1 with "level" set: it is written once the node has
+// seen a cluster command level above 0, so that a binary from before levels,
+// which ignores "level" but refuses a "v" it does not know, refuses the data
+// dir too instead of applying commands it cannot know. Without a level the
+// file stays version 1, which any binary since cf3dc0d reads.
+const identityFormat = 2
 
 // isNewDataDir reports whether dir is missing or empty: no node has used
 // it yet.
@@ -46,7 +52,7 @@ func checkIdentity(dir, id, raftAddr string, level int) (int, error) {
 	path := filepath.Join(dir, "node.json")
 	st, err := readIdentity(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, writeIdentity(path, identity{V: identityFormat, ID: id, RaftAddr: raftAddr})
+		return 0, writeIdentity(path, identity{V: 1, ID: id, RaftAddr: raftAddr})
 	}
 	if err != nil {
 		return 0, err
@@ -96,6 +102,7 @@ func recordLevel(dir string, level int) error {
 		return nil
 	}
 	st.Level = level
+	st.V = 2 // see identityFormat
 	return writeIdentity(filepath.Join(dir, "node.json"), st)
 }
 

@@ -38,11 +38,11 @@ func TestIdentityFileFormats(t *testing.T) {
 	}
 
 	newer := t.TempDir()
-	if err := os.WriteFile(filepath.Join(newer, "node.json"), []byte(`{"v":2,"id":"n3","raft_addr":"127.0.0.1:27183"}`), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(newer, "node.json"), []byte(`{"v":3,"id":"n3","raft_addr":"127.0.0.1:27183"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := checkIdentity(newer, "n3", "127.0.0.1:27183", 1); err == nil || !strings.Contains(err.Error(), "newer cairn") {
-		t.Fatalf("node.json v2 accepted: %v", err)
+		t.Fatalf("node.json v3 accepted: %v", err)
 	}
 }
 
@@ -70,7 +70,9 @@ func TestIdentityRefusesBinaryBelowClusterLevel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := string(b), `{"v":1,"id":"n1","raft_addr":"127.0.0.1:27181","level":2}`; got != want {
+	// Version 2 once a level is recorded: a binary from before levels,
+	// which would ignore "level", refuses a version it does not know.
+	if got, want := string(b), `{"v":2,"id":"n1","raft_addr":"127.0.0.1:27181","level":2}`; got != want {
 		t.Fatalf("node.json is %s, want %s", got, want)
 	}
 }

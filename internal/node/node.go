@@ -251,7 +251,7 @@ func (n *Node) start() error {
 		return noFormation(n.cfg.DataDir)
 	}
 	var err error
-	if n.gossip, err = startGossip(n.cfg, n.log); err != nil {
+	if n.gossip, err = startGossip(n.cfg, n.seenLevel, n.log); err != nil {
 		return err
 	}
 	if err := n.startHTTP(); err != nil {
@@ -575,15 +575,18 @@ func (n *Node) reconcile(st *placement.State) error {
 	return n.openReplicas(st)
 }
 
-// checkLevel keeps the cluster's command level (placement/level.go) in the
-// data dir once it rises, so that a binary below it never starts there
-// (checkIdentity); and refuses to open replicas when the cluster is already
-// above this binary (a node that was down while the level rose, restarted
-// on an older binary): the node reports itself unhealthy, and the placement
-// driver, which sees it behind the level, moves its replicas off. Run loop
-// only.
+// checkLevel records in the data dir the cluster's command level, or the
+// level it is being raised to (placement/level.go), once this binary applies
+// it, and advertises that it did; a binary below the recorded level never
+// starts here (checkIdentity). A cluster already above this binary (the
+// node came back on an older binary before it learned of a level; every node
+// that counts records a level before it is raised, so only a node that did
+// not count then) opens no further replica and reports itself unhealthy; the
+// placement driver, which sees it behind the level, moves its replicas off.
+// Run loop only.
 func (n *Node) checkLevel(st *placement.State) error {
-	if own := n.cfg.commandLevel(); st.Level > own {
+	own := n.cfg.commandLevel()
+	if st.Level > own {
 		err := fmt.Errorf("the cluster runs shard command level %d and this binary applies up to level %d: "+
 			"run a cairn binary of level %d or later on this node (a downgrade below the cluster's level is not possible)",
 			st.Level, own, st.Level)
@@ -593,11 +596,16 @@ func (n *Node) checkLevel(st *placement.State) error {
 		n.levelErr.Store(err)
 		return err
 	}
-	if st.Level > n.seenLevel {
-		if err := recordLevel(n.cfg.DataDir, st.Level); err != nil {
+	want := st.Level
+	if st.Pending <= own {
+		want = max(want, st.Pending)
+	}
+	if want > n.seenLevel {
+		if err := recordLevel(n.cfg.DataDir, want); err != nil {
 			return err
 		}
-		n.seenLevel = st.Level
+		n.seenLevel = want
+		n.gossip.setRecorded(want)
 	}
 	return nil
 }
@@ -683,6 +691,12 @@ func (n *Node) registerMembers(st *placement.State) error {
 		if err := n.meta.RegisterNode(ctx, m); err != nil {
 			return err
 		}
+	}
+	if plan.PrepareLevel > 0 {
+		if err := n.meta.PrepareLevel(ctx, plan.PrepareLevel); err != nil {
+			return err
+		}
+		n.log.Info("raising the cluster command level: every node records it first", "level", plan.PrepareLevel)
 	}
 	if plan.RaiseLevel > 0 {
 		if err := n.meta.RaiseLevel(ctx, plan.RaiseLevel); err != nil {
