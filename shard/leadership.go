@@ -28,6 +28,11 @@ func (r *Replica) watchLeadership() {
 	})
 	r.g.raft.RegisterObserver(obs)
 	defer r.g.raft.DeregisterObserver(obs)
+	if r.leaderChanges != nil {
+		// The series exists from the replica's start, at 0 on a node that
+		// never led it, rather than appearing at its first leadership.
+		r.leaderChanges.WithLabelValues(strconv.FormatUint(r.id, 10))
+	}
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 

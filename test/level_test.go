@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
 )
 
 // TestClusterCommandLevel: the cluster's shard command level (the
@@ -92,5 +93,59 @@ func TestClusterCommandLevel(t *testing.T) {
 	c.Restart(2)
 	if level, _, _ := levels(); level != top {
 		t.Fatalf("cluster level %d after n3 came back, want %d", level, top)
+	}
+}
+
+// TestClusterCommandLevelNewNodeBehind: a node whose binary is below the
+// cluster's level joins (a fresh data dir, so nothing refuses it at start):
+// it learns the level from the meta state, opens no replica and reports
+// itself unhealthy; the meta leader does not add it to the meta group.
+func TestClusterCommandLevelNewNodeBehind(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{CommandLevels: map[string]int{"n1": 2, "n2": 2, "n3": 2, "n4": 1}})
+	WaitFor(t, 15*time.Second, "cluster level 2", func() error {
+		if v := c.Node(0).Node.Cluster(); v.Level != 2 {
+			return fmt.Errorf("cluster level %d", v.Level)
+		}
+		return nil
+	})
+	i := c.AddNode()
+	n4 := c.Node(i).Node
+	WaitFor(t, 15*time.Second, "n4 reports the level it cannot apply", func() error {
+		if err := n4.Health(); err == nil || !strings.Contains(err.Error(), "level 2") {
+			return fmt.Errorf("n4 health: %v", err)
+		}
+		return nil
+	})
+	// Registered (its level shows), but never in the meta group and holding
+	// no replica, over several reconcile rounds.
+	time.Sleep(time.Second)
+	if reps := n4.Ranges(); len(reps) != 0 {
+		t.Fatalf("n4 holds replicas %v", reps)
+	}
+	leader := c.Node(0).Node
+	for _, h := range c.Nodes()[:3] {
+		if h.Node.Meta().IsLeader() {
+			leader = h.Node
+		}
+	}
+	members, err := leader.Meta().(interface {
+		Members() ([]shard.Member, error)
+	}).Members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if m.ID == "n4" {
+			t.Fatalf("n4, behind the cluster's level, is a meta member: %+v", members)
+		}
+	}
+	var lvl = -1
+	for _, nv := range leader.Cluster().Nodes {
+		if nv.ID == "n4" {
+			lvl = nv.Level
+		}
+	}
+	if lvl != 1 {
+		t.Fatalf("n4 registered at level %d, want 1", lvl)
 	}
 }

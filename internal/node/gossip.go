@@ -39,12 +39,22 @@ type gossipMeta struct {
 	// Recorded is the cluster level the node's data dir has recorded
 	// (placement.NodeInfo.Recorded).
 	Recorded int `json:"recorded,omitempty"`
+	// ClusterLevel is the cluster's command level as the node knows it: a
+	// node whose binary is below it, which is never added to the meta
+	// group and so never learns it there, says so (a hint, for the
+	// operator only).
+	ClusterLevel int `json:"cluster_level,omitempty"`
 }
 
 type gossipDelegate struct {
 	mu     sync.Mutex
 	meta   gossipMeta
 	events chan struct{}
+	// peers holds each member's metadata as last announced. memberlist
+	// rewrites a member's Meta in place when it changes (the levels do), so
+	// it is copied here in NotifyJoin and NotifyUpdate, which memberlist
+	// calls under its own lock, rather than read from Members() later.
+	peers map[string]gossipMeta
 }
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
@@ -57,9 +67,34 @@ func (d *gossipDelegate) NotifyMsg([]byte)                           {}
 func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
 func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
-func (d *gossipDelegate) NotifyJoin(*memberlist.Node)                { d.poke() }
+func (d *gossipDelegate) NotifyJoin(n *memberlist.Node)              { d.note(n); d.poke() }
 func (d *gossipDelegate) NotifyLeave(*memberlist.Node)               { d.poke() }
-func (d *gossipDelegate) NotifyUpdate(*memberlist.Node)              { d.poke() }
+func (d *gossipDelegate) NotifyUpdate(n *memberlist.Node)            { d.note(n); d.poke() }
+
+// note copies n's metadata (see peers); one that does not decode is
+// dropped, as members() always skipped it.
+func (d *gossipDelegate) note(n *memberlist.Node) {
+	var gm gossipMeta
+	err := json.Unmarshal(n.Meta, &gm)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.peers == nil {
+		d.peers = map[string]gossipMeta{}
+	}
+	if err != nil {
+		delete(d.peers, n.Name)
+		return
+	}
+	d.peers[n.Name] = gm
+}
+
+// peer returns member name's metadata as last announced.
+func (d *gossipDelegate) peer(name string) (gossipMeta, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	gm, ok := d.peers[name]
+	return gm, ok
+}
 func (d *gossipDelegate) poke() {
 	select {
 	case d.events <- struct{}{}:
@@ -154,8 +189,8 @@ func (g *gossip) joinLoop(addrs []string) {
 func (g *gossip) members() []placement.NodeInfo {
 	var out []placement.NodeInfo
 	for _, m := range g.ml.Members() {
-		var gm gossipMeta
-		if err := json.Unmarshal(m.Meta, &gm); err != nil {
+		gm, ok := g.delegate.peer(m.Name)
+		if !ok {
 			continue
 		}
 		out = append(out, placement.NodeInfo{ID: m.Name, HTTPAddr: gm.HTTPAddr, RaftAddr: gm.RaftAddr,
@@ -165,16 +200,28 @@ func (g *gossip) members() []placement.NodeInfo {
 	return out
 }
 
-// setRecorded advertises the cluster level the data dir recorded: the meta
-// leader registers it, and raises the level once every node recorded it.
-// A failed broadcast is retried by memberlist's own push-pull.
-func (g *gossip) setRecorded(level int) {
+// setLevels advertises the cluster level the data dir recorded (the meta
+// leader registers it, and raises the level once every node recorded it)
+// and the cluster's level. A failed broadcast is retried by memberlist's own
+// push-pull.
+func (g *gossip) setLevels(recorded, cluster int) {
 	g.delegate.mu.Lock()
-	g.delegate.meta.Recorded = level
+	g.delegate.meta.Recorded, g.delegate.meta.ClusterLevel = recorded, cluster
 	g.delegate.mu.Unlock()
 	if err := g.ml.UpdateNode(time.Second); err != nil {
-		g.log.Warn("gossip: advertising the recorded command level", "level", level, "err", err)
+		g.log.Warn("gossip: advertising the command levels", "recorded_level", recorded, "cluster_level", cluster, "err", err)
 	}
+}
+
+// clusterLevel is the highest cluster command level any member advertises.
+func (g *gossip) clusterLevel() int {
+	level := 0
+	for _, m := range g.ml.Members() {
+		if gm, ok := g.delegate.peer(m.Name); ok {
+			level = max(level, gm.ClusterLevel)
+		}
+	}
+	return level
 }
 
 // alive returns the ids gossip currently sees alive or suspect.

@@ -199,6 +199,9 @@ type Node struct {
 	// seenLevel is the highest cluster command level the data dir has
 	// recorded (node.json); run loop only after Start.
 	seenLevel int
+	// advertised is the recorded and cluster levels last put in gossip; run
+	// loop only.
+	advertised [2]int
 	// levelErr holds the error of a cluster level above this binary's
 	// (checkLevel), reported by Health.
 	levelErr atomic.Value
@@ -232,7 +235,8 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), stop: make(chan struct{}), seenLevel: seen}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), stop: make(chan struct{}), seenLevel: seen,
+		advertised: [2]int{seen, 0}}
 	if err := n.start(); err != nil {
 		_ = n.shutdown()
 		return nil, err
@@ -561,6 +565,11 @@ func (n *Node) run() {
 }
 
 func (n *Node) reconcile(st *placement.State) error {
+	if l := n.gossip.clusterLevel(); l > st.Level && l > n.cfg.commandLevel() {
+		// Behind the level, this node is never added to the meta group, so
+		// its meta state never shows the level: gossip says it.
+		n.behindLevel(l)
+	}
 	if !st.Formed() {
 		return n.form(st)
 	}
@@ -587,14 +596,7 @@ func (n *Node) reconcile(st *placement.State) error {
 func (n *Node) checkLevel(st *placement.State) error {
 	own := n.cfg.commandLevel()
 	if st.Level > own {
-		err := fmt.Errorf("the cluster runs shard command level %d and this binary applies up to level %d: "+
-			"run a cairn binary of level %d or later on this node (a downgrade below the cluster's level is not possible)",
-			st.Level, own, st.Level)
-		if n.levelErr.Load() == nil {
-			n.log.Error("opening no replica", "err", err)
-		}
-		n.levelErr.Store(err)
-		return err
+		return n.behindLevel(st.Level)
 	}
 	want := st.Level
 	if st.Pending <= own {
@@ -605,9 +607,26 @@ func (n *Node) checkLevel(st *placement.State) error {
 			return err
 		}
 		n.seenLevel = want
-		n.gossip.setRecorded(want)
+	}
+	if n.seenLevel != n.advertised[0] || st.Level != n.advertised[1] {
+		n.gossip.setLevels(n.seenLevel, st.Level)
+		n.advertised = [2]int{n.seenLevel, st.Level}
 	}
 	return nil
+}
+
+// behindLevel records that the cluster runs command level level, above
+// this binary's: Health reports it, the log says it once.
+func (n *Node) behindLevel(level int) error {
+	own := n.cfg.commandLevel()
+	err := fmt.Errorf("the cluster runs shard command level %d and this binary applies up to level %d: "+
+		"run a cairn binary of level %d or later on this node (a downgrade below the cluster's level is not possible)",
+		level, own, level)
+	if n.levelErr.Load() == nil {
+		n.log.Error("opening no replica", "err", err)
+	}
+	n.levelErr.Store(err)
+	return err
 }
 
 // form carries out planFormation (formation.go): bootstrap the meta group,
@@ -696,13 +715,13 @@ func (n *Node) registerMembers(st *placement.State) error {
 		if err := n.meta.PrepareLevel(ctx, plan.PrepareLevel); err != nil {
 			return err
 		}
-		n.log.Info("raising the cluster command level: every node records it first", "level", plan.PrepareLevel)
+		n.log.Info("raising the cluster command level: every node records it first", "command_level", plan.PrepareLevel)
 	}
 	if plan.RaiseLevel > 0 {
 		if err := n.meta.RaiseLevel(ctx, plan.RaiseLevel); err != nil {
 			return err
 		}
-		n.log.Info("cluster command level raised", "level", plan.RaiseLevel)
+		n.log.Info("cluster command level raised", "command_level", plan.RaiseLevel)
 	}
 	for _, ni := range plan.AddNonvoters {
 		if err := n.meta.AddNonvoter(ctx, ni.ID, ni.RaftAddr); err != nil {
