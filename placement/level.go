@@ -27,7 +27,8 @@ import "fmt"
 // A binary from before levels advertises none and counts as level 0, so it
 // holds the cluster's level at 0 while it counts. Such a binary ignores
 // node.json's level, but node.json becomes version 2 once it holds one,
-// which binaries since its "v" field refuse (internal/node/identity.go).
+// which binaries since its "v" field refuse (internal/node/identity.go;
+// cf3dc0d's, older still, would not: downgrading that far is unsupported).
 
 // counted calls fn with every node that counts for the level: nodes
 // registered and not removed, every node a range lists as a replica (removed
@@ -84,10 +85,14 @@ func (s *State) BehindLevel(id string) bool {
 
 // prepareLevel applies prepare_level: Pending becomes level if every node
 // that counts advertises it. Pending is a promise, not a level in force, so
-// it may go down (a node went back to an older binary before recording it);
-// a level at or below Level is a no-op.
+// it may go down (a node went back to an older binary before recording it),
+// to Level itself to cancel; a level below Level is a no-op.
 func (s *State) prepareLevel(level int) error {
-	if level <= s.Level {
+	switch {
+	case level < s.Level:
+		return nil
+	case level == s.Level: // cancels a pending raise
+		s.Pending = level
 		return nil
 	}
 	if ready := s.ReadyLevel(); level > ready {

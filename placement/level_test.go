@@ -151,3 +151,24 @@ func TestLevelMoveTargetBehind(t *testing.T) {
 		t.Fatalf("ReadyLevel %d once the move is over, want 1", got)
 	}
 }
+
+// A pending level is cancelled by preparing the current one: nothing can
+// raise to it any more.
+func TestMetaCancelPendingLevel(t *testing.T) {
+	f := newMetaFSM()
+	applyMeta(t, f, 1, metaCommand{V: 1, Op: opInit, Cluster: "c1", Ranges: []fsm.Range{{ID: 1, Epoch: 1, Replicas: []string{"n1", "n2"}}}})
+	applyMeta(t, f, 2, metaCommand{V: 1, Op: opRegisterNode, Node: &NodeInfo{ID: "n1", Level: 3, Recorded: 2}})
+	applyMeta(t, f, 3, metaCommand{V: 1, Op: opRegisterNode, Node: &NodeInfo{ID: "n2", Level: 3, Recorded: 2}})
+	applyMeta(t, f, 4, metaCommand{V: 1, Op: opPrepareLevel, Level: 2})
+	applyMeta(t, f, 5, metaCommand{V: 1, Op: opRaiseLevel, Level: 2})
+	applyMeta(t, f, 6, metaCommand{V: 1, Op: opPrepareLevel, Level: 3})
+	applyMeta(t, f, 7, metaCommand{V: 1, Op: opPrepareLevel, Level: 2})
+	if f.state.Level != 2 || f.state.Pending != 2 {
+		t.Fatalf("after a cancel: level %d pending %d, want 2 and 2", f.state.Level, f.state.Pending)
+	}
+	applyMeta(t, f, 8, metaCommand{V: 1, Op: opRegisterNode, Node: &NodeInfo{ID: "n1", Level: 3, Recorded: 3}})
+	applyMeta(t, f, 9, metaCommand{V: 1, Op: opRegisterNode, Node: &NodeInfo{ID: "n2", Level: 3, Recorded: 3}})
+	if err, _ := f.apply(&metaCommand{Op: opRaiseLevel, Level: 3}).(error); err == nil {
+		t.Fatal("raised to a cancelled level")
+	}
+}

@@ -561,6 +561,14 @@ func (m *Meta) AddVoter(ctx context.Context, id, addr string) error {
 	})
 }
 
+// RemoveMember removes node id from the meta group. Leader only. Errors as
+// AddNonvoter's.
+func (m *Meta) RemoveMember(ctx context.Context, id string) error {
+	return m.changeMembership(ctx, func(r *raft.Raft, timeout time.Duration) raft.IndexFuture {
+		return r.RemoveServer(raft.ServerID(id), 0, timeout)
+	})
+}
+
 func (m *Meta) changeMembership(ctx context.Context, change func(*raft.Raft, time.Duration) raft.IndexFuture) error {
 	err := m.g.ChangeMembership(ctx, metaApplyTimeout, change)
 	var nl *shard.NotLeaderError

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +149,48 @@ func TestClusterCommandLevelNewNodeBehind(t *testing.T) {
 	if lvl != 1 {
 		t.Fatalf("n4 registered at level %d, want 1", lvl)
 	}
+}
+
+// TestRemovedNodeLeavesMetaGroup: a node removed for good that holds no
+// replica leaves the meta group, so it no longer counts for the meta
+// quorum or for the command level (which a dead, removed node would
+// otherwise hold down forever).
+func TestRemovedNodeLeavesMetaGroup(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{})
+	i := c.AddNode()
+	metaMembers := func() ([]string, error) {
+		for _, h := range c.Nodes()[:3] {
+			if h.Node != nil && h.Node.Meta().IsLeader() {
+				ms, err := h.Node.Meta().(interface {
+					Members() ([]shard.Member, error)
+				}).Members()
+				var ids []string
+				for _, m := range ms {
+					ids = append(ids, m.ID)
+				}
+				return ids, err
+			}
+		}
+		return nil, fmt.Errorf("no meta leader among n1-n3")
+	}
+	WaitFor(t, 15*time.Second, "n4 in the meta group", func() error {
+		ids, err := metaMembers()
+		if err == nil && !slices.Contains(ids, "n4") {
+			err = fmt.Errorf("meta members %v", ids)
+		}
+		return err
+	})
+	c.Kill(i)
+	ctx := Context(t, 30*time.Second)
+	res, err := Do(ctx, "DELETE", c.Node(0).HTTPAddr, "/v1/cluster/nodes/n4", nil)
+	if err != nil || res.Status != 200 {
+		t.Fatalf("remove n4: %v %v", res, err)
+	}
+	WaitFor(t, 15*time.Second, "n4 out of the meta group", func() error {
+		ids, err := metaMembers()
+		if err == nil && slices.Contains(ids, "n4") {
+			err = fmt.Errorf("meta members %v", ids)
+		}
+		return err
+	})
 }

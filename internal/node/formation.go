@@ -96,6 +96,8 @@ type metaView struct {
 	Alive  map[string]bool
 	// Config is the meta group's latest configuration.
 	Config []shard.Member
+	// Self is the meta leader's own id.
+	Self string
 }
 
 // metaPlan is what the meta leader does about membership, in order.
@@ -108,9 +110,15 @@ type metaPlan struct {
 	AddNonvoters []placement.NodeInfo
 	// Promote: the non-voter to make a voter, nil for none.
 	Promote *shard.Member
+	// RemoveMembers: members of the meta group the operator removed for good
+	// that no range or operation names any more (never the leader itself).
+	RemoveMembers []string
 	// PrepareLevel, RaiseLevel: the command level to prepare, or to raise
-	// the cluster to (placement/level.go); 0 for none.
+	// the cluster to (placement/level.go); 0 for none. CancelPending: set
+	// the pending level back to the cluster's (a node went back to an
+	// older binary before recording it).
 	PrepareLevel, RaiseLevel int
+	CancelPending            bool
 }
 
 // planMeta registers every gossip member's addresses; once the cluster is
@@ -139,17 +147,33 @@ func planMeta(v metaView) metaPlan {
 		}
 		switch {
 		case ready <= v.State.Level:
+			p.CancelPending = v.State.Pending > v.State.Level
 		case v.State.Pending != ready:
 			p.PrepareLevel = ready
 		case recorded >= ready:
 			p.RaiseLevel = ready
 		}
 	}
+	named := map[string]bool{} // by a range or an operation
+	for _, r := range v.State.Ranges {
+		for _, id := range r.Replicas {
+			named[id] = true
+		}
+	}
+	for _, op := range v.State.Ops {
+		named[op.To], named[op.From] = true, true
+	}
 	inConfig := map[string]bool{}
 	voters := 0
 	var candidates []shard.Member
 	for _, s := range v.Config {
 		inConfig[s.ID] = true
+		if ni := v.State.Nodes[s.ID]; ni.Removed && !named[s.ID] && s.ID != v.Self {
+			// Removed for good and holding nothing: it leaves the meta
+			// group, and no longer counts for its quorum or the level.
+			p.RemoveMembers = append(p.RemoveMembers, s.ID)
+			continue
+		}
 		if s.Voter {
 			voters++
 		} else if ni, ok := v.State.Nodes[s.ID]; ok && v.Alive[ni.ID] && !ni.Removed && !v.State.BehindLevel(ni.ID) {
@@ -159,8 +183,10 @@ func planMeta(v metaView) metaPlan {
 	live := 0
 	for id, ni := range v.State.Nodes {
 		// A node behind the cluster's command level must not replay the
-		// meta log: an older binary would drop the level from its state.
-		if !inConfig[id] && !v.State.BehindLevel(id) {
+		// meta log (an older binary would drop the level from its state),
+		// nor one that has not recorded the level yet (it could still
+		// restart on such a binary); a removed one never again.
+		if !inConfig[id] && !ni.Removed && !v.State.BehindLevel(id) && ni.Recorded >= v.State.Level {
 			p.AddNonvoters = append(p.AddNonvoters, ni)
 		}
 		if v.Alive[id] && !ni.Removed {

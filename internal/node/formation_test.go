@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
 )
@@ -147,7 +148,35 @@ func TestPlanMeta(t *testing.T) {
 		wantPromote  string
 		wantPrepare  int
 		wantRaise    int
+		wantRemove   []string
+		wantCancel   bool
 	}{
+		{name: "a removed meta member that holds nothing leaves the meta group",
+			v:          metaView{State: at(0, 0, leveled(0, three...), n4removed), Gossip: leveled(0, three...), Alive: alive(three...), Config: members(three, "n4")},
+			wantRemove: []string{"n4"}},
+		{name: "a removed meta member a range still lists stays",
+			v: metaView{State: func() *placement.State {
+				st := at(0, 0, leveled(0, three...), n4removed)
+				st.Ranges = []fsm.Range{{ID: 1, Replicas: []string{"n1", "n2", "n4"}}}
+				return st
+			}(), Gossip: leveled(0, three...), Alive: alive(three...), Config: members(three, "n4")}},
+		{name: "the leader never removes itself",
+			v: metaView{State: at(0, 0, leveled(0, "n2", "n3"), []placement.NodeInfo{{ID: "n1", Removed: true}}), Gossip: leveled(0, "n2", "n3"),
+				Alive: alive(three...), Config: members(three), Self: "n1"}},
+		{name: "a removed node outside the meta group is not added back",
+			v:           metaView{State: at(0, 0, leveled(0, three...), n4removed), Gossip: leveled(0, three...), Alive: alive(three...), Config: members(three)},
+			wantPrepare: 2},
+		{name: "a node that has not recorded the cluster's level is not added yet",
+			v: metaView{State: at(2, 2, leveled(2, three...), leveled(0, "n4")), Gossip: append(leveled(2, three...), leveled(0, "n4")...),
+				Alive: alive("n1", "n2", "n3", "n4"), Config: members(three)}},
+		{name: "once it has, it is",
+			v: metaView{State: at(2, 2, leveled(2, three...), leveled(2, "n4")), Gossip: append(leveled(2, three...), leveled(2, "n4")...),
+				Alive: alive("n1", "n2", "n3", "n4"), Config: members(three)},
+			wantAdd: []string{"n4"}},
+		{name: "a pending level no node is ready for any more is cancelled",
+			v: metaView{State: at(0, 2, leveled(2, "n1", "n2"), gossipNodes("n3")), Gossip: append(leveled(2, "n1", "n2"), gossipNodes("n3")...),
+				Alive: alive(three...), Config: members(three)},
+			wantCancel: true},
 		{name: "a changed level is registered again, and nothing prepared until it is",
 			v:            metaView{State: upgraded, Gossip: leveled(0, three...), Alive: alive(three...), Config: members(three)},
 			wantRegister: three},
@@ -166,8 +195,9 @@ func TestPlanMeta(t *testing.T) {
 		{name: "a registration pending: nothing prepared until it is done",
 			v:            metaView{State: at(0, 0, leveled(0, three...)), Gossip: append(leveled(0, three...), gossipNodes("n4")...), Alive: alive("n1", "n2", "n3", "n4"), Config: members(three)},
 			wantRegister: []string{"n4"}},
-		{name: "a meta member below the level holds it, removed or not",
-			v: metaView{State: at(0, 0, leveled(0, three...), n4removed), Gossip: leveled(0, three...), Alive: alive(three...), Config: members(three, "n4")}},
+		{name: "a meta member below the level holds it, removed or not (until it leaves)",
+			v:          metaView{State: at(0, 0, leveled(0, three...), n4removed), Gossip: leveled(0, three...), Alive: alive(three...), Config: members(three, "n4")},
+			wantRemove: []string{"n4"}},
 		{name: "a node behind the level is not added to the meta group",
 			v: metaView{State: at(2, 2, leveled(2, three...), gossipNodes("n4")), Gossip: append(leveled(2, three...), gossipNodes("n4")...),
 				Alive: alive("n1", "n2", "n3", "n4"), Config: members(three)}},
@@ -192,7 +222,7 @@ func TestPlanMeta(t *testing.T) {
 		{name: "a removed non-voter is never promoted",
 			v: metaView{State: removedN4, Gossip: gossipNodes(six...), Alive: alive(six...),
 				Config: members([]string{"n1", "n2", "n3"}, "n4", "n5", "n6")},
-			wantPromote: "n5"},
+			wantPromote: "n5", wantRemove: []string{"n4"}},
 		{name: "a dead non-voter is never promoted",
 			v: metaView{State: registered(true, six...), Gossip: gossipNodes(six...), Alive: alive("n1", "n2", "n3", "n5", "n6"),
 				Config: members([]string{"n1", "n2", "n3"}, "n4", "n5", "n6")},
@@ -202,7 +232,8 @@ func TestPlanMeta(t *testing.T) {
 				Config: members([]string{"n1", "n2", "n3", "n4", "n5"}, "n6")}},
 		{name: "five live nodes counted without removed ones",
 			v: metaView{State: removedN4, Gossip: gossipNodes(six...), Alive: alive("n1", "n2", "n3", "n4", "n5"),
-				Config: members([]string{"n1", "n2", "n3"}, "n4", "n5", "n6")}},
+				Config: members([]string{"n1", "n2", "n3"}, "n4", "n5", "n6")},
+			wantRemove: []string{"n4"}},
 	}
 	ids := func(ns []placement.NodeInfo) []string {
 		var out []string
@@ -226,6 +257,9 @@ func TestPlanMeta(t *testing.T) {
 			}
 			if got != tc.wantPromote {
 				t.Errorf("promote %q, want %q", got, tc.wantPromote)
+			}
+			if !reflect.DeepEqual(p.RemoveMembers, tc.wantRemove) || p.CancelPending != tc.wantCancel {
+				t.Errorf("remove members %v, cancel pending %v; want %v, %v", p.RemoveMembers, p.CancelPending, tc.wantRemove, tc.wantCancel)
 			}
 			if p.PrepareLevel != tc.wantPrepare || p.RaiseLevel != tc.wantRaise {
 				t.Errorf("prepare level %d, raise level %d; want %d, %d", p.PrepareLevel, p.RaiseLevel, tc.wantPrepare, tc.wantRaise)

@@ -30,7 +30,8 @@ type identity struct {
 // Version 2 is version 1 with "level" set: it is written once the node has
 // seen a cluster command level above 0, so that a binary from before levels,
 // which ignores "level" but refuses a "v" it does not know, refuses the data
-// dir too instead of applying commands it cannot know. Without a level the
+// dir too instead of applying commands it cannot know (cf3dc0d's, which
+// predates "v", would not: downgrading that far is not supported). Without a level the
 // file stays version 1, which any binary since cf3dc0d reads.
 const identityFormat = 2
 

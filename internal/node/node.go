@@ -565,10 +565,15 @@ func (n *Node) run() {
 }
 
 func (n *Node) reconcile(st *placement.State) error {
-	if l := n.gossip.clusterLevel(); l > st.Level && l > n.cfg.commandLevel() {
-		// Behind the level, this node is never added to the meta group, so
-		// its meta state never shows the level: gossip says it.
-		n.behindLevel(l)
+	if l := n.gossip.clusterLevel(); l > st.Level {
+		// A node joining is added to the meta group only once it has
+		// recorded the cluster's level, and one behind it never is, so its
+		// meta state does not show the level yet: gossip says it.
+		if l > n.cfg.commandLevel() {
+			n.behindLevel(l)
+		} else if err := n.recordSeenLevel(l, st.Level); err != nil {
+			return err
+		}
 	}
 	if !st.Formed() {
 		return n.form(st)
@@ -602,15 +607,22 @@ func (n *Node) checkLevel(st *placement.State) error {
 	if st.Pending <= own {
 		want = max(want, st.Pending)
 	}
-	if want > n.seenLevel {
-		if err := recordLevel(n.cfg.DataDir, want); err != nil {
+	return n.recordSeenLevel(want, st.Level)
+}
+
+// recordSeenLevel records level in node.json if it is above what is
+// recorded there, and advertises the recorded level and the cluster's
+// level (cluster) in gossip when either changed. Run loop only.
+func (n *Node) recordSeenLevel(level, cluster int) error {
+	if level > n.seenLevel {
+		if err := recordLevel(n.cfg.DataDir, level); err != nil {
 			return err
 		}
-		n.seenLevel = want
+		n.seenLevel = level
 	}
-	if n.seenLevel != n.advertised[0] || st.Level != n.advertised[1] {
-		n.gossip.setLevels(n.seenLevel, st.Level)
-		n.advertised = [2]int{n.seenLevel, st.Level}
+	if n.seenLevel != n.advertised[0] || cluster != n.advertised[1] {
+		n.gossip.setLevels(n.seenLevel, cluster)
+		n.advertised = [2]int{n.seenLevel, cluster}
 	}
 	return nil
 }
@@ -703,11 +715,16 @@ func (n *Node) registerMembers(st *placement.State) error {
 	if err != nil {
 		return err
 	}
-	plan := planMeta(metaView{State: st, Gossip: n.gossip.members(), Alive: n.gossip.alive(), Config: conf})
+	plan := planMeta(metaView{State: st, Gossip: n.gossip.members(), Alive: n.gossip.alive(), Config: conf, Self: n.cfg.ID})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, m := range plan.Register {
 		if err := n.meta.RegisterNode(ctx, m); err != nil {
+			return err
+		}
+	}
+	if plan.CancelPending {
+		if err := n.meta.PrepareLevel(ctx, st.Level); err != nil {
 			return err
 		}
 	}
@@ -725,6 +742,12 @@ func (n *Node) registerMembers(st *placement.State) error {
 	}
 	for _, ni := range plan.AddNonvoters {
 		if err := n.meta.AddNonvoter(ctx, ni.ID, ni.RaftAddr); err != nil {
+			return err
+		}
+	}
+	for _, id := range plan.RemoveMembers {
+		n.log.Info("removing a removed node from the meta group", "member", id)
+		if err := n.meta.RemoveMember(ctx, id); err != nil {
 			return err
 		}
 	}
