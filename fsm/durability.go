@@ -40,7 +40,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/cairndb/cairn/internal/durable"
@@ -123,24 +122,12 @@ func writeSidecar(path string, sc sidecar) error {
 	return writeDurably(sidecarPath(path), b)
 }
 
-// writeDurably replaces the file at final with b: temp file, fsync, rename,
-// fsync of the directory.
+// writeDurably replaces the file at final with b (durable.WriteFile).
 func writeDurably(final string, b []byte) error {
-	tmp := final + ".tmp"
-	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
+	if err := durable.WriteFile(final, b, 0o600); err != nil {
+		return fmt.Errorf("fsm: %w", err)
 	}
-	_, werr := fh.Write(b)
-	serr := fh.Sync()
-	cerr := fh.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fmt.Errorf("fsm: write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	return durable.SyncDir(filepath.Dir(final))
+	return nil
 }
 
 // opening is what prepare decided before the bbolt file is opened.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
-	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/internal/node"
 )
 
 // TestClusterCommandLevel: the cluster's shard command level (the
@@ -123,22 +123,15 @@ func TestClusterCommandLevelNewNodeBehind(t *testing.T) {
 	if reps := n4.Ranges(); len(reps) != 0 {
 		t.Fatalf("n4 holds replicas %v", reps)
 	}
-	leader := c.Node(0).Node
-	for _, h := range c.Nodes()[:3] {
-		if h.Node.Meta().IsLeader() {
-			leader = h.Node
-		}
+	if reps := n4.Host().Replicas(); len(reps) != 0 {
+		t.Fatalf("n4 runs %d replicas", len(reps))
 	}
-	members, err := leader.Meta().(interface {
-		Members() ([]shard.Member, error)
-	}).Members()
+	leader, ids, err := metaMembers(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range members {
-		if m.ID == "n4" {
-			t.Fatalf("n4, behind the cluster's level, is a meta member: %+v", members)
-		}
+	if slices.Contains(ids, "n4") {
+		t.Fatalf("n4, behind the cluster's level, is a meta member: %v", ids)
 	}
 	var lvl = -1
 	for _, nv := range leader.Cluster().Nodes {
@@ -158,23 +151,8 @@ func TestClusterCommandLevelNewNodeBehind(t *testing.T) {
 func TestRemovedNodeLeavesMetaGroup(t *testing.T) {
 	c := StartCluster(t, ClusterConfig{})
 	i := c.AddNode()
-	metaMembers := func() ([]string, error) {
-		for _, h := range c.Nodes()[:3] {
-			if h.Node != nil && h.Node.Meta().IsLeader() {
-				ms, err := h.Node.Meta().(interface {
-					Members() ([]shard.Member, error)
-				}).Members()
-				var ids []string
-				for _, m := range ms {
-					ids = append(ids, m.ID)
-				}
-				return ids, err
-			}
-		}
-		return nil, fmt.Errorf("no meta leader among n1-n3")
-	}
 	WaitFor(t, 15*time.Second, "n4 in the meta group", func() error {
-		ids, err := metaMembers()
+		_, ids, err := metaMembers(c)
 		if err == nil && !slices.Contains(ids, "n4") {
 			err = fmt.Errorf("meta members %v", ids)
 		}
@@ -187,10 +165,26 @@ func TestRemovedNodeLeavesMetaGroup(t *testing.T) {
 		t.Fatalf("remove n4: %v %v", res, err)
 	}
 	WaitFor(t, 15*time.Second, "n4 out of the meta group", func() error {
-		ids, err := metaMembers()
+		_, ids, err := metaMembers(c)
 		if err == nil && slices.Contains(ids, "n4") {
 			err = fmt.Errorf("meta members %v", ids)
 		}
 		return err
 	})
+}
+
+// metaMembers returns the node that leads the meta group (among the first
+// three) and the ids of the group's members, as its configuration has them.
+func metaMembers(c *Cluster) (*node.Node, []string, error) {
+	for _, h := range c.Nodes()[:3] {
+		if h.Node != nil && h.Node.Meta().IsLeader() {
+			ms, err := h.Node.MetaGroup().Members()
+			var ids []string
+			for _, m := range ms {
+				ids = append(ids, m.ID)
+			}
+			return h.Node, ids, err
+		}
+	}
+	return nil, nil, fmt.Errorf("no meta leader among n1-n3")
 }

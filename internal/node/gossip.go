@@ -202,12 +202,16 @@ func (g *gossip) members() []placement.NodeInfo {
 
 // setLevels advertises the cluster level the data dir recorded (the meta
 // leader registers it, and raises the level once every node recorded it)
-// and the cluster's level. A failed broadcast is retried by memberlist's own
-// push-pull.
+// and the cluster's level, when either changed. A failed broadcast is
+// retried by memberlist's own push-pull.
 func (g *gossip) setLevels(recorded, cluster int) {
 	g.delegate.mu.Lock()
+	same := g.delegate.meta.Recorded == recorded && g.delegate.meta.ClusterLevel == cluster
 	g.delegate.meta.Recorded, g.delegate.meta.ClusterLevel = recorded, cluster
 	g.delegate.mu.Unlock()
+	if same {
+		return
+	}
 	if err := g.ml.UpdateNode(time.Second); err != nil {
 		g.log.Warn("gossip: advertising the command levels", "recorded_level", recorded, "cluster_level", cluster, "err", err)
 	}

@@ -107,28 +107,10 @@ func recordLevel(dir string, level int) error {
 	return writeIdentity(filepath.Join(dir, "node.json"), st)
 }
 
-// writeIdentity replaces path with st, durably: written and synced beside
-// it, renamed over it, the directory synced.
+// writeIdentity replaces path with st, durably (durable.WriteFile).
 func writeIdentity(path string, st identity) error {
 	b, _ := json.Marshal(st)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = durable.SyncDir(filepath.Dir(path))
-	}
-	if err != nil {
+	if err := durable.WriteFile(path, b, 0o644); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	return nil

@@ -199,9 +199,6 @@ type Node struct {
 	// seenLevel is the highest cluster command level the data dir has
 	// recorded (node.json); run loop only after Start.
 	seenLevel int
-	// advertised is the recorded and cluster levels last put in gossip; run
-	// loop only.
-	advertised [2]int
 	// levelErr holds the error of a cluster level above this binary's
 	// (checkLevel), reported by Health.
 	levelErr atomic.Value
@@ -235,8 +232,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), stop: make(chan struct{}), seenLevel: seen,
-		advertised: [2]int{seen, 0}}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), stop: make(chan struct{}), seenLevel: seen}
 	if err := n.start(); err != nil {
 		_ = n.shutdown()
 		return nil, err
@@ -612,7 +608,7 @@ func (n *Node) checkLevel(st *placement.State) error {
 
 // recordSeenLevel records level in node.json if it is above what is
 // recorded there, and advertises the recorded level and the cluster's
-// level (cluster) in gossip when either changed. Run loop only.
+// level (cluster) in gossip (which broadcasts only a change). Run loop only.
 func (n *Node) recordSeenLevel(level, cluster int) error {
 	if level > n.seenLevel {
 		if err := recordLevel(n.cfg.DataDir, level); err != nil {
@@ -620,10 +616,7 @@ func (n *Node) recordSeenLevel(level, cluster int) error {
 		}
 		n.seenLevel = level
 	}
-	if n.seenLevel != n.advertised[0] || cluster != n.advertised[1] {
-		n.gossip.setLevels(n.seenLevel, cluster)
-		n.advertised = [2]int{n.seenLevel, cluster}
-	}
+	n.gossip.setLevels(n.seenLevel, cluster)
 	return nil
 }
 
