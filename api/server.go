@@ -158,6 +158,7 @@ type Server struct {
 	txnbg   txnBackground              // resolutions after a transaction's reply (txn_coord.go)
 	txnres  shardBatcher[*resolveItem] // those resolutions, batched per shard (txn_batch.go)
 	txnfgt  shardBatcher[*forgetItem]  // and the forgets that follow them, batched per anchor shard
+	hosts   hostTimes                  // when each shard last got a prepare or decide that could carry riders (txn_riders.go)
 	txnprep shardBatcher[*proposeItem] // prepares for shards led elsewhere: calls shared per shard (txn_propose_batch.go)
 	// txnSingles counts the prepares sent alone in the background (txnProposeSinglesMax).
 	txnSingles atomic.Int64
@@ -218,6 +219,7 @@ func NewServer(cfg Config) *Server {
 	s.txnres.sizes = s.txnm.batch.WithLabelValues("resolve")
 	s.txnfgt.sizes = s.txnm.batch.WithLabelValues("forget")
 	s.txnprep.sizes = s.txnm.batch.WithLabelValues("prepare")
+	s.txnres.linger, s.txnfgt.linger = s.riderLingerFor, s.riderLingerFor
 	s.rt = &router[ShardReplica]{
 		self: s.node, replica: cfg.Backend.Replica, addr: cfg.Backend.NodeHTTPAddr, down: s.peers.Down,
 		wait: cfg.RouteWait, pause: 25 * time.Millisecond,

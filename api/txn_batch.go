@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -47,6 +48,9 @@ type shardBatcher[T any] struct {
 	queue   map[uint64][]T // shard -> waiting
 	running map[uint64]bool
 	sizes   prometheus.Observer // items per batch (cairn_txn_batch_size); nil: not observed
+	// linger: how long the drainer waits before cutting a batch, so that a
+	// host command takes the queue as riders (txn_riders.go); nil: not at all.
+	linger func(shard uint64) time.Duration
 }
 
 // submit queues it for shard and, if no drainer runs for that shard, starts
@@ -72,6 +76,16 @@ func (b *shardBatcher[T]) submit(ctx context.Context, s *Server, shard uint64, i
 // empty.
 func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(context.Context, []T), weight func(T) int) {
 	for {
+		if b.linger != nil {
+			if d := b.linger(shard); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+				}
+			}
+		}
 		b.mu.Lock()
 		items := b.queue[shard]
 		if len(items) == 0 {
@@ -80,16 +94,7 @@ func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(cont
 			b.mu.Unlock()
 			return
 		}
-		n := min(len(items), txnResolveBatchMax)
-		if weight != nil {
-			w := weight(items[0])
-			for i := 1; i < n; i++ {
-				if w += weight(items[i]); w > txnResolveBatchBytes {
-					n = i
-					break
-				}
-			}
-		}
+		n := cutBatch(items, txnResolveBatchMax, weight)
 		b.queue[shard] = items[n:]
 		b.mu.Unlock()
 		if b.sizes != nil {
@@ -97,6 +102,39 @@ func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(cont
 		}
 		run(ctx, items[:n])
 	}
+}
+
+// take removes up to max items queued for shard, within
+// txnResolveBatchBytes by weight (but at least one), for a host command to
+// carry as riders; the drainer finds them gone.
+func (b *shardBatcher[T]) take(shard uint64, max int, weight func(T) int) []T {
+	if max <= 0 {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	items := b.queue[shard]
+	if len(items) == 0 {
+		return nil
+	}
+	n := cutBatch(items, max, weight)
+	b.queue[shard] = items[n:]
+	return items[:n]
+}
+
+// cutBatch is how many of items (at least one) make a batch of at most max
+// items and, by weight when there is one, txnResolveBatchBytes.
+func cutBatch[T any](items []T, max int, weight func(T) int) int {
+	n := min(len(items), max)
+	if weight != nil {
+		w := weight(items[0])
+		for i := 1; i < n; i++ {
+			if w += weight(items[i]); w > txnResolveBatchBytes {
+				return i
+			}
+		}
+	}
+	return n
 }
 
 // awaitItem waits for an item's answer or ctx's end.
@@ -206,7 +244,7 @@ func (s *Server) forgetBatch(ctx context.Context, batch []*forgetItem) {
 		now := s.cfg.Clock.Now().UnixNano()
 		cmds := make([]*fsm.TxnCommand, len(batch))
 		for i, it := range batch {
-			cmds[i] = &fsm.TxnCommand{ID: it.rec.ID, Event: &txn.Event{Kind: txn.EvForget, ID: it.rec.ID, Anchor: it.rec.Anchor, Now: now}}
+			cmds[i] = forgetCommand(it.rec, now)
 		}
 		head := cmds[0]
 		head.Batch = cmds[1:]

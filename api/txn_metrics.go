@@ -46,7 +46,7 @@ func newTxnMetrics(reg *prometheus.Registry) *txnMetrics {
 		reroutes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "cairn", Name: "txn_reroutes_total",
 			Help: "Multi-shard transactions routed again after a split moved keys under a participant command (wrong_shard)."}),
 		batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "cairn", Name: "txn_batch_size",
-			Help:    "Transactions per background batch a coordinator sends a shard: resolve (one entry), forget (one entry), prepare (one node-to-node call).",
+			Help:    "Transactions per background batch a coordinator sends a shard: resolve (one entry), forget (one entry), prepare (one node-to-node call), rider (resolutions and forgets carried by one prepare or decide entry).",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128}},
 			[]string{"kind"}),
 	}

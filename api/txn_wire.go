@@ -41,6 +41,9 @@ type txnWireResult struct {
 	Resolved   [][]byte      `json:"resolved,omitempty"`
 	OneShard   []byte        `json:"one_shard,omitempty"` // fsm.EncodeStoredResult (prepare: fsm.TxnCmdResult.OneShard)
 	Stale      *txnWireStale `json:"stale,omitempty"`     // decide: a stale fence aborted it
+	// Riders, RidersRefused: fsm.TxnCmdResult's (command level 2).
+	Riders        int   `json:"riders,omitempty"`
+	RidersRefused []int `json:"riders_refused,omitempty"`
 }
 
 type txnWireStale struct {
@@ -95,6 +98,7 @@ func toWire(res *fsm.Result) (*txnWireResult, error) {
 	}
 	t := res.TwoPC
 	out.Vote, out.Tokens, out.Verdict, out.Resolved = uint8(t.Vote), t.Tokens, uint8(t.Verdict), t.Resolved
+	out.Riders, out.RidersRefused = t.Riders, t.RidersRefused
 	if t.Blocker != nil {
 		out.Blocker = txn.EncodeIntent(t.Blocker)
 	}
@@ -130,7 +134,8 @@ func (w *txnWireResult) result() (*fsm.Result, error) {
 		res.Err = fmt.Errorf("%w: %s", fsm.ErrInvalidCommand, w.Invalid)
 		return res, nil
 	}
-	t := &fsm.TxnCmdResult{Vote: txn.Vote(w.Vote), Tokens: w.Tokens, Verdict: txn.Verdict(w.Verdict), Resolved: w.Resolved}
+	t := &fsm.TxnCmdResult{Vote: txn.Vote(w.Vote), Tokens: w.Tokens, Verdict: txn.Verdict(w.Verdict), Resolved: w.Resolved,
+		Riders: w.Riders, RidersRefused: w.RidersRefused}
 	var err error
 	if len(w.Blocker) > 0 {
 		if t.Blocker, err = txn.DecodeIntent(w.Blocker); err != nil {

@@ -148,6 +148,15 @@ func appendWireResult(b []byte, r *txnWireResult) []byte {
 		b = wire.AppendUint(b, 4, st.Accepted)
 		b = wire.EndNested(b, mark)
 	}
+	b = wire.AppendUint(b, 14, uint64(r.Riders))
+	if len(r.RidersRefused) > 0 {
+		var mark int
+		b, mark = wire.BeginNested(b, 15)
+		for _, i := range r.RidersRefused {
+			b = binary.AppendUvarint(b, uint64(i))
+		}
+		b = wire.EndNested(b, mark)
+	}
 	return b
 }
 
@@ -231,6 +240,20 @@ func decodeWireResult(p []byte) (*txnWireResult, error) {
 				return err
 			}
 			r.Stale = st
+		case 14:
+			if v > txnResolveBatchMax {
+				return fmt.Errorf("%w: field %d: %d riders", wire.ErrMalformed, f, v)
+			}
+			r.Riders = int(v)
+		case 15:
+			want = wire.TypeBytes
+			for len(p) > 0 {
+				i, n := binary.Uvarint(p)
+				if n <= 0 || i >= txnResolveBatchMax {
+					return fmt.Errorf("%w: refused riders", wire.ErrMalformed)
+				}
+				r.RidersRefused, p = append(r.RidersRefused, int(i)), p[n:]
+			}
 		default:
 			return nil
 		}

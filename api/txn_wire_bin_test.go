@@ -59,6 +59,14 @@ func randWireResult(r *rand.Rand) *txnWireResult {
 	if r.IntN(2) == 0 {
 		w.Stale = &txnWireStale{Key: append([]byte("s"), bs()...), Lock: "lock", Token: u(), Accepted: u()}
 	}
+	if r.IntN(2) == 0 {
+		w.Riders = 1 + r.IntN(txnResolveBatchMax)
+		for i := range w.Riders {
+			if r.IntN(4) == 0 {
+				w.RidersRefused = append(w.RidersRefused, i)
+			}
+		}
+	}
 	return w
 }
 
@@ -178,7 +186,7 @@ func TestTxnWireBinaryPinned(t *testing.T) {
 			Version: 4, Kind: 1, Deleted: -1, Seq: 5}},
 		Tokens: []uint64{0, 7}, Verdict: 2, Record: []byte{0xc}, Written: []txnWireRead{{Key: []byte("w")}},
 		Resolved: [][]byte{nil, []byte("r")}, OneShard: []byte{0xd},
-		Stale: &txnWireStale{Key: []byte("s"), Lock: "l", Token: 8, Accepted: 9}}
+		Stale: &txnWireStale{Key: []byte("s"), Lock: "l", Token: 8, Accepted: 9}, Riders: 3, RidersRefused: []int{0, 2}}
 	for name, c := range map[string]struct {
 		got  []byte
 		want string
@@ -186,7 +194,7 @@ func TestTxnWireBinaryPinned(t *testing.T) {
 		"result": {encodeWireResult(res), "08ac0210011a036261642001" + "2a010b" +
 			"3214" + "0a016b" + "1001" + "1a0176" + "2002" + "2803" + "3004" + "3801" + "4001" + "4805" +
 			"3a020007" + "4002" + "4a010c" + "5203" + "0a0177" + "5a00" + "5a0172" + "62010d" +
-			"6a0a" + "0a0173" + "12016c" + "1808" + "2009"},
+			"6a0a" + "0a0173" + "12016c" + "1808" + "2009" + "7003" + "7a020002"},
 		"request": {encodeProposeBatchRequest(&txnProposeBatchRequest{Items: []txnProposeRequest{{Key: []byte("k"), Cmd: []byte{1}, Hops: 2}}}),
 			"0a08" + "0a016b" + "120101" + "1802"},
 		"answers": {encodeBatchAnswers([]txnProposeBatchAnswer{{Result: &txnWireResult{Index: 1}}, {Error: "e", Code: "c", Status: 503, SendAlone: true}}),

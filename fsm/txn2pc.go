@@ -116,6 +116,16 @@ type TxnCommand struct {
 	Request *txn.Request
 	States  []TxnRead
 	Tokens  []txn.Write
+	// Riders: prepare and record (command level 2) — other transactions'
+	// background work on this shard carried by this entry (txn/DESIGN.md
+	// "Riders"): resolutions (an ID, its Keys, its final Record,
+	// PreparedIndex) and forgets (an ID and its EvForget Event). Each is
+	// applied on its own, before this command, exactly as its own entry
+	// would apply it; one whose keys or anchor this shard does not own, or
+	// that is not a resolution or a forget, is skipped and its position
+	// answered in TxnCmdResult.RidersRefused. The riders apply whatever this
+	// command's own outcome.
+	Riders []*TxnCommand
 }
 
 // TxnCmdResult is the outcome of a 2PC command.
@@ -139,6 +149,11 @@ type TxnCmdResult struct {
 	// Stale: decide — a write of the branch taken had a stale fence: the
 	// decide wrote the record Aborted and nothing else (I11).
 	Stale *StaleTokenError
+	// Riders: how many of TxnCommand.Riders this entry looked at (all of
+	// them: a sender that counts fewer, a replica that knows no riders,
+	// sends them again); RidersRefused: the positions of those it skipped.
+	Riders        int
+	RidersRefused []int
 }
 
 // EncodeStoredResult and DecodeStoredResult carry a TxnCmdResult.OneShard
@@ -381,12 +396,68 @@ func (c *applyCtx) decodeTxnCommand(cmd *Command, index uint64) (*TxnCommand, *R
 	return tc, nil
 }
 
-// txnPrepare applies an OpTxnPrepare.
+// applyRiders applies the riders tc carries (TxnCommand.Riders), each on
+// its own, and returns how many it looked at and the positions of those it
+// skipped: a rider this shard does not wholly own, or that is neither a
+// resolution from a final record nor a forget.
+func (c *applyCtx) applyRiders(tc *TxnCommand, index uint64, now int64) (refused []int, err error) {
+	for i, r := range tc.Riders {
+		switch {
+		case r.Event != nil && r.Event.Kind == txn.EvForget && r.Event.ID == r.ID && len(r.Keys) == 0 && r.Record == nil:
+			if !c.rng.Contains(r.Event.Anchor) {
+				refused = append(refused, i)
+				continue
+			}
+			if _, _, err := c.recordEvent(*r.Event, now); err != nil {
+				return nil, err
+			}
+		case r.Event == nil && r.Record != nil && r.Record.State.Final() && r.Record.ID == r.ID && len(r.Keys) > 0:
+			if !c.owns(r.Keys) {
+				refused = append(refused, i)
+				continue
+			}
+			if _, err := c.resolveIntents(r.ID, r.Keys, r.Record, index, r.PreparedIndex, now); err != nil {
+				return nil, err
+			}
+		default:
+			refused = append(refused, i)
+		}
+	}
+	return refused, nil
+}
+
+func (c *applyCtx) owns(keys []txn.KeyIntent) bool {
+	for _, k := range keys {
+		if !c.rng.Contains(k.Key) {
+			return false
+		}
+	}
+	return true
+}
+
+// answerRiders stamps a 2PC answer with what applyRiders did.
+func answerRiders(tc *TxnCommand, refused []int, out *Result) {
+	if len(tc.Riders) > 0 && out != nil && out.TwoPC != nil {
+		out.TwoPC.Riders, out.TwoPC.RidersRefused = len(tc.Riders), refused
+	}
+}
+
+// txnPrepare applies an OpTxnPrepare: its riders, then the prepare.
 func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
 	tc, bad := c.decodeTxnCommand(cmd, index)
 	if bad != nil {
 		return bad, nil
 	}
+	refused, err := c.applyRiders(tc, index, cmd.Time)
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.prepare(tc, cmd, index)
+	answerRiders(tc, refused, out)
+	return out, err
+}
+
+func (c *applyCtx) prepare(tc *TxnCommand, cmd *Command, index uint64) (*Result, error) {
 	res := &TxnCmdResult{}
 	if tc.Event != nil {
 		if !c.rng.Contains(tc.Event.Anchor) {
@@ -482,12 +553,23 @@ func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
 	return &Result{Index: index, TwoPC: res}, nil
 }
 
-// txnRecord applies an OpTxnRecord: one event on the record.
+// txnRecord applies an OpTxnRecord: its riders, then one event on the
+// record.
 func (c *applyCtx) txnRecord(cmd *Command, index uint64) (*Result, error) {
 	tc, bad := c.decodeTxnCommand(cmd, index)
 	if bad != nil {
 		return bad, nil
 	}
+	refused, err := c.applyRiders(tc, index, cmd.Time)
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.record(tc, cmd, index)
+	answerRiders(tc, refused, out)
+	return out, err
+}
+
+func (c *applyCtx) record(tc *TxnCommand, cmd *Command, index uint64) (*Result, error) {
 	if tc.Event == nil {
 		return &Result{Index: index, Err: fmt.Errorf("%w: txn record command without an event", ErrInvalidCommand)}, nil
 	}

@@ -29,6 +29,7 @@ const (
 	tcRequest  = 13 // txn.EncodeRequest (decide: the request to evaluate)
 	tcState    = 14 // repeated, nested: 1 key, 2 found, 3 value, 4 create index, 5 mod index, 6 version (decide: States)
 	tcToken    = 15 // repeated, nested: 1 key, 2 lock, 3 accepted token (decide: Tokens)
+	tcRider    = 16 // repeated: a nested EncodeTxnCommand (prepare, record: Riders; command level 2)
 )
 
 // appendTxnState appends the fields of one of a decide's States.
@@ -109,6 +110,9 @@ func EncodeTxnCommand(tc *TxnCommand) []byte {
 			tb = wire.AppendUint(tb, 3, t.Fence.Token)
 		}
 		b = wire.AppendBytesAlways(b, tcToken, tb)
+	}
+	for _, r := range tc.Riders {
+		b = wire.AppendBytesAlways(b, tcRider, EncodeTxnCommand(r))
 	}
 	return b
 }
@@ -249,6 +253,15 @@ func decodeTxnCommand(b []byte, nested bool) (*TxnCommand, error) {
 				return err
 			}
 			tc.Batch = append(tc.Batch, one)
+		case tcRider:
+			if nested {
+				return fmt.Errorf("%w: txn command rider inside a batch or rider", ErrInvalidCommand)
+			}
+			one, err := decodeTxnCommand(p, true)
+			if err != nil {
+				return err
+			}
+			tc.Riders = append(tc.Riders, one)
 		}
 		return nil
 	})

@@ -360,15 +360,20 @@ func TestTxnPreparesShareCalls(t *testing.T) {
 	if got >= n {
 		t.Fatalf("%.0f node-to-node calls for %d transactions' prepares and resolutions: the prepares did not share calls", got, n)
 	}
-	// cairn_txn_batch_size shows it too: every other-shard prepare and
-	// resolution went out in a batch, fewer batches than transactions.
-	for _, kind := range []string{"prepare", "resolve"} {
+	// cairn_txn_batch_size shows it too: every other-shard prepare went out
+	// in a batch, and every resolution in a batch or riding in another
+	// transaction's entry (txn_riders.go; with the forgets that ride too),
+	// fewer batches than transactions.
+	for _, kinds := range [][]string{{"prepare"}, {"resolve", "rider"}} {
 		var sum, count float64
 		for i := range c.Nodes() {
-			v, _ := metricValue(t, c.Node(i).HTTPAddr, `cairn_txn_batch_size_sum{kind="`+kind+`"}`)
-			w, _ := metricValue(t, c.Node(i).HTTPAddr, `cairn_txn_batch_size_count{kind="`+kind+`"}`)
-			sum, count = sum+v, count+w
+			for _, kind := range kinds {
+				v, _ := metricValue(t, c.Node(i).HTTPAddr, `cairn_txn_batch_size_sum{kind="`+kind+`"}`)
+				w, _ := metricValue(t, c.Node(i).HTTPAddr, `cairn_txn_batch_size_count{kind="`+kind+`"}`)
+				sum, count = sum+v, count+w
+			}
 		}
+		kind := strings.Join(kinds, "+")
 		t.Logf("%s: %.0f transactions in %.0f batches", kind, sum, count)
 		if sum < n || count >= sum {
 			t.Fatalf("cairn_txn_batch_size{kind=%q}: %.0f transactions in %.0f batches, want at least %d in fewer batches", kind, sum, count, n)

@@ -13,6 +13,7 @@ import (
 var (
 	_ api.Backend        = apiBackend{}
 	_ api.HealthReporter = apiBackend{}
+	_ api.LevelReporter  = apiBackend{}
 )
 
 // apiBackend is the node as the API sees it: the same node, whose Replica
@@ -138,6 +139,13 @@ func (n *Node) NodeRaftAddr(id string) (string, bool) {
 // SetNodeState records a drain or removal in the meta group.
 func (n *Node) SetNodeState(ctx context.Context, id string, draining, removed bool) error {
 	return n.meta.SetNodeState(ctx, id, draining, removed)
+}
+
+// ClusterLevel is the cluster's shard command level in this node's meta
+// state (api.LevelReporter): proposals that need a level check it.
+func (n *Node) ClusterLevel() int {
+	st, _ := n.meta.State()
+	return st.Level
 }
 
 // NodeAlive reports gossip liveness.

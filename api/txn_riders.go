@@ -1,0 +1,160 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/txn"
+)
+
+// Riders (txn/DESIGN.md "Riders", command level 2): the background
+// resolutions and forgets queued for a shard (txn_batch.go) go out in the
+// next prepare or decide this node sends that shard, inside its entry
+// (fsm.TxnCommand.Riders), instead of in entries of their own. Under load a
+// shard gets a prepare or a decide every few milliseconds from each node, so
+// a two-shard transaction's background work costs no entry at all. The
+// queues' drainers linger a little before sending a batch alone, but only
+// while hosts are going out to that shard: on an idle shard a resolution
+// goes out at once, as before.
+
+// LevelReporter is an optional Backend capability: the cluster's shard
+// command level (placement.State.Level as this node knows it). A coordinator
+// attaches riders only at level 2 or above, when every replica applies them.
+type LevelReporter interface {
+	ClusterLevel() int
+}
+
+const (
+	// ridersLevel is the cluster command level riders need.
+	ridersLevel = 2
+	// riderLinger is how long a drainer waits for a host before sending its
+	// queue as a batch, and riderRecent how recently a host must have gone
+	// out to the shard for it to wait at all.
+	riderLinger = 10 * time.Millisecond
+	riderRecent = 20 * time.Millisecond
+)
+
+// ridersOn reports whether the cluster's level allows riders.
+func (s *Server) ridersOn() bool {
+	l, ok := s.be.(LevelReporter)
+	return ok && l.ClusterLevel() >= ridersLevel
+}
+
+// hostTimes remembers when each shard last got a host from this node.
+type hostTimes struct {
+	mu   sync.Mutex
+	last map[uint64]time.Time
+}
+
+func (h *hostTimes) note(shard uint64, now time.Time) {
+	h.mu.Lock()
+	if h.last == nil {
+		h.last = map[uint64]time.Time{}
+	}
+	h.last[shard] = now
+	h.mu.Unlock()
+}
+
+func (h *hostTimes) since(shard uint64, now time.Time) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t, ok := h.last[shard]
+	if !ok {
+		return time.Duration(1<<63 - 1)
+	}
+	return now.Sub(t)
+}
+
+// riderLingerFor is how long shard's drainers wait for a host before
+// sending alone: riderLinger while riders are on and hosts are going out to
+// that shard, else nothing.
+func (s *Server) riderLingerFor(shard uint64) time.Duration {
+	if !s.ridersOn() || s.hosts.since(shard, time.Now()) > riderRecent {
+		return 0
+	}
+	return riderLinger
+}
+
+// riders are what one host command carries.
+type riders struct {
+	resolves []*resolveItem
+	forgets  []*forgetItem
+}
+
+// takeRiders moves what waits in the resolve and forget queues of the shard
+// owning key (as this node last looked it up) onto tc, a prepare or record
+// command about to be proposed there, and returns them for settle. Nil when
+// riders are off or nothing waits.
+func (s *Server) takeRiders(key []byte, tc *fsm.TxnCommand) *riders {
+	if !s.ridersOn() {
+		return nil
+	}
+	rng, err := s.lookup(key)
+	if err != nil {
+		return nil
+	}
+	s.hosts.note(rng.ID, time.Now())
+	r := &riders{resolves: s.txnres.take(rng.ID, txnResolveBatchMax, resolveWeight)}
+	r.forgets = s.txnfgt.take(rng.ID, txnResolveBatchMax-len(r.resolves), nil)
+	if len(r.resolves)+len(r.forgets) == 0 {
+		return nil
+	}
+	for _, it := range r.resolves {
+		tc.Riders = append(tc.Riders, &fsm.TxnCommand{ID: it.id, Keys: it.keys, Record: it.rec, PreparedIndex: true})
+	}
+	now := s.cfg.Clock.Now().UnixNano()
+	for _, it := range r.forgets {
+		tc.Riders = append(tc.Riders, forgetCommand(it.rec, now))
+	}
+	s.txnm.batch.WithLabelValues("rider").Observe(float64(len(tc.Riders)))
+	return r
+}
+
+// settle answers each rider from its host's answer: applied, or, refused by
+// the shard (a split moved its keys) or of unknown fate (the host failed, or
+// its replica counted fewer riders than it carried), sent again alone in the
+// background, routed afresh. Resolutions and forgets are idempotent, so
+// sending one that did apply is harmless.
+func (r *riders) settle(s *Server, res *fsm.Result, err error) {
+	if r == nil {
+		return
+	}
+	n := len(r.resolves) + len(r.forgets)
+	var refused []int
+	applied := err == nil && res != nil && res.Err == nil && res.TwoPC != nil && res.TwoPC.Riders == n
+	if applied {
+		refused = res.TwoPC.RidersRefused
+	}
+	again := func(i int) bool { return !applied || slices.Contains(refused, i) }
+	for i, it := range r.resolves {
+		if !again(i) {
+			it.done <- nil
+			continue
+		}
+		if !s.txnbg.spawn(writeTimeout, func(ctx context.Context) {
+			it.done <- s.resolveKeys(ctx, it.id, it.keys, it.rec, nil)
+		}) {
+			it.done <- errRiderClosing
+		}
+	}
+	for i, it := range r.forgets {
+		if !again(len(r.resolves) + i) {
+			it.done <- nil
+			continue
+		}
+		if !s.txnbg.spawn(writeTimeout, func(ctx context.Context) { it.done <- s.forgetOne(ctx, it.rec) }) {
+			it.done <- errRiderClosing
+		}
+	}
+}
+
+var errRiderClosing = errors.New("api: the node is closing; the rider's work is left to the sweepers")
+
+// forgetCommand is the EvForget of a committed record.
+func forgetCommand(rec *txn.Record, now int64) *fsm.TxnCommand {
+	return &fsm.TxnCommand{ID: rec.ID, Event: &txn.Event{Kind: txn.EvForget, ID: rec.ID, Anchor: rec.Anchor, Now: now}}
+}

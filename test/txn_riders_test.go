@@ -1,0 +1,120 @@
+package test
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/fsm"
+)
+
+// TestTxnRiders (issue 13, txn/DESIGN.md "Riders"; command level 2): once
+// the cluster runs level 2, the background resolutions and forgets of
+// two-shard transactions ride in later prepares and decides of the same
+// shards instead of entries of their own, and every intent is still
+// resolved and every committed record forgotten, long before the sweepers
+// would. With one node on a level-1 binary the cluster stays at level 1 and
+// no command carries a rider (the gate: a level-1 replica would skip them).
+func TestTxnRiders(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		levels map[string]int
+		level  int
+	}{
+		{"level 2", nil, fsm.CommandLevel},
+		{"one node at level 1", map[string]int{"n3": 1}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := StartCluster(t, ClusterConfig{InitialSplits: []string{"trd/m"}, CommandLevels: tc.levels})
+			WaitFor(t, 15*time.Second, fmt.Sprintf("cluster level %d", tc.level), func() error {
+				if l := c.Node(0).Node.ClusterLevel(); l != tc.level {
+					return fmt.Errorf("cluster level %d", l)
+				}
+				return nil
+			})
+			cl := NewClients(t, c, 1)[0]
+			ctx := Context(t, 2*time.Minute)
+			const n, waves = 16, 6
+			for i := range n {
+				for _, k := range []string{fmt.Sprintf("trd/a%02d", i), fmt.Sprintf("trd/z%02d", i)} {
+					if _, err := cl.Put(ctx, k, "0"); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			start := time.Now()
+			// Clients each run a chain of two-shard transactions: their
+			// prepares and decides find the others' resolutions and forgets
+			// queued.
+			concurrentTxns(t, c, n, func(i int) error {
+				a, z := fmt.Sprintf("trd/a%02d", i), fmt.Sprintf("trd/z%02d", i)
+				for w := range waves {
+					v := fmt.Sprint(w + 1)
+					res, err := cl.Txn().If(client.Compare(a, client.TargetValue, "==", fmt.Sprint(w)),
+						client.Compare(z, client.TargetValue, "==", fmt.Sprint(w))).
+						Then(client.OpPut(a, v), client.OpPut(z, v)).Commit(ctx)
+					if err == nil && (!res.Succeeded || len(res.Shards) != 2) {
+						err = fmt.Errorf("transaction %d of client %d: %+v", w, i, res)
+					}
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			var riders float64
+			for i := range c.Nodes() {
+				v, _ := metricValue(t, c.Node(i).HTTPAddr, `cairn_txn_batch_size_sum{kind="rider"}`)
+				riders += v
+			}
+			t.Logf("%d two-shard transactions at level %d: %.0f resolutions and forgets carried as riders", n*waves, tc.level, riders)
+			switch {
+			case tc.level >= 2 && riders < n:
+				t.Fatalf("%.0f riders for %d transactions at level %d: the background work did not ride", riders, n*waves, tc.level)
+			case tc.level < 2 && riders != 0:
+				t.Fatalf("%.0f riders at level %d: a level-1 replica would have skipped them", riders, tc.level)
+			}
+			for i := range n {
+				for _, k := range []string{fmt.Sprintf("trd/a%02d", i), fmt.Sprintf("trd/z%02d", i)} {
+					if kv, err := cl.Get(ctx, k); err != nil || kv.Value != fmt.Sprint(waves) {
+						t.Fatalf("%s after %d waves: %+v %v", k, waves, kv, err)
+					}
+				}
+			}
+			// Every committed record forgotten by the coordinators, not by
+			// the record sweeper (which waits twice the transaction timeout
+			// after a record's last heartbeat).
+			WaitFor(t, 10*time.Second, "every committed record forgotten", func() error {
+				if k := unforgotten(t, c); k != 0 {
+					return fmt.Errorf("%d committed records not forgotten", k)
+				}
+				return nil
+			})
+			if d := time.Since(start); d > 9*time.Second {
+				t.Logf("took %v: the sweeper may have forgotten some records", d)
+			}
+		})
+	}
+}
+
+// unforgotten counts the committed records not yet forgotten on every live
+// replica.
+func unforgotten(t *testing.T, c *Cluster) int {
+	t.Helper()
+	n := 0
+	for _, nd := range c.LiveNodes() {
+		for _, rng := range nd.Ranges() {
+			if rep, ok := nd.Replica(rng.ID); ok && slices.Contains(rng.Replicas, nd.ID()) {
+				recs, _, err := rep.FSM().TxnSweepRecords(nil, 0, math.MaxInt64, 0, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += len(recs)
+			}
+		}
+	}
+	return n
+}
