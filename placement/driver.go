@@ -30,8 +30,9 @@ type DriverConfig struct {
 	Scheduler SchedulerConfig
 	// Alive reports the nodes gossip currently sees alive (a hint, I12).
 	Alive func() map[string]bool
-	// Suspect reports the nodes gossip lists but suspects (missed probes);
-	// nil: none. They receive nothing until they answer again.
+	// Suspect reports the nodes gossip lists but suspects (they failed this
+	// node's last probe of them and have not answered since); nil: none.
+	// They receive nothing until they answer again.
 	Suspect func() map[string]bool
 	// ReportTimeout: a node whose last report (ObserveNode) is older than
 	// this, or that has not reported since this node became placement

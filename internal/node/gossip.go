@@ -55,6 +55,8 @@ type gossipDelegate struct {
 	// it is copied here in NotifyJoin and NotifyUpdate, which memberlist
 	// calls under its own lock, rather than read from Members() later.
 	peers map[string]gossipMeta
+	// unanswered holds the members this node suspects (gossip.suspect).
+	unanswered map[string]bool
 }
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
@@ -67,9 +69,44 @@ func (d *gossipDelegate) NotifyMsg([]byte)                           {}
 func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
 func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
-func (d *gossipDelegate) NotifyJoin(n *memberlist.Node)              { d.note(n); d.poke() }
-func (d *gossipDelegate) NotifyLeave(*memberlist.Node)               { d.poke() }
 func (d *gossipDelegate) NotifyUpdate(n *memberlist.Node)            { d.note(n); d.poke() }
+
+// A member that joins, or leaves or is declared dead, starts (or ends) a
+// life with no failed probe.
+func (d *gossipDelegate) NotifyJoin(n *memberlist.Node)  { d.answered(n.Name); d.note(n); d.poke() }
+func (d *gossipDelegate) NotifyLeave(n *memberlist.Node) { d.answered(n.Name); d.poke() }
+
+// AckPayload and NotifyPingComplete make the delegate memberlist's
+// PingDelegate: NotifyPingComplete is a direct ack to one of this node's
+// probes.
+func (d *gossipDelegate) AckPayload() []byte { return nil }
+func (d *gossipDelegate) NotifyPingComplete(n *memberlist.Node, _ time.Duration, _ []byte) {
+	d.answered(n.Name)
+}
+
+// unanswer records that a probe of member name failed altogether (no
+// direct, indirect or TCP ack); answered, that name answered one directly.
+func (d *gossipDelegate) unanswer(name string) { d.setUnanswered(name, true) }
+func (d *gossipDelegate) answered(name string) { d.setUnanswered(name, false) }
+
+func (d *gossipDelegate) setUnanswered(name string, failed bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !failed {
+		delete(d.unanswered, name)
+		return
+	}
+	if d.unanswered == nil {
+		d.unanswered = map[string]bool{}
+	}
+	d.unanswered[name] = true
+}
+
+func (d *gossipDelegate) isUnanswered(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.unanswered[name]
+}
 
 // note copies n's metadata (see peers); one that does not decode is
 // dropped, as members() always skipped it.
@@ -136,7 +173,8 @@ func startGossip(cfg Config, recorded int, logger *slog.Logger) (*gossip, error)
 	mc.AdvertisePort = port
 	mc.Delegate = d
 	mc.Events = d
-	mc.Logger = log.New(memberlistWriter{logger}, "", 0)
+	mc.Ping = d
+	mc.Logger = log.New(memberlistWriter{logger, d}, "", 0)
 	if host == "0.0.0.0" || host == "" {
 		mc.AdvertiseAddr = ""
 	}
@@ -154,8 +192,30 @@ func startGossip(cfg Config, recorded int, logger *slog.Logger) (*gossip, error)
 // at DEBUG, whatever their level: it reports every probe a stopped or
 // restarting peer misses, which gossip's own membership states (alive,
 // suspect, dead: "cairn cluster status") and the placement driver already
-// account for; --log-level debug shows them.
-type memberlistWriter struct{ l *slog.Logger }
+// account for; --log-level debug shows them. Two of the lines are the
+// outcome of a probe, which memberlist reports nowhere else: they feed d
+// (see gossip.suspect).
+type memberlistWriter struct {
+	l *slog.Logger
+	d *gossipDelegate
+}
+
+// The probe outcomes memberlist (v0.5.4, state.go probeNode) logs, with the
+// member's name between prefix and suffix. TestGossipReportsSuspect fails
+// if a memberlist upgrade rewords them.
+var (
+	probeFailed = [2]string{"Suspect ", " has failed, no acks received"}
+	probeTCPAck = [2]string{"Was able to connect to ", " over TCP but UDP probes failed"}
+)
+
+// probed returns the member a line of that form names.
+func probed(line string, form [2]string) (string, bool) {
+	if !strings.HasPrefix(line, form[0]) {
+		return "", false
+	}
+	name, _, ok := strings.Cut(line[len(form[0]):], form[1])
+	return name, ok && name != ""
+}
 
 func (w memberlistWriter) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
@@ -165,7 +225,15 @@ func (w memberlistWriter) Write(p []byte) (int, error) {
 			level, line = line[1:end], strings.TrimSpace(line[end+1:])
 		}
 	}
-	w.l.Debug("gossip: "+strings.TrimPrefix(line, "memberlist: "), "memberlist_level", level)
+	line = strings.TrimPrefix(line, "memberlist: ")
+	if w.d != nil {
+		if name, ok := probed(line, probeFailed); ok {
+			w.d.unanswer(name)
+		} else if name, ok := probed(line, probeTCPAck); ok {
+			w.d.answered(name)
+		}
+	}
+	w.l.Debug("gossip: "+line, "memberlist_level", level)
 	return len(p), nil
 }
 
@@ -237,22 +305,43 @@ func (g *gossip) alive() map[string]bool {
 	return out
 }
 
-// suspect returns the ids gossip lists but currently suspects.
+// suspect returns the ids gossip lists but this node suspects: the last of
+// its probes of the member failed (memberlist marked it suspect then) and
+// the member has not answered one directly since, nor re-joined.
+//
+// memberlist keeps its own suspect state private: Members() returns each
+// member's Node, whose State field it never sets (v0.5.4 keeps the state in
+// nodeState.State), and no delegate sees a member turn suspect or be
+// refuted. What it does report is the outcome of each of this node's
+// probes: a direct ack (NotifyPingComplete), an ack over TCP only, and a
+// probe that failed altogether, the moment it suspects the member itself
+// (the last two as log lines only; memberlistWriter). That is firsthand
+// evidence, and the question Leave and the placement driver ask: does the
+// node answer now? Its limits: a suspicion gossiped by another node is not
+// seen until this node's own probe of the member fails too (at most one
+// probe round: memberlist probes every member in turn, and in a three-node
+// cluster the others cannot declare it dead without this node's
+// confirmation before the maximum suspicion timeout); and a member this
+// node reaches only through others (indirect acks, which memberlist does
+// not report) stays suspect here until it answers directly again. Reading
+// memberlist's private state instead (unsafe, reflection) would race with
+// its writes, made under its own lock.
 func (g *gossip) suspect() map[string]bool {
 	out := map[string]bool{}
 	for _, m := range g.ml.Members() {
-		if m.State == memberlist.StateSuspect {
+		if g.delegate.isUnanswered(m.Name) {
 			out[m.Name] = true
 		}
 	}
 	return out
 }
 
-// state reports a member's gossip liveness: alive, suspect or dead.
+// state reports a member's gossip liveness: alive, suspect (see suspect) or
+// dead.
 func (g *gossip) state(id string) string {
 	for _, m := range g.ml.Members() {
 		if m.Name == id {
-			if m.State == memberlist.StateSuspect {
+			if g.delegate.isUnanswered(id) {
 				return "suspect"
 			}
 			return "alive"

@@ -1,0 +1,119 @@
+package node
+
+import (
+	"io"
+	"log"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// TestGossipReportsSuspect: a member that stops answering without leaving
+// is reported suspect by the others (suspect() and state()) while gossip
+// still lists it, that is before it is declared dead; once it is back and
+// answers, it is alive and no longer suspect.
+func TestGossipReportsSuspect(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ids := []string{"n1", "n2", "n3"}
+	cfgs := make([]Config, len(ids))
+	gs := make([]*gossip, len(ids))
+	start := func(i int) {
+		t.Helper()
+		g, err := startGossip(cfgs[i], 0, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs[i] = g
+	}
+	for i, id := range ids {
+		cfgs[i] = Config{ID: id, GossipAddr: freeUDPAndTCP(t), HTTPAddr: "127.0.0.1:1", RaftAddr: "127.0.0.1:2"}
+		if i > 0 {
+			cfgs[i].Join = []string{cfgs[0].GossipAddr}
+		}
+		start(i)
+	}
+	t.Cleanup(func() {
+		for _, g := range gs {
+			_ = g.ml.Shutdown()
+		}
+	})
+	survivors := []int{0, 2}
+	waitAll := func(what string, within time.Duration, ok func(g *gossip) bool) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			all := true
+			for _, i := range survivors {
+				all = all && ok(gs[i])
+			}
+			if all {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %v: %s", within, what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitAll("n1 and n3 do not see all three members", 15*time.Second, func(g *gossip) bool { return len(g.alive()) == 3 })
+	if s := gs[0].suspect(); len(s) != 0 {
+		t.Fatalf("suspect() = %v with every member answering", s)
+	}
+
+	// n2 stops answering without a word (a crash, a cut cable).
+	cut := time.Now()
+	_ = gs[1].ml.Shutdown()
+	seen := map[int]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(seen) < len(survivors) {
+		for _, i := range survivors {
+			g := gs[i]
+			listed := g.alive()["n2"]
+			if listed && g.suspect()["n2"] && g.state("n2") == "suspect" {
+				if !seen[i] {
+					t.Logf("%s reports n2 suspect %v after the cut", ids[i], time.Since(cut).Round(time.Millisecond))
+				}
+				seen[i] = true
+			}
+			if !listed && !seen[i] {
+				t.Fatalf("%s declared n2 dead %v after the cut without reporting it suspect first (suspect() %v, state %q)",
+					ids[i], time.Since(cut).Round(time.Millisecond), g.suspect(), g.state("n2"))
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 neither suspect nor dead 30s after the cut")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// n2 comes back on the same address (a restart) while the others may
+	// still suspect it: it refutes, answers probes, and is alive again.
+	cfgs[1].Join = []string{cfgs[0].GossipAddr}
+	back := time.Now()
+	start(1)
+	waitAll("n2 back but still not alive and unsuspected on n1 and n3", 30*time.Second, func(g *gossip) bool {
+		return g.alive()["n2"] && !g.suspect()["n2"] && g.state("n2") == "alive"
+	})
+	t.Logf("n2 alive and unsuspected again %v after its restart", time.Since(back).Round(time.Millisecond))
+}
+
+// TestMemberlistWriterProbeOutcomes: the probe outcomes memberlist logs, as
+// its logger writes them, mark and clear a member; other lines do neither.
+func TestMemberlistWriterProbeOutcomes(t *testing.T) {
+	d := &gossipDelegate{}
+	w := log.New(memberlistWriter{slog.New(slog.NewTextHandler(io.Discard, nil)), d}, "", 0)
+	w.Printf("[INFO] memberlist: Suspect %s has failed, no acks received", "n2")
+	w.Printf("[INFO] memberlist: Suspect %s has failed, no acks received", "node 3")
+	w.Printf("[INFO] memberlist: Marking %s as failed, suspect timeout reached (%d peer confirmations)", "n4", 1)
+	w.Printf("[DEBUG] memberlist: Failed UDP ping: %s (timeout reached)", "n5")
+	if !d.isUnanswered("n2") || !d.isUnanswered("node 3") || d.isUnanswered("n4") || d.isUnanswered("n5") {
+		t.Fatalf("unanswered %v, want n2 and node 3", d.unanswered)
+	}
+	w.Printf("[WARN] memberlist: Was able to connect to %s over TCP but UDP probes failed, network may be misconfigured", "n2")
+	d.NotifyPingComplete(&memberlist.Node{Name: "node 3"}, time.Millisecond, nil)
+	if len(d.unanswered) != 0 {
+		t.Fatalf("unanswered %v after both answered", d.unanswered)
+	}
+}
