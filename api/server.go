@@ -159,6 +159,7 @@ type Server struct {
 	txnres  shardBatcher[*resolveItem] // those resolutions, batched per shard (txn_batch.go)
 	txnfgt  shardBatcher[*forgetItem]  // and the forgets that follow them, batched per anchor shard
 	hosts   hostTimes                  // when each shard last got a prepare or decide that could carry riders (txn_riders.go)
+	txnLive atomic.Int64               // multi-shard transactions this node coordinates now
 	txnprep shardBatcher[*proposeItem] // prepares for shards led elsewhere: calls shared per shard (txn_propose_batch.go)
 	// txnSingles counts the prepares sent alone in the background (txnProposeSinglesMax).
 	txnSingles atomic.Int64

@@ -156,6 +156,8 @@ func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Reque
 	// meets its intents, or by the record sweeper (txn_sweep.go).
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
 	defer cancel()
+	s.txnLive.Add(1)
+	defer s.txnLive.Add(-1)
 	c := &txnCoord{s: s, req: req, rt: rt, id: newTxnID(req.RequestID, s.cfg.Clock.Now()), prio: newPriority(),
 		reads: map[string]*fsm.KV{}, tokens: map[string]uint64{}, writes: map[string]fsm.TxnOpResult{},
 		seqs: map[string]uint64{}, lastHB: s.cfg.Clock.Now()}

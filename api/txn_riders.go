@@ -18,8 +18,10 @@ import (
 // shard gets a prepare or a decide every few milliseconds from each node, so
 // a two-shard transaction's background work costs no entry at all. The
 // queues' drainers linger a little before sending a batch alone, but only
-// while hosts are going out to that shard: on an idle shard a resolution
-// goes out at once, as before.
+// while hosts are likely to come: others of this node's transactions are
+// under way and hosts went out to that shard a moment ago. A lone client's
+// resolution goes out at once, as before, so its next read does not meet
+// the intent it left.
 
 // LevelReporter is an optional Backend capability: the cluster's shard
 // command level (placement.State.Level as this node knows it). A coordinator
@@ -34,8 +36,8 @@ const (
 	// riderLinger is how long a drainer waits for a host before sending its
 	// queue as a batch, and riderRecent how recently a host must have gone
 	// out to the shard for it to wait at all.
-	riderLinger = 10 * time.Millisecond
-	riderRecent = 20 * time.Millisecond
+	riderLinger = 25 * time.Millisecond
+	riderRecent = 50 * time.Millisecond
 )
 
 // ridersOn reports whether the cluster's level allows riders.
@@ -70,10 +72,12 @@ func (h *hostTimes) since(shard uint64, now time.Time) time.Duration {
 }
 
 // riderLingerFor is how long shard's drainers wait for a host before
-// sending alone: riderLinger while riders are on and hosts are going out to
-// that shard, else nothing.
+// sending alone: riderLinger while riders are on, at least two of this
+// node's transactions are under way (the one whose work is queued may be
+// one of them) and hosts went out to that shard within riderRecent; else
+// nothing.
 func (s *Server) riderLingerFor(shard uint64) time.Duration {
-	if !s.ridersOn() || s.hosts.since(shard, time.Now()) > riderRecent {
+	if !s.ridersOn() || s.txnLive.Load() < 2 || s.hosts.since(shard, time.Now()) > riderRecent {
 		return 0
 	}
 	return riderLinger
