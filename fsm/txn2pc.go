@@ -442,8 +442,9 @@ func answerRiders(tc *TxnCommand, refused []int, out *Result) {
 	}
 }
 
-// txnPrepare applies an OpTxnPrepare: its riders, then the prepare.
-func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
+// withRiders decodes a prepare or record command, applies its riders, then
+// body, and answers what both did.
+func (c *applyCtx) withRiders(cmd *Command, index uint64, body func(*TxnCommand, *Command, uint64) (*Result, error)) (*Result, error) {
 	tc, bad := c.decodeTxnCommand(cmd, index)
 	if bad != nil {
 		return bad, nil
@@ -452,9 +453,14 @@ func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := c.prepare(tc, cmd, index)
+	out, err := body(tc, cmd, index)
 	answerRiders(tc, refused, out)
 	return out, err
+}
+
+// txnPrepare applies an OpTxnPrepare: its riders, then the prepare.
+func (c *applyCtx) txnPrepare(cmd *Command, index uint64) (*Result, error) {
+	return c.withRiders(cmd, index, c.prepare)
 }
 
 func (c *applyCtx) prepare(tc *TxnCommand, cmd *Command, index uint64) (*Result, error) {
@@ -556,17 +562,7 @@ func (c *applyCtx) prepare(tc *TxnCommand, cmd *Command, index uint64) (*Result,
 // txnRecord applies an OpTxnRecord: its riders, then one event on the
 // record.
 func (c *applyCtx) txnRecord(cmd *Command, index uint64) (*Result, error) {
-	tc, bad := c.decodeTxnCommand(cmd, index)
-	if bad != nil {
-		return bad, nil
-	}
-	refused, err := c.applyRiders(tc, index, cmd.Time)
-	if err != nil {
-		return nil, err
-	}
-	out, err := c.record(tc, cmd, index)
-	answerRiders(tc, refused, out)
-	return out, err
+	return c.withRiders(cmd, index, c.record)
 }
 
 func (c *applyCtx) record(tc *TxnCommand, cmd *Command, index uint64) (*Result, error) {

@@ -244,24 +244,19 @@ func decodeTxnCommand(b []byte, nested bool) (*TxnCommand, error) {
 				return err
 			}
 			tc.Tokens = append(tc.Tokens, w)
-		case tcBatch:
+		case tcBatch, tcRider:
 			if nested {
-				return fmt.Errorf("%w: txn command batch inside a batch", ErrInvalidCommand)
+				return fmt.Errorf("%w: txn command batch or rider inside a batch or rider", ErrInvalidCommand)
 			}
 			one, err := decodeTxnCommand(p, true)
 			if err != nil {
 				return err
 			}
-			tc.Batch = append(tc.Batch, one)
-		case tcRider:
-			if nested {
-				return fmt.Errorf("%w: txn command rider inside a batch or rider", ErrInvalidCommand)
+			if field == tcBatch {
+				tc.Batch = append(tc.Batch, one)
+			} else {
+				tc.Riders = append(tc.Riders, one)
 			}
-			one, err := decodeTxnCommand(p, true)
-			if err != nil {
-				return err
-			}
-			tc.Riders = append(tc.Riders, one)
 		}
 		return nil
 	})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cairndb/cairn/api"
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/txn"
 )
 
@@ -23,11 +24,18 @@ import (
 // replica a move left behind is not updated any more).
 func countIntents(t *testing.T, c *Cluster) int {
 	t.Helper()
+	return sumOverReplicas(t, c, (*fsm.FSM).CountIntents)
+}
+
+// sumOverReplicas adds up count over every live node's replica of every
+// range the node is a replica of.
+func sumOverReplicas(t *testing.T, c *Cluster, count func(*fsm.FSM) (int, error)) int {
+	t.Helper()
 	n := 0
 	for _, nd := range c.LiveNodes() {
 		for _, rng := range nd.Ranges() {
 			if rep, ok := nd.Replica(rng.ID); ok && slices.Contains(rng.Replicas, nd.ID()) {
-				k, err := rep.FSM().CountIntents()
+				k, err := count(rep.FSM())
 				if err != nil {
 					t.Fatal(err)
 				}

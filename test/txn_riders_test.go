@@ -3,7 +3,6 @@ package test
 import (
 	"fmt"
 	"math"
-	"slices"
 	"testing"
 	"time"
 
@@ -104,17 +103,8 @@ func TestTxnRiders(t *testing.T) {
 // replica.
 func unforgotten(t *testing.T, c *Cluster) int {
 	t.Helper()
-	n := 0
-	for _, nd := range c.LiveNodes() {
-		for _, rng := range nd.Ranges() {
-			if rep, ok := nd.Replica(rng.ID); ok && slices.Contains(rng.Replicas, nd.ID()) {
-				recs, _, err := rep.FSM().TxnSweepRecords(nil, 0, math.MaxInt64, 0, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				n += len(recs)
-			}
-		}
-	}
-	return n
+	return sumOverReplicas(t, c, func(f *fsm.FSM) (int, error) {
+		recs, _, err := f.TxnSweepRecords(nil, 0, math.MaxInt64, 0, 0)
+		return len(recs), err
+	})
 }
