@@ -104,20 +104,27 @@ func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(cont
 	}
 }
 
-// take removes up to max items queued for shard, within
-// txnResolveBatchBytes by weight (but at least one), for a host command to
-// carry as riders; the drainer finds them gone.
-func (b *shardBatcher[T]) take(shard uint64, max int, weight func(T) int) []T {
-	if max <= 0 {
-		return nil
-	}
+// take removes up to max items queued for shard, within budget by weight
+// when there is one (maybe none: an item over it stays for the drainer to
+// send alone), for a host command to carry as riders; the drainer finds
+// them gone.
+func (b *shardBatcher[T]) take(shard uint64, max int, weight func(T) int, budget int) []T {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	items := b.queue[shard]
-	if len(items) == 0 {
+	n := min(len(items), max)
+	if weight != nil {
+		w := 0
+		for i := range n {
+			if w += weight(items[i]); w > budget {
+				n = i
+				break
+			}
+		}
+	}
+	if n <= 0 {
 		return nil
 	}
-	n := cutBatch(items, max, weight)
 	b.queue[shard] = items[n:]
 	return items[:n]
 }
@@ -155,11 +162,16 @@ type resolveItem struct {
 }
 
 // resolveWeight is what a resolution adds to its batch's entry: its
-// record's write set.
+// record's write set and its participants' keys.
 func resolveWeight(it *resolveItem) int {
 	n := 0
 	for _, w := range it.rec.WriteSet {
 		n += len(w.Key) + len(w.Value)
+	}
+	for _, p := range it.rec.Participants {
+		for _, k := range p.Keys {
+			n += len(k.Key)
+		}
 	}
 	return n
 }

@@ -36,10 +36,37 @@ func TestShardBatcherBoundsWeight(t *testing.T) {
 	if got := drain(many, nil); len(got) != 2 || len(got[0]) != txnResolveBatchMax || len(got[1]) != 3 {
 		t.Fatalf("unweighted: %d batches", len(got))
 	}
-	// A resolution weighs its record's write set, values included.
-	it := &resolveItem{rec: &txn.Record{WriteSet: []txn.Write{{Key: []byte("ab"), Value: make([]byte, 1000)}, {Key: []byte("c"), Delete: true}}}}
-	if w := resolveWeight(it); w != 1003 {
-		t.Fatalf("resolveWeight = %d, want 1003", w)
+	// A resolution weighs its record's write set, values included, and its
+	// participants' keys.
+	it := &resolveItem{rec: &txn.Record{WriteSet: []txn.Write{{Key: []byte("ab"), Value: make([]byte, 1000)}, {Key: []byte("c"), Delete: true}},
+		Participants: []txn.Participant{{Keys: []txn.KeyIntent{{Key: []byte("ab")}}}, {Keys: []txn.KeyIntent{{Key: []byte("c")}}}}}}
+	if w := resolveWeight(it); w != 1006 {
+		t.Fatalf("resolveWeight = %d, want 1006", w)
+	}
+}
+
+// TestShardBatcherTake: a host takes queued items as riders up to the
+// count and within the budget by weight, possibly none: an item over the
+// budget stays queued for the drainer to send alone (a host and its riders
+// must fit one node-to-node call).
+func TestShardBatcherTake(t *testing.T) {
+	b := &shardBatcher[int]{queue: map[uint64][]int{7: {100, 150, 10}, 8: {300, 1}}, running: map[uint64]bool{}}
+	id := func(n int) int { return n }
+	if got := b.take(7, 5, id, 256); !slices.Equal(got, []int{100, 150}) || !slices.Equal(b.queue[7], []int{10}) {
+		t.Fatalf("took %v, left %v; want [100 150], [10]", got, b.queue[7])
+	}
+	if got := b.take(8, 5, id, 256); got != nil || !slices.Equal(b.queue[8], []int{300, 1}) {
+		t.Fatalf("took %v over the budget, left %v", got, b.queue[8])
+	}
+	if got := b.take(9, 5, id, 256); got != nil {
+		t.Fatalf("took %v from an empty queue", got)
+	}
+	b.queue[7] = []int{1, 2, 3}
+	if got := b.take(7, 2, nil, 0); !slices.Equal(got, []int{1, 2}) || !slices.Equal(b.queue[7], []int{3}) {
+		t.Fatalf("unweighted: took %v, left %v", got, b.queue[7])
+	}
+	if got := b.take(7, 0, nil, 0); got != nil {
+		t.Fatalf("took %v with room for none", got)
 	}
 }
 

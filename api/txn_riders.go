@@ -38,6 +38,11 @@ const (
 	// out to the shard for it to wait at all.
 	riderLinger = 25 * time.Millisecond
 	riderRecent = 50 * time.Millisecond
+	// riderBytes bounds the resolutions' weight (resolveWeight) one host
+	// carries. A host may itself be a decide of HardMaxBytes of writes,
+	// and host and riders must stay inside one node-to-node call (maxBody);
+	// a resolution over it is sent alone by its queue's drainer.
+	riderBytes = 256 << 10
 )
 
 // ridersOn reports whether the cluster's level allows riders.
@@ -91,8 +96,9 @@ type riders struct {
 
 // takeRiders moves what waits in the resolve and forget queues of the shard
 // owning key (as this node last looked it up) onto tc, a prepare or record
-// command about to be proposed there, and returns them for settle. Nil when
-// riders are off or nothing waits.
+// command about to be proposed there (at most txnResolveBatchMax, and
+// riderBytes of resolutions), and returns them for settle. Nil when riders
+// are off or nothing waits.
 func (s *Server) takeRiders(key []byte, tc *fsm.TxnCommand) *riders {
 	if !s.ridersOn() {
 		return nil
@@ -102,8 +108,8 @@ func (s *Server) takeRiders(key []byte, tc *fsm.TxnCommand) *riders {
 		return nil
 	}
 	s.hosts.note(rng.ID, time.Now())
-	r := &riders{resolves: s.txnres.take(rng.ID, txnResolveBatchMax, resolveWeight)}
-	r.forgets = s.txnfgt.take(rng.ID, txnResolveBatchMax-len(r.resolves), nil)
+	r := &riders{resolves: s.txnres.take(rng.ID, txnResolveBatchMax, resolveWeight, riderBytes)}
+	r.forgets = s.txnfgt.take(rng.ID, txnResolveBatchMax-len(r.resolves), nil, 0)
 	if len(r.resolves)+len(r.forgets) == 0 {
 		return nil
 	}
