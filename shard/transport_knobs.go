@@ -45,6 +45,13 @@ func (k *TransportKnobs) hangDial(from, to string) bool {
 	return k != nil && k.HangDial != nil && k.HangDial(from, to)
 }
 
+// WrapConn is wrap for connections other than raft's that a partition must
+// cut as well (node-to-node HTTP, dialled through internal/node's dialPeer):
+// local and remote are the two nodes' raft addresses, which Blocked names.
+func (k *TransportKnobs) WrapConn(c net.Conn, local, remote string) net.Conn {
+	return k.wrap(c, local, remote)
+}
+
 // wrap returns c itself when there are no hooks, so production pays
 // nothing; otherwise a conn that consults them on every Read and Write.
 func (k *TransportKnobs) wrap(c net.Conn, local, remote string) net.Conn {

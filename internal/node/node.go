@@ -427,15 +427,20 @@ func (n *Node) startHTTP() error {
 	return nil
 }
 
-// dialPeer dials another node's HTTP address for forwarding, honouring the
-// partition knob so a test partition cuts forwarding as it cuts raft.
+// dialPeer dials another node's HTTP address for forwarding, heartbeats and
+// participant calls, honouring the partition knob so a test partition cuts
+// them as it cuts raft: a blocked dial fails, and a connection dialled
+// before the partition (kept alive in a pool) closes at its next read or
+// write, as it would stall under a real partition.
 func (n *Node) dialPeer(ctx context.Context, network, addr string) (net.Conn, error) {
+	peerRaft := ""
 	if k := n.cfg.Knobs; k != nil && (k.Blocked != nil || k.HangDial != nil) {
 		st, _ := n.meta.State()
 		for _, ni := range st.Nodes {
 			if ni.HTTPAddr != addr {
 				continue
 			}
+			peerRaft = ni.RaftAddr
 			if k.Blocked != nil && k.Blocked(n.cfg.RaftAddr, ni.RaftAddr) {
 				// Fail like a refused dial: nothing was sent.
 				return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("blocked by test partition")}
@@ -447,7 +452,11 @@ func (n *Node) dialPeer(ctx context.Context, network, addr string) (net.Conn, er
 		}
 	}
 	var d net.Dialer
-	return d.DialContext(ctx, network, addr)
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil || peerRaft == "" || n.cfg.Knobs.Blocked == nil {
+		return c, err
+	}
+	return (&shard.TransportKnobs{Blocked: n.cfg.Knobs.Blocked}).WrapConn(c, n.cfg.RaftAddr, peerRaft), nil
 }
 
 // HTTPAddr returns the address the API listens on.
