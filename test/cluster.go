@@ -446,7 +446,11 @@ func (c *Cluster) SetCommandLevel(i int, level int) {
 	h.cfg.Knobs = &k
 }
 
-// Isolate cuts node i off from every other node, both directions.
+// Isolate cuts node i off from every other node, both directions: raft,
+// and node-to-node HTTP (forwarding, heartbeats, participant calls), open
+// connections included (TestIsolateCutsOpenConnections). Gossip is not cut:
+// memberlist keeps seeing the node, as it would a node behind a partition
+// of the data ports only.
 func (c *Cluster) Isolate(i int) {
 	nodes := c.Nodes()
 	for j := range nodes {
