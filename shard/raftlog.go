@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -41,7 +42,10 @@ func newRaftLogger(l *slog.Logger) hclog.Logger {
 //     contact" WARN says once that a follower is out of reach, and "failed to
 //     contact quorum of nodes, stepping down" that a leader lost its quorum;
 //   - the transport's accept loop seeing its group's layer closed, or a
-//     connection cut by its shutdown: this node is stopping the group: DEBUG.
+//     connection cut by its shutdown: this node is stopping the group: DEBUG;
+//   - a snapshot being received cut off: by this node's own shutdown, DEBUG;
+//     by its sender going away (reset, cut short), WARN: the leader sends
+//     it again.
 //
 // Everything else keeps raft's level: a log store that fails, a snapshot
 // that cannot be written or restored, a follower out of contact.
@@ -76,6 +80,18 @@ func raftLevel(level hclog.Level, msg string, args []any) slog.Level {
 	case "failed to decode incoming command":
 		if argErrIs(args, raft.ErrTransportShutdown) {
 			return slog.LevelDebug
+		}
+	case "failed to copy snapshot":
+		// A follower receiving a snapshot. Its own transport closing
+		// under it: this node is stopping. The sender gone mid-stream
+		// (stopped, crashed, cut off): the leader sends it again, to this
+		// node or, if it was deposed, the next leader does. A sink that
+		// cannot be written stays an error.
+		switch {
+		case argErrIs(args, net.ErrClosed), argErrIs(args, ErrMuxGroupClosed), argErrIs(args, raft.ErrTransportShutdown):
+			return slog.LevelDebug
+		case argErrIs(args, syscall.ECONNRESET), argErrIs(args, io.ErrUnexpectedEOF), argErrIs(args, ErrMuxConnBlocked):
+			return min(slog.LevelWarn, slogLevel(level))
 		}
 	}
 	if strings.HasPrefix(msg, "rejecting pre-vote request") {

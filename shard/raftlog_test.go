@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,6 +100,18 @@ func TestRaftLoggerLevels(t *testing.T) {
 		{"quorum lost", func(l hclog.Logger) {
 			l.Warn("failed to contact quorum of nodes, stepping down")
 		}, slog.LevelWarn, "raft: failed to contact quorum of nodes, stepping down", ""},
+		{"snapshot transfer cut: this node stopping", func(l hclog.Logger) {
+			l.Error("failed to copy snapshot", "error", fmt.Errorf("read tcp 127.0.0.1:7081->127.0.0.1:40000: %w", net.ErrClosed))
+		}, slog.LevelDebug, "raft: failed to copy snapshot", ""},
+		{"snapshot transfer cut: the sender went away", func(l hclog.Logger) {
+			l.Error("failed to copy snapshot", "error", fmt.Errorf("read tcp 127.0.0.1:7081->127.0.0.1:40000: %w", syscall.ECONNRESET))
+		}, slog.LevelWarn, "raft: failed to copy snapshot", ""},
+		{"snapshot transfer cut short", func(l hclog.Logger) {
+			l.Error("failed to copy snapshot", "error", io.ErrUnexpectedEOF)
+		}, slog.LevelWarn, "raft: failed to copy snapshot", ""},
+		{"snapshot to a full disk", func(l hclog.Logger) {
+			l.Error("failed to copy snapshot", "error", errors.New("write snapshot: no space left on device"))
+		}, slog.LevelError, "raft: failed to copy snapshot", ""},
 		{"log store failure", func(l hclog.Logger) {
 			l.Error("failed to get log", "index", 7, "error", errors.New("read wal: input/output error"))
 		}, slog.LevelError, "raft: failed to get log", "index=7"},
