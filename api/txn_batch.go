@@ -76,7 +76,7 @@ func (b *shardBatcher[T]) submit(ctx context.Context, s *Server, shard uint64, i
 // empty.
 func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(context.Context, []T), weight func(T) int) {
 	for {
-		if b.linger != nil {
+		if b.linger != nil && !b.full(shard) {
 			if d := b.linger(shard); d > 0 {
 				t := time.NewTimer(d)
 				select {
@@ -102,6 +102,14 @@ func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(cont
 		}
 		run(ctx, items[:n])
 	}
+}
+
+// full reports whether shard's queue holds a whole batch (by count): its
+// drainer then sends at once rather than linger for a host.
+func (b *shardBatcher[T]) full(shard uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.queue[shard]) >= txnResolveBatchMax
 }
 
 // take removes up to max items queued for shard, within budget by weight

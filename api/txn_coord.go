@@ -378,10 +378,9 @@ func (c *txnCoord) prepare(ctx context.Context, a txn.Action) {
 	if a.Begin {
 		routeKey = c.rt.Anchor
 	}
-	rd := c.s.takeRiders(routeKey, tc)
-	res, err := c.s.txnProposeShared(ctx, routeKey, &fsm.Command{Op: fsm.OpTxnPrepare, Key: routeKey,
-		Value: fsm.EncodeTxnCommand(tc)})
-	rd.settle(c.s, res, err)
+	v, rd := c.s.withRiders(ctx, routeKey, tc)
+	res, err := c.s.txnProposeShared(ctx, routeKey, &fsm.Command{Op: fsm.OpTxnPrepare, Key: routeKey, Value: v})
+	rd.settle(ctx, c.s, res, err)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.part(a.Shard)
@@ -648,13 +647,12 @@ func (c *txnCoord) decide(ctx context.Context) {
 	slices.SortFunc(tc.Tokens, func(a, b txn.Write) int { // a deterministic entry
 		return cmp.Or(bytes.Compare(a.Key, b.Key), strings.Compare(a.Fence.Lock, b.Fence.Lock))
 	})
-	rd := c.s.takeRiders(c.rt.Anchor, tc)
-	res, err := c.s.txnPropose(ctx, c.rt.Anchor, &fsm.Command{Op: fsm.OpTxnRecord, Key: c.rt.Anchor,
-		Value: fsm.EncodeTxnCommand(tc)})
+	v, rd := c.s.withRiders(ctx, c.rt.Anchor, tc)
+	res, err := c.s.txnPropose(ctx, c.rt.Anchor, &fsm.Command{Op: fsm.OpTxnRecord, Key: c.rt.Anchor, Value: v})
 	if k := c.s.cfg.TxnKnobs; err == nil && k != nil && k.LoseDecideAnswer != nil && k.LoseDecideAnswer(c.id) {
 		res, err = nil, fmt.Errorf("decide answer lost by a test knob: %w", shard.ErrOutcomeUnknown)
 	}
-	rd.settle(c.s, res, err)
+	rd.settle(ctx, c.s, res, err)
 	p := c.part(c.rt.AnchorShard)
 	p.Attempts++
 	if err == nil && res.Err == nil && c.decideLost {

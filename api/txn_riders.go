@@ -39,9 +39,10 @@ const (
 	riderLinger = 25 * time.Millisecond
 	riderRecent = 50 * time.Millisecond
 	// riderBytes bounds the resolutions' weight (resolveWeight) one host
-	// carries. A host may itself be a decide of HardMaxBytes of writes,
-	// and host and riders must stay inside one node-to-node call (maxBody);
-	// a resolution over it is sent alone by its queue's drainer.
+	// carries; a resolution over it is sent alone by its queue's drainer.
+	// The host and its riders must also fit fsm.MaxTxnCommandSize: a host
+	// may itself be a decide of txn.HardMaxBytes of writes, and one whose
+	// encoding with riders would not fit goes without them (withRiders).
 	riderBytes = 256 << 10
 )
 
@@ -88,8 +89,9 @@ func (s *Server) riderLingerFor(shard uint64) time.Duration {
 	return riderLinger
 }
 
-// riders are what one host command carries.
+// riders are what one host command carries, taken from shard's queues.
 type riders struct {
+	shard    uint64
 	resolves []*resolveItem
 	forgets  []*forgetItem
 }
@@ -108,7 +110,7 @@ func (s *Server) takeRiders(key []byte, tc *fsm.TxnCommand) *riders {
 		return nil
 	}
 	s.hosts.note(rng.ID, time.Now())
-	r := &riders{resolves: s.txnres.take(rng.ID, txnResolveBatchMax, resolveWeight, riderBytes)}
+	r := &riders{shard: rng.ID, resolves: s.txnres.take(rng.ID, txnResolveBatchMax, resolveWeight, riderBytes)}
 	r.forgets = s.txnfgt.take(rng.ID, txnResolveBatchMax-len(r.resolves), nil, 0)
 	if len(r.resolves)+len(r.forgets) == 0 {
 		return nil
@@ -124,41 +126,65 @@ func (s *Server) takeRiders(key []byte, tc *fsm.TxnCommand) *riders {
 	return r
 }
 
-// settle answers each rider from its host's answer: applied, or, refused by
-// the shard (a split moved its keys) or of unknown fate (the host failed, or
-// its replica counted fewer riders than it carried), sent again alone in the
-// background, routed afresh. Resolutions and forgets are idempotent, so
-// sending one that did apply is harmless.
-func (r *riders) settle(s *Server, res *fsm.Result, err error) {
+// withRiders encodes tc, a prepare or record command for the shard owning
+// key, with the riders takeRiders gives it, unless they would take it over
+// fsm.MaxTxnCommandSize: then they go back to their queues and tc goes
+// alone, as it would have without riders.
+func (s *Server) withRiders(ctx context.Context, key []byte, tc *fsm.TxnCommand) ([]byte, *riders) {
+	r := s.takeRiders(key, tc)
+	v := fsm.EncodeTxnCommand(tc)
+	if r != nil && len(v) > fsm.MaxTxnCommandSize {
+		r.requeue(ctx, s)
+		tc.Riders = nil
+		return fsm.EncodeTxnCommand(tc), nil
+	}
+	return v, r
+}
+
+// settle answers each rider from its host's answer. Applied: done. Refused
+// by the shard (a split moved its keys): sent again alone in the
+// background, routed afresh. Of unknown fate (the host failed or was not
+// sent, or its replica counted fewer riders than it carried): back to its
+// queue, to ride again or go in a batch. Resolutions and forgets are
+// idempotent, so sending one that did apply is harmless.
+func (r *riders) settle(ctx context.Context, s *Server, res *fsm.Result, err error) {
 	if r == nil {
 		return
 	}
 	n := len(r.resolves) + len(r.forgets)
-	var refused []int
-	applied := err == nil && res != nil && res.Err == nil && res.TwoPC != nil && res.TwoPC.Riders == n
-	if applied {
-		refused = res.TwoPC.RidersRefused
+	if err != nil || res == nil || res.Err != nil || res.TwoPC == nil || res.TwoPC.Riders != n {
+		r.requeue(ctx, s)
+		return
 	}
-	again := func(i int) bool { return !applied || slices.Contains(refused, i) }
+	refused := res.TwoPC.RidersRefused
 	for i, it := range r.resolves {
-		if !again(i) {
+		if !slices.Contains(refused, i) {
 			it.done <- nil
-			continue
-		}
-		if !s.txnbg.spawn(writeTimeout, func(ctx context.Context) {
+		} else if !s.txnbg.spawn(writeTimeout, func(ctx context.Context) {
 			it.done <- s.resolveKeys(ctx, it.id, it.keys, it.rec, nil)
 		}) {
 			it.done <- errRiderClosing
 		}
 	}
 	for i, it := range r.forgets {
-		if !again(len(r.resolves) + i) {
+		if !slices.Contains(refused, len(r.resolves)+i) {
 			it.done <- nil
-			continue
-		}
-		if !s.txnbg.spawn(writeTimeout, func(ctx context.Context) { it.done <- s.forgetOne(ctx, it.rec) }) {
+		} else if !s.txnbg.spawn(writeTimeout, func(ctx context.Context) { it.done <- s.forgetOne(ctx, it.rec) }) {
 			it.done <- errRiderClosing
 		}
+	}
+}
+
+// requeue puts the riders back in their shard's queues (their waiters keep
+// waiting), where a drainer sends them in a batch unless a host takes them
+// first. ctx serves only a node that is closing, whose queue is then
+// drained in this goroutine.
+func (r *riders) requeue(ctx context.Context, s *Server) {
+	for _, it := range r.resolves {
+		s.txnres.submit(ctx, s, r.shard, it, s.resolveBatch, resolveWeight)
+	}
+	for _, it := range r.forgets {
+		s.txnfgt.submit(ctx, s, r.shard, it, s.forgetBatch, nil)
 	}
 }
 

@@ -178,6 +178,11 @@ func encodeWireResult(r *txnWireResult) []byte {
 	return appendWireResult(make([]byte, 0, r.bytes()+64), r)
 }
 
+// maxWireRiders bounds the riders an answer may count: far above what a
+// coordinator attaches (txnResolveBatchMax), so binaries that attach more
+// still read each other's answers.
+const maxWireRiders = 1 << 16
+
 func decodeWireResult(p []byte) (*txnWireResult, error) {
 	r := &txnWireResult{}
 	err := wire.Walk(p, func(f, wt, v uint64, p []byte) error {
@@ -241,7 +246,7 @@ func decodeWireResult(p []byte) (*txnWireResult, error) {
 			}
 			r.Stale = st
 		case 14:
-			if v > txnResolveBatchMax {
+			if v > maxWireRiders {
 				return fmt.Errorf("%w: field %d: %d riders", wire.ErrMalformed, f, v)
 			}
 			r.Riders = int(v)
@@ -249,7 +254,7 @@ func decodeWireResult(p []byte) (*txnWireResult, error) {
 			want = wire.TypeBytes
 			for len(p) > 0 {
 				i, n := binary.Uvarint(p)
-				if n <= 0 || i >= txnResolveBatchMax {
+				if n <= 0 || i >= maxWireRiders {
 					return fmt.Errorf("%w: refused riders", wire.ErrMalformed)
 				}
 				r.RidersRefused, p = append(r.RidersRefused, int(i)), p[n:]

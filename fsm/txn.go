@@ -19,7 +19,13 @@ import (
 
 // maxTxnCommandSize bounds an OpTxn's encoded request: the hard byte limit
 // of a transaction plus the encoding's per-op overhead at the hard op limit.
+// It bounds a 2PC command's Value too (MaxTxnCommandSize).
 const maxTxnCommandSize = txn.HardMaxBytes + 64*txn.HardMaxOps
+
+// MaxTxnCommandSize is the largest Value a transaction command may carry
+// (EncodeCommand refuses a larger one): a coordinator that adds riders to a
+// command keeps it under this.
+const MaxTxnCommandSize = maxTxnCommandSize
 
 // TxnResult is the outcome of an OpTxn entry that ran: which branch, and the
 // result of each of its ops in order.

@@ -123,8 +123,10 @@ type TxnCommand struct {
 	// applied on its own, before this command, exactly as its own entry
 	// would apply it; one whose keys or anchor this shard does not own, or
 	// that is not a resolution or a forget, is skipped and its position
-	// answered in TxnCmdResult.RidersRefused. The riders apply whatever this
-	// command's own outcome.
+	// answered in TxnCmdResult.RidersRefused. The riders apply whenever the
+	// command decodes and its own Keys, Unlocked and Batch are in the range,
+	// whatever its outcome after that (a conflict, an anchor elsewhere);
+	// otherwise none applies and the answer has no count.
 	Riders []*TxnCommand
 }
 
