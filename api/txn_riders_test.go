@@ -40,7 +40,9 @@ func TestRidersTakeAndSettle(t *testing.T) {
 		s.txnres.queue, s.txnres.running = map[uint64][]*resolveItem{1: {ri}}, map[uint64]bool{1: true}
 		s.txnfgt.queue, s.txnfgt.running = map[uint64][]*forgetItem{1: {fi}}, map[uint64]bool{1: true}
 		queued := func() int { return len(s.txnres.queue[1]) + len(s.txnfgt.queue[1]) }
-		host := func() *fsm.TxnCommand { return &fsm.TxnCommand{ID: "h", Keys: []txn.KeyIntent{{Key: []byte("k"), Access: txn.AccessWrite}}} }
+		host := func() *fsm.TxnCommand {
+			return &fsm.TxnCommand{ID: "h", Keys: []txn.KeyIntent{{Key: []byte("k"), Access: txn.AccessWrite}}}
+		}
 		waiting := func() bool {
 			select {
 			case err := <-ri.done:
