@@ -94,7 +94,7 @@ func (b *shardBatcher[T]) drain(ctx context.Context, shard uint64, run func(cont
 			b.mu.Unlock()
 			return
 		}
-		n := cutBatch(items, txnResolveBatchMax, weight)
+		n := max(fit(items, txnResolveBatchMax, weight, txnResolveBatchBytes), 1) // one over the bound goes alone
 		b.queue[shard] = items[n:]
 		b.mu.Unlock()
 		if b.sizes != nil {
@@ -120,31 +120,22 @@ func (b *shardBatcher[T]) take(shard uint64, max int, weight func(T) int, budget
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	items := b.queue[shard]
-	n := min(len(items), max)
-	if weight != nil {
-		w := 0
-		for i := range n {
-			if w += weight(items[i]); w > budget {
-				n = i
-				break
-			}
-		}
-	}
-	if n <= 0 {
+	n := fit(items, max, weight, budget)
+	if n == 0 {
 		return nil
 	}
 	b.queue[shard] = items[n:]
 	return items[:n]
 }
 
-// cutBatch is how many of items (at least one) make a batch of at most max
-// items and, by weight when there is one, txnResolveBatchBytes.
-func cutBatch[T any](items []T, max int, weight func(T) int) int {
+// fit is how many of the first items make at most max items and, by weight
+// when there is one, at most budget; none when the first alone is over it.
+func fit[T any](items []T, max int, weight func(T) int, budget int) int {
 	n := min(len(items), max)
 	if weight != nil {
-		w := weight(items[0])
-		for i := 1; i < n; i++ {
-			if w += weight(items[i]); w > txnResolveBatchBytes {
+		w := 0
+		for i := range n {
+			if w += weight(items[i]); w > budget {
 				return i
 			}
 		}

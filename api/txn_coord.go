@@ -378,7 +378,11 @@ func (c *txnCoord) prepare(ctx context.Context, a txn.Action) {
 	if a.Begin {
 		routeKey = c.rt.Anchor
 	}
-	v, rd := c.s.withRiders(ctx, routeKey, tc)
+	hostShard := a.Shard
+	if a.Begin {
+		hostShard = c.rt.AnchorShard
+	}
+	v, rd := c.s.withRiders(ctx, hostShard, tc)
 	res, err := c.s.txnProposeShared(ctx, routeKey, &fsm.Command{Op: fsm.OpTxnPrepare, Key: routeKey, Value: v})
 	rd.settle(ctx, c.s, res, err)
 	c.mu.Lock()
@@ -647,7 +651,7 @@ func (c *txnCoord) decide(ctx context.Context) {
 	slices.SortFunc(tc.Tokens, func(a, b txn.Write) int { // a deterministic entry
 		return cmp.Or(bytes.Compare(a.Key, b.Key), strings.Compare(a.Fence.Lock, b.Fence.Lock))
 	})
-	v, rd := c.s.withRiders(ctx, c.rt.Anchor, tc)
+	v, rd := c.s.withRiders(ctx, c.rt.AnchorShard, tc)
 	res, err := c.s.txnPropose(ctx, c.rt.Anchor, &fsm.Command{Op: fsm.OpTxnRecord, Key: c.rt.Anchor, Value: v})
 	if k := c.s.cfg.TxnKnobs; err == nil && k != nil && k.LoseDecideAnswer != nil && k.LoseDecideAnswer(c.id) {
 		res, err = nil, fmt.Errorf("decide answer lost by a test knob: %w", shard.ErrOutcomeUnknown)

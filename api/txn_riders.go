@@ -96,22 +96,19 @@ type riders struct {
 	forgets  []*forgetItem
 }
 
-// takeRiders moves what waits in the resolve and forget queues of the shard
-// owning key (as this node last looked it up) onto tc, a prepare or record
-// command about to be proposed there (at most txnResolveBatchMax, and
-// riderBytes of resolutions), and returns them for settle. Nil when riders
-// are off or nothing waits.
-func (s *Server) takeRiders(key []byte, tc *fsm.TxnCommand) *riders {
+// takeRiders moves what waits in shard's resolve and forget queues onto
+// tc, a prepare or record command about to be proposed there (shard as the
+// coordinator routed it, as the queues are keyed; a rider the shard no
+// longer owns is refused and sent alone), at most txnResolveBatchMax of
+// them and riderBytes of resolutions, and returns them for settle. Nil when
+// riders are off or nothing waits.
+func (s *Server) takeRiders(shard uint64, tc *fsm.TxnCommand) *riders {
 	if !s.ridersOn() {
 		return nil
 	}
-	rng, err := s.lookup(key)
-	if err != nil {
-		return nil
-	}
-	s.hosts.note(rng.ID, time.Now())
-	r := &riders{shard: rng.ID, resolves: s.txnres.take(rng.ID, txnResolveBatchMax, resolveWeight, riderBytes)}
-	r.forgets = s.txnfgt.take(rng.ID, txnResolveBatchMax-len(r.resolves), nil, 0)
+	s.hosts.note(shard, time.Now())
+	r := &riders{shard: shard, resolves: s.txnres.take(shard, txnResolveBatchMax, resolveWeight, riderBytes)}
+	r.forgets = s.txnfgt.take(shard, txnResolveBatchMax-len(r.resolves), nil, 0)
 	if len(r.resolves)+len(r.forgets) == 0 {
 		return nil
 	}
@@ -126,12 +123,12 @@ func (s *Server) takeRiders(key []byte, tc *fsm.TxnCommand) *riders {
 	return r
 }
 
-// withRiders encodes tc, a prepare or record command for the shard owning
-// key, with the riders takeRiders gives it, unless they would take it over
+// withRiders encodes tc, a prepare or record command for shard, with the
+// riders takeRiders gives it, unless they would take it over
 // fsm.MaxTxnCommandSize: then they go back to their queues and tc goes
 // alone, as it would have without riders.
-func (s *Server) withRiders(ctx context.Context, key []byte, tc *fsm.TxnCommand) ([]byte, *riders) {
-	r := s.takeRiders(key, tc)
+func (s *Server) withRiders(ctx context.Context, shard uint64, tc *fsm.TxnCommand) ([]byte, *riders) {
+	r := s.takeRiders(shard, tc)
 	v := fsm.EncodeTxnCommand(tc)
 	if r != nil && len(v) > fsm.MaxTxnCommandSize {
 		r.requeue(ctx, s)

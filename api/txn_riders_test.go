@@ -55,7 +55,7 @@ func TestRidersTakeAndSettle(t *testing.T) {
 		}
 
 		tc := host()
-		v, rd := s.withRiders(ctx, []byte("k"), tc)
+		v, rd := s.withRiders(ctx, 1, tc)
 		got, err := fsm.DecodeTxnCommand(v)
 		if err != nil {
 			t.Fatal(err)
@@ -75,7 +75,7 @@ func TestRidersTakeAndSettle(t *testing.T) {
 			t.Fatalf("after a failed host: %d queued", queued())
 		}
 		// Answered without the count: the same.
-		_, rd = s.withRiders(ctx, []byte("k"), host())
+		_, rd = s.withRiders(ctx, 1, host())
 		rd.settle(ctx, s, &fsm.Result{TwoPC: &fsm.TxnCmdResult{}}, nil)
 		if queued() != 2 || !waiting() {
 			t.Fatalf("after an answer without the count: %d queued", queued())
@@ -88,12 +88,12 @@ func TestRidersTakeAndSettle(t *testing.T) {
 		if n := len(fsm.EncodeTxnCommand(big)); n > fsm.MaxTxnCommandSize || n < fsm.MaxTxnCommandSize-len(value) {
 			t.Fatalf("the big host is %d bytes, want just under %d less %d", n, fsm.MaxTxnCommandSize, len(value)/2)
 		}
-		v, rd = s.withRiders(ctx, []byte("k"), big)
+		v, rd = s.withRiders(ctx, 1, big)
 		if rd != nil || len(v) > fsm.MaxTxnCommandSize || len(big.Riders) != 0 || queued() != 2 || !waiting() {
 			t.Fatalf("oversized host: %d bytes, riders %v, %d queued", len(v), rd != nil, queued())
 		}
 		// Counted and applied: answered.
-		_, rd = s.withRiders(ctx, []byte("k"), host())
+		_, rd = s.withRiders(ctx, 1, host())
 		rd.settle(ctx, s, &fsm.Result{TwoPC: &fsm.TxnCmdResult{Riders: 2}}, nil)
 		if err := awaitItem(ctx, ri.done); err != nil {
 			t.Fatalf("resolution: %v", err)

@@ -378,30 +378,40 @@ func (c *applyCtx) decodeTxnCommand(cmd *Command, index uint64) (*TxnCommand, *R
 	if err != nil {
 		return nil, &Result{Index: index, Err: err}
 	}
-	for _, k := range tc.Keys {
-		if !c.rng.Contains(k.Key) {
-			return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k.Key), Range: cloneRange(c.rng)}}
-		}
+	wrong := func(k []byte) *Result {
+		return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k), Range: cloneRange(c.rng)}}
+	}
+	if k := c.outside(tc.Keys); k != nil {
+		return nil, wrong(k)
 	}
 	for _, k := range tc.Unlocked {
 		if !c.rng.Contains(k) {
-			return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k), Range: cloneRange(c.rng)}}
+			return nil, wrong(k)
 		}
 	}
 	for _, b := range tc.Batch {
-		for _, k := range b.Keys {
-			if !c.rng.Contains(k.Key) {
-				return nil, &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(k.Key), Range: cloneRange(c.rng)}}
-			}
+		if k := c.outside(b.Keys); k != nil {
+			return nil, wrong(k)
 		}
 	}
 	return tc, nil
 }
 
+// outside returns the first of keys this shard's range does not hold, nil
+// when it holds them all.
+func (c *applyCtx) outside(keys []txn.KeyIntent) []byte {
+	for _, k := range keys {
+		if !c.rng.Contains(k.Key) {
+			return k.Key
+		}
+	}
+	return nil
+}
+
 // applyRiders applies the riders tc carries (TxnCommand.Riders), each on
-// its own, and returns how many it looked at and the positions of those it
-// skipped: a rider this shard does not wholly own, or that is neither a
-// resolution from a final record nor a forget.
+// its own, and returns the positions of those it skipped: a rider this
+// shard does not wholly own, or that is neither a resolution from a final
+// record nor a forget.
 func (c *applyCtx) applyRiders(tc *TxnCommand, index uint64, now int64) (refused []int, err error) {
 	for i, r := range tc.Riders {
 		switch {
@@ -414,7 +424,7 @@ func (c *applyCtx) applyRiders(tc *TxnCommand, index uint64, now int64) (refused
 				return nil, err
 			}
 		case r.Event == nil && r.Record != nil && r.Record.State.Final() && r.Record.ID == r.ID && len(r.Keys) > 0:
-			if !c.owns(r.Keys) {
+			if c.outside(r.Keys) != nil {
 				refused = append(refused, i)
 				continue
 			}
@@ -426,15 +436,6 @@ func (c *applyCtx) applyRiders(tc *TxnCommand, index uint64, now int64) (refused
 		}
 	}
 	return refused, nil
-}
-
-func (c *applyCtx) owns(keys []txn.KeyIntent) bool {
-	for _, k := range keys {
-		if !c.rng.Contains(k.Key) {
-			return false
-		}
-	}
-	return true
 }
 
 // answerRiders stamps a 2PC answer with what applyRiders did.
