@@ -77,7 +77,7 @@ func (s *Server) txnProposeShared(ctx context.Context, key []byte, cmd *fsm.Comm
 	if err != nil {
 		return s.txnPropose(ctx, key, cmd)
 	}
-	if rep, ok := s.cfg.Backend.Replica(rng.ID); ok && rep.IsLeader() {
+	if rep, ok := s.cfg.Backend.Replica(rng.ID); ok && rep.IsLeader() && !s.batchEntriesOn() {
 		return s.txnPropose(ctx, key, cmd)
 	}
 	enc, err := fsm.EncodeCommand(cmd)
@@ -135,6 +135,13 @@ func (s *Server) proposeBatch(ctx context.Context, batch []*proposeItem) {
 			latest = d
 		}
 	}
+	if len(live) > 1 && s.batchEntriesOn() {
+		// This node may lead the shard (its own coordinators' prepares
+		// queue here then, at level 3): one entry for them all.
+		if live = s.proposeHere(ctx, live); len(live) == 0 {
+			return
+		}
+	}
 	if len(live) == 0 {
 		return
 	}
@@ -189,6 +196,53 @@ func (s *Server) proposeBatch(ctx context.Context, batch []*proposeItem) {
 		}
 	}
 	s.proposeSingly(ctx, live)
+}
+
+// proposeHere proposes, in one entry per shard, the items whose shard this
+// node leads, answers them, and returns the others (and any whose entry was
+// not proposed) for the shared call or single calls.
+func (s *Server) proposeHere(ctx context.Context, live []*proposeItem) []*proposeItem {
+	rest := live[:0:0]
+	groups := map[uint64][]*proposeItem{}
+	reps := map[uint64]Replica{}
+	rngs := map[uint64]fsm.Range{}
+	for _, it := range live {
+		rep, rng, ok := s.leaderHere(it.key)
+		if !ok || it.cmd.Op != fsm.OpTxnPrepare {
+			rest = append(rest, it)
+			continue
+		}
+		groups[rng.ID] = append(groups[rng.ID], it)
+		reps[rng.ID], rngs[rng.ID] = rep, rng
+	}
+	if len(groups) == 0 {
+		return live
+	}
+	pctx, cancel := context.WithTimeout(ctx, txnProposeBatchTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for id, items := range groups {
+		wg.Go(func() {
+			cmds := make([]*fsm.Command, len(items))
+			for i, it := range items {
+				cmds[i] = it.cmd
+			}
+			res, errs := s.proposePrepares(pctx, reps[id], rngs[id], cmds)
+			for i, it := range items {
+				if errors.Is(errs[i], errNotProposed) {
+					mu.Lock()
+					rest = append(rest, it)
+					mu.Unlock()
+					continue
+				}
+				it.res, it.err = res[i], errs[i]
+				it.done <- it.err
+			}
+		})
+	}
+	wg.Wait()
+	return rest
 }
 
 // proposeSingly sends each item on its own call (routed on its own), all at
@@ -301,19 +355,60 @@ func (s *Server) internalTxnProposeBatch(w http.ResponseWriter, r *http.Request)
 	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 	defer cancel()
 	out := txnProposeBatchResponse{Items: make([]txnProposeBatchAnswer, len(cmds))}
+	answer := func(i int, res *fsm.Result, err error) {
+		var wr *txnWireResult
+		if err == nil {
+			wr, err = toWire(res)
+		}
+		if err != nil {
+			out.Items[i] = batchAnswerError(err)
+			return
+		}
+		out.Items[i].Result = wr
+	}
 	var wg sync.WaitGroup
-	for i, cmd := range cmds {
+	single := func(i int) {
 		wg.Go(func() {
-			res, err := s.txnProposeHops(ctx, req.Items[i].Key, cmd, req.Items[i].Hops)
-			var wr *txnWireResult
-			if err == nil {
-				wr, err = toWire(res)
+			res, err := s.txnProposeHops(ctx, req.Items[i].Key, cmds[i], req.Items[i].Hops)
+			answer(i, res, err)
+		})
+	}
+	// At level 3 the prepares for a shard this node leads go in one entry
+	// (txn_prepare_entries.go); the rest, and any whose entry was not
+	// proposed, one entry each, routed on.
+	var groups map[uint64][]int
+	if len(cmds) > 1 && s.batchEntriesOn() {
+		groups = map[uint64][]int{}
+	}
+	reps := map[uint64]Replica{}
+	rngs := map[uint64]fsm.Range{}
+	for i, cmd := range cmds {
+		if groups == nil || cmd.Op != fsm.OpTxnPrepare {
+			single(i)
+			continue
+		}
+		rep, rng, ok := s.leaderHere(req.Items[i].Key)
+		if !ok {
+			single(i)
+			continue
+		}
+		groups[rng.ID] = append(groups[rng.ID], i)
+		reps[rng.ID], rngs[rng.ID] = rep, rng
+	}
+	for id, idx := range groups {
+		wg.Go(func() {
+			sub := make([]*fsm.Command, len(idx))
+			for j, i := range idx {
+				sub[j] = cmds[i]
 			}
-			if err != nil {
-				out.Items[i] = batchAnswerError(err)
-				return
+			res, errs := s.proposePrepares(ctx, reps[id], rngs[id], sub)
+			for j, i := range idx {
+				if errors.Is(errs[j], errNotProposed) {
+					single(i)
+					continue
+				}
+				answer(i, res[j], errs[j])
 			}
-			out.Items[i].Result = wr
 		})
 	}
 	wg.Wait()

@@ -199,6 +199,16 @@ func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
 	if err != nil {
 		return &Result{Index: l.Index, Err: err}, nil
 	}
+	if cmd.Op == OpTxnBatch {
+		return c.txnBatch(cmd, l.Index)
+	}
+	return c.applyDecoded(cmd, l)
+}
+
+// applyDecoded applies the decoded command of entry l (or of an OpTxnBatch
+// at l's index).
+func (c *applyCtx) applyDecoded(cmd *Command, l *raft.Log) (*Result, error) {
+	var err error
 	if cmd.Op == OpNoop {
 		// Only advances the applied index: a new leader's ReadIndex barrier.
 		// It has no key to route and nothing worth deduplicating.

@@ -131,6 +131,12 @@ func validateCommand(c *Command) error {
 		if len(c.Value) == 0 || len(c.Value) > maxTxnCommandSize {
 			return fmt.Errorf("%w: txn command needs a value of 1..%d bytes", ErrInvalidCommand, maxTxnCommandSize)
 		}
+	case OpTxnBatch:
+		minKey = 0 // each command is range-checked on its own
+		if len(c.Key) != 0 || len(c.Value) == 0 || len(c.Value) > MaxTxnBatchSize || c.Cond != nil || c.Fence != nil || c.RequestID != "" {
+			return fmt.Errorf("%w: txn batch needs commands of 1..%d bytes and no key, if, fence or request id",
+				ErrInvalidCommand, MaxTxnBatchSize)
+		}
 	case OpRaiseBase:
 		minKey = 0
 		if len(c.Key) != 0 || len(c.Value) != 8 {
@@ -156,7 +162,7 @@ func validateCommand(c *Command) error {
 	if len(c.Key) < minKey || len(c.Key) > MaxKeySize {
 		return fmt.Errorf("%w: key size %d not in [%d, %d]", ErrInvalidCommand, len(c.Key), minKey, MaxKeySize)
 	}
-	if len(c.Value) > MaxValueSize && (c.Op < OpTxn || c.Op > OpTxnResolve) {
+	if len(c.Value) > MaxValueSize && (c.Op < OpTxn || c.Op > OpTxnBatch) {
 		return fmt.Errorf("%w: value size %d exceeds %d", ErrInvalidCommand, len(c.Value), MaxValueSize)
 	}
 	if len(c.RequestID) > maxRequestIDSize {

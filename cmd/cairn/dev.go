@@ -18,6 +18,7 @@ func newDevCmd() *cobra.Command {
 	var splits []string
 	var keep bool
 	var logStore string
+	var gcPercent int
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a throw-away local cluster in one process (data in a temp dir)",
@@ -61,6 +62,9 @@ Ctrl-C ends it and removes the data unless --keep.`,
 				}
 				cfgs = append(cfgs, cfg)
 			}
+			if _, err := applyGC(cmd, gcPercent); err != nil {
+				return cli.Usage(err)
+			}
 			return serve(func() {
 				fmt.Printf("cairn dev: %d nodes, data in %s\n", nodes, dir)
 				fmt.Println("  try: curl -X PUT -d '{\"value\":\"hello\"}' http://127.0.0.1:7070/v1/kv/greeting")
@@ -75,5 +79,6 @@ Ctrl-C ends it and removes the data unless --keep.`,
 	cmd.Flags().StringSliceVar(&splits, "initial-splits", []string{"g", "n", "t"}, "keys at which to pre-split the keyspace")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the data dir on exit")
 	cmd.Flags().StringVar(&logStore, "log-store", string(shard.LogStoreWAL), logStoreUsage)
+	addGCFlag(cmd, &gcPercent)
 	return cmd
 }

@@ -32,6 +32,7 @@ type serverFlags struct {
 	splitSize                                   int64
 	pprof, fsmSync                              bool
 	txnMaxOps, txnMaxBytes                      int
+	gcPercent                                   int
 }
 
 func newServerCmd() *cobra.Command {
@@ -53,6 +54,11 @@ cluster forms, the node logs what it waits for every 10s.`,
 			if err != nil {
 				return cli.Usage(err)
 			}
+			gc, err := applyGC(cmd, f.gcPercent)
+			if err != nil {
+				return cli.Usage(err)
+			}
+			cfg.Logger.Debug("go gc target", "percent", gc)
 			return serve(nil, cfg)
 		},
 	}
@@ -74,6 +80,7 @@ cluster forms, the node logs what it waits for every 10s.`,
 	fl.BoolVar(&f.fsmSync, "fsm-sync", false, "also fsync each shard's state machine file on every batch (by default only the raft log is synced, and a machine crash is recovered from the log)")
 	def := txn.DefaultLimits()
 	fl.IntVar(&f.txnMaxOps, "txn-max-ops", def.MaxOps, fmt.Sprintf("most compares and ops in one transaction (at most %d)", txn.HardMaxOps))
+	addGCFlag(cmd, &f.gcPercent)
 	fl.IntVar(&f.txnMaxBytes, "txn-max-bytes", def.MaxBytes, fmt.Sprintf("most key and value bytes in one transaction (at most %d)", txn.HardMaxBytes))
 	return cmd
 }
