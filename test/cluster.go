@@ -93,8 +93,9 @@ type NodeHandle struct {
 }
 
 // Network is the test's view of connectivity between nodes, keyed by raft
-// address. It is consulted by the raft transport and by node-to-node HTTP
-// forwarding (node.Knobs.Blocked).
+// address. It is consulted by the raft transport, by node-to-node HTTP and
+// by gossip (node.Knobs.Blocked; gossip maps a member's gossip address to
+// its raft address).
 type Network struct {
 	mu      sync.RWMutex
 	blocked map[[2]string]bool
@@ -447,10 +448,10 @@ func (c *Cluster) SetCommandLevel(i int, level int) {
 }
 
 // Isolate cuts node i off from every other node, both directions: raft,
-// and node-to-node HTTP (forwarding, heartbeats, participant calls), open
-// connections included (TestIsolateCutsOpenConnections). Gossip is not cut:
-// memberlist keeps seeing the node, as it would a node behind a partition
-// of the data ports only.
+// node-to-node HTTP (forwarding, heartbeats, participant calls), open
+// connections included (TestIsolateCutsOpenConnections), and gossip, so
+// the others come to suspect it and declare it dead as they would across
+// a real partition (TestIsolateCutsGossip).
 func (c *Cluster) Isolate(i int) {
 	nodes := c.Nodes()
 	for j := range nodes {

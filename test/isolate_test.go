@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -33,4 +34,46 @@ func TestIsolateCutsOpenConnections(t *testing.T) {
 			c.Node(via).ID, c.Node(leader).ID, res)
 	}
 	t.Logf("write through the isolated node: %v %v", res, err)
+}
+
+// TestIsolateCutsGossip: Isolate cuts gossip too, as a real partition does:
+// the others come to report the isolated node suspect or dead (gossip's own
+// view, GET /v1/cluster's state), and after Heal alive again. Before, gossip
+// crossed every test partition, so an isolated node stayed "alive" to
+// gossip while raft and HTTP could not reach it, which no real network
+// does.
+func TestIsolateCutsGossip(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{})
+	state := func(from, of int) string {
+		for _, nv := range c.Node(from).Node.Cluster().Nodes {
+			if nv.ID == c.Node(of).ID {
+				return nv.State
+			}
+		}
+		return "absent"
+	}
+	WaitFor(t, 10*time.Second, "every node alive to n1", func() error {
+		for i := range c.Nodes() {
+			if s := state(0, i); s != "alive" {
+				return fmt.Errorf("%s is %s", c.Node(i).ID, s)
+			}
+		}
+		return nil
+	})
+	c.Isolate(2)
+	WaitFor(t, 20*time.Second, "n3 not alive to n1 and n2", func() error {
+		for _, from := range []int{0, 1} {
+			if s := state(from, 2); s == "alive" {
+				return fmt.Errorf("n3 is %s to %s", s, c.Node(from).ID)
+			}
+		}
+		return nil
+	})
+	c.Heal()
+	WaitFor(t, 30*time.Second, "n3 alive again to n1 after Heal", func() error {
+		if s := state(0, 2); s != "alive" {
+			return fmt.Errorf("n3 is %s", s)
+		}
+		return nil
+	})
 }

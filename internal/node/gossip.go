@@ -55,6 +55,9 @@ type gossipDelegate struct {
 	// it is copied here in NotifyJoin and NotifyUpdate, which memberlist
 	// calls under its own lock, rather than read from Members() later.
 	peers map[string]gossipMeta
+	// raftAddrs maps a member's gossip address to its raft address (test
+	// partitions name nodes by raft address: partitionedTransport).
+	raftAddrs map[string]string
 	// unanswered holds the members this node suspects (gossip.suspect).
 	unanswered map[string]bool
 }
@@ -123,6 +126,18 @@ func (d *gossipDelegate) note(n *memberlist.Node) {
 		return
 	}
 	d.peers[n.Name] = gm
+	if d.raftAddrs == nil {
+		d.raftAddrs = map[string]string{}
+	}
+	d.raftAddrs[n.Address()] = gm.RaftAddr
+}
+
+// raftOf returns the raft address of the member gossiping at gossipAddr.
+func (d *gossipDelegate) raftOf(gossipAddr string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r, ok := d.raftAddrs[gossipAddr]
+	return r, ok
 }
 
 // peer returns member name's metadata as last announced.
@@ -178,8 +193,19 @@ func startGossip(cfg Config, recorded int, logger *slog.Logger) (*gossip, error)
 	if host == "0.0.0.0" || host == "" {
 		mc.AdvertiseAddr = ""
 	}
+	if k := cfg.Knobs; k != nil && k.Blocked != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("gossip: %w", err)
+		}
+		mc.Transport = &partitionedTransport{NetTransport: nt, selfRaft: cfg.RaftAddr, blocked: k.Blocked, raftOf: d.raftOf}
+	}
 	g.ml, err = memberlist.Create(mc)
 	if err != nil {
+		if mc.Transport != nil {
+			_ = mc.Transport.Shutdown()
+		}
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	if len(cfg.Join) > 0 {

@@ -76,7 +76,7 @@ type Config struct {
 // Knobs are test hooks; nil in production.
 type Knobs struct {
 	// Blocked reports whether traffic from node raft address from to node raft
-	// address to is dropped (raft and node-to-node HTTP forwarding alike).
+	// address to is dropped (raft, node-to-node HTTP and gossip alike).
 	Blocked func(from, to string) bool
 	// Delay, when set, delays raft traffic from node raft address from to
 	// node raft address to by what it returns (shard.TransportKnobs.Delay).
