@@ -302,6 +302,10 @@ func (c *txnCoord) run(ctx context.Context) error {
 }
 
 func (c *txnCoord) prepareAll(ctx context.Context, acts []txn.Action) {
+	if len(acts) == 1 { // a two-shard transaction's one prepare: no goroutine
+		c.prepare(ctx, acts[0])
+		return
+	}
 	var wg sync.WaitGroup
 	for _, a := range acts {
 		wg.Go(func() { c.prepare(ctx, a) })
@@ -319,6 +323,10 @@ func (c *txnCoord) resolveAll(ctx context.Context, acts []txn.Action) {
 		rctx, cancel = context.WithCancel(ctx)
 	}
 	defer cancel()
+	if len(acts) == 1 {
+		c.resolve(rctx, acts[0].Shard)
+		return
+	}
 	var wg sync.WaitGroup
 	for _, a := range acts {
 		wg.Go(func() { c.resolve(rctx, a.Shard) })

@@ -63,7 +63,7 @@ func (s *Server) proposePrepares(ctx context.Context, rep Replica, rng fsm.Range
 		c.Epoch, c.Time = rng.Epoch, now
 		encs[i], errs[i] = fsm.EncodeCommand(&c)
 	}
-	var wg sync.WaitGroup
+	var chunks [][]int
 	for lo := 0; lo < len(cmds); {
 		hi, size := lo, 0
 		for hi < len(cmds) && hi-lo < fsm.MaxTxnBatchItems && (hi == lo || size+len(encs[hi])+16 <= fsm.MaxTxnBatchSize) {
@@ -77,43 +77,51 @@ func (s *Server) proposePrepares(ctx context.Context, rep Replica, rng fsm.Range
 			}
 		}
 		lo = hi
-		if len(chunk) == 0 {
-			continue
+		if len(chunk) > 0 {
+			chunks = append(chunks, chunk)
 		}
-		wg.Go(func() {
-			if len(chunk) == 1 {
-				i := chunk[0]
-				res[i], errs[i] = rep.Propose(ctx, &fsm.Command{Op: cmds[i].Op, Key: cmds[i].Key, Value: cmds[i].Value,
-					Epoch: rng.Epoch, Time: now})
-				if errs[i] != nil && proposedNothing(errs[i]) {
-					errs[i] = fmt.Errorf("%w: %w", errNotProposed, errs[i])
-				}
-				return
+	}
+	run := func(chunk []int) {
+		if len(chunk) == 1 {
+			i := chunk[0]
+			res[i], errs[i] = rep.Propose(ctx, &fsm.Command{Op: cmds[i].Op, Key: cmds[i].Key, Value: cmds[i].Value,
+				Epoch: rng.Epoch, Time: now})
+			if errs[i] != nil && proposedNothing(errs[i]) {
+				errs[i] = fmt.Errorf("%w: %w", errNotProposed, errs[i])
 			}
-			items := make([][]byte, len(chunk))
-			for j, i := range chunk {
-				items[j] = encs[i]
+			return
+		}
+		items := make([][]byte, len(chunk))
+		for j, i := range chunk {
+			items[j] = encs[i]
+		}
+		out, err := rep.Propose(ctx, &fsm.Command{Op: fsm.OpTxnBatch, Value: fsm.EncodeTxnBatch(items), Time: now})
+		switch {
+		case err != nil && proposedNothing(err):
+			err = fmt.Errorf("%w: %w", errNotProposed, err)
+		case err == nil && out.Err != nil:
+			err = fmt.Errorf("prepares entry: %w", out.Err)
+		case err == nil && len(out.Items) != len(chunk):
+			err = fmt.Errorf("prepares entry: %d results for %d prepares: %w", len(out.Items), len(chunk), shard.ErrOutcomeUnknown)
+		}
+		if s.txnm != nil && err == nil {
+			s.txnm.batch.WithLabelValues("prepare_entry").Observe(float64(len(chunk)))
+		}
+		for j, i := range chunk {
+			if err != nil {
+				errs[i] = err
+				continue
 			}
-			out, err := rep.Propose(ctx, &fsm.Command{Op: fsm.OpTxnBatch, Value: fsm.EncodeTxnBatch(items), Time: now})
-			switch {
-			case err != nil && proposedNothing(err):
-				err = fmt.Errorf("%w: %w", errNotProposed, err)
-			case err == nil && out.Err != nil:
-				err = fmt.Errorf("prepares entry: %w", out.Err)
-			case err == nil && len(out.Items) != len(chunk):
-				err = fmt.Errorf("prepares entry: %d results for %d prepares: %w", len(out.Items), len(chunk), shard.ErrOutcomeUnknown)
-			}
-			if s.txnm != nil && err == nil {
-				s.txnm.batch.WithLabelValues("prepare_entry").Observe(float64(len(chunk)))
-			}
-			for j, i := range chunk {
-				if err != nil {
-					errs[i] = err
-					continue
-				}
-				res[i] = out.Items[j]
-			}
-		})
+			res[i] = out.Items[j]
+		}
+	}
+	if len(chunks) == 1 { // the usual case: no goroutine
+		run(chunks[0])
+		return res, errs
+	}
+	var wg sync.WaitGroup
+	for _, chunk := range chunks {
+		wg.Go(func() { run(chunk) })
 	}
 	wg.Wait()
 	return res, errs

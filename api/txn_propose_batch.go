@@ -221,25 +221,32 @@ func (s *Server) proposeHere(ctx context.Context, live []*proposeItem) []*propos
 	pctx, cancel := context.WithTimeout(ctx, txnProposeBatchTimeout)
 	defer cancel()
 	var mu sync.Mutex
+	run := func(id uint64, items []*proposeItem) {
+		cmds := make([]*fsm.Command, len(items))
+		for i, it := range items {
+			cmds[i] = it.cmd
+		}
+		res, errs := s.proposePrepares(pctx, reps[id], rngs[id], cmds)
+		for i, it := range items {
+			if errors.Is(errs[i], errNotProposed) {
+				mu.Lock()
+				rest = append(rest, it)
+				mu.Unlock()
+				continue
+			}
+			it.res, it.err = res[i], errs[i]
+			it.done <- it.err
+		}
+	}
+	if len(groups) == 1 { // the usual case (one shard's queue): no goroutine
+		for id, items := range groups {
+			run(id, items)
+		}
+		return rest
+	}
 	var wg sync.WaitGroup
 	for id, items := range groups {
-		wg.Go(func() {
-			cmds := make([]*fsm.Command, len(items))
-			for i, it := range items {
-				cmds[i] = it.cmd
-			}
-			res, errs := s.proposePrepares(pctx, reps[id], rngs[id], cmds)
-			for i, it := range items {
-				if errors.Is(errs[i], errNotProposed) {
-					mu.Lock()
-					rest = append(rest, it)
-					mu.Unlock()
-					continue
-				}
-				it.res, it.err = res[i], errs[i]
-				it.done <- it.err
-			}
-		})
+		wg.Go(func() { run(id, items) })
 	}
 	wg.Wait()
 	return rest
@@ -256,13 +263,18 @@ func (s *Server) proposeSingly(ctx context.Context, live []*proposeItem) {
 			it.done <- err // its coordinator left while the shared call ran
 			continue
 		}
-		wg.Go(func() {
+		one := func() {
 			ictx, stop := context.WithCancel(sctx)
 			defer stop()
 			defer context.AfterFunc(it.ctx, stop)()
 			it.res, it.err = s.txnPropose(ictx, it.key, it.cmd)
 			it.done <- it.err
-		})
+		}
+		if len(live) == 1 { // a lone prepare (an idle queue): no goroutine
+			one()
+			continue
+		}
+		wg.Go(one)
 	}
 	wg.Wait()
 }
@@ -382,34 +394,42 @@ func (s *Server) internalTxnProposeBatch(w http.ResponseWriter, r *http.Request)
 	}
 	reps := map[uint64]Replica{}
 	rngs := map[uint64]fsm.Range{}
+	singles := 0
 	for i, cmd := range cmds {
 		if groups == nil || cmd.Op != fsm.OpTxnPrepare {
 			single(i)
+			singles++
 			continue
 		}
 		rep, rng, ok := s.leaderHere(req.Items[i].Key)
 		if !ok {
 			single(i)
+			singles++
 			continue
 		}
 		groups[rng.ID] = append(groups[rng.ID], i)
 		reps[rng.ID], rngs[rng.ID] = rep, rng
 	}
+	group := func(id uint64, idx []int) {
+		sub := make([]*fsm.Command, len(idx))
+		for j, i := range idx {
+			sub[j] = cmds[i]
+		}
+		res, errs := s.proposePrepares(ctx, reps[id], rngs[id], sub)
+		for j, i := range idx {
+			if errors.Is(errs[j], errNotProposed) {
+				single(i)
+				continue
+			}
+			answer(i, res[j], errs[j])
+		}
+	}
 	for id, idx := range groups {
-		wg.Go(func() {
-			sub := make([]*fsm.Command, len(idx))
-			for j, i := range idx {
-				sub[j] = cmds[i]
-			}
-			res, errs := s.proposePrepares(ctx, reps[id], rngs[id], sub)
-			for j, i := range idx {
-				if errors.Is(errs[j], errNotProposed) {
-					single(i)
-					continue
-				}
-				answer(i, res[j], errs[j])
-			}
-		})
+		if len(groups) == 1 && singles == 0 { // the usual case: no goroutine
+			group(id, idx)
+			continue
+		}
+		wg.Go(func() { group(id, idx) })
 	}
 	wg.Wait()
 	capAnswers(out.Items, txnProposeBatchAnswerBytes)
