@@ -1,11 +1,8 @@
 package test
 
 import (
-	"fmt"
 	"testing"
-	"time"
 
-	"github.com/cairndb/cairn/client"
 	"github.com/cairndb/cairn/fsm"
 )
 
@@ -27,40 +24,8 @@ func TestTxnPrepareEntries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tpe/m"}, CommandLevels: tc.levels})
-			WaitFor(t, 15*time.Second, fmt.Sprintf("cluster level %d on every node", tc.level), func() error {
-				for i := range c.Nodes() {
-					if l := c.Node(i).Node.ClusterLevel(); l != tc.level {
-						return fmt.Errorf("%s at cluster level %d", c.Node(i).ID, l)
-					}
-				}
-				return nil
-			})
-			cl := NewClients(t, c, 1)[0]
-			ctx := Context(t, 2*time.Minute)
-			const n, waves = 24, 5
-			for i := range n {
-				for _, k := range []string{fmt.Sprintf("tpe/a%02d", i), fmt.Sprintf("tpe/z%02d", i)} {
-					if _, err := cl.Put(ctx, k, "0"); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			concurrentTxns(t, c, n, func(i int) error {
-				a, z := fmt.Sprintf("tpe/a%02d", i), fmt.Sprintf("tpe/z%02d", i)
-				for w := range waves {
-					v := fmt.Sprint(w + 1)
-					res, err := cl.Txn().If(client.Compare(a, client.TargetValue, "==", fmt.Sprint(w)),
-						client.Compare(z, client.TargetValue, "==", fmt.Sprint(w))).
-						Then(client.OpPut(a, v), client.OpPut(z, v)).Commit(ctx)
-					if err == nil && (!res.Succeeded || len(res.Shards) != 2) {
-						err = fmt.Errorf("transaction %d of client %d: %+v", w, i, res)
-					}
-					if err != nil {
-						return err
-					}
-				}
-				return nil
-			})
+			waitClusterLevel(t, c, tc.level)
+			twoShardChains(t, c, "tpe", 24, 5)
 			var entries, prepares float64
 			for i := range c.Nodes() {
 				v, _ := metricValue(t, c.Node(i).HTTPAddr, `cairn_txn_batch_size_count{kind="prepare_entry"}`)
@@ -68,19 +33,12 @@ func TestTxnPrepareEntries(t *testing.T) {
 				v, _ = metricValue(t, c.Node(i).HTTPAddr, `cairn_txn_batch_size_sum{kind="prepare_entry"}`)
 				prepares += v
 			}
-			t.Logf("%d two-shard transactions at level %d: %.0f prepares in %.0f shared entries", n*waves, tc.level, prepares, entries)
+			t.Logf("120 two-shard transactions at level %d: %.0f prepares in %.0f shared entries", tc.level, prepares, entries)
 			switch {
-			case tc.level >= 3 && prepares < 2*entries || entries == 0 && tc.level >= 3:
+			case tc.level >= 3 && (entries == 0 || prepares < 2*entries):
 				t.Fatalf("%.0f prepares in %.0f shared entries at level %d: the prepares did not share entries", prepares, entries, tc.level)
 			case tc.level < 3 && entries != 0:
 				t.Fatalf("%.0f shared prepare entries at level %d: a level-2 replica would have refused them", entries, tc.level)
-			}
-			for i := range n {
-				for _, k := range []string{fmt.Sprintf("tpe/a%02d", i), fmt.Sprintf("tpe/z%02d", i)} {
-					if kv, err := cl.Get(ctx, k); err != nil || kv.Value != fmt.Sprint(waves) {
-						t.Fatalf("%s after %d waves: %+v %v", k, waves, kv, err)
-					}
-				}
 			}
 			for _, k := range []string{"tpe/a", "tpe/z"} {
 				assertReplicasConverge(t, c, shardOf(c, k))

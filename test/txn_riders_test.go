@@ -23,47 +23,18 @@ func TestTxnRiders(t *testing.T) {
 		levels map[string]int
 		level  int
 	}{
-		{"level 2", nil, fsm.CommandLevel},
+		{"this binary's level", nil, fsm.CommandLevel},
 		{"one node at level 1", map[string]int{"n3": 1}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := StartCluster(t, ClusterConfig{InitialSplits: []string{"trd/m"}, CommandLevels: tc.levels})
-			WaitFor(t, 15*time.Second, fmt.Sprintf("cluster level %d", tc.level), func() error {
-				if l := c.Node(0).Node.ClusterLevel(); l != tc.level {
-					return fmt.Errorf("cluster level %d", l)
-				}
-				return nil
-			})
-			cl := NewClients(t, c, 1)[0]
-			ctx := Context(t, 2*time.Minute)
+			waitClusterLevel(t, c, tc.level)
 			const n, waves = 16, 6
-			for i := range n {
-				for _, k := range []string{fmt.Sprintf("trd/a%02d", i), fmt.Sprintf("trd/z%02d", i)} {
-					if _, err := cl.Put(ctx, k, "0"); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
 			start := time.Now()
 			// Clients each run a chain of two-shard transactions: their
 			// prepares and decides find the others' resolutions and forgets
 			// queued.
-			concurrentTxns(t, c, n, func(i int) error {
-				a, z := fmt.Sprintf("trd/a%02d", i), fmt.Sprintf("trd/z%02d", i)
-				for w := range waves {
-					v := fmt.Sprint(w + 1)
-					res, err := cl.Txn().If(client.Compare(a, client.TargetValue, "==", fmt.Sprint(w)),
-						client.Compare(z, client.TargetValue, "==", fmt.Sprint(w))).
-						Then(client.OpPut(a, v), client.OpPut(z, v)).Commit(ctx)
-					if err == nil && (!res.Succeeded || len(res.Shards) != 2) {
-						err = fmt.Errorf("transaction %d of client %d: %+v", w, i, res)
-					}
-					if err != nil {
-						return err
-					}
-				}
-				return nil
-			})
+			twoShardChains(t, c, "trd", n, waves)
 			var riders float64
 			for i := range c.Nodes() {
 				v, _ := metricValue(t, c.Node(i).HTTPAddr, `cairn_txn_batch_size_sum{kind="rider"}`)
@@ -75,13 +46,6 @@ func TestTxnRiders(t *testing.T) {
 				t.Fatalf("%.0f riders for %d transactions at level %d: the background work did not ride", riders, n*waves, tc.level)
 			case tc.level < 2 && riders != 0:
 				t.Fatalf("%.0f riders at level %d: a level-1 replica would have skipped them", riders, tc.level)
-			}
-			for i := range n {
-				for _, k := range []string{fmt.Sprintf("trd/a%02d", i), fmt.Sprintf("trd/z%02d", i)} {
-					if kv, err := cl.Get(ctx, k); err != nil || kv.Value != fmt.Sprint(waves) {
-						t.Fatalf("%s after %d waves: %+v %v", k, waves, kv, err)
-					}
-				}
 			}
 			// Every committed record forgotten by the coordinators, not by
 			// the record sweeper (which waits twice the transaction timeout
@@ -107,4 +71,64 @@ func unforgotten(t *testing.T, c *Cluster) int {
 		recs, _, err := f.TxnSweepRecords(nil, 0, math.MaxInt64, 0, 0)
 		return len(recs), err
 	})
+}
+
+// waitClusterLevel waits until every node of c runs the cluster at command
+// level level.
+func waitClusterLevel(t *testing.T, c *Cluster, level int) {
+	t.Helper()
+	WaitFor(t, 15*time.Second, fmt.Sprintf("cluster level %d on every node", level), func() error {
+		for i := range c.Nodes() {
+			if l := c.Node(i).Node.ClusterLevel(); l != level {
+				return fmt.Errorf("%s at cluster level %d", c.Node(i).ID, l)
+			}
+		}
+		return nil
+	})
+}
+
+// twoShardChains has n clients each run waves two-shard transactions in a
+// chain on its own keys PREFIX/aNN and PREFIX/zNN (on either side of a
+// split at PREFIX/m), each comparing both keys with the last wave and
+// writing the next, then checks that every key holds the last wave and no
+// intent is left.
+func twoShardChains(t *testing.T, c *Cluster, prefix string, n, waves int) {
+	t.Helper()
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 2*time.Minute)
+	keys := func(i int) (string, string) {
+		return fmt.Sprintf("%s/a%02d", prefix, i), fmt.Sprintf("%s/z%02d", prefix, i)
+	}
+	for i := range n {
+		a, z := keys(i)
+		for _, k := range []string{a, z} {
+			if _, err := cl.Put(ctx, k, "0"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	concurrentTxns(t, c, n, func(i int) error {
+		a, z := keys(i)
+		for w := range waves {
+			v := fmt.Sprint(w + 1)
+			res, err := cl.Txn().If(client.Compare(a, client.TargetValue, "==", fmt.Sprint(w)),
+				client.Compare(z, client.TargetValue, "==", fmt.Sprint(w))).
+				Then(client.OpPut(a, v), client.OpPut(z, v)).Commit(ctx)
+			if err == nil && (!res.Succeeded || len(res.Shards) != 2) {
+				err = fmt.Errorf("transaction %d of client %d: %+v", w, i, res)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for i := range n {
+		a, z := keys(i)
+		for _, k := range []string{a, z} {
+			if kv, err := cl.Get(ctx, k); err != nil || kv.Value != fmt.Sprint(waves) {
+				t.Fatalf("%s after %d waves: %+v %v", k, waves, kv, err)
+			}
+		}
+	}
 }
