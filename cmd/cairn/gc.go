@@ -20,7 +20,7 @@ const defaultGCPercent = 200
 
 // gcUsage documents --gc-percent for cairn server and cairn dev.
 const gcUsage = "Go garbage collector target, as GOGC (a collection when the heap grows this many percent " +
-	"over the live heap; -1: off); default 200, or GOGC from the environment when that is set"
+	"over the live heap; -1: off); GOGC in the environment, when set and this flag is not, wins"
 
 // addGCFlag adds --gc-percent to cmd.
 func addGCFlag(cmd *cobra.Command, v *int) {
