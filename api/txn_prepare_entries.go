@@ -50,64 +50,148 @@ func (s *Server) leaderHere(key []byte) (Replica, fsm.Range, bool) {
 // again on its own, routed.
 var errNotProposed = errors.New("api: prepares entry not proposed")
 
+// prepareGroup is the prepares (by index) for one shard this node leads.
+type prepareGroup struct {
+	rep Replica
+	rng fsm.Range
+	idx []int
+}
+
+// localPrepareGroups sorts commands 0..n-1 (op(i), routed by key(i)): the
+// prepares for shards this node leads, grouped by shard, and the others,
+// which the caller sends on their own, routed.
+func (s *Server) localPrepareGroups(n int, key func(int) []byte, op func(int) fsm.Op) (groups []*prepareGroup, others []int) {
+	byShard := map[uint64]*prepareGroup{}
+	for i := range n {
+		if op(i) != fsm.OpTxnPrepare {
+			others = append(others, i)
+			continue
+		}
+		rep, rng, ok := s.leaderHere(key(i))
+		if !ok {
+			others = append(others, i)
+			continue
+		}
+		g := byShard[rng.ID]
+		if g == nil {
+			g = &prepareGroup{rep: rep, rng: rng}
+			byShard[rng.ID] = g
+			groups = append(groups, g)
+		}
+		g.idx = append(g.idx, i)
+	}
+	return groups, others
+}
+
+// proposeGroups proposes each group's prepares (cmd(i)) in as few entries
+// as it can (proposePrepares), answers each prepare with done(i, res, err),
+// and returns those whose entry was refused before anything was appended,
+// for the caller to send on their own, routed. One group runs on the
+// caller's goroutine.
+func (s *Server) proposeGroups(ctx context.Context, groups []*prepareGroup, cmd func(int) *fsm.Command,
+	done func(i int, res *fsm.Result, err error)) (notProposed []int) {
+	var mu sync.Mutex
+	run := func(g *prepareGroup) {
+		cmds := make([]*fsm.Command, len(g.idx))
+		for j, i := range g.idx {
+			cmds[j] = cmd(i)
+		}
+		res, errs := s.proposePrepares(ctx, g.rep, g.rng, cmds)
+		for j, i := range g.idx {
+			if errors.Is(errs[j], errNotProposed) {
+				mu.Lock()
+				notProposed = append(notProposed, i)
+				mu.Unlock()
+				continue
+			}
+			done(i, res[j], errs[j])
+		}
+	}
+	if len(groups) == 1 {
+		run(groups[0])
+		return notProposed
+	}
+	var wg sync.WaitGroup
+	for _, g := range groups {
+		wg.Go(func() { run(g) })
+	}
+	wg.Wait()
+	return notProposed
+}
+
 // proposePrepares proposes the prepares cmds, all for keys of rep's shard
-// (range rng), in as few OpTxnBatch entries as the entry bounds allow (one
-// alone as an entry of its own), and returns each one's result, or its
+// (range rng), in as few OpTxnBatch entries as the entry bounds allow (a
+// lone one as an entry of its own), and returns each one's result, or its
 // error: errNotProposed wrapped when nothing was appended.
 func (s *Server) proposePrepares(ctx context.Context, rep Replica, rng fsm.Range, cmds []*fsm.Command) ([]*fsm.Result, []error) {
 	res, errs := make([]*fsm.Result, len(cmds)), make([]error, len(cmds))
 	now := s.cfg.Clock.Now().UnixNano()
-	encs := make([][]byte, len(cmds))
-	for i, cmd := range cmds {
-		c := *cmd
-		c.Epoch, c.Time = rng.Epoch, now
-		encs[i], errs[i] = fsm.EncodeCommand(&c)
-	}
+	// Entries are cut by a bound on each command's encoding (its key, value
+	// and request id, and room for its other fields), so that only the
+	// commands of a shared entry are encoded here: a lone one is encoded by
+	// Propose.
 	var chunks [][]int
 	for lo := 0; lo < len(cmds); {
 		hi, size := lo, 0
-		for hi < len(cmds) && hi-lo < fsm.MaxTxnBatchItems && (hi == lo || size+len(encs[hi])+16 <= fsm.MaxTxnBatchSize) {
-			size += len(encs[hi]) + 16
+		for hi < len(cmds) && hi-lo < fsm.MaxTxnBatchItems {
+			w := encodedBound(cmds[hi])
+			if hi > lo && size+w > fsm.MaxTxnBatchSize {
+				break
+			}
+			size += w
 			hi++
 		}
-		chunk := make([]int, 0, hi-lo)
-		for i := lo; i < hi; i++ {
-			if errs[i] == nil {
-				chunk = append(chunk, i)
-			}
-		}
+		chunks = append(chunks, intRange(lo, hi))
 		lo = hi
-		if len(chunk) > 0 {
-			chunks = append(chunks, chunk)
+	}
+	proposed := func(err error) error {
+		if err != nil && proposedNothing(err) {
+			return fmt.Errorf("%w: %w", errNotProposed, err)
 		}
+		return err
 	}
 	run := func(chunk []int) {
 		if len(chunk) == 1 {
 			i := chunk[0]
-			res[i], errs[i] = rep.Propose(ctx, &fsm.Command{Op: cmds[i].Op, Key: cmds[i].Key, Value: cmds[i].Value,
-				Epoch: rng.Epoch, Time: now})
-			if errs[i] != nil && proposedNothing(errs[i]) {
-				errs[i] = fmt.Errorf("%w: %w", errNotProposed, errs[i])
-			}
+			c := *cmds[i]
+			c.Epoch, c.Time = rng.Epoch, now
+			res[i], errs[i] = rep.Propose(ctx, &c)
+			errs[i] = proposed(errs[i])
 			return
 		}
-		items := make([][]byte, len(chunk))
-		for j, i := range chunk {
-			items[j] = encs[i]
+		items := make([][]byte, 0, len(chunk))
+		sent := chunk[:0:0]
+		for _, i := range chunk {
+			c := *cmds[i]
+			c.Epoch, c.Time = rng.Epoch, now
+			b, err := fsm.EncodeCommand(&c)
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			items, sent = append(items, b), append(sent, i)
+		}
+		if len(items) == 0 {
+			return
 		}
 		out, err := rep.Propose(ctx, &fsm.Command{Op: fsm.OpTxnBatch, Value: fsm.EncodeTxnBatch(items), Time: now})
 		switch {
-		case err != nil && proposedNothing(err):
+		case errors.Is(err, fsm.ErrInvalidCommand):
+			// The entry did not encode (past its bound: a command larger
+			// than encodedBound allows for); nothing was proposed, and
+			// each goes alone.
 			err = fmt.Errorf("%w: %w", errNotProposed, err)
-		case err == nil && out.Err != nil:
+		case err != nil:
+			err = proposed(err)
+		case out.Err != nil:
 			err = fmt.Errorf("prepares entry: %w", out.Err)
-		case err == nil && len(out.Items) != len(chunk):
-			err = fmt.Errorf("prepares entry: %d results for %d prepares: %w", len(out.Items), len(chunk), shard.ErrOutcomeUnknown)
+		case len(out.Items) != len(sent):
+			err = fmt.Errorf("prepares entry: %d results for %d prepares: %w", len(out.Items), len(sent), shard.ErrOutcomeUnknown)
 		}
 		if s.txnm != nil && err == nil {
-			s.txnm.batch.WithLabelValues("prepare_entry").Observe(float64(len(chunk)))
+			s.txnm.batch.WithLabelValues("prepare_entry").Observe(float64(len(sent)))
 		}
-		for j, i := range chunk {
+		for j, i := range sent {
 			if err != nil {
 				errs[i] = err
 				continue
@@ -125,6 +209,21 @@ func (s *Server) proposePrepares(ctx context.Context, rep Replica, rng fsm.Range
 	}
 	wg.Wait()
 	return res, errs
+}
+
+// encodedBound is at least the bytes command c takes in an OpTxnBatch:
+// its key, value and request id, and room for its other fields (op,
+// epoch, time: varints) and the batch's tag and length.
+func encodedBound(c *fsm.Command) int {
+	return len(c.Key) + len(c.Value) + len(c.RequestID) + 96
+}
+
+func intRange(lo, hi int) []int {
+	out := make([]int, 0, hi-lo)
+	for i := lo; i < hi; i++ {
+		out = append(out, i)
+	}
+	return out
 }
 
 // proposedNothing reports whether a local proposal failed before anything

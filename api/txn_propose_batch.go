@@ -202,53 +202,23 @@ func (s *Server) proposeBatch(ctx context.Context, batch []*proposeItem) {
 // node leads, answers them, and returns the others (and any whose entry was
 // not proposed) for the shared call or single calls.
 func (s *Server) proposeHere(ctx context.Context, live []*proposeItem) []*proposeItem {
-	rest := live[:0:0]
-	groups := map[uint64][]*proposeItem{}
-	reps := map[uint64]Replica{}
-	rngs := map[uint64]fsm.Range{}
-	for _, it := range live {
-		rep, rng, ok := s.leaderHere(it.key)
-		if !ok || it.cmd.Op != fsm.OpTxnPrepare {
-			rest = append(rest, it)
-			continue
-		}
-		groups[rng.ID] = append(groups[rng.ID], it)
-		reps[rng.ID], rngs[rng.ID] = rep, rng
-	}
+	groups, others := s.localPrepareGroups(len(live), func(i int) []byte { return live[i].key },
+		func(i int) fsm.Op { return live[i].cmd.Op })
 	if len(groups) == 0 {
 		return live
 	}
 	pctx, cancel := context.WithTimeout(ctx, txnProposeBatchTimeout)
 	defer cancel()
-	var mu sync.Mutex
-	run := func(id uint64, items []*proposeItem) {
-		cmds := make([]*fsm.Command, len(items))
-		for i, it := range items {
-			cmds[i] = it.cmd
-		}
-		res, errs := s.proposePrepares(pctx, reps[id], rngs[id], cmds)
-		for i, it := range items {
-			if errors.Is(errs[i], errNotProposed) {
-				mu.Lock()
-				rest = append(rest, it)
-				mu.Unlock()
-				continue
-			}
-			it.res, it.err = res[i], errs[i]
-			it.done <- it.err
-		}
+	notProposed := s.proposeGroups(pctx, groups, func(i int) *fsm.Command { return live[i].cmd },
+		func(i int, res *fsm.Result, err error) {
+			it := live[i]
+			it.res, it.err = res, err
+			it.done <- err
+		})
+	rest := make([]*proposeItem, 0, len(others)+len(notProposed))
+	for _, i := range append(others, notProposed...) {
+		rest = append(rest, live[i])
 	}
-	if len(groups) == 1 { // the usual case (one shard's queue): no goroutine
-		for id, items := range groups {
-			run(id, items)
-		}
-		return rest
-	}
-	var wg sync.WaitGroup
-	for id, items := range groups {
-		wg.Go(func() { run(id, items) })
-	}
-	wg.Wait()
 	return rest
 }
 
@@ -388,48 +358,19 @@ func (s *Server) internalTxnProposeBatch(w http.ResponseWriter, r *http.Request)
 	// At level 3 the prepares for a shard this node leads go in one entry
 	// (txn_prepare_entries.go); the rest, and any whose entry was not
 	// proposed, one entry each, routed on.
-	var groups map[uint64][]int
-	if len(cmds) > 1 && s.batchEntriesOn() {
-		groups = map[uint64][]int{}
-	}
-	reps := map[uint64]Replica{}
-	rngs := map[uint64]fsm.Range{}
-	singles := 0
-	for i, cmd := range cmds {
-		if groups == nil || cmd.Op != fsm.OpTxnPrepare {
+	if len(cmds) == 1 || !s.batchEntriesOn() {
+		for i := range cmds {
 			single(i)
-			singles++
-			continue
 		}
-		rep, rng, ok := s.leaderHere(req.Items[i].Key)
-		if !ok {
+	} else {
+		groups, others := s.localPrepareGroups(len(cmds), func(i int) []byte { return req.Items[i].Key },
+			func(i int) fsm.Op { return cmds[i].Op })
+		for _, i := range others {
 			single(i)
-			singles++
-			continue
 		}
-		groups[rng.ID] = append(groups[rng.ID], i)
-		reps[rng.ID], rngs[rng.ID] = rep, rng
-	}
-	group := func(id uint64, idx []int) {
-		sub := make([]*fsm.Command, len(idx))
-		for j, i := range idx {
-			sub[j] = cmds[i]
+		for _, i := range s.proposeGroups(ctx, groups, func(i int) *fsm.Command { return cmds[i] }, answer) {
+			single(i)
 		}
-		res, errs := s.proposePrepares(ctx, reps[id], rngs[id], sub)
-		for j, i := range idx {
-			if errors.Is(errs[j], errNotProposed) {
-				single(i)
-				continue
-			}
-			answer(i, res[j], errs[j])
-		}
-	}
-	for id, idx := range groups {
-		if len(groups) == 1 && singles == 0 { // the usual case: no goroutine
-			group(id, idx)
-			continue
-		}
-		wg.Go(func() { group(id, idx) })
 	}
 	wg.Wait()
 	capAnswers(out.Items, txnProposeBatchAnswerBytes)

@@ -202,23 +202,23 @@ func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
 	if cmd.Op == OpTxnBatch {
 		return c.txnBatch(cmd, l.Index)
 	}
-	return c.applyDecoded(cmd, l)
+	return c.applyDecoded(cmd, l.Index)
 }
 
-// applyDecoded applies the decoded command of entry l (or of an OpTxnBatch
-// at l's index).
-func (c *applyCtx) applyDecoded(cmd *Command, l *raft.Log) (*Result, error) {
+// applyDecoded applies a decoded command at index: an entry's, or one of
+// an OpTxnBatch's.
+func (c *applyCtx) applyDecoded(cmd *Command, index uint64) (*Result, error) {
 	var err error
 	if cmd.Op == OpNoop {
 		// Only advances the applied index: a new leader's ReadIndex barrier.
 		// It has no key to route and nothing worth deduplicating.
-		return &Result{Index: l.Index}, nil
+		return &Result{Index: index}, nil
 	}
 	if cmd.Op == OpSplit {
-		return c.split(cmd, l.Index)
+		return c.split(cmd, index)
 	}
 	if cmd.Op == OpRaiseBase {
-		return c.raiseBase(cmd, l.Index)
+		return c.raiseBase(cmd, index)
 	}
 	if cmd.Time > 0 {
 		if err := c.pruneDedup(cmd.Time - c.window); err != nil {
@@ -236,33 +236,33 @@ func (c *applyCtx) applyDecoded(cmd *Command, l *raft.Log) (*Result, error) {
 		}
 	}
 	if !c.rng.Contains(cmd.Key) {
-		return &Result{Index: l.Index, Err: &WrongShardError{Key: cloneBytes(cmd.Key), Range: cloneRange(c.rng)}}, nil
+		return &Result{Index: index, Err: &WrongShardError{Key: cloneBytes(cmd.Key), Range: cloneRange(c.rng)}}, nil
 	}
-	if r, err := c.blockedByIntent(cmd, l.Index); r != nil || err != nil {
+	if r, err := c.blockedByIntent(cmd, index); r != nil || err != nil {
 		return r, err
 	}
 	var r *Result
 	switch cmd.Op {
 	case OpPut:
-		r, err = c.put(cmd, l.Index)
+		r, err = c.put(cmd, index)
 	case OpDelete:
-		r, err = c.del(cmd, l.Index)
+		r, err = c.del(cmd, index)
 	case OpExpire:
-		r, err = c.expire(cmd, l.Index)
+		r, err = c.expire(cmd, index)
 	case OpLock:
-		r, err = c.lock(cmd, l.Index)
+		r, err = c.lock(cmd, index)
 	case OpFencedGet:
-		r, err = c.fencedGet(cmd, l.Index)
+		r, err = c.fencedGet(cmd, index)
 	case OpTxn:
-		r, err = c.txn(cmd, l.Index)
+		r, err = c.txn(cmd, index)
 	case OpTxnPrepare:
-		r, err = c.txnPrepare(cmd, l.Index)
+		r, err = c.txnPrepare(cmd, index)
 	case OpTxnRecord:
-		r, err = c.txnRecord(cmd, l.Index)
+		r, err = c.txnRecord(cmd, index)
 	case OpTxnResolve:
-		r, err = c.txnResolve(cmd, l.Index)
+		r, err = c.txnResolve(cmd, index)
 	default:
-		r = &Result{Index: l.Index, Err: fmt.Errorf("%w: op %v", ErrInvalidCommand, cmd.Op)}
+		r = &Result{Index: index, Err: fmt.Errorf("%w: op %v", ErrInvalidCommand, cmd.Op)}
 	}
 	if err != nil {
 		return nil, err

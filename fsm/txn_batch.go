@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/cairndb/cairn/internal/wire"
 )
 
@@ -82,7 +80,7 @@ func DecodeTxnBatch(v []byte) ([][]byte, error) {
 }
 
 // txnBatch applies an OpTxnBatch: each prepare as an entry of its own at
-// l's index; anything else in it is answered ErrInvalidCommand and applies
+// index would be; anything else in it is answered ErrInvalidCommand and applies
 // nothing.
 func (c *applyCtx) txnBatch(cmd *Command, index uint64) (*Result, error) {
 	cmds, err := DecodeTxnBatch(cmd.Value)
@@ -90,7 +88,6 @@ func (c *applyCtx) txnBatch(cmd *Command, index uint64) (*Result, error) {
 		return &Result{Index: index, Err: err}, nil
 	}
 	out := &Result{Index: index, Items: make([]*Result, len(cmds))}
-	l := &raft.Log{Index: index, Type: raft.LogCommand}
 	for i, b := range cmds {
 		one, err := DecodeCommand(b)
 		if err != nil {
@@ -101,7 +98,7 @@ func (c *applyCtx) txnBatch(cmd *Command, index uint64) (*Result, error) {
 			out.Items[i] = &Result{Index: index, Err: fmt.Errorf("%w: a txn batch holds prepares only, not %v", ErrInvalidCommand, one.Op)}
 			continue
 		}
-		r, err := c.applyDecoded(one, l)
+		r, err := c.applyDecoded(one, index)
 		if err != nil {
 			return nil, err
 		}
