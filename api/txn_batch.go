@@ -187,7 +187,9 @@ func (s *Server) resolveBatched(ctx context.Context, id string, keys []txn.KeyIn
 	if err != nil {
 		return err
 	}
-	it := &resolveItem{id: id, keys: keys, rec: rec, done: make(chan error, 1)}
+	// The record as these keys' resolution needs it: what a resolve
+	// entry or a rider carries of it (txn.Record.ForKeys).
+	it := &resolveItem{id: id, keys: keys, rec: rec.ForKeys(keys), done: make(chan error, 1)}
 	s.txnres.submit(ctx, s, rng.ID, it, s.resolveBatch, resolveWeight)
 	return awaitItem(ctx, it.done)
 }

@@ -836,7 +836,7 @@ func (s *Server) resolveKeys(ctx context.Context, id string, keys []txn.KeyInten
 		for _, g := range order {
 			ks := groups[g]
 			res, err := s.txnPropose(ctx, ks[0].Key, &fsm.Command{Op: fsm.OpTxnResolve, Key: ks[0].Key,
-				Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: id, Keys: ks, Record: rec, PreparedIndex: true})})
+				Value: fsm.EncodeTxnCommand(&fsm.TxnCommand{ID: id, Keys: ks, Record: rec.ForKeys(ks), PreparedIndex: true})})
 			if err == nil && res.Err != nil {
 				err = res.Err
 			}

@@ -195,7 +195,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 // applyCommand applies one command entry. A returned error is a storage
 // failure (fatal); command outcomes, including invalid bytes, go in Result.
 func (c *applyCtx) applyCommand(l *raft.Log) (*Result, error) {
-	cmd, err := DecodeCommand(l.Data)
+	cmd, err := decodeCommand(l.Data)
 	if err != nil {
 		return &Result{Index: l.Index, Err: err}, nil
 	}

@@ -197,6 +197,20 @@ func validateCommand(c *Command) error {
 // newer proposers can add fields; an unknown format version or op is an error.
 // The returned command does not alias b.
 func DecodeCommand(b []byte) (*Command, error) {
+	c, err := decodeCommand(b)
+	if err == nil && c.Value != nil && nestedValue(c.Op) {
+		c.Value = cloneBytes(c.Value)
+	}
+	return c, err
+}
+
+// decodeCommand is DecodeCommand for the apply path: the Value of an op
+// whose Value is itself an encoding (nestedValue) aliases b, because apply
+// decodes it again at once, copying what it keeps, and never holds the
+// Value itself (a clone per command and replica was most of a
+// transaction command's decoding allocations); every other field, and any
+// other op's Value, is a copy.
+func decodeCommand(b []byte) (*Command, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty entry", ErrInvalidCommand)
 	}
@@ -207,10 +221,24 @@ func DecodeCommand(b []byte) (*Command, error) {
 	if err := walkFields(b[1:], c.decodeField); err != nil {
 		return nil, err
 	}
+	if c.Value != nil && !nestedValue(c.Op) {
+		c.Value = cloneBytes(c.Value)
+	}
 	if err := validateCommand(c); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// nestedValue reports whether op's Value is an encoding of its own that
+// apply decodes into copies (a transaction, lock or token-base command, a
+// batch of commands) rather than bytes it stores.
+func nestedValue(op Op) bool {
+	switch op {
+	case OpTxn, OpTxnPrepare, OpTxnRecord, OpTxnResolve, OpTxnBatch, OpLock, OpRaiseBase:
+		return true
+	}
+	return false
 }
 
 func (c *Command) decodeField(field, wt, v uint64, p []byte) error {
@@ -241,7 +269,7 @@ func (c *Command) decodeField(field, wt, v uint64, p []byte) error {
 	case cmdKey:
 		c.Key = cloneBytes(p)
 	case cmdValue:
-		c.Value = cloneBytes(p)
+		c.Value = p // copied by decodeCommand unless nestedValue
 	case cmdTTL:
 		c.TTL = time.Duration(wire.Unzigzag(v))
 	case cmdCond:

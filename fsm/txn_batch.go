@@ -89,7 +89,7 @@ func (c *applyCtx) txnBatch(cmd *Command, index uint64) (*Result, error) {
 	}
 	out := &Result{Index: index, Items: make([]*Result, len(cmds))}
 	for i, b := range cmds {
-		one, err := DecodeCommand(b)
+		one, err := decodeCommand(b)
 		if err != nil {
 			out.Items[i] = &Result{Index: index, Err: err}
 			continue

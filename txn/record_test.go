@@ -314,6 +314,19 @@ func TestResolveIntent(t *testing.T) {
 		if got.Apply != nil && string(got.Apply.Value) != c.value {
 			t.Fatalf("case %d: applies %q, want %q", i, got.Apply.Value, c.value)
 		}
+		// The record trimmed to the intent's key resolves it the same.
+		if trimmed := ResolveIntent(c.in, c.rec.ForKeys([]KeyIntent{{Key: c.in.Key}})); !reflect.DeepEqual(trimmed, got) {
+			t.Fatalf("case %d: the record for its key resolves %+v, the whole record %+v", i, trimmed, got)
+		}
+	}
+	// ForKeys keeps the writes to its keys only, and no participants.
+	full := rec(Committed)
+	full.WriteSet = append(full.WriteSet, Write{Key: []byte("b"), Value: []byte("1")}, Write{Key: []byte("c"), Value: []byte("2")})
+	full.Participants = []Participant{{Shard: 1, Keys: []KeyIntent{{Key: []byte("a")}}}, {Shard: 2, Keys: []KeyIntent{{Key: []byte("c")}}}}
+	got := full.ForKeys([]KeyIntent{{Key: []byte("c")}, {Key: []byte("q")}})
+	if len(got.WriteSet) != 1 || string(got.WriteSet[0].Key) != "c" || got.Participants != nil ||
+		got.ID != full.ID || got.State != full.State || got.Succeeded != full.Succeeded {
+		t.Fatalf("ForKeys(c, q) of %+v = %+v", full, got)
 	}
 }
 

@@ -195,3 +195,26 @@ func Probe(keys []KeyIntent, has func(key []byte) bool) ProbeResult {
 	}
 	return ProbePrepared
 }
+
+// ForKeys is r as resolving the intents on keys needs it (ResolveIntent):
+// its id, state, outcome and the write set's writes to those keys, without
+// the participants or the other keys' writes. A background resolution
+// carries it in a resolve entry or as a rider (api/txn_batch.go), where
+// the whole record, every value of the transaction included, would ride in
+// every replica's log for nothing. Nil stays nil.
+func (r *Record) ForKeys(keys []KeyIntent) *Record {
+	if r == nil {
+		return nil
+	}
+	out := &Record{ID: r.ID, State: r.State, Anchor: r.Anchor, Succeeded: r.Succeeded, Heartbeat: r.Heartbeat,
+		Priority: r.Priority, Epoch: r.Epoch, RequestID: r.RequestID, Cause: r.Cause, Forgotten: r.Forgotten}
+	for _, w := range r.WriteSet {
+		for _, k := range keys {
+			if bytes.Equal(w.Key, k.Key) {
+				out.WriteSet = append(out.WriteSet, w)
+				break
+			}
+		}
+	}
+	return out
+}
