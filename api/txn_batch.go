@@ -157,7 +157,17 @@ type resolveItem struct {
 	id   string
 	keys []txn.KeyIntent
 	rec  *txn.Record
-	done chan error // buffered: the drainer never blocks on it
+	done chan error      // buffered: the drainer never blocks on it
+	then func(err error) // instead of done: called once with the answer (resolveThen)
+}
+
+// finish answers the item: its continuation, or its waiter.
+func (it *resolveItem) finish(err error) {
+	if it.then != nil {
+		it.then(err)
+		return
+	}
+	it.done <- err
 }
 
 // resolveWeight is what a resolution adds to its batch's entry: its
@@ -183,15 +193,39 @@ func (s *Server) resolveBatched(ctx context.Context, id string, keys []txn.KeyIn
 	if len(keys) == 0 {
 		return nil
 	}
-	rng, err := s.lookup(keys[0].Key)
+	it := &resolveItem{id: id, keys: keys, rec: rec, done: make(chan error, 1)}
+	if err := s.queueResolve(ctx, it); err != nil {
+		return err
+	}
+	return awaitItem(ctx, it.done)
+}
+
+// resolveThen is resolveBatched without a waiter: then is called once with
+// the answer, on whichever goroutine settles it (a drainer, or the
+// coordinator whose command carried it as a rider), so it must not block.
+func (s *Server) resolveThen(id string, keys []txn.KeyIntent, rec *txn.Record, then func(error)) {
+	if len(keys) == 0 {
+		then(nil)
+		return
+	}
+	// ctx serves only a node that is closing (submit then drains here).
+	if err := s.queueResolve(context.Background(), &resolveItem{id: id, keys: keys, rec: rec, then: then}); err != nil {
+		then(err)
+	}
+}
+
+// queueResolve queues it on the shard that owns its first key, as this
+// node last looked it up.
+func (s *Server) queueResolve(ctx context.Context, it *resolveItem) error {
+	rng, err := s.lookup(it.keys[0].Key)
 	if err != nil {
 		return err
 	}
 	// The record as these keys' resolution needs it: what a resolve
 	// entry or a rider carries of it (txn.Record.ForKeys).
-	it := &resolveItem{id: id, keys: keys, rec: rec.ForKeys(keys), done: make(chan error, 1)}
+	it.rec = it.rec.ForKeys(it.keys)
 	s.txnres.submit(ctx, s, rng.ID, it, s.resolveBatch, resolveWeight)
-	return awaitItem(ctx, it.done)
+	return nil
 }
 
 // resolveBatch proposes one batch, bounded by writeTimeout; refused as a
@@ -206,9 +240,9 @@ func (s *Server) resolveBatch(ctx context.Context, batch []*resolveItem) {
 	}
 	for _, it := range batch {
 		if err != nil && ctx.Err() == nil {
-			it.done <- s.resolveKeys(ctx, it.id, it.keys, it.rec, nil)
+			it.finish(s.resolveKeys(ctx, it.id, it.keys, it.rec, nil))
 		} else {
-			it.done <- err
+			it.finish(err)
 		}
 	}
 }
@@ -233,20 +267,46 @@ func (s *Server) proposeResolveBatch(ctx context.Context, batch []*resolveItem) 
 
 type forgetItem struct {
 	rec  *txn.Record
-	done chan error // buffered: the drainer never blocks on it
+	done chan error      // buffered: the drainer never blocks on it
+	then func(err error) // instead of done: called once with the answer (forgetThen)
+}
+
+// finish answers the item: its continuation, or its waiter.
+func (it *forgetItem) finish(err error) {
+	if it.then != nil {
+		it.then(err)
+		return
+	}
+	it.done <- err
 }
 
 // forgetBatched forgets the committed record rec, batched with other
 // forgets of its anchor's shard. It returns when the forget applied or
 // failed, or ctx ended.
 func (s *Server) forgetBatched(ctx context.Context, rec *txn.Record) error {
-	rng, err := s.lookup(rec.Anchor)
+	it := &forgetItem{rec: rec, done: make(chan error, 1)}
+	if err := s.queueForget(ctx, it); err != nil {
+		return err
+	}
+	return awaitItem(ctx, it.done)
+}
+
+// forgetThen is forgetBatched without a waiter, as resolveThen is.
+func (s *Server) forgetThen(rec *txn.Record, then func(error)) {
+	if err := s.queueForget(context.Background(), &forgetItem{rec: rec, then: then}); err != nil {
+		then(err)
+	}
+}
+
+// queueForget queues it on its anchor's shard, as this node last looked it
+// up.
+func (s *Server) queueForget(ctx context.Context, it *forgetItem) error {
+	rng, err := s.lookup(it.rec.Anchor)
 	if err != nil {
 		return err
 	}
-	it := &forgetItem{rec: rec, done: make(chan error, 1)}
 	s.txnfgt.submit(ctx, s, rng.ID, it, s.forgetBatch, nil) // a forget carries an id: count only
-	return awaitItem(ctx, it.done)
+	return nil
 }
 
 func (s *Server) forgetBatch(ctx context.Context, batch []*forgetItem) {
@@ -270,9 +330,9 @@ func (s *Server) forgetBatch(ctx context.Context, batch []*forgetItem) {
 	}
 	for _, it := range batch {
 		if err != nil && ctx.Err() == nil && len(batch) > 1 {
-			it.done <- s.forgetOne(ctx, it.rec)
+			it.finish(s.forgetOne(ctx, it.rec))
 		} else {
-			it.done <- err
+			it.finish(err)
 		}
 	}
 }

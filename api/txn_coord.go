@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
@@ -196,7 +197,7 @@ func (s *Server) txnMulti(w http.ResponseWriter, r *http.Request, req *txn.Reque
 		answer, err = c.oneShardAnswer(one)
 		reply, cause = txn.ResultCommitted, ""
 	}
-	if c.detach {
+	if c.detach && !c.resolveDetached() {
 		s.txnbg.spawn(writeTimeout, func(ctx context.Context) {
 			c.bg = true
 			if err := c.run(ctx); err != nil {
@@ -508,7 +509,7 @@ func (c *txnCoord) recordEvent(ctx context.Context, ev *txn.Event) {
 		c.writes[string(w.Key)] = w
 	}
 	c.mu.Lock()
-	c.markResolved(res.TwoPC.Resolved)
+	c.markResolved(res.TwoPC.Resolved...)
 	c.mu.Unlock()
 	pt := c.rt.Participant(c.rt.AnchorShard)
 	for _, k := range pt.Keys {
@@ -720,7 +721,7 @@ func (c *txnCoord) decide(ctx context.Context) {
 		c.writes[string(w.Key)] = w
 	}
 	c.mu.Lock()
-	c.markResolved(t.Resolved)
+	c.markResolved(t.Resolved...)
 	c.mu.Unlock()
 }
 
@@ -751,7 +752,7 @@ func (c *txnCoord) resolve(ctx context.Context, shard uint64) {
 				keys[i] = k.Key
 			}
 			c.mu.Lock()
-			c.markResolved(keys)
+			c.markResolved(keys...)
 			c.mu.Unlock()
 		}
 	} // else nothing to resolve with; a reader or the sweeper resolves later
@@ -762,7 +763,7 @@ func (c *txnCoord) resolve(ctx context.Context, shard uint64) {
 
 // markResolved notes keys whose intents a resolution removed (c.mu held by
 // the caller when others may run).
-func (c *txnCoord) markResolved(keys [][]byte) {
+func (c *txnCoord) markResolved(keys ...[]byte) {
 	if c.resolved == nil {
 		c.resolved = map[string]bool{}
 	}
@@ -778,22 +779,107 @@ func (c *txnCoord) markResolved(keys [][]byte) {
 // record"). Otherwise it leaves the record to the sweeper, which resolves
 // every participant itself before it forgets.
 func (c *txnCoord) forgetIfResolved(ctx context.Context) {
+	if rec := c.forgettable(); rec != nil {
+		c.s.forgetTxn(ctx, rec)
+	}
+}
+
+// forgettable is the record when forgetIfResolved would forget it, else
+// nil.
+func (c *txnCoord) forgettable() *txn.Record {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	rec := c.rec
-	all := rec != nil && rec.State == txn.Committed && !rec.Forgotten
-	if all {
-		for _, p := range rec.Participants {
-			for _, k := range p.Keys {
-				if !c.resolved[string(k.Key)] {
-					all = false
-				}
+	if rec == nil || rec.State != txn.Committed || rec.Forgotten {
+		return nil
+	}
+	for _, p := range rec.Participants {
+		for _, k := range p.Keys {
+			if !c.resolved[string(k.Key)] {
+				return nil
 			}
 		}
 	}
+	return rec
+}
+
+// resolveDetached runs the background resolution of the usual case without
+// a goroutine of its own, and reports whether it took it: the record is
+// final and Plan asks for nothing but resolutions (or is done). Each
+// resolution queues on its shard with a continuation (resolveThen), which
+// notes the keys it resolved, as resolve does; the last one to finish
+// queues the forget the same way when forgetIfResolved would send it. The
+// work is what the Plan loop would do in the background (resolve each
+// participant once, then forget), minus a goroutine, a timer and two waits
+// per transaction. Anything else (a record not final, a heartbeat, a node
+// closing) goes to the Plan loop as before.
+func (c *txnCoord) resolveDetached() bool {
+	c.mu.Lock()
+	rec := c.rec
 	c.mu.Unlock()
-	if all {
-		c.s.forgetTxn(ctx, rec)
+	if rec == nil || !rec.State.Final() || c.s.txnbg.isClosed() {
+		return false
 	}
+	acts := txn.Plan(&c.st)
+	if len(acts) == 1 && acts[0].Kind == txn.ActDone {
+		acts = nil
+	}
+	for _, a := range acts {
+		if a.Kind != txn.ActResolve {
+			return false
+		}
+	}
+	// A test's crash (TxnKnobs.BeforeAction) stops the coordinator before
+	// an action exactly as in run: the resolutions decided before it are
+	// still sent, and nothing after it (no forget).
+	goOn := func(a txn.Action) bool {
+		k := c.s.cfg.TxnKnobs
+		return k == nil || k.BeforeAction == nil || k.BeforeAction(c.id, a) == nil
+	}
+	var send []txn.Action
+	stopped := false
+	for _, a := range acts {
+		if stopped = !goOn(a); stopped {
+			break
+		}
+		send = append(send, a)
+	}
+	done := func() {
+		if stopped || !goOn(txn.Action{Kind: txn.ActDone}) {
+			return
+		}
+		if rec := c.forgettable(); rec != nil && !c.s.txnbg.isClosed() {
+			c.s.forgetThen(rec, func(err error) {
+				if err != nil {
+					c.s.log.Debug("txn: forget failed; the sweeper forgets the record later", "txn", rec.ID, "err", err)
+				}
+			})
+		}
+	}
+	if len(send) == 0 {
+		done()
+		return true
+	}
+	var left atomic.Int32
+	left.Store(int32(len(send)))
+	for _, a := range send {
+		keys := c.rt.Participant(a.Shard).Keys
+		c.s.resolveThen(c.id, keys, rec, func(err error) {
+			if err != nil {
+				c.s.log.Warn("txn: resolve failed; readers that meet the intents resolve them", "txn", c.id, "shard", a.Shard, "err", err)
+			} else {
+				c.mu.Lock()
+				for _, k := range keys {
+					c.markResolved(k.Key)
+				}
+				c.mu.Unlock()
+			}
+			if left.Add(-1) == 0 {
+				done()
+			}
+		})
+	}
+	return true
 }
 
 // forgetTxn proposes EvForget on a committed record whose intents are
@@ -1051,6 +1137,13 @@ func (b *txnBackground) spawn(timeout time.Duration, f func(ctx context.Context)
 		f(ctx)
 	}()
 	return true
+}
+
+// isClosed reports whether close was called.
+func (b *txnBackground) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
 }
 
 // close cancels every background resolution and waits for them to return.

@@ -156,18 +156,18 @@ func (r *riders) settle(ctx context.Context, s *Server, res *fsm.Result, err err
 	refused := res.TwoPC.RidersRefused
 	for i, it := range r.resolves {
 		if !slices.Contains(refused, i) {
-			it.done <- nil
+			it.finish(nil)
 		} else if !s.txnbg.spawn(writeTimeout, func(ctx context.Context) {
-			it.done <- s.resolveKeys(ctx, it.id, it.keys, it.rec, nil)
+			it.finish(s.resolveKeys(ctx, it.id, it.keys, it.rec, nil))
 		}) {
-			it.done <- errRiderClosing
+			it.finish(errRiderClosing)
 		}
 	}
 	for i, it := range r.forgets {
 		if !slices.Contains(refused, len(r.resolves)+i) {
-			it.done <- nil
-		} else if !s.txnbg.spawn(writeTimeout, func(ctx context.Context) { it.done <- s.forgetOne(ctx, it.rec) }) {
-			it.done <- errRiderClosing
+			it.finish(nil)
+		} else if !s.txnbg.spawn(writeTimeout, func(ctx context.Context) { it.finish(s.forgetOne(ctx, it.rec)) }) {
+			it.finish(errRiderClosing)
 		}
 	}
 }

@@ -106,3 +106,54 @@ func TestRidersTakeAndSettle(t *testing.T) {
 		}
 	}
 }
+
+// TestResolveThenContinues (txn/DESIGN.md "Riders", no goroutine per
+// transaction): a resolution and a forget queued with continuations
+// (resolveThen, forgetThen) ride a host like any other; a failed host puts
+// them back without calling anyone; the answer that counts them calls each
+// continuation exactly once, with no error. The resolution carries its
+// record trimmed to its keys (txn.Record.ForKeys): the other key's value
+// and the participants stay home.
+func TestResolveThenContinues(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := NewServer(Config{Backend: levelBackend{remoteOnlyBackend{notReadyBackend{t}, nil}, ridersLevel}})
+	t.Cleanup(func() { s.Close() })
+	// A drainer marked running on shard 1 (remoteOnlyBackend's only range):
+	// nothing sends the queues but a host.
+	s.txnres.queue, s.txnres.running = map[uint64][]*resolveItem{}, map[uint64]bool{1: true}
+	s.txnfgt.queue, s.txnfgt.running = map[uint64][]*forgetItem{}, map[uint64]bool{1: true}
+	rec := &txn.Record{ID: "r1", State: txn.Committed, Anchor: []byte("k"),
+		WriteSet: []txn.Write{{Key: []byte("k"), Value: []byte("mine")}, {Key: []byte("other"), Value: bytes.Repeat([]byte{'o'}, 1000)}},
+		Participants: []txn.Participant{{Shard: 1, Keys: []txn.KeyIntent{{Key: []byte("k"), Access: txn.AccessWrite}}},
+			{Shard: 2, Keys: []txn.KeyIntent{{Key: []byte("other"), Access: txn.AccessWrite}}}}}
+	var resolved, forgot []error
+	s.resolveThen("r1", []txn.KeyIntent{{Key: []byte("k"), Access: txn.AccessWrite}}, rec, func(err error) { resolved = append(resolved, err) })
+	s.forgetThen(rec, func(err error) { forgot = append(forgot, err) })
+	if len(s.txnres.queue[1]) != 1 || len(s.txnfgt.queue[1]) != 1 || resolved != nil || forgot != nil {
+		t.Fatalf("queued %d resolutions and %d forgets, answered %v %v", len(s.txnres.queue[1]), len(s.txnfgt.queue[1]), resolved, forgot)
+	}
+	host := func() *fsm.TxnCommand {
+		return &fsm.TxnCommand{ID: "h", Keys: []txn.KeyIntent{{Key: []byte("k"), Access: txn.AccessWrite}}}
+	}
+	v, rd := s.withRiders(ctx, 1, host())
+	got, err := fsm.DecodeTxnCommand(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Riders) != 2 {
+		t.Fatalf("host: %d riders, want 2", len(got.Riders))
+	}
+	if r := got.Riders[0].Record; r == nil || len(r.WriteSet) != 1 || string(r.WriteSet[0].Value) != "mine" || r.Participants != nil || r.State != txn.Committed {
+		t.Fatalf("the resolution rides with record %+v; want its own write only", r)
+	}
+	rd.settle(ctx, s, nil, errors.New("no leader"))
+	if resolved != nil || forgot != nil || len(s.txnres.queue[1]) != 1 || len(s.txnfgt.queue[1]) != 1 {
+		t.Fatalf("after a failed host: answered %v %v", resolved, forgot)
+	}
+	_, rd = s.withRiders(ctx, 1, host())
+	rd.settle(ctx, s, &fsm.Result{TwoPC: &fsm.TxnCmdResult{Riders: 2}}, nil)
+	if len(resolved) != 1 || resolved[0] != nil || len(forgot) != 1 || forgot[0] != nil {
+		t.Fatalf("after the counted answer: resolution %v, forget %v; want one nil each", resolved, forgot)
+	}
+}
