@@ -310,9 +310,12 @@ func TestLinearizableReadNeedsNoopOfItsTerm(t *testing.T) {
 	_ = reps[1].Raft().LeadershipTransferToServer(raft.ServerID(n.id), raft.ServerAddress(n.addr)).Error()
 	// A setup step, not the property: its election's vote answers are
 	// slowed by a second each, and under make test's parallel, -race load
-	// it took over 5 s once (a later start only narrows the window, which
-	// skips the test rather than passing it).
-	readWaitFor(t, 15*time.Second, "A to lead again", func() error {
+	// it took over 5 s once, and over 15 s on 2026-12-02 ("timed out after
+	// 15s waiting for A to lead again": an election A lost waits out its 4 s
+	// election timeout, randomized up to twice that, before the next). A
+	// later start only narrows the window, which skips the test rather than
+	// passing it.
+	readWaitFor(t, 40*time.Second, "A to lead again", func() error {
 		if !reps[0].IsLeader() {
 			return errors.New("not yet")
 		}
