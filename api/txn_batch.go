@@ -153,21 +153,27 @@ func awaitItem(ctx context.Context, done chan error) error {
 	}
 }
 
+// itemAnswer is how a queued resolution or forget is answered: a waiter's
+// channel, or a continuation (resolveThen, forgetThen).
+type itemAnswer struct {
+	done chan error      // buffered: the drainer never blocks on it
+	then func(err error) // instead of done: called once with the answer
+}
+
+// finish answers the item: its continuation, or its waiter.
+func (a *itemAnswer) finish(err error) {
+	if a.then != nil {
+		a.then(err)
+		return
+	}
+	a.done <- err
+}
+
 type resolveItem struct {
 	id   string
 	keys []txn.KeyIntent
 	rec  *txn.Record
-	done chan error      // buffered: the drainer never blocks on it
-	then func(err error) // instead of done: called once with the answer (resolveThen)
-}
-
-// finish answers the item: its continuation, or its waiter.
-func (it *resolveItem) finish(err error) {
-	if it.then != nil {
-		it.then(err)
-		return
-	}
-	it.done <- err
+	itemAnswer
 }
 
 // resolveWeight is what a resolution adds to its batch's entry: its
@@ -193,7 +199,7 @@ func (s *Server) resolveBatched(ctx context.Context, id string, keys []txn.KeyIn
 	if len(keys) == 0 {
 		return nil
 	}
-	it := &resolveItem{id: id, keys: keys, rec: rec, done: make(chan error, 1)}
+	it := &resolveItem{id: id, keys: keys, rec: rec, itemAnswer: itemAnswer{done: make(chan error, 1)}}
 	if err := s.queueResolve(ctx, it); err != nil {
 		return err
 	}
@@ -209,7 +215,7 @@ func (s *Server) resolveThen(id string, keys []txn.KeyIntent, rec *txn.Record, t
 		return
 	}
 	// ctx serves only a node that is closing (submit then drains here).
-	if err := s.queueResolve(context.Background(), &resolveItem{id: id, keys: keys, rec: rec, then: then}); err != nil {
+	if err := s.queueResolve(context.Background(), &resolveItem{id: id, keys: keys, rec: rec, itemAnswer: itemAnswer{then: then}}); err != nil {
 		then(err)
 	}
 }
@@ -266,25 +272,15 @@ func (s *Server) proposeResolveBatch(ctx context.Context, batch []*resolveItem) 
 }
 
 type forgetItem struct {
-	rec  *txn.Record
-	done chan error      // buffered: the drainer never blocks on it
-	then func(err error) // instead of done: called once with the answer (forgetThen)
-}
-
-// finish answers the item: its continuation, or its waiter.
-func (it *forgetItem) finish(err error) {
-	if it.then != nil {
-		it.then(err)
-		return
-	}
-	it.done <- err
+	rec *txn.Record
+	itemAnswer
 }
 
 // forgetBatched forgets the committed record rec, batched with other
 // forgets of its anchor's shard. It returns when the forget applied or
 // failed, or ctx ended.
 func (s *Server) forgetBatched(ctx context.Context, rec *txn.Record) error {
-	it := &forgetItem{rec: rec, done: make(chan error, 1)}
+	it := &forgetItem{rec: rec, itemAnswer: itemAnswer{done: make(chan error, 1)}}
 	if err := s.queueForget(ctx, it); err != nil {
 		return err
 	}
@@ -293,7 +289,7 @@ func (s *Server) forgetBatched(ctx context.Context, rec *txn.Record) error {
 
 // forgetThen is forgetBatched without a waiter, as resolveThen is.
 func (s *Server) forgetThen(rec *txn.Record, then func(error)) {
-	if err := s.queueForget(context.Background(), &forgetItem{rec: rec, then: then}); err != nil {
+	if err := s.queueForget(context.Background(), &forgetItem{rec: rec, itemAnswer: itemAnswer{then: then}}); err != nil {
 		then(err)
 	}
 }

@@ -236,14 +236,12 @@ func (c *txnCoord) run(ctx context.Context) error {
 		rerouted := false
 	round:
 		for _, a := range acts {
-			if k := c.s.cfg.TxnKnobs; k != nil && k.BeforeAction != nil {
-				if err := k.BeforeAction(c.id, a); err != nil {
-					// A crash here: the prepares of this round decided
-					// before it are still sent (some shards prepared).
-					c.prepareAll(ctx, prepares)
-					c.resolveAll(ctx, resolves)
-					return fmt.Errorf("%w: %w", errCoordinatorStopped, errOutcomeUnknownTxn)
-				}
+			if c.crashBefore(a) {
+				// A crash here: the prepares of this round decided
+				// before it are still sent (some shards prepared).
+				c.prepareAll(ctx, prepares)
+				c.resolveAll(ctx, resolves)
+				return fmt.Errorf("%w: %w", errCoordinatorStopped, errOutcomeUnknownTxn)
 			}
 			switch a.Kind {
 			case txn.ActDone:
@@ -744,21 +742,33 @@ func (c *txnCoord) resolve(ctx context.Context, shard uint64) {
 				c.mu.Unlock()
 			})
 		}
-		if err != nil {
-			c.s.log.Warn("txn: resolve failed; readers that meet the intents resolve them", "txn", c.id, "shard", shard, "err", err)
-		} else {
-			keys := make([][]byte, len(pt.Keys))
-			for i, k := range pt.Keys {
-				keys[i] = k.Key
-			}
-			c.mu.Lock()
-			c.markResolved(keys...)
-			c.mu.Unlock()
-		}
+		c.resolutionDone(shard, pt.Keys, err)
 	} // else nothing to resolve with; a reader or the sweeper resolves later
 	c.mu.Lock()
 	c.part(shard).Status = txn.PartResolved
 	c.mu.Unlock()
+}
+
+// resolutionDone notes the outcome of resolving keys on shard: the keys
+// whose intents it removed, or the failure (readers that meet the intents
+// resolve them).
+func (c *txnCoord) resolutionDone(shard uint64, keys []txn.KeyIntent, err error) {
+	if err != nil {
+		c.s.log.Warn("txn: resolve failed; readers that meet the intents resolve them", "txn", c.id, "shard", shard, "err", err)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		c.markResolved(k.Key)
+	}
+}
+
+// crashBefore reports whether a test's knob (TxnKnobs.BeforeAction) stops
+// the coordinator before action a.
+func (c *txnCoord) crashBefore(a txn.Action) bool {
+	k := c.s.cfg.TxnKnobs
+	return k != nil && k.BeforeAction != nil && k.BeforeAction(c.id, a) != nil
 }
 
 // markResolved notes keys whose intents a resolution removed (c.mu held by
@@ -829,31 +839,23 @@ func (c *txnCoord) resolveDetached() bool {
 			return false
 		}
 	}
-	// A test's crash (TxnKnobs.BeforeAction) stops the coordinator before
-	// an action exactly as in run: the resolutions decided before it are
-	// still sent, and nothing after it (no forget).
-	goOn := func(a txn.Action) bool {
-		k := c.s.cfg.TxnKnobs
-		return k == nil || k.BeforeAction == nil || k.BeforeAction(c.id, a) == nil
-	}
+	// A test's crash (crashBefore) stops the coordinator before an action
+	// exactly as in run: the resolutions decided before it are still sent,
+	// and nothing after it (no forget).
 	var send []txn.Action
 	stopped := false
 	for _, a := range acts {
-		if stopped = !goOn(a); stopped {
+		if stopped = c.crashBefore(a); stopped {
 			break
 		}
 		send = append(send, a)
 	}
 	done := func() {
-		if stopped || !goOn(txn.Action{Kind: txn.ActDone}) {
+		if stopped || c.crashBefore(txn.Action{Kind: txn.ActDone}) {
 			return
 		}
 		if rec := c.forgettable(); rec != nil && !c.s.txnbg.isClosed() {
-			c.s.forgetThen(rec, func(err error) {
-				if err != nil {
-					c.s.log.Debug("txn: forget failed; the sweeper forgets the record later", "txn", rec.ID, "err", err)
-				}
-			})
+			c.s.forgetThen(rec, func(err error) { c.s.forgetDone(rec, err) })
 		}
 	}
 	if len(send) == 0 {
@@ -865,15 +867,7 @@ func (c *txnCoord) resolveDetached() bool {
 	for _, a := range send {
 		keys := c.rt.Participant(a.Shard).Keys
 		c.s.resolveThen(c.id, keys, rec, func(err error) {
-			if err != nil {
-				c.s.log.Warn("txn: resolve failed; readers that meet the intents resolve them", "txn", c.id, "shard", a.Shard, "err", err)
-			} else {
-				c.mu.Lock()
-				for _, k := range keys {
-					c.markResolved(k.Key)
-				}
-				c.mu.Unlock()
-			}
+			c.resolutionDone(a.Shard, keys, err)
 			if left.Add(-1) == 0 {
 				done()
 			}
@@ -887,7 +881,13 @@ func (c *txnCoord) resolveDetached() bool {
 // shard (txn_batch.go). A failure is harmless: the record stays until the
 // sweeper forgets it.
 func (s *Server) forgetTxn(ctx context.Context, rec *txn.Record) {
-	if err := s.forgetBatched(ctx, rec); err != nil {
+	s.forgetDone(rec, s.forgetBatched(ctx, rec))
+}
+
+// forgetDone notes a forget's outcome: a failure leaves the record to the
+// sweeper.
+func (s *Server) forgetDone(rec *txn.Record, err error) {
+	if err != nil {
 		s.log.Debug("txn: forget failed; the sweeper forgets the record later", "txn", rec.ID, "err", err)
 	}
 }

@@ -33,8 +33,8 @@ func TestRidersTakeAndSettle(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		value := make([]byte, 10<<10)
 		rec := &txn.Record{ID: "r1", State: txn.Committed, Anchor: []byte("k"), WriteSet: []txn.Write{{Key: []byte("k"), Value: value}}}
-		ri := &resolveItem{id: "r1", keys: []txn.KeyIntent{{Key: []byte("k"), Access: txn.AccessWrite}}, rec: rec, done: make(chan error, 1)}
-		fi := &forgetItem{rec: &txn.Record{ID: "f1", State: txn.Committed, Anchor: []byte("k")}, done: make(chan error, 1)}
+		ri := &resolveItem{id: "r1", keys: []txn.KeyIntent{{Key: []byte("k"), Access: txn.AccessWrite}}, rec: rec, itemAnswer: itemAnswer{done: make(chan error, 1)}}
+		fi := &forgetItem{rec: &txn.Record{ID: "f1", State: txn.Committed, Anchor: []byte("k")}, itemAnswer: itemAnswer{done: make(chan error, 1)}}
 		// Queued on shard 1 (remoteOnlyBackend's only range), a drainer
 		// marked running so nothing sends them but a host.
 		s.txnres.queue, s.txnres.running = map[uint64][]*resolveItem{1: {ri}}, map[uint64]bool{1: true}

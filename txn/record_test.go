@@ -328,6 +328,16 @@ func TestResolveIntent(t *testing.T) {
 		got.ID != full.ID || got.State != full.State || got.Succeeded != full.Succeeded {
 		t.Fatalf("ForKeys(c, q) of %+v = %+v", full, got)
 	}
+	// Past eight keys it looks them up in a map: the same writes, in the
+	// write set's order.
+	many := []KeyIntent{{Key: []byte("c")}, {Key: []byte("a")}}
+	for i := range 10 {
+		many = append(many, KeyIntent{Key: []byte{'x', byte('0' + i)}})
+	}
+	got = full.ForKeys(many)
+	if len(got.WriteSet) != 2 || string(got.WriteSet[0].Key) != "a" || string(got.WriteSet[1].Key) != "c" {
+		t.Fatalf("ForKeys of %d keys: writes %+v, want a then c", len(many), got.WriteSet)
+	}
 }
 
 // TestIntentMeetingRules: readers share read intents; anything else

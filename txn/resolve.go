@@ -208,12 +208,24 @@ func (r *Record) ForKeys(keys []KeyIntent) *Record {
 	}
 	out := &Record{ID: r.ID, State: r.State, Anchor: r.Anchor, Succeeded: r.Succeeded, Heartbeat: r.Heartbeat,
 		Priority: r.Priority, Epoch: r.Epoch, RequestID: r.RequestID, Cause: r.Cause, Forgotten: r.Forgotten}
-	for _, w := range r.WriteSet {
-		for _, k := range keys {
-			if bytes.Equal(w.Key, k.Key) {
-				out.WriteSet = append(out.WriteSet, w)
-				break
+	if len(keys) <= 8 { // the usual participant: a scan beats a map
+		for _, w := range r.WriteSet {
+			for _, k := range keys {
+				if bytes.Equal(w.Key, k.Key) {
+					out.WriteSet = append(out.WriteSet, w)
+					break
+				}
 			}
+		}
+		return out
+	}
+	mine := make(map[string]bool, len(keys)) // a large transaction: no keys x writes scan
+	for _, k := range keys {
+		mine[string(k.Key)] = true
+	}
+	for _, w := range r.WriteSet {
+		if mine[string(w.Key)] {
+			out.WriteSet = append(out.WriteSet, w)
 		}
 	}
 	return out
