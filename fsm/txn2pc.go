@@ -294,6 +294,12 @@ func (c *applyCtx) recordEvent(ev txn.Event, now int64) (*txn.Record, txn.Effect
 	if err != nil {
 		return nil, txn.Effects{}, err
 	}
+	return c.recordEventOn(rec, ev, now)
+}
+
+// recordEventOn is recordEvent on rec, the record ID as this entry has
+// already loaded it (nil: none) and not changed since.
+func (c *applyCtx) recordEventOn(rec *txn.Record, ev txn.Event, now int64) (*txn.Record, txn.Effects, error) {
 	next, eff := txn.NextRecord(rec, ev)
 	if eff.Changed && next != nil {
 		if err := c.b.records.Put([]byte(ev.ID), txn.EncodeRecord(next)); err != nil {
@@ -763,7 +769,7 @@ func (c *applyCtx) txnDecide(tc *TxnCommand, cmd *Command, index uint64) (*Resul
 		}
 	}
 	ev.WriteSet, ev.Succeeded = out.Writes, out.Succeeded
-	next, eff, err := c.recordEvent(ev, cmd.Time)
+	next, eff, err := c.recordEventOn(rec, ev, cmd.Time) // nothing since loadRecord wrote the record
 	if err != nil {
 		return nil, err
 	}

@@ -47,40 +47,97 @@ func appendTxnState(b []byte, st TxnRead) []byte {
 
 // EncodeTxnCommand encodes a 2PC command's Value.
 func EncodeTxnCommand(tc *TxnCommand) []byte {
-	b := []byte{commandFormat}
+	return appendTxnCommand(make([]byte, 0, txnCommandSize(tc)), tc)
+}
+
+// txnCommandSize is about the length of tc's encoding, so it is built in
+// one allocation.
+func txnCommandSize(tc *TxnCommand) int {
+	n := 32 + len(tc.ID) + len(tc.Anchor)
+	for _, k := range tc.Keys {
+		n += len(k.Key) + 16
+	}
+	for _, f := range tc.Fences {
+		n += len(f.Key) + 16
+		if f.Fence != nil {
+			n += len(f.Fence.Lock)
+		}
+	}
+	if ev := tc.Event; ev != nil {
+		n += 64 + len(ev.PusherID) + txn.RecordSize(&txn.Record{ID: ev.ID, Anchor: ev.Anchor,
+			Participants: ev.Participants, WriteSet: ev.WriteSet, RequestID: ev.RequestID})
+	}
+	if tc.Record != nil {
+		n += 16 + txn.RecordSize(tc.Record)
+	}
+	for _, k := range tc.Unlocked {
+		n += len(k) + 8
+	}
+	for _, one := range tc.Batch {
+		n += 8 + txnCommandSize(one)
+	}
+	if tc.Request != nil {
+		n += 16 + txn.RequestSize(tc.Request)
+	}
+	for _, st := range tc.States {
+		n += len(st.Key) + 48
+		if st.KV != nil {
+			n += len(st.KV.Value)
+		}
+	}
+	for _, t := range tc.Tokens {
+		n += len(t.Key) + 32
+		if t.Fence != nil {
+			n += len(t.Fence.Lock)
+		}
+	}
+	for _, r := range tc.Riders {
+		n += 8 + txnCommandSize(r)
+	}
+	return n
+}
+
+// appendTxnCommand appends tc's encoding to b, every nested message built
+// in place (wire.BeginNested).
+func appendTxnCommand(b []byte, tc *TxnCommand) []byte {
+	var m int
+	b = append(b, commandFormat)
 	b = wire.AppendBytes(b, tcID, []byte(tc.ID))
 	b = wire.AppendBytes(b, tcAnchor, tc.Anchor)
 	b = wire.AppendUint(b, tcPriority, tc.Priority)
 	for _, k := range tc.Keys {
-		kb := wire.AppendBytes(nil, 1, k.Key)
-		kb = wire.AppendUint(kb, 2, uint64(k.Access))
-		b = wire.AppendBytesAlways(b, tcKey, kb)
+		b, m = wire.BeginNested(b, tcKey)
+		b = wire.AppendBytes(b, 1, k.Key)
+		b = wire.AppendUint(b, 2, uint64(k.Access))
+		b = wire.EndNested(b, m)
 	}
 	for _, f := range tc.Fences {
-		fb := wire.AppendBytes(nil, 1, f.Key)
+		b, m = wire.BeginNested(b, tcFence)
+		b = wire.AppendBytes(b, 1, f.Key)
 		if f.Fence != nil {
-			fb = wire.AppendBytes(fb, 2, []byte(f.Fence.Lock))
+			b = wire.AppendBytes(b, 2, []byte(f.Fence.Lock))
 		}
-		b = wire.AppendBytesAlways(b, tcFence, fb)
+		b = wire.EndNested(b, m)
 	}
 	if ev := tc.Event; ev != nil {
 		carrier := &txn.Record{ID: ev.ID, State: txn.Pending, Anchor: ev.Anchor, Participants: ev.Participants,
 			WriteSet: ev.WriteSet, Succeeded: ev.Succeeded, Heartbeat: ev.Now, Priority: ev.Priority, Epoch: ev.Epoch,
 			RequestID: ev.RequestID}
-		eb := wire.AppendUint(nil, 1, uint64(ev.Kind))
-		eb = wire.AppendBytesAlways(eb, 2, txn.EncodeRecord(carrier))
-		eb = wire.AppendUint(eb, 3, uint64(ev.Cause))
-		eb = wire.AppendUint(eb, 4, ev.PusherPriority)
-		eb = wire.AppendBytes(eb, 5, []byte(ev.PusherID))
-		eb = wire.AppendInt(eb, 6, int64(ev.Timeout))
-		eb = wire.AppendInt(eb, 7, ev.PreparedAt)
+		b, m = wire.BeginNested(b, tcEvent)
+		b = wire.AppendUint(b, 1, uint64(ev.Kind))
+		b = txn.AppendRecord(b, 2, carrier)
+		b = wire.AppendUint(b, 3, uint64(ev.Cause))
+		b = wire.AppendUint(b, 4, ev.PusherPriority)
+		b = wire.AppendBytes(b, 5, []byte(ev.PusherID))
+		b = wire.AppendInt(b, 6, int64(ev.Timeout))
+		b = wire.AppendInt(b, 7, ev.PreparedAt)
 		if ev.AllPrepared {
-			eb = wire.AppendUint(eb, 8, 1)
+			b = wire.AppendUint(b, 8, 1)
 		}
-		b = wire.AppendBytesAlways(b, tcEvent, eb)
+		b = wire.EndNested(b, m)
 	}
 	if tc.Record != nil {
-		b = wire.AppendBytesAlways(b, tcRecord, txn.EncodeRecord(tc.Record))
+		b = txn.AppendRecord(b, tcRecord, tc.Record)
 	}
 	for _, k := range tc.Unlocked {
 		b = wire.AppendBytesAlways(b, tcUnlocked, k)
@@ -92,27 +149,31 @@ func EncodeTxnCommand(tc *TxnCommand) []byte {
 		b = wire.AppendUint(b, tcResolveH, 1)
 	}
 	for _, one := range tc.Batch {
-		b = wire.AppendBytesAlways(b, tcBatch, EncodeTxnCommand(one))
+		b, m = wire.BeginNested(b, tcBatch)
+		b = wire.EndNested(appendTxnCommand(b, one), m)
 	}
 	if tc.CheckOneShard {
 		b = wire.AppendUint(b, tcOneShard, 1)
 	}
 	if tc.Request != nil {
-		b = wire.AppendBytesAlways(b, tcRequest, txn.EncodeRequest(tc.Request))
+		b = txn.AppendRequest(b, tcRequest, tc.Request)
 	}
 	for _, st := range tc.States {
-		b = wire.AppendBytesAlways(b, tcState, appendTxnState(nil, st))
+		b, m = wire.BeginNested(b, tcState)
+		b = wire.EndNested(appendTxnState(b, st), m)
 	}
 	for _, t := range tc.Tokens {
-		tb := wire.AppendBytesAlways(nil, 1, t.Key)
+		b, m = wire.BeginNested(b, tcToken)
+		b = wire.AppendBytesAlways(b, 1, t.Key)
 		if t.Fence != nil {
-			tb = wire.AppendBytes(tb, 2, []byte(t.Fence.Lock))
-			tb = wire.AppendUint(tb, 3, t.Fence.Token)
+			b = wire.AppendBytes(b, 2, []byte(t.Fence.Lock))
+			b = wire.AppendUint(b, 3, t.Fence.Token)
 		}
-		b = wire.AppendBytesAlways(b, tcToken, tb)
+		b = wire.EndNested(b, m)
 	}
 	for _, r := range tc.Riders {
-		b = wire.AppendBytesAlways(b, tcRider, EncodeTxnCommand(r))
+		b, m = wire.BeginNested(b, tcRider)
+		b = wire.EndNested(appendTxnCommand(b, r), m)
 	}
 	return b
 }

@@ -124,26 +124,59 @@ func typesOf(known uint64, bytesFields ...uint64) func(uint64) uint64 {
 
 // EncodeRequest encodes a request for a raft entry.
 func EncodeRequest(r *Request) []byte {
-	b := []byte{requestFormat}
-	var nb []byte
+	return appendRequestBody(make([]byte, 0, RequestSize(r)), r)
+}
+
+// AppendRequest appends r's encoding to b as the nested message field:
+// the bytes of wire.AppendBytesAlways(b, field, EncodeRequest(r)), built in
+// place.
+func AppendRequest(b []byte, field uint64, r *Request) []byte {
+	b, m := wire.BeginNested(b, field)
+	return wire.EndNested(appendRequestBody(b, r), m)
+}
+
+// RequestSize is about the length of r's encoding (at least it, for the
+// usual small varints), so it is built in one allocation.
+func RequestSize(r *Request) int {
+	n := 16 + len(r.RequestID)
 	for _, c := range r.Compare {
-		nb = wire.AppendBytes(nb[:0], cmpKey, c.Key)
-		nb = wire.AppendUint(nb, cmpTarget, uint64(c.Target))
-		nb = wire.AppendUint(nb, cmpOp, uint64(c.Op))
-		nb = wire.AppendBytes(nb, cmpValue, c.Value)
-		b = wire.AppendBytesAlways(b, reqCompare, nb)
+		n += len(c.Key) + len(c.Value) + 24
 	}
-	for _, br := range []struct {
+	for _, ops := range [2][]Op{r.Success, r.Failure} {
+		for _, o := range ops {
+			n += len(o.Key) + len(o.Value) + 32
+			if o.Fence != nil {
+				n += len(o.Fence.Lock) + 24
+			}
+		}
+	}
+	return n
+}
+
+func appendRequestBody(b []byte, r *Request) []byte {
+	b = append(b, requestFormat)
+	for _, c := range r.Compare {
+		var m int
+		b, m = wire.BeginNested(b, reqCompare)
+		b = wire.AppendBytes(b, cmpKey, c.Key)
+		b = wire.AppendUint(b, cmpTarget, uint64(c.Target))
+		b = wire.AppendUint(b, cmpOp, uint64(c.Op))
+		b = wire.AppendBytes(b, cmpValue, c.Value)
+		b = wire.EndNested(b, m)
+	}
+	for _, br := range [2]struct {
 		f   uint64
 		ops []Op
 	}{{reqSuccess, r.Success}, {reqFailure, r.Failure}} {
 		for _, o := range br.ops {
-			nb = wire.AppendUint(nb[:0], opKind, uint64(o.Kind))
-			nb = wire.AppendBytes(nb, opKey, o.Key)
-			nb = wire.AppendBytes(nb, opValue, o.Value)
-			nb = wire.AppendInt(nb, opTTL, int64(o.TTL))
-			nb = appendFence(nb, opFence, o.Fence)
-			b = wire.AppendBytesAlways(b, br.f, nb)
+			var m int
+			b, m = wire.BeginNested(b, br.f)
+			b = wire.AppendUint(b, opKind, uint64(o.Kind))
+			b = wire.AppendBytes(b, opKey, o.Key)
+			b = wire.AppendBytes(b, opValue, o.Value)
+			b = wire.AppendInt(b, opTTL, int64(o.TTL))
+			b = appendFence(b, opFence, o.Fence)
+			b = wire.EndNested(b, m)
 		}
 	}
 	return wire.AppendBytes(b, reqRequestID, []byte(r.RequestID))
@@ -325,9 +358,9 @@ func appendParticipant(b []byte, p *Participant) []byte {
 	return wire.EndNested(b, m)
 }
 
-// recordSize is about the length of r's encoding, so it is built in one
+// RecordSize is about the length of r's encoding, so it is built in one
 // allocation.
-func recordSize(r *Record) int {
+func RecordSize(r *Record) int {
 	n := 64 + len(r.ID) + len(r.Anchor) + len(r.RequestID)
 	for _, p := range r.Participants {
 		n += 24
@@ -386,7 +419,19 @@ func decodeParticipant(p []byte) (Participant, error) {
 // Success and Failure indices are not stored (recovery needs shards and
 // keys only).
 func EncodeRecord(r *Record) []byte {
-	b := append(make([]byte, 0, recordSize(r)), recordFormat)
+	return appendRecordBody(make([]byte, 0, RecordSize(r)), r)
+}
+
+// AppendRecord appends r's encoding to b as the nested message field: the
+// bytes of wire.AppendBytesAlways(b, field, EncodeRecord(r)), built in
+// place.
+func AppendRecord(b []byte, field uint64, r *Record) []byte {
+	b, m := wire.BeginNested(b, field)
+	return wire.EndNested(appendRecordBody(b, r), m)
+}
+
+func appendRecordBody(b []byte, r *Record) []byte {
+	b = append(b, recordFormat)
 	b = wire.AppendBytes(b, recID, []byte(r.ID))
 	b = wire.AppendUint(b, recState, uint64(r.State))
 	b = wire.AppendBytes(b, recAnchor, r.Anchor)
