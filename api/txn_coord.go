@@ -563,13 +563,15 @@ func (c *txnCoord) act(ctx context.Context, a txn.Action) {
 		if c.st.Record == txn.RecNone && a.Kind == txn.ActReadRecord && c.st.Deadline {
 			c.reply = txn.ResultUnknown
 		}
-		if c.st.Record == txn.RecCommitted && c.decideLost && c.out == nil && c.oneShard == nil && !c.redecided &&
-			c.part(c.rt.AnchorShard).Attempts < txnMaxAttempts {
-			// Committed by this coordinator's decide whose answer was lost:
-			// the same decide again changes nothing and answers the
-			// committing entry's results, which every replica that applied
-			// it keeps a while (fsm/decided.go). Lost again (the leader
-			// changed again), the record is read again, and so on.
+		if c.decideLost && c.oneShard == nil && !c.redecided && c.part(c.rt.AnchorShard).Attempts < txnMaxAttempts &&
+			((c.st.Record == txn.RecCommitted && c.out == nil) ||
+				(c.st.Record == txn.RecAborted && c.stale == nil && c.rec != nil && c.rec.Cause == txn.CauseCoordinator)) {
+			// Committed or aborted by this coordinator's decide whose
+			// answer was lost: the same decide again changes nothing and
+			// answers the deciding entry's results, or the stale fence
+			// that aborted it, which every replica that applied it keeps
+			// a while (fsm/decided.go). Lost again (the leader changed
+			// again), the record is read again, and so on.
 			c.decide(ctx)
 		}
 	case txn.ActPush:

@@ -49,7 +49,8 @@ func sweepAged(now time.Time) {
 
 // decidedCache keeps, in memory, the answers of the decides this replica
 // applied that committed their record: the anchor's keys as the entry read
-// them, what it wrote, the keys it resolved. A coordinator whose decide
+// them, what it wrote, the keys it resolved; and of those that aborted it
+// for a stale fence: the stale token. A coordinator whose decide
 // answer was lost (its leader lost leadership while committing) decides
 // again; the new leader, which applied the committing entry too, answers
 // that entry's results instead of a bare "committed", so the client gets
@@ -84,7 +85,11 @@ type decidedAnswer struct {
 	reads    []TxnRead
 	written  []TxnOpResult
 	resolved [][]byte
-	size     int
+	// stale: the decide aborted the record for this stale fence (its
+	// answer is kept too, so a repeat answers stale_token, not a bare
+	// "aborted").
+	stale *StaleTokenError
+	size  int
 }
 
 // asks reports whether tc asks what the committing decide a asked: the
@@ -119,7 +124,10 @@ func requestSize(r *txn.Request) int {
 // put remembers the committing decide tc's answer res.
 func (d *decidedCache) put(tc *TxnCommand, res *TxnCmdResult) {
 	a := &decidedAnswer{at: time.Now(), req: tc.Request, states: tc.States, reads: res.Reads, written: res.Written,
-		resolved: res.Resolved, size: len(tc.ID) + requestSize(tc.Request)}
+		resolved: res.Resolved, stale: res.Stale, size: len(tc.ID) + requestSize(tc.Request)}
+	if st := res.Stale; st != nil {
+		a.size += len(st.Key) + len(st.Lock) + 16
+	}
 	for _, st := range tc.States {
 		a.size += len(st.Key) + kvSize(st.KV)
 	}
@@ -216,7 +224,7 @@ func (d *decidedCache) get(tc *TxnCommand, res *TxnCmdResult) bool {
 	}
 	// Shared with the committing decide's answer and every other repeat:
 	// read-only for everyone (the coordinator only reads them).
-	res.Reads, res.Written, res.Resolved = a.reads, a.written, a.resolved
+	res.Reads, res.Written, res.Resolved, res.Stale = a.reads, a.written, a.resolved, a.stale
 	return true
 }
 

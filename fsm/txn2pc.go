@@ -693,8 +693,10 @@ func (c *applyCtx) txnDecide(tc *TxnCommand, cmd *Command, index uint64) (*Resul
 		// this path's): the transition answers, and changes nothing.
 		_, eff := txn.NextRecord(rec, ev)
 		res.Verdict, res.Record = eff.Verdict, rec
-		if rec.State == txn.Committed && tc.Request != nil && c.decided != nil {
-			c.decided.get(tc, res) // a decide whose answer was lost: its results, if this replica has them
+		if rec.State.Final() && tc.Request != nil && c.decided != nil {
+			// A decide whose answer was lost: its results (committed) or
+			// its stale fence (aborted), if this replica has them.
+			c.decided.get(tc, res)
 		}
 		return done()
 	}
@@ -764,6 +766,9 @@ func (c *applyCtx) txnDecide(tc *TxnCommand, cmd *Command, index uint64) (*Resul
 			res.Stale = stale
 			if err := abort(); err != nil {
 				return nil, err
+			}
+			if c.decided != nil && res.Record != nil && res.Record.State == txn.Aborted {
+				c.decided.put(tc, res) // a repeat of this decide answers the stale fence again
 			}
 			return done()
 		}

@@ -237,7 +237,8 @@ func TestTxnDecideReplaysOneShard(t *testing.T) {
 // TestTxnDecideStaleFence (I11): a fenced write of the branch with a stale
 // token — on the anchor's key (this shard's fence) or on the other
 // participant's (the token its prepare answered, in the command) — aborts
-// the record, writes nothing and answers the stale token.
+// the record, writes nothing and answers the stale token, again when the
+// decide repeats (its answer lost: fsm/decided.go).
 func TestTxnDecideStaleFence(t *testing.T) {
 	for _, onAnchor := range []bool{true, false} {
 		f := txnState(t)
@@ -258,6 +259,18 @@ func TestTxnDecideStaleFence(t *testing.T) {
 		}
 		if kv := mustGet(t, f, "bal"); kv.Version != before.Version {
 			t.Fatalf("anchor %v: bal written: %+v", onAnchor, kv)
+		}
+		// The same decide again (its answer was lost): the record is
+		// final and nothing changes, and the replica that applied the
+		// refusal answers its stale token again; one that did not (a
+		// restart) answers the abort only.
+		r = decide(t, f, 6, tc)
+		if r.Stale == nil || r.Stale.Accepted != 5 || r.Stale.Token != 3 || r.Verdict != txn.VerdictAborted || len(r.Written) != 0 {
+			t.Fatalf("anchor %v: repeated decide: %+v", onAnchor, r)
+		}
+		f.decided = decidedCache{}
+		if r = decide(t, f, 7, tc); r.Stale != nil || r.Verdict != txn.VerdictAborted {
+			t.Fatalf("anchor %v: repeated decide on a replica without the answer: %+v", onAnchor, r)
 		}
 	}
 }

@@ -477,6 +477,48 @@ func TestTxnDecideAnswerLost(t *testing.T) {
 	}
 }
 
+// TestTxnStaleDecideAnswerLost: a decide refused for a stale fence writes
+// the record aborted; when its answer is lost, the coordinator learns the
+// abort from the record, and the client must still hear stale_token (the
+// retry of a new transaction would only be refused again), not
+// txn_aborted. Both places a fence is checked at the decide: the anchor's
+// key against its shard, and the other shard's key against the token its
+// prepare answered. Nothing is written.
+func TestTxnStaleDecideAnswerLost(t *testing.T) {
+	var lost sync.Map
+	knobs := &api.TxnKnobs{LoseDecideAnswer: func(id string) bool {
+		_, again := lost.LoadOrStore(id, true)
+		return !again // the first decide of each transaction
+	}}
+	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tsl/m"}, TxnKnobs: knobs})
+	cl := NewClients(t, c, 1)[0]
+	ctx := Context(t, 60*time.Second)
+	if _, err := cl.Put(ctx, "tsl/a", "0", client.WithFence("A", 5)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Put(ctx, "tsl/z", "0", client.WithFence("Z", 5)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tx := range []*client.Txn{
+		cl.Txn().Then(client.OpPut("tsl/a", "x", client.TxnFence("A", 4)), client.OpPut("tsl/z", "x")), // the anchor's
+		cl.Txn().Then(client.OpPut("tsl/a", "y"), client.OpPut("tsl/z", "y", client.TxnFence("Z", 4))), // the other shard's
+	} {
+		if _, err := tx.Commit(ctx); !errors.Is(err, client.ErrStaleToken) {
+			t.Errorf("a stale fence, its decide's answer lost: %v, want stale_token", err)
+		}
+	}
+	n := 0
+	lost.Range(func(any, any) bool { n++; return true })
+	if n != 2 {
+		t.Fatalf("%d transactions lost a decide answer, want 2", n)
+	}
+	for _, k := range []string{"tsl/a", "tsl/z"} {
+		if kv, err := cl.Get(ctx, k); err != nil || kv.Value != "0" {
+			t.Fatalf("%s after refused transactions: %+v %v", k, kv, err)
+		}
+	}
+}
+
 // TestTxnSharedCallLargeAnswers (api/txn_propose_batch.go): a prepare
 // answers the values of the keys it locks, which its command does not show,
 // so the leader answers a shared call only up to 4 MiB and marks the rest
