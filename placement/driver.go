@@ -34,6 +34,15 @@ type DriverConfig struct {
 	// node's last probe of them and have not answered since); nil: none.
 	// They receive nothing until they answer again.
 	Suspect func() map[string]bool
+	// ContactAges reports, for nodes that follow in raft groups this node
+	// leads (the meta group's and the shards'), how long ago the freshest
+	// of them answered a request sent to it (nil: no such signal). A node
+	// heard from no sooner than ContactTimeout ago is Unresponsive: cut off
+	// a moment ago, before it misses a report or gossip suspects it.
+	ContactAges func() map[string]time.Duration
+	// ContactTimeout: default 1s (raft heartbeats a follower every tenth
+	// of its heartbeat timeout: 150ms by default).
+	ContactTimeout time.Duration
 	// ReportTimeout: a node whose last report (ObserveNode) is older than
 	// this, or that has not reported since this node became placement
 	// leader, is Unresponsive: it may have died a moment ago, before gossip
@@ -97,8 +106,8 @@ type opTrack struct {
 // DefaultDriverConfig returns the driver's production settings; the caller
 // fills in Meta, Exec, Alive and, to export them, Metrics.
 func DefaultDriverConfig() DriverConfig {
-	return DriverConfig{Scheduler: DefaultSchedulerConfig(), ReportTimeout: 2 * time.Second, Interval: time.Second,
-		MaxOps: 4, StallAfter: 60 * time.Second, Clock: clock.Real()}
+	return DriverConfig{Scheduler: DefaultSchedulerConfig(), ContactTimeout: time.Second, ReportTimeout: 2 * time.Second,
+		Interval: time.Second, MaxOps: 4, StallAfter: 60 * time.Second, Clock: clock.Real()}
 }
 
 // Validate reports settings the driver cannot run with. Zero values that
@@ -106,7 +115,8 @@ func DefaultDriverConfig() DriverConfig {
 // what Run needs; unit tests of the decisions run without them.)
 func (c DriverConfig) Validate() error {
 	var errs []error
-	for name, d := range map[string]time.Duration{"report timeout": c.ReportTimeout, "interval": c.Interval, "stall bound": c.StallAfter} {
+	for name, d := range map[string]time.Duration{"contact timeout": c.ContactTimeout, "report timeout": c.ReportTimeout,
+		"interval": c.Interval, "stall bound": c.StallAfter} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("placement driver: %s %s is negative", name, d))
 		}
@@ -130,6 +140,9 @@ func NewDriver(cfg DriverConfig) (*Driver, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real()
+	}
+	if cfg.ContactTimeout == 0 {
+		cfg.ContactTimeout = time.Second
 	}
 	if cfg.ReportTimeout == 0 {
 		cfg.ReportTimeout = 2 * time.Second
@@ -456,6 +469,10 @@ func (d *Driver) view(st *State) ClusterView {
 	if d.cfg.Suspect != nil {
 		suspect = d.cfg.Suspect()
 	}
+	var contact map[string]time.Duration
+	if d.cfg.ContactAges != nil {
+		contact = d.cfg.ContactAges()
+	}
 	for _, id := range ids {
 		n := st.Nodes[id]
 		// A node whose binary is below the cluster's command level must hold
@@ -463,8 +480,9 @@ func (d *Driver) view(st *State) ClusterView {
 		nv := NodeView{ID: id, Alive: alive[id], Draining: n.Draining || st.BehindLevel(id), Removed: n.Removed}
 		last, reported := d.lastReport[id]
 		lost, lostLead := d.lostLead[id]
+		age, heard := contact[id]
 		nv.Unresponsive = suspect[id] || !reported || now.Sub(last) > d.cfg.ReportTimeout ||
-			lostLead && !last.After(lost)
+			lostLead && !last.After(lost) || heard && age > d.cfg.ContactTimeout
 		if nv.Alive {
 			delete(d.downSince, id)
 		} else {

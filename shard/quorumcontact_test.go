@@ -75,3 +75,33 @@ func TestStaleReadIgnoresLateAnswersOfOldTerm(t *testing.T) {
 	}
 	t.Logf("A refused: %v", err)
 }
+
+// TestPeerContacts (third_party/raft PeerContacts, which the placement
+// driver reads through placement.DriverConfig.ContactAges): a leader hears
+// from both followers every heartbeat; once one is cut off (its answers and
+// the leader's requests delayed 5s), its contact ages while the other's
+// stays fresh. A follower has no view.
+func TestPeerContacts(t *testing.T) {
+	c, delays, reps := startPausableLeaderCluster(t)
+	put(t, reps[0], "k", "v")
+	ages := func() map[string]time.Duration {
+		out := map[string]time.Duration{}
+		for id, at := range reps[0].Raft().PeerContacts() {
+			out[string(id)] = time.Since(at)
+		}
+		return out
+	}
+	b, cc := c.nodes[1], c.nodes[2]
+	if a := ages(); len(a) != 2 || a[b.id] > time.Second || a[cc.id] > time.Second {
+		t.Fatalf("healthy followers' contact ages %v", a)
+	}
+	if pc := reps[1].Raft().PeerContacts(); pc != nil {
+		t.Fatalf("a follower's PeerContacts %v, want nil", pc)
+	}
+	delays.set(c.nodes[0].addr, cc.addr, 5*time.Second)
+	delays.set(cc.addr, c.nodes[0].addr, 5*time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	if a := ages(); a[cc.id] < time.Second || a[b.id] > time.Second {
+		t.Fatalf("contact ages %v 1.5s after %s was cut off", a, cc.id)
+	}
+}

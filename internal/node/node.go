@@ -25,6 +25,7 @@ import (
 	"github.com/cairndb/cairn/placement"
 	"github.com/cairndb/cairn/shard"
 	"github.com/cairndb/cairn/txn"
+	"github.com/hashicorp/raft"
 )
 
 // Config is one node's configuration. Flags map onto it one to one.
@@ -408,6 +409,7 @@ func (n *Node) startHTTP() error {
 	dc := placement.DefaultDriverConfig()
 	dc.Scheduler.Replication, dc.Scheduler.SplitSize, dc.Scheduler.DeadAfter = n.cfg.Replication, n.cfg.SplitSize, n.cfg.DeadAfter
 	dc.Meta, dc.Exec, dc.Alive, dc.Suspect = n.meta, n.api.NewExecutor(), n.gossip.alive, n.gossip.suspect
+	dc.ContactAges = n.peerContactAges
 	dc.NoSchedule, dc.Logger, dc.Metrics, dc.Clock = n.cfg.NoAutoPlacement, n.log.With("component", "placement"), n.reg, n.cfg.Clock
 	var err error
 	if n.driver, err = placement.NewDriver(dc); err != nil {
@@ -425,6 +427,30 @@ func (n *Node) startHTTP() error {
 		}
 	}()
 	return nil
+}
+
+// peerContactAges is, for each node that follows in a raft group this node
+// leads (the meta group or a shard), how long ago the freshest of them
+// answered a request sent to it (placement.DriverConfig.ContactAges). A
+// follower not heard from yet in a leadership says nothing.
+func (n *Node) peerContactAges() map[string]time.Duration {
+	ages := map[string]time.Duration{}
+	note := func(r *raft.Raft) {
+		for id, at := range r.PeerContacts() {
+			if at.IsZero() {
+				continue
+			}
+			age := time.Since(at)
+			if cur, ok := ages[string(id)]; !ok || age < cur {
+				ages[string(id)] = age
+			}
+		}
+	}
+	note(n.meta.Raft())
+	for _, rep := range n.host.Replicas() {
+		note(rep.Raft())
+	}
+	return ages
 }
 
 // dialPeer dials another node's HTTP address for forwarding, heartbeats and

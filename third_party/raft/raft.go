@@ -708,6 +708,25 @@ func (r *Raft) QuorumContact() time.Time {
 	return times[v.quorum-1]
 }
 
+// PeerContacts returns, while this server leads, the latest send time of a
+// request each other voter answered in this leadership (AckedSent; zero:
+// none yet), by server ID; nil when it does not lead (cairn: the placement
+// driver holds back from a node its groups stopped hearing from).
+func (r *Raft) PeerContacts() map[ServerID]time.Time {
+	v := r.quorumView.Load()
+	if v == nil {
+		return nil
+	}
+	out := make(map[ServerID]time.Time, len(v.peers))
+	for _, f := range v.peers {
+		f.peerLock.RLock()
+		id := f.peer.ID
+		f.peerLock.RUnlock()
+		out[id] = f.AckedSent()
+	}
+	return out
+}
+
 // configurationChangeChIfStable returns r.configurationChangeCh if it's safe
 // to process requests from it, or nil otherwise. This must only be called
 // from the main thread.
