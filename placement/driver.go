@@ -41,7 +41,8 @@ type DriverConfig struct {
 	// a moment ago, before it misses a report or gossip suspects it.
 	ContactAges func() map[string]time.Duration
 	// ContactTimeout: default 1s (raft heartbeats a follower every tenth
-	// of its heartbeat timeout: 150ms by default).
+	// of its heartbeat timeout: 150ms by default); a node raises it to
+	// half its groups' heartbeat timeout when that is longer.
 	ContactTimeout time.Duration
 	// ReportTimeout: a node whose last report (ObserveNode) is older than
 	// this, or that has not reported since this node became placement

@@ -434,11 +434,7 @@ func leadersApart(t *testing.T, c *Cluster, a, b string) int {
 // anchor's get and put as the committing entry applied them, and the other
 // shard's get as its prepare read it; nothing applies twice.
 func TestTxnDecideAnswerLost(t *testing.T) {
-	var lost sync.Map
-	knobs := &api.TxnKnobs{LoseDecideAnswer: func(id string) bool {
-		_, again := lost.LoadOrStore(id, true)
-		return !again // the first decide of each transaction
-	}}
+	knobs, lost := loseFirstDecideAnswers()
 	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tdl/m"}, TxnKnobs: knobs})
 	cl := NewClients(t, c, 1)[0]
 	ctx := Context(t, 60*time.Second)
@@ -456,9 +452,7 @@ func TestTxnDecideAnswerLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	lost.Range(func(any, any) bool { n++; return true })
-	if n != 1 {
+	if n := lost(); n != 1 {
 		t.Fatalf("%d transactions lost a decide answer, want 1", n)
 	}
 	if res.Replay || !res.Succeeded || len(res.Shards) != 2 || len(res.Results) != 3 {
@@ -485,11 +479,7 @@ func TestTxnDecideAnswerLost(t *testing.T) {
 // key against its shard, and the other shard's key against the token its
 // prepare answered. Nothing is written.
 func TestTxnStaleDecideAnswerLost(t *testing.T) {
-	var lost sync.Map
-	knobs := &api.TxnKnobs{LoseDecideAnswer: func(id string) bool {
-		_, again := lost.LoadOrStore(id, true)
-		return !again // the first decide of each transaction
-	}}
+	knobs, lost := loseFirstDecideAnswers()
 	c := StartCluster(t, ClusterConfig{InitialSplits: []string{"tsl/m"}, TxnKnobs: knobs})
 	cl := NewClients(t, c, 1)[0]
 	ctx := Context(t, 60*time.Second)
@@ -507,15 +497,28 @@ func TestTxnStaleDecideAnswerLost(t *testing.T) {
 			t.Errorf("a stale fence, its decide's answer lost: %v, want stale_token", err)
 		}
 	}
-	n := 0
-	lost.Range(func(any, any) bool { n++; return true })
-	if n != 2 {
+	if n := lost(); n != 2 {
 		t.Fatalf("%d transactions lost a decide answer, want 2", n)
 	}
 	for _, k := range []string{"tsl/a", "tsl/z"} {
 		if kv, err := cl.Get(ctx, k); err != nil || kv.Value != "0" {
 			t.Fatalf("%s after refused transactions: %+v %v", k, kv, err)
 		}
+	}
+}
+
+// loseFirstDecideAnswers is a knob that loses the answer of each
+// transaction's first decide, and how many transactions it did that to.
+func loseFirstDecideAnswers() (*api.TxnKnobs, func() int) {
+	var lost sync.Map
+	knobs := &api.TxnKnobs{LoseDecideAnswer: func(id string) bool {
+		_, again := lost.LoadOrStore(id, true)
+		return !again
+	}}
+	return knobs, func() int {
+		n := 0
+		lost.Range(func(any, any) bool { n++; return true })
+		return n
 	}
 }
 

@@ -409,7 +409,10 @@ func (n *Node) startHTTP() error {
 	dc := placement.DefaultDriverConfig()
 	dc.Scheduler.Replication, dc.Scheduler.SplitSize, dc.Scheduler.DeadAfter = n.cfg.Replication, n.cfg.SplitSize, n.cfg.DeadAfter
 	dc.Meta, dc.Exec, dc.Alive, dc.Suspect = n.meta, n.api.NewExecutor(), n.gossip.alive, n.gossip.suspect
+	// Raft heartbeats a follower every tenth of its heartbeat timeout: the
+	// contact bound spans at least five of the slower groups' heartbeats.
 	dc.ContactAges = n.peerContactAges
+	dc.ContactTimeout = max(dc.ContactTimeout, n.cfg.Tuning.HeartbeatTimeout/2, n.cfg.MetaTuning.HeartbeatTimeout/2)
 	dc.NoSchedule, dc.Logger, dc.Metrics, dc.Clock = n.cfg.NoAutoPlacement, n.log.With("component", "placement"), n.reg, n.cfg.Clock
 	var err error
 	if n.driver, err = placement.NewDriver(dc); err != nil {
