@@ -409,10 +409,7 @@ func (n *Node) startHTTP() error {
 	dc := placement.DefaultDriverConfig()
 	dc.Scheduler.Replication, dc.Scheduler.SplitSize, dc.Scheduler.DeadAfter = n.cfg.Replication, n.cfg.SplitSize, n.cfg.DeadAfter
 	dc.Meta, dc.Exec, dc.Alive, dc.Suspect = n.meta, n.api.NewExecutor(), n.gossip.alive, n.gossip.suspect
-	// Raft heartbeats a follower every tenth of its heartbeat timeout: the
-	// contact bound spans at least five of the slower groups' heartbeats.
-	dc.ContactAges = n.peerContactAges
-	dc.ContactTimeout = max(dc.ContactTimeout, n.cfg.Tuning.HeartbeatTimeout/2, n.cfg.MetaTuning.HeartbeatTimeout/2)
+	dc.ContactAges, dc.ContactTimeout = n.peerContactAges, contactTimeout(dc.ContactTimeout, n.cfg)
 	dc.NoSchedule, dc.Logger, dc.Metrics, dc.Clock = n.cfg.NoAutoPlacement, n.log.With("component", "placement"), n.reg, n.cfg.Clock
 	var err error
 	if n.driver, err = placement.NewDriver(dc); err != nil {
@@ -430,6 +427,14 @@ func (n *Node) startHTTP() error {
 		}
 	}()
 	return nil
+}
+
+// contactTimeout is the placement driver's contact bound for cfg: at least
+// def, and at least five heartbeats of the slower of its groups (raft
+// heartbeats a follower every tenth of its heartbeat timeout), so a quiet
+// follower is never read as cut off.
+func contactTimeout(def time.Duration, cfg Config) time.Duration {
+	return max(def, cfg.Tuning.HeartbeatTimeout/2, cfg.MetaTuning.HeartbeatTimeout/2)
 }
 
 // peerContactAges is, for each node that follows in a raft group this node
