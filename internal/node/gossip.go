@@ -312,6 +312,17 @@ func (g *gossip) setLevels(recorded, cluster int) {
 }
 
 // clusterLevel is the highest cluster command level any member advertises.
+// knowsPeer reports whether gossip has another member's metadata (its
+// levels among it): a join answered, or a peer joined this node.
+func (g *gossip) knowsPeer(self string) bool {
+	for _, m := range g.ml.Members() {
+		if _, ok := g.delegate.peer(m.Name); ok && m.Name != self {
+			return true
+		}
+	}
+	return false
+}
+
 func (g *gossip) clusterLevel() int {
 	level := 0
 	for _, m := range g.ml.Members() {

@@ -200,6 +200,9 @@ type Node struct {
 	// seenLevel is the highest cluster command level the data dir has
 	// recorded (node.json); run loop only after Start.
 	seenLevel int
+	// metPeer: gossip has known another member since Start (reconcile);
+	// run loop only.
+	metPeer bool
 	// levelErr holds the error of a cluster level above this binary's
 	// (checkLevel), reported by Health.
 	levelErr atomic.Value
@@ -604,13 +607,29 @@ func (n *Node) run() {
 }
 
 func (n *Node) reconcile(st *placement.State) error {
+	// The meta state may be behind the cluster: a node whose data dir was
+	// wiped replays the meta log from the start, and sees the ranges that
+	// list it before the entry that raised the level above its binary
+	// (test.TestWipedNodeOnOlderBinary failed so: "the wiped node on a
+	// level-2 binary opened a replica of range 1 in a level-3 cluster").
+	// Gossip carries every member's view of the level, so a node that joins
+	// a cluster acts on nothing before gossip first knows a peer (once: a
+	// later partition that empties gossip does not stop it), and on nothing
+	// while gossip says the cluster runs a level above its binary.
+	if !n.metPeer {
+		if len(n.cfg.Join) > 0 && !n.gossip.knowsPeer(n.cfg.ID) {
+			return errors.New("waiting for gossip to reach a peer (--join) before acting on the meta state")
+		}
+		n.metPeer = true
+	}
 	if l := n.gossip.clusterLevel(); l > st.Level {
 		// A node joining is added to the meta group only once it has
 		// recorded the cluster's level, and one behind it never is, so its
 		// meta state does not show the level yet: gossip says it.
 		if l > n.cfg.commandLevel() {
-			n.behindLevel(l)
-		} else if err := n.recordSeenLevel(l, st.Level); err != nil {
+			return n.behindLevel(l)
+		}
+		if err := n.recordSeenLevel(l, st.Level); err != nil {
 			return err
 		}
 	}
