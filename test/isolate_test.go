@@ -77,3 +77,50 @@ func TestIsolateCutsGossip(t *testing.T) {
 		return nil
 	})
 }
+
+// TestGossipHealsAfterLongPartition: a partition longer than memberlist
+// keeps gossiping to a member it declared dead (GossipToTheDeadTime, 15s on
+// loopback) left both sides listing the other dead for good after it
+// healed: memberlist push-pulls only with live members, and the node joined
+// only at start. It failed so (n3 isolated 40s after it was declared dead):
+// "timed out after 1m0s waiting for n3 alive again to n1 after Heal: n3 is
+// dead". The placement driver would then count a healed node's DownFor
+// towards repair. Each node now joins again, every 10s, the --join
+// addresses it does not see alive (internal/node/gossip.go joinLoop).
+func TestGossipHealsAfterLongPartition(t *testing.T) {
+	c := StartCluster(t, ClusterConfig{})
+	state := func(from, of int) string {
+		for _, nv := range c.Node(from).Node.Cluster().Nodes {
+			if nv.ID == c.Node(of).ID {
+				return nv.State
+			}
+		}
+		return "absent"
+	}
+	WaitFor(t, 10*time.Second, "every node alive to n1", func() error {
+		for i := range c.Nodes() {
+			if s := state(0, i); s != "alive" {
+				return fmt.Errorf("%s is %s", c.Node(i).ID, s)
+			}
+		}
+		return nil
+	})
+	c.Isolate(2)
+	WaitFor(t, 30*time.Second, "n3 dead to n1", func() error {
+		if s := state(0, 2); s != "dead" && s != "absent" {
+			return fmt.Errorf("n3 is %s", s)
+		}
+		return nil
+	})
+	time.Sleep(20 * time.Second) // past GossipToTheDeadTime: nobody gossips to the dead any more
+	c.Heal()
+	WaitFor(t, 25*time.Second, "n3 alive again to n1 and n1 to n3 after Heal", func() error {
+		if s := state(0, 2); s != "alive" {
+			return fmt.Errorf("n3 is %s to n1", s)
+		}
+		if s := state(2, 0); s != "alive" {
+			return fmt.Errorf("n1 is %s to n3", s)
+		}
+		return nil
+	})
+}

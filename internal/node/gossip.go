@@ -27,6 +27,12 @@ type gossip struct {
 
 	leaveOnce sync.Once
 	leaveErr  error
+	stop      chan struct{} // closed by leave: joinLoop ends
+	// counted, when set, names the nodes the cluster counts (the meta
+	// state's, not removed): joinLoop joins again while one of them is
+	// missing from gossip. Nil: the --join addresses are joined again on
+	// every round.
+	counted func() []string
 }
 
 // gossipMeta is what a node advertises about itself.
@@ -154,7 +160,7 @@ func (d *gossipDelegate) poke() {
 	}
 }
 
-func startGossip(cfg Config, recorded int, logger *slog.Logger) (*gossip, error) {
+func startGossip(cfg Config, recorded int, members func() []string, logger *slog.Logger) (*gossip, error) {
 	host, portStr, err := net.SplitHostPort(cfg.GossipAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--gossip-addr: %w", err)
@@ -167,7 +173,7 @@ func startGossip(cfg Config, recorded int, logger *slog.Logger) (*gossip, error)
 	if cfg.HTTPListener != nil {
 		httpAddr = cfg.HTTPListener.Addr().String()
 	}
-	g := &gossip{events: make(chan struct{}, 1), log: logger}
+	g := &gossip{events: make(chan struct{}, 1), log: logger, stop: make(chan struct{}), counted: members}
 	d := &gossipDelegate{events: g.events,
 		meta: gossipMeta{HTTPAddr: httpAddr, RaftAddr: cfg.RaftAddr, Level: cfg.commandLevel(), Recorded: recorded}}
 	g.delegate = d
@@ -209,7 +215,7 @@ func startGossip(cfg Config, recorded int, logger *slog.Logger) (*gossip, error)
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	if len(cfg.Join) > 0 {
-		go g.joinLoop(cfg.Join)
+		go g.joinLoop(cfg.Join, cfg.GossipAddr)
 	}
 	return g, nil
 }
@@ -263,20 +269,76 @@ func (w memberlistWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// joinLoop keeps trying the --join addresses until one answers: peers may
-// start in any order.
-func (g *gossip) joinLoop(addrs []string) {
+// rejoinEvery is how often joinLoop joins again the --join addresses it
+// does not see alive.
+const rejoinEvery = 10 * time.Second
+
+// joinLoop keeps trying the --join addresses until one answers (peers may
+// start in any order), then, every rejoinEvery, joins again each of them
+// gossip does not list alive. memberlist gossips to a member it declared
+// dead only for a while (GossipToTheDeadTime) and push-pulls only with live
+// ones, so after a partition longer than that the two sides stayed apart
+// for good, each listing the other dead (and the placement driver counting
+// a healed node's DownFor towards repair); a join merges their states
+// again, as Serf's reconnect does for Consul (TestGossipHealsAfterLongPartition).
+func (g *gossip) joinLoop(addrs []string, self string) {
 	for attempt := 0; attempt < 300; attempt++ {
 		_, err := g.ml.Join(addrs)
 		if err == nil {
-			return
+			break
 		}
 		if attempt%10 == 0 { // at once, then every 10s
 			g.log.Info("gossip: no --join address answered yet; retrying", "addrs", addrs, "attempt", attempt+1, "err", err)
 		}
-		time.Sleep(time.Second)
+		if attempt == 299 {
+			g.log.Error("gossip: could not join any of; trying again every "+rejoinEvery.String(), "addrs", addrs)
+		}
+		if !g.sleep(time.Second) {
+			return
+		}
 	}
-	g.log.Error("gossip: could not join any of", "addrs", addrs)
+	for g.sleep(rejoinEvery) {
+		if !g.missing() {
+			continue
+		}
+		for _, a := range addrs {
+			if a == self {
+				continue
+			}
+			if _, err := g.ml.Join([]string{a}); err != nil {
+				g.log.Debug("gossip: rejoin", "addr", a, "err", err)
+			}
+		}
+	}
+}
+
+// missing reports whether a node the cluster counts is not among gossip's
+// live members (always, without g.counted). Members' names only: memberlist
+// rewrites a member's address fields while others read them.
+func (g *gossip) missing() bool {
+	if g.counted == nil {
+		return true
+	}
+	live := map[string]bool{}
+	for _, m := range g.ml.Members() {
+		live[m.Name] = true
+	}
+	for _, id := range g.counted() {
+		if !live[id] {
+			return true
+		}
+	}
+	return false
+}
+
+// sleep waits d, or until leave; it reports whether leave has not come.
+func (g *gossip) sleep(d time.Duration) bool {
+	select {
+	case <-g.stop:
+		return false
+	case <-time.After(d):
+		return true
+	}
 }
 
 // members returns the live members, sorted by id.
@@ -390,6 +452,9 @@ func (g *gossip) state(id string) string {
 // leave announces this node's departure and stops gossip; once.
 func (g *gossip) leave() error {
 	g.leaveOnce.Do(func() {
+		if g.stop != nil {
+			close(g.stop)
+		}
 		_ = g.ml.Leave(500 * time.Millisecond)
 		g.leaveErr = g.ml.Shutdown()
 	})

@@ -21,7 +21,7 @@ func TestGossipReportsSuspect(t *testing.T) {
 	gs := make([]*gossip, len(ids))
 	start := func(i int) {
 		t.Helper()
-		g, err := startGossip(cfgs[i], 0, logger)
+		g, err := startGossip(cfgs[i], 0, nil, logger)
 		if err != nil {
 			t.Fatal(err)
 		}

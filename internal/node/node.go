@@ -255,7 +255,7 @@ func (n *Node) start() error {
 		return noFormation(n.cfg.DataDir)
 	}
 	var err error
-	if n.gossip, err = startGossip(n.cfg, n.seenLevel, n.log); err != nil {
+	if n.gossip, err = startGossip(n.cfg, n.seenLevel, n.clusterMembers, n.log); err != nil {
 		return err
 	}
 	if err := n.startHTTP(); err != nil {
@@ -438,6 +438,19 @@ func (n *Node) startHTTP() error {
 // follower is never read as cut off.
 func contactTimeout(def time.Duration, cfg Config) time.Duration {
 	return max(def, cfg.Tuning.HeartbeatTimeout/2, cfg.MetaTuning.HeartbeatTimeout/2)
+}
+
+// clusterMembers names the nodes the meta state counts (not removed):
+// gossip joins again while one of them is not live to it.
+func (n *Node) clusterMembers() []string {
+	st, _ := n.meta.State()
+	ids := make([]string, 0, len(st.Nodes))
+	for id, ni := range st.Nodes {
+		if !ni.Removed {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // peerContactAges is, for each node that follows in a raft group this node
