@@ -44,22 +44,8 @@ func TestIsolateCutsOpenConnections(t *testing.T) {
 // does.
 func TestIsolateCutsGossip(t *testing.T) {
 	c := StartCluster(t, ClusterConfig{})
-	state := func(from, of int) string {
-		for _, nv := range c.Node(from).Node.Cluster().Nodes {
-			if nv.ID == c.Node(of).ID {
-				return nv.State
-			}
-		}
-		return "absent"
-	}
-	WaitFor(t, 10*time.Second, "every node alive to n1", func() error {
-		for i := range c.Nodes() {
-			if s := state(0, i); s != "alive" {
-				return fmt.Errorf("%s is %s", c.Node(i).ID, s)
-			}
-		}
-		return nil
-	})
+	state := func(from, of int) string { return gossipState(c, from, of) }
+	waitAllAliveTo(t, c, 0)
 	c.Isolate(2)
 	WaitFor(t, 20*time.Second, "n3 not alive to n1 and n2", func() error {
 		for _, from := range []int{0, 1} {
@@ -89,22 +75,8 @@ func TestIsolateCutsGossip(t *testing.T) {
 // addresses it does not see alive (internal/node/gossip.go joinLoop).
 func TestGossipHealsAfterLongPartition(t *testing.T) {
 	c := StartCluster(t, ClusterConfig{})
-	state := func(from, of int) string {
-		for _, nv := range c.Node(from).Node.Cluster().Nodes {
-			if nv.ID == c.Node(of).ID {
-				return nv.State
-			}
-		}
-		return "absent"
-	}
-	WaitFor(t, 10*time.Second, "every node alive to n1", func() error {
-		for i := range c.Nodes() {
-			if s := state(0, i); s != "alive" {
-				return fmt.Errorf("%s is %s", c.Node(i).ID, s)
-			}
-		}
-		return nil
-	})
+	state := func(from, of int) string { return gossipState(c, from, of) }
+	waitAllAliveTo(t, c, 0)
 	c.Isolate(2)
 	WaitFor(t, 30*time.Second, "n3 dead to n1", func() error {
 		if s := state(0, 2); s != "dead" && s != "absent" {
@@ -120,6 +92,30 @@ func TestGossipHealsAfterLongPartition(t *testing.T) {
 		}
 		if s := state(2, 0); s != "alive" {
 			return fmt.Errorf("n1 is %s to n3", s)
+		}
+		return nil
+	})
+}
+
+// gossipState is node of's gossip state as node from's cluster status shows
+// it ("absent" when it lists no such node).
+func gossipState(c *Cluster, from, of int) string {
+	for _, nv := range c.Node(from).Node.Cluster().Nodes {
+		if nv.ID == c.Node(of).ID {
+			return nv.State
+		}
+	}
+	return "absent"
+}
+
+// waitAllAliveTo waits until node from's gossip sees every node alive.
+func waitAllAliveTo(t *testing.T, c *Cluster, from int) {
+	t.Helper()
+	WaitFor(t, 10*time.Second, fmt.Sprintf("every node alive to %s", c.Node(from).ID), func() error {
+		for i := range c.Nodes() {
+			if s := gossipState(c, from, i); s != "alive" {
+				return fmt.Errorf("%s is %s", c.Node(i).ID, s)
+			}
 		}
 		return nil
 	})

@@ -269,13 +269,13 @@ func (w memberlistWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// rejoinEvery is how often joinLoop joins again the --join addresses it
-// does not see alive.
+// rejoinEvery is how often joinLoop checks whether a node the cluster
+// counts is missing from gossip, and then joins the --join addresses again.
 const rejoinEvery = 10 * time.Second
 
 // joinLoop keeps trying the --join addresses until one answers (peers may
-// start in any order), then, every rejoinEvery, joins again each of them
-// gossip does not list alive. memberlist gossips to a member it declared
+// start in any order), then, every rejoinEvery, joins them again while a
+// node the cluster counts is missing from gossip (missing). memberlist gossips to a member it declared
 // dead only for a while (GossipToTheDeadTime) and push-pulls only with live
 // ones, so after a partition longer than that the two sides stayed apart
 // for good, each listing the other dead (and the placement driver counting
@@ -373,7 +373,6 @@ func (g *gossip) setLevels(recorded, cluster int) {
 	}
 }
 
-// clusterLevel is the highest cluster command level any member advertises.
 // knowsPeer reports whether gossip has another member's metadata (its
 // levels among it): a join answered, or a peer joined this node.
 func (g *gossip) knowsPeer(self string) bool {
@@ -385,6 +384,7 @@ func (g *gossip) knowsPeer(self string) bool {
 	return false
 }
 
+// clusterLevel is the highest cluster command level any member advertises.
 func (g *gossip) clusterLevel() int {
 	level := 0
 	for _, m := range g.ml.Members() {
@@ -452,9 +452,7 @@ func (g *gossip) state(id string) string {
 // leave announces this node's departure and stops gossip; once.
 func (g *gossip) leave() error {
 	g.leaveOnce.Do(func() {
-		if g.stop != nil {
-			close(g.stop)
-		}
+		close(g.stop)
 		_ = g.ml.Leave(500 * time.Millisecond)
 		g.leaveErr = g.ml.Shutdown()
 	})
