@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -305,6 +306,13 @@ func TestLinearizableReadNeedsNoopOfItsTerm(t *testing.T) {
 	delays.set(c.nodes[1].addr, c.nodes[0].addr, slow)
 	delays.set(c.nodes[2].addr, c.nodes[0].addr, slow)
 	n := c.nodes[0]
+	// B and C start no election of their own until the property is
+	// checked. B and C grant A their votes at once but A hears so a second
+	// later, and under load a follower's timeout could run out before A's
+	// first heartbeat: one won the next term, A led its own term only
+	// briefly, and a wait that looked in between never saw it lead (CI,
+	// 2026-12-03: "timed out after 40s waiting for A to lead again").
+	restore := holdOffElections(t, reps[1], reps[2])
 	// B's transfer future times out (its TimeoutNow reaches A late), but A
 	// starts its election when it arrives.
 	_ = reps[1].Raft().LeadershipTransferToServer(raft.ServerID(n.id), raft.ServerAddress(n.addr)).Error()
@@ -317,7 +325,7 @@ func TestLinearizableReadNeedsNoopOfItsTerm(t *testing.T) {
 	// passing it.
 	readWaitFor(t, 40*time.Second, "A to lead again", func() error {
 		if !reps[0].IsLeader() {
-			return errors.New("not yet")
+			return fmt.Errorf("not yet: %s", raftStates(reps))
 		}
 		return nil
 	})
@@ -337,6 +345,7 @@ func TestLinearizableReadNeedsNoopOfItsTerm(t *testing.T) {
 		t.Fatalf("LinearizableRead before readiness: %v, want ErrUnavailable", err)
 	}
 
+	restore()
 	delays.set(c.nodes[1].addr, c.nodes[0].addr, 0)
 	delays.set(c.nodes[2].addr, c.nodes[0].addr, 0)
 	c.gates.release("fsm", 0, 1)
@@ -354,6 +363,41 @@ func TestLinearizableReadNeedsNoopOfItsTerm(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// holdOffElections raises reps' heartbeat and election timeouts to a
+// minute, so that none of them starts an election (a follower checks the
+// new timeout when its timer next fires), and returns what puts them back.
+func holdOffElections(t *testing.T, reps ...*Replica) (restore func()) {
+	t.Helper()
+	var olds []raft.ReloadableConfig
+	for _, r := range reps {
+		old := r.Raft().ReloadableConfig()
+		held := old
+		held.HeartbeatTimeout, held.ElectionTimeout = time.Minute, time.Minute
+		if err := r.Raft().ReloadConfig(held); err != nil {
+			t.Fatal(err)
+		}
+		olds = append(olds, old)
+	}
+	return func() {
+		for i, r := range reps {
+			if err := r.Raft().ReloadConfig(olds[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// raftStates says each replica's raft state, term and known leader, for a
+// wait's failure message.
+func raftStates(reps []*Replica) string {
+	var b strings.Builder
+	for i, r := range reps {
+		addr, id := r.Raft().LeaderWithID()
+		fmt.Fprintf(&b, "[%d: %s term %d leader %s/%s last %d commit %d] ", i, r.Raft().State(), r.Raft().CurrentTerm(), id, addr, r.Raft().LastIndex(), r.Raft().CommitIndex())
+	}
+	return b.String()
 }
 
 // linkDelays is a TransportKnobs.Delay table, changed while the test runs.
