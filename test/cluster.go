@@ -69,6 +69,10 @@ type ClusterConfig struct {
 	// levels. Nodes not named run fsm.CommandLevel. SetCommandLevel changes
 	// it for the node's next start.
 	CommandLevels map[string]int
+	// GossipToTheDeadTime and RejoinEvery shorten gossip's timing
+	// (node.Knobs): how long memberlist still gossips to a member it
+	// declared dead, and how often a node joins again while it misses one.
+	GossipToTheDeadTime, RejoinEvery time.Duration
 }
 
 // Cluster is a set of real cairn nodes in this process, each with its own
@@ -194,7 +198,7 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	nc.Tuning, nc.MetaTuning = cfg.Tuning, shard.FastRaftTuning()
 	nc.ApplyTimeout = cfg.ApplyTimeout
 	nc.Knobs = &node.Knobs{Blocked: c.Net.Blocked, HangDial: c.Net.hangDial, BeforeRangePublish: cfg.BeforeRangePublish,
-		Txn: cfg.TxnKnobs}
+		Txn: cfg.TxnKnobs, GossipToTheDeadTime: cfg.GossipToTheDeadTime, RejoinEvery: cfg.RejoinEvery}
 	if cfg.Delayable {
 		nc.Knobs.Delay = c.Net.Delay
 	}

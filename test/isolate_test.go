@@ -73,20 +73,28 @@ func TestIsolateCutsGossip(t *testing.T) {
 // dead". The placement driver would then count a healed node's DownFor
 // towards repair. Each node now joins again, every 10s, the --join
 // addresses it does not see alive (internal/node/gossip.go joinLoop).
+//
+// The test shortens both timings (3s to the dead, a rejoin check every
+// second). With the rejoin check disabled and these timings, the heal wait
+// still timed out ("n3 is dead to n1"), so the scenario is the same.
 func TestGossipHealsAfterLongPartition(t *testing.T) {
-	c := StartCluster(t, ClusterConfig{})
+	const toTheDead = 3 * time.Second
+	c := StartCluster(t, ClusterConfig{GossipToTheDeadTime: toTheDead, RejoinEvery: time.Second})
 	state := func(from, of int) string { return gossipState(c, from, of) }
 	waitAllAliveTo(t, c, 0)
 	c.Isolate(2)
-	WaitFor(t, 30*time.Second, "n3 dead to n1", func() error {
+	WaitFor(t, 30*time.Second, "n3 dead to n1 and n1 to n3", func() error {
 		if s := state(0, 2); s != "dead" && s != "absent" {
-			return fmt.Errorf("n3 is %s", s)
+			return fmt.Errorf("n3 is %s to n1", s)
+		}
+		if s := state(2, 0); s != "dead" && s != "absent" {
+			return fmt.Errorf("n1 is %s to n3", s)
 		}
 		return nil
 	})
-	time.Sleep(20 * time.Second) // past GossipToTheDeadTime: nobody gossips to the dead any more
+	time.Sleep(toTheDead + 2*time.Second) // nobody gossips to the dead any more
 	c.Heal()
-	WaitFor(t, 25*time.Second, "n3 alive again to n1 and n1 to n3 after Heal", func() error {
+	WaitFor(t, 15*time.Second, "n3 alive again to n1 and n1 to n3 after Heal", func() error {
 		if s := state(0, 2); s != "alive" {
 			return fmt.Errorf("n3 is %s to n1", s)
 		}

@@ -199,6 +199,13 @@ func startGossip(cfg Config, recorded int, members func() []string, logger *slog
 	if host == "0.0.0.0" || host == "" {
 		mc.AdvertiseAddr = ""
 	}
+	rejoin := rejoinEvery
+	if k := cfg.Knobs; k != nil && k.GossipToTheDeadTime > 0 {
+		mc.GossipToTheDeadTime = k.GossipToTheDeadTime
+	}
+	if k := cfg.Knobs; k != nil && k.RejoinEvery > 0 {
+		rejoin = k.RejoinEvery
+	}
 	if k := cfg.Knobs; k != nil && k.Blocked != nil {
 		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 			BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
@@ -215,7 +222,7 @@ func startGossip(cfg Config, recorded int, members func() []string, logger *slog
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	if len(cfg.Join) > 0 {
-		go g.joinLoop(cfg.Join, cfg.GossipAddr)
+		go g.joinLoop(cfg.Join, cfg.GossipAddr, rejoin)
 	}
 	return g, nil
 }
@@ -270,18 +277,19 @@ func (w memberlistWriter) Write(p []byte) (int, error) {
 }
 
 // rejoinEvery is how often joinLoop checks whether a node the cluster
-// counts is missing from gossip, and then joins the --join addresses again.
+// counts is missing from gossip, and then joins the --join addresses again
+// (Knobs.RejoinEvery in tests).
 const rejoinEvery = 10 * time.Second
 
 // joinLoop keeps trying the --join addresses until one answers (peers may
-// start in any order), then, every rejoinEvery, joins them again while a
-// node the cluster counts is missing from gossip (missing). memberlist gossips to a member it declared
+// start in any order), then, every rejoin, joins them again while a node
+// the cluster counts is missing from gossip (missing). memberlist gossips to a member it declared
 // dead only for a while (GossipToTheDeadTime) and push-pulls only with live
 // ones, so after a partition longer than that the two sides stayed apart
 // for good, each listing the other dead (and the placement driver counting
 // a healed node's DownFor towards repair); a join merges their states
 // again, as Serf's reconnect does for Consul (TestGossipHealsAfterLongPartition).
-func (g *gossip) joinLoop(addrs []string, self string) {
+func (g *gossip) joinLoop(addrs []string, self string, rejoin time.Duration) {
 	for attempt := 0; attempt < 300; attempt++ {
 		_, err := g.ml.Join(addrs)
 		if err == nil {
@@ -291,13 +299,13 @@ func (g *gossip) joinLoop(addrs []string, self string) {
 			g.log.Info("gossip: no --join address answered yet; retrying", "addrs", addrs, "attempt", attempt+1, "err", err)
 		}
 		if attempt == 299 {
-			g.log.Error("gossip: could not join any of; trying again every "+rejoinEvery.String(), "addrs", addrs)
+			g.log.Error("gossip: could not join any of; trying again every "+rejoin.String(), "addrs", addrs)
 		}
 		if !g.sleep(time.Second) {
 			return
 		}
 	}
-	for g.sleep(rejoinEvery) {
+	for g.sleep(rejoin) {
 		if !g.missing() {
 			continue
 		}

@@ -104,6 +104,13 @@ type Knobs struct {
 	// FormationLogEvery is how often a node waiting for its cluster to form
 	// says so again; zero means every 10s.
 	FormationLogEvery time.Duration
+	// GossipToTheDeadTime, when positive, stands in for memberlist's (15s on
+	// loopback, 30s otherwise): how long gossip still reaches a member it
+	// declared dead.
+	GossipToTheDeadTime time.Duration
+	// RejoinEvery, when positive, stands in for rejoinEvery (10s): how often
+	// gossip checks for a counted node it is missing and joins again.
+	RejoinEvery time.Duration
 }
 
 // ErrNoFormation: a node whose data dir belongs to no cluster yet, started
