@@ -20,6 +20,7 @@ import (
 	"github.com/cairndb/cairn/api"
 	"github.com/cairndb/cairn/internal/clock"
 	"github.com/cairndb/cairn/internal/node"
+	"github.com/cairndb/cairn/internal/syncbuf"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -75,6 +76,10 @@ type ClusterConfig struct {
 	GossipToTheDeadTime, RejoinEvery time.Duration
 }
 
+// tailLogBytes is about how much of the nodes' log a failed test prints:
+// the last 64 KiB or so, a few hundred lines.
+const tailLogBytes = 64 << 10
+
 // Cluster is a set of real cairn nodes in this process, each with its own
 // data dir and loopback ports, and a network that the test can partition.
 type Cluster struct {
@@ -83,6 +88,11 @@ type Cluster struct {
 	Net   *Network
 	mu    sync.Mutex
 	nodes []*NodeHandle
+	// logTail keeps the nodes' last log lines at info level when the test
+	// sends them nowhere else; Close prints them if the test failed, so a
+	// failure that happens once in many runs (in CI, say) says what the
+	// nodes did.
+	logTail *syncbuf.Tail
 }
 
 // NodeHandle is one node of a Cluster. Node is nil while the node is down.
@@ -166,7 +176,7 @@ func StartCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 5 * time.Second
 	}
-	c := &Cluster{t: t, cfg: cfg, Net: &Network{blocked: map[[2]string]bool{}}}
+	c := newCluster(t, cfg)
 	root := t.TempDir()
 	for i := 1; i <= cfg.Nodes; i++ {
 		h := &NodeHandle{ID: fmt.Sprintf("n%d", i), DataDir: filepath.Join(root, fmt.Sprintf("n%d", i))}
@@ -186,6 +196,11 @@ func StartCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	}
 	c.WaitReady(cfg.ReadyTimeout)
 	return c
+}
+
+// newCluster is a Cluster with no node yet.
+func newCluster(t testing.TB, cfg ClusterConfig) *Cluster {
+	return &Cluster{t: t, cfg: cfg, Net: &Network{blocked: map[[2]string]bool{}}, logTail: &syncbuf.Tail{Max: tailLogBytes}}
 }
 
 func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
@@ -225,6 +240,9 @@ func (c *Cluster) nodeConfig(h *NodeHandle, cfg ClusterConfig) node.Config {
 	}
 	level := slog.LevelError
 	var out io.Writer = io.Discard
+	if c.logTail != nil {
+		level, out = slog.LevelInfo, c.logTail
+	}
 	if cfg.Verbose || os.Getenv("CAIRN_TEST_LOG") != "" {
 		level, out = slog.LevelInfo, os.Stderr
 		if os.Getenv("CAIRN_TEST_LOG") == "debug" {
@@ -505,6 +523,13 @@ func (c *Cluster) Heal() {
 
 // Close stops every node.
 func (c *Cluster) Close() {
+	defer func() {
+		if c.t.Failed() && c.logTail != nil {
+			if s := c.logTail.String(); s != "" {
+				c.t.Logf("the nodes' last log lines (info and up):\n%s", s)
+			}
+		}
+	}()
 	var wg sync.WaitGroup
 	for i := range c.Nodes() {
 		wg.Add(1)

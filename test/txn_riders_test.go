@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,14 +78,35 @@ func unforgotten(t *testing.T, c *Cluster) int {
 // level level.
 func waitClusterLevel(t *testing.T, c *Cluster, level int) {
 	t.Helper()
-	WaitFor(t, 15*time.Second, fmt.Sprintf("cluster level %d on every node", level), func() error {
+	// A setup step: the level rises in a few meta entries and gossip updates
+	// (about a second), but make test once took over 15s (2026-12-03: "n1 at
+	// cluster level 0"), perhaps a lost gossip update (memberlist sends it
+	// again only with its push-pull, every 15s on loopback) or meta elections
+	// under load. The failure message and the nodes' log tail say which.
+	WaitFor(t, 40*time.Second, fmt.Sprintf("cluster level %d on every node", level), func() error {
 		for i := range c.Nodes() {
 			if l := c.Node(i).Node.ClusterLevel(); l != level {
-				return fmt.Errorf("%s at cluster level %d", c.Node(i).ID, l)
+				return fmt.Errorf("%s at cluster level %d (%s)", c.Node(i).ID, l, levelViews(c))
 			}
 		}
 		return nil
 	})
+}
+
+// levelViews says, for a wait's failure message, what each node's meta state
+// holds: the cluster's level, the placement leader, and each node's binary
+// level and gossip state.
+func levelViews(c *Cluster) string {
+	var b strings.Builder
+	for i := range c.Nodes() {
+		v := c.Node(i).Node.Cluster()
+		fmt.Fprintf(&b, "%s sees level %d, leader %q:", c.Node(i).ID, v.Level, v.PlacementLeader)
+		for _, nv := range v.Nodes {
+			fmt.Fprintf(&b, " %s %s level %d;", nv.ID, nv.State, nv.Level)
+		}
+		b.WriteString(" ")
+	}
+	return b.String()
 }
 
 // twoShardChains has n clients each run waves two-shard transactions in a

@@ -77,7 +77,7 @@ func testUpgradeFixture(t *testing.T, archive string) {
 	}
 	// The fixtures were written on the WAL (a data dir keeps its log store).
 	cfg := ClusterConfig{Nodes: 3, ApplyTimeout: 5 * time.Second, Tuning: shard.FastRaftTuning(), LogStore: shard.LogStoreWAL}
-	c := &Cluster{t: t, cfg: cfg, Net: &Network{blocked: map[[2]string]bool{}}}
+	c := newCluster(t, cfg)
 	t.Cleanup(c.Close)
 	for i := 1; i <= 3; i++ {
 		// The raft address is part of the data dir's identity (node.json):

@@ -696,6 +696,8 @@ func (n *Node) recordSeenLevel(level, cluster int) error {
 		if err := recordLevel(n.cfg.DataDir, level); err != nil {
 			return err
 		}
+		n.log.Info("recorded the cluster command level in the data dir; a binary below it will not start here",
+			"command_level", level, "cluster_level", cluster)
 		n.seenLevel = level
 	}
 	n.gossip.setLevels(n.seenLevel, cluster)
