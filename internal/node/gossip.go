@@ -181,6 +181,13 @@ func startGossip(cfg Config, recorded int, members func() []string, logger *slog
 	mc := memberlist.DefaultLANConfig()
 	if isLoopback(host) {
 		mc = memberlist.DefaultLocalConfig()
+		// The LAN's multiplier, not the loopback config's 2: a change of a
+		// member's metadata (its levels) is sent RetransmitMult times
+		// (times log10 of the members, rounded up), so with 2 one of three
+		// peers missed it now and then until the next push-pull, 15s
+		// later; the meta leader then neither registered a joining node's
+		// recorded level nor added it (TestGossipMetaUpdateReachesEveryPeer).
+		mc.RetransmitMult = memberlist.DefaultLANConfig().RetransmitMult
 	}
 	// memberlist binds and advertises IP literals only; a host name (a
 	// container's service name, say) is resolved once, here.

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -115,5 +116,61 @@ func TestMemberlistWriterProbeOutcomes(t *testing.T) {
 	d.NotifyPingComplete(&memberlist.Node{Name: "node 3"}, time.Millisecond, nil)
 	if len(d.unanswered) != 0 {
 		t.Fatalf("unanswered %v after both answered", d.unanswered)
+	}
+}
+
+// TestGossipMetaUpdateReachesEveryPeer: a change of a member's levels
+// (setLevels) reaches every other member without waiting for memberlist's
+// push-pull (15s on loopback). With the loopback config's retransmit
+// multiplier (2), a broadcast went to two of the three peers, and the third
+// learned it only when a peer that had changed state passed it on, so now
+// and then not for 15s: test.TestRemovedNodeLeavesMetaGroup timed out (the
+// meta leader still had n4 at recorded level 0, below the cluster's, and
+// would not add it to the meta group).
+func TestGossipMetaUpdateReachesEveryPeer(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ids := []string{"n1", "n2", "n3", "n4"}
+	gs := make([]*gossip, len(ids))
+	var join []string
+	for i, id := range ids {
+		cfg := Config{ID: id, GossipAddr: freeUDPAndTCP(t), HTTPAddr: "127.0.0.1:1", RaftAddr: "127.0.0.1:2", Join: join}
+		g, err := startGossip(cfg, 0, nil, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs[i] = g
+		if i == 0 {
+			join = []string{cfg.GossipAddr}
+		}
+	}
+	t.Cleanup(func() {
+		for _, g := range gs {
+			_ = g.ml.Shutdown()
+		}
+	})
+	waitPeers := func(what string, ok func(g *gossip) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			all := true
+			for _, g := range gs[:3] {
+				all = all && ok(g)
+			}
+			if all {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after 5s: %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitPeers("n1-n3 see all four members", func(g *gossip) bool { return len(g.alive()) == 4 })
+	for round := 1; round <= 30; round++ {
+		gs[3].setLevels(round, round)
+		waitPeers(fmt.Sprintf("round %d: n1-n3 see n4's recorded level %d", round, round), func(g *gossip) bool {
+			gm, ok := g.delegate.peer("n4")
+			return ok && gm.Recorded == round
+		})
 	}
 }
