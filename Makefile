@@ -17,9 +17,10 @@ run: build ## run a local 3-node cluster with data in a temp dir (Ctrl-C stops i
 
 # make test runs in two parallel halves so that it fits its ~10 minute
 # budget on 2 cores: every package but test/, then test/'s lock and
-# transaction cluster tests (SERVICE_TESTS); and beside them the rest of
-# test/'s cluster tests. Output is grouped per half (-O).
-SERVICE_TESTS := ^(TestLock|TestS1[3-9]|TestTxn|TestTokens)
+# transaction cluster tests and two long ones that even the halves out
+# (HALF2_TESTS); and beside them the rest of test/'s cluster tests. Output
+# is grouped per half (-O).
+HALF2_TESTS := ^(TestLock|TestS1[3-9]|TestTxn|TestTokens|TestRepairOfMovedRange|TestIsolatedLeader)
 TESTFLAGS     := -race -count=1 -timeout 15m
 
 test: ## unit, cluster (fault injection) and short linearizability tests, with -race
@@ -27,11 +28,11 @@ test: ## unit, cluster (fault injection) and short linearizability tests, with -
 
 .PHONY: test-cluster test-units-services
 test-cluster:
-	$(GO) test $(TESTFLAGS) -skip '$(SERVICE_TESTS)' ./test/
+	$(GO) test $(TESTFLAGS) -skip '$(HALF2_TESTS)' ./test/
 
 test-units-services:
 	$(GO) test $(TESTFLAGS) $$($(GO) list $(PKGS) | grep -v '/cairn/test$$')
-	$(GO) test $(TESTFLAGS) -run '$(SERVICE_TESTS)' ./test/
+	$(GO) test $(TESTFLAGS) -run '$(HALF2_TESTS)' ./test/
 
 test-chaos: ## chaos suite (test/chaos) on a fresh docker-compose cluster: CAIRN_CHAOS_DURATION of mixed faults, default 10m
 	@docker info >/dev/null 2>&1 || { echo "test-chaos needs a working docker: 'docker info' failed"; exit 1; }
