@@ -2,8 +2,13 @@ package shard
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cairndb/cairn/fsm"
 )
 
 // raft.QuorumContact must not count late answers. A review of 91dd0db found
@@ -103,5 +108,66 @@ func TestPeerContacts(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	if a := ages(); a[cc.id] < time.Second || a[b.id] > time.Second {
 		t.Fatalf("contact ages %v 1.5s after %s was cut off", a, cc.id)
+	}
+}
+
+// TestPeerContactsNonvoter: a leader's PeerContacts covers its non-voters
+// too. Every node is in the meta group, most as non-voters beyond the
+// first few, and the placement driver's only fast signal that a node was
+// cut off is the contact of the groups its own node leads
+// (placement.DriverConfig.ContactAges): a non-voter left out said nothing,
+// so in a larger cluster a node that voted in no group led there could be
+// chosen as a target in the first second of its cut. It failed so before
+// the non-voters were in the view: "timed out after 5s waiting for every
+// follower heard from: contact ages map[n2:12.070782ms n3:46.166763ms]: want
+// n4, the non-voter, listed".
+func TestPeerContactsNonvoter(t *testing.T) {
+	delays := &linkDelays{d: map[[2]string]time.Duration{}}
+	c := startReadCluster(t, 4, nil, &TransportKnobs{Delay: delays.delay})
+	t.Cleanup(func() { // before the hosts close: no delayed link holds their shutdown
+		for _, from := range c.nodes {
+			for _, to := range c.nodes {
+				delays.set(from.addr, to.addr, 0)
+			}
+		}
+	})
+	servers := c.servers()
+	servers[3].Suffrage = raft.Nonvoter
+	var reps []*Replica
+	for _, n := range c.nodes {
+		r, err := n.host.OpenReplica(fsm.Range{ID: 1, Epoch: 1}, servers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps = append(reps, r)
+	}
+	c.transferLeader(reps, 0)
+	readWaitFor(t, 10*time.Second, "node 0 ready", func() error { _, err := linearizable(reps[0], time.Second); return err })
+	put(t, reps[0], "k", "v")
+	ages := func() map[string]time.Duration {
+		out := map[string]time.Duration{}
+		for id, at := range reps[0].Raft().PeerContacts() {
+			out[string(id)] = time.Since(at)
+		}
+		return out
+	}
+	nv := c.nodes[3]
+	readWaitFor(t, 5*time.Second, "every follower heard from", func() error {
+		a := ages()
+		if _, ok := a[nv.id]; !ok {
+			return fmt.Errorf("contact ages %v: want %s, the non-voter, listed", a, nv.id)
+		}
+		for id, age := range a {
+			if age > time.Second {
+				return fmt.Errorf("%s last answered %v ago", id, age)
+			}
+		}
+		return nil
+	})
+	delays.set(c.nodes[0].addr, nv.addr, 5*time.Second)
+	delays.set(nv.addr, c.nodes[0].addr, 5*time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	if a := ages(); a[nv.id] < time.Second || a[c.nodes[1].id] > time.Second || a[c.nodes[2].id] > time.Second {
+		t.Fatalf("contact ages %v 1.5s after the non-voter %s was cut off", a, nv.id)
 	}
 }

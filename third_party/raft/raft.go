@@ -661,9 +661,10 @@ func (r *Raft) startStopReplication() {
 
 // quorumView is what QuorumContact reads off the main goroutine (cairn).
 type quorumView struct {
-	self   bool                   // this server is a voter
-	peers  []*followerReplication // the other voters'
-	quorum int
+	self      bool                   // this server is a voter
+	peers     []*followerReplication // the other voters'
+	nonvoters []*followerReplication // the non-voters' (PeerContacts only)
+	quorum    int
 }
 
 // publishQuorumView publishes the voters' replication of this leadership for
@@ -671,12 +672,15 @@ type quorumView struct {
 func (r *Raft) publishQuorumView() {
 	v := &quorumView{quorum: r.quorumSize()}
 	for _, server := range r.configurations.latest.Servers {
-		if server.Suffrage != Voter {
-			continue
-		}
-		if server.ID == r.localID {
+		f := r.leaderState.replState[server.ID]
+		switch {
+		case server.Suffrage != Voter:
+			if f != nil {
+				v.nonvoters = append(v.nonvoters, f)
+			}
+		case server.ID == r.localID:
 			v.self = true
-		} else if f := r.leaderState.replState[server.ID]; f != nil {
+		case f != nil:
 			v.peers = append(v.peers, f)
 		}
 	}
@@ -709,20 +713,23 @@ func (r *Raft) QuorumContact() time.Time {
 }
 
 // PeerContacts returns, while this server leads, the latest send time of a
-// request each other voter answered in this leadership (AckedSent; zero:
-// none yet), by server ID; nil when it does not lead (cairn: the placement
-// driver holds back from a node its groups stopped hearing from).
+// request each other server, voter or not, answered in this leadership
+// (AckedSent; zero: none yet), by server ID; nil when it does not lead
+// (cairn: the placement driver holds back from a node its groups stopped
+// hearing from).
 func (r *Raft) PeerContacts() map[ServerID]time.Time {
 	v := r.quorumView.Load()
 	if v == nil {
 		return nil
 	}
-	out := make(map[ServerID]time.Time, len(v.peers))
-	for _, f := range v.peers {
-		f.peerLock.RLock()
-		id := f.peer.ID
-		f.peerLock.RUnlock()
-		out[id] = f.AckedSent()
+	out := make(map[ServerID]time.Time, len(v.peers)+len(v.nonvoters))
+	for _, fs := range [][]*followerReplication{v.peers, v.nonvoters} {
+		for _, f := range fs {
+			f.peerLock.RLock()
+			id := f.peer.ID
+			f.peerLock.RUnlock()
+			out[id] = f.AckedSent()
+		}
 	}
 	return out
 }
