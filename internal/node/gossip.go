@@ -290,12 +290,13 @@ const rejoinEvery = 10 * time.Second
 
 // joinLoop keeps trying the --join addresses until one answers (peers may
 // start in any order), then, every rejoin, joins them again while a node
-// the cluster counts is missing from gossip (missing). memberlist gossips to a member it declared
-// dead only for a while (GossipToTheDeadTime) and push-pulls only with live
-// ones, so after a partition longer than that the two sides stayed apart
-// for good, each listing the other dead (and the placement driver counting
-// a healed node's DownFor towards repair); a join merges their states
-// again, as Serf's reconnect does for Consul (TestGossipHealsAfterLongPartition).
+// the cluster counts is missing from gossip (missing). memberlist gossips
+// to a member it declared dead only for a while (GossipToTheDeadTime) and
+// push-pulls only with live ones, so after a partition longer than that the
+// two sides stayed apart for good, each listing the other dead (and the
+// placement driver counting a healed node's DownFor towards repair); a join
+// merges their states again, as Serf's reconnect does for Consul
+// (TestGossipHealsAfterLongPartition).
 func (g *gossip) joinLoop(addrs []string, self string, rejoin time.Duration) {
 	for attempt := 0; attempt < 300; attempt++ {
 		_, err := g.ml.Join(addrs)
