@@ -50,6 +50,10 @@ type gossipMeta struct {
 	// group and so never learns it there, says so (a hint, for the
 	// operator only).
 	ClusterLevel int `json:"cluster_level,omitempty"`
+	// ClusterID is the id of the cluster the node belongs to, once its meta
+	// state has it (placement.State.ClusterID): members of two clusters
+	// that both know theirs refuse each other (gossipDelegate.foreign).
+	ClusterID string `json:"cluster_id,omitempty"`
 }
 
 type gossipDelegate struct {
@@ -79,6 +83,41 @@ func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return ni
 func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
 func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
 func (d *gossipDelegate) NotifyUpdate(n *memberlist.Node)            { d.note(n); d.poke() }
+
+// NotifyMerge and NotifyAlive make the delegate memberlist's MergeDelegate
+// and AliveDelegate: a join (a push-pull with join set, both ways) with a
+// member of another cluster is cancelled, and gossip about one is ignored.
+// A join to the wrong address (a --join typo, or a rejoin of an address
+// that a node of another cluster took over) would otherwise merge the two
+// clusters' membership, and the meta leader would register the other
+// cluster's nodes. A node that knows no cluster yet (new, or wiped) may
+// join any; etcd refuses such a peer by its cluster id the same way.
+func (d *gossipDelegate) NotifyMerge(peers []*memberlist.Node) error {
+	for _, p := range peers {
+		if err := d.foreign(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *gossipDelegate) NotifyAlive(peer *memberlist.Node) error { return d.foreign(peer) }
+
+// foreign returns an error when member n belongs to another cluster than
+// this node: both know their cluster ids and they differ.
+func (d *gossipDelegate) foreign(n *memberlist.Node) error {
+	var gm gossipMeta
+	if json.Unmarshal(n.Meta, &gm) != nil || gm.ClusterID == "" {
+		return nil
+	}
+	d.mu.Lock()
+	ours := d.meta.ClusterID
+	d.mu.Unlock()
+	if ours == "" || gm.ClusterID == ours {
+		return nil
+	}
+	return fmt.Errorf("gossip: member %s belongs to cluster %s, this node to cluster %s: not merging", n.Name, gm.ClusterID, ours)
+}
 
 // A member that joins, or leaves or is declared dead, starts (or ends) a
 // life with no failed probe.
@@ -202,6 +241,8 @@ func startGossip(cfg Config, recorded int, members func() []string, logger *slog
 	mc.Delegate = d
 	mc.Events = d
 	mc.Ping = d
+	mc.Merge = d
+	mc.Alive = d
 	mc.Logger = log.New(memberlistWriter{logger, d}, "", 0)
 	if host == "0.0.0.0" || host == "" {
 		mc.AdvertiseAddr = ""
@@ -386,6 +427,21 @@ func (g *gossip) setLevels(recorded, cluster int) {
 	}
 	if err := g.ml.UpdateNode(time.Second); err != nil {
 		g.log.Warn("gossip: advertising the command levels", "recorded_level", recorded, "cluster_level", cluster, "err", err)
+	}
+}
+
+// setClusterID advertises the cluster id once the meta state has it (it
+// never changes after).
+func (g *gossip) setClusterID(id string) {
+	g.delegate.mu.Lock()
+	same := g.delegate.meta.ClusterID == id
+	g.delegate.meta.ClusterID = id
+	g.delegate.mu.Unlock()
+	if same {
+		return
+	}
+	if err := g.ml.UpdateNode(time.Second); err != nil {
+		g.log.Warn("gossip: advertising the cluster id", "cluster_id", id, "err", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -173,4 +174,74 @@ func TestGossipMetaUpdateReachesEveryPeer(t *testing.T) {
 			return ok && gm.Recorded == round
 		})
 	}
+}
+
+// TestGossipRefusesAnotherCluster: a join between members of two clusters
+// that both know their cluster ids is refused both ways, and neither
+// side's membership takes in the other's (a --join typo, or a rejoin of an
+// address a node of another cluster took over, would otherwise merge the
+// clusters and the meta leader would register the other's nodes). A node
+// that knows no cluster yet still joins. Without the merge and alive
+// delegates it fails: "a2 (cluster-a) joined b1 (cluster-b)".
+func TestGossipRefusesAnotherCluster(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	start := func(id string, join ...string) (*gossip, string) {
+		t.Helper()
+		addr := freeUDPAndTCP(t)
+		g, err := startGossip(Config{ID: id, GossipAddr: addr, HTTPAddr: "127.0.0.1:1", RaftAddr: "127.0.0.1:2", Join: join}, 0, nil, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = g.ml.Shutdown() })
+		return g, addr
+	}
+	names := func(g *gossip) []string {
+		var out []string
+		for id := range g.alive() {
+			out = append(out, id)
+		}
+		slices.Sort(out)
+		return out
+	}
+	waitNames := func(g *gossip, want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !slices.Equal(names(g), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("lists %v, want %v", names(g), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	a1, a1Addr := start("a1")
+	a2, _ := start("a2", a1Addr)
+	b1, b1Addr := start("b1")
+	b2, _ := start("b2", b1Addr)
+	waitNames(a1, "a1", "a2")
+	waitNames(b1, "b1", "b2")
+	for _, g := range []*gossip{a1, a2} {
+		g.setClusterID("cluster-a")
+	}
+	for _, g := range []*gossip{b1, b2} {
+		g.setClusterID("cluster-b")
+	}
+	if _, err := a2.ml.Join([]string{b1Addr}); err == nil {
+		t.Fatalf("a2 (cluster-a) joined b1 (cluster-b)")
+	} else {
+		t.Logf("a2 joining b1: %v", err)
+	}
+	time.Sleep(2 * time.Second) // gossip rounds in which a merge would show
+	for _, g := range []*gossip{a1, a2} {
+		if got := names(g); !slices.Equal(got, []string{"a1", "a2"}) {
+			t.Fatalf("%s lists %v after a join to another cluster", g.ml.LocalNode().Name, got)
+		}
+	}
+	for _, g := range []*gossip{b1, b2} {
+		if got := names(g); !slices.Equal(got, []string{"b1", "b2"}) {
+			t.Fatalf("%s lists %v after a join from another cluster", g.ml.LocalNode().Name, got)
+		}
+	}
+	// A node of no cluster yet (new, or its data dir wiped) joins.
+	start("c1", a1Addr)
+	waitNames(a1, "a1", "a2", "c1")
 }

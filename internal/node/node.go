@@ -656,6 +656,7 @@ func (n *Node) reconcile(st *placement.State) error {
 	if !st.Formed() {
 		return n.form(st)
 	}
+	n.gossip.setClusterID(st.ClusterID)
 	if n.meta.IsLeader() {
 		if err := n.registerMembers(st); err != nil {
 			return err
