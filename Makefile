@@ -17,10 +17,10 @@ run: build ## run a local 3-node cluster with data in a temp dir (Ctrl-C stops i
 
 # make test runs in two parallel halves so that it fits its ~10 minute
 # budget on 2 cores: every package but test/, then test/'s lock and
-# transaction cluster tests and three long ones that even the halves out
+# transaction cluster tests and a few long ones that even the halves out
 # (HALF2_TESTS); and beside them the rest of test/'s cluster tests. Output
 # is grouped per half (-O).
-HALF2_TESTS := ^(TestLock|TestS1[3-9]|TestTxn|TestTokens|TestRepairOfMovedRange|TestIsolatedLeader|TestLinearizableUnderFaults)
+HALF2_TESTS := ^(TestLock|TestS1[3-9]|TestTxn|TestTokens|TestRepairOfMovedRange|TestIsolatedLeader|TestLinearizableUnderFaults|TestGossipRejoins)
 TESTFLAGS     := -race -count=1 -timeout 15m
 
 test: ## unit, cluster (fault injection) and short linearizability tests, with -race

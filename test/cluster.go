@@ -600,6 +600,18 @@ func freeGossipAddr(t testing.TB) string {
 // gossip, as `cairn server --join` does, and returns its index.
 func (c *Cluster) AddNode() int {
 	c.t.Helper()
+	return c.addNode(nil)
+}
+
+// AddNodeJoining is AddNode with the new node's --join listing only the
+// nodes at indices seeds.
+func (c *Cluster) AddNodeJoining(seeds ...int) int {
+	c.t.Helper()
+	return c.addNode(seeds)
+}
+
+func (c *Cluster) addNode(seeds []int) int {
+	c.t.Helper()
 	c.mu.Lock()
 	i := len(c.nodes)
 	c.mu.Unlock()
@@ -608,8 +620,8 @@ func (c *Cluster) AddNode() int {
 	h.HTTPAddr, h.RaftAddr = httpLn.Addr().String(), raftLn.Addr().String()
 	h.cfg = c.nodeConfig(h, c.cfg)
 	h.cfg.HTTPListener, h.cfg.RaftListener = httpLn, raftLn
-	for _, o := range c.Nodes() {
-		if o.Node != nil {
+	for j, o := range c.Nodes() {
+		if o.Node != nil && (seeds == nil || slices.Contains(seeds, j)) {
 			h.cfg.Join = append(h.cfg.Join, o.GossipAddr)
 		}
 	}

@@ -105,6 +105,42 @@ func TestGossipHealsAfterLongPartition(t *testing.T) {
 	})
 }
 
+// TestGossipRejoinsWithoutItsSeeds: a node that joined through one seed,
+// since gone, is in no other node's --join list, and its own list names
+// only the dead seed. After a partition longer than memberlist gossips to
+// the dead, nobody joined it again, and both sides listed the other dead
+// for good. Each node now also joins the missing nodes' own last known
+// gossip addresses (internal/node/gossip.go joinLoop).
+func TestGossipRejoinsWithoutItsSeeds(t *testing.T) {
+	const toTheDead = 3 * time.Second
+	c := StartCluster(t, ClusterConfig{GossipToTheDeadTime: toTheDead, RejoinEvery: time.Second})
+	state := func(from, of int) string { return gossipState(c, from, of) }
+	n4 := c.AddNodeJoining(0) // --join n1 only
+	waitAllAliveTo(t, c, 1)
+	c.Kill(0) // the seed is gone
+	c.Isolate(n4)
+	WaitFor(t, 30*time.Second, "n4 dead to n2 and n2 to n4", func() error {
+		if s := state(1, n4); s != "dead" && s != "absent" {
+			return fmt.Errorf("n4 is %s to n2", s)
+		}
+		if s := state(n4, 1); s != "dead" && s != "absent" {
+			return fmt.Errorf("n2 is %s to n4", s)
+		}
+		return nil
+	})
+	time.Sleep(toTheDead + 2*time.Second) // nobody gossips to the dead any more
+	c.Heal()
+	WaitFor(t, 15*time.Second, "n4 alive again to n2 and n2 to n4 after Heal", func() error {
+		if s := state(1, n4); s != "alive" {
+			return fmt.Errorf("n4 is %s to n2", s)
+		}
+		if s := state(n4, 1); s != "alive" {
+			return fmt.Errorf("n2 is %s to n4", s)
+		}
+		return nil
+	})
+}
+
 // gossipState is node of's gossip state as node from's cluster status shows
 // it ("absent" when it lists no such node).
 func gossipState(c *Cluster, from, of int) string {

@@ -6,6 +6,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,6 +69,9 @@ type gossipDelegate struct {
 	// raftAddrs maps a member's gossip address to its raft address (test
 	// partitions name nodes by raft address: partitionedTransport).
 	raftAddrs map[string]string
+	// gossipAddrs maps a member's name to its last gossip address, kept
+	// after it leaves or dies (joinLoop joins it again).
+	gossipAddrs map[string]string
 	// unanswered holds the members this node suspects (gossip.suspect).
 	unanswered map[string]bool
 }
@@ -175,6 +179,18 @@ func (d *gossipDelegate) note(n *memberlist.Node) {
 		d.raftAddrs = map[string]string{}
 	}
 	d.raftAddrs[n.Address()] = gm.RaftAddr
+	if d.gossipAddrs == nil {
+		d.gossipAddrs = map[string]string{}
+	}
+	d.gossipAddrs[n.Name] = n.Address()
+}
+
+// gossipAddr returns member name's last known gossip address.
+func (d *gossipDelegate) gossipAddr(name string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a, ok := d.gossipAddrs[name]
+	return a, ok
 }
 
 // raftOf returns the raft address of the member gossiping at gossipAddr.
@@ -269,9 +285,7 @@ func startGossip(cfg Config, recorded int, members func() []string, logger *slog
 		}
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
-	if len(cfg.Join) > 0 {
-		go g.joinLoop(cfg.Join, cfg.GossipAddr, rejoin)
-	}
+	go g.joinLoop(cfg.Join, cfg.GossipAddr, rejoin)
 	return g, nil
 }
 
@@ -330,16 +344,20 @@ func (w memberlistWriter) Write(p []byte) (int, error) {
 const rejoinEvery = 10 * time.Second
 
 // joinLoop keeps trying the --join addresses until one answers (peers may
-// start in any order), then, every rejoin, joins them again while a node
-// the cluster counts is missing from gossip (missing). memberlist gossips
-// to a member it declared dead only for a while (GossipToTheDeadTime) and
+// start in any order), then, every rejoin, joins again while a node the
+// cluster counts is missing from gossip (missing): the --join addresses and
+// the missing nodes' own last known addresses. memberlist gossips to a
+// member it declared dead only for a while (GossipToTheDeadTime) and
 // push-pulls only with live ones, so after a partition longer than that the
 // two sides stayed apart for good, each listing the other dead (and the
 // placement driver counting a healed node's DownFor towards repair); a join
 // merges their states again, as Serf's reconnect does for Consul
-// (TestGossipHealsAfterLongPartition).
+// (TestGossipHealsAfterLongPartition). The missing nodes' own addresses
+// matter once the --join addresses are gone: a node that joined through a
+// seed since replaced is in no other node's --join list
+// (TestGossipRejoinsWithoutItsSeeds).
 func (g *gossip) joinLoop(addrs []string, self string, rejoin time.Duration) {
-	for attempt := 0; attempt < 300; attempt++ {
+	for attempt := 0; len(addrs) > 0 && attempt < 300; attempt++ {
 		_, err := g.ml.Join(addrs)
 		if err == nil {
 			break
@@ -355,13 +373,16 @@ func (g *gossip) joinLoop(addrs []string, self string, rejoin time.Duration) {
 		}
 	}
 	for g.sleep(rejoin) {
-		if !g.missing() {
+		missing, known := g.missing()
+		if !missing {
 			continue
 		}
-		for _, a := range addrs {
-			if a == self {
+		tried := map[string]bool{self: true}
+		for _, a := range append(slices.Clone(addrs), known...) {
+			if tried[a] {
 				continue
 			}
+			tried[a] = true
 			if _, err := g.ml.Join([]string{a}); err != nil {
 				g.log.Debug("gossip: rejoin", "addr", a, "err", err)
 			}
@@ -370,22 +391,30 @@ func (g *gossip) joinLoop(addrs []string, self string, rejoin time.Duration) {
 }
 
 // missing reports whether a node the cluster counts is not among gossip's
-// live members (always, without g.counted). Members' names only: memberlist
-// rewrites a member's address fields while others read them.
-func (g *gossip) missing() bool {
+// live members (always, without g.counted), and the last gossip addresses
+// known of those missing nodes. Members' names only: memberlist rewrites a
+// member's address fields while others read them (the delegate copies
+// them when it is told of a change).
+func (g *gossip) missing() (bool, []string) {
 	if g.counted == nil {
-		return true
+		return true, nil
 	}
 	live := map[string]bool{}
 	for _, m := range g.ml.Members() {
 		live[m.Name] = true
 	}
+	any := false
+	var known []string
 	for _, id := range g.counted() {
-		if !live[id] {
-			return true
+		if live[id] {
+			continue
+		}
+		any = true
+		if a, ok := g.delegate.gossipAddr(id); ok {
+			known = append(known, a)
 		}
 	}
-	return false
+	return any, known
 }
 
 // sleep waits d, or until leave; it reports whether leave has not come.
