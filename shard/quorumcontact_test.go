@@ -89,13 +89,7 @@ func TestStaleReadIgnoresLateAnswersOfOldTerm(t *testing.T) {
 func TestPeerContacts(t *testing.T) {
 	c, delays, reps := startPausableLeaderCluster(t)
 	put(t, reps[0], "k", "v")
-	ages := func() map[string]time.Duration {
-		out := map[string]time.Duration{}
-		for id, at := range reps[0].Raft().PeerContacts() {
-			out[string(id)] = time.Since(at)
-		}
-		return out
-	}
+	ages := func() map[string]time.Duration { return contactAges(reps[0]) }
 	b, cc := c.nodes[1], c.nodes[2]
 	if a := ages(); len(a) != 2 || a[b.id] > time.Second || a[cc.id] > time.Second {
 		t.Fatalf("healthy followers' contact ages %v", a)
@@ -144,13 +138,7 @@ func TestPeerContactsNonvoter(t *testing.T) {
 	c.transferLeader(reps, 0)
 	readWaitFor(t, 10*time.Second, "node 0 ready", func() error { _, err := linearizable(reps[0], time.Second); return err })
 	put(t, reps[0], "k", "v")
-	ages := func() map[string]time.Duration {
-		out := map[string]time.Duration{}
-		for id, at := range reps[0].Raft().PeerContacts() {
-			out[string(id)] = time.Since(at)
-		}
-		return out
-	}
+	ages := func() map[string]time.Duration { return contactAges(reps[0]) }
 	nv := c.nodes[3]
 	readWaitFor(t, 5*time.Second, "every follower heard from", func() error {
 		a := ages()
@@ -170,4 +158,13 @@ func TestPeerContactsNonvoter(t *testing.T) {
 	if a := ages(); a[nv.id] < time.Second || a[c.nodes[1].id] > time.Second || a[c.nodes[2].id] > time.Second {
 		t.Fatalf("contact ages %v 1.5s after the non-voter %s was cut off", a, nv.id)
 	}
+}
+
+// contactAges is r's PeerContacts as ages, by server id.
+func contactAges(r *Replica) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for id, at := range r.Raft().PeerContacts() {
+		out[string(id)] = time.Since(at)
+	}
+	return out
 }
