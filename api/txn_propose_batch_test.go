@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/wire"
 	"github.com/cairndb/cairn/shard"
 	"github.com/cairndb/cairn/txn"
 )
@@ -200,7 +201,7 @@ func TestProposeBatchRefusesBadInput(t *testing.T) {
 	// Bytes that are no binary message, on both binary paths.
 	for name, body := range map[string][]byte{
 		"truncated":  encodeProposeBatchRequest(&txnProposeBatchRequest{Items: []txnProposeRequest{{Key: []byte("k"), Cmd: prep}}})[:5],
-		"wire type":  {1<<3 | 0, 1},
+		"wire type":  {1<<3 | wire.TypeVarint, 1}, // field 1 (an item, or the key) as a varint: both messages carry it as bytes
 		"bad varint": {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
 	} {
 		refused(t, s, name+" (batch)", pathTxnProposeBatchBin, contentTypeWire, body)
