@@ -118,13 +118,7 @@ func TestPeerContacts(t *testing.T) {
 func TestPeerContactsNonvoter(t *testing.T) {
 	delays := &linkDelays{d: map[[2]string]time.Duration{}}
 	c := startReadCluster(t, 4, nil, &TransportKnobs{Delay: delays.delay})
-	t.Cleanup(func() { // before the hosts close: no delayed link holds their shutdown
-		for _, from := range c.nodes {
-			for _, to := range c.nodes {
-				delays.set(from.addr, to.addr, 0)
-			}
-		}
-	})
+	clearDelaysAtCleanup(t, c, delays)
 	servers := c.servers()
 	servers[3].Suffrage = raft.Nonvoter
 	var reps []*Replica

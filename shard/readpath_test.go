@@ -400,6 +400,19 @@ func raftStates(reps []*Replica) string {
 	return b.String()
 }
 
+// clearDelaysAtCleanup removes every delay of c's links when the test ends,
+// before its hosts close (cleanups run last-in first-out): no delayed link
+// holds their shutdown.
+func clearDelaysAtCleanup(t *testing.T, c *readCluster, delays *linkDelays) {
+	t.Cleanup(func() {
+		for _, from := range c.nodes {
+			for _, to := range c.nodes {
+				delays.set(from.addr, to.addr, 0)
+			}
+		}
+	})
+}
+
 // linkDelays is a TransportKnobs.Delay table, changed while the test runs.
 type linkDelays struct {
 	mu sync.Mutex
@@ -707,13 +720,7 @@ func startPausableLeaderCluster(t *testing.T) (*readCluster, *linkDelays, []*Rep
 		}
 		return tu
 	}, &TransportKnobs{Delay: delays.delay})
-	t.Cleanup(func() { // before the hosts close: no delayed link holds their shutdown
-		for _, from := range c.nodes {
-			for _, to := range c.nodes {
-				delays.set(from.addr, to.addr, 0)
-			}
-		}
-	})
+	clearDelaysAtCleanup(t, c, delays)
 	reps := c.open(1)
 	c.transferLeader(reps, 0)
 	readWaitFor(t, 10*time.Second, "node 0 ready", func() error { _, err := linearizable(reps[0], time.Second); return err })

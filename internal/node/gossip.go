@@ -264,11 +264,13 @@ func startGossip(cfg Config, recorded int, members func() []string, logger *slog
 		mc.AdvertiseAddr = ""
 	}
 	rejoin := rejoinEvery
-	if k := cfg.Knobs; k != nil && k.GossipToTheDeadTime > 0 {
-		mc.GossipToTheDeadTime = k.GossipToTheDeadTime
-	}
-	if k := cfg.Knobs; k != nil && k.RejoinEvery > 0 {
-		rejoin = k.RejoinEvery
+	if k := cfg.Knobs; k != nil {
+		if k.GossipToTheDeadTime > 0 {
+			mc.GossipToTheDeadTime = k.GossipToTheDeadTime
+		}
+		if k.RejoinEvery > 0 {
+			rejoin = k.RejoinEvery
+		}
 	}
 	if k := cfg.Knobs; k != nil && k.Blocked != nil {
 		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
@@ -339,8 +341,8 @@ func (w memberlistWriter) Write(p []byte) (int, error) {
 }
 
 // rejoinEvery is how often joinLoop checks whether a node the cluster
-// counts is missing from gossip, and then joins the --join addresses again
-// (Knobs.RejoinEvery in tests).
+// counts is missing from gossip, and then joins again (Knobs.RejoinEvery in
+// tests).
 const rejoinEvery = 10 * time.Second
 
 // joinLoop keeps trying the --join addresses until one answers (peers may
